@@ -1,0 +1,7 @@
+// The string a canary edit task changes.
+export const GREETING = "Hello";
+
+// The function a canary edit task updates.
+export function greet(name) {
+  return `${GREETING}, ${name}!`;
+}

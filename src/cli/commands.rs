@@ -1,0 +1,327 @@
+//! One function per subcommand.
+
+use super::{Cli, Command};
+use crate::config::LabConfig;
+use crate::engine::docker::DockerBackend;
+use crate::engine::{Backend, GcScope};
+use crate::error::{LabError, Result, exit};
+use crate::lab::plan::{Case, Partition};
+use crate::lab::{self, Prepared, RunOptions};
+use crate::progress::Progress;
+use crate::repos::{Catalog, Content};
+use crate::report::RunReport;
+use clap::{Args, Subcommand};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Suite file(s) to run.
+    #[arg(long = "suite", short = 's', required = true)]
+    pub suites: Vec<PathBuf>,
+    /// Only these canary repos (default: every repo each suite names).
+    #[arg(long = "repo", short = 'r')]
+    pub repos: Vec<String>,
+    /// Image to run cases in (default: the lab's base image).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Cases run at once.
+    #[arg(long, short = 'j', default_value_t = 1)]
+    pub jobs: usize,
+    /// Run only slice i of n of the cases (`--partition 2/4`), for CI matrices.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Print the JSON report on stdout instead of the summary table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReproArgs {
+    /// `<run-id>/<case-id>`, as printed by `canary run`.
+    pub target: String,
+    /// Leave the container running for inspection (remove it later with `canary gc --all`).
+    #[arg(long)]
+    pub keep: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Also remove objects of runs still in progress and containers kept by `repro --keep`.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImagesCommand {
+    /// Build the offline base image (Debian via debootstrap) unless it already exists.
+    Base {
+        /// Rebuild even when the image exists.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReposCommand {
+    /// List the canary repos and whether their content matches its pin.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write each repo's current content digest into its manifest.
+    Pin {
+        /// Repo ids (default: all).
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SuitesCommand {
+    /// Parse and validate suite files; exit 2 on the first error.
+    Check {
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    #[arg(value_enum)]
+    pub which: SchemaKind,
+    /// Compare with this checked-in file instead of printing; exit 1 when it differs.
+    #[arg(long)]
+    pub check: Option<PathBuf>,
+    /// Write to this file.
+    #[arg(long, conflicts_with = "check")]
+    pub write: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum SchemaKind {
+    Suite,
+    Report,
+}
+
+impl Command {
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Run(a) => a.json,
+            Command::Repro(a) => a.json,
+            Command::Gc(a) => a.json,
+            Command::Images(ImagesCommand::Base { json, .. }) => *json,
+            Command::Repos(ReposCommand::List { json }) => *json,
+            Command::Suites(SuitesCommand::Check { json, .. }) => *json,
+            _ => false,
+        }
+    }
+}
+
+fn config(cli: &Cli) -> Result<LabConfig> {
+    let mut c = LabConfig::load(cli.config.as_deref())?;
+    if let Some(d) = &cli.repos_dir {
+        c.repos_dir = d.clone();
+    }
+    if let Some(d) = &cli.reports_dir {
+        c.reports_dir = d.clone();
+    }
+    Ok(c)
+}
+
+/// `canary` plus the directory flags a repro needs to find the same folders.
+fn repro_prefix(cli: &Cli) -> String {
+    let mut p = String::from("canary");
+    if let Some(c) = &cli.config {
+        p.push_str(&format!(" --config {}", c.display()));
+    }
+    if let Some(d) = &cli.reports_dir {
+        p.push_str(&format!(" --reports-dir {}", d.display()));
+    }
+    p
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+}
+
+pub async fn dispatch(cli: Cli) -> Result<i32> {
+    let config = config(&cli)?;
+    match &cli.command {
+        Command::Run(a) => run(&cli, &config, a).await,
+        Command::Repro(a) => repro(&cli, &config, a).await,
+        Command::Gc(a) => gc(a).await,
+        Command::Images(ImagesCommand::Base { force, json }) => {
+            let engine = DockerBackend::connect().await?;
+            let progress = Progress::new(false);
+            let img = crate::images::ensure_base(&engine, &config, *force, &progress).await?;
+            if *json {
+                print_json(&img);
+            } else {
+                println!("{} {} ({})", img.reference, img.id, if img.built { "built" } else { "already present" });
+            }
+            Ok(exit::PASS)
+        }
+        Command::Repos(ReposCommand::List { json }) => repos_list(&config, *json),
+        Command::Repos(ReposCommand::Pin { ids }) => {
+            let catalog = Catalog::load(&config.repos_dir, &config.cache_dir)?;
+            let ids = if ids.is_empty() { catalog.ids() } else { ids.clone() };
+            for id in ids {
+                let (old, new) = catalog.pin(&id)?;
+                println!("{id}: {}", if old == new { format!("{new} (unchanged)") } else { format!("{old} -> {new}") });
+            }
+            Ok(exit::PASS)
+        }
+        Command::Suites(SuitesCommand::Check { files, json }) => {
+            let catalog = Catalog::load(&config.repos_dir, &config.cache_dir)?;
+            let mut out = Vec::new();
+            for f in files {
+                let s = crate::suite::load(f, &catalog.ids())?;
+                out.push(serde_json::json!({"file": f, "name": s.name, "steps": s.steps.len(), "repos": s.repos}));
+                if !json {
+                    println!("ok {}: suite `{}`, {} steps × {} repos", f.display(), s.name, s.steps.len(), s.repos.len());
+                }
+            }
+            if *json {
+                print_json(&out);
+            }
+            Ok(exit::PASS)
+        }
+        Command::Schema(a) => schema(a),
+    }
+}
+
+async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
+    let partition = a.partition.as_deref().map(str::parse::<Partition>).transpose()?;
+    let prepared = lab::prepare(config, &a.suites, &a.repos, partition)?;
+    let engine = DockerBackend::connect().await?;
+    let image = a.image.clone().unwrap_or_else(|| crate::images::base_reference(config));
+    let progress = Progress::new(false);
+    let opts = RunOptions { run_id: lab::new_run_id(), image, jobs: a.jobs, partition, keep: false, repro_prefix: repro_prefix(cli) };
+    let (report, run_dir) = lab::run(engine, config, prepared, opts, &progress).await?;
+    finish(&report, &run_dir, a.json)
+}
+
+fn finish(report: &RunReport, run_dir: &std::path::Path, json: bool) -> Result<i32> {
+    if json {
+        print_json(report);
+    } else {
+        print!("{}", crate::report::terminal::render(report, run_dir));
+    }
+    Ok(report.exit_code())
+}
+
+async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
+    let (run_id, case_id) = a
+        .target
+        .split_once('/')
+        .ok_or_else(|| LabError::usage(format!("invalid case `{}`", a.target), "write `<run-id>/<case-id>`, as printed by `canary run`"))?;
+    let run_dir = config.reports_dir.join(run_id);
+    let report_path = run_dir.join(crate::report::JSON_FILE);
+    let text = std::fs::read_to_string(&report_path).map_err(|e| LabError::read(&report_path, e))?;
+    let old: RunReport = serde_json::from_str(&text).map_err(|e| LabError::usage(format!("{}: not a run report: {e}", report_path.display()), "point at a folder written by `canary run`"))?;
+    let case = old.case(case_id).ok_or_else(|| {
+        LabError::usage(format!("run {run_id} has no case `{case_id}`"), format!("cases: {}", old.cases.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")))
+    })?;
+    let suite_ref = old.suites.iter().find(|s| s.name == case.suite).ok_or_else(|| LabError::usage("report lists no such suite", "the report is damaged"))?;
+    let repo_ref = old.repos.iter().find(|r| r.id == case.repo).ok_or_else(|| LabError::usage("report lists no such repo", "the report is damaged"))?;
+
+    let suite_path = run_dir.join("suites").join(format!("{}.yaml", suite_ref.name));
+    let suite = crate::suite::load(&suite_path, std::slice::from_ref(&repo_ref.id))?;
+    if suite.digest != suite_ref.digest {
+        return Err(LabError::usage(format!("{} changed since the run", suite_path.display()), "repro runs the suite exactly as it ran; restore the file"));
+    }
+    let tar_path = run_dir.join("repos").join(format!("{}.tar", repo_ref.id));
+    let tar = std::fs::read(&tar_path).map_err(|e| LabError::read(&tar_path, e))?;
+    let content = Content::from_tar(&tar).map_err(|e| LabError::read(&tar_path, e))?;
+    if content.digest != repo_ref.digest {
+        return Err(LabError::RepoPinMismatch { id: repo_ref.id.clone(), pinned: repo_ref.digest.clone(), actual: content.digest });
+    }
+    let suite = Arc::new(suite);
+    let prepared = Prepared {
+        cases: vec![Case { id: case.id.clone(), suite: suite.clone(), repo: repo_ref.id.clone() }],
+        suites: vec![suite],
+        repo_tars: BTreeMap::from([(repo_ref.id.clone(), (repo_ref.digest.clone(), Arc::new(tar)))]),
+        repo_commands: BTreeMap::from([(repo_ref.id.clone(), (repo_ref.test.clone(), repo_ref.ci.clone()))]),
+    };
+    let engine = DockerBackend::connect().await?;
+    let progress = Progress::new(false);
+    progress.line(format!("reproducing {} from run {run_id} (image {}, repo {})", case.id, lab::short_id(&old.image.id), repo_ref.digest));
+    let new_id = lab::new_run_id();
+    let opts = RunOptions { run_id: new_id.clone(), image: old.image.id.clone(), jobs: 1, partition: None, keep: a.keep, repro_prefix: repro_prefix(cli) };
+    let (report, new_dir) = lab::run(engine, config, prepared, opts, &progress).await?;
+    let code = finish(&report, &new_dir, a.json)?;
+    if a.keep {
+        let name = format!("canary-{new_id}-{}", case.id);
+        eprintln!("\nThe container is still running. Enter it with:\n  docker exec -it -w /work {name} bash\nRemove it with:\n  docker rm -f {name}   (or `canary gc --all`)");
+    }
+    Ok(code)
+}
+
+async fn gc(a: &GcArgs) -> Result<i32> {
+    let engine = DockerBackend::connect().await?;
+    let r = engine.gc(if a.all { GcScope::All } else { GcScope::Orphaned }).await?;
+    if a.json {
+        print_json(&serde_json::json!({"containers": r.containers, "networks": r.networks, "skipped_live": r.skipped_live}));
+    } else {
+        for c in &r.containers {
+            println!("removed container {c}");
+        }
+        for n in &r.networks {
+            println!("removed network {n}");
+        }
+        println!("{} containers and {} networks removed; {} belong to live runs or were kept", r.containers.len(), r.networks.len(), r.skipped_live);
+    }
+    Ok(exit::PASS)
+}
+
+fn repos_list(config: &LabConfig, json: bool) -> Result<i32> {
+    let catalog = Catalog::load(&config.repos_dir, &config.cache_dir)?;
+    let mut rows = Vec::new();
+    let mut all_ok = true;
+    for (id, repo) in &catalog.repos {
+        let status = match catalog.pinned_content(id) {
+            Ok(_) => "pinned".to_string(),
+            Err(LabError::RepoPinMismatch { actual, .. }) => {
+                all_ok = false;
+                format!("MISMATCH (content is {actual})")
+            }
+            Err(e) => return Err(e),
+        };
+        rows.push(serde_json::json!({"id": id, "language": repo.manifest.language, "digest": repo.manifest.digest.value, "test": repo.manifest.test, "ci": repo.manifest.ci, "status": status}));
+        if !json {
+            println!("{id:<12} {:<11} {}  {status}", repo.manifest.language, repo.manifest.digest.value);
+        }
+    }
+    if json {
+        print_json(&rows);
+    }
+    Ok(if all_ok { exit::PASS } else { exit::FAILED })
+}
+
+fn schema(a: &SchemaArgs) -> Result<i32> {
+    let text = match a.which {
+        SchemaKind::Suite => crate::suite::json_schema(),
+        SchemaKind::Report => crate::report::json_schema(),
+    };
+    if let Some(path) = &a.check {
+        let current = std::fs::read_to_string(path).map_err(|e| LabError::read(path, e))?;
+        if current != text {
+            eprintln!("{} is out of date: regenerate it with `canary schema {:?} --write {}`", path.display(), a.which, path.display());
+            return Ok(exit::FAILED);
+        }
+        println!("{} is up to date", path.display());
+    } else if let Some(path) = &a.write {
+        crate::fsutil::write_atomic(path, text.as_bytes())?;
+    } else {
+        print!("{text}");
+    }
+    Ok(exit::PASS)
+}

@@ -1,0 +1,85 @@
+//! The `canary` command line. Parsing, output and exit codes live here; the work is done by
+//! the library modules. [`main`] is the one place that maps outcomes to exit codes.
+
+mod commands;
+
+use crate::error::{LabError, exit};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "Exit codes:\n  0  everything passed / the command did what it was asked\n  1  a case failed or timed out (the verdict is \"not good\")\n  2  the lab could not run: bad input, Docker unreachable, image missing, interrupted";
+
+#[derive(Parser, Debug)]
+#[command(name = "canary", version, about = "Compatibility lab and canary harness for AI coding-agent CLIs", after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Lab config file (default: ./canary.yaml when present).
+    #[arg(long, global = true, env = "CANARY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Folder of canary repos (overrides the lab config).
+    #[arg(long, global = true)]
+    pub repos_dir: Option<PathBuf>,
+    /// Folder run reports are written to (overrides the lab config).
+    #[arg(long, global = true)]
+    pub reports_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run canary suites against canary repos in containers.
+    Run(commands::RunArgs),
+    /// Re-run one case of an earlier run with the same image, repo content and suite.
+    Repro(commands::ReproArgs),
+    /// Remove containers and networks that crashed runs left behind.
+    Gc(commands::GcArgs),
+    /// Build or show the lab's images.
+    #[command(subcommand)]
+    Images(commands::ImagesCommand),
+    /// List, verify and pin the canary repos.
+    #[command(subcommand)]
+    Repos(commands::ReposCommand),
+    /// Validate suite files without running them.
+    #[command(subcommand)]
+    Suites(commands::SuitesCommand),
+    /// Print or check the generated JSON Schemas (suite format, JSON report).
+    Schema(commands::SchemaArgs),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit::ERROR } else { exit::PASS };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CANARY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let json = cli.command.json();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => report_error(e, json),
+    }
+}
+
+/// Renders an error once: a diagnostic with source snippet on stderr, and with `--json` also a
+/// machine-readable object on stdout.
+fn report_error(e: LabError, json: bool) -> i32 {
+    let code = e.exit_code();
+    if json {
+        let location = match &e {
+            LabError::Source(s) => Some(s.location()),
+            _ => None,
+        };
+        let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
+        let obj = serde_json::json!({"error": {"message": e.to_string(), "location": location, "help": help, "exit_code": code}});
+        println!("{obj}");
+    }
+    eprintln!("{:?}", miette::Report::new(e));
+    code
+}

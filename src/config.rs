@@ -1,0 +1,69 @@
+//! The lab's own configuration (`canary.yaml`, optional): where things live and what to build
+//! from. Everything has a default, so a fresh checkout runs without one.
+
+use crate::error::{LabError, Result, SourceError};
+use miette::NamedSource;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_FILE: &str = "canary.yaml";
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabConfig {
+    /// Use this image as the base instead of building one with debootstrap (for users who can
+    /// pull from a registry). It must provide sh, git, node, python3 and pytest.
+    pub base_image: Option<String>,
+    /// Debian mirror for debootstrap. Default: the first Debian source in this machine's apt
+    /// configuration.
+    pub debian_mirror: Option<String>,
+    /// Debian release the base image is built from.
+    pub debian_release: String,
+    pub repos_dir: PathBuf,
+    pub reports_dir: PathBuf,
+    /// Downloads, checkouts and temporary root filesystems.
+    pub cache_dir: PathBuf,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            base_image: None,
+            debian_mirror: None,
+            debian_release: "bookworm".into(),
+            repos_dir: "canary-repos".into(),
+            reports_dir: "reports".into(),
+            cache_dir: ".canary/cache".into(),
+        }
+    }
+}
+
+impl LabConfig {
+    /// Loads `path` if given (it must exist), else `canary.yaml` if present, else defaults.
+    pub fn load(path: Option<&Path>) -> Result<LabConfig> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_FILE), false),
+        };
+        if !required && !path.exists() {
+            return Ok(LabConfig::default());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| LabError::read(&path, e))?;
+        serde_saphyr::from_str(&text).map_err(|e| {
+            let plain = e.without_snippet().to_string();
+            let message = plain.rfind(" at line ").map_or(plain.clone(), |i| plain[..i].to_string());
+            let offset = e.location().and_then(|l| l.span().byte_offset()).unwrap_or(0) as usize;
+            SourceError {
+                message: format!("invalid lab config: {message}"),
+                src: NamedSource::new(path.display().to_string(), text.clone()),
+                span: (offset, 1).into(),
+                label: "here".into(),
+                help: Some("keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir".into()),
+                related: None,
+                related_label: String::new(),
+            }
+            .into()
+        })
+    }
+}

@@ -1,0 +1,289 @@
+//! The Docker backend, over the engine's HTTP API (bollard). The only module that imports bollard.
+
+use super::{Backend, ContainerSpec, ExecOutcome, ExecSpec, GcReport, GcScope, ImageInfo, OUTPUT_LIMIT, labels, owner_labels};
+use crate::error::{LabError, Result};
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The user case containers run as (created in the base image; numeric so any image works).
+pub const CASE_USER: &str = "1000:1000";
+
+#[derive(Clone)]
+pub struct DockerBackend {
+    docker: Docker,
+}
+
+fn docker_err(context: &str) -> impl FnOnce(bollard::errors::Error) -> LabError + '_ {
+    move |e| LabError::Docker { context: context.to_string(), message: e.to_string() }
+}
+
+fn not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+impl DockerBackend {
+    /// Connects with the usual defaults (`DOCKER_HOST` or the local socket) and agrees on an API
+    /// version with the engine, so older engines work too.
+    pub async fn connect() -> Result<DockerBackend> {
+        let unreachable = |e: bollard::errors::Error| LabError::DockerUnreachable { reason: e.to_string() };
+        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
+        Ok(DockerBackend { docker })
+    }
+
+    /// Imports a root filesystem tar as an image (`docker import`), with Dockerfile-style
+    /// `changes` such as `ENV` and `WORKDIR`. Returns the image id.
+    pub async fn import_rootfs<S>(&self, reference: &str, changes: Vec<String>, tar: S) -> Result<String>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let options = CreateImageOptionsBuilder::default().from_src("-").repo(repo).tag(tag).changes(changes).build();
+        let mut progress = self.docker.create_image(Some(options), Some(bollard::body_try_stream(tar)), None);
+        while let Some(item) = progress.next().await {
+            item.map_err(docker_err("importing the base image"))?;
+        }
+        let info = self.image(reference).await?.ok_or_else(|| LabError::ImageBuild(format!("{reference} missing after import")))?;
+        Ok(info.id)
+    }
+
+    async fn exec_once(&self, container: &str, cmd: Vec<String>, env: Vec<String>, workdir: &str) -> Result<String> {
+        let exec = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    cmd: Some(cmd),
+                    env: Some(env),
+                    working_dir: Some(workdir.to_string()),
+                    user: Some(CASE_USER.to_string()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(docker_err("creating an exec"))?;
+        Ok(exec.id)
+    }
+
+    /// Kills every process of the case user except the container's init, which is how a
+    /// timed-out step (and whatever it spawned) is stopped: Docker has no "kill exec" call.
+    async fn kill_case_processes(&self, container: &str) -> Result<()> {
+        let id = self.exec_once(container, vec!["sh".into(), "-c".into(), "kill -9 -1".into()], vec![], "/").await?;
+        if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&id, None).await.map_err(docker_err("killing a step"))? {
+            while output.next().await.is_some() {}
+        }
+        Ok(())
+    }
+
+    async fn wait_exit(&self, exec_id: &str) -> Result<Option<i64>> {
+        for _ in 0..200 {
+            let info = self.docker.inspect_exec(exec_id).await.map_err(docker_err("inspecting an exec"))?;
+            if info.running != Some(true) {
+                return Ok(info.exit_code);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(None)
+    }
+}
+
+fn append_capped(buf: &mut Vec<u8>, data: &[u8], truncated: &mut bool) {
+    let room = OUTPUT_LIMIT.saturating_sub(buf.len());
+    if data.len() > room {
+        *truncated = true;
+    }
+    buf.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+impl Backend for DockerBackend {
+    async fn describe(&self) -> Result<String> {
+        let v = self.docker.version().await.map_err(docker_err("reading the engine version"))?;
+        Ok(format!("docker {} (API {})", v.version.unwrap_or_default(), v.api_version.unwrap_or_default()))
+    }
+
+    async fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(img) => Ok(Some(ImageInfo {
+                id: img.id.unwrap_or_default(),
+                labels: img.config.and_then(|c| c.labels).unwrap_or_default().into_iter().collect(),
+            })),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(docker_err("inspecting an image")(e)),
+        }
+    }
+
+    async fn create_network(&self, run_id: &str) -> Result<String> {
+        let name = format!("canary-lab-{run_id}");
+        self.docker
+            .create_network(NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                // Internal: members reach each other, never the outside world.
+                internal: Some(true),
+                labels: Some(owner_labels(run_id)),
+                ..Default::default()
+            })
+            .await
+            .map_err(docker_err("creating the lab network"))?;
+        Ok(name)
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(docker_err("removing the lab network")(e)),
+        }
+    }
+
+    async fn start_container(&self, spec: &ContainerSpec) -> Result<String> {
+        let mut container_labels = owner_labels(&spec.run_id);
+        container_labels.insert(labels::CASE.into(), spec.case_id.clone());
+        if spec.keep {
+            container_labels.insert(labels::KEEP.into(), "1".into());
+        }
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            // An idle init: steps arrive as execs, and a deadline kills everything but it.
+            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            user: Some(CASE_USER.into()),
+            working_dir: Some(crate::repos::WORKDIR.into()),
+            env: Some(spec.env.clone()),
+            labels: Some(container_labels),
+            network_disabled: Some(spec.network.is_none()),
+            host_config: Some(HostConfig {
+                network_mode: Some(spec.network.clone().unwrap_or_else(|| "none".into())),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                memory: Some(spec.memory_bytes),
+                pids_limit: Some(spec.pids_limit),
+                nano_cpus: Some(spec.nano_cpus),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = format!("canary-{}-{}", spec.run_id, spec.case_id);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = match self.docker.create_container(Some(options), body).await {
+            Ok(c) => c,
+            Err(e) if not_found(&e) => {
+                return Err(LabError::ImageMissing { image: spec.image.clone(), hint: "build it with `canary images base` or name an image that exists (`docker images`)".into() });
+            }
+            Err(e) => return Err(docker_err("creating a case container")(e)),
+        };
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            let _ = self.remove_container(&created.id).await;
+            return Err(docker_err("starting a case container")(e));
+        }
+        Ok(created.id)
+    }
+
+    async fn upload(&self, container: &str, tar: Vec<u8>) -> Result<()> {
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.docker.upload_to_container(container, Some(options), bollard::body_full(tar.into())).await.map_err(docker_err("uploading the repo"))
+    }
+
+    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecOutcome> {
+        let started = Instant::now();
+        let id = self.exec_once(container, spec.cmd.clone(), spec.env.clone(), &spec.workdir).await?;
+        let mut out = ExecOutcome::default();
+        let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&id, None).await.map_err(docker_err("starting an exec"))? else {
+            unreachable!("attached exec")
+        };
+        let deadline = tokio::time::Instant::from_std(spec.deadline);
+        let mut killed_at = None;
+        loop {
+            let next = if killed_at.is_none() {
+                tokio::select! {
+                    item = output.next() => item,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        out.timed_out = true;
+                        killed_at = Some(Instant::now());
+                        self.kill_case_processes(container).await?;
+                        continue;
+                    }
+                }
+            } else {
+                // After the kill the stream ends at once; a second of grace guards against a
+                // process that escaped the kill (it cannot: it would have to change user).
+                match tokio::time::timeout(Duration::from_secs(1), output.next()).await {
+                    Ok(item) => item,
+                    Err(_) => None,
+                }
+            };
+            match next {
+                None => break,
+                Some(Ok(LogOutput::StdOut { message })) | Some(Ok(LogOutput::Console { message })) => append_capped(&mut out.stdout, &message, &mut out.truncated),
+                Some(Ok(LogOutput::StdErr { message })) => append_capped(&mut out.stderr, &message, &mut out.truncated),
+                Some(Ok(LogOutput::StdIn { .. })) => {}
+                Some(Err(e)) => return Err(docker_err("reading exec output")(e)),
+            }
+        }
+        out.exit_code = self.wait_exit(&id).await?;
+        out.duration = started.elapsed();
+        out.kill_latency = killed_at.map(|_| Instant::now().saturating_duration_since(spec.deadline));
+        Ok(out)
+    }
+
+    async fn remove_container(&self, container: &str) -> Result<()> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match self.docker.remove_container(container, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            // 409: removal already in progress (e.g. a concurrent gc).
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(e) => Err(docker_err("removing a case container")(e)),
+        }
+    }
+
+    async fn gc(&self, scope: GcScope) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let filters: HashMap<String, Vec<String>> = HashMap::from([("label".into(), vec![labels::LAB.into()])]);
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+            .await
+            .map_err(docker_err("listing lab containers"))?;
+        for c in containers {
+            let l = c.labels.unwrap_or_default();
+            if !scope.selects(&l) {
+                report.skipped_live += 1;
+                continue;
+            }
+            if let Some(id) = c.id {
+                self.remove_container(&id).await?;
+                report.containers.push(c.names.and_then(|n| n.first().cloned()).unwrap_or(id).trim_start_matches('/').to_string());
+            }
+        }
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()))
+            .await
+            .map_err(docker_err("listing lab networks"))?;
+        for n in networks {
+            let l = n.labels.unwrap_or_default();
+            if !scope.selects(&l) {
+                report.skipped_live += 1;
+                continue;
+            }
+            if let Some(name) = n.name {
+                self.remove_network(&name).await?;
+                report.networks.push(name);
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,162 @@
+//! Where cases run. The lab talks to a [`Backend`]; [`docker::DockerBackend`] is the one
+//! implementation today (and the only module that imports bollard). A Kubernetes backend would
+//! implement the same trait without touching suites, reports or the registry.
+//!
+//! Invariants every backend keeps:
+//! - everything it creates carries the lab's labels (run id, owning process, host), so that
+//!   `canary gc` can find and remove what a crashed run left behind;
+//! - an exec never outlives its deadline: when the deadline passes, every process the case user
+//!   owns in the container is killed, and the outcome says `timed_out`.
+
+pub mod docker;
+
+use crate::error::Result;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Label keys put on every container and network the lab creates.
+pub mod labels {
+    pub const LAB: &str = "canary-lab";
+    pub const RUN: &str = "canary-lab.run";
+    pub const CASE: &str = "canary-lab.case";
+    pub const PID: &str = "canary-lab.pid";
+    pub const HOST: &str = "canary-lab.host";
+    pub const KEEP: &str = "canary-lab.keep";
+}
+
+/// What a case container looks like. Resource limits are the lab's defaults unless a suite
+/// says otherwise.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub run_id: String,
+    pub case_id: String,
+    pub image: String,
+    /// A lab network to join; `None` means no network at all.
+    pub network: Option<String>,
+    pub env: Vec<String>,
+    pub memory_bytes: i64,
+    pub pids_limit: i64,
+    pub nano_cpus: i64,
+    /// Left running after the run (`canary repro --keep`); `canary gc` still finds it.
+    pub keep: bool,
+}
+
+impl ContainerSpec {
+    pub fn new(run_id: &str, case_id: &str, image: &str) -> Self {
+        ContainerSpec {
+            run_id: run_id.into(),
+            case_id: case_id.into(),
+            image: image.into(),
+            network: None,
+            env: Vec::new(),
+            memory_bytes: 2 << 30,
+            pids_limit: 1024,
+            nano_cpus: 2_000_000_000,
+            keep: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: String,
+    /// The exec is killed when this instant passes.
+    pub deadline: Instant,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutcome {
+    /// `None` when the process was killed before it reported one.
+    pub exit_code: Option<i64>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+    /// Output beyond the capture limit was dropped.
+    pub truncated: bool,
+    pub duration: Duration,
+    /// Time from the deadline to the moment the process was gone (timed-out execs only).
+    pub kill_latency: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+    /// Lab objects left alone because their run is still alive.
+    pub skipped_live: usize,
+}
+
+/// Which leftovers `gc` removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GcScope {
+    /// Objects whose owning `canary` process is gone (default; safe next to running runs).
+    Orphaned,
+    /// Every lab object, including those of runs still in progress and kept containers.
+    All,
+    /// The objects of one run, except containers it was asked to keep (a run's own cleanup).
+    Run(String),
+}
+
+impl GcScope {
+    /// Whether an object with these labels is removed under this scope.
+    pub fn selects(&self, l: &std::collections::HashMap<String, String>) -> bool {
+        let kept = l.contains_key(labels::KEEP);
+        match self {
+            GcScope::All => true,
+            GcScope::Orphaned => !kept && !owner_alive(l),
+            GcScope::Run(id) => !kept && l.get(labels::RUN) == Some(id),
+        }
+    }
+}
+
+/// Most output a step keeps per stream; beyond it the report says "truncated".
+pub const OUTPUT_LIMIT: usize = 8 << 20;
+
+pub trait Backend: Send + Sync + 'static {
+    /// A short description of the engine (for reports), or why it cannot be reached.
+    fn describe(&self) -> impl Future<Output = Result<String>> + Send;
+    fn image(&self, reference: &str) -> impl Future<Output = Result<Option<ImageInfo>>> + Send;
+    fn create_network(&self, run_id: &str) -> impl Future<Output = Result<String>> + Send;
+    fn remove_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Creates and starts a case container; returns its id.
+    fn start_container(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String>> + Send;
+    /// Unpacks a tar archive at `/` in the container.
+    fn upload(&self, container: &str, tar: Vec<u8>) -> impl Future<Output = Result<()>> + Send;
+    fn exec(&self, container: &str, spec: &ExecSpec) -> impl Future<Output = Result<ExecOutcome>> + Send;
+    fn remove_container(&self, container: &str) -> impl Future<Output = Result<()>> + Send;
+    fn gc(&self, scope: GcScope) -> impl Future<Output = Result<GcReport>> + Send;
+}
+
+/// Labels for an object owned by this process in `run_id`.
+pub fn owner_labels(run_id: &str) -> std::collections::HashMap<String, String> {
+    let mut l = std::collections::HashMap::new();
+    l.insert(labels::LAB.into(), "1".into());
+    l.insert(labels::RUN.into(), run_id.into());
+    l.insert(labels::PID.into(), std::process::id().to_string());
+    l.insert(labels::HOST.into(), hostname());
+    l
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}
+
+/// Whether the process that labelled an object is still alive (same host only).
+pub fn owner_alive(labels: &std::collections::HashMap<String, String>) -> bool {
+    if labels.get(labels::HOST).map(String::as_str) != Some(hostname().as_str()) {
+        // Another machine's run: we cannot tell, so it is treated as alive.
+        return true;
+    }
+    let Some(pid) = labels.get(labels::PID).and_then(|p| p.parse::<u32>().ok()) else { return false };
+    // A pid can be reused: only a live process that is still a canary counts as the owner.
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("canary"))
+}

@@ -1,0 +1,276 @@
+//! `canary run`: compile suites, plan cases, run them in a bounded pool, write the reports.
+//!
+//! All input is validated before the first container starts (bad suites, unknown repos, repos
+//! off their pin, a missing image: exit 2, nothing run). Whatever ends the run (success,
+//! failure, Ctrl-C, SIGTERM, a panic in a case) the run's containers and network are removed by
+//! label, so cleanup never depends on in-memory bookkeeping being intact.
+
+pub mod case;
+pub mod checks;
+pub mod plan;
+
+use crate::config::LabConfig;
+use crate::engine::{Backend, GcScope};
+use crate::error::{LabError, Result};
+use crate::progress::Progress;
+use crate::repos::Catalog;
+use crate::report::{self, CaseReport, CaseStatus, CaseTimings, ImageRef, RepoRef, RunReport, Summary, SuiteRef};
+use crate::suite::{Network, RepoCommand, StepAction, Suite};
+use case::CaseContext;
+use plan::{Case, Partition};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Suites ready to run: compiled, with the content of every repo they use, verified.
+pub struct Prepared {
+    pub suites: Vec<Arc<Suite>>,
+    pub cases: Vec<Case>,
+    pub repo_tars: BTreeMap<String, (String, Arc<Vec<u8>>)>,
+    pub repo_commands: BTreeMap<String, (String, Option<String>)>,
+}
+
+/// Compiles the suites and plans the cases; every input error surfaces here.
+pub fn prepare(config: &LabConfig, suite_files: &[PathBuf], only_repos: &[String], partition: Option<Partition>) -> Result<Prepared> {
+    if suite_files.is_empty() {
+        return Err(LabError::usage("no suite given", "name one or more suite files: `canary run --suite suites/demo.yaml`"));
+    }
+    let catalog = Catalog::load(&config.repos_dir, &config.cache_dir)?;
+    let known = catalog.ids();
+    for r in only_repos {
+        catalog.get(r)?;
+    }
+    let mut suites: Vec<Arc<Suite>> = Vec::new();
+    for f in suite_files {
+        let s = crate::suite::load(f, &known)?;
+        if let Some(other) = suites.iter().find(|o| o.name == s.name) {
+            return Err(LabError::usage(
+                format!("suites {} and {} are both named `{}`", other.file, s.file, s.name),
+                "suite names identify cases and report files: rename one",
+            ));
+        }
+        suites.push(Arc::new(s));
+    }
+    let mut cases = plan::plan(&suites, only_repos);
+    if cases.is_empty() {
+        return Err(LabError::usage(
+            "no cases to run",
+            format!("the suites target {}; --repo selected {}", suites.iter().flat_map(|s| s.repos.clone()).collect::<Vec<_>>().join(", "), only_repos.join(", ")),
+        ));
+    }
+    if let Some(p) = partition {
+        cases = plan::partition(cases, p);
+    }
+    let mut repo_tars = BTreeMap::new();
+    let mut repo_commands = BTreeMap::new();
+    for c in &cases {
+        let repo = catalog.get(&c.repo)?;
+        if repo.manifest.ci.is_none() {
+            if let Some(step) = c.suite.steps.iter().find(|s| matches!(s.action, StepAction::RepoCommand(RepoCommand::Ci))) {
+                return Err(LabError::usage(
+                    format!("{}: step `{}` runs the repo's CI command, but repo `{}` has none", c.suite.file, step.name, c.repo),
+                    format!("add `ci:` to {} or drop the repo from the suite", repo.manifest_path.display()),
+                ));
+            }
+        }
+        if !repo_tars.contains_key(&c.repo) {
+            let content = catalog.pinned_content(&c.repo)?;
+            repo_tars.insert(c.repo.clone(), (content.digest.clone(), Arc::new(content.to_tar())));
+            repo_commands.insert(c.repo.clone(), (repo.manifest.test.clone(), repo.manifest.ci.clone()));
+        }
+    }
+    Ok(Prepared { suites, cases, repo_tars, repo_commands })
+}
+
+pub struct RunOptions {
+    pub run_id: String,
+    pub image: String,
+    pub jobs: usize,
+    pub partition: Option<Partition>,
+    pub keep: bool,
+    pub repro_prefix: String,
+}
+
+/// A run id: UTC time plus a few hex digits, sortable and unique enough for one lab.
+pub fn new_run_id() -> String {
+    let now = jiff::Timestamp::now();
+    let salt = (now.subsec_nanosecond() as u32 ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{}-{salt:04x}", now.strftime("%Y%m%d-%H%M%S"))
+}
+
+/// Runs the prepared cases; returns the report and the run folder. The caller has already
+/// checked that the engine is reachable.
+pub async fn run<B: Backend + Clone>(backend: B, config: &LabConfig, prepared: Prepared, opts: RunOptions, progress: &Progress) -> Result<(RunReport, PathBuf)> {
+    let started_at = jiff::Timestamp::now();
+    let started = Instant::now();
+    let engine = backend.describe().await?;
+    let image = backend.image(&opts.image).await?.ok_or_else(|| LabError::ImageMissing {
+        image: opts.image.clone(),
+        hint: if opts.image.starts_with(crate::images::BASE_REPO) {
+            "build it with `canary images base` (or `just demo`, which does)".into()
+        } else {
+            "check `docker images`, or build it first".into()
+        },
+    })?;
+
+    let run_dir = config.reports_dir.join(&opts.run_id);
+    write_inputs(&run_dir, &prepared)?;
+
+    // Leftovers of crashed runs go first, so a lab never accumulates them.
+    match backend.gc(GcScope::Orphaned).await {
+        Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => {
+            progress.line(format!("removed {} containers and {} networks left by crashed runs", r.containers.len(), r.networks.len()))
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("gc before run: {e}"),
+    }
+
+    let network = if prepared.suites.iter().any(|s| s.network == Network::Lab) { Some(backend.create_network(&opts.run_id).await?) } else { None };
+    let cx = Arc::new(CaseContext {
+        run_id: opts.run_id.clone(),
+        run_dir: run_dir.clone(),
+        image_id: image.id.clone(),
+        network,
+        repo_tars: prepared.repo_tars.iter().map(|(k, (_, t))| (k.clone(), t.clone())).collect(),
+        repo_commands: prepared.repo_commands.clone(),
+        keep: opts.keep,
+        repro_prefix: opts.repro_prefix.clone(),
+    });
+
+    progress.line(format!(
+        "run {}: {} cases, image {} ({}), --jobs {}{}",
+        opts.run_id,
+        prepared.cases.len(),
+        opts.image,
+        short_id(&image.id),
+        opts.jobs,
+        opts.partition.map(|p| format!(", partition {p}")).unwrap_or_default()
+    ));
+    let outcome = run_pool(&backend, &cx, &prepared.cases, opts.jobs.max(1), progress).await;
+
+    // Cleanup runs on every path out of the pool, before anything can return early.
+    if let Err(e) = backend.gc(GcScope::Run(opts.run_id.clone())).await {
+        progress.line(format!("warning: cleanup of run {} failed: {e}; `canary gc` will retry", opts.run_id));
+    }
+    let cases = outcome?;
+
+    let summary = Summary::of(&cases);
+    let report = RunReport {
+        schema_version: report::SCHEMA_VERSION,
+        run_id: opts.run_id.clone(),
+        lab_version: env!("CARGO_PKG_VERSION").into(),
+        started_at: started_at.to_string(),
+        finished_at: jiff::Timestamp::now().to_string(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        engine,
+        image: ImageRef { reference: opts.image.clone(), id: image.id },
+        jobs: opts.jobs,
+        partition: opts.partition.map(|p| p.to_string()),
+        suites: prepared.suites.iter().map(|s| SuiteRef { name: s.name.clone(), file: s.file.clone(), digest: s.digest.clone() }).collect(),
+        repos: prepared
+            .repo_tars
+            .iter()
+            .map(|(id, (digest, _))| {
+                let (test, ci) = prepared.repo_commands.get(id).cloned().unwrap_or_default();
+                RepoRef { id: id.clone(), digest: digest.clone(), test, ci }
+            })
+            .collect(),
+        status: summary.status(),
+        summary,
+        cases,
+    };
+    write_reports(&run_dir, &report)?;
+    Ok((report, run_dir))
+}
+
+async fn run_pool<B: Backend + Clone>(backend: &B, cx: &Arc<CaseContext>, cases: &[Case], jobs: usize, progress: &Progress) -> Result<Vec<CaseReport>> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(jobs));
+    let bar = progress.bar(cases.len() as u64, "cases");
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let total = cases.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, case) in cases.iter().cloned().enumerate() {
+        let (backend, cx, limit, bar, done, progress) = (backend.clone(), cx.clone(), limit.clone(), bar.clone(), done.clone(), progress.clone());
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore never closes");
+            bar.set_message(case.id.clone());
+            let r = case::run_case(&backend, &cx, &case).await;
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            bar.inc(1);
+            progress.line(format!("[{n:>w$}/{total}] {:<9} {} ({:.1}s)", r.status.as_str().to_uppercase(), r.id, r.duration_ms as f64 / 1000.0, w = total.to_string().len()));
+            (index, r)
+        });
+    }
+    let mut results: Vec<Option<CaseReport>> = vec![None; cases.len()];
+    let interrupted = async {
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => match next {
+                None => break,
+                Some(Ok((i, r))) => results[i] = Some(r),
+                // A panic inside one case costs that case, not the run.
+                Some(Err(e)) => tracing::error!("a case task failed: {e}"),
+            },
+            _ = &mut interrupted => {
+                tasks.abort_all();
+                // Let aborted cases unwind so no container create is still in flight when the
+                // caller sweeps the run's label.
+                while tasks.join_next().await.is_some() {}
+                bar.abandon();
+                return Err(LabError::Interrupted);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(results
+        .into_iter()
+        .zip(cases)
+        .map(|(r, c)| {
+            r.unwrap_or_else(|| CaseReport {
+                id: c.id.clone(),
+                suite: c.suite.name.clone(),
+                repo: c.repo.clone(),
+                status: CaseStatus::Error,
+                duration_ms: 0,
+                timings: CaseTimings::default(),
+                steps: Vec::new(),
+                artifacts: format!("cases/{}", c.id),
+                repro: format!("{} repro {}/{}", cx.repro_prefix, cx.run_id, c.id),
+                error: Some("the lab crashed while running this case".into()),
+            })
+        })
+        .collect())
+}
+
+/// Keeps the exact inputs beside the results: what `canary repro` runs again.
+fn write_inputs(run_dir: &std::path::Path, prepared: &Prepared) -> Result<()> {
+    for s in &prepared.suites {
+        crate::fsutil::write_atomic(&run_dir.join("suites").join(format!("{}.yaml", s.name)), s.source.as_bytes())?;
+    }
+    for (id, (_, tar)) in &prepared.repo_tars {
+        crate::fsutil::write_atomic(&run_dir.join("repos").join(format!("{id}.tar")), tar)?;
+    }
+    Ok(())
+}
+
+fn write_reports(run_dir: &std::path::Path, report: &RunReport) -> Result<()> {
+    let json = serde_json::to_string_pretty(report).expect("report serializes");
+    crate::fsutil::write_atomic(&run_dir.join(report::JSON_FILE), json.as_bytes())?;
+    crate::fsutil::write_atomic(&run_dir.join(report::JUNIT_FILE), report::junit::render(report, run_dir).as_bytes())?;
+    Ok(())
+}
+
+pub fn short_id(id: &str) -> &str {
+    let hex = id.trim_start_matches("sha256:");
+    &hex[..hex.len().min(12)]
+}

@@ -1,0 +1,16 @@
+//! Canary Lab: a compatibility lab and canary harness for AI coding-agent CLIs.
+//!
+//! Data flow, left to right: suites + canary repos → plan (cases) → engine (containers) →
+//! checks → one [`report::RunReport`] → JUnit / JSON / terminal. See the README for the tour.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod fsutil;
+pub mod images;
+pub mod lab;
+pub mod progress;
+pub mod repos;
+pub mod report;
+pub mod suite;

@@ -1,0 +1,223 @@
+//! One model of a run's results, [`RunReport`], and its renderings: JSON (the model itself,
+//! schema at `docs/report.schema.json`), JUnit XML and the terminal summary. Renderers only read
+//! the model; the engine never formats anything.
+
+pub mod junit;
+pub mod terminal;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Bump when a field changes meaning or disappears; adding fields does not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub const JSON_FILE: &str = "run.json";
+pub const JUNIT_FILE: &str = "junit.xml";
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "Canary Lab run report")]
+pub struct RunReport {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub lab_version: String,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    /// Engine description, e.g. `docker 20.10.24 (API 1.41)`.
+    pub engine: String,
+    pub image: ImageRef,
+    pub jobs: usize,
+    /// `i/n` when only a slice of the cases ran.
+    pub partition: Option<String>,
+    pub suites: Vec<SuiteRef>,
+    pub repos: Vec<RepoRef>,
+    pub cases: Vec<CaseReport>,
+    pub summary: Summary,
+    /// `passed` when every case passed.
+    pub status: CaseStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ImageRef {
+    /// What the user named (tag or id).
+    pub reference: String,
+    /// The image's content id (`sha256:...`); `canary repro` runs exactly this.
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SuiteRef {
+    pub name: String,
+    pub file: String,
+    /// `sha256:` of the suite text; the text itself is kept at `suites/<name>.yaml` in the run folder.
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RepoRef {
+    pub id: String,
+    /// Pinned content digest; the uploaded content is kept at `repos/<id>.tar` in the run folder.
+    pub digest: String,
+    /// The manifest's test command (`repo_command: test`).
+    pub test: String,
+    /// The manifest's CI command (`repo_command: ci`), if it has one.
+    pub ci: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    Passed,
+    Failed,
+    TimedOut,
+    /// The lab could not run the case (engine failure); says nothing about the candidate.
+    Error,
+}
+
+impl CaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseStatus::Passed => "passed",
+            CaseStatus::Failed => "failed",
+            CaseStatus::TimedOut => "timed_out",
+            CaseStatus::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Passed,
+    Failed,
+    TimedOut,
+    /// Not run: an earlier step timed out or the case deadline passed.
+    Skipped,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CaseReport {
+    /// `<suite>--<repo>`; with the run id it names the case for `canary repro`.
+    pub id: String,
+    pub suite: String,
+    pub repo: String,
+    pub status: CaseStatus,
+    pub duration_ms: u64,
+    pub timings: CaseTimings,
+    pub steps: Vec<StepReport>,
+    /// Folder with step outputs, the diff and the repro command, relative to the run folder.
+    pub artifacts: String,
+    /// One line that re-runs this case with the same image, repo and suite.
+    pub repro: String,
+    /// Why the lab could not run the case (status `error`).
+    pub error: Option<String>,
+}
+
+/// Where a case's time went, for the lab's own overhead budget.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct CaseTimings {
+    /// Creating and starting the container.
+    pub container_ms: u64,
+    /// Uploading the repo and recording its pinned state.
+    pub setup_ms: u64,
+    /// The steps' own commands.
+    pub steps_ms: u64,
+    /// Expectation checks that needed the container (files, diff).
+    pub checks_ms: u64,
+    /// Collecting artifacts and removing the container.
+    pub teardown_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StepReport {
+    pub name: String,
+    /// The shell command run (`sh -c`).
+    pub command: String,
+    pub status: StepStatus,
+    pub exit_code: Option<i64>,
+    pub duration_ms: u64,
+    /// How long after its deadline a timed-out step was gone.
+    pub kill_latency_ms: Option<u64>,
+    pub failures: Vec<CheckFailure>,
+    /// Paths of the captured output, relative to the run folder.
+    pub stdout_file: Option<String>,
+    pub stderr_file: Option<String>,
+    /// Output beyond the capture limit was dropped.
+    pub output_truncated: bool,
+}
+
+/// One unmet expectation: what was checked, what was expected, what was found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CheckFailure {
+    pub check: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+impl std::fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: expected {}, got {}", self.check, self.expected, self.actual)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    pub total: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub timed_out: usize,
+    pub error: usize,
+}
+
+impl Summary {
+    pub fn of(cases: &[CaseReport]) -> Summary {
+        let count = |s: CaseStatus| cases.iter().filter(|c| c.status == s).count();
+        Summary {
+            total: cases.len(),
+            passed: count(CaseStatus::Passed),
+            failed: count(CaseStatus::Failed),
+            timed_out: count(CaseStatus::TimedOut),
+            error: count(CaseStatus::Error),
+        }
+    }
+
+    /// The run's overall status: errors first (the verdict is incomplete), then failures.
+    pub fn status(&self) -> CaseStatus {
+        if self.error > 0 {
+            CaseStatus::Error
+        } else if self.timed_out > 0 {
+            CaseStatus::TimedOut
+        } else if self.failed > 0 {
+            CaseStatus::Failed
+        } else {
+            CaseStatus::Passed
+        }
+    }
+}
+
+impl RunReport {
+    pub fn case(&self, id: &str) -> Option<&CaseReport> {
+        self.cases.iter().find(|c| c.id == id)
+    }
+
+    /// The exit code for this verdict: 0 all passed, 1 a case failed or timed out, 2 the lab
+    /// could not run a case.
+    pub fn exit_code(&self) -> i32 {
+        use crate::error::exit;
+        match self.status {
+            CaseStatus::Passed => exit::PASS,
+            CaseStatus::Failed | CaseStatus::TimedOut => exit::FAILED,
+            CaseStatus::Error => exit::ERROR,
+        }
+    }
+}
+
+/// The JSON Schema of the JSON report, as checked in at `docs/report.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RunReport);
+    let mut text = serde_json::to_string_pretty(&schema).expect("schema serializes");
+    text.push('\n');
+    text
+}

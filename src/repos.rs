@@ -1,0 +1,291 @@
+//! Canary repos: small real projects the suites run against, each pinned by a content digest.
+//!
+//! A repo lives in `canary-repos/<id>/` with a `canary-repo.yaml` manifest. Its content is either
+//! vendored in that folder or fetched from an upstream git URL at a fixed commit. Either way the
+//! lab hashes the content and refuses to run a repo whose hash is not the pinned one, so a case's
+//! verdict always refers to exactly known inputs.
+
+use crate::error::{LabError, Result, SourceError};
+use miette::NamedSource;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const MANIFEST: &str = "canary-repo.yaml";
+/// Owner of the uploaded files: the unprivileged user the case containers run as.
+pub const CONTAINER_UID: u64 = 1000;
+/// Where the repo is unpacked inside a case container.
+pub const WORKDIR: &str = "/work";
+
+/// Names never part of a repo's content: VCS data, manifests, caches a test run leaves behind.
+const IGNORED: &[&str] = &[".git", MANIFEST, "node_modules", "__pycache__", ".pytest_cache"];
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub id: String,
+    pub language: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Shell command that runs the repo's tests (`repo_command: test`).
+    pub test: String,
+    /// Shell command that runs the repo's CI entrypoint (`repo_command: ci`).
+    #[serde(default)]
+    pub ci: Option<String>,
+    /// `sha256:<hex>` of the content; see [`Repo::content_digest`].
+    #[schemars(with = "String")]
+    pub digest: Spanned<String>,
+    #[serde(default)]
+    pub upstream: Option<Upstream>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub url: String,
+    pub commit: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub manifest: Manifest,
+    pub manifest_path: PathBuf,
+    manifest_text: String,
+    /// Folder the manifest lives in (vendored content lives here too).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub root: PathBuf,
+    pub repos: BTreeMap<String, Repo>,
+    /// Where upstream checkouts are cached.
+    cache: PathBuf,
+}
+
+impl Catalog {
+    /// Reads every `<root>/<id>/canary-repo.yaml`.
+    pub fn load(root: &Path, cache: &Path) -> Result<Catalog> {
+        let entries = std::fs::read_dir(root).map_err(|e| LabError::read(root, e))?;
+        let mut repos = BTreeMap::new();
+        let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join(MANIFEST).is_file()).collect();
+        dirs.sort();
+        for dir in dirs {
+            let manifest_path = dir.join(MANIFEST);
+            let text = std::fs::read_to_string(&manifest_path).map_err(|e| LabError::read(&manifest_path, e))?;
+            let manifest: Manifest = serde_saphyr::from_str(&text).map_err(|e| manifest_error(&manifest_path, &text, &e))?;
+            let folder = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            if manifest.id != folder {
+                return Err(LabError::usage(
+                    format!("{}: id `{}` does not match its folder `{folder}`", manifest_path.display(), manifest.id),
+                    "a repo's id is its folder name; rename one of them",
+                ));
+            }
+            repos.insert(manifest.id.clone(), Repo { manifest, manifest_path, manifest_text: text, dir });
+        }
+        Ok(Catalog { root: root.to_path_buf(), repos, cache: cache.to_path_buf() })
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.repos.keys().cloned().collect()
+    }
+
+    pub fn get(&self, id: &str) -> Result<&Repo> {
+        self.repos.get(id).ok_or_else(|| LabError::UnknownRepo { id: id.to_string(), known: self.ids().join(", ") })
+    }
+
+    /// The repo's content, verified against its pin.
+    pub fn pinned_content(&self, id: &str) -> Result<Content> {
+        let repo = self.get(id)?;
+        let content = repo.read_content(&self.cache)?;
+        let pinned = repo.manifest.digest.value.trim();
+        if content.digest != pinned {
+            return Err(LabError::RepoPinMismatch { id: id.to_string(), pinned: pinned.to_string(), actual: content.digest });
+        }
+        Ok(content)
+    }
+
+    /// Rewrites the manifest's digest to the current content (`canary repos pin`).
+    pub fn pin(&self, id: &str) -> Result<(String, String)> {
+        let repo = self.get(id)?;
+        let content = repo.read_content(&self.cache)?;
+        let old = repo.manifest.digest.value.clone();
+        let start = repo.manifest.digest.referenced.span().byte_offset().unwrap_or(0) as usize;
+        let len = repo.manifest.digest.referenced.span().byte_len().unwrap_or(0) as usize;
+        let mut text = repo.manifest_text.clone();
+        text.replace_range(start..start + len, &content.digest);
+        crate::fsutil::write_atomic(&repo.manifest_path, text.as_bytes())?;
+        Ok((old, content.digest))
+    }
+}
+
+fn manifest_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> LabError {
+    let plain = e.without_snippet().to_string();
+    let message = plain.rfind(" at line ").map_or(plain.clone(), |i| plain[..i].to_string());
+    let loc = e.location().unwrap_or(serde_saphyr::Location::UNKNOWN);
+    let offset = loc.span().byte_offset().unwrap_or(0) as usize;
+    SourceError {
+        message: format!("invalid repo manifest: {message}"),
+        src: NamedSource::new(path.display().to_string(), text.to_string()),
+        span: (offset, 1).into(),
+        label: "here".into(),
+        help: Some("fields: id, language, description, test, ci, digest, upstream {url, commit}".into()),
+        related: None,
+        related_label: String::new(),
+    }
+    .into()
+}
+
+/// A repo's files, in a canonical order, with their digest.
+#[derive(Debug, Clone)]
+pub struct Content {
+    pub files: Vec<FileEntry>,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileEntry {
+    pub path: String,
+    pub executable: bool,
+    pub data: Vec<u8>,
+}
+
+impl Repo {
+    fn read_content(&self, cache: &Path) -> Result<Content> {
+        let root = match &self.manifest.upstream {
+            None => self.dir.clone(),
+            Some(up) => checkout(&self.manifest.id, up, cache)?,
+        };
+        let mut files = Vec::new();
+        collect(&root, &root, &mut files)?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Content { digest: digest(&files), files })
+    }
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<FileEntry>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| LabError::read(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| LabError::read(dir, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if IGNORED.contains(&name.as_str()) {
+            continue;
+        }
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| LabError::read(&path, e))?;
+        if meta.is_dir() {
+            collect(root, &path, out)?;
+        } else if meta.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            let rel = path.strip_prefix(root).expect("below root").to_string_lossy().replace('\\', "/");
+            let data = std::fs::read(&path).map_err(|e| LabError::read(&path, e))?;
+            out.push(FileEntry { path: rel, executable: meta.permissions().mode() & 0o111 != 0, data });
+        }
+    }
+    Ok(())
+}
+
+/// `sha256` over (path, executable bit, length, bytes) of every file in path order, so renames,
+/// mode changes and edits all change the digest.
+fn digest(files: &[FileEntry]) -> String {
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.path.as_bytes());
+        h.update([0, f.executable as u8, 0]);
+        h.update((f.data.len() as u64).to_le_bytes());
+        h.update(&f.data);
+    }
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+impl Content {
+    /// Reads back a tar made by [`Content::to_tar`] (as kept in a run folder), recomputing the
+    /// digest from the bytes, so a tampered or truncated archive cannot pass as pinned content.
+    pub fn from_tar(data: &[u8]) -> std::io::Result<Content> {
+        let mut archive = tar::Archive::new(data);
+        let mut files = Vec::new();
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                continue;
+            }
+            let path = entry.path()?.to_string_lossy().to_string();
+            let rel = path.strip_prefix("work/").unwrap_or(&path).to_string();
+            let executable = entry.header().mode()? & 0o111 != 0;
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data)?;
+            files.push(FileEntry { path: rel, executable, data });
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Content { digest: digest(&files), files })
+    }
+
+    /// A tar of the content below `work/`, owned by the container user, for upload at `/`.
+    pub fn to_tar(&self) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut dirs = std::collections::BTreeSet::new();
+        dirs.insert(String::new());
+        for f in &self.files {
+            let mut p = Path::new(&f.path).parent();
+            while let Some(d) = p {
+                if d.as_os_str().is_empty() {
+                    break;
+                }
+                dirs.insert(d.to_string_lossy().to_string());
+                p = d.parent();
+            }
+        }
+        for d in &dirs {
+            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            let path = if d.is_empty() { "work/".to_string() } else { format!("work/{d}/") };
+            builder.append_data(&mut h, path, std::io::empty()).expect("in-memory tar");
+        }
+        for f in &self.files {
+            let mut h = header(tar::EntryType::Regular, if f.executable { 0o755 } else { 0o644 }, f.data.len() as u64);
+            builder.append_data(&mut h, format!("work/{}", f.path), f.data.as_slice()).expect("in-memory tar");
+        }
+        builder.into_inner().expect("in-memory tar")
+    }
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(CONTAINER_UID);
+    h.set_gid(CONTAINER_UID);
+    // A fixed time keeps the upload byte-identical across runs.
+    h.set_mtime(1_700_000_000);
+    h
+}
+
+/// Clones `up.url` at `up.commit` into the cache once; later calls reuse the checkout.
+fn checkout(id: &str, up: &Upstream, cache: &Path) -> Result<PathBuf> {
+    let dir = cache.join("repos").join(format!("{id}-{}", up.commit));
+    if dir.join(".git").is_dir() {
+        return Ok(dir);
+    }
+    let tmp = cache.join("repos").join(format!(".{id}-{}.partial", up.commit));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| LabError::write(&tmp, e))?;
+    let git = |args: &[&str]| -> Result<()> {
+        let out = Command::new("git").args(args).current_dir(&tmp).output().map_err(|e| LabError::usage(format!("cannot run git: {e}"), "install git"))?;
+        if !out.status.success() {
+            return Err(LabError::usage(
+                format!("fetching upstream of repo `{id}` failed: git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()),
+                format!("check that {} is reachable and has commit {}", up.url, up.commit),
+            ));
+        }
+        Ok(())
+    };
+    git(&["init", "-q", "."])?;
+    git(&["fetch", "-q", "--depth", "1", &up.url, &up.commit]).or_else(|_| git(&["fetch", "-q", &up.url]))?;
+    git(&["-c", "advice.detachedHead=false", "checkout", "-q", &up.commit])?;
+    std::fs::rename(&tmp, &dir).map_err(|e| LabError::write(&dir, e))?;
+    Ok(dir)
+}

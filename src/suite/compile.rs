@@ -1,0 +1,357 @@
+//! Validation of a parsed suite into [`Suite`], the form the planner and engine consume.
+
+use super::raw::{RawExpect, RawNetwork, RawRepoCommand, RawStep, RawSuite, RawTextExpect};
+use crate::error::{LabError, Result, SourceError};
+use miette::{NamedSource, SourceSpan};
+use regex::Regex;
+use serde_saphyr::{Location, Spanned};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_CASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A validated suite. `source` is the exact text it was compiled from, so that a report can
+/// carry it and `canary repro` can run the very same suite later.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    pub name: String,
+    pub description: Option<String>,
+    pub file: String,
+    pub source: String,
+    pub digest: String,
+    pub repos: Vec<String>,
+    pub timeout: Duration,
+    pub network: Network,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    None,
+    Lab,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub timeout: Duration,
+    pub env: BTreeMap<String, String>,
+    pub action: StepAction,
+    pub expect: Expect,
+}
+
+/// What a step does. Agent session steps join this enum; they do not get a format of their own.
+#[derive(Debug, Clone)]
+pub enum StepAction {
+    /// A shell command run with `sh -c` in the repo's folder.
+    Exec(String),
+    /// The repo manifest's own command, resolved per case.
+    RepoCommand(RepoCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoCommand {
+    Test,
+    Ci,
+}
+
+impl RepoCommand {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepoCommand::Test => "test",
+            RepoCommand::Ci => "ci",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// `None` accepts any exit code.
+    pub exit_code: Option<i64>,
+    pub stdout: TextExpect,
+    pub stderr: TextExpect,
+    pub files: Vec<FileExpect>,
+    pub unchanged: Vec<String>,
+    pub diff: Option<DiffExpect>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TextExpect {
+    pub contains: Vec<String>,
+    pub matches: Vec<Regex>,
+    pub excludes: Vec<String>,
+}
+
+impl TextExpect {
+    pub fn is_empty(&self) -> bool {
+        self.contains.is_empty() && self.matches.is_empty() && self.excludes.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FileExpect {
+    pub path: String,
+    pub exists: bool,
+    pub text: TextExpect,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DiffExpect {
+    pub empty: Option<bool>,
+    pub touches: Vec<String>,
+    pub contains: Vec<String>,
+    pub excludes: Vec<String>,
+}
+
+/// Reads and compiles a suite file. `known_repos` is the catalog of canary repo ids.
+pub fn load(path: &Path, known_repos: &[String]) -> Result<Suite> {
+    let text = std::fs::read_to_string(path).map_err(|e| LabError::read(path, e))?;
+    compile(&path.display().to_string(), text, known_repos)
+}
+
+/// Parses and compiles suite text; `file` names it in errors.
+pub fn compile(file: &str, text: String, known_repos: &[String]) -> Result<Suite> {
+    let cx = Cx { file, text: &text };
+    let raw: RawSuite = serde_saphyr::from_str(&text).map_err(|e| cx.yaml_error(&e))?;
+    let suite = cx.suite(raw, known_repos)?;
+    Ok(suite)
+}
+
+/// Compilation context: knows the source so every error can point into it.
+struct Cx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn error(&self, loc: &Location, message: String, label: &str, help: Option<String>) -> LabError {
+        SourceError {
+            message,
+            src: NamedSource::new(self.file, self.text.to_string()),
+            span: span(loc),
+            label: label.to_string(),
+            help,
+            related: None,
+            related_label: String::new(),
+        }
+        .into()
+    }
+
+    fn yaml_error(&self, e: &serde_saphyr::Error) -> LabError {
+        let plain = e.without_snippet().to_string();
+        // The parser appends " at line L, column C"; the diagnostic shows that itself.
+        let message = match plain.rfind(" at line ") {
+            Some(i) => plain[..i].to_string(),
+            None => plain.clone(),
+        };
+        let loc = e.location().unwrap_or(Location::UNKNOWN);
+        let help = if message.starts_with("unknown field") {
+            Some("remove the key or fix its spelling; suites/schema.json lists every field".into())
+        } else if message.starts_with("missing field") {
+            Some("add the field; suites/schema.json lists the required ones".into())
+        } else {
+            None
+        };
+        self.error(&loc, format!("invalid suite: {message}"), "here", help)
+    }
+
+    fn suite(&self, raw: RawSuite, known_repos: &[String]) -> Result<Suite> {
+        let name = raw.name.value.clone();
+        let name_ok = Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]*$").expect("static regex");
+        if !name_ok.is_match(&name) {
+            return Err(self.error(
+                &raw.name.referenced,
+                format!("invalid suite name `{name}`"),
+                "not a valid name",
+                Some("use letters, digits, `.`, `_` and `-`; it names report files".into()),
+            ));
+        }
+
+        let mut repos = Vec::new();
+        if raw.repos.value.is_empty() {
+            return Err(self.error(&raw.repos.referenced, "`repos` is empty".into(), "no repos", Some("list at least one canary repo id".into())));
+        }
+        for repo in &raw.repos.value {
+            if !known_repos.contains(&repo.value) {
+                return Err(self.error(
+                    &repo.referenced,
+                    format!("unknown canary repo `{}`", repo.value),
+                    "no such repo",
+                    Some(format!("known repos: {}", known_repos.join(", "))),
+                ));
+            }
+            if !repos.contains(&repo.value) {
+                repos.push(repo.value.clone());
+            }
+        }
+
+        let timeout = self.duration(raw.timeout.as_ref(), DEFAULT_CASE_TIMEOUT)?;
+        let network = match raw.network.map(|n| n.value) {
+            Some(RawNetwork::Lab) => Network::Lab,
+            _ => Network::None,
+        };
+
+        if raw.steps.value.is_empty() {
+            return Err(self.error(&raw.steps.referenced, "`steps` is empty".into(), "no steps", Some("add at least one step".into())));
+        }
+        let mut seen: HashMap<String, Location> = HashMap::new();
+        let mut steps = Vec::new();
+        for step in raw.steps.value {
+            if let Some(first) = seen.get(&step.name.value) {
+                let err = SourceError {
+                    message: format!("duplicate step name `{}`", step.name.value),
+                    src: NamedSource::new(self.file, self.text.to_string()),
+                    span: span(&step.name.referenced),
+                    label: "used again here".into(),
+                    help: Some("step names must be unique within a suite: they name JUnit testcases".into()),
+                    related: Some(span(first)),
+                    related_label: "first used here".into(),
+                };
+                return Err(err.into());
+            }
+            seen.insert(step.name.value.clone(), step.name.referenced);
+            steps.push(self.step(step)?);
+        }
+
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(self.text.as_bytes())));
+        Ok(Suite {
+            name,
+            description: raw.description,
+            file: self.file.to_string(),
+            source: self.text.to_string(),
+            digest,
+            repos,
+            timeout,
+            network,
+            steps,
+        })
+    }
+
+    fn step(&self, raw: RawStep) -> Result<Step> {
+        let action = match (raw.exec, raw.repo_command) {
+            (Some(cmd), None) => {
+                if cmd.value.trim().is_empty() {
+                    return Err(self.error(&cmd.referenced, "`exec` is empty".into(), "empty command", None));
+                }
+                StepAction::Exec(cmd.value)
+            }
+            (None, Some(rc)) => StepAction::RepoCommand(match rc.value {
+                RawRepoCommand::Test => RepoCommand::Test,
+                RawRepoCommand::Ci => RepoCommand::Ci,
+            }),
+            (Some(_), Some(rc)) => {
+                return Err(self.error(
+                    &rc.referenced,
+                    format!("step `{}` has two actions", raw.name.value),
+                    "second action",
+                    Some("a step does one thing: keep either `exec` or `repo_command`".into()),
+                ));
+            }
+            (None, None) => {
+                return Err(self.error(
+                    &raw.name.referenced,
+                    format!("step `{}` has no action", raw.name.value),
+                    "this step",
+                    Some("add `exec: <shell command>` or `repo_command: test|ci`".into()),
+                ));
+            }
+        };
+        let timeout = self.duration(raw.timeout.as_ref(), DEFAULT_STEP_TIMEOUT)?;
+        let expect = self.expect(raw.expect.unwrap_or_default())?;
+        Ok(Step { name: raw.name.value, timeout, env: raw.env, action, expect })
+    }
+
+    fn expect(&self, raw: RawExpect) -> Result<Expect> {
+        let exit_code = match raw.exit_code {
+            None => Some(0),
+            Some(code) if code.value.trim() == "any" => None,
+            Some(code) => match code.value.trim().parse::<i64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return Err(self.error(
+                        &code.referenced,
+                        format!("invalid exit_code `{}`", code.value),
+                        "not an integer",
+                        Some("write an integer such as `0` or `1`, or `any`".into()),
+                    ));
+                }
+            },
+        };
+        let mut files = Vec::new();
+        for f in raw.files {
+            let path = self.repo_path(&f.path)?;
+            files.push(crate::suite::FileExpect {
+                path,
+                exists: f.exists.unwrap_or(true),
+                text: self.text_expect(RawTextExpect { contains: f.contains, matches: f.matches, excludes: f.excludes })?,
+            });
+        }
+        let unchanged = raw.unchanged.iter().map(|p| self.repo_path(p)).collect::<Result<Vec<_>>>()?;
+        Ok(Expect {
+            exit_code,
+            stdout: self.text_expect(raw.stdout.unwrap_or_default())?,
+            stderr: self.text_expect(raw.stderr.unwrap_or_default())?,
+            files,
+            unchanged,
+            diff: raw.diff.map(|d| DiffExpect { empty: d.empty, touches: d.touches, contains: d.contains, excludes: d.excludes }),
+        })
+    }
+
+    fn text_expect(&self, raw: RawTextExpect) -> Result<TextExpect> {
+        let mut matches = Vec::new();
+        for m in raw.matches {
+            match Regex::new(&m.value) {
+                Ok(re) => matches.push(re),
+                Err(e) => {
+                    let detail = e.to_string();
+                    let last = detail.lines().last().unwrap_or("").trim().to_string();
+                    return Err(self.error(
+                        &m.referenced,
+                        format!("invalid regex `{}`: {}", m.value, last.trim_start_matches("error: ")),
+                        "invalid regex",
+                        Some("the syntax is Rust's `regex` crate; escape literal characters with `\\`".into()),
+                    ));
+                }
+            }
+        }
+        Ok(TextExpect { contains: raw.contains, matches, excludes: raw.excludes })
+    }
+
+    /// A path inside the repo: relative, no `..`, so a suite cannot point outside the workspace.
+    fn repo_path(&self, p: &Spanned<String>) -> Result<String> {
+        let path = Path::new(&p.value);
+        let escapes = path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir));
+        if p.value.is_empty() || escapes {
+            return Err(self.error(
+                &p.referenced,
+                format!("path `{}` is not inside the repo", p.value),
+                "outside the repo",
+                Some("paths are relative to the repo root and may not use `..`".into()),
+            ));
+        }
+        Ok(p.value.clone())
+    }
+
+    fn duration(&self, raw: Option<&Spanned<String>>, default: Duration) -> Result<Duration> {
+        let Some(raw) = raw else { return Ok(default) };
+        match humantime::parse_duration(raw.value.trim()) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            Ok(_) => Err(self.error(&raw.referenced, "a timeout of zero never lets a step run".into(), "zero", Some("use a positive duration such as `30s`".into()))),
+            Err(e) => Err(self.error(
+                &raw.referenced,
+                format!("invalid duration `{}`: {e}", raw.value),
+                "not a duration",
+                Some("write a number with a unit: `500ms`, `30s`, `5m`, `1h`".into()),
+            )),
+        }
+    }
+}
+
+fn span(loc: &Location) -> SourceSpan {
+    let offset = loc.span().byte_offset().unwrap_or(0) as usize;
+    let len = loc.span().byte_len().unwrap_or(1).max(1) as usize;
+    (offset, len).into()
+}

@@ -1,0 +1,172 @@
+//! The suite file exactly as written: serde types with every unknown key rejected and every
+//! value that a later check may complain about kept with its source location.
+//!
+//! Nothing here is validated beyond its YAML shape; [`super::compile`] turns these into a plan.
+//! The JSON Schema at `suites/schema.json` is generated from these types, so a field documented
+//! here is documented for editors too.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+
+/// A canary suite: steps run in order in one container per canary repo.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Canary Lab suite")]
+pub struct RawSuite {
+    /// Suite name; used in report names, so keep it short (letters, digits, `-`, `_`, `.`).
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// What the suite checks, for humans.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Canary repo ids (folders under `canary-repos/`) the suite runs against.
+    #[schemars(with = "Vec<String>")]
+    pub repos: Spanned<Vec<Spanned<String>>>,
+    /// Deadline for a whole case (all steps on one repo), e.g. `5m`. Default `10m`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
+    /// Network of the case container: `none` (default) or `lab` (the run's private network,
+    /// with no route outside, where the model stub and lab forge live).
+    #[serde(default)]
+    #[schemars(with = "Option<RawNetwork>")]
+    pub network: Option<Spanned<RawNetwork>>,
+    /// Steps, run in order; a failed step does not stop later steps unless it timed out.
+    #[schemars(with = "Vec<RawStep>")]
+    pub steps: Spanned<Vec<RawStep>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawNetwork {
+    None,
+    Lab,
+}
+
+/// One step. Exactly one action key (`exec` or `repo_command`) must be present.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// Step name, unique within the suite; it becomes the JUnit testcase name.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Deadline for this step, e.g. `30s`. Default `60s`. The step's processes are killed when
+    /// it passes and the case is marked `timed_out`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
+    /// Extra environment variables for the step.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Action: a shell command (`sh -c`) run in the repo's folder.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub exec: Option<Spanned<String>>,
+    /// Action: run the repo's own command from its manifest: `test` or `ci`.
+    #[serde(default)]
+    #[schemars(with = "Option<RawRepoCommand>")]
+    pub repo_command: Option<Spanned<RawRepoCommand>>,
+    /// What must hold after the step. Without it, the step must exit 0.
+    #[serde(default)]
+    pub expect: Option<RawExpect>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawRepoCommand {
+    Test,
+    Ci,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    /// Expected exit code (an integer), or `any`. Default `0`.
+    #[serde(default)]
+    #[schemars(with = "Option<ExitCodeSchema>")]
+    pub exit_code: Option<Spanned<String>>,
+    #[serde(default)]
+    pub stdout: Option<RawTextExpect>,
+    #[serde(default)]
+    pub stderr: Option<RawTextExpect>,
+    /// Files in the repo, checked after the step.
+    #[serde(default)]
+    pub files: Vec<RawFileExpect>,
+    /// Paths (git pathspecs, relative to the repo) that must be exactly as the repo was pinned:
+    /// not modified, not deleted, no new files below them.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub unchanged: Vec<Spanned<String>>,
+    /// The repo's diff against its pinned content, after the step.
+    #[serde(default)]
+    pub diff: Option<RawDiffExpect>,
+}
+
+/// Schema-only view of `exit_code`: a number or the word `any`.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum ExitCodeSchema {
+    Code(i64),
+    Any(AnyWord),
+}
+
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+pub enum AnyWord {
+    Any,
+}
+
+/// Checks on a captured output stream.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTextExpect {
+    /// Substrings that must all appear.
+    #[serde(default)]
+    pub contains: Vec<String>,
+    /// Regular expressions (Rust `regex` syntax) that must all match.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub matches: Vec<Spanned<String>>,
+    /// Substrings that must not appear.
+    #[serde(default)]
+    pub excludes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileExpect {
+    /// Path relative to the repo root.
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
+    /// Whether the file must exist (default) or must be absent.
+    #[serde(default)]
+    pub exists: Option<bool>,
+    #[serde(default)]
+    pub contains: Vec<String>,
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub matches: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub excludes: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiffExpect {
+    /// The diff must be empty (`true`) or non-empty (`false`).
+    #[serde(default)]
+    pub empty: Option<bool>,
+    /// Paths the diff must touch (exact repo-relative paths).
+    #[serde(default)]
+    pub touches: Vec<String>,
+    /// Substrings the unified diff must contain (e.g. `+export const GREETING = "Hi"`).
+    #[serde(default)]
+    pub contains: Vec<String>,
+    /// Substrings the unified diff must not contain.
+    #[serde(default)]
+    pub excludes: Vec<String>,
+}
