@@ -1,8 +1,7 @@
 //! The lab's own configuration (`canary.yaml`, optional): where things live and what to build
 //! from. Everything has a default, so a fresh checkout runs without one.
 
-use crate::error::{LabError, Result, SourceError};
-use miette::NamedSource;
+use crate::error::{LabError, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -51,19 +50,8 @@ impl LabConfig {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| LabError::read(&path, e))?;
         serde_saphyr::from_str(&text).map_err(|e| {
-            let plain = e.without_snippet().to_string();
-            let message = plain.rfind(" at line ").map_or(plain.clone(), |i| plain[..i].to_string());
-            let offset = e.location().and_then(|l| l.span().byte_offset()).unwrap_or(0) as usize;
-            SourceError {
-                message: format!("invalid lab config: {message}"),
-                src: NamedSource::new(path.display().to_string(), text.clone()),
-                span: (offset, 1).into(),
-                label: "here".into(),
-                help: Some("keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir".into()),
-                related: None,
-                related_label: String::new(),
-            }
-            .into()
+            let fields = "keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir";
+            crate::yaml::parse_error(&path.display().to_string(), &text, "lab config", &e, fields).into()
         })
     }
 }

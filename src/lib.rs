@@ -14,3 +14,4 @@ pub mod progress;
 pub mod repos;
 pub mod report;
 pub mod suite;
+pub mod yaml;

@@ -5,8 +5,7 @@
 //! lab hashes the content and refuses to run a repo whose hash is not the pinned one, so a case's
 //! verdict always refers to exactly known inputs.
 
-use crate::error::{LabError, Result, SourceError};
-use miette::NamedSource;
+use crate::error::{LabError, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -124,20 +123,8 @@ impl Catalog {
 }
 
 fn manifest_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> LabError {
-    let plain = e.without_snippet().to_string();
-    let message = plain.rfind(" at line ").map_or(plain.clone(), |i| plain[..i].to_string());
-    let loc = e.location().unwrap_or(serde_saphyr::Location::UNKNOWN);
-    let offset = loc.span().byte_offset().unwrap_or(0) as usize;
-    SourceError {
-        message: format!("invalid repo manifest: {message}"),
-        src: NamedSource::new(path.display().to_string(), text.to_string()),
-        span: (offset, 1).into(),
-        label: "here".into(),
-        help: Some("fields: id, language, description, test, ci, digest, upstream {url, commit}".into()),
-        related: None,
-        related_label: String::new(),
-    }
-    .into()
+    let fields = "fields: id, language, description, test, ci, digest, upstream {url, commit}";
+    crate::yaml::parse_error(&path.display().to_string(), text, "repo manifest", e, fields).into()
 }
 
 /// A repo's files, in a canonical order, with their digest.

@@ -2,7 +2,7 @@
 
 use super::raw::{RawExpect, RawNetwork, RawRepoCommand, RawStep, RawSuite, RawTextExpect};
 use crate::error::{LabError, Result, SourceError};
-use miette::{NamedSource, SourceSpan};
+use miette::NamedSource;
 use regex::Regex;
 use serde_saphyr::{Location, Spanned};
 use sha2::{Digest, Sha256};
@@ -131,7 +131,7 @@ impl Cx<'_> {
         SourceError {
             message,
             src: NamedSource::new(self.file, self.text.to_string()),
-            span: span(loc),
+            span: crate::yaml::span(self.text, loc),
             label: label.to_string(),
             help,
             related: None,
@@ -141,21 +141,7 @@ impl Cx<'_> {
     }
 
     fn yaml_error(&self, e: &serde_saphyr::Error) -> LabError {
-        let plain = e.without_snippet().to_string();
-        // The parser appends " at line L, column C"; the diagnostic shows that itself.
-        let message = match plain.rfind(" at line ") {
-            Some(i) => plain[..i].to_string(),
-            None => plain.clone(),
-        };
-        let loc = e.location().unwrap_or(Location::UNKNOWN);
-        let help = if message.starts_with("unknown field") {
-            Some("remove the key or fix its spelling; suites/schema.json lists every field".into())
-        } else if message.starts_with("missing field") {
-            Some("add the field; suites/schema.json lists the required ones".into())
-        } else {
-            None
-        };
-        self.error(&loc, format!("invalid suite: {message}"), "here", help)
+        crate::yaml::parse_error(self.file, self.text, "suite", e, "suites/schema.json lists every field").into()
     }
 
     fn suite(&self, raw: RawSuite, known_repos: &[String]) -> Result<Suite> {
@@ -204,10 +190,10 @@ impl Cx<'_> {
                 let err = SourceError {
                     message: format!("duplicate step name `{}`", step.name.value),
                     src: NamedSource::new(self.file, self.text.to_string()),
-                    span: span(&step.name.referenced),
+                    span: crate::yaml::span(self.text, &step.name.referenced),
                     label: "used again here".into(),
                     help: Some("step names must be unique within a suite: they name JUnit testcases".into()),
-                    related: Some(span(first)),
+                    related: Some(crate::yaml::span(self.text, first)),
                     related_label: "first used here".into(),
                 };
                 return Err(err.into());
@@ -348,10 +334,4 @@ impl Cx<'_> {
             )),
         }
     }
-}
-
-fn span(loc: &Location) -> SourceSpan {
-    let offset = loc.span().byte_offset().unwrap_or(0) as usize;
-    let len = loc.span().byte_len().unwrap_or(1).max(1) as usize;
-    (offset, len).into()
 }
