@@ -1,0 +1,6 @@
+//! The integration tests: the real `canary` binary, driven as a user drives it. Tests under
+//! `docker::` use the real Docker engine (nextest runs them in the `docker` test group).
+
+mod cli;
+mod docker;
+mod helpers;
