@@ -71,9 +71,7 @@ pub enum LabError {
     RepoPinMismatch { id: String, pinned: String, actual: String },
 
     #[error("cannot reach the Docker engine: {reason}")]
-    #[diagnostic(help(
-        "start it (`dockerd &` or `systemctl start docker`), or point DOCKER_HOST at a running engine"
-    ))]
+    #[diagnostic(help("start it (`dockerd &` or `systemctl start docker`), or point DOCKER_HOST at a running engine"))]
     DockerUnreachable { reason: String },
 
     #[error("image `{image}` is not present in the Docker engine")]
@@ -100,11 +98,17 @@ impl LabError {
     }
 
     pub fn read(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        LabError::Read { path: path.as_ref().display().to_string(), source }
+        LabError::Read {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 
     pub fn write(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        LabError::Write { path: path.as_ref().display().to_string(), source }
+        LabError::Write {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 
     /// Errors never mean "the candidate failed": they all map to [`exit::ERROR`].

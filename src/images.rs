@@ -18,20 +18,38 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Debian packages of the base image, beyond debootstrap's minimal base.
-pub const BASE_PACKAGES: &[&str] = &["ca-certificates", "git", "nodejs", "python3", "python3-pytest", "procps"];
+pub const BASE_PACKAGES: &[&str] = &[
+    "ca-certificates",
+    "git",
+    "nodejs",
+    "python3",
+    "python3-pytest",
+    "procps",
+];
 
 /// Bump when the setup below changes what ends up in the image.
 const RECIPE_REVISION: &str = "base-1";
 
 /// Image configuration applied at import time (Dockerfile instructions).
-const IMAGE_CHANGES: &[&str] = &["ENV LANG=C.UTF-8", "ENV HOME=/home/canary", "WORKDIR /work", "USER 1000:1000", "CMD [\"sleep\", \"infinity\"]"];
+const IMAGE_CHANGES: &[&str] = &[
+    "ENV LANG=C.UTF-8",
+    "ENV HOME=/home/canary",
+    "WORKDIR /work",
+    "USER 1000:1000",
+    "CMD [\"sleep\", \"infinity\"]",
+];
 
 pub const BASE_REPO: &str = "canary-lab/base";
 
 /// The tag the base image has for this recipe: `canary-lab/base:<12 hex>`.
 pub fn base_tag(config: &LabConfig) -> String {
     let mut h = Sha256::new();
-    for part in [RECIPE_REVISION, &config.debian_release, &BASE_PACKAGES.join(","), &IMAGE_CHANGES.join("\n")] {
+    for part in [
+        RECIPE_REVISION,
+        &config.debian_release,
+        &BASE_PACKAGES.join(","),
+        &IMAGE_CHANGES.join("\n"),
+    ] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -51,11 +69,20 @@ pub struct BaseImage {
 }
 
 /// Ensures the base image exists, building it when missing (or when `force`).
-pub async fn ensure_base(engine: &DockerBackend, config: &LabConfig, force: bool, progress: &Progress) -> Result<BaseImage> {
+pub async fn ensure_base(
+    engine: &DockerBackend,
+    config: &LabConfig,
+    force: bool,
+    progress: &Progress,
+) -> Result<BaseImage> {
     let reference = base_reference(config);
     if let Some(info) = engine.image(&reference).await? {
         if !force || config.base_image.is_some() {
-            return Ok(BaseImage { reference, id: info.id, built: false });
+            return Ok(BaseImage {
+                reference,
+                id: info.id,
+                built: false,
+            });
         }
     }
     if config.base_image.is_some() {
@@ -69,11 +96,19 @@ pub async fn ensure_base(engine: &DockerBackend, config: &LabConfig, force: bool
     let _lock = lock(&config.cache_dir.join("base-image.lock")).await?;
     if !force {
         if let Some(info) = engine.image(&reference).await? {
-            return Ok(BaseImage { reference, id: info.id, built: false });
+            return Ok(BaseImage {
+                reference,
+                id: info.id,
+                built: false,
+            });
         }
     }
     let id = build_base(engine, config, &reference, progress).await?;
-    Ok(BaseImage { reference, id, built: true })
+    Ok(BaseImage {
+        reference,
+        id,
+        built: true,
+    })
 }
 
 /// An exclusive advisory lock on `path`, held until the returned file is dropped.
@@ -82,24 +117,43 @@ async fn lock(path: &Path) -> Result<std::fs::File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| LabError::write(dir, e))?;
     }
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| LabError::write(path, e))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| LabError::write(path, e))?;
     tokio::task::spawn_blocking(move || {
         // SAFETY: flock on a descriptor this closure owns; blocks until the lock is free.
         let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if r == 0 { Ok(file) } else { Err(std::io::Error::last_os_error()) }
+        if r == 0 {
+            Ok(file)
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     })
     .await
     .expect("lock task")
     .map_err(|e| LabError::write(path, e))
 }
 
-async fn build_base(engine: &DockerBackend, config: &LabConfig, reference: &str, progress: &Progress) -> Result<String> {
+async fn build_base(
+    engine: &DockerBackend,
+    config: &LabConfig,
+    reference: &str,
+    progress: &Progress,
+) -> Result<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err(LabError::ImageBuild("debootstrap needs root: run `canary images base` as root (or via sudo)".into()));
+        return Err(LabError::ImageBuild(
+            "debootstrap needs root: run `canary images base` as root (or via sudo)".into(),
+        ));
     }
     if which("debootstrap").is_none() {
-        return Err(LabError::ImageBuild("debootstrap is not installed: `apt-get install debootstrap` (the Justfile's `setup` recipe does it)".into()));
+        return Err(LabError::ImageBuild(
+            "debootstrap is not installed: `apt-get install debootstrap` (the Justfile's `setup` recipe does it)"
+                .into(),
+        ));
     }
     let mirror = match &config.debian_mirror {
         Some(m) => m.clone(),
@@ -113,7 +167,11 @@ async fn build_base(engine: &DockerBackend, config: &LabConfig, reference: &str,
     std::fs::create_dir_all(&config.cache_dir).map_err(|e| LabError::write(&config.cache_dir, e))?;
 
     let result = async {
-        progress.line(format!("building {reference}: debootstrap {} ({} packages)", config.debian_release, BASE_PACKAGES.len()));
+        progress.line(format!(
+            "building {reference}: debootstrap {} ({} packages)",
+            config.debian_release,
+            BASE_PACKAGES.len()
+        ));
         let spinner = progress.spinner("debootstrap");
         let mut child = tokio::process::Command::new("debootstrap")
             .args(["--variant=minbase", &format!("--include={}", BASE_PACKAGES.join(","))])
@@ -134,7 +192,10 @@ async fn build_base(engine: &DockerBackend, config: &LabConfig, reference: &str,
                 tail.remove(0);
             }
         }
-        let out = child.wait_with_output().await.map_err(|e| LabError::ImageBuild(e.to_string()))?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| LabError::ImageBuild(e.to_string()))?;
         spinner.finish_and_clear();
         if !out.status.success() {
             return Err(LabError::ImageBuild(format!(
@@ -161,7 +222,9 @@ async fn build_base(engine: &DockerBackend, config: &LabConfig, reference: &str,
         let status = tar.wait().await.map_err(|e| LabError::ImageBuild(e.to_string()))?;
         spinner.finish_and_clear();
         if !status.success() {
-            return Err(LabError::ImageBuild(format!("tar of the root filesystem failed ({status})")));
+            return Err(LabError::ImageBuild(format!(
+                "tar of the root filesystem failed ({status})"
+            )));
         }
         Ok(id)
     }
@@ -176,7 +239,10 @@ fn prepare_rootfs(root: &Path) -> Result<()> {
     use std::io::Write;
     let append = |rel: &str, line: &str| -> Result<()> {
         let path = root.join(rel);
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| LabError::write(&path, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| LabError::write(&path, e))?;
         writeln!(f, "{line}").map_err(|e| LabError::write(&path, e))
     };
     append("etc/passwd", "canary:x:1000:1000:Canary Lab:/home/canary:/bin/bash")?;
@@ -188,8 +254,11 @@ fn prepare_rootfs(root: &Path) -> Result<()> {
         std::os::unix::fs::chown(&path, Some(1000), Some(1000)).map_err(|e| LabError::write(&path, e))?;
     }
     // git refuses repos owned by another user unless told otherwise; the lab owns /work.
-    std::fs::write(root.join("etc/gitconfig"), "[safe]\n\tdirectory = *\n[init]\n\tdefaultBranch = main\n")
-        .map_err(|e| LabError::write(root.join("etc/gitconfig"), e))?;
+    std::fs::write(
+        root.join("etc/gitconfig"),
+        "[safe]\n\tdirectory = *\n[init]\n\tdefaultBranch = main\n",
+    )
+    .map_err(|e| LabError::write(root.join("etc/gitconfig"), e))?;
     for dir in ["dev", "var/cache/apt/archives", "var/lib/apt/lists"] {
         clear_dir(&root.join(dir));
     }
@@ -211,7 +280,10 @@ fn clear_dir(dir: &Path) {
 
 fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]).map(|d| d.join(program)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
 }
 
 /// The first Debian archive (not the security one) in this machine's apt sources: the mirror
@@ -219,7 +291,11 @@ fn which(program: &str) -> Option<PathBuf> {
 pub fn apt_mirror() -> Option<String> {
     let mut candidates = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        let mut files: Vec<_> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "sources")).collect();
+        let mut files: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sources"))
+            .collect();
         files.sort();
         for f in files {
             let text = std::fs::read_to_string(&f).unwrap_or_default();
@@ -236,14 +312,18 @@ pub fn apt_mirror() -> Option<String> {
             }
         }
     }
-    candidates.into_iter().find(|u| u.contains("debian") && !u.contains("security"))
+    candidates
+        .into_iter()
+        .find(|u| u.contains("debian") && !u.contains("security"))
 }
 
 fn deb822_uris(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
         let enabled = !stanza.lines().any(|l| l.trim().eq_ignore_ascii_case("enabled: no"));
-        let is_deb = stanza.lines().any(|l| l.starts_with("Types:") && l.split_whitespace().any(|w| w == "deb"));
+        let is_deb = stanza
+            .lines()
+            .any(|l| l.starts_with("Types:") && l.split_whitespace().any(|w| w == "deb"));
         if enabled && is_deb {
             for l in stanza.lines().filter(|l| l.starts_with("URIs:")) {
                 out.extend(l["URIs:".len()..].split_whitespace().map(String::from));
@@ -266,7 +346,10 @@ mod tests {
     #[test]
     fn base_tag_changes_with_the_release() {
         let a = LabConfig::default();
-        let b = LabConfig { debian_release: "trixie".into(), ..LabConfig::default() };
+        let b = LabConfig {
+            debian_release: "trixie".into(),
+            ..LabConfig::default()
+        };
         assert_ne!(base_tag(&a), base_tag(&b));
         assert!(base_tag(&a).starts_with("canary-lab/base:"));
     }

@@ -11,7 +11,7 @@ pub mod fsutil;
 pub mod images;
 pub mod lab;
 pub mod progress;
-pub mod repos;
 pub mod report;
+pub mod repos;
 pub mod suite;
 pub mod yaml;

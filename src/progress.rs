@@ -59,7 +59,9 @@ impl Progress {
         match &self.multi {
             Some(m) => {
                 let s = m.add(ProgressBar::new_spinner());
-                s.set_style(ProgressStyle::with_template("{spinner} {prefix} {elapsed} {wide_msg}").expect("static template"));
+                s.set_style(
+                    ProgressStyle::with_template("{spinner} {prefix} {elapsed} {wide_msg}").expect("static template"),
+                );
                 s.set_prefix(label.to_string());
                 s.enable_steady_tick(Duration::from_millis(120));
                 s

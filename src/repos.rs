@@ -71,22 +71,46 @@ impl Catalog {
     pub fn load(root: &Path, cache: &Path) -> Result<Catalog> {
         let entries = std::fs::read_dir(root).map_err(|e| LabError::read(root, e))?;
         let mut repos = BTreeMap::new();
-        let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join(MANIFEST).is_file()).collect();
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.join(MANIFEST).is_file())
+            .collect();
         dirs.sort();
         for dir in dirs {
             let manifest_path = dir.join(MANIFEST);
             let text = std::fs::read_to_string(&manifest_path).map_err(|e| LabError::read(&manifest_path, e))?;
-            let manifest: Manifest = serde_saphyr::from_str(&text).map_err(|e| manifest_error(&manifest_path, &text, &e))?;
-            let folder = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let manifest: Manifest =
+                serde_saphyr::from_str(&text).map_err(|e| manifest_error(&manifest_path, &text, &e))?;
+            let folder = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             if manifest.id != folder {
                 return Err(LabError::usage(
-                    format!("{}: id `{}` does not match its folder `{folder}`", manifest_path.display(), manifest.id),
+                    format!(
+                        "{}: id `{}` does not match its folder `{folder}`",
+                        manifest_path.display(),
+                        manifest.id
+                    ),
                     "a repo's id is its folder name; rename one of them",
                 ));
             }
-            repos.insert(manifest.id.clone(), Repo { manifest, manifest_path, manifest_text: text, dir });
+            repos.insert(
+                manifest.id.clone(),
+                Repo {
+                    manifest,
+                    manifest_path,
+                    manifest_text: text,
+                    dir,
+                },
+            );
         }
-        Ok(Catalog { root: root.to_path_buf(), repos, cache: cache.to_path_buf() })
+        Ok(Catalog {
+            root: root.to_path_buf(),
+            repos,
+            cache: cache.to_path_buf(),
+        })
     }
 
     pub fn ids(&self) -> Vec<String> {
@@ -94,7 +118,10 @@ impl Catalog {
     }
 
     pub fn get(&self, id: &str) -> Result<&Repo> {
-        self.repos.get(id).ok_or_else(|| LabError::UnknownRepo { id: id.to_string(), known: self.ids().join(", ") })
+        self.repos.get(id).ok_or_else(|| LabError::UnknownRepo {
+            id: id.to_string(),
+            known: self.ids().join(", "),
+        })
     }
 
     /// The repo's content, verified against its pin.
@@ -103,7 +130,11 @@ impl Catalog {
         let content = repo.read_content(&self.cache)?;
         let pinned = repo.manifest.digest.value.trim();
         if content.digest != pinned {
-            return Err(LabError::RepoPinMismatch { id: id.to_string(), pinned: pinned.to_string(), actual: content.digest });
+            return Err(LabError::RepoPinMismatch {
+                id: id.to_string(),
+                pinned: pinned.to_string(),
+                actual: content.digest,
+            });
         }
         Ok(content)
     }
@@ -150,27 +181,42 @@ impl Repo {
         let mut files = Vec::new();
         collect(&root, &root, &mut files)?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(Content { digest: digest(&files), files })
+        Ok(Content {
+            digest: digest(&files),
+            files,
+        })
     }
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<FileEntry>) -> Result<()> {
+    collect_filtered(root, dir, out, IGNORED)
+}
+
+fn collect_filtered(root: &Path, dir: &Path, out: &mut Vec<FileEntry>, ignored: &[&str]) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| LabError::read(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| LabError::read(dir, e))?;
         let name = entry.file_name().to_string_lossy().to_string();
-        if IGNORED.contains(&name.as_str()) {
+        if ignored.contains(&name.as_str()) {
             continue;
         }
         let path = entry.path();
         let meta = std::fs::symlink_metadata(&path).map_err(|e| LabError::read(&path, e))?;
         if meta.is_dir() {
-            collect(root, &path, out)?;
+            collect_filtered(root, &path, out, ignored)?;
         } else if meta.is_file() {
             use std::os::unix::fs::PermissionsExt;
-            let rel = path.strip_prefix(root).expect("below root").to_string_lossy().replace('\\', "/");
+            let rel = path
+                .strip_prefix(root)
+                .expect("below root")
+                .to_string_lossy()
+                .replace('\\', "/");
             let data = std::fs::read(&path).map_err(|e| LabError::read(&path, e))?;
-            out.push(FileEntry { path: rel, executable: meta.permissions().mode() & 0o111 != 0, data });
+            out.push(FileEntry {
+                path: rel,
+                executable: meta.permissions().mode() & 0o111 != 0,
+                data,
+            });
         }
     }
     Ok(())
@@ -205,10 +251,68 @@ impl Content {
             let executable = entry.header().mode()? & 0o111 != 0;
             let mut data = Vec::new();
             std::io::Read::read_to_end(&mut entry, &mut data)?;
-            files.push(FileEntry { path: rel, executable, data });
+            files.push(FileEntry {
+                path: rel,
+                executable,
+                data,
+            });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(Content { digest: digest(&files), files })
+        Ok(Content {
+            digest: digest(&files),
+            files,
+        })
+    }
+
+    /// The upload for a case: the content plus a `.git` whose single commit, tagged
+    /// `canary-lab/pinned`, records it. Built once per run with the host's git (fixed author
+    /// and dates, so the same content always gives the same commit), instead of four git
+    /// processes in every case container.
+    pub fn baseline_tar(&self) -> Result<Vec<u8>> {
+        let dir = tempfile::tempdir().map_err(|e| LabError::write(std::env::temp_dir(), e))?;
+        for f in &self.files {
+            let path = dir.path().join(&f.path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| LabError::write(parent, e))?;
+            }
+            std::fs::write(&path, &f.data).map_err(|e| LabError::write(&path, e))?;
+            if f.executable {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| LabError::write(&path, e))?;
+            }
+        }
+        let script = "git init -q --template= -b main . && git add -A && git commit -q --no-verify -m pinned && git tag canary-lab/pinned";
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "canary-lab")
+            .env("GIT_AUTHOR_EMAIL", "canary-lab@localhost")
+            .env("GIT_COMMITTER_NAME", "canary-lab")
+            .env("GIT_COMMITTER_EMAIL", "canary-lab@localhost")
+            .env("GIT_AUTHOR_DATE", "2023-11-14T22:13:20Z")
+            .env("GIT_COMMITTER_DATE", "2023-11-14T22:13:20Z")
+            .output()
+            .map_err(|e| LabError::usage(format!("cannot run git on the lab host: {e}"), "install git"))?;
+        if !out.status.success() {
+            return Err(LabError::usage(
+                format!(
+                    "recording the repo baseline failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                "check the host's git",
+            ));
+        }
+        let mut files = Vec::new();
+        collect_filtered(dir.path(), dir.path(), &mut files, &[])?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Content {
+            digest: self.digest.clone(),
+            files,
+        }
+        .to_tar())
     }
 
     /// A tar of the content below `work/`, owned by the container user, for upload at `/`.
@@ -228,12 +332,24 @@ impl Content {
         }
         for d in &dirs {
             let mut h = header(tar::EntryType::Directory, 0o755, 0);
-            let path = if d.is_empty() { "work/".to_string() } else { format!("work/{d}/") };
-            builder.append_data(&mut h, path, std::io::empty()).expect("in-memory tar");
+            let path = if d.is_empty() {
+                "work/".to_string()
+            } else {
+                format!("work/{d}/")
+            };
+            builder
+                .append_data(&mut h, path, std::io::empty())
+                .expect("in-memory tar");
         }
         for f in &self.files {
-            let mut h = header(tar::EntryType::Regular, if f.executable { 0o755 } else { 0o644 }, f.data.len() as u64);
-            builder.append_data(&mut h, format!("work/{}", f.path), f.data.as_slice()).expect("in-memory tar");
+            let mut h = header(
+                tar::EntryType::Regular,
+                if f.executable { 0o755 } else { 0o644 },
+                f.data.len() as u64,
+            );
+            builder
+                .append_data(&mut h, format!("work/{}", f.path), f.data.as_slice())
+                .expect("in-memory tar");
         }
         builder.into_inner().expect("in-memory tar")
     }
@@ -261,10 +377,18 @@ fn checkout(id: &str, up: &Upstream, cache: &Path) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| LabError::write(&tmp, e))?;
     let git = |args: &[&str]| -> Result<()> {
-        let out = Command::new("git").args(args).current_dir(&tmp).output().map_err(|e| LabError::usage(format!("cannot run git: {e}"), "install git"))?;
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&tmp)
+            .output()
+            .map_err(|e| LabError::usage(format!("cannot run git: {e}"), "install git"))?;
         if !out.status.success() {
             return Err(LabError::usage(
-                format!("fetching upstream of repo `{id}` failed: git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()),
+                format!(
+                    "fetching upstream of repo `{id}` failed: git {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
                 format!("check that {} is reachable and has commit {}", up.url, up.commit),
             ));
         }

@@ -18,7 +18,11 @@ pub fn span(text: &str, loc: &Location) -> SourceSpan {
     }
     let line_start: usize = text.split_inclusive('\n').take(line - 1).map(str::len).sum();
     let line_text = text[line_start.min(text.len())..].lines().next().unwrap_or("");
-    let col_bytes: usize = line_text.chars().take(column.saturating_sub(1)).map(char::len_utf8).sum();
+    let col_bytes: usize = line_text
+        .chars()
+        .take(column.saturating_sub(1))
+        .map(char::len_utf8)
+        .sum();
     ((line_start + col_bytes).min(text.len()), 1).into()
 }
 
@@ -29,7 +33,9 @@ pub fn parse_error(file: &str, text: &str, what: &str, e: &serde_saphyr::Error, 
     let raw = plain.rfind(" at line ").map_or(plain.as_str(), |i| &plain[..i]);
     let message = match raw {
         "expected sequence start" => "expected a list (`[a, b]` or one `- item` per line)".to_string(),
-        "expected mapping start" | "expected struct mapping start" => "expected a mapping (`key: value` lines)".to_string(),
+        "expected mapping start" | "expected struct mapping start" => {
+            "expected a mapping (`key: value` lines)".to_string()
+        }
         other => other.to_string(),
     };
     let help = if message.starts_with("unknown field") {

@@ -8,8 +8,8 @@ use crate::error::{LabError, Result, exit};
 use crate::lab::plan::{Case, Partition};
 use crate::lab::{self, Prepared, RunOptions};
 use crate::progress::Progress;
-use crate::repos::{Catalog, Content};
 use crate::report::RunReport;
+use crate::repos::{Catalog, Content};
 use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -165,7 +165,12 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             if *json {
                 print_json(&img);
             } else {
-                println!("{} {} ({})", img.reference, img.id, if img.built { "built" } else { "already present" });
+                println!(
+                    "{} {} ({})",
+                    img.reference,
+                    img.id,
+                    if img.built { "built" } else { "already present" }
+                );
             }
             Ok(exit::PASS)
         }
@@ -175,7 +180,14 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             let ids = if ids.is_empty() { catalog.ids() } else { ids.clone() };
             for id in ids {
                 let (old, new) = catalog.pin(&id)?;
-                println!("{id}: {}", if old == new { format!("{new} (unchanged)") } else { format!("{old} -> {new}") });
+                println!(
+                    "{id}: {}",
+                    if old == new {
+                        format!("{new} (unchanged)")
+                    } else {
+                        format!("{old} -> {new}")
+                    }
+                );
             }
             Ok(exit::PASS)
         }
@@ -186,7 +198,13 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                 let s = crate::suite::load(f, &catalog.ids())?;
                 out.push(serde_json::json!({"file": f, "name": s.name, "steps": s.steps.len(), "repos": s.repos}));
                 if !json {
-                    println!("ok {}: suite `{}`, {} steps × {} repos", f.display(), s.name, s.steps.len(), s.repos.len());
+                    println!(
+                        "ok {}: suite `{}`, {} steps × {} repos",
+                        f.display(),
+                        s.name,
+                        s.steps.len(),
+                        s.repos.len()
+                    );
                 }
             }
             if *json {
@@ -204,7 +222,14 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
     let engine = DockerBackend::connect().await?;
     let image = a.image.clone().unwrap_or_else(|| crate::images::base_reference(config));
     let progress = Progress::new(false);
-    let opts = RunOptions { run_id: lab::new_run_id(), image, jobs: a.jobs, partition, keep: false, repro_prefix: repro_prefix(cli) };
+    let opts = RunOptions {
+        run_id: lab::new_run_id(),
+        image,
+        jobs: a.jobs,
+        partition,
+        keep: false,
+        repro_prefix: repro_prefix(cli),
+    };
     let (report, run_dir) = lab::run(engine, config, prepared, opts, &progress).await?;
     finish(&report, &run_dir, a.json)
 }
@@ -219,48 +244,94 @@ fn finish(report: &RunReport, run_dir: &std::path::Path, json: bool) -> Result<i
 }
 
 async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
-    let (run_id, case_id) = a
-        .target
-        .split_once('/')
-        .ok_or_else(|| LabError::usage(format!("invalid case `{}`", a.target), "write `<run-id>/<case-id>`, as printed by `canary run`"))?;
+    let (run_id, case_id) = a.target.split_once('/').ok_or_else(|| {
+        LabError::usage(
+            format!("invalid case `{}`", a.target),
+            "write `<run-id>/<case-id>`, as printed by `canary run`",
+        )
+    })?;
     let run_dir = config.reports_dir.join(run_id);
     let report_path = run_dir.join(crate::report::JSON_FILE);
     let text = std::fs::read_to_string(&report_path).map_err(|e| LabError::read(&report_path, e))?;
-    let old: RunReport = serde_json::from_str(&text).map_err(|e| LabError::usage(format!("{}: not a run report: {e}", report_path.display()), "point at a folder written by `canary run`"))?;
-    let case = old.case(case_id).ok_or_else(|| {
-        LabError::usage(format!("run {run_id} has no case `{case_id}`"), format!("cases: {}", old.cases.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")))
+    let old: RunReport = serde_json::from_str(&text).map_err(|e| {
+        LabError::usage(
+            format!("{}: not a run report: {e}", report_path.display()),
+            "point at a folder written by `canary run`",
+        )
     })?;
-    let suite_ref = old.suites.iter().find(|s| s.name == case.suite).ok_or_else(|| LabError::usage("report lists no such suite", "the report is damaged"))?;
-    let repo_ref = old.repos.iter().find(|r| r.id == case.repo).ok_or_else(|| LabError::usage("report lists no such repo", "the report is damaged"))?;
+    let case = old.case(case_id).ok_or_else(|| {
+        LabError::usage(
+            format!("run {run_id} has no case `{case_id}`"),
+            format!(
+                "cases: {}",
+                old.cases.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let suite_ref = old
+        .suites
+        .iter()
+        .find(|s| s.name == case.suite)
+        .ok_or_else(|| LabError::usage("report lists no such suite", "the report is damaged"))?;
+    let repo_ref = old
+        .repos
+        .iter()
+        .find(|r| r.id == case.repo)
+        .ok_or_else(|| LabError::usage("report lists no such repo", "the report is damaged"))?;
 
     let suite_path = run_dir.join("suites").join(format!("{}.yaml", suite_ref.name));
     let suite = crate::suite::load(&suite_path, std::slice::from_ref(&repo_ref.id))?;
     if suite.digest != suite_ref.digest {
-        return Err(LabError::usage(format!("{} changed since the run", suite_path.display()), "repro runs the suite exactly as it ran; restore the file"));
+        return Err(LabError::usage(
+            format!("{} changed since the run", suite_path.display()),
+            "repro runs the suite exactly as it ran; restore the file",
+        ));
     }
     let tar_path = run_dir.join("repos").join(format!("{}.tar", repo_ref.id));
     let tar = std::fs::read(&tar_path).map_err(|e| LabError::read(&tar_path, e))?;
     let content = Content::from_tar(&tar).map_err(|e| LabError::read(&tar_path, e))?;
     if content.digest != repo_ref.digest {
-        return Err(LabError::RepoPinMismatch { id: repo_ref.id.clone(), pinned: repo_ref.digest.clone(), actual: content.digest });
+        return Err(LabError::RepoPinMismatch {
+            id: repo_ref.id.clone(),
+            pinned: repo_ref.digest.clone(),
+            actual: content.digest,
+        });
     }
     let suite = Arc::new(suite);
     let prepared = Prepared {
-        cases: vec![Case { id: case.id.clone(), suite: suite.clone(), repo: repo_ref.id.clone() }],
+        cases: vec![Case {
+            id: case.id.clone(),
+            suite: suite.clone(),
+            repo: repo_ref.id.clone(),
+        }],
         suites: vec![suite],
-        repo_tars: BTreeMap::from([(repo_ref.id.clone(), (repo_ref.digest.clone(), Arc::new(tar)))]),
+        repos: BTreeMap::from([(repo_ref.id.clone(), lab::RepoUpload::new(&content)?)]),
         repo_commands: BTreeMap::from([(repo_ref.id.clone(), (repo_ref.test.clone(), repo_ref.ci.clone()))]),
     };
     let engine = DockerBackend::connect().await?;
     let progress = Progress::new(false);
-    progress.line(format!("reproducing {} from run {run_id} (image {}, repo {})", case.id, lab::short_id(&old.image.id), repo_ref.digest));
+    progress.line(format!(
+        "reproducing {} from run {run_id} (image {}, repo {})",
+        case.id,
+        lab::short_id(&old.image.id),
+        repo_ref.digest
+    ));
     let new_id = lab::new_run_id();
-    let opts = RunOptions { run_id: new_id.clone(), image: old.image.id.clone(), jobs: 1, partition: None, keep: a.keep, repro_prefix: repro_prefix(cli) };
+    let opts = RunOptions {
+        run_id: new_id.clone(),
+        image: old.image.id.clone(),
+        jobs: 1,
+        partition: None,
+        keep: a.keep,
+        repro_prefix: repro_prefix(cli),
+    };
     let (report, new_dir) = lab::run(engine, config, prepared, opts, &progress).await?;
     let code = finish(&report, &new_dir, a.json)?;
     if a.keep {
         let name = format!("canary-{new_id}-{}", case.id);
-        eprintln!("\nThe container is still running. Enter it with:\n  docker exec -it -w /work {name} bash\nRemove it with:\n  docker rm -f {name}   (or `canary gc --all`)");
+        eprintln!(
+            "\nThe container is still running. Enter it with:\n  docker exec -it -w /work {name} bash\nRemove it with:\n  docker rm -f {name}   (or `canary gc --all`)"
+        );
     }
     Ok(code)
 }
@@ -269,7 +340,9 @@ async fn gc(a: &GcArgs) -> Result<i32> {
     let engine = DockerBackend::connect().await?;
     let r = engine.gc(if a.all { GcScope::All } else { GcScope::Orphaned }).await?;
     if a.json {
-        print_json(&serde_json::json!({"containers": r.containers, "networks": r.networks, "skipped_live": r.skipped_live}));
+        print_json(
+            &serde_json::json!({"containers": r.containers, "networks": r.networks, "skipped_live": r.skipped_live}),
+        );
     } else {
         for c in &r.containers {
             println!("removed container {c}");
@@ -277,7 +350,12 @@ async fn gc(a: &GcArgs) -> Result<i32> {
         for n in &r.networks {
             println!("removed network {n}");
         }
-        println!("{} containers and {} networks removed; {} belong to live runs or were kept", r.containers.len(), r.networks.len(), r.skipped_live);
+        println!(
+            "{} containers and {} networks removed; {} belong to live runs or were kept",
+            r.containers.len(),
+            r.networks.len(),
+            r.skipped_live
+        );
     }
     Ok(exit::PASS)
 }
@@ -297,7 +375,10 @@ fn repos_list(config: &LabConfig, json: bool) -> Result<i32> {
         };
         rows.push(serde_json::json!({"id": id, "language": repo.manifest.language, "digest": repo.manifest.digest.value, "test": repo.manifest.test, "ci": repo.manifest.ci, "status": status}));
         if !json {
-            println!("{id:<12} {:<11} {}  {status}", repo.manifest.language, repo.manifest.digest.value);
+            println!(
+                "{id:<12} {:<11} {}  {status}",
+                repo.manifest.language, repo.manifest.digest.value
+            );
         }
     }
     if json {
@@ -314,7 +395,12 @@ fn schema(a: &SchemaArgs) -> Result<i32> {
     if let Some(path) = &a.check {
         let current = std::fs::read_to_string(path).map_err(|e| LabError::read(path, e))?;
         if current != text {
-            eprintln!("{} is out of date: regenerate it with `canary schema {:?} --write {}`", path.display(), a.which, path.display());
+            eprintln!(
+                "{} is out of date: regenerate it with `canary schema {:?} --write {}`",
+                path.display(),
+                a.which,
+                path.display()
+            );
             return Ok(exit::FAILED);
         }
         println!("{} is up to date", path.display());

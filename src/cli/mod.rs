@@ -61,9 +61,14 @@ pub fn main() -> i32 {
         .init();
     // Logs are read by grep as much as by people: one message, one line, when not on a terminal.
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = miette::set_hook(Box::new(move |_| Box::new(miette::MietteHandlerOpts::new().wrap_lines(tty).build())));
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(tty).build())
+    }));
     let json = cli.command.json();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(code) => code,
         Err(e) => report_error(e, json),

@@ -1,19 +1,44 @@
 //! The Docker backend, over the engine's HTTP API (bollard). The only module that imports bollard.
 
-use super::{Backend, ContainerSpec, ExecOutcome, ExecSpec, GcReport, GcScope, ImageInfo, OUTPUT_LIMIT, labels, owner_labels};
+use super::protocol::{EXECUTOR_PATH, ExecRequest, ExecResponse};
+use super::{
+    Backend, ContainerSpec, ExecOutcome, ExecSpec, GcReport, GcScope, ImageInfo, OUTPUT_LIMIT, PreparedImage, labels,
+    owner_labels,
+};
 use crate::error::{LabError, Result};
+use base64::Engine as _;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::models::{ContainerConfig, ContainerCreateBody, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CommitContainerOptionsBuilder, CreateContainerOptionsBuilder,
+    CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Repository of the derived images that carry the executor.
+pub const EXEC_REPO: &str = "canary-lab/exec";
+/// Grace the lab gives the executor past a deadline before it kills the container itself.
+const EXECUTOR_GRACE: Duration = Duration::from_secs(5);
+
+/// A live connection to a case container's executor (its stdin and response lines).
+struct Session {
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+    lines: mpsc::UnboundedReceiver<String>,
+    next_id: u64,
+}
+
+type Sessions = Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>>;
 
 /// The user case containers run as (created in the base image; numeric so any image works).
 pub const CASE_USER: &str = "1000:1000";
@@ -21,14 +46,21 @@ pub const CASE_USER: &str = "1000:1000";
 #[derive(Clone)]
 pub struct DockerBackend {
     docker: Docker,
+    sessions: Sessions,
 }
 
 fn docker_err(context: &str) -> impl FnOnce(bollard::errors::Error) -> LabError + '_ {
-    move |e| LabError::Docker { context: context.to_string(), message: e.to_string() }
+    move |e| LabError::Docker {
+        context: context.to_string(),
+        message: e.to_string(),
+    }
 }
 
 fn not_found(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }
+    )
 }
 
 impl DockerBackend {
@@ -39,7 +71,10 @@ impl DockerBackend {
         let docker = Docker::connect_with_defaults().map_err(unreachable)?;
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
-        Ok(DockerBackend { docker })
+        Ok(DockerBackend {
+            docker,
+            sessions: Arc::default(),
+        })
     }
 
     /// Imports a root filesystem tar as an image (`docker import`), with Dockerfile-style
@@ -49,12 +84,22 @@ impl DockerBackend {
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     {
         let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
-        let options = CreateImageOptionsBuilder::default().from_src("-").repo(repo).tag(tag).changes(changes).build();
-        let mut progress = self.docker.create_image(Some(options), Some(bollard::body_try_stream(tar)), None);
+        let options = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .changes(changes)
+            .build();
+        let mut progress = self
+            .docker
+            .create_image(Some(options), Some(bollard::body_try_stream(tar)), None);
         while let Some(item) = progress.next().await {
             item.map_err(docker_err("importing the base image"))?;
         }
-        let info = self.image(reference).await?.ok_or_else(|| LabError::ImageBuild(format!("{reference} missing after import")))?;
+        let info = self
+            .image(reference)
+            .await?
+            .ok_or_else(|| LabError::ImageBuild(format!("{reference} missing after import")))?;
         Ok(info.id)
     }
 
@@ -81,8 +126,20 @@ impl DockerBackend {
     /// Kills every process of the case user except the container's init, which is how a
     /// timed-out step (and whatever it spawned) is stopped: Docker has no "kill exec" call.
     async fn kill_case_processes(&self, container: &str) -> Result<()> {
-        let id = self.exec_once(container, vec!["sh".into(), "-c".into(), "kill -9 -1".into()], vec![], "/").await?;
-        if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&id, None).await.map_err(docker_err("killing a step"))? {
+        let id = self
+            .exec_once(
+                container,
+                vec!["sh".into(), "-c".into(), "kill -9 -1".into()],
+                vec![],
+                "/",
+            )
+            .await?;
+        if let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&id, None)
+            .await
+            .map_err(docker_err("killing a step"))?
+        {
             while output.next().await.is_some() {}
         }
         Ok(())
@@ -90,13 +147,259 @@ impl DockerBackend {
 
     async fn wait_exit(&self, exec_id: &str) -> Result<Option<i64>> {
         for _ in 0..200 {
-            let info = self.docker.inspect_exec(exec_id).await.map_err(docker_err("inspecting an exec"))?;
+            let info = self
+                .docker
+                .inspect_exec(exec_id)
+                .await
+                .map_err(docker_err("inspecting an exec"))?;
             if info.running != Some(true) {
                 return Ok(info.exit_code);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(None)
+    }
+}
+
+impl DockerBackend {
+    /// Attaches to a created container's executor; returns the session to register.
+    async fn attach_executor(&self, id: &str) -> Result<Session> {
+        let options = AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .build();
+        let attached = self
+            .docker
+            .attach_container(id, Some(options))
+            .await
+            .map_err(docker_err("attaching to the executor"))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut output = attached.output;
+        let name = id.chars().take(12).collect::<String>();
+        tokio::spawn(async move {
+            let mut pending: Vec<u8> = Vec::new();
+            while let Some(item) = output.next().await {
+                match item {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        pending.extend_from_slice(&message);
+                        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = pending.drain(..=pos).collect();
+                            if tx.send(String::from_utf8_lossy(&line).trim_end().to_string()).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(LogOutput::StdErr { message }) => {
+                        tracing::warn!("executor in {name}: {}", String::from_utf8_lossy(&message).trim_end())
+                    }
+                    Ok(LogOutput::StdIn { .. }) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        Ok(Session {
+            input: attached.input,
+            lines: rx,
+            next_id: 0,
+        })
+    }
+
+    async fn exec_via_executor(
+        &self,
+        container: &str,
+        session: &tokio::sync::Mutex<Session>,
+        spec: &ExecSpec,
+    ) -> Result<ExecOutcome> {
+        let started = Instant::now();
+        let mut s = session.lock().await;
+        s.next_id += 1;
+        let id = s.next_id;
+        let request = ExecRequest {
+            id,
+            cmd: spec.cmd.clone(),
+            env: spec.env.clone(),
+            cwd: spec.workdir.clone(),
+            timeout_ms: spec.deadline.saturating_duration_since(Instant::now()).as_millis() as u64,
+            output_limit: OUTPUT_LIMIT,
+            stdin: spec
+                .stdin
+                .as_ref()
+                .map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        };
+        let mut line = serde_json::to_vec(&request).expect("request serializes");
+        line.push(b'\n');
+        let lost = |what: &str| LabError::Docker {
+            context: "talking to the in-container executor".into(),
+            message: what.into(),
+        };
+        s.input
+            .write_all(&line)
+            .await
+            .map_err(|e| lost(&format!("cannot send a command: {e}")))?;
+        s.input
+            .flush()
+            .await
+            .map_err(|e| lost(&format!("cannot send a command: {e}")))?;
+        let guard = tokio::time::Instant::from_std(spec.deadline + EXECUTOR_GRACE);
+        let response = match tokio::time::timeout_at(guard, s.lines.recv()).await {
+            Ok(Some(text)) => serde_json::from_str::<ExecResponse>(&text)
+                .map_err(|e| lost(&format!("unreadable answer ({e}): {text}")))?,
+            Ok(None) => return Err(lost("the executor exited (the container stopped or was removed)")),
+            Err(_) => {
+                // The executor missed its own deadline: stop the whole container.
+                let _ = self
+                    .docker
+                    .kill_container(
+                        container,
+                        Some(KillContainerOptionsBuilder::default().signal("KILL").build()),
+                    )
+                    .await;
+                return Ok(ExecOutcome {
+                    timed_out: true,
+                    duration: started.elapsed(),
+                    kill_latency: Some(Instant::now().saturating_duration_since(spec.deadline)),
+                    ..Default::default()
+                });
+            }
+        };
+        if response.id != id {
+            return Err(lost(&format!("answer {} to request {id}", response.id)));
+        }
+        if let Some(e) = response.error {
+            return Err(lost(&e));
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok(ExecOutcome {
+            exit_code: response.exit_code,
+            stdout: b64.decode(response.stdout).unwrap_or_default(),
+            stderr: b64.decode(response.stderr).unwrap_or_default(),
+            timed_out: response.timed_out,
+            truncated: response.truncated,
+            duration: started.elapsed(),
+            kill_latency: response.kill_latency_ms.map(Duration::from_millis),
+        })
+    }
+
+    /// Builds `canary-lab/exec:<key>` = `image_id` + the executor binary, and checks that the
+    /// executor runs there. The key covers the base image and the executor build, so each
+    /// pair is built once and reused by every later run.
+    async fn derive_exec_image(&self, image_id: &str, exe: &std::path::Path) -> Result<String> {
+        let meta = std::fs::metadata(exe).map_err(|e| LabError::read(exe, e))?;
+        let mut h = Sha256::new();
+        h.update(image_id.as_bytes());
+        h.update(meta.len().to_le_bytes());
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        h.update(mtime.as_nanos().to_le_bytes());
+        let tag = hex::encode(h.finalize())[..12].to_string();
+        let reference = format!("{EXEC_REPO}:{tag}");
+        if let Some(info) = self.image(&reference).await? {
+            return Ok(info.id);
+        }
+        let binary = std::fs::read(exe).map_err(|e| LabError::read(exe, e))?;
+        let mut tar = tar::Builder::new(Vec::new());
+        let dir = std::path::Path::new(EXECUTOR_PATH).parent().expect("has a parent");
+        let mut p = std::path::PathBuf::new();
+        for part in dir.strip_prefix("/").expect("absolute").components() {
+            p.push(part);
+            let mut hd = tar::Header::new_gnu();
+            hd.set_entry_type(tar::EntryType::Directory);
+            hd.set_mode(0o755);
+            hd.set_size(0);
+            tar.append_data(&mut hd, format!("{}/", p.display()), std::io::empty())
+                .expect("in-memory tar");
+        }
+        // The workspace, owned by the case user, so the executor can unpack repos into it.
+        let mut hd = tar::Header::new_gnu();
+        hd.set_entry_type(tar::EntryType::Directory);
+        hd.set_mode(0o755);
+        hd.set_size(0);
+        hd.set_uid(crate::repos::CONTAINER_UID);
+        hd.set_gid(crate::repos::CONTAINER_UID);
+        tar.append_data(&mut hd, "work/", std::io::empty())
+            .expect("in-memory tar");
+        let mut hd = tar::Header::new_gnu();
+        hd.set_mode(0o755);
+        hd.set_size(binary.len() as u64);
+        tar.append_data(&mut hd, EXECUTOR_PATH.trim_start_matches('/'), binary.as_slice())
+            .expect("in-memory tar");
+        let tar = tar.into_inner().expect("in-memory tar");
+
+        let run = format!("exec-image-{tag}");
+        let body = ContainerCreateBody {
+            image: Some(image_id.into()),
+            labels: Some(owner_labels(&run)),
+            network_disabled: Some(true),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
+            .await
+            .map_err(docker_err("creating the executor layer"))?;
+        let result = async {
+            self.upload(&created.id, tar).await?;
+            let options = CommitContainerOptionsBuilder::default()
+                .container(&created.id)
+                .repo(EXEC_REPO)
+                .tag(&tag)
+                .pause(false)
+                .build();
+            let config = ContainerConfig {
+                cmd: Some(vec![EXECUTOR_PATH.into()]),
+                ..Default::default()
+            };
+            self.docker
+                .commit_container(options, config)
+                .await
+                .map_err(docker_err("committing the executor layer"))
+        }
+        .await;
+        self.remove_container(&created.id).await?;
+        let id = result?.id;
+        // Prove the executor runs in this image before any case depends on it.
+        let mut spec = ContainerSpec::new(&run, "probe", &reference);
+        spec.executor = true;
+        let probe = async {
+            let c = self.start_container(&spec).await?;
+            let out = self
+                .exec(
+                    &c,
+                    &ExecSpec {
+                        stdin: None,
+                        cmd: vec!["sh".into(), "-c".into(), "echo ok".into()],
+                        env: vec![],
+                        workdir: "/".into(),
+                        deadline: Instant::now() + Duration::from_secs(10),
+                    },
+                )
+                .await;
+            self.remove_container(&c).await?;
+            out
+        }
+        .await;
+        match probe {
+            Ok(out) if out.exit_code == Some(0) && out.stdout == b"ok\n" => Ok(id),
+            other => {
+                let _ = self
+                    .docker
+                    .remove_image(
+                        &reference,
+                        Some(RemoveImageOptionsBuilder::default().force(true).build()),
+                        None,
+                    )
+                    .await;
+                Err(LabError::Docker {
+                    context: "probing the executor".into(),
+                    message: format!("{other:?}"),
+                })
+            }
+        }
     }
 }
 
@@ -110,18 +413,55 @@ fn append_capped(buf: &mut Vec<u8>, data: &[u8], truncated: &mut bool) {
 
 impl Backend for DockerBackend {
     async fn describe(&self) -> Result<String> {
-        let v = self.docker.version().await.map_err(docker_err("reading the engine version"))?;
-        Ok(format!("docker {} (API {})", v.version.unwrap_or_default(), v.api_version.unwrap_or_default()))
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(docker_err("reading the engine version"))?;
+        Ok(format!(
+            "docker {} (API {})",
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default()
+        ))
     }
 
     async fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
         match self.docker.inspect_image(reference).await {
             Ok(img) => Ok(Some(ImageInfo {
                 id: img.id.unwrap_or_default(),
-                labels: img.config.and_then(|c| c.labels).unwrap_or_default().into_iter().collect(),
+                labels: img
+                    .config
+                    .and_then(|c| c.labels)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
             })),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(docker_err("inspecting an image")(e)),
+        }
+    }
+
+    async fn prepare_image(&self, image_id: &str) -> Result<PreparedImage> {
+        let fallback = |note: String| PreparedImage {
+            id: image_id.to_string(),
+            executor: false,
+            note: Some(note),
+        };
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("canary-exec")));
+        let Some(exe) = exe.filter(|p| p.is_file()) else {
+            return Ok(fallback("canary-exec is not installed next to canary (`cargo build --bins`); steps use docker exec, which is slower".into()));
+        };
+        match self.derive_exec_image(image_id, &exe).await {
+            Ok(id) => Ok(PreparedImage {
+                id,
+                executor: true,
+                note: None,
+            }),
+            Err(e) => Ok(fallback(format!(
+                "the executor does not run in this image ({e}); steps use docker exec, which is slower"
+            ))),
         }
     }
 
@@ -157,8 +497,19 @@ impl Backend for DockerBackend {
         }
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            // An idle init: steps arrive as execs, and a deadline kills everything but it.
-            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            // PID 1 is the executor that runs the steps, or an idle init when steps arrive as
+            // engine execs; either way a deadline kills everything but it.
+            cmd: Some(if spec.executor {
+                vec![EXECUTOR_PATH.into()]
+            } else {
+                vec!["sleep".into(), "infinity".into()]
+            }),
+            open_stdin: Some(spec.executor),
+            attach_stdin: Some(spec.executor),
+            attach_stdout: Some(spec.executor),
+            attach_stderr: Some(spec.executor),
+            stdin_once: Some(false),
+            tty: Some(false),
             user: Some(CASE_USER.into()),
             working_dir: Some(crate::repos::WORKDIR.into()),
             env: Some(spec.env.clone()),
@@ -180,27 +531,84 @@ impl Backend for DockerBackend {
         let created = match self.docker.create_container(Some(options), body).await {
             Ok(c) => c,
             Err(e) if not_found(&e) => {
-                return Err(LabError::ImageMissing { image: spec.image.clone(), hint: "build it with `canary images base` or name an image that exists (`docker images`)".into() });
+                return Err(LabError::ImageMissing {
+                    image: spec.image.clone(),
+                    hint: "build it with `canary images base` or name an image that exists (`docker images`)".into(),
+                });
             }
             Err(e) => return Err(docker_err("creating a case container")(e)),
         };
-        if let Err(e) = self.docker.start_container(&created.id, None).await {
+        let started = async {
+            if spec.executor {
+                let session = self.attach_executor(&created.id).await?;
+                self.sessions
+                    .lock()
+                    .expect("sessions lock")
+                    .insert(created.id.clone(), Arc::new(tokio::sync::Mutex::new(session)));
+            }
+            self.docker
+                .start_container(&created.id, None)
+                .await
+                .map_err(docker_err("starting a case container"))
+        }
+        .await;
+        if let Err(e) = started {
             let _ = self.remove_container(&created.id).await;
-            return Err(docker_err("starting a case container")(e));
+            return Err(e);
         }
         Ok(created.id)
     }
 
     async fn upload(&self, container: &str, tar: Vec<u8>) -> Result<()> {
+        // Through the executor when there is one: the engine's archive API re-executes a
+        // chrooted untar for every upload, which costs far more than tar itself.
+        let session = self.sessions.lock().expect("sessions lock").get(container).cloned();
+        if let Some(session) = session {
+            let spec = ExecSpec {
+                cmd: ["tar", "-x", "-f", "-", "-C", "/", "--no-same-owner"]
+                    .map(String::from)
+                    .to_vec(),
+                env: vec![],
+                workdir: "/".into(),
+                deadline: Instant::now() + Duration::from_secs(120),
+                stdin: Some(tar),
+            };
+            let out = self.exec_via_executor(container, &session, &spec).await?;
+            if out.exit_code != Some(0) {
+                return Err(LabError::Docker {
+                    context: "unpacking the repo".into(),
+                    message: format!(
+                        "tar exited {:?}: {}",
+                        out.exit_code,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                });
+            }
+            return Ok(());
+        }
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
-        self.docker.upload_to_container(container, Some(options), bollard::body_full(tar.into())).await.map_err(docker_err("uploading the repo"))
+        self.docker
+            .upload_to_container(container, Some(options), bollard::body_full(tar.into()))
+            .await
+            .map_err(docker_err("uploading the repo"))
     }
 
     async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecOutcome> {
+        let session = self.sessions.lock().expect("sessions lock").get(container).cloned();
+        if let Some(session) = session {
+            return self.exec_via_executor(container, &session, spec).await;
+        }
         let started = Instant::now();
-        let id = self.exec_once(container, spec.cmd.clone(), spec.env.clone(), &spec.workdir).await?;
+        let id = self
+            .exec_once(container, spec.cmd.clone(), spec.env.clone(), &spec.workdir)
+            .await?;
         let mut out = ExecOutcome::default();
-        let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&id, None).await.map_err(docker_err("starting an exec"))? else {
+        let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&id, None)
+            .await
+            .map_err(docker_err("starting an exec"))?
+        else {
             unreachable!("attached exec")
         };
         let deadline = tokio::time::Instant::from_std(spec.deadline);
@@ -219,14 +627,15 @@ impl Backend for DockerBackend {
             } else {
                 // After the kill the stream ends at once; a second of grace guards against a
                 // process that escaped the kill (it cannot: it would have to change user).
-                match tokio::time::timeout(Duration::from_secs(1), output.next()).await {
-                    Ok(item) => item,
-                    Err(_) => None,
-                }
+                tokio::time::timeout(Duration::from_secs(1), output.next())
+                    .await
+                    .unwrap_or_default()
             };
             match next {
                 None => break,
-                Some(Ok(LogOutput::StdOut { message })) | Some(Ok(LogOutput::Console { message })) => append_capped(&mut out.stdout, &message, &mut out.truncated),
+                Some(Ok(LogOutput::StdOut { message })) | Some(Ok(LogOutput::Console { message })) => {
+                    append_capped(&mut out.stdout, &message, &mut out.truncated)
+                }
                 Some(Ok(LogOutput::StdErr { message })) => append_capped(&mut out.stderr, &message, &mut out.truncated),
                 Some(Ok(LogOutput::StdIn { .. })) => {}
                 Some(Err(e)) => return Err(docker_err("reading exec output")(e)),
@@ -239,6 +648,7 @@ impl Backend for DockerBackend {
     }
 
     async fn remove_container(&self, container: &str) -> Result<()> {
+        self.sessions.lock().expect("sessions lock").remove(container);
         let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
         match self.docker.remove_container(container, Some(options)).await {
             Ok(()) => Ok(()),
@@ -254,7 +664,12 @@ impl Backend for DockerBackend {
         let filters: HashMap<String, Vec<String>> = HashMap::from([("label".into(), vec![labels::LAB.into()])]);
         let containers = self
             .docker
-            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
             .await
             .map_err(docker_err("listing lab containers"))?;
         for c in containers {
@@ -265,7 +680,13 @@ impl Backend for DockerBackend {
             }
             if let Some(id) = c.id {
                 self.remove_container(&id).await?;
-                report.containers.push(c.names.and_then(|n| n.first().cloned()).unwrap_or(id).trim_start_matches('/').to_string());
+                report.containers.push(
+                    c.names
+                        .and_then(|n| n.first().cloned())
+                        .unwrap_or(id)
+                        .trim_start_matches('/')
+                        .to_string(),
+                );
             }
         }
         let networks = self

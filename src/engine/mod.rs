@@ -9,6 +9,7 @@
 //!   owns in the container is killed, and the outcome says `timed_out`.
 
 pub mod docker;
+pub mod protocol;
 
 use crate::error::Result;
 use std::collections::BTreeMap;
@@ -40,6 +41,9 @@ pub struct ContainerSpec {
     pub nano_cpus: i64,
     /// Left running after the run (`canary repro --keep`); `canary gc` still finds it.
     pub keep: bool,
+    /// The image carries `canary-exec` (see [`Backend::prepare_image`]): run it as PID 1 and
+    /// send commands to it instead of using the engine's exec.
+    pub executor: bool,
 }
 
 impl ContainerSpec {
@@ -54,6 +58,7 @@ impl ContainerSpec {
             pids_limit: 1024,
             nano_cpus: 2_000_000_000,
             keep: false,
+            executor: false,
         }
     }
 }
@@ -65,6 +70,8 @@ pub struct ExecSpec {
     pub workdir: String,
     /// The exec is killed when this instant passes.
     pub deadline: Instant,
+    /// Bytes for the command's stdin (executor backends only; engine execs get none).
+    pub stdin: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -85,6 +92,14 @@ pub struct ExecOutcome {
 pub struct ImageInfo {
     pub id: String,
     pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PreparedImage {
+    pub id: String,
+    pub executor: bool,
+    /// Why the executor is not used, when it is not.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -125,6 +140,9 @@ pub trait Backend: Send + Sync + 'static {
     /// A short description of the engine (for reports), or why it cannot be reached.
     fn describe(&self) -> impl Future<Output = Result<String>> + Send;
     fn image(&self, reference: &str) -> impl Future<Output = Result<Option<ImageInfo>>> + Send;
+    /// The image cases should run in for `image_id`: a derived image with the in-container
+    /// executor when it can be built and runs there (`executor: true`), else the image itself.
+    fn prepare_image(&self, image_id: &str) -> impl Future<Output = Result<PreparedImage>> + Send;
     fn create_network(&self, run_id: &str) -> impl Future<Output = Result<String>> + Send;
     fn remove_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
     /// Creates and starts a case container; returns its id.
@@ -147,7 +165,9 @@ pub fn owner_labels(run_id: &str) -> std::collections::HashMap<String, String> {
 }
 
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Whether the process that labelled an object is still alive (same host only).
@@ -156,7 +176,9 @@ pub fn owner_alive(labels: &std::collections::HashMap<String, String>) -> bool {
         // Another machine's run: we cannot tell, so it is treated as alive.
         return true;
     }
-    let Some(pid) = labels.get(labels::PID).and_then(|p| p.parse::<u32>().ok()) else { return false };
+    let Some(pid) = labels.get(labels::PID).and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
     // A pid can be reused: only a live process that is still a canary counts as the owner.
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("canary"))
 }

@@ -6,8 +6,8 @@ use super::checks::{self, RepoDiff};
 use super::plan::Case;
 use crate::engine::{Backend, ContainerSpec, ExecOutcome, ExecSpec};
 use crate::error::{LabError, Result};
-use crate::repos::WORKDIR;
 use crate::report::{CaseReport, CaseStatus, CaseTimings, CheckFailure, StepReport, StepStatus};
+use crate::repos::WORKDIR;
 use crate::suite::{Step, StepAction};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +18,8 @@ pub struct CaseContext {
     pub run_id: String,
     pub run_dir: PathBuf,
     pub image_id: String,
+    /// Whether `image_id` carries the in-container executor.
+    pub executor: bool,
     pub network: Option<String>,
     /// Upload tar of each repo, by id.
     pub repo_tars: std::collections::BTreeMap<String, Arc<Vec<u8>>>,
@@ -26,25 +28,56 @@ pub struct CaseContext {
     pub keep: bool,
     /// Prefix of the repro command (`canary` plus any non-default directory flags).
     pub repro_prefix: String,
+    /// Container removals still in flight; the run awaits them before it ends.
+    pub removals: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Deadline for the lab's own helper execs (baseline, diff, file reads).
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
-const DIFF_SEPARATOR: &str = "\0--canary-diff--\0";
 
-/// The tag of the commit that records the uploaded content: the baseline for diffs and
-/// `unchanged`, whatever commits or branches the steps make afterwards.
-pub const BASELINE_TAG: &str = "canary-lab/pinned";
+/// Changed paths and the patch against the baseline tag in one git call: `--patch-with-raw -z`
+/// prints NUL-separated raw records, an extra NUL, then the patch.
+const DIFF_ARGS: &[&str] = &[
+    "diff",
+    "--cached",
+    "--patch-with-raw",
+    "-z",
+    "--no-renames",
+    "--no-color",
+    "--no-ext-diff",
+    "--binary",
+    "canary-lab/pinned",
+];
+const SCRATCH_INDEX: &str = "/tmp/.canary-lab-index";
 
-const BASELINE: &str = "git init -q . && git add -A && git -c user.name=canary-lab -c user.email=canary-lab@localhost commit -q --no-verify -m pinned && git tag canary-lab/pinned";
+/// A case container, started ahead of its case so that container start-up overlaps with the
+/// previous case's steps.
+pub struct Started {
+    container: Result<String>,
+    took: Duration,
+}
 
-/// Lists changed paths and prints the patch against the baseline without touching the repo's
-/// own index (a temporary index sees untracked files too).
-const DIFF: &str = "set -e; i=$(mktemp); cp .git/index \"$i\"; export GIT_INDEX_FILE=\"$i\"; git add -A; \
-git diff --cached --name-only -z --no-renames canary-lab/pinned; printf '\\0--canary-diff--\\0'; \
-git diff --cached --no-color --no-ext-diff --binary --no-renames canary-lab/pinned; rm -f \"$i\"";
+pub async fn start<B: Backend>(backend: &B, cx: &CaseContext, case: &Case) -> Started {
+    let mut spec = ContainerSpec::new(&cx.run_id, &case.id, &cx.image_id);
+    spec.network = cx.network.clone();
+    spec.keep = cx.keep;
+    spec.executor = cx.executor;
+    let t = Instant::now();
+    let container = backend.start_container(&spec).await;
+    Started {
+        container,
+        took: t.elapsed(),
+    }
+}
 
-pub async fn run_case<B: Backend>(backend: &B, cx: &CaseContext, case: &Case) -> CaseReport {
+/// Runs a case in its started container. Its duration counts from here: the container start
+/// (in `timings.container_ms`) overlapped with the case before it.
+pub async fn run_case<B: Backend + Clone>(
+    backend: &B,
+    cx: &CaseContext,
+    case: &Case,
+    started_container: Started,
+) -> CaseReport {
     let started = Instant::now();
     let case_dir_rel = format!("cases/{}", case.id);
     let case_dir = cx.run_dir.join(&case_dir_rel);
@@ -61,18 +94,20 @@ pub async fn run_case<B: Backend>(backend: &B, cx: &CaseContext, case: &Case) ->
         error: None,
     };
     let _ = std::fs::create_dir_all(case_dir.join("steps"));
-    let _ = std::fs::write(case_dir.join("repro.sh"), format!("#!/bin/sh\n# Re-runs this case with the same image, repo and suite.\n{}\n", report.repro));
+    let _ = std::fs::write(
+        case_dir.join("repro.sh"),
+        format!(
+            "#!/bin/sh\n# Re-runs this case with the same image, repo and suite.\n{}\n",
+            report.repro
+        ),
+    );
 
     let deadline = started + case.suite.timeout;
-    let mut spec = ContainerSpec::new(&cx.run_id, &case.id, &cx.image_id);
-    spec.network = cx.network.clone();
-    spec.keep = cx.keep;
-    let t = Instant::now();
-    let container = match backend.start_container(&spec).await {
+    report.timings.container_ms = ms(started_container.took);
+    let container = match started_container.container {
         Ok(id) => id,
         Err(e) => return finish_error(report, started, e),
     };
-    report.timings.container_ms = ms(t.elapsed());
 
     let outcome = drive(backend, cx, case, &container, deadline, &case_dir, &mut report).await;
     let t = Instant::now();
@@ -81,9 +116,15 @@ pub async fn run_case<B: Backend>(backend: &B, cx: &CaseContext, case: &Case) ->
         report.error = Some(e.to_string());
     }
     if !cx.keep {
-        if let Err(e) = backend.remove_container(&container).await {
-            tracing::warn!("could not remove container {container}: {e}");
-        }
+        // Removal takes the engine a while and decides nothing about the verdict: it runs
+        // beside the next case, and the run waits for it before it ends.
+        let (backend, container) = (backend.clone(), container.clone());
+        let removal = tokio::spawn(async move {
+            if let Err(e) = backend.remove_container(&container).await {
+                tracing::warn!("could not remove container {container}: {e}");
+            }
+        });
+        cx.removals.lock().expect("removals lock").push(removal);
     } else {
         let _ = std::fs::write(case_dir.join("container"), format!("{container}\n"));
     }
@@ -103,17 +144,21 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
-async fn drive<B: Backend>(backend: &B, cx: &CaseContext, case: &Case, container: &str, deadline: Instant, case_dir: &Path, report: &mut CaseReport) -> Result<()> {
+async fn drive<B: Backend>(
+    backend: &B,
+    cx: &CaseContext,
+    case: &Case,
+    container: &str,
+    deadline: Instant,
+    case_dir: &Path,
+    report: &mut CaseReport,
+) -> Result<()> {
     let t = Instant::now();
-    let tar = cx.repo_tars.get(&case.repo).ok_or_else(|| LabError::usage(format!("no content for repo {}", case.repo), "internal"))?;
+    let tar = cx
+        .repo_tars
+        .get(&case.repo)
+        .ok_or_else(|| LabError::usage(format!("no content for repo {}", case.repo), "internal"))?;
     backend.upload(container, tar.as_ref().clone()).await?;
-    let base = helper(backend, container, BASELINE, deadline).await?;
-    if base.exit_code != Some(0) {
-        return Err(LabError::Docker {
-            context: "recording the repo baseline".into(),
-            message: format!("git exited {:?}: {}", base.exit_code, String::from_utf8_lossy(&base.stderr).trim()),
-        });
-    }
     report.timings.setup_ms = ms(t.elapsed());
 
     let mut stop = false;
@@ -125,9 +170,19 @@ async fn drive<B: Backend>(backend: &B, cx: &CaseContext, case: &Case, container
         }
         let step_deadline = (Instant::now() + step.timeout).min(deadline);
         let case_deadline_binds = step_deadline == deadline;
-        let mut env = vec![format!("CANARY_RUN={}", cx.run_id), format!("CANARY_CASE={}", case.id), format!("CANARY_REPO={}", case.repo)];
+        let mut env = vec![
+            format!("CANARY_RUN={}", cx.run_id),
+            format!("CANARY_CASE={}", case.id),
+            format!("CANARY_REPO={}", case.repo),
+        ];
         env.extend(step.env.iter().map(|(k, v)| format!("{k}={v}")));
-        let exec = ExecSpec { cmd: vec!["sh".into(), "-c".into(), command.clone()], env, workdir: WORKDIR.into(), deadline: step_deadline };
+        let exec = ExecSpec {
+            stdin: None,
+            cmd: vec!["sh".into(), "-c".into(), command.clone()],
+            env,
+            workdir: WORKDIR.into(),
+            deadline: step_deadline,
+        };
         let t = Instant::now();
         let out = backend.exec(container, &exec).await?;
         report.timings.steps_ms += ms(t.elapsed());
@@ -149,9 +204,17 @@ async fn drive<B: Backend>(backend: &B, cx: &CaseContext, case: &Case, container
             output_truncated: out.truncated,
         };
         if out.timed_out {
-            let limit = if case_deadline_binds { format!("the case deadline ({})", humantime::format_duration(case.suite.timeout)) } else { format!("{}", humantime::format_duration(step.timeout)) };
+            let limit = if case_deadline_binds {
+                format!("the case deadline ({})", humantime::format_duration(case.suite.timeout))
+            } else {
+                format!("{}", humantime::format_duration(step.timeout))
+            };
             sr.status = StepStatus::TimedOut;
-            sr.failures.push(CheckFailure { check: "timeout".into(), expected: format!("to finish within {limit}"), actual: format!("killed after {:.1}s", out.duration.as_secs_f64()) });
+            sr.failures.push(CheckFailure {
+                check: "timeout".into(),
+                expected: format!("to finish within {limit}"),
+                actual: format!("killed after {:.1}s", out.duration.as_secs_f64()),
+            });
             report.steps.push(sr);
             report.status = CaseStatus::TimedOut;
             stop = true;
@@ -207,7 +270,13 @@ fn skipped(step: &Step, command: &str) -> StepReport {
     }
 }
 
-async fn check_step<B: Backend>(backend: &B, container: &str, step: &Step, out: &ExecOutcome, deadline: Instant) -> Result<Vec<CheckFailure>> {
+async fn check_step<B: Backend>(
+    backend: &B,
+    container: &str,
+    step: &Step,
+    out: &ExecOutcome,
+    deadline: Instant,
+) -> Result<Vec<CheckFailure>> {
     let e = &step.expect;
     let mut failures = Vec::new();
     failures.extend(checks::exit_code(e.exit_code, out.exit_code));
@@ -215,7 +284,13 @@ async fn check_step<B: Backend>(backend: &B, container: &str, step: &Step, out: 
     failures.extend(checks::text("stderr", &e.stderr, &String::from_utf8_lossy(&out.stderr)));
     let helper_deadline = (Instant::now() + HELPER_TIMEOUT).min(deadline.max(Instant::now() + Duration::from_secs(5)));
     for f in &e.files {
-        let read = helper(backend, container, &format!("cat -- {}", shell_quote(&f.path)), helper_deadline).await?;
+        let read = helper(
+            backend,
+            container,
+            &format!("cat -- {}", shell_quote(&f.path)),
+            helper_deadline,
+        )
+        .await?;
         let content = (read.exit_code == Some(0)).then(|| String::from_utf8_lossy(&read.stdout).to_string());
         failures.extend(checks::file(f, content.as_deref()));
     }
@@ -227,27 +302,82 @@ async fn check_step<B: Backend>(backend: &B, container: &str, step: &Step, out: 
                     failures.extend(checks::diff(de, &d));
                 }
             }
-            Err(why) => failures.push(CheckFailure { check: "diff".into(), expected: "a diff against the pinned repo".into(), actual: why }),
+            Err(why) => failures.push(CheckFailure {
+                check: "diff".into(),
+                expected: "a diff against the pinned repo".into(),
+                actual: why,
+            }),
         }
     }
     Ok(failures)
 }
 
 async fn helper<B: Backend>(backend: &B, container: &str, script: &str, deadline: Instant) -> Result<ExecOutcome> {
-    let spec = ExecSpec { cmd: vec!["sh".into(), "-c".into(), script.into()], env: vec![], workdir: WORKDIR.into(), deadline };
+    let spec = ExecSpec {
+        stdin: None,
+        cmd: vec!["sh".into(), "-c".into(), script.into()],
+        env: vec![],
+        workdir: WORKDIR.into(),
+        deadline,
+    };
     backend.exec(container, &spec).await
 }
 
 /// The repo's diff against its baseline; `Err` with git's words when it cannot be computed
 /// (e.g. a step deleted `.git`).
-async fn repo_diff<B: Backend>(backend: &B, container: &str, deadline: Instant) -> std::result::Result<RepoDiff, String> {
-    let out = helper(backend, container, DIFF, deadline).await.map_err(|e| e.to_string())?;
-    if out.exit_code != Some(0) {
-        return Err(format!("git failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+async fn repo_diff<B: Backend>(
+    backend: &B,
+    container: &str,
+    deadline: Instant,
+) -> std::result::Result<RepoDiff, String> {
+    // A scratch index outside the repo sees untracked files without touching the repo's own
+    // index; it persists across the case's diffs, so git re-hashes only what changed.
+    let env = vec![format!("GIT_INDEX_FILE={SCRATCH_INDEX}")];
+    let git = |args: &[&str]| ExecSpec {
+        cmd: std::iter::once("git")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect(),
+        env: env.clone(),
+        workdir: WORKDIR.into(),
+        deadline,
+        stdin: None,
+    };
+    for args in [&["add", "-A"][..], DIFF_ARGS] {
+        let out = backend.exec(container, &git(args)).await.map_err(|e| e.to_string())?;
+        if out.exit_code != Some(0) {
+            return Err(format!(
+                "git {} failed: {}",
+                args[0],
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        if args == DIFF_ARGS {
+            return Ok(parse_raw_patch(&out.stdout));
+        }
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (names, patch) = text.split_once(DIFF_SEPARATOR).unwrap_or((&text, ""));
-    Ok(RepoDiff { files: names.split('\0').filter(|s| !s.is_empty()).map(String::from).collect(), patch: patch.to_string() })
+    unreachable!("the loop returns after the diff")
+}
+
+/// Splits `git diff --patch-with-raw -z` output into the changed paths and the patch.
+fn parse_raw_patch(out: &[u8]) -> RepoDiff {
+    let mut files = Vec::new();
+    let mut rest = out;
+    while rest.first() == Some(&b':') {
+        let mut fields = rest.splitn(3, |b| *b == 0);
+        let (Some(_meta), Some(path)) = (fields.next(), fields.next()) else {
+            break;
+        };
+        files.push(String::from_utf8_lossy(path).to_string());
+        rest = fields.next().unwrap_or_default();
+    }
+    if rest.first() == Some(&0) {
+        rest = &rest[1..];
+    }
+    RepoDiff {
+        files,
+        patch: String::from_utf8_lossy(rest).to_string(),
+    }
 }
 
 fn shell_quote(s: &str) -> String {
@@ -255,7 +385,31 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn slug(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
     let s = s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
     s.chars().take(48).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_raw_patch;
+
+    #[test]
+    fn raw_records_then_patch() {
+        let out =
+            b":100644 000000 61 00 D\0b.txt\0:000000 100644 00 3e A\0sp ace.txt\0\0diff --git a/b.txt b/b.txt\n-b\n";
+        let d = parse_raw_patch(out);
+        assert_eq!(d.files, vec!["b.txt", "sp ace.txt"]);
+        assert_eq!(d.patch, "diff --git a/b.txt b/b.txt\n-b\n");
+        assert!(parse_raw_patch(b"").files.is_empty());
+    }
 }

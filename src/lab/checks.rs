@@ -8,7 +8,11 @@ use crate::suite::{DiffExpect, FileExpect, TextExpect};
 const EXCERPT: usize = 240;
 
 fn fail(check: impl Into<String>, expected: impl Into<String>, actual: impl Into<String>) -> CheckFailure {
-    CheckFailure { check: check.into(), expected: expected.into(), actual: actual.into() }
+    CheckFailure {
+        check: check.into(),
+        expected: expected.into(),
+        actual: actual.into(),
+    }
 }
 
 /// The end of `text` (where errors usually are), quoted on one line.
@@ -41,13 +45,21 @@ pub fn text(check: &str, e: &TextExpect, actual: &str) -> Vec<CheckFailure> {
     }
     for re in &e.matches {
         if !re.is_match(actual) {
-            out.push(fail(format!("{check}.matches"), format!("a match for /{}/", re.as_str()), excerpt(actual)));
+            out.push(fail(
+                format!("{check}.matches"),
+                format!("a match for /{}/", re.as_str()),
+                excerpt(actual),
+            ));
         }
     }
     for s in &e.excludes {
         if let Some(pos) = actual.find(s.as_str()) {
             let line = actual[..pos].matches('\n').count() + 1;
-            out.push(fail(format!("{check}.excludes"), format!("no {s:?}"), format!("{s:?} at line {line}")));
+            out.push(fail(
+                format!("{check}.excludes"),
+                format!("no {s:?}"),
+                format!("{s:?} at line {line}"),
+            ));
         }
     }
     out
@@ -68,8 +80,20 @@ pub fn unchanged(paths: &[String], changed: &[String]) -> Vec<CheckFailure> {
     paths
         .iter()
         .filter_map(|p| {
-            let hits: Vec<&String> = changed.iter().filter(|c| c.as_str() == p || c.starts_with(&format!("{}/", p.trim_end_matches('/'))) || p == ".").collect();
-            (!hits.is_empty()).then(|| fail(format!("unchanged[{p}]"), "no changes", format!("changed: {}", hits.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))))
+            let hits: Vec<&String> = changed
+                .iter()
+                .filter(|c| c.as_str() == p || c.starts_with(&format!("{}/", p.trim_end_matches('/'))) || p == ".")
+                .collect();
+            (!hits.is_empty()).then(|| {
+                fail(
+                    format!("unchanged[{p}]"),
+                    "no changes",
+                    format!(
+                        "changed: {}",
+                        hits.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })
         })
         .collect()
 }
@@ -83,20 +107,38 @@ pub struct RepoDiff {
 
 pub fn diff(e: &DiffExpect, d: &RepoDiff) -> Vec<CheckFailure> {
     let mut out = Vec::new();
-    let touched = if d.files.is_empty() { "no files".to_string() } else { d.files.join(", ") };
+    let touched = if d.files.is_empty() {
+        "no files".to_string()
+    } else {
+        d.files.join(", ")
+    };
     match e.empty {
-        Some(true) if !d.files.is_empty() => out.push(fail("diff.empty", "an empty diff", format!("changes in {touched}"))),
+        Some(true) if !d.files.is_empty() => {
+            out.push(fail("diff.empty", "an empty diff", format!("changes in {touched}")))
+        }
         Some(false) if d.files.is_empty() => out.push(fail("diff.empty", "a non-empty diff", "no changes")),
         _ => {}
     }
     for t in &e.touches {
         if !d.files.iter().any(|f| f == t) {
-            out.push(fail("diff.touches", format!("changes in {t}"), format!("changes in {touched}")));
+            out.push(fail(
+                "diff.touches",
+                format!("changes in {t}"),
+                format!("changes in {touched}"),
+            ));
         }
     }
     for s in &e.contains {
         if !d.patch.contains(s.as_str()) {
-            out.push(fail("diff.contains", format!("{s:?}"), if d.patch.is_empty() { "an empty diff".into() } else { excerpt(&d.patch) }));
+            out.push(fail(
+                "diff.contains",
+                format!("{s:?}"),
+                if d.patch.is_empty() {
+                    "an empty diff".into()
+                } else {
+                    excerpt(&d.patch)
+                },
+            ));
         }
     }
     for s in &e.excludes {
@@ -114,10 +156,17 @@ mod tests {
 
     #[test]
     fn text_failures_say_expected_and_actual() {
-        let e = TextExpect { contains: vec!["ok".into()], matches: vec![Regex::new(r"^\d+ passed").unwrap()], excludes: vec!["FAIL".into()] };
+        let e = TextExpect {
+            contains: vec!["ok".into()],
+            matches: vec![Regex::new(r"^\d+ passed").unwrap()],
+            excludes: vec!["FAIL".into()],
+        };
         let f = text("stdout", &e, "1 failed\nFAIL here\n");
         assert_eq!(f.len(), 3);
-        assert_eq!(f[0].to_string(), "stdout.contains: expected \"ok\", got \"1 failed\\nFAIL here\"");
+        assert_eq!(
+            f[0].to_string(),
+            "stdout.contains: expected \"ok\", got \"1 failed\\nFAIL here\""
+        );
         assert_eq!(f[2].actual, "\"FAIL\" at line 2");
         assert!(text("stdout", &e, "12 passed ok").is_empty());
     }
@@ -125,7 +174,10 @@ mod tests {
     #[test]
     fn exit_code_any_accepts_everything() {
         assert!(exit_code(None, Some(3)).is_none());
-        assert_eq!(exit_code(Some(0), Some(1)).unwrap().to_string(), "exit_code: expected 0, got 1");
+        assert_eq!(
+            exit_code(Some(0), Some(1)).unwrap().to_string(),
+            "exit_code: expected 0, got 1"
+        );
         assert!(exit_code(Some(0), None).is_some());
     }
 
@@ -139,10 +191,21 @@ mod tests {
 
     #[test]
     fn diff_touches_and_contains() {
-        let d = RepoDiff { files: vec!["a.txt".into()], patch: "+hello\n".into() };
-        let e = DiffExpect { empty: Some(false), touches: vec!["a.txt".into(), "b.txt".into()], contains: vec!["+hello".into()], excludes: vec!["+bye".into()] };
+        let d = RepoDiff {
+            files: vec!["a.txt".into()],
+            patch: "+hello\n".into(),
+        };
+        let e = DiffExpect {
+            empty: Some(false),
+            touches: vec!["a.txt".into(), "b.txt".into()],
+            contains: vec!["+hello".into()],
+            excludes: vec!["+bye".into()],
+        };
         let f = diff(&e, &d);
         assert_eq!(f.len(), 1);
-        assert_eq!(f[0].to_string(), "diff.touches: expected changes in b.txt, got changes in a.txt");
+        assert_eq!(
+            f[0].to_string(),
+            "diff.touches: expected changes in b.txt, got changes in a.txt"
+        );
     }
 }

@@ -13,8 +13,8 @@ use crate::config::LabConfig;
 use crate::engine::{Backend, GcScope};
 use crate::error::{LabError, Result};
 use crate::progress::Progress;
+use crate::report::{self, CaseReport, CaseStatus, CaseTimings, ImageRef, RepoRef, RunReport, SuiteRef, Summary};
 use crate::repos::Catalog;
-use crate::report::{self, CaseReport, CaseStatus, CaseTimings, ImageRef, RepoRef, RunReport, Summary, SuiteRef};
 use crate::suite::{Network, RepoCommand, StepAction, Suite};
 use case::CaseContext;
 use plan::{Case, Partition};
@@ -24,17 +24,44 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Suites ready to run: compiled, with the content of every repo they use, verified.
+/// A repo's content as a case receives it, and as the run folder keeps it.
+pub struct RepoUpload {
+    pub digest: String,
+    /// The content alone (kept as `repos/<id>.tar`; its digest is re-checkable).
+    pub content_tar: Vec<u8>,
+    /// The content plus its baseline commit (what each case container receives).
+    pub upload_tar: Arc<Vec<u8>>,
+}
+
+impl RepoUpload {
+    pub fn new(content: &crate::repos::Content) -> Result<RepoUpload> {
+        Ok(RepoUpload {
+            digest: content.digest.clone(),
+            content_tar: content.to_tar(),
+            upload_tar: Arc::new(content.baseline_tar()?),
+        })
+    }
+}
+
 pub struct Prepared {
     pub suites: Vec<Arc<Suite>>,
     pub cases: Vec<Case>,
-    pub repo_tars: BTreeMap<String, (String, Arc<Vec<u8>>)>,
+    pub repos: BTreeMap<String, RepoUpload>,
     pub repo_commands: BTreeMap<String, (String, Option<String>)>,
 }
 
 /// Compiles the suites and plans the cases; every input error surfaces here.
-pub fn prepare(config: &LabConfig, suite_files: &[PathBuf], only_repos: &[String], partition: Option<Partition>) -> Result<Prepared> {
+pub fn prepare(
+    config: &LabConfig,
+    suite_files: &[PathBuf],
+    only_repos: &[String],
+    partition: Option<Partition>,
+) -> Result<Prepared> {
     if suite_files.is_empty() {
-        return Err(LabError::usage("no suite given", "name one or more suite files: `canary run --suite suites/demo.yaml`"));
+        return Err(LabError::usage(
+            "no suite given",
+            "name one or more suite files: `canary run --suite suites/demo.yaml`",
+        ));
     }
     let catalog = Catalog::load(&config.repos_dir, &config.cache_dir)?;
     let known = catalog.ids();
@@ -56,31 +83,55 @@ pub fn prepare(config: &LabConfig, suite_files: &[PathBuf], only_repos: &[String
     if cases.is_empty() {
         return Err(LabError::usage(
             "no cases to run",
-            format!("the suites target {}; --repo selected {}", suites.iter().flat_map(|s| s.repos.clone()).collect::<Vec<_>>().join(", "), only_repos.join(", ")),
+            format!(
+                "the suites target {}; --repo selected {}",
+                suites
+                    .iter()
+                    .flat_map(|s| s.repos.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                only_repos.join(", ")
+            ),
         ));
     }
     if let Some(p) = partition {
         cases = plan::partition(cases, p);
     }
-    let mut repo_tars = BTreeMap::new();
+    let mut repos = BTreeMap::new();
     let mut repo_commands = BTreeMap::new();
     for c in &cases {
         let repo = catalog.get(&c.repo)?;
         if repo.manifest.ci.is_none() {
-            if let Some(step) = c.suite.steps.iter().find(|s| matches!(s.action, StepAction::RepoCommand(RepoCommand::Ci))) {
+            if let Some(step) = c
+                .suite
+                .steps
+                .iter()
+                .find(|s| matches!(s.action, StepAction::RepoCommand(RepoCommand::Ci)))
+            {
                 return Err(LabError::usage(
-                    format!("{}: step `{}` runs the repo's CI command, but repo `{}` has none", c.suite.file, step.name, c.repo),
-                    format!("add `ci:` to {} or drop the repo from the suite", repo.manifest_path.display()),
+                    format!(
+                        "{}: step `{}` runs the repo's CI command, but repo `{}` has none",
+                        c.suite.file, step.name, c.repo
+                    ),
+                    format!(
+                        "add `ci:` to {} or drop the repo from the suite",
+                        repo.manifest_path.display()
+                    ),
                 ));
             }
         }
-        if !repo_tars.contains_key(&c.repo) {
+        if !repos.contains_key(&c.repo) {
             let content = catalog.pinned_content(&c.repo)?;
-            repo_tars.insert(c.repo.clone(), (content.digest.clone(), Arc::new(content.to_tar())));
+            repos.insert(c.repo.clone(), RepoUpload::new(&content)?);
             repo_commands.insert(c.repo.clone(), (repo.manifest.test.clone(), repo.manifest.ci.clone()));
         }
     }
-    Ok(Prepared { suites, cases, repo_tars, repo_commands })
+    Ok(Prepared {
+        suites,
+        cases,
+        repos,
+        repo_commands,
+    })
 }
 
 pub struct RunOptions {
@@ -101,41 +152,66 @@ pub fn new_run_id() -> String {
 
 /// Runs the prepared cases; returns the report and the run folder. The caller has already
 /// checked that the engine is reachable.
-pub async fn run<B: Backend + Clone>(backend: B, config: &LabConfig, prepared: Prepared, opts: RunOptions, progress: &Progress) -> Result<(RunReport, PathBuf)> {
+pub async fn run<B: Backend + Clone>(
+    backend: B,
+    config: &LabConfig,
+    prepared: Prepared,
+    opts: RunOptions,
+    progress: &Progress,
+) -> Result<(RunReport, PathBuf)> {
     let started_at = jiff::Timestamp::now();
     let started = Instant::now();
     let engine = backend.describe().await?;
-    let image = backend.image(&opts.image).await?.ok_or_else(|| LabError::ImageMissing {
-        image: opts.image.clone(),
-        hint: if opts.image.starts_with(crate::images::BASE_REPO) {
-            "build it with `canary images base` (or `just demo`, which does)".into()
-        } else {
-            "check `docker images`, or build it first".into()
-        },
-    })?;
+    let image = backend
+        .image(&opts.image)
+        .await?
+        .ok_or_else(|| LabError::ImageMissing {
+            image: opts.image.clone(),
+            hint: if opts.image.starts_with(crate::images::BASE_REPO) {
+                "build it with `canary images base` (or `just demo`, which does)".into()
+            } else {
+                "check `docker images`, or build it first".into()
+            },
+        })?;
 
     let run_dir = config.reports_dir.join(&opts.run_id);
     write_inputs(&run_dir, &prepared)?;
 
     // Leftovers of crashed runs go first, so a lab never accumulates them.
     match backend.gc(GcScope::Orphaned).await {
-        Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => {
-            progress.line(format!("removed {} containers and {} networks left by crashed runs", r.containers.len(), r.networks.len()))
-        }
+        Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => progress.line(format!(
+            "removed {} containers and {} networks left by crashed runs",
+            r.containers.len(),
+            r.networks.len()
+        )),
         Ok(_) => {}
         Err(e) => tracing::warn!("gc before run: {e}"),
     }
 
-    let network = if prepared.suites.iter().any(|s| s.network == Network::Lab) { Some(backend.create_network(&opts.run_id).await?) } else { None };
+    let prepared_image = backend.prepare_image(&image.id).await?;
+    if let Some(note) = &prepared_image.note {
+        progress.line(format!("note: {note}"));
+    }
+    let network = if prepared.suites.iter().any(|s| s.network == Network::Lab) {
+        Some(backend.create_network(&opts.run_id).await?)
+    } else {
+        None
+    };
     let cx = Arc::new(CaseContext {
         run_id: opts.run_id.clone(),
         run_dir: run_dir.clone(),
-        image_id: image.id.clone(),
+        image_id: prepared_image.id.clone(),
+        executor: prepared_image.executor,
         network,
-        repo_tars: prepared.repo_tars.iter().map(|(k, (_, t))| (k.clone(), t.clone())).collect(),
+        repo_tars: prepared
+            .repos
+            .iter()
+            .map(|(k, r)| (k.clone(), r.upload_tar.clone()))
+            .collect(),
         repo_commands: prepared.repo_commands.clone(),
         keep: opts.keep,
         repro_prefix: opts.repro_prefix.clone(),
+        removals: Default::default(),
     });
 
     progress.line(format!(
@@ -150,8 +226,15 @@ pub async fn run<B: Backend + Clone>(backend: B, config: &LabConfig, prepared: P
     let outcome = run_pool(&backend, &cx, &prepared.cases, opts.jobs.max(1), progress).await;
 
     // Cleanup runs on every path out of the pool, before anything can return early.
+    let removals = std::mem::take(&mut *cx.removals.lock().expect("removals lock"));
+    for r in removals {
+        let _ = r.await;
+    }
     if let Err(e) = backend.gc(GcScope::Run(opts.run_id.clone())).await {
-        progress.line(format!("warning: cleanup of run {} failed: {e}; `canary gc` will retry", opts.run_id));
+        progress.line(format!(
+            "warning: cleanup of run {} failed: {e}; `canary gc` will retry",
+            opts.run_id
+        ));
     }
     let cases = outcome?;
 
@@ -164,16 +247,32 @@ pub async fn run<B: Backend + Clone>(backend: B, config: &LabConfig, prepared: P
         finished_at: jiff::Timestamp::now().to_string(),
         duration_ms: started.elapsed().as_millis() as u64,
         engine,
-        image: ImageRef { reference: opts.image.clone(), id: image.id },
+        image: ImageRef {
+            reference: opts.image.clone(),
+            id: image.id,
+        },
         jobs: opts.jobs,
         partition: opts.partition.map(|p| p.to_string()),
-        suites: prepared.suites.iter().map(|s| SuiteRef { name: s.name.clone(), file: s.file.clone(), digest: s.digest.clone() }).collect(),
-        repos: prepared
-            .repo_tars
+        suites: prepared
+            .suites
             .iter()
-            .map(|(id, (digest, _))| {
+            .map(|s| SuiteRef {
+                name: s.name.clone(),
+                file: s.file.clone(),
+                digest: s.digest.clone(),
+            })
+            .collect(),
+        repos: prepared
+            .repos
+            .iter()
+            .map(|(id, r)| {
                 let (test, ci) = prepared.repo_commands.get(id).cloned().unwrap_or_default();
-                RepoRef { id: id.clone(), digest: digest.clone(), test, ci }
+                RepoRef {
+                    id: id.clone(),
+                    digest: r.digest.clone(),
+                    test,
+                    ci,
+                }
             })
             .collect(),
         status: summary.status(),
@@ -184,21 +283,45 @@ pub async fn run<B: Backend + Clone>(backend: B, config: &LabConfig, prepared: P
     Ok((report, run_dir))
 }
 
-async fn run_pool<B: Backend + Clone>(backend: &B, cx: &Arc<CaseContext>, cases: &[Case], jobs: usize, progress: &Progress) -> Result<Vec<CaseReport>> {
+async fn run_pool<B: Backend + Clone>(
+    backend: &B,
+    cx: &Arc<CaseContext>,
+    cases: &[Case],
+    jobs: usize,
+    progress: &Progress,
+) -> Result<Vec<CaseReport>> {
     let limit = Arc::new(tokio::sync::Semaphore::new(jobs));
+    // One container beyond --jobs may be starting while the running cases work.
+    let warm = Arc::new(tokio::sync::Semaphore::new(jobs + 1));
     let bar = progress.bar(cases.len() as u64, "cases");
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let total = cases.len();
     let mut tasks = tokio::task::JoinSet::new();
     for (index, case) in cases.iter().cloned().enumerate() {
-        let (backend, cx, limit, bar, done, progress) = (backend.clone(), cx.clone(), limit.clone(), bar.clone(), done.clone(), progress.clone());
+        let (backend, cx, limit, warm, bar, done, progress) = (
+            backend.clone(),
+            cx.clone(),
+            limit.clone(),
+            warm.clone(),
+            bar.clone(),
+            done.clone(),
+            progress.clone(),
+        );
         tasks.spawn(async move {
+            let _warm = warm.acquire_owned().await.expect("semaphore never closes");
+            let container = case::start(&backend, &cx, &case).await;
             let _permit = limit.acquire_owned().await.expect("semaphore never closes");
             bar.set_message(case.id.clone());
-            let r = case::run_case(&backend, &cx, &case).await;
+            let r = case::run_case(&backend, &cx, &case, container).await;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             bar.inc(1);
-            progress.line(format!("[{n:>w$}/{total}] {:<9} {} ({:.1}s)", r.status.as_str().to_uppercase(), r.id, r.duration_ms as f64 / 1000.0, w = total.to_string().len()));
+            progress.line(format!(
+                "[{n:>w$}/{total}] {:<9} {} ({:.1}s)",
+                r.status.as_str().to_uppercase(),
+                r.id,
+                r.duration_ms as f64 / 1000.0,
+                w = total.to_string().len()
+            ));
             (index, r)
         });
     }
@@ -206,7 +329,8 @@ async fn run_pool<B: Backend + Clone>(backend: &B, cx: &Arc<CaseContext>, cases:
     let interrupted = async {
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
             tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
         }
         #[cfg(not(unix))]
@@ -255,10 +379,13 @@ async fn run_pool<B: Backend + Clone>(backend: &B, cx: &Arc<CaseContext>, cases:
 /// Keeps the exact inputs beside the results: what `canary repro` runs again.
 fn write_inputs(run_dir: &std::path::Path, prepared: &Prepared) -> Result<()> {
     for s in &prepared.suites {
-        crate::fsutil::write_atomic(&run_dir.join("suites").join(format!("{}.yaml", s.name)), s.source.as_bytes())?;
+        crate::fsutil::write_atomic(
+            &run_dir.join("suites").join(format!("{}.yaml", s.name)),
+            s.source.as_bytes(),
+        )?;
     }
-    for (id, (_, tar)) in &prepared.repo_tars {
-        crate::fsutil::write_atomic(&run_dir.join("repos").join(format!("{id}.tar")), tar)?;
+    for (id, r) in &prepared.repos {
+        crate::fsutil::write_atomic(&run_dir.join("repos").join(format!("{id}.tar")), &r.content_tar)?;
     }
     Ok(())
 }
@@ -266,7 +393,10 @@ fn write_inputs(run_dir: &std::path::Path, prepared: &Prepared) -> Result<()> {
 fn write_reports(run_dir: &std::path::Path, report: &RunReport) -> Result<()> {
     let json = serde_json::to_string_pretty(report).expect("report serializes");
     crate::fsutil::write_atomic(&run_dir.join(report::JSON_FILE), json.as_bytes())?;
-    crate::fsutil::write_atomic(&run_dir.join(report::JUNIT_FILE), report::junit::render(report, run_dir).as_bytes())?;
+    crate::fsutil::write_atomic(
+        &run_dir.join(report::JUNIT_FILE),
+        report::junit::render(report, run_dir).as_bytes(),
+    )?;
     Ok(())
 }
 

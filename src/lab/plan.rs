@@ -21,7 +21,11 @@ pub fn plan(suites: &[Arc<Suite>], only_repos: &[String]) -> Vec<Case> {
             s.repos
                 .iter()
                 .filter(|r| only_repos.is_empty() || only_repos.contains(r))
-                .map(|r| Case { id: case_id(&s.name, r), suite: s.clone(), repo: r.clone() })
+                .map(|r| Case {
+                    id: case_id(&s.name, r),
+                    suite: s.clone(),
+                    repo: r.clone(),
+                })
         })
         .collect();
     cases.sort_by(|a, b| a.id.cmp(&b.id));
@@ -42,9 +46,17 @@ pub struct Partition {
 impl std::str::FromStr for Partition {
     type Err = LabError;
     fn from_str(s: &str) -> Result<Partition> {
-        let bad = || LabError::usage(format!("invalid partition `{s}`"), "write `i/n` with 1 <= i <= n, e.g. `--partition 2/4`");
+        let bad = || {
+            LabError::usage(
+                format!("invalid partition `{s}`"),
+                "write `i/n` with 1 <= i <= n, e.g. `--partition 2/4`",
+            )
+        };
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, total) = (i.trim().parse::<usize>().map_err(|_| bad())?, n.trim().parse::<usize>().map_err(|_| bad())?);
+        let (index, total) = (
+            i.trim().parse::<usize>().map_err(|_| bad())?,
+            n.trim().parse::<usize>().map_err(|_| bad())?,
+        );
         if total == 0 || index == 0 || index > total {
             return Err(bad());
         }
@@ -61,7 +73,12 @@ impl std::fmt::Display for Partition {
 /// Round-robin over the sorted cases: every case lands in exactly one slice, slices differ in
 /// size by at most one, and the same inputs always give the same slices.
 pub fn partition(cases: Vec<Case>, p: Partition) -> Vec<Case> {
-    cases.into_iter().enumerate().filter(|(i, _)| i % p.total == p.index - 1).map(|(_, c)| c).collect()
+    cases
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % p.total == p.index - 1)
+        .map(|(_, c)| c)
+        .collect()
 }
 
 #[cfg(test)]
@@ -69,7 +86,10 @@ mod tests {
     use super::*;
 
     fn suite(name: &str, repos: &[&str]) -> Arc<Suite> {
-        let text = format!("name: {name}\nrepos: [{}]\nsteps:\n  - name: s\n    exec: 'true'\n", repos.join(", "));
+        let text = format!(
+            "name: {name}\nrepos: [{}]\nsteps:\n  - name: s\n    exec: 'true'\n",
+            repos.join(", ")
+        );
         let known: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         Arc::new(crate::suite::compile("t.yaml", text, &known).expect("valid"))
     }

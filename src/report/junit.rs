@@ -34,14 +34,34 @@ pub fn render(report: &RunReport, run_dir: &Path) -> String {
                 }
                 StepStatus::Failed => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    s.set_message(step.failures.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; "));
+                    s.set_message(
+                        step.failures
+                            .iter()
+                            .map(|f| f.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    );
                     s.set_type("expectation");
-                    s.set_description(format!("command: {}\n{}", step.command, step.failures.iter().map(|f| format!("- {f}")).collect::<Vec<_>>().join("\n")));
+                    s.set_description(format!(
+                        "command: {}\n{}",
+                        step.command,
+                        step.failures
+                            .iter()
+                            .map(|f| format!("- {f}"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    ));
                     s
                 }
                 StepStatus::TimedOut => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    s.set_message(step.failures.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; "));
+                    s.set_message(
+                        step.failures
+                            .iter()
+                            .map(|f| f.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    );
                     s.set_type("timed_out");
                     s
                 }
@@ -85,6 +105,13 @@ fn tail(path: &Path) -> Option<String> {
     let mut buf = Vec::new();
     f.read_to_end(&mut buf).ok()?;
     // XML 1.0 cannot carry most control characters; CLI output sometimes has them.
-    let text: String = String::from_utf8_lossy(&buf).chars().filter(|c| !c.is_control() || matches!(c, '\n' | '\t' | '\r')).collect();
-    Some(if len > TAIL_BYTES { format!("[… {} earlier bytes in {}]\n{text}", len - TAIL_BYTES, path.display()) } else { text })
+    let text: String = String::from_utf8_lossy(&buf)
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t' | '\r'))
+        .collect();
+    Some(if len > TAIL_BYTES {
+        format!("[… {} earlier bytes in {}]\n{text}", len - TAIL_BYTES, path.display())
+    } else {
+        text
+    })
 }

@@ -118,7 +118,8 @@ pub struct CaseReport {
 /// Where a case's time went, for the lab's own overhead budget.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct CaseTimings {
-    /// Creating and starting the container.
+    /// Creating and starting the container. It starts while the previous case runs, so this
+    /// time is not part of the case's `duration_ms`.
     pub container_ms: u64,
     /// Uploading the repo and recording its pinned state.
     pub setup_ms: u64,

@@ -7,7 +7,11 @@ use std::fmt::Write;
 pub fn render(report: &RunReport, run_dir: &std::path::Path) -> String {
     let mut out = String::new();
     let w_case = report.cases.iter().map(|c| c.id.len()).max().unwrap_or(4).max(4);
-    let _ = writeln!(out, "{:<w_case$}  {:<9}  {:>5}  {:>8}  NOTE", "CASE", "STATUS", "STEPS", "TIME");
+    let _ = writeln!(
+        out,
+        "{:<w_case$}  {:<9}  {:>5}  {:>8}  NOTE",
+        "CASE", "STATUS", "STEPS", "TIME"
+    );
     for c in &report.cases {
         let passed = c.steps.iter().filter(|s| s.status == StepStatus::Passed).count();
         let note = match c.status {
@@ -17,7 +21,13 @@ pub fn render(report: &RunReport, run_dir: &std::path::Path) -> String {
                 .steps
                 .iter()
                 .find(|s| matches!(s.status, StepStatus::Failed | StepStatus::TimedOut))
-                .map(|s| format!("{}: {}", s.name, s.failures.first().map(|f| f.to_string()).unwrap_or_default()))
+                .map(|s| {
+                    format!(
+                        "{}: {}",
+                        s.name,
+                        s.failures.first().map(|f| f.to_string()).unwrap_or_default()
+                    )
+                })
                 .unwrap_or_default(),
         };
         let _ = writeln!(
@@ -49,11 +59,20 @@ pub fn render(report: &RunReport, run_dir: &std::path::Path) -> String {
             let _ = writeln!(out, "  {}", c.repro);
         }
     }
-    let _ = writeln!(out, "\nReports: {}  {}", run_dir.join(super::JUNIT_FILE).display(), run_dir.join(super::JSON_FILE).display());
+    let _ = writeln!(
+        out,
+        "\nReports: {}  {}",
+        run_dir.join(super::JUNIT_FILE).display(),
+        run_dir.join(super::JSON_FILE).display()
+    );
     out
 }
 
 fn one_line(text: &str, max: usize) -> String {
     let flat = text.replace('\n', " ");
-    if flat.chars().count() > max { format!("{}…", flat.chars().take(max).collect::<String>()) } else { flat }
+    if flat.chars().count() > max {
+        format!("{}…", flat.chars().take(max).collect::<String>())
+    } else {
+        flat
+    }
 }

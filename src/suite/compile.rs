@@ -158,7 +158,12 @@ impl Cx<'_> {
 
         let mut repos = Vec::new();
         if raw.repos.value.is_empty() {
-            return Err(self.error(&raw.repos.referenced, "`repos` is empty".into(), "no repos", Some("list at least one canary repo id".into())));
+            return Err(self.error(
+                &raw.repos.referenced,
+                "`repos` is empty".into(),
+                "no repos",
+                Some("list at least one canary repo id".into()),
+            ));
         }
         for repo in &raw.repos.value {
             if !known_repos.contains(&repo.value) {
@@ -181,7 +186,12 @@ impl Cx<'_> {
         };
 
         if raw.steps.value.is_empty() {
-            return Err(self.error(&raw.steps.referenced, "`steps` is empty".into(), "no steps", Some("add at least one step".into())));
+            return Err(self.error(
+                &raw.steps.referenced,
+                "`steps` is empty".into(),
+                "no steps",
+                Some("add at least one step".into()),
+            ));
         }
         let mut seen: HashMap<String, Location> = HashMap::new();
         let mut steps = Vec::new();
@@ -247,7 +257,13 @@ impl Cx<'_> {
         };
         let timeout = self.duration(raw.timeout.as_ref(), DEFAULT_STEP_TIMEOUT)?;
         let expect = self.expect(raw.expect.unwrap_or_default())?;
-        Ok(Step { name: raw.name.value, timeout, env: raw.env, action, expect })
+        Ok(Step {
+            name: raw.name.value,
+            timeout,
+            env: raw.env,
+            action,
+            expect,
+        })
     }
 
     fn expect(&self, raw: RawExpect) -> Result<Expect> {
@@ -272,17 +288,30 @@ impl Cx<'_> {
             files.push(crate::suite::FileExpect {
                 path,
                 exists: f.exists.unwrap_or(true),
-                text: self.text_expect(RawTextExpect { contains: f.contains, matches: f.matches, excludes: f.excludes })?,
+                text: self.text_expect(RawTextExpect {
+                    contains: f.contains,
+                    matches: f.matches,
+                    excludes: f.excludes,
+                })?,
             });
         }
-        let unchanged = raw.unchanged.iter().map(|p| self.repo_path(p)).collect::<Result<Vec<_>>>()?;
+        let unchanged = raw
+            .unchanged
+            .iter()
+            .map(|p| self.repo_path(p))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Expect {
             exit_code,
             stdout: self.text_expect(raw.stdout.unwrap_or_default())?,
             stderr: self.text_expect(raw.stderr.unwrap_or_default())?,
             files,
             unchanged,
-            diff: raw.diff.map(|d| DiffExpect { empty: d.empty, touches: d.touches, contains: d.contains, excludes: d.excludes }),
+            diff: raw.diff.map(|d| DiffExpect {
+                empty: d.empty,
+                touches: d.touches,
+                contains: d.contains,
+                excludes: d.excludes,
+            }),
         })
     }
 
@@ -303,7 +332,11 @@ impl Cx<'_> {
                 }
             }
         }
-        Ok(TextExpect { contains: raw.contains, matches, excludes: raw.excludes })
+        Ok(TextExpect {
+            contains: raw.contains,
+            matches,
+            excludes: raw.excludes,
+        })
     }
 
     /// A path inside the repo: relative, no `..`, so a suite cannot point outside the workspace.
@@ -325,7 +358,12 @@ impl Cx<'_> {
         let Some(raw) = raw else { return Ok(default) };
         match humantime::parse_duration(raw.value.trim()) {
             Ok(d) if !d.is_zero() => Ok(d),
-            Ok(_) => Err(self.error(&raw.referenced, "a timeout of zero never lets a step run".into(), "zero", Some("use a positive duration such as `30s`".into()))),
+            Ok(_) => Err(self.error(
+                &raw.referenced,
+                "a timeout of zero never lets a step run".into(),
+                "zero",
+                Some("use a positive duration such as `30s`".into()),
+            )),
             Err(e) => Err(self.error(
                 &raw.referenced,
                 format!("invalid duration `{}`: {e}", raw.value),

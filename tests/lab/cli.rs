@@ -23,23 +23,42 @@ fn bad_suites_point_at_the_line_and_exit_2() {
         let out = Canary::new().args(["run", "--json", "--suite", &file]).run().code(2);
         let err = &out.json()["error"];
         assert!(err["message"].as_str().unwrap().contains(message), "{name}: {err}");
-        let loc = err["location"].as_str().unwrap_or_else(|| panic!("{name}: no location in {err}"));
-        assert!(loc.starts_with(&file) && loc.contains(location), "{name}: location {loc}, wanted {location}");
-        assert!(out.stderr().contains(message), "{name}: the human rendering lacks the message");
+        let loc = err["location"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no location in {err}"));
+        assert!(
+            loc.starts_with(&file) && loc.contains(location),
+            "{name}: location {loc}, wanted {location}"
+        );
+        assert!(
+            out.stderr().contains(message),
+            "{name}: the human rendering lacks the message"
+        );
         assert_eq!(out.report_dirs(), 0, "{name}: a rejected suite must not start a run");
     }
 }
 
 #[test]
 fn the_checked_in_schemas_are_current() {
-    Canary::new().args(["schema", "suite", "--check", "suites/schema.json"]).run().code(0);
-    Canary::new().args(["schema", "report", "--check", "docs/report.schema.json"]).run().code(0);
+    Canary::new()
+        .args(["schema", "suite", "--check", "suites/schema.json"])
+        .run()
+        .code(0);
+    Canary::new()
+        .args(["schema", "report", "--check", "docs/report.schema.json"])
+        .run()
+        .code(0);
 }
 
 #[test]
 fn a_stale_schema_is_reported() {
     let (_d, path) = write_temp("schema.json", "{}\n");
-    Canary::new().args(["schema", "suite", "--check"]).arg_path(&path).run().code(1).stderr_has("out of date");
+    Canary::new()
+        .args(["schema", "suite", "--check"])
+        .arg_path(&path)
+        .run()
+        .code(1)
+        .stderr_has("out of date");
 }
 
 #[test]
@@ -58,18 +77,32 @@ fn every_suite_in_the_repo_validates() {
 
 #[test]
 fn unknown_repo_on_the_command_line_exits_2() {
-    Canary::new().args(["run", "-s", "suites/demo.yaml", "--repo", "nope"]).run().code(2).stderr_has("unknown canary repo `nope`").stderr_has("known repos: ci-enabled, js-ts, python");
+    Canary::new()
+        .args(["run", "-s", "suites/demo.yaml", "--repo", "nope"])
+        .run()
+        .code(2)
+        .stderr_has("unknown canary repo `nope`")
+        .stderr_has("known repos: ci-enabled, js-ts, python");
 }
 
 #[test]
 fn invalid_partition_exits_2() {
-    Canary::new().args(["run", "-s", "suites/demo.yaml", "--partition", "3/2"]).run().code(2).stderr_has("invalid partition");
+    Canary::new()
+        .args(["run", "-s", "suites/demo.yaml", "--partition", "3/2"])
+        .run()
+        .code(2)
+        .stderr_has("invalid partition");
 }
 
 /// Copies the canary repos to a scratch folder a test may modify.
 fn scratch_repos() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("cp").arg("-a").arg(root().join("canary-repos/.")).arg(dir.path()).status().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(root().join("canary-repos/."))
+        .arg(dir.path())
+        .status()
+        .unwrap();
     assert!(status.success());
     dir
 }
@@ -77,16 +110,53 @@ fn scratch_repos() -> tempfile::TempDir {
 #[test]
 fn a_repo_off_its_pin_is_refused_until_repinned() {
     let repos = scratch_repos();
-    Canary::new().args(["repos", "list"]).arg_path_flag("--repos-dir", repos.path()).run().code(0).stdout_has("pinned");
-    std::fs::write(repos.path().join("python/greeting/__init__.py"), "GREETING = 'Changed'\n").unwrap();
-    Canary::new().args(["repos", "list"]).arg_path_flag("--repos-dir", repos.path()).run().code(1).stdout_has("MISMATCH");
-    let out = Canary::new().args(["run", "-s", "suites/demo.yaml", "--repo", "python"]).arg_path_flag("--repos-dir", repos.path()).run().code(2);
-    assert!(out.stderr().contains("canary repo `python` does not match its pinned digest"), "{}", out.stderr());
-    assert!(out.stderr().contains("canary repos pin python"), "the error says how to accept the change");
-    Canary::new().args(["repos", "pin", "python"]).arg_path_flag("--repos-dir", repos.path()).run().code(0);
-    Canary::new().args(["repos", "list"]).arg_path_flag("--repos-dir", repos.path()).run().code(0);
+    Canary::new()
+        .args(["repos", "list"])
+        .arg_path_flag("--repos-dir", repos.path())
+        .run()
+        .code(0)
+        .stdout_has("pinned");
+    std::fs::write(
+        repos.path().join("python/greeting/__init__.py"),
+        "GREETING = 'Changed'\n",
+    )
+    .unwrap();
+    Canary::new()
+        .args(["repos", "list"])
+        .arg_path_flag("--repos-dir", repos.path())
+        .run()
+        .code(1)
+        .stdout_has("MISMATCH");
+    let out = Canary::new()
+        .args(["run", "-s", "suites/demo.yaml", "--repo", "python"])
+        .arg_path_flag("--repos-dir", repos.path())
+        .run()
+        .code(2);
+    assert!(
+        out.stderr()
+            .contains("canary repo `python` does not match its pinned digest"),
+        "{}",
+        out.stderr()
+    );
+    assert!(
+        out.stderr().contains("canary repos pin python"),
+        "the error says how to accept the change"
+    );
+    Canary::new()
+        .args(["repos", "pin", "python"])
+        .arg_path_flag("--repos-dir", repos.path())
+        .run()
+        .code(0);
+    Canary::new()
+        .args(["repos", "list"])
+        .arg_path_flag("--repos-dir", repos.path())
+        .run()
+        .code(0);
     let manifest = std::fs::read_to_string(repos.path().join("python/canary-repo.yaml")).unwrap();
-    assert!(manifest.contains("test: python3 -m pytest"), "pinning rewrites only the digest:\n{manifest}");
+    assert!(
+        manifest.contains("test: python3 -m pytest"),
+        "pinning rewrites only the digest:\n{manifest}"
+    );
 }
 
 #[test]
@@ -94,25 +164,58 @@ fn an_upstream_repo_is_fetched_at_its_commit_and_pinned() {
     // A local git repository stands in for the upstream: same clone/fetch/checkout path.
     let upstream = tempfile::tempdir().unwrap();
     let git = |args: &[&str]| {
-        let s = std::process::Command::new("git").args(args).current_dir(upstream.path()).output().unwrap();
-        assert!(s.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&s.stderr));
+        let s = std::process::Command::new("git")
+            .args(args)
+            .current_dir(upstream.path())
+            .output()
+            .unwrap();
+        assert!(
+            s.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&s.stderr)
+        );
         String::from_utf8_lossy(&s.stdout).trim().to_string()
     };
     git(&["init", "-q", "."]);
     std::fs::write(upstream.path().join("hello.txt"), "v1\n").unwrap();
     git(&["add", "-A"]);
-    git(&["-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "v1"]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@localhost",
+        "commit",
+        "-qm",
+        "v1",
+    ]);
     let commit = git(&["rev-parse", "HEAD"]);
     std::fs::write(upstream.path().join("hello.txt"), "v2\n").unwrap();
-    git(&["-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qam", "v2"]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@localhost",
+        "commit",
+        "-qam",
+        "v2",
+    ]);
 
     let repos = tempfile::tempdir().unwrap();
     std::fs::create_dir(repos.path().join("remote")).unwrap();
-    let manifest = format!("id: remote\nlanguage: text\ntest: cat hello.txt\ndigest: sha256:unpinned\nupstream:\n  url: file://{}\n  commit: {commit}\n", upstream.path().display());
+    let manifest = format!(
+        "id: remote\nlanguage: text\ntest: cat hello.txt\ndigest: sha256:unpinned\nupstream:\n  url: file://{}\n  commit: {commit}\n",
+        upstream.path().display()
+    );
     std::fs::write(repos.path().join("remote/canary-repo.yaml"), manifest).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let (_c, config) = write_temp("canary.yaml", &format!("cache_dir: {}\n", cache.path().display()));
-    let run = |args: &[&str]| Canary::new().arg_path_flag("--config", &config).arg_path_flag("--repos-dir", repos.path()).args(args).run();
+    let run = |args: &[&str]| {
+        Canary::new()
+            .arg_path_flag("--config", &config)
+            .arg_path_flag("--repos-dir", repos.path())
+            .args(args)
+            .run()
+    };
     run(&["repos", "list"]).code(1).stdout_has("MISMATCH");
     run(&["repos", "pin"]).code(0);
     let listed = run(&["repos", "list", "--json"]).code(0).json();
@@ -124,13 +227,28 @@ fn an_upstream_repo_is_fetched_at_its_commit_and_pinned() {
 
 #[test]
 fn docker_unreachable_says_how_to_fix_it() {
-    let out = Canary::new().env("DOCKER_HOST", "unix:///nonexistent/docker.sock").args(["run", "-s", "suites/demo.yaml", "--json"]).run().code(2);
+    let out = Canary::new()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["run", "-s", "suites/demo.yaml", "--json"])
+        .run()
+        .code(2);
     let err = &out.json()["error"];
-    assert!(err["message"].as_str().unwrap().starts_with("cannot reach the Docker engine"), "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot reach the Docker engine"),
+        "{err}"
+    );
     assert!(err["help"].as_str().unwrap().contains("DOCKER_HOST"), "{err}");
 }
 
 #[test]
 fn help_documents_the_exit_codes() {
-    Canary::new().args(["--help"]).run().code(0).stdout_has("Exit codes:").stdout_has("2  the lab could not run");
+    Canary::new()
+        .args(["--help"])
+        .run()
+        .code(0)
+        .stdout_has("Exit codes:")
+        .stdout_has("2  the lab could not run");
 }

@@ -10,19 +10,37 @@ fn assert_valid_junit(xml: &str) -> roxmltree::Document<'_> {
     let doc = roxmltree::Document::parse(xml).expect("junit.xml is well-formed XML");
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "testsuites");
-    let num = |n: roxmltree::Node, a: &str| n.attribute(a).unwrap_or_else(|| panic!("<{}> lacks {a}", n.tag_name().name())).parse::<usize>().expect("integer attribute");
+    let num = |n: roxmltree::Node, a: &str| {
+        n.attribute(a)
+            .unwrap_or_else(|| panic!("<{}> lacks {a}", n.tag_name().name()))
+            .parse::<usize>()
+            .expect("integer attribute")
+    };
     let mut total = 0;
     for suite in root.children().filter(|n| n.is_element()) {
         assert_eq!(suite.tag_name().name(), "testsuite");
         assert!(suite.attribute("name").is_some_and(|n| !n.is_empty()));
         let cases: Vec<_> = suite.children().filter(|n| n.has_tag_name("testcase")).collect();
-        assert_eq!(num(suite, "tests"), cases.len(), "testsuite tests= matches its testcases");
-        let failures = cases.iter().filter(|c| c.children().any(|x| x.has_tag_name("failure"))).count();
+        assert_eq!(
+            num(suite, "tests"),
+            cases.len(),
+            "testsuite tests= matches its testcases"
+        );
+        let failures = cases
+            .iter()
+            .filter(|c| c.children().any(|x| x.has_tag_name("failure")))
+            .count();
         assert_eq!(num(suite, "failures"), failures);
         for c in &cases {
             assert!(c.attribute("name").is_some() && c.attribute("classname").is_some());
-            for f in c.children().filter(|x| x.has_tag_name("failure") || x.has_tag_name("error")) {
-                assert!(f.attribute("message").is_some_and(|m| !m.is_empty()), "failures carry a message");
+            for f in c
+                .children()
+                .filter(|x| x.has_tag_name("failure") || x.has_tag_name("error"))
+            {
+                assert!(
+                    f.attribute("message").is_some_and(|m| !m.is_empty()),
+                    "failures carry a message"
+                );
             }
         }
         total += cases.len();
@@ -34,49 +52,98 @@ fn assert_valid_junit(xml: &str) -> roxmltree::Document<'_> {
 #[test]
 fn demo_suite_passes_on_all_three_repos() {
     require_lab();
-    let out = Canary::new().args(["run", "-s", "suites/demo.yaml", "--jobs", "3", "--json"]).run().code(0);
+    let out = Canary::new()
+        .args(["run", "-s", "suites/demo.yaml", "--jobs", "3", "--json"])
+        .run()
+        .code(0);
     let report = out.json();
     assert_eq!(report["summary"]["total"], 3);
     assert_eq!(report["summary"]["passed"], 3);
     assert!(report["image"]["id"].as_str().unwrap().starts_with("sha256:"));
     let run_dir = out.run_dir();
-    assert_eq!(read_json(&run_dir.join("run.json")), report, "the JSON on stdout is the report on disk");
+    assert_eq!(
+        read_json(&run_dir.join("run.json")),
+        report,
+        "the JSON on stdout is the report on disk"
+    );
     let xml = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
     let doc = assert_valid_junit(&xml);
-    assert_eq!(doc.root_element().children().filter(|n| n.has_tag_name("testsuite")).count(), 3, "one testsuite per suite × repo");
+    assert_eq!(
+        doc.root_element()
+            .children()
+            .filter(|n| n.has_tag_name("testsuite"))
+            .count(),
+        3,
+        "one testsuite per suite × repo"
+    );
     for repo in ["js-ts", "python", "ci-enabled"] {
         let case = run_dir.join(format!("cases/demo--{repo}"));
         let patch = std::fs::read_to_string(case.join("diff.patch")).unwrap();
-        assert!(patch.contains("+canary was here"), "{repo}: the final diff is an artifact");
+        assert!(
+            patch.contains("+canary was here"),
+            "{repo}: the final diff is an artifact"
+        );
         let repro = std::fs::read_to_string(case.join("repro.sh")).unwrap();
         assert!(repro.contains(&format!("repro {}/demo--{repo}", report["run_id"].as_str().unwrap())));
     }
-    let ci_out = std::fs::read_to_string(run_dir.join("cases/demo--ci-enabled/steps/04-ci-entrypoint-passes.stdout")).unwrap();
-    assert!(ci_out.contains("lint ok") && ci_out.contains("== ci passed"), "the CI entrypoint ran: {ci_out}");
-    assert_eq!(lab_objects(&format!("canary-lab.run={}", report["run_id"].as_str().unwrap())), (0, 0), "a finished run leaves nothing behind");
+    let ci_out =
+        std::fs::read_to_string(run_dir.join("cases/demo--ci-enabled/steps/04-ci-entrypoint-passes.stdout")).unwrap();
+    assert!(
+        ci_out.contains("lint ok") && ci_out.contains("== ci passed"),
+        "the CI entrypoint ran: {ci_out}"
+    );
+    assert_eq!(
+        lab_objects(&format!("canary-lab.run={}", report["run_id"].as_str().unwrap())),
+        (0, 0),
+        "a finished run leaves nothing behind"
+    );
 }
 
 #[test]
 fn a_failing_expectation_exits_1_and_says_expected_vs_actual() {
     require_lab();
-    let out = Canary::new().args(["run", "-s", "tests/fixtures/suites/failing.yaml"]).run().code(1);
+    let out = Canary::new()
+        .args(["run", "-s", "tests/fixtures/suites/failing.yaml"])
+        .run()
+        .code(1);
     assert!(out.stdout().contains("failing--js-ts  failed"), "{}", out.stdout());
-    assert!(out.stdout().contains("To reproduce:"), "the summary says how to reproduce");
+    assert!(
+        out.stdout().contains("To reproduce:"),
+        "the summary says how to reproduce"
+    );
     let xml = std::fs::read_to_string(out.run_dir().join("junit.xml")).unwrap();
     let doc = assert_valid_junit(&xml);
-    let failure = doc.descendants().find(|n| n.has_tag_name("failure")).expect("a <failure>");
+    let failure = doc
+        .descendants()
+        .find(|n| n.has_tag_name("failure"))
+        .expect("a <failure>");
     let message = failure.attribute("message").unwrap();
-    assert!(message.starts_with(r#"stdout.contains: expected "GREETING = \"Howdy\"", got"#), "{message}");
-    assert!(message.contains(r#"GREETING = \"Hello\""#), "the actual output is quoted: {message}");
-    let passed = doc.descendants().find(|n| n.attribute("name") == Some("tests still pass")).unwrap();
-    assert!(!passed.children().any(|c| c.is_element()), "later steps still run and pass");
+    assert!(
+        message.starts_with(r#"stdout.contains: expected "GREETING = \"Howdy\"", got"#),
+        "{message}"
+    );
+    assert!(
+        message.contains(r#"GREETING = \"Hello\""#),
+        "the actual output is quoted: {message}"
+    );
+    let passed = doc
+        .descendants()
+        .find(|n| n.attribute("name") == Some("tests still pass"))
+        .unwrap();
+    assert!(
+        !passed.children().any(|c| c.is_element()),
+        "later steps still run and pass"
+    );
 }
 
 #[test]
 fn a_step_past_its_deadline_is_killed_and_the_case_timed_out() {
     require_lab();
     let started = Instant::now();
-    let out = Canary::new().args(["run", "-s", "tests/fixtures/suites/timeout.yaml", "--json"]).run().code(1);
+    let out = Canary::new()
+        .args(["run", "-s", "tests/fixtures/suites/timeout.yaml", "--json"])
+        .run()
+        .code(1);
     let report = out.json();
     let case = &report["cases"][0];
     assert_eq!(case["status"], "timed_out");
@@ -84,15 +151,26 @@ fn a_step_past_its_deadline_is_killed_and_the_case_timed_out() {
     assert_eq!(step["status"], "timed_out");
     let latency = step["kill_latency_ms"].as_u64().unwrap();
     assert!(latency < 1000, "killed {latency} ms after the deadline");
-    assert!(step["duration_ms"].as_u64().unwrap() < 3000, "the 300 s sleep did not run on");
+    assert!(
+        step["duration_ms"].as_u64().unwrap() < 3000,
+        "the 300 s sleep did not run on"
+    );
     assert_eq!(case["steps"][1]["status"], "skipped");
-    assert!(started.elapsed() < Duration::from_secs(30), "the run did not wait for the step's children");
-    assert_eq!(lab_objects(&format!("canary-lab.run={}", report["run_id"].as_str().unwrap())), (0, 0));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the run did not wait for the step's children"
+    );
+    assert_eq!(
+        lab_objects(&format!("canary-lab.run={}", report["run_id"].as_str().unwrap())),
+        (0, 0)
+    );
 }
 
 /// Starts `canary run` of the slow suite and waits until its containers exist.
 fn start_slow_run() -> (std::process::Child, tempfile::TempDir, String) {
-    let (mut cmd, reports) = Canary::new().args(["run", "-s", "tests/fixtures/suites/slow.yaml", "--jobs", "2"]).command();
+    let (mut cmd, reports) = Canary::new()
+        .args(["run", "-s", "tests/fixtures/suites/slow.yaml", "--jobs", "2"])
+        .command();
     let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let label = format!("canary-lab.pid={}", child.id());
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -107,14 +185,26 @@ fn start_slow_run() -> (std::process::Child, tempfile::TempDir, String) {
 fn after_kill_9_gc_leaves_no_containers_or_networks() {
     require_lab();
     let (mut child, _reports, label) = start_slow_run();
-    assert_eq!(lab_objects(&label), (2, 1), "two case containers and the lab network are up");
+    assert_eq!(
+        lab_objects(&label),
+        (2, 1),
+        "two case containers and the lab network are up"
+    );
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
-    assert_eq!(lab_objects(&label), (2, 1), "kill -9 gives the run no chance to clean up");
+    assert_eq!(
+        lab_objects(&label),
+        (2, 1),
+        "kill -9 gives the run no chance to clean up"
+    );
     let out = Canary::new().args(["gc", "--json"]).run().code(0);
     assert!(out.json()["containers"].as_array().unwrap().len() >= 2);
-    assert_eq!(lab_objects(&label), (0, 0), "gc removed the crashed run's containers and network");
+    assert_eq!(
+        lab_objects(&label),
+        (0, 0),
+        "gc removed the crashed run's containers and network"
+    );
 }
 
 #[test]
@@ -126,14 +216,21 @@ fn ctrl_c_and_sigterm_clean_up_before_exit() {
         unsafe { libc::kill(child.id() as i32, signal) };
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(2), "an interrupted run exits 2");
-        assert_eq!(lab_objects(&label), (0, 0), "signal {signal}: the run removed its own objects");
+        assert_eq!(
+            lab_objects(&label),
+            (0, 0),
+            "signal {signal}: the run removed its own objects"
+        );
     }
 }
 
 #[test]
 fn repro_reruns_a_case_with_the_same_inputs_and_keep_leaves_it_running() {
     require_lab();
-    let first = Canary::new().args(["run", "-s", "tests/fixtures/suites/failing.yaml", "--json"]).run().code(1);
+    let first = Canary::new()
+        .args(["run", "-s", "tests/fixtures/suites/failing.yaml", "--json"])
+        .run()
+        .code(1);
     let original = first.json();
     let run_id = original["run_id"].as_str().unwrap().to_string();
     let reports = first.reports;
@@ -145,20 +242,45 @@ fn repro_reruns_a_case_with_the_same_inputs_and_keep_leaves_it_running() {
         .env("CI", "true")
         .output()
         .unwrap();
-    assert_eq!(again.status.code(), Some(1), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     let rerun: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(rerun["image"]["id"], original["image"]["id"], "same image digest");
     assert_eq!(rerun["repos"], original["repos"], "same repo digest and commands");
-    assert_eq!(rerun["suites"][0]["digest"], original["suites"][0]["digest"], "same suite content");
-    assert_eq!(rerun["cases"][0]["steps"][0]["failures"], original["cases"][0]["steps"][0]["failures"], "same verdict");
+    assert_eq!(
+        rerun["suites"][0]["digest"], original["suites"][0]["digest"],
+        "same suite content"
+    );
+    assert_eq!(
+        rerun["cases"][0]["steps"][0]["failures"], original["cases"][0]["steps"][0]["failures"],
+        "same verdict"
+    );
     let stderr = String::from_utf8_lossy(&again.stderr);
     let name = format!("canary-{}-failing--js-ts", rerun["run_id"].as_str().unwrap());
-    assert!(stderr.contains(&format!("docker exec -it -w /work {name} bash")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("docker exec -it -w /work {name} bash")),
+        "{stderr}"
+    );
 
-    let inside = std::process::Command::new("docker").args(["exec", "-w", "/work", &name, "git", "log", "--format=%s"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&inside.stdout).trim(), "pinned", "the kept container holds the case's workspace");
+    let inside = std::process::Command::new("docker")
+        .args(["exec", "-w", "/work", &name, "git", "log", "--format=%s"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout).trim(),
+        "pinned",
+        "the kept container holds the case's workspace"
+    );
     Canary::new().args(["gc"]).run().code(0);
-    assert_eq!(lab_objects(&format!("canary-lab.run={}", rerun["run_id"].as_str().unwrap())).0, 1, "plain gc spares kept containers");
+    assert_eq!(
+        lab_objects(&format!("canary-lab.run={}", rerun["run_id"].as_str().unwrap())).0,
+        1,
+        "plain gc spares kept containers"
+    );
     let _ = std::process::Command::new("docker").args(["rm", "-f", &name]).output();
 }
 
@@ -167,10 +289,28 @@ fn partitions_split_the_matrix_without_overlap() {
     require_lab();
     let mut seen = Vec::new();
     for p in ["1/2", "2/2"] {
-        let out = Canary::new().args(["run", "-s", "suites/demo.yaml", "--partition", p, "--jobs", "2", "--json"]).run().code(0);
+        let out = Canary::new()
+            .args([
+                "run",
+                "-s",
+                "suites/demo.yaml",
+                "--partition",
+                p,
+                "--jobs",
+                "2",
+                "--json",
+            ])
+            .run()
+            .code(0);
         let report = out.json();
         assert_eq!(report["partition"], p);
-        seen.extend(report["cases"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()));
+        seen.extend(
+            report["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_string()),
+        );
     }
     seen.sort();
     assert_eq!(seen, vec!["demo--ci-enabled", "demo--js-ts", "demo--python"]);
@@ -179,7 +319,21 @@ fn partitions_split_the_matrix_without_overlap() {
 #[test]
 fn a_missing_image_exits_2_before_anything_runs() {
     require_lab();
-    let out = Canary::new().args(["run", "-s", "suites/demo.yaml", "--image", "canary-lab/does-not-exist:0"]).run().code(2);
-    assert!(out.stderr().contains("image `canary-lab/does-not-exist:0` is not present"), "{}", out.stderr());
+    let out = Canary::new()
+        .args([
+            "run",
+            "-s",
+            "suites/demo.yaml",
+            "--image",
+            "canary-lab/does-not-exist:0",
+        ])
+        .run()
+        .code(2);
+    assert!(
+        out.stderr()
+            .contains("image `canary-lab/does-not-exist:0` is not present"),
+        "{}",
+        out.stderr()
+    );
     assert_eq!(out.report_dirs(), 0, "no run folder for a run that never started");
 }

@@ -23,7 +23,11 @@ impl Canary {
     pub fn new() -> Canary {
         let reports = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_canary"));
-        cmd.current_dir(root()).arg("--reports-dir").arg(reports.path()).env_remove("CANARY_CONFIG").env("CI", "true");
+        cmd.current_dir(root())
+            .arg("--reports-dir")
+            .arg(reports.path())
+            .env_remove("CANARY_CONFIG")
+            .env("CI", "true");
         Canary { cmd, reports }
     }
 
@@ -57,7 +61,10 @@ impl Canary {
 
     pub fn run(mut self) -> Outcome {
         let out = self.cmd.output().expect("canary runs");
-        Outcome { out, reports: self.reports }
+        Outcome {
+            out,
+            reports: self.reports,
+        }
     }
 }
 
@@ -72,27 +79,47 @@ impl Outcome {
 
     /// Asserts the exit code, showing both streams when it differs.
     pub fn code(self, expected: i32) -> Outcome {
-        assert_eq!(self.out.status.code(), Some(expected), "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout(), self.stderr());
+        assert_eq!(
+            self.out.status.code(),
+            Some(expected),
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
 
     pub fn stderr_has(self, needle: &str) -> Outcome {
-        assert!(self.stderr().contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr());
+        assert!(
+            self.stderr().contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr()
+        );
         self
     }
 
     pub fn stdout_has(self, needle: &str) -> Outcome {
-        assert!(self.stdout().contains(needle), "stdout lacks {needle:?}:\n{}", self.stdout());
+        assert!(
+            self.stdout().contains(needle),
+            "stdout lacks {needle:?}:\n{}",
+            self.stdout()
+        );
         self
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout()))
+        serde_json::from_slice(&self.out.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout()))
     }
 
     /// The one run folder this invocation wrote.
     pub fn run_dir(&self) -> PathBuf {
-        let dirs: Vec<_> = std::fs::read_dir(self.reports.path()).expect("reports dir").flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        let dirs: Vec<_> = std::fs::read_dir(self.reports.path())
+            .expect("reports dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
         assert_eq!(dirs.len(), 1, "expected one run folder, found {dirs:?}");
         dirs[0].clone()
     }
@@ -113,22 +140,40 @@ pub fn write_temp(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
 /// Docker-backed tests must run for real: a missing engine or base image is a failure that
 /// says how to fix it, never a skip.
 pub fn require_lab() {
-    let info = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output();
+    let info = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output();
     match info {
         Ok(o) if o.status.success() => {}
-        _ => panic!("the Docker engine is not reachable: these tests need it. Start it (`dockerd &`) or run `bash .ci/run`, which does"),
+        _ => panic!(
+            "the Docker engine is not reachable: these tests need it. Start it (`dockerd &`) or run `bash .ci/run`, which does"
+        ),
     }
-    let tag = Command::new(env!("CARGO_BIN_EXE_canary")).args(["images", "base", "--json"]).current_dir(root()).output().expect("canary images base");
-    assert!(tag.status.success(), "the base image is missing and could not be built (`just setup` builds it):\n{}", String::from_utf8_lossy(&tag.stderr));
+    let tag = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["images", "base", "--json"])
+        .current_dir(root())
+        .output()
+        .expect("canary images base");
+    assert!(
+        tag.status.success(),
+        "the base image is missing and could not be built (`just setup` builds it):\n{}",
+        String::from_utf8_lossy(&tag.stderr)
+    );
 }
 
 /// Containers and networks carrying `label`, as the docker CLI sees them.
 pub fn lab_objects(label: &str) -> (usize, usize) {
     let count = |args: &[&str]| {
         let o = Command::new("docker").args(args).output().expect("docker CLI");
-        String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
     };
-    (count(&["ps", "-aq", "--filter", &format!("label={label}")]), count(&["network", "ls", "-q", "--filter", &format!("label={label}")]))
+    (
+        count(&["ps", "-aq", "--filter", &format!("label={label}")]),
+        count(&["network", "ls", "-q", "--filter", &format!("label={label}")]),
+    )
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {

@@ -1,0 +1,62 @@
+# Canary Lab developer tasks. `just --list` (or `./lab`) shows this menu.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+canary := "target/release/canary"
+
+# Show the recipes.
+default:
+    @just --list
+
+# Build the release binary.
+[group('build')]
+build:
+    cargo build --release --locked --bins
+
+# Build the offline base image (debootstrap + docker import) unless it exists.
+[group('build')]
+setup: build
+    {{canary}} images base
+
+# The main job: a real canary run of the demo suite on all canary repos.
+[group('run')]
+demo *ARGS: setup
+    {{canary}} run --suite suites/demo.yaml --jobs 3 {{ARGS}}
+
+# Run any canary command with the release binary, e.g. `just canary gc`.
+[group('run')]
+canary *ARGS: build
+    {{canary}} {{ARGS}}
+
+# The whole test suite (unit, CLI and real-Docker tests).
+[group('test')]
+test: setup
+    cargo nextest run --locked --no-fail-fast {{ if env("CI", "") != "" { "--profile ci" } else { "" } }}
+
+# Formatting, lints and the generated schemas.
+[group('test')]
+lint:
+    cargo fmt --check
+    cargo clippy --locked --all-targets -- -D warnings
+    cargo run --locked -q --bin canary -- schema suite --check suites/schema.json
+    cargo run --locked -q --bin canary -- schema report --check docs/report.schema.json
+
+# Regenerate the checked-in JSON Schemas after changing the suite or report types.
+[group('test')]
+schemas:
+    cargo run --locked -q --bin canary -- schema suite --write suites/schema.json
+    cargo run --locked -q --bin canary -- schema report --write docs/report.schema.json
+
+# Benchmarks: lab overhead vs the docker CLI, --jobs scaling, peak memory.
+[group('test')]
+bench: setup
+    cargo bench --locked --bench lab
+
+# What CI runs: lints, the demo, the tests.
+[group('test')]
+ci: lint demo test
+
+# Remove containers and networks crashed runs left behind.
+[group('run')]
+gc *ARGS: build
+    {{canary}} gc {{ARGS}}

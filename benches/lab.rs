@@ -1,0 +1,187 @@
+//! `just bench`: the lab's own overhead, measured against the real engine.
+//!
+//! (a) a suite of many short steps, run by the lab vs by `benches/docker-cli.sh` doing the same
+//!     work with the docker CLI; (b) the demo matrix serial vs `--jobs 4`; (c) the lab process's
+//!     peak memory. Targets from the spine issue are printed next to each figure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const STEPS: usize = 40;
+const ROUNDS: usize = 3;
+
+struct Measured {
+    wall: Duration,
+    max_rss_kb: i64,
+}
+
+/// Runs a command to completion, returning wall time and the child's peak RSS (from wait4,
+/// which reaps the child: std's wait would lose the resource usage).
+#[allow(clippy::zombie_processes)]
+fn measure(cmd: &mut Command) -> Measured {
+    let started = Instant::now();
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter; wait4 reaps exactly our child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4");
+    let wall = started.elapsed();
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    if !ok {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        panic!("{cmd:?} failed ({status}):\n{err}");
+    }
+    Measured {
+        wall,
+        max_rss_kb: usage.ru_maxrss,
+    }
+}
+
+fn best_of(n: usize, mut f: impl FnMut() -> Measured) -> Measured {
+    let runs: Vec<Measured> = (0..n).map(|_| f()).collect();
+    let wall = runs.iter().map(|m| m.wall).min().unwrap();
+    let max_rss_kb = runs.iter().map(|m| m.max_rss_kb).max().unwrap();
+    Measured { wall, max_rss_kb }
+}
+
+fn canary(reports: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_canary"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CI", "true")
+        .arg("--reports-dir")
+        .arg(reports);
+    c
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "ok" } else { "MISSED" }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing here takes arguments.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let reports = tempfile::tempdir().expect("tempdir");
+    let image = String::from_utf8(
+        canary(reports.path())
+            .args(["images", "base", "--json"])
+            .output()
+            .expect("images base")
+            .stdout,
+    )
+    .expect("utf8");
+    let image: serde_json::Value = serde_json::from_str(&image).expect("images base --json");
+    let image = image["reference"].as_str().expect("reference").to_string();
+
+    // (a) many short steps.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut suite = String::from("name: bench-steps\nrepos: [js-ts]\nsteps:\n");
+    for i in 1..=STEPS {
+        suite.push_str(&format!(
+            "  - name: step {i}\n    exec: echo step {i}\n    expect:\n      stdout:\n        contains: ['step {i}']\n"
+        ));
+    }
+    let suite_path = dir.path().join("bench-steps.yaml");
+    std::fs::write(&suite_path, suite).expect("write suite");
+    // The script uploads exactly what the lab uploads: the tar a lab run keeps.
+    canary(reports.path())
+        .args(["run", "-s"])
+        .arg(&suite_path)
+        .output()
+        .expect("warm-up run");
+    let run_dir = std::fs::read_dir(reports.path())
+        .expect("reports")
+        .flatten()
+        .next()
+        .expect("a run")
+        .path();
+    let tar = run_dir.join("repos/js-ts.tar");
+
+    let lab = best_of(ROUNDS, || {
+        measure(canary(reports.path()).args(["run", "-s"]).arg(&suite_path))
+    });
+    let script = best_of(ROUNDS, || {
+        measure(
+            Command::new(root.join("benches/docker-cli.sh"))
+                .arg(&image)
+                .arg(&tar)
+                .arg(STEPS.to_string()),
+        )
+    });
+    let ratio = lab.wall.as_secs_f64() / script.wall.as_secs_f64();
+
+    // Per-case overhead: the run's whole wall time (connecting, preparing, containers, checks,
+    // reports, removal) minus the time the steps' own commands took, per case.
+    let out = canary(reports.path())
+        .args(["run", "-s", "suites/demo.yaml", "--json"])
+        .output()
+        .expect("demo");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let cases = report["cases"].as_array().expect("cases");
+    let commands: u64 = cases
+        .iter()
+        .flat_map(|c| c["steps"].as_array().unwrap())
+        .map(|s| s["duration_ms"].as_u64().unwrap())
+        .sum();
+    let overhead = (report["duration_ms"].as_u64().unwrap() - commands) as f64 / cases.len() as f64;
+
+    // (b) demo matrix, serial vs --jobs 4.
+    let serial = best_of(ROUNDS, || {
+        measure(canary(reports.path()).args(["run", "-s", "suites/demo.yaml", "--jobs", "1"]))
+    });
+    let parallel = best_of(ROUNDS, || {
+        measure(canary(reports.path()).args(["run", "-s", "suites/demo.yaml", "--jobs", "4"]))
+    });
+    let speed = parallel.wall.as_secs_f64() / serial.wall.as_secs_f64();
+
+    // (c) peak RSS over every lab run above.
+    let peak_mb = [&lab, &serial, &parallel].iter().map(|m| m.max_rss_kb).max().unwrap() as f64 / 1024.0;
+
+    println!("Canary Lab bench (best of {ROUNDS}; image {image})");
+    println!();
+    println!(
+        "{:<46} {:>10} {:>10} {:>8}  target",
+        "measure", "lab", "baseline", "ratio"
+    );
+    println!(
+        "{:<46} {:>9.2}s {:>9.2}s {:>8.2}  <= 0.50 {}",
+        format!("(a) {STEPS} short steps: lab vs docker CLI script"),
+        lab.wall.as_secs_f64(),
+        script.wall.as_secs_f64(),
+        ratio,
+        verdict(ratio <= 0.5)
+    );
+    println!(
+        "{:<46} {:>9.0}ms {:>10} {:>8}  < 300 ms {}",
+        "    per-case overhead beyond commands (demo)",
+        overhead,
+        "",
+        "",
+        verdict(overhead < 300.0)
+    );
+    println!(
+        "{:<46} {:>9.2}s {:>9.2}s {:>8.2}  <= 0.60 {}",
+        "(b) demo matrix: --jobs 4 vs serial",
+        parallel.wall.as_secs_f64(),
+        serial.wall.as_secs_f64(),
+        speed,
+        verdict(speed <= 0.6)
+    );
+    println!(
+        "{:<46} {:>8.1}MB {:>10} {:>8}  < 80 MB {}",
+        "(c) peak RSS of the lab process",
+        peak_mb,
+        "",
+        "",
+        verdict(peak_mb < 80.0)
+    );
+}
