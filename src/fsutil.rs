@@ -14,3 +14,29 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::write(&tmp, data).map_err(|e| LabError::write(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| LabError::write(path, e))
 }
+
+/// An exclusive advisory lock on `path`, held until the returned file is dropped.
+pub async fn lock(path: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| LabError::write(dir, e))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| LabError::write(path, e))?;
+    tokio::task::spawn_blocking(move || {
+        // SAFETY: flock on a descriptor this closure owns; blocks until the lock is free.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if r == 0 {
+            Ok(file)
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    })
+    .await
+    .expect("lock task")
+    .map_err(|e| LabError::write(path, e))
+}

@@ -93,7 +93,7 @@ pub async fn ensure_base(
     }
     // Two labs on one engine (parallel CI jobs, parallel tests) must not debootstrap into the
     // same folder: the second waits, then finds the image the first built.
-    let _lock = lock(&config.cache_dir.join("base-image.lock")).await?;
+    let _lock = crate::fsutil::lock(&config.cache_dir.join("base-image.lock")).await?;
     if !force {
         if let Some(info) = engine.image(&reference).await? {
             return Ok(BaseImage {
@@ -109,32 +109,6 @@ pub async fn ensure_base(
         id,
         built: true,
     })
-}
-
-/// An exclusive advisory lock on `path`, held until the returned file is dropped.
-async fn lock(path: &Path) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| LabError::write(dir, e))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| LabError::write(path, e))?;
-    tokio::task::spawn_blocking(move || {
-        // SAFETY: flock on a descriptor this closure owns; blocks until the lock is free.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if r == 0 {
-            Ok(file)
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    })
-    .await
-    .expect("lock task")
-    .map_err(|e| LabError::write(path, e))
 }
 
 async fn build_base(

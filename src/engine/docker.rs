@@ -28,6 +28,8 @@ use tokio::sync::mpsc;
 
 /// Repository of the derived images that carry the executor.
 pub const EXEC_REPO: &str = "canary-lab/exec";
+/// Label of an exec image naming the image it was derived from.
+const EXEC_BASE_LABEL: &str = "canary-lab.exec-base";
 /// Grace the lab gives the executor past a deadline before it kills the container itself.
 const EXECUTOR_GRACE: Duration = Duration::from_secs(5);
 
@@ -301,6 +303,11 @@ impl DockerBackend {
         if let Some(info) = self.image(&reference).await? {
             return Ok(info.id);
         }
+        // Parallel first runs would each commit the same tag; one builds, the rest wait.
+        let _lock = crate::fsutil::lock(&std::env::temp_dir().join(format!("canary-lab-exec-{tag}.lock"))).await?;
+        if let Some(info) = self.image(&reference).await? {
+            return Ok(info.id);
+        }
         let binary = std::fs::read(exe).map_err(|e| LabError::read(exe, e))?;
         let mut tar = tar::Builder::new(Vec::new());
         let dir = std::path::Path::new(EXECUTOR_PATH).parent().expect("has a parent");
@@ -352,6 +359,7 @@ impl DockerBackend {
                 .build();
             let config = ContainerConfig {
                 cmd: Some(vec![EXECUTOR_PATH.into()]),
+                labels: Some(HashMap::from([(EXEC_BASE_LABEL.to_string(), image_id.to_string())])),
                 ..Default::default()
             };
             self.docker
@@ -384,7 +392,10 @@ impl DockerBackend {
         }
         .await;
         match probe {
-            Ok(out) if out.exit_code == Some(0) && out.stdout == b"ok\n" => Ok(id),
+            Ok(out) if out.exit_code == Some(0) && out.stdout == b"ok\n" => {
+                self.prune_exec_images(image_id, &id).await;
+                Ok(id)
+            }
             other => {
                 let _ = self
                     .docker
@@ -399,6 +410,27 @@ impl DockerBackend {
                     message: format!("{other:?}"),
                 })
             }
+        }
+    }
+}
+
+impl DockerBackend {
+    /// Removes exec images of the same base made by earlier executor builds. Best effort: an
+    /// image a container still uses stays until a later prune.
+    async fn prune_exec_images(&self, base_id: &str, keep_id: &str) {
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".into(), vec![format!("{EXEC_BASE_LABEL}={base_id}")])]);
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let Ok(images) = self.docker.list_images(Some(options)).await else {
+            return;
+        };
+        for image in images.into_iter().filter(|i| i.id != keep_id) {
+            let _ = self
+                .docker
+                .remove_image(&image.id, None::<bollard::query_parameters::RemoveImageOptions>, None)
+                .await;
         }
     }
 }
@@ -447,6 +479,9 @@ impl Backend for DockerBackend {
             executor: false,
             note: Some(note),
         };
+        if std::env::var("CANARY_EXECUTOR").is_ok_and(|v| v == "off") {
+            return Ok(fallback("CANARY_EXECUTOR=off: steps use docker exec".into()));
+        }
         let exe = std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(|d| d.join("canary-exec")));

@@ -337,3 +337,28 @@ fn a_missing_image_exits_2_before_anything_runs() {
     );
     assert_eq!(out.report_dirs(), 0, "no run folder for a run that never started");
 }
+
+/// The engine-exec path, used for images the executor cannot run in, keeps the same promises.
+#[test]
+fn without_the_executor_steps_run_through_docker_exec() {
+    require_lab();
+    let out = Canary::new()
+        .env("CANARY_EXECUTOR", "off")
+        .args(["run", "-s", "suites/demo.yaml", "--repo", "python", "--json"])
+        .run()
+        .code(0);
+    assert!(
+        out.stderr().contains("CANARY_EXECUTOR=off: steps use docker exec"),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(out.json()["summary"]["passed"], 1);
+    let out = Canary::new()
+        .env("CANARY_EXECUTOR", "off")
+        .args(["run", "-s", "tests/fixtures/suites/timeout.yaml", "--json"])
+        .run()
+        .code(1);
+    let step = &out.json()["cases"][0]["steps"][0];
+    assert_eq!(step["status"], "timed_out");
+    assert!(step["kill_latency_ms"].as_u64().unwrap() < 1000, "{step}");
+}
