@@ -415,7 +415,7 @@ impl DockerBackend {
 }
 
 impl DockerBackend {
-    /// Removes exec images of the same base made by earlier executor builds. Best effort: an
+    /// Removes exec images of the same base made by earlier executor builds, but the newest. Best effort: an
     /// image a container still uses stays until a later prune.
     async fn prune_exec_images(&self, base_id: &str, keep_id: &str) {
         let filters: HashMap<String, Vec<String>> =
@@ -423,10 +423,12 @@ impl DockerBackend {
         let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
             .filters(&filters)
             .build();
-        let Ok(images) = self.docker.list_images(Some(options)).await else {
+        let Ok(mut images) = self.docker.list_images(Some(options)).await else {
             return;
         };
-        for image in images.into_iter().filter(|i| i.id != keep_id) {
+        // Keep the newest other one too: release and debug builds of the lab alternate.
+        images.sort_by_key(|i| std::cmp::Reverse(i.created));
+        for image in images.into_iter().filter(|i| i.id != keep_id).skip(1) {
             let _ = self
                 .docker
                 .remove_image(&image.id, None::<bollard::query_parameters::RemoveImageOptions>, None)
