@@ -23,6 +23,10 @@ pub struct LabConfig {
     pub reports_dir: PathBuf,
     /// Downloads, checkouts and temporary root filesystems.
     pub cache_dir: PathBuf,
+    /// Known-good registry: a SQLite path or a `postgres://` URL.
+    pub registry: String,
+    /// Promotion policy file (default `gate.yaml` when present, else the built-in policy).
+    pub gate_policy: Option<PathBuf>,
 }
 
 impl Default for LabConfig {
@@ -34,6 +38,8 @@ impl Default for LabConfig {
             repos_dir: "canary-repos".into(),
             reports_dir: "reports".into(),
             cache_dir: ".canary/cache".into(),
+            registry: crate::registry::DEFAULT_PATH.into(),
+            gate_policy: None,
         }
     }
 }
@@ -50,7 +56,7 @@ impl LabConfig {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| LabError::read(&path, e))?;
         serde_saphyr::from_str(&text).map_err(|e| {
-            let fields = "keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir";
+            let fields = "keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir, registry, gate_policy";
             crate::yaml::parse_error(&path.display().to_string(), &text, "lab config", &e, fields).into()
         })
     }

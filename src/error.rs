@@ -85,6 +85,12 @@ pub enum LabError {
     #[diagnostic(help("{1}"))]
     Usage(String, String),
 
+    #[error("registry {url}: {message}")]
+    #[diagnostic(help(
+        "the registry is --registry or `registry:` in canary.yaml: a SQLite path (created on first use) or a postgres:// URL of a reachable server; the message is the database's own"
+    ))]
+    Registry { url: String, message: String },
+
     #[error("base image build failed: {0}")]
     ImageBuild(String),
 

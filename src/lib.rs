@@ -4,13 +4,16 @@
 //! checks → one [`report::RunReport`] → JUnit / JSON / terminal. See the README for the tour.
 
 pub mod cli;
+pub mod compat;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+pub mod gate;
 pub mod images;
 pub mod lab;
 pub mod progress;
+pub mod registry;
 pub mod report;
 pub mod repos;
 pub mod suite;

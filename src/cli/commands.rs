@@ -35,6 +35,12 @@ pub struct RunArgs {
     /// Print the JSON report on stdout instead of the summary table.
     #[arg(long)]
     pub json: bool,
+    /// Rerun cases that did not pass up to N times; one that then passes is `flaky`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub rerun_failed: u32,
+    /// Do not record the verdicts in the known-good registry.
+    #[arg(long)]
+    pub no_record: bool,
 }
 
 #[derive(Args, Debug)]
@@ -120,6 +126,12 @@ impl Command {
             Command::Images(ImagesCommand::Base { json, .. }) => *json,
             Command::Repos(ReposCommand::List { json }) => *json,
             Command::Suites(SuitesCommand::Check { json, .. }) => *json,
+            Command::Promote(a) => a.json,
+            Command::Pin(a) => a.json,
+            Command::Rollback(a) => a.json,
+            Command::Status(a) => a.json,
+            Command::Compat(super::registry::CompatCommand::Check { json, .. }) => *json,
+            Command::Registry(_) => std::env::args().any(|a| a == "--json"),
             _ => false,
         }
     }
@@ -132,6 +144,9 @@ fn config(cli: &Cli) -> Result<LabConfig> {
     }
     if let Some(d) = &cli.reports_dir {
         c.reports_dir = d.clone();
+    }
+    if let Some(r) = &cli.registry {
+        c.registry = r.clone();
     }
     Ok(c)
 }
@@ -213,12 +228,24 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             Ok(exit::PASS)
         }
         Command::Schema(a) => schema(a),
+        Command::Registry(c) => super::registry::registry(&config, c).await,
+        Command::Promote(a) => super::registry::promote(&config, a).await,
+        Command::Pin(a) => super::registry::pin(&config, a).await,
+        Command::Rollback(a) => super::registry::rollback(&config, a).await,
+        Command::Status(a) => super::registry::status(&config, a).await,
+        Command::Compat(c) => super::registry::compat_check(&config, c).await,
     }
 }
 
 async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
     let partition = a.partition.as_deref().map(str::parse::<Partition>).transpose()?;
     let prepared = lab::prepare(config, &a.suites, &a.repos, partition)?;
+    // Opened before anything runs: an unreachable registry is an error, not a lost verdict.
+    let registry = if a.no_record {
+        None
+    } else {
+        Some(crate::registry::Registry::open(&config.registry).await?)
+    };
     let engine = DockerBackend::connect().await?;
     let image = a.image.clone().unwrap_or_else(|| crate::images::base_reference(config));
     let progress = Progress::new(false);
@@ -229,9 +256,22 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
         partition,
         keep: false,
         repro_prefix: repro_prefix(cli),
+        rerun_failed: a.rerun_failed,
     };
     let (report, run_dir) = lab::run(engine, config, prepared, opts, &progress).await?;
-    finish(&report, &run_dir, a.json)
+    let code = finish(&report, &run_dir, a.json)?;
+    if let Some(reg) = registry {
+        let build =
+            crate::registry::BuildInfo::from_image(&report.image.id, &report.image.reference, &report.image.labels);
+        let report_path = run_dir.join(crate::report::JSON_FILE).display().to_string();
+        let added = reg.record_run(&report, &build, &report_path).await?;
+        progress.line(format!(
+            "recorded {added} results for build {} in {}",
+            lab::short_id(&build.id),
+            reg.display
+        ));
+    }
+    Ok(code)
 }
 
 fn finish(report: &RunReport, run_dir: &std::path::Path, json: bool) -> Result<i32> {
@@ -324,6 +364,7 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
         partition: None,
         keep: a.keep,
         repro_prefix: repro_prefix(cli),
+        rerun_failed: 0,
     };
     let (report, new_dir) = lab::run(engine, config, prepared, opts, &progress).await?;
     let code = finish(&report, &new_dir, a.json)?;

@@ -2,6 +2,7 @@
 //! the library modules. [`main`] is the one place that maps outcomes to exit codes.
 
 mod commands;
+mod registry;
 
 use crate::error::{LabError, exit};
 use clap::{Parser, Subcommand};
@@ -21,6 +22,9 @@ pub struct Cli {
     /// Folder run reports are written to (overrides the lab config).
     #[arg(long, global = true)]
     pub reports_dir: Option<PathBuf>,
+    /// Known-good registry: a SQLite file path or a postgres:// URL (default .canary/registry.db).
+    #[arg(long, global = true, env = "CANARY_REGISTRY")]
+    pub registry: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -44,6 +48,20 @@ pub enum Command {
     Suites(commands::SuitesCommand),
     /// Print or check the generated JSON Schemas (suite format, JSON report).
     Schema(commands::SchemaArgs),
+    /// Query the known-good registry.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
+    /// Promote a build to a channel if the gate's policy is met (exit 1 when blocked).
+    Promote(registry::PromoteArgs),
+    /// Pin an org to a build (by digest) or make it follow a channel.
+    Pin(registry::PinArgs),
+    /// Switch an org or channel back to its previous known-good build.
+    Rollback(registry::RollbackArgs),
+    /// What each channel and org runs, since when, and what is available.
+    Status(registry::StatusArgs),
+    /// Bundle ↔ runtime compatibility (runtime_compatibility in a bundle manifest).
+    #[command(subcommand)]
+    Compat(registry::CompatCommand),
 }
 
 /// Runs the command line and returns the process exit code.

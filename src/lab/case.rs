@@ -57,8 +57,17 @@ pub struct Started {
     took: Duration,
 }
 
-pub async fn start<B: Backend>(backend: &B, cx: &CaseContext, case: &Case) -> Started {
-    let mut spec = ContainerSpec::new(&cx.run_id, &case.id, &cx.image_id);
+/// The container's case label (and name part): attempts after the first get a suffix.
+fn attempt_id(case: &Case, attempt: u32) -> String {
+    if attempt <= 1 {
+        case.id.clone()
+    } else {
+        format!("{}.a{attempt}", case.id)
+    }
+}
+
+pub async fn start<B: Backend>(backend: &B, cx: &CaseContext, case: &Case, attempt: u32) -> Started {
+    let mut spec = ContainerSpec::new(&cx.run_id, &attempt_id(case, attempt), &cx.image_id);
     spec.network = cx.network.clone();
     spec.keep = cx.keep;
     spec.executor = cx.executor;
@@ -77,15 +86,22 @@ pub async fn run_case<B: Backend + Clone>(
     cx: &CaseContext,
     case: &Case,
     started_container: Started,
+    attempt: u32,
 ) -> CaseReport {
     let started = Instant::now();
-    let case_dir_rel = format!("cases/{}", case.id);
+    // Reruns keep their own artifacts beside the first attempt's.
+    let case_dir_rel = if attempt <= 1 {
+        format!("cases/{}", case.id)
+    } else {
+        format!("cases/{}/attempt-{attempt}", case.id)
+    };
     let case_dir = cx.run_dir.join(&case_dir_rel);
     let mut report = CaseReport {
         id: case.id.clone(),
         suite: case.suite.name.clone(),
         repo: case.repo.clone(),
         status: CaseStatus::Passed,
+        attempts: attempt,
         duration_ms: 0,
         timings: CaseTimings::default(),
         steps: Vec::new(),

@@ -141,6 +141,8 @@ pub struct RunOptions {
     pub partition: Option<Partition>,
     pub keep: bool,
     pub repro_prefix: String,
+    /// Rerun failed cases up to this many times; one that then passes is `flaky`.
+    pub rerun_failed: u32,
 }
 
 /// A run id: UTC time plus a few hex digits, sortable and unique enough for one lab.
@@ -223,7 +225,15 @@ pub async fn run<B: Backend + Clone>(
         opts.jobs,
         opts.partition.map(|p| format!(", partition {p}")).unwrap_or_default()
     ));
-    let outcome = run_pool(&backend, &cx, &prepared.cases, opts.jobs.max(1), progress).await;
+    let outcome = run_all(
+        &backend,
+        &cx,
+        &prepared.cases,
+        opts.jobs.max(1),
+        opts.rerun_failed,
+        progress,
+    )
+    .await;
 
     // Cleanup runs on every path out of the pool, before anything can return early.
     let removals = std::mem::take(&mut *cx.removals.lock().expect("removals lock"));
@@ -250,6 +260,7 @@ pub async fn run<B: Backend + Clone>(
         image: ImageRef {
             reference: opts.image.clone(),
             id: image.id,
+            labels: image.labels,
         },
         jobs: opts.jobs,
         partition: opts.partition.map(|p| p.to_string()),
@@ -283,11 +294,45 @@ pub async fn run<B: Backend + Clone>(
     Ok((report, run_dir))
 }
 
+/// Runs every case, then reruns the ones that did not pass, up to `reruns` more times.
+async fn run_all<B: Backend + Clone>(
+    backend: &B,
+    cx: &Arc<CaseContext>,
+    cases: &[Case],
+    jobs: usize,
+    reruns: u32,
+    progress: &Progress,
+) -> Result<Vec<CaseReport>> {
+    let mut reports = run_pool(backend, cx, cases, jobs, 1, progress).await?;
+    for attempt in 2..=reruns + 1 {
+        let again: Vec<usize> = (0..reports.len())
+            .filter(|&i| reports[i].status != CaseStatus::Passed)
+            .collect();
+        if again.is_empty() {
+            break;
+        }
+        progress.line(format!(
+            "rerunning {} case(s) that did not pass (attempt {attempt})",
+            again.len()
+        ));
+        let subset: Vec<Case> = again.iter().map(|&i| cases[i].clone()).collect();
+        let rerun = run_pool(backend, cx, &subset, jobs, attempt, progress).await?;
+        for (i, mut r) in again.into_iter().zip(rerun) {
+            if r.status == CaseStatus::Passed {
+                r.status = CaseStatus::Flaky;
+            }
+            reports[i] = r;
+        }
+    }
+    Ok(reports)
+}
+
 async fn run_pool<B: Backend + Clone>(
     backend: &B,
     cx: &Arc<CaseContext>,
     cases: &[Case],
     jobs: usize,
+    attempt: u32,
     progress: &Progress,
 ) -> Result<Vec<CaseReport>> {
     let limit = Arc::new(tokio::sync::Semaphore::new(jobs));
@@ -309,10 +354,10 @@ async fn run_pool<B: Backend + Clone>(
         );
         tasks.spawn(async move {
             let _warm = warm.acquire_owned().await.expect("semaphore never closes");
-            let container = case::start(&backend, &cx, &case).await;
+            let container = case::start(&backend, &cx, &case, attempt).await;
             let _permit = limit.acquire_owned().await.expect("semaphore never closes");
             bar.set_message(case.id.clone());
-            let r = case::run_case(&backend, &cx, &case, container).await;
+            let r = case::run_case(&backend, &cx, &case, container, attempt).await;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             bar.inc(1);
             progress.line(format!(
@@ -361,6 +406,7 @@ async fn run_pool<B: Backend + Clone>(
         .zip(cases)
         .map(|(r, c)| {
             r.unwrap_or_else(|| CaseReport {
+                attempts: attempt,
                 id: c.id.clone(),
                 suite: c.suite.name.clone(),
                 repo: c.repo.clone(),

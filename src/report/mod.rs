@@ -44,6 +44,9 @@ pub struct ImageRef {
     pub reference: String,
     /// The image's content id (`sha256:...`); `canary repro` runs exactly this.
     pub id: String,
+    /// The image's labels (a runner image names its runner version, adapters and CLIs here).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -69,6 +72,8 @@ pub struct RepoRef {
 #[serde(rename_all = "snake_case")]
 pub enum CaseStatus {
     Passed,
+    /// Failed, then passed when rerun (`--rerun-failed`).
+    Flaky,
     Failed,
     TimedOut,
     /// The lab could not run the case (engine failure); says nothing about the candidate.
@@ -79,6 +84,7 @@ impl CaseStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             CaseStatus::Passed => "passed",
+            CaseStatus::Flaky => "flaky",
             CaseStatus::Failed => "failed",
             CaseStatus::TimedOut => "timed_out",
             CaseStatus::Error => "error",
@@ -104,6 +110,8 @@ pub struct CaseReport {
     pub suite: String,
     pub repo: String,
     pub status: CaseStatus,
+    /// How many times the case ran (more than 1 with `--rerun-failed`).
+    pub attempts: u32,
     pub duration_ms: u64,
     pub timings: CaseTimings,
     pub steps: Vec<StepReport>,
@@ -167,6 +175,7 @@ impl std::fmt::Display for CheckFailure {
 pub struct Summary {
     pub total: usize,
     pub passed: usize,
+    pub flaky: usize,
     pub failed: usize,
     pub timed_out: usize,
     pub error: usize,
@@ -178,6 +187,7 @@ impl Summary {
         Summary {
             total: cases.len(),
             passed: count(CaseStatus::Passed),
+            flaky: count(CaseStatus::Flaky),
             failed: count(CaseStatus::Failed),
             timed_out: count(CaseStatus::TimedOut),
             error: count(CaseStatus::Error),
@@ -192,6 +202,8 @@ impl Summary {
             CaseStatus::TimedOut
         } else if self.failed > 0 {
             CaseStatus::Failed
+        } else if self.flaky > 0 {
+            CaseStatus::Flaky
         } else {
             CaseStatus::Passed
         }
@@ -203,12 +215,12 @@ impl RunReport {
         self.cases.iter().find(|c| c.id == id)
     }
 
-    /// The exit code for this verdict: 0 all passed, 1 a case failed or timed out, 2 the lab
-    /// could not run a case.
+    /// The exit code for this verdict: 0 all passed (flaky cases passed on rerun), 1 a case
+    /// failed or timed out, 2 the lab could not run a case.
     pub fn exit_code(&self) -> i32 {
         use crate::error::exit;
         match self.status {
-            CaseStatus::Passed => exit::PASS,
+            CaseStatus::Passed | CaseStatus::Flaky => exit::PASS,
             CaseStatus::Failed | CaseStatus::TimedOut => exit::FAILED,
             CaseStatus::Error => exit::ERROR,
         }

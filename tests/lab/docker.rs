@@ -366,11 +366,17 @@ fn without_the_executor_steps_run_through_docker_exec() {
 #[test]
 fn the_case_deadline_kills_a_step_within_its_own_timeout() {
     require_lab();
-    let out = Canary::new().args(["run", "-s", "tests/fixtures/suites/case-timeout.yaml", "--json"]).run().code(1);
+    let out = Canary::new()
+        .args(["run", "-s", "tests/fixtures/suites/case-timeout.yaml", "--json"])
+        .run()
+        .code(1);
     let case = &out.json()["cases"][0];
     assert_eq!(case["status"], "timed_out");
     let step = &case["steps"][0];
-    assert_eq!(step["failures"][0]["expected"], "to finish within the case deadline (2s)");
+    assert_eq!(
+        step["failures"][0]["expected"],
+        "to finish within the case deadline (2s)"
+    );
     assert!(step["kill_latency_ms"].as_u64().unwrap() < 1000);
     assert_eq!(case["steps"][1]["status"], "skipped");
 }

@@ -1,0 +1,133 @@
+//! The promotion policy (`gate.yaml`): what each channel requires before a build may join it.
+
+use crate::error::{LabError, Result};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+pub const DEFAULT_FILE: &str = "gate.yaml";
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawChannelPolicy {
+    /// Suites that must be green for the build.
+    pub required_suites: Vec<String>,
+    /// Canary repos each required suite must be green on (default: every canary repo).
+    #[serde(default)]
+    pub repos: Option<Vec<String>>,
+    /// How old a result may be, e.g. `7d`.
+    #[serde(default)]
+    pub max_age: Option<String>,
+    /// Whether a case that failed and then passed on rerun counts as green.
+    #[serde(default)]
+    pub allow_flaky: bool,
+    /// Whether a required cell with no result is a warning instead of a refusal.
+    #[serde(default)]
+    pub allow_missing: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChannelPolicy {
+    pub required_suites: Vec<String>,
+    pub repos: Option<Vec<String>>,
+    pub max_age: Duration,
+    pub allow_flaky: bool,
+    pub allow_missing: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub channels: BTreeMap<String, ChannelPolicy>,
+    pub source: String,
+}
+
+impl Policy {
+    /// The built-in policy: stable strict (fresh, no flaky, nothing missing), beta lenient.
+    pub fn builtin() -> Policy {
+        let mut channels = BTreeMap::new();
+        channels.insert(
+            "stable".into(),
+            ChannelPolicy {
+                required_suites: vec!["demo".into()],
+                repos: None,
+                max_age: Duration::from_secs(7 * 86400),
+                allow_flaky: false,
+                allow_missing: false,
+            },
+        );
+        channels.insert(
+            "beta".into(),
+            ChannelPolicy {
+                required_suites: vec!["demo".into()],
+                repos: None,
+                max_age: Duration::from_secs(30 * 86400),
+                allow_flaky: true,
+                allow_missing: true,
+            },
+        );
+        Policy {
+            channels,
+            source: "built-in policy".into(),
+        }
+    }
+
+    /// `path` if given (must exist), else `gate.yaml` if present, else the built-in policy.
+    pub fn load(path: Option<&Path>) -> Result<Policy> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (Path::new(DEFAULT_FILE).to_path_buf(), false),
+        };
+        if !required && !path.exists() {
+            return Ok(Policy::builtin());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| LabError::read(&path, e))?;
+        let file = path.display().to_string();
+        let raw: BTreeMap<String, RawChannelPolicy> = serde_saphyr::from_str(&text).map_err(|e| {
+            LabError::from(crate::yaml::parse_error(
+                &file,
+                &text,
+                "gate policy",
+                &e,
+                "each channel takes required_suites, repos, max_age, allow_flaky, allow_missing",
+            ))
+        })?;
+        let mut channels = BTreeMap::new();
+        for (name, c) in raw {
+            let max_age = match &c.max_age {
+                None => Duration::from_secs(7 * 86400),
+                Some(s) => humantime::parse_duration(s).map_err(|e| {
+                    LabError::usage(
+                        format!("{file}: channel `{name}`: invalid max_age `{s}`: {e}"),
+                        "write e.g. `7d` or `36h`",
+                    )
+                })?,
+            };
+            channels.insert(
+                name,
+                ChannelPolicy {
+                    required_suites: c.required_suites,
+                    repos: c.repos,
+                    max_age,
+                    allow_flaky: c.allow_flaky,
+                    allow_missing: c.allow_missing,
+                },
+            );
+        }
+        Ok(Policy { channels, source: file })
+    }
+
+    pub fn channel(&self, name: &str) -> Result<&ChannelPolicy> {
+        self.channels.get(name).ok_or_else(|| {
+            LabError::usage(
+                format!("unknown channel `{name}`"),
+                format!(
+                    "channels in {}: {}",
+                    self.source,
+                    self.channels.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    }
+}

@@ -1,0 +1,471 @@
+//! Reads, and the writes of the gate (promotions, pins, rollbacks, audit). Placeholders are
+//! `$n`, which both SQLite and PostgreSQL accept.
+
+use super::{Registry, db_err, int, now, opt_text, text};
+use crate::error::{LabError, Result};
+use crate::gate::CellEvidence;
+use serde::Serialize;
+use sqlx::Row;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildRow {
+    pub id: String,
+    pub image_ref: String,
+    pub runner_version: String,
+    pub adapters: serde_json::Value,
+    pub runtime_versions: serde_json::Value,
+    pub created_at: String,
+    pub results: i64,
+    pub passing: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultRow {
+    pub build_id: String,
+    pub run_id: String,
+    pub suite: String,
+    pub repo: String,
+    pub case_id: String,
+    pub status: String,
+    pub attempts: i64,
+    pub duration_ms: i64,
+    pub report_path: String,
+    pub recorded_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Release {
+    pub channel: String,
+    pub build_id: String,
+    pub image_ref: String,
+    pub released_at: String,
+    pub actor: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OrgPin {
+    pub org: String,
+    pub channel: String,
+    /// `None`: the org follows its channel.
+    pub pinned_build_id: Option<String>,
+    pub since: String,
+    pub actor: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub ts: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub decision: String,
+    pub reason: String,
+    pub evidence: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRow {
+    pub provider: String,
+    pub version: String,
+    pub released_at: Option<String>,
+    pub source: String,
+    pub channel: String,
+}
+
+/// One audit entry to append.
+pub struct Audit<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub decision: &'a str,
+    pub reason: &'a str,
+    pub evidence: serde_json::Value,
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
+}
+
+impl Registry {
+    /// A build by full id, id prefix (with or without `sha256:`, at least 6 hex digits) or the
+    /// image reference it was recorded under.
+    pub async fn resolve_build(&self, name: &str) -> Result<String> {
+        let hex = name.trim_start_matches("sha256:");
+        // Not a digest prefix: a pattern no id matches (ids start with `sha256:`).
+        let prefix = if hex.len() >= 6 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            format!("sha256:{hex}%")
+        } else {
+            "-".to_string()
+        };
+        let rows = sqlx::query(
+            "SELECT id FROM runner_builds WHERE id = $1 OR image_ref = $1 OR id LIKE $2 ORDER BY created_at DESC",
+        )
+        .bind(name)
+        .bind(&prefix)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        let mut ids: Vec<String> = rows.iter().map(|r| text(r, "id")).collect();
+        ids.dedup();
+        match ids.len() {
+            1 => Ok(ids.remove(0)),
+            0 => Err(LabError::usage(
+                format!("unknown build `{name}`"),
+                "`canary registry builds` lists the builds the registry knows (a build is recorded by `canary run`)",
+            )),
+            _ => Err(LabError::usage(
+                format!("`{name}` matches {} builds", ids.len()),
+                format!("use more of the digest: {}", ids.join(", ")),
+            )),
+        }
+    }
+
+    pub async fn builds(&self) -> Result<Vec<BuildRow>> {
+        let rows = sqlx::query(
+            "SELECT b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.created_at, \
+             COUNT(r.id) AS results, COALESCE(SUM(CASE WHEN r.status = 'pass' THEN 1 ELSE 0 END), 0) AS passing \
+             FROM runner_builds b LEFT JOIN compat_results r ON r.build_id = b.id \
+             GROUP BY b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.created_at ORDER BY b.created_at DESC",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| BuildRow {
+                id: text(r, "id"),
+                image_ref: text(r, "image_ref"),
+                runner_version: text(r, "runner_version"),
+                adapters: json(&text(r, "adapters")),
+                runtime_versions: json(&text(r, "runtime_versions")),
+                created_at: text(r, "created_at"),
+                results: int(r, "results"),
+                passing: int(r, "passing"),
+            })
+            .collect())
+    }
+
+    pub async fn results(&self, build: Option<&str>, limit: i64) -> Result<Vec<ResultRow>> {
+        let rows = sqlx::query(
+            "SELECT build_id, run_id, suite, repo, case_id, status, attempts, duration_ms, report_path, recorded_at FROM compat_results \
+             WHERE ($1 = '' OR build_id = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(build.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| ResultRow {
+                build_id: text(r, "build_id"),
+                run_id: text(r, "run_id"),
+                suite: text(r, "suite"),
+                repo: text(r, "repo"),
+                case_id: text(r, "case_id"),
+                status: text(r, "status"),
+                attempts: int(r, "attempts"),
+                duration_ms: int(r, "duration_ms"),
+                report_path: text(r, "report_path"),
+                recorded_at: text(r, "recorded_at"),
+            })
+            .collect())
+    }
+
+    /// The latest result of every (suite, repo) cell of `build`.
+    pub async fn latest_cells(&self, build: &str) -> Result<Vec<ResultRow>> {
+        let rows = sqlx::query(
+            "SELECT r.build_id, r.run_id, r.suite, r.repo, r.case_id, r.status, r.attempts, r.duration_ms, r.report_path, r.recorded_at \
+             FROM compat_results r JOIN (SELECT MAX(id) AS id FROM compat_results WHERE build_id = $1 GROUP BY suite, repo) latest ON latest.id = r.id \
+             ORDER BY r.suite, r.repo",
+        )
+        .bind(build)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| ResultRow {
+                build_id: text(r, "build_id"),
+                run_id: text(r, "run_id"),
+                suite: text(r, "suite"),
+                repo: text(r, "repo"),
+                case_id: text(r, "case_id"),
+                status: text(r, "status"),
+                attempts: int(r, "attempts"),
+                duration_ms: int(r, "duration_ms"),
+                report_path: text(r, "report_path"),
+                recorded_at: text(r, "recorded_at"),
+            })
+            .collect())
+    }
+
+    /// Evidence for the gate: one entry per required (suite, repo), empty where no result.
+    pub async fn evidence(&self, build: &str, suites: &[String], repos: &[String]) -> Result<Vec<CellEvidence>> {
+        let cells = self.latest_cells(build).await?;
+        Ok(suites
+            .iter()
+            .flat_map(|s| repos.iter().map(move |r| (s, r)))
+            .map(|(s, r)| {
+                let hit = cells.iter().find(|c| &c.suite == s && &c.repo == r);
+                CellEvidence {
+                    suite: s.clone(),
+                    repo: r.clone(),
+                    status: hit.map(|c| c.status.clone()),
+                    recorded_at: hit.map(|c| c.recorded_at.clone()),
+                    run_id: hit.map(|c| c.run_id.clone()),
+                }
+            })
+            .collect())
+    }
+
+    pub async fn versions(&self) -> Result<Vec<VersionRow>> {
+        let rows = sqlx::query("SELECT provider, version, released_at, source, channel FROM runtime_versions ORDER BY provider, recorded_at DESC")
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| VersionRow {
+                provider: text(r, "provider"),
+                version: text(r, "version"),
+                released_at: opt_text(r, "released_at"),
+                source: text(r, "source"),
+                channel: text(r, "channel"),
+            })
+            .collect())
+    }
+
+    /// A channel's known-good history, newest first.
+    pub async fn releases(&self, channel: Option<&str>, limit: i64) -> Result<Vec<Release>> {
+        let rows = sqlx::query(
+            "SELECT c.channel, c.build_id, b.image_ref, c.released_at, c.actor, c.kind FROM channel_releases c JOIN runner_builds b ON b.id = c.build_id \
+             WHERE ($1 = '' OR c.channel = $1) ORDER BY c.id DESC LIMIT $2",
+        )
+        .bind(channel.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| Release {
+                channel: text(r, "channel"),
+                build_id: text(r, "build_id"),
+                image_ref: text(r, "image_ref"),
+                released_at: text(r, "released_at"),
+                actor: text(r, "actor"),
+                kind: text(r, "kind"),
+            })
+            .collect())
+    }
+
+    /// Distinct builds of a channel's history, newest first: [current, previous, ...].
+    pub async fn known_good(&self, channel: &str) -> Result<Vec<Release>> {
+        let mut seen = std::collections::HashSet::new();
+        Ok(self
+            .releases(Some(channel), 1000)
+            .await?
+            .into_iter()
+            .filter(|r| seen.insert(r.build_id.clone()))
+            .collect())
+    }
+
+    pub async fn pins(&self) -> Result<Vec<OrgPin>> {
+        let rows = sqlx::query("SELECT org, channel, pinned_build_id, since, actor FROM org_runtime_pins ORDER BY org")
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| OrgPin {
+                org: text(r, "org"),
+                channel: text(r, "channel"),
+                pinned_build_id: opt_text(r, "pinned_build_id"),
+                since: text(r, "since"),
+                actor: text(r, "actor"),
+            })
+            .collect())
+    }
+
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditRow>> {
+        let rows = sqlx::query(
+            "SELECT id, ts, actor, action, target, decision, reason, evidence FROM audit_log ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditRow {
+                id: int(r, "id"),
+                ts: text(r, "ts"),
+                actor: text(r, "actor"),
+                action: text(r, "action"),
+                target: text(r, "target"),
+                decision: text(r, "decision"),
+                reason: text(r, "reason"),
+                evidence: json(&text(r, "evidence")),
+            })
+            .collect())
+    }
+
+    /// Appends to the audit log on its own (refusals, which change nothing else).
+    pub async fn audit(&self, a: Audit<'_>) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        insert_audit(&mut tx, &a, &self.display).await?;
+        tx.commit().await.map_err(db_err(&self.display))
+    }
+
+    /// Makes `build` the channel's current build (a promotion or a rollback) and audits it,
+    /// in one transaction.
+    pub async fn release(&self, channel: &str, build: &str, kind: &str, a: Audit<'_>) -> Result<()> {
+        let from = self.known_good(channel).await?.first().map(|r| r.build_id.clone());
+        let mut tx = self.write_tx().await?;
+        let ts = now();
+        sqlx::query(
+            "INSERT INTO channel_releases (channel, build_id, released_at, actor, kind) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(channel)
+        .bind(build)
+        .bind(&ts)
+        .bind(a.actor)
+        .bind(kind)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(&self.display))?;
+        sqlx::query("INSERT INTO rollout_events (org, channel, from_build, to_build, kind, ts, actor) VALUES (NULL, $1, $2, $3, $4, $5, $6)")
+            .bind(channel)
+            .bind(from)
+            .bind(build)
+            .bind(kind)
+            .bind(&ts)
+            .bind(a.actor)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        insert_audit(&mut tx, &a, &self.display).await?;
+        tx.commit().await.map_err(db_err(&self.display))
+    }
+
+    /// Sets what an org runs (`build: None` follows the channel) and audits it.
+    pub async fn set_pin(
+        &self,
+        org: &str,
+        channel: &str,
+        build: Option<&str>,
+        from: Option<&str>,
+        kind: &str,
+        a: Audit<'_>,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let ts = now();
+        sqlx::query(
+            "INSERT INTO org_runtime_pins (org, channel, pinned_build_id, since, actor) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (org) DO UPDATE SET channel = excluded.channel, pinned_build_id = excluded.pinned_build_id, since = excluded.since, actor = excluded.actor",
+        )
+        .bind(org)
+        .bind(channel)
+        .bind(build)
+        .bind(&ts)
+        .bind(a.actor)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(&self.display))?;
+        if let Some(to) =
+            build
+                .map(String::from)
+                .or(self.known_good(channel).await?.first().map(|r| r.build_id.clone()))
+        {
+            sqlx::query("INSERT INTO rollout_events (org, channel, from_build, to_build, kind, ts, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(org)
+                .bind(channel)
+                .bind(from)
+                .bind(to)
+                .bind(kind)
+                .bind(&ts)
+                .bind(a.actor)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err(&self.display))?;
+        }
+        insert_audit(&mut tx, &a, &self.display).await?;
+        tx.commit().await.map_err(db_err(&self.display))
+    }
+
+    /// Deletes a build and its results (never one a channel keeps or an org runs: the caller
+    /// checks) and audits it.
+    pub async fn forget_build(&self, build: &str, a: Audit<'_>) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let r = sqlx::query("DELETE FROM compat_results WHERE build_id = $1")
+            .bind(build)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        sqlx::query("DELETE FROM runner_builds WHERE id = $1")
+            .bind(build)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        insert_audit(&mut tx, &a, &self.display).await?;
+        tx.commit().await.map_err(db_err(&self.display))?;
+        Ok(r.rows_affected())
+    }
+
+    /// Records an upstream runtime version (first sighting wins).
+    pub async fn record_version(&self, v: &VersionRow) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO runtime_versions (provider, version, released_at, source, channel, recorded_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (provider, version) DO NOTHING",
+        )
+        .bind(&v.provider)
+        .bind(&v.version)
+        .bind(v.released_at.as_deref())
+        .bind(&v.source)
+        .bind(&v.channel)
+        .bind(now())
+        .execute(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Row counts, for `canary registry` summaries and tests.
+    pub async fn count(&self, table: Table) -> Result<i64> {
+        let sql = match table {
+            Table::Results => "SELECT COUNT(*) AS n FROM compat_results",
+            Table::Builds => "SELECT COUNT(*) AS n FROM runner_builds",
+            Table::Audit => "SELECT COUNT(*) AS n FROM audit_log",
+        };
+        let row = sqlx::query(sql)
+            .fetch_one(self.pool())
+            .await
+            .map_err(db_err(&self.display))?;
+        Ok(row.try_get::<i64, _>("n").unwrap_or_default())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    Results,
+    Builds,
+    Audit,
+}
+
+async fn insert_audit(tx: &mut sqlx::Transaction<'static, sqlx::Any>, a: &Audit<'_>, display: &str) -> Result<()> {
+    sqlx::query("INSERT INTO audit_log (ts, actor, action, target, decision, reason, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(now())
+        .bind(a.actor)
+        .bind(a.action)
+        .bind(a.target)
+        .bind(a.decision)
+        .bind(a.reason)
+        .bind(a.evidence.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err(display))?;
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Writing a run's verdicts: the build it judged, then each case in its own transaction, so a
+//! crash mid-record leaves whole cases or none.
+
+use super::{Registry, db_err, now};
+use crate::error::Result;
+use crate::report::{CaseStatus, RunReport};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Image labels a runner image carries to describe itself (set when the image is built).
+pub mod labels {
+    pub const RUNNER_VERSION: &str = "canary-lab.runner-version";
+    pub const ADAPTERS: &str = "canary-lab.adapters";
+    /// `provider=version,provider=version`
+    pub const RUNTIMES: &str = "canary-lab.runtimes";
+}
+
+/// A runner build as the registry knows it: identified by its image digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildInfo {
+    pub id: String,
+    pub image_ref: String,
+    pub runner_version: String,
+    pub adapters: Vec<String>,
+    pub runtime_versions: BTreeMap<String, String>,
+}
+
+impl BuildInfo {
+    /// From an image's id, the name it was run by, and its labels.
+    pub fn from_image(id: &str, reference: &str, image_labels: &BTreeMap<String, String>) -> BuildInfo {
+        let list = |key: &str| -> Vec<String> {
+            image_labels
+                .get(key)
+                .map(|s| {
+                    s.split(',')
+                        .map(|p| p.trim().to_string())
+                        .filter(|p| !p.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        BuildInfo {
+            id: id.to_string(),
+            image_ref: reference.to_string(),
+            runner_version: image_labels
+                .get(labels::RUNNER_VERSION)
+                .cloned()
+                .unwrap_or_else(|| "unversioned".into()),
+            adapters: list(labels::ADAPTERS),
+            runtime_versions: list(labels::RUNTIMES)
+                .into_iter()
+                .filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect(),
+        }
+    }
+}
+
+/// The registry's word for a case status.
+pub fn status_word(s: CaseStatus) -> &'static str {
+    match s {
+        CaseStatus::Passed => "pass",
+        CaseStatus::Failed => "fail",
+        CaseStatus::Flaky => "flaky",
+        CaseStatus::TimedOut => "timed_out",
+        CaseStatus::Error => "infra_error",
+    }
+}
+
+impl Registry {
+    pub async fn record_build(&self, b: &BuildInfo) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO runner_builds (id, image_ref, runner_version, adapters, runtime_versions, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&b.id)
+        .bind(&b.image_ref)
+        .bind(&b.runner_version)
+        .bind(serde_json::to_string(&b.adapters).expect("json"))
+        .bind(serde_json::to_string(&b.runtime_versions).expect("json"))
+        .bind(now())
+        .execute(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(())
+    }
+
+    /// Records every case of `report` against `build`; returns how many were new. Recording
+    /// the same run twice changes nothing.
+    pub async fn record_run(&self, report: &RunReport, build: &BuildInfo, report_path: &str) -> Result<usize> {
+        self.record_build(build).await?;
+        let mut added = 0;
+        for case in &report.cases {
+            let metrics = serde_json::json!({ "timings": case.timings, "steps": case.steps.len() });
+            let mut tx = self.write_tx().await?;
+            let r = sqlx::query(
+                "INSERT INTO compat_results (build_id, run_id, suite, repo, case_id, status, attempts, duration_ms, session_start_ms, metrics, report_path, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (run_id, case_id) DO NOTHING",
+            )
+            .bind(&build.id)
+            .bind(&report.run_id)
+            .bind(&case.suite)
+            .bind(&case.repo)
+            .bind(&case.id)
+            .bind(status_word(case.status))
+            .bind(case.attempts as i64)
+            .bind(case.duration_ms as i64)
+            .bind(None::<i64>)
+            .bind(metrics.to_string())
+            .bind(report_path)
+            .bind(now())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+            tx.commit().await.map_err(db_err(&self.display))?;
+            added += r.rows_affected() as usize;
+        }
+        Ok(added)
+    }
+}
