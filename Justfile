@@ -28,10 +28,10 @@ demo *ARGS: setup
 canary *ARGS: build
     {{canary}} {{ARGS}}
 
-# The whole test suite (unit, CLI and real-Docker tests).
+# The whole test suite (unit, CLI, real-Docker and registry tests on SQLite and PostgreSQL).
 [group('test')]
 test: setup
-    cargo nextest run --locked --no-fail-fast {{ if env("CI", "") != "" { "--profile ci" } else { "" } }}
+    CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo nextest run --locked --no-fail-fast {{ if env("CI", "") != "" { "--profile ci" } else { "" } }}
 
 # Formatting, lints and the generated schemas.
 [group('test')]
@@ -47,10 +47,11 @@ schemas:
     cargo run --locked -q --bin canary -- schema suite --write suites/schema.json
     cargo run --locked -q --bin canary -- schema report --write docs/report.schema.json
 
-# Benchmarks: lab overhead vs the docker CLI, --jobs scaling, peak memory.
+# Benchmarks: lab overhead vs the docker CLI, --jobs scaling, peak memory, registry queries.
 [group('test')]
 bench: setup
     cargo bench --locked --bench lab
+    CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo bench --locked --bench registry
 
 # What CI runs: lints, the demo, the tests.
 [group('test')]

@@ -90,6 +90,28 @@ impl Registry {
         {
             std::fs::create_dir_all(dir).map_err(|e| LabError::write(dir, e))?;
         }
+        // One plain attempt first: the pool would retry a refused connection until its acquire
+        // timeout, and a wrong URL should fail at once.
+        let probe = tokio::time::timeout(
+            Duration::from_secs(10),
+            <sqlx::AnyConnection as sqlx::Connection>::connect(&url),
+        )
+        .await;
+        match probe {
+            Ok(Ok(conn)) => drop(conn),
+            Ok(Err(e)) => {
+                return Err(LabError::Registry {
+                    url: display,
+                    message: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(LabError::Registry {
+                    url: display,
+                    message: "no answer within 10 s".into(),
+                });
+            }
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))

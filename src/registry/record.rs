@@ -67,6 +67,31 @@ pub fn status_word(s: CaseStatus) -> &'static str {
 }
 
 impl Registry {
+    /// Bulk-loads results in one transaction (benchmarks and imports; `canary run` records
+    /// through [`Registry::record_run`], one transaction per case).
+    #[doc(hidden)]
+    pub async fn seed_results(&self, build: &BuildInfo, rows: &[(String, String, String, &str)]) -> Result<()> {
+        self.record_build(build).await?;
+        let mut tx = self.write_tx().await?;
+        for (run_id, suite, repo, status) in rows {
+            sqlx::query(
+                "INSERT INTO compat_results (build_id, run_id, suite, repo, case_id, status, attempts, duration_ms, session_start_ms, metrics, report_path, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 1, 1000, NULL, '{}', '', $7)",
+            )
+            .bind(&build.id)
+            .bind(run_id)
+            .bind(suite)
+            .bind(repo)
+            .bind(format!("{suite}--{repo}"))
+            .bind(*status)
+            .bind(now())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        }
+        tx.commit().await.map_err(db_err(&self.display))
+    }
+
     pub async fn record_build(&self, b: &BuildInfo) -> Result<()> {
         sqlx::query(
             "INSERT INTO runner_builds (id, image_ref, runner_version, adapters, runtime_versions, created_at) \

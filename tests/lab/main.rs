@@ -3,4 +3,6 @@
 
 mod cli;
 mod docker;
+mod docker_registry;
 mod helpers;
+mod registry;

@@ -1,0 +1,222 @@
+//! The known-good registry and its gate, on SQLite and on a real PostgreSQL server (started by
+//! `scripts/postgres.sh`; `CANARY_TEST_POSTGRES` holds its admin URL). The same test code runs
+//! on both.
+
+use crate::helpers::{Canary, write_temp};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty registry; the guard drops a PostgreSQL database or a temporary folder.
+pub struct Fresh {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs SQL against a registry directly (what the CLI never exposes: tampering, fake schemas).
+pub fn sql(url: &str, statement: &str) -> Result<(), String> {
+    sqlx::any::install_default_drivers();
+    let url = if url.starts_with("postgres") {
+        url.to_string()
+    } else {
+        format!("sqlite://{url}")
+    };
+    runtime().block_on(async {
+        let pool = sqlx::AnyPool::connect(&url).await.map_err(|e| e.to_string())?;
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
+pub fn fresh(backend: Backend) -> Fresh {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            Fresh {
+                url: dir.path().join("registry.db").display().to_string(),
+                _dir: Some(dir),
+            }
+        }
+        Backend::Postgres => {
+            let admin = std::env::var("CANARY_TEST_POSTGRES").unwrap_or_else(|_| {
+                panic!("CANARY_TEST_POSTGRES is not set: start the test server with `export CANARY_TEST_POSTGRES=$(scripts/postgres.sh)` (`just test` does)")
+            });
+            static N: AtomicU32 = AtomicU32::new(0);
+            let name = format!("canary_t{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+            sql(&admin, &format!("DROP DATABASE IF EXISTS {name}")).unwrap();
+            sql(&admin, &format!("CREATE DATABASE {name}"))
+                .unwrap_or_else(|e| panic!("cannot create a test database on {admin}: {e}"));
+            let (base, _) = admin.rsplit_once('/').unwrap();
+            Fresh {
+                url: format!("{base}/{name}"),
+                _dir: None,
+            }
+        }
+    }
+}
+
+fn canary(reg: &Fresh) -> Canary {
+    Canary::new().args(["--registry", &reg.url])
+}
+
+macro_rules! on_both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn sqlite() {
+                $body(Backend::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                $body(Backend::Postgres)
+            }
+        }
+    };
+}
+
+on_both!(unknown_names_exit_2, |b| {
+    let reg = fresh(b);
+    canary(&reg).args(["registry", "builds"]).run().code(0);
+    canary(&reg)
+        .args(["promote", "sha256:0000000000", "--channel", "stable"])
+        .run()
+        .code(2)
+        .stderr_has("unknown build");
+    canary(&reg)
+        .args(["rollback", "--org", "nobody"])
+        .run()
+        .code(2)
+        .stderr_has("unknown org `nobody`");
+    canary(&reg)
+        .args(["status", "--org", "nobody"])
+        .run()
+        .code(2)
+        .stderr_has("unknown org");
+    canary(&reg)
+        .args([
+            "compat",
+            "check",
+            "tests/fixtures/bundles/compatible.yaml",
+            "--build",
+            "sha256:feedfacecafe",
+        ])
+        .run()
+        .code(2)
+        .stderr_has("unknown build");
+});
+
+on_both!(a_newer_schema_is_refused, |b| {
+    let reg = fresh(b);
+    canary(&reg).args(["registry", "builds"]).run().code(0);
+    sql(&reg.url, "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990001, 'from the future', TRUE, X'00', 1)")
+        .or_else(|_| sql(&reg.url, "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990001, 'from the future', TRUE, '\\x00', 1)"))
+        .unwrap();
+    canary(&reg)
+        .args(["registry", "builds"])
+        .run()
+        .code(2)
+        .stderr_has("schema version 99990001, newer than this canary understands");
+});
+
+on_both!(the_audit_log_is_append_only, |b| {
+    let reg = fresh(b);
+    canary(&reg).args(["registry", "builds"]).run().code(0);
+    sql(&reg.url, "INSERT INTO audit_log (ts, actor, action, target, decision, reason, evidence) VALUES ('t', 'a', 'x', 'y', 'z', '', '{}')").unwrap();
+    let update = sql(&reg.url, "UPDATE audit_log SET decision = 'forged'").unwrap_err();
+    assert!(update.contains("append-only"), "{update}");
+    let delete = sql(&reg.url, "DELETE FROM audit_log").unwrap_err();
+    assert!(delete.contains("append-only"), "{delete}");
+});
+
+#[test]
+fn an_unreachable_registry_stops_the_run_before_it_starts() {
+    let out = Canary::new()
+        .args([
+            "--registry",
+            "postgres://canary@127.0.0.1:9/none",
+            "run",
+            "-s",
+            "suites/demo.yaml",
+        ])
+        .run()
+        .code(2);
+    assert!(
+        out.stderr().contains("registry postgres://canary@127.0.0.1:9/none"),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(out.report_dirs(), 0, "nothing ran");
+}
+
+#[test]
+fn bundle_compatibility_verdicts_and_exit_codes() {
+    let check = |manifest: &str, runtime: &str| {
+        Canary::new()
+            .args([
+                "compat",
+                "check",
+                &format!("tests/fixtures/bundles/{manifest}.yaml"),
+                "--runtime",
+                runtime,
+                "--json",
+            ])
+            .run()
+    };
+    let ok = check("compatible", "1.4.7").code(0).json();
+    assert_eq!(ok["verdict"], "compatible");
+    let blocked = check("compatible", "1.5.0").code(1).json();
+    assert_eq!(blocked["verdict"], "blocked");
+    assert_eq!(blocked["reasons"][0], "runtime 1.5.0 is newer than max_version 1.4.x");
+    let warned = check("too-new", "1.3.0").code(0).json();
+    assert_eq!(warned["verdict"], "compatible_with_warnings");
+    check("too-new", "1.2.9").code(1);
+    check("undeclared", "1.0.0")
+        .code(2)
+        .stderr_has("compatibility is never inferred");
+    check("compatible", "1.4")
+        .code(2)
+        .stderr_has("not a SemVer runtime version");
+}
+
+#[test]
+fn a_bad_policy_file_points_at_the_problem() {
+    let (_d, policy) = write_temp("gate.yaml", "stable:\n  required_suites: [gate]\n  max_agee: 1d\n");
+    let reg = fresh(Backend::Sqlite);
+    let out = canary(&reg)
+        .args(["promote", "x", "--channel", "stable", "--policy"])
+        .arg_path(&policy)
+        .run()
+        .code(2);
+    assert!(
+        out.stderr().contains("unknown field `max_agee`") && out.stderr().contains("gate.yaml:3:3"),
+        "{}",
+        out.stderr()
+    );
+    canary(&reg)
+        .args([
+            "promote",
+            "x",
+            "--channel",
+            "gold",
+            "--policy",
+            "tests/fixtures/gate.yaml",
+        ])
+        .run()
+        .code(2)
+        .stderr_has("unknown channel `gold`");
+}
