@@ -15,8 +15,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| LabError::write(path, e))
 }
 
-/// An exclusive advisory lock on `path`, held until the returned file is dropped.
-pub async fn lock(path: &Path) -> Result<std::fs::File> {
+/// An exclusive advisory lock on `path`, held until the returned file is dropped; blocks.
+pub fn lock_blocking(path: &Path) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| LabError::write(dir, e))?;
@@ -27,16 +27,17 @@ pub async fn lock(path: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(path)
         .map_err(|e| LabError::write(path, e))?;
-    tokio::task::spawn_blocking(move || {
-        // SAFETY: flock on a descriptor this closure owns; blocks until the lock is free.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if r == 0 {
-            Ok(file)
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    })
-    .await
-    .expect("lock task")
-    .map_err(|e| LabError::write(path, e))
+    // SAFETY: flock on a descriptor we own; blocks until the lock is free.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(LabError::write(path, std::io::Error::last_os_error()));
+    }
+    Ok(file)
+}
+
+/// [`lock_blocking`] without blocking the async runtime.
+pub async fn lock(path: &Path) -> Result<std::fs::File> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || lock_blocking(&path))
+        .await
+        .expect("lock task")
 }

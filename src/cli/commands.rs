@@ -55,6 +55,33 @@ pub struct ReproArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct StubArgs {
+    /// Scenario served under the key `default` (routes without `/s/<key>`).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Folder of `<key>.yaml` scenarios, served under `/s/<key>/...`.
+    #[arg(long)]
+    pub scenarios: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// Append every request, as a JSON line, to this file.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProvidersCommand {
+    /// Fetch a CLI (`codex@0.163.0`, `claude-code@latest`, `claude-code@sdk-0.1.9`) and check its --version.
+    Fetch {
+        spec: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Versions the package index offers for a provider's package.
+    Versions { provider: String },
+}
+
+#[derive(Args, Debug)]
 pub struct GcArgs {
     /// Also remove objects of runs still in progress and containers kept by `repro --keep`.
     #[arg(long)]
@@ -234,6 +261,36 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Rollback(a) => super::registry::rollback(&config, a).await,
         Command::Status(a) => super::registry::status(&config, a).await,
         Command::Compat(c) => super::registry::compat_check(&config, c).await,
+        Command::Stub(a) => stub(a).await,
+        Command::Providers(ProvidersCommand::Fetch { spec, json }) => {
+            let spec: crate::providers::ProviderSpec = spec.parse()?;
+            let cache = config.cache_dir.clone();
+            let fetched = tokio::task::spawn_blocking(move || crate::providers::fetch(&spec, &cache))
+                .await
+                .expect("fetch task")?;
+            let version = crate::providers::verify_version(&fetched.binary, &fetched.cli_version)?;
+            if *json {
+                print_json(&fetched);
+            } else {
+                println!(
+                    "{} {} ({} {}): {}  [{version}]",
+                    fetched.provider.name(),
+                    fetched.cli_version,
+                    fetched.package,
+                    fetched.package_version,
+                    fetched.binary.display()
+                );
+            }
+            Ok(exit::PASS)
+        }
+        Command::Providers(ProvidersCommand::Versions { provider }) => {
+            let spec: crate::providers::ProviderSpec = format!("{provider}@latest").parse()?;
+            let package = spec.provider.package().expect("pip package");
+            for v in crate::providers::available_versions(package)? {
+                println!("{v}");
+            }
+            Ok(exit::PASS)
+        }
     }
 }
 
@@ -375,6 +432,27 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
         );
     }
     Ok(code)
+}
+
+async fn stub(a: &StubArgs) -> Result<i32> {
+    let stub = crate::stub::Stub::new(a.scenarios.clone(), a.log.clone());
+    if let Some(path) = &a.scenario {
+        let text = std::fs::read_to_string(path).map_err(|e| LabError::read(path, e))?;
+        stub.insert(
+            "default",
+            crate::stub::Scenario::parse(&path.display().to_string(), &text)?,
+        );
+    }
+    let (addr, server) = stub.serve(a.listen).await?;
+    // The first line is for scripts: they read the address from it.
+    println!("http://{addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = server => {}
+    }
+    Ok(exit::PASS)
 }
 
 async fn gc(a: &GcArgs) -> Result<i32> {

@@ -62,6 +62,11 @@ pub enum Command {
     /// Bundle ↔ runtime compatibility (runtime_compatibility in a bundle manifest).
     #[command(subcommand)]
     Compat(registry::CompatCommand),
+    /// Serve the scripted model stub (OpenAI Responses, Anthropic Messages, Gemini) until Ctrl-C.
+    Stub(commands::StubArgs),
+    /// Fetch real agent CLIs at exact versions into the lab's cache.
+    #[command(subcommand)]
+    Providers(commands::ProvidersCommand),
 }
 
 /// Runs the command line and returns the process exit code.

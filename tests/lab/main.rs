@@ -5,4 +5,5 @@ mod cli;
 mod docker;
 mod docker_registry;
 mod helpers;
+mod real_cli;
 mod registry;

