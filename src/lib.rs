@@ -17,6 +17,7 @@ pub mod providers;
 pub mod registry;
 pub mod report;
 pub mod repos;
+pub mod runner;
 pub mod stub;
 pub mod suite;
 pub mod yaml;

@@ -1,6 +1,7 @@
 //! The integration tests: the real `canary` binary, driven as a user drives it. Tests under
 //! `docker::` use the real Docker engine (nextest runs them in the `docker` test group).
 
+mod adapters;
 mod cli;
 mod docker;
 mod docker_registry;

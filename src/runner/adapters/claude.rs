@@ -1,0 +1,255 @@
+//! `claude -p --output-format stream-json --verbose --include-partial-messages` (seen:
+//! 2.1.329). Usage is metered per message id from the streamed `message_start` (input) and
+//! `message_delta` (final output) events: the usage on `assistant` lines repeats per content
+//! block and is the message-start snapshot, so counting it would be wrong twice over.
+
+use super::{Adapter, Meter, SessionInfo, changed, object, u64_at, unknown};
+use crate::runner::events::{Event, Usage};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+const NAME: &str = "claude-stream-json";
+
+pub struct Claude {
+    info: SessionInfo,
+    session_id: Option<String>,
+    meter: Meter,
+    /// Input usage of the message being streamed, until its `message_delta`.
+    open_message: Option<Usage>,
+    saw_deltas: bool,
+    metered_ids: HashSet<String>,
+    commands: HashMap<String, String>,
+    denied: HashSet<String>,
+    cli_totals: Option<Usage>,
+    result_seen: bool,
+}
+
+impl Claude {
+    pub fn new(info: SessionInfo) -> Claude {
+        Claude {
+            info,
+            session_id: None,
+            meter: Meter::default(),
+            open_message: None,
+            saw_deltas: false,
+            metered_ids: HashSet::new(),
+            commands: HashMap::new(),
+            denied: HashSet::new(),
+            cli_totals: None,
+            result_seen: false,
+        }
+    }
+
+    fn input_usage(u: &Value) -> Option<Usage> {
+        let fresh = u64_at(u, "input_tokens")?;
+        let read = u64_at(u, "cache_read_input_tokens").unwrap_or(0);
+        let created = u64_at(u, "cache_creation_input_tokens").unwrap_or(0);
+        Some(Usage {
+            input_tokens: fresh + read + created,
+            cached_input_tokens: read,
+            output_tokens: 0,
+        })
+    }
+
+    fn block(&mut self, request_id: &str, action: &str, reason: &str) -> Vec<Event> {
+        self.denied.insert(request_id.to_string());
+        let risk = crate::runner::policy::risk(action).unwrap_or("needs approval under the CLI's permission mode");
+        vec![
+            Event::ApprovalRequired {
+                request_id: request_id.into(),
+                action: action.into(),
+                risk: risk.into(),
+            },
+            Event::ActionBlocked {
+                request_id: request_id.into(),
+                reason: reason.into(),
+            },
+        ]
+    }
+}
+
+/// `Exit code N` opens Claude Code's tool result for a failed command.
+fn exit_code(content: &Value, is_error: bool) -> Option<i64> {
+    let text = match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    };
+    match text
+        .strip_prefix("Exit code ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+    {
+        Some(n) => Some(n),
+        None => Some(if is_error { 1 } else { 0 }),
+    }
+}
+
+impl Adapter for Claude {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn on_line(&mut self, line: &str) -> Vec<Event> {
+        let v = match object(NAME, line) {
+            Ok(v) => v,
+            Err(e) => return vec![*e],
+        };
+        match (v["type"].as_str().unwrap_or_default(), v["subtype"].as_str()) {
+            ("system", Some("init")) => {
+                let Some(id) = v["session_id"].as_str() else {
+                    return vec![changed(NAME, "system/init has no session_id", line)];
+                };
+                self.session_id = Some(id.to_string());
+                let version = v["claude_code_version"]
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| self.info.provider_version.clone());
+                vec![Event::SessionStarted {
+                    session_id: id.into(),
+                    runner_version: self.info.runner_version.clone(),
+                    adapter: NAME.into(),
+                    provider: "claude-code".into(),
+                    provider_version: version,
+                    model: v["model"].as_str().unwrap_or(&self.info.model).to_string(),
+                }]
+            }
+            ("system", Some("permission_denied")) => {
+                let id = v["tool_use_id"].as_str().unwrap_or_default().to_string();
+                let action = self
+                    .commands
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| v["tool_name"].as_str().unwrap_or("tool").to_string());
+                let reason = v["decision_reason"]
+                    .as_str()
+                    .or(v["message"].as_str())
+                    .unwrap_or("denied by the CLI's permission mode")
+                    .to_string();
+                self.block(&id, &action, &reason)
+            }
+            ("system", Some("status")) => Vec::new(),
+            ("system", _) => vec![unknown(NAME, "system subtype", line)],
+            ("stream_event", _) => {
+                let ev = &v["event"];
+                match ev["type"].as_str().unwrap_or_default() {
+                    "message_start" => {
+                        let msg = &ev["message"];
+                        let id = msg["id"].as_str().unwrap_or_default().to_string();
+                        self.open_message = if self.metered_ids.insert(id) {
+                            Self::input_usage(&msg["usage"])
+                        } else {
+                            None
+                        };
+                        if self.open_message.is_none()
+                            && msg["usage"].is_object()
+                            && !msg["usage"]["input_tokens"].is_u64()
+                        {
+                            return vec![changed(NAME, "message_start usage lacks input_tokens", line)];
+                        }
+                        Vec::new()
+                    }
+                    "message_delta" => {
+                        self.saw_deltas = true;
+                        let Some(out) = u64_at(&ev["usage"], "output_tokens") else {
+                            return vec![changed(NAME, "message_delta usage lacks output_tokens", line)];
+                        };
+                        let Some(mut delta) = self.open_message.take() else {
+                            return Vec::new();
+                        };
+                        delta.output_tokens = out;
+                        let id = self.session_id.clone().unwrap_or_default();
+                        vec![self.meter.tick(&id, delta, None)]
+                    }
+                    "content_block_start" | "content_block_delta" | "content_block_stop" | "message_stop" | "ping" => {
+                        Vec::new()
+                    }
+                    _ => vec![unknown(NAME, "stream event type", line)],
+                }
+            }
+            ("assistant", _) => {
+                for block in v["message"]["content"].as_array().into_iter().flatten() {
+                    if block["type"] == "tool_use" {
+                        let cmd = block["input"]["command"].as_str().map(String::from).unwrap_or_else(|| {
+                            format!("{} {}", block["name"].as_str().unwrap_or("tool"), block["input"])
+                        });
+                        self.commands
+                            .insert(block["id"].as_str().unwrap_or_default().to_string(), cmd);
+                    }
+                }
+                Vec::new()
+            }
+            ("user", _) => v["message"]["content"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| b["type"] == "tool_result")
+                .filter_map(|b| {
+                    let id = b["tool_use_id"].as_str().unwrap_or_default();
+                    if self.denied.contains(id) {
+                        return None;
+                    }
+                    let command = self.commands.get(id)?.clone();
+                    Some(Event::CommandExited {
+                        command,
+                        exit_code: exit_code(&b["content"], b["is_error"].as_bool().unwrap_or(false)),
+                    })
+                })
+                .collect(),
+            ("result", _) => {
+                self.result_seen = true;
+                let mut out = Vec::new();
+                match Self::input_usage(&v["usage"]) {
+                    Some(mut totals) => {
+                        totals.output_tokens = u64_at(&v["usage"], "output_tokens").unwrap_or(0);
+                        self.cli_totals = Some(totals);
+                    }
+                    None => out.push(changed(NAME, "result has no usage", line)),
+                }
+                // Denials the stream did not announce are still blocks the platform must see.
+                for d in v["permission_denials"].as_array().into_iter().flatten() {
+                    let id = d["tool_use_id"].as_str().unwrap_or_default().to_string();
+                    if !self.denied.contains(&id) {
+                        let action = d["tool_input"]["command"].as_str().unwrap_or("tool").to_string();
+                        out.extend(self.block(&id, &action, "listed in permission_denials"));
+                    }
+                }
+                if v["is_error"].as_bool() == Some(true) {
+                    out.push(Event::error(
+                        "cli_result_error",
+                        v["result"]
+                            .as_str()
+                            .unwrap_or("claude reported an error result")
+                            .to_string(),
+                    ));
+                }
+                out
+            }
+            _ => vec![unknown(NAME, "event type", line)],
+        }
+    }
+
+    fn on_exit(&mut self, exit_code: Option<i32>) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.session_id.is_none() {
+            out.push(Event::error("no_session", "claude printed no system/init"));
+        }
+        if !self.result_seen {
+            out.push(Event::error("no_result", "claude printed no result event"));
+        } else if !self.saw_deltas {
+            out.push(Event::error("usage_unmetered", "claude streamed no message_delta events (run it with --include-partial-messages): per-turn output usage is unknown"));
+        }
+        if exit_code != Some(0) {
+            out.push(Event::error("cli_exit", format!("claude exited with {exit_code:?}")));
+        }
+        out
+    }
+
+    fn cli_totals(&self) -> Option<Usage> {
+        self.cli_totals
+    }
+}

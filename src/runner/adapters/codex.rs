@@ -1,0 +1,149 @@
+//! `codex exec --json` (seen: 0.163.0). Usage arrives as cumulative thread totals on
+//! `turn.completed`; ticks are the differences. Exec mode never asks for approval, and what its
+//! own policy rejects appears only in what it tells the model: the runner's policy must act.
+
+use super::{Adapter, Meter, SessionInfo, changed, object, u64_at, unknown};
+use crate::runner::events::{Event, Usage};
+
+const NAME: &str = "codex-exec-json";
+
+pub struct Codex {
+    info: SessionInfo,
+    session_id: Option<String>,
+    meter: Meter,
+    cli_totals: Option<Usage>,
+}
+
+impl Codex {
+    pub fn new(info: SessionInfo) -> Codex {
+        Codex {
+            info,
+            session_id: None,
+            meter: Meter::default(),
+            cli_totals: None,
+        }
+    }
+}
+
+impl Adapter for Codex {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn on_line(&mut self, line: &str) -> Vec<Event> {
+        let v = match object(NAME, line) {
+            Ok(v) => v,
+            Err(e) => return vec![*e],
+        };
+        let kind = v["type"].as_str().unwrap_or_default();
+        match kind {
+            "thread.started" => match v["thread_id"].as_str() {
+                Some(id) => {
+                    self.session_id = Some(id.to_string());
+                    vec![Event::SessionStarted {
+                        session_id: id.into(),
+                        runner_version: self.info.runner_version.clone(),
+                        adapter: NAME.into(),
+                        provider: "codex".into(),
+                        provider_version: self.info.provider_version.clone(),
+                        model: self.info.model.clone(),
+                    }]
+                }
+                None => vec![changed(NAME, "thread.started has no thread_id", line)],
+            },
+            "turn.started" | "item.started" | "item.updated" => Vec::new(),
+            "item.completed" => {
+                let item = &v["item"];
+                match item["type"].as_str().unwrap_or_default() {
+                    "command_execution" => match item["command"].as_str() {
+                        Some(cmd) => vec![Event::CommandExited {
+                            command: cmd.into(),
+                            exit_code: item["exit_code"].as_i64(),
+                        }],
+                        None => vec![changed(NAME, "command_execution has no command", line)],
+                    },
+                    "error" => vec![Event::error(
+                        "cli_error",
+                        item["message"]
+                            .as_str()
+                            .unwrap_or("codex reported an error item")
+                            .to_string(),
+                    )],
+                    "agent_message" | "reasoning" | "file_change" | "todo_list" | "web_search" | "mcp_tool_call" => {
+                        Vec::new()
+                    }
+                    _ => vec![unknown(NAME, "item type", line)],
+                }
+            }
+            "turn.completed" => {
+                let u = &v["usage"];
+                let (Some(input), Some(cached), Some(output)) = (
+                    u64_at(u, "input_tokens"),
+                    u64_at(u, "cached_input_tokens"),
+                    u64_at(u, "output_tokens"),
+                ) else {
+                    return vec![changed(
+                        NAME,
+                        "turn.completed lacks usage {input_tokens, cached_input_tokens, output_tokens}",
+                        line,
+                    )];
+                };
+                let cumulative = Usage {
+                    input_tokens: input,
+                    cached_input_tokens: cached,
+                    output_tokens: output,
+                };
+                let before = self.meter.totals;
+                let (Some(di), Some(dc), Some(dout)) = (
+                    input.checked_sub(before.input_tokens),
+                    cached.checked_sub(before.cached_input_tokens),
+                    output.checked_sub(before.output_tokens),
+                ) else {
+                    return vec![changed(
+                        NAME,
+                        "usage totals went down: they are no longer cumulative",
+                        line,
+                    )];
+                };
+                self.cli_totals = Some(cumulative);
+                let id = self.session_id.clone().unwrap_or_default();
+                vec![self.meter.tick(
+                    &id,
+                    Usage {
+                        input_tokens: di,
+                        cached_input_tokens: dc,
+                        output_tokens: dout,
+                    },
+                    None,
+                )]
+            }
+            "turn.failed" => vec![Event::error(
+                "turn_failed",
+                v["error"]["message"].as_str().unwrap_or("turn failed").to_string(),
+            )],
+            "error" => vec![Event::error(
+                "cli_error",
+                v["message"].as_str().unwrap_or("codex reported an error").to_string(),
+            )],
+            _ => vec![unknown(NAME, "event type", line)],
+        }
+    }
+
+    fn on_exit(&mut self, exit_code: Option<i32>) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.session_id.is_none() {
+            out.push(Event::error("no_session", "codex printed no thread.started"));
+        }
+        if self.cli_totals.is_none() {
+            out.push(Event::error("no_usage", "codex printed no turn.completed with usage"));
+        }
+        if exit_code != Some(0) {
+            out.push(Event::error("cli_exit", format!("codex exited with {exit_code:?}")));
+        }
+        out
+    }
+
+    fn cli_totals(&self) -> Option<Usage> {
+        self.cli_totals
+    }
+}

@@ -1,0 +1,136 @@
+//! `gemini -p -o stream-json` (from the documented format; npm-only, not run here). Usage comes
+//! only in the final `result.stats`, so a session has exactly one tick.
+
+use super::{Adapter, Meter, SessionInfo, changed, object, u64_at, unknown};
+use crate::runner::events::{Event, Usage};
+use std::collections::HashMap;
+
+const NAME: &str = "gemini-stream-json";
+
+pub struct Gemini {
+    info: SessionInfo,
+    session_id: Option<String>,
+    meter: Meter,
+    commands: HashMap<String, String>,
+    cli_totals: Option<Usage>,
+}
+
+impl Gemini {
+    pub fn new(info: SessionInfo) -> Gemini {
+        Gemini {
+            info,
+            session_id: None,
+            meter: Meter::default(),
+            commands: HashMap::new(),
+            cli_totals: None,
+        }
+    }
+}
+
+impl Adapter for Gemini {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn on_line(&mut self, line: &str) -> Vec<Event> {
+        let v = match object(NAME, line) {
+            Ok(v) => v,
+            Err(e) => return vec![*e],
+        };
+        match v["type"].as_str().unwrap_or_default() {
+            "init" => {
+                let Some(id) = v["session_id"].as_str() else {
+                    return vec![changed(NAME, "init has no session_id", line)];
+                };
+                self.session_id = Some(id.to_string());
+                vec![Event::SessionStarted {
+                    session_id: id.into(),
+                    runner_version: self.info.runner_version.clone(),
+                    adapter: NAME.into(),
+                    provider: "gemini".into(),
+                    provider_version: self.info.provider_version.clone(),
+                    model: v["model"].as_str().unwrap_or(&self.info.model).to_string(),
+                }]
+            }
+            "message" => Vec::new(),
+            "tool_use" => {
+                let cmd = v["parameters"]["command"]
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| format!("{} {}", v["tool_name"].as_str().unwrap_or("tool"), v["parameters"]));
+                self.commands
+                    .insert(v["tool_id"].as_str().unwrap_or_default().to_string(), cmd);
+                Vec::new()
+            }
+            "tool_result" => {
+                let id = v["tool_id"].as_str().unwrap_or_default();
+                let command = self.commands.get(id).cloned().unwrap_or_else(|| "tool".into());
+                match v["error"]["type"].as_str() {
+                    Some(kind @ ("policy_violation" | "tool_not_registered")) => {
+                        let risk = crate::runner::policy::risk(&command).unwrap_or("not allowed by the CLI's policy");
+                        vec![
+                            Event::ApprovalRequired {
+                                request_id: id.into(),
+                                action: command,
+                                risk: risk.into(),
+                            },
+                            Event::ActionBlocked {
+                                request_id: id.into(),
+                                reason: format!("{kind}: {}", v["error"]["message"].as_str().unwrap_or_default()),
+                            },
+                        ]
+                    }
+                    _ => vec![Event::CommandExited {
+                        command,
+                        exit_code: Some(if v["status"] == "success" { 0 } else { 1 }),
+                    }],
+                }
+            }
+            "error" => vec![Event::error(
+                "cli_error",
+                v["message"].as_str().unwrap_or("gemini reported an error").to_string(),
+            )],
+            "result" => {
+                let stats = &v["stats"];
+                let (Some(input), Some(output)) = (u64_at(stats, "input_tokens"), u64_at(stats, "output_tokens"))
+                else {
+                    return vec![changed(NAME, "result.stats lacks input_tokens / output_tokens", line)];
+                };
+                let totals = Usage {
+                    input_tokens: input,
+                    cached_input_tokens: u64_at(stats, "cached").unwrap_or(0),
+                    output_tokens: output,
+                };
+                self.cli_totals = Some(totals);
+                let id = self.session_id.clone().unwrap_or_default();
+                let mut out = vec![self.meter.tick(&id, totals, None)];
+                if v["status"] != "success" {
+                    out.push(Event::error(
+                        "cli_result_error",
+                        format!("gemini result status {}", v["status"]),
+                    ));
+                }
+                out
+            }
+            _ => vec![unknown(NAME, "event type", line)],
+        }
+    }
+
+    fn on_exit(&mut self, exit_code: Option<i32>) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.session_id.is_none() {
+            out.push(Event::error("no_session", "gemini printed no init"));
+        }
+        if self.cli_totals.is_none() {
+            out.push(Event::error("no_usage", "gemini printed no result with stats"));
+        }
+        if exit_code != Some(0) {
+            out.push(Event::error("cli_exit", format!("gemini exited with {exit_code:?}")));
+        }
+        out
+    }
+
+    fn cli_totals(&self) -> Option<Usage> {
+        self.cli_totals
+    }
+}

@@ -1,0 +1,142 @@
+//! Runner Contract v1 events (docs/runner-contract.md): what any runner writes, one JSON
+//! object per line, and what canary suites assert on.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Token counts. `input_tokens` counts every input token, cached ones included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, o: &Usage) {
+        self.input_tokens += o.input_tokens;
+        self.cached_input_tokens += o.cached_input_tokens;
+        self.output_tokens += o.output_tokens;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Event {
+    SessionStarted {
+        session_id: String,
+        runner_version: String,
+        adapter: String,
+        provider: String,
+        provider_version: String,
+        model: String,
+    },
+    /// One per model turn at least; `seq` strictly increases; deltas sum to `totals`.
+    UsageTick {
+        session_id: String,
+        seq: u64,
+        input_tokens: u64,
+        cached_input_tokens: u64,
+        output_tokens: u64,
+        cost_usd: Option<f64>,
+        totals: Usage,
+    },
+    ApprovalRequired {
+        request_id: String,
+        action: String,
+        risk: String,
+    },
+    ActionBlocked {
+        request_id: String,
+        reason: String,
+    },
+    ActionApproved {
+        request_id: String,
+    },
+    CommandExited {
+        command: String,
+        exit_code: Option<i64>,
+    },
+    DiffReady {
+        files: Vec<String>,
+        patch: String,
+    },
+    PrOpened {
+        url: String,
+        draft: bool,
+        branch: String,
+    },
+    Heartbeat {
+        versions: std::collections::BTreeMap<String, String>,
+        capabilities: Vec<String>,
+    },
+    /// Anything unexpected: a CLI that failed, output that is not JSON, an unknown or changed
+    /// event shape. Never dropped silently.
+    Error {
+        kind: String,
+        message: String,
+    },
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::SessionStarted { .. } => "SESSION_STARTED",
+            Event::UsageTick { .. } => "USAGE_TICK",
+            Event::ApprovalRequired { .. } => "APPROVAL_REQUIRED",
+            Event::ActionBlocked { .. } => "ACTION_BLOCKED",
+            Event::ActionApproved { .. } => "ACTION_APPROVED",
+            Event::CommandExited { .. } => "COMMAND_EXITED",
+            Event::DiffReady { .. } => "DIFF_READY",
+            Event::PrOpened { .. } => "PR_OPENED",
+            Event::Heartbeat { .. } => "HEARTBEAT",
+            Event::Error { .. } => "ERROR",
+        }
+    }
+
+    pub fn error(kind: &str, message: impl Into<String>) -> Event {
+        Event::Error {
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Sum of a session's USAGE_TICK deltas vs the CLI's own final totals: `Err` names the
+/// difference (double counting shows as ticks above the totals).
+pub fn reconcile(events: &[Event], cli_totals: &Usage) -> Result<Usage, String> {
+    let mut sum = Usage::default();
+    let mut last_seq = None;
+    for e in events {
+        if let Event::UsageTick {
+            seq,
+            input_tokens,
+            cached_input_tokens,
+            output_tokens,
+            ..
+        } = e
+        {
+            if last_seq.is_some_and(|l| *seq <= l) {
+                return Err(format!(
+                    "USAGE_TICK seq {seq} does not increase (previous {})",
+                    last_seq.unwrap_or_default()
+                ));
+            }
+            last_seq = Some(*seq);
+            sum.add(&Usage {
+                input_tokens: *input_tokens,
+                cached_input_tokens: *cached_input_tokens,
+                output_tokens: *output_tokens,
+            });
+        }
+    }
+    if last_seq.is_none() {
+        return Err("no USAGE_TICK events".into());
+    }
+    if sum != *cli_totals {
+        return Err(format!(
+            "USAGE_TICK deltas sum to {sum:?}, the CLI reported {cli_totals:?}"
+        ));
+    }
+    Ok(sum)
+}

@@ -1,0 +1,6 @@
+//! The reference runner's parts: Runner Contract events, the approval policy, and the adapters
+//! that translate each CLI's native stream. See docs/runner-contract.md.
+
+pub mod adapters;
+pub mod events;
+pub mod policy;
