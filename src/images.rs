@@ -328,3 +328,188 @@ mod tests {
         assert!(base_tag(&a).starts_with("canary-lab/base:"));
     }
 }
+
+/// Where provider CLIs live in runner images.
+pub const PROVIDERS_DIR: &str = "opt/canary-lab/providers";
+/// Bump when the provider layer's layout changes.
+const PROVIDER_LAYER_REVISION: &str = "provider-1";
+pub const RUNNER_REPO: &str = "canary-lab/runner";
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProviderImage {
+    pub reference: String,
+    pub id: String,
+    pub base: String,
+    pub provider: String,
+    pub cli_version: String,
+    pub package: String,
+    pub package_version: String,
+    /// What `<cli> --version` printed inside the image.
+    pub version_output: String,
+    pub built: bool,
+}
+
+/// Builds (or finds) the candidate image for a provider at a version: the base image plus one
+/// layer with the CLI's runtime folder under /opt/canary-lab/providers and its command on PATH.
+/// The tag hashes the base image id and the wheel's digest, so a new CLI version adds only its
+/// own layer on the same base, and the same inputs always give the same image.
+pub async fn build_provider(
+    engine: &DockerBackend,
+    config: &LabConfig,
+    spec: &crate::providers::ProviderSpec,
+    progress: &Progress,
+) -> Result<ProviderImage> {
+    use crate::registry::labels;
+    let base = ensure_base(engine, config, false, progress).await?;
+    progress.line(format!(
+        "fetching {}{}",
+        spec.provider.name(),
+        spec.package_version
+            .as_deref()
+            .map(|v| format!(" ({v})"))
+            .unwrap_or_default()
+    ));
+    let (s, cache) = (spec.clone(), config.cache_dir.clone());
+    let fetched = tokio::task::spawn_blocking(move || crate::providers::fetch(&s, &cache))
+        .await
+        .expect("fetch task")?;
+    let mut h = Sha256::new();
+    for part in [PROVIDER_LAYER_REVISION, &base.id, &fetched.wheel_sha256] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let version: String = fetched
+        .cli_version
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let reference = format!(
+        "{RUNNER_REPO}:{}-{version}-{}",
+        spec.provider.name(),
+        &hex::encode(h.finalize())[..10]
+    );
+    let built = match engine.image(&reference).await? {
+        Some(_) => false,
+        None => {
+            progress.line(format!("building {reference} on {}", base.reference));
+            let root = fetched
+                .binary
+                .ancestors()
+                .find(|p| p.file_name().is_some_and(|n| n == "cli"))
+                .ok_or_else(|| LabError::ImageBuild("provider cache has no cli/ folder".into()))?
+                .to_path_buf();
+            let prefix = format!("{PROVIDERS_DIR}/{}/{}", spec.provider.name(), fetched.cli_version);
+            let inside = fetched
+                .binary
+                .strip_prefix(&root)
+                .expect("binary is under cli/")
+                .to_path_buf();
+            let tar = tokio::task::spawn_blocking(move || provider_tar(&root, &prefix, &inside))
+                .await
+                .expect("tar task")?;
+            let mut l = std::collections::HashMap::new();
+            l.insert(
+                labels::RUNTIMES.to_string(),
+                format!("{}={}", spec.provider.name(), fetched.cli_version),
+            );
+            l.insert(labels::ADAPTERS.to_string(), adapter_name(spec.provider).to_string());
+            l.insert(
+                labels::RUNNER_VERSION.to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            );
+            l.insert(
+                "canary-lab.provider.package".into(),
+                format!("{}=={}", fetched.package, fetched.package_version),
+            );
+            l.insert("canary-lab.provider.wheel".into(), fetched.wheel_sha256.clone());
+            engine.build_layer(&base.id, tar, &reference, None, l).await?;
+            true
+        }
+    };
+    let version_output = match verify_in_image(engine, &reference, &fetched.command, &fetched.cli_version).await {
+        Ok(v) => v,
+        Err(e) => {
+            if built {
+                let _ = engine.remove_image(&reference).await;
+            }
+            return Err(e);
+        }
+    };
+    let id = engine.image(&reference).await?.map(|i| i.id).unwrap_or_default();
+    Ok(ProviderImage {
+        reference,
+        id,
+        base: base.reference,
+        provider: spec.provider.name().into(),
+        cli_version: fetched.cli_version,
+        package: fetched.package,
+        package_version: fetched.package_version,
+        version_output,
+        built,
+    })
+}
+
+fn adapter_name(p: crate::providers::Provider) -> &'static str {
+    match p {
+        crate::providers::Provider::Codex => "codex-exec-json",
+        crate::providers::Provider::ClaudeCode => "claude-stream-json",
+        crate::providers::Provider::Gemini => "gemini-stream-json",
+    }
+}
+
+/// The provider layer: the CLI folder under `prefix`, and `usr/local/bin/<command>` linking to
+/// the binary. Root-owned, modes kept.
+fn provider_tar(root: &Path, prefix: &str, inside: &Path) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(prefix, root)
+        .map_err(|e| LabError::ImageBuild(format!("packing {}: {e}", root.display())))?;
+    let command = inside.file_name().and_then(|n| n.to_str()).unwrap_or("cli").to_string();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(
+        &mut h,
+        format!("usr/local/bin/{command}"),
+        format!("/{prefix}/{}", inside.display()),
+    )
+    .map_err(|e| LabError::ImageBuild(format!("linking {command}: {e}")))?;
+    b.into_inner().map_err(|e| LabError::ImageBuild(e.to_string()))
+}
+
+/// Runs `<command> --version` in a container of the image, as the case user.
+async fn verify_in_image(engine: &DockerBackend, reference: &str, command: &str, expected: &str) -> Result<String> {
+    let run_id = format!("verify-{}", std::process::id());
+    let spec = crate::engine::ContainerSpec::new(&run_id, "version", reference);
+    let container = engine.start_container(&spec).await?;
+    let out = engine
+        .exec(
+            &container,
+            &crate::engine::ExecSpec {
+                cmd: vec![command.into(), "--version".into()],
+                env: vec!["HOME=/tmp".into()],
+                workdir: "/tmp".into(),
+                deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
+                stdin: None,
+            },
+        )
+        .await;
+    engine.remove_container(&container).await?;
+    let out = out?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.exit_code != Some(0) || !text.contains(expected) {
+        return Err(LabError::ImageBuild(format!(
+            "`{command} --version` in {reference} printed `{text}` (exit {:?}; stderr: {}), expected {expected}",
+            out.exit_code,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(text)
+}

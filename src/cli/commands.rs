@@ -92,6 +92,14 @@ pub struct GcArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ImagesCommand {
+    /// Build the candidate image for a CLI at a version (`codex@0.163.0`, `claude-code@latest`,
+    /// `claude-code@sdk-0.2.186`): base + the CLI, its --version checked inside.
+    Build {
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Build the offline base image (Debian via debootstrap) unless it already exists.
     Base {
         /// Rebuild even when the image exists.
@@ -151,6 +159,7 @@ impl Command {
             Command::Repro(a) => a.json,
             Command::Gc(a) => a.json,
             Command::Images(ImagesCommand::Base { json, .. }) => *json,
+            Command::Images(ImagesCommand::Build { json, .. }) => *json,
             Command::Repos(ReposCommand::List { json }) => *json,
             Command::Suites(SuitesCommand::Check { json, .. }) => *json,
             Command::Promote(a) => a.json,
@@ -212,6 +221,26 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                     img.reference,
                     img.id,
                     if img.built { "built" } else { "already present" }
+                );
+            }
+            Ok(exit::PASS)
+        }
+        Command::Images(ImagesCommand::Build { provider, json }) => {
+            let spec: crate::providers::ProviderSpec = provider.parse()?;
+            let engine = DockerBackend::connect().await?;
+            let img = crate::images::build_provider(&engine, &config, &spec, &Progress::new(false)).await?;
+            if *json {
+                print_json(&img);
+            } else {
+                println!(
+                    "{} {} ({}; {} {} {}; --version: {})",
+                    img.reference,
+                    img.id,
+                    if img.built { "built" } else { "already present" },
+                    img.provider,
+                    img.cli_version,
+                    img.package,
+                    img.version_output
                 );
             }
             Ok(exit::PASS)

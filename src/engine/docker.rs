@@ -338,38 +338,10 @@ impl DockerBackend {
         let tar = tar.into_inner().expect("in-memory tar");
 
         let run = format!("exec-image-{tag}");
-        let body = ContainerCreateBody {
-            image: Some(image_id.into()),
-            labels: Some(owner_labels(&run)),
-            network_disabled: Some(true),
-            ..Default::default()
-        };
-        let created = self
-            .docker
-            .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
-            .await
-            .map_err(docker_err("creating the executor layer"))?;
-        let result = async {
-            self.upload(&created.id, tar).await?;
-            let options = CommitContainerOptionsBuilder::default()
-                .container(&created.id)
-                .repo(EXEC_REPO)
-                .tag(&tag)
-                .pause(false)
-                .build();
-            let config = ContainerConfig {
-                cmd: Some(vec![EXECUTOR_PATH.into()]),
-                labels: Some(HashMap::from([(EXEC_BASE_LABEL.to_string(), image_id.to_string())])),
-                ..Default::default()
-            };
-            self.docker
-                .commit_container(options, config)
-                .await
-                .map_err(docker_err("committing the executor layer"))
-        }
-        .await;
-        self.remove_container(&created.id).await?;
-        let id = result?.id;
+        let labels = HashMap::from([(EXEC_BASE_LABEL.to_string(), image_id.to_string())]);
+        let id = self
+            .build_layer(image_id, tar, &reference, Some(vec![EXECUTOR_PATH.into()]), labels)
+            .await?;
         // Prove the executor runs in this image before any case depends on it.
         let mut spec = ContainerSpec::new(&run, "probe", &reference);
         spec.executor = true;
@@ -415,6 +387,82 @@ impl DockerBackend {
 }
 
 impl DockerBackend {
+    /// Commits `parent` plus the files of `tar` (unpacked at `/` as root) as `reference`, with
+    /// extra labels and optionally a new CMD: one image layer, built without a Dockerfile or a
+    /// registry. Returns the image id.
+    pub async fn build_layer(
+        &self,
+        parent: &str,
+        tar: Vec<u8>,
+        reference: &str,
+        cmd: Option<Vec<String>>,
+        labels: HashMap<String, String>,
+    ) -> Result<String> {
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let body = ContainerCreateBody {
+            image: Some(parent.into()),
+            labels: Some(owner_labels(&format!("layer-{tag}"))),
+            network_disabled: Some(true),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
+            .await
+            .map_err(docker_err("creating a build container"))?;
+        let result = async {
+            let options = UploadToContainerOptionsBuilder::default().path("/").build();
+            self.docker
+                .upload_to_container(&created.id, Some(options), bollard::body_full(tar.into()))
+                .await
+                .map_err(docker_err("uploading a layer"))?;
+            let options = CommitContainerOptionsBuilder::default()
+                .container(&created.id)
+                .repo(repo)
+                .tag(tag)
+                .pause(false)
+                .build();
+            let config = ContainerConfig {
+                cmd,
+                labels: Some(labels),
+                ..Default::default()
+            };
+            self.docker
+                .commit_container(options, config)
+                .await
+                .map_err(docker_err("committing a layer"))
+        }
+        .await;
+        self.remove_container(&created.id).await?;
+        Ok(result?.id)
+    }
+
+    /// The image's filesystem layers, base first.
+    pub async fn layers(&self, reference: &str) -> Result<Vec<String>> {
+        let img = self
+            .docker
+            .inspect_image(reference)
+            .await
+            .map_err(docker_err("inspecting an image"))?;
+        Ok(img.root_fs.and_then(|r| r.layers).unwrap_or_default())
+    }
+
+    pub async fn remove_image(&self, reference: &str) -> Result<()> {
+        match self
+            .docker
+            .remove_image(
+                reference,
+                Some(RemoveImageOptionsBuilder::default().force(true).build()),
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(docker_err("removing an image")(e)),
+        }
+    }
+
     /// Removes exec images of the same base made by earlier executor builds, but the newest. Best effort: an
     /// image a container still uses stays until a later prune.
     async fn prune_exec_images(&self, base_id: &str, keep_id: &str) {

@@ -4,6 +4,7 @@
 mod adapters;
 mod cli;
 mod docker;
+mod docker_images;
 mod docker_registry;
 mod helpers;
 mod real_cli;
