@@ -4,3 +4,5 @@
 pub mod adapters;
 pub mod events;
 pub mod policy;
+pub mod proxy;
+pub mod session;

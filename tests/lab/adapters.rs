@@ -57,7 +57,7 @@ fn codex_edit_session() {
     assert_eq!(
         errors(&events),
         [
-            "cli_error: Model metadata for `gpt-5` not found. Defaulting to fallback metadata; this can degrade performance and cause issues."
+            "cli_warning: Model metadata for `gpt-5` not found. Defaulting to fallback metadata; this can degrade performance and cause issues."
         ]
     );
     assert!(

@@ -288,3 +288,117 @@ fn a_request_the_scenario_does_not_cover_fails_loudly() {
         "codex must not pass silently: {stdout}"
     );
 }
+
+/// The reference runner over the real CLIs: contract events in order, the policy blocking a
+/// risky action before the CLI can act, usage reconciled, the diff reported.
+fn runner_session(
+    provider: &str,
+    cli: &Path,
+    scenario: &str,
+    approval: &str,
+) -> (std::process::Output, Vec<serde_json::Value>, tempfile::TempDir) {
+    let stub = StubProcess::start(scenario);
+    let repo = workspace();
+    let out = Command::new(env!("CARGO_BIN_EXE_canary-runner"))
+        .args([
+            "session",
+            "--provider",
+            provider,
+            "--prompt",
+            "do the canary task",
+            "--model-url",
+            &stub.url,
+            "--approval",
+            approval,
+            "--timeout",
+            "2m",
+            "--cli",
+        ])
+        .arg(cli)
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    let events = events(&out.stdout);
+    (out, events, repo)
+}
+
+fn types(events: &[serde_json::Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .filter(|t| *t != "USAGE_TICK")
+        .collect()
+}
+
+fn reconcile(events: &[serde_json::Value]) -> (u64, u64, u64) {
+    let ticks: Vec<_> = events.iter().filter(|e| e["type"] == "USAGE_TICK").collect();
+    assert!(!ticks.is_empty());
+    assert!(
+        ticks.windows(2).all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64()),
+        "seq increases"
+    );
+    let sum = |k: &str| ticks.iter().map(|t| t[k].as_u64().unwrap()).sum::<u64>();
+    (sum("input_tokens"), sum("cached_input_tokens"), sum("output_tokens"))
+}
+
+#[test]
+fn runner_blocks_risky_actions_for_both_clis() {
+    for (provider, spec) in [("codex", CODEX), ("claude-code", CLAUDE)] {
+        let (out, events, repo) = runner_session(provider, &fetch(spec), "risky", "none");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{provider}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(repo.path().join(".git").is_dir(), "{provider}: the effect is absent");
+        let t = types(&events);
+        let at = |ty: &str| {
+            t.iter()
+                .position(|x| *x == ty)
+                .unwrap_or_else(|| panic!("{provider}: no {ty} in {t:?}"))
+        };
+        assert!(
+            at("SESSION_STARTED") < at("APPROVAL_REQUIRED") && at("APPROVAL_REQUIRED") < at("ACTION_BLOCKED"),
+            "{provider}: {t:?}"
+        );
+        let blocked = events.iter().find(|e| e["type"] == "APPROVAL_REQUIRED").unwrap();
+        assert_eq!(
+            (blocked["action"].as_str(), blocked["risk"].as_str()),
+            (Some("rm -rf .git"), Some("deletes .git"))
+        );
+        let diff = events.iter().find(|e| e["type"] == "DIFF_READY").unwrap();
+        assert_eq!(diff["files"], serde_json::json!(["safe.txt"]), "{provider}");
+        assert_eq!(
+            reconcile(&events),
+            (3300, 1600, 123),
+            "{provider}: ticks sum to the stub's usage"
+        );
+    }
+}
+
+#[test]
+fn runner_lets_approved_actions_through() {
+    let (out, events, _repo) = runner_session("codex", &fetch(CODEX), "approved", "approve");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(events.iter().any(|e| e["type"] == "ACTION_APPROVED"));
+    assert!(!events.iter().any(|e| e["type"] == "ACTION_BLOCKED"));
+    let ran = events
+        .iter()
+        .find(|e| e["type"] == "COMMAND_EXITED" && e["command"].as_str().unwrap().contains("curl"))
+        .expect("the approved command ran");
+    assert_ne!(ran["exit_code"], 0, "offline, curl fails: the point is that it ran");
+}
+
+#[test]
+fn runner_reports_a_cli_that_cannot_start() {
+    let (out, events, _repo) = runner_session("codex", Path::new("/nonexistent/codex"), "edit", "none");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "ERROR" && e["kind"] == "cli_missing"),
+        "{events:#?}"
+    );
+}

@@ -62,8 +62,9 @@ impl Adapter for Codex {
                         }],
                         None => vec![changed(NAME, "command_execution has no command", line)],
                     },
+                    // Error items do not end the turn (Codex carries on): a warning, still visible.
                     "error" => vec![Event::error(
-                        "cli_error",
+                        "cli_warning",
                         item["message"]
                             .as_str()
                             .unwrap_or("codex reported an error item")

@@ -1,0 +1,247 @@
+//! One session of the reference runner: the CLI started against the policy proxy, its stdout
+//! translated by the adapter, proxy decisions merged in order, a deadline that kills, and the
+//! workspace's diff at the end.
+
+use super::adapters::{Adapter, SessionInfo, claude::Claude, codex::Codex, gemini::Gemini};
+use super::events::Event;
+use super::proxy::{self, Approval};
+use crate::providers::Provider;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+pub struct SessionArgs {
+    pub provider: Provider,
+    pub prompt: String,
+    pub model_url: String,
+    pub model: Option<String>,
+    pub workspace: PathBuf,
+    pub approval: Approval,
+    pub timeout: Duration,
+    /// The CLI command (default: the provider's, from PATH).
+    pub cli: Option<PathBuf>,
+}
+
+fn default_model(p: Provider) -> &'static str {
+    match p {
+        Provider::Codex => "gpt-5",
+        Provider::ClaudeCode => "claude-sonnet-4-5",
+        Provider::Gemini => "gemini-2.5-pro",
+    }
+}
+
+/// The CLI's `--version`, for SESSION_STARTED.
+async fn cli_version(cli: &Path) -> String {
+    match tokio::process::Command::new(cli).arg("--version").output().await {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .unwrap_or("unknown")
+            .to_string(),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// Runs the session, sending every event to `out` in order; returns whether it was clean.
+pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::io::Result<bool> {
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| default_model(args.provider).into());
+    let cli = args.cli.clone().unwrap_or_else(|| {
+        PathBuf::from(match args.provider {
+            Provider::Codex => "codex",
+            Provider::ClaudeCode => "claude",
+            Provider::Gemini => "gemini",
+        })
+    });
+    let info = SessionInfo {
+        runner_version: env!("CARGO_PKG_VERSION").into(),
+        provider_version: cli_version(&cli).await,
+        model: model.clone(),
+    };
+    let mut adapter: Box<dyn Adapter> = match args.provider {
+        Provider::Codex => Box::new(Codex::new(info)),
+        Provider::ClaudeCode => Box::new(Claude::new(info)),
+        Provider::Gemini => Box::new(Gemini::new(info)),
+    };
+    let (proxy_url, proxy) = proxy::start(&args.model_url, args.approval, out.clone()).await?;
+    let home = tempfile::tempdir()?;
+    let mut cmd = tokio::process::Command::new(&cli);
+    cmd.current_dir(&args.workspace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    match args.provider {
+        Provider::Codex => {
+            let config = format!(
+                "model = \"{model}\"\nmodel_provider = \"lab\"\ncheck_for_update_on_startup = false\n\n[model_providers.lab]\nname = \"lab model\"\nbase_url = \"{proxy_url}/v1\"\nenv_key = \"CANARY_RUNNER_MODEL_KEY\"\nwire_api = \"responses\"\nsupports_websockets = false\nrequest_max_retries = 0\nstream_max_retries = 0\n"
+            );
+            std::fs::write(home.path().join("config.toml"), config)?;
+            cmd.args([
+                "exec",
+                "--json",
+                "--skip-git-repo-check",
+                "--sandbox",
+                "workspace-write",
+                &args.prompt,
+            ])
+            .env("CODEX_HOME", home.path())
+            .env("CANARY_RUNNER_MODEL_KEY", "lab");
+        }
+        Provider::ClaudeCode => {
+            // The runner's proxy is the approval point, so the CLI may run its shell tool.
+            cmd.args([
+                "-p",
+                &args.prompt,
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--include-partial-messages",
+                "--model",
+                &model,
+                "--allowedTools",
+                "Bash",
+            ])
+            .env("HOME", home.path())
+            .env("CLAUDE_CONFIG_DIR", home.path())
+            .env("ANTHROPIC_BASE_URL", &proxy_url)
+            .env("ANTHROPIC_API_KEY", "lab")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_AUTOUPDATER", "1");
+        }
+        Provider::Gemini => {
+            cmd.args([
+                "-p",
+                &args.prompt,
+                "-o",
+                "stream-json",
+                "-m",
+                &model,
+                "--approval-mode",
+                "yolo",
+            ])
+            .env("HOME", home.path())
+            .env("GOOGLE_GEMINI_BASE_URL", &proxy_url)
+            .env("GEMINI_API_KEY", "lab")
+            .env("GEMINI_CLI_TRUST_WORKSPACE", "true");
+        }
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = out.send(Event::error(
+                "cli_missing",
+                format!("cannot start {}: {e}", cli.display()),
+            ));
+            proxy.abort();
+            return Ok(false);
+        }
+    };
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut stderr = child.stderr.take().expect("piped");
+    let stderr_task = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut buf).await;
+        buf
+    });
+    let mut clean = true;
+    let deadline = tokio::time::sleep(args.timeout);
+    tokio::pin!(deadline);
+    let mut timed_out = false;
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(l)) if l.trim().is_empty() => {}
+                Ok(Some(l)) => for e in adapter.on_line(&l) {
+                    clean &= !matches!(&e, Event::Error { kind, .. } if kind != "cli_warning");
+                    let _ = out.send(e);
+                },
+                _ => break,
+            },
+            _ = &mut deadline => {
+                timed_out = true;
+                let _ = child.kill().await;
+                break;
+            }
+        }
+    }
+    let status = if timed_out { None } else { child.wait().await.ok() };
+    let stderr = stderr_task.await.unwrap_or_default();
+    if timed_out {
+        let _ = out.send(Event::error(
+            "timeout",
+            format!(
+                "the CLI did not finish within {}",
+                humantime::format_duration(args.timeout)
+            ),
+        ));
+        clean = false;
+    }
+    for e in adapter.on_exit(status.and_then(|s| s.code())) {
+        if let Event::Error { kind, message } = &e {
+            clean = false;
+            if kind == "cli_exit" {
+                let tail = String::from_utf8_lossy(&stderr);
+                let tail: String = tail
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join(" | ");
+                let _ = out.send(Event::error(kind, format!("{message}; stderr: {tail}")));
+                continue;
+            }
+        }
+        let _ = out.send(e);
+    }
+    proxy.abort();
+    match diff(&args.workspace).await {
+        Ok((files, patch)) => {
+            let _ = out.send(Event::DiffReady { files, patch });
+        }
+        Err(e) => {
+            let _ = out.send(Event::error("no_diff", e));
+            clean = false;
+        }
+    }
+    Ok(clean)
+}
+
+/// The workspace's changes against HEAD, untracked files included, without touching its index.
+async fn diff(workspace: &Path) -> Result<(Vec<String>, String), String> {
+    let index = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let git = |args: &[&str]| {
+        let mut c = tokio::process::Command::new("git");
+        c.args(args).current_dir(workspace).env("GIT_INDEX_FILE", index.path());
+        c
+    };
+    let read_tree = git(&["read-tree", "HEAD"]).output().await.map_err(|e| e.to_string())?;
+    if !read_tree.status.success() {
+        return Err(format!(
+            "git read-tree failed: {}",
+            String::from_utf8_lossy(&read_tree.stderr).trim()
+        ));
+    }
+    git(&["add", "-A"]).output().await.map_err(|e| e.to_string())?;
+    let names = git(&["diff", "--cached", "--name-only", "-z", "HEAD"])
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    let patch = git(&["diff", "--cached", "--no-color", "--binary", "HEAD"])
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    let files = String::from_utf8_lossy(&names.stdout)
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    Ok((files, String::from_utf8_lossy(&patch.stdout).to_string()))
+}
