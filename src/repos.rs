@@ -40,6 +40,9 @@ pub struct Manifest {
     pub digest: Spanned<String>,
     #[serde(default)]
     pub upstream: Option<Upstream>,
+    /// Values suites refer to as `{{repo.NAME}}` (file paths, strings an edit task changes).
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -154,7 +157,7 @@ impl Catalog {
 }
 
 fn manifest_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> LabError {
-    let fields = "fields: id, language, description, test, ci, digest, upstream {url, commit}";
+    let fields = "fields: id, language, description, test, ci, digest, upstream {url, commit}, vars";
     crate::yaml::parse_error(&path.display().to_string(), text, "repo manifest", e, fields).into()
 }
 

@@ -22,6 +22,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Lab tool carried in runner images: serve the scripted model stub on this container's
+    /// loopback (the lab starts it for a case; it is not part of the contract).
+    LabStub {
+        #[arg(long)]
+        scenario: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        /// File that receives the stub's URL once it listens.
+        #[arg(long)]
+        addr_file: PathBuf,
+    },
     /// Run one non-interactive session; events go to stdout, one JSON object per line.
     Session {
         #[arg(long, value_enum)]
@@ -42,6 +53,10 @@ enum Command {
         /// The CLI binary (default: the provider's command on PATH).
         #[arg(long)]
         cli: Option<PathBuf>,
+        /// Codex's own sandbox (`workspace-write`, or `danger-full-access` where the container
+        /// is the sandbox: Codex's needs user namespaces an unprivileged container lacks).
+        #[arg(long, default_value = "workspace-write")]
+        codex_sandbox: String,
     },
 }
 
@@ -61,16 +76,34 @@ enum ApprovalArg {
 
 fn main() {
     let cli = Cli::parse();
-    let Command::Session {
-        provider,
-        prompt,
-        model_url,
-        model,
-        workspace,
-        approval,
-        timeout,
-        cli,
-    } = cli.command;
+    let (provider, prompt, model_url, model, workspace, approval, timeout, cli, codex_sandbox) = match cli.command {
+        Command::LabStub {
+            scenario,
+            log,
+            addr_file,
+        } => std::process::exit(lab_stub(&scenario, log, &addr_file)),
+        Command::Session {
+            provider,
+            prompt,
+            model_url,
+            model,
+            workspace,
+            approval,
+            timeout,
+            cli,
+            codex_sandbox,
+        } => (
+            provider,
+            prompt,
+            model_url,
+            model,
+            workspace,
+            approval,
+            timeout,
+            cli,
+            codex_sandbox,
+        ),
+    };
     let args = SessionArgs {
         provider: match provider {
             ProviderArg::Codex => Provider::Codex,
@@ -88,6 +121,7 @@ fn main() {
         },
         timeout: timeout.into(),
         cli,
+        codex_sandbox,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -118,4 +152,42 @@ fn main() {
         }
     });
     std::process::exit(code);
+}
+
+fn lab_stub(scenario: &std::path::Path, log: PathBuf, addr_file: &std::path::Path) -> i32 {
+    let text = match std::fs::read_to_string(scenario) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("canary-runner lab-stub: {}: {e}", scenario.display());
+            return 2;
+        }
+    };
+    let parsed = match canary_lab::stub::Scenario::parse(&scenario.display().to_string(), &text) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("canary-runner lab-stub: {e}");
+            return 2;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let stub = canary_lab::stub::Stub::new(None, Some(log));
+        stub.insert("default", parsed);
+        let (addr, server) = match stub.serve("127.0.0.1:0".parse().expect("address")).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("canary-runner lab-stub: {e}");
+                return 2;
+            }
+        };
+        if let Err(e) = std::fs::write(addr_file, format!("http://{addr}\n")) {
+            eprintln!("canary-runner lab-stub: {}: {e}", addr_file.display());
+            return 2;
+        }
+        let _ = server.await;
+        0
+    })
 }

@@ -423,7 +423,7 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
             actual: content.digest,
         });
     }
-    let suite = Arc::new(suite);
+    let suite = Arc::new(suite.for_repo(&repo_ref.id, &repo_ref.vars, std::slice::from_ref(&repo_ref.id))?);
     let prepared = Prepared {
         cases: vec![Case {
             id: case.id.clone(),
@@ -433,6 +433,7 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
         suites: vec![suite],
         repos: BTreeMap::from([(repo_ref.id.clone(), lab::RepoUpload::new(&content)?)]),
         repo_commands: BTreeMap::from([(repo_ref.id.clone(), (repo_ref.test.clone(), repo_ref.ci.clone()))]),
+        repo_vars: BTreeMap::from([(repo_ref.id.clone(), repo_ref.vars.clone())]),
     };
     let engine = DockerBackend::connect().await?;
     let progress = Progress::new(false);

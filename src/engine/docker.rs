@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+/// Where the reference runner is placed in case containers (on PATH).
+pub const RUNNER_PATH: &str = "/usr/local/bin/canary-runner";
 /// Repository of the derived images that carry the executor.
 pub const EXEC_REPO: &str = "canary-lab/exec";
 /// Label of an exec image naming the image it was derived from.
@@ -288,16 +290,21 @@ impl DockerBackend {
     /// executor runs there. The key covers the base image and the executor build, so each
     /// pair is built once and reused by every later run.
     async fn derive_exec_image(&self, image_id: &str, exe: &std::path::Path) -> Result<String> {
-        let meta = std::fs::metadata(exe).map_err(|e| LabError::read(exe, e))?;
+        // The reference runner rides in the same layer, when it was built beside the lab.
+        let runner = exe.with_file_name("canary-runner");
+        let runner = runner.is_file().then_some(runner);
         let mut h = Sha256::new();
         h.update(image_id.as_bytes());
-        h.update(meta.len().to_le_bytes());
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .unwrap_or_default();
-        h.update(mtime.as_nanos().to_le_bytes());
+        for file in std::iter::once(exe).chain(runner.as_deref()) {
+            let meta = std::fs::metadata(file).map_err(|e| LabError::read(file, e))?;
+            h.update(meta.len().to_le_bytes());
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .unwrap_or_default();
+            h.update(mtime.as_nanos().to_le_bytes());
+        }
         let tag = hex::encode(h.finalize())[..12].to_string();
         let reference = format!("{EXEC_REPO}:{tag}");
         if let Some(info) = self.image(&reference).await? {
@@ -335,6 +342,14 @@ impl DockerBackend {
         hd.set_size(binary.len() as u64);
         tar.append_data(&mut hd, EXECUTOR_PATH.trim_start_matches('/'), binary.as_slice())
             .expect("in-memory tar");
+        if let Some(runner) = &runner {
+            let bytes = std::fs::read(runner).map_err(|e| LabError::read(runner, e))?;
+            let mut hd = tar::Header::new_gnu();
+            hd.set_mode(0o755);
+            hd.set_size(bytes.len() as u64);
+            tar.append_data(&mut hd, RUNNER_PATH.trim_start_matches('/'), bytes.as_slice())
+                .expect("in-memory tar");
+        }
         let tar = tar.into_inner().expect("in-memory tar");
 
         let run = format!("exec-image-{tag}");

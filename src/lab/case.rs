@@ -18,6 +18,8 @@ pub struct CaseContext {
     pub run_id: String,
     pub run_dir: PathBuf,
     pub image_id: String,
+    /// Labels of the image the user named (which CLI it carries, for session steps).
+    pub image_labels: std::collections::BTreeMap<String, String>,
     /// Whether `image_id` carries the in-container executor.
     pub executor: bool,
     pub network: Option<String>,
@@ -192,19 +194,38 @@ async fn drive<B: Backend>(
             format!("CANARY_REPO={}", case.repo),
         ];
         env.extend(step.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let stem = format!("steps/{:02}-{}", i + 1, slug(&step.name));
+        let rel = |ext: &str| format!("{}/{stem}.{ext}", report.artifacts);
+        let cmd = match &step.action {
+            StepAction::Session(spec) => {
+                match super::session::prepare(backend, container, i + 1, spec, &cx.image_labels, step.timeout).await? {
+                    Ok(argv) => argv,
+                    Err(failure) => {
+                        let mut sr = skipped(step, &command);
+                        sr.status = StepStatus::Failed;
+                        sr.failures.push(failure);
+                        report.steps.push(sr);
+                        if report.status == CaseStatus::Passed {
+                            report.status = CaseStatus::Failed;
+                        }
+                        continue;
+                    }
+                }
+            }
+            _ => vec!["sh".into(), "-c".into(), command.clone()],
+        };
         let exec = ExecSpec {
             stdin: None,
-            cmd: vec!["sh".into(), "-c".into(), command.clone()],
+            cmd,
             env,
             workdir: WORKDIR.into(),
             deadline: step_deadline,
         };
+        let step_started = jiff::Timestamp::now();
         let t = Instant::now();
         let out = backend.exec(container, &exec).await?;
         report.timings.steps_ms += ms(t.elapsed());
 
-        let stem = format!("steps/{:02}-{}", i + 1, slug(&step.name));
-        let rel = |ext: &str| format!("{}/{stem}.{ext}", report.artifacts);
         let _ = std::fs::write(case_dir.join(format!("{stem}.stdout")), &out.stdout);
         let _ = std::fs::write(case_dir.join(format!("{stem}.stderr")), &out.stderr);
         let mut sr = StepReport {
@@ -238,6 +259,25 @@ async fn drive<B: Backend>(
         }
         let t = Instant::now();
         sr.failures = check_step(backend, container, step, &out, deadline).await?;
+        if matches!(step.action, StepAction::Session(_)) {
+            let (raw, stub) = super::session::stub_log(backend, container, i + 1).await;
+            let _ = std::fs::write(case_dir.join(format!("{stem}.stub.jsonl")), raw);
+            let (events, mut failures) = checks::session::events(&out.stdout);
+            if let Some(e) = &step.expect.events {
+                failures.extend(checks::session::expect(e, &events, step_started));
+            }
+            if step.expect.usage_reconciled {
+                failures.extend(checks::session::usage(&events, &stub));
+            }
+            if let Some(unmatched) = stub.iter().find(|e| !e["unmatched"].is_null()) {
+                failures.push(CheckFailure {
+                    check: "model stub".into(),
+                    expected: "every request to match the scenario".into(),
+                    actual: unmatched["unmatched"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+            sr.failures.extend(failures);
+        }
         report.timings.checks_ms += ms(t.elapsed());
         if !sr.failures.is_empty() {
             sr.status = StepStatus::Failed;
@@ -268,6 +308,7 @@ fn resolve(cx: &CaseContext, case: &Case, step: &Step) -> String {
                 crate::suite::RepoCommand::Ci => ci.unwrap_or_default(),
             }
         }
+        StepAction::Session(spec) => super::session::display(spec, &cx.image_labels),
     }
 }
 

@@ -209,3 +209,130 @@ mod tests {
         );
     }
 }
+
+/// Checks on a session step: its Runner Contract events (the runner's stdout) and usage
+/// reconciled against the model stub's own log. `started` is when the step began.
+pub mod session {
+    use super::{CheckFailure, excerpt, fail};
+    use crate::suite::EventsExpect;
+    use serde_json::Value;
+
+    pub fn events(stdout: &[u8]) -> (Vec<Value>, Vec<CheckFailure>) {
+        let mut events = Vec::new();
+        let mut failures = Vec::new();
+        for line in String::from_utf8_lossy(stdout).lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) if v["type"].is_string() => events.push(v),
+                _ => failures.push(fail("events", "one Runner Contract event per line", excerpt(line))),
+            }
+        }
+        (events, failures)
+    }
+
+    fn types(events: &[Value]) -> String {
+        let t: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+        if t.is_empty() { "no events".into() } else { t.join(", ") }
+    }
+
+    /// `TYPE` or `TYPE:kind`. A bare `ERROR` leaves out warnings (kind `cli_warning`): a CLI
+    /// that reports something and carries on has not failed; `ERROR:cli_warning` names them.
+    pub fn matches(event: &Value, spec: &str) -> bool {
+        let (ty, kind) = match spec.split_once(':') {
+            Some((t, k)) => (t, Some(k)),
+            None => (spec, None),
+        };
+        if event["type"] != ty {
+            return false;
+        }
+        match kind {
+            Some(k) => event["kind"] == k,
+            None => !(ty == "ERROR" && event["kind"] == "cli_warning"),
+        }
+    }
+
+    fn first(events: &[Value], ty: &str) -> Option<usize> {
+        events.iter().position(|e| matches(e, ty))
+    }
+
+    pub fn expect(e: &EventsExpect, events: &[Value], started: jiff::Timestamp) -> Vec<CheckFailure> {
+        let mut out = Vec::new();
+        for ty in &e.present {
+            if first(events, ty).is_none() {
+                out.push(fail("events.present", format!("a {ty} event"), types(events)));
+            }
+        }
+        for ty in &e.absent {
+            if let Some(i) = first(events, ty) {
+                out.push(fail(
+                    "events.absent",
+                    format!("no {ty} event"),
+                    excerpt(&events[i].to_string()),
+                ));
+            }
+        }
+        for (ty, n) in &e.count {
+            let got = events.iter().filter(|x| matches(x, ty)).count() as u64;
+            if got != *n {
+                out.push(fail(format!("events.count.{ty}"), n.to_string(), got.to_string()));
+            }
+        }
+        let positions: Vec<Option<usize>> = e.order.iter().map(|ty| first(events, ty)).collect();
+        if positions.iter().any(Option::is_none) || positions.windows(2).any(|w| w[0] >= w[1]) {
+            out.push(fail("events.order", e.order.join(" < "), types(events)));
+        }
+        for (ty, limit) in &e.within {
+            match first(events, ty)
+                .and_then(|i| events[i]["ts"].as_str())
+                .and_then(|ts| ts.parse::<jiff::Timestamp>().ok())
+            {
+                Some(at) => {
+                    let took = at.duration_since(started);
+                    if took.as_secs_f64() > limit.as_secs_f64() {
+                        out.push(fail(
+                            format!("events.within.{ty}"),
+                            format!("within {}", humantime::format_duration(*limit)),
+                            format!("after {:.1}s", took.as_secs_f64()),
+                        ));
+                    }
+                }
+                None => out.push(fail(
+                    format!("events.within.{ty}"),
+                    format!("a {ty} event with a timestamp"),
+                    types(events),
+                )),
+            }
+        }
+        out
+    }
+
+    /// USAGE_TICK deltas must sum to what the stub reported for the turns it played, with `seq`
+    /// strictly increasing.
+    pub fn usage(events: &[Value], stub_log: &[Value]) -> Vec<CheckFailure> {
+        let ticks: Vec<&Value> = events.iter().filter(|e| e["type"] == "USAGE_TICK").collect();
+        if ticks.is_empty() {
+            return vec![fail("usage", "USAGE_TICK events", types(events))];
+        }
+        let mut out = Vec::new();
+        let seqs: Vec<u64> = ticks.iter().map(|t| t["seq"].as_u64().unwrap_or(0)).collect();
+        if seqs.windows(2).any(|w| w[0] >= w[1]) {
+            out.push(fail("usage.seq", "strictly increasing", format!("{seqs:?}")));
+        }
+        let sum = |rows: &[&Value], k: &str| rows.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
+        let played: Vec<&Value> = stub_log
+            .iter()
+            .filter(|e| e["usage"].is_object())
+            .map(|e| &e["usage"])
+            .collect();
+        for k in ["input_tokens", "cached_input_tokens", "output_tokens"] {
+            let (ticked, reported) = (sum(&ticks, k), sum(&played, k));
+            if ticked != reported {
+                out.push(fail(
+                    format!("usage.{k}"),
+                    format!("{reported} (the model stub's total over {} turns)", played.len()),
+                    format!("{ticked} over {} ticks", ticks.len()),
+                ));
+            }
+        }
+        out
+    }
+}

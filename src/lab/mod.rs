@@ -8,6 +8,7 @@
 pub mod case;
 pub mod checks;
 pub mod plan;
+pub mod session;
 
 use crate::config::LabConfig;
 use crate::engine::{Backend, GcScope};
@@ -48,6 +49,8 @@ pub struct Prepared {
     pub cases: Vec<Case>,
     pub repos: BTreeMap<String, RepoUpload>,
     pub repo_commands: BTreeMap<String, (String, Option<String>)>,
+    /// Each repo's `vars`, recorded in the report so `repro` instantiates suites the same way.
+    pub repo_vars: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Compiles the suites and plans the cases; every input error surfaces here.
@@ -99,8 +102,11 @@ pub fn prepare(
     }
     let mut repos = BTreeMap::new();
     let mut repo_commands = BTreeMap::new();
-    for c in &cases {
+    let mut repo_vars = BTreeMap::new();
+    for c in &mut cases {
         let repo = catalog.get(&c.repo)?;
+        c.suite = Arc::new(c.suite.for_repo(&c.repo, &repo.manifest.vars, &known)?);
+        repo_vars.insert(c.repo.clone(), repo.manifest.vars.clone());
         if repo.manifest.ci.is_none() {
             if let Some(step) = c
                 .suite
@@ -131,6 +137,7 @@ pub fn prepare(
         cases,
         repos,
         repo_commands,
+        repo_vars,
     })
 }
 
@@ -203,6 +210,7 @@ pub async fn run<B: Backend + Clone>(
         run_id: opts.run_id.clone(),
         run_dir: run_dir.clone(),
         image_id: prepared_image.id.clone(),
+        image_labels: image.labels.clone(),
         executor: prepared_image.executor,
         network,
         repo_tars: prepared
@@ -283,6 +291,7 @@ pub async fn run<B: Backend + Clone>(
                     digest: r.digest.clone(),
                     test,
                     ci,
+                    vars: prepared.repo_vars.get(id).cloned().unwrap_or_default(),
                 }
             })
             .collect(),

@@ -66,6 +66,9 @@ pub struct RepoRef {
     pub test: String,
     /// The manifest's CI command (`repo_command: ci`), if it has one.
     pub ci: Option<String>,
+    /// The manifest's variables, as suites saw them.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -22,6 +22,9 @@ pub struct SessionArgs {
     pub timeout: Duration,
     /// The CLI command (default: the provider's, from PATH).
     pub cli: Option<PathBuf>,
+    /// Codex's own sandbox mode. Its Linux sandbox needs unprivileged user namespaces, which an
+    /// unprivileged container does not have; there the container is the sandbox.
+    pub codex_sandbox: String,
 }
 
 fn default_model(p: Provider) -> &'static str {
@@ -86,7 +89,7 @@ pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::i
                 "--json",
                 "--skip-git-repo-check",
                 "--sandbox",
-                "workspace-write",
+                &args.codex_sandbox,
                 &args.prompt,
             ])
             .env("CODEX_HOME", home.path())

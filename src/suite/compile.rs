@@ -1,6 +1,8 @@
 //! Validation of a parsed suite into [`Suite`], the form the planner and engine consume.
 
-use super::raw::{RawExpect, RawNetwork, RawRepoCommand, RawStep, RawSuite, RawTextExpect};
+use super::raw::{
+    RawApproval, RawEventsExpect, RawExpect, RawNetwork, RawRepoCommand, RawStep, RawSuite, RawTextExpect,
+};
 use crate::error::{LabError, Result, SourceError};
 use miette::NamedSource;
 use regex::Regex;
@@ -50,6 +52,41 @@ pub enum StepAction {
     Exec(String),
     /// The repo manifest's own command, resolved per case.
     RepoCommand(RepoCommand),
+    /// An agent session through the image's runner.
+    Session(SessionSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub provider: Option<String>,
+    pub prompt: String,
+    pub scenario: crate::stub::Scenario,
+    /// `approve`, `deny` or `none`.
+    pub approval: &'static str,
+    pub model: Option<String>,
+}
+
+/// Event types of the Runner Contract, for validating suites.
+pub const EVENT_TYPES: &[&str] = &[
+    "SESSION_STARTED",
+    "USAGE_TICK",
+    "APPROVAL_REQUIRED",
+    "ACTION_BLOCKED",
+    "ACTION_APPROVED",
+    "COMMAND_EXITED",
+    "DIFF_READY",
+    "PR_OPENED",
+    "HEARTBEAT",
+    "ERROR",
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct EventsExpect {
+    pub present: Vec<String>,
+    pub absent: Vec<String>,
+    pub count: Vec<(String, u64)>,
+    pub order: Vec<String>,
+    pub within: Vec<(String, Duration)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +113,8 @@ pub struct Expect {
     pub files: Vec<FileExpect>,
     pub unchanged: Vec<String>,
     pub diff: Option<DiffExpect>,
+    pub events: Option<EventsExpect>,
+    pub usage_reconciled: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -104,6 +143,40 @@ pub struct DiffExpect {
     pub touches: Vec<String>,
     pub contains: Vec<String>,
     pub excludes: Vec<String>,
+}
+
+impl Suite {
+    /// This suite with `{{repo.NAME}}` replaced by the repo's variables, compiled again. The
+    /// digest stays the suite file's: the variables are part of the repo's pinned content.
+    pub fn for_repo(&self, repo: &str, vars: &BTreeMap<String, String>, known_repos: &[String]) -> Result<Suite> {
+        if !self.source.contains("{{") {
+            return Ok(self.clone());
+        }
+        let pattern = Regex::new(r"\{\{\s*repo\.([A-Za-z0-9_]+)\s*\}\}").expect("static regex");
+        if let Some(c) = pattern.captures_iter(&self.source).find(|c| !vars.contains_key(&c[1])) {
+            let whole = c.get(0).expect("match");
+            return Err(SourceError {
+                message: format!("repo `{repo}` has no variable `{}`", &c[1]),
+                src: NamedSource::new(self.file.clone(), self.source.clone()),
+                span: (whole.start(), whole.len()).into(),
+                label: "used here".into(),
+                help: Some(format!(
+                    "add it under `vars:` in canary-repos/{repo}/canary-repo.yaml (it has: {})",
+                    vars.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+                related: None,
+                related_label: String::new(),
+            }
+            .into());
+        }
+        let text = pattern
+            .replace_all(&self.source, |c: &regex::Captures| vars[&c[1]].clone())
+            .to_string();
+        let mut s = compile(&self.file, text, known_repos)?;
+        s.source = self.source.clone();
+        s.digest = self.digest.clone();
+        Ok(s)
+    }
 }
 
 /// Reads and compiles a suite file. `known_repos` is the catalog of canary repo ids.
@@ -227,33 +300,77 @@ impl Cx<'_> {
     }
 
     fn step(&self, raw: RawStep) -> Result<Step> {
-        let action = match (raw.exec, raw.repo_command) {
-            (Some(cmd), None) => {
-                if cmd.value.trim().is_empty() {
-                    return Err(self.error(&cmd.referenced, "`exec` is empty".into(), "empty command", None));
-                }
-                StepAction::Exec(cmd.value)
+        let mut actions: Vec<(&'static str, serde_saphyr::Location)> = Vec::new();
+        if let Some(c) = &raw.exec {
+            actions.push(("exec", c.referenced));
+        }
+        if let Some(c) = &raw.repo_command {
+            actions.push(("repo_command", c.referenced));
+        }
+        if let Some(c) = &raw.session {
+            actions.push(("session", c.referenced));
+        }
+        if actions.len() > 1 {
+            return Err(self.error(
+                &actions[1].1,
+                format!(
+                    "step `{}` has two actions ({} and {})",
+                    raw.name.value, actions[0].0, actions[1].0
+                ),
+                "second action",
+                Some("a step does one thing: keep one of `exec`, `repo_command`, `session`".into()),
+            ));
+        }
+        let action = if let Some(cmd) = raw.exec {
+            if cmd.value.trim().is_empty() {
+                return Err(self.error(&cmd.referenced, "`exec` is empty".into(), "empty command", None));
             }
-            (None, Some(rc)) => StepAction::RepoCommand(match rc.value {
+            StepAction::Exec(cmd.value)
+        } else if let Some(rc) = raw.repo_command {
+            StepAction::RepoCommand(match rc.value {
                 RawRepoCommand::Test => RepoCommand::Test,
                 RawRepoCommand::Ci => RepoCommand::Ci,
-            }),
-            (Some(_), Some(rc)) => {
+            })
+        } else if let Some(session) = raw.session {
+            let scenario = crate::stub::Scenario {
+                turns: session.value.scenario.clone(),
+            };
+            if let Err(e) = scenario.validate() {
                 return Err(self.error(
-                    &rc.referenced,
-                    format!("step `{}` has two actions", raw.name.value),
-                    "second action",
-                    Some("a step does one thing: keep either `exec` or `repo_command`".into()),
+                    &session.referenced,
+                    format!("invalid scenario: {e}"),
+                    "this session",
+                    Some("turns are run / edit / attempt / say, with say last".into()),
                 ));
             }
-            (None, None) => {
-                return Err(self.error(
-                    &raw.name.referenced,
-                    format!("step `{}` has no action", raw.name.value),
-                    "this step",
-                    Some("add `exec: <shell command>` or `repo_command: test|ci`".into()),
-                ));
+            if let Some(p) = &session.value.provider {
+                if !matches!(p.as_str(), "codex" | "claude-code" | "gemini") {
+                    return Err(self.error(
+                        &session.referenced,
+                        format!("unknown provider `{p}`"),
+                        "this session",
+                        Some("providers: codex, claude-code, gemini".into()),
+                    ));
+                }
             }
+            StepAction::Session(SessionSpec {
+                provider: session.value.provider.clone(),
+                prompt: session.value.prompt.clone(),
+                scenario,
+                approval: match session.value.approval {
+                    Some(RawApproval::Approve) => "approve",
+                    Some(RawApproval::Deny) => "deny",
+                    _ => "none",
+                },
+                model: session.value.model.clone(),
+            })
+        } else {
+            return Err(self.error(
+                &raw.name.referenced,
+                format!("step `{}` has no action", raw.name.value),
+                "this step",
+                Some("add `exec: <shell command>`, `repo_command: test|ci` or `session: {...}`".into()),
+            ));
         };
         let timeout = self.duration(raw.timeout.as_ref(), DEFAULT_STEP_TIMEOUT)?;
         let expect = self.expect(raw.expect.unwrap_or_default())?;
@@ -312,6 +429,57 @@ impl Cx<'_> {
                 contains: d.contains,
                 excludes: d.excludes,
             }),
+            events: raw.events.map(|e| self.events(e)).transpose()?,
+            usage_reconciled: match raw.usage {
+                None => false,
+                Some(u) if u.value == "reconciled" => true,
+                Some(u) => {
+                    return Err(self.error(
+                        &u.referenced,
+                        format!("unknown usage check `{}`", u.value),
+                        "here",
+                        Some("the one usage check is `reconciled`".into()),
+                    ));
+                }
+            },
+        })
+    }
+
+    fn events(&self, raw: RawEventsExpect) -> Result<EventsExpect> {
+        let check = |name: &str| -> Result<String> {
+            if EVENT_TYPES.contains(&name.split(':').next().unwrap_or(name)) {
+                Ok(name.to_string())
+            } else {
+                Err(LabError::usage(
+                    format!("{}: unknown event type `{name}` in expect.events", self.file),
+                    format!("event types: {}", EVENT_TYPES.join(", ")),
+                ))
+            }
+        };
+        let mut within = Vec::new();
+        for (name, d) in raw.within {
+            let name = check(&name)?;
+            let d = humantime::parse_duration(&d).map_err(|e| {
+                LabError::usage(
+                    format!(
+                        "{}: expect.events.within.{name}: invalid duration `{d}`: {e}",
+                        self.file
+                    ),
+                    "write e.g. `30s`",
+                )
+            })?;
+            within.push((name, d));
+        }
+        Ok(EventsExpect {
+            present: raw.present.iter().map(|n| check(n)).collect::<Result<_>>()?,
+            absent: raw.absent.iter().map(|n| check(n)).collect::<Result<_>>()?,
+            count: raw
+                .count
+                .into_iter()
+                .map(|(n, c)| check(&n).map(|n| (n, c)))
+                .collect::<Result<_>>()?,
+            order: raw.order.iter().map(|n| check(n)).collect::<Result<_>>()?,
+            within,
         })
     }
 

@@ -45,7 +45,7 @@ pub enum RawNetwork {
     Lab,
 }
 
-/// One step. Exactly one action key (`exec` or `repo_command`) must be present.
+/// One step. Exactly one action key (`exec`, `repo_command` or `session`) must be present.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {
@@ -68,9 +68,62 @@ pub struct RawStep {
     #[serde(default)]
     #[schemars(with = "Option<RawRepoCommand>")]
     pub repo_command: Option<Spanned<RawRepoCommand>>,
+    /// Action: an agent session through the runner in the image (`canary-runner session`),
+    /// against the model stub playing `scenario`.
+    #[serde(default)]
+    #[schemars(with = "Option<RawSession>")]
+    pub session: Option<Spanned<RawSession>>,
     /// What must hold after the step. Without it, the step must exit 0.
     #[serde(default)]
     pub expect: Option<RawExpect>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    /// `codex`, `claude-code` or `gemini`; default: the CLI the image carries.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The task given to the agent.
+    pub prompt: String,
+    /// What the scripted model does, turn by turn (`run`, `edit`, `attempt`, `say`).
+    pub scenario: Vec<crate::stub::Turn>,
+    /// The decision for risky actions: `approve`, `deny` or `none` (default: no approver).
+    #[serde(default)]
+    pub approval: Option<RawApproval>,
+    /// Model id the CLI is told to use.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawApproval {
+    Approve,
+    Deny,
+    None,
+}
+
+/// Checks on a session's Runner Contract events: types like `SESSION_STARTED`, or `TYPE:kind`
+/// (`ERROR:timeout`). A bare `ERROR` does not match warnings (`ERROR:cli_warning`).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEventsExpect {
+    /// Event types that must appear.
+    #[serde(default)]
+    pub present: Vec<String>,
+    /// Event types that must not appear.
+    #[serde(default)]
+    pub absent: Vec<String>,
+    /// Exact counts per event type.
+    #[serde(default)]
+    pub count: BTreeMap<String, u64>,
+    /// Event types whose first occurrences must come in this order.
+    #[serde(default)]
+    pub order: Vec<String>,
+    /// Deadlines from the step's start for an event type's first occurrence, e.g. `30s`.
+    #[serde(default)]
+    pub within: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -102,6 +155,14 @@ pub struct RawExpect {
     /// The repo's diff against its pinned content, after the step.
     #[serde(default)]
     pub diff: Option<RawDiffExpect>,
+    /// Session steps: checks on the runner's events.
+    #[serde(default)]
+    pub events: Option<RawEventsExpect>,
+    /// Session steps: `reconciled` requires USAGE_TICK deltas to sum to the usage the model stub
+    /// reported, with strictly increasing `seq`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub usage: Option<Spanned<String>>,
 }
 
 /// Schema-only view of `exit_code`: a number or the word `any`.
