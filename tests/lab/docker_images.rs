@@ -91,3 +91,76 @@ fn runs_on_a_candidate_image_record_its_runtime() {
     assert_eq!(matrix[0]["runtime"], "codex@0.163.0", "{matrix}");
     assert_eq!(matrix[0]["status"], "pass");
 }
+
+#[test]
+fn golden_path_passes_for_both_real_clis() {
+    require_lab();
+    for spec in ["codex@0.163.0", "claude-code@sdk-0.2.186"] {
+        let image = build(spec);
+        let out = Canary::new()
+            .args([
+                "run",
+                "-s",
+                "suites/golden-path.yaml",
+                "--image",
+                image["reference"].as_str().unwrap(),
+                "--jobs",
+                "2",
+                "--json",
+                "--no-record",
+            ])
+            .run()
+            .code(0);
+        let report = out.json();
+        assert_eq!(report["summary"]["passed"], 3, "{spec}: {}", report["summary"]);
+        for case in report["cases"].as_array().unwrap() {
+            assert_eq!(
+                case["steps"].as_array().unwrap().len(),
+                6,
+                "{spec}: six checks, each its own testcase"
+            );
+        }
+        let run_dir = out.run_dir();
+        let stub_log = std::fs::read_to_string(
+            run_dir.join("cases/golden-path--python/steps/06-risky-action-is-blocked.stub.jsonl"),
+        )
+        .unwrap();
+        assert!(
+            stub_log.contains("rm -rf .git"),
+            "{spec}: the stub asked for the risky action"
+        );
+        let events =
+            std::fs::read_to_string(run_dir.join("cases/golden-path--python/steps/06-risky-action-is-blocked.stdout"))
+                .unwrap();
+        assert!(events.contains("\"type\":\"ACTION_BLOCKED\""), "{spec}: {events}");
+        let junit = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
+        assert!(junit.contains("name=\"risky action is blocked\""), "{spec}");
+    }
+}
+
+#[test]
+fn a_session_the_scenario_does_not_cover_fails_with_the_stub_log() {
+    require_lab();
+    let image = build("codex@0.163.0");
+    let out = Canary::new()
+        .args([
+            "run",
+            "-s",
+            "tests/fixtures/suites/session-unmatched.yaml",
+            "--image",
+            image["reference"].as_str().unwrap(),
+            "--json",
+            "--no-record",
+        ])
+        .run()
+        .code(1);
+    let step = &out.json()["cases"][0]["steps"][0];
+    let failures = step["failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["check"] == "model stub"
+                && f["actual"].as_str().unwrap().contains("scenario `default` has 1 turns")),
+        "{failures:#?}"
+    );
+}
