@@ -3,7 +3,7 @@
 //! `message_delta` (final output) events: the usage on `assistant` lines repeats per content
 //! block and is the message-start snapshot, so counting it would be wrong twice over.
 
-use super::{Adapter, Meter, SessionInfo, changed, object, u64_at, unknown};
+use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
 use crate::runner::events::{Event, Usage};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -105,18 +105,14 @@ impl Adapter for Claude {
                     return vec![changed(NAME, "system/init has no session_id", line)];
                 };
                 self.session_id = Some(id.to_string());
-                let version = v["claude_code_version"]
-                    .as_str()
-                    .map(String::from)
-                    .unwrap_or_else(|| self.info.provider_version.clone());
-                vec![Event::SessionStarted {
-                    session_id: id.into(),
-                    runner_version: self.info.runner_version.clone(),
-                    adapter: NAME.into(),
-                    provider: "claude-code".into(),
-                    provider_version: version,
-                    model: v["model"].as_str().unwrap_or(&self.info.model).to_string(),
-                }]
+                vec![session_started(
+                    &self.info,
+                    NAME,
+                    "claude-code",
+                    id,
+                    v["claude_code_version"].as_str(),
+                    v["model"].as_str(),
+                )]
             }
             ("system", Some("permission_denied")) => {
                 let id = v["tool_use_id"].as_str().unwrap_or_default().to_string();
@@ -234,19 +230,17 @@ impl Adapter for Claude {
     }
 
     fn on_exit(&mut self, exit_code: Option<i32>) -> Vec<Event> {
-        let mut out = Vec::new();
-        if self.session_id.is_none() {
-            out.push(Event::error("no_session", "claude printed no system/init"));
-        }
-        if !self.result_seen {
-            out.push(Event::error("no_result", "claude printed no result event"));
+        let usage = if !self.result_seen {
+            Some(Event::error("no_result", "claude printed no result event"))
         } else if !self.saw_deltas {
-            out.push(Event::error("usage_unmetered", "claude streamed no message_delta events (run it with --include-partial-messages): per-turn output usage is unknown"));
-        }
-        if exit_code != Some(0) {
-            out.push(Event::error("cli_exit", format!("claude exited with {exit_code:?}")));
-        }
-        out
+            Some(Event::error(
+                "usage_unmetered",
+                "claude streamed no message_delta events (run it with --include-partial-messages): per-turn output usage is unknown",
+            ))
+        } else {
+            None
+        };
+        exit_checks("claude", "system/init", self.session_id.is_some(), usage, exit_code)
     }
 
     fn cli_totals(&self) -> Option<Usage> {

@@ -2,7 +2,7 @@
 //! `turn.completed`; ticks are the differences. Exec mode never asks for approval, and what its
 //! own policy rejects appears only in what it tells the model: the runner's policy must act.
 
-use super::{Adapter, Meter, SessionInfo, changed, object, u64_at, unknown};
+use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
 use crate::runner::events::{Event, Usage};
 
 const NAME: &str = "codex-exec-json";
@@ -40,14 +40,7 @@ impl Adapter for Codex {
             "thread.started" => match v["thread_id"].as_str() {
                 Some(id) => {
                     self.session_id = Some(id.to_string());
-                    vec![Event::SessionStarted {
-                        session_id: id.into(),
-                        runner_version: self.info.runner_version.clone(),
-                        adapter: NAME.into(),
-                        provider: "codex".into(),
-                        provider_version: self.info.provider_version.clone(),
-                        model: self.info.model.clone(),
-                    }]
+                    vec![session_started(&self.info, NAME, "codex", id, None, None)]
                 }
                 None => vec![changed(NAME, "thread.started has no thread_id", line)],
             },
@@ -131,17 +124,11 @@ impl Adapter for Codex {
     }
 
     fn on_exit(&mut self, exit_code: Option<i32>) -> Vec<Event> {
-        let mut out = Vec::new();
-        if self.session_id.is_none() {
-            out.push(Event::error("no_session", "codex printed no thread.started"));
-        }
-        if self.cli_totals.is_none() {
-            out.push(Event::error("no_usage", "codex printed no turn.completed with usage"));
-        }
-        if exit_code != Some(0) {
-            out.push(Event::error("cli_exit", format!("codex exited with {exit_code:?}")));
-        }
-        out
+        let usage = self
+            .cli_totals
+            .is_none()
+            .then(|| Event::error("no_usage", "codex printed no turn.completed with usage"));
+        exit_checks("codex", "thread.started", self.session_id.is_some(), usage, exit_code)
     }
 
     fn cli_totals(&self) -> Option<Usage> {

@@ -1,7 +1,7 @@
 //! `gemini -p -o stream-json` (from the documented format; npm-only, not run here). Usage comes
 //! only in the final `result.stats`, so a session has exactly one tick.
 
-use super::{Adapter, Meter, SessionInfo, changed, object, u64_at, unknown};
+use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
 use crate::runner::events::{Event, Usage};
 use std::collections::HashMap;
 
@@ -43,14 +43,14 @@ impl Adapter for Gemini {
                     return vec![changed(NAME, "init has no session_id", line)];
                 };
                 self.session_id = Some(id.to_string());
-                vec![Event::SessionStarted {
-                    session_id: id.into(),
-                    runner_version: self.info.runner_version.clone(),
-                    adapter: NAME.into(),
-                    provider: "gemini".into(),
-                    provider_version: self.info.provider_version.clone(),
-                    model: v["model"].as_str().unwrap_or(&self.info.model).to_string(),
-                }]
+                vec![session_started(
+                    &self.info,
+                    NAME,
+                    "gemini",
+                    id,
+                    None,
+                    v["model"].as_str(),
+                )]
             }
             "message" => Vec::new(),
             "tool_use" => {
@@ -117,17 +117,11 @@ impl Adapter for Gemini {
     }
 
     fn on_exit(&mut self, exit_code: Option<i32>) -> Vec<Event> {
-        let mut out = Vec::new();
-        if self.session_id.is_none() {
-            out.push(Event::error("no_session", "gemini printed no init"));
-        }
-        if self.cli_totals.is_none() {
-            out.push(Event::error("no_usage", "gemini printed no result with stats"));
-        }
-        if exit_code != Some(0) {
-            out.push(Event::error("cli_exit", format!("gemini exited with {exit_code:?}")));
-        }
-        out
+        let usage = self
+            .cli_totals
+            .is_none()
+            .then(|| Event::error("no_usage", "gemini printed no result with stats"));
+        exit_checks("gemini", "init", self.session_id.is_some(), usage, exit_code)
     }
 
     fn cli_totals(&self) -> Option<Usage> {

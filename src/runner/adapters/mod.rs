@@ -68,6 +68,45 @@ fn u64_at(v: &Value, key: &str) -> Option<u64> {
     v.get(key).and_then(Value::as_u64)
 }
 
+/// What every adapter checks when its CLI exits: the session was announced (by
+/// `session_event`), usage was reported (`usage` is the error when it was not), exit code 0.
+fn exit_checks(
+    cli: &str,
+    session_event: &str,
+    session_seen: bool,
+    usage: Option<Event>,
+    exit_code: Option<i32>,
+) -> Vec<Event> {
+    let mut out = Vec::new();
+    if !session_seen {
+        out.push(Event::error("no_session", format!("{cli} printed no {session_event}")));
+    }
+    out.extend(usage);
+    if exit_code != Some(0) {
+        out.push(Event::error("cli_exit", format!("{cli} exited with {exit_code:?}")));
+    }
+    out
+}
+
+/// SESSION_STARTED from what the runner knew and what the CLI announced.
+fn session_started(
+    info: &SessionInfo,
+    adapter: &str,
+    provider: &str,
+    session_id: &str,
+    provider_version: Option<&str>,
+    model: Option<&str>,
+) -> Event {
+    Event::SessionStarted {
+        session_id: session_id.into(),
+        runner_version: info.runner_version.clone(),
+        adapter: adapter.into(),
+        provider: provider.into(),
+        provider_version: provider_version.unwrap_or(&info.provider_version).to_string(),
+        model: model.unwrap_or(&info.model).to_string(),
+    }
+}
+
 /// Numbers USAGE_TICK events of one session.
 #[derive(Default)]
 struct Meter {
