@@ -184,4 +184,67 @@ fn main() {
         "",
         verdict(peak_mb < 80.0)
     );
+    golden_path(reports.path());
+}
+
+/// (d) The golden path with each real CLI: where a case's time goes.
+fn golden_path(reports: &Path) {
+    println!();
+    println!(
+        "{:<28} {:>10} {:>12} {:>10} {:>12} {:>10}",
+        "golden path, per case", "container", "CLI sessions", "repo cmds", "lab overhead", "total"
+    );
+    for spec in ["codex@0.163.0", "claude-code@sdk-0.2.186"] {
+        let built = canary(reports)
+            .args(["images", "build", "--provider", spec, "--json"])
+            .output()
+            .expect("images build");
+        let image: serde_json::Value = serde_json::from_slice(&built.stdout)
+            .unwrap_or_else(|_| panic!("images build {spec}: {}", String::from_utf8_lossy(&built.stderr)));
+        let out = canary(reports)
+            .args([
+                "run",
+                "-s",
+                "suites/golden-path.yaml",
+                "--image",
+                image["reference"].as_str().expect("reference"),
+                "--jobs",
+                "1",
+                "--no-record",
+                "--json",
+            ])
+            .output()
+            .expect("golden path");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+        let cases = report["cases"].as_array().expect("cases");
+        let mean = |f: &dyn Fn(&serde_json::Value) -> f64| cases.iter().map(f).sum::<f64>() / cases.len() as f64;
+        let step_ms = |c: &serde_json::Value, session: bool| -> f64 {
+            c["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["command"].as_str().unwrap_or("").starts_with("canary-runner") == session)
+                .map(|s| s["duration_ms"].as_f64().unwrap_or(0.0))
+                .sum()
+        };
+        let container = mean(&|c| c["timings"]["container_ms"].as_f64().unwrap_or(0.0));
+        let sessions = mean(&|c| step_ms(c, true));
+        let commands = mean(&|c| step_ms(c, false));
+        let total = mean(&|c| c["duration_ms"].as_f64().unwrap_or(0.0));
+        let passed = report["summary"]["passed"].as_u64().unwrap_or(0);
+        println!(
+            "{:<28} {:>8.0}ms {:>10.0}ms {:>8.0}ms {:>10.0}ms {:>8.0}ms  ({passed}/{} passed)",
+            format!(
+                "{} {}",
+                image["provider"].as_str().unwrap_or(""),
+                image["cli_version"].as_str().unwrap_or("")
+            ),
+            container,
+            sessions,
+            commands,
+            total - sessions - commands,
+            total + container,
+            cases.len()
+        );
+    }
 }
