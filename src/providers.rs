@@ -300,20 +300,12 @@ fn extract(provider: Provider, package: &str, package_version: &str, wheel: &Pat
     }
     let binary = root.join(inside);
     let cli_version = match provider {
-        Provider::ClaudeCode => {
-            let mut s = String::new();
-            zip.by_name("claude_agent_sdk/_bundled/claude.version")
-                .map_err(|_| {
-                    LabError::usage(
-                        format!("{} does not record the Claude Code version it bundles", wheel.display()),
-                        "the package layout changed",
-                    )
-                })?
-                .read_to_string(&mut s)
-                .map_err(|e| LabError::read(wheel, e))?;
-            // The file reads like `2.1.329 (Claude Code)`: the version is the first word.
-            s.split_whitespace().next().unwrap_or_default().to_string()
-        }
+        Provider::ClaudeCode => bundled_claude_version(&mut zip).ok_or_else(|| {
+            LabError::usage(
+                format!("{} does not record the Claude Code version it bundles", wheel.display()),
+                "looked for _bundled/claude.version and _cli_version.py: the package layout changed",
+            )
+        })?,
         _ => package_version.to_string(),
     };
     let fetched = Fetched {
@@ -331,6 +323,23 @@ fn extract(provider: Provider, package: &str, package_version: &str, wheel: &Pat
         serde_json::to_string_pretty(&fetched).expect("json").as_bytes(),
     )?;
     Ok(fetched)
+}
+
+/// The Claude Code version a claude-agent-sdk wheel bundles. Releases record it differently:
+/// `_bundled/claude.version` (`2.1.329 (Claude Code)`, seen in 0.2.186) or `_cli_version.py`
+/// (`__cli_version__ = "2.1.321"`, seen in 0.2.180).
+fn bundled_claude_version<R: std::io::Read + std::io::Seek>(zip: &mut zip::ZipArchive<R>) -> Option<String> {
+    let mut read = |name: &str| -> Option<String> {
+        let mut s = String::new();
+        zip.by_name(name).ok()?.read_to_string(&mut s).ok()?;
+        Some(s)
+    };
+    if let Some(text) = read("claude_agent_sdk/_bundled/claude.version") {
+        return text.split_whitespace().next().map(String::from);
+    }
+    let text = read("claude_agent_sdk/_cli_version.py")?;
+    let line = text.lines().find(|l| l.trim_start().starts_with("__cli_version__"))?;
+    Some(line.split(['"', '\'']).nth(1)?.to_string())
 }
 
 /// Runs `<binary> --version` and checks that it names `expected`.
@@ -354,6 +363,27 @@ pub fn verify_version(binary: &Path, expected: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wheel(files: &[(&str, &str)]) -> zip::ZipArchive<std::io::Cursor<Vec<u8>>> {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, text) in files {
+            w.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+            std::io::Write::write_all(&mut w, text.as_bytes()).unwrap();
+        }
+        zip::ZipArchive::new(std::io::Cursor::new(w.finish().unwrap().into_inner())).unwrap()
+    }
+
+    #[test]
+    fn both_recorded_claude_version_layouts_are_read() {
+        let mut new = wheel(&[("claude_agent_sdk/_bundled/claude.version", "2.1.329 (Claude Code)\n")]);
+        assert_eq!(bundled_claude_version(&mut new).as_deref(), Some("2.1.329"));
+        let mut old = wheel(&[(
+            "claude_agent_sdk/_cli_version.py",
+            "\"\"\"Bundled Claude Code CLI version.\"\"\"\n\n__cli_version__ = \"2.1.321\"\n",
+        )]);
+        assert_eq!(bundled_claude_version(&mut old).as_deref(), Some("2.1.321"));
+        assert_eq!(bundled_claude_version(&mut wheel(&[("other", "")])), None);
+    }
 
     #[test]
     fn specs_parse_with_clear_errors() {
