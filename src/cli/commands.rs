@@ -166,7 +166,7 @@ impl Command {
             Command::Pin(a) => a.json,
             Command::Rollback(a) => a.json,
             Command::Status(a) => a.json,
-            Command::Compat(super::registry::CompatCommand::Check { json, .. }) => *json,
+            Command::Compat(super::gate::CompatCommand::Check { json, .. }) => *json,
             Command::Registry(_) => std::env::args().any(|a| a == "--json"),
             _ => false,
         }
@@ -285,11 +285,11 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Schema(a) => schema(a),
         Command::Registry(c) => super::registry::registry(&config, c).await,
-        Command::Promote(a) => super::registry::promote(&config, a).await,
-        Command::Pin(a) => super::registry::pin(&config, a).await,
-        Command::Rollback(a) => super::registry::rollback(&config, a).await,
-        Command::Status(a) => super::registry::status(&config, a).await,
-        Command::Compat(c) => super::registry::compat_check(&config, c).await,
+        Command::Promote(a) => super::gate::promote(&config, a).await,
+        Command::Pin(a) => super::gate::pin(&config, a).await,
+        Command::Rollback(a) => super::gate::rollback(&config, a).await,
+        Command::Status(a) => super::gate::status(&config, a).await,
+        Command::Compat(c) => super::gate::compat_check(&config, c).await,
         Command::Stub(a) => stub(a).await,
         Command::Providers(ProvidersCommand::Fetch { spec, json }) => {
             let spec: crate::providers::ProviderSpec = spec.parse()?;

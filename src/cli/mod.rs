@@ -2,6 +2,7 @@
 //! the library modules. [`main`] is the one place that maps outcomes to exit codes.
 
 mod commands;
+mod gate;
 mod registry;
 
 use crate::error::{LabError, exit};
@@ -52,16 +53,16 @@ pub enum Command {
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
     /// Promote a build to a channel if the gate's policy is met (exit 1 when blocked).
-    Promote(registry::PromoteArgs),
+    Promote(gate::PromoteArgs),
     /// Pin an org to a build (by digest) or make it follow a channel.
-    Pin(registry::PinArgs),
+    Pin(gate::PinArgs),
     /// Switch an org or channel back to its previous known-good build.
-    Rollback(registry::RollbackArgs),
+    Rollback(gate::RollbackArgs),
     /// What each channel and org runs, since when, and what is available.
-    Status(registry::StatusArgs),
+    Status(gate::StatusArgs),
     /// Bundle ↔ runtime compatibility (runtime_compatibility in a bundle manifest).
     #[command(subcommand)]
-    Compat(registry::CompatCommand),
+    Compat(gate::CompatCommand),
     /// Serve the scripted model stub (OpenAI Responses, Anthropic Messages, Gemini) until Ctrl-C.
     Stub(commands::StubArgs),
     /// Fetch real agent CLIs at exact versions into the lab's cache.

@@ -84,6 +84,21 @@ pub struct Audit<'a> {
     pub evidence: serde_json::Value,
 }
 
+fn result_row(r: &sqlx::any::AnyRow) -> ResultRow {
+    ResultRow {
+        build_id: text(r, "build_id"),
+        run_id: text(r, "run_id"),
+        suite: text(r, "suite"),
+        repo: text(r, "repo"),
+        case_id: text(r, "case_id"),
+        status: text(r, "status"),
+        attempts: int(r, "attempts"),
+        duration_ms: int(r, "duration_ms"),
+        report_path: text(r, "report_path"),
+        recorded_at: text(r, "recorded_at"),
+    }
+}
+
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
 }
@@ -157,21 +172,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| ResultRow {
-                build_id: text(r, "build_id"),
-                run_id: text(r, "run_id"),
-                suite: text(r, "suite"),
-                repo: text(r, "repo"),
-                case_id: text(r, "case_id"),
-                status: text(r, "status"),
-                attempts: int(r, "attempts"),
-                duration_ms: int(r, "duration_ms"),
-                report_path: text(r, "report_path"),
-                recorded_at: text(r, "recorded_at"),
-            })
-            .collect())
+        Ok(rows.iter().map(result_row).collect())
     }
 
     /// The latest result of every (suite, repo) cell of `build`.
@@ -185,21 +186,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| ResultRow {
-                build_id: text(r, "build_id"),
-                run_id: text(r, "run_id"),
-                suite: text(r, "suite"),
-                repo: text(r, "repo"),
-                case_id: text(r, "case_id"),
-                status: text(r, "status"),
-                attempts: int(r, "attempts"),
-                duration_ms: int(r, "duration_ms"),
-                report_path: text(r, "report_path"),
-                recorded_at: text(r, "recorded_at"),
-            })
-            .collect())
+        Ok(rows.iter().map(result_row).collect())
     }
 
     /// Evidence for the gate: one entry per required (suite, repo), empty where no result.

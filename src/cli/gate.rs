@@ -1,0 +1,493 @@
+//! The gate's commands: promote, pin, rollback, status, and bundle compatibility. Exit codes:
+//! 0 done / allowed, 1 blocked / refused, 2 error.
+
+use super::registry::{Who, channels, open, print_json, short};
+use crate::compat;
+use crate::config::LabConfig;
+use crate::error::{LabError, Result, exit};
+use crate::gate::{self, policy::Policy};
+use crate::registry::{Audit, Registry};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+#[derive(Args, Debug)]
+pub struct PromoteArgs {
+    /// Build: image digest, digest prefix, or the image reference it ran as.
+    pub build: String,
+    #[arg(long)]
+    pub channel: String,
+    /// Bundle manifests that must be compatible with the build's runtime version.
+    #[arg(long = "bundle")]
+    pub bundles: Vec<PathBuf>,
+    /// Explain the decision without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Policy file (default: gate_policy from canary.yaml, else ./gate.yaml, else built-in).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub who: Who,
+}
+
+#[derive(Args, Debug)]
+pub struct PinArgs {
+    #[arg(long)]
+    pub org: String,
+    /// Pin to this build's digest (it must be known-good in some channel).
+    #[arg(long, conflicts_with = "follow")]
+    pub build: Option<String>,
+    /// The org's channel; without --build the org follows it.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Follow the channel (drop a build pin).
+    #[arg(long)]
+    pub follow: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub who: Who,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    #[arg(long, required_unless_present = "channel", conflicts_with = "channel")]
+    pub org: Option<String>,
+    #[arg(long)]
+    pub channel: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub who: Who,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub org: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CompatCommand {
+    /// Is a bundle manifest compatible with a runtime version (or a build's runner version)?
+    Check {
+        manifest: PathBuf,
+        #[arg(long, required_unless_present = "build", conflicts_with = "build")]
+        runtime: Option<String>,
+        #[arg(long)]
+        build: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn promote(config: &LabConfig, a: &PromoteArgs) -> Result<i32> {
+    let policy = Policy::load(a.policy.as_deref().or(config.gate_policy.as_deref()))?;
+    let channel_policy = policy.channel(&a.channel)?.clone();
+    let bundles = a.bundles.iter().map(|b| compat::load(b)).collect::<Result<Vec<_>>>()?;
+    let reg = open(config).await?;
+    let build = reg.resolve_build(&a.build).await?;
+    let repos = match &channel_policy.repos {
+        Some(r) => r.clone(),
+        None => crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids(),
+    };
+    let evidence = reg.evidence(&build, &channel_policy.required_suites, &repos).await?;
+    let mut decision = gate::decide(&build, &a.channel, &channel_policy, evidence, jiff::Timestamp::now());
+    if !bundles.is_empty() {
+        let runner = reg
+            .builds()
+            .await?
+            .into_iter()
+            .find(|b| b.id == build)
+            .map(|b| b.runner_version)
+            .unwrap_or_default();
+        match compat::runtime_version(&runner) {
+            Ok(v) => {
+                for d in &bundles {
+                    let r = compat::check(d, &v);
+                    decision
+                        .unmet
+                        .extend(r.reasons.iter().map(|why| format!("bundle {}: {why}", d.file)));
+                    decision
+                        .warnings
+                        .extend(r.warnings.iter().map(|w| format!("bundle {}: {w}", d.file)));
+                }
+            }
+            Err(_) => decision.unmet.push(format!(
+                "the build's runner version `{runner}` is not SemVer, so bundle compatibility cannot be shown"
+            )),
+        }
+        decision.allowed = decision.unmet.is_empty();
+    }
+    let actor = a.who.actor();
+    if !a.dry_run {
+        let evidence = serde_json::to_value(&decision).expect("serializable");
+        if decision.allowed {
+            let reason = if a.who.reason.is_empty() {
+                format!("green under {}", policy.source)
+            } else {
+                a.who.reason.clone()
+            };
+            reg.release(
+                &a.channel,
+                &build,
+                "promote",
+                Audit {
+                    actor: &actor,
+                    action: "promote",
+                    target: &format!("{build} -> {}", a.channel),
+                    decision: "promoted",
+                    reason: &reason,
+                    evidence,
+                },
+            )
+            .await?;
+        } else {
+            reg.audit(Audit {
+                actor: &actor,
+                action: "promote",
+                target: &format!("{build} -> {}", a.channel),
+                decision: "blocked",
+                reason: &decision.unmet.join("; "),
+                evidence,
+            })
+            .await?;
+        }
+    }
+    if a.json {
+        print_json(&serde_json::json!({"decision": decision, "dry_run": a.dry_run, "policy": policy.source}));
+    } else {
+        let verb = match (decision.allowed, a.dry_run) {
+            (true, true) => "would be promoted",
+            (true, false) => "promoted",
+            (false, true) => "would be blocked",
+            (false, false) => "blocked",
+        };
+        let prep = if decision.allowed { "to" } else { "from" };
+        println!(
+            "build {} {verb} {prep} {} ({})",
+            short(&build),
+            a.channel,
+            policy.source
+        );
+        for u in &decision.unmet {
+            println!("  ✗ {u}");
+        }
+        for w in &decision.warnings {
+            println!("  ! {w}");
+        }
+        for c in decision.evidence.iter().filter(|c| c.status.as_deref() == Some("pass")) {
+            println!(
+                "  ✓ suite `{}` on repo `{}`: pass (run {})",
+                c.suite,
+                c.repo,
+                c.run_id.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    Ok(if decision.allowed { exit::PASS } else { exit::FAILED })
+}
+
+pub async fn pin(config: &LabConfig, a: &PinArgs) -> Result<i32> {
+    let reg = open(config).await?;
+    let current = reg.pins().await?.into_iter().find(|p| p.org == a.org);
+    let channel = a
+        .channel
+        .clone()
+        .or(current.as_ref().map(|p| p.channel.clone()))
+        .unwrap_or_else(|| "stable".into());
+    let from = effective(&reg, current.as_ref()).await?;
+    let actor = a.who.actor();
+    let build = match &a.build {
+        None => None,
+        Some(b) => {
+            let id = reg.resolve_build(b).await?;
+            let known_good = reg.releases(None, 100_000).await?.iter().any(|r| r.build_id == id);
+            if !known_good {
+                let reason = "the build was never promoted to any channel: only known-good builds can be pinned";
+                reg.audit(Audit {
+                    actor: &actor,
+                    action: "pin",
+                    target: &format!("{} -> {id}", a.org),
+                    decision: "refused",
+                    reason,
+                    evidence: serde_json::json!({}),
+                })
+                .await?;
+                eprintln!("refused: {reason}");
+                return Ok(exit::FAILED);
+            }
+            Some(id)
+        }
+    };
+    let target = format!(
+        "{} -> {}",
+        a.org,
+        build.clone().unwrap_or_else(|| format!("channel {channel}"))
+    );
+    reg.set_pin(
+        &a.org,
+        &channel,
+        build.as_deref(),
+        from.as_deref(),
+        "pin",
+        Audit {
+            actor: &actor,
+            action: "pin",
+            target: &target,
+            decision: "done",
+            reason: &a.who.reason,
+            evidence: serde_json::json!({"from": from}),
+        },
+    )
+    .await?;
+    let now = effective_of(&reg, &a.org).await?;
+    if a.json {
+        print_json(&serde_json::json!({"org": a.org, "channel": channel, "pinned_build": build, "runs": now}));
+    } else {
+        println!(
+            "org {} {} (runs {})",
+            a.org,
+            match &build {
+                Some(b) => format!("pinned to {}", short(b)),
+                None => format!("follows {channel}"),
+            },
+            now.as_deref().map(short).unwrap_or("nothing yet")
+        );
+    }
+    Ok(exit::PASS)
+}
+
+async fn effective(reg: &Registry, pin: Option<&crate::registry::OrgPin>) -> Result<Option<String>> {
+    let Some(p) = pin else { return Ok(None) };
+    if let Some(b) = &p.pinned_build_id {
+        return Ok(Some(b.clone()));
+    }
+    Ok(reg.known_good(&p.channel).await?.first().map(|r| r.build_id.clone()))
+}
+
+async fn effective_of(reg: &Registry, org: &str) -> Result<Option<String>> {
+    let pins = reg.pins().await?;
+    effective(reg, pins.iter().find(|p| p.org == org)).await
+}
+
+pub async fn rollback(config: &LabConfig, a: &RollbackArgs) -> Result<i32> {
+    let reg = open(config).await?;
+    let actor = a.who.actor();
+    let refuse = |why: String| -> Result<i32> {
+        eprintln!("refused: {why}");
+        Ok(exit::FAILED)
+    };
+    if let Some(channel) = &a.channel {
+        let history = reg.known_good(channel).await?;
+        let (Some(current), Some(previous)) = (history.first(), history.get(1)) else {
+            return refuse(format!(
+                "channel `{channel}` has no previous known-good build to return to"
+            ));
+        };
+        let target = format!("{channel}: {} -> {}", current.build_id, previous.build_id);
+        reg.release(
+            channel,
+            &previous.build_id,
+            "rollback",
+            Audit {
+                actor: &actor,
+                action: "rollback",
+                target: &target,
+                decision: "done",
+                reason: &a.who.reason,
+                evidence: serde_json::json!({"from": current.build_id, "to": previous.build_id}),
+            },
+        )
+        .await?;
+        return report_rollback(a.json, channel, &current.build_id, &previous.build_id);
+    }
+    let org = a.org.as_deref().expect("clap requires --org or --channel");
+    let pins = reg.pins().await?;
+    let Some(pin) = pins.iter().find(|p| p.org == org) else {
+        return Err(LabError::usage(
+            format!("unknown org `{org}`"),
+            "pin it first: `canary pin --org ORG --channel stable`",
+        ));
+    };
+    let Some(current) = effective(&reg, Some(pin)).await? else {
+        return refuse(format!("org `{org}` runs nothing yet"));
+    };
+    let history = reg.known_good(&pin.channel).await?;
+    let previous = match history.iter().position(|r| r.build_id == current) {
+        Some(i) => history.get(i + 1),
+        None => history.first(),
+    };
+    let Some(previous) = previous else {
+        return refuse(format!(
+            "channel `{}` has no known-good build older than the one org `{org}` runs",
+            pin.channel
+        ));
+    };
+    let target = format!("{org}: {current} -> {}", previous.build_id);
+    reg.set_pin(
+        org,
+        &pin.channel,
+        Some(&previous.build_id),
+        Some(&current),
+        "rollback",
+        Audit {
+            actor: &actor,
+            action: "rollback",
+            target: &target,
+            decision: "done",
+            reason: &a.who.reason,
+            evidence: serde_json::json!({"from": current, "to": previous.build_id}),
+        },
+    )
+    .await?;
+    report_rollback(a.json, org, &current, &previous.build_id)
+}
+
+fn report_rollback(json: bool, what: &str, from: &str, to: &str) -> Result<i32> {
+    if json {
+        print_json(&serde_json::json!({"target": what, "from": from, "to": to}));
+    } else {
+        println!("{what} rolled back from {} to {}", short(from), short(to));
+    }
+    Ok(exit::PASS)
+}
+
+pub async fn status(config: &LabConfig, a: &StatusArgs) -> Result<i32> {
+    let reg = open(config).await?;
+    let builds = reg.builds().await?;
+    let image = |id: &str| {
+        builds
+            .iter()
+            .find(|b| b.id == id)
+            .map(|b| b.image_ref.clone())
+            .unwrap_or_default()
+    };
+    let mut channel_rows = Vec::new();
+    for channel in channels(&reg).await? {
+        let history = reg.known_good(&channel).await?;
+        let releases = reg.releases(Some(&channel), 1).await?;
+        channel_rows.push(serde_json::json!({
+            "channel": channel,
+            "build": history.first().map(|r| r.build_id.clone()),
+            "image": history.first().map(|r| image(&r.build_id)),
+            "since": releases.first().map(|r| r.released_at.clone()),
+            "previous_known_good": history.get(1).map(|r| r.build_id.clone()),
+        }));
+    }
+    let mut org_rows = Vec::new();
+    for p in reg
+        .pins()
+        .await?
+        .into_iter()
+        .filter(|p| a.org.as_ref().is_none_or(|o| o == &p.org))
+    {
+        let runs = effective(&reg, Some(&p)).await?;
+        org_rows.push(serde_json::json!({"org": p.org, "channel": p.channel, "pinned_build": p.pinned_build_id, "runs": runs, "since": p.since}));
+    }
+    if let Some(org) = &a.org {
+        if org_rows.is_empty() {
+            return Err(LabError::usage(
+                format!("unknown org `{org}`"),
+                "`canary status` lists the orgs with pins",
+            ));
+        }
+    }
+    let current: Vec<String> = channel_rows
+        .iter()
+        .filter_map(|c| c["build"].as_str().map(String::from))
+        .collect();
+    let available: Vec<_> = builds
+        .iter()
+        .filter(|b| !current.contains(&b.id) && b.results > 0 && b.results == b.passing)
+        .map(|b| serde_json::json!({"build": b.id, "image": b.image_ref, "results": b.results}))
+        .collect();
+    if a.json {
+        print_json(&serde_json::json!({"channels": channel_rows, "orgs": org_rows, "available": available}));
+        return Ok(exit::PASS);
+    }
+    println!("CHANNELS");
+    for c in &channel_rows {
+        println!(
+            "  {:<8} {:<14} {:<34} since {}  (previous known-good: {})",
+            c["channel"].as_str().unwrap_or(""),
+            short(c["build"].as_str().unwrap_or("-")),
+            c["image"].as_str().unwrap_or(""),
+            c["since"].as_str().unwrap_or("-"),
+            c["previous_known_good"].as_str().map(short).unwrap_or("none")
+        );
+    }
+    println!("ORGS");
+    for o in &org_rows {
+        let how = match o["pinned_build"].as_str() {
+            Some(b) => format!("pinned to {}", short(b)),
+            None => format!("follows {}", o["channel"].as_str().unwrap_or("")),
+        };
+        println!(
+            "  {:<16} {:<26} runs {:<14} since {}",
+            o["org"].as_str().unwrap_or(""),
+            how,
+            o["runs"].as_str().map(short).unwrap_or("-"),
+            o["since"].as_str().unwrap_or("")
+        );
+    }
+    println!("AVAILABLE (every recorded case passed, not current anywhere)");
+    for b in &available {
+        println!(
+            "  {:<14} {}",
+            short(b["build"].as_str().unwrap_or("")),
+            b["image"].as_str().unwrap_or("")
+        );
+    }
+    Ok(exit::PASS)
+}
+
+pub async fn compat_check(config: &LabConfig, cmd: &CompatCommand) -> Result<i32> {
+    let CompatCommand::Check {
+        manifest,
+        runtime,
+        build,
+        json,
+    } = cmd;
+    let decl = compat::load(manifest)?;
+    let runtime = match (runtime, build) {
+        (Some(r), _) => compat::runtime_version(r)?,
+        (None, Some(b)) => {
+            let reg = open(config).await?;
+            let id = reg.resolve_build(b).await?;
+            let runner = reg
+                .builds()
+                .await?
+                .into_iter()
+                .find(|x| x.id == id)
+                .map(|x| x.runner_version)
+                .unwrap_or_default();
+            compat::runtime_version(&runner)?
+        }
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let r = compat::check(&decl, &runtime);
+    if *json {
+        print_json(&r);
+    } else {
+        println!(
+            "{}: {} with runtime {}",
+            r.manifest,
+            serde_json::to_value(r.verdict).expect("ser").as_str().unwrap_or(""),
+            r.runtime
+        );
+        for why in &r.reasons {
+            println!("  ✗ {why}");
+        }
+        for w in &r.warnings {
+            println!("  ! {w}");
+        }
+    }
+    Ok(if r.verdict == compat::Verdict::Blocked {
+        exit::FAILED
+    } else {
+        exit::PASS
+    })
+}

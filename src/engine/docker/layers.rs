@@ -1,0 +1,102 @@
+//! Image layers built without a Dockerfile or a registry: a container from the parent, files
+//! unpacked into it, committed.
+
+use super::*;
+impl DockerBackend {
+    /// Commits `parent` plus the files of `tar` (unpacked at `/` as root) as `reference`, with
+    /// extra labels and optionally a new CMD: one image layer, built without a Dockerfile or a
+    /// registry. Returns the image id.
+    pub async fn build_layer(
+        &self,
+        parent: &str,
+        tar: Vec<u8>,
+        reference: &str,
+        cmd: Option<Vec<String>>,
+        labels: HashMap<String, String>,
+    ) -> Result<String> {
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let body = ContainerCreateBody {
+            image: Some(parent.into()),
+            labels: Some(owner_labels(&format!("layer-{tag}"))),
+            network_disabled: Some(true),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
+            .await
+            .map_err(docker_err("creating a build container"))?;
+        let result = async {
+            let options = UploadToContainerOptionsBuilder::default().path("/").build();
+            self.docker
+                .upload_to_container(&created.id, Some(options), bollard::body_full(tar.into()))
+                .await
+                .map_err(docker_err("uploading a layer"))?;
+            let options = CommitContainerOptionsBuilder::default()
+                .container(&created.id)
+                .repo(repo)
+                .tag(tag)
+                .pause(false)
+                .build();
+            let config = ContainerConfig {
+                cmd,
+                labels: Some(labels),
+                ..Default::default()
+            };
+            self.docker
+                .commit_container(options, config)
+                .await
+                .map_err(docker_err("committing a layer"))
+        }
+        .await;
+        self.remove_container(&created.id).await?;
+        Ok(result?.id)
+    }
+
+    /// The image's filesystem layers, base first.
+    pub async fn layers(&self, reference: &str) -> Result<Vec<String>> {
+        let img = self
+            .docker
+            .inspect_image(reference)
+            .await
+            .map_err(docker_err("inspecting an image"))?;
+        Ok(img.root_fs.and_then(|r| r.layers).unwrap_or_default())
+    }
+
+    pub async fn remove_image(&self, reference: &str) -> Result<()> {
+        match self
+            .docker
+            .remove_image(
+                reference,
+                Some(RemoveImageOptionsBuilder::default().force(true).build()),
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(docker_err("removing an image")(e)),
+        }
+    }
+
+    /// Removes exec images of the same base made by earlier executor builds, but the newest. Best effort: an
+    /// image a container still uses stays until a later prune.
+    pub(super) async fn prune_exec_images(&self, base_id: &str, keep_id: &str) {
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".into(), vec![format!("{EXEC_BASE_LABEL}={base_id}")])]);
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let Ok(mut images) = self.docker.list_images(Some(options)).await else {
+            return;
+        };
+        // Keep the newest other one too: release and debug builds of the lab alternate.
+        images.sort_by_key(|i| std::cmp::Reverse(i.created));
+        for image in images.into_iter().filter(|i| i.id != keep_id).skip(1) {
+            let _ = self
+                .docker
+                .remove_image(&image.id, None::<bollard::query_parameters::RemoveImageOptions>, None)
+                .await;
+        }
+    }
+}
