@@ -8,7 +8,7 @@ canary := "target/release/canary"
 default:
     @just --list
 
-# Build the release binary.
+# Build the release binaries: canary, canary-exec (in-container executor), canary-runner.
 [group('build')]
 build:
     cargo build --release --locked --bins
