@@ -23,9 +23,10 @@ pub struct RunArgs {
     /// Only these canary repos (default: every repo each suite names).
     #[arg(long = "repo", short = 'r')]
     pub repos: Vec<String>,
-    /// Image to run cases in (default: the lab's base image).
-    #[arg(long)]
-    pub image: Option<String>,
+    /// Image to run cases in (default: the lab's base image). Repeat it to run every case in
+    /// each image: the JSON report's `matrix` then compares them (e.g. several CLI versions).
+    #[arg(long = "image")]
+    pub images: Vec<String>,
     /// Cases run at once.
     #[arg(long, short = 'j', default_value_t = 1)]
     pub jobs: usize,
@@ -325,7 +326,12 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
 
 async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
     let partition = a.partition.as_deref().map(str::parse::<Partition>).transpose()?;
-    let prepared = lab::prepare(config, &a.suites, &a.repos, partition)?;
+    let images = if a.images.is_empty() {
+        vec![crate::images::base_reference(config)]
+    } else {
+        a.images.clone()
+    };
+    let prepared = lab::prepare(config, &a.suites, &a.repos, partition, &images)?;
     // Opened before anything runs: an unreachable registry is an error, not a lost verdict.
     let registry = if a.no_record {
         None
@@ -333,11 +339,10 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
         Some(crate::registry::Registry::open(&config.registry).await?)
     };
     let engine = DockerBackend::connect().await?;
-    let image = a.image.clone().unwrap_or_else(|| crate::images::base_reference(config));
     let progress = Progress::new(false);
     let opts = RunOptions {
         run_id: lab::new_run_id(),
-        image,
+        images,
         jobs: a.jobs,
         partition,
         keep: false,
@@ -347,13 +352,12 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
     let (report, run_dir) = lab::run(engine, config, prepared, opts, &progress).await?;
     let code = finish(&report, &run_dir, a.json)?;
     if let Some(reg) = registry {
-        let build =
-            crate::registry::BuildInfo::from_image(&report.image.id, &report.image.reference, &report.image.labels);
         let report_path = run_dir.join(crate::report::JSON_FILE).display().to_string();
-        let added = reg.record_run(&report, &build, &report_path).await?;
+        let added = reg.record_run(&report, &report_path).await?;
+        let builds: Vec<&str> = report.images.iter().map(|i| lab::short_id(&i.id)).collect();
         progress.line(format!(
             "recorded {added} results for build {} in {}",
-            lab::short_id(&build.id),
+            builds.join(", "),
             reg.display
         ));
     }
@@ -405,6 +409,14 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
         .find(|r| r.id == case.repo)
         .ok_or_else(|| LabError::usage("report lists no such repo", "the report is damaged"))?;
 
+    // The case's own image (a run may have several), by content id.
+    let image_id = old
+        .images
+        .iter()
+        .find(|i| i.reference == case.image)
+        .unwrap_or(&old.image)
+        .id
+        .clone();
     let suite_path = run_dir.join("suites").join(format!("{}.yaml", suite_ref.name));
     let suite = crate::suite::load(&suite_path, std::slice::from_ref(&repo_ref.id))?;
     if suite.digest != suite_ref.digest {
@@ -429,6 +441,7 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
             id: case.id.clone(),
             suite: suite.clone(),
             repo: repo_ref.id.clone(),
+            image: 0,
         }],
         suites: vec![suite],
         repos: BTreeMap::from([(repo_ref.id.clone(), lab::RepoUpload::new(&content)?)]),
@@ -440,13 +453,13 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
     progress.line(format!(
         "reproducing {} from run {run_id} (image {}, repo {})",
         case.id,
-        lab::short_id(&old.image.id),
+        lab::short_id(&image_id),
         repo_ref.digest
     ));
     let new_id = lab::new_run_id();
     let opts = RunOptions {
         run_id: new_id.clone(),
-        image: old.image.id.clone(),
+        images: vec![image_id.clone()],
         jobs: 1,
         partition: None,
         keep: a.keep,

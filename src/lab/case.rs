@@ -17,11 +17,8 @@ use std::time::{Duration, Instant};
 pub struct CaseContext {
     pub run_id: String,
     pub run_dir: PathBuf,
-    pub image_id: String,
-    /// Labels of the image the user named (which CLI it carries, for session steps).
-    pub image_labels: std::collections::BTreeMap<String, String>,
-    /// Whether `image_id` carries the in-container executor.
-    pub executor: bool,
+    /// The run's images; a case runs in `images[case.image]`.
+    pub images: Vec<CaseImage>,
     pub network: Option<String>,
     /// Upload tar of each repo, by id.
     pub repo_tars: std::collections::BTreeMap<String, Arc<Vec<u8>>>,
@@ -32,6 +29,31 @@ pub struct CaseContext {
     pub repro_prefix: String,
     /// Container removals still in flight; the run awaits them before it ends.
     pub removals: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// One image of a run, ready for cases.
+pub struct CaseImage {
+    /// What the user named.
+    pub reference: String,
+    /// The image containers start from (the named one, or it plus the executor layer).
+    pub id: String,
+    /// Whether `id` carries the in-container executor.
+    pub executor: bool,
+    /// Labels of the named image (which CLI it carries, for session steps).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl CaseImage {
+    /// What the image tests, e.g. `codex@0.163.0`, from its labels.
+    pub fn runtime(&self) -> Option<String> {
+        let r = self.labels.get(crate::registry::labels::RUNTIMES)?;
+        Some(
+            r.split(',')
+                .map(|p| p.replacen('=', "@", 1))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    }
 }
 
 /// Deadline for the lab's own helper execs (baseline, diff, file reads).
@@ -69,10 +91,11 @@ fn attempt_id(case: &Case, attempt: u32) -> String {
 }
 
 pub async fn start<B: Backend>(backend: &B, cx: &CaseContext, case: &Case, attempt: u32) -> Started {
-    let mut spec = ContainerSpec::new(&cx.run_id, &attempt_id(case, attempt), &cx.image_id);
+    let image = &cx.images[case.image];
+    let mut spec = ContainerSpec::new(&cx.run_id, &attempt_id(case, attempt), &image.id);
     spec.network = cx.network.clone();
     spec.keep = cx.keep;
-    spec.executor = cx.executor;
+    spec.executor = image.executor;
     let t = Instant::now();
     let container = backend.start_container(&spec).await;
     Started {
@@ -104,6 +127,8 @@ pub async fn run_case<B: Backend + Clone>(
         repo: case.repo.clone(),
         status: CaseStatus::Passed,
         attempts: attempt,
+        image: cx.images[case.image].reference.clone(),
+        runtime: cx.images[case.image].runtime(),
         duration_ms: 0,
         timings: CaseTimings::default(),
         steps: Vec::new(),
@@ -198,7 +223,16 @@ async fn drive<B: Backend>(
         let rel = |ext: &str| format!("{}/{stem}.{ext}", report.artifacts);
         let cmd = match &step.action {
             StepAction::Session(spec) => {
-                match super::session::prepare(backend, container, i + 1, spec, &cx.image_labels, step.timeout).await? {
+                match super::session::prepare(
+                    backend,
+                    container,
+                    i + 1,
+                    spec,
+                    &cx.images[case.image].labels,
+                    step.timeout,
+                )
+                .await?
+                {
                     Ok(argv) => argv,
                     Err(failure) => {
                         let mut sr = skipped(step, &command);
@@ -308,7 +342,7 @@ fn resolve(cx: &CaseContext, case: &Case, step: &Step) -> String {
                 crate::suite::RepoCommand::Ci => ci.unwrap_or_default(),
             }
         }
-        StepAction::Session(spec) => super::session::display(spec, &cx.image_labels),
+        StepAction::Session(spec) => super::session::display(spec, &cx.images[case.image].labels),
     }
 }
 

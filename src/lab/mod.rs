@@ -59,6 +59,7 @@ pub fn prepare(
     suite_files: &[PathBuf],
     only_repos: &[String],
     partition: Option<Partition>,
+    images: &[String],
 ) -> Result<Prepared> {
     if suite_files.is_empty() {
         return Err(LabError::usage(
@@ -97,6 +98,8 @@ pub fn prepare(
             ),
         ));
     }
+    // Several images multiply the matrix; partitions then split the whole of it.
+    cases = plan::across_images(cases, images);
     if let Some(p) = partition {
         cases = plan::partition(cases, p);
     }
@@ -143,7 +146,8 @@ pub fn prepare(
 
 pub struct RunOptions {
     pub run_id: String,
-    pub image: String,
+    /// Images to run every case in (one or more).
+    pub images: Vec<String>,
     pub jobs: usize,
     pub partition: Option<Partition>,
     pub keep: bool,
@@ -171,17 +175,18 @@ pub async fn run<B: Backend + Clone>(
     let started_at = jiff::Timestamp::now();
     let started = Instant::now();
     let engine = backend.describe().await?;
-    let image = backend
-        .image(&opts.image)
-        .await?
-        .ok_or_else(|| LabError::ImageMissing {
-            image: opts.image.clone(),
-            hint: if opts.image.starts_with(crate::images::BASE_REPO) {
+    let mut images = Vec::new();
+    for reference in &opts.images {
+        let info = backend.image(reference).await?.ok_or_else(|| LabError::ImageMissing {
+            image: reference.clone(),
+            hint: if reference.starts_with(crate::images::BASE_REPO) {
                 "build it with `canary images base` (or `just demo`, which does)".into()
             } else {
-                "check `docker images`, or build it first".into()
+                "check `docker images`, or build it with `canary images build --provider ...`".into()
             },
         })?;
+        images.push((reference.clone(), info));
+    }
 
     let run_dir = config.reports_dir.join(&opts.run_id);
     write_inputs(&run_dir, &prepared)?;
@@ -197,9 +202,18 @@ pub async fn run<B: Backend + Clone>(
         Err(e) => tracing::warn!("gc before run: {e}"),
     }
 
-    let prepared_image = backend.prepare_image(&image.id).await?;
-    if let Some(note) = &prepared_image.note {
-        progress.line(format!("note: {note}"));
+    let mut case_images = Vec::new();
+    for (reference, info) in &images {
+        let prepared_image = backend.prepare_image(&info.id).await?;
+        if let Some(note) = &prepared_image.note {
+            progress.line(format!("note: {note}"));
+        }
+        case_images.push(case::CaseImage {
+            reference: reference.clone(),
+            id: prepared_image.id,
+            executor: prepared_image.executor,
+            labels: info.labels.clone(),
+        });
     }
     let network = if prepared.suites.iter().any(|s| s.network == Network::Lab) {
         Some(backend.create_network(&opts.run_id).await?)
@@ -209,9 +223,7 @@ pub async fn run<B: Backend + Clone>(
     let cx = Arc::new(CaseContext {
         run_id: opts.run_id.clone(),
         run_dir: run_dir.clone(),
-        image_id: prepared_image.id.clone(),
-        image_labels: image.labels.clone(),
-        executor: prepared_image.executor,
+        images: case_images,
         network,
         repo_tars: prepared
             .repos
@@ -228,8 +240,12 @@ pub async fn run<B: Backend + Clone>(
         "run {}: {} cases, image {} ({}), --jobs {}{}",
         opts.run_id,
         prepared.cases.len(),
-        opts.image,
-        short_id(&image.id),
+        opts.images.join(" "),
+        images
+            .iter()
+            .map(|(_, i)| short_id(&i.id))
+            .collect::<Vec<_>>()
+            .join(" "),
         opts.jobs,
         opts.partition.map(|p| format!(", partition {p}")).unwrap_or_default()
     ));
@@ -257,6 +273,14 @@ pub async fn run<B: Backend + Clone>(
     let cases = outcome?;
 
     let summary = Summary::of(&cases);
+    let image_refs: Vec<ImageRef> = images
+        .into_iter()
+        .map(|(reference, info)| ImageRef {
+            reference,
+            id: info.id,
+            labels: info.labels,
+        })
+        .collect();
     let report = RunReport {
         schema_version: report::SCHEMA_VERSION,
         run_id: opts.run_id.clone(),
@@ -265,11 +289,9 @@ pub async fn run<B: Backend + Clone>(
         finished_at: jiff::Timestamp::now().to_string(),
         duration_ms: started.elapsed().as_millis() as u64,
         engine,
-        image: ImageRef {
-            reference: opts.image.clone(),
-            id: image.id,
-            labels: image.labels,
-        },
+        image: image_refs[0].clone(),
+        matrix: cases.iter().map(report::MatrixRow::of).collect(),
+        images: image_refs,
         jobs: opts.jobs,
         partition: opts.partition.map(|p| p.to_string()),
         suites: prepared
@@ -416,6 +438,8 @@ async fn run_pool<B: Backend + Clone>(
         .map(|(r, c)| {
             r.unwrap_or_else(|| CaseReport {
                 attempts: attempt,
+                image: cx.images[c.image].reference.clone(),
+                runtime: cx.images[c.image].runtime(),
                 id: c.id.clone(),
                 suite: c.suite.name.clone(),
                 repo: c.repo.clone(),

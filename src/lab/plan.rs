@@ -7,10 +7,57 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct Case {
-    /// `<suite>--<repo>`: unique within a run, safe in file and container names.
+    /// `<suite>--<repo>` (plus `--<image tag>` when a run has several images): unique within a
+    /// run, safe in file and container names.
     pub id: String,
     pub suite: Arc<Suite>,
     pub repo: String,
+    /// Index of the run's image this case runs in.
+    pub image: usize,
+}
+
+/// The part of an image reference that tells images apart in case ids: its tag (or its last
+/// path segment), with anything unsafe in names replaced.
+pub fn image_label(reference: &str) -> String {
+    let tail = reference.rsplit('/').next().unwrap_or(reference);
+    let tag = tail
+        .split_once(':')
+        .map_or(tail, |(_, t)| t)
+        .trim_start_matches("sha256:");
+    let tag = if tag.len() == 64 && tag.chars().all(|c| c.is_ascii_hexdigit()) {
+        &tag[..12]
+    } else {
+        tag
+    };
+    tag.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Every case once per image; ids gain the image's label when there is more than one.
+pub fn across_images(cases: Vec<Case>, images: &[String]) -> Vec<Case> {
+    if images.len() <= 1 {
+        return cases;
+    }
+    let mut out: Vec<Case> = cases
+        .into_iter()
+        .flat_map(|c| {
+            images.iter().enumerate().map(move |(i, img)| Case {
+                id: format!("{}--{}", c.id, image_label(img)),
+                suite: c.suite.clone(),
+                repo: c.repo.clone(),
+                image: i,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
 }
 
 /// Every (suite, repo) pair, restricted to `only_repos` when it is not empty, sorted by id.
@@ -25,6 +72,7 @@ pub fn plan(suites: &[Arc<Suite>], only_repos: &[String]) -> Vec<Case> {
                     id: case_id(&s.name, r),
                     suite: s.clone(),
                     repo: r.clone(),
+                    image: 0,
                 })
         })
         .collect();
@@ -112,6 +160,29 @@ mod tests {
     fn repo_filter_restricts_the_matrix() {
         let cases = plan(&[suite("x", &["a", "b"])], &["b".to_string()]);
         assert_eq!(cases.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["x--b"]);
+    }
+
+    #[test]
+    fn images_multiply_cases_with_distinct_ids() {
+        let cases = plan(&[suite("x", &["a", "b"])], &[]);
+        let images = vec![
+            "canary-lab/runner:codex-0.163.0-ab".to_string(),
+            "canary-lab/runner:codex-0.161.0-cd".to_string(),
+        ];
+        let ids: Vec<String> = across_images(cases, &images).into_iter().map(|c| c.id).collect();
+        assert_eq!(
+            ids,
+            [
+                "x--a--codex-0.161.0-cd",
+                "x--a--codex-0.163.0-ab",
+                "x--b--codex-0.161.0-cd",
+                "x--b--codex-0.163.0-ab"
+            ]
+        );
+        assert_eq!(
+            image_label("sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+            "0123456789ab"
+        );
     }
 
     #[test]

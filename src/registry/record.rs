@@ -109,12 +109,29 @@ impl Registry {
         Ok(())
     }
 
-    /// Records every case of `report` against `build`; returns how many were new. Recording
-    /// the same run twice changes nothing.
-    pub async fn record_run(&self, report: &RunReport, build: &BuildInfo, report_path: &str) -> Result<usize> {
-        self.record_build(build).await?;
+    /// Records every case of `report` against the build (image) it ran in; returns how many
+    /// were new. Recording the same run twice changes nothing.
+    pub async fn record_run(&self, report: &RunReport, report_path: &str) -> Result<usize> {
+        let images = if report.images.is_empty() {
+            std::slice::from_ref(&report.image)
+        } else {
+            &report.images[..]
+        };
+        let builds: Vec<(String, BuildInfo)> = images
+            .iter()
+            .map(|i| {
+                (
+                    i.reference.clone(),
+                    BuildInfo::from_image(&i.id, &i.reference, &i.labels),
+                )
+            })
+            .collect();
+        for (_, b) in &builds {
+            self.record_build(b).await?;
+        }
         let mut added = 0;
         for case in &report.cases {
+            let build = &builds.iter().find(|(r, _)| *r == case.image).unwrap_or(&builds[0]).1;
             let metrics = serde_json::json!({ "timings": case.timings, "steps": case.steps.len() });
             let mut tx = self.write_tx().await?;
             let r = sqlx::query(

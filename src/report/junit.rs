@@ -14,7 +14,17 @@ pub fn render(report: &RunReport, run_dir: &Path) -> String {
     let mut junit = Report::new(format!("canary-lab {}", report.run_id));
     junit.set_time(Duration::from_millis(report.duration_ms));
     for case in &report.cases {
-        let mut suite = TestSuite::new(format!("{} × {}", case.suite, case.repo));
+        let name = if report.images.len() > 1 {
+            format!(
+                "{} × {} @ {}",
+                case.suite,
+                case.repo,
+                case.runtime.as_deref().unwrap_or(&case.image)
+            )
+        } else {
+            format!("{} × {}", case.suite, case.repo)
+        };
+        let mut suite = TestSuite::new(name);
         suite.set_time(Duration::from_millis(case.duration_ms));
         if case.status == CaseStatus::Error && case.steps.is_empty() {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);

@@ -26,7 +26,14 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// Engine description, e.g. `docker 20.10.24 (API 1.41)`.
     pub engine: String,
+    /// The first image of the run (the only one unless several were given).
     pub image: ImageRef,
+    /// Every image the run used; cases name theirs.
+    #[serde(default)]
+    pub images: Vec<ImageRef>,
+    /// Runtime (or image) × suite × repo → status, with the first failure as the cause.
+    #[serde(default)]
+    pub matrix: Vec<MatrixRow>,
     pub jobs: usize,
     /// `i/n` when only a slice of the cases ran.
     pub partition: Option<String>,
@@ -47,6 +54,37 @@ pub struct ImageRef {
     /// The image's labels (a runner image names its runner version, adapters and CLIs here).
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct MatrixRow {
+    /// What the image carries (`codex@0.163.0`), or the image reference when it does not say.
+    pub runtime: String,
+    pub image: String,
+    pub suite: String,
+    pub repo: String,
+    pub status: CaseStatus,
+    /// The first unmet expectation (`step: check: expected …, got …`) or lab error.
+    pub cause: Option<String>,
+}
+
+impl MatrixRow {
+    pub fn of(c: &CaseReport) -> MatrixRow {
+        let cause = c.error.clone().or_else(|| {
+            c.steps
+                .iter()
+                .find(|s| !s.failures.is_empty())
+                .map(|s| format!("{}: {}", s.name, s.failures[0]))
+        });
+        MatrixRow {
+            runtime: c.runtime.clone().unwrap_or_else(|| c.image.clone()),
+            image: c.image.clone(),
+            suite: c.suite.clone(),
+            repo: c.repo.clone(),
+            status: c.status,
+            cause,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -115,6 +153,12 @@ pub struct CaseReport {
     pub status: CaseStatus,
     /// How many times the case ran (more than 1 with `--rerun-failed`).
     pub attempts: u32,
+    /// The image the case ran in, as the user named it.
+    #[serde(default)]
+    pub image: String,
+    /// What that image carries, e.g. `codex@0.163.0`.
+    #[serde(default)]
+    pub runtime: Option<String>,
     pub duration_ms: u64,
     pub timings: CaseTimings,
     pub steps: Vec<StepReport>,

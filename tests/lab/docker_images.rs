@@ -164,3 +164,74 @@ fn a_session_the_scenario_does_not_cover_fails_with_the_stub_log() {
         "{failures:#?}"
     );
 }
+
+/// Several images in one run: the JSON report's matrix compares them, a failing one says why,
+/// and the registry records each case against its own build.
+#[test]
+fn one_run_compares_cli_versions_in_a_matrix() {
+    require_lab();
+    let new = build("codex@0.163.0");
+    let old = build("codex@0.162.0");
+    let base = new["base"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("registry.db").display().to_string();
+    let mut args = vec![
+        "--registry".to_string(),
+        reg.clone(),
+        "run".into(),
+        "-s".into(),
+        "tests/fixtures/suites/session-start.yaml".into(),
+        "--jobs".into(),
+        "2".into(),
+        "--json".into(),
+    ];
+    for img in [
+        new["reference"].as_str().unwrap(),
+        old["reference"].as_str().unwrap(),
+        &base,
+    ] {
+        args.extend(["--image".to_string(), img.to_string()]);
+    }
+    let report = Canary::new().args(&args).run().code(1).json();
+    assert_eq!(report["images"].as_array().unwrap().len(), 3);
+    let matrix = report["matrix"].as_array().unwrap();
+    let row = |runtime: &str| {
+        matrix
+            .iter()
+            .find(|r| r["runtime"] == runtime)
+            .unwrap_or_else(|| panic!("no {runtime} in {matrix:#?}"))
+    };
+    assert_eq!(row("codex@0.163.0")["status"], "passed");
+    assert_eq!(row("codex@0.162.0")["status"], "passed");
+    let bare = row(&base);
+    assert_eq!(bare["status"], "failed");
+    assert!(
+        bare["cause"].as_str().unwrap().contains("the image carries none"),
+        "{bare}"
+    );
+    let ids: Vec<&str> = report["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.iter().all(|id| id.starts_with("session-start--js-ts--")) && ids.len() == 3,
+        "{ids:?}"
+    );
+    let recorded = Canary::new()
+        .args(["--registry", &reg, "registry", "matrix", "--json"])
+        .run()
+        .code(0)
+        .json();
+    let runtimes: Vec<&str> = recorded
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["runtime"].as_str().unwrap())
+        .collect();
+    assert!(
+        runtimes.contains(&"codex@0.163.0") && runtimes.contains(&"codex@0.162.0"),
+        "{runtimes:?}"
+    );
+}
