@@ -324,16 +324,16 @@ impl Registry {
         .execute(&mut *tx)
         .await
         .map_err(db_err(&self.display))?;
-        sqlx::query("INSERT INTO rollout_events (org, channel, from_build, to_build, kind, ts, actor) VALUES (NULL, $1, $2, $3, $4, $5, $6)")
-            .bind(channel)
-            .bind(from)
-            .bind(build)
-            .bind(kind)
-            .bind(&ts)
-            .bind(a.actor)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err(&self.display))?;
+        let event = Rollout {
+            org: None,
+            channel,
+            from: from.as_deref(),
+            to: build,
+            kind,
+            ts: &ts,
+            actor: a.actor,
+        };
+        insert_rollout(&mut tx, &event, &self.display).await?;
         insert_audit(&mut tx, &a, &self.display).await?;
         tx.commit().await.map_err(db_err(&self.display))
     }
@@ -367,17 +367,16 @@ impl Registry {
                 .map(String::from)
                 .or(self.known_good(channel).await?.first().map(|r| r.build_id.clone()))
         {
-            sqlx::query("INSERT INTO rollout_events (org, channel, from_build, to_build, kind, ts, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                .bind(org)
-                .bind(channel)
-                .bind(from)
-                .bind(to)
-                .bind(kind)
-                .bind(&ts)
-                .bind(a.actor)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err(&self.display))?;
+            let event = Rollout {
+                org: Some(org),
+                channel,
+                from,
+                to: &to,
+                kind,
+                ts: &ts,
+                actor: a.actor,
+            };
+            insert_rollout(&mut tx, &event, &self.display).await?;
         }
         insert_audit(&mut tx, &a, &self.display).await?;
         tx.commit().await.map_err(db_err(&self.display))
@@ -440,6 +439,32 @@ pub enum Table {
     Results,
     Builds,
     Audit,
+}
+
+/// One row of `rollout_events`: what an org or a channel switched from and to.
+struct Rollout<'a> {
+    org: Option<&'a str>,
+    channel: &'a str,
+    from: Option<&'a str>,
+    to: &'a str,
+    kind: &'a str,
+    ts: &'a str,
+    actor: &'a str,
+}
+
+async fn insert_rollout(tx: &mut sqlx::Transaction<'static, sqlx::Any>, r: &Rollout<'_>, display: &str) -> Result<()> {
+    sqlx::query("INSERT INTO rollout_events (org, channel, from_build, to_build, kind, ts, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(r.org)
+        .bind(r.channel)
+        .bind(r.from)
+        .bind(r.to)
+        .bind(r.kind)
+        .bind(r.ts)
+        .bind(r.actor)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err(display))?;
+    Ok(())
 }
 
 async fn insert_audit(tx: &mut sqlx::Transaction<'static, sqlx::Any>, a: &Audit<'_>, display: &str) -> Result<()> {
