@@ -76,7 +76,7 @@ enum ApprovalArg {
 
 fn main() {
     let cli = Cli::parse();
-    let (provider, prompt, model_url, model, workspace, approval, timeout, cli, codex_sandbox) = match cli.command {
+    let args = match cli.command {
         Command::LabStub {
             scenario,
             log,
@@ -92,36 +92,25 @@ fn main() {
             timeout,
             cli,
             codex_sandbox,
-        } => (
-            provider,
+        } => SessionArgs {
+            provider: match provider {
+                ProviderArg::Codex => Provider::Codex,
+                ProviderArg::ClaudeCode => Provider::ClaudeCode,
+                ProviderArg::Gemini => Provider::Gemini,
+            },
             prompt,
             model_url,
             model,
             workspace,
-            approval,
-            timeout,
+            approval: match approval {
+                ApprovalArg::Approve => Approval::Approve,
+                ApprovalArg::Deny => Approval::Deny,
+                ApprovalArg::None => Approval::None,
+            },
+            timeout: timeout.into(),
             cli,
             codex_sandbox,
-        ),
-    };
-    let args = SessionArgs {
-        provider: match provider {
-            ProviderArg::Codex => Provider::Codex,
-            ProviderArg::ClaudeCode => Provider::ClaudeCode,
-            ProviderArg::Gemini => Provider::Gemini,
         },
-        prompt,
-        model_url,
-        model,
-        workspace,
-        approval: match approval {
-            ApprovalArg::Approve => Approval::Approve,
-            ApprovalArg::Deny => Approval::Deny,
-            ApprovalArg::None => Approval::None,
-        },
-        timeout: timeout.into(),
-        cli,
-        codex_sandbox,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

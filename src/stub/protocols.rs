@@ -80,6 +80,22 @@ pub fn shell_arguments(tool: &Tool, command: &str) -> Value {
     Value::Object(args)
 }
 
+/// `tools: [{name, <schema_key>: {...}}]`, as OpenAI (`parameters`) and Anthropic
+/// (`input_schema`) send them.
+fn named_tools(body: &Value, schema_key: &str) -> Vec<Tool> {
+    body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            Some(Tool {
+                name: t.get("name")?.as_str()?.to_string(),
+                schema: t.get(schema_key).cloned().unwrap_or(Value::Null),
+            })
+        })
+        .collect()
+}
+
 /// What the stub needs from a request.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Parsed {
@@ -100,19 +116,7 @@ pub fn parse(protocol: Protocol, body: &Value, model_from_path: Option<&str>) ->
             Parsed {
                 model: s(&body["model"]),
                 stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
-                tools: body["tools"]
-                    .as_array()
-                    .map(|ts| {
-                        ts.iter()
-                            .filter_map(|t| {
-                                Some(Tool {
-                                    name: t.get("name")?.as_str()?.to_string(),
-                                    schema: t.get("parameters").cloned().unwrap_or(Value::Null),
-                                })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                tools: named_tools(body, "parameters"),
                 calls_so_far: input
                     .iter()
                     .filter(|i| {
@@ -152,19 +156,7 @@ pub fn parse(protocol: Protocol, body: &Value, model_from_path: Option<&str>) ->
             Parsed {
                 model: s(&body["model"]),
                 stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
-                tools: body["tools"]
-                    .as_array()
-                    .map(|ts| {
-                        ts.iter()
-                            .filter_map(|t| {
-                                Some(Tool {
-                                    name: t.get("name")?.as_str()?.to_string(),
-                                    schema: t.get("input_schema").cloned().unwrap_or(Value::Null),
-                                })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                tools: named_tools(body, "input_schema"),
                 calls_so_far: blocks("assistant", "tool_use").len(),
                 tool_results: blocks("user", "tool_result"),
             }
