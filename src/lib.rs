@@ -8,6 +8,7 @@ pub mod compat;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod forge;
 pub mod fsutil;
 pub mod gate;
 pub mod images;

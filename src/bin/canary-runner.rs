@@ -3,6 +3,7 @@
 
 use canary_lab::providers::Provider;
 use canary_lab::runner::events::Event;
+use canary_lab::runner::pr::{self, PrArgs};
 use canary_lab::runner::proxy::Approval;
 use canary_lab::runner::session::{self, SessionArgs};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -32,6 +33,47 @@ enum Command {
         /// File that receives the stub's URL once it listens.
         #[arg(long)]
         addr_file: PathBuf,
+    },
+    /// Lab tool carried in runner images: serve the lab forge (bare git remotes over HTTP and
+    /// the pull-request API) from `--root`; the lab starts it in its own container.
+    LabForge {
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        root: PathBuf,
+        /// The URL clients reach the forge at (put into API answers).
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Propose the workspace's changes: commit them on `--branch` (HEAD and the index stay as
+    /// they are), push the branch and open a draft pull request through the GitHub REST API at
+    /// `--api-url`. Writes DIFF_READY and PR_OPENED, or ERROR.
+    Pr {
+        #[arg(long, default_value = ".")]
+        workspace: PathBuf,
+        /// Git remote URL to push the branch to.
+        #[arg(long)]
+        remote: String,
+        /// Base URI of the GitHub REST API (the lab forge, GitHub, GitHub Enterprise).
+        #[arg(long)]
+        api_url: String,
+        /// Repository on the API, `owner/name`.
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        branch: String,
+        #[arg(long, default_value = "main")]
+        base: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        body: Option<String>,
+        /// API token (also read from GITHUB_TOKEN).
+        #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Open the pull request ready for review instead of as a draft.
+        #[arg(long)]
+        ready: bool,
     },
     /// Run one non-interactive session; events go to stdout, one JSON object per line.
     Session {
@@ -82,6 +124,37 @@ fn main() {
             log,
             addr_file,
         } => std::process::exit(lab_stub(&scenario, log, &addr_file)),
+        Command::LabForge {
+            listen,
+            root,
+            public_url,
+        } => std::process::exit(lab_forge(listen, root, public_url)),
+        Command::Pr {
+            workspace,
+            remote,
+            api_url,
+            repo,
+            branch,
+            base,
+            title,
+            body,
+            token,
+            ready,
+        } => {
+            let args = PrArgs {
+                workspace,
+                remote,
+                api_url,
+                repo,
+                branch,
+                base,
+                title,
+                body,
+                token,
+                ready,
+            };
+            std::process::exit(emit(|tx| async move { Ok(pr::run(args, tx).await) }))
+        }
         Command::Session {
             provider,
             prompt,
@@ -112,11 +185,21 @@ fn main() {
             codex_sandbox,
         },
     };
+    std::process::exit(emit(|tx| session::run(args, tx)));
+}
+
+/// Runs `work` with an event channel whose events are written to stdout as JSON lines; the exit
+/// code is 0 for a clean run, 1 when it wrote an ERROR, 2 when the runner itself failed.
+fn emit<F, Fut>(work: F) -> i32
+where
+    F: FnOnce(tokio::sync::mpsc::UnboundedSender<Event>) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<bool>>,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let code = runtime.block_on(async {
+    runtime.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
         let writer = tokio::spawn(async move {
             let mut stdout = std::io::stdout();
@@ -129,7 +212,7 @@ fn main() {
                 let _ = stdout.flush();
             }
         });
-        let result = session::run(args, tx).await;
+        let result = work(tx).await;
         let _ = writer.await;
         match result {
             Ok(true) => 0,
@@ -139,8 +222,35 @@ fn main() {
                 2
             }
         }
-    });
-    std::process::exit(code);
+    })
+}
+
+fn lab_forge(listen: std::net::SocketAddr, root: PathBuf, public_url: Option<String>) -> i32 {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let forge = canary_lab::forge::Forge::new(root.clone());
+        if let Some(url) = &public_url {
+            forge.set_public_url(url);
+        }
+        let (addr, server) = match forge.serve(listen).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("canary-runner lab-forge: {e}");
+                return 2;
+            }
+        };
+        // The lab waits for this file before any case pushes.
+        if let Err(e) = std::fs::write(root.join("ready"), format!("http://{addr}\n")) {
+            eprintln!("canary-runner lab-forge: {}: {e}", root.display());
+            return 2;
+        }
+        let _ = server.await;
+        0
+    })
 }
 
 fn lab_stub(scenario: &std::path::Path, log: PathBuf, addr_file: &std::path::Path) -> i32 {

@@ -13,7 +13,9 @@ use base64::Engine as _;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::models::{ContainerConfig, ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::models::{
+    ContainerConfig, ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CommitContainerOptionsBuilder, CreateContainerOptionsBuilder,
     CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
@@ -263,37 +265,51 @@ impl Backend for DockerBackend {
         if spec.keep {
             container_labels.insert(labels::KEEP.into(), "1".into());
         }
-        let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            // PID 1 is the executor that runs the steps, or an idle init when steps arrive as
-            // engine execs; either way a deadline kills everything but it.
-            cmd: Some(if spec.executor {
-                vec![EXECUTOR_PATH.into()]
-            } else {
-                vec!["sleep".into(), "infinity".into()]
-            }),
-            open_stdin: Some(spec.executor),
-            attach_stdin: Some(spec.executor),
-            attach_stdout: Some(spec.executor),
-            attach_stderr: Some(spec.executor),
-            stdin_once: Some(false),
-            tty: Some(false),
-            user: Some(CASE_USER.into()),
-            working_dir: Some(crate::repos::WORKDIR.into()),
-            env: Some(spec.env.clone()),
-            labels: Some(container_labels),
-            network_disabled: Some(spec.network.is_none()),
-            host_config: Some(HostConfig {
-                network_mode: Some(spec.network.clone().unwrap_or_else(|| "none".into())),
-                cap_drop: Some(vec!["ALL".into()]),
-                security_opt: Some(vec!["no-new-privileges".into()]),
-                memory: Some(spec.memory_bytes),
-                pids_limit: Some(spec.pids_limit),
-                nano_cpus: Some(spec.nano_cpus),
+        let body =
+            ContainerCreateBody {
+                image: Some(spec.image.clone()),
+                // PID 1 is the executor that runs the steps, or an idle init when steps arrive as
+                // engine execs; either way a deadline kills everything but it.
+                cmd: Some(if let Some(cmd) = &spec.cmd {
+                    cmd.clone()
+                } else if spec.executor {
+                    vec![EXECUTOR_PATH.into()]
+                } else {
+                    vec!["sleep".into(), "infinity".into()]
+                }),
+                open_stdin: Some(spec.executor),
+                attach_stdin: Some(spec.executor),
+                attach_stdout: Some(spec.executor),
+                attach_stderr: Some(spec.executor),
+                stdin_once: Some(false),
+                tty: Some(false),
+                user: Some(CASE_USER.into()),
+                working_dir: Some(crate::repos::WORKDIR.into()),
+                env: Some(spec.env.clone()),
+                labels: Some(container_labels),
+                network_disabled: Some(spec.network.is_none()),
+                networking_config: spec.network.as_ref().filter(|_| !spec.aliases.is_empty()).map(|n| {
+                    NetworkingConfig {
+                        endpoints_config: Some(HashMap::from([(
+                            n.clone(),
+                            EndpointSettings {
+                                aliases: Some(spec.aliases.clone()),
+                                ..Default::default()
+                            },
+                        )])),
+                    }
+                }),
+                host_config: Some(HostConfig {
+                    network_mode: Some(spec.network.clone().unwrap_or_else(|| "none".into())),
+                    cap_drop: Some(vec!["ALL".into()]),
+                    security_opt: Some(vec!["no-new-privileges".into()]),
+                    memory: Some(spec.memory_bytes),
+                    pids_limit: Some(spec.pids_limit),
+                    nano_cpus: Some(spec.nano_cpus),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        };
+            };
         let name = format!("canary-{}-{}", spec.run_id, spec.case_id);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = match self.docker.create_container(Some(options), body).await {

@@ -44,6 +44,10 @@ pub struct ContainerSpec {
     /// The image carries `canary-exec` (see [`Backend::prepare_image`]): run it as PID 1 and
     /// send commands to it instead of using the engine's exec.
     pub executor: bool,
+    /// The command to run instead of the idle init (a lab service such as the forge).
+    pub cmd: Option<Vec<String>>,
+    /// Names other members of `network` reach this container by.
+    pub aliases: Vec<String>,
 }
 
 impl ContainerSpec {
@@ -59,6 +63,8 @@ impl ContainerSpec {
             nano_cpus: 2_000_000_000,
             keep: false,
             executor: false,
+            cmd: None,
+            aliases: Vec::new(),
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct CaseContext {
     /// The run's images; a case runs in `images[case.image]`.
     pub images: Vec<CaseImage>,
     pub network: Option<String>,
+    /// The run's lab forge container, when a suite opens pull requests.
+    pub forge: Option<String>,
     /// Upload tar of each repo, by id.
     pub repo_tars: std::collections::BTreeMap<String, Arc<Vec<u8>>>,
     /// The repo manifests' `test` / `ci` commands, by id.
@@ -204,6 +206,7 @@ async fn drive<B: Backend>(
     backend.upload(container, tar.as_ref().clone()).await?;
     report.timings.setup_ms = ms(t.elapsed());
 
+    let forge_repo = super::forge::repo_name(&case.id, container);
     let mut stop = false;
     for (i, step) in case.suite.steps.iter().enumerate() {
         let command = resolve(cx, case, step);
@@ -233,6 +236,29 @@ async fn drive<B: Backend>(
                 )
                 .await?
                 {
+                    Ok(argv) => argv,
+                    Err(failure) => {
+                        let mut sr = skipped(step, &command);
+                        sr.status = StepStatus::Failed;
+                        sr.failures.push(failure);
+                        report.steps.push(sr);
+                        if report.status == CaseStatus::Passed {
+                            report.status = CaseStatus::Failed;
+                        }
+                        continue;
+                    }
+                }
+            }
+            StepAction::DraftPr(spec) => {
+                let prepared = match &cx.forge {
+                    Some(_) => super::forge::prepare(backend, container, &forge_repo, spec).await?,
+                    None => Err(crate::report::CheckFailure {
+                        check: "lab forge".into(),
+                        expected: "the run's lab forge".into(),
+                        actual: "none was started (the suite needs `network: lab`)".into(),
+                    }),
+                };
+                match prepared {
                     Ok(argv) => argv,
                     Err(failure) => {
                         let mut sr = skipped(step, &command);
@@ -293,6 +319,29 @@ async fn drive<B: Backend>(
         }
         let t = Instant::now();
         sr.failures = check_step(backend, container, step, &out, deadline).await?;
+        if matches!(step.action, StepAction::DraftPr(_)) {
+            let (events, mut failures) = checks::session::events(&out.stdout);
+            if let Some(e) = &step.expect.events {
+                failures.extend(checks::session::expect(e, &events, step_started));
+            }
+            if let (Some(pe), Some(forge)) = (&step.expect.pull_request, &cx.forge) {
+                let records = super::forge::records(backend, forge).await?;
+                let records_json: String = super::forge::for_repo(&records, &forge_repo)
+                    .into_iter()
+                    .filter_map(|r| serde_json::to_string(r).ok())
+                    .map(|l| l + "\n")
+                    .collect();
+                let _ = std::fs::write(case_dir.join(format!("{stem}.forge.jsonl")), records_json);
+                let lab_diff = repo_diff(backend, container, Instant::now() + HELPER_TIMEOUT).await;
+                failures.extend(super::forge::check(
+                    pe,
+                    &forge_repo,
+                    &records,
+                    lab_diff.as_ref().map_err(String::as_str),
+                ));
+            }
+            sr.failures.extend(failures);
+        }
         if matches!(step.action, StepAction::Session(_)) {
             let (raw, stub) = super::session::stub_log(backend, container, i + 1).await;
             let _ = std::fs::write(case_dir.join(format!("{stem}.stub.jsonl")), raw);
@@ -343,6 +392,12 @@ fn resolve(cx: &CaseContext, case: &Case, step: &Step) -> String {
             }
         }
         StepAction::Session(spec) => super::session::display(spec, &cx.images[case.image].labels),
+        StepAction::DraftPr(spec) => format!(
+            "canary-runner pr --branch {} --base {} --title {}",
+            spec.branch,
+            spec.base,
+            shell_quote(&spec.title)
+        ),
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod case;
 pub mod checks;
+pub mod forge;
 pub mod plan;
 pub mod session;
 
@@ -220,11 +221,38 @@ pub async fn run<B: Backend + Clone>(
     } else {
         None
     };
+    let opens_prs = prepared
+        .suites
+        .iter()
+        .any(|s| s.steps.iter().any(|st| matches!(st.action, StepAction::DraftPr(_))));
+    let forge = match (&network, opens_prs) {
+        (Some(net), true) => {
+            let t = Instant::now();
+            // A forge that cannot start leaves the network behind: the run's cleanup takes it.
+            let started = forge::start(&backend, &opts.run_id, net, &case_images[0].id).await;
+            match started {
+                Ok(id) => {
+                    progress.line(format!(
+                        "lab forge up at {} ({} ms)",
+                        forge::URL,
+                        t.elapsed().as_millis()
+                    ));
+                    Some(id)
+                }
+                Err(e) => {
+                    let _ = backend.gc(GcScope::Run(opts.run_id.clone())).await;
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
     let cx = Arc::new(CaseContext {
         run_id: opts.run_id.clone(),
         run_dir: run_dir.clone(),
         images: case_images,
         network,
+        forge,
         repo_tars: prepared
             .repos
             .iter()

@@ -4,5 +4,6 @@
 pub mod adapters;
 pub mod events;
 pub mod policy;
+pub mod pr;
 pub mod proxy;
 pub mod session;

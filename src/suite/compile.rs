@@ -54,6 +54,26 @@ pub enum StepAction {
     RepoCommand(RepoCommand),
     /// An agent session through the image's runner.
     Session(SessionSpec),
+    /// The runner proposes the repo's changes as a pull request on the lab forge.
+    DraftPr(DraftPrSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct DraftPrSpec {
+    pub title: String,
+    pub branch: String,
+    pub base: String,
+    pub body: Option<String>,
+}
+
+/// Checks on the pull request the lab forge received.
+#[derive(Debug, Clone, Default)]
+pub struct PullRequestExpect {
+    pub draft: Option<bool>,
+    pub branch: Option<String>,
+    pub base: Option<String>,
+    pub title: Option<String>,
+    pub diff_matches: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +135,7 @@ pub struct Expect {
     pub diff: Option<DiffExpect>,
     pub events: Option<EventsExpect>,
     pub usage_reconciled: bool,
+    pub pull_request: Option<PullRequestExpect>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -282,6 +303,17 @@ impl Cx<'_> {
                 return Err(err.into());
             }
             seen.insert(step.name.value.clone(), step.name.referenced);
+            if let (Some(pr), Network::None) = (&step.draft_pr, network) {
+                return Err(self.error(
+                    &pr.referenced,
+                    format!(
+                        "step `{}` opens a pull request, but the suite has no network",
+                        step.name.value
+                    ),
+                    "needs the lab forge",
+                    Some("add `network: lab` to the suite: the lab forge lives on the run's private network".into()),
+                ));
+            }
             steps.push(self.step(step)?);
         }
 
@@ -310,6 +342,9 @@ impl Cx<'_> {
         if let Some(c) = &raw.session {
             actions.push(("session", c.referenced));
         }
+        if let Some(c) = &raw.draft_pr {
+            actions.push(("draft_pr", c.referenced));
+        }
         if actions.len() > 1 {
             return Err(self.error(
                 &actions[1].1,
@@ -318,7 +353,7 @@ impl Cx<'_> {
                     raw.name.value, actions[0].0, actions[1].0
                 ),
                 "second action",
-                Some("a step does one thing: keep one of `exec`, `repo_command`, `session`".into()),
+                Some("a step does one thing: keep one of `exec`, `repo_command`, `session`, `draft_pr`".into()),
             ));
         }
         let action = if let Some(cmd) = raw.exec {
@@ -364,12 +399,38 @@ impl Cx<'_> {
                 },
                 model: session.value.model.clone(),
             })
+        } else if let Some(pr) = raw.draft_pr {
+            for (what, branch) in [("branch", Some(&pr.value.branch)), ("base", pr.value.base.as_ref())] {
+                if let Some(b) = branch.filter(|b| !valid_branch(b)) {
+                    return Err(self.error(
+                        &pr.referenced,
+                        format!("invalid {what} name `{b}`"),
+                        "this pull request",
+                        Some(
+                            "use a git branch name such as `canary/edit`: no spaces, `..`, `~^:?*[\\` or leading `-`"
+                                .into(),
+                        ),
+                    ));
+                }
+            }
+            if pr.value.title.trim().is_empty() {
+                return Err(self.error(&pr.referenced, "`title` is empty".into(), "this pull request", None));
+            }
+            StepAction::DraftPr(DraftPrSpec {
+                title: pr.value.title.clone(),
+                branch: pr.value.branch.clone(),
+                base: pr.value.base.clone().unwrap_or_else(|| "main".into()),
+                body: pr.value.body.clone(),
+            })
         } else {
             return Err(self.error(
                 &raw.name.referenced,
                 format!("step `{}` has no action", raw.name.value),
                 "this step",
-                Some("add `exec: <shell command>`, `repo_command: test|ci` or `session: {...}`".into()),
+                Some(
+                    "add `exec: <shell command>`, `repo_command: test|ci`, `session: {...}` or `draft_pr: {...}`"
+                        .into(),
+                ),
             ));
         };
         let timeout = self.duration(raw.timeout.as_ref(), DEFAULT_STEP_TIMEOUT)?;
@@ -430,6 +491,27 @@ impl Cx<'_> {
                 excludes: d.excludes,
             }),
             events: raw.events.map(|e| self.events(e)).transpose()?,
+            pull_request: match raw.pull_request {
+                None => None,
+                Some(p) => Some(PullRequestExpect {
+                    draft: p.draft,
+                    branch: p.branch,
+                    base: p.base,
+                    title: p.title,
+                    diff_matches: match p.diff {
+                        None => false,
+                        Some(d) if d.value == "matches" => true,
+                        Some(d) => {
+                            return Err(self.error(
+                                &d.referenced,
+                                format!("unknown pull_request.diff check `{}`", d.value),
+                                "here",
+                                Some("the one diff check is `matches`".into()),
+                            ));
+                        }
+                    },
+                }),
+            },
             usage_reconciled: match raw.usage {
                 None => false,
                 Some(u) if u.value == "reconciled" => true,
@@ -540,4 +622,18 @@ impl Cx<'_> {
             )),
         }
     }
+}
+
+/// A branch name git and the forge accept (a subset of `git check-ref-format --branch`).
+fn valid_branch(b: &str) -> bool {
+    !b.is_empty()
+        && !b.starts_with('-')
+        && !b.starts_with('/')
+        && !b.ends_with('/')
+        && !b.ends_with(".lock")
+        && !b.ends_with('.')
+        && !b.contains("..")
+        && !b.contains("//")
+        && !b.contains("@{")
+        && b.chars().all(|c| !c.is_control() && !" ~^:?*[\\".contains(c))
 }

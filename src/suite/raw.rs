@@ -45,7 +45,8 @@ pub enum RawNetwork {
     Lab,
 }
 
-/// One step. Exactly one action key (`exec`, `repo_command` or `session`) must be present.
+/// One step. Exactly one action key (`exec`, `repo_command`, `session` or `draft_pr`) must be
+/// present.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {
@@ -73,6 +74,12 @@ pub struct RawStep {
     #[serde(default)]
     #[schemars(with = "Option<RawSession>")]
     pub session: Option<Spanned<RawSession>>,
+    /// Action: propose the repo's changes as a pull request on the lab forge through the runner
+    /// in the image (`canary-runner pr`): commit on `branch`, push it, open a draft PR. The
+    /// suite needs `network: lab`, where the forge lives.
+    #[serde(default)]
+    #[schemars(with = "Option<RawDraftPr>")]
+    pub draft_pr: Option<Spanned<RawDraftPr>>,
     /// What must hold after the step. Without it, the step must exit 0.
     #[serde(default)]
     pub expect: Option<RawExpect>,
@@ -94,6 +101,44 @@ pub struct RawSession {
     /// Model id the CLI is told to use.
     #[serde(default)]
     pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDraftPr {
+    /// Title of the pull request (also the commit message).
+    pub title: String,
+    /// Branch the changes are pushed to, e.g. `canary/edit`.
+    pub branch: String,
+    /// Branch the pull request targets; the lab forge holds the pinned repo there. Default `main`.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Description of the pull request.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// Checks on the pull request the lab forge received for this case.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPullRequestExpect {
+    /// Whether it must be a draft.
+    #[serde(default)]
+    pub draft: Option<bool>,
+    /// Its head branch.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Its base branch.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Its title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// `matches`: the diff the forge computed from what was pushed equals the repo's diff
+    /// against its pinned content, as the lab sees it in the case container.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub diff: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -163,6 +208,9 @@ pub struct RawExpect {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub usage: Option<Spanned<String>>,
+    /// `draft_pr` steps: the pull request as the lab forge received it.
+    #[serde(default)]
+    pub pull_request: Option<RawPullRequestExpect>,
 }
 
 /// Schema-only view of `exit_code`: a number or the word `any`.

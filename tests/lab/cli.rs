@@ -17,6 +17,12 @@ fn bad_suites_point_at_the_line_and_exit_2() {
         ("invalid-exit-code", ":7:18", "invalid exit_code `zero`"),
         ("path-escape", ":8:17", "is not inside the repo"),
         ("no-action", ":4:11", "has no action"),
+        (
+            "pr-without-network",
+            ":5:15",
+            "opens a pull request, but the suite has no network",
+        ),
+        ("bad-branch", ":6:15", "invalid branch name `canary/..oops`"),
     ];
     for (name, location, message) in cases {
         let file = format!("tests/fixtures/bad/{name}.yaml");

@@ -380,3 +380,72 @@ fn the_case_deadline_kills_a_step_within_its_own_timeout() {
     assert!(step["kill_latency_ms"].as_u64().unwrap() < 1000);
     assert_eq!(case["steps"][1]["status"], "skipped");
 }
+
+#[test]
+fn draft_pr_faults_name_what_the_forge_received() {
+    require_lab();
+    let out = Canary::new()
+        .args([
+            "run",
+            "-s",
+            "tests/fixtures/suites/draft-pr-faults.yaml",
+            "--json",
+            "--no-record",
+        ])
+        .run()
+        .code(1);
+    let report = out.json();
+    let steps = report["cases"][0]["steps"].as_array().unwrap().clone();
+    let failures = |i: usize| -> Vec<(String, String, String)> {
+        steps[i]["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["check"].as_str().unwrap().to_string(),
+                    f["expected"].as_str().unwrap().to_string(),
+                    f["actual"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    // No changes: the runner says so, nothing is opened, and the failure lists what the forge got
+    // (only the lab's seed push).
+    let empty = failures(0);
+    assert_eq!(empty.len(), 1, "{empty:?}");
+    assert_eq!(empty[0].0, "pull_request.opened");
+    assert!(
+        empty[0].2.contains("none was opened") && empty[0].2.contains("git-receive-pack -> 200"),
+        "{empty:?}"
+    );
+    // A real PR that is not what the suite expects: each difference is named.
+    let wrong = failures(2);
+    assert_eq!(
+        wrong,
+        vec![
+            ("pull_request.draft".into(), "false".into(), "true".into()),
+            (
+                "pull_request.branch".into(),
+                "canary/other".into(),
+                "canary/touch".into()
+            ),
+        ],
+        "diff: matches holds, the rest does not"
+    );
+    // The forge's records are a case artifact, limited to the case's own repository.
+    let forge = std::fs::read_to_string(
+        out.run_dir()
+            .join("cases/draft-pr-faults--python/steps/03-wrong-expectations.forge.jsonl"),
+    )
+    .unwrap();
+    assert!(
+        forge.contains("\"draft\":true") && forge.contains("canary/touch"),
+        "{forge}"
+    );
+    assert_eq!(
+        lab_objects(&format!("canary-lab.run={}", report["run_id"].as_str().unwrap())),
+        (0, 0),
+        "forge and network removed"
+    );
+}

@@ -116,13 +116,34 @@ fn golden_path_passes_for_both_real_clis() {
         for case in report["cases"].as_array().unwrap() {
             assert_eq!(
                 case["steps"].as_array().unwrap().len(),
-                6,
-                "{spec}: six checks, each its own testcase"
+                7,
+                "{spec}: the six checks as seven testcases (tests before and after a breaking edit)"
             );
         }
         let run_dir = out.run_dir();
+        // The draft PR as the forge received it: a draft, on the branch, with the edit's diff.
+        let forge = std::fs::read_to_string(
+            run_dir.join("cases/golden-path--python/steps/04-draft-pr-on-the-lab-forge.forge.jsonl"),
+        )
+        .unwrap();
+        let pr: serde_json::Value = forge
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|r| !r["pull_request"].is_null())
+            .unwrap_or_else(|| panic!("{spec}: no pull request in {forge}"));
+        assert_eq!(pr["status"], 201, "{spec}");
+        assert_eq!(pr["body"]["draft"], true, "{spec}: octocrab sent draft: true");
+        assert_eq!(pr["pull_request"]["head"], "canary/howdy", "{spec}");
+        assert!(
+            pr["pull_request"]["patch"]
+                .as_str()
+                .unwrap()
+                .contains("+GREETING = \"Howdy\""),
+            "{spec}: {}",
+            pr["pull_request"]["patch"]
+        );
         let stub_log = std::fs::read_to_string(
-            run_dir.join("cases/golden-path--python/steps/06-risky-action-is-blocked.stub.jsonl"),
+            run_dir.join("cases/golden-path--python/steps/07-risky-action-is-blocked.stub.jsonl"),
         )
         .unwrap();
         assert!(
@@ -130,7 +151,7 @@ fn golden_path_passes_for_both_real_clis() {
             "{spec}: the stub asked for the risky action"
         );
         let events =
-            std::fs::read_to_string(run_dir.join("cases/golden-path--python/steps/06-risky-action-is-blocked.stdout"))
+            std::fs::read_to_string(run_dir.join("cases/golden-path--python/steps/07-risky-action-is-blocked.stdout"))
                 .unwrap();
         assert!(events.contains("\"type\":\"ACTION_BLOCKED\""), "{spec}: {events}");
         let junit = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();

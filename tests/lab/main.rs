@@ -6,6 +6,7 @@ mod cli;
 mod docker;
 mod docker_images;
 mod docker_registry;
+mod forge;
 mod helpers;
 mod real_cli;
 mod registry;
