@@ -27,6 +27,38 @@ pub struct LabConfig {
     pub registry: String,
     /// Promotion policy file (default `gate.yaml` when present, else the built-in policy).
     pub gate_policy: Option<PathBuf>,
+    /// Upstream version sources and the candidate policy (`canary watch`, `canary pipeline`).
+    pub upstream: crate::upstream::UpstreamConfig,
+    /// What `canary pipeline` runs and whom it tells.
+    pub pipeline: PipelineConfig,
+}
+
+/// The `pipeline:` section of canary.yaml.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Suites every candidate must pass.
+    pub suites: Vec<PathBuf>,
+    /// Parallel cases per canary run.
+    pub jobs: usize,
+    /// Green candidates are promoted here (the gate's policy still applies).
+    pub promote_to: String,
+    /// Also promote green stable candidates to `stable` (default: a deliberate `canary promote`).
+    pub auto_stable: bool,
+    /// Webhook that receives each verdict as JSON (POST).
+    pub webhook: Option<String>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            suites: vec!["suites/golden-path.yaml".into()],
+            jobs: 2,
+            promote_to: "beta".into(),
+            auto_stable: false,
+            webhook: None,
+        }
+    }
 }
 
 impl Default for LabConfig {
@@ -40,6 +72,8 @@ impl Default for LabConfig {
             cache_dir: ".canary/cache".into(),
             registry: crate::registry::DEFAULT_PATH.into(),
             gate_policy: None,
+            upstream: Default::default(),
+            pipeline: Default::default(),
         }
     }
 }
@@ -56,7 +90,7 @@ impl LabConfig {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| LabError::read(&path, e))?;
         serde_saphyr::from_str(&text).map_err(|e| {
-            let fields = "keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir, registry, gate_policy";
+            let fields = "keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir, registry, gate_policy, upstream, pipeline";
             crate::yaml::parse_error(&path.display().to_string(), &text, "lab config", &e, fields).into()
         })
     }

@@ -21,4 +21,5 @@ pub mod repos;
 pub mod runner;
 pub mod stub;
 pub mod suite;
+pub mod upstream;
 pub mod yaml;

@@ -169,6 +169,9 @@ impl Command {
             Command::Status(a) => a.json,
             Command::Compat(super::gate::CompatCommand::Check { json, .. }) => *json,
             Command::Registry(_) => std::env::args().any(|a| a == "--json"),
+            Command::Watch(a) => a.json,
+            Command::Pipeline(a) => a.json,
+            Command::Heartbeat(a) => a.json,
             _ => false,
         }
     }
@@ -208,6 +211,10 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
     let config = config(&cli)?;
     match &cli.command {
         Command::Run(a) => run(&cli, &config, a).await,
+        Command::Watch(a) => super::upstream::watch(&config, a).await,
+        Command::Pipeline(a) => super::upstream::pipeline(&repro_prefix(&cli), &config, a).await,
+        Command::Heartbeat(a) => super::upstream::heartbeat(&config, a).await,
+        Command::Serve(a) => super::upstream::serve(&config, a).await,
         Command::Repro(a) => repro(&cli, &config, a).await,
         Command::Gc(a) => gc(a).await,
         Command::Images(ImagesCommand::Base { force, json }) => {

@@ -84,6 +84,14 @@ pub enum CompatCommand {
 }
 
 pub async fn promote(config: &LabConfig, a: &PromoteArgs) -> Result<i32> {
+    let (build, decision, policy_source) = promote_decision(config, a).await?;
+    print_promotion(a, &build, &decision, &policy_source);
+    Ok(if decision.allowed { exit::PASS } else { exit::FAILED })
+}
+
+/// Decides a promotion under the gate's policy and, unless it is a dry run, records it (the
+/// release or the refusal, audited). Returns the build id, the decision and the policy's source.
+pub(super) async fn promote_decision(config: &LabConfig, a: &PromoteArgs) -> Result<(String, gate::Decision, String)> {
     let policy = Policy::load(a.policy.as_deref().or(config.gate_policy.as_deref()))?;
     let channel_policy = policy.channel(&a.channel)?.clone();
     let bundles = a.bundles.iter().map(|b| compat::load(b)).collect::<Result<Vec<_>>>()?;
@@ -156,8 +164,12 @@ pub async fn promote(config: &LabConfig, a: &PromoteArgs) -> Result<i32> {
             .await?;
         }
     }
+    Ok((build, decision, policy.source.clone()))
+}
+
+fn print_promotion(a: &PromoteArgs, build: &str, decision: &gate::Decision, policy_source: &str) {
     if a.json {
-        print_json(&serde_json::json!({"decision": decision, "dry_run": a.dry_run, "policy": policy.source}));
+        print_json(&serde_json::json!({"decision": decision, "dry_run": a.dry_run, "policy": policy_source}));
     } else {
         let verb = match (decision.allowed, a.dry_run) {
             (true, true) => "would be promoted",
@@ -166,12 +178,7 @@ pub async fn promote(config: &LabConfig, a: &PromoteArgs) -> Result<i32> {
             (false, false) => "blocked",
         };
         let prep = if decision.allowed { "to" } else { "from" };
-        println!(
-            "build {} {verb} {prep} {} ({})",
-            short(&build),
-            a.channel,
-            policy.source
-        );
+        println!("build {} {verb} {prep} {} ({policy_source})", short(build), a.channel);
         for u in &decision.unmet {
             println!("  ✗ {u}");
         }
@@ -187,7 +194,6 @@ pub async fn promote(config: &LabConfig, a: &PromoteArgs) -> Result<i32> {
             );
         }
     }
-    Ok(if decision.allowed { exit::PASS } else { exit::FAILED })
 }
 
 pub async fn pin(config: &LabConfig, a: &PinArgs) -> Result<i32> {
@@ -357,57 +363,13 @@ fn report_rollback(json: bool, what: &str, from: &str, to: &str) -> Result<i32> 
 
 pub async fn status(config: &LabConfig, a: &StatusArgs) -> Result<i32> {
     let reg = open(config).await?;
-    let builds = reg.builds().await?;
-    let image = |id: &str| {
-        builds
-            .iter()
-            .find(|b| b.id == id)
-            .map(|b| b.image_ref.clone())
-            .unwrap_or_default()
-    };
-    let mut channel_rows = Vec::new();
-    for channel in channels(&reg).await? {
-        let history = reg.known_good(&channel).await?;
-        let releases = reg.releases(Some(&channel), 1).await?;
-        channel_rows.push(serde_json::json!({
-            "channel": channel,
-            "build": history.first().map(|r| r.build_id.clone()),
-            "image": history.first().map(|r| image(&r.build_id)),
-            "since": releases.first().map(|r| r.released_at.clone()),
-            "previous_known_good": history.get(1).map(|r| r.build_id.clone()),
-        }));
-    }
-    let mut org_rows = Vec::new();
-    for p in reg
-        .pins()
-        .await?
-        .into_iter()
-        .filter(|p| a.org.as_ref().is_none_or(|o| o == &p.org))
-    {
-        let runs = effective(&reg, Some(&p)).await?;
-        org_rows.push(serde_json::json!({"org": p.org, "channel": p.channel, "pinned_build": p.pinned_build_id, "runs": runs, "since": p.since}));
-    }
-    if let Some(org) = &a.org {
-        if org_rows.is_empty() {
-            return Err(LabError::usage(
-                format!("unknown org `{org}`"),
-                "`canary status` lists the orgs with pins",
-            ));
-        }
-    }
-    let current: Vec<String> = channel_rows
-        .iter()
-        .filter_map(|c| c["build"].as_str().map(String::from))
-        .collect();
-    let available: Vec<_> = builds
-        .iter()
-        .filter(|b| !current.contains(&b.id) && b.results > 0 && b.results == b.passing)
-        .map(|b| serde_json::json!({"build": b.id, "image": b.image_ref, "results": b.results}))
-        .collect();
+    let v = status_json(&reg, a.org.as_deref()).await?;
     if a.json {
-        print_json(&serde_json::json!({"channels": channel_rows, "orgs": org_rows, "available": available}));
+        print_json(&v);
         return Ok(exit::PASS);
     }
+    let rows = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+    let (channel_rows, org_rows, available) = (rows("channels"), rows("orgs"), rows("available"));
     println!("CHANNELS");
     for c in &channel_rows {
         println!(
@@ -440,6 +402,39 @@ pub async fn status(config: &LabConfig, a: &StatusArgs) -> Result<i32> {
             short(b["build"].as_str().unwrap_or("")),
             b["image"].as_str().unwrap_or("")
         );
+    }
+    let versions = |v: &serde_json::Value| {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    println!("RUNNERS (deployed, from heartbeats; known-good of their channel)");
+    for r in rows("runners") {
+        println!(
+            "  {:<18} {:<8} runs {:<40} known-good {:<30} last seen {}",
+            r["runner_id"].as_str().unwrap_or(""),
+            r["channel"].as_str().unwrap_or(""),
+            versions(&r["versions"]),
+            versions(&r["known_good_runtimes"]),
+            r["sent_at"].as_str().unwrap_or("")
+        );
+    }
+    println!("UPSTREAM (newest version recorded by `canary watch`)");
+    if let Some(m) = v["upstream"].as_object() {
+        for (p, u) in m {
+            println!(
+                "  {:<12} {:<12} {:<8} published {}",
+                p,
+                u["version"].as_str().unwrap_or(""),
+                u["channel"].as_str().unwrap_or(""),
+                u["released_at"].as_str().unwrap_or("-")
+            );
+        }
     }
     Ok(exit::PASS)
 }
@@ -490,4 +485,91 @@ pub async fn compat_check(config: &LabConfig, cmd: &CompatCommand) -> Result<i32
     } else {
         exit::PASS
     })
+}
+
+/// What `canary status --json` prints (and `canary serve` answers at /v1/status): channels,
+/// orgs, builds available for promotion, deployed runners (heartbeats) and upstream versions.
+pub(super) async fn status_json(reg: &Registry, org: Option<&str>) -> Result<serde_json::Value> {
+    let builds = reg.builds().await?;
+    let image = |id: &str| {
+        builds
+            .iter()
+            .find(|b| b.id == id)
+            .map(|b| b.image_ref.clone())
+            .unwrap_or_default()
+    };
+    let mut channel_rows = Vec::new();
+    for channel in channels(reg).await? {
+        let history = reg.known_good(&channel).await?;
+        let releases = reg.releases(Some(&channel), 1).await?;
+        channel_rows.push(serde_json::json!({
+            "channel": channel,
+            "build": history.first().map(|r| r.build_id.clone()),
+            "image": history.first().map(|r| image(&r.build_id)),
+            "since": releases.first().map(|r| r.released_at.clone()),
+            "previous_known_good": history.get(1).map(|r| r.build_id.clone()),
+        }));
+    }
+    let mut org_rows = Vec::new();
+    for p in reg.pins().await?.into_iter().filter(|p| org.is_none_or(|o| o == p.org)) {
+        let runs = effective(reg, Some(&p)).await?;
+        org_rows.push(serde_json::json!({"org": p.org, "channel": p.channel, "pinned_build": p.pinned_build_id, "runs": runs, "since": p.since}));
+    }
+    if let Some(org) = org {
+        if org_rows.is_empty() {
+            return Err(LabError::usage(
+                format!("unknown org `{org}`"),
+                "`canary status` lists the orgs with pins",
+            ));
+        }
+    }
+    let current: Vec<String> = channel_rows
+        .iter()
+        .filter_map(|c| c["build"].as_str().map(String::from))
+        .collect();
+    let available: Vec<_> = builds
+        .iter()
+        .filter(|b| !current.contains(&b.id) && b.results > 0 && b.results == b.passing)
+        .map(|b| serde_json::json!({"build": b.id, "image": b.image_ref, "results": b.results}))
+        .collect();
+    // Deployed runners next to what they should run: the known-good of their channel.
+    let mut runners = Vec::new();
+    for h in reg.heartbeats().await? {
+        let channel = h.channel.clone().unwrap_or_else(|| "stable".into());
+        let kg = channel_rows
+            .iter()
+            .find(|c| c["channel"] == channel.as_str())
+            .and_then(|c| c["build"].as_str().map(String::from));
+        let kg_runtimes = kg
+            .as_ref()
+            .and_then(|id| builds.iter().find(|b| &b.id == id))
+            .map(|b| b.runtime_versions.clone())
+            .unwrap_or(serde_json::Value::Null);
+        runners.push(serde_json::json!({
+            "runner_id": h.runner_id, "org": h.org, "channel": channel, "versions": h.versions,
+            "capabilities": h.capabilities, "sent_at": h.sent_at, "received_at": h.received_at,
+            "known_good_build": kg, "known_good_runtimes": kg_runtimes,
+        }));
+    }
+    // The newest upstream version the watch recorded, per provider.
+    let mut upstream: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    for v in reg.versions().await? {
+        let newer = match upstream.get(&v.provider) {
+            None => true,
+            Some(cur) => {
+                let parse = |s: &str| crate::upstream::semver_of(s);
+                match (parse(&v.version), cur["version"].as_str().and_then(parse)) {
+                    (Some(a), Some(b)) => a > b,
+                    _ => false,
+                }
+            }
+        };
+        if newer {
+            upstream.insert(v.provider.clone(), serde_json::to_value(&v).expect("json"));
+        }
+    }
+    Ok(serde_json::json!({
+        "channels": channel_rows, "orgs": org_rows, "available": available,
+        "runners": runners, "upstream": upstream,
+    }))
 }

@@ -4,6 +4,7 @@
 mod commands;
 mod gate;
 mod registry;
+mod upstream;
 
 use crate::error::{LabError, exit};
 use clap::{Parser, Subcommand};
@@ -68,6 +69,16 @@ pub enum Command {
     /// Fetch real agent CLIs at exact versions into the lab's cache.
     #[command(subcommand)]
     Providers(commands::ProvidersCommand),
+    /// What is new upstream (PyPI, npm, GitHub releases) under the lab's candidate policy; records
+    /// new versions. Exit 0 when something is new, 1 when nothing is, 2 on error.
+    Watch(upstream::WatchArgs),
+    /// Watch, build each new candidate's image, run the canary suites, record, promote green
+    /// ones to beta, notify. Idempotent. Exit 0 all green / nothing to do, 1 blocked, 2 error.
+    Pipeline(upstream::PipelineArgs),
+    /// Record a deployed runner's heartbeat from a file (`-` for stdin).
+    Heartbeat(upstream::HeartbeatArgs),
+    /// Serve heartbeats (POST /v1/heartbeats) and status (GET /v1/status) over HTTP.
+    Serve(upstream::ServeArgs),
 }
 
 /// Runs the command line and returns the process exit code.

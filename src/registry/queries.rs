@@ -72,6 +72,39 @@ pub struct VersionRow {
     pub released_at: Option<String>,
     pub source: String,
     pub channel: String,
+    /// The package release that carries it (`claude-agent-sdk` 0.2.186 for Claude Code 2.1.329).
+    pub package: Option<String>,
+    pub package_version: Option<String>,
+}
+
+/// The pipeline's verdict on one candidate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub provider: String,
+    pub package_version: String,
+    pub version: String,
+    pub build_id: Option<String>,
+    /// `green`, `yellow`, `red` or `error`.
+    pub status: String,
+    pub channel: Option<String>,
+    pub summary: serde_json::Value,
+    pub decided_at: String,
+}
+
+/// What a deployed runner last reported.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Heartbeat {
+    pub runner_id: String,
+    #[serde(default)]
+    pub org: Option<String>,
+    #[serde(default)]
+    pub channel: Option<String>,
+    pub versions: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    pub sent_at: String,
+    #[serde(default)]
+    pub received_at: String,
 }
 
 /// One audit entry to append.
@@ -209,7 +242,7 @@ impl Registry {
     }
 
     pub async fn versions(&self) -> Result<Vec<VersionRow>> {
-        let rows = sqlx::query("SELECT provider, version, released_at, source, channel FROM runtime_versions ORDER BY provider, recorded_at DESC")
+        let rows = sqlx::query("SELECT provider, version, released_at, source, channel, package, package_version FROM runtime_versions ORDER BY provider, recorded_at DESC")
             .fetch_all(self.pool())
             .await
             .map_err(db_err(&self.display))?;
@@ -221,6 +254,134 @@ impl Registry {
                 released_at: opt_text(r, "released_at"),
                 source: text(r, "source"),
                 channel: text(r, "channel"),
+                package: opt_text(r, "package"),
+                package_version: opt_text(r, "package_version"),
+            })
+            .collect())
+    }
+
+    /// Records every new upstream version in one transaction: all or nothing. Returns how many
+    /// were new.
+    pub async fn record_versions(&self, rows: &[VersionRow]) -> Result<usize> {
+        let mut tx = self.write_tx().await?;
+        let mut added = 0;
+        for v in rows {
+            let r = sqlx::query(
+                "INSERT INTO runtime_versions (provider, version, released_at, source, channel, recorded_at, package, package_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (provider, version) DO NOTHING",
+            )
+            .bind(&v.provider)
+            .bind(&v.version)
+            .bind(v.released_at.as_deref())
+            .bind(&v.source)
+            .bind(&v.channel)
+            .bind(now())
+            .bind(v.package.as_deref())
+            .bind(v.package_version.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+            added += r.rows_affected() as usize;
+        }
+        tx.commit().await.map_err(db_err(&self.display))?;
+        Ok(added)
+    }
+
+    pub async fn verdicts(&self) -> Result<Vec<Verdict>> {
+        let rows = sqlx::query(
+            "SELECT provider, package_version, version, build_id, status, channel, summary, decided_at \
+             FROM candidate_verdicts ORDER BY decided_at DESC",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| Verdict {
+                provider: text(r, "provider"),
+                package_version: text(r, "package_version"),
+                version: text(r, "version"),
+                build_id: opt_text(r, "build_id"),
+                status: text(r, "status"),
+                channel: opt_text(r, "channel"),
+                summary: json(&text(r, "summary")),
+                decided_at: text(r, "decided_at"),
+            })
+            .collect())
+    }
+
+    /// Records (or, when a candidate is judged again, replaces) a verdict, with an audit entry.
+    pub async fn record_verdict(&self, v: &Verdict, a: Audit<'_>) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM candidate_verdicts WHERE provider = $1 AND package_version = $2")
+            .bind(&v.provider)
+            .bind(&v.package_version)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        sqlx::query(
+            "INSERT INTO candidate_verdicts (provider, package_version, version, build_id, status, channel, summary, decided_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&v.provider)
+        .bind(&v.package_version)
+        .bind(&v.version)
+        .bind(v.build_id.as_deref())
+        .bind(&v.status)
+        .bind(v.channel.as_deref())
+        .bind(v.summary.to_string())
+        .bind(&v.decided_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(&self.display))?;
+        insert_audit(&mut tx, &a, &self.display).await?;
+        tx.commit().await.map_err(db_err(&self.display))?;
+        Ok(())
+    }
+
+    /// Stores a runner's heartbeat (the newest per runner wins).
+    pub async fn record_heartbeat(&self, h: &Heartbeat) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM runner_heartbeats WHERE runner_id = $1")
+            .bind(&h.runner_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        sqlx::query(
+            "INSERT INTO runner_heartbeats (runner_id, org, channel, versions, capabilities, sent_at, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&h.runner_id)
+        .bind(h.org.as_deref())
+        .bind(h.channel.as_deref())
+        .bind(serde_json::to_string(&h.versions).expect("json"))
+        .bind(serde_json::to_string(&h.capabilities).expect("json"))
+        .bind(&h.sent_at)
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(&self.display))?;
+        tx.commit().await.map_err(db_err(&self.display))?;
+        Ok(())
+    }
+
+    pub async fn heartbeats(&self) -> Result<Vec<Heartbeat>> {
+        let rows = sqlx::query(
+            "SELECT runner_id, org, channel, versions, capabilities, sent_at, received_at FROM runner_heartbeats ORDER BY runner_id",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| Heartbeat {
+                runner_id: text(r, "runner_id"),
+                org: opt_text(r, "org"),
+                channel: opt_text(r, "channel"),
+                versions: serde_json::from_str(&text(r, "versions")).unwrap_or_default(),
+                capabilities: serde_json::from_str(&text(r, "capabilities")).unwrap_or_default(),
+                sent_at: text(r, "sent_at"),
+                received_at: text(r, "received_at"),
             })
             .collect())
     }

@@ -1,0 +1,411 @@
+//! The three kinds of upstream: PyPI's JSON API, an npm registry's packument, GitHub releases.
+//! Each turns its registry's metadata into [`Release`]s; none decides what becomes a candidate
+//! (that is the policy's job).
+
+use super::Release;
+use super::http::{Fetcher, Freshness};
+use crate::error::{LabError, Result};
+use std::collections::BTreeMap;
+
+/// A configured source: `pypi:<package>`, `npm:<package>` or `github:<owner>/<repo>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Pypi(String),
+    Npm(String),
+    Github(String, String),
+}
+
+impl Source {
+    pub fn parse(s: &str) -> Result<Source> {
+        let help = "write pypi:<package>, npm:<package> or github:<owner>/<repo>";
+        let (kind, name) = s
+            .split_once(':')
+            .ok_or_else(|| LabError::usage(format!("invalid upstream source `{s}`"), help))?;
+        let valid = |n: &str| !n.is_empty() && !n.contains(char::is_whitespace);
+        match kind {
+            "pypi" if valid(name) => Ok(Source::Pypi(name.into())),
+            "npm" if valid(name) => Ok(Source::Npm(name.into())),
+            "github" => match name.split_once('/') {
+                Some((o, r)) if valid(o) && valid(r) && !r.contains('/') => Ok(Source::Github(o.into(), r.into())),
+                _ => Err(LabError::usage(format!("invalid GitHub repository in `{s}`"), help)),
+            },
+            _ => Err(LabError::usage(format!("invalid upstream source `{s}`"), help)),
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Source::Pypi(p) => format!("pypi:{p}"),
+            Source::Npm(p) => format!("npm:{p}"),
+            Source::Github(o, r) => format!("github:{o}/{r}"),
+        }
+    }
+
+    pub fn package(&self) -> String {
+        match self {
+            Source::Pypi(p) | Source::Npm(p) => p.clone(),
+            Source::Github(o, r) => format!("{o}/{r}"),
+        }
+    }
+}
+
+/// Where each kind of registry is, after the lab config and the clients' own configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    /// Base of PyPI's JSON API (`{base}/pypi/{package}/json`).
+    pub pypi: Option<String>,
+    pub npm: Option<String>,
+    /// GitHub REST API base; `None` is octocrab's own default.
+    pub github: Option<String>,
+    pub github_token: Option<String>,
+}
+
+/// One fetch: the releases and whether the registry's answer came from the cache.
+pub struct Fetched {
+    pub releases: Vec<Release>,
+    pub freshness: Freshness,
+}
+
+fn not_found(source: &Source, url: &str) -> LabError {
+    LabError::usage(
+        format!(
+            "unknown package: {} has no {} ({url} answered 404)",
+            source.label(),
+            source.package()
+        ),
+        "check the package name under upstream.providers in canary.yaml",
+    )
+}
+
+fn malformed(source: &Source, what: &str) -> LabError {
+    LabError::usage(
+        format!("{}: malformed registry metadata: {what}", source.label()),
+        "the registry answered JSON of an unexpected shape; nothing was recorded",
+    )
+}
+
+pub async fn fetch(fetcher: &Fetcher, endpoints: &Endpoints, provider: &str, source: &Source) -> Result<Fetched> {
+    match source {
+        Source::Pypi(package) => {
+            let base = endpoints.pypi.as_deref().ok_or_else(|| {
+                LabError::usage(
+                    "no PyPI JSON API configured",
+                    "set upstream.pypi_url in canary.yaml, or configure pip's index-url",
+                )
+            })?;
+            let url = format!("{}/pypi/{package}/json", base.trim_end_matches('/'));
+            let (body, freshness) = fetcher
+                .get_json(&url, "application/json", &[])
+                .await?
+                .ok_or_else(|| not_found(source, &url))?;
+            Ok(Fetched {
+                releases: pypi(provider, source, &body)?,
+                freshness,
+            })
+        }
+        Source::Npm(package) => {
+            let base = endpoints.npm.as_deref().ok_or_else(|| {
+                LabError::usage(
+                    "no npm registry configured",
+                    "set upstream.npm_registry in canary.yaml, or configure npm's registry (npm config set registry …)",
+                )
+            })?;
+            // Scoped names keep their `@` and encode the slash, as npm clients do.
+            let url = format!("{}/{}", base.trim_end_matches('/'), package.replace('/', "%2f"));
+            let (body, freshness) = fetcher
+                .get_json(&url, "application/json", &[])
+                .await?
+                .ok_or_else(|| not_found(source, &url))?;
+            Ok(Fetched {
+                releases: npm(provider, source, &body)?,
+                freshness,
+            })
+        }
+        Source::Github(owner, repo) => github(fetcher, endpoints, provider, source, owner, repo).await,
+    }
+}
+
+/// A publish time to the second, RFC 3339 UTC.
+fn seconds(t: jiff::Timestamp) -> String {
+    t.round(jiff::Unit::Second).unwrap_or(t).to_string()
+}
+
+/// Whether a version string is a pre-release, for the PEP 440 and SemVer spellings upstreams use.
+pub fn is_prerelease(v: &str) -> bool {
+    if let Ok(s) = semver::Version::parse(v) {
+        return !s.pre.is_empty();
+    }
+    let lower = v.to_ascii_lowercase();
+    ["a", "b", "rc", "dev", "alpha", "beta", "pre"].iter().any(|m| {
+        lower
+            .split(['.', '-'])
+            .any(|part| part.trim_start_matches(|c: char| c.is_ascii_digit()).starts_with(m))
+    })
+}
+
+/// PyPI JSON API: `releases` maps each version to its files; the upload time is the earliest
+/// file's, a version is yanked when every file is (PEP 592), and a version without files has no
+/// timestamp.
+pub fn pypi(provider: &str, source: &Source, body: &serde_json::Value) -> Result<Vec<Release>> {
+    let releases = body
+        .get("releases")
+        .and_then(|r| r.as_object())
+        .ok_or_else(|| malformed(source, "no `releases` object"))?;
+    let mut out = Vec::new();
+    for (version, files) in releases {
+        let files = files
+            .as_array()
+            .ok_or_else(|| malformed(source, &format!("releases.{version} is not a list")))?;
+        let published_at = files
+            .iter()
+            .filter_map(|f| f.get("upload_time_iso_8601").and_then(|t| t.as_str()))
+            .filter_map(|t| t.parse::<jiff::Timestamp>().ok())
+            .min()
+            .map(seconds);
+        let yanked = (!files.is_empty() && files.iter().all(|f| f["yanked"].as_bool() == Some(true))).then(|| {
+            files
+                .iter()
+                .find_map(|f| f["yanked_reason"].as_str())
+                .unwrap_or("yanked")
+                .to_string()
+        });
+        out.push(Release {
+            provider: provider.into(),
+            source: source.label(),
+            package: source.package(),
+            package_version: version.clone(),
+            version: version.clone(),
+            published_at,
+            prerelease: is_prerelease(version),
+            yanked,
+            deprecated: None,
+            dist_tags: Vec::new(),
+        });
+    }
+    Ok(out)
+}
+
+/// npm packument: `versions` (with `deprecated`), `time` (publish times), `dist-tags`.
+pub fn npm(provider: &str, source: &Source, body: &serde_json::Value) -> Result<Vec<Release>> {
+    let versions = body
+        .get("versions")
+        .and_then(|r| r.as_object())
+        .ok_or_else(|| malformed(source, "no `versions` object"))?;
+    let time = body.get("time").and_then(|t| t.as_object());
+    let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Some(dt) = body.get("dist-tags").and_then(|t| t.as_object()) {
+        for (tag, v) in dt {
+            if let Some(v) = v.as_str() {
+                tags.entry(v.to_string()).or_default().push(tag.clone());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (version, meta) in versions {
+        let published_at = time
+            .and_then(|t| t.get(version))
+            .and_then(|t| t.as_str())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(seconds);
+        let deprecated = match meta.get("deprecated") {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(serde_json::Value::Bool(true)) => Some("deprecated".into()),
+            _ => None,
+        };
+        out.push(Release {
+            provider: provider.into(),
+            source: source.label(),
+            package: source.package(),
+            package_version: version.clone(),
+            version: version.clone(),
+            published_at,
+            prerelease: is_prerelease(version),
+            yanked: None,
+            deprecated,
+            dist_tags: tags.get(version).cloned().unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// The version in a release tag: `v0.2.1`, `rust-v0.2.1` and `0.2.1` all give `0.2.1`.
+pub fn tag_version(tag: &str) -> String {
+    match tag.find(|c: char| c.is_ascii_digit()) {
+        Some(i) => tag[i..].to_string(),
+        None => tag.to_string(),
+    }
+}
+
+/// GitHub releases through octocrab (base URI configurable), with the same conditional-request
+/// and rate-limit handling as the other sources. Drafts are dropped; prereleases are flagged.
+async fn github(
+    fetcher: &Fetcher,
+    endpoints: &Endpoints,
+    provider: &str,
+    source: &Source,
+    owner: &str,
+    repo: &str,
+) -> Result<Fetched> {
+    use http_body_util::BodyExt;
+    let mut builder = octocrab::Octocrab::builder();
+    if let Some(base) = &endpoints.github {
+        builder = builder
+            .base_uri(base.as_str())
+            .map_err(|e| LabError::usage(format!("upstream.github_api `{base}`: {e}"), "write a URL"))?;
+    }
+    if let Some(t) = &endpoints.github_token {
+        builder = builder.personal_token(t.clone());
+    }
+    let client = builder
+        .build()
+        .map_err(|e| LabError::usage(format!("cannot build the GitHub client: {e}"), "internal"))?;
+    let path = format!("/repos/{owner}/{repo}/releases?per_page=100");
+    let cache = fetcher.conditional_cache(&format!("github{path}"));
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/vnd.github+json"),
+        );
+        if let Some(etag) = cache.etag() {
+            if let Ok(v) = http::HeaderValue::from_str(&etag) {
+                headers.insert(http::header::IF_NONE_MATCH, v);
+            }
+        }
+        let why = match client._get_with_headers(path.as_str(), Some(headers)).await {
+            Ok(resp) => {
+                let status = resp.status();
+                let etag = resp
+                    .headers()
+                    .get(http::header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
+                let retry = resp
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| super::http::parse_retry_after(v, jiff::Timestamp::now()));
+                if status == http::StatusCode::NOT_MODIFIED {
+                    if let Some(body) = cache.body() {
+                        return Ok(Fetched {
+                            releases: github_releases(provider, source, &body)?,
+                            freshness: Freshness::NotModified,
+                        });
+                    }
+                    format!("{path}: 304 without a cached copy")
+                } else if status == http::StatusCode::NOT_FOUND {
+                    return Err(not_found(source, &path));
+                } else if status.is_success() {
+                    let bytes = resp.into_body().collect().await.map(|b| b.to_bytes());
+                    match bytes.map(|b| serde_json::from_slice::<serde_json::Value>(&b)) {
+                        Ok(Ok(body)) => {
+                            let releases = github_releases(provider, source, &body)?;
+                            cache.store(etag, &body);
+                            return Ok(Fetched {
+                                releases,
+                                freshness: Freshness::Fetched,
+                            });
+                        }
+                        Ok(Err(e)) => format!("{path}: the answer is not JSON ({e})"),
+                        Err(e) => format!("{path}: {e}"),
+                    }
+                } else if status == http::StatusCode::TOO_MANY_REQUESTS
+                    || status == http::StatusCode::FORBIDDEN && retry.is_some()
+                    || status.is_server_error()
+                {
+                    if attempt <= fetcher.retries {
+                        let delay = retry.unwrap_or(fetcher.backoff * 2u32.pow(attempt - 1));
+                        if delay > fetcher.max_wait {
+                            return Err(LabError::usage(
+                                format!("{}: {status}; GitHub asks to wait {}s", source.label(), delay.as_secs()),
+                                "try again later, or set upstream.github_token",
+                            ));
+                        }
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    format!("{path}: {status}")
+                } else {
+                    return Err(LabError::usage(
+                        format!("{}: GitHub answered {status}", source.label()),
+                        "check the repository name and upstream.github_token",
+                    ));
+                }
+            }
+            Err(e) => format!("{path}: {e}"),
+        };
+        if attempt <= fetcher.retries {
+            tokio::time::sleep(fetcher.backoff * 2u32.pow(attempt - 1)).await;
+            continue;
+        }
+        return Err(LabError::usage(
+            format!("{}: {why} (after {attempt} attempts)", source.label()),
+            "GitHub is unreachable or misbehaving; nothing was recorded",
+        ));
+    }
+}
+
+/// GitHub's release list, read through octocrab's model (so a changed shape is an error).
+pub fn github_releases(provider: &str, source: &Source, body: &serde_json::Value) -> Result<Vec<Release>> {
+    let list: Vec<octocrab::models::repos::Release> =
+        serde_json::from_value(body.clone()).map_err(|e| malformed(source, &e.to_string()))?;
+    Ok(list
+        .into_iter()
+        .filter(|r| !r.draft)
+        .map(|r| {
+            let version = tag_version(&r.tag_name);
+            Release {
+                provider: provider.into(),
+                source: source.label(),
+                package: source.package(),
+                package_version: version.clone(),
+                prerelease: r.prerelease || is_prerelease(&version),
+                version,
+                published_at: r
+                    .published_at
+                    .and_then(|t| t.to_rfc3339().parse::<jiff::Timestamp>().ok())
+                    .map(seconds),
+                yanked: None,
+                deprecated: None,
+                dist_tags: Vec::new(),
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prerelease_spellings() {
+        for v in ["0.2.0a1", "1.0.0rc2", "1.0.0-beta.1", "0.1.0.dev3", "2.0.0-alpha"] {
+            assert!(is_prerelease(v), "{v}");
+        }
+        for v in ["0.163.0", "2.1.329", "1.0.0.post1"] {
+            assert!(!is_prerelease(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn tags_give_versions() {
+        assert_eq!(tag_version("rust-v0.63.0"), "0.63.0");
+        assert_eq!(tag_version("v1.2.3-beta.1"), "1.2.3-beta.1");
+    }
+
+    #[test]
+    fn sources_parse() {
+        assert_eq!(
+            Source::parse("npm:@openai/codex").unwrap(),
+            Source::Npm("@openai/codex".into())
+        );
+        assert_eq!(
+            Source::parse("github:google-gemini/gemini-cli").unwrap(),
+            Source::Github("google-gemini".into(), "gemini-cli".into())
+        );
+        assert!(Source::parse("cargo:x").is_err());
+        assert!(Source::parse("github:nope").is_err());
+    }
+}
