@@ -403,7 +403,10 @@ pub struct WatchOptions<'a> {
 fn newest_first(a: &Release, b: &Release) -> std::cmp::Ordering {
     match (semver_of(&a.package_version), semver_of(&b.package_version)) {
         (Some(x), Some(y)) => y.cmp(&x),
-        _ => b.published_at.cmp(&a.published_at),
+        // A total order: SemVer versions first, the rest by publish time.
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => b.published_at.cmp(&a.published_at),
     }
 }
 

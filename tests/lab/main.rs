@@ -10,3 +10,4 @@ mod forge;
 mod helpers;
 mod real_cli;
 mod registry;
+mod upstream;
