@@ -3,6 +3,12 @@
 //! Data flow, left to right: suites + canary repos → plan (cases) → engine (containers) →
 //! checks → one [`report::RunReport`] → JUnit / JSON / terminal. See the README for the tour.
 
+/// Installs the TLS crypto provider (ring) the HTTP clients use. Every entry point calls it
+/// before building a client; later calls do nothing.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub mod cli;
 pub mod compat;
 pub mod config;

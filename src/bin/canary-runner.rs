@@ -75,6 +75,19 @@ enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Report what this runner runs: one HEARTBEAT line (runner and CLI versions, capabilities),
+    /// printed and, with --post, sent to `canary serve` (POST /v1/heartbeats).
+    Heartbeat {
+        #[arg(long)]
+        runner_id: String,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        channel: Option<String>,
+        /// Base URL of `canary serve`.
+        #[arg(long)]
+        post: Option<String>,
+    },
     /// Run one non-interactive session; events go to stdout, one JSON object per line.
     Session {
         #[arg(long, value_enum)]
@@ -117,6 +130,7 @@ enum ApprovalArg {
 }
 
 fn main() {
+    canary_lab::init_tls();
     let cli = Cli::parse();
     let args = match cli.command {
         Command::LabStub {
@@ -124,6 +138,12 @@ fn main() {
             log,
             addr_file,
         } => std::process::exit(lab_stub(&scenario, log, &addr_file)),
+        Command::Heartbeat {
+            runner_id,
+            org,
+            channel,
+            post,
+        } => std::process::exit(heartbeat(runner_id, org, channel, post)),
         Command::LabForge {
             listen,
             root,
@@ -222,6 +242,61 @@ where
                 2
             }
         }
+    })
+}
+
+fn heartbeat(runner_id: String, org: Option<String>, channel: Option<String>, post: Option<String>) -> i32 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut versions = std::collections::BTreeMap::new();
+        versions.insert("runner".to_string(), env!("CARGO_PKG_VERSION").to_string());
+        let mut capabilities = vec!["session".to_string(), "pr".to_string()];
+        for (provider, command) in [("codex", "codex"), ("claude-code", "claude"), ("gemini", "gemini")] {
+            if let Some(v) = session::installed_version(command).await {
+                versions.insert(provider.to_string(), v);
+                capabilities.push(format!("provider:{provider}"));
+            }
+        }
+        let event = Event::Heartbeat { versions, capabilities };
+        let mut v = serde_json::to_value(&event).expect("event serializes");
+        let o = v.as_object_mut().expect("events are objects");
+        o.insert("ts".into(), canary_lab::registry::now().into());
+        o.insert("runner_id".into(), runner_id.into());
+        if let Some(org) = org {
+            o.insert("org".into(), org.into());
+        }
+        if let Some(c) = channel {
+            o.insert("channel".into(), c.into());
+        }
+        println!("{v}");
+        if let Some(url) = post {
+            let url = format!("{}/v1/heartbeats", url.trim_end_matches('/'));
+            let sent = reqwest::Client::new()
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(v.to_string())
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    eprintln!(
+                        "canary-runner heartbeat: {url} answered {}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                    return 2;
+                }
+                Err(e) => {
+                    eprintln!("canary-runner heartbeat: {url}: {e}");
+                    return 2;
+                }
+            }
+        }
+        0
     })
 }
 

@@ -487,7 +487,7 @@ fn first_failures(report: &RunReport) -> Vec<String> {
 
 /// POSTs the payload, retrying transient failures a few times.
 async fn post_webhook(url: &str, payload: &serde_json::Value) -> std::result::Result<(), String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::init_tls();
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(15))
         .build()

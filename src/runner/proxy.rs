@@ -230,7 +230,10 @@ pub async fn start(
         upstream: upstream.to_string(),
         approval,
         events,
-        client: reqwest::Client::new(),
+        client: {
+            crate::init_tls();
+            reqwest::Client::new()
+        },
         next_request: Default::default(),
     });
     let app = axum::Router::new().fallback(forward).with_state(shared);

@@ -35,6 +35,20 @@ fn default_model(p: Provider) -> &'static str {
     }
 }
 
+/// The version of a CLI on PATH, or `None` when it is not installed.
+pub async fn installed_version(command: &str) -> Option<String> {
+    let o = tokio::process::Command::new(command)
+        .arg("--version")
+        .output()
+        .await
+        .ok()?;
+    o.status.success().then_some(())?;
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .map(String::from)
+}
+
 /// The CLI's `--version`, for SESSION_STARTED.
 async fn cli_version(cli: &Path) -> String {
     match tokio::process::Command::new(cli).arg("--version").output().await {

@@ -37,14 +37,10 @@ struct Cached {
     body: serde_json::Value,
 }
 
-/// TLS uses ring (no C toolchain for aws-lc) and the platform's trust store.
-fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 impl Fetcher {
     pub fn new(cache_dir: PathBuf, timeout: Duration) -> Result<Fetcher> {
-        install_crypto();
+        // TLS uses ring (no C toolchain for aws-lc) and the platform's trust store.
+        crate::init_tls();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))

@@ -143,6 +143,7 @@ fn a_workspace_without_changes_proposes_nothing() {
 }
 
 async fn reqwest_get(url: &str) -> serde_json::Value {
+    canary_lab::init_tls();
     let body = reqwest::get(url).await.unwrap().text().await.unwrap();
     serde_json::from_str(&body).unwrap()
 }

@@ -305,3 +305,117 @@ fn failing_registries_are_clear_errors_and_record_nothing() {
         .code(2)
         .stderr_has("invalid upstream source `cargo:codex`");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn runner_heartbeats_reach_status_from_a_file_and_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("registry.db");
+    let runner = env!("CARGO_BIN_EXE_canary-runner");
+    let out = std::process::Command::new(runner)
+        .args(["heartbeat", "--runner-id", "eu-1", "--org", "acme", "--channel", "beta"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let file = dir.path().join("hb.json");
+    std::fs::write(&file, &out.stdout).unwrap();
+    Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["heartbeat"])
+        .arg_path(&file)
+        .run()
+        .code(0)
+        .stdout_has("recorded heartbeat of eu-1");
+
+    // A payload without a runner id is refused, naming the field.
+    std::fs::write(
+        &file,
+        r#"{"type":"HEARTBEAT","runner_id":"","versions":{"runner":"0.1.0"}}"#,
+    )
+    .unwrap();
+    Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["heartbeat"])
+        .arg_path(&file)
+        .run()
+        .code(2)
+        .stderr_has("`runner_id` is missing or empty");
+
+    // Over HTTP: `canary serve` takes heartbeats and answers status.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (mut cmd, _reports) = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .command();
+    let mut serve = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = rt.block_on(async {
+        canary_lab::init_tls();
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client.get(format!("{url}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let posted = tokio::process::Command::new(runner)
+            .args([
+                "heartbeat",
+                "--runner-id",
+                "us-2",
+                "--channel",
+                "stable",
+                "--post",
+                &url,
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(posted.status.success(), "{}", String::from_utf8_lossy(&posted.stderr));
+        let bad = client
+            .post(format!("{url}/v1/heartbeats"))
+            .body("{\"runner_id\": \"x\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status().as_u16(), 422);
+        let body = bad.text().await.unwrap();
+        assert!(body.contains("versions"), "{body}");
+        client
+            .get(format!("{url}/v1/status"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let result: serde_json::Value = serde_json::from_str(&result).unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let runners = result["runners"].as_array().unwrap();
+    let ids: Vec<&str> = runners.iter().map(|r| r["runner_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["eu-1", "us-2"]);
+    assert_eq!(runners[0]["org"], "acme");
+    assert_eq!(runners[1]["versions"]["runner"], env!("CARGO_PKG_VERSION"));
+
+    // `canary status` shows them beside what their channel's known-good is.
+    Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["status"])
+        .run()
+        .code(0)
+        .stdout_has("RUNNERS")
+        .stdout_has("us-2");
+}
