@@ -207,7 +207,8 @@ pub struct Notification {
 }
 
 pub async fn pipeline(cli_prefix: &str, config: &LabConfig, a: &PipelineArgs) -> Result<i32> {
-    let progress = Progress::new(a.json);
+    // Stage lines go to stderr even with --json: stdout stays one JSON document.
+    let progress = Progress::new(false);
     let reg = open(config).await?;
     progress.line("[watch] checking upstream");
     let watch = upstream::watch(

