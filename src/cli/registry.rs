@@ -273,15 +273,7 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
     Ok(exit::PASS)
 }
 
-/// Channels that have a history or a policy.
+/// Channels that have a history.
 pub(super) async fn channels(reg: &Registry) -> Result<Vec<String>> {
-    let mut names: Vec<String> = reg
-        .releases(None, 10_000)
-        .await?
-        .into_iter()
-        .map(|r| r.channel)
-        .collect();
-    names.sort();
-    names.dedup();
-    Ok(names)
+    reg.channels().await
 }

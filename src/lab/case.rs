@@ -238,13 +238,7 @@ async fn drive<B: Backend>(
                 {
                     Ok(argv) => argv,
                     Err(failure) => {
-                        let mut sr = skipped(step, &command);
-                        sr.status = StepStatus::Failed;
-                        sr.failures.push(failure);
-                        report.steps.push(sr);
-                        if report.status == CaseStatus::Passed {
-                            report.status = CaseStatus::Failed;
-                        }
+                        not_started(report, step, &command, failure);
                         continue;
                     }
                 }
@@ -261,13 +255,7 @@ async fn drive<B: Backend>(
                 match prepared {
                     Ok(argv) => argv,
                     Err(failure) => {
-                        let mut sr = skipped(step, &command);
-                        sr.status = StepStatus::Failed;
-                        sr.failures.push(failure);
-                        report.steps.push(sr);
-                        if report.status == CaseStatus::Passed {
-                            report.status = CaseStatus::Failed;
-                        }
+                        not_started(report, step, &command, failure);
                         continue;
                     }
                 }
@@ -398,6 +386,17 @@ fn resolve(cx: &CaseContext, case: &Case, step: &Step) -> String {
             spec.base,
             shell_quote(&spec.title)
         ),
+    }
+}
+
+/// A step whose action could not start (no CLI in the image, no forge): failed, with why.
+fn not_started(report: &mut CaseReport, step: &Step, command: &str, failure: CheckFailure) {
+    let mut sr = skipped(step, command);
+    sr.status = StepStatus::Failed;
+    sr.failures.push(failure);
+    report.steps.push(sr);
+    if report.status == CaseStatus::Passed {
+        report.status = CaseStatus::Failed;
     }
 }
 

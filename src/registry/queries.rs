@@ -421,6 +421,19 @@ impl Registry {
             .collect())
     }
 
+    /// Channels that have a release history, sorted.
+    pub async fn channels(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .releases(None, 10_000)
+            .await?
+            .into_iter()
+            .map(|r| r.channel)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     pub async fn pins(&self) -> Result<Vec<OrgPin>> {
         let rows = sqlx::query("SELECT org, channel, pinned_build_id, since, actor FROM org_runtime_pins ORDER BY org")
             .fetch_all(self.pool())

@@ -421,15 +421,7 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
     let recorded_versions = reg.versions().await?;
     let builds = reg.builds().await?;
     let mut known_good: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut channels: Vec<String> = reg
-        .releases(None, 10_000)
-        .await?
-        .into_iter()
-        .map(|r| r.channel)
-        .collect();
-    channels.sort();
-    channels.dedup();
-    for channel in channels {
+    for channel in reg.channels().await? {
         for release in reg.known_good(&channel).await? {
             let Some(b) = builds.iter().find(|b| b.id == release.build_id) else {
                 continue;

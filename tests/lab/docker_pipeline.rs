@@ -2,7 +2,7 @@
 //! themselves come through pip as always), the pipeline builds each candidate's image, runs the
 //! golden path with the real CLI, records, promotes to beta, and posts its verdict to a webhook.
 
-use crate::helpers::{Canary, require_lab};
+use crate::helpers::{Canary, require_lab, serve_on_loopback};
 use axum::extract::State;
 use axum::routing::{get, post};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,19 +39,7 @@ fn start() -> (String, Arc<Upstream>) {
         .route("/pypi/claude-agent-sdk/json", get(sdk))
         .route("/hook", post(hook))
         .with_state(u.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (format!("http://{}", rx.recv().unwrap()), u)
+    (serve_on_loopback(app), u)
 }
 
 fn pipeline(cfg: &std::path::Path, db: &std::path::Path) -> crate::helpers::Outcome {

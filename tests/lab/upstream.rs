@@ -110,19 +110,7 @@ fn start_mock() -> (String, Arc<Mock>) {
         .route("/npm/{*package}", get(npm))
         .route("/repos/{owner}/{repo}/releases", get(github))
         .with_state(mock.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (format!("http://{}", rx.recv().unwrap()), mock)
+    (serve_on_loopback(app), mock)
 }
 
 fn config(dir: &std::path::Path, url: &str, providers: &str) -> std::path::PathBuf {
