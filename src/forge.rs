@@ -156,7 +156,7 @@ fn json_error(status: StatusCode, message: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        serde_json::json!({"message": message, "documentation_url": "https://docs.github.com/rest"}).to_string(),
+        serde_json::json!({"message": message}).to_string(),
     )
         .into_response()
 }
