@@ -139,3 +139,49 @@ fn pipeline_judges_new_versions_once_and_promotes_green_ones_to_beta() {
     );
     assert_eq!(status["upstream"]["claude-code"]["version"], "2.1.329");
 }
+
+#[test]
+fn a_red_candidate_is_not_promoted_and_not_judged_again() {
+    require_lab();
+    let (url, upstream) = start();
+    upstream.released.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("canary.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "upstream:\n  pypi_url: {url}\n  providers:\n    claude-code:\n      sources: [pypi:claude-agent-sdk]\npipeline:\n  webhook: {url}/hook\n  suites: [tests/fixtures/suites/failing.yaml]\n"
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("registry.db");
+    let first = pipeline(&cfg, &db).code(1).json();
+    let v = &first["verdicts"][0];
+    assert_eq!(
+        (v["version"].as_str(), v["status"].as_str()),
+        (Some("2.1.329"), Some("red")),
+        "{v}"
+    );
+    assert_eq!(v["promoted_to"], serde_json::json!([]));
+    assert!(
+        v["failures"][0].as_str().unwrap().contains("stdout.contains"),
+        "the first failure is named: {v}"
+    );
+    assert!(v["rollback"][0].as_str().unwrap().starts_with("nothing to roll back"));
+    assert_eq!(upstream.hooks.lock().unwrap()[0]["status"], "red");
+
+    // The blocked version is not run again on the next schedule; --rejudge runs it.
+    let again = pipeline(&cfg, &db);
+    assert!(again.stderr().contains("already judged red"), "{}", again.stderr());
+    assert!(again.code(0).json()["verdicts"].as_array().unwrap().is_empty());
+    let status = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["status", "--json"])
+        .run()
+        .code(0)
+        .json();
+    assert!(
+        status["channels"].as_array().unwrap().is_empty(),
+        "nothing was promoted anywhere: {status}"
+    );
+}

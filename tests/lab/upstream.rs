@@ -58,6 +58,10 @@ async fn pypi(State(m): State<Arc<Mock>>, Path(package): Path<String>, headers: 
         }
         "broken" => ([("content-type", "application/json")], "{\"releases\": {not json").into_response(),
         "down" => (StatusCode::INTERNAL_SERVER_ERROR, "upstream down").into_response(),
+        "slow" => {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            axum::Json(serde_json::json!({"releases": {}})).into_response()
+        }
         _ => (StatusCode::NOT_FOUND, "{\"message\": \"Not Found\"}").into_response(),
     }
 }
@@ -262,6 +266,7 @@ fn failing_registries_are_clear_errors_and_record_nothing() {
             "no-such-package",
             "unknown package: pypi:no-such-package has no no-such-package",
         ),
+        ("slow", "timed out"),
     ];
     for (package, message) in cases {
         // A good source next to the bad one: the watch fails as a whole, recording nothing.
@@ -269,6 +274,11 @@ fn failing_registries_are_clear_errors_and_record_nothing() {
             "    gemini:\n      sources: ['npm:@google/gemini-cli']\n    codex:\n      sources: [pypi:{package}]\n"
         );
         let cfg = config(dir.path(), &url, &providers);
+        // The slow registry answers after 3 s; the watch gives each request 1 s.
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("timeout: 5s", "timeout: 1s");
+        std::fs::write(&cfg, text).unwrap();
         let out = watch(&cfg, &db, &[]).code(2);
         let err = out.json()["error"]["message"].as_str().unwrap().to_string();
         assert!(err.contains(message), "{package}: {err}");
