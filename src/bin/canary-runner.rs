@@ -311,20 +311,8 @@ fn lab_forge(listen: std::net::SocketAddr, root: PathBuf, public_url: Option<Str
         if let Some(url) = &public_url {
             forge.set_public_url(url);
         }
-        let (addr, server) = match forge.serve(listen).await {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("canary-runner lab-forge: {e}");
-                return 2;
-            }
-        };
-        // The lab waits for this file before any case pushes.
-        if let Err(e) = std::fs::write(root.join("ready"), format!("http://{addr}\n")) {
-            eprintln!("canary-runner lab-forge: {}: {e}", root.display());
-            return 2;
-        }
-        let _ = server.await;
-        0
+        // The lab waits for the ready file before any case pushes.
+        serve_announced("lab-forge", forge.serve(listen).await, &root.join("ready")).await
     })
 }
 
@@ -350,18 +338,32 @@ fn lab_stub(scenario: &std::path::Path, log: PathBuf, addr_file: &std::path::Pat
     runtime.block_on(async {
         let stub = canary_lab::stub::Stub::new(None, Some(log));
         stub.insert("default", parsed);
-        let (addr, server) = match stub.serve("127.0.0.1:0".parse().expect("address")).await {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("canary-runner lab-stub: {e}");
-                return 2;
-            }
-        };
-        if let Err(e) = std::fs::write(addr_file, format!("http://{addr}\n")) {
-            eprintln!("canary-runner lab-stub: {}: {e}", addr_file.display());
+        serve_announced(
+            "lab-stub",
+            stub.serve("127.0.0.1:0".parse().expect("address")).await,
+            addr_file,
+        )
+        .await
+    })
+}
+
+/// Writes a lab server's URL to `addr_file` once it listens, then serves until it stops.
+async fn serve_announced(
+    name: &str,
+    served: canary_lab::error::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
+    addr_file: &std::path::Path,
+) -> i32 {
+    let (addr, server) = match served {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("canary-runner {name}: {e}");
             return 2;
         }
-        let _ = server.await;
-        0
-    })
+    };
+    if let Err(e) = std::fs::write(addr_file, format!("http://{addr}\n")) {
+        eprintln!("canary-runner {name}: {}: {e}", addr_file.display());
+        return 2;
+    }
+    let _ = server.await;
+    0
 }

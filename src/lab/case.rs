@@ -307,12 +307,29 @@ async fn drive<B: Backend>(
         }
         let t = Instant::now();
         sr.failures = check_step(backend, container, step, &out, deadline).await?;
-        if matches!(step.action, StepAction::DraftPr(_)) {
+        // Runner steps write Runner Contract events; each kind then has checks of its own.
+        if matches!(step.action, StepAction::Session(_) | StepAction::DraftPr(_)) {
             let (events, mut failures) = checks::session::events(&out.stdout);
             if let Some(e) = &step.expect.events {
                 failures.extend(checks::session::expect(e, &events, step_started));
             }
-            if let (Some(pe), Some(forge)) = (&step.expect.pull_request, &cx.forge) {
+            if matches!(step.action, StepAction::Session(_)) {
+                let (raw, stub) = super::session::stub_log(backend, container, i + 1).await;
+                let _ = std::fs::write(case_dir.join(format!("{stem}.stub.jsonl")), raw);
+                if step.expect.usage_reconciled {
+                    failures.extend(checks::session::usage(&events, &stub));
+                }
+                if let Some(unmatched) = stub.iter().find(|e| !e["unmatched"].is_null()) {
+                    failures.push(CheckFailure {
+                        check: "model stub".into(),
+                        expected: "every request to match the scenario".into(),
+                        actual: unmatched["unmatched"].as_str().unwrap_or_default().to_string(),
+                    });
+                }
+            }
+            if let (StepAction::DraftPr(_), Some(pe), Some(forge)) =
+                (&step.action, &step.expect.pull_request, &cx.forge)
+            {
                 let records = super::forge::records(backend, forge).await?;
                 let records_json: String = super::forge::for_repo(&records, &forge_repo)
                     .into_iter()
@@ -327,25 +344,6 @@ async fn drive<B: Backend>(
                     &records,
                     lab_diff.as_ref().map_err(String::as_str),
                 ));
-            }
-            sr.failures.extend(failures);
-        }
-        if matches!(step.action, StepAction::Session(_)) {
-            let (raw, stub) = super::session::stub_log(backend, container, i + 1).await;
-            let _ = std::fs::write(case_dir.join(format!("{stem}.stub.jsonl")), raw);
-            let (events, mut failures) = checks::session::events(&out.stdout);
-            if let Some(e) = &step.expect.events {
-                failures.extend(checks::session::expect(e, &events, step_started));
-            }
-            if step.expect.usage_reconciled {
-                failures.extend(checks::session::usage(&events, &stub));
-            }
-            if let Some(unmatched) = stub.iter().find(|e| !e["unmatched"].is_null()) {
-                failures.push(CheckFailure {
-                    check: "model stub".into(),
-                    expected: "every request to match the scenario".into(),
-                    actual: unmatched["unmatched"].as_str().unwrap_or_default().to_string(),
-                });
             }
             sr.failures.extend(failures);
         }

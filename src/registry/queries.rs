@@ -313,15 +313,11 @@ impl Registry {
     /// Records (or, when a candidate is judged again, replaces) a verdict, with an audit entry.
     pub async fn record_verdict(&self, v: &Verdict, a: Audit<'_>) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM candidate_verdicts WHERE provider = $1 AND package_version = $2")
-            .bind(&v.provider)
-            .bind(&v.package_version)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err(&self.display))?;
         sqlx::query(
             "INSERT INTO candidate_verdicts (provider, package_version, version, build_id, status, channel, summary, decided_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (provider, package_version) DO UPDATE SET \
+             version = excluded.version, build_id = excluded.build_id, status = excluded.status, \
+             channel = excluded.channel, summary = excluded.summary, decided_at = excluded.decided_at",
         )
         .bind(&v.provider)
         .bind(&v.package_version)
@@ -341,15 +337,11 @@ impl Registry {
 
     /// Stores a runner's heartbeat (the newest per runner wins).
     pub async fn record_heartbeat(&self, h: &Heartbeat) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM runner_heartbeats WHERE runner_id = $1")
-            .bind(&h.runner_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err(&self.display))?;
         sqlx::query(
             "INSERT INTO runner_heartbeats (runner_id, org, channel, versions, capabilities, sent_at, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (runner_id) DO UPDATE SET \
+             org = excluded.org, channel = excluded.channel, versions = excluded.versions, \
+             capabilities = excluded.capabilities, sent_at = excluded.sent_at, received_at = excluded.received_at",
         )
         .bind(&h.runner_id)
         .bind(h.org.as_deref())
@@ -358,10 +350,9 @@ impl Registry {
         .bind(serde_json::to_string(&h.capabilities).expect("json"))
         .bind(&h.sent_at)
         .bind(now())
-        .execute(&mut *tx)
+        .execute(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        tx.commit().await.map_err(db_err(&self.display))?;
         Ok(())
     }
 

@@ -36,13 +36,12 @@ fn default_model(p: Provider) -> &'static str {
 }
 
 /// The version of a CLI on PATH, or `None` when it is not installed.
-pub async fn installed_version(command: &str) -> Option<String> {
+pub async fn installed_version(command: impl AsRef<std::ffi::OsStr>) -> Option<String> {
     let o = tokio::process::Command::new(command)
         .arg("--version")
         .output()
         .await
         .ok()?;
-    o.status.success().then_some(())?;
     String::from_utf8_lossy(&o.stdout)
         .split_whitespace()
         .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
@@ -51,14 +50,7 @@ pub async fn installed_version(command: &str) -> Option<String> {
 
 /// The CLI's `--version`, for SESSION_STARTED.
 async fn cli_version(cli: &Path) -> String {
-    match tokio::process::Command::new(cli).arg("--version").output().await {
-        Ok(o) => String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
-            .unwrap_or("unknown")
-            .to_string(),
-        Err(_) => "unknown".into(),
-    }
+    installed_version(cli).await.unwrap_or_else(|| "unknown".into())
 }
 
 /// Runs the session, sending every event to `out` in order; returns whether it was clean.

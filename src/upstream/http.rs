@@ -29,6 +29,17 @@ pub enum Freshness {
     NotModified,
 }
 
+/// What one try of a request came to.
+pub enum Attempt<T> {
+    Done(T),
+    /// Worth another try (timeout, 5xx, 429, a malformed answer); `wait` is the server's
+    /// `Retry-After`, if it sent one.
+    Retry {
+        why: String,
+        wait: Option<Duration>,
+    },
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Cached {
     url: String,
@@ -61,6 +72,35 @@ impl Fetcher {
         self.cache_dir.join(format!("{}.json", &key[..24]))
     }
 
+    /// Runs `attempt` until it is done: a retryable outcome waits the server's `Retry-After` (up
+    /// to `max_wait`) or an exponential backoff, at most `retries` times; an error ends at once.
+    /// `what` names the registry in messages.
+    pub async fn retrying<T>(&self, what: &str, mut attempt: impl AsyncFnMut() -> Result<Attempt<T>>) -> Result<T> {
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            let (why, wait) = match attempt().await? {
+                Attempt::Done(t) => return Ok(t),
+                Attempt::Retry { why, wait } => (why, wait),
+            };
+            if n > self.retries {
+                return Err(source_error(
+                    format!("{why} (after {n} attempts)"),
+                    "the registry is unreachable or misbehaving; nothing was recorded",
+                ));
+            }
+            let delay = wait.unwrap_or(self.backoff * 2u32.pow(n - 1));
+            if delay > self.max_wait {
+                return Err(source_error(
+                    format!("{why}; {what} asks to wait {}s", delay.as_secs()),
+                    "try again later, or raise upstream.max_wait in canary.yaml",
+                ));
+            }
+            tracing::info!("{why}; retrying in {delay:?}");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     /// GETs `url` as JSON. `Ok(None)` for 404 (the package does not exist there).
     pub async fn get_json(
         &self,
@@ -73,9 +113,7 @@ impl Fetcher {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .filter(|c: &Cached| c.url == url);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
+        self.retrying("the registry", async || {
             let mut req = self.client.get(url).header("accept", accept);
             for (k, v) in headers {
                 req = req.header(*k, v);
@@ -88,69 +126,54 @@ impl Fetcher {
                     req = req.header("if-modified-since", lm);
                 }
             }
-            let why = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    if status == StatusCode::NOT_MODIFIED {
-                        if let Some(c) = cached {
-                            return Ok(Some((c.body, Freshness::NotModified)));
-                        }
-                        format!("{url}: 304 Not Modified without a cached copy")
-                    } else if status == StatusCode::NOT_FOUND {
-                        return Ok(None);
-                    } else if status.is_success() {
-                        let etag = header(&resp, "etag");
-                        let last_modified = header(&resp, "last-modified");
-                        let bytes = resp.bytes().await;
-                        match bytes.map(|b| serde_json::from_slice::<serde_json::Value>(&b)) {
-                            Ok(Ok(body)) => {
-                                if etag.is_some() || last_modified.is_some() {
-                                    self.store(&cache_file, url, etag, last_modified, &body);
-                                }
-                                return Ok(Some((body, Freshness::Fetched)));
-                            }
-                            Ok(Err(e)) => format!("{url}: the answer is not JSON ({e})"),
-                            Err(e) => format!("{url}: reading the answer failed ({e})"),
-                        }
-                    } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                        let wait = retry_after(&resp);
-                        let why = format!("{url}: {status}");
-                        if attempt <= self.retries {
-                            let delay = wait.unwrap_or(self.backoff * 2u32.pow(attempt - 1));
-                            if delay > self.max_wait {
-                                return Err(source_error(
-                                    format!("{why}; the registry asks to wait {}s", delay.as_secs()),
-                                    "try again later, or raise upstream.max_wait in canary.yaml",
-                                ));
-                            }
-                            tracing::info!("{why}; retrying in {delay:?}");
-                            tokio::time::sleep(delay).await;
-                            continue;
-                        }
-                        why
-                    } else {
-                        return Err(source_error(
-                            format!("{url}: {status}"),
-                            "check the registry URL (upstream: in canary.yaml, or the client's own configuration)",
-                        ));
-                    }
-                }
-                Err(e) if e.is_timeout() => format!("{url}: timed out"),
-                Err(e) if e.is_connect() => format!("{url}: cannot connect ({})", root_cause(&e)),
-                Err(e) => format!("{url}: {}", root_cause(&e)),
+            let retry = |why: String| Ok(Attempt::Retry { why, wait: None });
+            let resp = match req.send().await {
+                Ok(resp) => resp,
+                Err(e) if e.is_timeout() => return retry(format!("{url}: timed out")),
+                Err(e) if e.is_connect() => return retry(format!("{url}: cannot connect ({})", root_cause(&e))),
+                Err(e) => return retry(format!("{url}: {}", root_cause(&e))),
             };
-            // Malformed JSON and connection failures are retried like a 500.
-            if attempt <= self.retries {
-                let delay = self.backoff * 2u32.pow(attempt - 1);
-                tracing::info!("{why}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                continue;
+            let status = resp.status();
+            if status == StatusCode::NOT_MODIFIED {
+                return match &cached {
+                    Some(c) => Ok(Attempt::Done(Some((c.body.clone(), Freshness::NotModified)))),
+                    None => retry(format!("{url}: 304 Not Modified without a cached copy")),
+                };
             }
-            return Err(source_error(
-                format!("{why} (after {attempt} attempts)"),
-                "the registry is unreachable or misbehaving; nothing was recorded",
-            ));
-        }
+            if status == StatusCode::NOT_FOUND {
+                return Ok(Attempt::Done(None));
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                return Ok(Attempt::Retry {
+                    why: format!("{url}: {status}"),
+                    wait: retry_after(&resp),
+                });
+            }
+            if !status.is_success() {
+                return Err(source_error(
+                    format!("{url}: {status}"),
+                    "check the registry URL (upstream: in canary.yaml, or the client's own configuration)",
+                ));
+            }
+            let etag = header(&resp, "etag");
+            let last_modified = header(&resp, "last-modified");
+            // A malformed answer is retried like a 500.
+            match resp
+                .bytes()
+                .await
+                .map(|b| serde_json::from_slice::<serde_json::Value>(&b))
+            {
+                Ok(Ok(body)) => {
+                    if etag.is_some() || last_modified.is_some() {
+                        self.store(&cache_file, url, etag, last_modified, &body);
+                    }
+                    Ok(Attempt::Done(Some((body, Freshness::Fetched))))
+                }
+                Ok(Err(e)) => retry(format!("{url}: the answer is not JSON ({e})")),
+                Err(e) => retry(format!("{url}: reading the answer failed ({e})")),
+            }
+        })
+        .await
     }
 
     /// A cache entry for a client that makes its own requests (GitHub through octocrab).

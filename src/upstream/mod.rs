@@ -429,19 +429,14 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
             if let Some(map) = b.runtime_versions.as_object() {
                 for (prov, ver) in map {
                     let Some(ver) = ver.as_str() else { continue };
-                    let slot = known_good.entry(prov.clone()).or_default().entry(channel.clone());
-                    let newer = |cur: &String| match (semver_of(ver), semver_of(cur)) {
-                        (Some(a), Some(b)) => a > b,
-                        _ => false,
+                    // The newest runtime version the channel has had as known-good.
+                    let slot = known_good.entry(prov.clone()).or_default();
+                    let newer = match slot.get(&channel) {
+                        None => true,
+                        Some(cur) => matches!((semver_of(ver), semver_of(cur)), (Some(a), Some(b)) if a > b),
                     };
-                    match slot {
-                        std::collections::btree_map::Entry::Vacant(e) => {
-                            e.insert(ver.to_string());
-                        }
-                        std::collections::btree_map::Entry::Occupied(mut e) if newer(e.get()) => {
-                            e.insert(ver.to_string());
-                        }
-                        _ => {}
+                    if newer {
+                        slot.insert(channel.clone(), ver.to_string());
                     }
                 }
             }

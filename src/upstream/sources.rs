@@ -3,7 +3,7 @@
 //! (that is the policy's job).
 
 use super::Release;
-use super::http::{Fetcher, Freshness};
+use super::http::{Attempt, Fetcher, Freshness};
 use crate::error::{LabError, Result};
 use std::collections::BTreeMap;
 
@@ -125,6 +125,22 @@ pub async fn fetch(fetcher: &Fetcher, endpoints: &Endpoints, provider: &str, sou
     }
 }
 
+/// A release as a source lists it, before the registry-specific flags.
+fn release(provider: &str, source: &Source, version: &str, published_at: Option<String>) -> Release {
+    Release {
+        provider: provider.into(),
+        source: source.label(),
+        package: source.package(),
+        package_version: version.into(),
+        version: version.into(),
+        published_at,
+        prerelease: is_prerelease(version),
+        yanked: None,
+        deprecated: None,
+        dist_tags: Vec::new(),
+    }
+}
+
 /// A publish time to the second, RFC 3339 UTC.
 fn seconds(t: jiff::Timestamp) -> String {
     t.round(jiff::Unit::Second).unwrap_or(t).to_string()
@@ -170,16 +186,8 @@ pub fn pypi(provider: &str, source: &Source, body: &serde_json::Value) -> Result
                 .to_string()
         });
         out.push(Release {
-            provider: provider.into(),
-            source: source.label(),
-            package: source.package(),
-            package_version: version.clone(),
-            version: version.clone(),
-            published_at,
-            prerelease: is_prerelease(version),
             yanked,
-            deprecated: None,
-            dist_tags: Vec::new(),
+            ..release(provider, source, version, published_at)
         });
     }
     Ok(out)
@@ -213,16 +221,9 @@ pub fn npm(provider: &str, source: &Source, body: &serde_json::Value) -> Result<
             _ => None,
         };
         out.push(Release {
-            provider: provider.into(),
-            source: source.label(),
-            package: source.package(),
-            package_version: version.clone(),
-            version: version.clone(),
-            published_at,
-            prerelease: is_prerelease(version),
-            yanked: None,
             deprecated,
             dist_tags: tags.get(version).cloned().unwrap_or_default(),
+            ..release(provider, source, version, published_at)
         });
     }
     Ok(out)
@@ -261,90 +262,81 @@ async fn github(
         .map_err(|e| LabError::usage(format!("cannot build the GitHub client: {e}"), "internal"))?;
     let path = format!("/repos/{owner}/{repo}/releases?per_page=100");
     let cache = fetcher.conditional_cache(&format!("github{path}"));
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            http::header::ACCEPT,
-            http::HeaderValue::from_static("application/vnd.github+json"),
-        );
-        if let Some(etag) = cache.etag() {
-            if let Ok(v) = http::HeaderValue::from_str(&etag) {
+    fetcher
+        .retrying("GitHub", async || {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::ACCEPT,
+                http::HeaderValue::from_static("application/vnd.github+json"),
+            );
+            if let Some(v) = cache.etag().and_then(|e| http::HeaderValue::from_str(&e).ok()) {
                 headers.insert(http::header::IF_NONE_MATCH, v);
             }
-        }
-        let why = match client._get_with_headers(path.as_str(), Some(headers)).await {
-            Ok(resp) => {
-                let status = resp.status();
-                let etag = resp
-                    .headers()
-                    .get(http::header::ETAG)
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from);
-                let retry = resp
-                    .headers()
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| super::http::parse_retry_after(v, jiff::Timestamp::now()));
-                if status == http::StatusCode::NOT_MODIFIED {
-                    if let Some(body) = cache.body() {
-                        return Ok(Fetched {
-                            releases: github_releases(provider, source, &body)?,
-                            freshness: Freshness::NotModified,
-                        });
-                    }
-                    format!("{path}: 304 without a cached copy")
-                } else if status == http::StatusCode::NOT_FOUND {
-                    return Err(not_found(source, &path));
-                } else if status.is_success() {
-                    let bytes = resp.into_body().collect().await.map(|b| b.to_bytes());
-                    match bytes.map(|b| serde_json::from_slice::<serde_json::Value>(&b)) {
-                        Ok(Ok(body)) => {
-                            let releases = github_releases(provider, source, &body)?;
-                            cache.store(etag, &body);
-                            return Ok(Fetched {
-                                releases,
-                                freshness: Freshness::Fetched,
-                            });
-                        }
-                        Ok(Err(e)) => format!("{path}: the answer is not JSON ({e})"),
-                        Err(e) => format!("{path}: {e}"),
-                    }
-                } else if status == http::StatusCode::TOO_MANY_REQUESTS
-                    || status == http::StatusCode::FORBIDDEN && retry.is_some()
-                    || status.is_server_error()
-                {
-                    if attempt <= fetcher.retries {
-                        let delay = retry.unwrap_or(fetcher.backoff * 2u32.pow(attempt - 1));
-                        if delay > fetcher.max_wait {
-                            return Err(LabError::usage(
-                                format!("{}: {status}; GitHub asks to wait {}s", source.label(), delay.as_secs()),
-                                "try again later, or set upstream.github_token",
-                            ));
-                        }
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    format!("{path}: {status}")
-                } else {
-                    return Err(LabError::usage(
-                        format!("{}: GitHub answered {status}", source.label()),
-                        "check the repository name and upstream.github_token",
-                    ));
+            let resp = match client._get_with_headers(path.as_str(), Some(headers)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    return Ok(Attempt::Retry {
+                        why: format!("{}: {e}", source.label()),
+                        wait: None,
+                    });
                 }
+            };
+            let status = resp.status();
+            let header =
+                |h: http::header::HeaderName| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(String::from);
+            let etag = header(http::header::ETAG);
+            let wait = header(http::header::RETRY_AFTER)
+                .and_then(|v| super::http::parse_retry_after(&v, jiff::Timestamp::now()));
+            let why = format!("{}: GitHub answered {status}", source.label());
+            if status == http::StatusCode::NOT_MODIFIED {
+                return match cache.body() {
+                    Some(body) => Ok(Attempt::Done(Fetched {
+                        releases: github_releases(provider, source, &body)?,
+                        freshness: Freshness::NotModified,
+                    })),
+                    None => Ok(Attempt::Retry { why, wait: None }),
+                };
             }
-            Err(e) => format!("{path}: {e}"),
-        };
-        if attempt <= fetcher.retries {
-            tokio::time::sleep(fetcher.backoff * 2u32.pow(attempt - 1)).await;
-            continue;
-        }
-        return Err(LabError::usage(
-            format!("{}: {why} (after {attempt} attempts)", source.label()),
-            "GitHub is unreachable or misbehaving; nothing was recorded",
-        ));
-    }
+            if status == http::StatusCode::NOT_FOUND {
+                return Err(not_found(source, &path));
+            }
+            // GitHub's secondary rate limit is a 403 with Retry-After.
+            let limited = status == http::StatusCode::TOO_MANY_REQUESTS
+                || status == http::StatusCode::FORBIDDEN && wait.is_some();
+            if limited || status.is_server_error() {
+                return Ok(Attempt::Retry { why, wait });
+            }
+            if !status.is_success() {
+                return Err(LabError::usage(
+                    why,
+                    "check the repository name and upstream.github_token_env",
+                ));
+            }
+            match resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| serde_json::from_slice::<serde_json::Value>(&b.to_bytes()))
+            {
+                Ok(Ok(body)) => {
+                    let releases = github_releases(provider, source, &body)?;
+                    cache.store(etag, &body);
+                    Ok(Attempt::Done(Fetched {
+                        releases,
+                        freshness: Freshness::Fetched,
+                    }))
+                }
+                Ok(Err(e)) => Ok(Attempt::Retry {
+                    why: format!("{}: the answer is not JSON ({e})", source.label()),
+                    wait: None,
+                }),
+                Err(e) => Ok(Attempt::Retry {
+                    why: format!("{}: {e}", source.label()),
+                    wait: None,
+                }),
+            }
+        })
+        .await
 }
 
 /// GitHub's release list, read through octocrab's model (so a changed shape is an error).
@@ -356,21 +348,13 @@ pub fn github_releases(provider: &str, source: &Source, body: &serde_json::Value
         .filter(|r| !r.draft)
         .map(|r| {
             let version = tag_version(&r.tag_name);
-            Release {
-                provider: provider.into(),
-                source: source.label(),
-                package: source.package(),
-                package_version: version.clone(),
-                prerelease: r.prerelease || is_prerelease(&version),
-                version,
-                published_at: r
-                    .published_at
-                    .and_then(|t| t.to_rfc3339().parse::<jiff::Timestamp>().ok())
-                    .map(seconds),
-                yanked: None,
-                deprecated: None,
-                dist_tags: Vec::new(),
-            }
+            let published_at = r
+                .published_at
+                .and_then(|t| t.to_rfc3339().parse::<jiff::Timestamp>().ok())
+                .map(seconds);
+            let mut rel = release(provider, source, &version, published_at);
+            rel.prerelease |= r.prerelease;
+            rel
         })
         .collect())
 }
