@@ -91,7 +91,7 @@ pub enum LabError {
     ))]
     Registry { url: String, message: String },
 
-    #[error("base image build failed: {0}")]
+    #[error("image build failed: {0}")]
     ImageBuild(String),
 
     #[error("interrupted")]

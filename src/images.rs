@@ -329,138 +329,25 @@ mod tests {
     }
 }
 
-/// Where provider CLIs live in runner images.
+/// Where provider CLIs live in runner builds.
 pub const PROVIDERS_DIR: &str = "opt/canary-lab/providers";
-/// Bump when the provider layer's layout changes.
-const PROVIDER_LAYER_REVISION: &str = "provider-1";
-pub const RUNNER_REPO: &str = "canary-lab/runner";
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ProviderImage {
-    pub reference: String,
-    pub id: String,
-    pub base: String,
-    pub provider: String,
-    pub cli_version: String,
-    pub package: String,
-    pub package_version: String,
-    /// What `<cli> --version` printed inside the image.
-    pub version_output: String,
-    pub built: bool,
-}
-
-/// Builds (or finds) the candidate image for a provider at a version: the base image plus one
-/// layer with the CLI's runtime folder under /opt/canary-lab/providers and its command on PATH.
-/// The tag hashes the base image id and the wheel's digest, so a new CLI version adds only its
-/// own layer on the same base, and the same inputs always give the same image.
-pub async fn build_provider(
-    engine: &DockerBackend,
-    config: &LabConfig,
-    spec: &crate::providers::ProviderSpec,
-    progress: &Progress,
-) -> Result<ProviderImage> {
-    use crate::registry::labels;
-    let base = ensure_base(engine, config, false, progress).await?;
-    progress.line(format!(
-        "fetching {}{}",
-        spec.provider.name(),
-        spec.package_version
-            .as_deref()
-            .map(|v| format!(" ({v})"))
-            .unwrap_or_default()
-    ));
-    let (s, cache) = (spec.clone(), config.cache_dir.clone());
-    let fetched = tokio::task::spawn_blocking(move || crate::providers::fetch(&s, &cache))
-        .await
-        .expect("fetch task")?;
-    let mut h = Sha256::new();
-    for part in [PROVIDER_LAYER_REVISION, &base.id, &fetched.wheel_sha256] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    let version: String = fetched
-        .cli_version
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let reference = format!(
-        "{RUNNER_REPO}:{}-{version}-{}",
-        spec.provider.name(),
-        &hex::encode(h.finalize())[..10]
-    );
-    let built = match engine.image(&reference).await? {
-        Some(_) => false,
-        None => {
-            progress.line(format!("building {reference} on {}", base.reference));
-            let root = fetched
-                .binary
-                .ancestors()
-                .find(|p| p.file_name().is_some_and(|n| n == "cli"))
-                .ok_or_else(|| LabError::ImageBuild("provider cache has no cli/ folder".into()))?
-                .to_path_buf();
-            let prefix = format!("{PROVIDERS_DIR}/{}/{}", spec.provider.name(), fetched.cli_version);
-            let inside = fetched
-                .binary
-                .strip_prefix(&root)
-                .expect("binary is under cli/")
-                .to_path_buf();
-            let tar = tokio::task::spawn_blocking(move || provider_tar(&root, &prefix, &inside))
-                .await
-                .expect("tar task")?;
-            let mut l = std::collections::HashMap::new();
-            l.insert(
-                labels::RUNTIMES.to_string(),
-                format!("{}={}", spec.provider.name(), fetched.cli_version),
-            );
-            l.insert(labels::ADAPTERS.to_string(), adapter_name(spec.provider).to_string());
-            l.insert(
-                labels::RUNNER_VERSION.to_string(),
-                env!("CARGO_PKG_VERSION").to_string(),
-            );
-            l.insert(
-                "canary-lab.provider.package".into(),
-                format!("{}=={}", fetched.package, fetched.package_version),
-            );
-            l.insert("canary-lab.provider.wheel".into(), fetched.wheel_sha256.clone());
-            engine.build_layer(&base.id, tar, &reference, None, l).await?;
-            true
-        }
-    };
-    let version_output = match verify_in_image(engine, &reference, &fetched.command, &fetched.cli_version).await {
-        Ok(v) => v,
-        Err(e) => {
-            if built {
-                let _ = engine.remove_image(&reference).await;
-            }
-            return Err(e);
-        }
-    };
-    let id = engine.image(&reference).await?.map(|i| i.id).unwrap_or_default();
-    Ok(ProviderImage {
-        reference,
-        id,
-        base: base.reference,
-        provider: spec.provider.name().into(),
-        cli_version: fetched.cli_version,
-        package: fetched.package,
-        package_version: fetched.package_version,
-        version_output,
-        built,
-    })
-}
-
-fn adapter_name(p: crate::providers::Provider) -> &'static str {
-    match p {
-        crate::providers::Provider::Codex => "codex-exec-json",
-        crate::providers::Provider::ClaudeCode => "claude-stream-json",
-        crate::providers::Provider::Gemini => "gemini-stream-json",
-    }
+/// A CLI's layer: its runtime folder under `/opt/canary-lab/providers/<name>/<version>` and its
+/// command on PATH (see [`crate::builds`], which stacks these).
+pub fn provider_layer(fetched: &crate::providers::Fetched) -> Result<Vec<u8>> {
+    let root = fetched
+        .binary
+        .ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "cli"))
+        .ok_or_else(|| LabError::ImageBuild("provider cache has no cli/ folder".into()))?
+        .to_path_buf();
+    let prefix = format!("{PROVIDERS_DIR}/{}/{}", fetched.provider.name(), fetched.cli_version);
+    let inside = fetched
+        .binary
+        .strip_prefix(&root)
+        .map_err(|_| LabError::ImageBuild("provider binary is outside its cli/ folder".into()))?
+        .to_path_buf();
+    provider_tar(&root, &prefix, &inside)
 }
 
 /// The provider layer: the CLI folder under `prefix`, and `usr/local/bin/<command>` linking to
@@ -485,7 +372,7 @@ fn provider_tar(root: &Path, prefix: &str, inside: &Path) -> Result<Vec<u8>> {
 }
 
 /// Runs `<command> --version` in a container of the image, as the case user.
-async fn verify_in_image(engine: &DockerBackend, reference: &str, command: &str, expected: &str) -> Result<String> {
+pub(crate) async fn verify_in_image(engine: &DockerBackend, reference: &str, command: &str, expected: &str) -> Result<String> {
     let run_id = format!("verify-{}", std::process::id());
     let spec = crate::engine::ContainerSpec::new(&run_id, "version", reference);
     let container = engine.start_container(&spec).await?;
@@ -504,7 +391,7 @@ async fn verify_in_image(engine: &DockerBackend, reference: &str, command: &str,
     engine.remove_container(&container).await?;
     let out = out?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.exit_code != Some(0) || !text.contains(expected) {
+    if out.exit_code != Some(0) || !crate::providers::version_matches(&text, expected) {
         return Err(LabError::ImageBuild(format!(
             "`{command} --version` in {reference} printed `{text}` (exit {:?}; stderr: {}), expected {expected}",
             out.exit_code,

@@ -10,6 +10,7 @@ pub fn init_tls() {
 }
 
 pub mod cli;
+pub mod builds;
 pub mod compat;
 pub mod config;
 pub mod engine;
@@ -27,5 +28,6 @@ pub mod repos;
 pub mod runner;
 pub mod stub;
 pub mod suite;
+pub mod text;
 pub mod upstream;
 pub mod yaml;

@@ -21,6 +21,33 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// Every provider the lab knows, in the order builds stack their layers.
+    pub const ALL: [Provider; 3] = [Provider::Codex, Provider::ClaudeCode, Provider::Gemini];
+
+    /// The provider named `name` (`claude` is accepted for Claude Code).
+    pub fn from_name(name: &str) -> Option<Provider> {
+        match name {
+            "codex" => Some(Provider::Codex),
+            "claude-code" | "claude" => Some(Provider::ClaudeCode),
+            "gemini" => Some(Provider::Gemini),
+            _ => None,
+        }
+    }
+
+    /// The runner adapter that reads this CLI's machine-readable stream.
+    pub fn adapter(self) -> &'static str {
+        match self {
+            Provider::Codex => "codex-exec-json",
+            Provider::ClaudeCode => "claude-stream-json",
+            Provider::Gemini => "gemini-stream-json",
+        }
+    }
+
+    /// The command the CLI is run as.
+    pub fn command(self) -> &'static str {
+        self.layout().2
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Provider::Codex => "codex",
@@ -64,18 +91,24 @@ impl std::str::FromStr for ProviderSpec {
         let help = "write codex@<version>, claude-code@sdk-<claude-agent-sdk version>, or <provider>@latest";
         let (name, version) = s
             .split_once('@')
-            .ok_or_else(|| LabError::usage(format!("invalid provider `{s}`"), help))?;
-        let provider = match name {
-            "codex" => Provider::Codex,
-            "claude-code" | "claude" => Provider::ClaudeCode,
-            "gemini" => Provider::Gemini,
-            other => {
-                return Err(LabError::usage(
-                    format!("unknown provider `{other}`"),
-                    "providers: codex, claude-code, gemini",
-                ));
-            }
-        };
+            .ok_or_else(|| LabError::usage(format!("invalid provider `{}`", crate::text::clean(s)), help))?;
+        if version.is_empty()
+            || version.len() > 64
+            || !version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '!'))
+        {
+            return Err(LabError::usage(
+                format!("invalid version in provider `{}`", crate::text::clean(s)),
+                "a version is letters, digits and . - _ + ! (e.g. codex@0.163.0)",
+            ));
+        }
+        let provider = Provider::from_name(name).ok_or_else(|| {
+            LabError::usage(
+                format!("unknown provider `{}`", crate::text::clean(name)),
+                "providers: codex, claude-code, gemini",
+            )
+        })?;
         let package_version = match (provider, version) {
             (_, "latest") => None,
             (Provider::ClaudeCode, v) => Some(
@@ -342,6 +375,62 @@ fn bundled_claude_version<R: std::io::Read + std::io::Seek>(zip: &mut zip::ZipAr
     Some(line.split(['"', '\'']).nth(1)?.to_string())
 }
 
+/// Whether a CLI's `--version` output names `expected` (the package's version). PyPI writes
+/// pre-releases the PEP 440 way (`0.137.0a4`), the CLIs the SemVer way (`0.137.0-alpha.4`):
+/// both are compared as release numbers plus pre-release kind and number.
+pub fn version_matches(printed: &str, expected: &str) -> bool {
+    if printed.split(|c: char| c.is_whitespace() || c == '(' || c == ')').any(|w| w == expected) {
+        return true;
+    }
+    let Some(want) = release_and_pre(expected) else {
+        return false;
+    };
+    printed
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|w| release_and_pre(w.trim_start_matches('v')))
+        .any(|got| got == want)
+}
+
+/// (release numbers without trailing zeros, pre-release kind and number) of a PEP 440 or SemVer
+/// version string.
+fn release_and_pre(v: &str) -> Option<(Vec<u64>, Option<(char, u64)>)> {
+    let trim = |mut r: Vec<u64>| {
+        while r.len() > 1 && r.last() == Some(&0) {
+            r.pop();
+        }
+        r
+    };
+    if let Ok(s) = semver::Version::parse(v) {
+        let pre = if s.pre.is_empty() {
+            None
+        } else {
+            let text = s.pre.as_str();
+            let (kind, rest) = text.split_once('.').unwrap_or((text, "0"));
+            let kind = match kind {
+                "alpha" | "a" => 'a',
+                "beta" | "b" => 'b',
+                "rc" | "c" => 'c',
+                _ => return None,
+            };
+            Some((kind, rest.parse().ok()?))
+        };
+        return Some((trim(vec![s.major, s.minor, s.patch]), pre));
+    }
+    let p: pep440_rs::Version = v.parse().ok()?;
+    if p.is_post() || p.is_dev() || p.is_local() {
+        return None;
+    }
+    let pre = p.pre().map(|pre| {
+        let kind = match pre.kind {
+            pep440_rs::PrereleaseKind::Alpha => 'a',
+            pep440_rs::PrereleaseKind::Beta => 'b',
+            pep440_rs::PrereleaseKind::Rc => 'c',
+        };
+        (kind, pre.number)
+    });
+    Some((trim(p.release().to_vec()), pre))
+}
+
 /// Runs `<binary> --version` and checks that it names `expected`.
 pub fn verify_version(binary: &Path, expected: &str) -> Result<String> {
     let out = Command::new(binary).arg("--version").output().map_err(|e| {
@@ -351,7 +440,7 @@ pub fn verify_version(binary: &Path, expected: &str) -> Result<String> {
         )
     })?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || !text.contains(expected) {
+    if !out.status.success() || !version_matches(&text, expected) {
         return Err(LabError::usage(
             format!("{} --version printed `{text}`, expected {expected}", binary.display()),
             "the package does not carry the CLI version it claims",
@@ -386,7 +475,22 @@ mod tests {
     }
 
     #[test]
+    fn pep440_pre_releases_match_the_clis_semver() {
+        assert!(version_matches("codex-cli 0.137.0-alpha.4", "0.137.0a4"));
+        assert!(version_matches("codex-cli 0.163.0", "0.163.0"));
+        assert!(version_matches("2.1.329 (Claude Code)", "2.1.329"));
+        assert!(version_matches("codex-cli 0.164.0-rc.1", "0.164.0rc1"));
+        assert!(!version_matches("codex-cli 0.137.0-alpha.5", "0.137.0a4"));
+        assert!(!version_matches("codex-cli 0.137.0-beta.4", "0.137.0a4"));
+        assert!(!version_matches("codex-cli 0.137.0", "0.137.0a4"));
+        assert!(!version_matches("codex-cli 0.163.1", "0.163.0"));
+        assert!(!version_matches("codex-cli 10.163.0", "0.163.0"), "no substring matches");
+    }
+
+    #[test]
     fn specs_parse_with_clear_errors() {
+        assert!("codex@--upload-pack=x".parse::<ProviderSpec>().is_err());
+        assert!("codex@".parse::<ProviderSpec>().is_err());
         let c: ProviderSpec = "codex@0.163.0".parse().unwrap();
         assert_eq!(
             (c.provider, c.package_version.as_deref()),

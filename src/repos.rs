@@ -48,8 +48,49 @@ pub struct Manifest {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    pub url: String,
-    pub commit: String,
+    /// A git URL: `https://`, `http://`, `ssh://`, `git://` or `file://`.
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+    /// The full commit id (40 or 64 hex digits).
+    #[schemars(with = "String")]
+    pub commit: Spanned<String>,
+}
+
+/// URL schemes an upstream may use. Anything else (a leading `-` that git would read as an
+/// option, `ext::` remote helpers that run commands, scp-like paths) is refused before git
+/// ever sees it.
+const GIT_SCHEMES: &[&str] = &["https", "http", "ssh", "git", "file"];
+
+impl Upstream {
+    /// Checks the URL and commit before either reaches a process or a path.
+    fn validate(&self, file: &str, text: &str) -> Result<()> {
+        let url = self.url.value.as_str();
+        let scheme_ok = url
+            .split_once("://")
+            .is_some_and(|(scheme, rest)| GIT_SCHEMES.contains(&scheme) && !rest.is_empty());
+        if !scheme_ok || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(crate::yaml::located(
+                file,
+                text,
+                &self.url.referenced,
+                format!("upstream.url `{}` is not an allowed git URL", crate::text::clean(url)),
+                format!("write a URL with one of the schemes {}, without spaces", GIT_SCHEMES.join(", ")),
+            )
+            .into());
+        }
+        let commit = self.commit.value.as_str();
+        if !matches!(commit.len(), 40 | 64) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(crate::yaml::located(
+                file,
+                text,
+                &self.commit.referenced,
+                format!("upstream.commit `{}` is not a full commit id", crate::text::clean(commit)),
+                "write the commit's full id (40 hex digits, or 64 for SHA-256 repositories); branch and tag names move, a pin must not",
+            )
+            .into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +126,9 @@ impl Catalog {
             let text = std::fs::read_to_string(&manifest_path).map_err(|e| LabError::read(&manifest_path, e))?;
             let manifest: Manifest =
                 serde_saphyr::from_str(&text).map_err(|e| manifest_error(&manifest_path, &text, &e))?;
+            if let Some(up) = &manifest.upstream {
+                up.validate(&manifest_path.display().to_string(), &text)?;
+            }
             let folder = dir
                 .file_name()
                 .map(|n| n.to_string_lossy().to_string())
@@ -175,17 +219,34 @@ pub struct FileEntry {
     pub data: Vec<u8>,
 }
 
+/// What the pin covers beside the files: the commands and values the lab runs the repo with,
+/// so changing `test:` to `"true"` is a change the lab refuses until it is pinned.
+#[derive(Debug, Clone, Copy)]
+pub struct RunWith<'a> {
+    pub test: &'a str,
+    pub ci: Option<&'a str>,
+    pub vars: &'a BTreeMap<String, String>,
+}
+
 impl Repo {
+    fn run_with(&self) -> RunWith<'_> {
+        RunWith {
+            test: &self.manifest.test,
+            ci: self.manifest.ci.as_deref(),
+            vars: &self.manifest.vars,
+        }
+    }
+
     fn read_content(&self, cache: &Path) -> Result<Content> {
         let root = match &self.manifest.upstream {
             None => self.dir.clone(),
-            Some(up) => checkout(&self.manifest.id, up, cache)?,
+            Some(up) => checkout(up, cache)?,
         };
         let mut files = Vec::new();
         collect(&root, &root, &mut files)?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Content {
-            digest: digest(&files),
+            digest: digest(&files, self.run_with()),
             files,
         })
     }
@@ -226,8 +287,9 @@ fn collect_filtered(root: &Path, dir: &Path, out: &mut Vec<FileEntry>, ignored: 
 }
 
 /// `sha256` over (path, executable bit, length, bytes) of every file in path order, so renames,
-/// mode changes and edits all change the digest.
-fn digest(files: &[FileEntry]) -> String {
+/// mode changes and edits all change the digest; then the commands and variables the repo runs
+/// with, each length-prefixed so no two different manifests hash alike.
+fn digest(files: &[FileEntry], with: RunWith) -> String {
     let mut h = Sha256::new();
     for f in files {
         h.update(f.path.as_bytes());
@@ -235,13 +297,24 @@ fn digest(files: &[FileEntry]) -> String {
         h.update((f.data.len() as u64).to_le_bytes());
         h.update(&f.data);
     }
+    let mut field = |s: &str| {
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field("manifest-v1");
+    field(with.test);
+    field(with.ci.unwrap_or("\u{0}none"));
+    for (k, v) in with.vars {
+        field(k);
+        field(v);
+    }
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
 impl Content {
     /// Reads back a tar made by [`Content::to_tar`] (as kept in a run folder), recomputing the
     /// digest from the bytes, so a tampered or truncated archive cannot pass as pinned content.
-    pub fn from_tar(data: &[u8]) -> std::io::Result<Content> {
+    pub fn from_tar(data: &[u8], with: RunWith) -> std::io::Result<Content> {
         let mut archive = tar::Archive::new(data);
         let mut files = Vec::new();
         for entry in archive.entries()? {
@@ -262,7 +335,7 @@ impl Content {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Content {
-            digest: digest(&files),
+            digest: digest(&files, with),
             files,
         })
     }
@@ -370,36 +443,43 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     h
 }
 
-/// Clones `up.url` at `up.commit` into the cache once; later calls reuse the checkout.
-fn checkout(id: &str, up: &Upstream, cache: &Path) -> Result<PathBuf> {
-    let dir = cache.join("repos").join(format!("{id}-{}", up.commit));
+/// Clones `up.url` at `up.commit` into the cache once; later calls reuse the checkout. The
+/// cache folder's name is a digest of the URL and commit, never the user's strings, and git
+/// gets `--` before them and may use only the allowed transports.
+fn checkout(up: &Upstream, cache: &Path) -> Result<PathBuf> {
+    let (url, commit) = (up.url.value.as_str(), up.commit.value.as_str());
+    let key = hex::encode(Sha256::digest(format!("{url}\0{commit}").as_bytes()));
+    let dir = cache.join("repos").join(&key[..24]);
     if dir.join(".git").is_dir() {
         return Ok(dir);
     }
-    let tmp = cache.join("repos").join(format!(".{id}-{}.partial", up.commit));
+    let tmp = cache.join("repos").join(format!(".{}.partial", &key[..24]));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| LabError::write(&tmp, e))?;
     let git = |args: &[&str]| -> Result<()> {
         let out = Command::new("git")
             .args(args)
             .current_dir(&tmp)
+            .env("GIT_ALLOW_PROTOCOL", GIT_SCHEMES.join(":"))
+            .env("GIT_TERMINAL_PROMPT", "0")
             .output()
             .map_err(|e| LabError::usage(format!("cannot run git: {e}"), "install git"))?;
         if !out.status.success() {
             return Err(LabError::usage(
                 format!(
-                    "fetching upstream of repo `{id}` failed: git {}: {}",
+                    "fetching upstream {} failed: git {}: {}",
+                    crate::text::clean(url),
                     args.join(" "),
                     String::from_utf8_lossy(&out.stderr).trim()
                 ),
-                format!("check that {} is reachable and has commit {}", up.url, up.commit),
+                format!("check that the URL is reachable and has commit {commit}"),
             ));
         }
         Ok(())
     };
     git(&["init", "-q", "."])?;
-    git(&["fetch", "-q", "--depth", "1", &up.url, &up.commit]).or_else(|_| git(&["fetch", "-q", &up.url]))?;
-    git(&["-c", "advice.detachedHead=false", "checkout", "-q", &up.commit])?;
+    git(&["fetch", "-q", "--depth", "1", "--", url, commit]).or_else(|_| git(&["fetch", "-q", "--", url]))?;
+    git(&["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit, "--"])?;
     std::fs::rename(&tmp, &dir).map_err(|e| LabError::write(&dir, e))?;
     Ok(dir)
 }

@@ -26,6 +26,20 @@ pub fn span(text: &str, loc: &Location) -> SourceSpan {
     ((line_start + col_bytes).min(text.len()), 1).into()
 }
 
+/// A problem at `loc` of `file` (whose text is `text`) as a located diagnostic: every file the
+/// lab reads reports its own checks (beyond what the parser catches) through this one helper.
+pub fn located(file: &str, text: &str, loc: &Location, message: String, help: impl Into<String>) -> SourceError {
+    SourceError {
+        message,
+        src: NamedSource::new(file, text.to_string()),
+        span: span(text, loc),
+        label: "here".into(),
+        help: Some(help.into()),
+        related: None,
+        related_label: String::new(),
+    }
+}
+
 /// A deserialization error of `file` (a `what`, e.g. "suite") as a located diagnostic.
 pub fn parse_error(file: &str, text: &str, what: &str, e: &serde_saphyr::Error, fields_help: &str) -> SourceError {
     let plain = e.without_snippet().to_string();

@@ -25,8 +25,12 @@ pub struct RunArgs {
     pub repos: Vec<String>,
     /// Image to run cases in (default: the lab's base image). Repeat it to run every case in
     /// each image: the JSON report's `matrix` then compares them (e.g. several CLI versions).
-    #[arg(long = "image")]
+    #[arg(long = "image", conflicts_with = "providers")]
     pub images: Vec<String>,
+    /// Run in the runner build of these CLIs (`--provider codex@0.163.0 --provider
+    /// claude-code@latest`), built first when this engine lacks it.
+    #[arg(long = "provider")]
+    pub providers: Vec<String>,
     /// Cases run at once.
     #[arg(long, short = 'j', default_value_t = 1)]
     pub jobs: usize,
@@ -93,11 +97,25 @@ pub struct GcArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ImagesCommand {
-    /// Build the candidate image for a CLI at a version (`codex@0.163.0`, `claude-code@latest`,
-    /// `claude-code@sdk-0.2.186`): base + the CLI, its --version checked inside.
+    /// Build a runner build: the base image, the runner, and one layer per CLI
+    /// (`--provider codex@0.163.0 --provider claude-code@latest`), each CLI's --version checked
+    /// inside. `--from BUILD --set codex@0.164.0` makes the same build with one component
+    /// changed (`--set runner` takes the runner built beside this canary), adding one layer.
     Build {
+        /// A CLI at a version; repeat it for each CLI of the build.
+        #[arg(long = "provider", required_unless_present = "from", conflicts_with = "from")]
+        providers: Vec<String>,
+        /// The build to change (image reference or id).
+        #[arg(long, requires = "set")]
+        from: Option<String>,
+        /// The component to change in --from.
+        #[arg(long = "set", requires = "from")]
+        set: Vec<String>,
         #[arg(long)]
-        provider: String,
+        json: bool,
+    },
+    /// The lab's runner builds in this engine, newest first, with their components.
+    List {
         #[arg(long)]
         json: bool,
     },
@@ -203,8 +221,25 @@ fn repro_prefix(cli: &Cli) -> String {
     p
 }
 
+/// `--provider` values as specs: each parsed, no CLI twice.
+pub(super) fn parse_providers(values: &[String]) -> Result<Vec<crate::providers::ProviderSpec>> {
+    let specs = values
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<Vec<crate::providers::ProviderSpec>>>()?;
+    for (i, s) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|o| o.provider == s.provider) {
+            return Err(LabError::usage(
+                format!("--provider names {} twice", s.provider.name()),
+                "a build carries each CLI once: give one --provider per CLI",
+            ));
+        }
+    }
+    Ok(specs)
+}
+
 fn print_json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+    outln!("{}", serde_json::to_string_pretty(value).expect("serializable"));
 }
 
 pub async fn dispatch(cli: Cli) -> Result<i32> {
@@ -224,7 +259,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             if *json {
                 print_json(&img);
             } else {
-                println!(
+                outln!(
                     "{} {} ({})",
                     img.reference,
                     img.id,
@@ -233,23 +268,62 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             }
             Ok(exit::PASS)
         }
-        Command::Images(ImagesCommand::Build { provider, json }) => {
-            let spec: crate::providers::ProviderSpec = provider.parse()?;
-            let engine = DockerBackend::connect().await?;
-            let img = crate::images::build_provider(&engine, &config, &spec, &Progress::new(false)).await?;
+        Command::Images(ImagesCommand::Build {
+            providers,
+            from,
+            set,
+            json,
+        }) => {
+            let progress = Progress::new(false);
+            let build = match from {
+                Some(from) => {
+                    let set = set.iter().map(|s| s.parse()).collect::<Result<Vec<crate::builds::Set>>>()?;
+                    let engine = DockerBackend::connect().await?;
+                    crate::builds::derive(&engine, &config, from, &set, &progress).await?
+                }
+                None => {
+                    let specs = parse_providers(providers)?;
+                    let engine = DockerBackend::connect().await?;
+                    crate::builds::ensure(&engine, &config, &specs, &progress).await?
+                }
+            };
             if *json {
-                print_json(&img);
+                print_json(&build);
             } else {
-                println!(
-                    "{} {} ({}; {} {} {}; --version: {})",
-                    img.reference,
-                    img.id,
-                    if img.built { "built" } else { "already present" },
-                    img.provider,
-                    img.cli_version,
-                    img.package,
-                    img.version_output
+                outln!("{} {}", build.reference, build.id);
+                outln!("  components: {}", build.manifest.summary());
+                outln!(
+                    "  layers: {} built, {} reused of {}",
+                    build.layers_built,
+                    build.layers_reused,
+                    build.manifest.components.len()
                 );
+            }
+            Ok(exit::PASS)
+        }
+        Command::Images(ImagesCommand::List { json }) => {
+            let engine = DockerBackend::connect().await?;
+            let builds = crate::builds::list(&engine).await?;
+            if *json {
+                let rows: Vec<_> = builds
+                    .iter()
+                    .map(|(i, m)| serde_json::json!({"id": i.id, "tags": i.tags, "created": i.created, "size": i.size, "manifest": m}))
+                    .collect();
+                print_json(&rows);
+            } else {
+                outln!("{:<34} {:<14} {:<8} COMPONENTS", "BUILD", "ID", "SIZE");
+                for (i, m) in &builds {
+                    outln!(
+                        "{:<34} {:<14} {:<8} {}",
+                        m.reference(),
+                        lab::short_id(&i.id),
+                        format!("{}M", i.size / 1_000_000),
+                        m.summary()
+                    );
+                }
+                if builds.is_empty() {
+                    outln!("no runner builds yet: `canary images build --provider codex@VERSION`");
+                }
             }
             Ok(exit::PASS)
         }
@@ -259,7 +333,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             let ids = if ids.is_empty() { catalog.ids() } else { ids.clone() };
             for id in ids {
                 let (old, new) = catalog.pin(&id)?;
-                println!(
+                outln!(
                     "{id}: {}",
                     if old == new {
                         format!("{new} (unchanged)")
@@ -277,7 +351,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                 let s = crate::suite::load(f, &catalog.ids())?;
                 out.push(serde_json::json!({"file": f, "name": s.name, "steps": s.steps.len(), "repos": s.repos}));
                 if !json {
-                    println!(
+                    outln!(
                         "ok {}: suite `{}`, {} steps × {} repos",
                         f.display(),
                         s.name,
@@ -309,7 +383,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             if *json {
                 print_json(&fetched);
             } else {
-                println!(
+                outln!(
                     "{} {} ({} {}): {}  [{version}]",
                     fetched.provider.name(),
                     fetched.cli_version,
@@ -324,7 +398,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             let spec: crate::providers::ProviderSpec = format!("{provider}@latest").parse()?;
             let package = spec.provider.package().expect("pip package");
             for v in crate::providers::available_versions(package)? {
-                println!("{v}");
+                outln!("{v}");
             }
             Ok(exit::PASS)
         }
@@ -333,20 +407,33 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
 
 async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
     let partition = a.partition.as_deref().map(str::parse::<Partition>).transpose()?;
-    let images = if a.images.is_empty() {
+    let specs = parse_providers(&a.providers)?;
+    // Every error in the user's files comes before any engine or registry is touched.
+    lab::load_suites(config, &a.suites, &a.repos)?;
+    let engine = DockerBackend::connect().await?;
+    let progress = Progress::new(false);
+    let images = if !specs.is_empty() {
+        let build = crate::builds::ensure(&engine, config, &specs, &progress).await?;
+        progress.line(format!("build {}: {}", build.reference, build.manifest.summary()));
+        vec![build.reference]
+    } else if a.images.is_empty() {
         vec![crate::images::base_reference(config)]
     } else {
         a.images.clone()
     };
-    let prepared = lab::prepare(config, &a.suites, &a.repos, partition, &images)?;
+    let mut plans = Vec::new();
+    for reference in &images {
+        // A missing image is reported by the run itself, with how to build it.
+        let labels = engine.image(reference).await?.map(|i| i.labels).unwrap_or_default();
+        plans.push(lab::plan::ImagePlan::from_labels(reference, &labels));
+    }
+    let prepared = lab::prepare(config, &a.suites, &a.repos, partition, &plans)?;
     // Opened before anything runs: an unreachable registry is an error, not a lost verdict.
     let registry = if a.no_record {
         None
     } else {
         Some(crate::registry::Registry::open(&config.registry).await?)
     };
-    let engine = DockerBackend::connect().await?;
-    let progress = Progress::new(false);
     let opts = RunOptions {
         run_id: lab::new_run_id(),
         images,
@@ -375,7 +462,8 @@ fn finish(report: &RunReport, run_dir: &std::path::Path, json: bool) -> Result<i
     if json {
         print_json(report);
     } else {
-        print!("{}", crate::report::terminal::render(report, run_dir));
+        let text = crate::report::terminal::render(report, run_dir);
+        outln!("{}", text.strip_suffix('\n').unwrap_or(&text));
     }
     Ok(report.exit_code())
 }
@@ -434,7 +522,12 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
     }
     let tar_path = run_dir.join("repos").join(format!("{}.tar", repo_ref.id));
     let tar = std::fs::read(&tar_path).map_err(|e| LabError::read(&tar_path, e))?;
-    let content = Content::from_tar(&tar).map_err(|e| LabError::read(&tar_path, e))?;
+    let with = crate::repos::RunWith {
+        test: &repo_ref.test,
+        ci: repo_ref.ci.as_deref(),
+        vars: &repo_ref.vars,
+    };
+    let content = Content::from_tar(&tar, with).map_err(|e| LabError::read(&tar_path, e))?;
     if content.digest != repo_ref.digest {
         return Err(LabError::RepoPinMismatch {
             id: repo_ref.id.clone(),
@@ -449,6 +542,7 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
             suite: suite.clone(),
             repo: repo_ref.id.clone(),
             image: 0,
+            provider: case.provider.clone(),
         }],
         suites: vec![suite],
         repos: BTreeMap::from([(repo_ref.id.clone(), lab::RepoUpload::new(&content)?)]),
@@ -495,7 +589,7 @@ async fn stub(a: &StubArgs) -> Result<i32> {
     }
     let (addr, server) = stub.serve(a.listen).await?;
     // The first line is for scripts: they read the address from it.
-    println!("http://{addr}");
+    outln!("http://{addr}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tokio::select! {
@@ -514,12 +608,12 @@ async fn gc(a: &GcArgs) -> Result<i32> {
         );
     } else {
         for c in &r.containers {
-            println!("removed container {c}");
+            outln!("removed container {c}");
         }
         for n in &r.networks {
-            println!("removed network {n}");
+            outln!("removed network {n}");
         }
-        println!(
+        outln!(
             "{} containers and {} networks removed; {} belong to live runs or were kept",
             r.containers.len(),
             r.networks.len(),
@@ -544,7 +638,7 @@ fn repos_list(config: &LabConfig, json: bool) -> Result<i32> {
         };
         rows.push(serde_json::json!({"id": id, "language": repo.manifest.language, "digest": repo.manifest.digest.value, "test": repo.manifest.test, "ci": repo.manifest.ci, "status": status}));
         if !json {
-            println!(
+            outln!(
                 "{id:<12} {:<11} {}  {status}",
                 repo.manifest.language, repo.manifest.digest.value
             );
@@ -572,11 +666,11 @@ fn schema(a: &SchemaArgs) -> Result<i32> {
             );
             return Ok(exit::FAILED);
         }
-        println!("{} is up to date", path.display());
+        outln!("{} is up to date", path.display());
     } else if let Some(path) = &a.write {
         crate::fsutil::write_atomic(path, text.as_bytes())?;
     } else {
-        print!("{text}");
+        outln!("{}", text.strip_suffix('\n').unwrap_or(&text));
     }
     Ok(exit::PASS)
 }

@@ -93,77 +93,18 @@ pub async fn promote(config: &LabConfig, a: &PromoteArgs) -> Result<i32> {
 /// release or the refusal, audited). Returns the build id, the decision and the policy's source.
 pub(super) async fn promote_decision(config: &LabConfig, a: &PromoteArgs) -> Result<(String, gate::Decision, String)> {
     let policy = Policy::load(a.policy.as_deref().or(config.gate_policy.as_deref()))?;
-    let channel_policy = policy.channel(&a.channel)?.clone();
     let bundles = a.bundles.iter().map(|b| compat::load(b)).collect::<Result<Vec<_>>>()?;
     let reg = open(config).await?;
-    let build = reg.resolve_build(&a.build).await?;
-    let repos = match &channel_policy.repos {
-        Some(r) => r.clone(),
-        None => crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids(),
+    let request = gate::ops::Promotion {
+        build: &a.build,
+        channel: &a.channel,
+        bundles: &bundles,
+        dry_run: a.dry_run,
+        actor: &a.who.actor(),
+        reason: &a.who.reason,
     };
-    let evidence = reg.evidence(&build, &channel_policy.required_suites, &repos).await?;
-    let mut decision = gate::decide(&build, &a.channel, &channel_policy, evidence, jiff::Timestamp::now());
-    if !bundles.is_empty() {
-        let runner = reg
-            .builds()
-            .await?
-            .into_iter()
-            .find(|b| b.id == build)
-            .map(|b| b.runner_version)
-            .unwrap_or_default();
-        match compat::runtime_version(&runner) {
-            Ok(v) => {
-                for d in &bundles {
-                    let r = compat::check(d, &v);
-                    decision
-                        .unmet
-                        .extend(r.reasons.iter().map(|why| format!("bundle {}: {why}", d.file)));
-                    decision
-                        .warnings
-                        .extend(r.warnings.iter().map(|w| format!("bundle {}: {w}", d.file)));
-                }
-            }
-            Err(_) => decision.unmet.push(format!(
-                "the build's runner version `{runner}` is not SemVer, so bundle compatibility cannot be shown"
-            )),
-        }
-        decision.allowed = decision.unmet.is_empty();
-    }
-    let actor = a.who.actor();
-    if !a.dry_run {
-        let evidence = serde_json::to_value(&decision).expect("serializable");
-        if decision.allowed {
-            let reason = if a.who.reason.is_empty() {
-                format!("green under {}", policy.source)
-            } else {
-                a.who.reason.clone()
-            };
-            reg.release(
-                &a.channel,
-                &build,
-                "promote",
-                Audit {
-                    actor: &actor,
-                    action: "promote",
-                    target: &format!("{build} -> {}", a.channel),
-                    decision: "promoted",
-                    reason: &reason,
-                    evidence,
-                },
-            )
-            .await?;
-        } else {
-            reg.audit(Audit {
-                actor: &actor,
-                action: "promote",
-                target: &format!("{build} -> {}", a.channel),
-                decision: "blocked",
-                reason: &decision.unmet.join("; "),
-                evidence,
-            })
-            .await?;
-        }
-    }
+    let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
+    let (build, decision) = gate::ops::promote(&reg, &policy, &repos, &request).await?;
     Ok((build, decision, policy.source.clone()))
 }
 
@@ -178,20 +119,15 @@ fn print_promotion(a: &PromoteArgs, build: &str, decision: &gate::Decision, poli
             (false, false) => "blocked",
         };
         let prep = if decision.allowed { "to" } else { "from" };
-        println!("build {} {verb} {prep} {} ({policy_source})", short(build), a.channel);
+        outln!("build {} {verb} {prep} {} ({policy_source})", short(build), a.channel);
         for u in &decision.unmet {
-            println!("  ✗ {u}");
+            outln!("  ✗ {u}");
         }
         for w in &decision.warnings {
-            println!("  ! {w}");
+            outln!("  ! {w}");
         }
         for c in decision.evidence.iter().filter(|c| c.status.as_deref() == Some("pass")) {
-            println!(
-                "  ✓ suite `{}` on repo `{}`: pass (run {})",
-                c.suite,
-                c.repo,
-                c.run_id.as_deref().unwrap_or("?")
-            );
+            outln!("  ✓ {}: pass (run {})", c.place(), c.run_id.as_deref().unwrap_or("?"));
         }
     }
 }
@@ -253,7 +189,7 @@ pub async fn pin(config: &LabConfig, a: &PinArgs) -> Result<i32> {
     if a.json {
         print_json(&serde_json::json!({"org": a.org, "channel": channel, "pinned_build": build, "runs": now}));
     } else {
-        println!(
+        outln!(
             "org {} {} (runs {})",
             a.org,
             match &build {
@@ -356,7 +292,7 @@ fn report_rollback(json: bool, what: &str, from: &str, to: &str) -> Result<i32> 
     if json {
         print_json(&serde_json::json!({"target": what, "from": from, "to": to}));
     } else {
-        println!("{what} rolled back from {} to {}", short(from), short(to));
+        outln!("{what} rolled back from {} to {}", short(from), short(to));
     }
     Ok(exit::PASS)
 }
@@ -370,9 +306,9 @@ pub async fn status(config: &LabConfig, a: &StatusArgs) -> Result<i32> {
     }
     let rows = |k: &str| v[k].as_array().cloned().unwrap_or_default();
     let (channel_rows, org_rows, available) = (rows("channels"), rows("orgs"), rows("available"));
-    println!("CHANNELS");
+    outln!("CHANNELS");
     for c in &channel_rows {
-        println!(
+        outln!(
             "  {:<8} {:<14} {:<34} since {}  (previous known-good: {})",
             c["channel"].as_str().unwrap_or(""),
             short(c["build"].as_str().unwrap_or("-")),
@@ -381,13 +317,13 @@ pub async fn status(config: &LabConfig, a: &StatusArgs) -> Result<i32> {
             c["previous_known_good"].as_str().map(short).unwrap_or("none")
         );
     }
-    println!("ORGS");
+    outln!("ORGS");
     for o in &org_rows {
         let how = match o["pinned_build"].as_str() {
             Some(b) => format!("pinned to {}", short(b)),
             None => format!("follows {}", o["channel"].as_str().unwrap_or("")),
         };
-        println!(
+        outln!(
             "  {:<16} {:<26} runs {:<14} since {}",
             o["org"].as_str().unwrap_or(""),
             how,
@@ -395,9 +331,9 @@ pub async fn status(config: &LabConfig, a: &StatusArgs) -> Result<i32> {
             o["since"].as_str().unwrap_or("")
         );
     }
-    println!("AVAILABLE (every recorded case passed, not current anywhere)");
+    outln!("AVAILABLE (every recorded case passed, not current anywhere)");
     for b in &available {
-        println!(
+        outln!(
             "  {:<14} {}",
             short(b["build"].as_str().unwrap_or("")),
             b["image"].as_str().unwrap_or("")
@@ -413,21 +349,21 @@ pub async fn status(config: &LabConfig, a: &StatusArgs) -> Result<i32> {
             })
             .unwrap_or_else(|| "-".into())
     };
-    println!("RUNNERS (deployed, from heartbeats; known-good of their channel)");
+    outln!("RUNNERS (deployed, from heartbeats; known-good of their channel)");
     for r in rows("runners") {
-        println!(
+        outln!(
             "  {:<18} {:<8} runs {:<40} known-good {:<30} last seen {}",
-            r["runner_id"].as_str().unwrap_or(""),
+            crate::text::clean(r["runner_id"].as_str().unwrap_or("")),
             r["channel"].as_str().unwrap_or(""),
             versions(&r["versions"]),
             versions(&r["known_good_runtimes"]),
             r["sent_at"].as_str().unwrap_or("")
         );
     }
-    println!("UPSTREAM (newest version recorded by `canary watch`)");
+    outln!("UPSTREAM (newest version recorded by `canary watch`)");
     if let Some(m) = v["upstream"].as_object() {
         for (p, u) in m {
-            println!(
+            outln!(
                 "  {:<12} {:<12} {:<8} published {}",
                 p,
                 u["version"].as_str().unwrap_or(""),
@@ -467,17 +403,17 @@ pub async fn compat_check(config: &LabConfig, cmd: &CompatCommand) -> Result<i32
     if *json {
         print_json(&r);
     } else {
-        println!(
+        outln!(
             "{}: {} with runtime {}",
             r.manifest,
             serde_json::to_value(r.verdict).expect("ser").as_str().unwrap_or(""),
             r.runtime
         );
         for why in &r.reasons {
-            println!("  ✗ {why}");
+            outln!("  ✗ {why}");
         }
         for w in &r.warnings {
-            println!("  ! {w}");
+            outln!("  ! {w}");
         }
     }
     Ok(if r.verdict == compat::Verdict::Blocked {

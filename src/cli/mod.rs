@@ -1,6 +1,28 @@
 //! The `canary` command line. Parsing, output and exit codes live here; the work is done by
 //! the library modules. [`main`] is the one place that maps outcomes to exit codes.
 
+/// `println!` for the command line's stdout. A reader that goes away (`canary status --json |
+/// head -c 10`) ends the output, never the process: the command still finishes and exits with
+/// its own code, where `println!` would panic.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::out(format_args!($($arg)*)) };
+}
+
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[doc(hidden)]
+pub fn out(args: std::fmt::Arguments) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")).is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
 mod commands;
 mod gate;
 mod registry;
@@ -121,7 +143,7 @@ fn report_error(e: LabError, json: bool) -> i32 {
         };
         let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
         let obj = serde_json::json!({"error": {"message": e.to_string(), "location": location, "help": help, "exit_code": code}});
-        println!("{obj}");
+        outln!("{obj}");
     }
     eprintln!("{:?}", miette::Report::new(e));
     code

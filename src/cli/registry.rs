@@ -74,7 +74,7 @@ impl Who {
 }
 
 pub(super) fn print_json(v: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+    outln!("{}", serde_json::to_string_pretty(v).expect("serializable"));
 }
 
 pub(super) fn short(id: &str) -> &str {
@@ -93,12 +93,12 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
             if j.json {
                 print_json(&rows);
             } else {
-                println!(
+                outln!(
                     "{:<14} {:<34} {:<12} {:>7} {:>7}  RUNTIMES",
                     "BUILD", "IMAGE", "RUNNER", "RESULTS", "PASSING"
                 );
                 for b in rows {
-                    println!(
+                    outln!(
                         "{:<14} {:<34} {:<12} {:>7} {:>7}  {}",
                         short(&b.id),
                         b.image_ref,
@@ -119,12 +119,12 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
             if *json {
                 print_json(&rows);
             } else {
-                println!(
+                outln!(
                     "{:<14} {:<22} {:<28} {:<11} {:>8}  RECORDED",
                     "BUILD", "RUN", "CASE", "STATUS", "TIME"
                 );
                 for r in rows {
-                    println!(
+                    outln!(
                         "{:<14} {:<22} {:<28} {:<11} {:>7.1}s  {}",
                         short(&r.build_id),
                         r.run_id,
@@ -142,7 +142,7 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
                 print_json(&rows);
             } else {
                 for v in rows {
-                    println!(
+                    outln!(
                         "{:<14} {:<14} {:<7} {:<24} {}",
                         v.provider,
                         v.version,
@@ -159,7 +159,7 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
                 print_json(&rows);
             } else {
                 for r in rows {
-                    println!(
+                    outln!(
                         "{:<8} {:<14} {:<34} {:<9} {} by {}",
                         r.channel,
                         short(&r.build_id),
@@ -190,12 +190,12 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
             if j.json {
                 print_json(&rows);
             } else {
-                println!(
+                outln!(
                     "{:<28} {:<14} {:<16} {:<12} STATUS",
                     "RUNTIME", "BUILD", "SUITE", "REPO"
                 );
                 for r in rows {
-                    println!(
+                    outln!(
                         "{:<28} {:<14} {:<16} {:<12} {}",
                         r["runtime"].as_str().unwrap_or(""),
                         short(r["build"].as_str().unwrap_or("")),
@@ -212,7 +212,7 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
                 print_json(&rows);
             } else {
                 for a in rows {
-                    println!(
+                    outln!(
                         "#{:<5} {} {:<10} {:<9} {:<9} {}  {}",
                         a.id, a.ts, a.actor, a.action, a.decision, a.target, a.reason
                     );
@@ -267,7 +267,7 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
                     },
                 )
                 .await?;
-            println!("forgot build {} and {n} results", short(&id));
+            outln!("forgot build {} and {n} results", short(&id));
         }
     }
     Ok(exit::PASS)

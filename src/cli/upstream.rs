@@ -5,9 +5,9 @@
 //! candidate green (or nothing to judge), 1 = a candidate was blocked (red or yellow), 2 = error;
 //! `heartbeat` / `serve` 0 / 2.
 
-use super::gate::{PromoteArgs, promote_decision};
-use super::registry::{Who, open, print_json, short};
+use super::registry::{open, print_json, short};
 use crate::config::LabConfig;
+use crate::engine::Backend;
 use crate::engine::docker::DockerBackend;
 use crate::error::{LabError, Result, exit};
 use crate::progress::Progress;
@@ -119,20 +119,20 @@ fn print_watch(r: &WatchReport) {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        println!(
+        outln!(
             "{} — known-good: {kg}; upstream: {fresh}, {} versions",
             p.provider, p.upstream_versions
         );
         if p.newer.is_empty() {
-            println!("  no candidate newer than known-good");
+            outln!("  no candidate newer than known-good");
         }
         let shown = if p.known_good.is_empty() { 10 } else { usize::MAX };
-        println!(
+        outln!(
             "  {:<12} {:<8} {:<26} {:<5} SOURCE",
             "VERSION", "CHANNEL", "PUBLISHED", "NEW"
         );
         for j in p.newer.iter().take(shown) {
-            println!(
+            outln!(
                 "  {:<12} {:<8} {:<26} {:<5} {}{}",
                 if j.release.version.starts_with("sdk-") {
                     "?"
@@ -147,18 +147,18 @@ fn print_watch(r: &WatchReport) {
             );
         }
         if p.newer.len() > shown {
-            println!("  … and {} older candidates (--json lists all)", p.newer.len() - shown);
+            outln!("  … and {} older candidates (--json lists all)", p.newer.len() - shown);
         }
         for j in p.skipped.iter().take(5) {
             let why = j.skipped.as_deref().unwrap_or("");
             let short_why: String = why.split(". ").next().unwrap_or(why).chars().take(100).collect();
-            println!("  {:<12} skipped: {short_why}", j.release.package_version);
+            outln!("  {:<12} skipped: {short_why}", j.release.package_version);
         }
         if p.skipped.len() > 5 {
-            println!("  … and {} more skipped (--json has the reasons)", p.skipped.len() - 5);
+            outln!("  … and {} more skipped (--json has the reasons)", p.skipped.len() - 5);
         }
     }
-    println!(
+    outln!(
         "{} new version(s){}",
         r.providers.iter().map(|p| p.new.len()).sum::<usize>(),
         if r.recorded > 0 {
@@ -186,6 +186,7 @@ fn package_note(j: &Judged) -> String {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Notification {
     pub event: &'static str,
+    /// The changed component (the first, for a channel's first build).
     pub provider: String,
     pub version: String,
     pub package: String,
@@ -197,6 +198,10 @@ pub struct Notification {
     pub status: String,
     pub build: Option<String>,
     pub image: Option<String>,
+    /// The candidate build's components.
+    pub components: Vec<crate::builds::Component>,
+    /// What changed from the channel's build, component by component.
+    pub component_changes: Vec<crate::builds::Change>,
     pub run_id: Option<String>,
     pub report: Option<String>,
     pub promoted_to: Vec<String>,
@@ -224,9 +229,10 @@ pub async fn pipeline(cli_prefix: &str, config: &LabConfig, a: &PipelineArgs) ->
     .await?;
     let verdicts = reg.verdicts().await?;
     let per_channel = config.upstream.candidates_per_channel.max(1);
-    let mut candidates: Vec<(String, Judged, Option<String>)> = Vec::new();
+    let target = config.pipeline.promote_to.clone();
+    let mut newest: Vec<(String, Vec<Judged>)> = Vec::new();
     for p in &watch.providers {
-        let kg = p.known_good.values().cloned().collect::<Vec<_>>().join(", ");
+        let mut list = Vec::new();
         for channel in ["stable", "beta"] {
             for j in p
                 .newer
@@ -234,19 +240,25 @@ pub async fn pipeline(cli_prefix: &str, config: &LabConfig, a: &PipelineArgs) ->
                 .filter(|j| j.channel.as_deref() == Some(channel))
                 .take(per_channel)
             {
-                let judged = verdicts
-                    .iter()
-                    .find(|v| v.provider == p.provider && v.package_version == j.release.package_version);
+                // A verdict of `error` means the lab could not judge it: judged again.
+                let judged = verdicts.iter().find(|v| {
+                    v.provider == p.provider && v.package_version == j.release.package_version && v.status != "error"
+                });
                 match judged {
                     Some(v) if !a.rejudge => progress.line(format!(
                         "[watch] {} {}: already judged {} on {} (--rejudge to run it again)",
                         p.provider, j.release.version, v.status, v.decided_at
                     )),
-                    _ => candidates.push((p.provider.clone(), j.clone(), (!kg.is_empty()).then(|| kg.clone()))),
+                    _ => list.push(j.clone()),
                 }
             }
         }
+        if !list.is_empty() {
+            newest.push((p.provider.clone(), list));
+        }
     }
+    let has_build = !reg.known_good(&target).await?.is_empty();
+    let candidates = upstream::form_candidates(has_build, newest);
     if candidates.is_empty() {
         progress.line("[watch] nothing new to judge");
     }
@@ -258,7 +270,12 @@ pub async fn pipeline(cli_prefix: &str, config: &LabConfig, a: &PipelineArgs) ->
     let webhook = a.webhook.clone().or(config.pipeline.webhook.clone());
     let mut outcomes = Vec::new();
     let mut worst = exit::PASS;
-    for (provider, j, known_good) in candidates {
+    for candidate in candidates {
+        let what = candidate
+            .iter()
+            .map(|(p, j)| format!("{p} {}", j.release.version))
+            .collect::<Vec<_>>()
+            .join(" + ");
         let n = judge_candidate(
             cli_prefix,
             config,
@@ -266,9 +283,8 @@ pub async fn pipeline(cli_prefix: &str, config: &LabConfig, a: &PipelineArgs) ->
             &progress,
             &suites,
             a.jobs.unwrap_or(config.pipeline.jobs),
-            &provider,
-            &j,
-            known_good,
+            &target,
+            &candidate,
         )
         .await;
         let n = match n {
@@ -276,9 +292,9 @@ pub async fn pipeline(cli_prefix: &str, config: &LabConfig, a: &PipelineArgs) ->
             Err(e) => {
                 // The lab could not judge it: said loudly, never recorded as a verdict, so the
                 // next pipeline run tries again.
-                progress.line(format!("[error] {provider} {}: {e}", j.release.version));
+                progress.line(format!("[error] {what}: {e}"));
                 worst = exit::ERROR;
-                outcomes.push(serde_json::json!({"provider": provider, "version": j.release.version, "status": "error", "error": e.to_string()}));
+                outcomes.push(serde_json::json!({"candidate": what, "status": "error", "error": e.to_string()}));
                 continue;
             }
         };
@@ -297,29 +313,38 @@ pub async fn pipeline(cli_prefix: &str, config: &LabConfig, a: &PipelineArgs) ->
                 }
             }
         }
-        reg.record_verdict(
-            &Verdict {
-                provider: n.provider.clone(),
-                package_version: n.package_version.clone(),
-                version: n.version.clone(),
-                build_id: n.build.clone(),
-                status: n.status.clone(),
-                channel: n.promoted_to.last().cloned(),
-                summary: payload.clone(),
-                decided_at: crate::registry::now(),
-            },
-            Audit {
-                actor: "pipeline",
-                action: "judge",
-                target: &format!("{} {}", n.provider, n.version),
-                decision: &n.status,
-                reason: &n.changes,
-                evidence: payload.clone(),
-            },
-        )
-        .await?;
-        if n.status != "green" && worst == exit::PASS {
-            worst = exit::FAILED;
+        for (provider, j) in &candidate {
+            reg.record_verdict(
+                &Verdict {
+                    provider: provider.clone(),
+                    package_version: j.release.package_version.clone(),
+                    version: n
+                        .components
+                        .iter()
+                        .find(|c| &c.name == provider)
+                        .map_or_else(|| j.release.version.clone(), |c| c.version.clone()),
+                    build_id: n.build.clone(),
+                    status: n.status.clone(),
+                    channel: n.promoted_to.last().cloned(),
+                    summary: payload.clone(),
+                    decided_at: crate::registry::now(),
+                },
+                Audit {
+                    actor: "pipeline",
+                    action: "judge",
+                    target: &format!("{provider} {}", j.release.version),
+                    decision: &n.status,
+                    reason: &n.changes,
+                    evidence: payload.clone(),
+                },
+            )
+            .await?;
+        }
+        match n.status.as_str() {
+            "green" => {}
+            "error" => worst = exit::ERROR,
+            _ if worst == exit::PASS => worst = exit::FAILED,
+            _ => {}
         }
         outcomes.push(payload);
     }
@@ -327,21 +352,34 @@ pub async fn pipeline(cli_prefix: &str, config: &LabConfig, a: &PipelineArgs) ->
         print_json(&serde_json::json!({"watch": watch, "verdicts": outcomes}));
     } else {
         for o in &outcomes {
-            println!(
+            outln!(
                 "{:<12} {:<12} {:<7} {}",
-                o["provider"].as_str().unwrap_or(""),
+                o["provider"].as_str().or(o["candidate"].as_str()).unwrap_or(""),
                 o["version"].as_str().unwrap_or(""),
                 o["status"].as_str().unwrap_or(""),
                 o["changes"].as_str().or(o["error"].as_str()).unwrap_or("")
             );
         }
         if outcomes.is_empty() {
-            println!("nothing new to judge");
+            outln!("nothing new to judge");
         }
     }
     Ok(worst)
 }
 
+/// The spec that fetches a judged release.
+fn spec_of(provider: &str, j: &Judged) -> Result<crate::providers::ProviderSpec> {
+    let text = if provider == "claude-code" && j.release.package == "claude-agent-sdk" {
+        format!("claude-code@sdk-{}", j.release.package_version)
+    } else {
+        format!("{provider}@{}", j.release.package_version)
+    };
+    text.parse()
+}
+
+/// Builds the candidate (the channel's build with the candidate's change; a first build when the
+/// channel has none), runs the suites for every CLI it bundles, records, promotes under the
+/// gate, and says what happened.
 #[allow(clippy::too_many_arguments)]
 async fn judge_candidate(
     cli_prefix: &str,
@@ -350,26 +388,71 @@ async fn judge_candidate(
     progress: &Progress,
     suites: &[PathBuf],
     jobs: usize,
-    provider: &str,
-    j: &Judged,
-    known_good: Option<String>,
+    target: &str,
+    candidate: &[(String, Judged)],
 ) -> Result<Notification> {
-    let spec_text = if provider == "claude-code" && j.release.package == "claude-agent-sdk" {
-        format!("claude-code@sdk-{}", j.release.package_version)
-    } else {
-        format!("{provider}@{}", j.release.package_version)
-    };
-    let spec: crate::providers::ProviderSpec = spec_text.parse()?;
-    progress.line(format!("[build] {spec_text}"));
     let engine = DockerBackend::connect().await?;
-    let image = crate::images::build_provider(&engine, config, &spec, progress).await?;
-    progress.line(format!("[build] {} ({})", image.reference, short(&image.id)));
-    let images = vec![image.reference.clone()];
+    let current = reg.known_good(target).await?.into_iter().next();
+    let parent = match &current {
+        Some(r) => reg.builds().await?.into_iter().find(|b| b.id == r.build_id),
+        None => None,
+    };
+    let parent_manifest = parent.as_ref().and_then(|b| b.manifest.clone());
+    let specs = candidate
+        .iter()
+        .map(|(p, j)| spec_of(p, j))
+        .collect::<Result<Vec<_>>>()?;
+    let parent_image = match &parent {
+        Some(b) => engine.image(&b.image_ref).await?.map(|_| b.image_ref.clone()),
+        None => None,
+    };
+    let derivable = parent_manifest
+        .as_ref()
+        .is_some_and(|m| specs.iter().all(|s| m.component(s.provider.name()).is_some()));
+    let build = match (&parent_image, derivable) {
+        (Some(image), true) => {
+            progress.line(format!(
+                "[build] {} with {}",
+                short(&parent.as_ref().expect("parent").id),
+                specs.iter().map(|s| s.provider.name()).collect::<Vec<_>>().join(", ")
+            ));
+            let set: Vec<crate::builds::Set> = specs.iter().cloned().map(crate::builds::Set::Cli).collect();
+            crate::builds::derive(&engine, config, image, &set, progress).await?
+        }
+        _ => {
+            // No build on the channel (or its image is not in this engine): a whole build of
+            // the channel's CLIs with the candidate's versions in place.
+            let mut all = specs.clone();
+            if let Some(m) = &parent_manifest {
+                for c in m.clis() {
+                    if let Some(s) = c.spec().filter(|s| !all.iter().any(|a| a.provider == s.provider)) {
+                        all.push(s);
+                    }
+                }
+            }
+            progress.line(format!(
+                "[build] {}",
+                all.iter().map(|s| s.provider.name()).collect::<Vec<_>>().join(" + ")
+            ));
+            crate::builds::ensure(&engine, config, &all, progress).await?
+        }
+    };
+    let component_changes = build.manifest.changes_from(parent_manifest.as_ref());
+    progress.line(format!(
+        "[build] {} ({}): {}",
+        build.reference,
+        short(&build.id),
+        component_changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+    ));
+    let images = vec![crate::lab::plan::ImagePlan {
+        reference: build.reference.clone(),
+        providers: build.manifest.providers(),
+    }];
     let prepared = crate::lab::prepare(config, suites, &[], None, &images)?;
     progress.line(format!("[canary] {} cases", prepared.cases.len()));
     let opts = crate::lab::RunOptions {
         run_id: crate::lab::new_run_id(),
-        images,
+        images: vec![build.reference.clone()],
         jobs,
         partition: None,
         keep: false,
@@ -381,10 +464,9 @@ async fn judge_candidate(
     let added = reg.record_run(&report, &report_path.display().to_string()).await?;
     progress.line(format!(
         "[record] {added} results for build {} ({})",
-        short(&image.id),
+        short(&build.id),
         status_word(&report)
     ));
-    let version = image.cli_version.clone();
     let failures = first_failures(&report);
     let mut promoted_to = Vec::new();
     let mut gate_notes = Vec::new();
@@ -397,29 +479,28 @@ async fn judge_candidate(
     }
     .to_string();
     if canary_green {
-        let mut targets = vec![config.pipeline.promote_to.clone()];
+        let mut targets = vec![target.to_string()];
         if config.pipeline.auto_stable
-            && j.channel.as_deref() == Some("stable")
+            && candidate.iter().all(|(_, j)| j.channel.as_deref() == Some("stable"))
             && !targets.iter().any(|t| t == "stable")
         {
             targets.push("stable".into());
         }
+        let policy = crate::gate::policy::Policy::load(config.gate_policy.as_deref())?;
+        let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
         for channel in targets {
-            let args = PromoteArgs {
-                build: image.id.clone(),
-                channel: channel.clone(),
-                bundles: vec![],
+            let reason = format!("canary green: {}", report.run_id);
+            let request = crate::gate::ops::Promotion {
+                build: &build.id,
+                channel: &channel,
+                bundles: &[],
                 dry_run: false,
-                policy: None,
-                json: false,
-                who: Who {
-                    actor: Some("pipeline".into()),
-                    reason: format!("canary green: {}", report.run_id),
-                },
+                actor: "pipeline",
+                reason: &reason,
             };
-            let (_, decision, _) = promote_decision(config, &args).await?;
+            let (_, decision) = crate::gate::ops::promote(reg, &policy, &repos, &request).await?;
             if decision.allowed {
-                progress.line(format!("[gate] promoted {} to {channel}", short(&image.id)));
+                progress.line(format!("[gate] promoted {} to {channel}", short(&build.id)));
                 promoted_to.push(channel);
             } else {
                 progress.line(format!("[gate] {channel} refused: {}", decision.unmet.join("; ")));
@@ -430,10 +511,14 @@ async fn judge_candidate(
     } else {
         progress.line(format!("[gate] not promoted: {}", status_word(&report)));
     }
+    let change_text = component_changes
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let changes = format!(
-        "{provider} {version}{} (known-good: {}): {}",
-        package_note(j),
-        known_good.as_deref().unwrap_or("none"),
+        "{change_text} (from build {}): {}",
+        parent.as_ref().map(|b| short(&b.id).to_string()).unwrap_or_else(|| "none".into()),
         match status.as_str() {
             "green" => format!("canary green, promoted to {}", promoted_to.join(", ")),
             "yellow" if canary_green => format!("canary green, gate refused: {}", gate_notes.join("; ")),
@@ -443,21 +528,27 @@ async fn judge_candidate(
     );
     let mut rollback: Vec<String> = promoted_to
         .iter()
-        .map(|c| format!("canary rollback --channel {c} --reason 'rolling back {provider} {version}'"))
+        .map(|c| format!("canary rollback --channel {c} --reason 'rolling back {change_text}'"))
         .collect();
     if rollback.is_empty() {
         rollback.push("nothing to roll back: the candidate was not promoted".into());
     }
+    let (provider, j) = &candidate[0];
     Ok(Notification {
         event: "canary.verdict",
-        provider: provider.into(),
-        version,
+        provider: provider.clone(),
+        version: build
+            .manifest
+            .component(provider)
+            .map_or_else(|| j.release.version.clone(), |c| c.version.clone()),
         package: j.release.package.clone(),
         package_version: j.release.package_version.clone(),
         candidate_for: j.channel.clone().unwrap_or_default(),
         status,
-        build: Some(image.id.clone()),
-        image: Some(image.reference.clone()),
+        build: Some(build.id.clone()),
+        image: Some(build.reference.clone()),
+        components: build.manifest.components.clone(),
+        component_changes,
         run_id: Some(report.run_id.clone()),
         report: Some(report_path.display().to_string()),
         promoted_to,
@@ -481,7 +572,15 @@ fn first_failures(report: &RunReport) -> Vec<String> {
         .matrix
         .iter()
         .filter(|m| m.status != CaseStatus::Passed)
-        .map(|m| format!("{} on {}: {}", m.suite, m.repo, m.cause.as_deref().unwrap_or("failed")))
+        .map(|m| {
+            format!(
+                "{} on {}{}: {}",
+                m.suite,
+                m.repo,
+                m.provider.as_deref().map(|p| format!(" for {p}")).unwrap_or_default(),
+                m.cause.as_deref().unwrap_or("failed")
+            )
+        })
         .take(10)
         .collect()
 }
@@ -532,6 +631,12 @@ pub fn parse_heartbeat(text: &str, origin: &str) -> Result<Heartbeat> {
         .as_str()
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| bad("`runner_id` is missing or empty".into()))?;
+    if runner_id.len() > 128 || runner_id.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "`runner_id` `{}` must be at most 128 characters without control characters",
+            crate::text::clean(&runner_id.chars().take(128).collect::<String>())
+        )));
+    }
     let versions = v["versions"]
         .as_object()
         .filter(|m| !m.is_empty())
@@ -555,18 +660,31 @@ pub fn parse_heartbeat(text: &str, origin: &str) -> Result<Heartbeat> {
             .collect::<Result<_>>()?,
         _ => return Err(bad("`capabilities` must be a list".into())),
     };
-    let sent_at = v["ts"]
-        .as_str()
-        .or(v["sent_at"].as_str())
-        .map(String::from)
-        .unwrap_or_else(crate::registry::now);
-    sent_at
-        .parse::<jiff::Timestamp>()
-        .map_err(|e| bad(format!("`ts` is not an RFC 3339 time ({e})")))?;
+    let sent_at = match v.get("ts").or(v.get("sent_at")) {
+        None => crate::registry::now(),
+        Some(t) => {
+            let t = t
+                .as_str()
+                .ok_or_else(|| bad("`ts` must be an RFC 3339 time string".into()))?;
+            let t = t
+                .parse::<jiff::Timestamp>()
+                .map_err(|e| bad(format!("`ts` is not an RFC 3339 time ({e})")))?;
+            t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+        }
+    };
+    // Optional strings are strings or absent: a number or an object is an error, never
+    // silently dropped.
+    let optional = |key: &str| -> Result<Option<String>> {
+        match v.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+            Some(_) => Err(bad(format!("`{key}` must be a non-empty string when present"))),
+        }
+    };
     Ok(Heartbeat {
         runner_id: runner_id.into(),
-        org: v["org"].as_str().map(String::from),
-        channel: v["channel"].as_str().map(String::from),
+        org: optional("org")?,
+        channel: optional("channel")?,
         versions: vs,
         capabilities,
         sent_at,
@@ -588,7 +706,7 @@ pub async fn heartbeat(config: &LabConfig, a: &HeartbeatArgs) -> Result<i32> {
     if a.json {
         print_json(&h);
     } else {
-        println!("recorded heartbeat of {}", h.runner_id);
+        outln!("recorded heartbeat of {}", h.runner_id);
     }
     Ok(exit::PASS)
 }

@@ -2,6 +2,7 @@
 
 mod executor;
 mod layers;
+pub use layers::ListedImage;
 
 use super::protocol::{EXECUTOR_PATH, ExecRequest, ExecResponse};
 use super::{

@@ -2,16 +2,19 @@
 //! a pure function, so the rules are testable without a database and every decision can be
 //! explained (`--dry-run`) exactly as it would be enforced.
 
+pub mod ops;
 pub mod policy;
 
 use policy::ChannelPolicy;
 use serde::Serialize;
 
-/// The latest result of one (suite, repo) cell for the build.
+/// The latest result of one (suite, repo, provider) cell for the build.
 #[derive(Debug, Clone, Serialize)]
 pub struct CellEvidence {
     pub suite: String,
     pub repo: String,
+    /// The build's CLI the cell is about; `None` for a suite that judges the build as a whole.
+    pub provider: Option<String>,
     /// `None` when the build has no result for the cell.
     pub status: Option<String>,
     pub recorded_at: Option<String>,
@@ -29,6 +32,56 @@ pub struct Decision {
     pub evidence: Vec<CellEvidence>,
 }
 
+impl CellEvidence {
+    /// `suite `x` on repo `y`` (`for codex` when the cell is a provider's).
+    pub fn place(&self) -> String {
+        match &self.provider {
+            Some(p) => format!("suite `{}` on repo `{}` for {p}", self.suite, self.repo),
+            None => format!("suite `{}` on repo `{}`", self.suite, self.repo),
+        }
+    }
+}
+
+/// The cells a policy requires of a build that bundles `providers`, with the build's latest
+/// result in each. A suite whose results name providers (it ran per provider) is required for
+/// every CLI the build bundles, so a build is never judged on one of its CLIs only; a suite
+/// whose results are build-wide (no sessions) is required once. A suite with no result at all is
+/// required per provider, so each missing CLI is named.
+pub fn required_cells(
+    results: &[crate::registry::ResultRow],
+    suites: &[String],
+    repos: &[String],
+    providers: &[String],
+) -> Vec<CellEvidence> {
+    let mut out = Vec::new();
+    for suite in suites {
+        let ran = results.iter().filter(|r| &r.suite == suite);
+        let build_wide = ran.clone().next().is_some() && ran.clone().all(|r| r.provider.is_empty());
+        let per: Vec<Option<&String>> = if build_wide || providers.is_empty() {
+            vec![None]
+        } else {
+            providers.iter().map(Some).collect()
+        };
+        for repo in repos {
+            for p in &per {
+                let want = p.map_or("", |p| p.as_str());
+                let hit = results
+                    .iter()
+                    .find(|r| &r.suite == suite && &r.repo == repo && r.provider == want);
+                out.push(CellEvidence {
+                    suite: suite.clone(),
+                    repo: repo.clone(),
+                    provider: p.cloned(),
+                    status: hit.map(|c| c.status.clone()),
+                    recorded_at: hit.map(|c| c.recorded_at.clone()),
+                    run_id: hit.map(|c| c.run_id.clone()),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Decides from the evidence; `now` and the timestamps are RFC 3339 UTC.
 pub fn decide(
     build: &str,
@@ -42,8 +95,23 @@ pub fn decide(
     if policy.required_suites.is_empty() {
         unmet.push("the policy requires no suites, so nothing proves the build works (fail-closed)".into());
     }
+    if evidence.is_empty() {
+        unmet.push("the policy selects no (suite, repo) cell, so nothing proves the build works (fail-closed)".into());
+    }
+    // `allow_missing` forgives some missing cells, never all of a suite: each required suite
+    // needs at least one passing result for this very build.
+    for suite in &policy.required_suites {
+        let proven = evidence
+            .iter()
+            .any(|c| &c.suite == suite && matches!(c.status.as_deref(), Some("pass") | Some("flaky")));
+        if !proven && evidence.iter().all(|c| &c.suite != suite || c.status.is_none()) {
+            unmet.push(format!(
+                "suite `{suite}`: no result for this build at all; run it first (no evidence is never a pass)"
+            ));
+        }
+    }
     for cell in &evidence {
-        let at = format!("suite `{}` on repo `{}`", cell.suite, cell.repo);
+        let at = cell.place();
         match cell.status.as_deref() {
             None if policy.allow_missing => warnings.push(format!("{at}: no result")),
             None => unmet.push(format!("{at}: no result for this build")),
@@ -102,6 +170,7 @@ mod tests {
         CellEvidence {
             suite: "demo".into(),
             repo: repo.into(),
+            provider: None,
             status: status.map(String::from),
             recorded_at: status.map(|_| at.to_string()),
             run_id: None,
@@ -147,5 +216,63 @@ mod tests {
             now,
         );
         assert!(!d.allowed, "a failure is never an exception");
+    }
+
+    fn row(suite: &str, repo: &str, provider: &str, status: &str) -> crate::registry::ResultRow {
+        crate::registry::ResultRow {
+            build_id: "b".into(),
+            run_id: "r".into(),
+            suite: suite.into(),
+            repo: repo.into(),
+            provider: provider.into(),
+            case_id: format!("{suite}--{repo}"),
+            status: status.into(),
+            attempts: 1,
+            duration_ms: 1,
+            report_path: String::new(),
+            recorded_at: "2026-11-21T11:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_build_is_judged_on_every_cli_it_bundles() {
+        let providers = vec!["codex".to_string(), "claude-code".to_string()];
+        let results = vec![
+            row("golden-path", "a", "codex", "pass"),
+            row("demo", "a", "", "pass"),
+        ];
+        let cells = required_cells(
+            &results,
+            &["golden-path".into(), "demo".into()],
+            &["a".into()],
+            &providers,
+        );
+        let shown: Vec<(String, Option<String>)> =
+            cells.iter().map(|c| (c.place(), c.status.clone())).collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("suite `golden-path` on repo `a` for codex".into(), Some("pass".into())),
+                ("suite `golden-path` on repo `a` for claude-code".into(), None),
+                ("suite `demo` on repo `a`".into(), Some("pass".into())),
+            ]
+        );
+        let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+        let d = decide("b", "stable", &policy(true), cells, now);
+        assert!(!d.allowed);
+        assert_eq!(d.unmet, vec!["suite `golden-path` on repo `a` for claude-code: no result for this build"]);
+        // A suite never run at all is missing for each CLI by name.
+        let cells = required_cells(&[], &["golden-path".into()], &["a".into()], &providers);
+        assert_eq!(cells.len(), 2);
+    }
+
+    #[test]
+    fn no_evidence_never_promotes_even_where_missing_cells_are_allowed() {
+        let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+        let d = decide("b", "beta", &policy(false), vec![cell("a", None, ""), cell("b", None, "")], now);
+        assert!(!d.allowed, "a build with zero results must not reach beta");
+        assert!(d.unmet.iter().any(|u| u.contains("no result for this build at all")), "{:?}", d.unmet);
+        let d = decide("b", "beta", &policy(false), vec![], now);
+        assert!(!d.allowed, "an empty selection proves nothing");
     }
 }

@@ -3,6 +3,7 @@
 use crate::error::{LabError, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -13,13 +14,16 @@ pub const DEFAULT_FILE: &str = "gate.yaml";
 #[serde(deny_unknown_fields)]
 pub struct RawChannelPolicy {
     /// Suites that must be green for the build.
-    pub required_suites: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub required_suites: Spanned<Vec<String>>,
     /// Canary repos each required suite must be green on (default: every canary repo).
     #[serde(default)]
-    pub repos: Option<Vec<String>>,
+    #[schemars(with = "Option<Vec<String>>")]
+    pub repos: Option<Spanned<Vec<String>>>,
     /// How old a result may be, e.g. `7d`.
     #[serde(default)]
-    pub max_age: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub max_age: Option<Spanned<String>>,
     /// Whether a case that failed and then passed on rerun counts as green.
     #[serde(default)]
     pub allow_flaky: bool,
@@ -95,11 +99,29 @@ impl Policy {
         })?;
         let mut channels = BTreeMap::new();
         for (name, c) in raw {
+            let at = |loc: &serde_saphyr::Location, message: String, help: &str| -> LabError {
+                crate::yaml::located(&file, &text, loc, message, help).into()
+            };
+            if c.required_suites.value.is_empty() {
+                return Err(at(
+                    &c.required_suites.referenced,
+                    format!("channel `{name}`: required_suites is empty, so nothing would prove a build works"),
+                    "name at least one suite, e.g. `required_suites: [golden-path]`",
+                ));
+            }
+            if let Some(r) = c.repos.as_ref().filter(|r| r.value.is_empty()) {
+                return Err(at(
+                    &r.referenced,
+                    format!("channel `{name}`: repos is empty, so the gate would check nothing"),
+                    "list canary repos, or remove `repos` to require every canary repo",
+                ));
+            }
             let max_age = match &c.max_age {
                 None => Duration::from_secs(7 * 86400),
-                Some(s) => humantime::parse_duration(s).map_err(|e| {
-                    LabError::usage(
-                        format!("{file}: channel `{name}`: invalid max_age `{s}`: {e}"),
+                Some(s) => humantime::parse_duration(&s.value).map_err(|e| {
+                    at(
+                        &s.referenced,
+                        format!("channel `{name}`: invalid max_age `{}`: {e}", crate::text::clean(&s.value)),
                         "write e.g. `7d` or `36h`",
                     )
                 })?,
@@ -107,8 +129,8 @@ impl Policy {
             channels.insert(
                 name,
                 ChannelPolicy {
-                    required_suites: c.required_suites,
-                    repos: c.repos,
+                    required_suites: c.required_suites.value,
+                    repos: c.repos.map(|r| r.value),
                     max_age,
                     allow_flaky: c.allow_flaky,
                     allow_missing: c.allow_missing,

@@ -46,15 +46,15 @@ pub struct CaseImage {
 }
 
 impl CaseImage {
-    /// What the image tests, e.g. `codex@0.163.0`, from its labels.
-    pub fn runtime(&self) -> Option<String> {
+    /// What a case tests in this image, e.g. `codex@0.163.0`: the case's provider at the
+    /// version the image bundles, or everything the image carries (from its labels).
+    pub fn runtime(&self, provider: Option<&str>) -> Option<String> {
         let r = self.labels.get(crate::registry::labels::RUNTIMES)?;
-        Some(
-            r.split(',')
-                .map(|p| p.replacen('=', "@", 1))
-                .collect::<Vec<_>>()
-                .join(","),
-        )
+        let pairs = r.split(',').map(|p| p.replacen('=', "@", 1));
+        match provider {
+            Some(p) => pairs.clone().find(|x| x.starts_with(&format!("{p}@"))).or_else(|| Some(p.to_string())),
+            None => Some(pairs.collect::<Vec<_>>().join(",")),
+        }
     }
 }
 
@@ -130,7 +130,8 @@ pub async fn run_case<B: Backend + Clone>(
         status: CaseStatus::Passed,
         attempts: attempt,
         image: cx.images[case.image].reference.clone(),
-        runtime: cx.images[case.image].runtime(),
+        runtime: cx.images[case.image].runtime(case.provider.as_deref()),
+        provider: case.provider.clone(),
         duration_ms: 0,
         timings: CaseTimings::default(),
         steps: Vec::new(),
@@ -231,7 +232,7 @@ async fn drive<B: Backend>(
                     container,
                     i + 1,
                     spec,
-                    &cx.images[case.image].labels,
+                    case.provider.as_deref(),
                     step.timeout,
                 )
                 .await?
@@ -377,7 +378,7 @@ fn resolve(cx: &CaseContext, case: &Case, step: &Step) -> String {
                 crate::suite::RepoCommand::Ci => ci.unwrap_or_default(),
             }
         }
-        StepAction::Session(spec) => super::session::display(spec, &cx.images[case.image].labels),
+        StepAction::Session(spec) => super::session::display(spec, case.provider.as_deref()),
         StepAction::DraftPr(spec) => format!(
             "canary-runner pr --branch {} --base {} --title {}",
             spec.branch,

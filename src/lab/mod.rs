@@ -54,14 +54,9 @@ pub struct Prepared {
     pub repo_vars: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-/// Compiles the suites and plans the cases; every input error surfaces here.
-pub fn prepare(
-    config: &LabConfig,
-    suite_files: &[PathBuf],
-    only_repos: &[String],
-    partition: Option<Partition>,
-    images: &[String],
-) -> Result<Prepared> {
+/// Reads the canary repos and compiles the suites: every error in the user's files surfaces
+/// here, before any engine is asked anything.
+pub fn load_suites(config: &LabConfig, suite_files: &[PathBuf], only_repos: &[String]) -> Result<(Catalog, Vec<Arc<Suite>>)> {
     if suite_files.is_empty() {
         return Err(LabError::usage(
             "no suite given",
@@ -84,6 +79,20 @@ pub fn prepare(
         }
         suites.push(Arc::new(s));
     }
+    Ok((catalog, suites))
+}
+
+/// Compiles the suites and plans the cases (suite × repo × image × provider); every input
+/// error surfaces here.
+pub fn prepare(
+    config: &LabConfig,
+    suite_files: &[PathBuf],
+    only_repos: &[String],
+    partition: Option<Partition>,
+    images: &[plan::ImagePlan],
+) -> Result<Prepared> {
+    let (catalog, suites) = load_suites(config, suite_files, only_repos)?;
+    let known = catalog.ids();
     let mut cases = plan::plan(&suites, only_repos);
     if cases.is_empty() {
         return Err(LabError::usage(
@@ -99,8 +108,8 @@ pub fn prepare(
             ),
         ));
     }
-    // Several images multiply the matrix; partitions then split the whole of it.
-    cases = plan::across_images(cases, images);
+    // Images and their CLIs multiply the matrix; partitions then split the whole of it.
+    cases = plan::expand(cases, images)?;
     if let Some(p) = partition {
         cases = plan::partition(cases, p);
     }
@@ -467,7 +476,8 @@ async fn run_pool<B: Backend + Clone>(
             r.unwrap_or_else(|| CaseReport {
                 attempts: attempt,
                 image: cx.images[c.image].reference.clone(),
-                runtime: cx.images[c.image].runtime(),
+                runtime: cx.images[c.image].runtime(c.provider.as_deref()),
+                provider: c.provider.clone(),
                 id: c.id.clone(),
                 suite: c.suite.name.clone(),
                 repo: c.repo.clone(),
@@ -509,5 +519,8 @@ fn write_reports(run_dir: &std::path::Path, report: &RunReport) -> Result<()> {
 
 pub fn short_id(id: &str) -> &str {
     let hex = id.trim_start_matches("sha256:");
-    &hex[..hex.len().min(12)]
+    // Ids come from users too (`canary promote ÄÖÜ…`): cut at a character boundary, never
+    // inside one.
+    let end = hex.char_indices().nth(12).map_or(hex.len(), |(i, _)| i);
+    &hex[..end]
 }

@@ -14,6 +14,90 @@ pub struct Case {
     pub repo: String,
     /// Index of the run's image this case runs in.
     pub image: usize,
+    /// The CLI of the build the case's sessions use (suites that run per provider).
+    pub provider: Option<String>,
+}
+
+/// An image a run uses, with the CLIs it bundles (from its build manifest or labels).
+#[derive(Debug, Clone)]
+pub struct ImagePlan {
+    pub reference: String,
+    pub providers: Vec<String>,
+}
+
+impl ImagePlan {
+    /// The providers an image's labels say it bundles.
+    pub fn from_labels(reference: &str, labels: &std::collections::BTreeMap<String, String>) -> ImagePlan {
+        let providers = match crate::builds::BuildManifest::from_labels(labels) {
+            Some(m) => m.providers(),
+            None => labels
+                .get(crate::registry::labels::RUNTIMES)
+                .map(|r| {
+                    r.split(',')
+                        .filter_map(|p| p.split('=').next())
+                        .map(|p| p.trim().to_string())
+                        .filter(|p| !p.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        ImagePlan {
+            reference: reference.into(),
+            providers,
+        }
+    }
+}
+
+/// The providers a suite's case runs for in an image: the ones it names (each must be in the
+/// build), every one the build bundles (a session step without `provider`), or none.
+pub fn providers_for(suite: &Suite, image: &ImagePlan) -> Result<Vec<Option<String>>> {
+    if let Some(named) = &suite.providers {
+        if let Some(missing) = named.iter().find(|p| !image.providers.contains(p)) {
+            return Err(LabError::usage(
+                format!(
+                    "{}: suite `{}` runs for {missing}, which image {} does not bundle",
+                    suite.file, suite.name, image.reference
+                ),
+                format!(
+                    "the image bundles: {}; build one with it (`canary run --provider {missing}@VERSION`) or drop it from `providers:`",
+                    if image.providers.is_empty() { "no CLI".to_string() } else { image.providers.join(", ") }
+                ),
+            ));
+        }
+        return Ok(named.iter().cloned().map(Some).collect());
+    }
+    if suite.per_provider() && !image.providers.is_empty() {
+        return Ok(image.providers.iter().cloned().map(Some).collect());
+    }
+    Ok(vec![None])
+}
+
+/// Every case once per image and, for suites that run per provider, once per provider of that
+/// image. Ids gain the provider, and the image's label when there is more than one image.
+pub fn expand(cases: Vec<Case>, images: &[ImagePlan]) -> Result<Vec<Case>> {
+    let mut out = Vec::new();
+    for c in cases {
+        for (i, img) in images.iter().enumerate() {
+            for provider in providers_for(&c.suite, img)? {
+                let mut id = c.id.clone();
+                if let Some(p) = &provider {
+                    id = format!("{id}--{p}");
+                }
+                if images.len() > 1 {
+                    id = format!("{id}--{}", image_label(&img.reference));
+                }
+                out.push(Case {
+                    id,
+                    suite: c.suite.clone(),
+                    repo: c.repo.clone(),
+                    image: i,
+                    provider,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
 }
 
 /// The part of an image reference that tells images apart in case ids: its tag (or its last
@@ -40,26 +124,6 @@ pub fn image_label(reference: &str) -> String {
         .collect()
 }
 
-/// Every case once per image; ids gain the image's label when there is more than one.
-pub fn across_images(cases: Vec<Case>, images: &[String]) -> Vec<Case> {
-    if images.len() <= 1 {
-        return cases;
-    }
-    let mut out: Vec<Case> = cases
-        .into_iter()
-        .flat_map(|c| {
-            images.iter().enumerate().map(move |(i, img)| Case {
-                id: format!("{}--{}", c.id, image_label(img)),
-                suite: c.suite.clone(),
-                repo: c.repo.clone(),
-                image: i,
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    out
-}
-
 /// Every (suite, repo) pair, restricted to `only_repos` when it is not empty, sorted by id.
 pub fn plan(suites: &[Arc<Suite>], only_repos: &[String]) -> Vec<Case> {
     let mut cases: Vec<Case> = suites
@@ -73,6 +137,7 @@ pub fn plan(suites: &[Arc<Suite>], only_repos: &[String]) -> Vec<Case> {
                     suite: s.clone(),
                     repo: r.clone(),
                     image: 0,
+                    provider: None,
                 })
         })
         .collect();
@@ -162,14 +227,52 @@ mod tests {
         assert_eq!(cases.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["x--b"]);
     }
 
+    fn image(reference: &str, providers: &[&str]) -> ImagePlan {
+        ImagePlan {
+            reference: reference.into(),
+            providers: providers.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn session_suite(extra: &str) -> Arc<Suite> {
+        let text = format!(
+            "name: s\nrepos: [a]\n{extra}steps:\n  - name: s\n    session:\n      prompt: hi\n      scenario:\n        - say: done\n"
+        );
+        Arc::new(crate::suite::compile("t.yaml", text, &["a".to_string()]).expect("valid"))
+    }
+
+    #[test]
+    fn session_suites_run_once_per_cli_of_the_build() {
+        let build = image("canary-lab/build:1", &["codex", "claude-code"]);
+        let ids = |s: Arc<Suite>| -> Vec<String> {
+            expand(plan(&[s], &[]), std::slice::from_ref(&build))
+                .unwrap()
+                .into_iter()
+                .map(|c| c.id)
+                .collect()
+        };
+        assert_eq!(ids(session_suite("")), ["s--a--claude-code", "s--a--codex"]);
+        assert_eq!(ids(session_suite("providers: [codex]\n")), ["s--a--codex"]);
+        // A suite without sessions runs once, whatever the build bundles.
+        assert_eq!(ids(suite("x", &["a"])), ["x--a"]);
+        // Naming a CLI the build lacks is an input error, before anything runs.
+        let err = expand(plan(&[session_suite("providers: [gemini]\n")], &[]), &[build])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not bundle"), "{err}");
+        // An image without CLIs: one case, whose session step then says why it cannot run.
+        let bare = expand(plan(&[session_suite("")], &[]), &[image("base", &[])]).unwrap();
+        assert_eq!((bare.len(), bare[0].provider.clone()), (1, None));
+    }
+
     #[test]
     fn images_multiply_cases_with_distinct_ids() {
         let cases = plan(&[suite("x", &["a", "b"])], &[]);
         let images = vec![
-            "canary-lab/runner:codex-0.163.0-ab".to_string(),
-            "canary-lab/runner:codex-0.161.0-cd".to_string(),
+            image("canary-lab/runner:codex-0.163.0-ab", &[]),
+            image("canary-lab/runner:codex-0.161.0-cd", &[]),
         ];
-        let ids: Vec<String> = across_images(cases, &images).into_iter().map(|c| c.id).collect();
+        let ids: Vec<String> = expand(cases, &images).unwrap().into_iter().map(|c| c.id).collect();
         assert_eq!(
             ids,
             [

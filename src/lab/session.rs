@@ -6,7 +6,6 @@ use crate::engine::{Backend, ExecSpec};
 use crate::report::CheckFailure;
 use crate::suite::SessionSpec;
 use base64::Engine as _;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const DIR: &str = "/tmp/canary-lab";
@@ -21,22 +20,16 @@ fn sh(script: String, deadline: Instant) -> ExecSpec {
     }
 }
 
-/// The provider a session uses: the step's, else the one CLI the image carries.
-pub fn provider(spec: &SessionSpec, image_labels: &BTreeMap<String, String>) -> Option<String> {
-    spec.provider.clone().or_else(|| {
-        image_labels
-            .get(crate::registry::labels::RUNTIMES)
-            .and_then(|r| r.split(',').next())
-            .and_then(|p| p.split('=').next())
-            .map(String::from)
-    })
+/// The provider a session uses: the step's, else the case's (one of the build's CLIs).
+pub fn provider(spec: &SessionSpec, case_provider: Option<&str>) -> Option<String> {
+    spec.provider.clone().or_else(|| case_provider.map(String::from))
 }
 
 /// What the report shows as the step's command.
-pub fn display(spec: &SessionSpec, image_labels: &BTreeMap<String, String>) -> String {
+pub fn display(spec: &SessionSpec, case_provider: Option<&str>) -> String {
     format!(
         "canary-runner session --provider {} --approval {} (scenario: {} turns)",
-        provider(spec, image_labels).unwrap_or_else(|| "?".into()),
+        provider(spec, case_provider).unwrap_or_else(|| "?".into()),
         spec.approval,
         spec.scenario.turns.len()
     )
@@ -49,7 +42,7 @@ pub async fn prepare<B: Backend>(
     container: &str,
     n: usize,
     spec: &SessionSpec,
-    image_labels: &BTreeMap<String, String>,
+    case_provider: Option<&str>,
     step_timeout: Duration,
 ) -> crate::error::Result<Result<Vec<String>, CheckFailure>> {
     let fail = |expected: &str, actual: String| {
@@ -59,7 +52,7 @@ pub async fn prepare<B: Backend>(
             actual,
         }))
     };
-    let Some(provider) = provider(spec, image_labels) else {
+    let Some(provider) = provider(spec, case_provider) else {
         return fail(
             "a provider CLI in the image",
             "the image carries none: build one with `canary images build --provider ...` or set `provider:`".into(),

@@ -14,6 +14,8 @@ pub struct BuildRow {
     pub runner_version: String,
     pub adapters: serde_json::Value,
     pub runtime_versions: serde_json::Value,
+    /// What the build holds, component by component (`None` for images without a manifest).
+    pub manifest: Option<crate::builds::BuildManifest>,
     pub created_at: String,
     pub results: i64,
     pub passing: i64,
@@ -25,6 +27,8 @@ pub struct ResultRow {
     pub run_id: String,
     pub suite: String,
     pub repo: String,
+    /// The CLI of the build the case judged; empty for suites that judge the build as a whole.
+    pub provider: String,
     pub case_id: String,
     pub status: String,
     pub attempts: i64,
@@ -123,6 +127,7 @@ fn result_row(r: &sqlx::any::AnyRow) -> ResultRow {
         run_id: text(r, "run_id"),
         suite: text(r, "suite"),
         repo: text(r, "repo"),
+        provider: text(r, "provider"),
         case_id: text(r, "case_id"),
         status: text(r, "status"),
         attempts: int(r, "attempts"),
@@ -172,10 +177,10 @@ impl Registry {
 
     pub async fn builds(&self) -> Result<Vec<BuildRow>> {
         let rows = sqlx::query(
-            "SELECT b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.created_at, \
+            "SELECT b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.manifest, b.created_at, \
              COUNT(r.id) AS results, COALESCE(SUM(CASE WHEN r.status = 'pass' THEN 1 ELSE 0 END), 0) AS passing \
              FROM runner_builds b LEFT JOIN compat_results r ON r.build_id = b.id \
-             GROUP BY b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.created_at ORDER BY b.created_at DESC",
+             GROUP BY b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.manifest, b.created_at ORDER BY b.created_at DESC",
         )
         .fetch_all(self.pool())
         .await
@@ -188,6 +193,7 @@ impl Registry {
                 runner_version: text(r, "runner_version"),
                 adapters: json(&text(r, "adapters")),
                 runtime_versions: json(&text(r, "runtime_versions")),
+                manifest: opt_text(r, "manifest").and_then(|m| serde_json::from_str(&m).ok()),
                 created_at: text(r, "created_at"),
                 results: int(r, "results"),
                 passing: int(r, "passing"),
@@ -197,7 +203,7 @@ impl Registry {
 
     pub async fn results(&self, build: Option<&str>, limit: i64) -> Result<Vec<ResultRow>> {
         let rows = sqlx::query(
-            "SELECT build_id, run_id, suite, repo, case_id, status, attempts, duration_ms, report_path, recorded_at FROM compat_results \
+            "SELECT build_id, run_id, suite, repo, provider, case_id, status, attempts, duration_ms, report_path, recorded_at FROM compat_results \
              WHERE ($1 = '' OR build_id = $1) ORDER BY id DESC LIMIT $2",
         )
         .bind(build.unwrap_or(""))
@@ -208,12 +214,12 @@ impl Registry {
         Ok(rows.iter().map(result_row).collect())
     }
 
-    /// The latest result of every (suite, repo) cell of `build`.
+    /// The latest result of every (suite, repo, provider) cell of `build`.
     pub async fn latest_cells(&self, build: &str) -> Result<Vec<ResultRow>> {
         let rows = sqlx::query(
-            "SELECT r.build_id, r.run_id, r.suite, r.repo, r.case_id, r.status, r.attempts, r.duration_ms, r.report_path, r.recorded_at \
-             FROM compat_results r JOIN (SELECT MAX(id) AS id FROM compat_results WHERE build_id = $1 GROUP BY suite, repo) latest ON latest.id = r.id \
-             ORDER BY r.suite, r.repo",
+            "SELECT r.build_id, r.run_id, r.suite, r.repo, r.provider, r.case_id, r.status, r.attempts, r.duration_ms, r.report_path, r.recorded_at \
+             FROM compat_results r JOIN (SELECT MAX(id) AS id FROM compat_results WHERE build_id = $1 GROUP BY suite, repo, provider) latest ON latest.id = r.id \
+             ORDER BY r.suite, r.repo, r.provider",
         )
         .bind(build)
         .fetch_all(self.pool())
@@ -222,23 +228,11 @@ impl Registry {
         Ok(rows.iter().map(result_row).collect())
     }
 
-    /// Evidence for the gate: one entry per required (suite, repo), empty where no result.
-    pub async fn evidence(&self, build: &str, suites: &[String], repos: &[String]) -> Result<Vec<CellEvidence>> {
+    /// Evidence for the gate: the build's latest results, laid on the cells the policy requires
+    /// (see [`crate::gate::required_cells`]).
+    pub async fn evidence(&self, build: &str, suites: &[String], repos: &[String], providers: &[String]) -> Result<Vec<CellEvidence>> {
         let cells = self.latest_cells(build).await?;
-        Ok(suites
-            .iter()
-            .flat_map(|s| repos.iter().map(move |r| (s, r)))
-            .map(|(s, r)| {
-                let hit = cells.iter().find(|c| &c.suite == s && &c.repo == r);
-                CellEvidence {
-                    suite: s.clone(),
-                    repo: r.clone(),
-                    status: hit.map(|c| c.status.clone()),
-                    recorded_at: hit.map(|c| c.recorded_at.clone()),
-                    run_id: hit.map(|c| c.run_id.clone()),
-                }
-            })
-            .collect())
+        Ok(crate::gate::required_cells(&cells, suites, repos, providers))
     }
 
     pub async fn versions(&self) -> Result<Vec<VersionRow>> {
@@ -336,12 +330,15 @@ impl Registry {
     }
 
     /// Stores a runner's heartbeat (the newest per runner wins).
+    /// Keeps the newest heartbeat per runner: one that arrives late (sent before the stored
+    /// one) changes nothing. `sent_at` is normalised UTC, so text order is time order.
     pub async fn record_heartbeat(&self, h: &Heartbeat) -> Result<()> {
         sqlx::query(
             "INSERT INTO runner_heartbeats (runner_id, org, channel, versions, capabilities, sent_at, received_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (runner_id) DO UPDATE SET \
              org = excluded.org, channel = excluded.channel, versions = excluded.versions, \
-             capabilities = excluded.capabilities, sent_at = excluded.sent_at, received_at = excluded.received_at",
+             capabilities = excluded.capabilities, sent_at = excluded.sent_at, received_at = excluded.received_at \
+             WHERE runner_heartbeats.sent_at <= excluded.sent_at",
         )
         .bind(&h.runner_id)
         .bind(h.org.as_deref())

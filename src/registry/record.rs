@@ -23,6 +23,8 @@ pub struct BuildInfo {
     pub runner_version: String,
     pub adapters: Vec<String>,
     pub runtime_versions: BTreeMap<String, String>,
+    /// The build's components, when the image is a runner build.
+    pub manifest: Option<crate::builds::BuildManifest>,
 }
 
 impl BuildInfo {
@@ -51,6 +53,7 @@ impl BuildInfo {
                 .into_iter()
                 .filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
                 .collect(),
+            manifest: crate::builds::BuildManifest::from_labels(image_labels),
         }
     }
 }
@@ -94,8 +97,8 @@ impl Registry {
 
     pub async fn record_build(&self, b: &BuildInfo) -> Result<()> {
         sqlx::query(
-            "INSERT INTO runner_builds (id, image_ref, runner_version, adapters, runtime_versions, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO runner_builds (id, image_ref, runner_version, adapters, runtime_versions, created_at, manifest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&b.id)
         .bind(&b.image_ref)
@@ -103,6 +106,7 @@ impl Registry {
         .bind(serde_json::to_string(&b.adapters).expect("json"))
         .bind(serde_json::to_string(&b.runtime_versions).expect("json"))
         .bind(now())
+        .bind(b.manifest.as_ref().map(|m| serde_json::to_string(m).expect("json")))
         .execute(self.pool())
         .await
         .map_err(db_err(&self.display))?;
@@ -135,8 +139,8 @@ impl Registry {
             let metrics = serde_json::json!({ "timings": case.timings, "steps": case.steps.len() });
             let mut tx = self.write_tx().await?;
             let r = sqlx::query(
-                "INSERT INTO compat_results (build_id, run_id, suite, repo, case_id, status, attempts, duration_ms, session_start_ms, metrics, report_path, recorded_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (run_id, case_id) DO NOTHING",
+                "INSERT INTO compat_results (build_id, run_id, suite, repo, case_id, status, attempts, duration_ms, session_start_ms, metrics, report_path, recorded_at, provider) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (run_id, case_id) DO NOTHING",
             )
             .bind(&build.id)
             .bind(&report.run_id)
@@ -150,6 +154,7 @@ impl Registry {
             .bind(metrics.to_string())
             .bind(report_path)
             .bind(now())
+            .bind(case.provider.as_deref().unwrap_or(""))
             .execute(&mut *tx)
             .await
             .map_err(db_err(&self.display))?;

@@ -14,16 +14,13 @@ pub fn render(report: &RunReport, run_dir: &Path) -> String {
     let mut junit = Report::new(format!("canary-lab {}", report.run_id));
     junit.set_time(Duration::from_millis(report.duration_ms));
     for case in &report.cases {
-        let name = if report.images.len() > 1 {
-            format!(
-                "{} × {} @ {}",
-                case.suite,
-                case.repo,
-                case.runtime.as_deref().unwrap_or(&case.image)
-            )
-        } else {
-            format!("{} × {}", case.suite, case.repo)
-        };
+        let mut name = format!("{} × {}", case.suite, case.repo);
+        if let Some(p) = &case.provider {
+            name = format!("{name} × {p}");
+        }
+        if report.images.len() > 1 || case.provider.is_some() {
+            name = format!("{name} @ {}", case.runtime.as_deref().unwrap_or(&case.image));
+        }
         let mut suite = TestSuite::new(name);
         suite.set_time(Duration::from_millis(case.duration_ms));
         if case.status == CaseStatus::Error && case.steps.is_empty() {
@@ -31,7 +28,7 @@ pub fn render(report: &RunReport, run_dir: &Path) -> String {
             status.set_message(case.error.clone().unwrap_or_else(|| "lab error".into()));
             status.set_type("infra_error");
             let mut tc = TestCase::new("setup", status);
-            tc.set_classname(classname(&case.suite, &case.repo));
+            tc.set_classname(classname(&case.suite, &case.repo, case.provider.as_deref()));
             suite.add_test_case(tc);
         }
         for step in &case.steps {
@@ -83,7 +80,7 @@ pub fn render(report: &RunReport, run_dir: &Path) -> String {
                 }
             };
             let mut tc = TestCase::new(step.name.clone(), status);
-            tc.set_classname(classname(&case.suite, &case.repo));
+            tc.set_classname(classname(&case.suite, &case.repo, case.provider.as_deref()));
             tc.set_time(Duration::from_millis(step.duration_ms));
             if step.status != StepStatus::Passed {
                 if let Some(out) = step.stdout_file.as_ref().and_then(|f| tail(&run_dir.join(f))) {
@@ -100,8 +97,11 @@ pub fn render(report: &RunReport, run_dir: &Path) -> String {
     junit.to_string().expect("JUnit serializes to memory")
 }
 
-fn classname(suite: &str, repo: &str) -> String {
-    format!("{suite}.{repo}")
+fn classname(suite: &str, repo: &str, provider: Option<&str>) -> String {
+    match provider {
+        Some(p) => format!("{suite}.{repo}.{p}"),
+        None => format!("{suite}.{repo}"),
+    }
 }
 
 fn tail(path: &Path) -> Option<String> {

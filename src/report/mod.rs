@@ -58,9 +58,12 @@ pub struct ImageRef {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct MatrixRow {
-    /// What the image carries (`codex@0.163.0`), or the image reference when it does not say.
+    /// What the case tests (`codex@0.163.0`), or the image reference when it does not say.
     pub runtime: String,
     pub image: String,
+    /// The case's CLI, for suites that run per provider.
+    #[serde(default)]
+    pub provider: Option<String>,
     pub suite: String,
     pub repo: String,
     pub status: CaseStatus,
@@ -79,6 +82,7 @@ impl MatrixRow {
         MatrixRow {
             runtime: c.runtime.clone().unwrap_or_else(|| c.image.clone()),
             image: c.image.clone(),
+            provider: c.provider.clone(),
             suite: c.suite.clone(),
             repo: c.repo.clone(),
             status: c.status,
@@ -156,9 +160,14 @@ pub struct CaseReport {
     /// The image the case ran in, as the user named it.
     #[serde(default)]
     pub image: String,
-    /// What that image carries, e.g. `codex@0.163.0`.
+    /// What the case tests, e.g. `codex@0.163.0`: its provider at the version the build
+    /// bundles (or everything an image without a build manifest carries).
     #[serde(default)]
     pub runtime: Option<String>,
+    /// The CLI of the build the case ran (suites that run per provider); `None` for suites that
+    /// test the build as a whole.
+    #[serde(default)]
+    pub provider: Option<String>,
     pub duration_ms: u64,
     pub timings: CaseTimings,
     pub steps: Vec<StepReport>,

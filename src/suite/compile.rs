@@ -27,7 +27,21 @@ pub struct Suite {
     pub repos: Vec<String>,
     pub timeout: Duration,
     pub network: Network,
+    /// The providers the suite names (`providers:`), if it names any.
+    pub providers: Option<Vec<String>>,
     pub steps: Vec<Step>,
+}
+
+impl Suite {
+    /// Whether a case of this suite runs once per provider of its build: it names providers,
+    /// or a session step leaves the provider to the build.
+    pub fn per_provider(&self) -> bool {
+        self.providers.is_some()
+            || self
+                .steps
+                .iter()
+                .any(|s| matches!(&s.action, StepAction::Session(spec) if spec.provider.is_none()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +332,40 @@ impl Cx<'_> {
         }
 
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(self.text.as_bytes())));
+        let providers = match &raw.providers {
+            None => None,
+            Some(list) => {
+                if list.value.is_empty() {
+                    return Err(self.error(
+                        &list.referenced,
+                        "`providers` is empty, so the suite would run for no CLI".into(),
+                        "here",
+                        Some("name providers (codex, claude-code, gemini), or remove the key to run for every CLI of the build".into()),
+                    ));
+                }
+                let mut names: Vec<String> = Vec::new();
+                for p in &list.value {
+                    if crate::providers::Provider::from_name(&p.value).is_none() {
+                        return Err(self.error(
+                            &p.referenced,
+                            format!("unknown provider `{}`", crate::text::clean(&p.value)),
+                            "here",
+                            Some("providers: codex, claude-code, gemini".into()),
+                        ));
+                    }
+                    if names.contains(&p.value) {
+                        return Err(self.error(
+                            &p.referenced,
+                            format!("provider `{}` is listed twice", p.value),
+                            "here",
+                            Some("list each provider once".into()),
+                        ));
+                    }
+                    names.push(p.value.clone());
+                }
+                Some(names)
+            }
+        };
         Ok(Suite {
             name,
             description: raw.description,
@@ -327,6 +375,7 @@ impl Cx<'_> {
             repos,
             timeout,
             network,
+            providers,
             steps,
         })
     }
@@ -379,7 +428,7 @@ impl Cx<'_> {
                 ));
             }
             if let Some(p) = &session.value.provider {
-                if !matches!(p.as_str(), "codex" | "claude-code" | "gemini") {
+                if crate::providers::Provider::from_name(p).is_none() {
                     return Err(self.error(
                         &session.referenced,
                         format!("unknown provider `{p}`"),

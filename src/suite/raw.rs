@@ -33,6 +33,12 @@ pub struct RawSuite {
     #[serde(default)]
     #[schemars(with = "Option<RawNetwork>")]
     pub network: Option<Spanned<RawNetwork>>,
+    /// Providers the suite runs for (`[codex, claude-code]`); each must be in the build. Default:
+    /// a suite with a `session` step that names no `provider` runs once for every CLI the build
+    /// bundles; a suite without one runs once.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub providers: Option<Spanned<Vec<Spanned<String>>>>,
     /// Steps, run in order; a failed step does not stop later steps unless it timed out.
     #[schemars(with = "Vec<RawStep>")]
     pub steps: Spanned<Vec<RawStep>>,

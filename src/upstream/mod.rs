@@ -477,6 +477,13 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
             (v, false) => v.clone(),
             (None, true) => None,
         };
+        // A pre-release older than the newest stable release is history, not a candidate.
+        let newest_stable = releases
+            .iter()
+            .filter(|r| !r.prerelease)
+            .filter_map(|r| semver_of(&r.package_version))
+            .filter(|v| v.pre.is_empty())
+            .max();
         let mut newer = Vec::new();
         let mut skipped = Vec::new();
         let mut resolved = 0;
@@ -490,6 +497,16 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
                 continue;
             }
             let mut j = judge(r, p, now);
+            if j.channel.as_deref() == Some("beta") {
+                if let (Some(stable), Some(v)) = (&newest_stable, semver_of(&j.release.package_version)) {
+                    if v < *stable {
+                        j.channel = None;
+                        j.skipped = Some(format!(
+                            "pre-release older than the newest stable release {stable}: not a candidate"
+                        ));
+                    }
+                }
+            }
             if claude_sdk && j.channel.is_some() {
                 // The newest candidates get their bundled CLI version (cached, or fetched when
                 // asked); the rest show it when the cache knows it.
@@ -605,5 +622,65 @@ mod tests {
         assert_eq!(semver_of("0.2.0a1").unwrap().to_string(), "0.2.0-a1");
         assert_eq!(semver_of("1.0.0rc2").unwrap().to_string(), "1.0.0-rc2");
         assert!(semver_of("2024.1").is_none());
+    }
+}
+
+/// What the pipeline judges: each candidate is the channel's current build with exactly one
+/// component changed; a channel with no build yet gets one first build with the newest eligible
+/// version of each configured provider. `newest` holds, per provider, its candidates (newest
+/// first).
+pub fn form_candidates(has_build: bool, newest: Vec<(String, Vec<Judged>)>) -> Vec<Vec<(String, Judged)>> {
+    if has_build {
+        return newest
+            .into_iter()
+            .flat_map(|(p, js)| js.into_iter().map(move |j| vec![(p.clone(), j)]))
+            .collect();
+    }
+    let first: Vec<(String, Judged)> = newest
+        .into_iter()
+        .filter_map(|(p, js)| js.into_iter().next().map(|j| (p, j)))
+        .collect();
+    if first.is_empty() { vec![] } else { vec![first] }
+}
+
+#[cfg(test)]
+mod candidate_tests {
+    use super::*;
+
+    fn judged(v: &str) -> Judged {
+        Judged {
+            release: Release {
+                provider: "p".into(),
+                version: v.into(),
+                package: "pkg".into(),
+                package_version: v.into(),
+                source: "pypi:pkg".into(),
+                published_at: None,
+                prerelease: false,
+                yanked: None,
+                deprecated: None,
+                dist_tags: vec![],
+            },
+            channel: Some("stable".into()),
+            skipped: None,
+        }
+    }
+
+    #[test]
+    fn candidates_change_one_component_unless_the_channel_is_empty() {
+        let newest = || {
+            vec![
+                ("codex".to_string(), vec![judged("0.164.0"), judged("0.163.5")]),
+                ("claude-code".to_string(), vec![judged("2.1.330")]),
+            ]
+        };
+        let each = form_candidates(true, newest());
+        assert_eq!(each.len(), 3);
+        assert!(each.iter().all(|c| c.len() == 1), "one change per candidate");
+        let first = form_candidates(false, newest());
+        assert_eq!(first.len(), 1, "one first build");
+        let versions: Vec<_> = first[0].iter().map(|(p, j)| format!("{p}@{}", j.release.version)).collect();
+        assert_eq!(versions, ["codex@0.164.0", "claude-code@2.1.330"], "the newest of each provider");
+        assert!(form_candidates(false, vec![]).is_empty());
     }
 }

@@ -127,9 +127,15 @@ impl DockerBackend {
     /// executor runs there. The key covers the base image and the executor build, so each
     /// pair is built once and reused by every later run.
     pub(super) async fn derive_exec_image(&self, image_id: &str, exe: &std::path::Path) -> Result<String> {
-        // The reference runner rides in the same layer, when it was built beside the lab.
+        // A runner build carries its own runner (it is one of the build's components, judged
+        // with it); other images (the bare base) get the reference runner built beside the lab
+        // in the same layer, so the lab's forge and stub can run there.
+        let has_runner = self
+            .image(image_id)
+            .await?
+            .is_some_and(|i| i.labels.contains_key(crate::registry::labels::RUNNER_VERSION));
         let runner = exe.with_file_name("canary-runner");
-        let runner = runner.is_file().then_some(runner);
+        let runner = (runner.is_file() && !has_runner).then_some(runner);
         let mut h = Sha256::new();
         h.update(image_id.as_bytes());
         for file in std::iter::once(exe).chain(runner.as_deref()) {

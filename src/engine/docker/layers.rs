@@ -2,6 +2,18 @@
 //! unpacked into it, committed.
 
 use super::*;
+
+/// An image as `docker images` lists it.
+#[derive(Debug, Clone)]
+pub struct ListedImage {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Unix seconds.
+    pub created: i64,
+    pub size: i64,
+}
+
 impl DockerBackend {
     /// Commits `parent` plus the files of `tar` (unpacked at `/` as root) as `reference`, with
     /// extra labels and optionally a new CMD: one image layer, built without a Dockerfile or a
@@ -51,6 +63,43 @@ impl DockerBackend {
         .await;
         self.remove_container(&created.id).await?;
         Ok(result?.id)
+    }
+
+    /// Gives image `id` the name `reference` too (`docker tag`).
+    pub async fn tag(&self, id: &str, reference: &str) -> Result<()> {
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let options = bollard::query_parameters::TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
+        self.docker
+            .tag_image(id, Some(options))
+            .await
+            .map_err(docker_err("tagging an image"))
+    }
+
+    /// Images carrying `label`, newest first.
+    pub async fn images_with_label(&self, label: &str) -> Result<Vec<ListedImage>> {
+        let filters: HashMap<String, Vec<String>> = HashMap::from([("label".into(), vec![label.to_string()])]);
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let mut images = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(docker_err("listing images"))?;
+        images.sort_by_key(|i| std::cmp::Reverse(i.created));
+        Ok(images
+            .into_iter()
+            .map(|i| ListedImage {
+                id: i.id,
+                tags: i.repo_tags,
+                labels: i.labels.into_iter().collect(),
+                created: i.created,
+                size: i.size,
+            })
+            .collect())
     }
 
     /// The image's filesystem layers, base first.
