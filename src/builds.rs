@@ -39,7 +39,7 @@ pub const RUNNER: &str = "runner";
 /// Delta layers a build may stack on its canonical chain before a change rebuilds it.
 pub const MAX_DELTAS: u32 = 6;
 /// Bump when the layout of build layers changes; it is part of every key.
-const LAYOUT: &str = "build-1";
+const LAYOUT: &str = "build-2";
 /// Where the runner lives in a build.
 pub const RUNNER_PATH: &str = "usr/local/bin/canary-runner";
 
@@ -352,6 +352,7 @@ impl Source {
                 let mut h = tar::Header::new_gnu();
                 h.set_mode(0o755);
                 h.set_size(bytes.len() as u64);
+                h.set_mtime(crate::images::content_mtime(&bytes));
                 b.append_data(&mut h, RUNNER_PATH, bytes.as_slice())
                     .map_err(|e| LabError::ImageBuild(e.to_string()))?;
                 b.into_inner().map_err(|e| LabError::ImageBuild(e.to_string()))

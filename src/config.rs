@@ -31,7 +31,14 @@ pub struct LabConfig {
     pub upstream: crate::upstream::UpstreamConfig,
     /// What `canary pipeline` runs and whom it tells.
     pub pipeline: PipelineConfig,
+    /// The lab's default runner build: one CLI at an exact version each
+    /// (`canary run --default-providers`, `./lab demo`).
+    pub providers: Vec<String>,
 }
+
+/// The CLIs of the default build when the lab config names none: the newest Codex and Claude
+/// Code the lab has been checked with.
+pub const DEFAULT_PROVIDERS: &[&str] = &["codex@0.163.0", "claude-code@sdk-0.2.187"];
 
 /// The `pipeline:` section of canary.yaml.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -74,6 +81,7 @@ impl Default for LabConfig {
             gate_policy: None,
             upstream: Default::default(),
             pipeline: Default::default(),
+            providers: DEFAULT_PROVIDERS.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -90,7 +98,7 @@ impl LabConfig {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| LabError::read(&path, e))?;
         serde_saphyr::from_str(&text).map_err(|e| {
-            let fields = "keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir, registry, gate_policy, upstream, pipeline";
+            let fields = "keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir, registry, gate_policy, upstream, pipeline, providers";
             crate::yaml::parse_error(&path.display().to_string(), &text, "lab config", &e, fields).into()
         })
     }

@@ -350,25 +350,32 @@ pub fn provider_layer(fetched: &crate::providers::Fetched) -> Result<Vec<u8>> {
     provider_tar(&root, &prefix, &inside)
 }
 
-/// The provider layer: the CLI folder under `prefix`, and `usr/local/bin/<command>` linking to
-/// the binary. Root-owned, modes kept.
+/// The provider layer: the CLI folder under `prefix`, and `usr/local/bin/<command>`, a small
+/// script that execs the binary. A script rather than a symlink: the engine's archive upload
+/// does not replace an existing symlink, and a build that changes a CLI must replace its
+/// command. Root-owned, modes kept.
 fn provider_tar(root: &Path, prefix: &str, inside: &Path) -> Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
     b.append_dir_all(prefix, root)
         .map_err(|e| LabError::ImageBuild(format!("packing {}: {e}", root.display())))?;
     let command = inside.file_name().and_then(|n| n.to_str()).unwrap_or("cli").to_string();
+    let script = format!("#!/bin/sh\nexec /{prefix}/{} \"$@\"\n", inside.display());
     let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Symlink);
-    h.set_size(0);
-    h.set_mode(0o777);
-    b.append_link(
-        &mut h,
-        format!("usr/local/bin/{command}"),
-        format!("/{prefix}/{}", inside.display()),
-    )
-    .map_err(|e| LabError::ImageBuild(format!("linking {command}: {e}")))?;
+    h.set_mode(0o755);
+    h.set_size(script.len() as u64);
+    h.set_mtime(content_mtime(script.as_bytes()));
+    b.append_data(&mut h, format!("usr/local/bin/{command}"), script.as_bytes())
+        .map_err(|e| LabError::ImageBuild(format!("linking {command}: {e}")))?;
     b.into_inner().map_err(|e| LabError::ImageBuild(e.to_string()))
+}
+
+/// A modification time derived from a file's content, for files the lab writes into layers.
+/// Engines whose layer diff compares size and mtime only (fuse-overlayfs, vfs) would otherwise
+/// miss a replaced file of the same size, and commit a layer without it.
+pub fn content_mtime(data: &[u8]) -> u64 {
+    let h = Sha256::digest(data);
+    1_600_000_000 + u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) % 200_000_000
 }
 
 /// Runs `<command> --version` in a container of the image, as the case user.

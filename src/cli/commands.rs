@@ -31,6 +31,13 @@ pub struct RunArgs {
     /// claude-code@latest`), built first when this engine lacks it.
     #[arg(long = "provider")]
     pub providers: Vec<String>,
+    /// Run in the lab's default runner build (`providers:` in canary.yaml), built when missing.
+    #[arg(long, conflicts_with_all = ["providers", "images"])]
+    pub default_providers: bool,
+    /// When every case passed, promote the run's build to this channel under the gate's policy
+    /// and show the channel's build (exit 1 when the gate refuses).
+    #[arg(long, value_name = "CHANNEL")]
+    pub promote: Option<String>,
     /// Cases run at once.
     #[arg(long, short = 'j', default_value_t = 1)]
     pub jobs: usize,
@@ -407,7 +414,22 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
 
 async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
     let partition = a.partition.as_deref().map(str::parse::<Partition>).transpose()?;
-    let specs = parse_providers(&a.providers)?;
+    let specs = if a.default_providers {
+        parse_providers(&config.providers).map_err(|e| {
+            LabError::usage(
+                format!("`providers` in the lab config: {e}"),
+                "write e.g. `providers: [codex@0.163.0, claude-code@sdk-0.2.187]` in canary.yaml",
+            )
+        })?
+    } else {
+        parse_providers(&a.providers)?
+    };
+    if a.promote.is_some() && a.no_record {
+        return Err(LabError::usage(
+            "--promote needs the run's results in the registry",
+            "drop --no-record",
+        ));
+    }
     // Every error in the user's files comes before any engine or registry is touched.
     lab::load_suites(config, &a.suites, &a.repos)?;
     let engine = DockerBackend::connect().await?;
@@ -444,7 +466,7 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
         rerun_failed: a.rerun_failed,
     };
     let (report, run_dir) = lab::run(engine, config, prepared, opts, &progress).await?;
-    let code = finish(&report, &run_dir, a.json)?;
+    let mut code = finish(&report, &run_dir, a.json)?;
     if let Some(reg) = registry {
         let report_path = run_dir.join(crate::report::JSON_FILE).display().to_string();
         let added = reg.record_run(&report, &report_path).await?;
@@ -453,6 +475,63 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
             "recorded {added} results for build {} in {}",
             builds.join(", "),
             reg.display
+        ));
+        if let (Some(channel), crate::error::exit::PASS) = (&a.promote, code) {
+            code = promote_run(config, &reg, &report, channel, a.json).await?;
+        }
+    }
+    Ok(code)
+}
+
+/// `run --promote`: each image of a green run goes to `channel` under the gate's policy; then
+/// the channel's build is shown (on stderr under --json, whose stdout is the report).
+async fn promote_run(
+    config: &LabConfig,
+    reg: &crate::registry::Registry,
+    report: &RunReport,
+    channel: &str,
+    json: bool,
+) -> Result<i32> {
+    let policy = crate::gate::policy::Policy::load(config.gate_policy.as_deref())?;
+    let repos = Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
+    let actor = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let reason = format!("canary run {} green", report.run_id);
+    let mut code = exit::PASS;
+    let say = |line: String| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            outln!("{line}");
+        }
+    };
+    for image in &report.images {
+        let request = crate::gate::ops::Promotion {
+            build: &image.id,
+            channel,
+            bundles: &[],
+            dry_run: false,
+            actor: &actor,
+            reason: &reason,
+        };
+        let (build, decision) = crate::gate::ops::promote(reg, &policy, &repos, &request).await?;
+        if decision.allowed {
+            say(format!("build {} promoted to {channel} ({})", lab::short_id(&build), policy.source));
+        } else {
+            say(format!("build {} blocked from {channel} ({})", lab::short_id(&build), policy.source));
+            for u in &decision.unmet {
+                say(format!("  ✗ {u}"));
+            }
+            code = exit::FAILED;
+        }
+    }
+    if let Some(current) = reg.known_good(channel).await?.first() {
+        let row = reg.builds().await?.into_iter().find(|b| b.id == current.build_id);
+        say(format!(
+            "{channel} is build {} since {}: {}",
+            lab::short_id(&current.build_id),
+            current.released_at,
+            row.and_then(|b| b.manifest.map(|m| m.summary()))
+                .unwrap_or_else(|| current.image_ref.clone())
         ));
     }
     Ok(code)

@@ -316,6 +316,13 @@ pub async fn status(config: &LabConfig, a: &StatusArgs) -> Result<i32> {
             c["since"].as_str().unwrap_or("-"),
             c["previous_known_good"].as_str().map(short).unwrap_or("none")
         );
+        for comp in c["components"].as_array().into_iter().flatten() {
+            outln!(
+                "           {:<12} {}",
+                crate::text::clean(comp["name"].as_str().unwrap_or("")),
+                crate::text::clean(comp["version"].as_str().unwrap_or(""))
+            );
+        }
     }
     outln!("ORGS");
     for o in &org_rows {
@@ -438,10 +445,15 @@ pub(super) async fn status_json(reg: &Registry, org: Option<&str>) -> Result<ser
     for channel in channels(reg).await? {
         let history = reg.known_good(&channel).await?;
         let releases = reg.releases(Some(&channel), 1).await?;
+        let manifest = history
+            .first()
+            .and_then(|r| builds.iter().find(|b| b.id == r.build_id))
+            .and_then(|b| b.manifest.clone());
         channel_rows.push(serde_json::json!({
             "channel": channel,
             "build": history.first().map(|r| r.build_id.clone()),
             "image": history.first().map(|r| image(&r.build_id)),
+            "components": manifest.as_ref().map(|m| &m.components),
             "since": releases.first().map(|r| r.released_at.clone()),
             "previous_known_good": history.get(1).map(|r| r.build_id.clone()),
         }));
@@ -487,9 +499,10 @@ pub(super) async fn status_json(reg: &Registry, org: Option<&str>) -> Result<ser
             "known_good_build": kg, "known_good_runtimes": kg_runtimes,
         }));
     }
-    // The newest upstream version the watch recorded, per provider.
+    // The newest upstream version the watch recorded, per provider. Claude Code releases whose
+    // bundled CLI version is not known yet (`sdk-…`) are not CLI versions and never "newest".
     let mut upstream: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
-    for v in reg.versions().await? {
+    for v in reg.versions().await?.into_iter().filter(|v| !v.version.starts_with("sdk-")) {
         let newer = match upstream.get(&v.provider) {
             None => true,
             Some(cur) => {

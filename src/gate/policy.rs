@@ -48,13 +48,15 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The built-in policy: stable strict (fresh, no flaky, nothing missing), beta lenient.
+    /// The built-in policy: both channels require the golden path (on every canary repo, for
+    /// every CLI of the build); stable strictly (fresh, no flaky, nothing missing), beta
+    /// leniently (flaky and missing cells are warnings, but never a suite with no result).
     pub fn builtin() -> Policy {
         let mut channels = BTreeMap::new();
         channels.insert(
             "stable".into(),
             ChannelPolicy {
-                required_suites: vec!["demo".into()],
+                required_suites: vec!["golden-path".into()],
                 repos: None,
                 max_age: Duration::from_secs(7 * 86400),
                 allow_flaky: false,
@@ -64,7 +66,7 @@ impl Policy {
         channels.insert(
             "beta".into(),
             ChannelPolicy {
-                required_suites: vec!["demo".into()],
+                required_suites: vec!["golden-path".into()],
                 repos: None,
                 max_age: Duration::from_secs(30 * 86400),
                 allow_flaky: true,
