@@ -226,9 +226,16 @@ fn an_upstream_repo_is_fetched_at_its_commit_and_pinned() {
     run(&["repos", "pin"]).code(0);
     let listed = run(&["repos", "list", "--json"]).code(0).json();
     assert_eq!(listed[0]["status"], "pinned");
-    // The checkout is of the pinned commit, not the branch tip.
-    let checkout = cache.path().join(format!("repos/remote-{commit}/hello.txt"));
-    assert_eq!(std::fs::read_to_string(checkout).unwrap(), "v1\n");
+    // The checkout is of the pinned commit, not the branch tip; its folder is named by a digest
+    // of the URL and commit, never by the manifest's strings.
+    let checkouts: Vec<_> = std::fs::read_dir(cache.path().join("repos"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(checkouts.len(), 1, "{checkouts:?}");
+    assert_eq!(std::fs::read_to_string(checkouts[0].join("hello.txt")).unwrap(), "v1\n");
 }
 
 #[test]

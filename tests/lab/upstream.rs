@@ -188,11 +188,10 @@ fn watch_reads_mock_registries_under_the_policy() {
         vec![
             ("0.169.0-alpha.1".to_string(), "beta".to_string()),
             ("0.168.0".into(), "stable".into()),
-            ("0.165.0a1".into(), "beta".into()),
             ("0.163.0".into(), "stable".into()),
             ("0.150.0".into(), "stable".into()),
         ],
-        "drafts dropped, pre-releases beta only, two sources merged newest first"
+        "drafts dropped, pre-releases beta only (never one older than the newest stable release), two sources merged newest first"
     );
     let skipped = versions(&codex["skipped"]);
     let reason = |v: &str| {
@@ -207,6 +206,10 @@ fn watch_reads_mock_registries_under_the_policy() {
     assert_eq!(reason("0.161.0"), "yanked: broken wheel");
     assert!(reason("0.160.1").starts_with("excluded by"));
     assert_eq!(reason("nightly-2026"), "not a SemVer version");
+    assert!(
+        reason("0.165.0a1").starts_with("pre-release older than the newest stable release 0.168.0"),
+        "{skipped:?}"
+    );
     assert_eq!(codex["upstream_versions"], 10);
 
     let gemini = provider(&report, "gemini");
@@ -228,7 +231,7 @@ fn watch_reads_mock_registries_under_the_policy() {
             .iter()
             .any(|(v, r)| v == "1.0.1" && r.starts_with("no publish time"))
     );
-    assert_eq!(report["recorded"], 7);
+    assert_eq!(report["recorded"], 6, "candidates only: the old pre-release is not one");
 
     // Second watch: the PyPI answer revalidates (304), nothing is new, exit 1.
     let again = watch(&cfg, &db, &[]).code(1).json();
@@ -248,7 +251,7 @@ fn watch_reads_mock_registries_under_the_policy() {
         .code(0)
         .json();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 7);
+    assert_eq!(rows.len(), 6);
     let beta = rows.iter().find(|r| r["version"] == "0.169.0-alpha.1").unwrap();
     assert_eq!(beta["channel"], "beta");
     assert_eq!(beta["source"], "github:openai/codex");
