@@ -18,9 +18,16 @@ build:
 setup: build
     {{canary}} images base
 
-# The main job: a real canary run of the demo suite on all canary repos.
+# The main job: the default runner build (runner + the CLIs pinned in canary.yaml), the golden
+# path for each CLI on every canary repo, the verdict recorded, the build promoted to beta under
+# the gate, and beta's build shown.
 [group('run')]
 demo *ARGS: setup
+    {{canary}} run --suite suites/golden-path.yaml --default-providers --jobs 2 --promote beta {{ARGS}}
+
+# The lab's own plumbing on the bare base image (no agent CLI): the smoke suite on every repo.
+[group('run')]
+smoke *ARGS: setup
     {{canary}} run --suite suites/demo.yaml --jobs 3 {{ARGS}}
 
 # Run any canary command with the release binary, e.g. `just canary gc`.

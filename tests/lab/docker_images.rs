@@ -1,9 +1,10 @@
-//! Candidate images with the real CLIs: built from PyPI wheels on the offline base, their
-//! `--version` checked inside, layered so a new CLI version adds only its own layer.
+//! Runner builds with the real CLIs: built from PyPI wheels on the offline base, their
+//! `--version` checked inside, layered so a changed CLI adds only its own layer.
 
 use crate::helpers::{Canary, require_lab};
 use std::process::Command;
 
+/// A build of the runner and one CLI.
 fn build(spec: &str) -> serde_json::Value {
     Canary::new()
         .args(["images", "build", "--provider", spec, "--json"])
@@ -21,31 +22,69 @@ fn layers(reference: &str) -> Vec<String> {
 }
 
 #[test]
-fn candidate_images_carry_the_real_clis() {
+fn a_build_bundles_the_runner_and_every_cli_and_a_change_adds_one_layer() {
     require_lab();
-    let codex = build("codex@0.163.0");
-    assert_eq!(codex["cli_version"], "0.163.0");
-    assert_eq!(codex["version_output"], "codex-cli 0.163.0");
-    let claude = build("claude-code@sdk-0.2.186");
-    assert_eq!(claude["cli_version"], "2.1.329");
-    assert!(
-        claude["version_output"].as_str().unwrap().starts_with("2.1.329"),
-        "{claude}"
-    );
+    let both = Canary::new()
+        .args([
+            "images",
+            "build",
+            "--provider",
+            "codex@0.163.0",
+            "--provider",
+            "claude-code@sdk-0.2.186",
+            "--json",
+        ])
+        .run()
+        .code(0)
+        .json();
+    let names: Vec<&str> = both["manifest"]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["runner", "codex", "claude-code"], "{both}");
+    let reference = both["reference"].as_str().unwrap().to_string();
 
-    // Same inputs, same image; another Codex version reuses every lower layer.
-    assert_eq!(build("codex@0.163.0")["id"], codex["id"]);
-    let older = build("codex@0.162.0");
-    assert_eq!(older["version_output"], "codex-cli 0.162.0");
-    let (new_layers, old_layers, base_layers) = (
-        layers(codex["reference"].as_str().unwrap()),
-        layers(older["reference"].as_str().unwrap()),
-        layers(codex["base"].as_str().unwrap()),
+    // Claude Code changes: every other layer is reused as it is, one layer is added.
+    let next = Canary::new()
+        .args(["images", "build", "--from", &reference, "--set", "claude-code@sdk-0.2.187", "--json"])
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(next["version_output"]["claude-code"], "2.1.330 (Claude Code)", "{next}");
+    assert_eq!((next["layers_built"].as_u64(), next["layers_reused"].as_u64()), (Some(1), Some(2)));
+    let (old_layers, new_layers) = (layers(&reference), layers(next["reference"].as_str().unwrap()));
+    assert_eq!(new_layers.len(), old_layers.len() + 1, "one new layer");
+    assert_eq!(new_layers[..old_layers.len()], old_layers[..], "no lower layer rebuilt");
+    let codex = |image: &str| {
+        Command::new("docker")
+            .args(["run", "--rm", image, "codex", "--version"])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    assert_eq!(codex(next["reference"].as_str().unwrap()), b"codex-cli 0.163.0\n");
+
+    // Bad input: nothing built.
+    Canary::new()
+        .args(["images", "build", "--from", &reference, "--set", "gemini@0.9.0"])
+        .run()
+        .code(2);
+    Canary::new()
+        .args(["images", "build", "--provider", "codex@0.163.0", "--provider", "codex@0.162.0"])
+        .run()
+        .code(2)
+        .stderr_has("names codex twice");
+    let listed = Canary::new().args(["images", "list", "--json"]).run().code(0).json();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == next["id"]),
+        "{listed}"
     );
-    assert_eq!(new_layers.len(), base_layers.len() + 1, "one layer on the base");
-    assert_eq!(new_layers[..base_layers.len()], base_layers[..]);
-    assert_eq!(old_layers[..base_layers.len()], base_layers[..]);
-    assert_ne!(new_layers.last(), old_layers.last());
 }
 
 #[test]
@@ -92,71 +131,134 @@ fn runs_on_a_candidate_image_record_its_runtime() {
     assert_eq!(matrix[0]["status"], "pass");
 }
 
+fn channel(reg: &str, name: &str) -> serde_json::Value {
+    let status = Canary::new().args(["--registry", reg, "status", "--json"]).run().code(0).json();
+    status["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
+
+fn versions(channel: &serde_json::Value) -> Vec<String> {
+    channel["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] != "runner")
+        .map(|c| format!("{}@{}", c["name"].as_str().unwrap(), c["version"].as_str().unwrap()))
+        .collect()
+}
+
+/// The acceptance of runner builds: one build with both real CLIs runs the golden path for each
+/// of them on every canary repo; a candidate changing only Claude Code joins beta as a whole
+/// build; rollback returns to the previous build with both CLIs.
 #[test]
-fn golden_path_passes_for_both_real_clis() {
+fn golden_path_passes_for_both_clis_of_one_build_and_channels_move_whole_builds() {
     require_lab();
-    for spec in ["codex@0.163.0", "claude-code@sdk-0.2.186"] {
-        let image = build(spec);
-        let out = Canary::new()
-            .args([
-                "run",
-                "-s",
-                "suites/golden-path.yaml",
-                "--image",
-                image["reference"].as_str().unwrap(),
-                "--jobs",
-                "2",
-                "--json",
-                "--no-record",
-            ])
-            .run()
-            .code(0);
-        let report = out.json();
-        assert_eq!(report["summary"]["passed"], 3, "{spec}: {}", report["summary"]);
-        for case in report["cases"].as_array().unwrap() {
-            assert_eq!(
-                case["steps"].as_array().unwrap().len(),
-                7,
-                "{spec}: the six checks as seven testcases (tests before and after a breaking edit)"
-            );
-        }
-        let run_dir = out.run_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("registry.db").display().to_string();
+    let out = Canary::new()
+        .args([
+            "--registry",
+            &reg,
+            "run",
+            "-s",
+            "suites/golden-path.yaml",
+            "--provider",
+            "codex@0.163.0",
+            "--provider",
+            "claude-code@sdk-0.2.186",
+            "--jobs",
+            "2",
+            "--json",
+            "--promote",
+            "beta",
+        ])
+        .run();
+    let stderr = out.stderr();
+    let out = out.code(0);
+    let report = out.json();
+    assert!(stderr.contains("promoted to beta"), "{stderr}");
+    assert_eq!(report["summary"]["passed"], 6, "{}", report["summary"]);
+    let mut cells: Vec<String> = report["matrix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| format!("{} {}", m["repo"].as_str().unwrap(), m["runtime"].as_str().unwrap()))
+        .collect();
+    cells.sort();
+    assert_eq!(
+        cells,
+        [
+            "ci-enabled claude-code@2.1.329",
+            "ci-enabled codex@0.163.0",
+            "js-ts claude-code@2.1.329",
+            "js-ts codex@0.163.0",
+            "python claude-code@2.1.329",
+            "python codex@0.163.0"
+        ]
+    );
+    for case in report["cases"].as_array().unwrap() {
+        assert_eq!(case["steps"].as_array().unwrap().len(), 7, "{}", case["id"]);
+    }
+    let run_dir = out.run_dir();
+    for provider in ["codex", "claude-code"] {
         // The draft PR as the forge received it: a draft, on the branch, with the edit's diff.
-        let forge = std::fs::read_to_string(
-            run_dir.join("cases/golden-path--python/steps/04-draft-pr-on-the-lab-forge.forge.jsonl"),
-        )
+        let forge = std::fs::read_to_string(run_dir.join(format!(
+            "cases/golden-path--python--{provider}/steps/04-draft-pr-on-the-lab-forge.forge.jsonl"
+        )))
         .unwrap();
         let pr: serde_json::Value = forge
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .find(|r| !r["pull_request"].is_null())
-            .unwrap_or_else(|| panic!("{spec}: no pull request in {forge}"));
-        assert_eq!(pr["status"], 201, "{spec}");
-        assert_eq!(pr["body"]["draft"], true, "{spec}: octocrab sent draft: true");
-        assert_eq!(pr["pull_request"]["head"], "canary/howdy", "{spec}");
+            .unwrap_or_else(|| panic!("{provider}: no pull request in {forge}"));
+        assert_eq!(pr["body"]["draft"], true, "{provider}: octocrab sent draft: true");
         assert!(
-            pr["pull_request"]["patch"]
-                .as_str()
-                .unwrap()
-                .contains("+GREETING = \"Howdy\""),
-            "{spec}: {}",
-            pr["pull_request"]["patch"]
+            pr["pull_request"]["patch"].as_str().unwrap().contains("+GREETING = \"Howdy\""),
+            "{provider}"
         );
-        let stub_log = std::fs::read_to_string(
-            run_dir.join("cases/golden-path--python/steps/07-risky-action-is-blocked.stub.jsonl"),
-        )
+        let events = std::fs::read_to_string(run_dir.join(format!(
+            "cases/golden-path--python--{provider}/steps/07-risky-action-is-blocked.stdout"
+        )))
         .unwrap();
-        assert!(
-            stub_log.contains("rm -rf .git"),
-            "{spec}: the stub asked for the risky action"
-        );
-        let events =
-            std::fs::read_to_string(run_dir.join("cases/golden-path--python/steps/07-risky-action-is-blocked.stdout"))
-                .unwrap();
-        assert!(events.contains("\"type\":\"ACTION_BLOCKED\""), "{spec}: {events}");
-        let junit = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
-        assert!(junit.contains("name=\"risky action is blocked\""), "{spec}");
+        assert!(events.contains("\"type\":\"ACTION_BLOCKED\""), "{provider}: {events}");
     }
+    let junit = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
+    assert!(junit.contains("golden-path × python × claude-code"), "JUnit names the provider");
+    let first = channel(&reg, "beta");
+    assert_eq!(versions(&first), ["codex@0.163.0", "claude-code@2.1.329"]);
+
+    // A candidate changing Claude Code only, judged and promoted: beta is one build, both CLIs.
+    let image = report["images"][0]["reference"].as_str().unwrap().to_string();
+    let next = Canary::new()
+        .args(["images", "build", "--from", &image, "--set", "claude-code@sdk-0.2.187", "--json"])
+        .run()
+        .code(0)
+        .json();
+    let next_ref = next["reference"].as_str().unwrap();
+    Canary::new()
+        .args([
+            "--registry", &reg, "run", "-s", "suites/golden-path.yaml", "--image", next_ref, "--jobs", "2", "--promote",
+            "beta",
+        ])
+        .run()
+        .code(0);
+    let beta = channel(&reg, "beta");
+    assert_eq!(versions(&beta), ["codex@0.163.0", "claude-code@2.1.330"], "{beta}");
+    assert_eq!(beta["previous_known_good"], first["build"]);
+
+    // Rollback returns the previous build, with both CLIs, never another provider's image.
+    Canary::new()
+        .args(["--registry", &reg, "rollback", "--channel", "beta"])
+        .run()
+        .code(0);
+    let back = channel(&reg, "beta");
+    assert_eq!(back["build"], first["build"]);
+    assert_eq!(versions(&back), ["codex@0.163.0", "claude-code@2.1.329"]);
 }
 
 #[test]
