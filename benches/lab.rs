@@ -185,6 +185,48 @@ fn main() {
         verdict(peak_mb < 80.0)
     );
     golden_path(reports.path());
+    candidate_build(reports.path());
+}
+
+/// (e) A one-CLI candidate on top of a cached two-CLI build: the time to make it, and how many
+/// of its layers were reused. The candidate image is removed first, so it is really built.
+fn candidate_build(reports: &Path) {
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = canary(reports).args(args).arg("--json").output().expect("canary");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{args:?}: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let parent = json(&[
+        "images",
+        "build",
+        "--provider",
+        "codex@0.163.0",
+        "--provider",
+        "claude-code@sdk-0.2.186",
+    ]);
+    let parent_ref = parent["reference"].as_str().expect("reference").to_string();
+    let set = [
+        "images",
+        "build",
+        "--from",
+        &parent_ref,
+        "--set",
+        "claude-code@sdk-0.2.187",
+    ];
+    let before = json(&set);
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", before["reference"].as_str().unwrap_or("")])
+        .output();
+    let started = Instant::now();
+    let built = json(&set);
+    let took = started.elapsed().as_secs_f64();
+    let reused = built["layers_reused"].as_u64().unwrap_or(0);
+    let total = reused + built["layers_built"].as_u64().unwrap_or(0);
+    println!();
+    println!(
+        "{:<46} {:>9.1}s   layers reused {reused}/{total} (runner + codex), 1 built",
+        "(e) one-CLI candidate on a cached build", took
+    );
 }
 
 /// (d) The golden path with each real CLI: where a case's time goes.
@@ -234,11 +276,15 @@ fn golden_path(reports: &Path) {
         let passed = report["summary"]["passed"].as_u64().unwrap_or(0);
         println!(
             "{:<28} {:>8.0}ms {:>10.0}ms {:>8.0}ms {:>10.0}ms {:>8.0}ms  ({passed}/{} passed)",
-            format!(
-                "{} {}",
-                image["provider"].as_str().unwrap_or(""),
-                image["cli_version"].as_str().unwrap_or("")
-            ),
+            image["manifest"]["components"]
+                .as_array()
+                .and_then(|c| c.last())
+                .map(|c| format!(
+                    "{} {}",
+                    c["name"].as_str().unwrap_or(""),
+                    c["version"].as_str().unwrap_or("")
+                ))
+                .unwrap_or_default(),
             container,
             sessions,
             commands,

@@ -21,6 +21,7 @@ fn build(i: usize) -> BuildInfo {
         runtime_versions: [("codex".to_string(), format!("0.{}.0", 100 + i))]
             .into_iter()
             .collect(),
+        manifest: None,
     }
 }
 
@@ -85,7 +86,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
         let (reg, stable, repos, candidate) = (&reg, &stable, &repos, &candidate);
         async move {
             let evidence = reg
-                .evidence(candidate, &stable.required_suites, repos)
+                .evidence(candidate, &stable.required_suites, repos, &[])
                 .await
                 .expect("evidence");
             let d = decide(candidate, "stable", stable, evidence, jiff::Timestamp::now());

@@ -86,7 +86,12 @@ impl Component {
     /// `codex 0.163.0` (with the package version when it differs).
     pub fn display(&self) -> String {
         match &self.package_version {
-            Some(pv) if *pv != self.version => format!("{} {} ({} {pv})", self.name, self.version, self.package.as_deref().unwrap_or("")),
+            Some(pv) if *pv != self.version => format!(
+                "{} {} ({} {pv})",
+                self.name,
+                self.version,
+                self.package.as_deref().unwrap_or("")
+            ),
             _ => format!("{} {}", self.name, self.version),
         }
     }
@@ -207,7 +212,11 @@ impl BuildManifest {
                 format!("the build has no component `{}`", crate::text::clean(&change.name)),
                 format!(
                     "it has: {}; `canary images build --provider` makes a build with other CLIs",
-                    self.components.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                    self.components
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         };
@@ -249,10 +258,16 @@ impl BuildManifest {
     pub fn labels(&self) -> HashMap<String, String> {
         use crate::registry::labels;
         let mut l = HashMap::new();
-        l.insert(MANIFEST_LABEL.into(), serde_json::to_string(self).expect("manifest serializes"));
+        l.insert(
+            MANIFEST_LABEL.into(),
+            serde_json::to_string(self).expect("manifest serializes"),
+        );
         l.insert(
             labels::RUNTIMES.into(),
-            self.clis().map(|c| format!("{}={}", c.name, c.version)).collect::<Vec<_>>().join(","),
+            self.clis()
+                .map(|c| format!("{}={}", c.name, c.version))
+                .collect::<Vec<_>>()
+                .join(","),
         );
         l.insert(
             labels::ADAPTERS.into(),
@@ -263,7 +278,8 @@ impl BuildManifest {
         );
         l.insert(
             labels::RUNNER_VERSION.into(),
-            self.runner().map_or_else(|| "unversioned".into(), |r| r.version.clone()),
+            self.runner()
+                .map_or_else(|| "unversioned".into(), |r| r.version.clone()),
         );
         l
     }
@@ -275,7 +291,11 @@ impl BuildManifest {
 
     /// `runner 0.1.0+ab12, codex 0.163.0, claude-code 2.1.330`.
     pub fn summary(&self) -> String {
-        self.components.iter().map(Component::display).collect::<Vec<_>>().join(", ")
+        self.components
+            .iter()
+            .map(Component::display)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -368,7 +388,10 @@ async fn fetch_all(specs: Vec<ProviderSpec>, cache: &Path, progress: &Progress) 
         progress.line(format!(
             "fetching {}{}",
             spec.provider.name(),
-            spec.package_version.as_deref().map(|v| format!(" ({v})")).unwrap_or_default()
+            spec.package_version
+                .as_deref()
+                .map(|v| format!(" ({v})"))
+                .unwrap_or_default()
         ));
         let cache = cache.to_path_buf();
         out.push(
@@ -393,7 +416,12 @@ fn refuse_duplicates(specs: &[ProviderSpec]) -> Result<()> {
 }
 
 /// Builds (or finds) the build of the local runner and these CLIs on the lab's base image.
-pub async fn ensure(engine: &DockerBackend, config: &LabConfig, specs: &[ProviderSpec], progress: &Progress) -> Result<Build> {
+pub async fn ensure(
+    engine: &DockerBackend,
+    config: &LabConfig,
+    specs: &[ProviderSpec],
+    progress: &Progress,
+) -> Result<Build> {
     refuse_duplicates(specs)?;
     let base = crate::images::ensure_base(engine, config, false, progress).await?;
     let fetched = fetch_all(specs.to_vec(), &config.cache_dir, progress).await?;
@@ -401,8 +429,10 @@ pub async fn ensure(engine: &DockerBackend, config: &LabConfig, specs: &[Provide
     let mut components = vec![runner];
     components.extend(fetched.iter().map(Component::from_fetched));
     let manifest = BuildManifest::new(&base.id, components)?;
-    let mut sources: HashMap<String, Source> =
-        fetched.into_iter().map(|f| (f.provider.name().to_string(), Source::Cli(f))).collect();
+    let mut sources: HashMap<String, Source> = fetched
+        .into_iter()
+        .map(|f| (f.provider.name().to_string(), Source::Cli(f)))
+        .collect();
     sources.insert(RUNNER.into(), Source::Runner(runner_path));
     canonical(engine, &manifest, &mut sources, progress).await
 }
@@ -438,8 +468,12 @@ async fn canonical(
             .remove(&c.name)
             .ok_or_else(|| LabError::ImageBuild(format!("no source for component {}", c.name)))?;
         progress.line(format!("building layer {}: {}", n, c.display()));
-        let tar = tokio::task::spawn_blocking(move || source.tar()).await.expect("tar task")?;
-        parent = engine.build_layer(&parent, tar, &layer_ref, None, prefix.labels()).await?;
+        let tar = tokio::task::spawn_blocking(move || source.tar())
+            .await
+            .expect("tar task")?;
+        parent = engine
+            .build_layer(&parent, tar, &layer_ref, None, prefix.labels())
+            .await?;
         made.push(layer_ref);
         built += 1;
     }
@@ -457,14 +491,23 @@ async fn canonical(
 
 /// The build `from` (an image reference or id of a build) with each `set` component changed,
 /// one layer per change on top of it.
-pub async fn derive(engine: &DockerBackend, config: &LabConfig, from: &str, set: &[Set], progress: &Progress) -> Result<Build> {
+pub async fn derive(
+    engine: &DockerBackend,
+    config: &LabConfig,
+    from: &str,
+    set: &[Set],
+    progress: &Progress,
+) -> Result<Build> {
     let parent = engine.image(from).await?.ok_or_else(|| LabError::ImageMissing {
         image: from.into(),
         hint: "`canary images list` shows the lab's builds".into(),
     })?;
     let manifest = BuildManifest::from_labels(&parent.labels).ok_or_else(|| {
         LabError::usage(
-            format!("image {} is not a runner build (it has no {MANIFEST_LABEL} label)", crate::text::clean(from)),
+            format!(
+                "image {} is not a runner build (it has no {MANIFEST_LABEL} label)",
+                crate::text::clean(from)
+            ),
             "make one with `canary images build --provider codex@VERSION ...`",
         )
     })?;
@@ -552,8 +595,10 @@ async fn apply(
         ));
         let specs: Vec<ProviderSpec> = next.clis().filter_map(Component::spec).collect();
         let fetched = fetch_all(specs, &config.cache_dir, progress).await?;
-        let mut sources: HashMap<String, Source> =
-            fetched.into_iter().map(|f| (f.provider.name().to_string(), Source::Cli(f))).collect();
+        let mut sources: HashMap<String, Source> = fetched
+            .into_iter()
+            .map(|f| (f.provider.name().to_string(), Source::Cli(f)))
+            .collect();
         for (c, s) in changes {
             if c.name == RUNNER {
                 sources.insert(RUNNER.into(), s);
@@ -580,10 +625,18 @@ async fn apply(
     let changed: Vec<Component> = changes.iter().map(|(c, _)| c.clone()).collect();
     for (component, source) in changes {
         step = step.with_change(component.clone())?;
-        progress.line(format!("building layer: {} on {}", component.display(), crate::lab::short_id(&parent)));
-        let tar = tokio::task::spawn_blocking(move || source.tar()).await.expect("tar task")?;
+        progress.line(format!(
+            "building layer: {} on {}",
+            component.display(),
+            crate::lab::short_id(&parent)
+        ));
+        let tar = tokio::task::spawn_blocking(move || source.tar())
+            .await
+            .expect("tar task")?;
         let layer_ref = format!("{LAYER_REPO}:{}-d{}", step.key(), step.deltas);
-        parent = engine.build_layer(&parent, tar, &layer_ref, None, step.labels()).await?;
+        parent = engine
+            .build_layer(&parent, tar, &layer_ref, None, step.labels())
+            .await?;
         made.push(layer_ref);
     }
     let reference = next.reference();
@@ -608,7 +661,8 @@ async fn verify(engine: &DockerBackend, mut build: Build, check: Vec<&Component>
         let result = match c.provider() {
             Some(p) => crate::images::verify_in_image(engine, &build.reference, p.command(), &c.version).await,
             None if c.name == RUNNER => {
-                crate::images::verify_in_image(engine, &build.reference, "canary-runner", env!("CARGO_PKG_VERSION")).await
+                crate::images::verify_in_image(engine, &build.reference, "canary-runner", env!("CARGO_PKG_VERSION"))
+                    .await
             }
             None => continue,
         };
@@ -742,8 +796,14 @@ mod tests {
         let a = build();
         let labels: BTreeMap<String, String> = a.labels().into_iter().collect();
         assert_eq!(BuildManifest::from_labels(&labels), Some(a.clone()));
-        assert_eq!(labels[crate::registry::labels::RUNTIMES], "codex=0.163.0,claude-code=2.1.329");
-        assert_eq!(labels[crate::registry::labels::ADAPTERS], "codex-exec-json,claude-stream-json");
+        assert_eq!(
+            labels[crate::registry::labels::RUNTIMES],
+            "codex=0.163.0,claude-code=2.1.329"
+        );
+        assert_eq!(
+            labels[crate::registry::labels::ADAPTERS],
+            "codex-exec-json,claude-stream-json"
+        );
         assert_eq!(labels[crate::registry::labels::RUNNER_VERSION], "0.1.0");
         assert!(BuildManifest::from_labels(&BTreeMap::new()).is_none());
     }

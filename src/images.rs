@@ -307,28 +307,6 @@ fn deb822_uris(text: &str) -> Vec<String> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deb822_skips_disabled_and_source_stanzas() {
-        let text = "Types: deb-src\nURIs: http://src.example/debian\n\nTypes: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n\nTypes: deb\nEnabled: no\nURIs: http://off.example/debian\n";
-        assert_eq!(deb822_uris(text), vec!["http://mirror.example/debian".to_string()]);
-    }
-
-    #[test]
-    fn base_tag_changes_with_the_release() {
-        let a = LabConfig::default();
-        let b = LabConfig {
-            debian_release: "trixie".into(),
-            ..LabConfig::default()
-        };
-        assert_ne!(base_tag(&a), base_tag(&b));
-        assert!(base_tag(&a).starts_with("canary-lab/base:"));
-    }
-}
-
 /// Where provider CLIs live in runner builds.
 pub const PROVIDERS_DIR: &str = "opt/canary-lab/providers";
 
@@ -379,7 +357,12 @@ pub fn content_mtime(data: &[u8]) -> u64 {
 }
 
 /// Runs `<command> --version` in a container of the image, as the case user.
-pub(crate) async fn verify_in_image(engine: &DockerBackend, reference: &str, command: &str, expected: &str) -> Result<String> {
+pub(crate) async fn verify_in_image(
+    engine: &DockerBackend,
+    reference: &str,
+    command: &str,
+    expected: &str,
+) -> Result<String> {
     let run_id = format!("verify-{}", std::process::id());
     let spec = crate::engine::ContainerSpec::new(&run_id, "version", reference);
     let container = engine.start_container(&spec).await?;
@@ -406,4 +389,26 @@ pub(crate) async fn verify_in_image(engine: &DockerBackend, reference: &str, com
         )));
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deb822_skips_disabled_and_source_stanzas() {
+        let text = "Types: deb-src\nURIs: http://src.example/debian\n\nTypes: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n\nTypes: deb\nEnabled: no\nURIs: http://off.example/debian\n";
+        assert_eq!(deb822_uris(text), vec!["http://mirror.example/debian".to_string()]);
+    }
+
+    #[test]
+    fn base_tag_changes_with_the_release() {
+        let a = LabConfig::default();
+        let b = LabConfig {
+            debian_release: "trixie".into(),
+            ..LabConfig::default()
+        };
+        assert_ne!(base_tag(&a), base_tag(&b));
+        assert!(base_tag(&a).starts_with("canary-lab/base:"));
+    }
 }

@@ -9,8 +9,8 @@ pub fn init_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-pub mod cli;
 pub mod builds;
+pub mod cli;
 pub mod compat;
 pub mod config;
 pub mod engine;

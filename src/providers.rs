@@ -379,7 +379,10 @@ fn bundled_claude_version<R: std::io::Read + std::io::Seek>(zip: &mut zip::ZipAr
 /// pre-releases the PEP 440 way (`0.137.0a4`), the CLIs the SemVer way (`0.137.0-alpha.4`):
 /// both are compared as release numbers plus pre-release kind and number.
 pub fn version_matches(printed: &str, expected: &str) -> bool {
-    if printed.split(|c: char| c.is_whitespace() || c == '(' || c == ')').any(|w| w == expected) {
+    if printed
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .any(|w| w == expected)
+    {
         return true;
     }
     let Some(want) = release_and_pre(expected) else {
@@ -391,9 +394,12 @@ pub fn version_matches(printed: &str, expected: &str) -> bool {
         .any(|got| got == want)
 }
 
+/// Release numbers without trailing zeros, and the pre-release kind (`a`, `b`, `c`) and number.
+type ReleaseAndPre = (Vec<u64>, Option<(char, u64)>);
+
 /// (release numbers without trailing zeros, pre-release kind and number) of a PEP 440 or SemVer
 /// version string.
-fn release_and_pre(v: &str) -> Option<(Vec<u64>, Option<(char, u64)>)> {
+fn release_and_pre(v: &str) -> Option<ReleaseAndPre> {
     let trim = |mut r: Vec<u64>| {
         while r.len() > 1 && r.last() == Some(&0) {
             r.pop();
@@ -484,7 +490,10 @@ mod tests {
         assert!(!version_matches("codex-cli 0.137.0-beta.4", "0.137.0a4"));
         assert!(!version_matches("codex-cli 0.137.0", "0.137.0a4"));
         assert!(!version_matches("codex-cli 0.163.1", "0.163.0"));
-        assert!(!version_matches("codex-cli 10.163.0", "0.163.0"), "no substring matches");
+        assert!(
+            !version_matches("codex-cli 10.163.0", "0.163.0"),
+            "no substring matches"
+        );
     }
 
     #[test]

@@ -74,7 +74,10 @@ impl Upstream {
                 text,
                 &self.url.referenced,
                 format!("upstream.url `{}` is not an allowed git URL", crate::text::clean(url)),
-                format!("write a URL with one of the schemes {}, without spaces", GIT_SCHEMES.join(", ")),
+                format!(
+                    "write a URL with one of the schemes {}, without spaces",
+                    GIT_SCHEMES.join(", ")
+                ),
             )
             .into());
         }
@@ -479,7 +482,15 @@ fn checkout(up: &Upstream, cache: &Path) -> Result<PathBuf> {
     };
     git(&["init", "-q", "."])?;
     git(&["fetch", "-q", "--depth", "1", "--", url, commit]).or_else(|_| git(&["fetch", "-q", "--", url]))?;
-    git(&["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit, "--"])?;
+    git(&[
+        "-c",
+        "advice.detachedHead=false",
+        "checkout",
+        "-q",
+        "--detach",
+        commit,
+        "--",
+    ])?;
     std::fs::rename(&tmp, &dir).map_err(|e| LabError::write(&dir, e))?;
     Ok(dir)
 }

@@ -284,7 +284,10 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             let progress = Progress::new(false);
             let build = match from {
                 Some(from) => {
-                    let set = set.iter().map(|s| s.parse()).collect::<Result<Vec<crate::builds::Set>>>()?;
+                    let set = set
+                        .iter()
+                        .map(|s| s.parse())
+                        .collect::<Result<Vec<crate::builds::Set>>>()?;
                     let engine = DockerBackend::connect().await?;
                     crate::builds::derive(&engine, &config, from, &set, &progress).await?
                 }
@@ -515,9 +518,17 @@ async fn promote_run(
         };
         let (build, decision) = crate::gate::ops::promote(reg, &policy, &repos, &request).await?;
         if decision.allowed {
-            say(format!("build {} promoted to {channel} ({})", lab::short_id(&build), policy.source));
+            say(format!(
+                "build {} promoted to {channel} ({})",
+                lab::short_id(&build),
+                policy.source
+            ));
         } else {
-            say(format!("build {} blocked from {channel} ({})", lab::short_id(&build), policy.source));
+            say(format!(
+                "build {} blocked from {channel} ({})",
+                lab::short_id(&build),
+                policy.source
+            ));
             for u in &decision.unmet {
                 say(format!("  ✗ {u}"));
             }
@@ -719,7 +730,8 @@ fn repos_list(config: &LabConfig, json: bool) -> Result<i32> {
         if !json {
             outln!(
                 "{id:<12} {:<11} {}  {status}",
-                repo.manifest.language, repo.manifest.digest.value
+                repo.manifest.language,
+                repo.manifest.digest.value
             );
         }
     }

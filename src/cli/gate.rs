@@ -502,7 +502,12 @@ pub(super) async fn status_json(reg: &Registry, org: Option<&str>) -> Result<ser
     // The newest upstream version the watch recorded, per provider. Claude Code releases whose
     // bundled CLI version is not known yet (`sdk-…`) are not CLI versions and never "newest".
     let mut upstream: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
-    for v in reg.versions().await?.into_iter().filter(|v| !v.version.starts_with("sdk-")) {
+    for v in reg
+        .versions()
+        .await?
+        .into_iter()
+        .filter(|v| !v.version.starts_with("sdk-"))
+    {
         let newer = match upstream.get(&v.provider) {
             None => true,
             Some(cur) => {

@@ -95,7 +95,11 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
             } else {
                 outln!(
                     "{:<14} {:<34} {:<12} {:>7} {:>7}  RUNTIMES",
-                    "BUILD", "IMAGE", "RUNNER", "RESULTS", "PASSING"
+                    "BUILD",
+                    "IMAGE",
+                    "RUNNER",
+                    "RESULTS",
+                    "PASSING"
                 );
                 for b in rows {
                     outln!(
@@ -121,7 +125,11 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
             } else {
                 outln!(
                     "{:<14} {:<22} {:<28} {:<11} {:>8}  RECORDED",
-                    "BUILD", "RUN", "CASE", "STATUS", "TIME"
+                    "BUILD",
+                    "RUN",
+                    "CASE",
+                    "STATUS",
+                    "TIME"
                 );
                 for r in rows {
                     outln!(
@@ -192,7 +200,10 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
             } else {
                 outln!(
                     "{:<28} {:<14} {:<16} {:<12} STATUS",
-                    "RUNTIME", "BUILD", "SUITE", "REPO"
+                    "RUNTIME",
+                    "BUILD",
+                    "SUITE",
+                    "REPO"
                 );
                 for r in rows {
                     outln!(
@@ -214,7 +225,13 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
                 for a in rows {
                     outln!(
                         "#{:<5} {} {:<10} {:<9} {:<9} {}  {}",
-                        a.id, a.ts, a.actor, a.action, a.decision, a.target, a.reason
+                        a.id,
+                        a.ts,
+                        a.actor,
+                        a.action,
+                        a.decision,
+                        a.target,
+                        a.reason
                     );
                 }
             }

@@ -121,7 +121,8 @@ fn print_watch(r: &WatchReport) {
             .join(", ");
         outln!(
             "{} — known-good: {kg}; upstream: {fresh}, {} versions",
-            p.provider, p.upstream_versions
+            p.provider,
+            p.upstream_versions
         );
         if p.newer.is_empty() {
             outln!("  no candidate newer than known-good");
@@ -129,7 +130,10 @@ fn print_watch(r: &WatchReport) {
         let shown = if p.known_good.is_empty() { 10 } else { usize::MAX };
         outln!(
             "  {:<12} {:<8} {:<26} {:<5} SOURCE",
-            "VERSION", "CHANNEL", "PUBLISHED", "NEW"
+            "VERSION",
+            "CHANNEL",
+            "PUBLISHED",
+            "NEW"
         );
         for j in p.newer.iter().take(shown) {
             outln!(
@@ -442,7 +446,11 @@ async fn judge_candidate(
         "[build] {} ({}): {}",
         build.reference,
         short(&build.id),
-        component_changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+        component_changes
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     let images = vec![crate::lab::plan::ImagePlan {
         reference: build.reference.clone(),
@@ -518,7 +526,10 @@ async fn judge_candidate(
         .join(", ");
     let changes = format!(
         "{change_text} (from build {}): {}",
-        parent.as_ref().map(|b| short(&b.id).to_string()).unwrap_or_else(|| "none".into()),
+        parent
+            .as_ref()
+            .map(|b| short(&b.id).to_string())
+            .unwrap_or_else(|| "none".into()),
         match status.as_str() {
             "green" => format!("canary green, promoted to {}", promoted_to.join(", ")),
             "yellow" if canary_green => format!("canary green, gate refused: {}", gate_notes.join("; ")),

@@ -237,18 +237,14 @@ mod tests {
     #[test]
     fn a_build_is_judged_on_every_cli_it_bundles() {
         let providers = vec!["codex".to_string(), "claude-code".to_string()];
-        let results = vec![
-            row("golden-path", "a", "codex", "pass"),
-            row("demo", "a", "", "pass"),
-        ];
+        let results = vec![row("golden-path", "a", "codex", "pass"), row("demo", "a", "", "pass")];
         let cells = required_cells(
             &results,
             &["golden-path".into(), "demo".into()],
             &["a".into()],
             &providers,
         );
-        let shown: Vec<(String, Option<String>)> =
-            cells.iter().map(|c| (c.place(), c.status.clone())).collect();
+        let shown: Vec<(String, Option<String>)> = cells.iter().map(|c| (c.place(), c.status.clone())).collect();
         assert_eq!(
             shown,
             vec![
@@ -260,7 +256,10 @@ mod tests {
         let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
         let d = decide("b", "stable", &policy(true), cells, now);
         assert!(!d.allowed);
-        assert_eq!(d.unmet, vec!["suite `golden-path` on repo `a` for claude-code: no result for this build"]);
+        assert_eq!(
+            d.unmet,
+            vec!["suite `golden-path` on repo `a` for claude-code: no result for this build"]
+        );
         // A suite never run at all is missing for each CLI by name.
         let cells = required_cells(&[], &["golden-path".into()], &["a".into()], &providers);
         assert_eq!(cells.len(), 2);
@@ -269,9 +268,19 @@ mod tests {
     #[test]
     fn no_evidence_never_promotes_even_where_missing_cells_are_allowed() {
         let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
-        let d = decide("b", "beta", &policy(false), vec![cell("a", None, ""), cell("b", None, "")], now);
+        let d = decide(
+            "b",
+            "beta",
+            &policy(false),
+            vec![cell("a", None, ""), cell("b", None, "")],
+            now,
+        );
         assert!(!d.allowed, "a build with zero results must not reach beta");
-        assert!(d.unmet.iter().any(|u| u.contains("no result for this build at all")), "{:?}", d.unmet);
+        assert!(
+            d.unmet.iter().any(|u| u.contains("no result for this build at all")),
+            "{:?}",
+            d.unmet
+        );
         let d = decide("b", "beta", &policy(false), vec![], now);
         assert!(!d.allowed, "an empty selection proves nothing");
     }

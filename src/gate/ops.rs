@@ -25,7 +25,12 @@ pub struct Promotion<'a> {
 /// bundles, every required suite and repo; `all_repos` when the policy names none) and, unless
 /// it is a dry run, records it: the release, or the refusal, each in the audit log with the
 /// evidence. Returns the resolved build id and the decision.
-pub async fn promote(reg: &Registry, policy: &Policy, all_repos: &[String], p: &Promotion<'_>) -> Result<(String, Decision)> {
+pub async fn promote(
+    reg: &Registry,
+    policy: &Policy,
+    all_repos: &[String],
+    p: &Promotion<'_>,
+) -> Result<(String, Decision)> {
     let channel_policy = policy.channel(p.channel)?.clone();
     let build = reg.resolve_build(p.build).await?;
     let row = reg.builds().await?.into_iter().find(|b| b.id == build);

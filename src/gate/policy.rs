@@ -123,7 +123,10 @@ impl Policy {
                 Some(s) => humantime::parse_duration(&s.value).map_err(|e| {
                     at(
                         &s.referenced,
-                        format!("channel `{name}`: invalid max_age `{}`: {e}", crate::text::clean(&s.value)),
+                        format!(
+                            "channel `{name}`: invalid max_age `{}`: {e}",
+                            crate::text::clean(&s.value)
+                        ),
                         "write e.g. `7d` or `36h`",
                     )
                 })?,

@@ -52,7 +52,10 @@ impl CaseImage {
         let r = self.labels.get(crate::registry::labels::RUNTIMES)?;
         let pairs = r.split(',').map(|p| p.replacen('=', "@", 1));
         match provider {
-            Some(p) => pairs.clone().find(|x| x.starts_with(&format!("{p}@"))).or_else(|| Some(p.to_string())),
+            Some(p) => pairs
+                .clone()
+                .find(|x| x.starts_with(&format!("{p}@")))
+                .or_else(|| Some(p.to_string())),
             None => Some(pairs.collect::<Vec<_>>().join(",")),
         }
     }
@@ -227,15 +230,8 @@ async fn drive<B: Backend>(
         let rel = |ext: &str| format!("{}/{stem}.{ext}", report.artifacts);
         let cmd = match &step.action {
             StepAction::Session(spec) => {
-                match super::session::prepare(
-                    backend,
-                    container,
-                    i + 1,
-                    spec,
-                    case.provider.as_deref(),
-                    step.timeout,
-                )
-                .await?
+                match super::session::prepare(backend, container, i + 1, spec, case.provider.as_deref(), step.timeout)
+                    .await?
                 {
                     Ok(argv) => argv,
                     Err(failure) => {

@@ -56,7 +56,11 @@ pub struct Prepared {
 
 /// Reads the canary repos and compiles the suites: every error in the user's files surfaces
 /// here, before any engine is asked anything.
-pub fn load_suites(config: &LabConfig, suite_files: &[PathBuf], only_repos: &[String]) -> Result<(Catalog, Vec<Arc<Suite>>)> {
+pub fn load_suites(
+    config: &LabConfig,
+    suite_files: &[PathBuf],
+    only_repos: &[String],
+) -> Result<(Catalog, Vec<Arc<Suite>>)> {
     if suite_files.is_empty() {
         return Err(LabError::usage(
             "no suite given",

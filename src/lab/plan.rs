@@ -60,7 +60,11 @@ pub fn providers_for(suite: &Suite, image: &ImagePlan) -> Result<Vec<Option<Stri
                 ),
                 format!(
                     "the image bundles: {}; build one with it (`canary run --provider {missing}@VERSION`) or drop it from `providers:`",
-                    if image.providers.is_empty() { "no CLI".to_string() } else { image.providers.join(", ") }
+                    if image.providers.is_empty() {
+                        "no CLI".to_string()
+                    } else {
+                        image.providers.join(", ")
+                    }
                 ),
             ));
         }

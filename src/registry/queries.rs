@@ -230,7 +230,13 @@ impl Registry {
 
     /// Evidence for the gate: the build's latest results, laid on the cells the policy requires
     /// (see [`crate::gate::required_cells`]).
-    pub async fn evidence(&self, build: &str, suites: &[String], repos: &[String], providers: &[String]) -> Result<Vec<CellEvidence>> {
+    pub async fn evidence(
+        &self,
+        build: &str,
+        suites: &[String],
+        repos: &[String],
+        providers: &[String],
+    ) -> Result<Vec<CellEvidence>> {
         let cells = self.latest_cells(build).await?;
         Ok(crate::gate::required_cells(&cells, suites, repos, providers))
     }

@@ -679,8 +679,15 @@ mod candidate_tests {
         assert!(each.iter().all(|c| c.len() == 1), "one change per candidate");
         let first = form_candidates(false, newest());
         assert_eq!(first.len(), 1, "one first build");
-        let versions: Vec<_> = first[0].iter().map(|(p, j)| format!("{p}@{}", j.release.version)).collect();
-        assert_eq!(versions, ["codex@0.164.0", "claude-code@2.1.330"], "the newest of each provider");
+        let versions: Vec<_> = first[0]
+            .iter()
+            .map(|(p, j)| format!("{p}@{}", j.release.version))
+            .collect();
+        assert_eq!(
+            versions,
+            ["codex@0.164.0", "claude-code@2.1.330"],
+            "the newest of each provider"
+        );
         assert!(form_candidates(false, vec![]).is_empty());
     }
 }

@@ -48,12 +48,23 @@ fn a_build_bundles_the_runner_and_every_cli_and_a_change_adds_one_layer() {
 
     // Claude Code changes: every other layer is reused as it is, one layer is added.
     let next = Canary::new()
-        .args(["images", "build", "--from", &reference, "--set", "claude-code@sdk-0.2.187", "--json"])
+        .args([
+            "images",
+            "build",
+            "--from",
+            &reference,
+            "--set",
+            "claude-code@sdk-0.2.187",
+            "--json",
+        ])
         .run()
         .code(0)
         .json();
     assert_eq!(next["version_output"]["claude-code"], "2.1.330 (Claude Code)", "{next}");
-    assert_eq!((next["layers_built"].as_u64(), next["layers_reused"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (next["layers_built"].as_u64(), next["layers_reused"].as_u64()),
+        (Some(1), Some(2))
+    );
     let (old_layers, new_layers) = (layers(&reference), layers(next["reference"].as_str().unwrap()));
     assert_eq!(new_layers.len(), old_layers.len() + 1, "one new layer");
     assert_eq!(new_layers[..old_layers.len()], old_layers[..], "no lower layer rebuilt");
@@ -72,17 +83,20 @@ fn a_build_bundles_the_runner_and_every_cli_and_a_change_adds_one_layer() {
         .run()
         .code(2);
     Canary::new()
-        .args(["images", "build", "--provider", "codex@0.163.0", "--provider", "codex@0.162.0"])
+        .args([
+            "images",
+            "build",
+            "--provider",
+            "codex@0.163.0",
+            "--provider",
+            "codex@0.162.0",
+        ])
         .run()
         .code(2)
         .stderr_has("names codex twice");
     let listed = Canary::new().args(["images", "list", "--json"]).run().code(0).json();
     assert!(
-        listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|b| b["id"] == next["id"]),
+        listed.as_array().unwrap().iter().any(|b| b["id"] == next["id"]),
         "{listed}"
     );
 }
@@ -132,7 +146,11 @@ fn runs_on_a_candidate_image_record_its_runtime() {
 }
 
 fn channel(reg: &str, name: &str) -> serde_json::Value {
-    let status = Canary::new().args(["--registry", reg, "status", "--json"]).run().code(0).json();
+    let status = Canary::new()
+        .args(["--registry", reg, "status", "--json"])
+        .run()
+        .code(0)
+        .json();
     status["channels"]
         .as_array()
         .unwrap()
@@ -218,7 +236,10 @@ fn golden_path_passes_for_both_clis_of_one_build_and_channels_move_whole_builds(
             .unwrap_or_else(|| panic!("{provider}: no pull request in {forge}"));
         assert_eq!(pr["body"]["draft"], true, "{provider}: octocrab sent draft: true");
         assert!(
-            pr["pull_request"]["patch"].as_str().unwrap().contains("+GREETING = \"Howdy\""),
+            pr["pull_request"]["patch"]
+                .as_str()
+                .unwrap()
+                .contains("+GREETING = \"Howdy\""),
             "{provider}"
         );
         let events = std::fs::read_to_string(run_dir.join(format!(
@@ -228,21 +249,41 @@ fn golden_path_passes_for_both_clis_of_one_build_and_channels_move_whole_builds(
         assert!(events.contains("\"type\":\"ACTION_BLOCKED\""), "{provider}: {events}");
     }
     let junit = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
-    assert!(junit.contains("golden-path × python × claude-code"), "JUnit names the provider");
+    assert!(
+        junit.contains("golden-path × python × claude-code"),
+        "JUnit names the provider"
+    );
     let first = channel(&reg, "beta");
     assert_eq!(versions(&first), ["codex@0.163.0", "claude-code@2.1.329"]);
 
     // A candidate changing Claude Code only, judged and promoted: beta is one build, both CLIs.
     let image = report["images"][0]["reference"].as_str().unwrap().to_string();
     let next = Canary::new()
-        .args(["images", "build", "--from", &image, "--set", "claude-code@sdk-0.2.187", "--json"])
+        .args([
+            "images",
+            "build",
+            "--from",
+            &image,
+            "--set",
+            "claude-code@sdk-0.2.187",
+            "--json",
+        ])
         .run()
         .code(0)
         .json();
     let next_ref = next["reference"].as_str().unwrap();
     Canary::new()
         .args([
-            "--registry", &reg, "run", "-s", "suites/golden-path.yaml", "--image", next_ref, "--jobs", "2", "--promote",
+            "--registry",
+            &reg,
+            "run",
+            "-s",
+            "suites/golden-path.yaml",
+            "--image",
+            next_ref,
+            "--jobs",
+            "2",
+            "--promote",
             "beta",
         ])
         .run()

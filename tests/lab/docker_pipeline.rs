@@ -88,7 +88,10 @@ fn pipeline_judges_new_versions_once_and_promotes_green_ones_to_beta() {
         (v["version"].as_str(), v["status"].as_str()),
         (Some("2.1.329"), Some("green"))
     );
-    assert!(v["changes"].as_str().unwrap().contains("claude-code 2.1.321 → 2.1.329"), "{v}");
+    assert!(
+        v["changes"].as_str().unwrap().contains("claude-code 2.1.321 → 2.1.329"),
+        "{v}"
+    );
     assert_eq!(
         v["component_changes"],
         serde_json::json!([{"component": "claude-code", "from": "2.1.321", "to": "2.1.329"}]),
@@ -142,10 +145,18 @@ fn pipeline_judges_new_versions_once_and_promotes_green_ones_to_beta() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["name"].as_str().unwrap().to_string(), c["version"].as_str().unwrap().to_string()))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["version"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert!(components.contains(&("claude-code".into(), "2.1.329".into())), "{beta}");
-    assert!(components.iter().any(|(n, _)| n == "runner"), "the runner is part of the build: {beta}");
+    assert!(
+        components.iter().any(|(n, _)| n == "runner"),
+        "the runner is part of the build: {beta}"
+    );
     assert_eq!(status["upstream"]["claude-code"]["version"], "2.1.329");
 }
 
