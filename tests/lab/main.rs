@@ -11,4 +11,5 @@ mod forge;
 mod helpers;
 mod real_cli;
 mod registry;
+mod security;
 mod upstream;

@@ -1,0 +1,164 @@
+//! Security regressions, one per class of hostile input found by the hostile-input review:
+//! host commands through git, path traversal through the cache, gate bypasses, pins that do not
+//! pin, panics on user-controlled ids and closed pipes, escape sequences from heartbeats. Each
+//! asserts what a user would see (exit code, the located message) and that nothing was written.
+
+use crate::helpers::{Canary, write_temp};
+use std::path::Path;
+
+/// A repos folder holding one repo whose manifest is `manifest`.
+fn repo_with(manifest: &str) -> tempfile::TempDir {
+    let repos = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repos.path().join("evil")).unwrap();
+    std::fs::write(repos.path().join("evil/canary-repo.yaml"), manifest).unwrap();
+    repos
+}
+
+fn repos_list(repos: &Path, cache: &Path) -> crate::helpers::Outcome {
+    let (_c, config) = write_temp("canary.yaml", &format!("cache_dir: {}\n", cache.display()));
+    Canary::new()
+        .arg_path_flag("--config", &config)
+        .arg_path_flag("--repos-dir", repos)
+        .args(["repos", "list"])
+        .run()
+}
+
+#[test]
+fn an_upstream_url_never_reaches_git_as_an_option() {
+    let marker = tempfile::tempdir().unwrap();
+    let pwned = marker.path().join("pwned");
+    let manifest = format!(
+        "id: evil\nlanguage: text\ntest: 'true'\ndigest: sha256:x\nupstream:\n  url: --upload-pack=touch {}\n  commit: 0123456789abcdef0123456789abcdef01234567\n",
+        pwned.display()
+    );
+    let repos = repo_with(&manifest);
+    let cache = tempfile::tempdir().unwrap();
+    let out = repos_list(repos.path(), cache.path()).code(2);
+    assert!(out.stderr().contains("canary-repo.yaml:6:8"), "{}", out.stderr());
+    assert!(out.stderr().contains("is not an allowed git URL"), "{}", out.stderr());
+    assert!(!pwned.exists(), "git ran the attacker's command");
+    assert!(!cache.path().join("repos").exists(), "nothing was written");
+    // `ext::` transports run commands too.
+    let repos = repo_with(&manifest.replace("--upload-pack=touch", "ext::sh -c touch"));
+    repos_list(repos.path(), cache.path()).code(2);
+    assert!(!pwned.exists());
+}
+
+#[test]
+fn an_upstream_commit_never_becomes_a_path() {
+    let repos = repo_with(
+        "id: evil\nlanguage: text\ntest: 'true'\ndigest: sha256:x\nupstream:\n  url: https://example.invalid/r.git\n  commit: ../../../outside\n",
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let out = repos_list(repos.path(), cache.path()).code(2);
+    assert!(out.stderr().contains("canary-repo.yaml:7:11"), "{}", out.stderr());
+    assert!(out.stderr().contains("not a full commit id"), "{}", out.stderr());
+    assert!(
+        std::fs::read_dir(cache.path()).unwrap().next().is_none(),
+        "nothing was written"
+    );
+}
+
+#[test]
+fn a_changed_repo_command_breaks_the_pin() {
+    let repos = tempfile::tempdir().unwrap();
+    let src = crate::helpers::root().join("canary-repos/python");
+    let dst = repos.path().join("python");
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap().flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+        } else if entry.file_name() != "__pycache__" && entry.file_name() != ".pytest_cache" {
+            let status = std::process::Command::new("cp")
+                .arg("-r")
+                .arg(entry.path())
+                .arg(&dst)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    let cache = tempfile::tempdir().unwrap();
+    repos_list(repos.path(), cache.path()).code(0);
+    let manifest = dst.join("canary-repo.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let test_line = text.lines().find(|l| l.starts_with("test:")).unwrap().to_string();
+    std::fs::write(&manifest, text.replace(&test_line, "test: \"true\"")).unwrap();
+    repos_list(repos.path(), cache.path()).code(1).stdout_has("MISMATCH");
+}
+
+#[test]
+fn an_empty_gate_selection_is_a_located_policy_error() {
+    let (_d, policy) = write_temp("gate.yaml", "stable:\n  required_suites: [golden-path]\n  repos: []\n");
+    let out = Canary::new()
+        .args(["promote", "sha256:0000000000", "--channel", "stable", "--policy"])
+        .arg_path(&policy)
+        .run()
+        .code(2);
+    assert!(out.stderr().contains("gate.yaml:3:10"), "{}", out.stderr());
+    assert!(out.stderr().contains("repos is empty"), "{}", out.stderr());
+}
+
+#[test]
+fn user_ids_and_closed_pipes_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("registry.db");
+    let out = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["promote", "ÄÖÜäöüßÄÖÜäöüßÄÖÜ", "--channel", "stable"])
+        .run();
+    assert_eq!(out.out.status.code(), Some(2), "{}", out.stderr());
+    assert!(!out.stderr().contains("panicked"), "{}", out.stderr());
+
+    // `canary status --json | head -c 10`: the reader goes away, the command does not panic.
+    let (mut cmd, _reports) = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["status", "--json"])
+        .command();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn heartbeats_are_validated_and_the_newest_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("registry.db");
+    let send = |text: &str| {
+        let (_d, f) = write_temp("hb.json", text);
+        Canary::new()
+            .arg_path_flag("--registry", &db)
+            .args(["heartbeat", "--json"])
+            .arg_path(&f)
+            .run()
+    };
+    // An escape sequence in the runner id is refused, not printed raw.
+    let out = send(r#"{"runner_id": "eu\u001b[2J", "versions": {"runner": "1"}}"#).code(2);
+    assert!(
+        !out.stderr().contains('\u{1b}'),
+        "escape printed raw: {:?}",
+        out.stderr()
+    );
+    // Wrong-typed org is an error, not silently dropped.
+    send(r#"{"runner_id": "eu-1", "org": 7, "versions": {"runner": "1"}}"#).code(2);
+    // Newest wins, whatever the arrival order.
+    send(r#"{"runner_id": "eu-1", "versions": {"runner": "2"}, "ts": "2026-11-22T10:00:00Z"}"#).code(0);
+    send(r#"{"runner_id": "eu-1", "versions": {"runner": "1"}, "ts": "2026-11-22T09:00:00+00:00"}"#).code(0);
+    let status = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["status", "--json"])
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(status["runners"][0]["versions"]["runner"], "2", "{status}");
+}
