@@ -336,7 +336,7 @@ fn one_run_compares_cli_versions_in_a_matrix() {
     require_lab();
     let new = build("codex@0.163.0");
     let old = build("codex@0.162.0");
-    let base = new["base"].as_str().unwrap().to_string();
+    let base = new["manifest"]["base"].as_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let reg = dir.path().join("registry.db").display().to_string();
     let mut args = vec![
