@@ -403,7 +403,8 @@ async fn fetch_all(specs: Vec<ProviderSpec>, cache: &Path, progress: &Progress) 
     Ok(out)
 }
 
-fn refuse_duplicates(specs: &[ProviderSpec]) -> Result<()> {
+/// Refuses two specs of one CLI: a build carries each CLI once.
+pub fn refuse_duplicates(specs: &[ProviderSpec]) -> Result<()> {
     for (i, s) in specs.iter().enumerate() {
         if specs[..i].iter().any(|o| o.provider == s.provider) {
             return Err(LabError::usage(

@@ -234,14 +234,7 @@ pub(super) fn parse_providers(values: &[String]) -> Result<Vec<crate::providers:
         .iter()
         .map(|p| p.parse())
         .collect::<Result<Vec<crate::providers::ProviderSpec>>>()?;
-    for (i, s) in specs.iter().enumerate() {
-        if specs[..i].iter().any(|o| o.provider == s.provider) {
-            return Err(LabError::usage(
-                format!("--provider names {} twice", s.provider.name()),
-                "a build carries each CLI once: give one --provider per CLI",
-            ));
-        }
-    }
+    crate::builds::refuse_duplicates(&specs)?;
     Ok(specs)
 }
 
