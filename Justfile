@@ -35,9 +35,11 @@ smoke *ARGS: setup
 canary *ARGS: build
     {{canary}} {{ARGS}}
 
-# The whole test suite (unit, CLI, real-Docker and registry tests on SQLite and PostgreSQL).
+# The whole test suite (unit, CLI, real-Docker and registry tests on SQLite and PostgreSQL, the
+# dashboard in headless Chromium, which scripts/chromium.sh installs when missing).
 [group('test')]
 test: setup
+    scripts/chromium.sh >/dev/null
     CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo nextest run --locked --no-fail-fast {{ if env("CI", "") != "" { "--profile ci" } else { "" } }}
 
 # Formatting, lints and the generated schemas.
@@ -53,6 +55,14 @@ lint:
 schemas:
     cargo run --locked -q --bin canary -- schema suite --write suites/schema.json
     cargo run --locked -q --bin canary -- schema report --write docs/report.schema.json
+
+# Fuzz the parsers of untrusted input (suites, repo manifests, gate policies, heartbeats, the
+# CLI adapters' line parsers) for SECONDS each; crashes land in .canary/fuzz/artifacts/.
+[group('test')]
+fuzz SECONDS="60" *TARGETS:
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    scripts/fuzz.sh {{SECONDS}} {{TARGETS}}
 
 # Benchmarks: lab overhead vs the docker CLI, --jobs scaling, peak memory, registry queries.
 [group('test')]

@@ -100,7 +100,42 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
             assert_eq!(kg.len(), BUILDS / 10);
         }
     });
+    // The dashboard: data and page, as `canary serve` answers them.
+    let overview = timed(rt, || {
+        let reg = &reg;
+        async move {
+            let status = canary_lab::status::status(reg, None).await.expect("status");
+            let mut history = serde_json::Map::new();
+            for c in reg.channels().await.expect("channels") {
+                history.insert(
+                    c.clone(),
+                    serde_json::to_value(reg.known_good(&c).await.expect("kg")).unwrap(),
+                );
+            }
+            let page = canary_lab::dashboard::layout(
+                "/",
+                "Overview",
+                canary_lab::dashboard::overview(&status, &serde_json::Value::Object(history)),
+            );
+            assert!(page.contains("channel-stable"));
+        }
+    });
+    let grid = timed(rt, || {
+        let reg = &reg;
+        async move {
+            let data = canary_lab::dashboard::history_data(reg, canary_lab::dashboard::HISTORY_BUILDS)
+                .await
+                .expect("history");
+            let page = canary_lab::dashboard::layout("/history", "History", canary_lab::dashboard::history(&data));
+            assert_eq!(
+                data["rows"].as_array().map(|r| r.len()),
+                Some(SUITES.len() * REPOS.len())
+            );
+            assert!(page.contains("data-status"));
+        }
+    });
     let ok = |d: Duration| if d < Duration::from_millis(50) { "ok" } else { "MISSED" };
+    let ok200 = |d: Duration| if d < Duration::from_millis(200) { "ok" } else { "MISSED" };
     println!(
         "{label:<11} seeded {seeded} results in {:.1}s",
         t.elapsed().as_secs_f64()
@@ -116,6 +151,19 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
         "",
         known_good.as_secs_f64() * 1000.0,
         ok(known_good)
+    );
+    println!(
+        "{:<11} dashboard overview (data+page)  {:>7.2} ms   < 200 ms {}",
+        "",
+        overview.as_secs_f64() * 1000.0,
+        ok200(overview)
+    );
+    println!(
+        "{:<11} history grid, {} builds         {:>7.2} ms   < 200 ms {}",
+        "",
+        canary_lab::dashboard::HISTORY_BUILDS,
+        grid.as_secs_f64() * 1000.0,
+        ok200(grid)
     );
 }
 

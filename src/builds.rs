@@ -75,6 +75,15 @@ impl Component {
         Provider::from_name(&self.name)
     }
 
+    /// Whether this is a runner that came from a user's runner image.
+    pub fn from_image(&self) -> bool {
+        self.name == RUNNER
+            && self
+                .package
+                .as_deref()
+                .is_some_and(|p| p.starts_with(RUNNER_IMAGE_PREFIX))
+    }
+
     /// The spec that fetches this CLI again (from the cache when it is there).
     pub fn spec(&self) -> Option<ProviderSpec> {
         Some(ProviderSpec {
@@ -361,6 +370,8 @@ pub struct Build {
 enum Source {
     Runner(PathBuf),
     Cli(Fetched),
+    /// Already in the base image (a user's runner image): the layer only records the manifest.
+    InBase,
 }
 
 impl Source {
@@ -378,6 +389,9 @@ impl Source {
                 b.into_inner().map_err(|e| LabError::ImageBuild(e.to_string()))
             }
             Source::Cli(f) => crate::images::provider_layer(f),
+            Source::InBase => tar::Builder::new(Vec::new())
+                .into_inner()
+                .map_err(|e| LabError::ImageBuild(e.to_string())),
         }
     }
 }
@@ -423,18 +437,87 @@ pub async fn ensure(
     specs: &[ProviderSpec],
     progress: &Progress,
 ) -> Result<Build> {
+    ensure_with(engine, config, specs, &RunnerChoice::Local, progress).await
+}
+
+/// Where a build's runner comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerChoice {
+    /// The reference `canary-runner` built beside this `canary`, on the lab's base image.
+    Local,
+    /// A user's runner image that implements the Runner Contract: it is the build's base, with
+    /// `canary-runner` on its PATH, and its version in the label `canary-lab.runner-version`
+    /// or `org.opencontainers.image.version`.
+    Image(String),
+}
+
+/// The package field of a runner that came from an image: `image:<reference>`.
+const RUNNER_IMAGE_PREFIX: &str = "image:";
+
+/// The runner component of a user's runner image, and the image id the build stacks on.
+pub async fn runner_from_image(engine: &DockerBackend, reference: &str) -> Result<(Component, String)> {
+    let info = engine.image(reference).await?.ok_or_else(|| LabError::ImageMissing {
+        image: crate::text::clean(reference).into_owned(),
+        hint: "build or load the runner image into this engine first (no registry is pulled from)".into(),
+    })?;
+    let version = [crate::registry::labels::RUNNER_VERSION, "org.opencontainers.image.version"]
+        .iter()
+        .find_map(|k| info.labels.get(*k))
+        .filter(|v| !v.trim().is_empty() && v.len() <= 128 && !v.chars().any(char::is_control))
+        .cloned()
+        .ok_or_else(|| {
+            LabError::usage(
+                format!(
+                    "runner image {} does not say its version",
+                    crate::text::clean(reference)
+                ),
+                format!(
+                    "label it: `LABEL {}=1.2.3` (or org.opencontainers.image.version); `canary-runner --version` in it must print the same",
+                    crate::registry::labels::RUNNER_VERSION
+                ),
+            )
+        })?;
+    Ok((
+        Component {
+            name: RUNNER.into(),
+            version,
+            package: Some(format!("{RUNNER_IMAGE_PREFIX}{reference}")),
+            package_version: None,
+            digest: info.id.clone(),
+        },
+        info.id,
+    ))
+}
+
+/// Builds (or finds) the build of `runner` and these CLIs.
+pub async fn ensure_with(
+    engine: &DockerBackend,
+    config: &LabConfig,
+    specs: &[ProviderSpec],
+    runner: &RunnerChoice,
+    progress: &Progress,
+) -> Result<Build> {
     refuse_duplicates(specs)?;
-    let base = crate::images::ensure_base(engine, config, false, progress).await?;
+    let (base_id, runner_component, runner_source) = match runner {
+        RunnerChoice::Local => {
+            let base = crate::images::ensure_base(engine, config, false, progress).await?;
+            let (c, path) = local_runner()?;
+            (base.id, c, Source::Runner(path))
+        }
+        RunnerChoice::Image(reference) => {
+            let (c, id) = runner_from_image(engine, reference).await?;
+            (id, c, Source::InBase)
+        }
+    };
     let fetched = fetch_all(specs.to_vec(), &config.cache_dir, progress).await?;
-    let (runner, runner_path) = local_runner()?;
-    let mut components = vec![runner];
+    let mut components = vec![runner_component];
     components.extend(fetched.iter().map(Component::from_fetched));
-    let manifest = BuildManifest::new(&base.id, components)?;
+    let manifest = BuildManifest::new(&base_id, components)?;
     let mut sources: HashMap<String, Source> = fetched
         .into_iter()
         .map(|f| (f.provider.name().to_string(), Source::Cli(f)))
         .collect();
-    sources.insert(RUNNER.into(), Source::Runner(runner_path));
+    sources.insert(RUNNER.into(), runner_source);
     canonical(engine, &manifest, &mut sources, progress).await
 }
 
@@ -535,6 +618,20 @@ pub async fn derive(
     for s in set {
         let (component, source) = match s {
             Set::Runner => {
+                if let Some(r) = manifest.runner().filter(|r| r.from_image()) {
+                    return Err(LabError::usage(
+                        format!(
+                            "this build's runner comes from the image {}, not from this canary",
+                            crate::text::clean(
+                                r.package
+                                    .as_deref()
+                                    .unwrap_or("")
+                                    .trim_start_matches(RUNNER_IMAGE_PREFIX)
+                            )
+                        ),
+                        "build anew on the new runner image: `canary images build --runner-image IMAGE --provider ...`",
+                    ));
+                }
                 let (c, p) = local_runner()?;
                 (c, Source::Runner(p))
             }
@@ -606,8 +703,13 @@ async fn apply(
             }
         }
         if !sources.contains_key(RUNNER) {
-            let (_, p) = local_runner()?;
-            sources.insert(RUNNER.into(), Source::Runner(p));
+            let from_image = next.runner().is_some_and(Component::from_image);
+            if from_image {
+                sources.insert(RUNNER.into(), Source::InBase);
+            } else {
+                let (_, p) = local_runner()?;
+                sources.insert(RUNNER.into(), Source::Runner(p));
+            }
         }
         let components = next
             .components
@@ -662,8 +764,13 @@ async fn verify(engine: &DockerBackend, mut build: Build, check: Vec<&Component>
         let result = match c.provider() {
             Some(p) => crate::images::verify_in_image(engine, &build.reference, p.command(), &c.version).await,
             None if c.name == RUNNER => {
-                crate::images::verify_in_image(engine, &build.reference, "canary-runner", env!("CARGO_PKG_VERSION"))
-                    .await
+                // The reference runner's version carries its binary's digest after `+`.
+                let expected = if c.from_image() {
+                    c.version.split('+').next().unwrap_or(&c.version).to_string()
+                } else {
+                    env!("CARGO_PKG_VERSION").to_string()
+                };
+                crate::images::verify_in_image(engine, &build.reference, "canary-runner", &expected).await
             }
             None => continue,
         };

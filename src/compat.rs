@@ -124,7 +124,7 @@ pub struct CompatResult {
 
 /// Reads a bundle manifest's `runtime_compatibility` declaration.
 pub fn load(path: &Path) -> Result<Declaration> {
-    let text = std::fs::read_to_string(path).map_err(|e| LabError::read(path, e))?;
+    let text = crate::fsutil::read_input(path, "bundle manifest", crate::fsutil::MAX_INPUT)?;
     parse(&path.display().to_string(), &text)
 }
 

@@ -1,7 +1,7 @@
 //! The lab's own configuration (`canary.yaml`, optional): where things live and what to build
 //! from. Everything has a default, so a fresh checkout runs without one.
 
-use crate::error::{LabError, Result};
+use crate::error::Result;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -96,10 +96,74 @@ impl LabConfig {
         if !required && !path.exists() {
             return Ok(LabConfig::default());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| LabError::read(&path, e))?;
-        serde_saphyr::from_str(&text).map_err(|e| {
+        let text = crate::fsutil::read_input(&path, "lab config", crate::fsutil::MAX_INPUT)?;
+        let file = path.display().to_string();
+        let config: LabConfig = serde_saphyr::from_str(&text).map_err(|e| {
             let fields = "keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir, registry, gate_policy, upstream, pipeline, providers";
-            crate::yaml::parse_error(&path.display().to_string(), &text, "lab config", &e, fields).into()
-        })
+            crate::error::LabError::from(crate::yaml::parse_error(&file, &text, "lab config", &e, fields))
+        })?;
+        config.check(&file, &text)?;
+        Ok(config)
+    }
+
+    /// Checks every setting that names something (a CLI version, a version source, a channel,
+    /// a webhook) when the file is read, so a mistake is found by any command, at its place in
+    /// the file, and not by the one command that uses it.
+    fn check(&self, file: &str, text: &str) -> Result<()> {
+        let at = |key: &str, e: crate::error::LabError| -> crate::error::LabError {
+            let (message, help) = match e {
+                crate::error::LabError::Usage(m, h) => (m, h),
+                other => (
+                    other.to_string(),
+                    "see canary.yaml's documented keys in README.md".to_string(),
+                ),
+            };
+            // Messages name their setting (`upstream.providers.codex.sources: ...`): point there.
+            let path: String = message.chars().take_while(|c| !matches!(c, ':' | ' ' | '`')).collect();
+            let path = if path.starts_with(&format!("{key}.")) {
+                path
+            } else {
+                key.to_string()
+            };
+            crate::yaml::located_path(file, text, &path, message, help).into()
+        };
+        let mut specs = Vec::new();
+        for p in &self.providers {
+            specs.push(
+                p.parse::<crate::providers::ProviderSpec>()
+                    .map_err(|e| at("providers", e))?,
+            );
+        }
+        for (i, s) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|o| o.provider == s.provider) {
+                return Err(at(
+                    "providers",
+                    crate::error::LabError::usage(
+                        format!("providers: {} is named twice", s.provider.name()),
+                        "a build carries each CLI once: list each provider once",
+                    ),
+                ));
+            }
+        }
+        self.upstream.policy(None).map_err(|e| at("upstream", e))?;
+        crate::gate::ops::check_name("channel", &self.pipeline.promote_to).map_err(|e| at("pipeline", e))?;
+        if self.pipeline.jobs == 0 {
+            return Err(at(
+                "pipeline",
+                crate::error::LabError::usage("pipeline.jobs is 0, so no case would run", "use 1 or more"),
+            ));
+        }
+        if let Some(w) = &self.pipeline.webhook {
+            if !(w.starts_with("http://") || w.starts_with("https://")) || w.chars().any(char::is_control) {
+                return Err(at(
+                    "pipeline",
+                    crate::error::LabError::usage(
+                        format!("pipeline.webhook `{}` is not an http(s) URL", crate::text::clean(w)),
+                        "write the URL that receives verdicts, e.g. `https://hooks.example.invalid/canary`",
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }

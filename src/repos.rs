@@ -126,26 +126,12 @@ impl Catalog {
         dirs.sort();
         for dir in dirs {
             let manifest_path = dir.join(MANIFEST);
-            let text = std::fs::read_to_string(&manifest_path).map_err(|e| LabError::read(&manifest_path, e))?;
-            let manifest: Manifest =
-                serde_saphyr::from_str(&text).map_err(|e| manifest_error(&manifest_path, &text, &e))?;
-            if let Some(up) = &manifest.upstream {
-                up.validate(&manifest_path.display().to_string(), &text)?;
-            }
+            let text = crate::fsutil::read_input(&manifest_path, "repo manifest", crate::fsutil::MAX_INPUT)?;
             let folder = dir
                 .file_name()
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default();
-            if manifest.id != folder {
-                return Err(LabError::usage(
-                    format!(
-                        "{}: id `{}` does not match its folder `{folder}`",
-                        manifest_path.display(),
-                        manifest.id
-                    ),
-                    "a repo's id is its folder name; rename one of them",
-                ));
-            }
+            let manifest = parse_manifest(&manifest_path, &text, &folder)?;
             repos.insert(
                 manifest.id.clone(),
                 Repo {
@@ -162,7 +148,46 @@ impl Catalog {
             cache: cache.to_path_buf(),
         })
     }
+}
 
+/// Parses and checks a repo manifest's text; `folder` is the repo's folder name, which its id
+/// must equal. Every error is located in `path`.
+pub fn parse_manifest(path: &Path, text: &str, folder: &str) -> Result<Manifest> {
+    let file = path.display().to_string();
+    let manifest: Manifest = serde_saphyr::from_str(text).map_err(|e| manifest_error(path, text, &e))?;
+    if let Some(up) = &manifest.upstream {
+        up.validate(&file, text)?;
+    }
+    if manifest.id != folder {
+        return Err(crate::yaml::located_key(
+            &file,
+            text,
+            "id",
+            format!(
+                "id `{}` does not match its folder `{}`",
+                crate::text::clean(&manifest.id),
+                crate::text::clean(folder)
+            ),
+            "a repo's id is its folder name; rename one of them",
+        )
+        .into());
+    }
+    for (what, cmd) in [("test", Some(&manifest.test)), ("ci", manifest.ci.as_ref())] {
+        if cmd.is_some_and(|c| c.trim().is_empty()) {
+            return Err(crate::yaml::located_key(
+                &file,
+                text,
+                what,
+                format!("`{what}` is empty"),
+                format!("write the shell command that runs the repo's {what}, e.g. `make {what}`"),
+            )
+            .into());
+        }
+    }
+    Ok(manifest)
+}
+
+impl Catalog {
     pub fn ids(&self) -> Vec<String> {
         self.repos.keys().cloned().collect()
     }
@@ -259,6 +284,11 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<FileEntry>) -> Result<()> {
     collect_filtered(root, dir, out, IGNORED)
 }
 
+/// The largest file a canary repo may hold, and the most all of its files may weigh: canary
+/// repos are small samples, and their content is held in memory to hash and upload.
+pub const MAX_REPO_FILE: u64 = 8 * 1024 * 1024;
+pub const MAX_REPO_TOTAL: u64 = 32 * 1024 * 1024;
+
 fn collect_filtered(root: &Path, dir: &Path, out: &mut Vec<FileEntry>, ignored: &[&str]) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| LabError::read(dir, e))?;
     for entry in entries {
@@ -269,9 +299,39 @@ fn collect_filtered(root: &Path, dir: &Path, out: &mut Vec<FileEntry>, ignored: 
         }
         let path = entry.path();
         let meta = std::fs::symlink_metadata(&path).map_err(|e| LabError::read(&path, e))?;
+        let refuse =
+            |what: &str, help: &str| Err(LabError::usage(format!("{}: {what}", path.display()), help.to_string()));
+        if meta.file_type().is_symlink() {
+            // Skipping it would test a repo other than the one on disk; following it could
+            // read outside the repo.
+            return refuse(
+                "a canary repo may not hold symbolic links",
+                "replace the link with the file it points to, or remove it, then `canary repos pin`",
+            );
+        }
         if meta.is_dir() {
             collect_filtered(root, &path, out, ignored)?;
-        } else if meta.is_file() {
+        } else if !meta.is_file() {
+            return refuse(
+                "a canary repo holds regular files and folders only (this is a pipe, socket or device)",
+                "remove it from the repo",
+            );
+        } else if meta.len() > MAX_REPO_FILE {
+            return refuse(
+                &format!("the file is larger than {} MiB", MAX_REPO_FILE / (1024 * 1024)),
+                "canary repos are small pinned samples: keep large files out of them",
+            );
+        } else {
+            let total: u64 = out.iter().map(|f| f.data.len() as u64).sum::<u64>() + meta.len();
+            if total > MAX_REPO_TOTAL {
+                return refuse(
+                    &format!(
+                        "the repo's files weigh more than {} MiB together",
+                        MAX_REPO_TOTAL / (1024 * 1024)
+                    ),
+                    "canary repos are small pinned samples: keep large files out of them",
+                );
+            }
             use std::os::unix::fs::PermissionsExt;
             let rel = path
                 .strip_prefix(root)
@@ -379,7 +439,7 @@ impl Content {
             return Err(LabError::usage(
                 format!(
                     "recording the repo baseline failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    crate::text::clean(String::from_utf8_lossy(&out.stderr).trim())
                 ),
                 "check the host's git",
             ));
@@ -480,17 +540,28 @@ fn checkout(up: &Upstream, cache: &Path) -> Result<PathBuf> {
         }
         Ok(())
     };
-    git(&["init", "-q", "."])?;
-    git(&["fetch", "-q", "--depth", "1", "--", url, commit]).or_else(|_| git(&["fetch", "-q", "--", url]))?;
-    git(&[
-        "-c",
-        "advice.detachedHead=false",
-        "checkout",
-        "-q",
-        "--detach",
-        commit,
-        "--",
-    ])?;
+    let fetched = git(&["init", "-q", "."])
+        .and_then(|()| {
+            git(&["fetch", "-q", "--depth", "1", "--", url, commit]).or_else(|_| git(&["fetch", "-q", "--", url]))
+        })
+        .and_then(|()| {
+            git(&[
+                "-c",
+                "advice.detachedHead=false",
+                "checkout",
+                "-q",
+                "--detach",
+                commit,
+                "--",
+            ])
+        });
+    if let Err(e) = fetched {
+        // A failed fetch leaves nothing behind: not the partial checkout, not empty folders.
+        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_dir(cache.join("repos"));
+        let _ = std::fs::remove_dir(cache);
+        return Err(e);
+    }
     std::fs::rename(&tmp, &dir).map_err(|e| LabError::write(&dir, e))?;
     Ok(dir)
 }

@@ -23,6 +23,20 @@ pub fn clean(s: &str) -> Cow<'_, str> {
     )
 }
 
+/// [`clean`] for a block of text (command output, a diff): line breaks and tabs are kept,
+/// every other control character is shown escaped.
+pub fn clean_block(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t')) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.split('\n')
+            .map(|l| clean(l).replace("\\u{9}", "\t"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +50,6 @@ mod tests {
         assert!(!shown.chars().any(char::is_control), "{shown}");
         assert_eq!(shown, "runner\\u{1b}[2J\\u{1b}[H\\u{d}\\u{a}fake line\\u{9b}31m");
         assert_eq!(clean("Grüße ✓"), "Grüße ✓");
+        assert_eq!(clean_block("a\tb\nc\u{1b}[2J\r"), "a\tb\nc\\u{1b}[2J\\u{d}");
     }
 }

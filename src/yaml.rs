@@ -40,6 +40,72 @@ pub fn located(file: &str, text: &str, loc: &Location, message: String, help: im
     }
 }
 
+/// A located error at a byte span of `text`.
+fn at_span(file: &str, text: &str, at: (usize, usize), message: String, help: impl Into<String>) -> SourceError {
+    SourceError {
+        message,
+        src: NamedSource::new(file, text.to_string()),
+        span: at.into(),
+        label: "here".into(),
+        help: Some(help.into()),
+        related: None,
+        related_label: String::new(),
+    }
+}
+
+/// [`located`] at a top-level key's value (`key: value` at the start of a line), for checks
+/// made after parsing on fields that carry no location; the file's start when the key is absent.
+pub fn located_key(file: &str, text: &str, key: &str, message: String, help: impl Into<String>) -> SourceError {
+    let prefix = format!("{key}:");
+    let mut offset = 0;
+    let mut at = (0, 0);
+    for line in text.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix(&prefix) {
+            let value = rest.trim_end_matches(['\r', '\n']);
+            let lead = value.len() - value.trim_start().len();
+            let start = offset + prefix.len() + lead;
+            at = (start, value.trim().len().max(1));
+            break;
+        }
+        offset += line.len();
+    }
+    at_span(file, text, at, message, help)
+}
+
+/// [`located_key`] for a dotted path of block-mapping keys (`upstream.providers.codex.sources`):
+/// each key is looked for below the previous one, indented deeper; the deepest key found is
+/// where the error points.
+pub fn located_path(file: &str, text: &str, path: &str, message: String, help: impl Into<String>) -> SourceError {
+    let mut offset = 0;
+    let mut at = (0usize, 0usize);
+    let mut keys = path.split('.').peekable();
+    let mut min_indent = 0usize;
+    let mut first = true;
+    for line in text.split_inclusive('\n') {
+        let Some(key) = keys.peek() else { break };
+        let body = line.trim_start_matches(' ');
+        let indent = line.len() - body.len();
+        if (first && indent == 0 || !first && indent >= min_indent) && body.starts_with(&format!("{key}:")) {
+            let value = body[key.len() + 1..].trim_end_matches(['\r', '\n']);
+            let lead = value.len() - value.trim_start().len();
+            let start = offset + indent + key.len() + 1 + lead;
+            at = if value.trim().is_empty() {
+                (offset + indent, key.len())
+            } else {
+                (start, value.trim().len())
+            };
+            keys.next();
+            min_indent = indent + 1;
+            first = false;
+        } else if !first && !body.trim().is_empty() && !body.starts_with('#') && indent < min_indent {
+            // Left the block of the last key found.
+            break;
+        }
+        offset += line.len();
+    }
+    at_span(file, text, at, message, help)
+}
+
 /// A deserialization error of `file` (a `what`, e.g. "suite") as a located diagnostic.
 pub fn parse_error(file: &str, text: &str, what: &str, e: &serde_saphyr::Error, fields_help: &str) -> SourceError {
     let plain = e.without_snippet().to_string();
@@ -50,14 +116,40 @@ pub fn parse_error(file: &str, text: &str, what: &str, e: &serde_saphyr::Error, 
         "expected mapping start" | "expected struct mapping start" => {
             "expected a mapping (`key: value` lines)".to_string()
         }
+        other if other.starts_with("duplicate mapping key: ") => {
+            let key = other["duplicate mapping key: ".len()..]
+                .split(", set ")
+                .next()
+                .unwrap_or("");
+            format!("duplicate key `{}`", crate::text::clean(key))
+        }
+        other if other.starts_with("budget breached") || other.starts_with("recursion limit exceeded") => {
+            // The parser's resource budget: say what it means, not how it is spelled inside.
+            let what = if other.contains("Depth") || other.starts_with("recursion") {
+                "nested more deeply"
+            } else if other.contains("Alias") || other.contains("Anchor") {
+                "expands more aliases"
+            } else {
+                "holds more YAML nodes"
+            };
+            format!("the file {what} than the lab reads in one file")
+        }
         other => other.to_string(),
     };
-    let help = if message.starts_with("unknown field") {
+    let help = if message.starts_with("duplicate key") {
+        Some("each key may appear once in a mapping: remove or merge the second".to_string())
+    } else if message.starts_with("the file ") && message.ends_with("in one file") {
+        Some("split it into smaller files; YAML aliases that expand into huge documents are refused".to_string())
+    } else if message.starts_with("unknown field") {
         Some(format!("remove the key or fix its spelling; {fields_help}"))
     } else if message.starts_with("missing field") {
         Some(format!("add the field; {fields_help}"))
+    } else if message.starts_with("expected") || message.starts_with("invalid type") {
+        Some(format!("give the value the type the field takes; {fields_help}"))
     } else {
-        None
+        Some(format!(
+            "check the YAML here (indentation, quoting, brackets, duplicate keys); {fields_help}"
+        ))
     };
     let loc = e.location().unwrap_or(Location::UNKNOWN);
     SourceError {
@@ -86,5 +178,15 @@ mod tests {
         let e = serde_saphyr::from_str::<S>(text).unwrap_err();
         let err = parse_error("s.yaml", text, "suite", &e, "");
         assert_eq!(err.location(), "s.yaml:3:6");
+    }
+
+    #[test]
+    fn dotted_paths_point_at_the_deepest_key_present() {
+        let text = "registry: x\nupstream:\n  providers:\n    codex:\n      sources: [ftp:x]\n    claude-code:\n      sources: []\npipeline:\n  jobs: 0\n";
+        let at = |p: &str| located_path("c.yaml", text, p, "m".into(), "h").location();
+        assert_eq!(at("upstream.providers.codex.sources"), "c.yaml:5:16");
+        assert_eq!(at("upstream.providers.claude-code.sources"), "c.yaml:7:16");
+        assert_eq!(at("upstream.providers.gemini"), "c.yaml:3:3");
+        assert_eq!(at("pipeline.jobs"), "c.yaml:9:9");
     }
 }

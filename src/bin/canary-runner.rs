@@ -6,7 +6,7 @@ use canary_lab::runner::events::Event;
 use canary_lab::runner::pr::{self, PrArgs};
 use canary_lab::runner::proxy::Approval;
 use canary_lab::runner::session::{self, SessionArgs};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -91,7 +91,7 @@ enum Command {
     /// Run one non-interactive session; events go to stdout, one JSON object per line.
     Session {
         #[arg(long, value_enum)]
-        provider: ProviderArg,
+        provider: Provider,
         #[arg(long)]
         prompt: String,
         /// The model API to use (the lab's model stub).
@@ -102,7 +102,7 @@ enum Command {
         #[arg(long, default_value = ".")]
         workspace: PathBuf,
         #[arg(long, value_enum, default_value = "none")]
-        approval: ApprovalArg,
+        approval: Approval,
         #[arg(long, default_value = "10m")]
         timeout: humantime::Duration,
         /// The CLI binary (default: the provider's command on PATH).
@@ -113,20 +113,6 @@ enum Command {
         #[arg(long, default_value = "workspace-write")]
         codex_sandbox: String,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ProviderArg {
-    Codex,
-    ClaudeCode,
-    Gemini,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ApprovalArg {
-    Approve,
-    Deny,
-    None,
 }
 
 fn main() {
@@ -186,20 +172,12 @@ fn main() {
             cli,
             codex_sandbox,
         } => SessionArgs {
-            provider: match provider {
-                ProviderArg::Codex => Provider::Codex,
-                ProviderArg::ClaudeCode => Provider::ClaudeCode,
-                ProviderArg::Gemini => Provider::Gemini,
-            },
+            provider,
             prompt,
             model_url,
             model,
             workspace,
-            approval: match approval {
-                ApprovalArg::Approve => Approval::Approve,
-                ApprovalArg::Deny => Approval::Deny,
-                ApprovalArg::None => Approval::None,
-            },
+            approval,
             timeout: timeout.into(),
             cli,
             codex_sandbox,

@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// Run in the lab's default runner build (`providers:` in canary.yaml), built when missing.
     #[arg(long, conflicts_with_all = ["providers", "images"])]
     pub default_providers: bool,
+    /// With --provider or --default-providers: build on your own runner image (it implements
+    /// the Runner Contract) instead of the reference runner on the lab's base image.
+    #[arg(long, conflicts_with = "images")]
+    pub runner_image: Option<String>,
     /// When every case passed, promote the run's build to this channel under the gate's policy
     /// and show the channel's build (exit 1 when the gate refuses).
     #[arg(long, value_name = "CHANNEL")]
@@ -118,6 +122,11 @@ pub enum ImagesCommand {
         /// The component to change in --from.
         #[arg(long = "set", requires = "from")]
         set: Vec<String>,
+        /// A runner image of your own that implements the Runner Contract (`canary-runner` on
+        /// its PATH, its version in the label `canary-lab.runner-version`): the build stacks the
+        /// CLIs on it instead of on the lab's base image with the reference runner.
+        #[arg(long, conflicts_with = "from")]
+        runner_image: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -193,11 +202,11 @@ impl Command {
             Command::Rollback(a) => a.json,
             Command::Status(a) => a.json,
             Command::Compat(super::gate::CompatCommand::Check { json, .. }) => *json,
-            Command::Registry(_) => std::env::args().any(|a| a == "--json"),
             Command::Watch(a) => a.json,
             Command::Pipeline(a) => a.json,
             Command::Heartbeat(a) => a.json,
-            _ => false,
+            // Every other command's flag is spelled the same way.
+            _ => super::json_requested(std::env::args_os()),
         }
     }
 }
@@ -272,6 +281,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             providers,
             from,
             set,
+            runner_image,
             json,
         }) => {
             let progress = Progress::new(false);
@@ -286,8 +296,12 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                 }
                 None => {
                     let specs = parse_providers(providers)?;
+                    let runner = match runner_image {
+                        Some(r) => crate::builds::RunnerChoice::Image(r.clone()),
+                        None => crate::builds::RunnerChoice::Local,
+                    };
                     let engine = DockerBackend::connect().await?;
-                    crate::builds::ensure(&engine, &config, &specs, &progress).await?
+                    crate::builds::ensure_with(&engine, &config, &specs, &runner, &progress).await?
                 }
             };
             if *json {
@@ -352,6 +366,10 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             let mut out = Vec::new();
             for f in files {
                 let s = crate::suite::load(f, &catalog.ids())?;
+                // As it would run on each of its repos: variables and repo commands checked.
+                for repo in &s.repos {
+                    s.for_repo_checked(catalog.get(repo)?, &catalog.ids())?;
+                }
                 out.push(serde_json::json!({"file": f, "name": s.name, "steps": s.steps.len(), "repos": s.repos}));
                 if !json {
                     outln!(
@@ -426,12 +444,22 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
             "drop --no-record",
         ));
     }
+    if a.runner_image.is_some() && specs.is_empty() {
+        return Err(LabError::usage(
+            "--runner-image needs the CLIs to stack on it",
+            "add --provider SPEC (or --default-providers)",
+        ));
+    }
     // Every error in the user's files comes before any engine or registry is touched.
     lab::load_suites(config, &a.suites, &a.repos)?;
     let engine = DockerBackend::connect().await?;
     let progress = Progress::new(false);
     let images = if !specs.is_empty() {
-        let build = crate::builds::ensure(&engine, config, &specs, &progress).await?;
+        let runner = match &a.runner_image {
+            Some(r) => crate::builds::RunnerChoice::Image(r.clone()),
+            None => crate::builds::RunnerChoice::Local,
+        };
+        let build = crate::builds::ensure_with(&engine, config, &specs, &runner, &progress).await?;
         progress.line(format!("build {}: {}", build.reference, build.manifest.summary()));
         vec![build.reference]
     } else if a.images.is_empty() {
@@ -664,7 +692,7 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
 async fn stub(a: &StubArgs) -> Result<i32> {
     let stub = crate::stub::Stub::new(a.scenarios.clone(), a.log.clone());
     if let Some(path) = &a.scenario {
-        let text = std::fs::read_to_string(path).map_err(|e| LabError::read(path, e))?;
+        let text = crate::fsutil::read_input(path, "scenario", crate::fsutil::MAX_INPUT)?;
         stub.insert(
             "default",
             crate::stub::Scenario::parse(&path.display().to_string(), &text)?,

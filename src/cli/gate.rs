@@ -1,12 +1,12 @@
 //! The gate's commands: promote, pin, rollback, status, and bundle compatibility. Exit codes:
 //! 0 done / allowed, 1 blocked / refused, 2 error.
 
-use super::registry::{Who, channels, open, print_json, short};
+use super::registry::{Who, open, open_read, open_to_change, print_json, short};
 use crate::compat;
 use crate::config::LabConfig;
-use crate::error::{LabError, Result, exit};
+use crate::error::{Result, exit};
 use crate::gate::{self, policy::Policy};
-use crate::registry::{Audit, Registry};
+use crate::registry::Registry;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 #[derive(Args, Debug)]
@@ -94,7 +94,13 @@ pub async fn promote(config: &LabConfig, a: &PromoteArgs) -> Result<i32> {
 pub(super) async fn promote_decision(config: &LabConfig, a: &PromoteArgs) -> Result<(String, gate::Decision, String)> {
     let policy = Policy::load(a.policy.as_deref().or(config.gate_policy.as_deref()))?;
     let bundles = a.bundles.iter().map(|b| compat::load(b)).collect::<Result<Vec<_>>>()?;
-    let reg = open(config).await?;
+    // Every input is checked before the registry is opened.
+    policy.channel(&a.channel)?;
+    let reg = if a.dry_run {
+        open_read(config).await?
+    } else {
+        open_to_change(config).await?
+    };
     let request = gate::ops::Promotion {
         build: &a.build,
         channel: &a.channel,
@@ -126,179 +132,109 @@ fn print_promotion(a: &PromoteArgs, build: &str, decision: &gate::Decision, poli
         for w in &decision.warnings {
             outln!("  ! {w}");
         }
-        for c in decision.evidence.iter().filter(|c| c.status.as_deref() == Some("pass")) {
+        for c in decision
+            .evidence
+            .iter()
+            .filter(|c| c.status == Some(crate::registry::ResultStatus::Pass))
+        {
             outln!("  ✓ {}: pass (run {})", c.place(), c.run_id.as_deref().unwrap_or("?"));
         }
     }
 }
 
 pub async fn pin(config: &LabConfig, a: &PinArgs) -> Result<i32> {
-    let reg = open(config).await?;
-    let current = reg.pins().await?.into_iter().find(|p| p.org == a.org);
-    let channel = a
-        .channel
-        .clone()
-        .or(current.as_ref().map(|p| p.channel.clone()))
-        .unwrap_or_else(|| "stable".into());
-    let from = effective(&reg, current.as_ref()).await?;
-    let actor = a.who.actor();
-    let build = match &a.build {
-        None => None,
-        Some(b) => {
-            let id = reg.resolve_build(b).await?;
-            let known_good = reg.releases(None, 100_000).await?.iter().any(|r| r.build_id == id);
-            if !known_good {
-                let reason = "the build was never promoted to any channel: only known-good builds can be pinned";
-                reg.audit(Audit {
-                    actor: &actor,
-                    action: "pin",
-                    target: &format!("{} -> {id}", a.org),
-                    decision: "refused",
-                    reason,
-                    evidence: serde_json::json!({}),
-                })
-                .await?;
-                eprintln!("refused: {reason}");
-                return Ok(exit::FAILED);
-            }
-            Some(id)
-        }
+    // Names are checked before the registry is opened: a bad one writes nothing.
+    gate::ops::check_name("org", &a.org)?;
+    if let Some(c) = &a.channel {
+        gate::ops::check_name("channel", c)?;
+    }
+    // Pinning to a build needs the registry that recorded it; following a channel may be the
+    // first thing a new registry holds.
+    let reg = if a.build.is_some() {
+        open_to_change(config).await?
+    } else {
+        open(config).await?
     };
-    let target = format!(
-        "{} -> {}",
-        a.org,
-        build.clone().unwrap_or_else(|| format!("channel {channel}"))
-    );
-    reg.set_pin(
-        &a.org,
-        &channel,
-        build.as_deref(),
-        from.as_deref(),
-        "pin",
-        Audit {
-            actor: &actor,
-            action: "pin",
-            target: &target,
-            decision: "done",
-            reason: &a.who.reason,
-            evidence: serde_json::json!({"from": from}),
-        },
-    )
-    .await?;
-    let now = effective_of(&reg, &a.org).await?;
+    let actor = a.who.actor();
+    let request = gate::ops::PinRequest {
+        org: &a.org,
+        channel: a.channel.as_deref(),
+        build: a.build.as_deref(),
+    };
+    let who = gate::ops::Actor {
+        name: &actor,
+        reason: &a.who.reason,
+    };
+    let pinned = match gate::ops::pin(&reg, &request, who).await? {
+        gate::ops::Outcome::Done(p) => p,
+        gate::ops::Outcome::Refused(why) => return refused(a.json, "pin", &why),
+    };
     if a.json {
-        print_json(&serde_json::json!({"org": a.org, "channel": channel, "pinned_build": build, "runs": now}));
+        print_json(&serde_json::json!({
+            "org": pinned.org, "channel": pinned.channel, "pinned_build": pinned.pinned_build, "runs": pinned.runs
+        }));
     } else {
         outln!(
             "org {} {} (runs {})",
-            a.org,
-            match &build {
+            pinned.org,
+            match &pinned.pinned_build {
                 Some(b) => format!("pinned to {}", short(b)),
-                None => format!("follows {channel}"),
+                None => format!("follows {}", pinned.channel),
             },
-            now.as_deref().map(short).unwrap_or("nothing yet")
+            pinned.runs.as_deref().map(short).unwrap_or("nothing yet")
         );
     }
     Ok(exit::PASS)
 }
 
-async fn effective(reg: &Registry, pin: Option<&crate::registry::OrgPin>) -> Result<Option<String>> {
-    let Some(p) = pin else { return Ok(None) };
-    if let Some(b) = &p.pinned_build_id {
-        return Ok(Some(b.clone()));
+/// A refusal: every reason on stderr, and under `--json` the refusal object on stdout. It is
+/// already in the audit log. Exit 1: the rules blocked it.
+pub(super) fn refused(json: bool, action: &str, why: &[String]) -> Result<i32> {
+    if json {
+        print_json(&serde_json::json!({"action": action, "refused": true, "reasons": why}));
     }
-    Ok(reg.known_good(&p.channel).await?.first().map(|r| r.build_id.clone()))
-}
-
-async fn effective_of(reg: &Registry, org: &str) -> Result<Option<String>> {
-    let pins = reg.pins().await?;
-    effective(reg, pins.iter().find(|p| p.org == org)).await
+    if why.len() == 1 {
+        eprintln!("refused: {}", why[0]);
+    } else {
+        eprintln!("refused:\n  - {}", why.join("\n  - "));
+    }
+    Ok(exit::FAILED)
 }
 
 pub async fn rollback(config: &LabConfig, a: &RollbackArgs) -> Result<i32> {
-    let reg = open(config).await?;
+    let target = match (&a.channel, &a.org) {
+        (Some(c), _) => gate::ops::RollbackTarget::Channel(c),
+        (None, Some(o)) => gate::ops::RollbackTarget::Org(o),
+        (None, None) => unreachable!("clap requires --org or --channel"),
+    };
+    match target {
+        gate::ops::RollbackTarget::Channel(n) => gate::ops::check_name("channel", n)?,
+        gate::ops::RollbackTarget::Org(n) => gate::ops::check_name("org", n)?,
+    }
+    let reg = open_to_change(config).await?;
     let actor = a.who.actor();
-    let refuse = |why: String| -> Result<i32> {
-        eprintln!("refused: {why}");
-        Ok(exit::FAILED)
+    let who = gate::ops::Actor {
+        name: &actor,
+        reason: &a.who.reason,
     };
-    if let Some(channel) = &a.channel {
-        let history = reg.known_good(channel).await?;
-        let (Some(current), Some(previous)) = (history.first(), history.get(1)) else {
-            return refuse(format!(
-                "channel `{channel}` has no previous known-good build to return to"
-            ));
-        };
-        let target = format!("{channel}: {} -> {}", current.build_id, previous.build_id);
-        reg.release(
-            channel,
-            &previous.build_id,
-            "rollback",
-            Audit {
-                actor: &actor,
-                action: "rollback",
-                target: &target,
-                decision: "done",
-                reason: &a.who.reason,
-                evidence: serde_json::json!({"from": current.build_id, "to": previous.build_id}),
-            },
-        )
-        .await?;
-        return report_rollback(a.json, channel, &current.build_id, &previous.build_id);
+    match gate::ops::rollback(&reg, target, who).await? {
+        gate::ops::Outcome::Done(r) => {
+            if a.json {
+                print_json(&serde_json::json!({"target": r.target, "from": r.from, "to": r.to}));
+            } else {
+                outln!("{} rolled back from {} to {}", r.target, short(&r.from), short(&r.to));
+            }
+            Ok(exit::PASS)
+        }
+        gate::ops::Outcome::Refused(why) => refused(a.json, "rollback", &why),
     }
-    let org = a.org.as_deref().expect("clap requires --org or --channel");
-    let pins = reg.pins().await?;
-    let Some(pin) = pins.iter().find(|p| p.org == org) else {
-        return Err(LabError::usage(
-            format!("unknown org `{org}`"),
-            "pin it first: `canary pin --org ORG --channel stable`",
-        ));
-    };
-    let Some(current) = effective(&reg, Some(pin)).await? else {
-        return refuse(format!("org `{org}` runs nothing yet"));
-    };
-    let history = reg.known_good(&pin.channel).await?;
-    let previous = match history.iter().position(|r| r.build_id == current) {
-        Some(i) => history.get(i + 1),
-        None => history.first(),
-    };
-    let Some(previous) = previous else {
-        return refuse(format!(
-            "channel `{}` has no known-good build older than the one org `{org}` runs",
-            pin.channel
-        ));
-    };
-    let target = format!("{org}: {current} -> {}", previous.build_id);
-    reg.set_pin(
-        org,
-        &pin.channel,
-        Some(&previous.build_id),
-        Some(&current),
-        "rollback",
-        Audit {
-            actor: &actor,
-            action: "rollback",
-            target: &target,
-            decision: "done",
-            reason: &a.who.reason,
-            evidence: serde_json::json!({"from": current, "to": previous.build_id}),
-        },
-    )
-    .await?;
-    report_rollback(a.json, org, &current, &previous.build_id)
-}
-
-fn report_rollback(json: bool, what: &str, from: &str, to: &str) -> Result<i32> {
-    if json {
-        print_json(&serde_json::json!({"target": what, "from": from, "to": to}));
-    } else {
-        outln!("{what} rolled back from {} to {}", short(from), short(to));
-    }
-    Ok(exit::PASS)
 }
 
 pub async fn status(config: &LabConfig, a: &StatusArgs) -> Result<i32> {
-    let reg = open(config).await?;
+    if let Some(org) = &a.org {
+        gate::ops::check_name("org", org)?;
+    }
+    let reg = open_read(config).await?;
     let v = status_json(&reg, a.org.as_deref()).await?;
     if a.json {
         print_json(&v);
@@ -393,7 +329,7 @@ pub async fn compat_check(config: &LabConfig, cmd: &CompatCommand) -> Result<i32
     let runtime = match (runtime, build) {
         (Some(r), _) => compat::runtime_version(r)?,
         (None, Some(b)) => {
-            let reg = open(config).await?;
+            let reg = open_read(config).await?;
             let id = reg.resolve_build(b).await?;
             let runner = reg
                 .builds()
@@ -433,97 +369,5 @@ pub async fn compat_check(config: &LabConfig, cmd: &CompatCommand) -> Result<i32
 /// What `canary status --json` prints (and `canary serve` answers at /v1/status): channels,
 /// orgs, builds available for promotion, deployed runners (heartbeats) and upstream versions.
 pub(super) async fn status_json(reg: &Registry, org: Option<&str>) -> Result<serde_json::Value> {
-    let builds = reg.builds().await?;
-    let image = |id: &str| {
-        builds
-            .iter()
-            .find(|b| b.id == id)
-            .map(|b| b.image_ref.clone())
-            .unwrap_or_default()
-    };
-    let mut channel_rows = Vec::new();
-    for channel in channels(reg).await? {
-        let history = reg.known_good(&channel).await?;
-        let releases = reg.releases(Some(&channel), 1).await?;
-        let manifest = history
-            .first()
-            .and_then(|r| builds.iter().find(|b| b.id == r.build_id))
-            .and_then(|b| b.manifest.clone());
-        channel_rows.push(serde_json::json!({
-            "channel": channel,
-            "build": history.first().map(|r| r.build_id.clone()),
-            "image": history.first().map(|r| image(&r.build_id)),
-            "components": manifest.as_ref().map(|m| &m.components),
-            "since": releases.first().map(|r| r.released_at.clone()),
-            "previous_known_good": history.get(1).map(|r| r.build_id.clone()),
-        }));
-    }
-    let mut org_rows = Vec::new();
-    for p in reg.pins().await?.into_iter().filter(|p| org.is_none_or(|o| o == p.org)) {
-        let runs = effective(reg, Some(&p)).await?;
-        org_rows.push(serde_json::json!({"org": p.org, "channel": p.channel, "pinned_build": p.pinned_build_id, "runs": runs, "since": p.since}));
-    }
-    if let Some(org) = org {
-        if org_rows.is_empty() {
-            return Err(LabError::usage(
-                format!("unknown org `{org}`"),
-                "`canary status` lists the orgs with pins",
-            ));
-        }
-    }
-    let current: Vec<String> = channel_rows
-        .iter()
-        .filter_map(|c| c["build"].as_str().map(String::from))
-        .collect();
-    let available: Vec<_> = builds
-        .iter()
-        .filter(|b| !current.contains(&b.id) && b.results > 0 && b.results == b.passing)
-        .map(|b| serde_json::json!({"build": b.id, "image": b.image_ref, "results": b.results}))
-        .collect();
-    // Deployed runners next to what they should run: the known-good of their channel.
-    let mut runners = Vec::new();
-    for h in reg.heartbeats().await? {
-        let channel = h.channel.clone().unwrap_or_else(|| "stable".into());
-        let kg = channel_rows
-            .iter()
-            .find(|c| c["channel"] == channel.as_str())
-            .and_then(|c| c["build"].as_str().map(String::from));
-        let kg_runtimes = kg
-            .as_ref()
-            .and_then(|id| builds.iter().find(|b| &b.id == id))
-            .map(|b| b.runtime_versions.clone())
-            .unwrap_or(serde_json::Value::Null);
-        runners.push(serde_json::json!({
-            "runner_id": h.runner_id, "org": h.org, "channel": channel, "versions": h.versions,
-            "capabilities": h.capabilities, "sent_at": h.sent_at, "received_at": h.received_at,
-            "known_good_build": kg, "known_good_runtimes": kg_runtimes,
-        }));
-    }
-    // The newest upstream version the watch recorded, per provider. Claude Code releases whose
-    // bundled CLI version is not known yet (`sdk-…`) are not CLI versions and never "newest".
-    let mut upstream: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
-    for v in reg
-        .versions()
-        .await?
-        .into_iter()
-        .filter(|v| !v.version.starts_with("sdk-"))
-    {
-        let newer = match upstream.get(&v.provider) {
-            None => true,
-            Some(cur) => {
-                let parse = |s: &str| crate::upstream::semver_of(s);
-                match (parse(&v.version), cur["version"].as_str().and_then(parse)) {
-                    (Some(a), Some(b)) => a > b,
-                    _ => false,
-                }
-            }
-        };
-        if newer {
-            upstream.insert(v.provider.clone(), serde_json::to_value(&v).expect("json"));
-        }
-    }
-    Ok(serde_json::json!({
-        "channels": channel_rows, "orgs": org_rows, "available": available,
-        "runners": runners, "upstream": upstream,
-    }))
+    crate::status::status(reg, org).await
 }

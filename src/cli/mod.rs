@@ -108,6 +108,27 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            if e.use_stderr() && json_requested(std::env::args_os()) {
+                // A CI job that asked for JSON gets an object even when the arguments are wrong.
+                let rendered = e.render().to_string();
+                let message = rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ")
+                    .to_string();
+                let usage = rendered.lines().find(|l| l.starts_with("Usage:")).map(str::to_string);
+                let obj = serde_json::json!({"error": {
+                    "message": crate::text::clean(&message),
+                    "location": null,
+                    "help": usage.map_or_else(
+                        || "see `canary --help`".to_string(),
+                        |u| format!("{u} (see --help)")
+                    ),
+                    "exit_code": exit::ERROR,
+                }});
+                outln!("{obj}");
+            }
             let _ = e.print();
             return if e.use_stderr() { exit::ERROR } else { exit::PASS };
         }
@@ -130,6 +151,14 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => report_error(e, json),
     }
+}
+
+/// Whether the command line asks for JSON output (`--json` before any `--`).
+pub(crate) fn json_requested(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
 }
 
 /// Renders an error once: a diagnostic with source snippet on stderr, and with `--json` also a

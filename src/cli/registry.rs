@@ -4,11 +4,14 @@
 use crate::config::LabConfig;
 use crate::error::{Result, exit};
 
-use crate::registry::{Audit, Registry};
+use crate::registry::Registry;
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand, Debug)]
 pub enum RegistryCommand {
+    /// Create the registry, or bring its schema up to date (every command that writes does this
+    /// too; read-only commands never do).
+    Init(JsonFlag),
     /// Builds the registry has results for.
     Builds(JsonFlag),
     /// Recorded case results, newest first.
@@ -44,6 +47,8 @@ pub enum RegistryCommand {
         build: String,
         #[command(flatten)]
         who: Who,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -81,13 +86,39 @@ pub(super) fn short(id: &str) -> &str {
     crate::lab::short_id(id)
 }
 
+/// Opens the registry for a command that writes (creating it on first use).
 pub async fn open(config: &LabConfig) -> Result<Registry> {
     Registry::open(&config.registry).await
 }
 
+/// Opens an existing registry for a command that changes recorded builds: nothing is created.
+pub async fn open_to_change(config: &LabConfig) -> Result<Registry> {
+    Registry::open_to_change(&config.registry).await
+}
+
+/// Opens an existing registry for a command that only reads: nothing is created.
+pub async fn open_read(config: &LabConfig) -> Result<Registry> {
+    Registry::open_existing(&config.registry).await
+}
+
 pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> {
-    let reg = open(config).await?;
+    let reg = match cmd {
+        RegistryCommand::Init(_) => open(config).await?,
+        RegistryCommand::Forget { .. } => open_to_change(config).await?,
+        _ => open_read(config).await?,
+    };
     match cmd {
+        RegistryCommand::Init(j) => {
+            if j.json {
+                print_json(&serde_json::json!({"registry": reg.display, "schema_version": reg.schema_version()}));
+            } else {
+                outln!(
+                    "registry {} ready (schema version {})",
+                    reg.display,
+                    reg.schema_version()
+                );
+            }
+        }
         RegistryCommand::Builds(j) => {
             let rows = reg.builds().await?;
             if j.json {
@@ -236,61 +267,25 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
                 }
             }
         }
-        RegistryCommand::Forget { build, who } => {
-            let id = reg.resolve_build(build).await?;
-            let mut why = Vec::new();
-            for channel in channels(&reg).await? {
-                let kept = reg.known_good(&channel).await?;
-                if kept.iter().take(2).any(|r| r.build_id == id) {
-                    why.push(format!(
-                        "it is one of the last two known-good builds of `{channel}` (kept for rollback)"
-                    ));
-                }
-            }
-            for p in reg.pins().await? {
-                if p.pinned_build_id.as_deref() == Some(id.as_str()) {
-                    why.push(format!("org `{}` is pinned to it", p.org));
-                }
-            }
+        RegistryCommand::Forget { build, who, json } => {
             let actor = who.actor();
-            if !why.is_empty() {
-                let reason = why.join("; ");
-                reg.audit(Audit {
-                    actor: &actor,
-                    action: "forget",
-                    target: &id,
-                    decision: "refused",
-                    reason: &reason,
-                    evidence: serde_json::json!({"reasons": why}),
-                })
-                .await?;
-                eprintln!(
-                    "refused: build {} is protected:\n  - {}",
-                    short(&id),
-                    why.join("\n  - ")
-                );
-                return Ok(exit::FAILED);
+            let who = crate::gate::ops::Actor {
+                name: &actor,
+                reason: &who.reason,
+            };
+            match crate::gate::ops::forget(&reg, build, who).await? {
+                crate::gate::ops::Outcome::Done(f) => {
+                    if *json {
+                        print_json(&f);
+                    } else {
+                        outln!("forgot build {} and {} results", short(&f.build), f.results);
+                    }
+                }
+                crate::gate::ops::Outcome::Refused(why) => {
+                    return super::gate::refused(*json, "forget", &why);
+                }
             }
-            let n = reg
-                .forget_build(
-                    &id,
-                    Audit {
-                        actor: &actor,
-                        action: "forget",
-                        target: &id,
-                        decision: "done",
-                        reason: &who.reason,
-                        evidence: serde_json::json!({}),
-                    },
-                )
-                .await?;
-            outln!("forgot build {} and {n} results", short(&id));
         }
     }
     Ok(exit::PASS)
-}
-
-/// Channels that have a history.
-pub(super) async fn channels(reg: &Registry) -> Result<Vec<String>> {
-    reg.channels().await
 }

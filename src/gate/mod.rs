@@ -5,6 +5,7 @@
 pub mod ops;
 pub mod policy;
 
+use crate::registry::ResultStatus;
 use policy::ChannelPolicy;
 use serde::Serialize;
 
@@ -16,7 +17,7 @@ pub struct CellEvidence {
     /// The build's CLI the cell is about; `None` for a suite that judges the build as a whole.
     pub provider: Option<String>,
     /// `None` when the build has no result for the cell.
-    pub status: Option<String>,
+    pub status: Option<ResultStatus>,
     pub recorded_at: Option<String>,
     pub run_id: Option<String>,
 }
@@ -72,7 +73,7 @@ pub fn required_cells(
                     suite: suite.clone(),
                     repo: repo.clone(),
                     provider: p.cloned(),
-                    status: hit.map(|c| c.status.clone()),
+                    status: hit.map(|c| c.status),
                     recorded_at: hit.map(|c| c.recorded_at.clone()),
                     run_id: hit.map(|c| c.run_id.clone()),
                 });
@@ -103,7 +104,7 @@ pub fn decide(
     for suite in &policy.required_suites {
         let proven = evidence
             .iter()
-            .any(|c| &c.suite == suite && matches!(c.status.as_deref(), Some("pass") | Some("flaky")));
+            .any(|c| &c.suite == suite && matches!(c.status, Some(ResultStatus::Pass | ResultStatus::Flaky)));
         if !proven && evidence.iter().all(|c| &c.suite != suite || c.status.is_none()) {
             unmet.push(format!(
                 "suite `{suite}`: no result for this build at all; run it first (no evidence is never a pass)"
@@ -112,18 +113,18 @@ pub fn decide(
     }
     for cell in &evidence {
         let at = cell.place();
-        match cell.status.as_deref() {
+        match cell.status {
             None if policy.allow_missing => warnings.push(format!("{at}: no result")),
             None => unmet.push(format!("{at}: no result for this build")),
-            Some("pass") => {}
-            Some("flaky") if policy.allow_flaky => warnings.push(format!("{at}: flaky (passed on rerun)")),
-            Some("flaky") => unmet.push(format!(
+            Some(ResultStatus::Pass) => {}
+            Some(ResultStatus::Flaky) if policy.allow_flaky => warnings.push(format!("{at}: flaky (passed on rerun)")),
+            Some(ResultStatus::Flaky) => unmet.push(format!(
                 "{at}: flaky (failed, then passed on rerun); the channel requires a clean pass"
             )),
-            Some("infra_error") => unmet.push(format!(
+            Some(ResultStatus::InfraError) => unmet.push(format!(
                 "{at}: infra_error (the lab could not run it; rerun it, it never counts as a pass)"
             )),
-            Some(other) => unmet.push(format!("{at}: {other}")),
+            Some(other @ (ResultStatus::Fail | ResultStatus::TimedOut)) => unmet.push(format!("{at}: {other}")),
         }
         if let Some(ts) = cell.recorded_at.as_deref() {
             match ts.parse::<jiff::Timestamp>() {
@@ -171,7 +172,7 @@ mod tests {
             suite: "demo".into(),
             repo: repo.into(),
             provider: None,
-            status: status.map(String::from),
+            status: status.map(ResultStatus::from_word),
             recorded_at: status.map(|_| at.to_string()),
             run_id: None,
         }
@@ -226,7 +227,7 @@ mod tests {
             repo: repo.into(),
             provider: provider.into(),
             case_id: format!("{suite}--{repo}"),
-            status: status.into(),
+            status: ResultStatus::from_word(status),
             attempts: 1,
             duration_ms: 1,
             report_path: String::new(),
@@ -244,13 +245,16 @@ mod tests {
             &["a".into()],
             &providers,
         );
-        let shown: Vec<(String, Option<String>)> = cells.iter().map(|c| (c.place(), c.status.clone())).collect();
+        let shown: Vec<(String, Option<&str>)> = cells
+            .iter()
+            .map(|c| (c.place(), c.status.map(|s| s.as_str())))
+            .collect();
         assert_eq!(
             shown,
             vec![
-                ("suite `golden-path` on repo `a` for codex".into(), Some("pass".into())),
+                ("suite `golden-path` on repo `a` for codex".into(), Some("pass")),
                 ("suite `golden-path` on repo `a` for claude-code".into(), None),
-                ("suite `demo` on repo `a`".into(), Some("pass".into())),
+                ("suite `demo` on repo `a`".into(), Some("pass")),
             ]
         );
         let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();

@@ -108,3 +108,460 @@ pub async fn promote(
     }
     Ok((build, decision))
 }
+
+/// What a workflow did: done, or refused with the reasons (already in the audit log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<T> {
+    Done(T),
+    Refused(Vec<String>),
+}
+
+/// Who acts, and why; both go into the audit log.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    pub name: &'a str,
+    pub reason: &'a str,
+}
+
+/// Org and channel names: what a pin, a heartbeat or a rollout may name. Letters, digits, `.`,
+/// `_` and `-`, 1 to 64 characters, so they print and store as themselves.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::error::LabError::usage(
+            format!("{what} `{}` is not a valid name", crate::text::clean(name)),
+            format!("a {what} name is 1 to 64 letters, digits, `.`, `_` or `-`, not starting with `-`"),
+        ))
+    }
+}
+
+/// The build an org runs: its pinned build, or its channel's current known-good build.
+pub async fn effective(reg: &Registry, pin: Option<&crate::registry::OrgPin>) -> Result<Option<String>> {
+    let Some(p) = pin else { return Ok(None) };
+    if let Some(b) = &p.pinned_build_id {
+        return Ok(Some(b.clone()));
+    }
+    Ok(reg.known_good(&p.channel).await?.first().map(|r| r.build_id.clone()))
+}
+
+pub async fn effective_of(reg: &Registry, org: &str) -> Result<Option<String>> {
+    let pins = reg.pins().await?;
+    effective(reg, pins.iter().find(|p| p.org == org)).await
+}
+
+/// A pin: an org follows a channel, or runs one known-good build.
+#[derive(Debug, Clone)]
+pub struct PinRequest<'a> {
+    pub org: &'a str,
+    /// The channel to follow (default: the org's current one, else `stable`).
+    pub channel: Option<&'a str>,
+    /// Build id, prefix or image reference to pin to; none to follow the channel.
+    pub build: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pinned {
+    pub org: String,
+    pub channel: String,
+    pub pinned_build: Option<String>,
+    /// What the org runs now.
+    pub runs: Option<String>,
+}
+
+/// Pins an org. Only a build some channel has released (a known-good build) can be pinned;
+/// anything else is refused and audited.
+pub async fn pin(reg: &Registry, p: &PinRequest<'_>, who: Actor<'_>) -> Result<Outcome<Pinned>> {
+    check_name("org", p.org)?;
+    if let Some(c) = p.channel {
+        check_name("channel", c)?;
+    }
+    let current = reg.pins().await?.into_iter().find(|x| x.org == p.org);
+    let channel = p
+        .channel
+        .map(String::from)
+        .or(current.as_ref().map(|x| x.channel.clone()))
+        .unwrap_or_else(|| "stable".into());
+    let from = effective(reg, current.as_ref()).await?;
+    let build = match p.build {
+        None => None,
+        Some(b) => {
+            let id = reg.resolve_build(b).await?;
+            let known_good = reg.releases(None, 100_000).await?.iter().any(|r| r.build_id == id);
+            if !known_good {
+                let reason = "the build was never promoted to any channel: only known-good builds can be pinned";
+                reg.audit(Audit {
+                    actor: who.name,
+                    action: "pin",
+                    target: &format!("{} -> {id}", p.org),
+                    decision: "refused",
+                    reason,
+                    evidence: serde_json::json!({}),
+                })
+                .await?;
+                return Ok(Outcome::Refused(vec![reason.into()]));
+            }
+            Some(id)
+        }
+    };
+    let target = format!(
+        "{} -> {}",
+        p.org,
+        build.clone().unwrap_or_else(|| format!("channel {channel}"))
+    );
+    reg.set_pin(
+        p.org,
+        &channel,
+        build.as_deref(),
+        from.as_deref(),
+        "pin",
+        Audit {
+            actor: who.name,
+            action: "pin",
+            target: &target,
+            decision: "done",
+            reason: who.reason,
+            evidence: serde_json::json!({"from": from}),
+        },
+    )
+    .await?;
+    let runs = effective_of(reg, p.org).await?;
+    Ok(Outcome::Done(Pinned {
+        org: p.org.to_string(),
+        channel,
+        pinned_build: build,
+        runs,
+    }))
+}
+
+/// What a rollback returns to its previous build.
+#[derive(Debug, Clone, Copy)]
+pub enum RollbackTarget<'a> {
+    Channel(&'a str),
+    Org(&'a str),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RolledBack {
+    /// The channel or org.
+    pub target: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// Returns a channel to its previous known-good build (every component of it), or an org to the
+/// build before the one it runs on its channel. Refusals are audited.
+pub async fn rollback(reg: &Registry, target: RollbackTarget<'_>, who: Actor<'_>) -> Result<Outcome<RolledBack>> {
+    async fn refuse(reg: &Registry, who: Actor<'_>, what: &str, why: String) -> Result<Outcome<RolledBack>> {
+        reg.audit(Audit {
+            actor: who.name,
+            action: "rollback",
+            target: what,
+            decision: "refused",
+            reason: &why,
+            evidence: serde_json::json!({}),
+        })
+        .await?;
+        Ok(Outcome::Refused(vec![why]))
+    }
+    match target {
+        RollbackTarget::Channel(channel) => {
+            check_name("channel", channel)?;
+            let history = reg.known_good(channel).await?;
+            let (Some(current), Some(previous)) = (history.first(), history.get(1)) else {
+                return refuse(
+                    reg,
+                    who,
+                    channel,
+                    format!("channel `{channel}` has no previous known-good build to return to"),
+                )
+                .await;
+            };
+            let text = format!("{channel}: {} -> {}", current.build_id, previous.build_id);
+            reg.release(
+                channel,
+                &previous.build_id,
+                "rollback",
+                Audit {
+                    actor: who.name,
+                    action: "rollback",
+                    target: &text,
+                    decision: "done",
+                    reason: who.reason,
+                    evidence: serde_json::json!({"from": current.build_id, "to": previous.build_id}),
+                },
+            )
+            .await?;
+            Ok(Outcome::Done(RolledBack {
+                target: channel.to_string(),
+                from: current.build_id.clone(),
+                to: previous.build_id.clone(),
+            }))
+        }
+        RollbackTarget::Org(org) => {
+            check_name("org", org)?;
+            let pins = reg.pins().await?;
+            let Some(pin) = pins.iter().find(|p| p.org == org) else {
+                return Err(crate::error::LabError::usage(
+                    format!("unknown org `{org}`"),
+                    "pin it first: `canary pin --org ORG --channel stable`",
+                ));
+            };
+            let Some(current) = effective(reg, Some(pin)).await? else {
+                return refuse(reg, who, org, format!("org `{org}` runs nothing yet")).await;
+            };
+            let history = reg.known_good(&pin.channel).await?;
+            let previous = match history.iter().position(|r| r.build_id == current) {
+                Some(i) => history.get(i + 1),
+                None => history.first(),
+            };
+            let Some(previous) = previous else {
+                return refuse(
+                    reg,
+                    who,
+                    org,
+                    format!(
+                        "channel `{}` has no known-good build older than the one org `{org}` runs",
+                        pin.channel
+                    ),
+                )
+                .await;
+            };
+            let text = format!("{org}: {current} -> {}", previous.build_id);
+            reg.set_pin(
+                org,
+                &pin.channel,
+                Some(&previous.build_id),
+                Some(&current),
+                "rollback",
+                Audit {
+                    actor: who.name,
+                    action: "rollback",
+                    target: &text,
+                    decision: "done",
+                    reason: who.reason,
+                    evidence: serde_json::json!({"from": current, "to": previous.build_id}),
+                },
+            )
+            .await?;
+            Ok(Outcome::Done(RolledBack {
+                target: org.to_string(),
+                from: current,
+                to: previous.build_id.clone(),
+            }))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Forgotten {
+    pub build: String,
+    /// Case results deleted with it.
+    pub results: u64,
+}
+
+/// Deletes a build and its results, unless a channel keeps it for rollback (its last two
+/// known-good builds) or an org is pinned to it. Refusals are audited with every reason.
+pub async fn forget(reg: &Registry, build: &str, who: Actor<'_>) -> Result<Outcome<Forgotten>> {
+    let id = reg.resolve_build(build).await?;
+    let mut why = Vec::new();
+    for channel in reg.channels().await? {
+        let kept = reg.known_good(&channel).await?;
+        if kept.iter().take(2).any(|r| r.build_id == id) {
+            why.push(format!(
+                "it is one of the last two known-good builds of `{channel}` (kept for rollback)"
+            ));
+        }
+    }
+    for p in reg.pins().await? {
+        if p.pinned_build_id.as_deref() == Some(id.as_str()) {
+            why.push(format!("org `{}` is pinned to it", p.org));
+        }
+    }
+    if !why.is_empty() {
+        reg.audit(Audit {
+            actor: who.name,
+            action: "forget",
+            target: &id,
+            decision: "refused",
+            reason: &why.join("; "),
+            evidence: serde_json::json!({"reasons": why}),
+        })
+        .await?;
+        return Ok(Outcome::Refused(why));
+    }
+    let results = reg
+        .forget_build(
+            &id,
+            Audit {
+                actor: who.name,
+                action: "forget",
+                target: &id,
+                decision: "done",
+                reason: who.reason,
+                evidence: serde_json::json!({}),
+            },
+        )
+        .await?;
+    Ok(Outcome::Done(Forgotten { build: id, results }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::BuildInfo;
+
+    const WHO: Actor<'static> = Actor {
+        name: "test",
+        reason: "unit test",
+    };
+
+    async fn registry() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path().join("r.db").to_str().unwrap()).await.unwrap();
+        (dir, reg)
+    }
+
+    async fn build(reg: &Registry, n: u8) -> String {
+        let id = format!("sha256:{}", format!("{n:02x}").repeat(32));
+        let info = BuildInfo::from_image(&id, &format!("canary-lab/build:{n}"), &Default::default());
+        reg.record_build(&info).await.unwrap();
+        id
+    }
+
+    async fn released(reg: &Registry, channel: &str, id: &str) {
+        reg.release(
+            channel,
+            id,
+            "promote",
+            Audit {
+                actor: "test",
+                action: "promote",
+                target: id,
+                decision: "promoted",
+                reason: "",
+                evidence: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn refusals(reg: &Registry, action: &str) -> usize {
+        reg.audit_log(100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|a| a.action == action && a.decision == "refused")
+            .count()
+    }
+
+    #[tokio::test]
+    async fn rollback_returns_to_the_previous_build_and_refusals_are_audited() {
+        let (_d, reg) = registry().await;
+        let (a, b) = (build(&reg, 1).await, build(&reg, 2).await);
+        // Nothing to return to: refused, and the refusal is in the audit log.
+        let r = rollback(&reg, RollbackTarget::Channel("beta"), WHO).await.unwrap();
+        assert!(matches!(r, Outcome::Refused(_)));
+        assert_eq!(refusals(&reg, "rollback").await, 1);
+        released(&reg, "beta", &a).await;
+        released(&reg, "beta", &b).await;
+        let r = rollback(&reg, RollbackTarget::Channel("beta"), WHO).await.unwrap();
+        assert_eq!(
+            r,
+            Outcome::Done(RolledBack {
+                target: "beta".into(),
+                from: b.clone(),
+                to: a.clone()
+            })
+        );
+        assert_eq!(reg.known_good("beta").await.unwrap()[0].build_id, a);
+        // An org on beta runs `a` now; it has nothing older on its channel.
+        pin(
+            &reg,
+            &PinRequest {
+                org: "acme",
+                channel: Some("beta"),
+                build: None,
+            },
+            WHO,
+        )
+        .await
+        .unwrap();
+        let r = rollback(&reg, RollbackTarget::Org("acme"), WHO).await.unwrap();
+        assert!(matches!(r, Outcome::Done(ref x) if x.from == a && x.to == b), "{r:?}");
+        assert!(rollback(&reg, RollbackTarget::Org("nobody"), WHO).await.is_err());
+        assert!(rollback(&reg, RollbackTarget::Org("\u{1b}[2J"), WHO).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn only_known_good_builds_are_pinned_and_kept_builds_are_not_forgotten() {
+        let (_d, reg) = registry().await;
+        let (a, b, c) = (build(&reg, 1).await, build(&reg, 2).await, build(&reg, 3).await);
+        let r = pin(
+            &reg,
+            &PinRequest {
+                org: "acme",
+                channel: None,
+                build: Some(&a),
+            },
+            WHO,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(r, Outcome::Refused(ref why) if why[0].contains("never promoted")));
+        assert_eq!(refusals(&reg, "pin").await, 1);
+        assert!(reg.pins().await.unwrap().is_empty(), "a refused pin writes no pin");
+        for id in [&a, &b, &c] {
+            released(&reg, "stable", id).await;
+        }
+        let r = pin(
+            &reg,
+            &PinRequest {
+                org: "acme",
+                channel: None,
+                build: Some(&a),
+            },
+            WHO,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(r, Outcome::Done(ref p) if p.runs.as_deref() == Some(a.as_str()) && p.channel == "stable"));
+        // a: pinned; c and b: stable's last two. None can go.
+        for id in [&a, &b, &c] {
+            let r = forget(&reg, id, WHO).await.unwrap();
+            assert!(matches!(r, Outcome::Refused(_)), "{id}: {r:?}");
+        }
+        assert_eq!(refusals(&reg, "forget").await, 3);
+        pin(
+            &reg,
+            &PinRequest {
+                org: "acme",
+                channel: None,
+                build: None,
+            },
+            WHO,
+        )
+        .await
+        .unwrap();
+        let r = forget(&reg, &a, WHO).await.unwrap();
+        assert!(matches!(r, Outcome::Done(ref f) if f.build == a), "{r:?}");
+        assert!(reg.resolve_build(&a).await.is_err());
+    }
+
+    #[test]
+    fn names_that_do_not_print_as_themselves_are_refused() {
+        for good in ["acme", "beta", "org-1.eu_west"] {
+            assert!(check_name("org", good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", "a b", "a\nb", "\u{1b}[2J", "é", &"x".repeat(65)] {
+            assert!(check_name("org", bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -88,8 +88,13 @@ impl Policy {
         if !required && !path.exists() {
             return Ok(Policy::builtin());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| LabError::read(&path, e))?;
-        let file = path.display().to_string();
+        let text = crate::fsutil::read_input(&path, "gate policy", crate::fsutil::MAX_INPUT)?;
+        Policy::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses and checks a policy's text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Policy> {
+        let (file, text) = (file.to_string(), text.to_string());
         let raw: BTreeMap<String, RawChannelPolicy> = serde_saphyr::from_str(&text).map_err(|e| {
             LabError::from(crate::yaml::parse_error(
                 &file,
@@ -99,8 +104,29 @@ impl Policy {
                 "each channel takes required_suites, repos, max_age, allow_flaky, allow_missing",
             ))
         })?;
+        if raw.is_empty() {
+            return Err(crate::yaml::located_key(
+                &file,
+                &text,
+                "stable",
+                "the gate policy declares no channels, so nothing could ever be promoted".into(),
+                "declare each channel with its required suites, e.g. `beta: {required_suites: [golden-path]}`",
+            )
+            .into());
+        }
+        let names_ok = regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$").expect("static regex");
         let mut channels = BTreeMap::new();
         for (name, c) in raw {
+            if !names_ok.is_match(&name) {
+                return Err(crate::yaml::located(
+                    &file,
+                    &text,
+                    &c.required_suites.referenced,
+                    format!("channel name `{}` is not a valid name", crate::text::clean(&name)),
+                    "a channel name is 1 to 64 letters, digits, `.`, `_` or `-`",
+                )
+                .into());
+            }
             let at = |loc: &serde_saphyr::Location, message: String, help: &str| -> LabError {
                 crate::yaml::located(&file, &text, loc, message, help).into()
             };
@@ -110,6 +136,25 @@ impl Policy {
                     format!("channel `{name}`: required_suites is empty, so nothing would prove a build works"),
                     "name at least one suite, e.g. `required_suites: [golden-path]`",
                 ));
+            }
+            if let Some(bad) = c.required_suites.value.iter().find(|s| !names_ok.is_match(s)) {
+                return Err(at(
+                    &c.required_suites.referenced,
+                    format!(
+                        "channel `{name}`: `{}` is not a valid suite name",
+                        crate::text::clean(bad)
+                    ),
+                    "suite names are letters, digits, `.`, `_` and `-`, as in the suite's `name:`",
+                ));
+            }
+            if let Some(r) = c.repos.as_ref() {
+                if let Some(bad) = r.value.iter().find(|s| !names_ok.is_match(s)) {
+                    return Err(at(
+                        &r.referenced,
+                        format!("channel `{name}`: `{}` is not a valid repo id", crate::text::clean(bad)),
+                        "repo ids are the folder names under canary-repos/",
+                    ));
+                }
             }
             if let Some(r) = c.repos.as_ref().filter(|r| r.value.is_empty()) {
                 return Err(at(

@@ -17,7 +17,7 @@ use crate::error::{LabError, Result};
 use crate::progress::Progress;
 use crate::report::{self, CaseReport, CaseStatus, CaseTimings, ImageRef, RepoRef, RunReport, SuiteRef, Summary};
 use crate::repos::Catalog;
-use crate::suite::{Network, RepoCommand, StepAction, Suite};
+use crate::suite::{Network, StepAction, Suite};
 use case::CaseContext;
 use plan::{Case, Partition};
 use std::collections::BTreeMap;
@@ -122,27 +122,8 @@ pub fn prepare(
     let mut repo_vars = BTreeMap::new();
     for c in &mut cases {
         let repo = catalog.get(&c.repo)?;
-        c.suite = Arc::new(c.suite.for_repo(&c.repo, &repo.manifest.vars, &known)?);
+        c.suite = Arc::new(c.suite.for_repo_checked(repo, &known)?);
         repo_vars.insert(c.repo.clone(), repo.manifest.vars.clone());
-        if repo.manifest.ci.is_none() {
-            if let Some(step) = c
-                .suite
-                .steps
-                .iter()
-                .find(|s| matches!(s.action, StepAction::RepoCommand(RepoCommand::Ci)))
-            {
-                return Err(LabError::usage(
-                    format!(
-                        "{}: step `{}` runs the repo's CI command, but repo `{}` has none",
-                        c.suite.file, step.name, c.repo
-                    ),
-                    format!(
-                        "add `ci:` to {} or drop the repo from the suite",
-                        repo.manifest_path.display()
-                    ),
-                ));
-            }
-        }
         if !repos.contains_key(&c.repo) {
             let content = catalog.pinned_content(&c.repo)?;
             repos.insert(c.repo.clone(), RepoUpload::new(&content)?);
@@ -188,6 +169,14 @@ pub async fn run<B: Backend + Clone>(
 ) -> Result<(RunReport, PathBuf)> {
     let started_at = jiff::Timestamp::now();
     let started = Instant::now();
+    // Everything the run shows or keeps consumes one event stream.
+    let events = report::events::Reporters::new(vec![
+        Box::new(report::events::Terminal(progress.clone())),
+        Box::new(report::events::Files),
+    ]);
+    let note = |text: String| {
+        let _ = events.emit(report::events::RunEvent::Note(text));
+    };
     let engine = backend.describe().await?;
     let mut images = Vec::new();
     for reference in &opts.images {
@@ -207,7 +196,7 @@ pub async fn run<B: Backend + Clone>(
 
     // Leftovers of crashed runs go first, so a lab never accumulates them.
     match backend.gc(GcScope::Orphaned).await {
-        Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => progress.line(format!(
+        Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => note(format!(
             "removed {} containers and {} networks left by crashed runs",
             r.containers.len(),
             r.networks.len()
@@ -219,8 +208,8 @@ pub async fn run<B: Backend + Clone>(
     let mut case_images = Vec::new();
     for (reference, info) in &images {
         let prepared_image = backend.prepare_image(&info.id).await?;
-        if let Some(note) = &prepared_image.note {
-            progress.line(format!("note: {note}"));
+        if let Some(text) = &prepared_image.note {
+            note(format!("note: {text}"));
         }
         case_images.push(case::CaseImage {
             reference: reference.clone(),
@@ -245,7 +234,7 @@ pub async fn run<B: Backend + Clone>(
             let started = forge::start(&backend, &opts.run_id, net, &case_images[0].id).await;
             match started {
                 Ok(id) => {
-                    progress.line(format!(
+                    note(format!(
                         "lab forge up at {} ({} ms)",
                         forge::URL,
                         t.elapsed().as_millis()
@@ -277,19 +266,14 @@ pub async fn run<B: Backend + Clone>(
         removals: Default::default(),
     });
 
-    progress.line(format!(
-        "run {}: {} cases, image {} ({}), --jobs {}{}",
-        opts.run_id,
-        prepared.cases.len(),
-        opts.images.join(" "),
-        images
-            .iter()
-            .map(|(_, i)| short_id(&i.id))
-            .collect::<Vec<_>>()
-            .join(" "),
-        opts.jobs,
-        opts.partition.map(|p| format!(", partition {p}")).unwrap_or_default()
-    ));
+    let _ = events.emit(report::events::RunEvent::RunStarted {
+        run_id: &opts.run_id,
+        cases: prepared.cases.len(),
+        images: &opts.images,
+        image_ids: images.iter().map(|(_, i)| i.id.clone()).collect(),
+        jobs: opts.jobs,
+        partition: opts.partition.map(|p| p.to_string()),
+    });
     let outcome = run_all(
         &backend,
         &cx,
@@ -297,6 +281,7 @@ pub async fn run<B: Backend + Clone>(
         opts.jobs.max(1),
         opts.rerun_failed,
         progress,
+        &events,
     )
     .await;
 
@@ -306,7 +291,7 @@ pub async fn run<B: Backend + Clone>(
         let _ = r.await;
     }
     if let Err(e) = backend.gc(GcScope::Run(opts.run_id.clone())).await {
-        progress.line(format!(
+        note(format!(
             "warning: cleanup of run {} failed: {e}; `canary gc` will retry",
             opts.run_id
         ));
@@ -362,7 +347,10 @@ pub async fn run<B: Backend + Clone>(
         summary,
         cases,
     };
-    write_reports(&run_dir, &report)?;
+    events.emit(report::events::RunEvent::RunFinished {
+        report: &report,
+        run_dir: &run_dir,
+    })?;
     Ok((report, run_dir))
 }
 
@@ -374,8 +362,9 @@ async fn run_all<B: Backend + Clone>(
     jobs: usize,
     reruns: u32,
     progress: &Progress,
+    events: &report::events::Reporters,
 ) -> Result<Vec<CaseReport>> {
-    let mut reports = run_pool(backend, cx, cases, jobs, 1, progress).await?;
+    let mut reports = run_pool(backend, cx, cases, jobs, 1, progress, events).await?;
     for attempt in 2..=reruns + 1 {
         let again: Vec<usize> = (0..reports.len())
             .filter(|&i| reports[i].status != CaseStatus::Passed)
@@ -383,12 +372,12 @@ async fn run_all<B: Backend + Clone>(
         if again.is_empty() {
             break;
         }
-        progress.line(format!(
-            "rerunning {} case(s) that did not pass (attempt {attempt})",
-            again.len()
-        ));
+        let _ = events.emit(report::events::RunEvent::Rerunning {
+            cases: again.len(),
+            attempt,
+        });
         let subset: Vec<Case> = again.iter().map(|&i| cases[i].clone()).collect();
-        let rerun = run_pool(backend, cx, &subset, jobs, attempt, progress).await?;
+        let rerun = run_pool(backend, cx, &subset, jobs, attempt, progress, events).await?;
         for (i, mut r) in again.into_iter().zip(rerun) {
             if r.status == CaseStatus::Passed {
                 r.status = CaseStatus::Flaky;
@@ -406,6 +395,7 @@ async fn run_pool<B: Backend + Clone>(
     jobs: usize,
     attempt: u32,
     progress: &Progress,
+    events: &report::events::Reporters,
 ) -> Result<Vec<CaseReport>> {
     let limit = Arc::new(tokio::sync::Semaphore::new(jobs));
     // One container beyond --jobs may be starting while the running cases work.
@@ -415,30 +405,29 @@ async fn run_pool<B: Backend + Clone>(
     let total = cases.len();
     let mut tasks = tokio::task::JoinSet::new();
     for (index, case) in cases.iter().cloned().enumerate() {
-        let (backend, cx, limit, warm, bar, done, progress) = (
+        let (backend, cx, limit, warm, bar, done, events) = (
             backend.clone(),
             cx.clone(),
             limit.clone(),
             warm.clone(),
             bar.clone(),
             done.clone(),
-            progress.clone(),
+            events.clone(),
         );
         tasks.spawn(async move {
             let _warm = warm.acquire_owned().await.expect("semaphore never closes");
             let container = case::start(&backend, &cx, &case, attempt).await;
             let _permit = limit.acquire_owned().await.expect("semaphore never closes");
             bar.set_message(case.id.clone());
+            let _ = events.emit(report::events::RunEvent::CaseStarted { id: &case.id, attempt });
             let r = case::run_case(&backend, &cx, &case, container, attempt).await;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             bar.inc(1);
-            progress.line(format!(
-                "[{n:>w$}/{total}] {:<9} {} ({:.1}s)",
-                r.status.as_str().to_uppercase(),
-                r.id,
-                r.duration_ms as f64 / 1000.0,
-                w = total.to_string().len()
-            ));
+            let _ = events.emit(report::events::RunEvent::CaseFinished {
+                case: &r,
+                done: n,
+                total,
+            });
             (index, r)
         });
     }
@@ -508,16 +497,6 @@ fn write_inputs(run_dir: &std::path::Path, prepared: &Prepared) -> Result<()> {
     for (id, r) in &prepared.repos {
         crate::fsutil::write_atomic(&run_dir.join("repos").join(format!("{id}.tar")), &r.content_tar)?;
     }
-    Ok(())
-}
-
-fn write_reports(run_dir: &std::path::Path, report: &RunReport) -> Result<()> {
-    let json = serde_json::to_string_pretty(report).expect("report serializes");
-    crate::fsutil::write_atomic(&run_dir.join(report::JSON_FILE), json.as_bytes())?;
-    crate::fsutil::write_atomic(
-        &run_dir.join(report::JUNIT_FILE),
-        report::junit::render(report, run_dir).as_bytes(),
-    )?;
     Ok(())
 }
 

@@ -90,7 +90,7 @@ pub async fn prepare<B: Backend>(
         "--model-url",
         &url,
         "--approval",
-        spec.approval,
+        spec.approval.as_arg(),
         "--workspace",
         crate::repos::WORKDIR,
     ]

@@ -1,6 +1,7 @@
 //! Reads, and the writes of the gate (promotions, pins, rollbacks, audit). Placeholders are
 //! `$n`, which both SQLite and PostgreSQL accept.
 
+use super::record::ResultStatus;
 use super::{Registry, db_err, int, now, opt_text, text};
 use crate::error::{LabError, Result};
 use crate::gate::CellEvidence;
@@ -30,7 +31,7 @@ pub struct ResultRow {
     /// The CLI of the build the case judged; empty for suites that judge the build as a whole.
     pub provider: String,
     pub case_id: String,
-    pub status: String,
+    pub status: ResultStatus,
     pub attempts: i64,
     pub duration_ms: i64,
     pub report_path: String,
@@ -55,6 +56,16 @@ pub struct OrgPin {
     pub pinned_build_id: Option<String>,
     pub since: String,
     pub actor: String,
+}
+
+/// Filters of the audit log (empty: no filter).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct AuditFilter {
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub since: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,6 +132,20 @@ pub struct Audit<'a> {
     pub evidence: serde_json::Value,
 }
 
+fn build_row(r: &sqlx::any::AnyRow) -> BuildRow {
+    BuildRow {
+        id: text(r, "id"),
+        image_ref: text(r, "image_ref"),
+        runner_version: text(r, "runner_version"),
+        adapters: json(&text(r, "adapters")),
+        runtime_versions: json(&text(r, "runtime_versions")),
+        manifest: opt_text(r, "manifest").and_then(|m| serde_json::from_str(&m).ok()),
+        created_at: text(r, "created_at"),
+        results: int(r, "results"),
+        passing: int(r, "passing"),
+    }
+}
+
 fn result_row(r: &sqlx::any::AnyRow) -> ResultRow {
     ResultRow {
         build_id: text(r, "build_id"),
@@ -129,7 +154,7 @@ fn result_row(r: &sqlx::any::AnyRow) -> ResultRow {
         repo: text(r, "repo"),
         provider: text(r, "provider"),
         case_id: text(r, "case_id"),
-        status: text(r, "status"),
+        status: ResultStatus::from_word(&text(r, "status")),
         attempts: int(r, "attempts"),
         duration_ms: int(r, "duration_ms"),
         report_path: text(r, "report_path"),
@@ -177,28 +202,49 @@ impl Registry {
 
     pub async fn builds(&self) -> Result<Vec<BuildRow>> {
         let rows = sqlx::query(
+            // Counted per build through the (build_id, ...) index: no join to group and sort.
             "SELECT b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.manifest, b.created_at, \
-             COUNT(r.id) AS results, COALESCE(SUM(CASE WHEN r.status = 'pass' THEN 1 ELSE 0 END), 0) AS passing \
-             FROM runner_builds b LEFT JOIN compat_results r ON r.build_id = b.id \
-             GROUP BY b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.manifest, b.created_at ORDER BY b.created_at DESC",
+             (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id) AS results, \
+             (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id AND r.status = 'pass') AS passing \
+             FROM runner_builds b ORDER BY b.created_at DESC",
         )
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| BuildRow {
-                id: text(r, "id"),
-                image_ref: text(r, "image_ref"),
-                runner_version: text(r, "runner_version"),
-                adapters: json(&text(r, "adapters")),
-                runtime_versions: json(&text(r, "runtime_versions")),
-                manifest: opt_text(r, "manifest").and_then(|m| serde_json::from_str(&m).ok()),
-                created_at: text(r, "created_at"),
-                results: int(r, "results"),
-                passing: int(r, "passing"),
-            })
-            .collect())
+        Ok(rows.iter().map(build_row).collect())
+    }
+
+    /// The newest `limit` builds that have results (the dashboard's history columns).
+    pub async fn recent_builds(&self, limit: i64) -> Result<Vec<BuildRow>> {
+        let rows = sqlx::query(
+            // Counted per build through the (build_id, ...) index: no join to group and sort.
+            "SELECT b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.manifest, b.created_at, \
+             (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id) AS results, \
+             (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id AND r.status = 'pass') AS passing \
+             FROM runner_builds b WHERE EXISTS (SELECT 1 FROM compat_results r WHERE r.build_id = b.id) \
+             ORDER BY b.created_at DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows.iter().map(build_row).collect())
+    }
+
+    /// One build by its full id.
+    pub async fn build_row(&self, id: &str) -> Result<Option<BuildRow>> {
+        let rows = sqlx::query(
+            // Counted per build through the (build_id, ...) index: no join to group and sort.
+            "SELECT b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.manifest, b.created_at, \
+             (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id) AS results, \
+             (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id AND r.status = 'pass') AS passing \
+             FROM runner_builds b WHERE b.id = $1",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows.iter().map(build_row).next())
     }
 
     pub async fn results(&self, build: Option<&str>, limit: i64) -> Result<Vec<ResultRow>> {
@@ -445,11 +491,21 @@ impl Registry {
             .collect())
     }
 
-    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditRow>> {
+    /// One page of the audit log, newest first, filtered by exact actor and action, a target
+    /// substring and a start time (empty strings filter nothing).
+    pub async fn audit_page(&self, f: &AuditFilter, limit: i64, offset: i64) -> Result<Vec<AuditRow>> {
         let rows = sqlx::query(
-            "SELECT id, ts, actor, action, target, decision, reason, evidence FROM audit_log ORDER BY id DESC LIMIT $1",
+            "SELECT id, ts, actor, action, target, decision, reason, evidence FROM audit_log \
+             WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR action = $2) AND ($3 = '' OR target LIKE $4) AND ($5 = '' OR ts >= $5) \
+             ORDER BY id DESC LIMIT $6 OFFSET $7",
         )
+        .bind(&f.actor)
+        .bind(&f.action)
+        .bind(&f.target)
+        .bind(format!("%{}%", f.target.replace(['%', '_'], "")))
+        .bind(&f.since)
         .bind(limit)
+        .bind(offset)
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
@@ -466,6 +522,10 @@ impl Registry {
                 evidence: json(&text(r, "evidence")),
             })
             .collect())
+    }
+
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditRow>> {
+        self.audit_page(&AuditFilter::default(), limit, 0).await
     }
 
     /// Appends to the audit log on its own (refusals, which change nothing else).
@@ -550,11 +610,18 @@ impl Registry {
         tx.commit().await.map_err(db_err(&self.display))
     }
 
-    /// Deletes a build and its results (never one a channel keeps or an org runs: the caller
-    /// checks) and audits it.
+    /// Deletes a build, its results and its entries in older channel history (never one a
+    /// channel keeps or an org runs: the caller checks) and audits it.
     pub async fn forget_build(&self, build: &str, a: Audit<'_>) -> Result<u64> {
         let mut tx = self.write_tx().await?;
         let r = sqlx::query("DELETE FROM compat_results WHERE build_id = $1")
+            .bind(build)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        // Its place in older channel history goes with it (the audit log keeps the record):
+        // no rollback can return to a build that is gone.
+        sqlx::query("DELETE FROM channel_releases WHERE build_id = $1")
             .bind(build)
             .execute(&mut *tx)
             .await

@@ -58,14 +58,58 @@ impl BuildInfo {
     }
 }
 
-/// The registry's word for a case status.
-pub fn status_word(s: CaseStatus) -> &'static str {
-    match s {
-        CaseStatus::Passed => "pass",
-        CaseStatus::Failed => "fail",
-        CaseStatus::Flaky => "flaky",
-        CaseStatus::TimedOut => "timed_out",
-        CaseStatus::Error => "infra_error",
+/// A recorded result's status: one type for the registry's column, its queries and the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultStatus {
+    Pass,
+    /// Failed, then passed when rerun.
+    Flaky,
+    Fail,
+    TimedOut,
+    /// The lab could not run the case: says nothing about the build, never a pass.
+    InfraError,
+}
+
+impl ResultStatus {
+    /// The registry's word (the `compat_results.status` column allows exactly these).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultStatus::Pass => "pass",
+            ResultStatus::Flaky => "flaky",
+            ResultStatus::Fail => "fail",
+            ResultStatus::TimedOut => "timed_out",
+            ResultStatus::InfraError => "infra_error",
+        }
+    }
+
+    /// A stored word; anything unknown reads as an infra error, which never counts as a pass.
+    pub fn from_word(word: &str) -> ResultStatus {
+        match word {
+            "pass" => ResultStatus::Pass,
+            "flaky" => ResultStatus::Flaky,
+            "fail" => ResultStatus::Fail,
+            "timed_out" => ResultStatus::TimedOut,
+            _ => ResultStatus::InfraError,
+        }
+    }
+}
+
+impl From<CaseStatus> for ResultStatus {
+    fn from(s: CaseStatus) -> Self {
+        match s {
+            CaseStatus::Passed => ResultStatus::Pass,
+            CaseStatus::Failed => ResultStatus::Fail,
+            CaseStatus::Flaky => ResultStatus::Flaky,
+            CaseStatus::TimedOut => ResultStatus::TimedOut,
+            CaseStatus::Error => ResultStatus::InfraError,
+        }
+    }
+}
+
+impl std::fmt::Display for ResultStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -147,7 +191,7 @@ impl Registry {
             .bind(&case.suite)
             .bind(&case.repo)
             .bind(&case.id)
-            .bind(status_word(case.status))
+            .bind(ResultStatus::from(case.status).as_str())
             .bind(case.attempts as i64)
             .bind(case.duration_ms as i64)
             .bind(None::<i64>)

@@ -104,7 +104,7 @@ fn classname(suite: &str, repo: &str, provider: Option<&str>) -> String {
     }
 }
 
-fn tail(path: &Path) -> Option<String> {
+pub(crate) fn tail(path: &Path) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path).ok()?;
     let len = f.metadata().ok()?.len();

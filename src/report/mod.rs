@@ -2,6 +2,8 @@
 //! schema at `docs/report.schema.json`), JUnit XML and the terminal summary. Renderers only read
 //! the model; the engine never formats anything.
 
+pub mod events;
+pub mod html;
 pub mod junit;
 pub mod terminal;
 

@@ -61,7 +61,8 @@ pub fn render(report: &RunReport, run_dir: &std::path::Path) -> String {
     }
     let _ = writeln!(
         out,
-        "\nReports: {}  {}",
+        "\nReports: {}  {}  {}",
+        run_dir.join(super::html::HTML_FILE).display(),
         run_dir.join(super::JUNIT_FILE).display(),
         run_dir.join(super::JSON_FILE).display()
     );

@@ -78,6 +78,35 @@ pub enum Event {
     },
 }
 
+/// Every `kind` an ERROR event can carry: what the runner, its adapters, its pull-request step
+/// and the lab emit. Suites may name only these (`ERROR:timeout`); a test keeps the list whole.
+pub const ERROR_KINDS: &[&str] = &[
+    "bad_argument",
+    "changed_event",
+    "cli_error",
+    "cli_exit",
+    "cli_missing",
+    "cli_result_error",
+    "cli_warning",
+    "error",
+    "interrupted",
+    "model_unreachable",
+    "no_commit",
+    "no_diff",
+    "no_result",
+    "no_session",
+    "no_usage",
+    "not_an_object",
+    "not_json",
+    "nothing_to_propose",
+    "pr_failed",
+    "push_failed",
+    "timeout",
+    "turn_failed",
+    "unknown_event",
+    "usage_unmetered",
+];
+
 impl Event {
     pub fn name(&self) -> &'static str {
         match self {
@@ -139,4 +168,38 @@ pub fn reconcile(events: &[Event], cli_totals: &Usage) -> Result<Usage, String> 
         ));
     }
     Ok(sum)
+}
+
+#[cfg(test)]
+mod kinds_tests {
+    /// Every kind the sources emit is listed, so a suite naming it is accepted.
+    #[test]
+    fn every_emitted_error_kind_is_listed() {
+        let sources = [
+            include_str!("events.rs"),
+            include_str!("session.rs"),
+            include_str!("proxy.rs"),
+            include_str!("pr.rs"),
+            include_str!("adapters/mod.rs"),
+            include_str!("adapters/codex.rs"),
+            include_str!("adapters/claude.rs"),
+            include_str!("adapters/gemini.rs"),
+            include_str!("../lab/case.rs"),
+            include_str!("../stub/scenario.rs"),
+            include_str!("../bin/canary-runner.rs"),
+        ];
+        let re = regex::Regex::new(r#"(?:error|fail)\(\s*"([a-z_]+)""#).unwrap();
+        let mut found = 0;
+        for text in sources {
+            for c in re.captures_iter(text) {
+                found += 1;
+                assert!(
+                    super::ERROR_KINDS.contains(&&c[1]),
+                    "ERROR kind `{}` is emitted but not listed",
+                    &c[1]
+                );
+            }
+        }
+        assert!(found > 10, "the scan found the emitters ({found})");
+    }
 }

@@ -13,11 +13,33 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the runner answers when the CLI asks to run something that needs approval. One type
+/// for the suite file (`approval:`), the runner's `--approval` flag and the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, schemars::JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Approval {
     Approve,
     Deny,
+    /// No answer: the request is refused as unanswered.
+    #[default]
     None,
+}
+
+impl Approval {
+    /// As the runner's `--approval` flag spells it.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            Approval::Approve => "approve",
+            Approval::Deny => "deny",
+            Approval::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Approval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_arg())
+    }
 }
 
 struct Shared {

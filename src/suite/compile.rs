@@ -1,8 +1,6 @@
 //! Validation of a parsed suite into [`Suite`], the form the planner and engine consume.
 
-use super::raw::{
-    RawApproval, RawEventsExpect, RawExpect, RawNetwork, RawRepoCommand, RawStep, RawSuite, RawTextExpect,
-};
+use super::raw::{RawEventsExpect, RawExpect, RawNetwork, RawRepoCommand, RawStep, RawSuite, RawTextExpect};
 use crate::error::{LabError, Result, SourceError};
 use miette::NamedSource;
 use regex::Regex;
@@ -57,6 +55,9 @@ pub struct Step {
     pub env: BTreeMap<String, String>,
     pub action: StepAction,
     pub expect: Expect,
+    /// Where the step's action is written in the suite file, for errors found later (against
+    /// a repo's manifest).
+    pub action_span: miette::SourceSpan,
 }
 
 /// What a step does. Agent session steps join this enum; they do not get a format of their own.
@@ -96,7 +97,7 @@ pub struct SessionSpec {
     pub prompt: String,
     pub scenario: crate::stub::Scenario,
     /// `approve`, `deny` or `none`.
-    pub approval: &'static str,
+    pub approval: crate::runner::proxy::Approval,
     pub model: Option<String>,
 }
 
@@ -181,6 +182,53 @@ pub struct DiffExpect {
 }
 
 impl Suite {
+    /// A located error about this suite's text at `span`.
+    pub fn error_at(&self, span: miette::SourceSpan, message: String, label: &str, help: String) -> LabError {
+        SourceError {
+            message,
+            src: NamedSource::new(self.file.clone(), self.source.clone()),
+            span,
+            label: label.into(),
+            help: Some(help),
+            related: None,
+            related_label: String::new(),
+        }
+        .into()
+    }
+
+    /// This suite as it runs on `repo`: its variables substituted, and every step the repo's
+    /// manifest must support checked (a `repo_command: ci` needs the repo's `ci:`).
+    pub fn for_repo_checked(&self, repo: &crate::repos::Repo, known_repos: &[String]) -> Result<Suite> {
+        let s = self.for_repo(&repo.manifest.id, &repo.manifest.vars, known_repos)?;
+        if repo.manifest.ci.is_none() {
+            if let Some(step) = s
+                .steps
+                .iter()
+                .find(|st| matches!(st.action, StepAction::RepoCommand(RepoCommand::Ci)))
+            {
+                // Spans of the substituted text may be shifted: the unsubstituted step's is used.
+                let span = self
+                    .steps
+                    .iter()
+                    .find(|st| st.name == step.name)
+                    .map_or(step.action_span, |st| st.action_span);
+                return Err(self.error_at(
+                    span,
+                    format!(
+                        "step `{}` runs the repo's CI command, but repo `{}` has none",
+                        step.name, repo.manifest.id
+                    ),
+                    "needs `ci:` in the repo's manifest",
+                    format!(
+                        "add `ci:` to {} or drop the repo from the suite",
+                        repo.manifest_path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(s)
+    }
+
     /// This suite with `{{repo.NAME}}` replaced by the repo's variables, compiled again. The
     /// digest stays the suite file's: the variables are part of the repo's pinned content.
     pub fn for_repo(&self, repo: &str, vars: &BTreeMap<String, String>, known_repos: &[String]) -> Result<Suite> {
@@ -216,7 +264,7 @@ impl Suite {
 
 /// Reads and compiles a suite file. `known_repos` is the catalog of canary repo ids.
 pub fn load(path: &Path, known_repos: &[String]) -> Result<Suite> {
-    let text = std::fs::read_to_string(path).map_err(|e| LabError::read(path, e))?;
+    let text = crate::fsutil::read_input(path, "suite", crate::fsutil::MAX_INPUT)?;
     compile(&path.display().to_string(), text, known_repos)
 }
 
@@ -258,7 +306,7 @@ impl Cx<'_> {
         if !name_ok.is_match(&name) {
             return Err(self.error(
                 &raw.name.referenced,
-                format!("invalid suite name `{name}`"),
+                format!("invalid suite name `{}`", crate::text::clean(&name)),
                 "not a valid name",
                 Some("use letters, digits, `.`, `_` and `-`; it names report files".into()),
             ));
@@ -304,6 +352,15 @@ impl Cx<'_> {
         let mut seen: HashMap<String, Location> = HashMap::new();
         let mut steps = Vec::new();
         for step in raw.steps.value {
+            let n = &step.name.value;
+            if n.trim().is_empty() || n.chars().count() > 200 || n.chars().any(char::is_control) {
+                return Err(self.error(
+                    &step.name.referenced,
+                    format!("invalid step name `{}`", crate::text::clean(n)),
+                    "not a valid name",
+                    Some("a step name is one line of 1 to 200 printable characters: it names a JUnit testcase and a line in the terminal".into()),
+                ));
+            }
             if let Some(first) = seen.get(&step.name.value) {
                 let err = SourceError {
                     message: format!("duplicate step name `{}`", step.name.value),
@@ -407,7 +464,12 @@ impl Cx<'_> {
         }
         let action = if let Some(cmd) = raw.exec {
             if cmd.value.trim().is_empty() {
-                return Err(self.error(&cmd.referenced, "`exec` is empty".into(), "empty command", None));
+                return Err(self.error(
+                    &cmd.referenced,
+                    "`exec` is empty".into(),
+                    "empty command",
+                    Some("write the shell command the step runs, e.g. `exec: make test`".into()),
+                ));
             }
             StepAction::Exec(cmd.value)
         } else if let Some(rc) = raw.repo_command {
@@ -441,20 +503,16 @@ impl Cx<'_> {
                 provider: session.value.provider.clone(),
                 prompt: session.value.prompt.clone(),
                 scenario,
-                approval: match session.value.approval {
-                    Some(RawApproval::Approve) => "approve",
-                    Some(RawApproval::Deny) => "deny",
-                    _ => "none",
-                },
+                approval: session.value.approval.unwrap_or_default(),
                 model: session.value.model.clone(),
             })
         } else if let Some(pr) = raw.draft_pr {
             for (what, branch) in [("branch", Some(&pr.value.branch)), ("base", pr.value.base.as_ref())] {
-                if let Some(b) = branch.filter(|b| !valid_branch(b)) {
+                if let Some(b) = branch.filter(|b| !valid_branch(&b.value)) {
                     return Err(self.error(
-                        &pr.referenced,
-                        format!("invalid {what} name `{b}`"),
-                        "this pull request",
+                        &b.referenced,
+                        format!("invalid {what} name `{}`", crate::text::clean(&b.value)),
+                        "not a branch name",
                         Some(
                             "use a git branch name such as `canary/edit`: no spaces, `..`, `~^:?*[\\` or leading `-`"
                                 .into(),
@@ -463,12 +521,21 @@ impl Cx<'_> {
                 }
             }
             if pr.value.title.trim().is_empty() {
-                return Err(self.error(&pr.referenced, "`title` is empty".into(), "this pull request", None));
+                return Err(self.error(
+                    &pr.referenced,
+                    "`title` is empty".into(),
+                    "this pull request",
+                    Some("give the pull request a title: it is also the commit message".into()),
+                ));
             }
             StepAction::DraftPr(DraftPrSpec {
                 title: pr.value.title.clone(),
-                branch: pr.value.branch.clone(),
-                base: pr.value.base.clone().unwrap_or_else(|| "main".into()),
+                branch: pr.value.branch.value.clone(),
+                base: pr
+                    .value
+                    .base
+                    .as_ref()
+                    .map_or_else(|| "main".into(), |b| b.value.clone()),
                 body: pr.value.body.clone(),
             })
         } else {
@@ -483,22 +550,37 @@ impl Cx<'_> {
             ));
         };
         let timeout = self.duration(raw.timeout.as_ref(), DEFAULT_STEP_TIMEOUT)?;
-        let expect = self.expect(raw.expect.unwrap_or_default())?;
+        let session = matches!(action, StepAction::Session(_) | StepAction::DraftPr(_));
+        let expect = self.expect(raw.expect.unwrap_or_default(), session)?;
+        let action_span = match actions.first() {
+            Some((_, loc)) => crate::yaml::span(self.text, loc),
+            None => crate::yaml::span(self.text, &raw.name.referenced),
+        };
         Ok(Step {
             name: raw.name.value,
             timeout,
             env: raw.env,
             action,
             expect,
+            action_span,
         })
     }
 
-    fn expect(&self, raw: RawExpect) -> Result<Expect> {
+    /// `session`: whether the step is an agent session (events and usage exist only there).
+    fn expect(&self, raw: RawExpect, session: bool) -> Result<Expect> {
         let exit_code = match raw.exit_code {
             None => Some(0),
             Some(code) if code.value.trim() == "any" => None,
             Some(code) => match code.value.trim().parse::<i64>() {
-                Ok(n) => Some(n),
+                Ok(n) if (0..=255).contains(&n) => Some(n),
+                Ok(n) => {
+                    return Err(self.error(
+                        &code.referenced,
+                        format!("exit_code {n} can never happen: a process exits with 0 to 255"),
+                        "out of range",
+                        Some("write a code from 0 to 255 (a signal shows as 128 + its number), or `any`".into()),
+                    ));
+                }
                 Err(_) => {
                     return Err(self.error(
                         &code.referenced,
@@ -539,7 +621,18 @@ impl Cx<'_> {
                 contains: d.contains,
                 excludes: d.excludes,
             }),
-            events: raw.events.map(|e| self.events(e)).transpose()?,
+            events: match raw.events {
+                None => None,
+                Some(e) if !session => {
+                    return Err(self.error(
+                        &e.referenced,
+                        "`expect.events` on a step that is not a session: only sessions emit runner events".into(),
+                        "never checked here",
+                        Some("move the check to a `session` step, or remove it".into()),
+                    ));
+                }
+                Some(e) => Some(self.events(e.value)?),
+            },
             pull_request: match raw.pull_request {
                 None => None,
                 Some(p) => Some(PullRequestExpect {
@@ -563,6 +656,14 @@ impl Cx<'_> {
             },
             usage_reconciled: match raw.usage {
                 None => false,
+                Some(u) if !session => {
+                    return Err(self.error(
+                        &u.referenced,
+                        "`expect.usage` on a step that is not a session: only sessions report usage".into(),
+                        "never checked here",
+                        Some("move the check to a `session` step, or remove it".into()),
+                    ));
+                }
                 Some(u) if u.value == "reconciled" => true,
                 Some(u) => {
                     return Err(self.error(
@@ -577,39 +678,34 @@ impl Cx<'_> {
     }
 
     fn events(&self, raw: RawEventsExpect) -> Result<EventsExpect> {
-        let check = |name: &str| -> Result<String> {
-            if EVENT_TYPES.contains(&name.split(':').next().unwrap_or(name)) {
-                Ok(name.to_string())
-            } else {
-                Err(LabError::usage(
-                    format!("{}: unknown event type `{name}` in expect.events", self.file),
-                    format!("event types: {}", EVENT_TYPES.join(", ")),
-                ))
+        let check = |name: &Spanned<String>| -> Result<String> {
+            match event_spec_problem(&name.value) {
+                None => Ok(name.value.clone()),
+                Some((message, help)) => Err(self.error(&name.referenced, message, "here", Some(help))),
+            }
+        };
+        // Map keys carry no location of their own: an error points at the key's value.
+        let check_key = |key: &str, at: &Location| -> Result<String> {
+            match event_spec_problem(key) {
+                None => Ok(key.to_string()),
+                Some((message, help)) => Err(self.error(at, message, "for this event type", Some(help))),
             }
         };
         let mut within = Vec::new();
         for (name, d) in raw.within {
-            let name = check(&name)?;
-            let d = humantime::parse_duration(&d).map_err(|e| {
-                LabError::usage(
-                    format!(
-                        "{}: expect.events.within.{name}: invalid duration `{d}`: {e}",
-                        self.file
-                    ),
-                    "write e.g. `30s`",
-                )
-            })?;
+            let name = check_key(&name, &d.referenced)?;
+            let d = self.duration(Some(&d), Duration::ZERO)?;
             within.push((name, d));
         }
         Ok(EventsExpect {
-            present: raw.present.iter().map(|n| check(n)).collect::<Result<_>>()?,
-            absent: raw.absent.iter().map(|n| check(n)).collect::<Result<_>>()?,
+            present: raw.present.iter().map(check).collect::<Result<_>>()?,
+            absent: raw.absent.iter().map(check).collect::<Result<_>>()?,
             count: raw
                 .count
                 .into_iter()
-                .map(|(n, c)| check(&n).map(|n| (n, c)))
+                .map(|(n, c)| check_key(&n, &c.referenced).map(|n| (n, c.value)))
                 .collect::<Result<_>>()?,
-            order: raw.order.iter().map(|n| check(n)).collect::<Result<_>>()?,
+            order: raw.order.iter().map(check).collect::<Result<_>>()?,
             within,
         })
     }
@@ -656,6 +752,12 @@ impl Cx<'_> {
     fn duration(&self, raw: Option<&Spanned<String>>, default: Duration) -> Result<Duration> {
         let Some(raw) = raw else { return Ok(default) };
         match humantime::parse_duration(raw.value.trim()) {
+            Ok(d) if d > MAX_DURATION => Err(self.error(
+                &raw.referenced,
+                format!("`{}` is longer than the lab's limit of 24h", raw.value.trim()),
+                "too long",
+                Some("a case or step that needs more than a day is not a canary; use at most `24h`".into()),
+            )),
             Ok(d) if !d.is_zero() => Ok(d),
             Ok(_) => Err(self.error(
                 &raw.referenced,
@@ -670,6 +772,39 @@ impl Cx<'_> {
                 Some("write a number with a unit: `500ms`, `30s`, `5m`, `1h`".into()),
             )),
         }
+    }
+}
+
+/// The longest timeout or deadline a suite may set: longer ones would overflow deadlines.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// What is wrong with an event spec (`TYPE` or `ERROR:kind`), with help; `None` when it can
+/// match an event the runner emits. A check that can never match would pass vacuously.
+pub fn event_spec_problem(spec: &str) -> Option<(String, String)> {
+    let (ty, kind) = match spec.split_once(':') {
+        Some((t, k)) => (t, Some(k)),
+        None => (spec, None),
+    };
+    if !EVENT_TYPES.contains(&ty) {
+        return Some((
+            format!("unknown event type `{}`", crate::text::clean(ty)),
+            format!("event types: {}", EVENT_TYPES.join(", ")),
+        ));
+    }
+    match kind {
+        None => None,
+        Some(_) if ty != "ERROR" => Some((
+            format!("`{}`: only ERROR events have a kind", crate::text::clean(spec)),
+            format!("write `{ty}` alone"),
+        )),
+        Some(k) if !crate::runner::events::ERROR_KINDS.contains(&k) => Some((
+            format!(
+                "unknown ERROR kind `{}`: no event ever has it, so the check would be vacuous",
+                crate::text::clean(k)
+            ),
+            format!("ERROR kinds: {}", crate::runner::events::ERROR_KINDS.join(", ")),
+        )),
+        Some(_) => None,
     }
 }
 

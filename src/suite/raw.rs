@@ -103,7 +103,7 @@ pub struct RawSession {
     pub scenario: Vec<crate::stub::Turn>,
     /// The decision for risky actions: `approve`, `deny` or `none` (default: no approver).
     #[serde(default)]
-    pub approval: Option<RawApproval>,
+    pub approval: Option<crate::runner::proxy::Approval>,
     /// Model id the CLI is told to use.
     #[serde(default)]
     pub model: Option<String>,
@@ -115,10 +115,12 @@ pub struct RawDraftPr {
     /// Title of the pull request (also the commit message).
     pub title: String,
     /// Branch the changes are pushed to, e.g. `canary/edit`.
-    pub branch: String,
+    #[schemars(with = "String")]
+    pub branch: Spanned<String>,
     /// Branch the pull request targets; the lab forge holds the pinned repo there. Default `main`.
     #[serde(default)]
-    pub base: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub base: Option<Spanned<String>>,
     /// Description of the pull request.
     #[serde(default)]
     pub body: Option<String>,
@@ -147,14 +149,6 @@ pub struct RawPullRequestExpect {
     pub diff: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RawApproval {
-    Approve,
-    Deny,
-    None,
-}
-
 /// Checks on a session's Runner Contract events: types like `SESSION_STARTED`, or `TYPE:kind`
 /// (`ERROR:timeout`). A bare `ERROR` does not match warnings (`ERROR:cli_warning`).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -162,19 +156,24 @@ pub enum RawApproval {
 pub struct RawEventsExpect {
     /// Event types that must appear.
     #[serde(default)]
-    pub present: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub present: Vec<Spanned<String>>,
     /// Event types that must not appear.
     #[serde(default)]
-    pub absent: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub absent: Vec<Spanned<String>>,
     /// Exact counts per event type.
     #[serde(default)]
-    pub count: BTreeMap<String, u64>,
+    #[schemars(with = "BTreeMap<String, u64>")]
+    pub count: BTreeMap<String, Spanned<u64>>,
     /// Event types whose first occurrences must come in this order.
     #[serde(default)]
-    pub order: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub order: Vec<Spanned<String>>,
     /// Deadlines from the step's start for an event type's first occurrence, e.g. `30s`.
     #[serde(default)]
-    pub within: BTreeMap<String, String>,
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub within: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -208,7 +207,8 @@ pub struct RawExpect {
     pub diff: Option<RawDiffExpect>,
     /// Session steps: checks on the runner's events.
     #[serde(default)]
-    pub events: Option<RawEventsExpect>,
+    #[schemars(with = "Option<RawEventsExpect>")]
+    pub events: Option<Spanned<RawEventsExpect>>,
     /// Session steps: `reconciled` requires USAGE_TICK deltas to sum to the usage the model stub
     /// reported, with strictly increasing `seq`.
     #[serde(default)]

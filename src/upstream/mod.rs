@@ -113,7 +113,7 @@ pub const PROVIDERS: &[&str] = &["codex", "claude-code", "gemini"];
 fn duration(field: &str, s: &str) -> Result<Duration> {
     humantime::parse_duration(s).map_err(|e| {
         LabError::usage(
-            format!("canary.yaml: upstream.{field}: invalid duration `{s}`: {e}"),
+            format!("upstream.{field}: invalid duration `{s}`: {e}"),
             "write e.g. `24h` or `30s`",
         )
     })
@@ -152,7 +152,7 @@ impl UpstreamConfig {
         for (name, p) in &self.providers {
             if !PROVIDERS.contains(&name.as_str()) {
                 return Err(LabError::usage(
-                    format!("canary.yaml: upstream.providers: unknown provider `{name}`"),
+                    format!("upstream.providers: unknown provider `{name}`"),
                     format!("providers: {}", PROVIDERS.join(", ")),
                 ));
             }
@@ -162,21 +162,32 @@ impl UpstreamConfig {
             let req = |r: &str| {
                 semver::VersionReq::parse(r).map_err(|e| {
                     LabError::usage(
-                        format!("canary.yaml: upstream.providers.{name}: invalid version requirement `{r}`: {e}"),
+                        format!("upstream.providers.{name}: invalid version requirement `{r}`: {e}"),
                         "write SemVer requirements such as `>=0.150.0` or `=0.160.1`",
                     )
                 })
             };
             if p.sources.is_empty() {
                 return Err(LabError::usage(
-                    format!("canary.yaml: upstream.providers.{name} has no sources"),
+                    format!("upstream.providers.{name}.sources is empty: the provider has no sources"),
                     "list at least one of pypi:<package>, npm:<package>, github:<owner>/<repo>",
                 ));
             }
             providers.insert(
                 name.clone(),
                 CompiledProvider {
-                    sources: p.sources.iter().map(|s| Source::parse(s)).collect::<Result<_>>()?,
+                    sources: p
+                        .sources
+                        .iter()
+                        .map(|s| {
+                            Source::parse(s).map_err(|e| match e {
+                                LabError::Usage(m, h) => {
+                                    LabError::Usage(format!("upstream.providers.{name}.sources: {m}"), h)
+                                }
+                                other => other,
+                            })
+                        })
+                        .collect::<Result<_>>()?,
                     include: p.include.as_deref().map(req).transpose()?,
                     exclude: p.exclude.iter().map(|r| req(r)).collect::<Result<_>>()?,
                     min_release_age: match &p.min_release_age {

@@ -21,10 +21,24 @@ impl Source {
         let (kind, name) = s
             .split_once(':')
             .ok_or_else(|| LabError::usage(format!("invalid upstream source `{s}`"), help))?;
-        let valid = |n: &str| !n.is_empty() && !n.contains(char::is_whitespace);
+        // Names become parts of registry URLs: package-name characters only, so a name can
+        // never add a path segment, a query or a fragment.
+        let valid = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 214
+                && !n.starts_with('.')
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        };
+        let valid_npm = |n: &str| match n.strip_prefix('@').and_then(|s| s.split_once('/')) {
+            Some((scope, pkg)) => valid(scope) && valid(pkg),
+            None => valid(n),
+        };
+        let s_shown = crate::text::clean(s);
+        let s = s_shown.as_ref();
         match kind {
             "pypi" if valid(name) => Ok(Source::Pypi(name.into())),
-            "npm" if valid(name) => Ok(Source::Npm(name.into())),
+            "npm" if valid_npm(name) => Ok(Source::Npm(name.into())),
             "github" => match name.split_once('/') {
                 Some((o, r)) if valid(o) && valid(r) && !r.contains('/') => Ok(Source::Github(o.into(), r.into())),
                 _ => Err(LabError::usage(format!("invalid GitHub repository in `{s}`"), help)),

@@ -13,7 +13,7 @@ fn bad_suites_point_at_the_line_and_exit_2() {
         ("invalid-duration", ":3:10", "invalid duration `5 minutes please`"),
         ("malformed", ":3:6", "invalid suite"),
         ("wrong-type", ":2:8", "expected a list"),
-        ("missing-name", ":", "missing field `name`"),
+        ("missing-name", ":2:1", "missing field `name`"),
         ("invalid-exit-code", ":7:18", "invalid exit_code `zero`"),
         ("path-escape", ":8:17", "is not inside the repo"),
         ("no-action", ":4:11", "has no action"),
@@ -22,7 +22,7 @@ fn bad_suites_point_at_the_line_and_exit_2() {
             ":5:15",
             "opens a pull request, but the suite has no network",
         ),
-        ("bad-branch", ":6:15", "invalid branch name `canary/..oops`"),
+        ("bad-branch", ":6:39", "invalid branch name `canary/..oops`"),
     ];
     for (name, location, message) in cases {
         let file = format!("tests/fixtures/bad/{name}.yaml");

@@ -399,3 +399,99 @@ fn one_run_compares_cli_versions_in_a_matrix() {
         "{runtimes:?}"
     );
 }
+
+/// A platform's own runner image (here: the lab's base with a wrapper around the reference
+/// runner, labelled with its version) as the build's runner: the CLIs stack on it, the build
+/// records it as the runner component, and a golden-path case runs through it.
+#[test]
+fn a_users_runner_image_is_the_runner_of_a_build() {
+    require_lab();
+    let base = Canary::new().args(["images", "base", "--json"]).run().code(0).json();
+    let base_ref = base["reference"].as_str().unwrap().to_string();
+    let ctx = tempfile::tempdir().unwrap();
+    let runner = std::path::Path::new(env!("CARGO_BIN_EXE_canary-runner"));
+    std::fs::copy(runner, ctx.path().join("canary-runner-real")).unwrap();
+    // The wrapper leaves a mark, so the test can tell this runner ran and not the lab's own.
+    std::fs::write(
+        ctx.path().join("canary-runner"),
+        "#!/bin/sh\necho \"$@\" >> /tmp/platform-runner.log\nexec /opt/platform/canary-runner-real \"$@\"\n",
+    )
+    .unwrap();
+    for f in ["canary-runner", "canary-runner-real"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(ctx.path().join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {base_ref}\nLABEL canary-lab.runner-version=0.1.0\nCOPY canary-runner-real /opt/platform/canary-runner-real\nCOPY canary-runner /usr/local/bin/canary-runner\n"
+        ),
+    )
+    .unwrap();
+    let tag = format!("canary-lab-test/platform-runner:{}", std::process::id());
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", &tag])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+
+    let b = Canary::new()
+        .args([
+            "images",
+            "build",
+            "--runner-image",
+            &tag,
+            "--provider",
+            "claude-code@sdk-0.2.187",
+            "--json",
+        ])
+        .run()
+        .code(0)
+        .json();
+    let runner_c = &b["manifest"]["components"][0];
+    assert_eq!(runner_c["name"], "runner", "{b}");
+    assert_eq!(runner_c["version"], "0.1.0");
+    assert_eq!(runner_c["package"], format!("image:{tag}"));
+    let reference = b["reference"].as_str().unwrap().to_string();
+    let mine = layers(&tag);
+    assert_eq!(
+        layers(&reference)[..mine.len()],
+        mine[..],
+        "the build stacks on the runner image"
+    );
+
+    // --set runner would swap in the lab's runner: refused, the image is the runner.
+    Canary::new()
+        .args(["images", "build", "--from", &reference, "--set", "runner"])
+        .run()
+        .code(2)
+        .stderr_has("comes from the image");
+
+    // A session through the build, then a look at the mark the platform's runner left.
+    let (_d, suite) = crate::helpers::write_temp(
+        "platform-runner.yaml",
+        "name: platform-runner\nrepos: [python]\nsteps:\n  - name: session starts\n    session:\n      prompt: Say that you are ready.\n      scenario:\n        - say: ready\n    timeout: 2m\n    expect:\n      events:\n        present: [SESSION_STARTED]\n        absent: [ERROR]\n  - name: the platform's runner ran it\n    exec: grep -c '^session ' /tmp/platform-runner.log\n    expect:\n      stdout:\n        contains: ['1']\n",
+    );
+    // `run` names the same build by its parts: the runner image and the CLI; it is found, not
+    // rebuilt.
+    let run = Canary::new()
+        .args([
+            "run",
+            "--no-record",
+            "--runner-image",
+            &tag,
+            "--provider",
+            "claude-code@sdk-0.2.187",
+            "--json",
+            "--suite",
+        ])
+        .arg_path(&suite)
+        .run();
+    let report = run.json();
+    assert_eq!(report["summary"]["passed"], 1, "{report}");
+    assert_eq!(report["image"]["reference"], reference.as_str(), "the same build ran");
+    let _ = Command::new("docker")
+        .args(["image", "rm", "-f", &reference, &tag])
+        .output();
+}

@@ -33,6 +33,22 @@ async fn hook(State(u): State<Arc<Upstream>>, axum::Json(v): axum::Json<serde_js
     "ok"
 }
 
+async fn codex(State(u): State<Arc<Upstream>>) -> axum::Json<serde_json::Value> {
+    let mut releases = serde_json::json!({"0.162.1": file(9)});
+    if u.released.load(Ordering::SeqCst) {
+        releases["0.163.0"] = file(3);
+    }
+    axum::Json(serde_json::json!({"info": {"name": "openai-codex-cli-bin"}, "releases": releases}))
+}
+
+async fn sdk_pair(State(u): State<Arc<Upstream>>) -> axum::Json<serde_json::Value> {
+    let mut releases = serde_json::json!({"0.2.186": file(8)});
+    if u.released.load(Ordering::SeqCst) {
+        releases["0.2.187"] = file(3);
+    }
+    axum::Json(serde_json::json!({"info": {"name": "claude-agent-sdk"}, "releases": releases}))
+}
+
 fn start() -> (String, Arc<Upstream>) {
     let u = Arc::new(Upstream::default());
     let app = axum::Router::new()
@@ -204,4 +220,97 @@ fn a_red_candidate_is_not_promoted_and_not_judged_again() {
         status["channels"].as_array().unwrap().is_empty(),
         "nothing was promoted anywhere: {status}"
     );
+}
+
+/// One Codex and one Claude Code release: the pipeline judges each as beta's build with that one
+/// component changed, so beta ends as one build bundling both new versions.
+#[test]
+fn releases_of_two_clis_end_in_one_beta_build_that_bundles_both() {
+    require_lab();
+    let u = Arc::new(Upstream::default());
+    let app = axum::Router::new()
+        .route("/pypi/openai-codex-cli-bin/json", get(codex))
+        .route("/pypi/claude-agent-sdk/json", get(sdk_pair))
+        .route("/hook", post(hook))
+        .with_state(u.clone());
+    let url = serve_on_loopback(app);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("canary.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "upstream:\n  pypi_url: {url}\n  providers:\n    codex:\n      sources: [pypi:openai-codex-cli-bin]\n    claude-code:\n      sources: [pypi:claude-agent-sdk]\npipeline:\n  webhook: {url}/hook\n"
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("registry.db");
+
+    // First run: beta has no build; the first build bundles the newest of each CLI.
+    let first = pipeline(&cfg, &db).code(0).json();
+    let verdicts = first["verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 1, "one first build: {first}");
+    let changes: Vec<String> = verdicts[0]["component_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["component"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        changes.contains(&"codex".into()) && changes.contains(&"claude-code".into()),
+        "{first}"
+    );
+
+    // Both CLIs release: two candidates, each beta's build with one component changed.
+    u.released.store(true, Ordering::SeqCst);
+    let second = pipeline(&cfg, &db).code(0).json();
+    let verdicts = second["verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 2, "one candidate per release: {second}");
+    let mut seen = Vec::new();
+    for v in verdicts {
+        assert_eq!(v["status"], "green", "{v}");
+        let ch = v["component_changes"].as_array().unwrap();
+        assert_eq!(ch.len(), 1, "exactly one component changed: {v}");
+        seen.push(ch[0]["component"].as_str().unwrap().to_string());
+        assert!(
+            v["changes"].as_str().unwrap().contains(" → "),
+            "the notification names the change: {v}"
+        );
+    }
+    seen.sort();
+    assert_eq!(seen, vec!["claude-code".to_string(), "codex".to_string()]);
+    let hooks = u.hooks.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 3, "one notification per candidate");
+
+    // Beta is one build with both new versions (and the runner).
+    let status = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["status", "--json"])
+        .run()
+        .code(0)
+        .json();
+    let beta = status["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "beta")
+        .unwrap()
+        .clone();
+    let version = |name: &str| {
+        beta["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["version"].as_str().unwrap().to_string())
+    };
+    assert_eq!(version("codex").as_deref(), Some("0.163.0"), "{beta}");
+    assert!(
+        beta["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "claude-code" && c["package_version"] == "0.2.187"),
+        "{beta}"
+    );
+    assert!(version("runner").is_some(), "{beta}");
 }

@@ -4,11 +4,13 @@
 mod adapters;
 mod cli;
 mod docker;
+mod docker_dashboard;
 mod docker_images;
 mod docker_pipeline;
 mod docker_registry;
 mod forge;
 mod helpers;
+mod hostile;
 mod real_cli;
 mod registry;
 mod security;

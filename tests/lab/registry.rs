@@ -15,6 +15,16 @@ pub enum Backend {
 pub struct Fresh {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    /// The admin URL and database name of a PostgreSQL test database, dropped with the guard.
+    drop_db: Option<(String, String)>,
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = &self.drop_db {
+            let _ = sql(admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -49,6 +59,7 @@ pub fn fresh(backend: Backend) -> Fresh {
             Fresh {
                 url: dir.path().join("registry.db").display().to_string(),
                 _dir: Some(dir),
+                drop_db: None,
             }
         }
         Backend::Postgres => {
@@ -58,12 +69,21 @@ pub fn fresh(backend: Backend) -> Fresh {
             static N: AtomicU32 = AtomicU32::new(0);
             let name = format!("canary_t{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
             sql(&admin, &format!("DROP DATABASE IF EXISTS {name}")).unwrap();
-            sql(&admin, &format!("CREATE DATABASE {name}"))
-                .unwrap_or_else(|e| panic!("cannot create a test database on {admin}: {e}"));
+            // CREATE DATABASE copies template1 and fails while another test's CREATE holds it:
+            // tried again briefly.
+            let mut attempt = 0;
+            while let Err(e) = sql(&admin, &format!("CREATE DATABASE {name}")) {
+                attempt += 1;
+                if attempt == 20 || !e.contains("being accessed by other users") {
+                    panic!("cannot create a test database on {admin}: {e}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100 * attempt));
+            }
             let (base, _) = admin.rsplit_once('/').unwrap();
             Fresh {
                 url: format!("{base}/{name}"),
                 _dir: None,
+                drop_db: Some((admin.clone(), name)),
             }
         }
     }
@@ -91,7 +111,7 @@ macro_rules! on_both {
 
 on_both!(unknown_names_exit_2, |b| {
     let reg = fresh(b);
-    canary(&reg).args(["registry", "builds"]).run().code(0);
+    canary(&reg).args(["registry", "init"]).run().code(0);
     canary(&reg)
         .args(["promote", "sha256:0000000000", "--channel", "stable"])
         .run()
@@ -122,7 +142,7 @@ on_both!(unknown_names_exit_2, |b| {
 
 on_both!(a_newer_schema_is_refused, |b| {
     let reg = fresh(b);
-    canary(&reg).args(["registry", "builds"]).run().code(0);
+    canary(&reg).args(["registry", "init"]).run().code(0);
     sql(&reg.url, "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990001, 'from the future', TRUE, X'00', 1)")
         .or_else(|_| sql(&reg.url, "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990001, 'from the future', TRUE, '\\x00', 1)"))
         .unwrap();
@@ -135,7 +155,7 @@ on_both!(a_newer_schema_is_refused, |b| {
 
 on_both!(the_audit_log_is_append_only, |b| {
     let reg = fresh(b);
-    canary(&reg).args(["registry", "builds"]).run().code(0);
+    canary(&reg).args(["registry", "init"]).run().code(0);
     sql(&reg.url, "INSERT INTO audit_log (ts, actor, action, target, decision, reason, evidence) VALUES ('t', 'a', 'x', 'y', 'z', '', '{}')").unwrap();
     let update = sql(&reg.url, "UPDATE audit_log SET decision = 'forged'").unwrap_err();
     assert!(update.contains("append-only"), "{update}");

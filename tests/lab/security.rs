@@ -111,6 +111,11 @@ fn user_ids_and_closed_pipes_never_panic() {
     assert!(!out.stderr().contains("panicked"), "{}", out.stderr());
 
     // `canary status --json | head -c 10`: the reader goes away, the command does not panic.
+    Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["registry", "init"])
+        .run()
+        .code(0);
     let (mut cmd, _reports) = Canary::new()
         .arg_path_flag("--registry", &db)
         .args(["status", "--json"])
@@ -161,4 +166,141 @@ fn heartbeats_are_validated_and_the_newest_is_kept() {
         .code(0)
         .json();
     assert_eq!(status["runners"][0]["versions"]["runner"], "2", "{status}");
+}
+
+fn status_with(registry: &str) -> crate::helpers::Outcome {
+    Canary::new().args(["--registry", registry, "status"]).run()
+}
+
+#[test]
+fn a_registry_that_is_not_ours_is_refused_at_once_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // Another application's SQLite database: never migrated into a registry.
+    let foreign = dir.path().join("app.db");
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", foreign.display()))
+                .await
+                .unwrap();
+            sqlx::query("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+                .execute(&mut c)
+                .await
+                .unwrap();
+        });
+    }
+    let before = std::fs::read(&foreign).unwrap();
+    for cmd in [&["status"][..], &["pin", "--org", "acme", "--channel", "beta"][..]] {
+        let out = Canary::new()
+            .arg_path_flag("--registry", &foreign)
+            .args(cmd.iter().copied())
+            .run()
+            .code(2);
+        assert!(
+            out.stderr().contains("not a Canary Lab registry") && out.stderr().contains("invoices"),
+            "{}",
+            out.stderr()
+        );
+        assert!(
+            out.stderr().contains("never migrates another application's database"),
+            "{}",
+            out.stderr()
+        );
+    }
+    assert_eq!(
+        std::fs::read(&foreign).unwrap(),
+        before,
+        "the foreign file is unchanged"
+    );
+
+    // A file that is not a database: a named cause at once, not a pool timeout.
+    let junk = dir.path().join("notes.txt");
+    std::fs::write(&junk, "hello, this is text and not a database at all\n").unwrap();
+    let started = std::time::Instant::now();
+    let out = status_with(junk.to_str().unwrap()).code(2);
+    assert!(out.stderr().contains("is not a SQLite database"), "{}", out.stderr());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // A damaged SQLite file (right header, garbage after it).
+    let damaged = dir.path().join("damaged.db");
+    let mut bytes = b"SQLite format 3\0".to_vec();
+    bytes.extend(std::iter::repeat_n(0xA5u8, 8192));
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out = status_with(damaged.to_str().unwrap()).code(2);
+    assert!(out.stderr().contains("cannot be read"), "{}", out.stderr());
+}
+
+#[test]
+fn registry_urls_and_paths_never_create_what_the_user_did_not_ask_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = |p: &str| dir.path().join(p).display().to_string();
+    // An unknown scheme is an error, not a file named `mysql:`.
+    let out = Canary::new()
+        .args([
+            "--registry",
+            "mysql://root:secret@db/canary",
+            "pin",
+            "--org",
+            "acme",
+            "--channel",
+            "beta",
+        ])
+        .run()
+        .code(2);
+    assert!(out.stderr().contains("unknown URL scheme `mysql`"), "{}", out.stderr());
+    assert!(
+        !out.stderr().contains("secret"),
+        "the password is masked: {}",
+        out.stderr()
+    );
+    // A typo in a folder: no folders are created.
+    let typo = here("regsitry/sub/registry.db");
+    let out = Canary::new()
+        .args(["--registry", &typo, "pin", "--org", "acme", "--channel", "beta"])
+        .run()
+        .code(2);
+    assert!(out.stderr().contains("does not exist"), "{}", out.stderr());
+    assert!(!dir.path().join("regsitry").exists());
+    // Read-only commands create nothing.
+    let missing = here("registry.db");
+    for cmd in [&["status"][..], &["registry", "builds"][..], &["registry", "audit"][..]] {
+        let out = Canary::new()
+            .args(["--registry", &missing])
+            .args(cmd.iter().copied())
+            .run()
+            .code(2);
+        assert!(out.stderr().contains("no registry there yet"), "{}", out.stderr());
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was created"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_read_only_registry_serves_reads_and_refuses_writes_by_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("registry.db");
+    Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["pin", "--org", "acme", "--channel", "beta"])
+        .run()
+        .code(0);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let out = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["status", "--json"])
+        .run()
+        .code(0);
+    assert_eq!(out.json()["orgs"][0]["org"], "acme");
+    // The file's mode is honoured even for root, who could write through it.
+    let out = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["pin", "--org", "acme", "--channel", "stable"])
+        .run()
+        .code(2);
+    assert!(out.stderr().contains("read-only"), "{}", out.stderr());
 }

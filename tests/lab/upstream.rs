@@ -307,14 +307,6 @@ fn failing_registries_are_clear_errors_and_record_nothing() {
         .stderr_has("invalid upstream source `cargo:codex`");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn runner_heartbeats_reach_status_from_a_file_and_over_http() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,402 @@
+//! The dashboard `canary serve` shows: overview, compatibility history, upstream, fleet and
+//! audit. Each page is rendered on the server (maud, which escapes every value) from the same
+//! JSON document its `/api/...` route answers, so the page and the API never disagree; no
+//! script, no external file. The data functions query only what a page shows.
+
+use crate::error::Result;
+use crate::registry::{AuditFilter, Registry, ResultStatus};
+use crate::report::html::{STYLE, safe, status_badge};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde_json::{Value, json};
+
+/// Builds the history grid shows (its columns), newest first.
+pub const HISTORY_BUILDS: usize = 20;
+/// Audit rows per page.
+pub const AUDIT_PAGE: i64 = 100;
+/// A runner whose last heartbeat is older than this is flagged stale.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+const PAGES: &[(&str, &str)] = &[
+    ("/", "Overview"),
+    ("/history", "Compatibility history"),
+    ("/upstream", "Upstream"),
+    ("/fleet", "Fleet"),
+    ("/audit", "Audit"),
+];
+
+/// The page around `body`.
+pub fn layout(active: &str, title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — Canary Lab" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    h1 { "Canary Lab" }
+                    nav {
+                        @for (href, name) in PAGES {
+                            a href=(href) class=[(*href == active).then_some("on")] { (name) }
+                        }
+                    }
+                }
+                main { h2 { (title) } (body) }
+            }
+        }
+    }
+    .into_string()
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or("")
+}
+
+fn short(id: &str) -> String {
+    safe(crate::lab::short_id(id))
+}
+
+fn components(v: &Value) -> Markup {
+    html! {
+        @if let Some(list) = v.as_array() {
+            ul.components {
+                @for c in list {
+                    li data-component=(safe(s(c, "name"))) {
+                        b { (safe(s(c, "name"))) } " " code { (safe(s(c, "version"))) }
+                        @if let Some(p) = c["package"].as_str() {
+                            " (" (safe(p)) @if let Some(pv) = c["package_version"].as_str() { " " (safe(pv)) } ")"
+                        }
+                    }
+                }
+            }
+        } @else { "no manifest recorded" }
+    }
+}
+
+/// The overview: each channel's build with its components, since when, its previous
+/// known-good builds, org pins.
+pub fn overview(status: &Value, history: &Value) -> Markup {
+    html! {
+        @if status["channels"].as_array().is_none_or(|c| c.is_empty()) {
+            p { "No channel has a build yet: " code { "./lab demo" } " promotes the first to beta." }
+        }
+        @for c in status["channels"].as_array().into_iter().flatten() {
+            section.channel id={ "channel-" (safe(s(c, "channel"))) } {
+                h2 { "Channel " (safe(s(c, "channel"))) }
+                p {
+                    "build " code { (short(s(c, "build"))) } " · " code { (safe(s(c, "image"))) }
+                    " · since " (safe(s(c, "since")))
+                }
+                (components(&c["components"]))
+                @if let Some(list) = history[s(c, "channel")].as_array() {
+                    details {
+                        summary { "known-good history (" (list.len()) ")" }
+                        table {
+                            tr { th { "build" } th { "kind" } th { "released" } th { "by" } }
+                            @for r in list {
+                                tr {
+                                    td { code { (short(s(r, "build_id"))) } }
+                                    td { (safe(s(r, "kind"))) }
+                                    td { (safe(s(r, "released_at"))) }
+                                    td { (safe(s(r, "actor"))) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Orgs" }
+        table id="orgs" {
+            tr { th { "org" } th { "channel" } th { "pinned to" } th { "runs" } th { "since" } }
+            @for o in status["orgs"].as_array().into_iter().flatten() {
+                tr {
+                    td { (safe(s(o, "org"))) }
+                    td { (safe(s(o, "channel"))) }
+                    td { @if let Some(b) = o["pinned_build"].as_str() { code { (short(b)) } } @else { "follows channel" } }
+                    td { code { (short(s(o, "runs"))) } }
+                    td { (safe(s(o, "since"))) }
+                }
+            }
+        }
+    }
+}
+
+/// The history grid's data: rows suite × repo × provider, one column per build (newest first),
+/// each cell the build's latest result there.
+pub async fn history_data(reg: &Registry, max_builds: usize) -> Result<Value> {
+    let builds = reg.recent_builds(max_builds as i64).await?;
+    let mut rows: std::collections::BTreeMap<(String, String, String), Vec<Value>> = Default::default();
+    let mut columns = Vec::new();
+    for (i, b) in builds.iter().enumerate() {
+        let cells = reg.latest_cells(&b.id).await?;
+        let failing = cells
+            .iter()
+            .filter(|c| !matches!(c.status, ResultStatus::Pass | ResultStatus::Flaky))
+            .count();
+        // Most cells failing at once is an outage of the lab or upstream, not flakiness.
+        let outage = cells.len() >= 4 && failing * 2 > cells.len();
+        columns.push(json!({
+            "build": b.id, "image": b.image_ref, "created_at": b.created_at,
+            "components": b.manifest.as_ref().map(|m| m.summary()),
+            "outage": outage,
+        }));
+        for c in cells {
+            let key = (c.suite.clone(), c.repo.clone(), c.provider.clone());
+            let row = rows.entry(key).or_insert_with(|| vec![Value::Null; builds.len()]);
+            let run_id = c.run_id.clone();
+            row[i] = json!({
+                "status": c.status.as_str(), "run_id": run_id, "case_id": c.case_id,
+                "recorded_at": c.recorded_at, "attempts": c.attempts,
+                "report": format!("/reports/{}/report.html#{}", run_id, c.case_id),
+                "repro": format!("canary repro {}/{}", run_id, c.case_id),
+            });
+        }
+    }
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|((suite, repo, provider), cells)| {
+            // Flake rate: cases that failed and then passed on a rerun of the same inputs, among
+            // the results that judged the build (infra errors and outage columns excluded).
+            let judged: Vec<&Value> = cells
+                .iter()
+                .zip(&columns)
+                .filter(|(c, col)| !c.is_null() && col["outage"] != true && c["status"] != "infra_error")
+                .map(|(c, _)| c)
+                .collect();
+            let flaky = judged.iter().filter(|c| c["status"] == "flaky").count();
+            let rate = if judged.is_empty() {
+                Value::Null
+            } else {
+                json!(flaky as f64 / judged.len() as f64)
+            };
+            json!({"suite": suite, "repo": repo, "provider": provider, "cells": cells, "flake_rate": rate})
+        })
+        .collect();
+    Ok(json!({"columns": columns, "rows": rows}))
+}
+
+pub fn history(v: &Value) -> Markup {
+    let columns = v["columns"].as_array().cloned().unwrap_or_default();
+    html! {
+        p { "Rows: suite × repo × provider. Columns: builds, newest first. Each cell is the build's latest result; it links to the case's report." }
+        table id="grid" {
+            tr {
+                th { "suite" } th { "repo" } th { "provider" } th { "flake rate" }
+                @for c in &columns {
+                    th title=(safe(c["components"].as_str().unwrap_or(""))) {
+                        code { (short(s(c, "build"))) }
+                        @if c["outage"] == true { br; span.st.error title="most cells failed at once" { "outage?" } }
+                    }
+                }
+            }
+            @for r in v["rows"].as_array().into_iter().flatten() {
+                tr {
+                    td { (safe(s(r, "suite"))) } td { (safe(s(r, "repo"))) } td { (safe(s(r, "provider"))) }
+                    td { @if let Some(x) = r["flake_rate"].as_f64() { (format!("{:.0} %", x * 100.0)) } }
+                    @for cell in r["cells"].as_array().into_iter().flatten() {
+                        @if cell.is_null() {
+                            td.cell data-status="none" { span.st.none { "—" } }
+                        } @else {
+                            td.cell data-status=(safe(s(cell, "status"))) title=(safe(s(cell, "repro"))) {
+                                a href=(safe(s(cell, "report"))) { (status_badge(s(cell, "status"))) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Versions per provider with their channel, the release-age gate (when each becomes a
+/// candidate under `min_release_age`), and the pipeline's verdict on each judged one.
+pub async fn upstream_data(
+    reg: &Registry,
+    min_age: &std::collections::BTreeMap<String, std::time::Duration>,
+    now: jiff::Timestamp,
+) -> Result<Value> {
+    let verdicts = reg.verdicts().await?;
+    let mut versions = reg.versions().await?;
+    versions.sort_by(|a, b| b.released_at.cmp(&a.released_at));
+    let rows: Vec<Value> = versions
+        .iter()
+        .take(500)
+        .map(|v| {
+            let verdict = verdicts.iter().find(|d| {
+                d.provider == v.provider && Some(&d.package_version) == v.package_version.as_ref().or(Some(&v.version))
+            });
+            // The release-age gate: a release becomes a candidate once it is old enough.
+            let eligible_at = match (v.released_at.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()), min_age.get(&v.provider)) {
+                (Some(t), Some(age)) => jiff::SignedDuration::try_from(*age).ok().and_then(|a| t.checked_add(a).ok()),
+                _ => None,
+            };
+            let wait_s = eligible_at.map(|e| e.duration_since(now).as_secs().max(0));
+            json!({
+                "version": v,
+                "eligible_at": eligible_at.map(|e| e.to_string()),
+                "eligible_in_s": wait_s,
+                "verdict": verdict.map(|d| json!({"status": d.status, "build": d.build_id, "channel": d.channel, "decided_at": d.decided_at})),
+            })
+        })
+        .collect();
+    Ok(json!({"versions": rows}))
+}
+
+pub fn upstream(v: &Value) -> Markup {
+    html! {
+        table id="upstream" {
+            tr { th { "provider" } th { "version" } th { "package" } th { "channel" } th { "released" } th { "release-age gate" } th { "verdict" } }
+            @for r in v["versions"].as_array().into_iter().flatten() {
+                @let ver = &r["version"];
+                tr {
+                    td { (safe(s(ver, "provider"))) }
+                    td { code { (safe(s(ver, "version"))) } }
+                    td { (safe(s(ver, "package"))) " " (safe(s(ver, "package_version"))) }
+                    td { (safe(s(ver, "channel"))) }
+                    td { (safe(s(ver, "released_at"))) }
+                    td.gate {
+                        @match r["eligible_in_s"].as_i64() {
+                            Some(0) => "eligible",
+                            Some(w) => { "eligible in " (humantime::format_duration(std::time::Duration::from_secs(w as u64))) }
+                            None => "unknown release time",
+                        }
+                    }
+                    td {
+                        @if r["verdict"].is_null() { "not judged" } @else {
+                            (safe(s(&r["verdict"], "status"))) " " code { (short(s(&r["verdict"], "build"))) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Deployed runners against their channel's known-good, the stale ones flagged.
+pub fn fleet_data(status: &Value, now: jiff::Timestamp) -> Value {
+    let runners: Vec<Value> = status["runners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let stale = r["sent_at"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .is_none_or(|t| now.duration_since(t).as_secs() as u64 > STALE_AFTER.as_secs());
+            let mut r = r.clone();
+            r["stale"] = json!(stale);
+            r
+        })
+        .collect();
+    json!({"runners": runners, "stale_after_s": STALE_AFTER.as_secs()})
+}
+
+pub fn fleet(v: &Value) -> Markup {
+    html! {
+        table id="fleet" {
+            tr { th { "runner" } th { "org" } th { "channel" } th { "versions" } th { "channel's known-good" } th { "last heartbeat" } }
+            @for r in v["runners"].as_array().into_iter().flatten() {
+                tr.runner data-stale=(r["stale"] == true) {
+                    td { (safe(s(r, "runner_id"))) }
+                    td { (safe(s(r, "org"))) }
+                    td { (safe(s(r, "channel"))) }
+                    td {
+                        @for (k, val) in r["versions"].as_object().into_iter().flatten() {
+                            (safe(k)) " " code { (safe(val.as_str().unwrap_or(""))) } br;
+                        }
+                    }
+                    td { code { (short(s(r, "known_good_build"))) } }
+                    td { (safe(s(r, "sent_at"))) @if r["stale"] == true { " " span.st.failed { "stale" } } }
+                }
+            }
+        }
+    }
+}
+
+pub async fn audit_data(reg: &Registry, filter: &AuditFilter, page: i64) -> Result<Value> {
+    let page = page.max(0);
+    let rows = reg.audit_page(filter, AUDIT_PAGE, page * AUDIT_PAGE).await?;
+    Ok(json!({"filter": filter, "page": page, "rows": rows}))
+}
+
+pub fn audit(v: &Value) -> Markup {
+    let f = &v["filter"];
+    let page = v["page"].as_i64().unwrap_or(0);
+    html! {
+        form method="get" action="/audit" {
+            input name="actor" placeholder="actor" value=(safe(s(f, "actor")));
+            " " input name="action" placeholder="action" value=(safe(s(f, "action")));
+            " " input name="target" placeholder="target contains" value=(safe(s(f, "target")));
+            " " input name="since" placeholder="since (RFC 3339)" value=(safe(s(f, "since")));
+            " " button type="submit" { "filter" }
+        }
+        table id="audit" {
+            tr { th { "time" } th { "actor" } th { "action" } th { "target" } th { "decision" } th { "reason" } }
+            @for r in v["rows"].as_array().into_iter().flatten() {
+                tr {
+                    td { (safe(s(r, "ts"))) } td { (safe(s(r, "actor"))) } td { (safe(s(r, "action"))) }
+                    td { code { (safe(s(r, "target"))) } } td { (safe(s(r, "decision"))) } td { (safe(s(r, "reason"))) }
+                }
+            }
+        }
+        p {
+            @if page > 0 { a href={ "/audit?page=" (page - 1) } { "newer" } " " }
+            @if v["rows"].as_array().is_some_and(|r| r.len() as i64 == AUDIT_PAGE) { a href={ "/audit?page=" (page + 1) } { "older" } }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_release_age_gate_counts_down_to_eligibility() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path().join("r.db").to_str().unwrap()).await.unwrap();
+        for (version, released) in [("0.163.0", "2026-11-21T12:00:00Z"), ("0.164.0", "2026-11-22T11:00:00Z")] {
+            reg.record_version(&crate::registry::VersionRow {
+                provider: "codex".into(),
+                version: version.into(),
+                released_at: Some(released.into()),
+                source: "pypi:openai-codex-cli-bin".into(),
+                channel: "stable".into(),
+                package: None,
+                package_version: None,
+            })
+            .await
+            .unwrap();
+        }
+        let ages = std::collections::BTreeMap::from([("codex".to_string(), std::time::Duration::from_secs(24 * 3600))]);
+        let now: jiff::Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
+        let v = upstream_data(&reg, &ages, now).await.unwrap();
+        let rows = v["versions"].as_array().unwrap();
+        let of = |ver: &str| rows.iter().find(|r| r["version"]["version"] == ver).unwrap().clone();
+        assert_eq!(of("0.163.0")["eligible_in_s"], 0, "a day old: eligible");
+        assert_eq!(of("0.164.0")["eligible_in_s"], 23 * 3600, "an hour old: 23 h to go");
+        let page = layout("/upstream", "Upstream", upstream(&v));
+        assert!(page.contains("eligible in 23h"), "{page}");
+    }
+
+    #[test]
+    fn hostile_values_render_as_text() {
+        let status = json!({
+            "channels": [{"channel": "beta", "build": "sha256:abc", "image": "<img src=x onerror=alert(1)>", "since": "t",
+                          "components": [{"name": "codex", "version": "0.163.0\u{1b}[2J"}]}],
+            "orgs": [], "runners": [{"runner_id": "<script>alert(1)</script>", "sent_at": "2020-01-01T00:00:00Z", "versions": {"runner": "1"}}],
+        });
+        let page = layout("/", "Overview", overview(&status, &json!({})));
+        assert!(!page.contains("<img src=x") && page.contains("&lt;img src=x"));
+        assert!(!page.contains('\u{1b}'));
+        let fleet_page = layout("/fleet", "Fleet", fleet(&fleet_data(&status, jiff::Timestamp::now())));
+        assert!(fleet_page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(
+            fleet_page.contains("data-stale=\"true\""),
+            "a runner silent since 2020 is stale"
+        );
+    }
+}

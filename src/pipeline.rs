@@ -1,0 +1,480 @@
+//! The pipeline: watch → candidates → build → canary → record → gate → promote → notify. The
+//! command line (`canary pipeline`) and any scheduler call [`run`]; it decides and records
+//! everything, the caller only renders the outcome.
+
+use crate::config::LabConfig;
+use crate::engine::Backend;
+use crate::engine::docker::DockerBackend;
+use crate::error::{Result, exit};
+use crate::progress::Progress;
+use crate::registry::{Audit, Registry, Verdict};
+use crate::report::{CaseStatus, RunReport};
+use crate::upstream::{self, Judged, WatchOptions, WatchReport};
+use std::path::PathBuf;
+
+fn short(id: &str) -> &str {
+    crate::lab::short_id(id)
+}
+
+/// One candidate's outcome, as the webhook receives it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Notification {
+    pub event: &'static str,
+    /// The changed component (the first, for a channel's first build).
+    pub provider: String,
+    pub version: String,
+    pub package: String,
+    pub package_version: String,
+    /// The channel the policy made it a candidate for.
+    pub candidate_for: String,
+    /// `green` (passed, promoted), `yellow` (passed with flaky cases or the gate refused), `red`
+    /// (a suite failed), `error` (the lab could not judge it).
+    pub status: String,
+    pub build: Option<String>,
+    pub image: Option<String>,
+    /// The candidate build's components.
+    pub components: Vec<crate::builds::Component>,
+    /// What changed from the channel's build, component by component.
+    pub component_changes: Vec<crate::builds::Change>,
+    pub run_id: Option<String>,
+    pub report: Option<String>,
+    pub promoted_to: Vec<String>,
+    pub changes: String,
+    pub summary: serde_json::Value,
+    pub failures: Vec<String>,
+    pub rollback: Vec<String>,
+}
+
+/// What one pipeline run is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineOptions {
+    /// Only this provider.
+    pub provider: Option<String>,
+    /// Suites candidates must pass (empty: the lab config's `pipeline.suites`).
+    pub suites: Vec<PathBuf>,
+    /// Judge candidates again even when the registry has a verdict for them.
+    pub rejudge: bool,
+    /// Where verdicts are posted (none: the lab config's `pipeline.webhook`).
+    pub webhook: Option<String>,
+    /// Parallel cases per canary run (none: the lab config's `pipeline.jobs`).
+    pub jobs: Option<usize>,
+    /// How a case's repro line starts (`canary --registry ...`).
+    pub repro_prefix: String,
+}
+
+/// What a pipeline run did: the watch, one verdict per candidate, and the exit code it means
+/// (0 all green or nothing to judge, 1 a candidate blocked, 2 a candidate could not be judged
+/// or a notification failed).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineOutcome {
+    pub watch: WatchReport,
+    pub verdicts: Vec<serde_json::Value>,
+    #[serde(skip)]
+    pub exit_code: i32,
+}
+
+/// Watch, form candidates (each the channel's build with one component changed), judge each
+/// (build, canary, record, gate, promote), notify, and record the verdicts. Idempotent: a
+/// candidate with a verdict is not judged again unless `rejudge`; one the lab could not judge
+/// is judged again on the next run.
+pub async fn run(
+    config: &LabConfig,
+    reg: &Registry,
+    a: &PipelineOptions,
+    progress: &Progress,
+) -> Result<PipelineOutcome> {
+    let cli_prefix = a.repro_prefix.as_str();
+    progress.line("[watch] checking upstream");
+    let watch = upstream::watch(
+        reg,
+        &WatchOptions {
+            config: &config.upstream,
+            cache_dir: config.cache_dir.clone(),
+            provider: a.provider.clone(),
+            record: true,
+            resolve: true,
+        },
+    )
+    .await?;
+    let verdicts = reg.verdicts().await?;
+    let per_channel = config.upstream.candidates_per_channel.max(1);
+    let target = config.pipeline.promote_to.clone();
+    let mut newest: Vec<(String, Vec<Judged>)> = Vec::new();
+    for p in &watch.providers {
+        let mut list = Vec::new();
+        for channel in ["stable", "beta"] {
+            for j in p
+                .newer
+                .iter()
+                .filter(|j| j.channel.as_deref() == Some(channel))
+                .take(per_channel)
+            {
+                // A verdict of `error` means the lab could not judge it: judged again.
+                let judged = verdicts.iter().find(|v| {
+                    v.provider == p.provider && v.package_version == j.release.package_version && v.status != "error"
+                });
+                match judged {
+                    Some(v) if !a.rejudge => progress.line(format!(
+                        "[watch] {} {}: already judged {} on {} (--rejudge to run it again)",
+                        p.provider, j.release.version, v.status, v.decided_at
+                    )),
+                    _ => list.push(j.clone()),
+                }
+            }
+        }
+        if !list.is_empty() {
+            newest.push((p.provider.clone(), list));
+        }
+    }
+    let has_build = !reg.known_good(&target).await?.is_empty();
+    let candidates = upstream::form_candidates(has_build, newest);
+    if candidates.is_empty() {
+        progress.line("[watch] nothing new to judge");
+    }
+    let suites = if a.suites.is_empty() {
+        config.pipeline.suites.clone()
+    } else {
+        a.suites.clone()
+    };
+    let webhook = a.webhook.clone().or(config.pipeline.webhook.clone());
+    let mut outcomes = Vec::new();
+    let mut worst = exit::PASS;
+    for candidate in candidates {
+        let what = candidate
+            .iter()
+            .map(|(p, j)| format!("{p} {}", j.release.version))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let n = judge_candidate(
+            cli_prefix,
+            config,
+            reg,
+            progress,
+            &suites,
+            a.jobs.unwrap_or(config.pipeline.jobs),
+            &target,
+            &candidate,
+        )
+        .await;
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                // The lab could not judge it: said loudly, never recorded as a verdict, so the
+                // next pipeline run tries again.
+                progress.line(format!("[error] {what}: {e}"));
+                worst = exit::ERROR;
+                outcomes.push(serde_json::json!({"candidate": what, "status": "error", "error": e.to_string()}));
+                continue;
+            }
+        };
+        let payload = serde_json::to_value(&n).expect("json");
+        if let Some(run_id) = &n.run_id {
+            let file = config.reports_dir.join(run_id).join("notification.json");
+            let _ = std::fs::write(&file, serde_json::to_string_pretty(&payload).expect("json"));
+            progress.line(format!("[notify] {}", file.display()));
+        }
+        if let Some(url) = &webhook {
+            match post_webhook(url, &payload).await {
+                Ok(()) => progress.line(format!("[notify] webhook {url}: delivered")),
+                Err(e) => {
+                    progress.line(format!("[notify] webhook {url}: {e}"));
+                    worst = exit::ERROR;
+                }
+            }
+        }
+        for (provider, j) in &candidate {
+            reg.record_verdict(
+                &Verdict {
+                    provider: provider.clone(),
+                    package_version: j.release.package_version.clone(),
+                    version: n
+                        .components
+                        .iter()
+                        .find(|c| &c.name == provider)
+                        .map_or_else(|| j.release.version.clone(), |c| c.version.clone()),
+                    build_id: n.build.clone(),
+                    status: n.status.clone(),
+                    channel: n.promoted_to.last().cloned(),
+                    summary: payload.clone(),
+                    decided_at: crate::registry::now(),
+                },
+                Audit {
+                    actor: "pipeline",
+                    action: "judge",
+                    target: &format!("{provider} {}", j.release.version),
+                    decision: &n.status,
+                    reason: &n.changes,
+                    evidence: payload.clone(),
+                },
+            )
+            .await?;
+        }
+        match n.status.as_str() {
+            "green" => {}
+            "error" => worst = exit::ERROR,
+            _ if worst == exit::PASS => worst = exit::FAILED,
+            _ => {}
+        }
+        outcomes.push(payload);
+    }
+    Ok(PipelineOutcome {
+        watch,
+        verdicts: outcomes,
+        exit_code: worst,
+    })
+}
+
+/// The spec that fetches a judged release.
+fn spec_of(provider: &str, j: &Judged) -> Result<crate::providers::ProviderSpec> {
+    let text = if provider == "claude-code" && j.release.package == "claude-agent-sdk" {
+        format!("claude-code@sdk-{}", j.release.package_version)
+    } else {
+        format!("{provider}@{}", j.release.package_version)
+    };
+    text.parse()
+}
+
+/// Builds the candidate (the channel's build with the candidate's change; a first build when the
+/// channel has none), runs the suites for every CLI it bundles, records, promotes under the
+/// gate, and says what happened.
+#[allow(clippy::too_many_arguments)]
+async fn judge_candidate(
+    cli_prefix: &str,
+    config: &LabConfig,
+    reg: &Registry,
+    progress: &Progress,
+    suites: &[PathBuf],
+    jobs: usize,
+    target: &str,
+    candidate: &[(String, Judged)],
+) -> Result<Notification> {
+    let engine = DockerBackend::connect().await?;
+    let current = reg.known_good(target).await?.into_iter().next();
+    let parent = match &current {
+        Some(r) => reg.builds().await?.into_iter().find(|b| b.id == r.build_id),
+        None => None,
+    };
+    let parent_manifest = parent.as_ref().and_then(|b| b.manifest.clone());
+    let specs = candidate
+        .iter()
+        .map(|(p, j)| spec_of(p, j))
+        .collect::<Result<Vec<_>>>()?;
+    let parent_image = match &parent {
+        Some(b) => engine.image(&b.image_ref).await?.map(|_| b.image_ref.clone()),
+        None => None,
+    };
+    let derivable = parent_manifest
+        .as_ref()
+        .is_some_and(|m| specs.iter().all(|s| m.component(s.provider.name()).is_some()));
+    let build = match (&parent_image, derivable) {
+        (Some(image), true) => {
+            progress.line(format!(
+                "[build] {} with {}",
+                short(&parent.as_ref().expect("parent").id),
+                specs.iter().map(|s| s.provider.name()).collect::<Vec<_>>().join(", ")
+            ));
+            let set: Vec<crate::builds::Set> = specs.iter().cloned().map(crate::builds::Set::Cli).collect();
+            crate::builds::derive(&engine, config, image, &set, progress).await?
+        }
+        _ => {
+            // No build on the channel (or its image is not in this engine): a whole build of
+            // the channel's CLIs with the candidate's versions in place.
+            let mut all = specs.clone();
+            if let Some(m) = &parent_manifest {
+                for c in m.clis() {
+                    if let Some(s) = c.spec().filter(|s| !all.iter().any(|a| a.provider == s.provider)) {
+                        all.push(s);
+                    }
+                }
+            }
+            progress.line(format!(
+                "[build] {}",
+                all.iter().map(|s| s.provider.name()).collect::<Vec<_>>().join(" + ")
+            ));
+            crate::builds::ensure(&engine, config, &all, progress).await?
+        }
+    };
+    let component_changes = build.manifest.changes_from(parent_manifest.as_ref());
+    progress.line(format!(
+        "[build] {} ({}): {}",
+        build.reference,
+        short(&build.id),
+        component_changes
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let images = vec![crate::lab::plan::ImagePlan {
+        reference: build.reference.clone(),
+        providers: build.manifest.providers(),
+    }];
+    let prepared = crate::lab::prepare(config, suites, &[], None, &images)?;
+    progress.line(format!("[canary] {} cases", prepared.cases.len()));
+    let opts = crate::lab::RunOptions {
+        run_id: crate::lab::new_run_id(),
+        images: vec![build.reference.clone()],
+        jobs,
+        partition: None,
+        keep: false,
+        repro_prefix: cli_prefix.to_string(),
+        rerun_failed: 0,
+    };
+    let (report, run_dir) = crate::lab::run(engine, config, prepared, opts, progress).await?;
+    let report_path = run_dir.join(crate::report::JSON_FILE);
+    let added = reg.record_run(&report, &report_path.display().to_string()).await?;
+    progress.line(format!(
+        "[record] {added} results for build {} ({})",
+        short(&build.id),
+        status_word(&report)
+    ));
+    let failures = first_failures(&report);
+    let mut promoted_to = Vec::new();
+    let mut gate_notes = Vec::new();
+    let canary_green = report.summary.status() == CaseStatus::Passed;
+    let mut status = match report.summary.status() {
+        CaseStatus::Passed => "green",
+        CaseStatus::Flaky => "yellow",
+        CaseStatus::Error => "error",
+        _ => "red",
+    }
+    .to_string();
+    if canary_green {
+        let mut targets = vec![target.to_string()];
+        if config.pipeline.auto_stable
+            && candidate.iter().all(|(_, j)| j.channel.as_deref() == Some("stable"))
+            && !targets.iter().any(|t| t == "stable")
+        {
+            targets.push("stable".into());
+        }
+        let policy = crate::gate::policy::Policy::load(config.gate_policy.as_deref())?;
+        let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
+        for channel in targets {
+            let reason = format!("canary green: {}", report.run_id);
+            let request = crate::gate::ops::Promotion {
+                build: &build.id,
+                channel: &channel,
+                bundles: &[],
+                dry_run: false,
+                actor: "pipeline",
+                reason: &reason,
+            };
+            let (_, decision) = crate::gate::ops::promote(reg, &policy, &repos, &request).await?;
+            if decision.allowed {
+                progress.line(format!("[gate] promoted {} to {channel}", short(&build.id)));
+                promoted_to.push(channel);
+            } else {
+                progress.line(format!("[gate] {channel} refused: {}", decision.unmet.join("; ")));
+                gate_notes.extend(decision.unmet.iter().map(|u| format!("{channel}: {u}")));
+                status = "yellow".into();
+            }
+        }
+    } else {
+        progress.line(format!("[gate] not promoted: {}", status_word(&report)));
+    }
+    let change_text = component_changes
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let changes = format!(
+        "{change_text} (from build {}): {}",
+        parent
+            .as_ref()
+            .map(|b| short(&b.id).to_string())
+            .unwrap_or_else(|| "none".into()),
+        match status.as_str() {
+            "green" => format!("canary green, promoted to {}", promoted_to.join(", ")),
+            "yellow" if canary_green => format!("canary green, gate refused: {}", gate_notes.join("; ")),
+            "yellow" => "canary passed only on rerun (flaky); not promoted".into(),
+            _ => format!("canary {}; not promoted", status_word(&report)),
+        }
+    );
+    let mut rollback: Vec<String> = promoted_to
+        .iter()
+        .map(|c| format!("canary rollback --channel {c} --reason 'rolling back {change_text}'"))
+        .collect();
+    if rollback.is_empty() {
+        rollback.push("nothing to roll back: the candidate was not promoted".into());
+    }
+    let (provider, j) = &candidate[0];
+    Ok(Notification {
+        event: "canary.verdict",
+        provider: provider.clone(),
+        version: build
+            .manifest
+            .component(provider)
+            .map_or_else(|| j.release.version.clone(), |c| c.version.clone()),
+        package: j.release.package.clone(),
+        package_version: j.release.package_version.clone(),
+        candidate_for: j.channel.clone().unwrap_or_default(),
+        status,
+        build: Some(build.id.clone()),
+        image: Some(build.reference.clone()),
+        components: build.manifest.components.clone(),
+        component_changes,
+        run_id: Some(report.run_id.clone()),
+        report: Some(report_path.display().to_string()),
+        promoted_to,
+        changes,
+        summary: serde_json::to_value(&report.summary).expect("json"),
+        failures,
+        rollback,
+    })
+}
+
+fn status_word(report: &RunReport) -> String {
+    let s = &report.summary;
+    format!(
+        "{} of {} cases passed, {} failed, {} timed out, {} flaky, {} errors",
+        s.passed, s.total, s.failed, s.timed_out, s.flaky, s.error
+    )
+}
+
+fn first_failures(report: &RunReport) -> Vec<String> {
+    report
+        .matrix
+        .iter()
+        .filter(|m| m.status != CaseStatus::Passed)
+        .map(|m| {
+            format!(
+                "{} on {}{}: {}",
+                m.suite,
+                m.repo,
+                m.provider.as_deref().map(|p| format!(" for {p}")).unwrap_or_default(),
+                m.cause.as_deref().unwrap_or("failed")
+            )
+        })
+        .take(10)
+        .collect()
+}
+
+/// POSTs the payload, retrying transient failures a few times.
+async fn post_webhook(url: &str, payload: &serde_json::Value) -> std::result::Result<(), String> {
+    crate::init_tls();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut last = String::new();
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500 * 2u64.pow(attempt))).await;
+        }
+        match client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(payload.to_string())
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                return Err(format!("refused: {}", r.status()));
+            }
+            Ok(r) => last = format!("{}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("not delivered after 3 attempts: {last}"))
+}
