@@ -164,6 +164,7 @@ mod tests {
             max_age: Duration::from_secs(86400),
             allow_flaky: !strict,
             allow_missing: !strict,
+            rollout: Default::default(),
         }
     }
 

@@ -30,6 +30,37 @@ pub struct RawChannelPolicy {
     /// Whether a required cell with no result is a warning instead of a refusal.
     #[serde(default)]
     pub allow_missing: bool,
+    /// How a staged rollout to this channel runs and is judged.
+    #[serde(default)]
+    #[schemars(with = "Option<RawRollout>")]
+    pub rollout: Option<Spanned<RawRollout>>,
+}
+
+/// `rollout:` under a channel: steps, bake and the thresholds a step is judged by.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    /// Cohort percentages, increasing, ending at 100 (default [1, 10, 50, 100]).
+    #[serde(default)]
+    pub steps: Option<Vec<f64>>,
+    /// How long each step must look healthy, e.g. `10m` (default).
+    #[serde(default)]
+    pub bake: Option<String>,
+    /// Sessions each side needs before a step is judged (default 200).
+    #[serde(default)]
+    pub min_sessions: Option<u64>,
+    /// Allowed increase of the failure rate over the baseline, absolute (default 0.02).
+    #[serde(default)]
+    pub max_failure_rate_increase: Option<f64>,
+    /// Allowed increase of the disconnect rate (default 0.02).
+    #[serde(default)]
+    pub max_disconnect_rate_increase: Option<f64>,
+    /// Allowed ratio of p95 session start latency to the baseline's (default 1.5).
+    #[serde(default)]
+    pub max_start_latency_p95_ratio: Option<f64>,
+    /// Confidence of the intervals (default 0.95).
+    #[serde(default)]
+    pub confidence: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +70,7 @@ pub struct ChannelPolicy {
     pub max_age: Duration,
     pub allow_flaky: bool,
     pub allow_missing: bool,
+    pub rollout: crate::rollout::RolloutPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +93,7 @@ impl Policy {
                 max_age: Duration::from_secs(7 * 86400),
                 allow_flaky: false,
                 allow_missing: false,
+                rollout: Default::default(),
             },
         );
         channels.insert(
@@ -71,6 +104,7 @@ impl Policy {
                 max_age: Duration::from_secs(30 * 86400),
                 allow_flaky: true,
                 allow_missing: true,
+                rollout: Default::default(),
             },
         );
         Policy {
@@ -176,6 +210,44 @@ impl Policy {
                     )
                 })?,
             };
+            let mut rollout = crate::rollout::RolloutPolicy::default();
+            if let Some(r) = &c.rollout {
+                let raw = &r.value;
+                if let Some(b) = &raw.bake {
+                    rollout.bake = humantime::parse_duration(b).map_err(|e| {
+                        at(
+                            &r.referenced,
+                            format!("channel `{name}`: rollout bake `{}`: {e}", crate::text::clean(b)),
+                            "write e.g. `10m` or `1h`",
+                        )
+                    })?;
+                }
+                if let Some(v) = &raw.steps {
+                    rollout.steps = v.clone();
+                }
+                if let Some(v) = raw.min_sessions {
+                    rollout.min_sessions = v;
+                }
+                if let Some(v) = raw.max_failure_rate_increase {
+                    rollout.max_failure_rate_increase = v;
+                }
+                if let Some(v) = raw.max_disconnect_rate_increase {
+                    rollout.max_disconnect_rate_increase = v;
+                }
+                if let Some(v) = raw.max_start_latency_p95_ratio {
+                    rollout.max_start_latency_p95_ratio = v;
+                }
+                if let Some(v) = raw.confidence {
+                    rollout.confidence = v;
+                }
+                rollout.check().map_err(|e| {
+                    at(
+                        &r.referenced,
+                        format!("channel `{name}`: rollout: {e}"),
+                        "e.g. `rollout: {steps: [1, 10, 50, 100], bake: 10m, min_sessions: 200, max_failure_rate_increase: 0.02}`",
+                    )
+                })?;
+            }
             channels.insert(
                 name,
                 ChannelPolicy {
@@ -184,6 +256,7 @@ impl Policy {
                     max_age,
                     allow_flaky: c.allow_flaky,
                     allow_missing: c.allow_missing,
+                    rollout,
                 },
             );
         }

@@ -3,9 +3,11 @@
 //! of queries (sqlx's `Any` driver), one migration folder per dialect. The only module that
 //! speaks SQL.
 
+mod fleet;
 mod queries;
 mod record;
 
+pub use fleet::*;
 pub use queries::*;
 pub use record::*;
 
@@ -209,7 +211,12 @@ pub(crate) fn db_err(display: &str) -> impl Fn(sqlx::Error) -> LabError + '_ {
 
 /// Now, as the registry stores times: RFC 3339 UTC with milliseconds (sorts as text).
 pub fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    format_ts(jiff::Timestamp::now())
+}
+
+/// A time as the registry stores it.
+pub fn format_ts(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 impl Registry {

@@ -677,7 +677,7 @@ pub enum Table {
 }
 
 /// One row of `rollout_events`: what an org or a channel switched from and to.
-struct Rollout<'a> {
+pub(super) struct Rollout<'a> {
     org: Option<&'a str>,
     channel: &'a str,
     from: Option<&'a str>,
@@ -687,7 +687,11 @@ struct Rollout<'a> {
     actor: &'a str,
 }
 
-async fn insert_rollout(tx: &mut sqlx::Transaction<'static, sqlx::Any>, r: &Rollout<'_>, display: &str) -> Result<()> {
+pub(super) async fn insert_rollout(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    r: &Rollout<'_>,
+    display: &str,
+) -> Result<()> {
     sqlx::query("INSERT INTO rollout_events (org, channel, from_build, to_build, kind, ts, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(r.org)
         .bind(r.channel)
@@ -702,7 +706,11 @@ async fn insert_rollout(tx: &mut sqlx::Transaction<'static, sqlx::Any>, r: &Roll
     Ok(())
 }
 
-async fn insert_audit(tx: &mut sqlx::Transaction<'static, sqlx::Any>, a: &Audit<'_>, display: &str) -> Result<()> {
+pub(super) async fn insert_audit(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    a: &Audit<'_>,
+    display: &str,
+) -> Result<()> {
     sqlx::query("INSERT INTO audit_log (ts, actor, action, target, decision, reason, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(now())
         .bind(a.actor)

@@ -1,0 +1,657 @@
+//! The fleet's side of the registry: session telemetry and its rollups, rollouts and their
+//! transitions, runner tokens and org freezes.
+
+use super::queries::{Audit, insert_audit};
+use super::{Registry, db_err, format_ts, int, now, opt_text, text};
+use crate::error::{LabError, Result};
+use crate::rollout::{ActiveRollout, Figures, FleetState, State};
+use crate::telemetry::{Session, Sums};
+use serde::Serialize;
+use sqlx::Row;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Sessions per INSERT statement (15 parameters each: well under both databases' limits).
+const CHUNK: usize = 400;
+
+/// The second a session arrived in, as rollups key it.
+pub fn rollup_second(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutRow {
+    pub id: i64,
+    pub channel: String,
+    pub build_id: String,
+    pub baseline_id: String,
+    pub steps: Vec<f64>,
+    pub step: usize,
+    pub state: State,
+    pub bake_ms: i64,
+    pub min_sessions: i64,
+    pub started_at: String,
+    pub step_started_at: String,
+    pub updated_at: String,
+    pub revision: i64,
+    pub note: String,
+    pub actor: String,
+}
+
+impl RolloutRow {
+    pub fn percent(&self) -> f64 {
+        self.steps.get(self.step).copied().unwrap_or(100.0)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutEvent {
+    pub id: i64,
+    pub kind: String,
+    pub step: Option<i64>,
+    pub from_build: Option<String>,
+    pub to_build: String,
+    pub ts: String,
+    pub actor: String,
+    pub figures: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRow {
+    pub id: String,
+    pub runner: String,
+    pub created_at: String,
+    pub actor: String,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Freeze {
+    pub org: String,
+    pub since: String,
+    pub actor: String,
+    pub reason: String,
+}
+
+/// A transition of a rollout: from the revision the controller read to a new state and step.
+pub struct Transition<'a> {
+    pub id: i64,
+    pub revision: i64,
+    pub state: State,
+    pub step: usize,
+    /// A new step starts its bake now.
+    pub restart_step: bool,
+    pub note: &'a str,
+    /// `rollout_events.kind`: start, advance, hold, pause, resume, abort, complete.
+    pub kind: &'a str,
+    pub figures: serde_json::Value,
+    /// Make the candidate the channel's build (completion).
+    pub release: bool,
+    pub audit: Audit<'a>,
+}
+
+const ROLLOUT_COLS: &str = "id, channel, build_id, baseline_id, steps, step, state, bake_ms, min_sessions, started_at, step_started_at, updated_at, revision, note, actor";
+
+fn rollout_row(r: &sqlx::any::AnyRow) -> RolloutRow {
+    RolloutRow {
+        id: int(r, "id"),
+        channel: text(r, "channel"),
+        build_id: text(r, "build_id"),
+        baseline_id: text(r, "baseline_id"),
+        steps: serde_json::from_str(&text(r, "steps")).unwrap_or_default(),
+        step: int(r, "step").max(0) as usize,
+        state: State::from_word(&text(r, "state")),
+        bake_ms: int(r, "bake_ms"),
+        min_sessions: int(r, "min_sessions"),
+        started_at: text(r, "started_at"),
+        step_started_at: text(r, "step_started_at"),
+        updated_at: text(r, "updated_at"),
+        revision: int(r, "revision"),
+        note: text(r, "note"),
+        actor: text(r, "actor"),
+    }
+}
+
+impl Registry {
+    /// The ids among `builds` the registry knows.
+    pub async fn known_builds(&self, builds: &BTreeSet<&str>) -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        for b in builds {
+            let row = sqlx::query("SELECT id FROM runner_builds WHERE id = $1")
+                .bind(*b)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(db_err(&self.display))?;
+            if let Some(r) = row {
+                out.insert(text(&r, "id"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a checked batch received at `received`; sessions already stored (a batch sent again
+    /// after a timeout) are skipped, and only new ones enter the rollups, all in one transaction.
+    /// Returns how many were new.
+    pub async fn ingest(&self, sessions: &[Session], received: jiff::Timestamp) -> Result<usize> {
+        if sessions.is_empty() {
+            return Ok(0);
+        }
+        let received_at = format_ts(received);
+        let second = rollup_second(received);
+        let mut tx = self.write_tx().await?;
+        let mut fresh: BTreeSet<String> = BTreeSet::new();
+        for chunk in sessions.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO telemetry_sessions (session, runner, org, build_id, started_at, received_at, start_latency_ms, outcome, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 15;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                sql.push_str(&(1..=15).map(|k| format!("${}", b + k)).collect::<Vec<_>>().join(","));
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT (session) DO NOTHING RETURNING session");
+            // Built from constants and placeholders only.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for s in chunk {
+                q = q
+                    .bind(&s.session)
+                    .bind(&s.runner)
+                    .bind(&s.org)
+                    .bind(&s.build)
+                    .bind(&s.started_at)
+                    .bind(&received_at)
+                    .bind(s.start_latency_ms)
+                    .bind(s.outcome.as_str())
+                    .bind(s.commands)
+                    .bind(s.commands_failed)
+                    .bind(s.approvals)
+                    .bind(s.approval_wait_ms)
+                    .bind(s.tokens)
+                    .bind(s.cost_micros)
+                    .bind(s.duration_ms);
+            }
+            let rows = q.fetch_all(&mut *tx).await.map_err(db_err(&self.display))?;
+            fresh.extend(rows.iter().map(|r| text(r, "session")));
+        }
+        // A session repeated inside one batch counts once.
+        let mut seen = BTreeSet::new();
+        let new: Vec<&Session> = sessions
+            .iter()
+            .filter(|s| fresh.contains(&s.session) && seen.insert(s.session.as_str()))
+            .collect();
+        for (build, (sums, hist)) in crate::telemetry::rollup(new.iter().copied()) {
+            sqlx::query(
+                "INSERT INTO telemetry_rollups (build_id, minute, sessions, started, ok, failed, disconnected, timed_out, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, start_latency_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 ON CONFLICT (build_id, minute) DO UPDATE SET sessions = telemetry_rollups.sessions + excluded.sessions, started = telemetry_rollups.started + excluded.started, \
+                 ok = telemetry_rollups.ok + excluded.ok, failed = telemetry_rollups.failed + excluded.failed, disconnected = telemetry_rollups.disconnected + excluded.disconnected, \
+                 timed_out = telemetry_rollups.timed_out + excluded.timed_out, commands = telemetry_rollups.commands + excluded.commands, \
+                 commands_failed = telemetry_rollups.commands_failed + excluded.commands_failed, approvals = telemetry_rollups.approvals + excluded.approvals, \
+                 approval_wait_ms = telemetry_rollups.approval_wait_ms + excluded.approval_wait_ms, tokens = telemetry_rollups.tokens + excluded.tokens, \
+                 cost_micros = telemetry_rollups.cost_micros + excluded.cost_micros, duration_ms = telemetry_rollups.duration_ms + excluded.duration_ms, \
+                 start_latency_ms = telemetry_rollups.start_latency_ms + excluded.start_latency_ms",
+            )
+            .bind(&build)
+            .bind(&second)
+            .bind(sums.sessions)
+            .bind(sums.started)
+            .bind(sums.ok)
+            .bind(sums.failed)
+            .bind(sums.disconnected)
+            .bind(sums.timed_out)
+            .bind(sums.commands)
+            .bind(sums.commands_failed)
+            .bind(sums.approvals)
+            .bind(sums.approval_wait_ms)
+            .bind(sums.tokens)
+            .bind(sums.cost_micros)
+            .bind(sums.duration_ms)
+            .bind(sums.start_latency_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+            for ((metric, bucket), n) in hist {
+                sqlx::query(
+                    "INSERT INTO telemetry_histograms (build_id, minute, metric, bucket, n) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (build_id, minute, metric, bucket) DO UPDATE SET n = telemetry_histograms.n + excluded.n",
+                )
+                .bind(&build)
+                .bind(&second)
+                .bind(metric)
+                .bind(bucket)
+                .bind(n)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err(&self.display))?;
+            }
+        }
+        tx.commit().await.map_err(db_err(&self.display))?;
+        Ok(new.len())
+    }
+
+    /// A build's sums and histograms over sessions that arrived at or after `since` (a rollup
+    /// second, or `""` for all).
+    pub async fn telemetry_sums(
+        &self,
+        build: &str,
+        since: &str,
+    ) -> Result<(Sums, BTreeMap<i64, i64>, BTreeMap<i64, i64>)> {
+        let cols = [
+            "sessions",
+            "started",
+            "ok",
+            "failed",
+            "disconnected",
+            "timed_out",
+            "commands",
+            "commands_failed",
+            "approvals",
+            "approval_wait_ms",
+            "tokens",
+            "cost_micros",
+            "duration_ms",
+            "start_latency_ms",
+        ];
+        // SUM of BIGINT is NUMERIC on PostgreSQL: cast back so both dialects read an integer.
+        let sql = format!(
+            "SELECT {} FROM telemetry_rollups WHERE build_id = $1 AND minute >= $2",
+            cols.iter()
+                .map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT) AS {c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(build)
+            .bind(since)
+            .fetch_one(self.pool())
+            .await
+            .map_err(db_err(&self.display))?;
+        let n = |c: &str| int(&r, c);
+        let sums = Sums {
+            sessions: n("sessions"),
+            started: n("started"),
+            ok: n("ok"),
+            failed: n("failed"),
+            disconnected: n("disconnected"),
+            timed_out: n("timed_out"),
+            commands: n("commands"),
+            commands_failed: n("commands_failed"),
+            approvals: n("approvals"),
+            approval_wait_ms: n("approval_wait_ms"),
+            tokens: n("tokens"),
+            cost_micros: n("cost_micros"),
+            duration_ms: n("duration_ms"),
+            start_latency_ms: n("start_latency_ms"),
+        };
+        let rows = sqlx::query(
+            "SELECT metric, bucket, CAST(SUM(n) AS BIGINT) AS n FROM telemetry_histograms WHERE build_id = $1 AND minute >= $2 GROUP BY metric, bucket",
+        )
+        .bind(build)
+        .bind(since)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        let (mut start, mut approval) = (BTreeMap::new(), BTreeMap::new());
+        for row in rows {
+            let target = if text(&row, "metric") == "start" {
+                &mut start
+            } else {
+                &mut approval
+            };
+            target.insert(int(&row, "bucket"), int(&row, "n"));
+        }
+        Ok((sums, start, approval))
+    }
+
+    /// The figures a rollout decision reads for a build since `since`.
+    pub async fn figures(&self, build: &str, since: &str) -> Result<Figures> {
+        let (s, start, _) = self.telemetry_sums(build, since).await?;
+        Ok(Figures {
+            sessions: s.sessions.max(0) as u64,
+            failed: (s.failed + s.timed_out).max(0) as u64,
+            disconnected: s.disconnected.max(0) as u64,
+            p95_start_ms: crate::telemetry::quantile(&start, 0.95),
+        })
+    }
+
+    pub async fn telemetry_count(&self) -> Result<i64> {
+        let r = sqlx::query("SELECT COUNT(*) AS n FROM telemetry_sessions")
+            .fetch_one(self.pool())
+            .await
+            .map_err(db_err(&self.display))?;
+        Ok(int(&r, "n"))
+    }
+
+    // --- rollouts ---
+
+    /// Starts a rollout (one active per channel) and records its start, in one transaction.
+    pub async fn create_rollout(&self, r: &RolloutRow, figures: serde_json::Value, a: Audit<'_>) -> Result<i64> {
+        let mut tx = self.write_tx().await?;
+        let active = sqlx::query("SELECT id FROM rollouts WHERE channel = $1 AND state IN ('running', 'paused')")
+            .bind(&r.channel)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        if let Some(row) = active {
+            return Err(LabError::usage(
+                format!("channel {} has rollout {} in progress", r.channel, int(&row, "id")),
+                "finish it, or `canary rollout abort` it, before starting another",
+            ));
+        }
+        let ts = now();
+        let row = sqlx::query(
+            "INSERT INTO rollouts (channel, build_id, baseline_id, steps, step, state, bake_ms, min_sessions, started_at, step_started_at, updated_at, revision, note, actor) \
+             VALUES ($1, $2, $3, $4, 0, 'running', $5, $6, $7, $7, $7, 1, $8, $9) RETURNING id",
+        )
+        .bind(&r.channel)
+        .bind(&r.build_id)
+        .bind(&r.baseline_id)
+        .bind(serde_json::to_string(&r.steps).expect("json"))
+        .bind(r.bake_ms)
+        .bind(r.min_sessions)
+        .bind(&ts)
+        .bind(&r.note)
+        .bind(a.actor)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err(&self.display))?;
+        let id = int(&row, "id");
+        insert_event(
+            &mut tx,
+            id,
+            &r.channel,
+            Some(&r.baseline_id),
+            &r.build_id,
+            "start",
+            0,
+            &figures,
+            a.actor,
+            &ts,
+            &self.display,
+        )
+        .await?;
+        insert_audit(&mut tx, &a, &self.display).await?;
+        tx.commit().await.map_err(db_err(&self.display))?;
+        Ok(id)
+    }
+
+    pub async fn rollouts(&self, active_only: bool, limit: i64) -> Result<Vec<RolloutRow>> {
+        let sql = format!(
+            "SELECT {ROLLOUT_COLS} FROM rollouts WHERE ($1 = 0 OR state IN ('running', 'paused')) ORDER BY id DESC LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(active_only as i64)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_err(&self.display))?;
+        Ok(rows.iter().map(rollout_row).collect())
+    }
+
+    pub async fn rollout(&self, id: i64) -> Result<Option<RolloutRow>> {
+        let sql = format!("SELECT {ROLLOUT_COLS} FROM rollouts WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db_err(&self.display))?;
+        Ok(row.as_ref().map(rollout_row))
+    }
+
+    pub async fn rollout_events(&self, id: i64) -> Result<Vec<RolloutEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, step, from_build, to_build, ts, actor, figures FROM rollout_events WHERE rollout_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| RolloutEvent {
+                id: int(r, "id"),
+                kind: text(r, "kind"),
+                step: r.try_get::<Option<i64>, _>("step").ok().flatten(),
+                from_build: opt_text(r, "from_build"),
+                to_build: text(r, "to_build"),
+                ts: text(r, "ts"),
+                actor: text(r, "actor"),
+                figures: opt_text(r, "figures")
+                    .and_then(|f| serde_json::from_str(&f).ok())
+                    .unwrap_or(serde_json::Value::Null),
+            })
+            .collect())
+    }
+
+    /// Applies a transition if the rollout is still at the revision it was read at; returns
+    /// whether it was applied. The state change, its event, the audit entry and (on completion)
+    /// the channel's release commit together or not at all, so a controller killed at any point
+    /// or racing another never makes a transition twice.
+    pub async fn transition(&self, t: Transition<'_>) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let ts = now();
+        let r = sqlx::query(
+            "UPDATE rollouts SET state = $1, step = $2, note = $3, updated_at = $4, revision = revision + 1, \
+             step_started_at = CASE WHEN $5 = 1 THEN $4 ELSE step_started_at END WHERE id = $6 AND revision = $7",
+        )
+        .bind(t.state.as_str())
+        .bind(t.step as i64)
+        .bind(t.note)
+        .bind(&ts)
+        .bind(t.restart_step as i64)
+        .bind(t.id)
+        .bind(t.revision)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(&self.display))?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let row = sqlx::query("SELECT channel, build_id, baseline_id FROM rollouts WHERE id = $1")
+            .bind(t.id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        let (channel, build, baseline) = (text(&row, "channel"), text(&row, "build_id"), text(&row, "baseline_id"));
+        let (from, to) = if t.kind == "abort" {
+            (build.as_str(), baseline.as_str())
+        } else {
+            (baseline.as_str(), build.as_str())
+        };
+        insert_event(
+            &mut tx,
+            t.id,
+            &channel,
+            Some(from),
+            to,
+            t.kind,
+            t.step as i64,
+            &t.figures,
+            t.audit.actor,
+            &ts,
+            &self.display,
+        )
+        .await?;
+        if t.release {
+            sqlx::query(
+                "INSERT INTO channel_releases (channel, build_id, released_at, actor, kind) VALUES ($1, $2, $3, $4, 'promote')",
+            )
+            .bind(&channel)
+            .bind(&build)
+            .bind(&ts)
+            .bind(t.audit.actor)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        }
+        insert_audit(&mut tx, &t.audit, &self.display).await?;
+        tx.commit().await.map_err(db_err(&self.display))?;
+        Ok(true)
+    }
+
+    // --- tokens ---
+
+    pub async fn add_token(&self, t: &crate::tokens::Issued, a: Audit<'_>) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO runner_tokens (id, runner, token_hash, created_at, actor) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&t.id)
+        .bind(&t.runner)
+        .bind(&t.hash)
+        .bind(now())
+        .bind(a.actor)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(&self.display))?;
+        insert_audit(&mut tx, &a, &self.display).await?;
+        tx.commit().await.map_err(db_err(&self.display))
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        let rows = sqlx::query(
+            "SELECT id, runner, created_at, actor, revoked_at FROM runner_tokens ORDER BY runner, created_at",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| TokenRow {
+                id: text(r, "id"),
+                runner: text(r, "runner"),
+                created_at: text(r, "created_at"),
+                actor: text(r, "actor"),
+                revoked_at: opt_text(r, "revoked_at"),
+            })
+            .collect())
+    }
+
+    /// Revokes tokens by id, or every token of a runner; returns how many were revoked.
+    pub async fn revoke_tokens(&self, id: Option<&str>, runner: Option<&str>, a: Audit<'_>) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let r = sqlx::query(
+            "UPDATE runner_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND (id = $2 OR runner = $3)",
+        )
+        .bind(now())
+        .bind(id.unwrap_or("\u{0}"))
+        .bind(runner.unwrap_or("\u{0}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(&self.display))?;
+        insert_audit(&mut tx, &a, &self.display).await?;
+        tx.commit().await.map_err(db_err(&self.display))?;
+        Ok(r.rows_affected())
+    }
+
+    /// Hash → runner of every live token.
+    pub async fn live_tokens(&self) -> Result<BTreeMap<String, String>> {
+        let rows = sqlx::query("SELECT token_hash, runner FROM runner_tokens WHERE revoked_at IS NULL")
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| (text(r, "token_hash"), text(r, "runner")))
+            .collect())
+    }
+
+    // --- freezes ---
+
+    pub async fn set_freeze(&self, org: &str, frozen: bool, reason: &str, a: Audit<'_>) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let r = if frozen {
+            sqlx::query("INSERT INTO org_freezes (org, since, actor, reason) VALUES ($1, $2, $3, $4) ON CONFLICT (org) DO NOTHING")
+                .bind(org)
+                .bind(now())
+                .bind(a.actor)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await
+        } else {
+            sqlx::query("DELETE FROM org_freezes WHERE org = $1").bind(org).execute(&mut *tx).await
+        }
+        .map_err(db_err(&self.display))?;
+        insert_audit(&mut tx, &a, &self.display).await?;
+        tx.commit().await.map_err(db_err(&self.display))?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn freezes(&self) -> Result<Vec<Freeze>> {
+        let rows = sqlx::query("SELECT org, since, actor, reason FROM org_freezes ORDER BY org")
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| Freeze {
+                org: text(r, "org"),
+                since: text(r, "since"),
+                actor: text(r, "actor"),
+                reason: text(r, "reason"),
+            })
+            .collect())
+    }
+
+    /// What assignment reads: channels' builds, org pins and freezes, active rollouts.
+    pub async fn fleet_state(&self) -> Result<FleetState> {
+        let mut s = FleetState::default();
+        for c in self.channels().await? {
+            if let Some(r) = self.known_good(&c).await?.first() {
+                s.channels.insert(c, r.build_id.clone());
+            }
+        }
+        for p in self.pins().await? {
+            s.orgs.insert(p.org, (p.channel, p.pinned_build_id));
+        }
+        s.frozen = self.freezes().await?.into_iter().map(|f| f.org).collect();
+        for r in self.rollouts(true, 100).await? {
+            s.rollouts.insert(
+                r.channel.clone(),
+                ActiveRollout {
+                    id: r.id,
+                    percent: r.percent(),
+                    step: r.step,
+                    build: r.build_id,
+                    baseline: r.baseline_id,
+                },
+            );
+        }
+        Ok(s)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    rollout: i64,
+    channel: &str,
+    from: Option<&str>,
+    to: &str,
+    kind: &str,
+    step: i64,
+    figures: &serde_json::Value,
+    actor: &str,
+    ts: &str,
+    display: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO rollout_events (org, channel, from_build, to_build, kind, ts, actor, rollout_id, step, figures) VALUES (NULL, $1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(channel)
+    .bind(from)
+    .bind(to)
+    .bind(kind)
+    .bind(ts)
+    .bind(actor)
+    .bind(rollout)
+    .bind(step)
+    .bind(figures.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err(display))?;
+    Ok(())
+}

@@ -1,0 +1,367 @@
+//! The rollout controller over the registry: start (under the gate), one pass of judging every
+//! running rollout (`tick`, which `canary serve` runs on a timer), pause, resume, abort. Every
+//! transition is conditional on the revision it was decided from, so a controller restarted
+//! after `kill -9`, or two of them, never makes one twice.
+
+use super::{Action, Judgement, RolloutPolicy, State, judge, next_action};
+use crate::error::{LabError, Result};
+use crate::gate::ops::{Actor, Outcome, Promotion};
+use crate::gate::policy::Policy;
+use crate::registry::{Audit, Registry, RolloutRow, Transition, rollup_second};
+use std::time::Duration;
+
+/// A request to roll a build out to a channel.
+pub struct StartRequest<'a> {
+    pub build: &'a str,
+    pub channel: &'a str,
+    /// Overrides of the channel's `rollout:` policy.
+    pub steps: Option<Vec<f64>>,
+    pub bake: Option<Duration>,
+    pub min_sessions: Option<u64>,
+}
+
+/// Starts a rollout of a build the gate accepts for the channel, against the channel's current
+/// build. A build the gate refuses is refused here too, audited.
+pub async fn start(
+    reg: &Registry,
+    policy: &Policy,
+    all_repos: &[String],
+    req: &StartRequest<'_>,
+    who: Actor<'_>,
+) -> Result<Outcome<RolloutRow>> {
+    crate::gate::ops::check_name("channel", req.channel)?;
+    let mut rp = policy.channel(req.channel)?.rollout.clone();
+    if let Some(s) = &req.steps {
+        rp.steps = s.clone();
+    }
+    if let Some(b) = req.bake {
+        rp.bake = b;
+    }
+    if let Some(m) = req.min_sessions {
+        rp.min_sessions = m;
+    }
+    rp.check()
+        .map_err(|e| LabError::usage(format!("rollout: {e}"), "e.g. --steps 1,10,50,100 --min-sessions 200"))?;
+    let build = reg.resolve_build(req.build).await?;
+    let target = format!("{build} -> {}", req.channel);
+    let refuse = |reason: String| async {
+        reg.audit(Audit {
+            actor: who.name,
+            action: "rollout start",
+            target: &target,
+            decision: "refused",
+            reason: &reason,
+            evidence: serde_json::json!({}),
+        })
+        .await?;
+        Ok::<_, LabError>(Outcome::Refused(vec![reason]))
+    };
+    let Some(baseline) = reg.known_good(req.channel).await?.first().map(|r| r.build_id.clone()) else {
+        return refuse(format!(
+            "channel {} has no build yet, so there is no baseline to compare with: promote a first build with `canary promote`",
+            req.channel
+        ))
+        .await;
+    };
+    if baseline == build {
+        return refuse(format!("the build is already channel {}'s build", req.channel)).await;
+    }
+    let (_, decision) = crate::gate::ops::promote(
+        reg,
+        policy,
+        all_repos,
+        &Promotion {
+            build: &build,
+            channel: req.channel,
+            bundles: &[],
+            dry_run: true,
+            actor: who.name,
+            reason: who.reason,
+        },
+    )
+    .await?;
+    if !decision.allowed {
+        reg.audit(Audit {
+            actor: who.name,
+            action: "rollout start",
+            target: &target,
+            decision: "blocked",
+            reason: &decision.unmet.join("; "),
+            evidence: serde_json::to_value(&decision).expect("json"),
+        })
+        .await?;
+        return Ok(Outcome::Refused(decision.unmet));
+    }
+    let row = RolloutRow {
+        id: 0,
+        channel: req.channel.to_string(),
+        build_id: build.clone(),
+        baseline_id: baseline.clone(),
+        steps: rp.steps.clone(),
+        step: 0,
+        state: State::Running,
+        bake_ms: rp.bake.as_millis() as i64,
+        min_sessions: rp.min_sessions as i64,
+        started_at: String::new(),
+        step_started_at: String::new(),
+        updated_at: String::new(),
+        revision: 1,
+        note: format!("step 1 of {}: {} % of sessions", rp.steps.len(), rp.steps[0]),
+        actor: who.name.to_string(),
+    };
+    let figures = serde_json::json!({"policy": rp, "gate": decision});
+    let reason = if who.reason.is_empty() {
+        format!("green under {}", policy.source)
+    } else {
+        who.reason.to_string()
+    };
+    let id = reg
+        .create_rollout(
+            &row,
+            figures.clone(),
+            Audit {
+                actor: who.name,
+                action: "rollout start",
+                target: &target,
+                decision: "started",
+                reason: &reason,
+                evidence: figures,
+            },
+        )
+        .await?;
+    Ok(Outcome::Done(reg.rollout(id).await?.expect("just created")))
+}
+
+/// The policy a stored rollout is judged by: the channel's thresholds with the rollout's own
+/// steps, bake and sample size.
+fn policy_of(policy: &Policy, r: &RolloutRow) -> RolloutPolicy {
+    let mut rp = policy
+        .channels
+        .get(&r.channel)
+        .map(|c| c.rollout.clone())
+        .unwrap_or_default();
+    rp.steps = r.steps.clone();
+    rp.bake = Duration::from_millis(r.bake_ms.max(0) as u64);
+    rp.min_sessions = r.min_sessions.max(1) as u64;
+    rp
+}
+
+fn second_of(ts: &str) -> String {
+    ts.parse::<jiff::Timestamp>()
+        .map(rollup_second)
+        .unwrap_or_else(|_| ts.chars().take(19).collect())
+}
+
+/// Judges a rollout's current step: the candidate's sessions since the step started against
+/// the baseline's since the rollout started.
+pub async fn judge_rollout(reg: &Registry, policy: &Policy, r: &RolloutRow) -> Result<Judgement> {
+    let rp = policy_of(policy, r);
+    let candidate = reg.figures(&r.build_id, &second_of(&r.step_started_at)).await?;
+    let baseline = reg.figures(&r.baseline_id, &second_of(&r.started_at)).await?;
+    Ok(judge(&rp, &candidate, &baseline))
+}
+
+/// What one pass did to one rollout.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    pub rollout: i64,
+    pub channel: String,
+    /// advance, complete, abort, hold, wait.
+    pub action: String,
+    pub step: usize,
+    pub percent: f64,
+    pub note: String,
+    /// Whether a transition was written (false for waits, repeated holds, and lost races).
+    pub changed: bool,
+}
+
+/// One pass of the controller over every running rollout at `now`.
+pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Result<Vec<Step>> {
+    let mut out = Vec::new();
+    for r in reg.rollouts(true, 100).await? {
+        if r.state != State::Running {
+            continue;
+        }
+        let j = judge_rollout(reg, policy, &r).await?;
+        let started: jiff::Timestamp = r.step_started_at.parse().unwrap_or(now);
+        let elapsed = Duration::try_from(now.duration_since(started)).unwrap_or(Duration::ZERO);
+        let rp = policy_of(policy, &r);
+        let action = next_action(&j, r.step, r.steps.len(), elapsed, rp.bake);
+        let figures = serde_json::to_value(&j).expect("json");
+        let target = format!("rollout {} ({} -> {})", r.id, r.build_id, r.channel);
+        let (kind, state, step, note, release, restart) = match &action {
+            Action::Wait(why) => ("wait", State::Running, r.step, why.clone(), false, false),
+            Action::Hold(why) => (
+                "hold",
+                State::Running,
+                r.step,
+                format!("holding: {}", why.join("; ")),
+                false,
+                false,
+            ),
+            Action::Advance { to_step } => (
+                "advance",
+                State::Running,
+                *to_step,
+                format!(
+                    "step {} of {}: {} % of sessions",
+                    to_step + 1,
+                    r.steps.len(),
+                    r.steps[*to_step]
+                ),
+                false,
+                true,
+            ),
+            Action::Complete => (
+                "complete",
+                State::Completed,
+                r.step,
+                format!("completed: the build is channel {}'s build", r.channel),
+                true,
+                false,
+            ),
+            Action::Abort(why) => (
+                "abort",
+                State::Aborted,
+                r.step,
+                format!("aborted: {}", why.join("; ")),
+                false,
+                false,
+            ),
+        };
+        // A wait changes nothing; a hold is written once per reason, not on every pass.
+        let write = match kind {
+            "wait" => false,
+            "hold" => r.note != note,
+            _ => true,
+        };
+        let mut changed = false;
+        if write {
+            let decision = match kind {
+                "abort" => "rolled back",
+                "hold" => "held",
+                other => other,
+            };
+            changed = reg
+                .transition(Transition {
+                    id: r.id,
+                    revision: r.revision,
+                    state,
+                    step,
+                    restart_step: restart,
+                    note: &note,
+                    kind,
+                    figures: figures.clone(),
+                    release,
+                    audit: Audit {
+                        actor: "rollout-controller",
+                        action: "rollout",
+                        target: &target,
+                        decision,
+                        reason: &note,
+                        evidence: figures,
+                    },
+                })
+                .await?;
+        }
+        out.push(Step {
+            rollout: r.id,
+            channel: r.channel.clone(),
+            action: kind.into(),
+            step,
+            percent: r.steps.get(step).copied().unwrap_or(100.0),
+            note,
+            changed,
+        });
+    }
+    Ok(out)
+}
+
+/// An operator's transition: pause, resume or abort the active rollout of a channel (or by id).
+pub async fn operate(reg: &Registry, which: Which<'_>, op: Op, who: Actor<'_>) -> Result<Outcome<RolloutRow>> {
+    let r = find(reg, which).await?;
+    let (ok_from, state, kind) = match op {
+        Op::Pause => (State::Running, State::Paused, "pause"),
+        Op::Resume => (State::Paused, State::Running, "resume"),
+        Op::Abort => (r.state, State::Aborted, "abort"),
+    };
+    if !r.state.active() || r.state != ok_from {
+        return Ok(Outcome::Refused(vec![format!(
+            "rollout {} is {}, so it cannot be {}d",
+            r.id,
+            r.state.as_str(),
+            kind.trim_end_matches('e')
+        )]));
+    }
+    let note = match op {
+        Op::Pause => format!("paused by {}: {}", who.name, who.reason),
+        Op::Resume => format!("resumed: step {} of {}", r.step + 1, r.steps.len()),
+        Op::Abort => format!("aborted by {}: {}", who.name, who.reason),
+    };
+    let applied = reg
+        .transition(Transition {
+            id: r.id,
+            revision: r.revision,
+            state,
+            step: r.step,
+            // A resumed step bakes again from the start: the pause may have hidden a problem.
+            restart_step: op == Op::Resume,
+            note: &note,
+            kind,
+            figures: serde_json::json!({}),
+            release: false,
+            audit: Audit {
+                actor: who.name,
+                action: &format!("rollout {kind}"),
+                target: &format!("rollout {} ({} -> {})", r.id, r.build_id, r.channel),
+                decision: "done",
+                reason: who.reason,
+                evidence: serde_json::json!({}),
+            },
+        })
+        .await?;
+    if !applied {
+        return Ok(Outcome::Refused(vec![format!(
+            "rollout {} changed while this command ran; look at `canary rollout status` and try again",
+            r.id
+        )]));
+    }
+    Ok(Outcome::Done(reg.rollout(r.id).await?.expect("exists")))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Pause,
+    Resume,
+    Abort,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Which<'a> {
+    Id(i64),
+    /// The channel's active rollout, or its latest one.
+    Channel(&'a str),
+    Latest,
+}
+
+pub async fn find(reg: &Registry, which: Which<'_>) -> Result<RolloutRow> {
+    let found = match which {
+        Which::Id(id) => reg.rollout(id).await?,
+        Which::Channel(c) => {
+            let all = reg.rollouts(false, 1000).await?;
+            let active = all.iter().find(|r| r.channel == c && r.state.active()).cloned();
+            active.or_else(|| all.into_iter().find(|r| r.channel == c))
+        }
+        Which::Latest => reg.rollouts(false, 1).await?.into_iter().next(),
+    };
+    found.ok_or_else(|| {
+        LabError::usage(
+            match which {
+                Which::Id(id) => format!("no rollout {id}"),
+                Which::Channel(c) => format!("no rollout on channel {}", crate::text::clean(c)),
+                Which::Latest => "no rollout yet".into(),
+            },
+            "`canary rollout list` shows the rollouts; `canary rollout start BUILD --channel C` starts one",
+        )
+    })
+}

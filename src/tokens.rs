@@ -1,0 +1,67 @@
+//! Runner tokens: what every runner endpoint of `canary serve` requires. A token is shown once
+//! when it is issued; the registry keeps its SHA-256 only, and the public id to list and revoke it.
+
+use sha2::Digest;
+
+/// A newly issued token: `cl_<id>_<secret>`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Issued {
+    pub id: String,
+    pub runner: String,
+    pub token: String,
+    #[serde(skip)]
+    pub hash: String,
+}
+
+/// Issues a token for `runner` from the operating system's random source.
+pub fn issue(runner: &str) -> crate::error::Result<Issued> {
+    let mut id = [0u8; 6];
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut id)
+        .and_then(|_| getrandom::fill(&mut secret))
+        .map_err(|e| crate::error::LabError::usage(format!("no random source: {e}"), "internal"))?;
+    let id = hex::encode(id);
+    let token = format!("cl_{id}_{}", hex::encode(secret));
+    Ok(Issued {
+        hash: hash(&token),
+        id,
+        runner: runner.to_string(),
+        token,
+    })
+}
+
+pub fn hash(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// The token of an `Authorization: Bearer ...` header value, if it is one of ours in shape.
+pub fn bearer(header: &str) -> Option<&str> {
+    let t = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))?
+        .trim();
+    (t.len() == 3 + 12 + 1 + 64 && t.starts_with("cl_") && t.is_ascii()).then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_unique_and_checked_by_hash_and_shape() {
+        let a = issue("r-1").unwrap();
+        let b = issue("r-1").unwrap();
+        assert_ne!(a.token, b.token);
+        assert_eq!(hash(&a.token), a.hash);
+        assert_eq!(bearer(&format!("Bearer {}", a.token)), Some(a.token.as_str()));
+        for bad in [
+            "",
+            "Bearer",
+            "Basic abc",
+            "Bearer cl_short",
+            &format!("Bearer {}x", a.token),
+        ] {
+            assert_eq!(bearer(bad), None, "{bad}");
+        }
+    }
+}
