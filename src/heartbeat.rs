@@ -5,6 +5,9 @@
 use crate::error::{LabError, Result};
 use crate::registry::Heartbeat;
 
+/// The largest heartbeat body `canary serve` reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
 /// The most components a heartbeat may report versions for, and capabilities it may list.
 pub const MAX_COMPONENTS: usize = 32;
 pub const MAX_CAPABILITIES: usize = 64;

@@ -87,6 +87,9 @@ enum Command {
         /// Base URL of `canary serve`.
         #[arg(long)]
         post: Option<String>,
+        /// This runner's bearer token for `canary serve` (`canary tokens create --runner ID`).
+        #[arg(long, env = "CANARY_RUNNER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Run one non-interactive session; events go to stdout, one JSON object per line.
     Session {
@@ -129,7 +132,8 @@ fn main() {
             org,
             channel,
             post,
-        } => std::process::exit(heartbeat(runner_id, org, channel, post)),
+            token,
+        } => std::process::exit(heartbeat(runner_id, org, channel, post, token)),
         Command::LabForge {
             listen,
             root,
@@ -223,7 +227,13 @@ where
     })
 }
 
-fn heartbeat(runner_id: String, org: Option<String>, channel: Option<String>, post: Option<String>) -> i32 {
+fn heartbeat(
+    runner_id: String,
+    org: Option<String>,
+    channel: Option<String>,
+    post: Option<String>,
+    token: Option<String>,
+) -> i32 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -252,8 +262,13 @@ fn heartbeat(runner_id: String, org: Option<String>, channel: Option<String>, po
         println!("{v}");
         if let Some(url) = post {
             let url = format!("{}/v1/heartbeats", url.trim_end_matches('/'));
+            let Some(token) = token else {
+                eprintln!("canary-runner heartbeat: --post needs this runner's token (--token or CANARY_RUNNER_TOKEN)");
+                return 2;
+            };
             let sent = reqwest::Client::new()
                 .post(&url)
+                .bearer_auth(token)
                 .header("content-type", "application/json")
                 .body(v.to_string())
                 .send()

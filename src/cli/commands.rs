@@ -259,6 +259,12 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Pipeline(a) => super::upstream::pipeline(&repro_prefix(&cli), &config, a).await,
         Command::Heartbeat(a) => super::upstream::heartbeat(&config, a).await,
         Command::Serve(a) => super::upstream::serve(&config, a).await,
+        Command::Rollout(c) => super::fleet::rollout(&config, c).await,
+        Command::Tokens(c) => super::fleet::tokens(&config, c).await,
+        Command::Freeze(a) => super::fleet::freeze(&config, a, true).await,
+        Command::Unfreeze(a) => super::fleet::freeze(&config, a, false).await,
+        Command::Kpis(a) => super::fleet::kpis(&config, a).await,
+        Command::Fleet(c) => super::fleet::fleet(&config, c).await,
         Command::Repro(a) => repro(&cli, &config, a).await,
         Command::Gc(a) => gc(a).await,
         Command::Images(ImagesCommand::Base { force, json }) => {

@@ -24,6 +24,7 @@ pub fn out(args: std::fmt::Arguments) {
 }
 
 mod commands;
+mod fleet;
 mod gate;
 mod registry;
 mod upstream;
@@ -99,8 +100,25 @@ pub enum Command {
     Pipeline(upstream::PipelineArgs),
     /// Record a deployed runner's heartbeat from a file (`-` for stdin).
     Heartbeat(upstream::HeartbeatArgs),
-    /// Serve heartbeats (POST /v1/heartbeats) and status (GET /v1/status) over HTTP.
+    /// The control plane: runner endpoints (assignment, telemetry, heartbeats; bearer tokens),
+    /// the rollout controller, status and the dashboard, over HTTP.
     Serve(upstream::ServeArgs),
+    /// Staged rollouts of a build to a channel, judged on live session telemetry.
+    #[command(subcommand)]
+    Rollout(fleet::RolloutCommand),
+    /// Runner bearer tokens for `canary serve`'s runner endpoints.
+    #[command(subcommand)]
+    Tokens(fleet::TokensCommand),
+    /// Keep an org out of every rollout (its sessions run the channel's current build).
+    Freeze(fleet::FreezeArgs),
+    /// Let a frozen org take part in rollouts again.
+    Unfreeze(fleet::FreezeArgs),
+    /// Session KPIs of builds from live telemetry: start success, time to terminal, disconnects,
+    /// command failures, approval gates, cost per agent-hour.
+    Kpis(fleet::KpisArgs),
+    /// A simulated fleet for rollout statistics and load.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
 }
 
 /// Runs the command line and returns the process exit code.

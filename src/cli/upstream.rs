@@ -60,9 +60,15 @@ pub struct HeartbeatArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on. Anything but loopback needs runner tokens (`canary tokens create`).
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub listen: std::net::SocketAddr,
+    /// How often the rollout controller judges running rollouts.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub tick: std::time::Duration,
+    /// Gate policy for rollouts (default: gate_policy from canary.yaml, else ./gate.yaml, else built-in).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
 }
 
 pub async fn watch(config: &LabConfig, a: &WatchArgs) -> Result<i32> {
@@ -216,7 +222,7 @@ fn package_note(j: &Judged) -> String {
 }
 
 /// The most a heartbeat may weigh, from a file, standard input or an HTTP body.
-pub const MAX_HEARTBEAT: u64 = 64 * 1024;
+pub const MAX_HEARTBEAT: u64 = crate::heartbeat::MAX_BODY as u64;
 
 pub async fn heartbeat(config: &LabConfig, a: &HeartbeatArgs) -> Result<i32> {
     let text = if a.file.as_os_str() == "-" {
@@ -240,29 +246,15 @@ pub async fn heartbeat(config: &LabConfig, a: &HeartbeatArgs) -> Result<i32> {
 pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
     use axum::extract::State;
     use axum::http::StatusCode;
-    use axum::routing::{get, post};
-    let reg = std::sync::Arc::new(open(config).await?);
-    async fn take(
-        State(reg): State<std::sync::Arc<Registry>>,
-        body: String,
-    ) -> (StatusCode, axum::Json<serde_json::Value>) {
-        match crate::heartbeat::parse(&body, "request body") {
-            Ok(h) => match reg.record_heartbeat(&h).await {
-                Ok(()) => (
-                    StatusCode::ACCEPTED,
-                    axum::Json(serde_json::json!({"recorded": h.runner_id})),
-                ),
-                Err(e) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(serde_json::json!({"error": e.to_string()})),
-                ),
-            },
-            Err(e) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                axum::Json(serde_json::json!({"error": e.to_string()})),
-            ),
-        }
+    use axum::routing::get;
+    let policy = crate::gate::policy::Policy::load(a.policy.as_deref().or(config.gate_policy.as_deref()))?;
+    if a.tick.is_zero() {
+        return Err(LabError::usage(
+            "--tick 0 would judge rollouts in a busy loop",
+            "e.g. --tick 5s",
+        ));
     }
+    let reg = std::sync::Arc::new(open(config).await?);
     async fn status(State(reg): State<std::sync::Arc<Registry>>) -> (StatusCode, axum::Json<serde_json::Value>) {
         match super::gate::status_json(&reg, None).await {
             Ok(v) => (StatusCode::OK, axum::Json(v)),
@@ -272,16 +264,18 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
             ),
         }
     }
-    if !a.listen.ip().is_loopback() {
-        // The dashboard and the runner endpoints have no access control of their own yet.
+    if !a.listen.ip().is_loopback() && reg.live_tokens().await?.is_empty() {
+        // Runner endpoints take tokens only; with none issued, nothing could use them, and the
+        // dashboard has no access control of its own.
         return Err(LabError::usage(
             format!(
-                "canary serve will not listen on {}: only loopback addresses are served",
+                "canary serve will not listen on {} without runner tokens: only loopback is served until tokens are issued",
                 a.listen
             ),
-            "use --listen 127.0.0.1:PORT and put an authenticating proxy in front to share it",
+            "issue one per runner with `canary tokens create --runner ID`, or use --listen 127.0.0.1:PORT",
         ));
     }
+    let cp = crate::control::ControlPlane::new(reg.clone());
     let pages = Pages {
         reg: reg.clone(),
         reports: config.reports_dir.clone(),
@@ -307,12 +301,10 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         .route("/reports/{run}/report.html", get(run_report))
         .with_state(pages);
     let app = axum::Router::new()
-        .route("/v1/heartbeats", post(take))
         .route("/v1/status", get(status))
         .route("/healthz", get(|| async { "ok" }))
-        // A larger body is answered 413 before it is read.
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_HEARTBEAT as usize))
         .with_state(reg)
+        .merge(crate::control::router(cp.clone()))
         .merge(dashboard);
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
         LabError::usage(
@@ -321,9 +313,10 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         )
     })?;
     eprintln!(
-        "canary serve: listening on http://{} (dashboard at /, POST /v1/heartbeats, GET /v1/status, /api/...)",
+        "canary serve: listening on http://{} (dashboard at /; runner endpoints /v1/assignment, /v1/telemetry, /v1/heartbeats; GET /v1/status; /api/...)",
         listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
     );
+    let controller = tokio::spawn(crate::control::run_controller(cp, policy, a.tick));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -331,6 +324,7 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| LabError::usage(format!("serve failed: {e}"), "internal"))?;
+    controller.abort();
     Ok(exit::PASS)
 }
 

@@ -492,6 +492,18 @@ impl Registry {
         Ok(true)
     }
 
+    /// Keeps a rollout's note current without a transition (the figures of a lasting hold).
+    pub async fn rollout_note(&self, id: i64, revision: i64, note: &str) -> Result<()> {
+        sqlx::query("UPDATE rollouts SET note = $1 WHERE id = $2 AND revision = $3")
+            .bind(note)
+            .bind(id)
+            .bind(revision)
+            .execute(self.pool())
+            .await
+            .map_err(db_err(&self.display))?;
+        Ok(())
+    }
+
     // --- tokens ---
 
     pub async fn add_token(&self, t: &crate::tokens::Issued, a: Audit<'_>) -> Result<()> {
@@ -534,11 +546,11 @@ impl Registry {
     pub async fn revoke_tokens(&self, id: Option<&str>, runner: Option<&str>, a: Audit<'_>) -> Result<u64> {
         let mut tx = self.write_tx().await?;
         let r = sqlx::query(
-            "UPDATE runner_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND (id = $2 OR runner = $3)",
+            "UPDATE runner_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND (($2 <> '' AND id = $2) OR ($3 <> '' AND runner = $3))",
         )
         .bind(now())
-        .bind(id.unwrap_or("\u{0}"))
-        .bind(runner.unwrap_or("\u{0}"))
+        .bind(id.unwrap_or(""))
+        .bind(runner.unwrap_or(""))
         .execute(&mut *tx)
         .await
         .map_err(db_err(&self.display))?;

@@ -229,10 +229,17 @@ pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
                 false,
             ),
         };
-        // A wait changes nothing; a hold is written once per reason, not on every pass.
+        // A wait changes nothing. A hold is an event once per reason; while it lasts, only the
+        // note's figures are kept current (no event, no audit entry on every pass).
+        let shape = |n: &str| n.chars().filter(|c| !c.is_ascii_digit()).collect::<String>();
         let write = match kind {
             "wait" => false,
-            "hold" => r.note != note,
+            "hold" if shape(&r.note) == shape(&note) => {
+                if r.note != note {
+                    reg.rollout_note(r.id, r.revision, &note).await?;
+                }
+                false
+            }
             _ => true,
         };
         let mut changed = false;

@@ -13,5 +13,6 @@ mod helpers;
 mod hostile;
 mod real_cli;
 mod registry;
+mod rollout;
 mod security;
 mod upstream;

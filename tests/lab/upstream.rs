@@ -349,6 +349,17 @@ fn runner_heartbeats_reach_status_from_a_file_and_over_http() {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .command();
     let mut serve = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
+    let token = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["tokens", "create", "--runner", "us-2", "--json"])
+        .run()
+        .code(0)
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The server sees a new token within a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -372,13 +383,22 @@ fn runner_heartbeats_reach_status_from_a_file_and_over_http() {
                 "--post",
                 &url,
             ])
+            .env("CANARY_RUNNER_TOKEN", &token)
             .output()
             .await
             .unwrap();
         assert!(posted.status.success(), "{}", String::from_utf8_lossy(&posted.stderr));
+        let anonymous = client
+            .post(format!("{url}/v1/heartbeats"))
+            .body("{\"runner_id\": \"us-2\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anonymous.status().as_u16(), 401, "runner endpoints need a token");
         let bad = client
             .post(format!("{url}/v1/heartbeats"))
-            .body("{\"runner_id\": \"x\"}")
+            .bearer_auth(&token)
+            .body("{\"runner_id\": \"us-2\"}")
             .send()
             .await
             .unwrap();

@@ -1,0 +1,300 @@
+//! The control plane's runner endpoints, served by `canary serve`: assignment, telemetry and
+//! heartbeats, each behind a runner's bearer token; and the rollout controller's loop. What
+//! assignment and authentication read is cached for a second, so a request costs no query.
+
+use crate::registry::Registry;
+use crate::rollout::FleetState;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long assignment and token checks may lag the registry.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// A value loaded from the registry, and when.
+type Slot<T> = Arc<Mutex<Option<Cached<T>>>>;
+
+struct Cached<T> {
+    at: Instant,
+    value: Arc<T>,
+}
+
+/// What the runner endpoints share.
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub reg: Arc<Registry>,
+    state: Slot<FleetState>,
+    /// Token hash → runner.
+    tokens: Slot<BTreeMap<String, String>>,
+    builds: Arc<Mutex<BTreeSet<String>>>,
+    refresh: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl ControlPlane {
+    pub fn new(reg: Arc<Registry>) -> ControlPlane {
+        ControlPlane {
+            reg,
+            state: Default::default(),
+            tokens: Default::default(),
+            builds: Default::default(),
+            refresh: Default::default(),
+        }
+    }
+
+    /// Drops the caches (after this process changed a rollout).
+    pub fn invalidate(&self) {
+        *self.state.lock().expect("lock") = None;
+        *self.tokens.lock().expect("lock") = None;
+    }
+
+    async fn cached<T>(
+        &self,
+        slot: &Mutex<Option<Cached<T>>>,
+        load: impl std::future::Future<Output = crate::error::Result<T>>,
+    ) -> crate::error::Result<Arc<T>> {
+        let fresh = |slot: &Mutex<Option<Cached<T>>>| {
+            slot.lock()
+                .expect("lock")
+                .as_ref()
+                .filter(|c| c.at.elapsed() < CACHE_TTL)
+                .map(|c| c.value.clone())
+        };
+        if let Some(v) = fresh(slot) {
+            return Ok(v);
+        }
+        // One reload at a time; the others wait for it and take its result.
+        let _one = self.refresh.lock().await;
+        if let Some(v) = fresh(slot) {
+            return Ok(v);
+        }
+        let value = Arc::new(load.await?);
+        *slot.lock().expect("lock") = Some(Cached {
+            at: Instant::now(),
+            value: value.clone(),
+        });
+        Ok(value)
+    }
+
+    pub async fn fleet_state(&self) -> crate::error::Result<Arc<FleetState>> {
+        self.cached(&self.state, self.reg.fleet_state()).await
+    }
+
+    async fn token_map(&self) -> crate::error::Result<Arc<BTreeMap<String, String>>> {
+        self.cached(&self.tokens, self.reg.live_tokens()).await
+    }
+
+    /// The runner a request's token belongs to, or the response refusing it.
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<String, Response> {
+        let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return Err(unauthorized(
+                "no bearer token: send `Authorization: Bearer <token>` (canary tokens create --runner ID)",
+            ));
+        };
+        let Some(token) = crate::tokens::bearer(value) else {
+            return Err(unauthorized(
+                "the Authorization header is not a Canary Lab bearer token",
+            ));
+        };
+        let map = self.token_map().await.map_err(unavailable)?;
+        match map.get(&crate::tokens::hash(token)) {
+            Some(runner) => Ok(runner.clone()),
+            None => Err(unauthorized("unknown or revoked token")),
+        }
+    }
+
+    /// Whether every build named is one the registry knows.
+    async fn unknown_build<'a>(&self, builds: impl Iterator<Item = &'a str>) -> crate::error::Result<Option<String>> {
+        let wanted: BTreeSet<&str> = builds.collect();
+        let missing: BTreeSet<&str> = {
+            let known = self.builds.lock().expect("lock");
+            wanted.iter().filter(|b| !known.contains(**b)).copied().collect()
+        };
+        if missing.is_empty() {
+            return Ok(None);
+        }
+        let found = self.reg.known_builds(&missing).await?;
+        let first_unknown = missing.iter().find(|b| !found.contains(**b)).map(|b| b.to_string());
+        self.builds.lock().expect("lock").extend(found);
+        Ok(first_unknown)
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": crate::text::clean(message)}))).into_response()
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, message);
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    r
+}
+
+fn unavailable(e: crate::error::LabError) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("the registry could not answer: {e}"),
+    )
+}
+
+fn forbidden(token_runner: &str, named: &str) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "the token is runner {}'s, the request speaks for runner {}",
+            crate::text::clean(token_runner),
+            crate::text::clean(&named.chars().take(128).collect::<String>())
+        ),
+    )
+}
+
+#[derive(serde::Deserialize)]
+pub struct AssignmentQuery {
+    pub runner: Option<String>,
+    pub org: Option<String>,
+    pub session: Option<String>,
+}
+
+/// `GET /v1/assignment?runner=ID&org=ORG&session=SID`.
+pub async fn assignment(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    Query(q): Query<AssignmentQuery>,
+) -> Response {
+    let runner = match cp.authenticate(&headers).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let (Some(r), Some(org), Some(session)) = (q.runner, q.org, q.session) else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "runner, org and session are all required",
+        );
+    };
+    if !crate::telemetry::is_id(&r) || !crate::telemetry::is_id(&session) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "runner and session are ids: 1 to 128 letters, digits, `.`, `_`, `:`, `-`",
+        );
+    }
+    if crate::gate::ops::check_name("org", &org).is_err() {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "org is 1 to 64 letters, digits, `.`, `_`, `-`",
+        );
+    }
+    if r != runner {
+        return forbidden(&runner, &r);
+    }
+    let state = match cp.fleet_state().await {
+        Ok(s) => s,
+        Err(e) => return unavailable(e),
+    };
+    match crate::rollout::assign(&state, &org, &session) {
+        Some(a) => (StatusCode::OK, Json(json!(a))).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("org {org}'s channel has no build yet: keep running the current one"),
+        ),
+    }
+}
+
+/// `POST /v1/telemetry`: a batch of finished sessions, all of the token's runner.
+pub async fn telemetry(State(cp): State<ControlPlane>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let runner = match cp.authenticate(&headers).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let now = jiff::Timestamp::now();
+    let sessions = match crate::telemetry::parse_batch(&body, now) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+    };
+    if let Some(s) = sessions.iter().find(|s| s.runner != runner) {
+        return forbidden(&runner, &s.runner);
+    }
+    match cp.unknown_build(sessions.iter().map(|s| s.build.as_str())).await {
+        Ok(Some(b)) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("unknown build {b}: telemetry is taken for builds the registry knows"),
+            );
+        }
+        Ok(None) => {}
+        Err(e) => return unavailable(e),
+    }
+    match cp.reg.ingest(&sessions, now).await {
+        Ok(new) => (StatusCode::OK, Json(json!({"received": sessions.len(), "new": new}))).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `POST /v1/heartbeats`: the token's runner's heartbeat.
+pub async fn heartbeat(State(cp): State<ControlPlane>, headers: HeaderMap, body: String) -> Response {
+    let runner = match cp.authenticate(&headers).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let h = match crate::heartbeat::parse(&body, "request body") {
+        Ok(h) => h,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+    };
+    if h.runner_id != runner {
+        return forbidden(&runner, &h.runner_id);
+    }
+    match cp.reg.record_heartbeat(&h).await {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"recorded": h.runner_id}))).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// The runner endpoints, each with its own body limit (a larger body is answered 413 unread).
+pub fn router(cp: ControlPlane) -> axum::Router {
+    use axum::extract::DefaultBodyLimit;
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/v1/assignment", get(assignment))
+        .route(
+            "/v1/telemetry",
+            post(telemetry).layer(DefaultBodyLimit::max(crate::telemetry::MAX_BODY)),
+        )
+        .route(
+            "/v1/heartbeats",
+            post(heartbeat).layer(DefaultBodyLimit::max(crate::heartbeat::MAX_BODY)),
+        )
+        .with_state(cp)
+}
+
+/// The rollout controller: a pass every `every` until the process ends. A pass that fails (the
+/// registry away) changes nothing and is retried on the next; it never counts as a pass.
+pub async fn run_controller(cp: ControlPlane, policy: crate::gate::policy::Policy, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match crate::rollout::controller::tick(&cp.reg, &policy, jiff::Timestamp::now()).await {
+            Ok(steps) => {
+                let mut changed = false;
+                for s in steps.iter().filter(|s| s.changed) {
+                    changed = true;
+                    eprintln!(
+                        "canary serve: rollout {} on {}: {} — {}",
+                        s.rollout,
+                        s.channel,
+                        s.action,
+                        crate::text::clean(&s.note)
+                    );
+                }
+                if changed {
+                    cp.invalidate();
+                }
+            }
+            Err(e) => eprintln!("canary serve: rollout controller: {e} (no transition made; retrying)"),
+        }
+    }
+}

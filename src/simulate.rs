@@ -1,0 +1,339 @@
+//! `canary fleet simulate`: a fleet of runners over real HTTP. Each simulated session asks
+//! `canary serve` for its assignment, lives out the profile of the build it was given (failure,
+//! disconnect and start-latency rates), and is reported in telemetry batches with retry and
+//! backoff, as `canary-runner agent` reports real ones. Deterministic for a seed.
+
+use crate::error::{LabError, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How sessions of builds matching a selector behave.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Profile {
+    /// A build id prefix (with or without `sha256:`), or `*` for every build.
+    pub selector: String,
+    pub fail: f64,
+    pub disconnect: f64,
+    /// Median start latency; each session's is log-normal around it.
+    pub latency_ms: f64,
+}
+
+impl Profile {
+    pub fn default_for_all() -> Profile {
+        Profile {
+            selector: "*".into(),
+            fail: 0.01,
+            disconnect: 0.005,
+            latency_ms: 900.0,
+        }
+    }
+
+    /// `SELECTOR=fail:0.2,disconnect:0.01,latency:900`.
+    pub fn parse(s: &str) -> Result<Profile> {
+        let help = "write e.g. --profile 'sha256:ab12=fail:0.2,latency:1500' or --profile '*=fail:0.01'";
+        let (sel, rest) = s
+            .split_once('=')
+            .ok_or_else(|| LabError::usage(format!("profile `{}` names no build", crate::text::clean(s)), help))?;
+        let mut p = Profile {
+            selector: sel.trim().to_string(),
+            ..Profile::default_for_all()
+        };
+        if p.selector != "*" && !crate::telemetry::is_id(&p.selector) {
+            return Err(LabError::usage(
+                format!(
+                    "profile selector `{}` is not a build id prefix",
+                    crate::text::clean(&p.selector)
+                ),
+                help,
+            ));
+        }
+        for part in rest.split(',').filter(|x| !x.trim().is_empty()) {
+            let (k, v) = part.split_once(':').ok_or_else(|| {
+                LabError::usage(
+                    format!("profile part `{}` is not key:value", crate::text::clean(part)),
+                    help,
+                )
+            })?;
+            let v: f64 = v.trim().parse().map_err(|_| {
+                LabError::usage(
+                    format!("profile value `{}` is not a number", crate::text::clean(v)),
+                    help,
+                )
+            })?;
+            match k.trim() {
+                "fail" if (0.0..=1.0).contains(&v) => p.fail = v,
+                "disconnect" if (0.0..=1.0).contains(&v) => p.disconnect = v,
+                "latency" if (1.0..=600_000.0).contains(&v) => p.latency_ms = v,
+                other => {
+                    return Err(LabError::usage(
+                        format!(
+                            "profile `{}`: `{}` is unknown or out of range",
+                            crate::text::clean(s),
+                            crate::text::clean(other)
+                        ),
+                        "fail and disconnect are rates from 0 to 1; latency is milliseconds",
+                    ));
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    fn matches(&self, build: &str) -> bool {
+        self.selector == "*"
+            || build.starts_with(&self.selector)
+            || build
+                .strip_prefix("sha256:")
+                .is_some_and(|b| b.starts_with(&self.selector))
+    }
+}
+
+pub struct Options {
+    pub server: String,
+    /// runner id → bearer token.
+    pub runners: Vec<(String, String)>,
+    pub orgs: Vec<String>,
+    pub sessions: u64,
+    /// Sessions per second across the fleet (0: as fast as the server answers).
+    pub rate: f64,
+    pub batch: usize,
+    pub profiles: Vec<Profile>,
+    pub seed: u64,
+    /// Prefix of session ids, so that runs do not collide.
+    pub run_id: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BuildTally {
+    pub sessions: u64,
+    pub failed: u64,
+    pub disconnected: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub sessions: u64,
+    pub by_build: BTreeMap<String, BuildTally>,
+    /// Sessions by why they ran their build (candidate, baseline, pin, ...).
+    pub by_source: BTreeMap<String, u64>,
+    pub batches: u64,
+    pub retries: u64,
+    /// Sessions the server had no build for (nothing posted for them).
+    pub unassigned: u64,
+    pub seconds: f64,
+}
+
+/// SplitMix64: a small, good, seedable generator for simulated outcomes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.unit().max(1e-12), self.unit());
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// Posts a batch, retrying with backoff on errors and 5xx; a 4xx is the caller's fault and final.
+pub async fn post_batch(
+    client: &reqwest::Client,
+    server: &str,
+    token: &str,
+    body: &serde_json::Value,
+    retries: &mut u64,
+) -> Result<()> {
+    let url = format!("{}/v1/telemetry", server.trim_end_matches('/'));
+    let mut wait = Duration::from_millis(100);
+    for attempt in 0..6 {
+        if attempt > 0 {
+            *retries += 1;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+        match client
+            .post(&url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status().is_client_error() => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                return Err(LabError::usage(
+                    format!("{url} refused telemetry ({status}): {}", crate::text::clean(&text)),
+                    "the message says which session and field",
+                ));
+            }
+            _ => continue,
+        }
+    }
+    Err(LabError::usage(
+        format!("{url} did not take telemetry after 6 tries"),
+        "is `canary serve` running and its registry reachable?",
+    ))
+}
+
+async fn one_runner(
+    o: &Options,
+    index: usize,
+    runner: &str,
+    token: &str,
+    quota: u64,
+    start: tokio::time::Instant,
+    interval: Option<Duration>,
+) -> Result<Report> {
+    let client = reqwest::Client::new();
+    let mut rng = Rng(o.seed ^ ((index as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)));
+    let mut report = Report::default();
+    let mut pending = Vec::new();
+    let base = format!("{}/v1/assignment", o.server.trim_end_matches('/'));
+    for k in 0..quota {
+        if let Some(iv) = interval {
+            // Session k of this runner starts at its slot in the fleet's schedule.
+            let slot = start + iv * (k as u32 * o.runners.len() as u32 + index as u32);
+            tokio::time::sleep_until(slot).await;
+        }
+        let org = &o.orgs[(k as usize + index) % o.orgs.len()];
+        let session = format!("{}-{runner}-{k}", o.run_id);
+        // Runner, org and session ids are of URL-safe characters only (checked before use).
+        let r = client
+            .get(format!("{base}?runner={runner}&org={org}&session={session}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| LabError::usage(format!("{base}: {e}"), "is `canary serve` running?"))?;
+        if r.status().as_u16() == 404 {
+            report.unassigned += 1;
+            continue;
+        }
+        if !r.status().is_success() {
+            let status = r.status();
+            return Err(LabError::usage(
+                format!(
+                    "{base} answered {status}: {}",
+                    crate::text::clean(&r.text().await.unwrap_or_default())
+                ),
+                "check the runner's token (`canary tokens list`)",
+            ));
+        }
+        let body = r
+            .bytes()
+            .await
+            .map_err(|e| LabError::usage(format!("{base}: {e}"), "internal"))?;
+        let a: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| LabError::usage(format!("{base}: not JSON: {e}"), "internal"))?;
+        let build = a["build"].as_str().unwrap_or_default().to_string();
+        *report
+            .by_source
+            .entry(a["source"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+        let p = o
+            .profiles
+            .iter()
+            .find(|p| p.matches(&build))
+            .cloned()
+            .unwrap_or_else(Profile::default_for_all);
+        let roll = rng.unit();
+        let outcome = if roll < p.fail {
+            "failed"
+        } else if roll < p.fail + p.disconnect {
+            "disconnected"
+        } else {
+            "ok"
+        };
+        let latency = (p.latency_ms * (0.3 * rng.normal()).exp()).round().max(1.0) as u64;
+        let commands = 1 + rng.next() % 12;
+        let approvals = rng.next() % 3;
+        let duration = 20_000 + rng.next() % 600_000;
+        let tally = report.by_build.entry(build.clone()).or_default();
+        tally.sessions += 1;
+        tally.failed += (outcome == "failed") as u64;
+        tally.disconnected += (outcome == "disconnected") as u64;
+        report.sessions += 1;
+        pending.push(serde_json::json!({
+            "runner": runner, "org": org, "session": session, "build": build,
+            "started_at": crate::registry::now(), "start_latency_ms": latency, "outcome": outcome,
+            "commands": commands, "commands_failed": if outcome == "ok" { 0 } else { 1 },
+            "approvals": approvals, "approval_wait_ms": approvals * (2_000 + rng.next() % 30_000),
+            "tokens": 2_000 + rng.next() % 50_000, "cost_usd": ((rng.next() % 5_000) as f64) / 10_000.0,
+            "duration_ms": duration,
+        }));
+        if pending.len() >= o.batch {
+            let body = serde_json::json!({"sessions": std::mem::take(&mut pending)});
+            post_batch(&client, &o.server, token, &body, &mut report.retries).await?;
+            report.batches += 1;
+        }
+    }
+    if !pending.is_empty() {
+        let body = serde_json::json!({"sessions": pending});
+        post_batch(&client, &o.server, token, &body, &mut report.retries).await?;
+        report.batches += 1;
+    }
+    Ok(report)
+}
+
+/// Runs the simulated fleet: every runner concurrently, the sessions shared out among them.
+pub async fn run(o: &Options) -> Result<Report> {
+    if o.runners.is_empty() || o.orgs.is_empty() {
+        return Err(LabError::usage(
+            "a fleet needs at least one runner and one org",
+            "--runners N --org ORG",
+        ));
+    }
+    let began = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
+    let interval = (o.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / o.rate));
+    let n = o.runners.len() as u64;
+    let tasks = o.runners.iter().enumerate().map(|(i, (runner, token))| {
+        let quota = o.sessions / n + u64::from((i as u64) < o.sessions % n);
+        one_runner(o, i, runner, token, quota, start, interval)
+    });
+    let mut total = Report::default();
+    for r in futures_util::future::join_all(tasks).await {
+        let r = r?;
+        total.sessions += r.sessions;
+        total.batches += r.batches;
+        total.retries += r.retries;
+        total.unassigned += r.unassigned;
+        for (b, t) in r.by_build {
+            let e = total.by_build.entry(b).or_default();
+            e.sessions += t.sessions;
+            e.failed += t.failed;
+            e.disconnected += t.disconnected;
+        }
+        for (s, c) in r.by_source {
+            *total.by_source.entry(s).or_default() += c;
+        }
+    }
+    total.seconds = began.elapsed().as_secs_f64();
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_parse_and_refuse_nonsense() {
+        let p = Profile::parse("sha256:ab12=fail:0.2,latency:1500").unwrap();
+        assert_eq!((p.fail, p.latency_ms), (0.2, 1500.0));
+        assert!(p.matches("sha256:ab12ff") && !p.matches("sha256:cd"));
+        assert!(Profile::parse("ab12=fail:0.2").unwrap().matches("sha256:ab12ff"));
+        for bad in ["fail:0.2", "x=fail:2", "x=speed:1", "x=fail:lots", "a b=fail:0.1"] {
+            assert!(Profile::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

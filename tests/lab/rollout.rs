@@ -1,0 +1,429 @@
+//! Staged rollouts end to end: `canary serve` (the control plane and its rollout controller) as
+//! a real process on loopback, a simulated fleet posting telemetry over HTTP, the CLI reading
+//! and operating the rollout, and `kill -9` of the control plane mid-rollout.
+
+use crate::helpers::{Canary, free_port, write_temp};
+use crate::registry::{Backend, Fresh, fresh};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const GATE: &str = "\
+stable:
+  required_suites: [golden-path]
+  rollout:
+    steps: [1, 10, 50, 100]
+    bake: 1s
+    min_sessions: 100
+    max_failure_rate_increase: 0.1
+    max_disconnect_rate_increase: 0.1
+    max_start_latency_p95_ratio: 2
+beta:
+  required_suites: [golden-path]
+  allow_missing: true
+";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Records a build with golden-path results on every canary repo (`status` for each).
+fn seed_build(url: &str, digit: char, status: &str) -> String {
+    let id = format!("sha256:{}", std::iter::repeat_n(digit, 64).collect::<String>());
+    let build =
+        canary_lab::registry::BuildInfo::from_image(&id, &format!("canary-lab/build:{digit}"), &Default::default());
+    let rows: Vec<(String, String, String, &str)> = ["ci-enabled", "js-ts", "python"]
+        .iter()
+        .map(|repo| {
+            (
+                format!("run-{digit}"),
+                "golden-path".to_string(),
+                repo.to_string(),
+                status,
+            )
+        })
+        .collect();
+    rt().block_on(async {
+        let reg = canary_lab::registry::Registry::open(url).await.unwrap();
+        reg.seed_results(&build, &rows).await.unwrap();
+    });
+    id
+}
+
+struct Serve {
+    child: Child,
+    url: String,
+    port: u16,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(reg: &Fresh, policy: &std::path::Path, port: u16) -> Serve {
+    let (mut cmd, _reports) = canary(reg)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--tick", "200ms"])
+        .arg_path_flag("--policy", policy)
+        .command();
+    let child = cmd.stderr(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "canary serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Serve { child, url, port }
+}
+
+fn canary(reg: &Fresh) -> Canary {
+    Canary::new().args(["--registry", &reg.url])
+}
+
+fn status(reg: &Fresh, policy: &std::path::Path) -> serde_json::Value {
+    let out = canary(reg)
+        .args(["rollout", "status", "--channel", "stable", "--json"])
+        .arg_path_flag("--policy", policy)
+        .run();
+    out.json()
+}
+
+fn simulate(reg: &Fresh, s: &Serve, sessions: u64, profiles: &[&str], orgs: &[&str]) -> serde_json::Value {
+    let mut c = canary(reg).args([
+        "fleet",
+        "simulate",
+        "--server",
+        &s.url,
+        "--runners",
+        "8",
+        "--sessions",
+        &sessions.to_string(),
+        "--batch",
+        "250",
+        "--json",
+    ]);
+    for p in profiles {
+        c = c.args(["--profile", p]);
+    }
+    for o in orgs {
+        c = c.args(["--org", o]);
+    }
+    c.run().code(0).json()
+}
+
+/// Feeds the fleet until the rollout leaves `running` at a step or `stop` says enough.
+fn drive(reg: &Fresh, s: &Serve, policy: &std::path::Path, profiles: &[&str], rounds: usize) -> serde_json::Value {
+    for _ in 0..rounds {
+        let st = status(reg, policy);
+        if st["rollout"]["state"] != "running" {
+            return st;
+        }
+        simulate(reg, s, 4000, profiles, &["acme", "globex"]);
+        std::thread::sleep(Duration::from_millis(1300));
+    }
+    status(reg, policy)
+}
+
+fn setup(b: Backend) -> (Fresh, tempfile::TempDir, std::path::PathBuf, String, String) {
+    let reg = fresh(b);
+    let (dir, policy) = write_temp("gate.yaml", GATE);
+    let base = seed_build(&reg.url, 'a', "pass");
+    let cand = seed_build(&reg.url, 'b', "pass");
+    canary(&reg)
+        .args(["promote", &base, "--channel", "stable"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    (reg, dir, policy, base, cand)
+}
+
+/// The stable channel's build, as `canary status --json` shows it.
+fn channel_build(reg: &Fresh) -> String {
+    let out = canary(reg).args(["status", "--json"]).run().code(0).json();
+    let stable = out["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "stable")
+        .cloned();
+    stable
+        .and_then(|c| c["build"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn kinds(st: &serde_json::Value) -> Vec<String> {
+    st["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}@{}", e["kind"].as_str().unwrap(), e["step"]))
+        .collect()
+}
+
+#[test]
+fn a_good_build_rolls_out_step_by_step_and_survives_a_kill_of_the_control_plane() {
+    let (reg, _d, policy, base, cand) = setup(Backend::Sqlite);
+    let mut s = serve(&reg, &policy, free_port());
+    // A build the gate refuses is refused here too (exit 1), audited.
+    let red = seed_build(&reg.url, 'c', "fail");
+    canary(&reg)
+        .args(["rollout", "start", &red, "--channel", "stable"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(1)
+        .stderr_has("golden-path");
+    canary(&reg)
+        .args(["pin", "--org", "initech", "--build", &base])
+        .run()
+        .code(0);
+    canary(&reg)
+        .args(["rollout", "start", &cand, "--channel", "stable"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0)
+        .stdout_has("1 → 10 → 50 → 100");
+
+    // Without telemetry the rollout holds at step 1 and says why.
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = status(&reg, &policy);
+    assert_eq!(
+        (st["rollout"]["step"].as_u64(), st["rollout"]["state"].as_str()),
+        (Some(0), Some("running"))
+    );
+    assert!(
+        st["rollout"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("holding: the candidate has 0 of the 100 sessions"),
+        "{st}"
+    );
+
+    // Feed it until it reaches 10 %, then kill the control plane (no shutdown) and restart it.
+    let mut st = st;
+    for _ in 0..20 {
+        if st["rollout"]["step"].as_u64() >= Some(1) {
+            break;
+        }
+        simulate(&reg, &s, 1500, &["*=fail:0.01,latency:900"], &["acme", "globex"]);
+        std::thread::sleep(Duration::from_millis(300));
+        st = status(&reg, &policy);
+    }
+    assert!(
+        st["rollout"]["step"].as_u64() >= Some(1) && st["rollout"]["state"] == "running",
+        "{st}"
+    );
+    let holds = kinds(&st).iter().filter(|k| k.starts_with("hold@0")).count();
+    assert!(
+        holds <= 2,
+        "a lasting hold is one event per reason, not one per pass: {st}"
+    );
+    let step_before = st["rollout"]["step"].clone();
+    unsafe {
+        libc::kill(s.child.id() as i32, libc::SIGKILL);
+    }
+    let _ = s.child.wait();
+    let port = s.port;
+    drop(s);
+    let st = status(&reg, &policy);
+    assert_eq!(st["rollout"]["step"], step_before, "the step survives the kill");
+    s = serve(&reg, &policy, port);
+
+    // A pinned org is never given the candidate, whatever the step.
+    let pinned = simulate(&reg, &s, 400, &[], &["initech"]);
+    assert_eq!(
+        pinned["by_build"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec![&base],
+        "{pinned}"
+    );
+    assert_eq!(pinned["by_source"]["pin"], 400);
+
+    let st = drive(&reg, &s, &policy, &["*=fail:0.01,latency:900"], 25);
+    assert_eq!(st["rollout"]["state"], "completed", "{st}");
+    // Every transition once: start, three advances, complete (holds may come between).
+    let k: Vec<String> = kinds(&st).into_iter().filter(|k| !k.starts_with("hold")).collect();
+    assert_eq!(
+        k,
+        ["start@0", "advance@1", "advance@2", "advance@3", "complete@3"],
+        "{st}"
+    );
+    assert_eq!(channel_build(&reg), cand);
+    let audit = canary(&reg)
+        .args(["registry", "audit", "--json"])
+        .run()
+        .code(0)
+        .stdout();
+    assert!(
+        audit.contains("rollout-controller") && audit.contains("failure rate"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn a_build_failing_a_fifth_of_its_sessions_is_rolled_back_at_the_first_step() {
+    let (reg, _d, policy, base, cand) = setup(Backend::Sqlite);
+    let s = serve(&reg, &policy, free_port());
+    canary(&reg)
+        .args(["rollout", "start", &cand, "--channel", "stable", "--bake", "1h"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    let bad = format!("{}=fail:0.2,latency:900", &cand[7..19]);
+    let st = drive(&reg, &s, &policy, &[&bad, "*=fail:0.01,latency:900"], 20);
+    assert_eq!(st["rollout"]["state"], "aborted", "{st}");
+    assert_eq!(st["rollout"]["step"], 0, "aborted at the first step: {st}");
+    assert!(st["rollout"]["note"].as_str().unwrap().contains("failure rate"), "{st}");
+    canary(&reg)
+        .args(["rollout", "status", "--channel", "stable"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(1);
+    // Every session is back on the baseline at once.
+    std::thread::sleep(Duration::from_millis(1200));
+    let after = simulate(&reg, &s, 500, &[], &["acme"]);
+    assert_eq!(
+        after["by_build"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec![&base],
+        "{after}"
+    );
+    assert_eq!(channel_build(&reg), base);
+}
+
+#[test]
+fn runner_endpoints_take_only_valid_authenticated_input_sqlite() {
+    runner_endpoints_take_only_valid_authenticated_input(Backend::Sqlite)
+}
+
+#[test]
+fn runner_endpoints_take_only_valid_authenticated_input_postgres() {
+    runner_endpoints_take_only_valid_authenticated_input(Backend::Postgres)
+}
+
+fn runner_endpoints_take_only_valid_authenticated_input(b: Backend) {
+    let (reg, _d, policy, base, _cand) = setup(b);
+    let s = serve(&reg, &policy, free_port());
+    let token = canary(&reg)
+        .args(["tokens", "create", "--runner", "r-1", "--json"])
+        .run()
+        .code(0)
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    let session = |id: &str, build: &str| {
+        serde_json::json!({"runner": "r-1", "org": "acme", "session": id, "build": build,
+            "started_at": canary_lab::registry::now(), "start_latency_ms": 800, "outcome": "ok",
+            "commands": 3, "commands_failed": 0, "approvals": 1, "approval_wait_ms": 4000,
+            "tokens": 1000, "cost_usd": 0.1, "duration_ms": 60000})
+    };
+    let count = || -> i64 {
+        rt().block_on(async {
+            canary_lab::registry::Registry::open(&reg.url)
+                .await
+                .unwrap()
+                .telemetry_count()
+                .await
+                .unwrap()
+        })
+    };
+    rt().block_on(async {
+        canary_lab::init_tls();
+        let c = reqwest::Client::new();
+        let post = |auth: Option<String>, body: String| {
+            let mut r = c.post(format!("{}/v1/telemetry", s.url)).body(body);
+            if let Some(a) = auth {
+                r = r.header("authorization", a);
+            }
+            r.send()
+        };
+        let good = serde_json::json!({"sessions": [session("s-1", &base), session("s-2", &base)]}).to_string();
+        let bearer = Some(format!("Bearer {token}"));
+        // No token, a made-up token: 401, nothing stored.
+        assert_eq!(post(None, good.clone()).await.unwrap().status().as_u16(), 401);
+        let fake = format!("Bearer cl_000000000000_{}", "0".repeat(64));
+        assert_eq!(post(Some(fake), good.clone()).await.unwrap().status().as_u16(), 401);
+        // Another runner's sessions: 403.
+        let other = good.replace("\"r-1\"", "\"r-2\"");
+        assert_eq!(post(bearer.clone(), other).await.unwrap().status().as_u16(), 403);
+        // Malformed and unknown builds: 422 with the place named.
+        let r = post(bearer.clone(), good.replace("\"ok\"", "\"great\"")).await.unwrap();
+        assert_eq!(r.status().as_u16(), 422);
+        let r = post(
+            bearer.clone(),
+            serde_json::json!({"sessions": [session("s-9", "sha256:0123")]}).to_string(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status().as_u16(), 422);
+        assert!(r.text().await.unwrap().contains("unknown build sha256:0123"));
+        // Oversized: 413 unread.
+        let huge = format!("{{\"sessions\": [], \"pad\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+        assert_eq!(post(bearer.clone(), huge).await.unwrap().status().as_u16(), 413);
+        // A batch sent twice after a timeout is stored once.
+        for _ in 0..2 {
+            assert_eq!(post(bearer.clone(), good.clone()).await.unwrap().status().as_u16(), 200);
+        }
+        // Assignment: authenticated, for the token's own runner.
+        let a = c
+            .get(format!("{}/v1/assignment?runner=r-1&org=acme&session=x1", s.url))
+            .header("authorization", bearer.clone().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(a.status().as_u16(), 200);
+        let a: serde_json::Value = serde_json::from_slice(&a.bytes().await.unwrap()).unwrap();
+        assert_eq!(
+            (a["build"].as_str(), a["source"].as_str()),
+            (Some(base.as_str()), Some("channel"))
+        );
+        let a = c
+            .get(format!("{}/v1/assignment?runner=r-2&org=acme&session=x1", s.url))
+            .header("authorization", bearer.clone().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(a.status().as_u16(), 403);
+    });
+    assert_eq!(count(), 2);
+    // KPIs from what was stored.
+    let k = canary(&reg)
+        .args(["kpis", "--channel", "stable", "--json"])
+        .run()
+        .code(0)
+        .json();
+    let kpis = &k["builds"][0]["kpis"];
+    assert_eq!(
+        (kpis["sessions"].as_i64(), kpis["session_start_success_pct"].as_f64()),
+        (Some(2), Some(100.0)),
+        "{k}"
+    );
+    assert_eq!(kpis["cost_per_agent_hour_usd"].as_f64(), Some(6.0), "{k}");
+    // A revoked token is refused within a second.
+    let id = canary(&reg).args(["tokens", "list", "--json"]).run().code(0).json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    canary(&reg).args(["tokens", "revoke", &id]).run().code(0);
+    std::thread::sleep(Duration::from_millis(1100));
+    let status = rt().block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/v1/assignment?runner=r-1&org=acme&session=x1", s.url))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 401);
+    // Not on loopback: refused while no live token exists.
+    canary(&reg)
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .run()
+        .code(2)
+        .stderr_has("without runner tokens");
+}
