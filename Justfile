@@ -69,6 +69,7 @@ fuzz SECONDS="60" *TARGETS:
 bench: setup
     cargo bench --locked --bench lab
     CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo bench --locked --bench registry
+    CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo bench --locked --bench rollout
 
 # What CI runs: lints, the demo, the tests.
 [group('test')]

@@ -137,44 +137,79 @@ impl Registry {
         }
         let received_at = format_ts(received);
         let second = rollup_second(received);
+        let _queued = self.queue_writer().await;
         let mut tx = self.write_tx().await?;
         let mut fresh: BTreeSet<String> = BTreeSet::new();
-        for chunk in sessions.chunks(CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO telemetry_sessions (session, runner, org, build_id, started_at, received_at, start_latency_ms, outcome, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 15;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                sql.push_str(&(1..=15).map(|k| format!("${}", b + k)).collect::<Vec<_>>().join(","));
-                sql.push(')');
-            }
-            sql.push_str(" ON CONFLICT (session) DO NOTHING RETURNING session");
-            // Built from constants and placeholders only.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for s in chunk {
-                q = q
-                    .bind(&s.session)
-                    .bind(&s.runner)
-                    .bind(&s.org)
-                    .bind(&s.build)
-                    .bind(&s.started_at)
+        match self.dialect() {
+            // sqlx asks SQLite for every parameter's name when it binds, which makes thousands
+            // of parameters quadratic: the batch goes in as one JSON array instead.
+            super::Dialect::Sqlite => {
+                let rows: Vec<serde_json::Value> = sessions
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!([
+                            s.session, s.runner, s.org, s.build, s.started_at, s.start_latency_ms,
+                            s.outcome.as_str(), s.commands, s.commands_failed, s.approvals,
+                            s.approval_wait_ms, s.tokens, s.cost_micros, s.duration_ms
+                        ])
+                    })
+                    .collect();
+                let cols = (0..14)
+                    .map(|i| format!("value ->> {i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
+                let sql = format!(
+                    "INSERT INTO telemetry_sessions (session, runner, org, build_id, started_at, start_latency_ms, outcome, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, received_at) \
+                     SELECT {cols}, $2 FROM json_each($1) WHERE true ON CONFLICT (session) DO NOTHING RETURNING session"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(serde_json::Value::Array(rows).to_string())
                     .bind(&received_at)
-                    .bind(s.start_latency_ms)
-                    .bind(s.outcome.as_str())
-                    .bind(s.commands)
-                    .bind(s.commands_failed)
-                    .bind(s.approvals)
-                    .bind(s.approval_wait_ms)
-                    .bind(s.tokens)
-                    .bind(s.cost_micros)
-                    .bind(s.duration_ms);
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err(&self.display))?;
+                fresh.extend(rows.iter().map(|r| text(r, "session")));
             }
-            let rows = q.fetch_all(&mut *tx).await.map_err(db_err(&self.display))?;
-            fresh.extend(rows.iter().map(|r| text(r, "session")));
+            super::Dialect::Postgres => {
+                for chunk in sessions.chunks(CHUNK) {
+                    let mut sql = String::from(
+                        "INSERT INTO telemetry_sessions (session, runner, org, build_id, started_at, received_at, start_latency_ms, outcome, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms) VALUES ",
+                    );
+                    for i in 0..chunk.len() {
+                        let b = i * 15;
+                        if i > 0 {
+                            sql.push(',');
+                        }
+                        sql.push('(');
+                        sql.push_str(&(1..=15).map(|k| format!("${}", b + k)).collect::<Vec<_>>().join(","));
+                        sql.push(')');
+                    }
+                    sql.push_str(" ON CONFLICT (session) DO NOTHING RETURNING session");
+                    // Built from constants and placeholders only.
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for s in chunk {
+                        q = q
+                            .bind(&s.session)
+                            .bind(&s.runner)
+                            .bind(&s.org)
+                            .bind(&s.build)
+                            .bind(&s.started_at)
+                            .bind(&received_at)
+                            .bind(s.start_latency_ms)
+                            .bind(s.outcome.as_str())
+                            .bind(s.commands)
+                            .bind(s.commands_failed)
+                            .bind(s.approvals)
+                            .bind(s.approval_wait_ms)
+                            .bind(s.tokens)
+                            .bind(s.cost_micros)
+                            .bind(s.duration_ms);
+                    }
+                    let rows = q.fetch_all(&mut *tx).await.map_err(db_err(&self.display))?;
+                    fresh.extend(rows.iter().map(|r| text(r, "session")));
+                }
+            }
         }
         // A session repeated inside one batch counts once.
         let mut seen = BTreeSet::new();

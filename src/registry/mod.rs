@@ -32,6 +32,9 @@ pub enum Dialect {
 pub struct Registry {
     pool: AnyPool,
     dialect: Dialect,
+    /// SQLite has one writer: writers of this process queue here rather than in SQLite's busy
+    /// handler, which sleeps in growing steps and turns contention into idle time.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The URL with any password masked, for messages.
     pub display: String,
 }
@@ -315,7 +318,12 @@ impl Registry {
                 url: display.clone(),
                 message: e.to_string(),
             })?;
-        let registry = Registry { pool, dialect, display };
+        let registry = Registry {
+            pool,
+            dialect,
+            display,
+            writer: Default::default(),
+        };
         if read_only || access == Access::ReadOnly {
             // Read-only commands never change the file: an older schema is migrated by the next
             // command that writes.
@@ -484,6 +492,15 @@ impl Registry {
             Dialect::Postgres => self.pool.begin().await,
         };
         tx.map_err(db_err(&self.display))
+    }
+
+    /// Held around a write transaction that may meet others of this process (telemetry batches
+    /// arriving together): on SQLite it queues them; on PostgreSQL it is not taken.
+    pub(crate) async fn queue_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.dialect {
+            Dialect::Sqlite => Some(self.writer.lock().await),
+            Dialect::Postgres => None,
+        }
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

@@ -1,0 +1,261 @@
+//! `just bench` (rollout part), on SQLite and (with CANARY_TEST_POSTGRES) PostgreSQL:
+//! (a) telemetry ingest through `POST /v1/telemetry` on loopback, batches of 1,000 from four
+//!     runners at once (target ≥ 20,000 sessions/s);
+//! (b) a rollout decision (both sides' figures and the judgement) over 1,000,000 stored sessions
+//!     that arrived over a day in batches of 100 (target < 100 ms);
+//! (c) assignment latency under 1,000 requests/s for 5 s on loopback (target p99 < 5 ms).
+//! BENCH_SESSIONS changes the size of (b).
+
+use canary_lab::control::{ControlPlane, router};
+use canary_lab::registry::{Audit, BuildInfo, Registry};
+use canary_lab::telemetry::{Outcome, Session};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn build(i: u8) -> BuildInfo {
+    BuildInfo {
+        id: format!("sha256:{}", format!("{i:02x}").repeat(32)),
+        image_ref: format!("canary-lab/build:bench-{i}"),
+        runner_version: "0.1.0".into(),
+        adapters: vec![],
+        runtime_versions: Default::default(),
+        manifest: None,
+    }
+}
+
+fn audit() -> Audit<'static> {
+    Audit {
+        actor: "bench",
+        action: "bench",
+        target: "bench",
+        decision: "done",
+        reason: "",
+        evidence: serde_json::json!({}),
+    }
+}
+
+fn session(n: u64, build: &str, runner: &str) -> serde_json::Value {
+    serde_json::json!({"runner": runner, "org": "acme", "session": format!("{runner}-{n}"), "build": build,
+        "started_at": canary_lab::registry::now(), "start_latency_ms": 500 + n % 1000,
+        "outcome": if n % 50 == 0 { "failed" } else { "ok" }, "commands": 5, "commands_failed": 0,
+        "approvals": 1, "approval_wait_ms": 3000, "tokens": 4000, "cost_usd": 0.05, "duration_ms": 90000})
+}
+
+async fn serve(reg: Arc<Registry>) -> String {
+    let app = router(ControlPlane::new(reg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+async fn token(reg: &Registry, runner: &str) -> String {
+    let t = canary_lab::tokens::issue(runner).unwrap();
+    reg.add_token(&t, audit()).await.unwrap();
+    t.token
+}
+
+async fn ingest_http(reg: Arc<Registry>, label: &str) {
+    let b = build(1);
+    reg.record_build(&b).await.unwrap();
+    let url = serve(reg.clone()).await;
+    let runners = 4;
+    let batches_each = 25u64;
+    let mut tokens = Vec::new();
+    for r in 0..runners {
+        tokens.push(token(&reg, &format!("bench-{r}")).await);
+    }
+    let client = reqwest::Client::new();
+    // Bodies are made before the clock starts: the runner's cost, not the control plane's.
+    let bodies: Vec<Vec<String>> = (0..runners)
+        .map(|r| {
+            (0..batches_each)
+                .map(|k| {
+                    let sessions: Vec<_> = (0..1000)
+                        .map(|i| session(k * 1000 + i, &b.id, &format!("bench-{r}")))
+                        .collect();
+                    serde_json::json!({ "sessions": sessions }).to_string()
+                })
+                .collect()
+        })
+        .collect();
+    let start = Instant::now();
+    let tasks = bodies.into_iter().zip(tokens).map(|(bodies, token)| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            for body in bodies {
+                let r = client
+                    .post(format!("{url}/v1/telemetry"))
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+            }
+        })
+    });
+    for t in tasks.collect::<Vec<_>>() {
+        t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n = runners as u64 * batches_each * 1000;
+    let rate = n as f64 / secs;
+    println!(
+        "{label:<11} (a) telemetry ingest over HTTP: {n} sessions in {secs:.2} s = {rate:.0}/s (target ≥ 20000) {}",
+        if rate >= 20_000.0 { "ok" } else { "MISSED" }
+    );
+}
+
+async fn decision(reg: Arc<Registry>, label: &str, total: u64) {
+    let (base, cand) = (build(2), build(3));
+    reg.record_build(&base).await.unwrap();
+    reg.record_build(&cand).await.unwrap();
+    let t0: jiff::Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
+    let batch = 100u64;
+    let batches = total / batch;
+    let spacing = 86_400_000 / batches.max(1) as i64;
+    let seeded = Instant::now();
+    for k in 0..batches {
+        let sessions: Vec<Session> = (0..batch)
+            .map(|i| {
+                let n = k * batch + i;
+                let b = if n % 10 == 0 { &cand.id } else { &base.id };
+                Session {
+                    runner: "r".into(),
+                    org: "acme".into(),
+                    session: format!("d-{n}"),
+                    build: b.clone(),
+                    started_at: "2026-11-01T00:00:00.000Z".into(),
+                    start_latency_ms: Some(400 + (n % 977) as i64),
+                    outcome: if n % 97 == 0 { Outcome::Failed } else { Outcome::Ok },
+                    commands: 4,
+                    commands_failed: 0,
+                    approvals: 1,
+                    approval_wait_ms: 2000,
+                    tokens: 3000,
+                    cost_micros: 40_000,
+                    duration_ms: 60_000,
+                }
+            })
+            .collect();
+        let at = t0 + jiff::SignedDuration::from_millis(spacing * k as i64);
+        reg.ingest(&sessions, at).await.unwrap();
+    }
+    println!(
+        "{label:<11}     seeded {total} sessions over a day in {:.1} s ({:.0}/s in batches of {batch})",
+        seeded.elapsed().as_secs_f64(),
+        total as f64 / seeded.elapsed().as_secs_f64()
+    );
+    let policy = canary_lab::rollout::RolloutPolicy::default();
+    let mut times = Vec::new();
+    let mut verdict = None;
+    for _ in 0..20 {
+        let s = Instant::now();
+        let c = reg.figures(&cand.id, "2026-11-01T00:00:00").await.unwrap();
+        let b = reg.figures(&base.id, "2026-11-01T00:00:00").await.unwrap();
+        verdict = Some(canary_lab::rollout::judge(&policy, &c, &b).verdict);
+        times.push(s.elapsed());
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    println!(
+        "{label:<11} (b) rollout decision over {total} stored sessions: median {:.1} ms, max {:.1} ms ({:?}) (target < 100 ms) {}",
+        median.as_secs_f64() * 1000.0,
+        times.last().unwrap().as_secs_f64() * 1000.0,
+        verdict.unwrap(),
+        if median < Duration::from_millis(100) { "ok" } else { "MISSED" }
+    );
+}
+
+async fn assignment(reg: Arc<Registry>, label: &str) {
+    let base = build(4);
+    reg.record_build(&base).await.unwrap();
+    reg.release("stable", &base.id, "promote", audit()).await.unwrap();
+    let url = serve(reg.clone()).await;
+    let token = token(&reg, "lat").await;
+    let client = reqwest::Client::new();
+    // Warm the pool and the server's caches.
+    for i in 0..50 {
+        client
+            .get(format!("{url}/v1/assignment?runner=lat&org=acme&session=w{i}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+    }
+    let rate = 1000u32;
+    let n = 5 * rate;
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        let slot = start + Duration::from_secs(1) * i / rate;
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(slot).await;
+            let s = Instant::now();
+            let r = client
+                .get(format!("{url}/v1/assignment?runner=lat&org=acme&session=s{i}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            let _ = r.bytes().await.unwrap();
+            s.elapsed()
+        }));
+    }
+    let mut times = Vec::new();
+    for t in tasks {
+        times.push(t.await.unwrap());
+    }
+    times.sort();
+    let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)].as_secs_f64() * 1000.0;
+    println!(
+        "{label:<11} (c) assignment at {rate}/s for 5 s: p50 {:.2} ms, p99 {:.2} ms (target p99 < 5 ms) {}",
+        p(0.5),
+        p(0.99),
+        if p(0.99) < 5.0 { "ok" } else { "MISSED" }
+    );
+}
+
+async fn all(url: &str, label: &str, total: u64) {
+    let reg = Arc::new(Registry::open(url).await.unwrap());
+    ingest_http(reg.clone(), label).await;
+    decision(reg.clone(), label, total).await;
+    assignment(reg, label).await;
+}
+
+fn main() {
+    canary_lab::init_tls();
+    let total: u64 = std::env::var("BENCH_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("rollout bench: telemetry ingest, rollout decision, assignment latency");
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = dir.path().join("bench.db").display().to_string();
+    rt.block_on(all(&sqlite, "sqlite", total));
+    match std::env::var("CANARY_TEST_POSTGRES") {
+        Ok(admin) => rt.block_on(async {
+            sqlx::any::install_default_drivers();
+            let name = format!("canary_bench_rollout_{}", std::process::id());
+            let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+            let (base, _) = admin.rsplit_once('/').unwrap();
+            all(&format!("{base}/{name}"), "postgres", total).await;
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }),
+        Err(_) => println!("postgres    skipped: set CANARY_TEST_POSTGRES=$(scripts/postgres.sh) (`just bench` does)"),
+    }
+}
