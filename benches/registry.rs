@@ -115,7 +115,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
             let page = canary_lab::dashboard::layout(
                 "/",
                 "Overview",
-                canary_lab::dashboard::overview(&status, &serde_json::Value::Object(history)),
+                canary_lab::dashboard::overview(&status, &serde_json::Value::Object(history), &serde_json::json!([])),
             );
             assert!(page.contains("channel-stable"));
         }

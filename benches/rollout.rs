@@ -165,7 +165,11 @@ async fn decision(reg: Arc<Registry>, label: &str, total: u64) {
         median.as_secs_f64() * 1000.0,
         times.last().unwrap().as_secs_f64() * 1000.0,
         verdict.unwrap(),
-        if median < Duration::from_millis(100) { "ok" } else { "MISSED" }
+        if median < Duration::from_millis(100) {
+            "ok"
+        } else {
+            "MISSED"
+        }
     );
 }
 

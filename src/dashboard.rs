@@ -78,8 +78,49 @@ fn components(v: &Value) -> Markup {
 
 /// The overview: each channel's build with its components, since when, its previous
 /// known-good builds, org pins.
-pub fn overview(status: &Value, history: &Value) -> Markup {
+pub fn overview(status: &Value, history: &Value, rollouts: &Value) -> Markup {
     html! {
+        @if let Some(list) = rollouts.as_array().filter(|l| !l.is_empty()) {
+            h2 { "Rollouts" }
+            @for x in list {
+                @let r = &x["rollout"];
+                section.rollout id={ "rollout-" (r["id"]) } {
+                    p {
+                        strong { "rollout " (r["id"]) } " · build " code { (short(s(r, "build_id"))) }
+                        " → " (safe(s(r, "channel"))) " (baseline " code { (short(s(r, "baseline_id"))) } ") · "
+                        span class={ "state-" (safe(s(r, "state"))) } { (safe(s(r, "state"))) }
+                        " · step " (r["step"].as_u64().unwrap_or(0) + 1) " of " (r["steps"].as_array().map_or(0, |a| a.len()))
+                        " · " (x["percent"]) " % of sessions"
+                    }
+                    p { (safe(s(r, "note"))) }
+                    @if let Some(checks) = x["now"]["checks"].as_array() {
+                        table.checks {
+                            tr { th { "metric" } th { "candidate" } th { "baseline" } th { "limit" } th { "verdict" } }
+                            @for c in checks {
+                                tr {
+                                    td { (safe(s(c, "metric"))) }
+                                    td { (format!("{:.4}", c["candidate"].as_f64().unwrap_or(0.0))) }
+                                    td { (format!("{:.4}", c["baseline"].as_f64().unwrap_or(0.0))) }
+                                    td { (c["limit"]) }
+                                    td title=(safe(s(c, "why"))) { (safe(s(c, "verdict"))) }
+                                }
+                            }
+                        }
+                        p { "candidate " (x["now"]["candidate"]["sessions"]) " sessions this step, baseline "
+                            (x["now"]["baseline"]["sessions"]) " since the start" }
+                    }
+                    details {
+                        summary { "timeline (" (x["events"].as_array().map_or(0, |e| e.len())) ")" }
+                        ol {
+                            @for e in x["events"].as_array().into_iter().flatten() {
+                                li { (safe(s(e, "ts"))) " " strong { (safe(s(e, "kind"))) } " step "
+                                    (e["step"].as_u64().unwrap_or(0) + 1) " by " (safe(s(e, "actor"))) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         @if status["channels"].as_array().is_none_or(|c| c.is_empty()) {
             p { "No channel has a build yet: " code { "./lab demo" } " promotes the first to beta." }
         }
@@ -389,7 +430,7 @@ mod tests {
                           "components": [{"name": "codex", "version": "0.163.0\u{1b}[2J"}]}],
             "orgs": [], "runners": [{"runner_id": "<script>alert(1)</script>", "sent_at": "2020-01-01T00:00:00Z", "versions": {"runner": "1"}}],
         });
-        let page = layout("/", "Overview", overview(&status, &json!({})));
+        let page = layout("/", "Overview", overview(&status, &json!({}), &json!([])));
         assert!(!page.contains("<img src=x") && page.contains("&lt;img src=x"));
         assert!(!page.contains('\u{1b}'));
         let fleet_page = layout("/fleet", "Fleet", fleet(&fleet_data(&status, jiff::Timestamp::now())));

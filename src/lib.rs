@@ -32,6 +32,7 @@ pub mod repos;
 pub mod rollout;
 pub mod runner;
 pub mod simulate;
+pub mod spool;
 pub mod status;
 pub mod stub;
 pub mod suite;

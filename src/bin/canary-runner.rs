@@ -91,6 +91,53 @@ enum Command {
         #[arg(long, env = "CANARY_RUNNER_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Run as a fleet runner: ask `canary serve` which build each session runs, run the ones
+    /// assigned to this runner's build, report telemetry through a bounded spool. Prints a JSON
+    /// summary; exit 0, or 2 when it could not run.
+    Agent {
+        /// Base URL of `canary serve`.
+        #[arg(long)]
+        server: String,
+        #[arg(long, env = "CANARY_RUNNER_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        runner_id: String,
+        #[arg(long)]
+        org: String,
+        /// This runner's build (its image digest).
+        #[arg(long, env = "CANARY_BUILD")]
+        build: String,
+        /// Sessions to handle before stopping.
+        #[arg(long, default_value_t = 10)]
+        sessions: u64,
+        #[arg(long, value_enum)]
+        provider: Provider,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long)]
+        model_url: String,
+        #[arg(long)]
+        model: Option<String>,
+        /// A workspace template, copied afresh for each session.
+        #[arg(long, default_value = ".")]
+        workspace: PathBuf,
+        #[arg(long, value_enum, default_value = "none")]
+        approval: Approval,
+        #[arg(long, default_value = "10m")]
+        timeout: humantime::Duration,
+        #[arg(long)]
+        cli: Option<PathBuf>,
+        #[arg(long, default_value = "workspace-write")]
+        codex_sandbox: String,
+        /// Where unsent telemetry waits (kept across restarts).
+        #[arg(long, default_value = "/var/tmp/canary-runner/telemetry.jsonl")]
+        spool: PathBuf,
+        /// The most sessions the spool keeps; past it new ones are dropped and counted.
+        #[arg(long, default_value_t = 10_000)]
+        spool_max: usize,
+        #[arg(long, default_value_t = 20)]
+        batch: usize,
+    },
     /// Run one non-interactive session; events go to stdout, one JSON object per line.
     Session {
         #[arg(long, value_enum)]
@@ -139,6 +186,63 @@ fn main() {
             root,
             public_url,
         } => std::process::exit(lab_forge(listen, root, public_url)),
+        Command::Agent {
+            server,
+            token,
+            runner_id,
+            org,
+            build,
+            sessions,
+            provider,
+            prompt,
+            model_url,
+            model,
+            workspace,
+            approval,
+            timeout,
+            cli,
+            codex_sandbox,
+            spool,
+            spool_max,
+            batch,
+        } => {
+            let o = canary_lab::runner::agent::AgentOptions {
+                server,
+                token,
+                runner: runner_id,
+                org,
+                build,
+                sessions,
+                session: SessionArgs {
+                    provider,
+                    prompt,
+                    model_url,
+                    model,
+                    workspace,
+                    approval,
+                    timeout: timeout.into(),
+                    cli,
+                    codex_sandbox,
+                },
+                spool,
+                spool_max,
+                batch: batch.clamp(1, 2000),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            std::process::exit(match runtime.block_on(canary_lab::runner::agent::run(&o)) {
+                Ok(r) => {
+                    println!("{}", serde_json::to_string(&r).expect("json"));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("canary-runner agent: {e}");
+                    2
+                }
+            })
+        }
         Command::Pr {
             workspace,
             remote,

@@ -277,6 +277,7 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
     }
     let cp = crate::control::ControlPlane::new(reg.clone());
     let pages = Pages {
+        policy: std::sync::Arc::new(policy.clone()),
         reg: reg.clone(),
         reports: config.reports_dir.clone(),
         min_age: config
@@ -332,6 +333,8 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
 #[derive(Clone)]
 struct Pages {
     reg: std::sync::Arc<Registry>,
+    /// What rollouts are judged by, to show their figures against thresholds.
+    policy: std::sync::Arc<crate::gate::policy::Policy>,
     reports: PathBuf,
     /// Each watched provider's release-age gate.
     min_age: std::collections::BTreeMap<String, std::time::Duration>,
@@ -374,8 +377,20 @@ fn json_of(data: Result<serde_json::Value>) -> Json {
     }
 }
 
-async fn overview_data(reg: &Registry) -> Result<serde_json::Value> {
+async fn overview_data(reg: &Registry, policy: &crate::gate::policy::Policy) -> Result<serde_json::Value> {
     let status = crate::status::status(reg, None).await?;
+    let mut rollouts = Vec::new();
+    for r in reg.rollouts(false, 5).await? {
+        let now = if r.state.active() {
+            Some(crate::rollout::controller::judge_rollout(reg, policy, &r).await?)
+        } else {
+            None
+        };
+        let mut events = reg.rollout_events(r.id).await?;
+        let keep = events.len().saturating_sub(20);
+        events.drain(..keep);
+        rollouts.push(serde_json::json!({"rollout": r, "percent": r.percent(), "now": now, "events": events}));
+    }
     let mut history = serde_json::Map::new();
     for c in reg.channels().await? {
         history.insert(
@@ -383,17 +398,17 @@ async fn overview_data(reg: &Registry) -> Result<serde_json::Value> {
             serde_json::to_value(reg.known_good(&c).await?).expect("json"),
         );
     }
-    Ok(serde_json::json!({"status": status, "history": history}))
+    Ok(serde_json::json!({"status": status, "history": history, "rollouts": rollouts}))
 }
 
 async fn page_overview(axum::extract::State(p): axum::extract::State<Pages>) -> Html {
-    html_of("/", "Overview", overview_data(&p.reg).await, |v| {
-        crate::dashboard::overview(&v["status"], &v["history"])
+    html_of("/", "Overview", overview_data(&p.reg, &p.policy).await, |v| {
+        crate::dashboard::overview(&v["status"], &v["history"], &v["rollouts"])
     })
 }
 
 async fn api_overview(axum::extract::State(p): axum::extract::State<Pages>) -> Json {
-    json_of(overview_data(&p.reg).await)
+    json_of(overview_data(&p.reg, &p.policy).await)
 }
 
 async fn page_history(axum::extract::State(p): axum::extract::State<Pages>) -> Html {

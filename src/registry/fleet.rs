@@ -148,16 +148,24 @@ impl Registry {
                     .iter()
                     .map(|s| {
                         serde_json::json!([
-                            s.session, s.runner, s.org, s.build, s.started_at, s.start_latency_ms,
-                            s.outcome.as_str(), s.commands, s.commands_failed, s.approvals,
-                            s.approval_wait_ms, s.tokens, s.cost_micros, s.duration_ms
+                            s.session,
+                            s.runner,
+                            s.org,
+                            s.build,
+                            s.started_at,
+                            s.start_latency_ms,
+                            s.outcome.as_str(),
+                            s.commands,
+                            s.commands_failed,
+                            s.approvals,
+                            s.approval_wait_ms,
+                            s.tokens,
+                            s.cost_micros,
+                            s.duration_ms
                         ])
                     })
                     .collect();
-                let cols = (0..14)
-                    .map(|i| format!("value ->> {i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let cols = (0..14).map(|i| format!("value ->> {i}")).collect::<Vec<_>>().join(", ");
                 // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
                 let sql = format!(
                     "INSERT INTO telemetry_sessions (session, runner, org, build_id, started_at, start_latency_ms, outcome, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, received_at) \

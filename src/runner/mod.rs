@@ -2,6 +2,7 @@
 //! that translate each CLI's native stream. See docs/runner-contract.md.
 
 pub mod adapters;
+pub mod agent;
 pub mod events;
 pub mod policy;
 pub mod pr;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
+#[derive(Clone)]
 pub struct SessionArgs {
     pub provider: Provider,
     pub prompt: String,

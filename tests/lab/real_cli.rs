@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 const CODEX: &str = "codex@0.163.0";
-const CLAUDE: &str = "claude-code@sdk-0.2.186";
+pub(crate) const CLAUDE: &str = "claude-code@sdk-0.2.186";
 
 fn canary() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_canary"));
@@ -18,7 +18,7 @@ fn canary() -> Command {
 }
 
 /// Fetches a CLI into the lab cache (once per machine) and returns its binary.
-fn fetch(spec: &str) -> PathBuf {
+pub(crate) fn fetch(spec: &str) -> PathBuf {
     let out = canary().args(["providers", "fetch", spec, "--json"]).output().unwrap();
     assert!(
         out.status.success(),
@@ -30,15 +30,15 @@ fn fetch(spec: &str) -> PathBuf {
 }
 
 /// `canary stub` on a free loopback port; killed on drop.
-struct StubProcess {
+pub(crate) struct StubProcess {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl StubProcess {
-    fn start(scenario: &str) -> StubProcess {
+    pub(crate) fn start(scenario: &str) -> StubProcess {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stub.jsonl");
         let mut child = canary()
@@ -82,7 +82,7 @@ impl Drop for StubProcess {
 }
 
 /// A small git repo like the canary repos: one file holding the greeting.
-fn workspace() -> tempfile::TempDir {
+pub(crate) fn workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("greeting.js"), "export const GREETING = \"Hello\";\n").unwrap();
     for args in [

@@ -290,6 +290,20 @@ fn a_build_failing_a_fifth_of_its_sessions_is_rolled_back_at_the_first_step() {
         "{after}"
     );
     assert_eq!(channel_build(&reg), base);
+    // The dashboard's overview shows it: state, figures against thresholds, timeline.
+    let page = rt().block_on(async {
+        canary_lab::init_tls();
+        reqwest::Client::new()
+            .get(format!("{}/", s.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(page.contains("Rollouts") && page.contains("state-aborted"), "{page}");
+    assert!(page.contains("aborted: failure rate"), "{page}");
 }
 
 #[test]
@@ -433,4 +447,126 @@ fn runner_endpoints_take_only_valid_authenticated_input(b: Backend) {
         .run()
         .code(2)
         .stderr_has("without runner tokens");
+}
+
+/// Real `canary-runner agent`s with the real Claude Code CLI against the model stub: one runner of
+/// the baseline build, one of the candidate, each running the sessions assigned to its build and
+/// reporting them; a runner whose control plane is down keeps running its build and sends the
+/// telemetry it kept once the control plane is back.
+#[test]
+fn runner_agents_obey_assignments_and_keep_telemetry_while_the_control_plane_is_down() {
+    use crate::real_cli::{CLAUDE, StubProcess, fetch, workspace};
+    let (reg, _d, policy, base, cand) = setup(Backend::Sqlite);
+    let s = serve(&reg, &policy, free_port());
+    canary(&reg)
+        .args([
+            "rollout",
+            "start",
+            &cand,
+            "--channel",
+            "stable",
+            "--steps",
+            "50,100",
+            "--min-sessions",
+            "100000",
+        ])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    let claude = fetch(CLAUDE);
+    let stub = StubProcess::start("edit");
+    let ws = workspace();
+    let spools = tempfile::tempdir().unwrap();
+    let agent = |runner: &str, build: &str, server: &str, sessions: u32| {
+        let token = canary(&reg)
+            .args(["tokens", "create", "--runner", runner, "--json"])
+            .run()
+            .code(0)
+            .json()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        std::thread::sleep(Duration::from_millis(1100));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_canary-runner"))
+            .args([
+                "agent",
+                "--server",
+                server,
+                "--runner-id",
+                runner,
+                "--org",
+                "acme",
+                "--build",
+                build,
+            ])
+            .args([
+                "--sessions",
+                &sessions.to_string(),
+                "--provider",
+                "claude-code",
+                "--prompt",
+                "do the canary task",
+            ])
+            .args(["--model-url", &stub.url, "--timeout", "2m", "--batch", "2", "--cli"])
+            .arg(&claude)
+            .arg("--workspace")
+            .arg(ws.path())
+            .arg("--spool")
+            .arg(spools.path().join(format!("{runner}.jsonl")))
+            .env("CANARY_RUNNER_TOKEN", &token)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let a = agent("pool-base", &base, &s.url, 6);
+    let b = agent("pool-cand", &cand, &s.url, 6);
+    for r in [&a, &b] {
+        assert_eq!(r["ran"].as_u64().unwrap() + r["handed_off"].as_u64().unwrap(), 6, "{r}");
+        assert_eq!(
+            (r["ok"].clone(), r["waiting"].as_u64()),
+            (r["ran"].clone(), Some(0)),
+            "{r}"
+        );
+    }
+    // Each build's telemetry is what its runners ran; the stub saw real CLI sessions.
+    let k = canary(&reg)
+        .args(["kpis", "--channel", "stable", "--json"])
+        .run()
+        .code(0)
+        .json();
+    let sessions_of = |id: &str| {
+        k["builds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["build"] == id)
+            .unwrap()["kpis"]["sessions"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(sessions_of(&base), a["ran"].as_u64().unwrap(), "{k}");
+    assert_eq!(sessions_of(&cand), b["ran"].as_u64().unwrap(), "{k}");
+    assert!(a["ran"].as_u64().unwrap() + b["ran"].as_u64().unwrap() >= 6);
+
+    // The control plane is away: the runner keeps running its build and keeps the telemetry.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let c = agent("pool-away", &base, &down, 2);
+    assert_eq!(
+        (c["ran"].as_u64(), c["unassigned"].as_u64(), c["waiting"].as_u64()),
+        (Some(2), Some(2), Some(2)),
+        "{c}"
+    );
+    // Back: the next start sends what waited.
+    let c = agent("pool-away", &base, &s.url, 0);
+    assert_eq!((c["sent"].as_u64(), c["waiting"].as_u64()), (Some(2), Some(0)), "{c}");
+    let k = canary(&reg)
+        .args(["kpis", "--build", &base, "--json"])
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(
+        k["builds"][0]["kpis"]["sessions"].as_u64(),
+        Some(a["ran"].as_u64().unwrap() + 2)
+    );
 }
