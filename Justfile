@@ -56,8 +56,8 @@ schemas:
     cargo run --locked -q --bin canary -- schema suite --write suites/schema.json
     cargo run --locked -q --bin canary -- schema report --write docs/report.schema.json
 
-# Fuzz the parsers of untrusted input (suites, repo manifests, gate policies, heartbeats, the
-# CLI adapters' line parsers) for SECONDS each; crashes land in .canary/fuzz/artifacts/.
+# Fuzz the parsers of untrusted input (suites, repo manifests, gate policies, heartbeats,
+# telemetry, the CLI adapters' line parsers) for SECONDS each; crashes land in .canary/fuzz/artifacts/.
 [group('test')]
 fuzz SECONDS="60" *TARGETS:
     rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

@@ -153,8 +153,12 @@ async fn decision(reg: Arc<Registry>, label: &str, total: u64) {
     let mut verdict = None;
     for _ in 0..20 {
         let s = Instant::now();
-        let c = reg.figures(&cand.id, "2026-11-01T00:00:00").await.unwrap();
-        let b = reg.figures(&base.id, "2026-11-01T00:00:00").await.unwrap();
+        // As the controller reads them: both sides at once.
+        let (c, b) = tokio::try_join!(
+            reg.figures(&cand.id, "2026-11-01T00:00:00"),
+            reg.figures(&base.id, "2026-11-01T00:00:00")
+        )
+        .unwrap();
         verdict = Some(canary_lab::rollout::judge(&policy, &c, &b).verdict);
         times.push(s.elapsed());
     }

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(suite repo_manifest gate_policy heartbeat adapters)
+[ ${#targets[@]} -gt 0 ] || targets=(suite repo_manifest gate_policy heartbeat telemetry adapters)
 
 work=.canary/fuzz
 # put DIR FILE...: copies each file into DIR under a name that keeps its folder, so fixtures
@@ -31,6 +31,14 @@ seeds() {
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 out.joinpath("good.json").write_text(json.dumps({"type": "HEARTBEAT", "runner_id": "r-1", "org": "acme", "channel": "beta", "versions": {"runner": "0.1.0", "codex": "0.163.0"}, "capabilities": ["draft_pr"], "ts": "2026-11-22T10:00:00Z"}))
+PY
+      ;;
+    telemetry)
+      python3 - "$dir" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+s = {"runner": "r-1", "org": "acme", "session": "s-1", "build": "sha256:ab", "started_at": "2026-11-22T11:59:00Z", "start_latency_ms": 900, "outcome": "ok", "commands": 4, "commands_failed": 1, "approvals": 2, "approval_wait_ms": 3000, "tokens": 1200, "cost_usd": 0.25, "duration_ms": 60000}
+out.joinpath("good.json").write_text(json.dumps({"sessions": [s, dict(s, session="s-2", outcome="disconnected", start_latency_ms=None)]}))
 PY
       ;;
     adapters)

@@ -21,10 +21,10 @@ CREATE TABLE telemetry_sessions (
 );
 CREATE INDEX telemetry_sessions_build ON telemetry_sessions (build_id, received_at);
 
--- Per build and minute of arrival: what decisions and KPIs read, so they stay fast as sessions grow.
+-- Per build and second of arrival: what decisions and KPIs read, so they stay fast as sessions grow.
 CREATE TABLE telemetry_rollups (
     build_id         TEXT NOT NULL,
-    minute           TEXT NOT NULL,     -- YYYY-MM-DDTHH:MM
+    second           TEXT NOT NULL,     -- YYYY-MM-DDTHH:MM:SS
     sessions         BIGINT NOT NULL,
     started          BIGINT NOT NULL,
     ok               BIGINT NOT NULL,
@@ -39,10 +39,10 @@ CREATE TABLE telemetry_rollups (
     cost_micros      BIGINT NOT NULL,
     duration_ms      BIGINT NOT NULL,
     start_latency_ms BIGINT NOT NULL,
-    PRIMARY KEY (build_id, minute)
+    PRIMARY KEY (build_id, second)
 );
 
--- Log-scale histograms per build and minute: `start` (start latency) and `approval` (wait per
+-- Log-scale histograms per build and minute of arrival (YYYY-MM-DDTHH:MM): `start` (start latency) and `approval` (wait per
 -- approval), for percentiles without reading sessions.
 CREATE TABLE telemetry_histograms (
     build_id TEXT NOT NULL,

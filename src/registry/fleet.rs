@@ -227,9 +227,9 @@ impl Registry {
             .collect();
         for (build, (sums, hist)) in crate::telemetry::rollup(new.iter().copied()) {
             sqlx::query(
-                "INSERT INTO telemetry_rollups (build_id, minute, sessions, started, ok, failed, disconnected, timed_out, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, start_latency_ms) \
+                "INSERT INTO telemetry_rollups (build_id, second, sessions, started, ok, failed, disconnected, timed_out, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, start_latency_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                 ON CONFLICT (build_id, minute) DO UPDATE SET sessions = telemetry_rollups.sessions + excluded.sessions, started = telemetry_rollups.started + excluded.started, \
+                 ON CONFLICT (build_id, second) DO UPDATE SET sessions = telemetry_rollups.sessions + excluded.sessions, started = telemetry_rollups.started + excluded.started, \
                  ok = telemetry_rollups.ok + excluded.ok, failed = telemetry_rollups.failed + excluded.failed, disconnected = telemetry_rollups.disconnected + excluded.disconnected, \
                  timed_out = telemetry_rollups.timed_out + excluded.timed_out, commands = telemetry_rollups.commands + excluded.commands, \
                  commands_failed = telemetry_rollups.commands_failed + excluded.commands_failed, approvals = telemetry_rollups.approvals + excluded.approvals, \
@@ -262,7 +262,7 @@ impl Registry {
                      ON CONFLICT (build_id, minute, metric, bucket) DO UPDATE SET n = telemetry_histograms.n + excluded.n",
                 )
                 .bind(&build)
-                .bind(&second)
+                .bind(&second[..16])
                 .bind(metric)
                 .bind(bucket)
                 .bind(n)
@@ -300,7 +300,7 @@ impl Registry {
         ];
         // SUM of BIGINT is NUMERIC on PostgreSQL: cast back so both dialects read an integer.
         let sql = format!(
-            "SELECT {} FROM telemetry_rollups WHERE build_id = $1 AND minute >= $2",
+            "SELECT {} FROM telemetry_rollups WHERE build_id = $1 AND second >= $2",
             cols.iter()
                 .map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT) AS {c}"))
                 .collect::<Vec<_>>()
@@ -333,7 +333,9 @@ impl Registry {
             "SELECT metric, bucket, CAST(SUM(n) AS BIGINT) AS n FROM telemetry_histograms WHERE build_id = $1 AND minute >= $2 GROUP BY metric, bucket",
         )
         .bind(build)
-        .bind(since)
+        // Histograms are kept per minute (a day of a build is 1,440 rows per bucket, not
+        // 86,400): a window's percentiles include what arrived earlier in its first minute.
+        .bind(since.get(..16).unwrap_or(since))
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
@@ -349,13 +351,33 @@ impl Registry {
         Ok((sums, start, approval))
     }
 
-    /// The figures a rollout decision reads for a build since `since`.
+    /// The figures a rollout decision reads for a build since `since` (a rollup second): only the
+    /// four counts and the start-latency histogram it judges on.
     pub async fn figures(&self, build: &str, since: &str) -> Result<Figures> {
-        let (s, start, _) = self.telemetry_sums(build, since).await?;
+        let r = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(sessions), 0) AS BIGINT) AS sessions, CAST(COALESCE(SUM(failed), 0) AS BIGINT) AS failed, \
+             CAST(COALESCE(SUM(timed_out), 0) AS BIGINT) AS timed_out, CAST(COALESCE(SUM(disconnected), 0) AS BIGINT) AS disconnected \
+             FROM telemetry_rollups WHERE build_id = $1 AND second >= $2",
+        )
+        .bind(build)
+        .bind(since)
+        .fetch_one(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        let rows = sqlx::query(
+            "SELECT bucket, CAST(SUM(n) AS BIGINT) AS n FROM telemetry_histograms WHERE build_id = $1 AND minute >= $2 AND metric = 'start' GROUP BY bucket",
+        )
+        .bind(build)
+        .bind(since.get(..16).unwrap_or(since))
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        let start: BTreeMap<i64, i64> = rows.iter().map(|row| (int(row, "bucket"), int(row, "n"))).collect();
+        let n = |c: &str| int(&r, c).max(0) as u64;
         Ok(Figures {
-            sessions: s.sessions.max(0) as u64,
-            failed: (s.failed + s.timed_out).max(0) as u64,
-            disconnected: s.disconnected.max(0) as u64,
+            sessions: n("sessions"),
+            failed: n("failed") + n("timed_out"),
+            disconnected: n("disconnected"),
             p95_start_ms: crate::telemetry::quantile(&start, 0.95),
         })
     }

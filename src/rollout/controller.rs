@@ -156,8 +156,11 @@ fn second_of(ts: &str) -> String {
 /// the baseline's since the rollout started.
 pub async fn judge_rollout(reg: &Registry, policy: &Policy, r: &RolloutRow) -> Result<Judgement> {
     let rp = policy_of(policy, r);
-    let candidate = reg.figures(&r.build_id, &second_of(&r.step_started_at)).await?;
-    let baseline = reg.figures(&r.baseline_id, &second_of(&r.started_at)).await?;
+    let (step_start, start) = (second_of(&r.step_started_at), second_of(&r.started_at));
+    let (candidate, baseline) = tokio::try_join!(
+        reg.figures(&r.build_id, &step_start),
+        reg.figures(&r.baseline_id, &start)
+    )?;
     Ok(judge(&rp, &candidate, &baseline))
 }
 

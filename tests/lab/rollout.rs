@@ -240,6 +240,15 @@ fn a_good_build_rolls_out_step_by_step_and_survives_a_kill_of_the_control_plane(
         "{pinned}"
     );
     assert_eq!(pinned["by_source"]["pin"], 400);
+    // A frozen org stays on the channel's build while the rollout runs.
+    canary(&reg).args(["freeze", "--org", "umbrella"]).run().code(0);
+    std::thread::sleep(Duration::from_millis(1100));
+    let frozen = simulate(&reg, &s, 300, &[], &["umbrella"]);
+    assert_eq!(frozen["by_source"]["frozen"], 300, "{frozen}");
+    assert_eq!(
+        frozen["by_build"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec![&base]
+    );
 
     let st = drive(&reg, &s, &policy, &["*=fail:0.01,latency:900"], 25);
     assert_eq!(st["rollout"]["state"], "completed", "{st}");
