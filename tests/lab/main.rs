@@ -5,6 +5,7 @@ mod adapters;
 mod cli;
 mod docker;
 mod docker_dashboard;
+mod docker_fleet;
 mod docker_images;
 mod docker_pipeline;
 mod docker_registry;
