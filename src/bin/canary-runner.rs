@@ -98,10 +98,13 @@ enum Command {
         /// Base URL of `canary serve`.
         #[arg(long)]
         server: String,
+        /// This runner's bearer token (`canary tokens create --runner ID`).
         #[arg(long, env = "CANARY_RUNNER_TOKEN", hide_env_values = true)]
         token: String,
+        /// This runner's id: the token's runner.
         #[arg(long)]
         runner_id: String,
+        /// The org whose sessions this runner runs.
         #[arg(long)]
         org: String,
         /// This runner's build (its image digest).
@@ -110,25 +113,8 @@ enum Command {
         /// Sessions to handle before stopping.
         #[arg(long, default_value_t = 10)]
         sessions: u64,
-        #[arg(long, value_enum)]
-        provider: Provider,
-        #[arg(long)]
-        prompt: String,
-        #[arg(long)]
-        model_url: String,
-        #[arg(long)]
-        model: Option<String>,
-        /// A workspace template, copied afresh for each session.
-        #[arg(long, default_value = ".")]
-        workspace: PathBuf,
-        #[arg(long, value_enum, default_value = "none")]
-        approval: Approval,
-        #[arg(long, default_value = "10m")]
-        timeout: humantime::Duration,
-        #[arg(long)]
-        cli: Option<PathBuf>,
-        #[arg(long, default_value = "workspace-write")]
-        codex_sandbox: String,
+        #[command(flatten)]
+        session: SessionOpts,
         /// Where unsent telemetry waits (kept across restarts).
         #[arg(long, default_value = "/var/tmp/canary-runner/telemetry.jsonl")]
         spool: PathBuf,
@@ -140,29 +126,53 @@ enum Command {
     },
     /// Run one non-interactive session; events go to stdout, one JSON object per line.
     Session {
-        #[arg(long, value_enum)]
-        provider: Provider,
-        #[arg(long)]
-        prompt: String,
-        /// The model API to use (the lab's model stub).
-        #[arg(long)]
-        model_url: String,
-        #[arg(long)]
-        model: Option<String>,
-        #[arg(long, default_value = ".")]
-        workspace: PathBuf,
-        #[arg(long, value_enum, default_value = "none")]
-        approval: Approval,
-        #[arg(long, default_value = "10m")]
-        timeout: humantime::Duration,
-        /// The CLI binary (default: the provider's command on PATH).
-        #[arg(long)]
-        cli: Option<PathBuf>,
-        /// Codex's own sandbox (`workspace-write`, or `danger-full-access` where the container
-        /// is the sandbox: Codex's needs user namespaces an unprivileged container lacks).
-        #[arg(long, default_value = "workspace-write")]
-        codex_sandbox: String,
+        #[command(flatten)]
+        session: SessionOpts,
     },
+}
+
+/// One session's settings, for `session` and for each session of `agent`.
+#[derive(clap::Args)]
+struct SessionOpts {
+    #[arg(long, value_enum)]
+    provider: Provider,
+    #[arg(long)]
+    prompt: String,
+    /// The model API to use (the lab's model stub).
+    #[arg(long)]
+    model_url: String,
+    #[arg(long)]
+    model: Option<String>,
+    /// The workspace (for `agent`: a template, copied afresh for each session).
+    #[arg(long, default_value = ".")]
+    workspace: PathBuf,
+    #[arg(long, value_enum, default_value = "none")]
+    approval: Approval,
+    #[arg(long, default_value = "10m")]
+    timeout: humantime::Duration,
+    /// The CLI binary (default: the provider's command on PATH).
+    #[arg(long)]
+    cli: Option<PathBuf>,
+    /// Codex's own sandbox (`workspace-write`, or `danger-full-access` where the container
+    /// is the sandbox: Codex's needs user namespaces an unprivileged container lacks).
+    #[arg(long, default_value = "workspace-write")]
+    codex_sandbox: String,
+}
+
+impl SessionOpts {
+    fn into_args(self) -> SessionArgs {
+        SessionArgs {
+            provider: self.provider,
+            prompt: self.prompt,
+            model_url: self.model_url,
+            model: self.model,
+            workspace: self.workspace,
+            approval: self.approval,
+            timeout: self.timeout.into(),
+            cli: self.cli,
+            codex_sandbox: self.codex_sandbox,
+        }
+    }
 }
 
 fn main() {
@@ -193,15 +203,7 @@ fn main() {
             org,
             build,
             sessions,
-            provider,
-            prompt,
-            model_url,
-            model,
-            workspace,
-            approval,
-            timeout,
-            cli,
-            codex_sandbox,
+            session,
             spool,
             spool_max,
             batch,
@@ -213,17 +215,7 @@ fn main() {
                 org,
                 build,
                 sessions,
-                session: SessionArgs {
-                    provider,
-                    prompt,
-                    model_url,
-                    model,
-                    workspace,
-                    approval,
-                    timeout: timeout.into(),
-                    cli,
-                    codex_sandbox,
-                },
+                session: session.into_args(),
                 spool,
                 spool_max,
                 batch: batch.clamp(1, 2000),
@@ -269,27 +261,7 @@ fn main() {
             };
             std::process::exit(emit(|tx| async move { Ok(pr::run(args, tx).await) }))
         }
-        Command::Session {
-            provider,
-            prompt,
-            model_url,
-            model,
-            workspace,
-            approval,
-            timeout,
-            cli,
-            codex_sandbox,
-        } => SessionArgs {
-            provider,
-            prompt,
-            model_url,
-            model,
-            workspace,
-            approval,
-            timeout: timeout.into(),
-            cli,
-            codex_sandbox,
-        },
+        Command::Session { session } => session.into_args(),
     };
     std::process::exit(emit(|tx| session::run(args, tx)));
 }
