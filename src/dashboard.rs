@@ -336,8 +336,131 @@ pub fn fleet_data(status: &Value, now: jiff::Timestamp) -> Value {
     json!({"runners": runners, "stale_after_s": STALE_AFTER.as_secs()})
 }
 
+/// The KPIs of the builds sessions run now (each channel's build, each rollout's candidate) over
+/// the last day, with their failure and disconnect rates per minute.
+pub async fn fleet_kpis(reg: &Registry, now: jiff::Timestamp) -> Result<Value> {
+    let since_ts = now.checked_sub(jiff::SignedDuration::from_hours(24)).unwrap_or(now);
+    let since = crate::registry::rollup_second(since_ts);
+    let state = reg.fleet_state().await?;
+    let mut builds: Vec<(String, String)> = state
+        .channels
+        .iter()
+        .map(|(c, b)| (b.clone(), format!("{c} (current)")))
+        .collect();
+    builds.extend(
+        state
+            .rollouts
+            .iter()
+            .map(|(c, r)| (r.build.clone(), format!("{c} (rollout {} candidate)", r.id))),
+    );
+    let mut out = Vec::new();
+    for (build, role) in builds {
+        let (sums, start, approval) = reg.telemetry_sums(&build, &since).await?;
+        if sums.sessions == 0 {
+            continue;
+        }
+        let series: Vec<Value> = reg
+            .telemetry_series(&build, &since)
+            .await?
+            .into_iter()
+            .map(|(minute, n, failed, disconnected)| json!({"minute": minute, "sessions": n, "failed": failed, "disconnected": disconnected}))
+            .collect();
+        out.push(json!({"build": build, "role": role, "kpis": crate::telemetry::kpis(&sums, &start, &approval), "series": series}));
+    }
+    Ok(json!({"since": since_ts.to_string(), "builds": out}))
+}
+
+/// An inline SVG chart of a build's failure and disconnect rates per minute (plotters' SVG
+/// backend; the labels are numbers and times the lab formats itself).
+pub fn rate_chart(series: &[Value]) -> String {
+    use plotters::prelude::*;
+    let points: Vec<(String, f64, f64)> = series
+        .iter()
+        .map(|p| {
+            let n = p["sessions"].as_f64().unwrap_or(0.0).max(1.0);
+            (
+                s(p, "minute").get(11..16).unwrap_or("").to_string(),
+                p["failed"].as_f64().unwrap_or(0.0) * 100.0 / n,
+                p["disconnected"].as_f64().unwrap_or(0.0) * 100.0 / n,
+            )
+        })
+        .collect();
+    let top = points.iter().map(|p| p.1.max(p.2)).fold(1.0f64, f64::max) * 1.2;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 220)).into_drawing_area();
+        let draw =
+            || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
+                root.fill(&WHITE)?;
+                let width = points.len().max(2) as i32 - 1;
+                let mut chart = ChartBuilder::on(&root)
+                    .margin(8)
+                    .x_label_area_size(24)
+                    .y_label_area_size(40)
+                    .build_cartesian_2d(0..width, 0f64..top)?;
+                let labels = points.clone();
+                chart
+                    .configure_mesh()
+                    .x_labels(6)
+                    .y_labels(5)
+                    .x_label_formatter(&|i| labels.get(*i as usize).map(|p| p.0.clone()).unwrap_or_default())
+                    .y_label_formatter(&|v| format!("{v:.1} %"))
+                    .draw()?;
+                chart
+                    .draw_series(LineSeries::new(
+                        points.iter().enumerate().map(|(i, p)| (i as i32, p.1)),
+                        &RED,
+                    ))?
+                    .label("failure rate")
+                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+                chart
+                    .draw_series(LineSeries::new(
+                        points.iter().enumerate().map(|(i, p)| (i as i32, p.2)),
+                        &BLUE,
+                    ))?
+                    .label("disconnect rate")
+                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+                // Points too, so that a single minute shows.
+                for (pick, colour) in [(1usize, RED), (2, BLUE)] {
+                    chart.draw_series(points.iter().enumerate().map(|(i, p)| {
+                        Circle::new((i as i32, if pick == 1 { p.1 } else { p.2 }), 3, colour.filled())
+                    }))?;
+                }
+                chart
+                    .configure_series_labels()
+                    .border_style(BLACK)
+                    .background_style(WHITE)
+                    .draw()?;
+                root.present()?;
+                Ok(())
+            };
+        if let Err(e) = draw() {
+            tracing::warn!("chart: {e}");
+        }
+    }
+    svg
+}
+
 pub fn fleet(v: &Value) -> Markup {
     html! {
+        @if let Some(builds) = v["kpis"]["builds"].as_array().filter(|b| !b.is_empty()) {
+            h2 { "Session KPIs (last 24 h)" }
+            @for b in builds {
+                @let k = &b["kpis"];
+                section.kpis data-build=(safe(s(b, "build"))) {
+                    h3 { code { (short(s(b, "build"))) } " " (safe(s(b, "role"))) }
+                    p {
+                        (k["sessions"]) " sessions · start success " (k["session_start_success_pct"]) " % · time to terminal "
+                        (k["avg_time_to_terminal_ms"]) " ms (p95 " (k["p95_time_to_terminal_ms"]) " ms) · failure "
+                        (k["failure_rate_pct"]) " % · disconnect " (k["disconnect_rate_pct"]) " % · command failure "
+                        (k["command_failure_rate_pct"]) " % · approval gates " (k["approval_gates"]) " (median "
+                        (k["median_approval_resolution_ms"]) " ms) · cost per agent-hour " (k["cost_per_agent_hour_usd"]) " USD"
+                    }
+                    figure.chart { (PreEscaped(rate_chart(b["series"].as_array().map(|a| &a[..]).unwrap_or(&[])))) }
+                }
+            }
+        }
+        h2 { "Runners" }
         table id="fleet" {
             tr { th { "runner" } th { "org" } th { "channel" } th { "versions" } th { "channel's known-good" } th { "last heartbeat" } }
             @for r in v["runners"].as_array().into_iter().flatten() {

@@ -435,7 +435,10 @@ async fn api_upstream(axum::extract::State(p): axum::extract::State<Pages>) -> J
 
 async fn fleet_of(reg: &Registry) -> Result<serde_json::Value> {
     let status = crate::status::status(reg, None).await?;
-    Ok(crate::dashboard::fleet_data(&status, jiff::Timestamp::now()))
+    let now = jiff::Timestamp::now();
+    let mut v = crate::dashboard::fleet_data(&status, now);
+    v["kpis"] = crate::dashboard::fleet_kpis(reg, now).await?;
+    Ok(v)
 }
 
 async fn page_fleet(axum::extract::State(p): axum::extract::State<Pages>) -> Html {

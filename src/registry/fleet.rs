@@ -382,6 +382,32 @@ impl Registry {
         })
     }
 
+    /// A build's sessions, failures (`failed` + `timed_out`) and disconnects per minute of
+    /// arrival since `since` (a rollup second), oldest first: what the fleet page charts.
+    pub async fn telemetry_series(&self, build: &str, since: &str) -> Result<Vec<(String, i64, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT substr(second, 1, 16) AS minute, CAST(SUM(sessions) AS BIGINT) AS sessions, \
+             CAST(SUM(failed + timed_out) AS BIGINT) AS failed, CAST(SUM(disconnected) AS BIGINT) AS disconnected \
+             FROM telemetry_rollups WHERE build_id = $1 AND second >= $2 GROUP BY substr(second, 1, 16) ORDER BY minute LIMIT 1440",
+        )
+        .bind(build)
+        .bind(since)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    text(r, "minute"),
+                    int(r, "sessions"),
+                    int(r, "failed"),
+                    int(r, "disconnected"),
+                )
+            })
+            .collect())
+    }
+
     pub async fn telemetry_count(&self) -> Result<i64> {
         let r = sqlx::query("SELECT COUNT(*) AS n FROM telemetry_sessions")
             .fetch_one(self.pool())

@@ -260,6 +260,27 @@ fn a_good_build_rolls_out_step_by_step_and_survives_a_kill_of_the_control_plane(
         "{st}"
     );
     assert_eq!(channel_build(&reg), cand);
+    // The fleet page charts what the telemetry says, per build, as inline SVG.
+    let fleet = rt().block_on(async {
+        canary_lab::init_tls();
+        reqwest::Client::new()
+            .get(format!("{}/fleet", s.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    std::fs::write(std::env::temp_dir().join("canary-fleet-page.html"), &fleet).unwrap();
+    assert!(
+        fleet.contains("Session KPIs") && fleet.contains(&format!("data-build=\"{cand}\"")),
+        "{fleet}"
+    );
+    assert!(
+        fleet.contains("<svg") && fleet.contains("failure rate") && fleet.contains("<polyline"),
+        "{fleet}"
+    );
     let audit = canary(&reg)
         .args(["registry", "audit", "--json"])
         .run()
