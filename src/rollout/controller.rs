@@ -63,6 +63,15 @@ pub async fn start(
         ))
         .await;
     };
+    if let Some(r) = reg.rollouts(true, 100).await?.into_iter().find(|r| r.channel == req.channel) {
+        return refuse(format!(
+            "channel {} has rollout {} in progress ({}): finish or abort it first",
+            req.channel,
+            r.id,
+            r.state.as_str()
+        ))
+        .await;
+    }
     if baseline == build {
         return refuse(format!("the build is already channel {}'s build", req.channel)).await;
     }

@@ -301,6 +301,28 @@ fn a_build_failing_a_fifth_of_its_sessions_is_rolled_back_at_the_first_step() {
         .arg_path_flag("--policy", &policy)
         .run()
         .code(0);
+    // Operators can hold it and let it go on; a second start on the channel is refused.
+    canary(&reg)
+        .args(["rollout", "pause", "--channel", "stable", "--reason", "looking"])
+        .run()
+        .code(0)
+        .stdout_has("paused");
+    canary(&reg)
+        .args(["rollout", "pause", "--channel", "stable"])
+        .run()
+        .code(1)
+        .stderr_has("is paused");
+    canary(&reg)
+        .args(["rollout", "resume", "--channel", "stable"])
+        .run()
+        .code(0)
+        .stdout_has("running");
+    canary(&reg)
+        .args(["rollout", "start", &cand, "--channel", "stable"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(1)
+        .stderr_has("in progress");
     let bad = format!("{}=fail:0.2,latency:900", &cand[7..19]);
     let st = drive(&reg, &s, &policy, &[&bad, "*=fail:0.01,latency:900"], 20);
     assert_eq!(st["rollout"]["state"], "aborted", "{st}");
