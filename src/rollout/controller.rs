@@ -63,7 +63,12 @@ pub async fn start(
         ))
         .await;
     };
-    if let Some(r) = reg.rollouts(true, 100).await?.into_iter().find(|r| r.channel == req.channel) {
+    if let Some(r) = reg
+        .rollouts(true, 100)
+        .await?
+        .into_iter()
+        .find(|r| r.channel == req.channel)
+    {
         return refuse(format!(
             "channel {} has rollout {} in progress ({}): finish or abort it first",
             req.channel,
