@@ -284,7 +284,8 @@ pub async fn upstream_data(
             })
         })
         .collect();
-    Ok(json!({"versions": rows}))
+    let skipped = reg.skipped_versions(200).await?;
+    Ok(json!({"versions": rows, "skipped": skipped}))
 }
 
 pub fn upstream(v: &Value) -> Markup {
@@ -310,6 +311,21 @@ pub fn upstream(v: &Value) -> Markup {
                         @if r["verdict"].is_null() { "not judged" } @else {
                             (safe(s(&r["verdict"], "status"))) " " code { (short(s(&r["verdict"], "build"))) }
                         }
+                    }
+                }
+            }
+        }
+        @if let Some(list) = v["skipped"].as_array().filter(|l| !l.is_empty()) {
+            h2 { "Skipped by the candidate policy" }
+            table id="skipped" {
+                tr { th { "provider" } th { "version" } th { "released" } th { "why" } th { "last seen" } }
+                @for r in list {
+                    tr {
+                        td { (safe(s(r, "provider"))) }
+                        td { code { (safe(s(r, "package_version"))) } }
+                        td { (safe(s(r, "released_at"))) }
+                        td { (safe(s(r, "reason"))) }
+                        td { (safe(s(r, "seen_at"))) }
                     }
                 }
             }

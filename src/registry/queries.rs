@@ -92,6 +92,18 @@ pub struct VersionRow {
     pub package_version: Option<String>,
 }
 
+/// An upstream version the candidate policy skipped, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedVersion {
+    pub provider: String,
+    pub package_version: String,
+    pub version: String,
+    pub source: String,
+    pub released_at: Option<String>,
+    pub reason: String,
+    pub seen_at: String,
+}
+
 /// The pipeline's verdict on one candidate.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
@@ -652,6 +664,55 @@ impl Registry {
         .await
         .map_err(db_err(&self.display))?;
         Ok(r.rows_affected() > 0)
+    }
+
+    /// Records what a watch skipped (the latest reason per version wins).
+    pub async fn record_skipped(&self, rows: &[SkippedVersion]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for v in rows {
+            sqlx::query(
+                "INSERT INTO skipped_versions (provider, package_version, version, source, released_at, reason, seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (provider, package_version) DO UPDATE SET version = excluded.version, source = excluded.source, \
+                 released_at = excluded.released_at, reason = excluded.reason, seen_at = excluded.seen_at",
+            )
+            .bind(&v.provider)
+            .bind(&v.package_version)
+            .bind(&v.version)
+            .bind(&v.source)
+            .bind(v.released_at.as_deref())
+            .bind(&v.reason)
+            .bind(&v.seen_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        }
+        tx.commit().await.map_err(db_err(&self.display))
+    }
+
+    /// Skipped versions, most recently seen first.
+    pub async fn skipped_versions(&self, limit: i64) -> Result<Vec<SkippedVersion>> {
+        let rows = sqlx::query(
+            "SELECT provider, package_version, version, source, released_at, reason, seen_at FROM skipped_versions ORDER BY seen_at DESC, provider, package_version LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(rows
+            .iter()
+            .map(|r| SkippedVersion {
+                provider: text(r, "provider"),
+                package_version: text(r, "package_version"),
+                version: text(r, "version"),
+                source: text(r, "source"),
+                released_at: opt_text(r, "released_at"),
+                reason: text(r, "reason"),
+                seen_at: text(r, "seen_at"),
+            })
+            .collect())
     }
 
     /// Row counts, for `canary registry` summaries and tests.

@@ -456,6 +456,7 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
 
     let mut providers = Vec::new();
     let mut to_record = Vec::new();
+    let mut to_skip = Vec::new();
     for (name, p) in &policy.providers {
         let mut releases = Vec::new();
         let mut freshness = BTreeMap::new();
@@ -557,6 +558,16 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
                 });
             }
         }
+        let seen_at = crate::registry::format_ts(now);
+        to_skip.extend(skipped.iter().map(|j| crate::registry::SkippedVersion {
+            provider: name.clone(),
+            package_version: j.release.package_version.clone(),
+            version: j.release.version.clone(),
+            source: j.release.source.clone(),
+            released_at: j.release.published_at.clone(),
+            reason: j.skipped.clone().unwrap_or_default(),
+            seen_at: seen_at.clone(),
+        }));
         providers.push(ProviderWatch {
             provider: name.clone(),
             sources: p.sources.iter().map(Source::label).collect(),
@@ -567,6 +578,9 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
             skipped,
             upstream_versions,
         });
+    }
+    if o.record {
+        reg.record_skipped(&to_skip).await?;
     }
     let recorded = if o.record && !to_record.is_empty() {
         reg.record_versions(&to_record).await?

@@ -255,6 +255,33 @@ fn watch_reads_mock_registries_under_the_policy() {
     let beta = rows.iter().find(|r| r["version"] == "0.169.0-alpha.1").unwrap();
     assert_eq!(beta["channel"], "beta");
     assert_eq!(beta["source"], "github:openai/codex");
+
+    // And what it skipped, with the reason, for the dashboard's Upstream page.
+    let skipped = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let reg = canary_lab::registry::Registry::open_existing(db.to_str().unwrap())
+                .await
+                .unwrap();
+            canary_lab::dashboard::upstream_data(&reg, &Default::default(), jiff::Timestamp::now())
+                .await
+                .unwrap()
+        });
+    let yanked = skipped["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["provider"] == "codex" && r["package_version"] == "0.161.0")
+        .cloned();
+    assert_eq!(
+        yanked.map(|r| r["reason"].clone()),
+        Some("yanked: broken wheel".into()),
+        "{skipped}"
+    );
+    let page = canary_lab::dashboard::upstream(&skipped).into_string();
+    assert!(page.contains("Skipped by the candidate policy") && page.contains("deprecated: use 1.x"));
 }
 
 #[test]
