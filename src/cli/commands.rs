@@ -102,6 +102,13 @@ pub struct GcArgs {
     /// Also remove objects of runs still in progress and containers kept by `repro --keep`.
     #[arg(long)]
     pub all: bool,
+    /// Also remove the lab's runner-build, layer and executor images no container uses (not the
+    /// base image); they are rebuilt when next needed. Each lab version makes its own, so they pile up.
+    #[arg(long)]
+    pub images: bool,
+    /// With --images: keep images made more recently than this.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub older_than: std::time::Duration,
     #[arg(long)]
     pub json: bool,
 }
@@ -719,11 +726,22 @@ async fn stub(a: &StubArgs) -> Result<i32> {
 async fn gc(a: &GcArgs) -> Result<i32> {
     let engine = DockerBackend::connect().await?;
     let r = engine.gc(if a.all { GcScope::All } else { GcScope::Orphaned }).await?;
+    let images = if a.images {
+        engine.prune_lab_images(a.older_than).await?
+    } else {
+        Vec::new()
+    };
     if a.json {
         print_json(
-            &serde_json::json!({"containers": r.containers, "networks": r.networks, "skipped_live": r.skipped_live}),
+            &serde_json::json!({"containers": r.containers, "networks": r.networks, "skipped_live": r.skipped_live, "images": images}),
         );
     } else {
+        for i in &images {
+            outln!("removed image {}", crate::text::clean(i));
+        }
+        if a.images {
+            outln!("{} images removed", images.len());
+        }
         for c in &r.containers {
             outln!("removed container {c}");
         }

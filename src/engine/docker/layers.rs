@@ -128,6 +128,35 @@ impl DockerBackend {
         }
     }
 
+    /// Removes the lab's runner-build, layer and executor images older than `older_than` that no
+    /// container uses; the base image stays (it takes minutes to make). Everything removed is
+    /// rebuilt on demand. Returns the removed images' names.
+    pub async fn prune_lab_images(&self, older_than: std::time::Duration) -> Result<Vec<String>> {
+        let in_use: std::collections::HashSet<String> = self
+            .docker
+            .list_containers(Some(
+                bollard::query_parameters::ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .build(),
+            ))
+            .await
+            .map_err(docker_err("listing containers"))?
+            .into_iter()
+            .filter_map(|c| c.image_id)
+            .collect();
+        let cutoff = jiff::Timestamp::now().as_second() - older_than.as_secs() as i64;
+        let mut removed = Vec::new();
+        for image in self.images_with_label(crate::engine::labels::LAB).await? {
+            let base = image.tags.iter().any(|t| t.starts_with("canary-lab/base:"));
+            if base || in_use.contains(&image.id) || image.created > cutoff {
+                continue;
+            }
+            self.remove_image(&image.id).await?;
+            removed.push(image.tags.first().cloned().unwrap_or(image.id));
+        }
+        Ok(removed)
+    }
+
     /// Removes exec images of the same base made by earlier executor builds, but the newest. Best effort: an
     /// image a container still uses stays until a later prune.
     pub(super) async fn prune_exec_images(&self, base_id: &str, keep_id: &str) {
