@@ -253,6 +253,38 @@ pub async fn heartbeat(State(cp): State<ControlPlane>, headers: HeaderMap, body:
     }
 }
 
+/// Middleware for what people read (the dashboard, `/api/...`, `/v1/status`) when `canary serve`
+/// listens beyond loopback: any live token, as a bearer token or as the password of HTTP Basic
+/// (so a browser's own login prompt works). Refused requests get 401 and a Basic challenge.
+pub async fn require_token(
+    State(cp): State<ControlPlane>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::tokens::from_authorization);
+    let Some(token) = token else {
+        return challenge("this dashboard needs a token: use a token from `canary tokens create` as the password (any user name), or send `Authorization: Bearer <token>`");
+    };
+    match cp.token_map().await {
+        Ok(map) if map.contains_key(&crate::tokens::hash(&token)) => next.run(request).await,
+        Ok(_) => challenge("unknown or revoked token"),
+        Err(e) => unavailable(e),
+    }
+}
+
+fn challenge(message: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, message);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"canary\", charset=\"UTF-8\""),
+    );
+    r
+}
+
 /// The runner endpoints, each with its own body limit (a larger body is answered 413 unread).
 pub fn router(cp: ControlPlane) -> axum::Router {
     use axum::extract::DefaultBodyLimit;

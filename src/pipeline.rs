@@ -311,6 +311,8 @@ async fn judge_candidate(
     }];
     let prepared = crate::lab::prepare(config, suites, &[], None, &images)?;
     progress.line(format!("[canary] {} cases", prepared.cases.len()));
+    // The registry records the verdict's evidence as a consumer of the run's events.
+    let (recorder, added) = crate::report::events::Recorder::new(reg.clone());
     let opts = crate::lab::RunOptions {
         run_id: crate::lab::new_run_id(),
         images: vec![build.reference.clone()],
@@ -319,10 +321,11 @@ async fn judge_candidate(
         keep: false,
         repro_prefix: cli_prefix.to_string(),
         rerun_failed: 0,
+        reporters: vec![Box::new(recorder)],
     };
     let (report, run_dir) = crate::lab::run(engine, config, prepared, opts, progress).await?;
     let report_path = run_dir.join(crate::report::JSON_FILE);
-    let added = reg.record_run(&report, &report_path.display().to_string()).await?;
+    let added = added.load(std::sync::atomic::Ordering::SeqCst);
     progress.line(format!(
         "[record] {added} results for build {} ({})",
         short(&build.id),

@@ -43,6 +43,27 @@ pub fn bearer(header: &str) -> Option<&str> {
     (t.len() == 3 + 12 + 1 + 64 && t.starts_with("cl_") && t.is_ascii()).then_some(t)
 }
 
+/// The token of an `Authorization` header from a person's browser or tool: a bearer token, or
+/// HTTP Basic with the token as the password (the browser's own login prompt; the user name is
+/// ignored). `None` unless the value is one of ours in shape.
+pub fn from_authorization(header: &str) -> Option<String> {
+    if let Some(t) = bearer(header) {
+        return Some(t.to_string());
+    }
+    use base64::Engine;
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?
+        .trim();
+    if encoded.len() > 512 {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    bearer(&format!("Bearer {password}")).map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +83,23 @@ mod tests {
             &format!("Bearer {}x", a.token),
         ] {
             assert_eq!(bearer(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_browser_sends_the_token_as_a_basic_password() {
+        use base64::Engine;
+        let a = issue("viewer").unwrap();
+        let basic = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
+        assert_eq!(from_authorization(&basic(&format!("anyone:{}", a.token))), Some(a.token.clone()));
+        assert_eq!(from_authorization(&format!("Bearer {}", a.token)), Some(a.token.clone()));
+        for bad in [
+            basic("anyone:cl_short"),
+            basic(&a.token),
+            "Basic !!!".to_string(),
+            format!("Basic {}", "A".repeat(600)),
+        ] {
+            assert_eq!(from_authorization(&bad), None, "{bad}");
         }
     }
 }

@@ -493,6 +493,14 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
     } else {
         Some(crate::registry::Registry::open(&config.registry).await?)
     };
+    // The registry records the run as one more consumer of its events.
+    let (reporters, added): (Vec<Box<dyn crate::report::events::Reporter>>, _) = match &registry {
+        Some(reg) => {
+            let (recorder, added) = crate::report::events::Recorder::new(reg.clone());
+            (vec![Box::new(recorder)], Some(added))
+        }
+        None => (Vec::new(), None),
+    };
     let opts = RunOptions {
         run_id: lab::new_run_id(),
         images,
@@ -501,12 +509,12 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
         keep: false,
         repro_prefix: repro_prefix(cli),
         rerun_failed: a.rerun_failed,
+        reporters,
     };
     let (report, run_dir) = lab::run(engine, config, prepared, opts, &progress).await?;
     let mut code = finish(&report, &run_dir, a.json)?;
-    if let Some(reg) = registry {
-        let report_path = run_dir.join(crate::report::JSON_FILE).display().to_string();
-        let added = reg.record_run(&report, &report_path).await?;
+    if let (Some(reg), Some(added)) = (registry, added) {
+        let added = added.load(std::sync::atomic::Ordering::SeqCst);
         let builds: Vec<&str> = report.images.iter().map(|i| lab::short_id(&i.id)).collect();
         progress.line(format!(
             "recorded {added} results for build {} in {}",
@@ -690,6 +698,7 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
         keep: a.keep,
         repro_prefix: repro_prefix(cli),
         rerun_failed: 0,
+        reporters: Vec::new(),
     };
     let (report, new_dir) = lab::run(engine, config, prepared, opts, &progress).await?;
     let code = finish(&report, &new_dir, a.json)?;

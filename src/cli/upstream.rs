@@ -265,8 +265,7 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         }
     }
     if !a.listen.ip().is_loopback() && reg.live_tokens().await?.is_empty() {
-        // Runner endpoints take tokens only; with none issued, nothing could use them, and the
-        // dashboard has no access control of its own.
+        // Every endpoint beyond loopback takes tokens; with none issued, nothing could use them.
         return Err(LabError::usage(
             format!(
                 "canary serve will not listen on {} without runner tokens: only loopback is served until tokens are issued",
@@ -301,12 +300,21 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         .route("/api/audit", get(api_audit))
         .route("/reports/{run}/report.html", get(run_report))
         .with_state(pages);
-    let app = axum::Router::new()
+    // What people read: open on loopback, behind the same tokens as the runners elsewhere.
+    let mut readable = axum::Router::new()
         .route("/v1/status", get(status))
-        .route("/healthz", get(|| async { "ok" }))
         .with_state(reg)
-        .merge(crate::control::router(cp.clone()))
         .merge(dashboard);
+    if !a.listen.ip().is_loopback() {
+        readable = readable.layer(axum::middleware::from_fn_with_state(
+            cp.clone(),
+            crate::control::require_token,
+        ));
+    }
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::control::router(cp.clone()))
+        .merge(readable);
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
         LabError::usage(
             format!("cannot listen on {}: {e}", a.listen),

@@ -31,6 +31,8 @@ pub struct CaseContext {
     pub repro_prefix: String,
     /// Container removals still in flight; the run awaits them before it ends.
     pub removals: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The run's event stream; each checked step goes out on it with its output.
+    pub events: crate::report::events::Reporters,
 }
 
 /// One image of a run, ready for cases.
@@ -298,6 +300,7 @@ async fn drive<B: Backend>(
                 actual: format!("killed after {:.1}s", out.duration.as_secs_f64()),
             });
             report.steps.push(sr);
+            step_finished(cx, report, &out).await;
             report.status = CaseStatus::TimedOut;
             stop = true;
             continue;
@@ -352,6 +355,7 @@ async fn drive<B: Backend>(
             }
         }
         report.steps.push(sr);
+        step_finished(cx, report, &out).await;
     }
 
     // The final diff is an artifact of every case, whatever its steps checked.
@@ -361,6 +365,22 @@ async fn drive<B: Backend>(
     }
     report.timings.teardown_ms += ms(t.elapsed());
     Ok(())
+}
+
+/// The step just pushed goes out on the run's events with its whole output.
+async fn step_finished(cx: &CaseContext, report: &CaseReport, out: &ExecOutcome) {
+    if let Some(step) = report.steps.last() {
+        let _ = cx
+            .events
+            .emit(crate::report::events::RunEvent::StepFinished {
+                case_id: &report.id,
+                attempt: report.attempts,
+                step,
+                stdout: &out.stdout,
+                stderr: &out.stderr,
+            })
+            .await;
+    }
 }
 
 fn resolve(cx: &CaseContext, case: &Case, step: &Step) -> String {

@@ -149,6 +149,9 @@ pub struct RunOptions {
     pub repro_prefix: String,
     /// Rerun failed cases up to this many times; one that then passes is `flaky`.
     pub rerun_failed: u32,
+    /// Consumers of the run's events beyond the terminal and the report files (the registry's
+    /// recorder); they see every event after those two.
+    pub reporters: Vec<Box<dyn report::events::Reporter>>,
 }
 
 /// A run id: UTC time plus a few hex digits, sortable and unique enough for one lab.
@@ -170,12 +173,18 @@ pub async fn run<B: Backend + Clone>(
     let started_at = jiff::Timestamp::now();
     let started = Instant::now();
     // Everything the run shows or keeps consumes one event stream.
-    let events = report::events::Reporters::new(vec![
+    let mut reporters: Vec<Box<dyn report::events::Reporter>> = vec![
         Box::new(report::events::Terminal(progress.clone())),
-        Box::new(report::events::Files),
-    ]);
+        Box::new(report::events::Files::default()),
+    ];
+    let mut opts = opts;
+    reporters.append(&mut opts.reporters);
+    let events = report::events::Reporters::new(reporters);
     let note = |text: String| {
-        let _ = events.emit(report::events::RunEvent::Note(text));
+        let events = &events;
+        async move {
+            let _ = events.emit(report::events::RunEvent::Note(text)).await;
+        }
     };
     let engine = backend.describe().await?;
     let mut images = Vec::new();
@@ -200,7 +209,8 @@ pub async fn run<B: Backend + Clone>(
             "removed {} containers and {} networks left by crashed runs",
             r.containers.len(),
             r.networks.len()
-        )),
+        ))
+        .await,
         Ok(_) => {}
         Err(e) => tracing::warn!("gc before run: {e}"),
     }
@@ -209,7 +219,7 @@ pub async fn run<B: Backend + Clone>(
     for (reference, info) in &images {
         let prepared_image = backend.prepare_image(&info.id).await?;
         if let Some(text) = &prepared_image.note {
-            note(format!("note: {text}"));
+            note(format!("note: {text}")).await;
         }
         case_images.push(case::CaseImage {
             reference: reference.clone(),
@@ -238,7 +248,8 @@ pub async fn run<B: Backend + Clone>(
                         "lab forge up at {} ({} ms)",
                         forge::URL,
                         t.elapsed().as_millis()
-                    ));
+                    ))
+                    .await;
                     Some(id)
                 }
                 Err(e) => {
@@ -264,6 +275,7 @@ pub async fn run<B: Backend + Clone>(
         keep: opts.keep,
         repro_prefix: opts.repro_prefix.clone(),
         removals: Default::default(),
+        events: events.clone(),
     });
 
     let _ = events.emit(report::events::RunEvent::RunStarted {
@@ -273,7 +285,8 @@ pub async fn run<B: Backend + Clone>(
         image_ids: images.iter().map(|(_, i)| i.id.clone()).collect(),
         jobs: opts.jobs,
         partition: opts.partition.map(|p| p.to_string()),
-    });
+    })
+    .await;
     let outcome = run_all(
         &backend,
         &cx,
@@ -294,7 +307,8 @@ pub async fn run<B: Backend + Clone>(
         note(format!(
             "warning: cleanup of run {} failed: {e}; `canary gc` will retry",
             opts.run_id
-        ));
+        ))
+        .await;
     }
     let cases = outcome?;
 
@@ -350,7 +364,8 @@ pub async fn run<B: Backend + Clone>(
     events.emit(report::events::RunEvent::RunFinished {
         report: &report,
         run_dir: &run_dir,
-    })?;
+    })
+    .await?;
     Ok((report, run_dir))
 }
 
@@ -375,7 +390,8 @@ async fn run_all<B: Backend + Clone>(
         let _ = events.emit(report::events::RunEvent::Rerunning {
             cases: again.len(),
             attempt,
-        });
+        })
+        .await;
         let subset: Vec<Case> = again.iter().map(|&i| cases[i].clone()).collect();
         let rerun = run_pool(backend, cx, &subset, jobs, attempt, progress, events).await?;
         for (i, mut r) in again.into_iter().zip(rerun) {
@@ -419,7 +435,9 @@ async fn run_pool<B: Backend + Clone>(
             let container = case::start(&backend, &cx, &case, attempt).await;
             let _permit = limit.acquire_owned().await.expect("semaphore never closes");
             bar.set_message(case.id.clone());
-            let _ = events.emit(report::events::RunEvent::CaseStarted { id: &case.id, attempt });
+            let _ = events
+                .emit(report::events::RunEvent::CaseStarted { id: &case.id, attempt })
+                .await;
             let r = case::run_case(&backend, &cx, &case, container, attempt).await;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             bar.inc(1);
@@ -427,7 +445,8 @@ async fn run_pool<B: Backend + Clone>(
                 case: &r,
                 done: n,
                 total,
-            });
+            })
+            .await;
             (index, r)
         });
     }

@@ -1,10 +1,13 @@
 //! One stream of events from the case runner to everything that shows or keeps a run: the
-//! terminal progress, the JSON, JUnit and HTML files. The runner emits; it formats nothing
-//! itself (as cargo-nextest's runner feeds its reporters).
+//! terminal progress, the JSON, JUnit and HTML files and the registry. The runner emits; it
+//! formats and stores nothing itself (as cargo-nextest's runner feeds its reporters).
 
-use super::{CaseReport, RunReport};
+use super::{CaseReport, RunReport, StepReport};
 use crate::error::Result;
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// What happened in a run, in order per case.
 #[derive(Debug)]
@@ -22,6 +25,15 @@ pub enum RunEvent<'a> {
     Note(String),
     /// A case's container is up and its steps begin.
     CaseStarted { id: &'a str, attempt: u32 },
+    /// A step ran and was checked; `stdout` and `stderr` are its whole captured output (the
+    /// files named in `step` hold the same bytes).
+    StepFinished {
+        case_id: &'a str,
+        attempt: u32,
+        step: &'a StepReport,
+        stdout: &'a [u8],
+        stderr: &'a [u8],
+    },
     /// A case is done; `done` of `total` in this pass.
     CaseFinished {
         case: &'a CaseReport,
@@ -35,9 +47,15 @@ pub enum RunEvent<'a> {
 }
 
 /// A consumer of the stream. Called from the case tasks as events happen, so implementations
-/// keep their own state behind locks; an error at `RunFinished` fails the run.
+/// keep their own state behind locks; an error at `RunFinished` fails the run. Reporters that
+/// store (the registry) are asynchronous; the others answer at once with [`done`].
 pub trait Reporter: Send + Sync {
-    fn on_event(&self, event: &RunEvent<'_>) -> Result<()>;
+    fn on_event<'a>(&'a self, event: &'a RunEvent<'_>) -> BoxFuture<'a, Result<()>>;
+}
+
+/// The future of a reporter that did its work synchronously.
+pub fn done<'a>(result: Result<()>) -> BoxFuture<'a, Result<()>> {
+    Box::pin(std::future::ready(result))
 }
 
 /// The run's reporters, called in order for every event.
@@ -49,11 +67,12 @@ impl Reporters {
         Reporters(std::sync::Arc::new(list))
     }
 
-    /// Sends `event` to every reporter; the first error is returned after all have seen it.
-    pub fn emit(&self, event: RunEvent<'_>) -> Result<()> {
+    /// Sends `event` to every reporter, in order; the first error is returned after all have
+    /// seen it.
+    pub async fn emit(&self, event: RunEvent<'_>) -> Result<()> {
         let mut first = None;
         for r in self.0.iter() {
-            if let Err(e) = r.on_event(&event) {
+            if let Err(e) = r.on_event(&event).await {
                 first.get_or_insert(e);
             }
         }
@@ -65,7 +84,7 @@ impl Reporters {
 pub struct Terminal(pub crate::progress::Progress);
 
 impl Reporter for Terminal {
-    fn on_event(&self, event: &RunEvent<'_>) -> Result<()> {
+    fn on_event<'a>(&'a self, event: &'a RunEvent<'_>) -> BoxFuture<'a, Result<()>> {
         match event {
             RunEvent::RunStarted {
                 run_id,
@@ -88,7 +107,9 @@ impl Reporter for Terminal {
                     .unwrap_or_default()
             )),
             RunEvent::Note(text) => self.0.line(text),
-            RunEvent::CaseStarted { .. } | RunEvent::RunFinished { .. } => {}
+            RunEvent::CaseStarted { .. }
+            | RunEvent::StepFinished { .. }
+            | RunEvent::RunFinished { .. } => {}
             RunEvent::CaseFinished { case, done, total } => self.0.line(format!(
                 "[{done:>w$}/{total}] {:<9} {} ({:.1}s)",
                 case.status.as_str().to_uppercase(),
@@ -100,28 +121,104 @@ impl Reporter for Terminal {
                 "rerunning {cases} case(s) that did not pass (attempt {attempt})"
             )),
         }
-        Ok(())
+        done(Ok(()))
+    }
+}
+
+/// The last bytes of a step's output that reports show, keyed by the output file's path
+/// relative to the run folder. Filled from `StepFinished`, so no report re-reads the files.
+#[derive(Default)]
+pub struct Tails(HashMap<String, String>);
+
+impl Tails {
+    pub fn get(&self, file: Option<&String>) -> Option<&str> {
+        file.and_then(|f| self.0.get(f)).map(String::as_str)
+    }
+
+    pub fn insert(&mut self, file: &str, bytes: &[u8]) {
+        if let Some(t) = super::junit::tail_of(bytes, file) {
+            self.0.insert(file.to_string(), t);
+        }
     }
 }
 
 /// The report files in the run folder: `run.json`, `junit.xml`, `report.html`.
-pub struct Files;
+#[derive(Default)]
+pub struct Files {
+    tails: Mutex<Tails>,
+}
+
+impl Files {
+    fn write(&self, report: &RunReport, run_dir: &Path) -> Result<()> {
+        let tails = self.tails.lock().expect("tails lock");
+        let json = serde_json::to_string_pretty(report).expect("report serializes");
+        crate::fsutil::write_atomic(&run_dir.join(super::JSON_FILE), json.as_bytes())?;
+        crate::fsutil::write_atomic(
+            &run_dir.join(super::JUNIT_FILE),
+            super::junit::render(report, &tails).as_bytes(),
+        )?;
+        crate::fsutil::write_atomic(
+            &run_dir.join(super::html::HTML_FILE),
+            super::html::render(report, run_dir, &tails).as_bytes(),
+        )
+    }
+}
 
 impl Reporter for Files {
-    fn on_event(&self, event: &RunEvent<'_>) -> Result<()> {
-        if let RunEvent::RunFinished { report, run_dir } = event {
-            let json = serde_json::to_string_pretty(report).expect("report serializes");
-            crate::fsutil::write_atomic(&run_dir.join(super::JSON_FILE), json.as_bytes())?;
-            crate::fsutil::write_atomic(
-                &run_dir.join(super::JUNIT_FILE),
-                super::junit::render(report, run_dir).as_bytes(),
-            )?;
-            crate::fsutil::write_atomic(
-                &run_dir.join(super::html::HTML_FILE),
-                super::html::render(report, run_dir).as_bytes(),
-            )?;
+    fn on_event<'a>(&'a self, event: &'a RunEvent<'_>) -> BoxFuture<'a, Result<()>> {
+        match event {
+            RunEvent::StepFinished {
+                step, stdout, stderr, ..
+            } => {
+                let mut tails = self.tails.lock().expect("tails lock");
+                if let Some(f) = &step.stdout_file {
+                    tails.insert(f, stdout);
+                }
+                if let Some(f) = &step.stderr_file {
+                    tails.insert(f, stderr);
+                }
+                done(Ok(()))
+            }
+            RunEvent::RunFinished { report, run_dir } => done(self.write(report, run_dir)),
+            _ => done(Ok(())),
         }
-        Ok(())
+    }
+}
+
+/// Records a finished run's results in the known-good registry (after [`Files`] wrote the
+/// `run.json` the results point at). How many results were added is kept for the caller.
+pub struct Recorder {
+    registry: crate::registry::Registry,
+    added: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Recorder {
+    /// The recorder and a handle to read how many results it added.
+    pub fn new(
+        registry: crate::registry::Registry,
+    ) -> (Recorder, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let added = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        (
+            Recorder {
+                registry,
+                added: added.clone(),
+            },
+            added,
+        )
+    }
+}
+
+impl Reporter for Recorder {
+    fn on_event<'a>(&'a self, event: &'a RunEvent<'_>) -> BoxFuture<'a, Result<()>> {
+        match event {
+            RunEvent::RunFinished { report, run_dir } => Box::pin(async move {
+                let path = run_dir.join(super::JSON_FILE).display().to_string();
+                let n = self.registry.record_run(report, &path).await?;
+                self.added.store(n as u64, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }),
+            _ => done(Ok(())),
+        }
     }
 }
 
@@ -133,49 +230,98 @@ mod tests {
     struct Log(Mutex<Vec<String>>);
 
     impl Reporter for Log {
-        fn on_event(&self, e: &RunEvent<'_>) -> Result<()> {
+        fn on_event<'a>(&'a self, e: &'a RunEvent<'_>) -> BoxFuture<'a, Result<()>> {
             let name = match e {
                 RunEvent::RunStarted { .. } => "run_started",
                 RunEvent::Note(_) => "note",
                 RunEvent::CaseStarted { .. } => "case_started",
+                RunEvent::StepFinished { .. } => "step_finished",
                 RunEvent::CaseFinished { .. } => "case_finished",
                 RunEvent::Rerunning { .. } => "rerunning",
                 RunEvent::RunFinished { .. } => "run_finished",
             };
             self.0.lock().unwrap().push(name.into());
-            Ok(())
+            done(Ok(()))
         }
     }
 
     struct Failing;
 
     impl Reporter for Failing {
-        fn on_event(&self, _: &RunEvent<'_>) -> Result<()> {
-            Err(crate::error::LabError::usage("disk full", "free space"))
+        fn on_event<'a>(&'a self, _: &'a RunEvent<'_>) -> BoxFuture<'a, Result<()>> {
+            done(Err(crate::error::LabError::usage("disk full", "free space")))
         }
     }
 
-    #[test]
-    fn every_reporter_sees_every_event_and_errors_are_returned() {
+    #[tokio::test]
+    async fn every_reporter_sees_every_event_and_errors_are_returned() {
         let log = std::sync::Arc::new(Log(Mutex::new(Vec::new())));
         struct Shared(std::sync::Arc<Log>);
         impl Reporter for Shared {
-            fn on_event(&self, e: &RunEvent<'_>) -> Result<()> {
+            fn on_event<'a>(&'a self, e: &'a RunEvent<'_>) -> BoxFuture<'a, Result<()>> {
                 self.0.on_event(e)
             }
         }
         let reporters = Reporters::new(vec![Box::new(Failing), Box::new(Shared(log.clone()))]);
         assert!(
-            reporters.emit(RunEvent::Note("x".into())).is_err(),
+            reporters.emit(RunEvent::Note("x".into())).await.is_err(),
             "the failure is returned"
         );
         reporters
             .emit(RunEvent::CaseStarted { id: "a", attempt: 1 })
+            .await
             .unwrap_err();
         assert_eq!(
             *log.0.lock().unwrap(),
             vec!["note", "case_started"],
             "and the others still ran"
         );
+    }
+
+    #[tokio::test]
+    async fn junit_and_html_take_output_tails_from_the_events_and_the_registry_records_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = crate::report::html::tests::report();
+        let registry = crate::registry::Registry::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
+            .await
+            .unwrap();
+        let (recorder, added) = Recorder::new(registry.clone());
+        let reporters = Reporters::new(vec![Box::new(Files::default()), Box::new(recorder)]);
+        let step = &report.cases[0].steps[0];
+        // The output exists only in the event: no file under the run folder holds it.
+        let mut stdout = vec![b'x'; 10_000];
+        stdout.extend_from_slice(b"\nthe last line the CLI printed\n");
+        reporters
+            .emit(RunEvent::StepFinished {
+                case_id: &report.cases[0].id,
+                attempt: 1,
+                step,
+                stdout: &stdout,
+                stderr: b"",
+            })
+            .await
+            .unwrap();
+        reporters
+            .emit(RunEvent::RunFinished {
+                report: &report,
+                run_dir: dir.path(),
+            })
+            .await
+            .unwrap();
+        let junit = std::fs::read_to_string(dir.path().join(crate::report::JUNIT_FILE)).unwrap();
+        assert!(junit.contains("the last line the CLI printed"), "{junit}");
+        assert!(
+            junit.contains("earlier bytes in cases/demo--python/1.stdout"),
+            "a cut tail says where the rest is"
+        );
+        assert!(!junit.contains(&"x".repeat(5000)), "only the tail rides along");
+        let html = std::fs::read_to_string(dir.path().join(crate::report::html::HTML_FILE)).unwrap();
+        assert!(html.contains("the last line the CLI printed"));
+        assert!(dir.path().join(crate::report::JSON_FILE).exists());
+        assert_eq!(added.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let rows = registry.results(None, 10).await.unwrap();
+        assert_eq!(rows.len(), 1, "the recorder stored the case");
+        assert_eq!(rows[0].case_id, "demo--python");
+        assert!(rows[0].report_path.ends_with("run.json"));
     }
 }

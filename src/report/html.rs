@@ -3,6 +3,7 @@
 //! steps with every unmet expectation as expected vs got, output tails, the diff and the repro
 //! line. Every value is escaped by the template (maud) and stripped of control characters.
 
+use super::events::Tails;
 use super::{CaseReport, CaseStatus, RunReport, StepStatus};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use std::path::Path;
@@ -73,7 +74,7 @@ fn read_bounded(path: &Path, limit: u64) -> Option<String> {
     (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
 }
 
-fn case_section(case: &CaseReport, run_dir: &Path) -> Markup {
+fn case_section(case: &CaseReport, run_dir: &Path, tails: &Tails) -> Markup {
     let diff = read_bounded(&run_dir.join(&case.artifacts).join("diff.patch"), DIFF_BYTES);
     let open = case.status != CaseStatus::Passed;
     html! {
@@ -106,11 +107,11 @@ fn case_section(case: &CaseReport, run_dir: &Path) -> Markup {
                                 }
                             }
                             @if step.status != StepStatus::Passed {
-                                @if let Some(out) = step.stdout_file.as_ref().and_then(|f| super::junit::tail(&run_dir.join(f))) {
-                                    div { "stdout (tail)" pre { (safe_block(&out)) } }
+                                @if let Some(out) = tails.get(step.stdout_file.as_ref()) {
+                                    div { "stdout (tail)" pre { (safe_block(out)) } }
                                 }
-                                @if let Some(err) = step.stderr_file.as_ref().and_then(|f| super::junit::tail(&run_dir.join(f))) {
-                                    div { "stderr (tail)" pre { (safe_block(&err)) } }
+                                @if let Some(err) = tails.get(step.stderr_file.as_ref()) {
+                                    div { "stderr (tail)" pre { (safe_block(err)) } }
                                 }
                             }
                         }
@@ -125,8 +126,9 @@ fn case_section(case: &CaseReport, run_dir: &Path) -> Markup {
     }
 }
 
-/// The whole page. `run_dir` is where the case artifacts the page quotes live.
-pub fn render(report: &RunReport, run_dir: &Path) -> String {
+/// The whole page. `run_dir` is where the case artifacts the page quotes live; output tails come
+/// from the run's events.
+pub fn render(report: &RunReport, run_dir: &Path, tails: &Tails) -> String {
     let s = &report.summary;
     let page = html! {
         (DOCTYPE)
@@ -177,7 +179,7 @@ pub fn render(report: &RunReport, run_dir: &Path) -> String {
                         }
                     }
                     h2 { "Cases" }
-                    @for case in &report.cases { (case_section(case, run_dir)) }
+                    @for case in &report.cases { (case_section(case, run_dir, tails)) }
                 }
             }
         }
@@ -186,11 +188,11 @@ pub fn render(report: &RunReport, run_dir: &Path) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::{CaseTimings, CheckFailure, ImageRef, MatrixRow, StepReport, Summary};
 
-    fn report() -> RunReport {
+    pub(crate) fn report() -> RunReport {
         let case = CaseReport {
             id: "demo--python".into(),
             suite: "demo".into(),
@@ -214,7 +216,7 @@ mod tests {
                     expected: "\"Howdy\"".into(),
                     actual: "<b>Hello</b>".into(),
                 }],
-                stdout_file: None,
+                stdout_file: Some("cases/demo--python/1.stdout".into()),
                 stderr_file: None,
                 output_truncated: false,
             }],
@@ -250,7 +252,11 @@ mod tests {
 
     #[test]
     fn the_page_escapes_everything_and_shows_expected_vs_got() {
-        let page = render(&report(), Path::new("/nonexistent"));
+        let mut tails = Tails::default();
+        tails.insert("cases/demo--python/1.stdout", b"Hello <i>there</i>\x1b[2J\n");
+        let page = render(&report(), Path::new("/nonexistent"), &tails);
+        assert!(page.contains("stdout (tail)"), "the tail from the events is shown");
+        assert!(page.contains("Hello &lt;i&gt;there&lt;/i&gt;"));
         assert!(!page.contains("<script>"), "user text is escaped");
         assert!(page.contains("&lt;script&gt;"));
         assert!(!page.contains('\u{1b}'), "escape sequences are stripped");

@@ -2,15 +2,16 @@
 //! step's message lists every unmet expectation as "expected … got …"; its output tails ride
 //! along as system-out / system-err so a CI page shows them without opening artifacts.
 
+use super::events::Tails;
 use super::{CaseStatus, RunReport, StepStatus};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
-use std::path::Path;
 use std::time::Duration;
 
 /// How much of each output stream a testcase carries.
-const TAIL_BYTES: u64 = 4096;
+const TAIL_BYTES: usize = 4096;
 
-pub fn render(report: &RunReport, run_dir: &Path) -> String {
+/// The JUnit file of `report`; failed steps carry the output tails the run's events delivered.
+pub fn render(report: &RunReport, tails: &Tails) -> String {
     let mut junit = Report::new(format!("canary-lab {}", report.run_id));
     junit.set_time(Duration::from_millis(report.duration_ms));
     for case in &report.cases {
@@ -83,10 +84,10 @@ pub fn render(report: &RunReport, run_dir: &Path) -> String {
             tc.set_classname(classname(&case.suite, &case.repo, case.provider.as_deref()));
             tc.set_time(Duration::from_millis(step.duration_ms));
             if step.status != StepStatus::Passed {
-                if let Some(out) = step.stdout_file.as_ref().and_then(|f| tail(&run_dir.join(f))) {
+                if let Some(out) = tails.get(step.stdout_file.as_ref()) {
                     tc.set_system_out(out);
                 }
-                if let Some(err) = step.stderr_file.as_ref().and_then(|f| tail(&run_dir.join(f))) {
+                if let Some(err) = tails.get(step.stderr_file.as_ref()) {
                     tc.set_system_err(err);
                 }
             }
@@ -104,23 +105,19 @@ fn classname(suite: &str, repo: &str, provider: Option<&str>) -> String {
     }
 }
 
-pub(crate) fn tail(path: &Path) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    if len == 0 {
+/// The last [`TAIL_BYTES`] of an output stream as text a report can carry (XML 1.0 cannot
+/// carry most control characters, and CLI output sometimes has them); `None` when empty.
+pub(crate) fn tail_of(bytes: &[u8], file: &str) -> Option<String> {
+    if bytes.is_empty() {
         return None;
     }
-    f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES))).ok()?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).ok()?;
-    // XML 1.0 cannot carry most control characters; CLI output sometimes has them.
-    let text: String = String::from_utf8_lossy(&buf)
+    let start = bytes.len().saturating_sub(TAIL_BYTES);
+    let text: String = String::from_utf8_lossy(&bytes[start..])
         .chars()
         .filter(|c| !c.is_control() || matches!(c, '\n' | '\t' | '\r'))
         .collect();
-    Some(if len > TAIL_BYTES {
-        format!("[… {} earlier bytes in {}]\n{text}", len - TAIL_BYTES, path.display())
+    Some(if start > 0 {
+        format!("[… {start} earlier bytes in {file}]\n{text}")
     } else {
         text
     })

@@ -147,7 +147,7 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
     let beat = canary(&reports, &db).arg("heartbeat").arg(&hb).output().unwrap();
     assert_eq!(beat.status.code(), Some(0), "{}", String::from_utf8_lossy(&beat.stderr));
 
-    // Anything but loopback is refused while the dashboard has no access control.
+    // Anything but loopback is refused while no token exists to let anyone in.
     let open = canary(&reports, &db)
         .args(["serve", "--listen", "0.0.0.0:0"])
         .output()
@@ -236,4 +236,54 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
     assert!(client("/reports/..%2F..%2Fetc/report.html").starts_with("HTTP/1.0 400"));
     let api = client("/api/history");
     assert!(api.starts_with("HTTP/1.0 200") && api.contains("\"rows\""), "{api}");
+
+    // Beyond loopback every page needs a live token; a browser gives it as the password of
+    // its own login prompt, here in the URL.
+    let created = canary(&reports, &db)
+        .args(["tokens", "create", "--runner", "release-desk", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(created.status.code(), Some(0), "{}", String::from_utf8_lossy(&created.stderr));
+    let token = serde_json::from_slice::<serde_json::Value>(&created.stdout).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wide = free_port();
+    let _wide = Serve(
+        canary(&reports, &db)
+            .args(["serve", "--listen", &format!("0.0.0.0:{wide}")])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", wide)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let raw = |path: &str, auth: Option<&str>| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", wide)).unwrap();
+        use std::io::{Read, Write};
+        let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    for path in ["/", "/history", "/api/overview", "/v1/status", &format!("/reports/{red_run}/report.html")] {
+        let refused = raw(path, None);
+        assert!(refused.starts_with("HTTP/1.0 401"), "{path}: {refused}");
+        assert!(refused.to_ascii_lowercase().contains("www-authenticate: basic"), "{refused}");
+        assert!(raw(path, Some("Bearer cl_000000000000_0000000000000000000000000000000000000000000000000000000000000000")).starts_with("HTTP/1.0 401"));
+        let allowed = raw(path, Some(&format!("Bearer {token}")));
+        assert!(allowed.starts_with("HTTP/1.0 200"), "{path}: {allowed}");
+    }
+    assert!(raw("/healthz", None).starts_with("HTTP/1.0 200"), "health stays open");
+    let behind = browse(
+        &browser,
+        &format!("http://release-desk:{token}@127.0.0.1:{wide}/"),
+        &shots.join("overview-with-token.png"),
+    );
+    assert!(behind.contains("id=\"channel-beta\""), "{behind}");
 }
