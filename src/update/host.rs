@@ -1,0 +1,797 @@
+//! The runner's side on a customer's host. Each build lives in its own folder under
+//! `<home>/builds/`; `<home>/current` and `<home>/previous` are symlinks to two of them, and the
+//! switch between builds is one `rename` of a fresh symlink over `current`, so a host is always
+//! on one whole build. A download goes to `<folder>.partial` and is verified by digest before it
+//! becomes a build folder, so a cut download, a wrong digest or a full disk leave `current` as
+//! it was. Every attempt is appended to `<home>/audit.jsonl`.
+
+use super::{BuildManifest, Offer, Plan};
+use crate::error::{LabError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What `update init` writes: where the control plane is and what this host trusts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    pub server: String,
+    pub runner_id: String,
+    #[serde(default)]
+    pub org: Option<String>,
+    pub channel: String,
+    /// The control plane's public key (hex); builds are checked against it.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Refuse unsigned or mis-signed builds (the org's policy).
+    #[serde(default)]
+    pub require_signed: bool,
+    /// Channels the org's plan lets this host follow.
+    #[serde(default = "default_channels")]
+    pub allowed_channels: Vec<String>,
+}
+
+fn default_channels() -> Vec<String> {
+    vec!["stable".into(), "beta".into()]
+}
+
+/// One line of the host's audit history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: String,
+    pub action: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// `done`, `up_to_date`, `blocked`, `refused`, `failed`, `rolled_back`.
+    pub outcome: String,
+    pub reason: String,
+}
+
+pub struct Host {
+    pub home: PathBuf,
+}
+
+/// A build folder's name: the digest's first 16 hex digits, never a string from the network.
+pub fn folder_name(build: &str) -> Result<String> {
+    let hex = build.strip_prefix("sha256:").unwrap_or(build);
+    if hex.len() < 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(LabError::usage(
+            format!("`{}` is not a build digest", crate::text::clean(build)),
+            "the control plane offers builds by their sha256 digest",
+        ));
+    }
+    Ok(hex[..16].to_ascii_lowercase())
+}
+
+impl Host {
+    pub fn new(home: PathBuf) -> Host {
+        Host { home }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.home.join("update.json")
+    }
+
+    pub fn write_config(&self, c: &HostConfig) -> Result<()> {
+        crate::fsutil::write_atomic(
+            &self.config_path(),
+            serde_json::to_string_pretty(c).expect("json").as_bytes(),
+        )
+    }
+
+    pub fn config(&self) -> Result<HostConfig> {
+        let path = self.config_path();
+        if !path.exists() {
+            return Err(LabError::usage(
+                format!("{} has no update configuration", self.home.display()),
+                "run `canary-runner update init --server URL --runner-id ID` first",
+            ));
+        }
+        let text = crate::fsutil::read_input(&path, "update configuration", 64 * 1024)?;
+        serde_json::from_str(&text).map_err(|e| {
+            LabError::usage(
+                format!("{}: line {}: {e}", path.display(), e.line()),
+                "fix the file or write it again with `canary-runner update init`",
+            )
+        })
+    }
+
+    fn manifest_at(&self, link: &str) -> Option<BuildManifest> {
+        let text = std::fs::read_to_string(self.home.join(link).join("manifest.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The build `current` points at.
+    pub fn current(&self) -> Option<BuildManifest> {
+        self.manifest_at("current")
+    }
+
+    pub fn previous(&self) -> Option<BuildManifest> {
+        self.manifest_at("previous")
+    }
+
+    /// Every complete build folder, newest first.
+    pub fn installed(&self) -> Vec<(PathBuf, BuildManifest)> {
+        let mut out: Vec<(std::time::SystemTime, PathBuf, BuildManifest)> = std::fs::read_dir(self.home.join("builds"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().contains('.'))
+            .filter_map(|e| {
+                let text = std::fs::read_to_string(e.path().join("manifest.json")).ok()?;
+                let m = serde_json::from_str(&text).ok()?;
+                let t = e.metadata().and_then(|m| m.modified()).ok()?;
+                Some((t, e.path(), m))
+            })
+            .collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.into_iter().map(|(_, p, m)| (p, m)).collect()
+    }
+
+    /// Bundles installed on this host: `<home>/bundles/*/manifest.yaml`.
+    pub fn bundles(&self) -> Result<Vec<crate::compat::Declaration>> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.home.join("bundles")) else {
+            return Ok(out);
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path().join("manifest.yaml")).collect();
+        paths.sort();
+        for p in paths.into_iter().filter(|p| p.is_file()) {
+            out.push(crate::compat::load(&p)?);
+        }
+        Ok(out)
+    }
+
+    pub fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        use std::io::Write;
+        let path = self.home.join("audit.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| LabError::write(&path, e))?;
+        writeln!(f, "{}", serde_json::to_string(entry).expect("json")).map_err(|e| LabError::write(&path, e))
+    }
+
+    pub fn history(&self) -> Vec<AuditEntry> {
+        std::fs::read_to_string(self.home.join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The host's upgrade lock; a second upgrade or rollback at once is refused, not queued.
+    pub fn try_lock(&self) -> Result<std::fs::File> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(&self.home).map_err(|e| LabError::write(&self.home, e))?;
+        let path = self.home.join("update.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LabError::write(&path, e))?;
+        // SAFETY: flock on a descriptor we own, without blocking.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(LabError::usage(
+                format!("another update is running on this host ({} is locked)", path.display()),
+                "wait for it to finish; `canary-runner update status` shows the history",
+            ));
+        }
+        Ok(file)
+    }
+
+    /// Points `current` at `folder` (and `previous` at what `current` was), each by renaming a
+    /// fresh symlink over the old one.
+    pub fn switch(&self, folder: &Path) -> Result<()> {
+        let rel = Path::new("builds").join(folder.file_name().expect("a build folder"));
+        let old = std::fs::read_link(self.home.join("current")).ok();
+        relink(&self.home, "current", &rel)?;
+        if let Some(old) = old.filter(|o| *o != rel) {
+            relink(&self.home, "previous", &old)?;
+        }
+        Ok(())
+    }
+
+    /// Downloads and unpacks `m` into its build folder, every artifact checked against the
+    /// digest the (verified) manifest names. An existing complete folder is reused.
+    pub async fn install(&self, client: &Client, m: &BuildManifest) -> Result<PathBuf> {
+        let name = folder_name(&m.build)?;
+        let builds = self.home.join("builds");
+        let done = builds.join(&name);
+        if done.join("manifest.json").is_file() {
+            return Ok(done);
+        }
+        let partial = builds.join(format!("{name}.partial"));
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(partial.join("bin")).map_err(|e| LabError::write(&partial, e))?;
+        for c in &m.components {
+            let hex = c.digest.strip_prefix("sha256:").unwrap_or("");
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(LabError::usage(
+                    format!("component {} has no artifact digest", crate::text::clean(&c.name)),
+                    "this build cannot be installed on a host",
+                ));
+            }
+            if c.name == crate::builds::RUNNER {
+                if c.from_image() {
+                    return Err(LabError::usage(
+                        "the build's runner comes from a runner image",
+                        "customer hosts install builds of the reference runner",
+                    ));
+                }
+                let target = partial.join("bin/canary-runner");
+                client.download(hex, &target).await?;
+                set_mode(&target, 0o755)?;
+            } else if let Some(p) = c.provider() {
+                let wheel = partial.join(format!("{}.whl", p.name()));
+                client.download(hex, &wheel).await?;
+                let bytes = std::fs::read(&wheel).map_err(|e| LabError::read(&wheel, e))?;
+                let (binary, _) = crate::providers::unpack_cli(
+                    p,
+                    bytes,
+                    &partial.join("cli").join(p.name()),
+                    &format!("the {} wheel", p.name()),
+                )?;
+                let _ = std::fs::remove_file(&wheel);
+                let rel = Path::new("..").join(binary.strip_prefix(&partial).expect("inside"));
+                std::os::unix::fs::symlink(&rel, partial.join("bin").join(p.command()))
+                    .map_err(|e| LabError::write(&partial, e))?;
+            } else {
+                return Err(LabError::usage(
+                    format!("unknown component `{}`", crate::text::clean(&c.name)),
+                    "this runner knows the runner and the CLIs it has adapters for",
+                ));
+            }
+        }
+        crate::fsutil::write_atomic(
+            &partial.join("manifest.json"),
+            serde_json::to_string_pretty(m).expect("json").as_bytes(),
+        )?;
+        std::fs::rename(&partial, &done).map_err(|e| LabError::write(&done, e))?;
+        Ok(done)
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| LabError::write(path, e))
+}
+
+fn relink(home: &Path, name: &str, to: &Path) -> Result<()> {
+    let tmp = home.join(format!("{name}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(to, &tmp).map_err(|e| LabError::write(&tmp, e))?;
+    std::fs::rename(&tmp, home.join(name)).map_err(|e| LabError::write(&home.join(name), e))
+}
+
+/// The scripted model turn every smoke session gets: one plain answer.
+const SMOKE_SCENARIO: &str = "turns:\n  - say: ready\n";
+
+/// One smoke session of each CLI in `folder`, driven by the build's own runner against a model
+/// stub it serves on loopback. `Err` says which CLI failed and how.
+pub async fn smoke(folder: &Path, m: &BuildManifest, limit: Duration) -> std::result::Result<Vec<String>, String> {
+    let runner = folder.join("bin/canary-runner");
+    let work = tempfile::tempdir().map_err(|e| format!("no temporary folder: {e}"))?;
+    let scenario = work.path().join("smoke.yaml");
+    std::fs::write(&scenario, SMOKE_SCENARIO).map_err(|e| e.to_string())?;
+    let mut passed = Vec::new();
+    for c in &m.components {
+        let Some(p) = c.provider() else { continue };
+        let label = format!("{} {}", c.name, c.version);
+        let addr_file = work.path().join(format!("{}.addr", p.name()));
+        let mut stub = tokio::process::Command::new(&runner)
+            .arg("lab-stub")
+            .arg("--scenario")
+            .arg(&scenario)
+            .arg("--log")
+            .arg(work.path().join(format!("{}.stub.jsonl", p.name())))
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("{label}: the build's runner does not start: {e}"))?;
+        let mut url = None;
+        for _ in 0..200 {
+            if let Ok(t) = std::fs::read_to_string(&addr_file) {
+                if !t.trim().is_empty() {
+                    url = Some(t.trim().to_string());
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let Some(url) = url else {
+            let _ = stub.kill().await;
+            return Err(format!("{label}: the model stub did not start"));
+        };
+        let ws = work.path().join(format!("{}-ws", p.name()));
+        std::fs::create_dir_all(&ws).map_err(|e| e.to_string())?;
+        std::fs::write(ws.join("README.md"), "smoke\n").map_err(|e| e.to_string())?;
+        let _ = std::process::Command::new("git")
+            .args(["init", "-q", "."])
+            .current_dir(&ws)
+            .status();
+        let session = tokio::process::Command::new(&runner)
+            .arg("session")
+            .args(["--provider", p.name(), "--prompt", "Reply with the word ready.", "--model-url", &url])
+            .arg("--cli")
+            .arg(folder.join("bin").join(p.command()))
+            .arg("--workspace")
+            .arg(&ws)
+            .args(["--timeout", &format!("{}s", limit.as_secs().max(1))])
+            .args(["--codex-sandbox", "danger-full-access"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        // The session has its own timeout; this one also catches a runner that hangs.
+        let out = tokio::time::timeout(limit + Duration::from_secs(10), session).await;
+        let _ = stub.kill().await;
+        let out = match out {
+            Err(_) => return Err(format!("{label}: the smoke session hung past {}s and was killed", limit.as_secs())),
+            Ok(Err(e)) => return Err(format!("{label}: the smoke session did not start: {e}")),
+            Ok(Ok(o)) => o,
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let events: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let errors: Vec<String> = events
+            .iter()
+            .filter(|e| e["type"] == "ERROR" && e["kind"] != "cli_warning")
+            .map(|e| format!("{}: {}", e["kind"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("")))
+            .collect();
+        let started = events.iter().any(|e| e["type"] == "SESSION_STARTED");
+        let usage = events.iter().any(|e| e["type"] == "USAGE_TICK");
+        if !out.status.success() || !errors.is_empty() || !started || !usage {
+            return Err(format!(
+                "{label}: the smoke session failed (exit {}{}{})",
+                out.status.code().map(|c| c.to_string()).unwrap_or_else(|| "by signal".into()),
+                if errors.is_empty() { String::new() } else { format!("; {}", crate::text::clean(&errors.join("; "))) },
+                if !started || !usage { "; no session or usage events" } else { "" }
+            ));
+        }
+        passed.push(label);
+    }
+    Ok(passed)
+}
+
+/// The HTTP side: the control plane's update endpoints with this runner's token.
+pub struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: String,
+}
+
+impl Client {
+    pub fn new(server: &str, token: &str) -> Result<Client> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| LabError::usage(format!("HTTP client: {e}"), "internal"))?;
+        Ok(Client {
+            http,
+            server: server.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> LabError {
+        LabError::usage(
+            format!("{what} at {}: {e}", self.server),
+            "check the control plane's address and this runner's token (CANARY_RUNNER_TOKEN)",
+        )
+    }
+
+    async fn answer(&self, r: reqwest::Response, what: &str) -> Result<Vec<u8>> {
+        let status = r.status();
+        let body = read_bounded(r, 4 * 1024 * 1024).await.map_err(|e| self.err(what, e))?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(String::from))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+            return Err(self.err(what, format!("{status}: {}", crate::text::clean(&msg))));
+        }
+        Ok(body)
+    }
+
+    fn url(&self, path: &str, runner: &str) -> Result<reqwest::Url> {
+        reqwest::Url::parse_with_params(&format!("{}{path}", self.server), &[("runner", runner)])
+            .map_err(|e| self.err(path, format!("not a URL: {e}")))
+    }
+
+    pub async fn heartbeat(&self, body: &serde_json::Value) -> Result<()> {
+        let r = self
+            .http
+            .post(format!("{}/v1/heartbeats", self.server))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| self.err("heartbeat", e))?;
+        self.answer(r, "heartbeat").await.map(|_| ())
+    }
+
+    pub async fn offer(&self, runner: &str) -> Result<Offer> {
+        let r = self
+            .http
+            .get(self.url("/v1/updates", runner)?)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| self.err("update check", e))?;
+        let body = self.answer(r, "update check").await?;
+        serde_json::from_slice(&body).map_err(|e| self.err("update check", format!("not an offer: {e}")))
+    }
+
+    pub async fn report(&self, runner: &str, e: &AuditEntry) -> Result<()> {
+        let r = self
+            .http
+            .post(self.url("/v1/updates/report", runner)?)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_string(e).expect("json"))
+            .send()
+            .await
+            .map_err(|e| self.err("update report", e))?;
+        self.answer(r, "update report").await.map(|_| ())
+    }
+
+    /// Streams an artifact to `target`, hashing as it goes; a cut download, a larger file than
+    /// any artifact or a digest that differs removes the file and fails.
+    pub async fn download(&self, hex: &str, target: &Path) -> Result<()> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let what = format!("artifact sha256:{}", &hex[..12]);
+        let mut r = self
+            .http
+            .get(format!("{}/v1/artifacts/{hex}", self.server))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(900))
+            .send()
+            .await
+            .map_err(|e| self.err(&what, e))?;
+        if !r.status().is_success() {
+            return self.answer(r, &what).await.map(|_| ());
+        }
+        let mut file = tokio::fs::File::create(target).await.map_err(|e| LabError::write(target, e))?;
+        let mut h = sha2::Sha256::new();
+        let mut len = 0u64;
+        let result: Result<()> = async {
+            while let Some(chunk) = r.chunk().await.map_err(|e| self.err(&what, format!("download cut: {e}")))? {
+                len += chunk.len() as u64;
+                if len > super::server::MAX_ARTIFACT {
+                    return Err(self.err(&what, "larger than any artifact"));
+                }
+                h.update(&chunk);
+                file.write_all(&chunk).await.map_err(|e| LabError::write(target, e))?;
+            }
+            file.flush().await.map_err(|e| LabError::write(target, e))?;
+            let got = hex::encode(h.finalize());
+            if got != hex {
+                return Err(self.err(&what, format!("digest mismatch: got sha256:{}", &got[..12])));
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(target);
+        }
+        result
+    }
+}
+
+async fn read_bounded(mut r: reqwest::Response, limit: usize) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| e.to_string())? {
+        if out.len() + chunk.len() > limit {
+            return Err(format!("answer larger than {limit} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The versions a host reports in its heartbeat: its current build's components.
+pub fn versions(m: Option<&BuildManifest>) -> std::collections::BTreeMap<String, String> {
+    m.map(|m| m.components.iter().map(|c| (c.name.clone(), c.version.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// Whether the host is on the offered build already.
+pub fn up_to_date(current: Option<&BuildManifest>, offer: &Offer) -> bool {
+    current.is_some_and(|c| Some(&c.build) == offer.build.as_ref())
+}
+
+/// Plan for `offer` on this host (after the signature check).
+pub fn plan_for(host: &Host, target: &BuildManifest) -> Result<Plan> {
+    Ok(super::plan(host.current().as_ref(), target, &host.bundles()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_folders_are_named_from_digests_only() {
+        assert_eq!(folder_name(&format!("sha256:{}", "ab".repeat(32))).unwrap(), "abababababababab");
+        for bad in ["../../etc", "sha256:xyz", "", "sha256:12345"] {
+            assert!(folder_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_switch_moves_current_and_keeps_previous_and_a_second_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::new(dir.path().to_path_buf());
+        for b in ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"] {
+            std::fs::create_dir_all(dir.path().join("builds").join(b)).unwrap();
+        }
+        host.switch(&dir.path().join("builds/aaaaaaaaaaaaaaaa")).unwrap();
+        assert!(std::fs::read_link(dir.path().join("previous")).is_err(), "nothing before the first");
+        host.switch(&dir.path().join("builds/bbbbbbbbbbbbbbbb")).unwrap();
+        assert_eq!(
+            std::fs::read_link(dir.path().join("current")).unwrap(),
+            Path::new("builds/bbbbbbbbbbbbbbbb")
+        );
+        assert_eq!(
+            std::fs::read_link(dir.path().join("previous")).unwrap(),
+            Path::new("builds/aaaaaaaaaaaaaaaa")
+        );
+        let _held = host.try_lock().unwrap();
+        let second = Host::new(dir.path().to_path_buf()).try_lock();
+        assert!(second.is_err(), "two upgrades at once are refused");
+    }
+}
+
+/// What a check found: the offer, the manifest once its signature is checked (or why it is
+/// refused), and what the host runs now.
+pub struct Checked {
+    pub offer: Offer,
+    pub manifest: std::result::Result<BuildManifest, String>,
+    pub current: Option<BuildManifest>,
+}
+
+impl Checked {
+    pub fn up_to_date(&self) -> bool {
+        up_to_date(self.current.as_ref(), &self.offer)
+    }
+}
+
+/// Reports this host's versions (a heartbeat), then asks for the offer and checks its signature.
+pub async fn check(host: &Host, client: &Client, cfg: &HostConfig) -> Result<Checked> {
+    let current = host.current();
+    let beat = serde_json::json!({
+        "type": "HEARTBEAT",
+        "runner_id": cfg.runner_id,
+        "org": cfg.org,
+        "channel": cfg.channel,
+        "versions": versions(current.as_ref()),
+        "capabilities": ["update"],
+        "sent_at": jiff::Timestamp::now().to_string(),
+    });
+    client.heartbeat(&beat).await?;
+    let offer = client.offer(&cfg.runner_id).await?;
+    let trusted = cfg
+        .public_key
+        .as_deref()
+        .map(super::sign::Trusted::parse)
+        .transpose()?;
+    let manifest = super::check_signature(&offer, trusted.as_ref(), cfg.require_signed).and_then(|m| {
+        let m = m.ok_or("no manifest")?;
+        if Some(&m.build) != offer.build.as_ref() {
+            return Err("the signed manifest names another build than the offer".to_string());
+        }
+        Ok(m)
+    });
+    Ok(Checked {
+        offer,
+        manifest,
+        current,
+    })
+}
+
+/// How an upgrade ended; the exit code follows it (0 done or up to date, 1 blocked, refused or
+/// rolled back, 2 failed).
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub outcome: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    pub smoke: Vec<String>,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> i32 {
+        match self.outcome.as_str() {
+            "done" | "up_to_date" => crate::error::exit::PASS,
+            "failed" => crate::error::exit::ERROR,
+            _ => crate::error::exit::FAILED,
+        }
+    }
+}
+
+impl Host {
+    /// Appends `o` to the host's history and tells the control plane (a control plane that is
+    /// away does not undo what happened on the host; the history keeps it either way).
+    pub async fn record(&self, client: &Client, cfg: &HostConfig, action: &str, o: &Outcome) -> Result<()> {
+        let entry = AuditEntry {
+            at: jiff::Timestamp::now().to_string(),
+            action: action.into(),
+            from: o.from.clone(),
+            to: o.to.clone(),
+            outcome: o.outcome.clone(),
+            reason: o.reason.clone(),
+        };
+        self.audit(&entry)?;
+        if let Err(e) = client.report(&cfg.runner_id, &entry).await {
+            tracing::warn!("could not report the {action} to the control plane: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// The upgrade, start to end: check, signature, plan, consent (`confirm`), install beside the
+/// current build, switch, smoke every CLI, switch back on any failure. Holds the host's lock.
+pub async fn upgrade(
+    host: &Host,
+    client: &Client,
+    cfg: &HostConfig,
+    smoke_limit: Duration,
+    confirm: impl FnOnce(&Plan, &Offer) -> bool,
+) -> Result<Outcome> {
+    let _lock = match host.try_lock() {
+        Ok(l) => l,
+        Err(e) => {
+            let o = Outcome {
+                outcome: "refused".into(),
+                from: host.current().map(|m| m.build),
+                to: None,
+                reason: e.to_string(),
+                plan: None,
+                smoke: vec![],
+            };
+            host.audit(&AuditEntry {
+                at: jiff::Timestamp::now().to_string(),
+                action: "upgrade".into(),
+                from: o.from.clone(),
+                to: None,
+                outcome: o.outcome.clone(),
+                reason: o.reason.clone(),
+            })?;
+            return Ok(o);
+        }
+    };
+    let checked = check(host, client, cfg).await?;
+    let from = checked.current.as_ref().map(|m| m.build.clone());
+    let mut o = Outcome {
+        outcome: "up_to_date".into(),
+        from: from.clone(),
+        to: checked.offer.build.clone(),
+        reason: String::new(),
+        plan: None,
+        smoke: vec![],
+    };
+    if checked.up_to_date() {
+        o.reason = "this host runs the offered build".into();
+        return Ok(o);
+    }
+    let finish = |mut o: Outcome, outcome: &str, reason: String| {
+        o.outcome = outcome.into();
+        o.reason = reason;
+        o
+    };
+    if checked.offer.status == super::Status::Red {
+        let o = finish(o, "blocked", format!("the offered build is red: {}", checked.offer.reasons.join("; ")));
+        host.record(client, cfg, "upgrade", &o).await?;
+        return Ok(o);
+    }
+    let manifest = match checked.manifest {
+        Ok(m) => m,
+        Err(why) => {
+            let o = finish(o, "refused", why);
+            host.record(client, cfg, "upgrade", &o).await?;
+            return Ok(o);
+        }
+    };
+    let plan = plan_for(host, &manifest)?;
+    o.plan = Some(plan.clone());
+    if !plan.blocked.is_empty() {
+        let o = finish(o, "blocked", format!("installed bundles exclude the target: {}", plan.blocked.join("; ")));
+        host.record(client, cfg, "upgrade", &o).await?;
+        return Ok(o);
+    }
+    if !confirm(&plan, &checked.offer) {
+        let o = finish(o, "refused", "not confirmed (pass --yes to upgrade without asking)".into());
+        host.record(client, cfg, "upgrade", &o).await?;
+        return Ok(o);
+    }
+    let folder = match host.install(client, &manifest).await {
+        Ok(f) => f,
+        Err(e) => {
+            let o = finish(o, "failed", format!("install stopped, the current build stays: {e}"));
+            host.record(client, cfg, "upgrade", &o).await?;
+            return Ok(o);
+        }
+    };
+    let before = std::fs::read_link(host.home.join("current")).ok();
+    let before_prev = std::fs::read_link(host.home.join("previous")).ok();
+    host.switch(&folder)?;
+    match smoke(&folder, &manifest, smoke_limit).await {
+        Ok(passed) => {
+            o.smoke = passed;
+            let o = finish(o, "done", format!("switched to {} and its smoke sessions passed", manifest.build));
+            host.record(client, cfg, "upgrade", &o).await?;
+            // The control plane sees the new versions at once.
+            let _ = check(host, client, cfg).await;
+            Ok(o)
+        }
+        Err(why) => {
+            // Back to exactly what was there before.
+            match before {
+                Some(b) => relink(&host.home, "current", &b)?,
+                None => {
+                    let _ = std::fs::remove_file(host.home.join("current"));
+                }
+            }
+            match before_prev {
+                Some(p) => relink(&host.home, "previous", &p)?,
+                None => {
+                    let _ = std::fs::remove_file(host.home.join("previous"));
+                }
+            }
+            let o = finish(o, "rolled_back", format!("{why}; switched back to {}", from.as_deref().unwrap_or("nothing")));
+            host.record(client, cfg, "upgrade", &o).await?;
+            Ok(o)
+        }
+    }
+}
+
+/// Back to the previous build, or to an installed one named by a digest prefix.
+pub async fn rollback(host: &Host, client: &Client, cfg: &HostConfig, to: Option<&str>) -> Result<Outcome> {
+    let _lock = host.try_lock()?;
+    let from = host.current().map(|m| m.build);
+    let target = match to {
+        Some(prefix) => {
+            let p = prefix.trim_start_matches("sha256:");
+            host.installed()
+                .into_iter()
+                .find(|(_, m)| m.build.trim_start_matches("sha256:").starts_with(p) && !p.is_empty())
+        }
+        None => host.previous().and_then(|m| {
+            host.installed().into_iter().find(|(_, i)| i.build == m.build)
+        }),
+    };
+    let mut o = Outcome {
+        outcome: "blocked".into(),
+        from: from.clone(),
+        to: None,
+        reason: String::new(),
+        plan: None,
+        smoke: vec![],
+    };
+    match target {
+        None => {
+            o.reason = match to {
+                Some(t) => format!("no installed build matches `{}`", crate::text::clean(t)),
+                None => "no previous build on this host".into(),
+            };
+        }
+        Some((folder, m)) => {
+            host.switch(&folder)?;
+            o.outcome = "done".into();
+            o.to = Some(m.build.clone());
+            o.reason = format!("switched back to {}", m.build);
+        }
+    }
+    host.record(client, cfg, "rollback", &o).await?;
+    Ok(o)
+}

@@ -1,0 +1,271 @@
+//! The control plane's side of customer-hosted runners: the offer for one runner, assembled from
+//! its last heartbeat, its org's pin, the channels' known-good history and the canary evidence;
+//! and the artifacts (wheels, runner binaries) the lab judged, served by digest.
+
+use super::{BuildManifest, Evidence, Offer, StatusFacts};
+use crate::error::{LabError, Result};
+use crate::registry::{Registry, ResultStatus};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What `GET /v1/updates?runner=ID` answers for `runner`, signed with `key` when one is set.
+/// `base_url` makes the report links absolute when known.
+pub async fn offer(reg: &Registry, runner: &str, key: Option<&super::sign::Key>) -> Result<Offer> {
+    let beat = reg
+        .heartbeats()
+        .await?
+        .into_iter()
+        .find(|h| h.runner_id == runner)
+        .ok_or_else(|| {
+            LabError::usage(
+                format!("runner {runner} has sent no heartbeat"),
+                "`canary-runner update check` sends one before it asks",
+            )
+        })?;
+    let pin = match &beat.org {
+        Some(org) => reg.pins().await?.into_iter().find(|p| &p.org == org),
+        None => None,
+    };
+    let channel = pin
+        .as_ref()
+        .map(|p| p.channel.clone())
+        .or_else(|| beat.channel.clone())
+        .unwrap_or_else(|| "stable".into());
+    let (target, source) = match pin.as_ref().and_then(|p| p.pinned_build_id.clone()) {
+        Some(b) => (Some(b), "pin"),
+        None => (reg.known_good(&channel).await?.first().map(|r| r.build_id.clone()), "channel"),
+    };
+    let stable_current = reg.known_good("stable").await?.first().map(|r| r.build_id.clone());
+    let mut facts = StatusFacts {
+        channel: &channel,
+        target: target.as_deref(),
+        pinned: source == "pin",
+        stable_current: stable_current.as_deref(),
+        ..Default::default()
+    };
+    let mut offer = Offer {
+        runner: runner.to_string(),
+        org: beat.org.clone(),
+        channel: channel.clone(),
+        source: source.into(),
+        status: super::Status::Red,
+        reasons: vec![],
+        build: target.clone(),
+        changes: vec![],
+        reports: vec![],
+        manifest: None,
+        signature: None,
+        key_id: None,
+        rollback: rollback_lines(runner),
+    };
+    let Some(target) = target.clone() else {
+        (offer.status, offer.reasons) = super::status(&facts);
+        return Ok(offer);
+    };
+    let cells = reg.latest_cells(&target).await?;
+    facts.failing = cells
+        .iter()
+        .filter(|c| !matches!(c.status, ResultStatus::Pass | ResultStatus::Flaky))
+        .count() as i64;
+    facts.flaky = cells.iter().filter(|c| c.status == ResultStatus::Flaky).count() as i64;
+    for c in reg.channels().await? {
+        let history = reg.releases(Some(&c), 1000).await?;
+        // Newest first: a rollback entry restores a build; the entry after it was left.
+        if history
+            .windows(2)
+            .any(|w| w[0].kind == "rollback" && w[1].build_id == target && w[0].build_id != target)
+        {
+            facts.rolled_back_on.push(c);
+        }
+    }
+    (offer.status, offer.reasons) = super::status(&facts);
+    let row = reg.build_row(&target).await?;
+    let components = row
+        .as_ref()
+        .and_then(|r| r.manifest.as_ref())
+        .map(|m| m.components.clone())
+        .unwrap_or_default();
+    if components.is_empty() {
+        offer.status = super::Status::Red;
+        offer.reasons.push("the build has no manifest of components: it cannot be installed".into());
+        return Ok(offer);
+    }
+    offer.changes = super::changes(&beat.versions, &components);
+    let mut runs: Vec<String> = cells.iter().map(|c| c.run_id.clone()).collect();
+    runs.sort();
+    runs.dedup();
+    offer.reports = runs.iter().map(|r| format!("/reports/{r}/report.html")).collect();
+    let manifest = BuildManifest {
+        build: target.clone(),
+        image: row.as_ref().map(|r| r.image_ref.clone()).unwrap_or_default(),
+        components,
+        evidence: Evidence {
+            results: cells.len() as i64,
+            passing: cells.iter().filter(|c| c.status == ResultStatus::Pass).count() as i64,
+            runs,
+        },
+        offered_for: match (source, &beat.org) {
+            ("pin", Some(org)) => format!("pin:{org}"),
+            _ => channel.clone(),
+        },
+    };
+    let text = manifest.text();
+    if let Some(k) = key {
+        offer.signature = Some(k.sign(&text));
+        offer.key_id = Some(k.public().id());
+    }
+    offer.manifest = Some(text);
+    Ok(offer)
+}
+
+fn rollback_lines(runner: &str) -> Vec<String> {
+    vec![
+        "on the runner's host: canary-runner update rollback".into(),
+        "to an older installed build: canary-runner update rollback --to BUILD".into(),
+        format!(
+            "if canary-runner itself is broken: fetch /v1/updates/rollback.sh?runner={runner} with the runner's token and run it with sh (CANARY_RUNNER_HOME names the install folder)"
+        ),
+    ]
+}
+
+/// A POSIX shell script that switches a host back to its previous build without the runner:
+/// the same symlink swap `update rollback` makes. It reads no input but `CANARY_RUNNER_HOME`.
+pub const ROLLBACK_SCRIPT: &str = r#"#!/bin/sh
+# Canary Lab: switch this host's runner back to the build it ran before the last upgrade.
+set -eu
+home="${CANARY_RUNNER_HOME:-/opt/canary-runner}"
+cd "$home"
+[ -L previous ] || { echo "no previous build in $home: nothing to roll back to" >&2; exit 1; }
+prev=$(readlink previous)
+cur=$(readlink current 2>/dev/null || true)
+[ -d "$prev" ] || { echo "the previous build $prev is missing" >&2; exit 1; }
+ln -s "$prev" current.rollback
+mv -T current.rollback current
+[ -n "$cur" ] && ln -sfn "$cur" previous
+printf '{"at":"%s","action":"rollback","from":"%s","to":"%s","outcome":"done","reason":"rollback.sh"}\n' \
+  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${cur##*/}" "${prev##*/}" >> audit.jsonl
+echo "switched back to ${prev##*/}"
+"#;
+
+/// The artifacts the lab judged, found by their SHA-256: CLI wheels in the lab's wheel cache,
+/// files in `<cache>/artifacts`, and the reference runner binary beside `canary`. The index is
+/// rebuilt on a miss, at most every few seconds; a file's digest is computed once per size and
+/// modification time.
+pub struct Artifacts {
+    roots: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+    state: Mutex<Index>,
+}
+
+#[derive(Default)]
+struct Index {
+    scanned: Option<Instant>,
+    by_digest: HashMap<String, PathBuf>,
+    known: HashMap<PathBuf, (u64, std::time::SystemTime, String)>,
+}
+
+/// The largest artifact served (a Claude Code wheel is about 100 MB).
+pub const MAX_ARTIFACT: u64 = 1024 * 1024 * 1024;
+
+impl Artifacts {
+    pub fn new(cache_dir: &Path) -> Artifacts {
+        let runner = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("canary-runner")));
+        Artifacts {
+            roots: vec![cache_dir.join("wheels"), cache_dir.join("artifacts")],
+            files: runner.into_iter().collect(),
+            state: Mutex::new(Index::default()),
+        }
+    }
+
+    /// The file whose SHA-256 is `hex` (64 lowercase hex digits), if the lab has it.
+    pub fn find(&self, hex: &str) -> Option<PathBuf> {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return None;
+        }
+        let mut state = self.state.lock().expect("artifact index");
+        if let Some(p) = state.by_digest.get(hex).filter(|p| p.is_file()) {
+            return Some(p.clone());
+        }
+        if state.scanned.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            return None;
+        }
+        self.rescan(&mut state);
+        state.by_digest.get(hex).cloned()
+    }
+
+    fn rescan(&self, state: &mut Index) {
+        let mut candidates = self.files.clone();
+        for root in &self.roots {
+            let Ok(entries) = std::fs::read_dir(root) else { continue };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    if let Ok(inner) = std::fs::read_dir(&p) {
+                        candidates.extend(inner.flatten().map(|e| e.path()));
+                    }
+                } else {
+                    candidates.push(p);
+                }
+            }
+        }
+        let mut by_digest = HashMap::new();
+        for p in candidates {
+            let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+            if !meta.is_file() || meta.len() > MAX_ARTIFACT {
+                continue;
+            }
+            let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            let digest = match state.known.get(&p) {
+                Some((len, t, d)) if *len == meta.len() && *t == mtime => d.clone(),
+                _ => {
+                    let Ok(d) = sha256_file(&p) else { continue };
+                    state.known.insert(p.clone(), (meta.len(), mtime, d.clone()));
+                    d
+                }
+            };
+            by_digest.insert(digest, p);
+        }
+        state.by_digest = by_digest;
+        state.scanned = Some(Instant::now());
+    }
+}
+
+/// The SHA-256 of a file, hex, read in blocks.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_are_found_by_digest_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheels = dir.path().join("wheels/pkg");
+        std::fs::create_dir_all(&wheels).unwrap();
+        std::fs::write(wheels.join("pkg-1.0-py3-none-any.whl"), b"wheel bytes").unwrap();
+        let a = Artifacts::new(dir.path());
+        let digest = sha256_file(&wheels.join("pkg-1.0-py3-none-any.whl")).unwrap();
+        assert_eq!(a.find(&digest).unwrap(), wheels.join("pkg-1.0-py3-none-any.whl"));
+        assert!(a.find("../../etc/passwd").is_none());
+        assert!(a.find(&digest.to_uppercase()).is_none(), "lowercase hex only");
+        assert!(a.find(&"0".repeat(64)).is_none());
+    }
+}
