@@ -419,7 +419,9 @@ pub async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(crate::tokens::from_authorization);
     let Some(token) = token else {
-        return challenge("this dashboard needs a token: use a token from `canary tokens create` as the password (any user name), or send `Authorization: Bearer <token>`");
+        return challenge(
+            "this dashboard needs a token: use a token from `canary tokens create` as the password (any user name), or send `Authorization: Bearer <token>`",
+        );
     };
     match cp.token_map().await {
         Ok(map) if map.contains_key(&crate::tokens::hash(&token)) => next.run(request).await,

@@ -91,8 +91,14 @@ mod tests {
         use base64::Engine;
         let a = issue("viewer").unwrap();
         let basic = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
-        assert_eq!(from_authorization(&basic(&format!("anyone:{}", a.token))), Some(a.token.clone()));
-        assert_eq!(from_authorization(&format!("Bearer {}", a.token)), Some(a.token.clone()));
+        assert_eq!(
+            from_authorization(&basic(&format!("anyone:{}", a.token))),
+            Some(a.token.clone())
+        );
+        assert_eq!(
+            from_authorization(&format!("Bearer {}", a.token)),
+            Some(a.token.clone())
+        );
         for bad in [
             basic("anyone:cl_short"),
             basic(&a.token),

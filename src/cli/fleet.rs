@@ -436,10 +436,16 @@ pub fn keys(cmd: &KeysCommand) -> Result<i32> {
                     serde_json::json!({"private_key": private, "public_key": p.hex(), "public_key_file": public, "key_id": p.id()})
                 );
             } else {
-                println!("signing key  {} (keep it secret; canary serve --signing-key)", private.display());
+                println!(
+                    "signing key  {} (keep it secret; canary serve --signing-key)",
+                    private.display()
+                );
                 println!("public key   {} ({})", public.display(), p.hex());
                 println!("key id       {}", p.id());
-                println!("configure runners with: canary-runner update init --public-key {}", p.hex());
+                println!(
+                    "configure runners with: canary-runner update init --public-key {}",
+                    p.hex()
+                );
             }
             Ok(exit::PASS)
         }

@@ -205,12 +205,14 @@ pub async fn run<B: Backend + Clone>(
 
     // Leftovers of crashed runs go first, so a lab never accumulates them.
     match backend.gc(GcScope::Orphaned).await {
-        Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => note(format!(
-            "removed {} containers and {} networks left by crashed runs",
-            r.containers.len(),
-            r.networks.len()
-        ))
-        .await,
+        Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => {
+            note(format!(
+                "removed {} containers and {} networks left by crashed runs",
+                r.containers.len(),
+                r.networks.len()
+            ))
+            .await
+        }
         Ok(_) => {}
         Err(e) => tracing::warn!("gc before run: {e}"),
     }
@@ -278,15 +280,16 @@ pub async fn run<B: Backend + Clone>(
         events: events.clone(),
     });
 
-    let _ = events.emit(report::events::RunEvent::RunStarted {
-        run_id: &opts.run_id,
-        cases: prepared.cases.len(),
-        images: &opts.images,
-        image_ids: images.iter().map(|(_, i)| i.id.clone()).collect(),
-        jobs: opts.jobs,
-        partition: opts.partition.map(|p| p.to_string()),
-    })
-    .await;
+    let _ = events
+        .emit(report::events::RunEvent::RunStarted {
+            run_id: &opts.run_id,
+            cases: prepared.cases.len(),
+            images: &opts.images,
+            image_ids: images.iter().map(|(_, i)| i.id.clone()).collect(),
+            jobs: opts.jobs,
+            partition: opts.partition.map(|p| p.to_string()),
+        })
+        .await;
     let outcome = run_all(
         &backend,
         &cx,
@@ -361,11 +364,12 @@ pub async fn run<B: Backend + Clone>(
         summary,
         cases,
     };
-    events.emit(report::events::RunEvent::RunFinished {
-        report: &report,
-        run_dir: &run_dir,
-    })
-    .await?;
+    events
+        .emit(report::events::RunEvent::RunFinished {
+            report: &report,
+            run_dir: &run_dir,
+        })
+        .await?;
     Ok((report, run_dir))
 }
 
@@ -387,11 +391,12 @@ async fn run_all<B: Backend + Clone>(
         if again.is_empty() {
             break;
         }
-        let _ = events.emit(report::events::RunEvent::Rerunning {
-            cases: again.len(),
-            attempt,
-        })
-        .await;
+        let _ = events
+            .emit(report::events::RunEvent::Rerunning {
+                cases: again.len(),
+                attempt,
+            })
+            .await;
         let subset: Vec<Case> = again.iter().map(|&i| cases[i].clone()).collect();
         let rerun = run_pool(backend, cx, &subset, jobs, attempt, progress, events).await?;
         for (i, mut r) in again.into_iter().zip(rerun) {
@@ -441,12 +446,13 @@ async fn run_pool<B: Backend + Clone>(
             let r = case::run_case(&backend, &cx, &case, container, attempt).await;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             bar.inc(1);
-            let _ = events.emit(report::events::RunEvent::CaseFinished {
-                case: &r,
-                done: n,
-                total,
-            })
-            .await;
+            let _ = events
+                .emit(report::events::RunEvent::CaseFinished {
+                    case: &r,
+                    done: n,
+                    total,
+                })
+                .await;
             (index, r)
         });
     }

@@ -107,9 +107,7 @@ impl Reporter for Terminal {
                     .unwrap_or_default()
             )),
             RunEvent::Note(text) => self.0.line(text),
-            RunEvent::CaseStarted { .. }
-            | RunEvent::StepFinished { .. }
-            | RunEvent::RunFinished { .. } => {}
+            RunEvent::CaseStarted { .. } | RunEvent::StepFinished { .. } | RunEvent::RunFinished { .. } => {}
             RunEvent::CaseFinished { case, done, total } => self.0.line(format!(
                 "[{done:>w$}/{total}] {:<9} {} ({:.1}s)",
                 case.status.as_str().to_uppercase(),
@@ -194,9 +192,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// The recorder and a handle to read how many results it added.
-    pub fn new(
-        registry: crate::registry::Registry,
-    ) -> (Recorder, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    pub fn new(registry: crate::registry::Registry) -> (Recorder, std::sync::Arc<std::sync::atomic::AtomicU64>) {
         let added = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         (
             Recorder {

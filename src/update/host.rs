@@ -311,13 +311,37 @@ pub async fn smoke(folder: &Path, m: &BuildManifest, limit: Duration) -> std::re
         let ws = work.path().join(format!("{}-ws", p.name()));
         std::fs::create_dir_all(&ws).map_err(|e| e.to_string())?;
         std::fs::write(ws.join("README.md"), "smoke\n").map_err(|e| e.to_string())?;
-        let _ = std::process::Command::new("git")
-            .args(["init", "-q", "."])
-            .current_dir(&ws)
-            .status();
+        // The runner diffs the workspace against its commit after the session.
+        for args in [
+            &["init", "-q", "."][..],
+            &["add", "-A"],
+            &[
+                "-c",
+                "user.name=canary",
+                "-c",
+                "user.email=canary@localhost",
+                "commit",
+                "-qm",
+                "smoke",
+            ],
+        ] {
+            let _ = std::process::Command::new("git")
+                .args(args)
+                .current_dir(&ws)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         let session = tokio::process::Command::new(&runner)
             .arg("session")
-            .args(["--provider", p.name(), "--prompt", "Reply with the word ready.", "--model-url", &url])
+            .args([
+                "--provider",
+                p.name(),
+                "--prompt",
+                "Reply with the word ready.",
+                "--model-url",
+                &url,
+            ])
             .arg("--cli")
             .arg(folder.join("bin").join(p.command()))
             .arg("--workspace")
@@ -332,7 +356,12 @@ pub async fn smoke(folder: &Path, m: &BuildManifest, limit: Duration) -> std::re
         let out = tokio::time::timeout(limit + Duration::from_secs(10), session).await;
         let _ = stub.kill().await;
         let out = match out {
-            Err(_) => return Err(format!("{label}: the smoke session hung past {}s and was killed", limit.as_secs())),
+            Err(_) => {
+                return Err(format!(
+                    "{label}: the smoke session hung past {}s and was killed",
+                    limit.as_secs()
+                ));
+            }
             Ok(Err(e)) => return Err(format!("{label}: the smoke session did not start: {e}")),
             Ok(Ok(o)) => o,
         };
@@ -341,16 +370,33 @@ pub async fn smoke(folder: &Path, m: &BuildManifest, limit: Duration) -> std::re
         let errors: Vec<String> = events
             .iter()
             .filter(|e| e["type"] == "ERROR" && e["kind"] != "cli_warning")
-            .map(|e| format!("{}: {}", e["kind"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("")))
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e["kind"].as_str().unwrap_or("?"),
+                    e["message"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         let started = events.iter().any(|e| e["type"] == "SESSION_STARTED");
         let usage = events.iter().any(|e| e["type"] == "USAGE_TICK");
         if !out.status.success() || !errors.is_empty() || !started || !usage {
             return Err(format!(
                 "{label}: the smoke session failed (exit {}{}{})",
-                out.status.code().map(|c| c.to_string()).unwrap_or_else(|| "by signal".into()),
-                if errors.is_empty() { String::new() } else { format!("; {}", crate::text::clean(&errors.join("; "))) },
-                if !started || !usage { "; no session or usage events" } else { "" }
+                out.status
+                    .code()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "by signal".into()),
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", crate::text::clean(&errors.join("; ")))
+                },
+                if !started || !usage {
+                    "; no session or usage events"
+                } else {
+                    ""
+                }
             ));
         }
         passed.push(label);
@@ -459,11 +505,17 @@ impl Client {
         if !r.status().is_success() {
             return self.answer(r, &what).await.map(|_| ());
         }
-        let mut file = tokio::fs::File::create(target).await.map_err(|e| LabError::write(target, e))?;
+        let mut file = tokio::fs::File::create(target)
+            .await
+            .map_err(|e| LabError::write(target, e))?;
         let mut h = sha2::Sha256::new();
         let mut len = 0u64;
         let result: Result<()> = async {
-            while let Some(chunk) = r.chunk().await.map_err(|e| self.err(&what, format!("download cut: {e}")))? {
+            while let Some(chunk) = r
+                .chunk()
+                .await
+                .map_err(|e| self.err(&what, format!("download cut: {e}")))?
+            {
                 len += chunk.len() as u64;
                 if len > super::server::MAX_ARTIFACT {
                     return Err(self.err(&what, "larger than any artifact"));
@@ -497,10 +549,17 @@ async fn read_bounded(mut r: reqwest::Response, limit: usize) -> std::result::Re
     Ok(out)
 }
 
-/// The versions a host reports in its heartbeat: its current build's components.
+/// The versions a host reports in its heartbeat: its current build's components, or, before
+/// the first install, the runner doing the updating.
 pub fn versions(m: Option<&BuildManifest>) -> std::collections::BTreeMap<String, String> {
-    m.map(|m| m.components.iter().map(|c| (c.name.clone(), c.version.clone())).collect())
-        .unwrap_or_default()
+    match m {
+        Some(m) => m
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), c.version.clone()))
+            .collect(),
+        None => [(crate::builds::RUNNER.to_string(), env!("CARGO_PKG_VERSION").to_string())].into(),
+    }
 }
 
 /// Whether the host is on the offered build already.
@@ -519,7 +578,10 @@ mod tests {
 
     #[test]
     fn build_folders_are_named_from_digests_only() {
-        assert_eq!(folder_name(&format!("sha256:{}", "ab".repeat(32))).unwrap(), "abababababababab");
+        assert_eq!(
+            folder_name(&format!("sha256:{}", "ab".repeat(32))).unwrap(),
+            "abababababababab"
+        );
         for bad in ["../../etc", "sha256:xyz", "", "sha256:12345"] {
             assert!(folder_name(bad).is_err(), "{bad}");
         }
@@ -533,7 +595,10 @@ mod tests {
             std::fs::create_dir_all(dir.path().join("builds").join(b)).unwrap();
         }
         host.switch(&dir.path().join("builds/aaaaaaaaaaaaaaaa")).unwrap();
-        assert!(std::fs::read_link(dir.path().join("previous")).is_err(), "nothing before the first");
+        assert!(
+            std::fs::read_link(dir.path().join("previous")).is_err(),
+            "nothing before the first"
+        );
         host.switch(&dir.path().join("builds/bbbbbbbbbbbbbbbb")).unwrap();
         assert_eq!(
             std::fs::read_link(dir.path().join("current")).unwrap(),
@@ -577,11 +642,7 @@ pub async fn check(host: &Host, client: &Client, cfg: &HostConfig) -> Result<Che
     });
     client.heartbeat(&beat).await?;
     let offer = client.offer(&cfg.runner_id).await?;
-    let trusted = cfg
-        .public_key
-        .as_deref()
-        .map(super::sign::Trusted::parse)
-        .transpose()?;
+    let trusted = cfg.public_key.as_deref().map(super::sign::Trusted::parse).transpose()?;
     let manifest = super::check_signature(&offer, trusted.as_ref(), cfg.require_signed).and_then(|m| {
         let m = m.ok_or("no manifest")?;
         if Some(&m.build) != offer.build.as_ref() {
@@ -690,7 +751,11 @@ pub async fn upgrade(
         o
     };
     if checked.offer.status == super::Status::Red {
-        let o = finish(o, "blocked", format!("the offered build is red: {}", checked.offer.reasons.join("; ")));
+        let o = finish(
+            o,
+            "blocked",
+            format!("the offered build is red: {}", checked.offer.reasons.join("; ")),
+        );
         host.record(client, cfg, "upgrade", &o).await?;
         return Ok(o);
     }
@@ -705,12 +770,20 @@ pub async fn upgrade(
     let plan = plan_for(host, &manifest)?;
     o.plan = Some(plan.clone());
     if !plan.blocked.is_empty() {
-        let o = finish(o, "blocked", format!("installed bundles exclude the target: {}", plan.blocked.join("; ")));
+        let o = finish(
+            o,
+            "blocked",
+            format!("installed bundles exclude the target: {}", plan.blocked.join("; ")),
+        );
         host.record(client, cfg, "upgrade", &o).await?;
         return Ok(o);
     }
     if !confirm(&plan, &checked.offer) {
-        let o = finish(o, "refused", "not confirmed (pass --yes to upgrade without asking)".into());
+        let o = finish(
+            o,
+            "refused",
+            "not confirmed (pass --yes to upgrade without asking)".into(),
+        );
         host.record(client, cfg, "upgrade", &o).await?;
         return Ok(o);
     }
@@ -728,7 +801,11 @@ pub async fn upgrade(
     match smoke(&folder, &manifest, smoke_limit).await {
         Ok(passed) => {
             o.smoke = passed;
-            let o = finish(o, "done", format!("switched to {} and its smoke sessions passed", manifest.build));
+            let o = finish(
+                o,
+                "done",
+                format!("switched to {} and its smoke sessions passed", manifest.build),
+            );
             host.record(client, cfg, "upgrade", &o).await?;
             // The control plane sees the new versions at once.
             let _ = check(host, client, cfg).await;
@@ -748,7 +825,11 @@ pub async fn upgrade(
                     let _ = std::fs::remove_file(host.home.join("previous"));
                 }
             }
-            let o = finish(o, "rolled_back", format!("{why}; switched back to {}", from.as_deref().unwrap_or("nothing")));
+            let o = finish(
+                o,
+                "rolled_back",
+                format!("{why}; switched back to {}", from.as_deref().unwrap_or("nothing")),
+            );
             host.record(client, cfg, "upgrade", &o).await?;
             Ok(o)
         }
@@ -766,9 +847,9 @@ pub async fn rollback(host: &Host, client: &Client, cfg: &HostConfig, to: Option
                 .into_iter()
                 .find(|(_, m)| m.build.trim_start_matches("sha256:").starts_with(p) && !p.is_empty())
         }
-        None => host.previous().and_then(|m| {
-            host.installed().into_iter().find(|(_, i)| i.build == m.build)
-        }),
+        None => host
+            .previous()
+            .and_then(|m| host.installed().into_iter().find(|(_, i)| i.build == m.build)),
     };
     let mut o = Outcome {
         outcome: "blocked".into(),

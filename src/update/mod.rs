@@ -236,13 +236,14 @@ pub struct Plan {
 
 /// Installed bundles against the target's runner version (ADR 0008: a bundle whose
 /// `runtime_compatibility` excludes the target blocks the upgrade; never inferred).
-pub fn plan(
-    installed: Option<&BuildManifest>,
-    target: &BuildManifest,
-    bundles: &[crate::compat::Declaration],
-) -> Plan {
+pub fn plan(installed: Option<&BuildManifest>, target: &BuildManifest, bundles: &[crate::compat::Declaration]) -> Plan {
     let from_versions: BTreeMap<String, String> = installed
-        .map(|m| m.components.iter().map(|c| (c.name.clone(), c.version.clone())).collect())
+        .map(|m| {
+            m.components
+                .iter()
+                .map(|c| (c.name.clone(), c.version.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     // The runner's version carries its binary digest after `+`; SemVer build metadata.
     let runtime = target
@@ -252,7 +253,10 @@ pub fn plan(
     let mut warnings = Vec::new();
     for decl in bundles {
         match &runtime {
-            None => blocked.push(format!("{}: the target build has no runner to check against", decl.file)),
+            None => blocked.push(format!(
+                "{}: the target build has no runner to check against",
+                decl.file
+            )),
             Some(Err(e)) => blocked.push(format!("{}: {e}", decl.file)),
             Some(Ok(v)) => {
                 let r = crate::compat::check(decl, v);
@@ -319,8 +323,22 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(status(&base).0, Status::Green);
-        assert_eq!(status(&StatusFacts { target: None, ..base.clone_facts() }).0, Status::Red);
-        assert_eq!(status(&StatusFacts { failing: 1, ..base.clone_facts() }).0, Status::Red);
+        assert_eq!(
+            status(&StatusFacts {
+                target: None,
+                ..base.clone_facts()
+            })
+            .0,
+            Status::Red
+        );
+        assert_eq!(
+            status(&StatusFacts {
+                failing: 1,
+                ..base.clone_facts()
+            })
+            .0,
+            Status::Red
+        );
         assert_eq!(
             status(&StatusFacts {
                 rolled_back_on: vec!["stable".into()],
@@ -329,7 +347,14 @@ mod tests {
             .0,
             Status::Red
         );
-        assert_eq!(status(&StatusFacts { flaky: 2, ..base.clone_facts() }).0, Status::Yellow);
+        assert_eq!(
+            status(&StatusFacts {
+                flaky: 2,
+                ..base.clone_facts()
+            })
+            .0,
+            Status::Yellow
+        );
         let beta = StatusFacts {
             channel: "beta",
             target: Some("b2"),
@@ -356,8 +381,11 @@ mod tests {
 
     #[test]
     fn changes_list_every_component_that_moves_appears_or_goes() {
-        let installed: BTreeMap<String, String> =
-            [("runner".to_string(), "0.1.0".to_string()), ("codex".into(), "0.163.0".into())].into();
+        let installed: BTreeMap<String, String> = [
+            ("runner".to_string(), "0.1.0".to_string()),
+            ("codex".into(), "0.163.0".into()),
+        ]
+        .into();
         let c = changes(&installed, &[comp("runner", "0.1.0"), comp("claude-code", "2.1.330")]);
         let shown: Vec<String> = c.iter().map(|c| c.to_string()).collect();
         assert_eq!(shown, vec!["claude-code (none) → 2.1.330", "codex 0.163.0 → (none)"]);
@@ -372,7 +400,10 @@ mod tests {
             crate::compat::load(&p).unwrap()
         };
         let ok = write("ok.yaml", "runtime_compatibility:\n  min_version: \"0.1.0\"\n");
-        let old = write("old.yaml", "runtime_compatibility:\n  min_version: \"0.0.1\"\n  max_version: \"0.0.x\"\n");
+        let old = write(
+            "old.yaml",
+            "runtime_compatibility:\n  min_version: \"0.0.1\"\n  max_version: \"0.0.x\"\n",
+        );
         let from = manifest("b1", "0.1.0+aaaa", "2.1.329");
         let to = manifest("b2", "0.1.0+bbbb", "2.1.330");
         let p = plan(Some(&from), &to, std::slice::from_ref(&ok));
@@ -382,7 +413,11 @@ mod tests {
         assert_eq!(p.smoke.len(), 1, "one smoke session per CLI");
         let p = plan(Some(&from), &to, &[ok, old]);
         assert_eq!(p.blocked.len(), 1);
-        assert!(p.blocked[0].contains("old.yaml") && p.blocked[0].contains("newer than max_version"), "{:?}", p.blocked);
+        assert!(
+            p.blocked[0].contains("old.yaml") && p.blocked[0].contains("newer than max_version"),
+            "{:?}",
+            p.blocked
+        );
     }
 
     #[test]
@@ -408,9 +443,19 @@ mod tests {
         let trusted = key.public();
         assert!(check_signature(&offer(Some(key.sign(&text))), Some(&trusted), true).is_ok());
         let err = check_signature(&offer(Some(other.sign(&text))), Some(&trusted), false).unwrap_err();
-        assert!(err.contains("does not verify"), "a bad signature is refused even when not required");
-        assert!(check_signature(&offer(None), Some(&trusted), true).unwrap_err().contains("unsigned"));
-        assert!(check_signature(&offer(None), None, false).is_ok(), "unsigned is allowed unless required");
+        assert!(
+            err.contains("does not verify"),
+            "a bad signature is refused even when not required"
+        );
+        assert!(
+            check_signature(&offer(None), Some(&trusted), true)
+                .unwrap_err()
+                .contains("unsigned")
+        );
+        assert!(
+            check_signature(&offer(None), None, false).is_ok(),
+            "unsigned is allowed unless required"
+        );
         let mut tampered = offer(Some(key.sign(&text)));
         tampered.manifest = Some(text.replace("2.1.330", "2.1.331"));
         assert!(check_signature(&tampered, Some(&trusted), true).is_err());

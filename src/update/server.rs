@@ -35,7 +35,10 @@ pub async fn offer(reg: &Registry, runner: &str, key: Option<&super::sign::Key>)
         .unwrap_or_else(|| "stable".into());
     let (target, source) = match pin.as_ref().and_then(|p| p.pinned_build_id.clone()) {
         Some(b) => (Some(b), "pin"),
-        None => (reg.known_good(&channel).await?.first().map(|r| r.build_id.clone()), "channel"),
+        None => (
+            reg.known_good(&channel).await?.first().map(|r| r.build_id.clone()),
+            "channel",
+        ),
     };
     let stable_current = reg.known_good("stable").await?.first().map(|r| r.build_id.clone());
     let mut facts = StatusFacts {
@@ -89,7 +92,9 @@ pub async fn offer(reg: &Registry, runner: &str, key: Option<&super::sign::Key>)
         .unwrap_or_default();
     if components.is_empty() {
         offer.status = super::Status::Red;
-        offer.reasons.push("the build has no manifest of components: it cannot be installed".into());
+        offer
+            .reasons
+            .push("the build has no manifest of components: it cannot be installed".into());
         return Ok(offer);
     }
     offer.changes = super::changes(&beat.versions, &components);
@@ -214,7 +219,9 @@ impl Artifacts {
         }
         let mut by_digest = HashMap::new();
         for p in candidates {
-            let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
             if !meta.is_file() || meta.len() > MAX_ARTIFACT {
                 continue;
             }

@@ -101,7 +101,10 @@ impl Trusted {
                 )
             })?;
         VerifyingKey::from_bytes(&bytes).map(Trusted).map_err(|_| {
-            LabError::usage("the public key is not a valid ed25519 key", "use the `.pub` file `canary keys create` wrote")
+            LabError::usage(
+                "the public key is not a valid ed25519 key",
+                "use the `.pub` file `canary keys create` wrote",
+            )
         })
     }
 

@@ -243,7 +243,12 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
         .args(["tokens", "create", "--runner", "release-desk", "--json"])
         .output()
         .unwrap();
-    assert_eq!(created.status.code(), Some(0), "{}", String::from_utf8_lossy(&created.stderr));
+    assert_eq!(
+        created.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let token = serde_json::from_slice::<serde_json::Value>(&created.stdout).unwrap()["token"]
         .as_str()
         .unwrap()
@@ -271,11 +276,26 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
         s.read_to_string(&mut out).unwrap();
         out
     };
-    for path in ["/", "/history", "/api/overview", "/v1/status", &format!("/reports/{red_run}/report.html")] {
+    for path in [
+        "/",
+        "/history",
+        "/api/overview",
+        "/v1/status",
+        &format!("/reports/{red_run}/report.html"),
+    ] {
         let refused = raw(path, None);
         assert!(refused.starts_with("HTTP/1.0 401"), "{path}: {refused}");
-        assert!(refused.to_ascii_lowercase().contains("www-authenticate: basic"), "{refused}");
-        assert!(raw(path, Some("Bearer cl_000000000000_0000000000000000000000000000000000000000000000000000000000000000")).starts_with("HTTP/1.0 401"));
+        assert!(
+            refused.to_ascii_lowercase().contains("www-authenticate: basic"),
+            "{refused}"
+        );
+        assert!(
+            raw(
+                path,
+                Some("Bearer cl_000000000000_0000000000000000000000000000000000000000000000000000000000000000")
+            )
+            .starts_with("HTTP/1.0 401")
+        );
         let allowed = raw(path, Some(&format!("Bearer {token}")));
         assert!(allowed.starts_with("HTTP/1.0 200"), "{path}: {allowed}");
     }

@@ -16,4 +16,5 @@ mod real_cli;
 mod registry;
 mod rollout;
 mod security;
+mod updates;
 mod upstream;

@@ -1,0 +1,341 @@
+//! Customer-hosted runner updates, end to end on loopback: `canary serve` signs what it offers
+//! and serves the exact artifacts the lab judged (the real `canary-runner` binary and the real
+//! Claude Code wheel); `canary-runner update` on a host folder checks, plans, upgrades with a
+//! smoke session of the real CLI against its model stub, switches back when a build's CLI fails
+//! its smoke session, is blocked by a bundle that excludes the target, refuses a build signed
+//! with another key, and every attempt lands in the host's history and the control plane's audit.
+
+use crate::helpers::{Canary, free_port, root};
+use crate::real_cli::{CLAUDE, fetch};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn sha256(path: &Path) -> String {
+    canary_lab::update::server::sha256_file(path).unwrap()
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    db: String,
+    config: PathBuf,
+}
+
+impl Lab {
+    fn canary(&self) -> Canary {
+        Canary::new()
+            .args(["--registry", &self.db])
+            .arg_path_flag("--config", &self.config)
+    }
+
+    /// Records a build with these components and puts it on stable.
+    fn release(&self, digit: char, components: &[canary_lab::builds::Component]) -> String {
+        let id = format!("sha256:{}", std::iter::repeat_n(digit, 64).collect::<String>());
+        let manifest = canary_lab::builds::BuildManifest {
+            base: "sha256:base".into(),
+            components: components.to_vec(),
+            deltas: 0,
+        };
+        let labels = [(
+            canary_lab::builds::MANIFEST_LABEL.to_string(),
+            serde_json::to_string(&manifest).unwrap(),
+        )]
+        .into();
+        let build = canary_lab::registry::BuildInfo::from_image(&id, &format!("canary-lab/build:{digit}"), &labels);
+        let rows: Vec<(String, String, String, &str)> = ["ci-enabled", "js-ts", "python"]
+            .iter()
+            .map(|r| (format!("run-{digit}"), "golden-path".to_string(), r.to_string(), "pass"))
+            .collect();
+        rt().block_on(async {
+            let reg = canary_lab::registry::Registry::open(&self.db).await.unwrap();
+            reg.seed_results(&build, &rows).await.unwrap();
+            reg.release(
+                "stable",
+                &id,
+                "promote",
+                canary_lab::registry::Audit {
+                    actor: "test",
+                    action: "promote",
+                    target: "stable",
+                    decision: "promoted",
+                    reason: "test release",
+                    evidence: serde_json::json!({}),
+                },
+            )
+            .await
+            .unwrap();
+        });
+        id
+    }
+}
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(lab: &Lab, port: u16, key: &Path) -> Serve {
+    let (mut cmd, _r) = lab
+        .canary()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg_path_flag("--signing-key", key)
+        .command();
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "canary serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Serve(child)
+}
+
+fn update(home: &Path, token: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_canary-runner"))
+        .arg("update")
+        .arg("--home")
+        .arg(home)
+        .arg("--json")
+        .args(args)
+        .env("CANARY_RUNNER_TOKEN", token)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let json = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        json,
+        format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+/// A claude-agent-sdk wheel whose bundled CLI exits 3: a release that breaks sessions.
+fn broken_wheel(path: &Path) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut zip = zip::ZipWriter::new(f);
+    let opts = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    zip.start_file("claude_agent_sdk/_bundled/claude", opts).unwrap();
+    zip.write_all(b"#!/bin/sh\necho 'broken release' >&2\nexit 3\n")
+        .unwrap();
+    zip.start_file("claude_agent_sdk/_bundled/claude.version", opts)
+        .unwrap();
+    zip.write_all(b"2.1.999 (Claude Code)\n").unwrap();
+    zip.finish().unwrap();
+}
+
+#[test]
+fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refuses_what_it_must() {
+    let claude_bin = fetch(CLAUDE);
+    let provider_json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(claude_bin.parent().unwrap().parent().unwrap().join("provider.json")).unwrap(),
+    )
+    .unwrap();
+    let wheel_digest = provider_json["wheel_sha256"].as_str().unwrap().to_string();
+    let cli_version = provider_json["cli_version"].as_str().unwrap().to_string();
+    let wheels = root().join(".canary/cache/wheels/claude-agent-sdk");
+    let wheel = std::fs::read_dir(&wheels)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| format!("sha256:{}", sha256(p)) == wheel_digest)
+        .expect("the fetched wheel is in the lab's wheel cache");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(cache.join("artifacts")).unwrap();
+    std::fs::copy(&wheel, cache.join("artifacts/claude.whl")).unwrap();
+    broken_wheel(&cache.join("artifacts/broken.whl"));
+    let config = dir.path().join("canary.yaml");
+    std::fs::write(&config, format!("cache_dir: {}\n", cache.display())).unwrap();
+    let lab = Lab {
+        db: format!("sqlite://{}", dir.path().join("r.db").display()),
+        config,
+        dir,
+    };
+    let runner_bin = PathBuf::from(env!("CARGO_BIN_EXE_canary-runner"));
+    let runner = canary_lab::builds::Component {
+        name: "runner".into(),
+        version: "0.1.0+test".into(),
+        package: None,
+        package_version: None,
+        digest: format!("sha256:{}", sha256(&runner_bin)),
+    };
+    let claude = |version: &str, digest: &str| canary_lab::builds::Component {
+        name: "claude-code".into(),
+        version: version.into(),
+        package: Some("claude-agent-sdk".into()),
+        package_version: None,
+        digest: digest.into(),
+    };
+    let good = lab.release('a', &[runner.clone(), claude(&cli_version, &wheel_digest)]);
+
+    let keys = lab.dir.path().join("keys");
+    let created = lab
+        .canary()
+        .args(["keys", "create", "--json", "--out"])
+        .arg_path(&keys)
+        .run()
+        .code(0)
+        .json();
+    let public = created["public_key"].as_str().unwrap().to_string();
+    lab.canary()
+        .args(["keys", "create", "--out"])
+        .arg_path(&keys)
+        .run()
+        .code(2);
+    let token = lab
+        .canary()
+        .args(["tokens", "create", "--runner", "host-1", "--json"])
+        .run()
+        .code(0)
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = free_port();
+    let server = serve(&lab, port, &keys.join("signing.key"));
+    let home = lab.dir.path().join("host");
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, _, out) = update(
+        &home,
+        &token,
+        &[
+            "init",
+            "--server",
+            &url,
+            "--runner-id",
+            "host-1",
+            "--org",
+            "acme",
+            "--public-key",
+            &public,
+            "--require-signed",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+
+    // Nothing installed: an update is available, green, with what it installs.
+    let (code, check, out) = update(&home, &token, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(check["offer"]["status"], "green", "{out}");
+    assert_eq!(check["offer"]["build"], good.as_str());
+    assert!(check["refused"].is_null(), "{out}");
+    assert!(
+        check["offer"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["component"] == "claude-code" && c["to"] == cli_version.as_str()),
+        "{out}"
+    );
+    // Without --yes and without a terminal nothing is installed.
+    let (code, o, out) = update(&home, &token, &["upgrade"]);
+    assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
+    assert!(!home.join("current").exists(), "no consent, no install");
+
+    let (code, o, out) = update(&home, &token, &["upgrade", "--yes"]);
+    assert_eq!((code, o["outcome"].as_str()), (0, Some("done")), "{out}");
+    assert_eq!(o["smoke"][0], format!("claude-code {cli_version}"), "{out}");
+    assert!(home.join("current/bin/claude").exists() && home.join("current/bin/canary-runner").exists());
+    let (code, _, out) = update(&home, &token, &["check"]);
+    assert_eq!(code, 0, "up to date: {out}");
+
+    // A release whose CLI fails its smoke session: installed beside, switched to, switched back.
+    let broken_digest = format!("sha256:{}", sha256(&cache.join("artifacts/broken.whl")));
+    let broken = lab.release('b', &[runner.clone(), claude("2.1.999", &broken_digest)]);
+    let (code, o, out) = update(&home, &token, &["upgrade", "--yes", "--smoke-timeout", "30s"]);
+    assert_eq!((code, o["outcome"].as_str()), (1, Some("rolled_back")), "{out}");
+    assert!(o["reason"].as_str().unwrap().contains("claude-code 2.1.999"), "{out}");
+    let (_, status, _) = update(&home, &token, &["status"]);
+    assert_eq!(
+        status["current"]["build"],
+        good.as_str(),
+        "the host still runs the old build"
+    );
+    assert!(status["previous"].is_null(), "and nothing else moved");
+
+    // A bundle that excludes the target's runner blocks plan and upgrade.
+    let bundle = home.join("bundles/legacy");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(
+        bundle.join("manifest.yaml"),
+        "runtime_compatibility:\n  min_version: \"0.0.1\"\n  max_version: \"0.0.x\"\n",
+    )
+    .unwrap();
+    let (code, plan, out) = update(&home, &token, &["plan"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        plan["plan"]["blocked"][0]
+            .as_str()
+            .unwrap()
+            .contains("newer than max_version"),
+        "{out}"
+    );
+    let (code, o, out) = update(&home, &token, &["upgrade", "--yes"]);
+    assert_eq!((code, o["outcome"].as_str()), (1, Some("blocked")), "{out}");
+    std::fs::remove_dir_all(home.join("bundles")).unwrap();
+
+    // A control plane signing with another key: refused before anything is fetched.
+    drop(server);
+    let other = lab.dir.path().join("other-keys");
+    lab.canary()
+        .args(["keys", "create", "--out"])
+        .arg_path(&other)
+        .run()
+        .code(0);
+    let _server = serve(&lab, port, &other.join("signing.key"));
+    let (code, o, out) = update(&home, &token, &["upgrade", "--yes"]);
+    assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
+    assert!(o["reason"].as_str().unwrap().contains("does not verify"), "{out}");
+
+    // Rollback with nothing before: said, not done. The host's history and the control
+    // plane's audit hold every attempt.
+    let (code, _, out) = update(&home, &token, &["rollback"]);
+    assert_eq!(code, 1, "{out}");
+    let (_, status, _) = update(&home, &token, &["status"]);
+    let outcomes: Vec<&str> = status["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec!["refused", "done", "rolled_back", "blocked", "refused", "blocked"],
+        "{status}"
+    );
+    let audit = lab.canary().args(["registry", "audit", "--json"]).run().code(0).json();
+    let runner_entries: Vec<String> = audit
+        .as_array()
+        .or_else(|| audit["entries"].as_array())
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap_or("").starts_with("runner."))
+        .map(|e| format!("{} {}", e["action"].as_str().unwrap(), e["decision"].as_str().unwrap()))
+        .collect();
+    for want in [
+        "runner.upgrade done",
+        "runner.upgrade rolled_back",
+        "runner.upgrade blocked",
+        "runner.upgrade refused",
+        "runner.rollback blocked",
+    ] {
+        assert!(
+            runner_entries.iter().any(|e| e == want),
+            "{want} missing from {runner_entries:?}"
+        );
+    }
+    let _ = broken;
+}
