@@ -513,8 +513,8 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
             let history = host.history();
             let mut text = format!(
                 "current   {}\nprevious  {}\nchannel   {}\n",
-                current.as_ref().map(|m| summary(m)).unwrap_or_else(|| "(nothing installed)".into()),
-                previous.as_ref().map(|m| summary(m)).unwrap_or_else(|| "-".into()),
+                current.as_ref().map(summary).unwrap_or_else(|| "(nothing installed)".into()),
+                previous.as_ref().map(summary).unwrap_or_else(|| "-".into()),
                 cfg.channel
             );
             for e in history.iter().rev().take(10) {
@@ -547,7 +547,7 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                 let code = if c.up_to_date() && refused.is_none() { 0 } else { 1 };
                 let mut text = format!(
                     "installed  {}\noffered    {} ({}, {} {})\nstatus     {}: {}\n",
-                    c.current.as_ref().map(|m| summary(m)).unwrap_or_else(|| "(nothing)".into()),
+                    c.current.as_ref().map(summary).unwrap_or_else(|| "(nothing)".into()),
                     c.offer.build.as_deref().unwrap_or("(none)"),
                     c.offer.source,
                     c.offer.channel,

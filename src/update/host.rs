@@ -124,7 +124,7 @@ impl Host {
                 Some((t, e.path(), m))
             })
             .collect();
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|e| std::cmp::Reverse(e.0));
         out.into_iter().map(|(_, p, m)| (p, m)).collect()
     }
 
@@ -263,7 +263,7 @@ fn relink(home: &Path, name: &str, to: &Path) -> Result<()> {
     let tmp = home.join(format!("{name}.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(to, &tmp).map_err(|e| LabError::write(&tmp, e))?;
-    std::fs::rename(&tmp, home.join(name)).map_err(|e| LabError::write(&home.join(name), e))
+    std::fs::rename(&tmp, home.join(name)).map_err(|e| LabError::write(home.join(name), e))
 }
 
 /// The scripted model turn every smoke session gets: one plain answer.
