@@ -17,6 +17,15 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 
 /// An exclusive advisory lock on `path`, held until the returned file is dropped; blocks.
 pub fn lock_blocking(path: &Path) -> Result<std::fs::File> {
+    flock(path, true).map(|f| f.expect("a blocking lock is always taken"))
+}
+
+/// [`lock_blocking`] that does not wait: `None` when another holder has it.
+pub fn try_lock(path: &Path) -> Result<Option<std::fs::File>> {
+    flock(path, false)
+}
+
+fn flock(path: &Path, wait: bool) -> Result<Option<std::fs::File>> {
     use std::os::fd::AsRawFd;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| LabError::write(dir, e))?;
@@ -27,11 +36,20 @@ pub fn lock_blocking(path: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(path)
         .map_err(|e| LabError::write(path, e))?;
-    // SAFETY: flock on a descriptor we own; blocks until the lock is free.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(LabError::write(path, std::io::Error::last_os_error()));
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if !wait && e.kind() == std::io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(LabError::write(path, e));
     }
-    Ok(file)
+    Ok(Some(file))
 }
 
 /// [`lock_blocking`] without blocking the async runtime.

@@ -163,23 +163,13 @@ impl Host {
 
     /// The host's upgrade lock; a second upgrade or rollback at once is refused, not queued.
     pub fn try_lock(&self) -> Result<std::fs::File> {
-        use std::os::fd::AsRawFd;
-        std::fs::create_dir_all(&self.home).map_err(|e| LabError::write(&self.home, e))?;
         let path = self.home.join("update.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| LabError::write(&path, e))?;
-        // SAFETY: flock on a descriptor we own, without blocking.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(LabError::usage(
+        crate::fsutil::try_lock(&path)?.ok_or_else(|| {
+            LabError::usage(
                 format!("another update is running on this host ({} is locked)", path.display()),
                 "wait for it to finish; `canary-runner update status` shows the history",
-            ));
-        }
-        Ok(file)
+            )
+        })
     }
 
     /// Points `current` at `folder` (and `previous` at what `current` was), each by renaming a

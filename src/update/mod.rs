@@ -120,20 +120,8 @@ pub fn status(f: &StatusFacts<'_>) -> (Status, Vec<String>) {
     }
 }
 
-/// One component's move.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Change {
-    pub component: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
-}
-
-impl std::fmt::Display for Change {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let v = |o: &Option<String>| o.clone().unwrap_or_else(|| "(none)".into());
-        write!(f, "{} {} → {}", self.component, v(&self.from), v(&self.to))
-    }
-}
+/// One component's move (the same record the pipeline's notifications carry).
+pub use crate::builds::Change;
 
 /// Component by component, what moves from `installed` (name → version) to `target`.
 pub fn changes(installed: &BTreeMap<String, String>, target: &[Component]) -> Vec<Change> {
@@ -388,7 +376,7 @@ mod tests {
         .into();
         let c = changes(&installed, &[comp("runner", "0.1.0"), comp("claude-code", "2.1.330")]);
         let shown: Vec<String> = c.iter().map(|c| c.to_string()).collect();
-        assert_eq!(shown, vec!["claude-code (none) → 2.1.330", "codex 0.163.0 → (none)"]);
+        assert_eq!(shown, vec!["claude-code (none) → 2.1.330", "codex 0.163.0 → (removed)"]);
     }
 
     #[test]
