@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// What `GET /v1/updates?runner=ID` answers for `runner`, signed with `key` when one is set.
-/// `base_url` makes the report links absolute when known.
 pub async fn offer(reg: &Registry, runner: &str, key: Option<&super::sign::Key>) -> Result<Offer> {
     let beat = reg
         .heartbeats()
