@@ -31,6 +31,8 @@ pub struct LabConfig {
     pub upstream: crate::upstream::UpstreamConfig,
     /// What `canary pipeline` runs and whom it tells.
     pub pipeline: PipelineConfig,
+    /// Customer-hosted runners: whom `canary serve` tells when one is behind its offered build.
+    pub updates: UpdatesConfig,
     /// The lab's default runner build: one CLI at an exact version each
     /// (`canary run --default-providers`, `./lab demo`).
     pub providers: Vec<String>,
@@ -39,6 +41,15 @@ pub struct LabConfig {
 /// The CLIs of the default build when the lab config names none: the newest Codex and Claude
 /// Code the lab has been checked with.
 pub const DEFAULT_PROVIDERS: &[&str] = &["codex@0.163.0", "claude-code@sdk-0.2.187"];
+
+/// The `updates:` section of canary.yaml.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdatesConfig {
+    /// Webhook that receives a JSON notice (POST) when a customer-hosted runner reports versions
+    /// behind the build its channel or org pin offers; once per runner and offered build.
+    pub webhook: Option<String>,
+}
 
 /// The `pipeline:` section of canary.yaml.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -81,6 +92,7 @@ impl Default for LabConfig {
             gate_policy: None,
             upstream: Default::default(),
             pipeline: Default::default(),
+            updates: Default::default(),
             providers: DEFAULT_PROVIDERS.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -153,17 +165,29 @@ impl LabConfig {
                 crate::error::LabError::usage("pipeline.jobs is 0, so no case would run", "use 1 or more"),
             ));
         }
-        if let Some(w) = &self.pipeline.webhook {
-            if !(w.starts_with("http://") || w.starts_with("https://")) || w.chars().any(char::is_control) {
+        for (section, key, w) in [
+            ("pipeline", "pipeline.webhook", &self.pipeline.webhook),
+            ("updates", "updates.webhook", &self.updates.webhook),
+        ] {
+            if let Some(w) = w
+                && !is_webhook_url(w)
+            {
                 return Err(at(
-                    "pipeline",
+                    section,
                     crate::error::LabError::usage(
-                        format!("pipeline.webhook `{}` is not an http(s) URL", crate::text::clean(w)),
-                        "write the URL that receives verdicts, e.g. `https://hooks.example.invalid/canary`",
+                        format!("{key} `{}` is not an http(s) URL", crate::text::clean(w)),
+                        "write the URL that receives the notices, e.g. `https://hooks.example.invalid/canary`",
                     ),
                 ));
             }
         }
         Ok(())
     }
+}
+
+/// An http(s) URL without control characters: what a webhook may be.
+pub fn is_webhook_url(w: &str) -> bool {
+    (w.starts_with("http://") || w.starts_with("https://"))
+        && !w.chars().any(char::is_control)
+        && reqwest::Url::parse(w).is_ok()
 }

@@ -42,6 +42,8 @@ pub struct ControlPlane {
 pub struct Updates {
     pub key: Option<crate::update::sign::Key>,
     pub artifacts: Option<crate::update::server::Artifacts>,
+    /// Where an admin is told that a customer-hosted runner is behind its offered build.
+    pub webhook: Option<String>,
 }
 
 impl ControlPlane {
@@ -263,10 +265,64 @@ pub async fn heartbeat(State(cp): State<ControlPlane>, headers: HeaderMap, body:
     if h.runner_id != runner {
         return forbidden(&runner, &h.runner_id);
     }
-    match cp.reg.record_heartbeat(&h).await {
-        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"recorded": h.runner_id}))).into_response(),
-        Err(e) => unavailable(e),
+    if let Err(e) = cp.reg.record_heartbeat(&h).await {
+        return unavailable(e);
     }
+    notice(&cp, &h.runner_id).await;
+    (StatusCode::ACCEPTED, Json(json!({"recorded": h.runner_id}))).into_response()
+}
+
+/// After a heartbeat: is the runner behind the build it is offered? A new notice is logged,
+/// audited, shown on the dashboard and posted to the admin's webhook (in the background, its
+/// outcome kept with the notice). A failure here never fails the heartbeat.
+async fn notice(cp: &ControlPlane, runner: &str) {
+    let n = match crate::update::server::notice(&cp.reg, runner).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return,
+        Err(e) => {
+            eprintln!("canary serve: could not judge whether runner {runner} is behind: {e}");
+            return;
+        }
+    };
+    let summary = crate::registry::summary(&n.changes);
+    eprintln!(
+        "canary serve: runner {runner} is behind: {} offers build {} ({}): {summary}",
+        crate::text::clean(&n.channel),
+        n.build_id,
+        n.status
+    );
+    let Some(url) = cp.updates.webhook.clone() else {
+        let _ = cp
+            .reg
+            .set_notice_delivery(&n.runner_id, &n.build_id, "no webhook configured")
+            .await;
+        return;
+    };
+    let reg = cp.reg.clone();
+    tokio::spawn(async move {
+        let payload = json!({
+            "event": "runner.behind",
+            "runner": n.runner_id,
+            "org": n.org,
+            "channel": n.channel,
+            "build": n.build_id,
+            "status": n.status,
+            "component_changes": n.changes,
+            "summary": summary,
+            "upgrade": "on the runner's host: canary-runner update plan, then canary-runner update upgrade",
+            "rollback": "canary-runner update rollback (or /v1/updates/rollback.sh)",
+        });
+        let delivery = match crate::webhook::post(&url, &payload).await {
+            Ok(()) => format!("webhook {url}: delivered"),
+            Err(e) => format!("webhook {url}: {e}"),
+        };
+        eprintln!(
+            "canary serve: runner {}: {}",
+            n.runner_id,
+            crate::text::clean(&delivery)
+        );
+        let _ = reg.set_notice_delivery(&n.runner_id, &n.build_id, &delivery).await;
+    });
 }
 
 #[derive(serde::Deserialize)]

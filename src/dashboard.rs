@@ -478,9 +478,10 @@ pub fn fleet(v: &Value) -> Markup {
         }
         h2 { "Runners" }
         table id="fleet" {
-            tr { th { "runner" } th { "org" } th { "channel" } th { "versions" } th { "channel's known-good" } th { "last heartbeat" } }
+            tr { th { "runner" } th { "org" } th { "channel" } th { "versions" } th { "channel's known-good" } th { "update" } th { "last heartbeat" } }
             @for r in v["runners"].as_array().into_iter().flatten() {
-                tr.runner data-stale=(r["stale"] == true) {
+                @let notice = v["behind"].as_array().into_iter().flatten().find(|n| n["runner_id"] == r["runner_id"]);
+                tr.runner data-stale=(r["stale"] == true) data-behind=(notice.is_some()) {
                     td { (safe(s(r, "runner_id"))) }
                     td { (safe(s(r, "org"))) }
                     td { (safe(s(r, "channel"))) }
@@ -490,6 +491,14 @@ pub fn fleet(v: &Value) -> Markup {
                         }
                     }
                     td { code { (short(s(r, "known_good_build"))) } }
+                    td.update {
+                        @if let Some(n) = notice {
+                            span.st.failed { "behind" } " "
+                            (safe(s(n, "status"))) " build " code { (short(s(n, "build_id"))) } ": "
+                            (safe(&crate::registry::summary(&n["changes"])))
+                            @if let Some(d) = n["delivery"].as_str() { br; small { (safe(d)) } }
+                        }
+                    }
                     td { (safe(s(r, "sent_at"))) @if r["stale"] == true { " " span.st.failed { "stale" } } }
                 }
             }

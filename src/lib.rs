@@ -41,4 +41,5 @@ pub mod text;
 pub mod tokens;
 pub mod update;
 pub mod upstream;
+pub mod webhook;
 pub mod yaml;

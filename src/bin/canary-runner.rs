@@ -123,6 +123,10 @@ enum Command {
         spool_max: usize,
         #[arg(long, default_value_t = 20)]
         batch: usize,
+        /// Ask the control plane whether an update is offered at start and then this often;
+        /// an available one is logged (and the admin notified), never installed. `0s`: never.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        update_check: std::time::Duration,
     },
     /// Updates on a customer's host: check, plan, upgrade (with consent, smoke sessions and an
     /// automatic switch back), rollback, status, channel. Exit 0 up to date / done, 1 update
@@ -276,6 +280,7 @@ fn main() {
             spool,
             spool_max,
             batch,
+            update_check,
         } => {
             let o = canary_lab::runner::agent::AgentOptions {
                 server,
@@ -288,6 +293,7 @@ fn main() {
                 spool,
                 spool_max,
                 batch: batch.clamp(1, 2000),
+                update_every: (!update_check.is_zero()).then_some(update_check),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -384,26 +390,7 @@ fn heartbeat(
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut versions = std::collections::BTreeMap::new();
-        versions.insert("runner".to_string(), env!("CARGO_PKG_VERSION").to_string());
-        let mut capabilities = vec!["session".to_string(), "pr".to_string()];
-        for (provider, command) in [("codex", "codex"), ("claude-code", "claude"), ("gemini", "gemini")] {
-            if let Some(v) = session::installed_version(command).await {
-                versions.insert(provider.to_string(), v);
-                capabilities.push(format!("provider:{provider}"));
-            }
-        }
-        let event = Event::Heartbeat { versions, capabilities };
-        let mut v = serde_json::to_value(&event).expect("event serializes");
-        let o = v.as_object_mut().expect("events are objects");
-        o.insert("ts".into(), canary_lab::registry::now().into());
-        o.insert("runner_id".into(), runner_id.into());
-        if let Some(org) = org {
-            o.insert("org".into(), org.into());
-        }
-        if let Some(c) = channel {
-            o.insert("channel".into(), c.into());
-        }
+        let v = canary_lab::runner::heartbeat(&runner_id, org.as_deref(), channel.as_deref()).await;
         println!("{v}");
         if let Some(url) = post {
             let url = format!("{}/v1/heartbeats", url.trim_end_matches('/'));

@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// (`canary keys create`); without it offers are unsigned.
     #[arg(long)]
     pub signing_key: Option<PathBuf>,
+    /// Tell an admin at this webhook when a customer-hosted runner is behind its offered build
+    /// (default: updates.webhook from canary.yaml).
+    #[arg(long)]
+    pub updates_webhook: Option<String>,
 }
 
 pub async fn watch(config: &LabConfig, a: &WatchArgs) -> Result<i32> {
@@ -278,6 +282,13 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
             "issue one per runner with `canary tokens create --runner ID`, or use --listen 127.0.0.1:PORT",
         ));
     }
+    let webhook = a.updates_webhook.clone().or(config.updates.webhook.clone());
+    if let Some(w) = webhook.as_deref().filter(|w| !crate::config::is_webhook_url(w)) {
+        return Err(LabError::usage(
+            format!("--updates-webhook `{}` is not an http(s) URL", crate::text::clean(w)),
+            "give the URL that receives notices of runners behind their offered build",
+        ));
+    }
     let key = a
         .signing_key
         .as_deref()
@@ -286,6 +297,7 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
     let cp = crate::control::ControlPlane::new(reg.clone()).with_updates(crate::control::Updates {
         key,
         artifacts: Some(crate::update::server::Artifacts::new(&config.cache_dir)),
+        webhook,
     });
     let pages = Pages {
         policy: std::sync::Arc::new(policy.clone()),
@@ -458,6 +470,7 @@ async fn fleet_of(reg: &Registry) -> Result<serde_json::Value> {
     let now = jiff::Timestamp::now();
     let mut v = crate::dashboard::fleet_data(&status, now);
     v["kpis"] = crate::dashboard::fleet_kpis(reg, now).await?;
+    v["behind"] = serde_json::to_value(reg.open_notices().await?).expect("json");
     Ok(v)
 }
 

@@ -4,10 +4,12 @@
 //! speaks SQL.
 
 mod fleet;
+mod notices;
 mod queries;
 mod record;
 
 pub use fleet::*;
+pub use notices::*;
 pub use queries::*;
 pub use record::*;
 

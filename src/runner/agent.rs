@@ -24,6 +24,9 @@ pub struct AgentOptions {
     pub spool: PathBuf,
     pub spool_max: usize,
     pub batch: usize,
+    /// How often to ask the control plane whether an update is offered (at start, then at this
+    /// interval); `None`: never. The agent only says so: it never installs anything itself.
+    pub update_every: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -38,6 +41,9 @@ pub struct AgentReport {
     /// Still in the spool when the agent stopped.
     pub waiting: u64,
     pub dropped: u64,
+    /// Update checks made, and the build offered when it is not this runner's.
+    pub update_checks: u64,
+    pub update_available: Option<String>,
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -155,6 +161,37 @@ async fn one(o: &AgentOptions, id: &str) -> std::io::Result<(serde_json::Value, 
     Ok((t, clean))
 }
 
+/// Reports this runner's versions (a heartbeat, from which the control plane tells the admin when
+/// it is behind) and asks what it is offered. `Some(line)`: an update is available, said in one
+/// line with how to take it; nothing is installed here.
+pub async fn update_check(o: &AgentOptions) -> crate::error::Result<Option<(String, String)>> {
+    let client = crate::update::host::Client::new(&o.server, &o.token)?;
+    client
+        .heartbeat(&super::heartbeat(&o.runner, Some(&o.org), None).await)
+        .await?;
+    let offer = client.offer(&o.runner).await?;
+    let Some(build) = offer.build.clone() else {
+        return Ok(None);
+    };
+    if build == o.build || offer.status == crate::update::Status::Red {
+        return Ok(None);
+    }
+    let changes: Vec<String> = offer.changes.iter().map(|c| c.to_string()).collect();
+    let line = format!(
+        "update available: {} {} offers build {build} ({}){}; this runner runs {}. Install it on the host with `canary-runner update plan` and `canary-runner update upgrade` (the agent never upgrades itself)",
+        offer.source,
+        crate::text::clean(&offer.channel),
+        offer.status.as_str(),
+        if changes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", crate::text::clean(&changes.join(", ")))
+        },
+        o.build
+    );
+    Ok(Some((build, line)))
+}
+
 /// Runs the agent until `sessions` sessions were handled; telemetry left unsent stays in the spool.
 pub async fn run(o: &AgentOptions) -> crate::error::Result<AgentReport> {
     for (what, v) in [("runner", &o.runner), ("build", &o.build)] {
@@ -172,7 +209,28 @@ pub async fn run(o: &AgentOptions) -> crate::error::Result<AgentReport> {
     let mut backoff = Duration::ZERO;
     let mut next_try = Instant::now();
     let stamp = jiff::Timestamp::now().as_millisecond();
+    // At start, then every `update_every` between sessions.
+    let mut next_check = Instant::now();
+    let mut check_updates = async |report: &mut AgentReport| {
+        let Some(every) = o.update_every.filter(|_| Instant::now() >= next_check) else {
+            return;
+        };
+        next_check = Instant::now() + every;
+        report.update_checks += 1;
+        match update_check(o).await {
+            Ok(Some((build, line))) => {
+                eprintln!("canary-runner agent: {line}");
+                report.update_available = Some(build);
+            }
+            Ok(None) => report.update_available = None,
+            Err(e) => eprintln!("canary-runner agent: update check failed ({e}); running the current build"),
+        }
+    };
+    check_updates(&mut report).await;
     for k in 0..o.sessions {
+        if k > 0 {
+            check_updates(&mut report).await;
+        }
         let id = format!("{}-{stamp}-{k}", o.runner);
         match assignment(&client, o, &id).await {
             Ok(Some(b)) if b != o.build => {

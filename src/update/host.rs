@@ -618,19 +618,23 @@ impl Checked {
     }
 }
 
-/// Reports this host's versions (a heartbeat), then asks for the offer and checks its signature.
-pub async fn check(host: &Host, client: &Client, cfg: &HostConfig) -> Result<Checked> {
-    let current = host.current();
-    let beat = serde_json::json!({
+/// The host's heartbeat: what `current` holds.
+fn heartbeat(cfg: &HostConfig, current: Option<&BuildManifest>) -> serde_json::Value {
+    serde_json::json!({
         "type": "HEARTBEAT",
         "runner_id": cfg.runner_id,
         "org": cfg.org,
         "channel": cfg.channel,
-        "versions": versions(current.as_ref()),
+        "versions": versions(current),
         "capabilities": ["update"],
         "sent_at": jiff::Timestamp::now().to_string(),
-    });
-    client.heartbeat(&beat).await?;
+    })
+}
+
+/// Reports this host's versions (a heartbeat), then asks for the offer and checks its signature.
+pub async fn check(host: &Host, client: &Client, cfg: &HostConfig) -> Result<Checked> {
+    let current = host.current();
+    client.heartbeat(&heartbeat(cfg, current.as_ref())).await?;
     let offer = client.offer(&cfg.runner_id).await?;
     let trusted = cfg.public_key.as_deref().map(super::sign::Trusted::parse).transpose()?;
     let manifest = super::check_signature(&offer, trusted.as_ref(), cfg.require_signed).and_then(|m| {
@@ -685,6 +689,12 @@ impl Host {
         self.audit(&entry)?;
         if let Err(e) = client.report(&cfg.runner_id, &entry).await {
             tracing::warn!("could not report the {action} to the control plane: {e}");
+        }
+        if o.outcome == "done" {
+            // What runs now, at once: the control plane's notice of this host being behind clears.
+            if let Err(e) = client.heartbeat(&heartbeat(cfg, self.current().as_ref())).await {
+                tracing::warn!("could not send the heartbeat after the {action}: {e}");
+            }
         }
         Ok(())
     }

@@ -124,6 +124,39 @@ pub async fn offer(reg: &Registry, runner: &str, key: Option<&super::sign::Key>)
     Ok(offer)
 }
 
+/// The notice an admin gets when `offer` finds its runner behind: an offered build that is not
+/// red and differs from what the runner reports. `None`: up to date, or nothing it should take.
+pub fn behind(offer: &Offer) -> Option<crate::registry::Notice> {
+    let build = offer.build.clone()?;
+    if offer.status == super::Status::Red || offer.changes.is_empty() {
+        return None;
+    }
+    Some(crate::registry::Notice {
+        runner_id: offer.runner.clone(),
+        build_id: build,
+        org: offer.org.clone(),
+        channel: offer.channel.clone(),
+        status: offer.status.as_str().into(),
+        changes: serde_json::to_value(&offer.changes).expect("json"),
+        noticed_at: String::new(),
+        delivery: None,
+    })
+}
+
+/// Judges whether `runner` (after its heartbeat or update check) is behind what it is offered:
+/// records a new notice and returns it (to be delivered), or clears the runner's notices when it
+/// caught up. A runner already noticed behind the same build returns `None`.
+pub async fn notice(reg: &Registry, runner: &str) -> Result<Option<crate::registry::Notice>> {
+    let offer = offer(reg, runner, None).await?;
+    match behind(&offer) {
+        None => {
+            reg.clear_notices(runner).await?;
+            Ok(None)
+        }
+        Some(n) => Ok(reg.notice_behind(&n).await?.then_some(n)),
+    }
+}
+
 fn rollback_lines(runner: &str) -> Vec<String> {
     vec![
         "on the runner's host: canary-runner update rollback".into(),
@@ -273,5 +306,96 @@ mod tests {
         assert!(a.find("../../etc/passwd").is_none());
         assert!(a.find(&digest.to_uppercase()).is_none(), "lowercase hex only");
         assert!(a.find(&"0".repeat(64)).is_none());
+    }
+
+    fn offer(status: super::super::Status, changes: Vec<super::super::Change>) -> Offer {
+        Offer {
+            runner: "host-1".into(),
+            org: Some("acme".into()),
+            channel: "stable".into(),
+            source: "channel".into(),
+            status,
+            reasons: vec![],
+            build: Some("sha256:b".into()),
+            changes,
+            reports: vec![],
+            manifest: None,
+            signature: None,
+            key_id: None,
+            rollback: vec![],
+        }
+    }
+
+    #[test]
+    fn a_runner_is_behind_only_when_a_build_it_should_take_differs_from_what_it_runs() {
+        use super::super::{Change, Status};
+        let change = vec![Change {
+            component: "claude-code".into(),
+            from: Some("2.1.329".into()),
+            to: Some("2.1.330".into()),
+        }];
+        let n = behind(&offer(Status::Green, change.clone())).expect("behind a green build");
+        assert_eq!(
+            (n.build_id.as_str(), n.status.as_str(), n.channel.as_str()),
+            ("sha256:b", "green", "stable")
+        );
+        assert_eq!(n.changes[0]["to"], "2.1.330");
+        assert!(behind(&offer(Status::Yellow, change.clone())).is_some());
+        assert!(
+            behind(&offer(Status::Red, change.clone())).is_none(),
+            "a red build is not offered"
+        );
+        assert!(behind(&offer(Status::Green, vec![])).is_none(), "up to date");
+        let mut none = offer(Status::Green, change);
+        none.build = None;
+        assert!(behind(&none).is_none(), "nothing to run");
+    }
+
+    #[tokio::test]
+    async fn a_runner_behind_is_noticed_once_per_build_and_cleared_when_it_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
+            .await
+            .unwrap();
+        let mut n = behind(&offer(
+            super::super::Status::Green,
+            vec![super::super::Change {
+                component: "claude-code".into(),
+                from: None,
+                to: Some("2.1.330".into()),
+            }],
+        ))
+        .unwrap();
+        assert!(reg.notice_behind(&n).await.unwrap(), "new");
+        assert!(!reg.notice_behind(&n).await.unwrap(), "the same build again: not new");
+        assert_eq!(reg.open_notices().await.unwrap().len(), 1);
+        n.build_id = "sha256:c".into();
+        assert!(reg.notice_behind(&n).await.unwrap(), "a newer offer is new");
+        let open = reg.open_notices().await.unwrap();
+        assert_eq!(
+            open.iter().map(|o| o.build_id.as_str()).collect::<Vec<_>>(),
+            ["sha256:c"],
+            "only the newest is open"
+        );
+        reg.set_notice_delivery("host-1", "sha256:c", "webhook: delivered")
+            .await
+            .unwrap();
+        assert_eq!(
+            reg.open_notices().await.unwrap()[0].delivery.as_deref(),
+            Some("webhook: delivered")
+        );
+        assert_eq!(reg.clear_notices("host-1").await.unwrap(), 1);
+        assert!(reg.open_notices().await.unwrap().is_empty());
+        let audit = reg.audit_log(10).await.unwrap();
+        assert_eq!(
+            audit.iter().filter(|a| a.action == "runner.behind").count(),
+            2,
+            "audited once per build"
+        );
+        assert!(
+            audit[0].reason.contains("claude-code (none) → 2.1.330"),
+            "{}",
+            audit[0].reason
+        );
     }
 }

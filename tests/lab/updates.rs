@@ -19,25 +19,25 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn sha256(path: &Path) -> String {
+pub(crate) fn sha256(path: &Path) -> String {
     canary_lab::update::server::sha256_file(path).unwrap()
 }
 
-struct Lab {
-    dir: tempfile::TempDir,
-    db: String,
-    config: PathBuf,
+pub(crate) struct Lab {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) db: String,
+    pub(crate) config: PathBuf,
 }
 
 impl Lab {
-    fn canary(&self) -> Canary {
+    pub(crate) fn canary(&self) -> Canary {
         Canary::new()
             .args(["--registry", &self.db])
             .arg_path_flag("--config", &self.config)
     }
 
     /// Records a build with these components and puts it on stable.
-    fn release(&self, digit: char, components: &[canary_lab::builds::Component]) -> String {
+    pub(crate) fn release(&self, digit: char, components: &[canary_lab::builds::Component]) -> String {
         let id = format!("sha256:{}", std::iter::repeat_n(digit, 64).collect::<String>());
         let manifest = canary_lab::builds::BuildManifest {
             base: "sha256:base".into(),
@@ -77,7 +77,7 @@ impl Lab {
     }
 }
 
-struct Serve(Child);
+pub(crate) struct Serve(pub(crate) Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
@@ -87,12 +87,24 @@ impl Drop for Serve {
 }
 
 fn serve(lab: &Lab, port: u16, key: &Path) -> Serve {
+    serve_on(lab, &format!("127.0.0.1:{port}"), key, &[])
+}
+
+/// `canary serve` on `listen` (its port reached on loopback), signing with `key`.
+pub(crate) fn serve_on(lab: &Lab, listen: &str, key: &Path, extra: &[&str]) -> Serve {
+    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
     let (mut cmd, _r) = lab
         .canary()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--listen", listen])
+        .args(extra)
         .arg_path_flag("--signing-key", key)
         .command();
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(lab.dir.path().join("serve.log"))
+        .unwrap();
+    let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "canary serve did not start");
@@ -122,7 +134,7 @@ fn update(home: &Path, token: &str, args: &[&str]) -> (i32, serde_json::Value, S
 }
 
 /// A claude-agent-sdk wheel whose bundled CLI exits 3: a release that breaks sessions.
-fn broken_wheel(path: &Path) {
+pub(crate) fn broken_wheel(path: &Path) {
     let f = std::fs::File::create(path).unwrap();
     let mut zip = zip::ZipWriter::new(f);
     let opts = zip::write::SimpleFileOptions::default().unix_permissions(0o755);

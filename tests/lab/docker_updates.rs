@@ -1,0 +1,573 @@
+//! Customer hosts as containers on a private Docker network. Each host is the lab's base image
+//! with only the bootstrap `canary-runner` in it; `canary serve` runs on the lab's host, reached
+//! through the network's gateway and a relay the test can slow down. The hosts check, plan,
+//! upgrade with consent to the real Claude Code the lab judged (smoke sessions of the real CLI
+//! in the container), switch back from a build whose CLI fails its smoke session, are blocked by
+//! a bundle, refuse a build signed with another key, keep their build when an upgrade is killed
+//! mid-download, and roll back. The admin is told by webhook when a host is behind, the fleet
+//! page shows it, and the control plane's audit holds every attempt.
+
+use crate::helpers::{free_port, require_lab, root};
+use crate::updates::{Lab, broken_wheel, serve_on, sha256};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const LABEL: &str = "canary-lab.test=updates";
+
+/// The network and the host containers; removed on drop.
+struct Hosts {
+    net: String,
+    names: Vec<String>,
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("docker").args(["rm", "-f", n]).output();
+        }
+        let _ = Command::new("docker").args(["network", "rm", &self.net]).output();
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `canary-runner update --json ARGS` on a host container: exit code, JSON, all output.
+fn update(host: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = Command::new("docker")
+        .args(["exec", host, "canary-runner", "update", "--json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let json = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        json,
+        format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+/// A TCP relay from `0.0.0.0:port` to the control plane on loopback; what flows back to the host
+/// is held to ~8 MB/s while `slow` is set, so a download can be caught half-way.
+fn relay(to: u16, slow: Arc<AtomicBool>) -> u16 {
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_in, &mut s_out);
+                let _ = s_out.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s_in, mut c_out, slow) = (server, client, slow.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match s_in.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    if slow.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_micros(n as u64 / 8));
+                    }
+                }
+                let _ = c_out.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// An admin's webhook receiver on loopback: every JSON body posted to it.
+fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/canary", listener.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                sink.lock().unwrap().push(v);
+            }
+            let mut s = stream;
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+/// The lab's cached wheel of a Claude Code version and its CLI version.
+fn claude(spec: &str) -> (PathBuf, String, String) {
+    let binary = crate::real_cli::fetch(spec);
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(binary.parent().unwrap().parent().unwrap().join("provider.json")).unwrap(),
+    )
+    .unwrap();
+    let digest = meta["wheel_sha256"].as_str().unwrap().to_string();
+    let wheel = std::fs::read_dir(root().join(".canary/cache/wheels/claude-agent-sdk"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| format!("sha256:{}", sha256(p)) == digest)
+        .expect("the fetched wheel is in the lab's wheel cache");
+    (wheel, digest, meta["cli_version"].as_str().unwrap().to_string())
+}
+
+fn link_or_copy(from: &Path, to: &Path) {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_survive_a_kill() {
+    require_lab();
+    let base = crate::helpers::Canary::new()
+        .args(["images", "base", "--json"])
+        .run()
+        .code(0)
+        .json()["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (wheel_a, digest_a, version_a) = claude("claude-code@sdk-0.2.186");
+    let (wheel_c, digest_c, version_c) = claude("claude-code@sdk-0.2.187");
+
+    // The control plane's cache holds exactly the artifacts it offers.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(cache.join("artifacts")).unwrap();
+    link_or_copy(&wheel_a, &cache.join("artifacts/a.whl"));
+    link_or_copy(&wheel_c, &cache.join("artifacts/c.whl"));
+    broken_wheel(&cache.join("artifacts/broken.whl"));
+    let (hook_url, hooks) = webhook();
+    let config = dir.path().join("canary.yaml");
+    std::fs::write(
+        &config,
+        format!("cache_dir: {}\nupdates:\n  webhook: {hook_url}\n", cache.display()),
+    )
+    .unwrap();
+    let lab = Lab {
+        db: format!("sqlite://{}", dir.path().join("r.db").display()),
+        config,
+        dir,
+    };
+    let runner_bin = PathBuf::from(env!("CARGO_BIN_EXE_canary-runner"));
+    let runner = canary_lab::builds::Component {
+        name: "runner".into(),
+        version: "0.1.0+test".into(),
+        package: None,
+        package_version: None,
+        digest: format!("sha256:{}", sha256(&runner_bin)),
+    };
+    let cli = |version: &str, digest: &str| canary_lab::builds::Component {
+        name: "claude-code".into(),
+        version: version.into(),
+        package: Some("claude-agent-sdk".into()),
+        package_version: None,
+        digest: digest.into(),
+    };
+    let build_a = lab.release('a', &[runner.clone(), cli(&version_a, &digest_a)]);
+
+    let keys = lab.dir.path().join("keys");
+    let public = lab
+        .canary()
+        .args(["keys", "create", "--json", "--out"])
+        .arg_path(&keys)
+        .run()
+        .code(0)
+        .json()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut tokens = Vec::new();
+    for id in ["host-1", "host-2"] {
+        tokens.push(
+            lab.canary()
+                .args(["tokens", "create", "--runner", id, "--json"])
+                .run()
+                .code(0)
+                .json()["token"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+
+    // The private network, the control plane off loopback on the lab's host, and the relay.
+    let net = format!("canary-updates-{}", std::process::id());
+    let mut hosts = Hosts {
+        net: net.clone(),
+        names: vec![],
+    };
+    docker(&["network", "create", "--label", LABEL, &net]);
+    let gateway = docker(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", &net]);
+    let port = free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let server = serve_on(&lab, &listen, &keys.join("signing.key"), &[]);
+    let slow = Arc::new(AtomicBool::new(false));
+    let relay_port = relay(port, slow.clone());
+    let url = format!("http://{gateway}:{relay_port}");
+
+    // Two customer hosts: the base image and the bootstrap runner, nothing installed.
+    for (i, id) in ["host-1", "host-2"].iter().enumerate() {
+        let name = format!("{net}-{id}");
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &net,
+            "--label",
+            LABEL,
+            "-e",
+            &format!("CANARY_RUNNER_TOKEN={}", tokens[i]),
+            "-v",
+            &format!("{}:/usr/local/bin/canary-runner:ro", runner_bin.display()),
+            &base,
+            "sleep",
+            "infinity",
+        ]);
+        hosts.names.push(name.clone());
+        // The admin's one install step: the install folder, owned by the user the runner runs as.
+        let uid = docker(&["exec", &name, "id", "-u"]);
+        docker(&[
+            "exec",
+            "-u",
+            "0",
+            &name,
+            "install",
+            "-d",
+            "-o",
+            &uid,
+            "/opt/canary-runner",
+        ]);
+        let org = if i == 0 { "acme" } else { "globex" };
+        let (code, _, out) = update(
+            &name,
+            &[
+                "init",
+                "--server",
+                &url,
+                "--runner-id",
+                id,
+                "--org",
+                org,
+                "--public-key",
+                &public,
+                "--require-signed",
+            ],
+        );
+        assert_eq!(code, 0, "{out}");
+    }
+    let (h1, h2) = (hosts.names[0].clone(), hosts.names[1].clone());
+
+    // host-1: an update is available, green; the admin hears of it once, and the fleet page says so.
+    let (code, check, out) = update(&h1, &["check"]);
+    assert_eq!((code, check["offer"]["status"].as_str()), (1, Some("green")), "{out}");
+    assert_eq!(check["offer"]["build"], build_a.as_str());
+    let (code, _, out) = update(&h1, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    wait_for("the webhook notice", Duration::from_secs(20), || {
+        !hooks.lock().unwrap().is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    {
+        let got = hooks.lock().unwrap();
+        assert_eq!(got.len(), 1, "told once, not at every heartbeat: {got:?}");
+        assert_eq!(
+            (
+                got[0]["event"].as_str(),
+                got[0]["runner"].as_str(),
+                got[0]["build"].as_str()
+            ),
+            (Some("runner.behind"), Some("host-1"), Some(build_a.as_str()))
+        );
+        assert_eq!(got[0]["status"], "green");
+        assert!(
+            got[0]["component_changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["component"] == "claude-code" && c["to"] == version_a.as_str()),
+            "{got:?}"
+        );
+    }
+    let fleet = |token: &str| -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sf", "-H", &format!("authorization: Bearer {token}")])
+            .arg(format!("http://127.0.0.1:{port}/api/fleet"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "GET /api/fleet");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let behind = fleet(&tokens[0]);
+    assert_eq!(behind["behind"][0]["runner_id"], "host-1", "{behind}");
+    assert!(
+        behind["behind"][0]["delivery"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("delivered"),
+        "{behind}"
+    );
+
+    // Without consent nothing is installed; with --yes the real CLI runs its smoke session in
+    // the container and the host reports what it runs now.
+    let (code, o, out) = update(&h1, &["upgrade"]);
+    assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
+    let (code, o, out) = update(&h1, &["upgrade", "--yes"]);
+    assert_eq!((code, o["outcome"].as_str()), (0, Some("done")), "{out}");
+    assert_eq!(o["smoke"][0], format!("claude-code {version_a}"), "{out}");
+    docker(&["exec", &h1, "test", "-x", "/opt/canary-runner/current/bin/claude"]);
+    let (code, _, out) = update(&h1, &["check"]);
+    assert_eq!(code, 0, "up to date: {out}");
+    assert!(fleet(&tokens[0])["behind"].as_array().unwrap().is_empty(), "caught up");
+
+    // A build whose CLI fails its smoke session: switched to, switched back.
+    let broken_digest = format!("sha256:{}", sha256(&cache.join("artifacts/broken.whl")));
+    let build_b = lab.release('b', &[runner.clone(), cli("2.1.999", &broken_digest)]);
+    let (code, o, out) = update(&h1, &["upgrade", "--yes", "--smoke-timeout", "60s"]);
+    assert_eq!((code, o["outcome"].as_str()), (1, Some("rolled_back")), "{out}");
+    assert!(o["reason"].as_str().unwrap().contains("claude-code 2.1.999"), "{out}");
+    let (_, status, _) = update(&h1, &["status"]);
+    assert_eq!(
+        status["current"]["build"],
+        build_a.as_str(),
+        "the host still runs the old build"
+    );
+    assert_eq!(
+        docker(&["exec", &h1, "/opt/canary-runner/current/bin/claude", "--version"]),
+        format!("{version_a} (Claude Code)"),
+        "the old CLI answers"
+    );
+
+    // host-2 has a bundle that excludes the target's runner: plan and upgrade are blocked.
+    docker(&[
+        "exec",
+        &h2,
+        "sh",
+        "-c",
+        "mkdir -p /opt/canary-runner/bundles/legacy && printf 'runtime_compatibility:\\n  min_version: \"0.0.1\"\\n  max_version: \"0.0.x\"\\n' > /opt/canary-runner/bundles/legacy/manifest.yaml",
+    ]);
+    let (code, plan, out) = update(&h2, &["plan"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        plan["plan"]["blocked"][0]
+            .as_str()
+            .unwrap()
+            .contains("newer than max_version"),
+        "{out}"
+    );
+    let (code, o, out) = update(&h2, &["upgrade", "--yes"]);
+    assert_eq!((code, o["outcome"].as_str()), (1, Some("blocked")), "{out}");
+    docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
+
+    // A control plane signing with another key: host-1 refuses before fetching anything.
+    drop(server);
+    let other = lab.dir.path().join("other-keys");
+    lab.canary()
+        .args(["keys", "create", "--out"])
+        .arg_path(&other)
+        .run()
+        .code(0);
+    let server = serve_on(&lab, &listen, &other.join("signing.key"), &[]);
+    let (code, o, out) = update(&h1, &["upgrade", "--yes"]);
+    assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
+    assert!(o["reason"].as_str().unwrap().contains("does not verify"), "{out}");
+    drop(server);
+    let _server = serve_on(&lab, &listen, &keys.join("signing.key"), &[]);
+
+    // A new good build; the upgrade is killed (SIGKILL) half-way through its download.
+    let build_c = lab.release('c', &[runner.clone(), cli(&version_c, &digest_c)]);
+    slow.store(true, Ordering::Relaxed);
+    let started = Command::new("docker")
+        .args([
+            "exec",
+            "-d",
+            &h1,
+            "sh",
+            "-c",
+            "echo $$ > /tmp/upgrade.pid; exec canary-runner update upgrade --yes > /tmp/upgrade.out 2>&1",
+        ])
+        .status()
+        .unwrap();
+    assert!(started.success());
+    wait_for("a download under way", Duration::from_secs(60), || {
+        let size = Command::new("docker")
+            .args([
+                "exec",
+                &h1,
+                "sh",
+                "-c",
+                "cat /opt/canary-runner/builds/*.partial/*.whl 2>/dev/null | wc -c",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&size.stdout).trim().parse::<u64>().unwrap_or(0) > 4 * 1024 * 1024
+    });
+    docker(&["exec", &h1, "sh", "-c", "kill -9 $(cat /tmp/upgrade.pid)"]);
+    slow.store(false, Ordering::Relaxed);
+    let (_, status, out) = update(&h1, &["status"]);
+    assert_eq!(
+        status["current"]["build"],
+        build_a.as_str(),
+        "the old build stays active: {out}"
+    );
+    assert_eq!(
+        docker(&["exec", &h1, "/opt/canary-runner/current/bin/claude", "--version"]),
+        format!("{version_a} (Claude Code)")
+    );
+    // The next upgrade starts the download afresh and completes; then back with rollback.
+    let (code, o, out) = update(&h1, &["upgrade", "--yes"]);
+    assert_eq!((code, o["outcome"].as_str()), (0, Some("done")), "{out}");
+    assert_eq!(o["smoke"][0], format!("claude-code {version_c}"), "{out}");
+    let (_, status, _) = update(&h1, &["status"]);
+    assert_eq!(
+        (
+            status["current"]["build"].as_str(),
+            status["previous"]["build"].as_str()
+        ),
+        (Some(build_c.as_str()), Some(build_a.as_str()))
+    );
+    let (code, o, out) = update(&h1, &["rollback"]);
+    assert_eq!((code, o["outcome"].as_str()), (0, Some("done")), "{out}");
+    assert_eq!(
+        docker(&["exec", &h1, "/opt/canary-runner/current/bin/claude", "--version"]),
+        format!("{version_a} (Claude Code)")
+    );
+
+    // host-2 runs the agent: at start it reports its versions and asks; the update is said, the
+    // admin told, and nothing installed.
+    let out = Command::new("docker")
+        .args([
+            "exec",
+            &h2,
+            "canary-runner",
+            "agent",
+            "--server",
+            &url,
+            "--runner-id",
+            "host-2",
+        ])
+        .args([
+            "--org",
+            "globex",
+            "--build",
+            "sha256:0000",
+            "--sessions",
+            "0",
+            "--update-check",
+            "1h",
+        ])
+        .args([
+            "--provider",
+            "claude-code",
+            "--prompt",
+            "x",
+            "--model-url",
+            "http://127.0.0.1:9",
+        ])
+        .args(["--spool", "/tmp/spool.jsonl"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (report["update_checks"].as_u64(), report["update_available"].as_str()),
+        (Some(1), Some(build_c.as_str())),
+        "{report}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "update available: channel stable offers build {build_c} (green)"
+        )) && stderr.contains("never upgrades itself"),
+        "{stderr}"
+    );
+    docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
+    wait_for("the notice of host-2", Duration::from_secs(20), || {
+        hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h["runner"] == "host-2" && h["build"] == build_c.as_str())
+    });
+
+    // The control plane's audit: every attempt of both hosts, and the notices.
+    let audit = lab.canary().args(["registry", "audit", "--json"]).run().code(0).json();
+    let entries: Vec<String> = audit
+        .as_array()
+        .or_else(|| audit["entries"].as_array())
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap_or("").starts_with("runner."))
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["target"].as_str().unwrap(),
+                e["action"].as_str().unwrap(),
+                e["decision"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        "runner:host-1 runner.behind green",
+        "runner:host-1 runner.upgrade refused",
+        "runner:host-1 runner.upgrade done",
+        "runner:host-1 runner.upgrade rolled_back",
+        "runner:host-2 runner.upgrade blocked",
+        "runner:host-1 runner.rollback done",
+    ] {
+        assert!(entries.iter().any(|e| e == want), "{want} missing from {entries:?}");
+    }
+    let serve_log = std::fs::read_to_string(lab.dir.path().join("serve.log")).unwrap();
+    assert!(serve_log.contains("runner host-1 is behind"), "{serve_log}");
+    let _ = (build_b, gateway);
+}
