@@ -31,6 +31,8 @@ pub struct LabConfig {
     pub upstream: crate::upstream::UpstreamConfig,
     /// What `canary pipeline` runs and whom it tells.
     pub pipeline: PipelineConfig,
+    /// Org policies: one `ORG.yaml` per org (plan, require_signed, sweeps).
+    pub orgs_dir: PathBuf,
     /// Customer-hosted runners: whom `canary serve` tells when one is behind its offered build.
     pub updates: UpdatesConfig,
     /// The lab's default runner build: one CLI at an exact version each
@@ -93,6 +95,7 @@ impl Default for LabConfig {
             upstream: Default::default(),
             pipeline: Default::default(),
             updates: Default::default(),
+            orgs_dir: crate::orgs::DEFAULT_DIR.into(),
             providers: DEFAULT_PROVIDERS.iter().map(|s| s.to_string()).collect(),
         }
     }

@@ -44,6 +44,8 @@ pub struct Updates {
     pub artifacts: Option<crate::update::server::Artifacts>,
     /// Where an admin is told that a customer-hosted runner is behind its offered build.
     pub webhook: Option<String>,
+    /// Org policies (`require_signed`).
+    pub orgs: crate::orgs::OrgPolicies,
 }
 
 impl ControlPlane {
@@ -276,7 +278,7 @@ pub async fn heartbeat(State(cp): State<ControlPlane>, headers: HeaderMap, body:
 /// audited, shown on the dashboard and posted to the admin's webhook (in the background, its
 /// outcome kept with the notice). A failure here never fails the heartbeat.
 async fn notice(cp: &ControlPlane, runner: &str) {
-    let n = match crate::update::server::notice(&cp.reg, runner).await {
+    let n = match crate::update::server::notice(&cp.reg, runner, cp.updates.key.as_ref(), &cp.updates.orgs).await {
         Ok(Some(n)) => n,
         Ok(None) => return,
         Err(e) => {
@@ -355,7 +357,7 @@ pub async fn updates(State(cp): State<ControlPlane>, headers: HeaderMap, Query(q
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    match crate::update::server::offer(&cp.reg, &runner, cp.updates.key.as_ref()).await {
+    match crate::update::server::offer(&cp.reg, &runner, cp.updates.key.as_ref(), &cp.updates.orgs).await {
         Ok(o) => (StatusCode::OK, Json(o)).into_response(),
         Err(crate::error::LabError::Usage(m, h)) => error(StatusCode::NOT_FOUND, &format!("{m}: {h}")),
         Err(e) => unavailable(e),

@@ -298,6 +298,7 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         key,
         artifacts: Some(crate::update::server::Artifacts::new(&config.cache_dir)),
         webhook,
+        orgs: crate::orgs::OrgPolicies::load(&config.orgs_dir)?,
     });
     let pages = Pages {
         policy: std::sync::Arc::new(policy.clone()),

@@ -170,6 +170,10 @@ pub struct Offer {
     pub key_id: Option<String>,
     /// How to go back, for an admin whose runner cannot do it itself.
     pub rollback: Vec<String>,
+    /// The org's policy requires signed builds: the host refuses an unsigned or mis-signed one
+    /// even when its own configuration does not ask.
+    #[serde(default)]
+    pub require_signed: bool,
 }
 
 /// Why a host will not install a build, if it will not. A signature is checked before anything
@@ -198,8 +202,15 @@ pub fn check_signature(
             }
             Ok(Some(manifest))
         }
-        (None, _) if require_signed => Err("the build is unsigned and this host requires signed builds".into()),
-        (Some(_), None) if require_signed => {
+        (None, _) if require_signed || offer.require_signed => Err(format!(
+            "the build is unsigned and {} requires signed builds",
+            if offer.require_signed {
+                "the org's policy"
+            } else {
+                "this host"
+            }
+        )),
+        (Some(_), None) if require_signed || offer.require_signed => {
             Err("the build is signed but no public key is configured to check it (update init --public-key)".into())
         }
         _ => Ok(Some(manifest)),
@@ -427,6 +438,7 @@ mod tests {
             signature: sig,
             key_id: None,
             rollback: vec![],
+            require_signed: false,
         };
         let trusted = key.public();
         assert!(check_signature(&offer(Some(key.sign(&text))), Some(&trusted), true).is_ok());
@@ -444,6 +456,10 @@ mod tests {
             check_signature(&offer(None), None, false).is_ok(),
             "unsigned is allowed unless required"
         );
+        let mut by_policy = offer(None);
+        by_policy.require_signed = true;
+        let err = check_signature(&by_policy, None, false).unwrap_err();
+        assert!(err.contains("the org's policy requires signed builds"), "{err}");
         let mut tampered = offer(Some(key.sign(&text)));
         tampered.manifest = Some(text.replace("2.1.330", "2.1.331"));
         assert!(check_signature(&tampered, Some(&trusted), true).is_err());

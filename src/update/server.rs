@@ -11,7 +11,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// What `GET /v1/updates?runner=ID` answers for `runner`, signed with `key` when one is set.
-pub async fn offer(reg: &Registry, runner: &str, key: Option<&super::sign::Key>) -> Result<Offer> {
+pub async fn offer(
+    reg: &Registry,
+    runner: &str,
+    key: Option<&super::sign::Key>,
+    orgs: &crate::orgs::OrgPolicies,
+) -> Result<Offer> {
     let beat = reg
         .heartbeats()
         .await?
@@ -61,6 +66,7 @@ pub async fn offer(reg: &Registry, runner: &str, key: Option<&super::sign::Key>)
         signature: None,
         key_id: None,
         rollback: rollback_lines(runner),
+        require_signed: beat.org.as_deref().is_some_and(|o| orgs.get(o).require_signed),
     };
     let Some(target) = target.clone() else {
         (offer.status, offer.reasons) = super::status(&facts);
@@ -116,6 +122,13 @@ pub async fn offer(reg: &Registry, runner: &str, key: Option<&super::sign::Key>)
         },
     };
     let text = manifest.text();
+    if offer.require_signed && key.is_none() {
+        offer.status = super::Status::Red;
+        offer.reasons.push(format!(
+            "org {}'s policy requires signed builds and this control plane signs none (canary serve --signing-key)",
+            beat.org.as_deref().unwrap_or("")
+        ));
+    }
     if let Some(k) = key {
         offer.signature = Some(k.sign(&text));
         offer.key_id = Some(k.public().id());
@@ -146,8 +159,13 @@ pub fn behind(offer: &Offer) -> Option<crate::registry::Notice> {
 /// Judges whether `runner` (after its heartbeat or update check) is behind what it is offered:
 /// records a new notice and returns it (to be delivered), or clears the runner's notices when it
 /// caught up. A runner already noticed behind the same build returns `None`.
-pub async fn notice(reg: &Registry, runner: &str) -> Result<Option<crate::registry::Notice>> {
-    let offer = offer(reg, runner, None).await?;
+pub async fn notice(
+    reg: &Registry,
+    runner: &str,
+    key: Option<&super::sign::Key>,
+    orgs: &crate::orgs::OrgPolicies,
+) -> Result<Option<crate::registry::Notice>> {
+    let offer = offer(reg, runner, key, orgs).await?;
     match behind(&offer) {
         None => {
             reg.clear_notices(runner).await?;
@@ -323,6 +341,7 @@ mod tests {
             signature: None,
             key_id: None,
             rollback: vec![],
+            require_signed: false,
         }
     }
 

@@ -186,7 +186,17 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     let config = dir.path().join("canary.yaml");
     std::fs::write(
         &config,
-        format!("cache_dir: {}\nupdates:\n  webhook: {hook_url}\n", cache.display()),
+        format!(
+            "cache_dir: {}\norgs_dir: {}\nupdates:\n  webhook: {hook_url}\n",
+            cache.display(),
+            dir.path().join("orgs").display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("orgs")).unwrap();
+    std::fs::write(
+        dir.path().join("orgs/globex.yaml"),
+        "plan: team\nrequire_signed: true\n",
     )
     .unwrap();
     let lab = Lab {
@@ -286,21 +296,22 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
             "/opt/canary-runner",
         ]);
         let org = if i == 0 { "acme" } else { "globex" };
-        let (code, _, out) = update(
-            &name,
-            &[
-                "init",
-                "--server",
-                &url,
-                "--runner-id",
-                id,
-                "--org",
-                org,
-                "--public-key",
-                &public,
-                "--require-signed",
-            ],
-        );
+        // host-1 requires signatures itself; host-2 leaves it to its org's policy.
+        let mut init = vec![
+            "init",
+            "--server",
+            &url,
+            "--runner-id",
+            id,
+            "--org",
+            org,
+            "--public-key",
+            &public,
+        ];
+        if i == 0 {
+            init.push("--require-signed");
+        }
+        let (code, _, out) = update(&name, &init);
         assert_eq!(code, 0, "{out}");
     }
     let (h1, h2) = (hosts.names[0].clone(), hosts.names[1].clone());
@@ -418,7 +429,26 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     let (code, o, out) = update(&h1, &["upgrade", "--yes"]);
     assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
     assert!(o["reason"].as_str().unwrap().contains("does not verify"), "{out}");
+    // A control plane that signs nothing: globex's policy requires signatures, so its host
+    // (whose own configuration does not) is offered a red build and refuses it.
     drop(server);
+    let (mut cmd, _r) = lab.canary().args(["serve", "--listen", &listen]).command();
+    let unsigned = crate::updates::Serve(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    wait_for("canary serve", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    docker(&["exec", &h2, "rm", "-r", "/opt/canary-runner/bundles"]);
+    let (code, check, out) = update(&h2, &["check"]);
+    assert_eq!((code, check["offer"]["status"].as_str()), (1, Some("red")), "{out}");
+    assert!(out.contains("globex's policy requires signed builds"), "{out}");
+    let (code, o, out) = update(&h2, &["upgrade", "--yes"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        o["reason"].as_str().unwrap_or("").contains("requires signed builds"),
+        "{out}"
+    );
+    docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
+    drop(unsigned);
     let _server = serve_on(&lab, &listen, &keys.join("signing.key"), &[]);
 
     // A new good build; the upgrade is killed (SIGKILL) half-way through its download.
