@@ -59,6 +59,15 @@ pub struct PullRequest {
     pub files: Vec<String>,
     /// `git diff --binary base...head` with the lab's diff flags.
     pub patch: String,
+    /// `open` or `closed` (a merged pull request is closed and `merged`).
+    #[serde(default = "open")]
+    pub state: String,
+    #[serde(default)]
+    pub merged: bool,
+}
+
+fn open() -> String {
+    "open".into()
 }
 
 #[derive(Default)]
@@ -112,8 +121,12 @@ impl Forge {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/git/{*rest}", any(git))
-            .route("/repos/{owner}/{repo}/pulls", post(create_pull))
-            .route("/repos/{owner}/{repo}/pulls/{number}", get(get_pull))
+            .route("/repos/{owner}/{repo}/pulls", post(create_pull).get(list_pulls))
+            .route("/repos/{owner}/{repo}/pulls/{number}", get(get_pull).patch(update_pull))
+            .route(
+                "/repos/{owner}/{repo}/pulls/{number}/merge",
+                axum::routing::put(merge_pull),
+            )
             .route("/lab/records", get(records))
             .fallback(not_found)
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -424,6 +437,8 @@ async fn open_pull(
         base_sha,
         files,
         patch,
+        state: "open".into(),
+        merged: false,
     };
     inner.pulls.push(pr.clone());
     Ok(pr)
@@ -443,6 +458,129 @@ async fn get_pull(State(forge): State<Forge>, Path((owner, repo, number)): Path<
         Some(pr) => axum::Json(pull_json(&forge, &pr)).into_response(),
         None => json_error(StatusCode::NOT_FOUND, "Not Found"),
     }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    head: Option<String>,
+}
+
+/// `GET /repos/{owner}/{repo}/pulls?state=open|closed|all&head=owner:branch`, as GitHub answers.
+async fn list_pulls(
+    State(forge): State<Forge>,
+    Path((owner, repo)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+) -> Response {
+    let name = format!("{owner}/{repo}");
+    let state = q.state.unwrap_or_else(|| "open".into());
+    let head = q.head.map(|h| h.rsplit(':').next().unwrap_or(&h).to_string());
+    let pulls: Vec<serde_json::Value> = forge
+        .inner
+        .lock()
+        .expect("forge lock")
+        .pulls
+        .iter()
+        .filter(|p| p.repo == name && (state == "all" || p.state == state))
+        .filter(|p| head.as_ref().is_none_or(|h| &p.head == h))
+        .cloned()
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|p| pull_json(&forge, p))
+        .collect();
+    axum::Json(pulls).into_response()
+}
+
+/// `PATCH /repos/{owner}/{repo}/pulls/{number}` with `{"state": "closed"|"open"}`.
+async fn update_pull(
+    State(forge): State<Forge>,
+    Path((owner, repo, number)): Path<(String, String, u64)>,
+    body: Bytes,
+) -> Response {
+    let name = format!("{owner}/{repo}");
+    let state = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["state"].as_str().map(String::from));
+    let Some(state) = state.filter(|s| s == "open" || s == "closed") else {
+        return json_error(StatusCode::UNPROCESSABLE_ENTITY, "state is open or closed");
+    };
+    let updated = {
+        let mut inner = forge.inner.lock().expect("forge lock");
+        inner
+            .pulls
+            .iter_mut()
+            .find(|p| p.repo == name && p.number == number && !p.merged)
+            .map(|p| {
+                p.state = state.clone();
+                p.clone()
+            })
+    };
+    forge.record(Record {
+        ts: crate::registry::now(),
+        method: "PATCH".into(),
+        path: format!("/repos/{name}/pulls/{number}"),
+        status: if updated.is_some() { 200 } else { 404 },
+        body: Some(serde_json::json!({"state": state})),
+        pull_request: None,
+        error: None,
+    });
+    match updated {
+        Some(pr) => axum::Json(pull_json(&forge, &pr)).into_response(),
+        None => json_error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+/// `PUT /repos/{owner}/{repo}/pulls/{number}/merge`: fast-forwards the base branch to the head
+/// (the lab forge merges nothing else) and closes the pull request as merged.
+async fn merge_pull(State(forge): State<Forge>, Path((owner, repo, number)): Path<(String, String, u64)>) -> Response {
+    let name = format!("{owner}/{repo}");
+    let found = forge
+        .inner
+        .lock()
+        .expect("forge lock")
+        .pulls
+        .iter()
+        .find(|p| p.repo == name && p.number == number && p.state == "open")
+        .cloned();
+    let Some(pr) = found else {
+        return json_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let dir = forge.bare(&owner, &repo);
+    let ff = git_in(&dir, &["merge-base", "--is-ancestor", &pr.base_sha, &pr.head_sha])
+        .await
+        .is_ok()
+        && git_in(
+            &dir,
+            &[
+                "update-ref",
+                &format!("refs/heads/{}", pr.base),
+                &pr.head_sha,
+                &pr.base_sha,
+            ],
+        )
+        .await
+        .is_ok();
+    if !ff {
+        return json_error(StatusCode::METHOD_NOT_ALLOWED, "Pull Request is not mergeable");
+    }
+    {
+        let mut inner = forge.inner.lock().expect("forge lock");
+        if let Some(p) = inner.pulls.iter_mut().find(|p| p.repo == name && p.number == number) {
+            p.state = "closed".into();
+            p.merged = true;
+        }
+    }
+    forge.record(Record {
+        ts: crate::registry::now(),
+        method: "PUT".into(),
+        path: format!("/repos/{name}/pulls/{number}/merge"),
+        status: 200,
+        body: None,
+        pull_request: None,
+        error: None,
+    });
+    axum::Json(serde_json::json!({"sha": pr.head_sha, "merged": true, "message": "Pull Request successfully merged"}))
+        .into_response()
 }
 
 /// A pull request in the shape of GitHub's REST API (the fields clients read).
@@ -467,12 +605,14 @@ fn pull_json(forge: &Forge, pr: &PullRequest) -> serde_json::Value {
         "review_comment_url": format!("{base_url}/repos/{}/pulls/comments{{/number}}", pr.repo),
         "comments_url": format!("{base_url}/repos/{}/issues/{}/comments", pr.repo, pr.number),
         "statuses_url": format!("{base_url}/repos/{}/statuses/{}", pr.repo, pr.head_sha),
-        "number": pr.number, "state": "open", "locked": false, "title": pr.title,
+        "number": pr.number, "state": pr.state, "locked": false, "title": pr.title,
         "body": pr.body, "labels": [], "milestone": null,
-        "created_at": now, "updated_at": now, "closed_at": null, "merged_at": null,
+        "created_at": now, "updated_at": now,
+        "closed_at": if pr.state == "closed" { serde_json::json!(now) } else { serde_json::Value::Null },
+        "merged_at": if pr.merged { serde_json::json!(now) } else { serde_json::Value::Null },
         "merge_commit_sha": null, "assignee": null, "assignees": [], "requested_reviewers": [],
         "requested_teams": [], "head": end(&pr.head, &pr.head_sha), "base": end(&pr.base, &pr.base_sha),
-        "author_association": "OWNER", "draft": pr.draft, "merged": false, "mergeable": null,
+        "author_association": "OWNER", "draft": pr.draft, "merged": pr.merged, "mergeable": null,
         "comments": 0, "review_comments": 0, "commits": 1, "changed_files": pr.files.len(),
         "maintainer_can_modify": false,
     })

@@ -37,6 +37,7 @@ pub mod spool;
 pub mod status;
 pub mod stub;
 pub mod suite;
+pub mod sweeps;
 pub mod telemetry;
 pub mod text;
 pub mod tokens;

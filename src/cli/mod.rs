@@ -27,6 +27,7 @@ mod commands;
 mod fleet;
 mod gate;
 mod registry;
+mod sweeps;
 mod upstream;
 
 use crate::error::{LabError, exit};
@@ -112,6 +113,10 @@ pub enum Command {
     /// Signing keys for the build manifests offered to customer-hosted runners.
     #[command(subcommand)]
     Keys(fleet::KeysCommand),
+    /// Post-update repo sweeps: opted-in repos re-checked after a promotion to stable, fixes
+    /// proposed as draft PRs under each org's policy (orgs/ORG.yaml).
+    #[command(subcommand)]
+    Sweeps(sweeps::SweepsCommand),
     /// Keep an org out of every rollout (its sessions run the channel's current build).
     Freeze(fleet::FreezeArgs),
     /// Let a frozen org take part in rollouts again.

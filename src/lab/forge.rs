@@ -293,6 +293,8 @@ mod tests {
                 base_sha: String::new(),
                 files: vec!["a".into()],
                 patch: patch.into(),
+                state: "open".into(),
+                merged: false,
             }),
         }
     }

@@ -577,6 +577,9 @@ impl Registry {
             .execute(&mut *tx)
             .await
             .map_err(db_err(&self.display))?;
+            if channel == "stable" {
+                super::sweeps::enqueue_sweeps(&mut tx, &build, &ts, &self.display).await?;
+            }
         }
         insert_audit(&mut tx, &t.audit, &self.display).await?;
         tx.commit().await.map_err(db_err(&self.display))?;

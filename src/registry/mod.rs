@@ -7,11 +7,13 @@ mod fleet;
 mod notices;
 mod queries;
 mod record;
+mod sweeps;
 
 pub use fleet::*;
 pub use notices::*;
 pub use queries::*;
 pub use record::*;
+pub use sweeps::*;
 
 use crate::error::{LabError, Result};
 use sqlx::any::{AnyPoolOptions, AnyRow};

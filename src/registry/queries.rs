@@ -574,6 +574,9 @@ impl Registry {
             actor: a.actor,
         };
         insert_rollout(&mut tx, &event, &self.display).await?;
+        if channel == "stable" && kind == "promote" {
+            super::sweeps::enqueue_sweeps(&mut tx, build, &ts, &self.display).await?;
+        }
         insert_audit(&mut tx, &a, &self.display).await?;
         tx.commit().await.map_err(db_err(&self.display))
     }

@@ -9,6 +9,7 @@ mod docker_fleet;
 mod docker_images;
 mod docker_pipeline;
 mod docker_registry;
+mod docker_sweeps;
 mod docker_updates;
 mod forge;
 mod helpers;

@@ -240,3 +240,113 @@ fn a_bad_policy_file_points_at_the_problem() {
         .code(2)
         .stderr_has("unknown channel `gold`");
 }
+
+on_both!(the_sweep_queue_is_idempotent_leased_retried_and_dead_lettered, |b| {
+    let reg = fresh(b);
+    let url = if reg.url.starts_with("postgres") {
+        reg.url.clone()
+    } else {
+        format!("sqlite://{}", reg.url)
+    };
+    runtime().block_on(async {
+        use canary_lab::registry::{Audit, BuildInfo, Registry, SweepRepo};
+        let r = Registry::open(&url).await.unwrap();
+        let audit = || Audit {
+            actor: "t",
+            action: "sweeps repo add",
+            target: "repo",
+            decision: "done",
+            reason: "",
+            evidence: serde_json::json!({}),
+        };
+        for id in ["acme/a", "acme/b"] {
+            r.add_sweep_repo(
+                &SweepRepo {
+                    id: id.into(),
+                    org: "acme".into(),
+                    url: format!("https://forge.example.invalid/{id}.git"),
+                    branch: "main".into(),
+                    api_url: "https://forge.example.invalid".into(),
+                    token_env: None,
+                    commands: serde_json::json!({}),
+                    added_at: canary_lab::registry::now(),
+                },
+                audit(),
+            )
+            .await
+            .unwrap();
+        }
+        let build = format!("sha256:{}", "ab".repeat(32));
+        let info = BuildInfo::from_image(&build, "canary-lab/build:x", &Default::default());
+        r.seed_results(&info, &[("run".into(), "golden-path".into(), "python".into(), "pass")])
+            .await
+            .unwrap();
+        let release = |kind: &'static str| {
+            let r = &r;
+            let build = build.clone();
+            async move {
+                r.release(
+                    "stable",
+                    &build,
+                    kind,
+                    Audit {
+                        actor: "t",
+                        action: kind,
+                        target: "stable",
+                        decision: "done",
+                        reason: "",
+                        evidence: serde_json::json!({}),
+                    },
+                )
+                .await
+                .unwrap()
+            }
+        };
+        release("promote").await;
+        release("promote").await;
+        assert_eq!(
+            r.sweep_jobs(10).await.unwrap().len(),
+            2,
+            "one job per repo and build, however often promoted"
+        );
+        assert_eq!(r.enqueue_sweeps(&build).await.unwrap(), 0);
+
+        let t0 = jiff::Timestamp::now();
+        let lease = std::time::Duration::from_secs(60);
+        let a = r.claim_sweep("w1", lease, 2, t0).await.unwrap().unwrap();
+        let b2 = r.claim_sweep("w2", lease, 2, t0).await.unwrap().unwrap();
+        assert_ne!(a.id, b2.id, "two workers never hold one job");
+        assert!(
+            r.claim_sweep("w3", lease, 2, t0).await.unwrap().is_none(),
+            "nothing else is due"
+        );
+        // w1 dies; after its lease another worker takes the job, and w1 can no longer end it.
+        let later = t0 + jiff::SignedDuration::from_secs(61);
+        let again = r.claim_sweep("w3", lease, 2, later).await.unwrap().unwrap();
+        assert_eq!((again.id, again.attempts), (a.id, 2));
+        assert!(
+            !r.finish_sweep(a.id, "w1", "pr_opened", "late", &serde_json::json!({}), Some((1, "u")))
+                .await
+                .unwrap()
+        );
+        assert!(
+            r.finish_sweep(a.id, "w3", "nothing_to_propose", "ok", &serde_json::json!({}), None)
+                .await
+                .unwrap()
+        );
+        // w2's try fails: retried after its backoff, then dead after the last attempt.
+        assert!(
+            r.retry_sweep(b2.id, "w2", "forge answered 503", later, 2)
+                .await
+                .unwrap()
+        );
+        let j = r.sweep_job(b2.id).await.unwrap().unwrap();
+        assert_eq!((j.state.as_str(), j.attempts), ("queued", 1));
+        let c = r.claim_sweep("w2", lease, 2, later).await.unwrap().unwrap();
+        assert!(r.retry_sweep(c.id, "w2", "forge answered 503", later, 2).await.unwrap());
+        let j = r.sweep_job(b2.id).await.unwrap().unwrap();
+        assert_eq!(j.state, "dead", "{j:?}");
+        assert_eq!(j.reason.as_deref(), Some("forge answered 503"));
+        assert_eq!(r.sweeps_pending().await.unwrap(), 0);
+    });
+});

@@ -1,0 +1,435 @@
+//! `canary sweeps`: opted-in repos, the sweep queue's workers, its status and the PR acceptance
+//! KPI. Exit codes: 0 done, 1 a job ended dead or a repo was not found, 2 error.
+
+use super::registry::{Who, open, open_read, print_json};
+use crate::config::LabConfig;
+use crate::error::{LabError, Result, exit};
+use crate::registry::{Audit, SweepRepo};
+use crate::sweeps::Commands;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum SweepsCommand {
+    /// The repos orgs opted in to sweeps.
+    #[command(subcommand)]
+    Repos(ReposCommand),
+    /// Work the queue: claim due jobs (with a lease), sweep each in a container of its build,
+    /// end each as done, retried with backoff or dead. Stops when nothing is due unless --watch.
+    Run(RunArgs),
+    /// The queue: every job with its state, outcome and reason.
+    Status {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enqueue sweeps for a build by hand (a promotion to stable does it itself).
+    Enqueue {
+        /// Build: digest, digest prefix or image reference.
+        build: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sweep PR acceptance: opened, merged, closed unmerged and still open, per org and per
+    /// build, read back from each repo's forge.
+    Kpis {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReposCommand {
+    /// Opt a repo in: a git remote (https, http, ssh, git) on GitHub, GitHub Enterprise or any
+    /// smart-HTTP forge with GitHub's pull-request API.
+    Add {
+        url: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// The forge's REST API base (default: the remote's origin).
+        #[arg(long)]
+        api: Option<String>,
+        /// Environment variable holding the forge token (read by the worker, never stored).
+        #[arg(long)]
+        token_env: Option<String>,
+        /// Commands (default: `lint`, `test`, `ci` from the repo's canary-repo.yaml).
+        #[arg(long)]
+        lint: Option<String>,
+        #[arg(long)]
+        test: Option<String>,
+        #[arg(long)]
+        ci: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        who: Who,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Opt a repo out (its queued jobs go; finished ones stay for the KPIs).
+    Remove {
+        /// `owner/name`, as `list` shows it.
+        id: String,
+        #[command(flatten)]
+        who: Who,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Workers claiming jobs at once.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// This worker's name in the queue (default: host and process id).
+    #[arg(long)]
+    pub worker: Option<String>,
+    /// How long a claimed job is this worker's; a job whose worker died is taken again after it.
+    #[arg(long, default_value = "20m", value_parser = humantime::parse_duration)]
+    pub lease: std::time::Duration,
+    /// Tries before a job is dead (with the last reason).
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: i64,
+    /// Wait before the first retry; doubled for each further one.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub backoff: std::time::Duration,
+    /// Docker network of the sweep containers (it must reach the repos' remotes).
+    #[arg(long, default_value = "bridge")]
+    pub network: String,
+    /// Lab: the model stub's scenario for the agent.
+    #[arg(long, conflicts_with = "model_url")]
+    pub scenario: Option<PathBuf>,
+    /// A real model endpoint for the agent.
+    #[arg(long)]
+    pub model_url: Option<String>,
+    /// Most time for each check command and for the agent session.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub step_timeout: std::time::Duration,
+    /// Keep waiting for jobs instead of stopping when none is due.
+    #[arg(long)]
+    pub watch: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn check_env_name(v: &str) -> Result<()> {
+    if !v.is_empty()
+        && v.len() <= 128
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !v.as_bytes()[0].is_ascii_digit()
+    {
+        Ok(())
+    } else {
+        Err(LabError::usage(
+            format!("`{}` is not an environment variable name", crate::text::clean(v)),
+            "letters, digits and `_`, e.g. --token-env ACME_FORGE_TOKEN",
+        ))
+    }
+}
+
+pub async fn sweeps(config: &LabConfig, cmd: &SweepsCommand) -> Result<i32> {
+    match cmd {
+        SweepsCommand::Repos(c) => repos(config, c).await,
+        SweepsCommand::Run(a) => run(config, a).await,
+        SweepsCommand::Status { limit, json } => {
+            let reg = open_read(config).await?;
+            let jobs = reg.sweep_jobs((*limit).clamp(1, 10_000)).await?;
+            if *json {
+                print_json(&jobs);
+            } else if jobs.is_empty() {
+                outln!("no sweep jobs (a promotion to stable enqueues one per opted-in repo)");
+            } else {
+                for j in &jobs {
+                    outln!(
+                        "#{} {} ({}) build {}: {}{} — {}{}",
+                        j.id,
+                        crate::text::clean(&j.repo_id),
+                        crate::text::clean(&j.org),
+                        super::registry::short(&j.build_id),
+                        j.state,
+                        j.outcome.as_deref().map(|o| format!(" {o}")).unwrap_or_default(),
+                        crate::text::clean(j.reason.as_deref().unwrap_or("")),
+                        j.pr_url
+                            .as_deref()
+                            .map(|u| format!(" {}", crate::text::clean(u)))
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            Ok(exit::PASS)
+        }
+        SweepsCommand::Enqueue { build, json } => {
+            let reg = open(config).await?;
+            let id = reg.resolve_build(build).await?;
+            let n = reg.enqueue_sweeps(&id).await?;
+            if *json {
+                print_json(&serde_json::json!({"build": id, "enqueued": n}));
+            } else {
+                outln!("{n} sweep job(s) enqueued for build {id}");
+            }
+            Ok(exit::PASS)
+        }
+        SweepsCommand::Kpis { json } => kpis(config, *json).await,
+    }
+}
+
+async fn repos(config: &LabConfig, cmd: &ReposCommand) -> Result<i32> {
+    match cmd {
+        ReposCommand::Add {
+            url,
+            org,
+            branch,
+            api,
+            token_env,
+            lint,
+            test,
+            ci,
+            json,
+            who,
+        } => {
+            crate::gate::ops::check_name("org", org)?;
+            crate::sweeps::check_branch(branch)?;
+            let id = crate::sweeps::repo_id(url)?;
+            if let Some(v) = token_env {
+                check_env_name(v)?;
+            }
+            let api_url = match api {
+                Some(a) => {
+                    if !crate::config::is_webhook_url(a) {
+                        return Err(LabError::usage(
+                            format!("--api `{}` is not an http(s) URL", crate::text::clean(a)),
+                            "give the forge's REST API base, e.g. https://forge.example.invalid/api/v3",
+                        ));
+                    }
+                    a.trim_end_matches('/').to_string()
+                }
+                None => crate::sweeps::default_api(url),
+            };
+            for (name, c) in [("lint", lint), ("test", test), ("ci", ci)] {
+                if c.as_deref()
+                    .is_some_and(|c| c.trim().is_empty() || c.chars().any(|ch| ch.is_control() && ch != '\t'))
+                {
+                    return Err(LabError::usage(
+                        format!("--{name} is empty or holds control characters"),
+                        "give the command the repo's own CI runs, e.g. --test 'python3 -m pytest -q'",
+                    ));
+                }
+            }
+            let commands = Commands {
+                lint: lint.clone(),
+                test: test.clone(),
+                ci: ci.clone(),
+            };
+            let repo = SweepRepo {
+                id: id.clone(),
+                org: org.clone(),
+                url: url.clone(),
+                branch: branch.clone(),
+                api_url,
+                token_env: token_env.clone(),
+                commands: serde_json::to_value(&commands).expect("json"),
+                added_at: crate::registry::now(),
+            };
+            let reg = open(config).await?;
+            reg.add_sweep_repo(
+                &repo,
+                Audit {
+                    actor: &who.actor(),
+                    action: "sweeps repo add",
+                    target: &format!("repo {id}"),
+                    decision: "done",
+                    reason: &who.reason,
+                    evidence: serde_json::json!({"org": org, "url": url, "branch": branch}),
+                },
+            )
+            .await?;
+            if *json {
+                print_json(&repo);
+            } else {
+                outln!("{id} ({org}, {branch}) opted in to sweeps");
+            }
+            Ok(exit::PASS)
+        }
+        ReposCommand::List { json } => {
+            let reg = open_read(config).await?;
+            let all = reg.sweep_repos().await?;
+            if *json {
+                print_json(&all);
+            } else if all.is_empty() {
+                outln!("no repos opted in (canary sweeps repos add URL --org ORG)");
+            } else {
+                for r in &all {
+                    outln!(
+                        "{} ({}) {} at {}",
+                        crate::text::clean(&r.id),
+                        crate::text::clean(&r.org),
+                        crate::text::clean(&r.url),
+                        crate::text::clean(&r.branch)
+                    );
+                }
+            }
+            Ok(exit::PASS)
+        }
+        ReposCommand::Remove { id, who } => {
+            let reg = open(config).await?;
+            let removed = reg
+                .remove_sweep_repo(
+                    id,
+                    Audit {
+                        actor: &who.actor(),
+                        action: "sweeps repo remove",
+                        target: &format!("repo {id}"),
+                        decision: "done",
+                        reason: &who.reason,
+                        evidence: serde_json::json!({}),
+                    },
+                )
+                .await?;
+            if removed {
+                outln!("{} opted out of sweeps", crate::text::clean(id));
+                Ok(exit::PASS)
+            } else {
+                eprintln!("no opted-in repo {}", crate::text::clean(id));
+                Ok(exit::FAILED)
+            }
+        }
+    }
+}
+
+async fn run(config: &LabConfig, a: &RunArgs) -> Result<i32> {
+    let orgs = crate::orgs::OrgPolicies::load(&config.orgs_dir)?;
+    if let Some(url) = a.model_url.as_deref().filter(|u| !crate::config::is_webhook_url(u)) {
+        return Err(LabError::usage(
+            format!("--model-url `{}` is not an http(s) URL", crate::text::clean(url)),
+            "give the model endpoint the CLIs should call",
+        ));
+    }
+    let reg = open(config).await?;
+    let engine = crate::engine::docker::DockerBackend::connect().await?;
+    let o = crate::sweeps::job::WorkerOptions {
+        worker: a
+            .worker
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", crate::engine::hostname(), std::process::id())),
+        lease: a.lease,
+        max_attempts: a.max_attempts.max(1),
+        backoff: a.backoff,
+        network: a.network.clone(),
+        scenario: a.scenario.clone(),
+        model_url: a.model_url.clone(),
+        step_timeout: a.step_timeout,
+        drain: !a.watch,
+    };
+    let quiet = a.json;
+    let ended = crate::sweeps::job::run(&engine, &reg, &orgs, &o, a.workers, &|e| {
+        if !quiet {
+            eprintln!(
+                "[sweep] #{} {} ({}): {} — {}{}",
+                e.job,
+                crate::text::clean(&e.repo),
+                crate::text::clean(&e.org),
+                e.outcome,
+                crate::text::clean(&e.reason),
+                e.pr_url
+                    .as_deref()
+                    .map(|u| format!(" {}", crate::text::clean(u)))
+                    .unwrap_or_default()
+            );
+        }
+    })
+    .await?;
+    if a.json {
+        print_json(&ended);
+    } else {
+        outln!("{} sweep job(s) ended", ended.len());
+    }
+    Ok(if ended.iter().any(|e| e.outcome == "dead") {
+        exit::FAILED
+    } else {
+        exit::PASS
+    })
+}
+
+async fn kpis(config: &LabConfig, json: bool) -> Result<i32> {
+    let reg = open(config).await?;
+    let repos = reg.sweep_repos().await?;
+    let jobs = reg.sweep_jobs(100_000).await?;
+    let mut unreadable = Vec::new();
+    #[derive(Default, serde::Serialize, Clone)]
+    struct Tally {
+        opened: u64,
+        merged: u64,
+        closed_unmerged: u64,
+        open: u64,
+    }
+    let mut by_org: std::collections::BTreeMap<String, Tally> = Default::default();
+    let mut by_build: std::collections::BTreeMap<String, Tally> = Default::default();
+    for j in jobs.iter().filter(|j| j.pr_number.is_some()) {
+        let number = j.pr_number.unwrap_or(0);
+        // The forge is the truth: read each PR's state back, and keep it.
+        let state = match repos.iter().find(|r| r.id == j.repo_id) {
+            Some(repo) => match crate::sweeps::job::pr_state(repo, number).await {
+                Ok(s) => {
+                    reg.set_sweep_pr_state(j.id, &s).await?;
+                    s
+                }
+                Err(e) => {
+                    unreadable.push(format!("{} #{number}: {e}", j.repo_id));
+                    j.pr_state.clone().unwrap_or_else(|| "open".into())
+                }
+            },
+            None => j.pr_state.clone().unwrap_or_else(|| "open".into()),
+        };
+        for t in [
+            by_org.entry(j.org.clone()).or_default(),
+            by_build.entry(j.build_id.clone()).or_default(),
+        ] {
+            t.opened += 1;
+            match state.as_str() {
+                "merged" => t.merged += 1,
+                "closed" => t.closed_unmerged += 1,
+                _ => t.open += 1,
+            }
+        }
+    }
+    let rate = |t: &Tally| {
+        let decided = t.merged + t.closed_unmerged;
+        (decided > 0).then(|| (t.merged as f64 * 1000.0 / decided as f64).round() / 10.0)
+    };
+    let view = |m: &std::collections::BTreeMap<String, Tally>, key: &str| -> Vec<serde_json::Value> {
+        m.iter()
+            .map(|(k, t)| {
+                let mut v = serde_json::to_value(t).expect("json");
+                v[key] = serde_json::json!(k);
+                v["acceptance_pct"] = serde_json::json!(rate(t));
+                v
+            })
+            .collect()
+    };
+    let out =
+        serde_json::json!({"orgs": view(&by_org, "org"), "builds": view(&by_build, "build"), "unreadable": unreadable});
+    if json {
+        print_json(&out);
+    } else {
+        outln!("sweep PR acceptance (merged / (merged + closed unmerged)):");
+        for (k, t) in &by_org {
+            outln!(
+                "  org {}: {} opened, {} merged, {} closed unmerged, {} open — {}",
+                crate::text::clean(k),
+                t.opened,
+                t.merged,
+                t.closed_unmerged,
+                t.open,
+                rate(t).map(|r| format!("{r} %")).unwrap_or("no decided PRs yet".into())
+            );
+        }
+        for u in &unreadable {
+            eprintln!("could not read {}", crate::text::clean(u));
+        }
+    }
+    Ok(exit::PASS)
+}

@@ -1,0 +1,678 @@
+//! One sweep, in a container of the promoted build: clone the repo at its branch, run its checks,
+//! let an agent session with the build's CLI fix what fails, check again, and when the checks
+//! improved open a draft pull request through the runner's `pr` command. And the worker loop
+//! that claims jobs from the registry's queue, judges them against the org's policy, and ends
+//! each as done, retried with backoff, or dead with the reason.
+
+use super::{Check, Commands};
+use crate::engine::{Backend, ContainerSpec, ExecSpec};
+use crate::error::{LabError, Result};
+use crate::orgs::{OrgPolicies, OrgPolicy};
+use crate::registry::{Registry, SweepJob, SweepRepo};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const DIR: &str = "/tmp/sweep";
+const REPO: &str = "/tmp/sweep/repo";
+const CHECK: &str = "/tmp/sweep/check";
+
+/// How workers run sweeps.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// This worker's name in the queue (leases are held in its name).
+    pub worker: String,
+    /// How long a claimed job is this worker's; past it another worker may take the job.
+    pub lease: Duration,
+    /// Tries before a job is dead.
+    pub max_attempts: i64,
+    /// The first retry's wait; each further one doubles.
+    pub backoff: Duration,
+    /// The Docker network sweep containers join (it must reach the repos' remotes).
+    pub network: String,
+    /// In the lab: the scenario the model stub plays to the agent.
+    pub scenario: Option<PathBuf>,
+    /// Elsewhere: a real model endpoint for the agent.
+    pub model_url: Option<String>,
+    /// Most time for one check command and for the agent session.
+    pub step_timeout: Duration,
+    /// Stop when the queue has nothing due (else wait for more).
+    pub drain: bool,
+}
+
+/// What one job came to (the registry keeps it; `sweeps status` shows it).
+#[derive(Debug, Clone, Serialize)]
+pub struct Ended {
+    pub job: i64,
+    pub repo: String,
+    pub org: String,
+    pub build: String,
+    /// `pr_opened`, `nothing_to_propose`, `dropped`, `skipped`, `retry`, `dead`, or `lost`
+    /// (the lease ran out and another worker has the job).
+    pub outcome: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pr_url: Option<String>,
+}
+
+/// A sweep's result before the registry records it.
+struct Done {
+    outcome: &'static str,
+    reason: String,
+    detail: serde_json::Value,
+    pr: Option<(i64, String)>,
+}
+
+fn exec(cmd: Vec<String>, env: Vec<String>, workdir: &str, limit: Duration) -> ExecSpec {
+    ExecSpec {
+        cmd,
+        env,
+        workdir: workdir.into(),
+        deadline: Instant::now() + limit,
+        stdin: None,
+    }
+}
+
+fn argv(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+fn tail(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let keep = &lines[lines.len().saturating_sub(20)..];
+    crate::text::clean(&keep.join("\n")).chars().take(4000).collect()
+}
+
+/// The repo's token, from the worker's environment (`--token-env`), as git and the runner take
+/// it: in the environment, never on a command line.
+fn token_env(repo: &SweepRepo) -> Vec<String> {
+    let Some(token) = repo.token_env.as_deref().and_then(|v| std::env::var(v).ok()) else {
+        return vec![];
+    };
+    vec![
+        "GIT_CONFIG_COUNT=1".into(),
+        "GIT_CONFIG_KEY_0=http.extraHeader".into(),
+        format!("GIT_CONFIG_VALUE_0=Authorization: Bearer {token}"),
+        format!("GITHUB_TOKEN={token}"),
+    ]
+}
+
+/// Runs one sweep of `repo` with `build` (its image) in a fresh container, removed after.
+async fn sweep<B: Backend>(
+    backend: &B,
+    reg: &Registry,
+    policy: &OrgPolicy,
+    job: &SweepJob,
+    repo: &SweepRepo,
+    o: &WorkerOptions,
+) -> Result<Done> {
+    let row = reg.build_row(&job.build_id).await?.ok_or_else(|| {
+        LabError::usage(
+            format!("build {} is not in the registry", job.build_id),
+            "it was forgotten",
+        )
+    })?;
+    let manifest = row.manifest.clone().ok_or_else(|| {
+        LabError::usage(
+            format!("build {} has no manifest of components", job.build_id),
+            "sweeps need a runner build",
+        )
+    })?;
+    let provider = manifest.clis().next().map(|c| c.name.clone()).ok_or_else(|| {
+        LabError::usage(
+            format!("build {} has no CLI to sweep with", job.build_id),
+            "promote a build with a CLI",
+        )
+    })?;
+    let components = manifest
+        .clis()
+        .map(|c| format!("{} {}", c.name, c.version))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let run_id = format!("sweep-{}-{}", job.id, std::process::id());
+    let mut spec = ContainerSpec::new(&run_id, "sweep", &row.image_ref);
+    spec.network = Some(o.network.clone());
+    let container = backend.start_container(&spec).await?;
+    let result = in_container(backend, &container, policy, job, repo, o, &provider, &components).await;
+    let _ = backend.remove_container(&container).await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn in_container<B: Backend>(
+    backend: &B,
+    c: &str,
+    policy: &OrgPolicy,
+    job: &SweepJob,
+    repo: &SweepRepo,
+    o: &WorkerOptions,
+    provider: &str,
+    components: &str,
+) -> Result<Done> {
+    let secrets = token_env(repo);
+    let mut git_env = vec![
+        "GIT_TERMINAL_PROMPT=0".to_string(),
+        "GIT_ALLOW_PROTOCOL=https:http:ssh:git".into(),
+    ];
+    git_env.extend(secrets.iter().cloned());
+    let run = |cmd: Vec<String>, env: Vec<String>, dir: &'static str, limit: Duration| {
+        let spec = exec(cmd, env, dir, limit);
+        async move { backend.exec(c, &spec).await }
+    };
+    let fail = |what: &str, out: &crate::engine::ExecOutcome| {
+        LabError::usage(
+            format!(
+                "{what}: exit {:?}: {}",
+                out.exit_code,
+                tail(if out.stderr.is_empty() {
+                    &out.stdout
+                } else {
+                    &out.stderr
+                })
+            ),
+            "the job is retried; `canary sweeps status` shows each try",
+        )
+    };
+    let out = run(argv(&["mkdir", "-p", DIR]), vec![], "/", Duration::from_secs(30)).await?;
+    if out.exit_code != Some(0) {
+        return Err(fail("preparing the sweep folder", &out));
+    }
+    // 1. Clone (the URL and branch were checked when the repo was added; `--` ends options).
+    let out = run(
+        argv(&[
+            "git",
+            "clone",
+            "--quiet",
+            "--single-branch",
+            "--branch",
+            &repo.branch,
+            "--",
+            &repo.url,
+            REPO,
+        ]),
+        git_env.clone(),
+        DIR,
+        Duration::from_secs(300),
+    )
+    .await?;
+    if out.exit_code != Some(0) {
+        return Err(fail(&format!("cloning {} at {}", repo.url, repo.branch), &out));
+    }
+    // 2. The commands: those given when the repo was added, then the repo's manifest.
+    let manifest = run(
+        argv(&["cat", "canary-repo.yaml"]),
+        vec![],
+        REPO,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let given: Commands = serde_json::from_value(repo.commands.clone()).unwrap_or_default();
+    let commands = given.or(if manifest.exit_code == Some(0) && manifest.stdout.len() < 1 << 20 {
+        Commands::from_manifest(&String::from_utf8_lossy(&manifest.stdout))
+    } else {
+        Commands::default()
+    });
+    if commands.list().is_empty() {
+        return Ok(Done {
+            outcome: "nothing_to_propose",
+            reason: "the repo names no lint, test or CI command (canary-repo.yaml) and none was given".into(),
+            detail: serde_json::json!({}),
+            pr: None,
+        });
+    }
+    let checks = |label: &'static str| {
+        let commands = commands.clone();
+        async move {
+            // Checks run in a copy, so what they leave behind (caches, build output) never
+            // reaches the agent's workspace or the pull request.
+            let copy = run(
+                argv(&["sh", "-c", &format!("rm -rf {CHECK} && cp -a {REPO} {CHECK}")]),
+                vec![],
+                DIR,
+                Duration::from_secs(120),
+            )
+            .await?;
+            if copy.exit_code != Some(0) {
+                return Err(fail("copying the repo for its checks", &copy));
+            }
+            let mut out = Vec::new();
+            for (name, command) in commands.list() {
+                let r = run(argv(&["sh", "-c", command]), vec![], CHECK, o.step_timeout).await?;
+                tracing::info!("sweep {label}: {name} exit {:?}", r.exit_code);
+                out.push(Check {
+                    name: name.into(),
+                    command: command.into(),
+                    exit_code: r.exit_code,
+                    tail: tail(&[r.stdout, r.stderr].concat()),
+                });
+            }
+            Ok::<_, LabError>(out)
+        }
+    };
+    // 3. Before any change.
+    let before = checks("before").await?;
+    if before.iter().all(Check::passed) {
+        return Ok(Done {
+            outcome: "nothing_to_propose",
+            reason: "every check passes before any change".into(),
+            detail: serde_json::json!({"before": before}),
+            pr: None,
+        });
+    }
+    // 4. The agent, with the build's CLI.
+    let model_url = match (&o.scenario, &o.model_url) {
+        (_, Some(url)) => url.clone(),
+        (Some(scenario), None) => {
+            let text = crate::fsutil::read_input(scenario, "stub scenario", crate::fsutil::MAX_INPUT)?;
+            backend
+                .upload(c, one_file_tar("tmp/sweep/scenario.yaml", text.as_bytes()))
+                .await?;
+            let script = format!(
+                "({runner} lab-stub --scenario {DIR}/scenario.yaml --log {DIR}/stub.jsonl --addr-file {DIR}/stub.addr >{DIR}/stub.err 2>&1 &); \
+                 for i in $(seq 200); do [ -s {DIR}/stub.addr ] && cat {DIR}/stub.addr && exit 0; sleep 0.05; done; cat {DIR}/stub.err >&2; exit 1",
+                runner = crate::engine::docker::RUNNER_PATH
+            );
+            let out = run(argv(&["sh", "-c", &script]), vec![], DIR, Duration::from_secs(30)).await?;
+            if out.exit_code != Some(0) {
+                return Err(fail("starting the model stub", &out));
+            }
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+        (None, None) => {
+            return Err(LabError::usage(
+                "no model for the sweep's agent",
+                "give `canary sweeps run` a --scenario (the lab's model stub) or a --model-url",
+            ));
+        }
+    };
+    let failing: Vec<String> = before
+        .iter()
+        .filter(|c| !c.passed())
+        .map(|c| format!("`{}` ({}) fails:\n{}", c.name, c.command, c.tail))
+        .collect();
+    let prompt = format!(
+        "This repository's checks fail after a tooling update. Fix the code so they pass; change nothing else.\n\n{}",
+        failing.join("\n\n")
+    );
+    let approval = if policy.sweeps.risky_actions_approved {
+        "approve"
+    } else {
+        "none"
+    };
+    let timeout = format!("{}s", o.step_timeout.as_secs().saturating_sub(5).max(5));
+    let session = run(
+        argv(&[
+            crate::engine::docker::RUNNER_PATH,
+            "session",
+            "--provider",
+            provider,
+            "--prompt",
+            &prompt,
+            "--model-url",
+            &model_url,
+            "--approval",
+            approval,
+            "--workspace",
+            REPO,
+            "--timeout",
+            &timeout,
+            "--codex-sandbox",
+            "danger-full-access",
+        ]),
+        vec![],
+        REPO,
+        o.step_timeout + Duration::from_secs(30),
+    )
+    .await?;
+    // 5. What changed, against the policy.
+    let status = run(
+        argv(&["git", "status", "--porcelain", "-z", "--untracked-files=all"]),
+        vec![],
+        REPO,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let changed: Vec<String> = String::from_utf8_lossy(&status.stdout)
+        .split('\0')
+        .filter(|e| e.len() > 3)
+        .map(|e| e[3..].to_string())
+        .collect();
+    let mut detail = serde_json::json!({
+        "before": before, "changed": changed, "provider": provider,
+        "session_exit": session.exit_code, "session_tail": tail(&session.stderr),
+    });
+    if changed.is_empty() {
+        return Ok(Done {
+            outcome: "nothing_to_propose",
+            reason: format!("the agent ({provider}) changed nothing"),
+            detail,
+            pr: None,
+        });
+    }
+    let refused = super::refused_paths(policy, &changed);
+    if !refused.is_empty() {
+        return Ok(Done {
+            outcome: "dropped",
+            reason: format!(
+                "the change touches path(s) org {}'s policy protects: {}; dropped, nothing pushed",
+                policy.org,
+                refused
+                    .iter()
+                    .map(|p| crate::text::clean(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            detail,
+            pr: None,
+        });
+    }
+    // 6. After the change.
+    let after = checks("after").await?;
+    detail["after"] = serde_json::to_value(&after).expect("json");
+    if !super::improved(&before, &after) {
+        return Ok(Done {
+            outcome: "nothing_to_propose",
+            reason: "the agent's change did not improve the checks".into(),
+            detail,
+            pr: None,
+        });
+    }
+    // 7. The pull request: one per repo and build, found again if a lost worker opened it.
+    let branch = super::branch_for(&job.build_id);
+    if let Some((number, url)) = existing_pr(repo, &branch).await? {
+        return Ok(Done {
+            outcome: "pr_opened",
+            reason: format!("draft PR #{number} was opened by an earlier try"),
+            detail,
+            pr: Some((number, url)),
+        });
+    }
+    let body = super::pr_body(&job.build_id, components, &before, &changed, &after);
+    let title = format!("Canary sweep: fix {} after {components}", failing_names(&before));
+    let mut cmd = argv(&[
+        crate::engine::docker::RUNNER_PATH,
+        "pr",
+        "--workspace",
+        REPO,
+        "--remote",
+        &repo.url,
+        "--api-url",
+        &repo.api_url,
+        "--repo",
+        &repo.id,
+        "--branch",
+        &branch,
+        "--base",
+        &repo.branch,
+        "--title",
+        &title,
+        "--body",
+        &body,
+    ]);
+    if policy.sweeps.auto_merge && after.iter().all(Check::passed) {
+        // Enterprise policy: ready for review when every check passes. Never merged here.
+        cmd.push("--ready".into());
+    }
+    // The same commit on every try (fixed dates), so a retry's push is the same branch tip.
+    let mut env = git_env.clone();
+    env.push(format!("GIT_AUTHOR_DATE={}", job.created_at));
+    env.push(format!("GIT_COMMITTER_DATE={}", job.created_at));
+    let pr = run(cmd, env, REPO, Duration::from_secs(300)).await?;
+    let opened = String::from_utf8_lossy(&pr.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["type"] == "PR_OPENED")
+        .and_then(|e| e["url"].as_str().map(String::from));
+    match opened {
+        Some(url) => {
+            let number = url.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            Ok(Done {
+                outcome: "pr_opened",
+                reason: format!("draft PR #{number} on {branch}"),
+                detail,
+                pr: Some((number, url)),
+            })
+        }
+        None => Err(fail("opening the pull request", &pr)),
+    }
+}
+
+fn failing_names(before: &[Check]) -> String {
+    before
+        .iter()
+        .filter(|c| !c.passed())
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+fn one_file_tar(path: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, path, data).expect("in memory");
+    b.into_inner().expect("in memory")
+}
+
+/// An API answer, at most 8 MiB.
+async fn body(mut r: reqwest::Response) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = r
+        .chunk()
+        .await
+        .map_err(|e| LabError::usage(format!("reading the forge's answer: {e}"), "is the forge reachable?"))?
+    {
+        if out.len() + chunk.len() > 8 << 20 {
+            return Err(LabError::usage(
+                "the forge's answer is larger than 8 MiB",
+                "not a GitHub-API answer",
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+fn http() -> Result<reqwest::Client> {
+    crate::init_tls();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| LabError::usage(format!("HTTP client: {e}"), "internal"))
+}
+
+/// A pull request of `branch` in `repo`, open or closed, as its forge's API lists it.
+async fn existing_pr(repo: &SweepRepo, branch: &str) -> Result<Option<(i64, String)>> {
+    let owner = repo.id.split('/').next().unwrap_or("");
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/repos/{}/pulls", repo.api_url.trim_end_matches('/'), repo.id),
+        &[("state", "all"), ("head", &format!("{owner}:{branch}"))],
+    )
+    .map_err(|e| LabError::usage(format!("the repo's API URL: {e}"), "check --api"))?;
+    let mut req = http()?.get(url.clone());
+    if let Some(t) = repo.token_env.as_deref().and_then(|v| std::env::var(v).ok()) {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.map_err(|e| {
+        LabError::usage(
+            format!("listing pull requests at {url}: {e}"),
+            "is the forge reachable?",
+        )
+    })?;
+    if !r.status().is_success() {
+        return Err(LabError::usage(
+            format!("listing pull requests at {url}: {}", r.status()),
+            "check the repo's token (--token-env) and API URL",
+        ));
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&body(r).await?).map_err(|e| {
+        LabError::usage(
+            format!("listing pull requests at {url}: {e}"),
+            "not a GitHub-API answer",
+        )
+    })?;
+    Ok(list
+        .iter()
+        .find(|p| p["head"]["ref"] == branch)
+        .and_then(|p| Some((p["number"].as_i64()?, p["html_url"].as_str()?.to_string()))))
+}
+
+/// A sweep PR's state as its forge reports it: `open`, `closed` or `merged`.
+pub async fn pr_state(repo: &SweepRepo, number: i64) -> Result<String> {
+    let url = format!(
+        "{}/repos/{}/pulls/{number}",
+        repo.api_url.trim_end_matches('/'),
+        repo.id
+    );
+    let mut req = http()?.get(&url);
+    if let Some(t) = repo.token_env.as_deref().and_then(|v| std::env::var(v).ok()) {
+        req = req.bearer_auth(t);
+    }
+    let r = req
+        .send()
+        .await
+        .map_err(|e| LabError::usage(format!("{url}: {e}"), "is the forge reachable?"))?;
+    if !r.status().is_success() {
+        return Err(LabError::usage(
+            format!("{url}: {}", r.status()),
+            "check the token and API URL",
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body(r).await?)
+        .map_err(|e| LabError::usage(format!("{url}: {e}"), "not a GitHub-API answer"))?;
+    Ok(if v["merged"] == true || !v["merged_at"].is_null() {
+        "merged".into()
+    } else {
+        v["state"].as_str().unwrap_or("open").to_string()
+    })
+}
+
+/// Claims and runs jobs until none is due (with `drain`) or forever; `workers` loops run at
+/// once, each under its own name. `on_end` hears of every job as it ends.
+pub async fn run<B: Backend>(
+    backend: &B,
+    reg: &Registry,
+    orgs: &OrgPolicies,
+    o: &WorkerOptions,
+    workers: usize,
+    on_end: &(dyn Fn(&Ended) + Sync),
+) -> Result<Vec<Ended>> {
+    let loops = (0..workers.max(1)).map(|k| {
+        let mut o = o.clone();
+        if workers > 1 {
+            o.worker = format!("{}#{k}", o.worker);
+        }
+        async move {
+            let mut ended = Vec::new();
+            loop {
+                match one(backend, reg, orgs, &o).await? {
+                    Some(e) => {
+                        on_end(&e);
+                        ended.push(e);
+                    }
+                    // Draining ends when no job is left to end: one waiting for its retry or
+                    // held by a worker that may have died is waited for.
+                    None if o.drain && reg.sweeps_pending().await? == 0 => return Ok::<_, LabError>(ended),
+                    None => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+            }
+        }
+    });
+    let mut all = Vec::new();
+    for r in futures_util::future::join_all(loops).await {
+        all.extend(r?);
+    }
+    all.sort_by_key(|e| e.job);
+    Ok(all)
+}
+
+/// Claims one due job and runs it to its end. `None`: nothing is due.
+pub async fn one<B: Backend>(
+    backend: &B,
+    reg: &Registry,
+    orgs: &OrgPolicies,
+    o: &WorkerOptions,
+) -> Result<Option<Ended>> {
+    let now = jiff::Timestamp::now();
+    let Some(job) = reg.claim_sweep(&o.worker, o.lease, o.max_attempts, now).await? else {
+        return Ok(None);
+    };
+    let mut ended = Ended {
+        job: job.id,
+        repo: job.repo_id.clone(),
+        org: job.org.clone(),
+        build: job.build_id.clone(),
+        outcome: String::new(),
+        reason: String::new(),
+        pr_url: None,
+    };
+    let policy = orgs.get(&job.org);
+    let repo = reg.sweep_repos().await?.into_iter().find(|r| r.id == job.repo_id);
+    let Some(repo) = repo else {
+        ended.outcome = "skipped".into();
+        ended.reason = "the repo was removed from sweeps".into();
+        reg.finish_sweep(
+            job.id,
+            &o.worker,
+            "skipped",
+            &ended.reason,
+            &serde_json::json!({}),
+            None,
+        )
+        .await?;
+        return Ok(Some(ended));
+    };
+    let since = crate::registry::format_ts(now - jiff::SignedDuration::from_hours(24));
+    let counts = reg.sweep_quota_counts(&job, &since).await?;
+    if let Err(why) = super::admit(&policy, &counts) {
+        ended.outcome = "skipped".into();
+        ended.reason = why;
+        reg.finish_sweep(
+            job.id,
+            &o.worker,
+            "skipped",
+            &ended.reason,
+            &serde_json::json!({}),
+            None,
+        )
+        .await?;
+        return Ok(Some(ended));
+    }
+    // The lease bounds the whole job: past it another worker may start it again.
+    let limit = o
+        .lease
+        .saturating_sub(Duration::from_secs(5))
+        .max(Duration::from_secs(5));
+    let result = match tokio::time::timeout(limit, sweep(backend, reg, &policy, &job, &repo, o)).await {
+        Ok(r) => r,
+        Err(_) => Err(LabError::usage(
+            format!("the sweep took longer than its lease ({:?})", o.lease),
+            "raise --lease or --step-timeout",
+        )),
+    };
+    match result {
+        Ok(done) => {
+            let pr = done.pr.as_ref().map(|(n, u)| (*n, u.as_str()));
+            let kept = reg
+                .finish_sweep(job.id, &o.worker, done.outcome, &done.reason, &done.detail, pr)
+                .await?;
+            ended.outcome = if kept { done.outcome.into() } else { "lost".into() };
+            ended.reason = done.reason;
+            ended.pr_url = done.pr.map(|p| p.1);
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            let next =
+                now + jiff::SignedDuration::try_from(super::backoff(o.backoff, job.attempts)).unwrap_or_default();
+            reg.retry_sweep(job.id, &o.worker, &reason, next, o.max_attempts)
+                .await?;
+            let state = reg.sweep_job(job.id).await?.map(|j| j.state).unwrap_or_default();
+            ended.outcome = if state == "dead" { "dead".into() } else { "retry".into() };
+            ended.reason = reason;
+        }
+    }
+    Ok(Some(ended))
+}
