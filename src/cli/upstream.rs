@@ -77,6 +77,18 @@ pub struct ServeArgs {
     /// (default: updates.webhook from canary.yaml).
     #[arg(long)]
     pub updates_webhook: Option<String>,
+    /// Sweep workers to run in this process (0: none; `canary sweeps run` works the same queue).
+    #[arg(long, default_value_t = 0)]
+    pub sweep_workers: usize,
+    /// Lab: the model stub's scenario for sweep agents.
+    #[arg(long)]
+    pub sweep_scenario: Option<PathBuf>,
+    /// A real model endpoint for sweep agents.
+    #[arg(long)]
+    pub sweep_model_url: Option<String>,
+    /// Docker network of the sweep containers.
+    #[arg(long, default_value = "bridge")]
+    pub sweep_network: String,
 }
 
 pub async fn watch(config: &LabConfig, a: &WatchArgs) -> Result<i32> {
@@ -350,6 +362,43 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         "canary serve: listening on http://{} (dashboard at /; runner endpoints /v1/assignment, /v1/telemetry, /v1/heartbeats; GET /v1/status; /api/...)",
         listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
     );
+    let sweeper = if a.sweep_workers > 0 {
+        let orgs = crate::orgs::OrgPolicies::load(&config.orgs_dir)?;
+        let engine = crate::engine::docker::DockerBackend::connect().await?;
+        let o = crate::sweeps::job::WorkerOptions {
+            worker: format!("{}:{}:serve", crate::engine::hostname(), std::process::id()),
+            lease: std::time::Duration::from_secs(20 * 60),
+            max_attempts: 3,
+            backoff: std::time::Duration::from_secs(30),
+            network: a.sweep_network.clone(),
+            scenario: a.sweep_scenario.clone(),
+            model_url: a.sweep_model_url.clone(),
+            step_timeout: std::time::Duration::from_secs(10 * 60),
+            drain: false,
+        };
+        let (reg, workers) = (cp.reg.clone(), a.sweep_workers);
+        Some(tokio::spawn(async move {
+            loop {
+                let log = |e: &crate::sweeps::job::Ended| {
+                    eprintln!(
+                        "canary serve: sweep #{} {} ({}): {} — {}",
+                        e.job,
+                        crate::text::clean(&e.repo),
+                        crate::text::clean(&e.org),
+                        e.outcome,
+                        crate::text::clean(&e.reason)
+                    )
+                };
+                if let Err(e) = crate::sweeps::job::run(&engine, &reg, &orgs, &o, workers, &log).await {
+                    // The queue is in the registry: a failed pass loses nothing; try again.
+                    eprintln!("canary serve: sweeps: {e} (retrying in 30 s)");
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                }
+            }
+        }))
+    } else {
+        None
+    };
     let controller = tokio::spawn(crate::control::run_controller(cp, policy, a.tick));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -359,6 +408,9 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         .await
         .map_err(|e| LabError::usage(format!("serve failed: {e}"), "internal"))?;
     controller.abort();
+    if let Some(s) = sweeper {
+        s.abort();
+    }
     Ok(exit::PASS)
 }
 

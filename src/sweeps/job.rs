@@ -81,7 +81,13 @@ fn tail(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let lines: Vec<&str> = text.lines().collect();
     let keep = &lines[lines.len().saturating_sub(20)..];
-    crate::text::clean(&keep.join("\n")).chars().take(4000).collect()
+    keep.iter()
+        .map(|l| crate::text::clean(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .chars()
+        .take(4000)
+        .collect()
 }
 
 /// The repo's token, from the worker's environment (`--token-env`), as git and the runner take
@@ -291,10 +297,14 @@ async fn in_container<B: Backend>(
         .filter(|c| !c.passed())
         .map(|c| format!("`{}` ({}) fails:\n{}", c.name, c.command, c.tail))
         .collect();
-    let prompt = format!(
+    let mut prompt = format!(
         "This repository's checks fail after a tooling update. Fix the code so they pass; change nothing else.\n\n{}",
         failing.join("\n\n")
     );
+    if policy.sweeps.dependency_suggestions {
+        prompt
+            .push_str("\n\nWhere a dependency pin causes a failure, update the pin in the repository's own manifest.");
+    }
     let approval = if policy.sweeps.risky_actions_approved {
         "approve"
     } else {

@@ -302,3 +302,54 @@ fn the_example_ci_workflow_passes_actionlint() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn an_org_policy_with_an_error_stops_every_sweep_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let orgs = dir.path().join("orgs");
+    std::fs::create_dir_all(&orgs).unwrap();
+    std::fs::write(orgs.join("acme.yaml"), "plan: team\nsweeps:\n  per_day: 7\n").unwrap();
+    let config = dir.path().join("canary.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "orgs_dir: {}\nregistry: {}\n",
+            orgs.display(),
+            dir.path().join("r.db").display()
+        ),
+    )
+    .unwrap();
+    let out = Canary::new()
+        .arg_path_flag("--config", &config)
+        .args(["sweeps", "run", "--scenario", "x.yaml"])
+        .run()
+        .code(2)
+        .stderr_has("sweeps.per_day is 7, above the team plan's 1");
+    assert!(out.stderr().contains("acme.yaml:3:3"), "located: {}", out.stderr());
+    // Hostile remotes and names are refused before anything is stored.
+    for (url, org) in [
+        ("file:///etc/passwd", "acme"),
+        ("https://forge.example.invalid/acme/app.git", "bad org"),
+        ("-uhttps://h/a/b", "acme"),
+    ] {
+        Canary::new()
+            .arg_path_flag("--config", &config)
+            .args(["sweeps", "repos", "add", url, "--org", org])
+            .run()
+            .code(2);
+    }
+    Canary::new()
+        .arg_path_flag("--config", &config)
+        .args([
+            "sweeps",
+            "repos",
+            "add",
+            "https://forge.example.invalid/acme/app.git",
+            "--org",
+            "acme",
+            "--branch",
+            "--force",
+        ])
+        .run()
+        .code(2);
+}

@@ -155,15 +155,7 @@ fn docker_sweeps_after_a_promotion_open_one_draft_pr_under_org_policies_and_surv
     });
     let local = format!("http://127.0.0.1:{port}");
     let seeds = dir.path().join("seeds");
-    for (id, want) in [
-        ("acme/fixable", "Howdy"),
-        ("acme/green", "Hello"),
-        ("globex/one", "Hello"),
-        ("globex/two", "Hello"),
-        ("initech/protected", "Howdy"),
-        ("umbrella/free", "Howdy"),
-    ] {
-        push_repo(&seeds, &local, id, want);
+    let add = |id: &str| {
         let org = id.split('/').next().unwrap();
         canary()
             .args([
@@ -176,7 +168,20 @@ fn docker_sweeps_after_a_promotion_open_one_draft_pr_under_org_policies_and_surv
             ])
             .run()
             .code(0);
+    };
+    for (id, want) in [
+        ("acme/fixable", "Howdy"),
+        ("acme/green", "Hello"),
+        ("globex/one", "Hello"),
+        ("globex/two", "Hello"),
+        ("initech/protected", "Howdy"),
+        ("umbrella/free", "Howdy"),
+    ] {
+        push_repo(&seeds, &local, id, want);
+        add(id);
     }
+    // A repo the forge does not have: its clone fails every try, and it ends dead with why.
+    add("acme/missing");
     canary()
         .args([
             "sweeps",
@@ -197,7 +202,7 @@ fn docker_sweeps_after_a_promotion_open_one_draft_pr_under_org_policies_and_surv
             .as_array()
             .unwrap()
             .len(),
-        6
+        7
     );
 
     // The build's golden-path verdict is seeded: the sweeps are under test here.
@@ -235,7 +240,7 @@ fn docker_sweeps_after_a_promotion_open_one_draft_pr_under_org_policies_and_surv
     let status = canary().args(["sweeps", "status", "--json"]).run().code(0).json();
     assert_eq!(
         status.as_array().unwrap().len(),
-        6,
+        7,
         "one job per opted-in repo: {status}"
     );
     // The same build again: nothing new.
@@ -298,7 +303,7 @@ fn docker_sweeps_after_a_promotion_open_one_draft_pr_under_org_policies_and_surv
     let _ = Command::new(env!("CARGO_BIN_EXE_canary")).args(["gc"]).output();
 
     let out = run_args(canary()).args(["--workers", "2", "--json"]).run();
-    assert_eq!(out.out.status.code(), Some(0), "{}", out.stderr());
+    assert_eq!(out.out.status.code(), Some(1), "a job ended dead: {}", out.stderr());
     let jobs = canary().args(["sweeps", "status", "--json"]).run().code(0).json();
     let by_repo = |id: &str| -> serde_json::Value {
         jobs.as_array()
@@ -309,9 +314,21 @@ fn docker_sweeps_after_a_promotion_open_one_draft_pr_under_org_policies_and_surv
             .clone()
     };
     eprintln!("{}", serde_json::to_string_pretty(&jobs).unwrap());
-    for j in jobs.as_array().unwrap() {
+    for j in jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["repo_id"] != "acme/missing")
+    {
         assert_eq!(j["state"], "done", "{j}");
     }
+    let missing = by_repo("acme/missing");
+    assert_eq!(
+        (missing["state"].as_str(), missing["attempts"].as_i64()),
+        (Some("dead"), Some(3)),
+        "{missing}"
+    );
+    assert!(missing["reason"].as_str().unwrap().contains("cloning"), "{missing}");
     let fixable = by_repo("acme/fixable");
     assert_eq!(fixable["outcome"], "pr_opened", "{fixable}");
     assert_eq!(by_repo("acme/green")["outcome"], "nothing_to_propose");
