@@ -57,7 +57,10 @@ impl ContainerSpec {
             case_id: case_id.into(),
             image: image.into(),
             network: None,
-            env: Vec::new(),
+            // Python's bytecode cache is keyed by the source's size and mtime in whole seconds:
+            // an edit of the same length within the second a test ran would be masked by the
+            // stale .pyc. Canary steps must see every edit, so no bytecode is cached.
+            env: vec!["PYTHONDONTWRITEBYTECODE=1".into()],
             memory_bytes: 2 << 30,
             pids_limit: 1024,
             nano_cpus: 2_000_000_000,

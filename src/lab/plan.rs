@@ -79,6 +79,7 @@ pub fn providers_for(suite: &Suite, image: &ImagePlan) -> Result<Vec<Option<Stri
 /// Every case once per image and, for suites that run per provider, once per provider of that
 /// image. Ids gain the provider, and the image's label when there is more than one image.
 pub fn expand(cases: Vec<Case>, images: &[ImagePlan]) -> Result<Vec<Case>> {
+    let labels = image_labels(&images.iter().map(|i| i.reference.as_str()).collect::<Vec<_>>());
     let mut out = Vec::new();
     for c in cases {
         for (i, img) in images.iter().enumerate() {
@@ -88,7 +89,7 @@ pub fn expand(cases: Vec<Case>, images: &[ImagePlan]) -> Result<Vec<Case>> {
                     id = format!("{id}--{p}");
                 }
                 if images.len() > 1 {
-                    id = format!("{id}--{}", image_label(&img.reference));
+                    id = format!("{id}--{}", labels[i]);
                 }
                 out.push(Case {
                     id,
@@ -126,6 +127,42 @@ pub fn image_label(reference: &str) -> String {
             }
         })
         .collect()
+}
+
+/// One distinct label per image for case ids: the tag where tags differ; the whole reference
+/// where two images share a tag (`a/x:1` and `b/x:1`); and a position where even references
+/// repeat. Distinct labels keep case ids, container names and report folders apart.
+pub fn image_labels(references: &[&str]) -> Vec<String> {
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let short: Vec<String> = references.iter().map(|r| image_label(r)).collect();
+    let mut labels: Vec<String> = short
+        .iter()
+        .zip(references)
+        .map(|(l, r)| {
+            if short.iter().filter(|o| *o == l).count() > 1 {
+                safe(r.trim_start_matches("sha256:"))
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    let snapshot = labels.clone();
+    for (i, l) in labels.iter_mut().enumerate() {
+        if snapshot.iter().filter(|o| *o == l).count() > 1 {
+            *l = format!("{l}-{}", i + 1);
+        }
+    }
+    labels
 }
 
 /// Every (suite, repo) pair, restricted to `only_repos` when it is not empty, sorted by id.
@@ -290,6 +327,13 @@ mod tests {
             image_label("sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
             "0123456789ab"
         );
+    }
+
+    #[test]
+    fn images_that_share_a_tag_still_give_distinct_case_ids() {
+        assert_eq!(image_labels(&["a/x:1", "b/x:2"]), ["1", "2"]);
+        assert_eq!(image_labels(&["a/x:1", "b/x:1"]), ["a_x_1", "b_x_1"]);
+        assert_eq!(image_labels(&["a/x:1", "a/x:1", "c/y:2"]), ["a_x_1-1", "a_x_1-2", "2"]);
     }
 
     #[test]
