@@ -621,9 +621,14 @@ pub async fn one<B: Backend>(
     };
     let policy = orgs.get(&job.org);
     let repo = reg.sweep_repos().await?.into_iter().find(|r| r.id == job.repo_id);
-    let Some(repo) = repo else {
+    let since = crate::registry::format_ts(now - jiff::SignedDuration::from_hours(24));
+    let refusal = match &repo {
+        None => Some("the repo was removed from sweeps".to_string()),
+        Some(_) => super::admit(&policy, &reg.sweep_quota_counts(&job, &since).await?).err(),
+    };
+    let (Some(repo), None) = (repo, &refusal) else {
         ended.outcome = "skipped".into();
-        ended.reason = "the repo was removed from sweeps".into();
+        ended.reason = refusal.unwrap_or_default();
         reg.finish_sweep(
             job.id,
             &o.worker,
@@ -635,22 +640,6 @@ pub async fn one<B: Backend>(
         .await?;
         return Ok(Some(ended));
     };
-    let since = crate::registry::format_ts(now - jiff::SignedDuration::from_hours(24));
-    let counts = reg.sweep_quota_counts(&job, &since).await?;
-    if let Err(why) = super::admit(&policy, &counts) {
-        ended.outcome = "skipped".into();
-        ended.reason = why;
-        reg.finish_sweep(
-            job.id,
-            &o.worker,
-            "skipped",
-            &ended.reason,
-            &serde_json::json!({}),
-            None,
-        )
-        .await?;
-        return Ok(Some(ended));
-    }
     // The lease bounds the whole job: past it another worker may start it again.
     let limit = o
         .lease

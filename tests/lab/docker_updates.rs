@@ -8,7 +8,7 @@
 //! page shows it, and the control plane's audit holds every attempt.
 
 use crate::helpers::{free_port, require_lab, root};
-use crate::updates::{Lab, broken_wheel, serve_on, sha256};
+use crate::updates::{Lab, broken_wheel, claude_component, runner_component, serve_on, sha256};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -205,20 +205,8 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
         dir,
     };
     let runner_bin = PathBuf::from(env!("CARGO_BIN_EXE_canary-runner"));
-    let runner = canary_lab::builds::Component {
-        name: "runner".into(),
-        version: "0.1.0+test".into(),
-        package: None,
-        package_version: None,
-        digest: format!("sha256:{}", sha256(&runner_bin)),
-    };
-    let cli = |version: &str, digest: &str| canary_lab::builds::Component {
-        name: "claude-code".into(),
-        version: version.into(),
-        package: Some("claude-agent-sdk".into()),
-        package_version: None,
-        digest: digest.into(),
-    };
+    let runner = runner_component();
+    let cli = claude_component;
     let build_a = lab.release('a', &[runner.clone(), cli(&version_a, &digest_a)]);
 
     let keys = lab.dir.path().join("keys");

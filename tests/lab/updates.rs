@@ -79,6 +79,28 @@ impl Lab {
 
 pub(crate) struct Serve(pub(crate) Child);
 
+/// The runner component of a test build: this checkout's `canary-runner`.
+pub(crate) fn runner_component() -> canary_lab::builds::Component {
+    canary_lab::builds::Component {
+        name: "runner".into(),
+        version: "0.1.0+test".into(),
+        package: None,
+        package_version: None,
+        digest: format!("sha256:{}", sha256(Path::new(env!("CARGO_BIN_EXE_canary-runner")))),
+    }
+}
+
+/// A Claude Code component of a test build, from its wheel's digest.
+pub(crate) fn claude_component(version: &str, digest: &str) -> canary_lab::builds::Component {
+    canary_lab::builds::Component {
+        name: "claude-code".into(),
+        version: version.into(),
+        package: Some("claude-agent-sdk".into()),
+        package_version: None,
+        digest: digest.into(),
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -176,21 +198,8 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
         config,
         dir,
     };
-    let runner_bin = PathBuf::from(env!("CARGO_BIN_EXE_canary-runner"));
-    let runner = canary_lab::builds::Component {
-        name: "runner".into(),
-        version: "0.1.0+test".into(),
-        package: None,
-        package_version: None,
-        digest: format!("sha256:{}", sha256(&runner_bin)),
-    };
-    let claude = |version: &str, digest: &str| canary_lab::builds::Component {
-        name: "claude-code".into(),
-        version: version.into(),
-        package: Some("claude-agent-sdk".into()),
-        package_version: None,
-        digest: digest.into(),
-    };
+    let runner = runner_component();
+    let claude = claude_component;
     let good = lab.release('a', &[runner.clone(), claude(&cli_version, &wheel_digest)]);
 
     let keys = lab.dir.path().join("keys");
