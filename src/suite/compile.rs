@@ -235,13 +235,11 @@ impl Suite {
         if !self.source.contains("{{") {
             return Ok(self.clone());
         }
-        let pattern = Regex::new(r"\{\{\s*repo\.([A-Za-z0-9_]+)\s*\}\}").expect("static regex");
-        if let Some(c) = pattern.captures_iter(&self.source).find(|c| !vars.contains_key(&c[1])) {
-            let whole = c.get(0).expect("match");
+        if let Some(m) = super::vars::missing(&self.source, vars) {
             return Err(SourceError {
-                message: format!("repo `{repo}` has no variable `{}`", &c[1]),
+                message: format!("repo `{repo}` has no variable `{}`", m.name),
                 src: NamedSource::new(self.file.clone(), self.source.clone()),
-                span: (whole.start(), whole.len()).into(),
+                span: (m.start, m.len).into(),
                 label: "used here".into(),
                 help: Some(format!(
                     "add it under `vars:` in canary-repos/{repo}/canary-repo.yaml (it has: {})",
@@ -252,9 +250,9 @@ impl Suite {
             }
             .into());
         }
-        let text = pattern
-            .replace_all(&self.source, |c: &regex::Captures| vars[&c[1]].clone())
-            .to_string();
+        // Values, not YAML: see `vars`. The text stays line for line the suite's own, so an
+        // error still points at the user's line.
+        let text = super::vars::substitute(&self.source, vars);
         let mut s = compile(&self.file, text, known_repos)?;
         s.source = self.source.clone();
         s.digest = self.digest.clone();

@@ -7,6 +7,7 @@
 
 mod compile;
 pub mod raw;
+pub mod vars;
 
 pub use compile::*;
 
