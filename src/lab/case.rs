@@ -313,6 +313,14 @@ async fn drive<B: Backend>(
             if let Some(e) = &step.expect.events {
                 failures.extend(checks::session::expect(e, &events, step_started));
             }
+            if let Some(m) = &step.expect.messages {
+                let said: Vec<&str> = events
+                    .iter()
+                    .filter(|e| e["type"] == "AGENT_MESSAGE")
+                    .filter_map(|e| e["text"].as_str())
+                    .collect();
+                failures.extend(checks::text("messages", m, &said.join("\n")));
+            }
             if matches!(step.action, StepAction::Session(_)) {
                 let (raw, stub) = super::session::stub_log(backend, container, i + 1).await;
                 let _ = std::fs::write(case_dir.join(format!("{stem}.stub.jsonl")), raw);

@@ -66,6 +66,13 @@ pub enum Event {
         draft: bool,
         branch: String,
     },
+    /// What the agent said: each message as the CLI reports it, and its last word once more
+    /// with `final: true` (a blank final answer is an ERROR instead).
+    AgentMessage {
+        text: String,
+        #[serde(rename = "final")]
+        is_final: bool,
+    },
     Heartbeat {
         versions: std::collections::BTreeMap<String, String>,
         capabilities: Vec<String>,
@@ -82,6 +89,7 @@ pub enum Event {
 /// and the lab emit. Suites may name only these (`ERROR:timeout`); a test keeps the list whole.
 pub const ERROR_KINDS: &[&str] = &[
     "bad_argument",
+    "blank_result",
     "changed_event",
     "cli_error",
     "cli_exit",
@@ -118,6 +126,7 @@ impl Event {
             Event::CommandExited { .. } => "COMMAND_EXITED",
             Event::DiffReady { .. } => "DIFF_READY",
             Event::PrOpened { .. } => "PR_OPENED",
+            Event::AgentMessage { .. } => "AGENT_MESSAGE",
             Event::Heartbeat { .. } => "HEARTBEAT",
             Event::Error { .. } => "ERROR",
         }

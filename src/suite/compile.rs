@@ -151,6 +151,8 @@ pub struct Expect {
     pub events: Option<EventsExpect>,
     pub usage_reconciled: bool,
     pub pull_request: Option<PullRequestExpect>,
+    /// Session steps: checks on what the agent said.
+    pub messages: Option<TextExpect>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -619,6 +621,19 @@ impl Cx<'_> {
                 contains: d.contains,
                 excludes: d.excludes,
             }),
+            messages: match raw.messages {
+                None => None,
+                Some(m) if !session => {
+                    return Err(self.error(
+                        &m.referenced,
+                        "`expect.messages` on a step that is not a session: only sessions have an agent that speaks"
+                            .into(),
+                        "never checked here",
+                        Some("move the check to a `session` step, or remove it".into()),
+                    ));
+                }
+                Some(m) => Some(self.text_expect(m.value)?),
+            },
             events: match raw.events {
                 None => None,
                 Some(e) if !session => {

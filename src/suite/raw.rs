@@ -217,6 +217,10 @@ pub struct RawExpect {
     /// `draft_pr` steps: the pull request as the lab forge received it.
     #[serde(default)]
     pub pull_request: Option<RawPullRequestExpect>,
+    /// Session steps: what the agent said (its AGENT_MESSAGE texts, the final answer included).
+    #[serde(default)]
+    #[schemars(with = "Option<RawTextExpect>")]
+    pub messages: Option<Spanned<RawTextExpect>>,
 }
 
 /// Schema-only view of `exit_code`: a number or the word `any`.

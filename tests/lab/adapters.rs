@@ -51,8 +51,15 @@ fn codex_edit_session() {
             "ERROR",
             "COMMAND_EXITED",
             "COMMAND_EXITED",
-            "USAGE_TICK"
+            "AGENT_MESSAGE",
+            "USAGE_TICK",
+            "AGENT_MESSAGE"
         ]
+    );
+    assert!(
+        matches!(events.last(), Some(Event::AgentMessage { is_final: true, text }) if !text.trim().is_empty()),
+        "the final answer closes the session: {:?}",
+        events.last()
     );
     assert_eq!(
         errors(&events),
@@ -144,7 +151,9 @@ fn gemini_documented_session() {
             "COMMAND_EXITED",
             "APPROVAL_REQUIRED",
             "ACTION_BLOCKED",
-            "USAGE_TICK"
+            "AGENT_MESSAGE",
+            "USAGE_TICK",
+            "AGENT_MESSAGE"
         ]
     );
     assert_eq!(reconcile(&events, &EDIT_TOTALS), Ok(EDIT_TOTALS));
@@ -195,5 +204,53 @@ fn reconciliation_catches_double_counting_and_bad_sequences() {
         reconcile(&[tick(2, 50), tick(1, 50)], &totals)
             .unwrap_err()
             .contains("does not increase")
+    );
+}
+
+#[test]
+fn a_blank_final_answer_is_an_error_for_every_cli() {
+    // Claude Code: a stream-json `result` whose text is blank (a real regression class).
+    let blank = fixture("claude-2.1.329-edit-partial.jsonl")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if v["type"] == "result" {
+                v["result"] = serde_json::json!("  ");
+            }
+            v.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let events = replay(&mut Claude::new(info()), &blank, Some(0));
+    assert!(
+        errors(&events).iter().any(|e| e.starts_with("blank_result")),
+        "{:?}",
+        errors(&events)
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::AgentMessage { is_final: true, .. }))
+    );
+    let good = replay(
+        &mut Claude::new(info()),
+        &fixture("claude-2.1.329-edit-partial.jsonl"),
+        Some(0),
+    );
+    assert!(
+        good.iter()
+            .any(|e| matches!(e, Event::AgentMessage { is_final: true, text } if !text.trim().is_empty()))
+    );
+    // Codex: a session whose agent never says anything.
+    let silent = fixture("codex-0.163.0-edit.jsonl")
+        .lines()
+        .filter(|l| !l.contains("\"agent_message\""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let events = replay(&mut Codex::new(info()), &silent, Some(0));
+    assert!(
+        errors(&events).iter().any(|e| e.starts_with("blank_result")),
+        "{:?}",
+        errors(&events)
     );
 }

@@ -22,6 +22,7 @@ pub struct Claude {
     denied: HashSet<String>,
     cli_totals: Option<Usage>,
     result_seen: bool,
+    messages: super::Messages,
 }
 
 impl Claude {
@@ -37,6 +38,7 @@ impl Claude {
             denied: HashSet::new(),
             cli_totals: None,
             result_seen: false,
+            messages: Default::default(),
         }
     }
 
@@ -168,7 +170,11 @@ impl Adapter for Claude {
                 }
             }
             ("assistant", _) => {
+                let mut out = Vec::new();
                 for block in v["message"]["content"].as_array().into_iter().flatten() {
+                    if block["type"] == "text" {
+                        out.extend(self.messages.say(block["text"].as_str().unwrap_or_default()));
+                    }
                     if block["type"] == "tool_use" {
                         let cmd = block["input"]["command"].as_str().map(String::from).unwrap_or_else(|| {
                             format!("{} {}", block["name"].as_str().unwrap_or("tool"), block["input"])
@@ -177,7 +183,7 @@ impl Adapter for Claude {
                             .insert(block["id"].as_str().unwrap_or_default().to_string(), cmd);
                     }
                 }
-                Vec::new()
+                out
             }
             ("user", _) => v["message"]["content"]
                 .as_array()
@@ -214,7 +220,14 @@ impl Adapter for Claude {
                         out.extend(self.block(&id, &action, "listed in permission_denials"));
                     }
                 }
-                if v["is_error"].as_bool() == Some(true) {
+                let is_error = v["is_error"].as_bool() == Some(true);
+                if !is_error {
+                    match v["result"].as_str() {
+                        Some(text) => out.extend(self.messages.finish("claude", Some(text), false)),
+                        None => out.push(changed(NAME, "result has no result text", line)),
+                    }
+                }
+                if is_error {
                     out.push(Event::error(
                         "cli_result_error",
                         v["result"]

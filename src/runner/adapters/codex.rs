@@ -12,6 +12,8 @@ pub struct Codex {
     session_id: Option<String>,
     meter: Meter,
     cli_totals: Option<Usage>,
+    messages: super::Messages,
+    failed: bool,
 }
 
 impl Codex {
@@ -21,6 +23,8 @@ impl Codex {
             session_id: None,
             meter: Meter::default(),
             cli_totals: None,
+            messages: Default::default(),
+            failed: false,
         }
     }
 }
@@ -63,9 +67,11 @@ impl Adapter for Codex {
                             .unwrap_or("codex reported an error item")
                             .to_string(),
                     )],
-                    "agent_message" | "reasoning" | "file_change" | "todo_list" | "web_search" | "mcp_tool_call" => {
-                        Vec::new()
-                    }
+                    "agent_message" => match item["text"].as_str() {
+                        Some(text) => self.messages.say(text),
+                        None => vec![changed(NAME, "agent_message has no text", line)],
+                    },
+                    "reasoning" | "file_change" | "todo_list" | "web_search" | "mcp_tool_call" => Vec::new(),
                     _ => vec![unknown(NAME, "item type", line)],
                 }
             }
@@ -111,10 +117,13 @@ impl Adapter for Codex {
                     None,
                 )]
             }
-            "turn.failed" => vec![Event::error(
-                "turn_failed",
-                v["error"]["message"].as_str().unwrap_or("turn failed").to_string(),
-            )],
+            "turn.failed" => {
+                self.failed = true;
+                vec![Event::error(
+                    "turn_failed",
+                    v["error"]["message"].as_str().unwrap_or("turn failed").to_string(),
+                )]
+            }
             "error" => vec![Event::error(
                 "cli_error",
                 v["message"].as_str().unwrap_or("codex reported an error").to_string(),
@@ -128,7 +137,16 @@ impl Adapter for Codex {
             .cli_totals
             .is_none()
             .then(|| Event::error("no_usage", "codex printed no turn.completed with usage"));
-        exit_checks("codex", "thread.started", self.session_id.is_some(), usage, exit_code)
+        let failed = self.failed || exit_code != Some(0) || usage.is_some();
+        let mut out = self.messages.finish("codex", None, failed);
+        out.extend(exit_checks(
+            "codex",
+            "thread.started",
+            self.session_id.is_some(),
+            usage,
+            exit_code,
+        ));
+        out
     }
 
     fn cli_totals(&self) -> Option<Usage> {

@@ -13,6 +13,9 @@ pub struct Gemini {
     meter: Meter,
     commands: HashMap<String, String>,
     cli_totals: Option<Usage>,
+    messages: super::Messages,
+    /// Assistant text since the last tool call.
+    pending: String,
 }
 
 impl Gemini {
@@ -23,6 +26,8 @@ impl Gemini {
             meter: Meter::default(),
             commands: HashMap::new(),
             cli_totals: None,
+            messages: Default::default(),
+            pending: String::new(),
         }
     }
 }
@@ -52,15 +57,23 @@ impl Adapter for Gemini {
                     v["model"].as_str(),
                 )]
             }
-            "message" => Vec::new(),
+            // Assistant text arrives in pieces (`delta`); a tool call or the result ends a message.
+            "message" => {
+                if v["role"] == "assistant" {
+                    self.pending.push_str(v["content"].as_str().unwrap_or_default());
+                }
+                Vec::new()
+            }
             "tool_use" => {
+                let said = std::mem::take(&mut self.pending);
+                let out = self.messages.say(&said);
                 let cmd = v["parameters"]["command"]
                     .as_str()
                     .map(String::from)
                     .unwrap_or_else(|| format!("{} {}", v["tool_name"].as_str().unwrap_or("tool"), v["parameters"]));
                 self.commands
                     .insert(v["tool_id"].as_str().unwrap_or_default().to_string(), cmd);
-                Vec::new()
+                out
             }
             "tool_result" => {
                 let id = v["tool_id"].as_str().unwrap_or_default();
@@ -103,7 +116,10 @@ impl Adapter for Gemini {
                 };
                 self.cli_totals = Some(totals);
                 let id = self.session_id.clone().unwrap_or_default();
-                let mut out = vec![self.meter.tick(&id, totals, None)];
+                let said = std::mem::take(&mut self.pending);
+                let mut out = self.messages.say(&said);
+                out.push(self.meter.tick(&id, totals, None));
+                out.extend(self.messages.finish("gemini", None, v["status"] != "success"));
                 if v["status"] != "success" {
                     out.push(Event::error(
                         "cli_result_error",

@@ -130,6 +130,39 @@ impl Meter {
     }
 }
 
+/// The agent's messages of one session, and the final answer once the CLI is done.
+#[derive(Default)]
+struct Messages {
+    last: Option<String>,
+}
+
+impl Messages {
+    /// One message the CLI reported (empty ones are not messages).
+    fn say(&mut self, text: &str) -> Vec<Event> {
+        if text.trim().is_empty() {
+            return Vec::new();
+        }
+        self.last = Some(text.to_string());
+        vec![Event::AgentMessage {
+            text: text.to_string(),
+            is_final: false,
+        }]
+    }
+
+    /// The final answer: `text` when the CLI names one (else the last message), or an error
+    /// when it is blank. A CLI that already failed (`failed`) gets no second error.
+    fn finish(&mut self, cli: &str, text: Option<&str>, failed: bool) -> Vec<Event> {
+        let text = text.map(String::from).or_else(|| self.last.clone()).unwrap_or_default();
+        if text.trim().is_empty() {
+            if failed {
+                return Vec::new();
+            }
+            return vec![Event::error("blank_result", format!("{cli}'s final answer is blank"))];
+        }
+        vec![Event::AgentMessage { text, is_final: true }]
+    }
+}
+
 /// Runs every line of a recorded stream through an adapter (tests and `canary` tooling).
 pub fn replay(adapter: &mut dyn Adapter, text: &str, exit_code: Option<i32>) -> Vec<Event> {
     let mut out: Vec<Event> = text
