@@ -34,6 +34,12 @@ enum Command {
         #[arg(long)]
         addr_file: PathBuf,
     },
+    /// Lab tool carried in runner images: answer every DNS query "no such name" at once, so
+    /// outside names fail fast on the lab's internal network (its own names still resolve).
+    LabDns {
+        #[arg(long, default_value = "0.0.0.0:53")]
+        listen: std::net::SocketAddr,
+    },
     /// Lab tool carried in runner images: serve the lab forge (bare git remotes over HTTP and
     /// the pull-request API) from `--root`; the lab starts it in its own container.
     LabForge {
@@ -263,6 +269,13 @@ fn main() {
             root,
             public_url,
         } => std::process::exit(lab_forge(listen, root, public_url)),
+        Command::LabDns { listen } => {
+            if let Err(e) = canary_lab::lab::dns::serve(listen) {
+                eprintln!("canary-runner lab-dns: {listen}: {e}");
+                std::process::exit(2);
+            }
+            std::process::exit(0)
+        }
         Command::Update {
             home,
             token,

@@ -307,6 +307,10 @@ impl Backend for DockerBackend {
                     memory: Some(spec.memory_bytes),
                     pids_limit: Some(spec.pids_limit),
                     nano_cpus: Some(spec.nano_cpus),
+                    dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
+                    sysctls: spec
+                        .low_ports
+                        .then(|| HashMap::from([("net.ipv4.ip_unprivileged_port_start".to_string(), "0".to_string())])),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -342,6 +346,20 @@ impl Backend for DockerBackend {
             return Err(e);
         }
         Ok(created.id)
+    }
+
+    async fn container_ip(&self, container: &str, network: &str) -> Result<String> {
+        let info = self
+            .docker
+            .inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(docker_err("inspecting a lab container"))?;
+        info.network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(network))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| LabError::usage(format!("container {container} has no address on {network}"), "internal"))
     }
 
     async fn upload(&self, container: &str, tar: Vec<u8>) -> Result<()> {

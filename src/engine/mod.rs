@@ -48,6 +48,10 @@ pub struct ContainerSpec {
     pub cmd: Option<Vec<String>>,
     /// Names other members of `network` reach this container by.
     pub aliases: Vec<String>,
+    /// DNS servers the network's resolver forwards outside names to (the lab's own DNS).
+    pub dns: Vec<String>,
+    /// Lets the container's unprivileged user bind ports below 1024 (the lab DNS on port 53).
+    pub low_ports: bool,
 }
 
 impl ContainerSpec {
@@ -68,6 +72,8 @@ impl ContainerSpec {
             executor: false,
             cmd: None,
             aliases: Vec::new(),
+            dns: Vec::new(),
+            low_ports: false,
         }
     }
 }
@@ -156,6 +162,8 @@ pub trait Backend: Send + Sync + 'static {
     fn remove_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
     /// Creates and starts a case container; returns its id.
     fn start_container(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String>> + Send;
+    /// The container's address on `network`.
+    fn container_ip(&self, container: &str, network: &str) -> impl Future<Output = Result<String>> + Send;
     /// Unpacks a tar archive at `/` in the container.
     fn upload(&self, container: &str, tar: Vec<u8>) -> impl Future<Output = Result<()>> + Send;
     fn exec(&self, container: &str, spec: &ExecSpec) -> impl Future<Output = Result<ExecOutcome>> + Send;

@@ -20,6 +20,8 @@ pub struct CaseContext {
     /// The run's images; a case runs in `images[case.image]`.
     pub images: Vec<CaseImage>,
     pub network: Option<String>,
+    /// The lab DNS's address, when the run has a lab network (outside names fail fast).
+    pub dns: Option<String>,
     /// The run's lab forge container, when a suite opens pull requests.
     pub forge: Option<String>,
     /// Upload tar of each repo, by id.
@@ -101,6 +103,7 @@ pub async fn start<B: Backend>(backend: &B, cx: &CaseContext, case: &Case, attem
     let image = &cx.images[case.image];
     let mut spec = ContainerSpec::new(&cx.run_id, &attempt_id(case, attempt), &image.id);
     spec.network = cx.network.clone();
+    spec.dns = cx.dns.iter().cloned().collect();
     spec.keep = cx.keep;
     spec.executor = image.executor;
     let t = Instant::now();

@@ -7,6 +7,7 @@
 
 pub mod case;
 pub mod checks;
+pub mod dns;
 pub mod forge;
 pub mod plan;
 pub mod session;
@@ -235,6 +236,18 @@ pub async fn run<B: Backend + Clone>(
     } else {
         None
     };
+    // Outside names fail at once on the lab network (see `dns`); without a runner in the image
+    // the cases keep Docker's resolver and its slow failures.
+    let dns = match &network {
+        Some(net) => match dns::start(&backend, &opts.run_id, net, &case_images[0].id).await {
+            Ok(ip) => Some(ip),
+            Err(e) => {
+                note(format!("lab DNS not started ({e}): outside names resolve slowly")).await;
+                None
+            }
+        },
+        None => None,
+    };
     let opens_prs = prepared
         .suites
         .iter()
@@ -267,6 +280,7 @@ pub async fn run<B: Backend + Clone>(
         run_dir: run_dir.clone(),
         images: case_images,
         network,
+        dns,
         forge,
         repo_tars: prepared
             .repos
