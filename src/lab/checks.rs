@@ -155,6 +155,20 @@ mod tests {
     use regex::Regex;
 
     #[test]
+    fn an_error_event_reads_as_its_kind_and_message_without_escaped_json() {
+        let e = serde_json::json!({"type": "ERROR", "ts": "t", "kind": "unknown_event",
+            "message": "codex-exec-json: event type is not one this adapter knows: {\"type\":\"turn.done\"}"});
+        let d = session::describe(&e);
+        assert_eq!(
+            d,
+            "ERROR unknown_event: codex-exec-json: event type is not one this adapter knows: {\"type\":\"turn.done\"}"
+        );
+        assert!(!d.contains("\\\""), "no escaped quotes: {d}");
+        let other = session::describe(&serde_json::json!({"type": "PR_OPENED", "url": "u", "ts": "t"}));
+        assert_eq!(other, "PR_OPENED {\"url\":\"u\"}");
+    }
+
+    #[test]
     fn text_failures_say_expected_and_actual() {
         let e = TextExpect {
             contains: vec!["ok".into()],
@@ -229,6 +243,29 @@ pub mod session {
         (events, failures)
     }
 
+    /// One event as a person reads it: `ERROR changed_event: codex-exec-json: …` rather than
+    /// its JSON with every quote escaped.
+    pub fn describe(event: &Value) -> String {
+        let ty = event["type"].as_str().unwrap_or("event");
+        let text = match (event["kind"].as_str(), event["message"].as_str()) {
+            (Some(kind), Some(message)) => format!("{ty} {kind}: {message}"),
+            _ => {
+                let mut rest = event.clone();
+                if let Some(o) = rest.as_object_mut() {
+                    o.remove("type");
+                    o.remove("ts");
+                }
+                format!("{ty} {rest}")
+            }
+        };
+        let text = crate::text::clean(&text).to_string();
+        if text.chars().count() > 300 {
+            format!("{}…", text.chars().take(300).collect::<String>())
+        } else {
+            text
+        }
+    }
+
     fn types(events: &[Value]) -> String {
         let t: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
         if t.is_empty() { "no events".into() } else { t.join(", ") }
@@ -263,11 +300,7 @@ pub mod session {
         }
         for ty in &e.absent {
             if let Some(i) = first(events, ty) {
-                out.push(fail(
-                    "events.absent",
-                    format!("no {ty} event"),
-                    excerpt(&events[i].to_string()),
-                ));
+                out.push(fail("events.absent", format!("no {ty} event"), describe(&events[i])));
             }
         }
         for (ty, n) in &e.count {

@@ -238,15 +238,22 @@ pub async fn run<B: Backend + Clone>(
     };
     // Outside names fail at once on the lab network (see `dns`); without a runner in the image
     // the cases keep Docker's resolver and its slow failures.
+    // The responder is the build's own runner: an image without one (the bare base image)
+    // keeps Docker's resolver.
+    let carries_runner = crate::builds::BuildManifest::from_labels(&case_images[0].labels).is_some_and(|m| {
+        m.components
+            .iter()
+            .any(|c| c.name == crate::builds::RUNNER && !c.from_image())
+    });
     let dns = match &network {
-        Some(net) => match dns::start(&backend, &opts.run_id, net, &case_images[0].id).await {
+        Some(net) if carries_runner => match dns::start(&backend, &opts.run_id, net, &case_images[0].id).await {
             Ok(ip) => Some(ip),
             Err(e) => {
                 note(format!("lab DNS not started ({e}): outside names resolve slowly")).await;
                 None
             }
         },
-        None => None,
+        _ => None,
     };
     let opens_prs = prepared
         .suites

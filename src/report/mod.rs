@@ -76,10 +76,17 @@ pub struct MatrixRow {
 impl MatrixRow {
     pub fn of(c: &CaseReport) -> MatrixRow {
         let cause = c.error.clone().or_else(|| {
-            c.steps
-                .iter()
-                .find(|s| !s.failures.is_empty())
-                .map(|s| format!("{}: {}", s.name, s.failures[0]))
+            c.steps.iter().find(|s| !s.failures.is_empty()).map(|s| {
+                // The root cause first: what the runner or CLI reported (an ERROR event) says
+                // more than the exit code that follows from it.
+                let rank = |f: &CheckFailure| match f.check.as_str() {
+                    "events.absent" => 0,
+                    "exit_code" => 2,
+                    _ => 1,
+                };
+                let f = s.failures.iter().min_by_key(|f| rank(f)).expect("not empty");
+                format!("{}: {f}", s.name)
+            })
         });
         MatrixRow {
             runtime: c.runtime.clone().unwrap_or_else(|| c.image.clone()),
