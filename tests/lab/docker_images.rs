@@ -60,11 +60,30 @@ fn a_build_bundles_the_runner_and_every_cli_and_a_change_adds_one_layer() {
         .run()
         .code(0)
         .json();
-    assert_eq!(next["version_output"]["claude-code"], "2.1.330 (Claude Code)", "{next}");
-    assert_eq!(
-        (next["layers_built"].as_u64(), next["layers_reused"].as_u64()),
-        (Some(1), Some(2))
+    // Another test may have built the same chain already (layers are shared by content): then
+    // every layer is reused and the CLI is asked in the image instead of at build time.
+    let claude_version = match next["version_output"]["claude-code"].as_str() {
+        Some(v) => v.to_string(),
+        None => {
+            let out = Command::new("docker")
+                .args([
+                    "run",
+                    "--rm",
+                    next["reference"].as_str().unwrap(),
+                    "claude",
+                    "--version",
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    };
+    assert_eq!(claude_version, "2.1.330 (Claude Code)", "{next}");
+    let (built, reused) = (
+        next["layers_built"].as_u64().unwrap(),
+        next["layers_reused"].as_u64().unwrap(),
     );
+    assert!(built <= 1 && reused >= 2 && built + reused == 3, "{next}");
     let (old_layers, new_layers) = (layers(&reference), layers(next["reference"].as_str().unwrap()));
     assert_eq!(new_layers.len(), old_layers.len() + 1, "one new layer");
     assert_eq!(new_layers[..old_layers.len()], old_layers[..], "no lower layer rebuilt");
