@@ -392,4 +392,53 @@ fn docker_sweeps_after_a_promotion_open_one_draft_pr_under_org_policies_and_surv
         "{kpis}"
     );
     assert_eq!(acme["acceptance_pct"], 100.0);
+
+    // `canary serve --sweep-workers` works the same queue: a repo opted in later and enqueued for
+    // the build gets its draft PR from the control plane's own worker.
+    push_repo(&seeds, &local, "acme/late", "Howdy");
+    add("acme/late");
+    let again = canary()
+        .args(["sweeps", "enqueue", &build, "--json"])
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(again["enqueued"], 1, "only the new repo: {again}");
+    let serve_port = free_port();
+    let (mut cmd, _r) = canary()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{serve_port}"),
+            "--sweep-workers",
+            "1",
+        ])
+        .args(["--sweep-network", &net.0])
+        .arg_path_flag("--sweep-scenario", &scenario)
+        .command();
+    let _serve = Killed(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    wait_for(
+        "the control plane's worker to sweep the new repo",
+        Duration::from_secs(120),
+        || {
+            canary()
+                .args(["sweeps", "status", "--json"])
+                .run()
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|j| j["repo_id"] == "acme/late" && j["state"] == "done")
+        },
+    );
+    let late = canary().args(["sweeps", "status", "--json"]).run().code(0).json();
+    let late = late
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["repo_id"] == "acme/late")
+        .unwrap()
+        .clone();
+    assert_eq!(late["outcome"], "pr_opened", "{late}");
+    let pulls = get(&format!("{local}/repos/acme/late/pulls?state=all"));
+    assert_eq!(pulls.as_array().unwrap().len(), 1, "{pulls}");
 }
