@@ -12,7 +12,7 @@ pub const DEFAULT_FILE: &str = "canary.yaml";
 #[serde(deny_unknown_fields, default)]
 pub struct LabConfig {
     /// Use this image as the base instead of building one with debootstrap (for users who can
-    /// pull from a registry). It must provide sh, git, node, python3 and pytest.
+    /// pull from a registry). It must provide sh, git, node, tsc, python3 and pytest.
     pub base_image: Option<String>,
     /// Debian mirror for debootstrap. Default: the first Debian source in this machine's apt
     /// configuration.

@@ -1,6 +1,6 @@
 //! Images the lab runs cases in.
 //!
-//! The base image holds the OS, git, node, python3 and pytest. No container registry is
+//! The base image holds the OS, git, node, tsc, python3 and pytest. No container registry is
 //! reachable where the lab must work, so the base is built from Debian packages with
 //! debootstrap and imported into Docker. Its tag is a hash of everything that decides its
 //! content (release, package list, the setup steps below), so an unchanged recipe is never
@@ -22,6 +22,7 @@ pub const BASE_PACKAGES: &[&str] = &[
     "ca-certificates",
     "git",
     "nodejs",
+    "node-typescript",
     "python3",
     "python3-pytest",
     "procps",

@@ -8,7 +8,21 @@ use std::process::Command;
 /// `broken`) a marker that makes the gate suite fail. Made once per machine.
 fn test_build(name: &str, runner_version: &str, broken: bool) -> String {
     use std::os::fd::AsRawFd;
-    let tag = format!("canary-lab/test-build:{name}");
+    let base = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["images", "base", "--json"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let base: serde_json::Value = serde_json::from_slice(&base.stdout).unwrap();
+    // Built on this base image: a test build left by an older base is not reused.
+    let base_tag = base["reference"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let tag = format!("canary-lab/test-build:{name}-{base_tag}");
     let lock = std::fs::File::create(std::env::temp_dir().join("canary-lab-test-builds.lock")).unwrap();
     // SAFETY: flock on a file we hold open for the rest of this function.
     unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
@@ -21,12 +35,6 @@ fn test_build(name: &str, runner_version: &str, broken: bool) -> String {
     {
         return tag;
     }
-    let base = Command::new(env!("CARGO_BIN_EXE_canary"))
-        .args(["images", "base", "--json"])
-        .current_dir(root())
-        .output()
-        .unwrap();
-    let base: serde_json::Value = serde_json::from_slice(&base.stdout).unwrap();
     let container = format!("canary-test-build-{name}-{}", std::process::id());
     let script = format!(
         "echo {name} > /etc/canary-build{}",

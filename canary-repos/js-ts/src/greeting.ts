@@ -2,6 +2,6 @@
 export const GREETING = "Hello";
 
 // The function a canary edit task updates.
-export function greet(name) {
+export function greet(name: string): string {
   return `${GREETING}, ${name}!`;
 }
