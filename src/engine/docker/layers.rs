@@ -146,13 +146,29 @@ impl DockerBackend {
             .collect();
         let cutoff = jiff::Timestamp::now().as_second() - older_than.as_secs() as i64;
         let mut removed = Vec::new();
-        for image in self.images_with_label(crate::engine::labels::LAB).await? {
+        let mut images = self.images_with_label(crate::engine::labels::LAB).await?;
+        // Newest first: a build goes before the layer images it was made from.
+        images.sort_by_key(|i| std::cmp::Reverse(i.created));
+        for image in images {
             let base = image.tags.iter().any(|t| t.starts_with("canary-lab/base:"));
             if base || in_use.contains(&image.id) || image.created > cutoff {
                 continue;
             }
-            self.remove_image(&image.id).await?;
-            removed.push(image.tags.first().cloned().unwrap_or(image.id));
+            match self
+                .docker
+                .remove_image(
+                    &image.id,
+                    Some(RemoveImageOptionsBuilder::default().force(true).build()),
+                    None,
+                )
+                .await
+            {
+                Ok(_) => removed.push(image.tags.first().cloned().unwrap_or(image.id)),
+                Err(e) if not_found(&e) => {}
+                // A newer image that stays is built on this one (409): it stays too.
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
+                Err(e) => return Err(docker_err("removing an image")(e)),
+            }
         }
         Ok(removed)
     }
