@@ -173,7 +173,7 @@ impl LabConfig {
             ("updates", "updates.webhook", &self.updates.webhook),
         ] {
             if let Some(w) = w
-                && !is_webhook_url(w)
+                && !is_http_url(w)
             {
                 return Err(at(
                     section,
@@ -188,8 +188,8 @@ impl LabConfig {
     }
 }
 
-/// An http(s) URL without control characters: what a webhook may be.
-pub fn is_webhook_url(w: &str) -> bool {
+/// An http(s) URL without control characters (webhooks, forge APIs, model endpoints).
+pub fn is_http_url(w: &str) -> bool {
     (w.starts_with("http://") || w.starts_with("https://"))
         && !w.chars().any(char::is_control)
         && reqwest::Url::parse(w).is_ok()

@@ -199,7 +199,7 @@ async fn repos(config: &LabConfig, cmd: &ReposCommand) -> Result<i32> {
             }
             let api_url = match api {
                 Some(a) => {
-                    if !crate::config::is_webhook_url(a) {
+                    if !crate::config::is_http_url(a) {
                         return Err(LabError::usage(
                             format!("--api `{}` is not an http(s) URL", crate::text::clean(a)),
                             "give the forge's REST API base, e.g. https://forge.example.invalid/api/v3",
@@ -302,7 +302,7 @@ async fn repos(config: &LabConfig, cmd: &ReposCommand) -> Result<i32> {
 
 async fn run(config: &LabConfig, a: &RunArgs) -> Result<i32> {
     let orgs = crate::orgs::OrgPolicies::load(&config.orgs_dir)?;
-    if let Some(url) = a.model_url.as_deref().filter(|u| !crate::config::is_webhook_url(u)) {
+    if let Some(url) = a.model_url.as_deref().filter(|u| !crate::config::is_http_url(u)) {
         return Err(LabError::usage(
             format!("--model-url `{}` is not an http(s) URL", crate::text::clean(url)),
             "give the model endpoint the CLIs should call",

@@ -295,7 +295,7 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         ));
     }
     let webhook = a.updates_webhook.clone().or(config.updates.webhook.clone());
-    if let Some(w) = webhook.as_deref().filter(|w| !crate::config::is_webhook_url(w)) {
+    if let Some(w) = webhook.as_deref().filter(|w| !crate::config::is_http_url(w)) {
         return Err(LabError::usage(
             format!("--updates-webhook `{}` is not an http(s) URL", crate::text::clean(w)),
             "give the URL that receives notices of runners behind their offered build",

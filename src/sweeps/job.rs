@@ -494,6 +494,26 @@ fn http() -> Result<reqwest::Client> {
         .map_err(|e| LabError::usage(format!("HTTP client: {e}"), "internal"))
 }
 
+/// GET on the repo's forge API with its token (from the worker's environment); the answer's
+/// bytes, bounded, or why there are none.
+async fn forge_get(repo: &SweepRepo, url: &str) -> Result<Vec<u8>> {
+    let mut req = http()?.get(url);
+    if let Some(t) = repo.token_env.as_deref().and_then(|v| std::env::var(v).ok()) {
+        req = req.bearer_auth(t);
+    }
+    let r = req
+        .send()
+        .await
+        .map_err(|e| LabError::usage(format!("{url}: {e}"), "is the forge reachable?"))?;
+    if !r.status().is_success() {
+        return Err(LabError::usage(
+            format!("{url}: {}", r.status()),
+            "check the repo's token (--token-env) and API URL",
+        ));
+    }
+    body(r).await
+}
+
 /// A pull request of `branch` in `repo`, open or closed, as its forge's API lists it.
 async fn existing_pr(repo: &SweepRepo, branch: &str) -> Result<Option<(i64, String)>> {
     let owner = repo.id.split('/').next().unwrap_or("");
@@ -502,23 +522,7 @@ async fn existing_pr(repo: &SweepRepo, branch: &str) -> Result<Option<(i64, Stri
         &[("state", "all"), ("head", &format!("{owner}:{branch}"))],
     )
     .map_err(|e| LabError::usage(format!("the repo's API URL: {e}"), "check --api"))?;
-    let mut req = http()?.get(url.clone());
-    if let Some(t) = repo.token_env.as_deref().and_then(|v| std::env::var(v).ok()) {
-        req = req.bearer_auth(t);
-    }
-    let r = req.send().await.map_err(|e| {
-        LabError::usage(
-            format!("listing pull requests at {url}: {e}"),
-            "is the forge reachable?",
-        )
-    })?;
-    if !r.status().is_success() {
-        return Err(LabError::usage(
-            format!("listing pull requests at {url}: {}", r.status()),
-            "check the repo's token (--token-env) and API URL",
-        ));
-    }
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&body(r).await?).map_err(|e| {
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&forge_get(repo, url.as_str()).await?).map_err(|e| {
         LabError::usage(
             format!("listing pull requests at {url}: {e}"),
             "not a GitHub-API answer",
@@ -537,21 +541,7 @@ pub async fn pr_state(repo: &SweepRepo, number: i64) -> Result<String> {
         repo.api_url.trim_end_matches('/'),
         repo.id
     );
-    let mut req = http()?.get(&url);
-    if let Some(t) = repo.token_env.as_deref().and_then(|v| std::env::var(v).ok()) {
-        req = req.bearer_auth(t);
-    }
-    let r = req
-        .send()
-        .await
-        .map_err(|e| LabError::usage(format!("{url}: {e}"), "is the forge reachable?"))?;
-    if !r.status().is_success() {
-        return Err(LabError::usage(
-            format!("{url}: {}", r.status()),
-            "check the token and API URL",
-        ));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body(r).await?)
+    let v: serde_json::Value = serde_json::from_slice(&forge_get(repo, &url).await?)
         .map_err(|e| LabError::usage(format!("{url}: {e}"), "not a GitHub-API answer"))?;
     Ok(if v["merged"] == true || !v["merged_at"].is_null() {
         "merged".into()

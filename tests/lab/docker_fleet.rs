@@ -3,7 +3,7 @@
 //! control plane's assignments during a 50 % rollout and post real telemetry to `canary serve`
 //! on the host, reached through the network's gateway.
 
-use crate::helpers::{Canary, free_port, require_lab, root};
+use crate::helpers::{Canary, docker, free_port, require_lab, root};
 use crate::registry::{Backend, fresh};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,16 +19,6 @@ impl Drop for Network {
             .output();
         let _ = Command::new("docker").args(["network", "rm", &self.0]).output();
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

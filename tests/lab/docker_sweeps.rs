@@ -5,7 +5,7 @@
 //! change, the Team-plan org only its quota; a second promotion enqueues nothing; a worker killed
 //! mid-job leaves the job to the next worker, which finishes it once.
 
-use crate::helpers::{Canary, free_port, require_lab};
+use crate::helpers::{Canary, docker, free_port, require_lab};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,16 +18,6 @@ impl Drop for Network {
     fn drop(&mut self) {
         let _ = Command::new("docker").args(["network", "rm", &self.0]).output();
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 struct Killed(Child);

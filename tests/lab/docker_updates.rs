@@ -7,7 +7,7 @@
 //! mid-download, and roll back. The admin is told by webhook when a host is behind, the fleet
 //! page shows it, and the control plane's audit holds every attempt.
 
-use crate::helpers::{free_port, require_lab, root};
+use crate::helpers::{docker, free_port, require_lab, root};
 use crate::updates::{Lab, broken_wheel, claude_component, runner_component, serve_on, sha256};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -32,16 +32,6 @@ impl Drop for Hosts {
         }
         let _ = Command::new("docker").args(["network", "rm", &self.net]).output();
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// `canary-runner update --json ARGS` on a host container: exit code, JSON, all output.

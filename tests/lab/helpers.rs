@@ -205,3 +205,14 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Runs the docker CLI; its trimmed stdout, or the test fails with docker's stderr.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
