@@ -464,7 +464,10 @@ impl Backend for DockerBackend {
 
     async fn gc(&self, scope: GcScope) -> Result<GcReport> {
         let mut report = GcReport::default();
-        let filters: HashMap<String, Vec<String>> = HashMap::from([("label".into(), vec![labels::LAB.into()])]);
+        // Only what the lab created: a container started from a lab image by anyone else inherits
+        // the image's lab labels, but `canary-lab.owned` empty.
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".into(), vec![format!("{}=1", labels::OWNED)])]);
         let containers = self
             .docker
             .list_containers(Some(

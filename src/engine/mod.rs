@@ -3,8 +3,10 @@
 //! implement the same trait without touching suites, reports or the registry.
 //!
 //! Invariants every backend keeps:
-//! - everything it creates carries the lab's labels (run id, owning process, host), so that
-//!   `canary gc` can find and remove what a crashed run left behind;
+//! - everything it creates carries the lab's labels (run id, owning process, host, and
+//!   `canary-lab.owned=1`), so that `canary gc` can find and remove what a crashed run left
+//!   behind; an image the lab builds carries `canary-lab.owned` empty, so a container someone
+//!   else starts from it (a platform's runner) is never taken for the lab's;
 //! - an exec never outlives its deadline: when the deadline passes, every process the case user
 //!   owns in the container is killed, and the outcome says `timed_out`.
 
@@ -24,6 +26,10 @@ pub mod labels {
     pub const PID: &str = "canary-lab.pid";
     pub const HOST: &str = "canary-lab.host";
     pub const KEEP: &str = "canary-lab.keep";
+    /// "1" on the containers and networks the lab creates, and only there: containers inherit
+    /// their image's labels, so every other lab label may also sit on a container started from a
+    /// lab image by someone else. The lab's images carry it empty.
+    pub const OWNED: &str = "canary-lab.owned";
 }
 
 /// What a case container looks like. Resource limits are the lab's defaults unless a suite
@@ -139,6 +145,9 @@ pub enum GcScope {
 impl GcScope {
     /// Whether an object with these labels is removed under this scope.
     pub fn selects(&self, l: &std::collections::HashMap<String, String>) -> bool {
+        if l.get(labels::OWNED).map(String::as_str) != Some("1") {
+            return false;
+        }
         let kept = l.contains_key(labels::KEEP);
         match self {
             GcScope::All => true,
@@ -175,6 +184,7 @@ pub trait Backend: Send + Sync + 'static {
 pub fn owner_labels(run_id: &str) -> std::collections::HashMap<String, String> {
     let mut l = std::collections::HashMap::new();
     l.insert(labels::LAB.into(), "1".into());
+    l.insert(labels::OWNED.into(), "1".into());
     l.insert(labels::RUN.into(), run_id.into());
     l.insert(labels::PID.into(), std::process::id().to_string());
     l.insert(labels::HOST.into(), hostname());
@@ -198,4 +208,29 @@ pub fn owner_alive(labels: &std::collections::HashMap<String, String>) -> bool {
     };
     // A pid can be reused: only a live process that is still a canary counts as the owner.
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("canary"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_takes_only_what_the_lab_created() {
+        let mut lab = owner_labels("run-1");
+        // A pid no process has: the run is gone.
+        lab.insert(labels::PID.into(), "4194305".into());
+        assert!(GcScope::Orphaned.selects(&lab));
+        assert!(GcScope::Run("run-1".into()).selects(&lab));
+        assert!(!GcScope::Run("run-2".into()).selects(&lab));
+        // A container someone started from a lab image: the image's lab labels, owned empty.
+        let mut inherited = lab.clone();
+        inherited.insert(labels::OWNED.into(), String::new());
+        for scope in [GcScope::Orphaned, GcScope::All, GcScope::Run("run-1".into())] {
+            assert!(!scope.selects(&inherited), "{scope:?}");
+        }
+        // Kept containers stay unless everything is asked for.
+        lab.insert(labels::KEEP.into(), "1".into());
+        assert!(!GcScope::Orphaned.selects(&lab));
+        assert!(GcScope::All.selects(&lab));
+    }
 }

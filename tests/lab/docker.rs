@@ -198,13 +198,38 @@ fn after_kill_9_gc_leaves_no_containers_or_networks() {
         (2, 1),
         "kill -9 gives the run no chance to clean up"
     );
+    // A platform's runner started from the same lab-built image (a runner build) is not the
+    // lab's: it inherits the image's lab labels, never the ownership of a run.
+    let case = crate::helpers::docker(&["ps", "-aq", "--filter", &format!("label={label}")]);
+    let image = crate::helpers::docker(&["inspect", "-f", "{{.Image}}", case.lines().next().unwrap()]);
+    let foreign = format!("canary-foreign-{}", std::process::id());
+    crate::helpers::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &foreign,
+        "--label",
+        "canary-lab.test=foreign",
+        &image,
+        "sleep",
+        "300",
+    ]);
     let out = Canary::new().args(["gc", "--json"]).run().code(0);
+    let running = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", &foreign])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &foreign])
+        .output();
     assert!(out.json()["containers"].as_array().unwrap().len() >= 2);
     assert_eq!(
         lab_objects(&label),
         (0, 0),
         "gc removed the crashed run's containers and network"
     );
+    assert_eq!(running, "true", "gc left alone a container it did not create");
 }
 
 #[test]

@@ -50,6 +50,18 @@ impl DockerBackend {
                 .tag(tag)
                 .pause(false)
                 .build();
+            // The build container's ownership labels would pass into the image and from it into
+            // every container anyone starts from it; the image is nobody's run (a commit's
+            // labels win over the container's).
+            let mut labels = labels;
+            for key in [
+                crate::engine::labels::OWNED,
+                crate::engine::labels::RUN,
+                crate::engine::labels::PID,
+                crate::engine::labels::HOST,
+            ] {
+                labels.entry(key.to_string()).or_default();
+            }
             let config = ContainerConfig {
                 cmd,
                 labels: Some(labels),
