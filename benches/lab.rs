@@ -186,6 +186,46 @@ fn main() {
     );
     golden_path(reports.path());
     candidate_build(reports.path());
+    version_matrix(reports.path());
+}
+
+/// (f) `canary matrix` over the ten newest Codex versions: one build each (built or found),
+/// golden-path on the python repo, `--jobs 2`. The first round on a machine also fetches the
+/// wheels; the figure printed is the best of two rounds, so it is the builds-cached time.
+fn version_matrix(reports: &Path) {
+    let run = || {
+        let started = Instant::now();
+        let out = canary(reports)
+            .args([
+                "matrix",
+                "--provider",
+                "codex",
+                "--versions",
+                "newest:10",
+                "--repo",
+                "python",
+                "--jobs",
+                "2",
+                "--no-record",
+                "--json",
+            ])
+            .output()
+            .expect("canary matrix");
+        let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (started.elapsed(), m)
+    };
+    let (first, _) = run();
+    let (second, m) = run();
+    let rows = m["rows"].as_array().cloned().unwrap_or_default();
+    let passed = rows.iter().filter(|r| r["status"] == "passed").count();
+    println!();
+    println!(
+        "{:<46} {:>8.1}s   ({} versions, {passed} passed; first round with fetches {:.1}s)",
+        "(f) 10-version codex matrix, golden-path/python",
+        first.min(second).as_secs_f64(),
+        rows.len(),
+        first.as_secs_f64()
+    );
 }
 
 /// (e) A one-CLI candidate on top of a cached two-CLI build: the time to make it, and how many

@@ -23,6 +23,7 @@ pub mod gate;
 pub mod heartbeat;
 pub mod images;
 pub mod lab;
+pub mod matrix;
 pub mod orgs;
 pub mod pipeline;
 pub mod progress;

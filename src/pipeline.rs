@@ -429,8 +429,8 @@ async fn judge_candidate(
 fn status_word(report: &RunReport) -> String {
     let s = &report.summary;
     format!(
-        "{} of {} cases passed, {} failed, {} timed out, {} flaky, {} errors",
-        s.passed, s.total, s.failed, s.timed_out, s.flaky, s.error
+        "{} of {} cases passed, {} failed, {} drift, {} timed out, {} flaky, {} errors",
+        s.passed, s.total, s.failed, s.drift, s.timed_out, s.flaky, s.error
     )
 }
 

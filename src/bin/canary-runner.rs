@@ -149,6 +149,16 @@ enum Command {
         #[command(subcommand)]
         action: UpdateAction,
     },
+    /// Before any session: run the CLI's `--help` and check the flags the runner passes it.
+    /// Prints JSON (version, flags listed, flags missing); exit 0 all there, 1 a flag vanished,
+    /// 2 the CLI cannot run.
+    Preflight {
+        #[arg(long, value_enum)]
+        provider: Provider,
+        /// The CLI binary (default: the provider's command on PATH).
+        #[arg(long)]
+        cli: Option<PathBuf>,
+    },
     /// Run one non-interactive session; events go to stdout, one JSON object per line.
     Session {
         #[command(flatten)]
@@ -230,6 +240,9 @@ struct SessionOpts {
     /// is the sandbox: Codex's needs user namespaces an unprivileged container lacks).
     #[arg(long, default_value = "workspace-write")]
     codex_sandbox: String,
+    /// Write the session's inventory of the CLI's output (event kinds, fields, JSON types) here.
+    #[arg(long)]
+    inventory: Option<PathBuf>,
 }
 
 impl SessionOpts {
@@ -244,6 +257,7 @@ impl SessionOpts {
             timeout: self.timeout.into(),
             cli: self.cli,
             codex_sandbox: self.codex_sandbox,
+            inventory: self.inventory,
         }
     }
 }
@@ -349,9 +363,28 @@ fn main() {
             };
             std::process::exit(emit(|tx| async move { Ok(pr::run(args, tx).await) }))
         }
+        Command::Preflight { provider, cli } => std::process::exit(preflight(provider, cli)),
         Command::Session { session } => session.into_args(),
     };
     std::process::exit(emit(|tx| session::run(args, tx)));
+}
+
+fn preflight(provider: Provider, cli: Option<PathBuf>) -> i32 {
+    let cli = cli.unwrap_or_else(|| PathBuf::from(provider.command()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match runtime.block_on(canary_lab::runner::inventory::preflight(provider, &cli)) {
+        Ok(p) => {
+            println!("{}", serde_json::to_string(&p).expect("json"));
+            if p.missing.is_empty() { 0 } else { 1 }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
 }
 
 /// Runs `work` with an event channel whose events are written to stdout as JSON lines; the exit

@@ -208,6 +208,9 @@ impl Command {
             Command::Pin(a) => a.json,
             Command::Rollback(a) => a.json,
             Command::Status(a) => a.json,
+            Command::Drift(a) => a.json,
+            Command::Matrix(a) => a.json,
+            Command::Bisect(a) => a.json,
             Command::Compat(super::gate::CompatCommand::Check { json, .. }) => *json,
             Command::Watch(a) => a.json,
             Command::Pipeline(a) => a.json,
@@ -408,6 +411,9 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Rollback(a) => super::gate::rollback(&config, a).await,
         Command::Status(a) => super::gate::status(&config, a).await,
         Command::Compat(c) => super::gate::compat_check(&config, c).await,
+        Command::Drift(a) => super::gate::drift(&config, a).await,
+        Command::Matrix(a) => super::matrix::matrix(&config, a).await,
+        Command::Bisect(a) => super::matrix::bisect(&config, a).await,
         Command::Stub(a) => stub(a).await,
         Command::Providers(ProvidersCommand::Fetch { spec, json }) => {
             let spec: crate::providers::ProviderSpec = spec.parse()?;

@@ -371,3 +371,129 @@ pub async fn compat_check(config: &LabConfig, cmd: &CompatCommand) -> Result<i32
 pub(super) async fn status_json(reg: &Registry, org: Option<&str>) -> Result<serde_json::Value> {
     crate::status::status(reg, org).await
 }
+
+#[derive(Args, Debug)]
+pub struct DriftArgs {
+    /// Build: image digest, digest prefix, or the image reference it ran as.
+    pub build: String,
+    /// The build to compare with (default: the newest earlier build whose inventory of the same
+    /// CLI has another version).
+    #[arg(long)]
+    pub against: Option<String>,
+    /// Only this CLI (`codex`, `claude-code`, `gemini`).
+    #[arg(long)]
+    pub provider: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One CLI's comparison: against its adapter's contract and against the baseline build.
+#[derive(serde::Serialize)]
+struct DriftReport {
+    provider: String,
+    build: String,
+    version: String,
+    against: Option<String>,
+    against_version: Option<String>,
+    /// `drift: ...` when something the adapter reads changed; `None` otherwise.
+    drift: Option<String>,
+    /// Every finding, breaking or not, in words.
+    findings: Vec<String>,
+}
+
+/// `canary drift BUILD [--against BUILD]`: exit 0 nothing the adapters read changed, 1 drift,
+/// 2 error (unknown build, no recorded inventory).
+pub async fn drift(config: &LabConfig, a: &DriftArgs) -> Result<i32> {
+    use crate::runner::inventory;
+    if let Some(p) = &a.provider {
+        crate::providers::Provider::from_name(p).ok_or_else(|| {
+            crate::error::LabError::usage(
+                format!("unknown provider `{}`", crate::text::clean(p)),
+                "write codex, claude-code or gemini",
+            )
+        })?;
+    }
+    let reg = open_read(config).await?;
+    let id = reg.resolve_build(&a.build).await?;
+    let against = match &a.against {
+        Some(b) => Some(reg.resolve_build(b).await?),
+        None => None,
+    };
+    let mine: Vec<_> = reg
+        .inventories(&id)
+        .await?
+        .into_iter()
+        .filter(|i| {
+            a.provider
+                .as_deref()
+                .is_none_or(|p| crate::providers::Provider::from_name(p).map(|x| x.name()) == Some(i.provider.as_str()))
+        })
+        .collect();
+    if mine.is_empty() {
+        return Err(crate::error::LabError::usage(
+            format!("build {} has no recorded CLI inventory", short(&id)),
+            "run a suite with sessions against it first (`canary run --image ... --record`), or check `canary registry builds`",
+        ));
+    }
+    let mut reports = Vec::new();
+    for inv in &mine {
+        let base_id = match &against {
+            Some(b) => Some(b.clone()),
+            None => reg.inventory_baseline(&id, &inv.provider).await?,
+        };
+        let base = match &base_id {
+            Some(b) => reg
+                .inventories(b)
+                .await?
+                .into_iter()
+                .find(|x| x.provider == inv.provider),
+            None => None,
+        };
+        let mut findings = match crate::providers::Provider::from_name(&inv.provider) {
+            Some(p) => inv.against(inventory::contract(p)),
+            None => Vec::new(),
+        };
+        if let Some(b) = &base {
+            for f in inventory::diff(b, inv) {
+                if !findings.contains(&f) {
+                    findings.push(f);
+                }
+            }
+        }
+        reports.push(DriftReport {
+            provider: inv.provider.clone(),
+            build: id.clone(),
+            version: inv.version.clone(),
+            against: base.as_ref().and(base_id.clone()),
+            against_version: base.as_ref().map(|b| b.version.clone()),
+            drift: inventory::drift_line(&inv.provider, &inv.version, &findings),
+            findings: findings.iter().map(|f| f.to_string()).collect(),
+        });
+    }
+    let drifted = reports.iter().any(|r| r.drift.is_some());
+    if a.json {
+        print_json(&serde_json::json!({ "build": id, "drift": drifted, "clis": reports }));
+    } else {
+        for r in &reports {
+            let base = match (&r.against, &r.against_version) {
+                (Some(b), Some(v)) => format!("against {} {} (build {})", r.provider, v, short(b)),
+                _ => "against its adapter's contract only (no earlier build has an inventory of it)".into(),
+            };
+            outln!(
+                "{} {} (build {}) {}:",
+                r.provider,
+                crate::text::clean(&r.version),
+                short(&r.build),
+                base
+            );
+            match &r.drift {
+                Some(line) => outln!("  {}", crate::text::clean(line)),
+                None => outln!("  no drift: everything the adapter reads is there"),
+            }
+            for f in &r.findings {
+                outln!("  - {}", crate::text::clean(f));
+            }
+        }
+    }
+    Ok(if drifted { exit::FAILED } else { exit::PASS })
+}

@@ -26,6 +26,7 @@ pub fn out(args: std::fmt::Arguments) {
 mod commands;
 mod fleet;
 mod gate;
+mod matrix;
 mod registry;
 mod sweeps;
 mod upstream;
@@ -85,6 +86,15 @@ pub enum Command {
     Rollback(gate::RollbackArgs),
     /// What each channel and org runs, since when, and what is available.
     Status(gate::StatusArgs),
+    /// What changed in a build's CLI output and flags: its recorded inventory against its
+    /// adapters' contracts and another build's (exit 0 no drift, 1 drift, 2 error).
+    Drift(gate::DriftArgs),
+    /// A suite (golden-path) across upstream versions of one CLI, one build each, in one run:
+    /// the matrix as JSON, Markdown and HTML (exit 0 every version passed, 1 one did not).
+    Matrix(matrix::MatrixArgs),
+    /// The first bad upstream version between a good and a bad one, in about log2(n) judged
+    /// versions; `--hold CHANNEL` releases the last good one's build to a channel.
+    Bisect(matrix::BisectArgs),
     /// Bundle ↔ runtime compatibility (runtime_compatibility in a bundle manifest).
     #[command(subcommand)]
     Compat(gate::CompatCommand),

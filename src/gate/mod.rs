@@ -124,7 +124,9 @@ pub fn decide(
             Some(ResultStatus::InfraError) => unmet.push(format!(
                 "{at}: infra_error (the lab could not run it; rerun it, it never counts as a pass)"
             )),
-            Some(other @ (ResultStatus::Fail | ResultStatus::TimedOut)) => unmet.push(format!("{at}: {other}")),
+            Some(other @ (ResultStatus::Fail | ResultStatus::Drift | ResultStatus::TimedOut)) => {
+                unmet.push(format!("{at}: {other}"))
+            }
         }
         if let Some(ts) = cell.recorded_at.as_deref() {
             match ts.parse::<jiff::Timestamp>() {

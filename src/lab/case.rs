@@ -35,6 +35,8 @@ pub struct CaseContext {
     pub removals: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The run's event stream; each checked step goes out on it with its output.
     pub events: crate::report::events::Reporters,
+    /// Each image's (by index) and CLI's pre-flight: the flags its `--help` lists.
+    pub preflight: std::collections::BTreeMap<(usize, String), crate::runner::inventory::Preflight>,
 }
 
 /// One image of a run, ready for cases.
@@ -146,6 +148,8 @@ pub async fn run_case<B: Backend + Clone>(
         artifacts: case_dir_rel.clone(),
         repro: format!("{} repro {}/{}", cx.repro_prefix, cx.run_id, case.id),
         error: None,
+        drift: None,
+        inventory: None,
     };
     let _ = std::fs::create_dir_all(case_dir.join("steps"));
     let _ = std::fs::write(
@@ -163,7 +167,26 @@ pub async fn run_case<B: Backend + Clone>(
         Err(e) => return finish_error(report, started, e),
     };
 
-    let outcome = drive(backend, cx, case, &container, deadline, &case_dir, &mut report).await;
+    let preflight = case
+        .provider
+        .as_ref()
+        .and_then(|p| cx.preflight.get(&(case.image, p.clone())));
+    if let Some(pf) = preflight {
+        let mut inv = crate::runner::inventory::Inventory::new(&pf.provider, &pf.version);
+        inv.flags = Some(pf.flags.clone());
+        report.inventory = Some(inv);
+    }
+    let outcome = if preflight.is_some_and(|pf| super::drift::condemn(&mut report, pf)) {
+        // Every session would fail on the vanished flag: the steps are not run.
+        for step in &case.suite.steps {
+            let command = resolve(cx, case, step);
+            report.steps.push(skipped(step, &command));
+        }
+        Ok(())
+    } else {
+        drive(backend, cx, case, &container, deadline, &case_dir, &mut report).await
+    };
+    super::drift::judge(&mut report);
     let t = Instant::now();
     if let Err(e) = outcome {
         report.status = CaseStatus::Error;
@@ -327,6 +350,11 @@ async fn drive<B: Backend>(
             if matches!(step.action, StepAction::Session(_)) {
                 let (raw, stub) = super::session::stub_log(backend, container, i + 1).await;
                 let _ = std::fs::write(case_dir.join(format!("{stem}.stub.jsonl")), raw);
+                let (raw, inventory) = super::drift::collect(backend, container, super::session::DIR, i + 1).await;
+                let _ = std::fs::write(case_dir.join(format!("{stem}.inventory.json")), raw);
+                if let Some(inv) = inventory {
+                    super::drift::add(report, inv);
+                }
                 if step.expect.usage_reconciled {
                     failures.extend(checks::session::usage(&events, &stub));
                 }

@@ -8,6 +8,7 @@
 pub mod case;
 pub mod checks;
 pub mod dns;
+pub mod drift;
 pub mod forge;
 pub mod plan;
 pub mod session;
@@ -282,6 +283,58 @@ pub async fn run<B: Backend + Clone>(
         }
         _ => None,
     };
+    // Before any case: each runner image's CLIs against the flags the runner passes them,
+    // `--jobs` images at a time (a matrix has one image per upstream version).
+    let mut wanted = Vec::new();
+    for (index, image) in case_images.iter().enumerate() {
+        let has_runner = crate::builds::BuildManifest::from_labels(&image.labels).is_some_and(|m| {
+            m.components
+                .iter()
+                .any(|c| c.name == crate::builds::RUNNER && !c.from_image())
+        });
+        let providers: std::collections::BTreeSet<String> = prepared
+            .cases
+            .iter()
+            .filter(|c| c.image == index)
+            .filter_map(|c| c.provider.clone())
+            .collect();
+        if has_runner && !providers.is_empty() {
+            wanted.push((index, image, providers.into_iter().collect::<Vec<String>>()));
+        }
+    }
+    let mut checked: Vec<_> = {
+        use futures_util::StreamExt;
+        let (backend, run_id) = (&backend, &opts.run_id);
+        futures_util::stream::iter(wanted)
+            .map(|(index, image, providers)| async move {
+                let t = Instant::now();
+                let (found, notes) = drift::preflight(backend, run_id, index, image, &providers).await;
+                (index, found, notes, t.elapsed())
+            })
+            .buffer_unordered(opts.jobs.max(1))
+            .collect()
+            .await
+    };
+    // Notes in image order, whichever finished first.
+    checked.sort_by_key(|c| c.0);
+    let mut preflight = std::collections::BTreeMap::new();
+    for (index, found, notes, took) in checked {
+        for n in notes {
+            note(format!("note: {n}")).await;
+        }
+        for (p, pf) in found {
+            note(format!(
+                "pre-flight {} {}: {} ({} ms)",
+                p,
+                pf.version,
+                pf.drift_line()
+                    .unwrap_or_else(|| "every flag the runner passes is listed".into()),
+                took.as_millis()
+            ))
+            .await;
+            preflight.insert((index, p), pf);
+        }
+    }
     let cx = Arc::new(CaseContext {
         run_id: opts.run_id.clone(),
         run_dir: run_dir.clone(),
@@ -299,6 +352,7 @@ pub async fn run<B: Backend + Clone>(
         repro_prefix: opts.repro_prefix.clone(),
         removals: Default::default(),
         events: events.clone(),
+        preflight,
     });
 
     let _ = events
@@ -527,6 +581,8 @@ async fn run_pool<B: Backend + Clone>(
                 artifacts: format!("cases/{}", c.id),
                 repro: format!("{} repro {}/{}", cx.repro_prefix, cx.run_id, c.id),
                 error: Some("the lab crashed while running this case".into()),
+                drift: None,
+                inventory: None,
             })
         })
         .collect())

@@ -8,7 +8,7 @@ use crate::suite::SessionSpec;
 use base64::Engine as _;
 use std::time::{Duration, Instant};
 
-const DIR: &str = "/tmp/canary-lab";
+pub const DIR: &str = "/tmp/canary-lab";
 
 fn sh(script: String, deadline: Instant) -> ExecSpec {
     ExecSpec {
@@ -104,6 +104,8 @@ pub async fn prepare<B: Backend>(
     ]);
     // The case container is the sandbox: unprivileged, no capabilities, no network.
     argv.extend(["--codex-sandbox".into(), "danger-full-access".into()]);
+    // What the CLI printed, kind by kind, for drift (collected by `drift::collect`).
+    argv.extend(["--inventory".into(), format!("{DIR}/inventory-{n}.json")]);
     if let Some(m) = &spec.model {
         argv.extend(["--model".into(), m.clone()]);
     }

@@ -4,6 +4,7 @@
 //! speaks SQL.
 
 mod fleet;
+mod inventories;
 mod notices;
 mod queries;
 mod record;

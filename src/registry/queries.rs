@@ -634,6 +634,11 @@ impl Registry {
             .execute(&mut *tx)
             .await
             .map_err(db_err(&self.display))?;
+        sqlx::query("DELETE FROM build_inventories WHERE build_id = $1")
+            .bind(build)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
         // Its place in older channel history goes with it (the audit log keeps the record):
         // no rollback can return to a build that is gone.
         sqlx::query("DELETE FROM channel_releases WHERE build_id = $1")

@@ -66,6 +66,8 @@ pub enum ResultStatus {
     /// Failed, then passed when rerun.
     Flaky,
     Fail,
+    /// Failed because the CLI's output or flags changed (see [`crate::runner::inventory`]).
+    Drift,
     TimedOut,
     /// The lab could not run the case: says nothing about the build, never a pass.
     InfraError,
@@ -78,6 +80,7 @@ impl ResultStatus {
             ResultStatus::Pass => "pass",
             ResultStatus::Flaky => "flaky",
             ResultStatus::Fail => "fail",
+            ResultStatus::Drift => "drift",
             ResultStatus::TimedOut => "timed_out",
             ResultStatus::InfraError => "infra_error",
         }
@@ -89,6 +92,7 @@ impl ResultStatus {
             "pass" => ResultStatus::Pass,
             "flaky" => ResultStatus::Flaky,
             "fail" => ResultStatus::Fail,
+            "drift" => ResultStatus::Drift,
             "timed_out" => ResultStatus::TimedOut,
             _ => ResultStatus::InfraError,
         }
@@ -100,6 +104,7 @@ impl From<CaseStatus> for ResultStatus {
         match s {
             CaseStatus::Passed => ResultStatus::Pass,
             CaseStatus::Failed => ResultStatus::Fail,
+            CaseStatus::Drift => ResultStatus::Drift,
             CaseStatus::Flaky => ResultStatus::Flaky,
             CaseStatus::TimedOut => ResultStatus::TimedOut,
             CaseStatus::Error => ResultStatus::InfraError,
@@ -205,6 +210,8 @@ impl Registry {
             tx.commit().await.map_err(db_err(&self.display))?;
             added += r.rows_affected() as usize;
         }
+        // What the builds' CLIs printed, for `canary drift`.
+        self.record_inventories(report).await?;
         Ok(added)
     }
 }

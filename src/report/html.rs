@@ -24,7 +24,7 @@ table{border-collapse:collapse;background:#fff;width:100%}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#eaeef2;font-weight:600}
 .st{font-weight:600;border-radius:3px;padding:1px 6px;color:#fff;white-space:nowrap}
-.passed,.pass{background:#1a7f37}.failed,.fail{background:#cf222e}.flaky{background:#bf8700}
+.passed,.pass{background:#1a7f37}.failed,.fail{background:#cf222e}.drift{background:#b35900}.flaky{background:#bf8700}
 .timed_out{background:#8250df}.error,.infra_error{background:#57606a}.skipped{background:#8c959f}
 .none{background:#d0d7de;color:#1b1f24}
 details{background:#fff;border:1px solid #d0d7de;margin:8px 0;padding:6px 10px}
@@ -90,6 +90,7 @@ fn case_section(case: &CaseReport, run_dir: &Path, tails: &Tails) -> Markup {
                 @if let Some(r) = &case.runtime { " · runtime " code { (safe(r)) } }
             }
             @if let Some(e) = &case.error { p.fail-list { "lab error: " (safe(e)) } }
+            @if let Some(d) = &case.drift { p.fail-list { b { (safe(d)) } } }
             table {
                 tr { th { "step" } th { "status" } th { "exit" } th { "time" } th { "expected vs got" } }
                 @for step in &case.steps {
@@ -155,6 +156,7 @@ pub fn render(report: &RunReport, run_dir: &Path, tails: &Tails) -> String {
                         div.card { b { (s.passed) } "passed" }
                         div.card { b { (s.flaky) } "flaky" }
                         div.card { b { (s.failed) } "failed" }
+                        div.card { b { (s.drift) } "drift" }
                         div.card { b { (s.timed_out) } "timed out" }
                         div.card { b { (s.error) } "errors" }
                     }
@@ -223,6 +225,8 @@ pub(crate) mod tests {
             artifacts: "cases/demo--python".into(),
             repro: "canary repro r/demo--python".into(),
             error: None,
+            drift: None,
+            inventory: None,
         };
         let cases = vec![case];
         RunReport {

@@ -32,12 +32,27 @@ pub fn render(report: &RunReport, tails: &Tails) -> String {
             tc.set_classname(classname(&case.suite, &case.repo, case.provider.as_deref()));
             suite.add_test_case(tc);
         }
+        if let Some(line) = &case.drift {
+            // Drift first: the CLI changed, and the failing steps below follow from it.
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status.set_message(line.clone());
+            status.set_type("drift");
+            let mut tc = TestCase::new("cli output and flags", status);
+            tc.set_classname(classname(&case.suite, &case.repo, case.provider.as_deref()));
+            suite.add_test_case(tc);
+        }
         for step in &case.steps {
             let status = match step.status {
                 StepStatus::Passed => TestCaseStatus::success(),
                 StepStatus::Skipped => {
                     let mut s = TestCaseStatus::skipped();
-                    s.set_message("not run: an earlier step timed out or the case deadline passed");
+                    s.set_message(
+                        if case.drift.is_some() && case.steps.iter().all(|s| s.status == StepStatus::Skipped) {
+                            "not run: the pre-flight found drift"
+                        } else {
+                            "not run: an earlier step timed out or the case deadline passed"
+                        },
+                    );
                     s
                 }
                 StepStatus::Failed => {

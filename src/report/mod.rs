@@ -75,7 +75,7 @@ pub struct MatrixRow {
 
 impl MatrixRow {
     pub fn of(c: &CaseReport) -> MatrixRow {
-        let cause = c.error.clone().or_else(|| {
+        let cause = c.error.clone().or_else(|| c.drift.clone()).or_else(|| {
             c.steps.iter().find(|s| !s.failures.is_empty()).map(|s| {
                 // The root cause first: what the runner or CLI reported (an ERROR event) says
                 // more than the exit code that follows from it.
@@ -129,6 +129,9 @@ pub enum CaseStatus {
     /// Failed, then passed when rerun (`--rerun-failed`).
     Flaky,
     Failed,
+    /// Failed because the CLI's output or flags changed from what its adapter reads (an unknown
+    /// event, a lost field, a vanished flag): `drift` names what changed.
+    Drift,
     TimedOut,
     /// The lab could not run the case (engine failure); says nothing about the candidate.
     Error,
@@ -140,6 +143,7 @@ impl CaseStatus {
             CaseStatus::Passed => "passed",
             CaseStatus::Flaky => "flaky",
             CaseStatus::Failed => "failed",
+            CaseStatus::Drift => "drift",
             CaseStatus::TimedOut => "timed_out",
             CaseStatus::Error => "error",
         }
@@ -186,6 +190,14 @@ pub struct CaseReport {
     pub repro: String,
     /// Why the lab could not run the case (status `error`).
     pub error: Option<String>,
+    /// What changed in the CLI's output or flags, in one line (status `drift`), e.g. `drift:
+    /// codex 0.164.0 emits unknown event turn.done; turn.completed no longer seen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
+    /// What the case's CLI printed over its sessions: event kinds, fields and their JSON types,
+    /// and the flags its `--help` lists (`canary drift` compares builds by these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<crate::runner::inventory::Inventory>,
 }
 
 /// Where a case's time went, for the lab's own overhead budget.
@@ -242,6 +254,8 @@ pub struct Summary {
     pub passed: usize,
     pub flaky: usize,
     pub failed: usize,
+    #[serde(default)]
+    pub drift: usize,
     pub timed_out: usize,
     pub error: usize,
 }
@@ -254,6 +268,7 @@ impl Summary {
             passed: count(CaseStatus::Passed),
             flaky: count(CaseStatus::Flaky),
             failed: count(CaseStatus::Failed),
+            drift: count(CaseStatus::Drift),
             timed_out: count(CaseStatus::TimedOut),
             error: count(CaseStatus::Error),
         }
@@ -265,6 +280,8 @@ impl Summary {
             CaseStatus::Error
         } else if self.timed_out > 0 {
             CaseStatus::TimedOut
+        } else if self.drift > 0 {
+            CaseStatus::Drift
         } else if self.failed > 0 {
             CaseStatus::Failed
         } else if self.flaky > 0 {
@@ -286,7 +303,7 @@ impl RunReport {
         use crate::error::exit;
         match self.status {
             CaseStatus::Passed | CaseStatus::Flaky => exit::PASS,
-            CaseStatus::Failed | CaseStatus::TimedOut => exit::FAILED,
+            CaseStatus::Failed | CaseStatus::Drift | CaseStatus::TimedOut => exit::FAILED,
             CaseStatus::Error => exit::ERROR,
         }
     }

@@ -14,21 +14,10 @@ pub fn render(report: &RunReport, run_dir: &std::path::Path) -> String {
     );
     for c in &report.cases {
         let passed = c.steps.iter().filter(|s| s.status == StepStatus::Passed).count();
+        // The case's root cause (lab error, drift, then the most telling failure).
         let note = match c.status {
             CaseStatus::Passed => String::new(),
-            CaseStatus::Error => c.error.clone().unwrap_or_default(),
-            _ => c
-                .steps
-                .iter()
-                .find(|s| matches!(s.status, StepStatus::Failed | StepStatus::TimedOut))
-                .map(|s| {
-                    format!(
-                        "{}: {}",
-                        s.name,
-                        s.failures.first().map(|f| f.to_string()).unwrap_or_default()
-                    )
-                })
-                .unwrap_or_default(),
+            _ => super::MatrixRow::of(c).cause.unwrap_or_default(),
         };
         let _ = writeln!(
             out,
@@ -37,16 +26,17 @@ pub fn render(report: &RunReport, run_dir: &std::path::Path) -> String {
             c.status.as_str(),
             format!("{passed}/{}", c.steps.len()),
             c.duration_ms as f64 / 1000.0,
-            one_line(&note, 100)
+            one_line(&note, 160)
         );
     }
     let s = &report.summary;
     let _ = writeln!(
         out,
-        "\n{} cases: {} passed, {} failed, {} timed out, {} errors in {:.1}s (run {})",
+        "\n{} cases: {} passed, {} failed, {} drift, {} timed out, {} errors in {:.1}s (run {})",
         s.total,
         s.passed,
         s.failed,
+        s.drift,
         s.timed_out,
         s.error,
         report.duration_ms as f64 / 1000.0,

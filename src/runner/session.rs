@@ -26,6 +26,8 @@ pub struct SessionArgs {
     /// Codex's own sandbox mode. Its Linux sandbox needs unprivileged user namespaces, which an
     /// unprivileged container does not have; there the container is the sandbox.
     pub codex_sandbox: String,
+    /// Where to write the session's event inventory of the CLI (JSON), if anywhere.
+    pub inventory: Option<PathBuf>,
 }
 
 fn default_model(p: Provider) -> &'static str {
@@ -72,6 +74,7 @@ pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::i
         provider_version: cli_version(&cli).await,
         model: model.clone(),
     };
+    let mut inventory = super::inventory::Inventory::new(args.provider.name(), &info.provider_version);
     let mut adapter: Box<dyn Adapter> = match args.provider {
         Provider::Codex => Box::new(Codex::new(info)),
         Provider::ClaudeCode => Box::new(Claude::new(info)),
@@ -166,10 +169,14 @@ pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::i
         tokio::select! {
             line = lines.next_line() => match line {
                 Ok(Some(l)) if l.trim().is_empty() => {}
-                Ok(Some(l)) => for e in adapter.on_line(&l) {
-                    clean &= !matches!(&e, Event::Error { kind, .. } if kind != "cli_warning");
-                    let _ = out.send(e);
-                },
+                Ok(Some(l)) => {
+                    let events = adapter.on_line(&l);
+                    inventory.record(&l, &events);
+                    for e in events {
+                        clean &= !matches!(&e, Event::Error { kind, .. } if kind != "cli_warning");
+                        let _ = out.send(e);
+                    }
+                }
                 _ => break,
             },
             _ = &mut deadline => {
@@ -212,6 +219,15 @@ pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::i
         let _ = out.send(e);
     }
     proxy.abort();
+    if let Some(path) = &args.inventory {
+        let text = serde_json::to_vec_pretty(&inventory).expect("inventory serializes");
+        if let Err(e) = std::fs::write(path, text) {
+            let _ = out.send(Event::error(
+                "error",
+                format!("cannot write the inventory to {}: {e}", path.display()),
+            ));
+        }
+    }
     match diff(&args.workspace).await {
         Ok((files, patch)) => {
             let _ = out.send(Event::DiffReady { files, patch });

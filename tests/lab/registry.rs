@@ -350,3 +350,114 @@ on_both!(the_sweep_queue_is_idempotent_leased_retried_and_dead_lettered, |b| {
         assert_eq!(r.sweeps_pending().await.unwrap(), 0);
     });
 });
+
+on_both!(recorders_of_one_build_at_once_keep_every_inventory, |b| {
+    let reg = fresh(b);
+    let build = "sha256:cccccccccccc0003";
+    runtime().block_on(async {
+        let r = canary_lab::registry::Registry::open(&reg.url).await.unwrap();
+        r.record_run(&drift_report(build, "lab/codex:163", false), "x")
+            .await
+            .unwrap();
+        // The registry's connections open first, so the recorders below really overlap.
+        for res in futures_util::future::join_all((0..4).map(|_| r.inventories(build))).await {
+            res.unwrap();
+        }
+        // Sixteen runs of the build recorded at once, each having seen one event kind of its own.
+        let reports: Vec<canary_lab::report::RunReport> = (0..16)
+            .map(|k| {
+                let mut v = serde_json::to_value(drift_report(build, "lab/codex:163", false)).unwrap();
+                for c in v["cases"].as_array_mut().unwrap() {
+                    c["inventory"]["events"][format!("extra.{k}")] =
+                        serde_json::json!({"count": 1, "unknown": true, "fields": {"type": ["string"]}});
+                }
+                serde_json::from_value(v).unwrap()
+            })
+            .collect();
+        let results = futures_util::future::join_all(reports.iter().map(|rep| r.record_inventories(rep))).await;
+        for res in results {
+            res.unwrap();
+        }
+        let inv = r.inventories(build).await.unwrap();
+        let kinds: Vec<&String> = inv[0].events.keys().collect();
+        for k in 0..16 {
+            assert!(
+                inv[0].events.contains_key(&format!("extra.{k}")),
+                "extra.{k} lost: {kinds:?}"
+            );
+        }
+    });
+});
+
+/// A run with a drift case, recorded: the status is kept as `drift`, the gate blocks on it, and
+/// the build's inventory is what `canary drift` compares.
+fn drift_report(build: &str, reference: &str, drift: bool) -> canary_lab::report::RunReport {
+    let inventory = |turn: &str, unknown: bool| {
+        serde_json::json!({"provider": "codex", "version": if drift { "0.164.0" } else { "0.163.0" }, "not_json": 0, "truncated": false, "events": {
+            "thread.started": {"count": 1, "unknown": false, "fields": {"thread_id": ["string"], "type": ["string"]}},
+            turn: {"count": 1, "unknown": unknown, "fields": {"type": ["string"], "usage": ["object"], "usage.input_tokens": ["integer"], "usage.cached_input_tokens": ["integer"], "usage.output_tokens": ["integer"]}}
+        }})
+    };
+    let (status, line, inv) = if drift {
+        (
+            "drift",
+            Some("drift: codex 0.164.0 emits unknown event turn.done; turn.completed no longer seen"),
+            inventory("turn.done", true),
+        )
+    } else {
+        ("passed", None, inventory("turn.completed", false))
+    };
+    let case = |repo: &str| {
+        serde_json::json!({
+            "id": format!("golden-path--{repo}--codex"), "suite": "golden-path", "repo": repo, "status": status, "attempts": 1,
+            "image": reference, "provider": "codex", "duration_ms": 1,
+            "timings": {"container_ms": 0, "setup_ms": 0, "steps_ms": 0, "checks_ms": 0, "teardown_ms": 0},
+            "steps": [], "artifacts": "cases/x", "repro": "canary repro x", "error": null, "drift": line, "inventory": inv
+        })
+    };
+    serde_json::from_value(serde_json::json!({
+        "schema_version": 1, "run_id": format!("run-{reference}"), "lab_version": "0.1.0", "started_at": "2026-11-22T00:00:00Z",
+        "finished_at": "2026-11-22T00:00:01Z", "duration_ms": 1, "engine": "docker",
+        "image": {"reference": reference, "id": build, "labels": {"canary-lab.runtimes": "codex=0.163.0"}},
+        "jobs": 1, "partition": null, "suites": [], "repos": [],
+        "cases": [case("js-ts"), case("python"), case("ci-enabled")],
+        "summary": {"total": 3, "passed": 0, "flaky": 0, "failed": 0, "drift": 0, "timed_out": 0, "error": 0}, "status": status
+    }))
+    .unwrap()
+}
+
+on_both!(drift_is_recorded_blocks_the_gate_and_inventories_compare, |b| {
+    let reg = fresh(b);
+    let (old, new) = ("sha256:aaaaaaaaaaaa0001", "sha256:bbbbbbbbbbbb0002");
+    runtime().block_on(async {
+        let r = canary_lab::registry::Registry::open(&reg.url).await.unwrap();
+        r.record_run(&drift_report(old, "lab/codex:163", false), "x")
+            .await
+            .unwrap();
+        r.record_run(&drift_report(new, "lab/codex:164", true), "x")
+            .await
+            .unwrap();
+        // Recording again changes nothing (inventories merge by shape).
+        r.record_run(&drift_report(new, "lab/codex:164", true), "x")
+            .await
+            .unwrap();
+    });
+    let results = canary(&reg)
+        .args(["registry", "results", "--build", new, "--json"])
+        .run()
+        .code(0)
+        .stdout();
+    assert!(results.contains("\"drift\""), "{results}");
+    canary(&reg)
+        .args(["promote", new, "--channel", "beta", "--dry-run"])
+        .run()
+        .code(1)
+        .stdout_has("drift");
+    let d = canary(&reg).args(["drift", new, "--json"]).run().code(1).json();
+    assert_eq!(d["clis"][0]["against"], old, "the earlier build is the baseline: {d:#}");
+    assert_eq!(
+        d["clis"][0]["drift"],
+        "drift: codex 0.164.0 emits unknown event turn.done; turn.completed no longer seen"
+    );
+    canary(&reg).args(["drift", old]).run().code(0).stdout_has("no drift");
+});

@@ -5,10 +5,51 @@
 
 use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
 use crate::runner::events::{Event, Usage};
+use crate::runner::inventory::{Contract, Rule};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
 const NAME: &str = "claude-stream-json";
+
+/// What this adapter reads of `claude -p --output-format stream-json` and which flags the
+/// runner passes it.
+pub const CONTRACT: Contract = Contract {
+    events: &[
+        Rule {
+            kind: "system:init",
+            required: true,
+            fields: &[("session_id", "string")],
+        },
+        Rule {
+            kind: "result",
+            required: true,
+            fields: &[
+                ("usage.input_tokens", "integer"),
+                ("usage.output_tokens", "integer"),
+                ("result", "string"),
+            ],
+        },
+        Rule {
+            kind: "stream_event/message_delta",
+            required: true,
+            fields: &[("event.usage.output_tokens", "integer")],
+        },
+        Rule {
+            kind: "stream_event/message_start",
+            required: false,
+            fields: &[("event.message.usage.input_tokens", "integer")],
+        },
+    ],
+    flags: &[
+        "-p",
+        "--output-format",
+        "--verbose",
+        "--include-partial-messages",
+        "--model",
+        "--allowedTools",
+    ],
+    help: &["--help"],
+};
 
 pub struct Claude {
     info: SessionInfo,

@@ -4,8 +4,41 @@
 
 use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
 use crate::runner::events::{Event, Usage};
+use crate::runner::inventory::{Contract, Rule};
 
 const NAME: &str = "codex-exec-json";
+
+/// What this adapter reads of `codex exec --json` and which flags the runner passes it.
+pub const CONTRACT: Contract = Contract {
+    events: &[
+        Rule {
+            kind: "thread.started",
+            required: true,
+            fields: &[("thread_id", "string")],
+        },
+        Rule {
+            kind: "turn.completed",
+            required: true,
+            fields: &[
+                ("usage.input_tokens", "integer"),
+                ("usage.cached_input_tokens", "integer"),
+                ("usage.output_tokens", "integer"),
+            ],
+        },
+        Rule {
+            kind: "item.completed/agent_message",
+            required: false,
+            fields: &[("item.text", "string")],
+        },
+        Rule {
+            kind: "item.completed/command_execution",
+            required: false,
+            fields: &[("item.command", "string")],
+        },
+    ],
+    flags: &["--json", "--skip-git-repo-check", "--sandbox"],
+    help: &["exec", "--help"],
+};
 
 pub struct Codex {
     info: SessionInfo,

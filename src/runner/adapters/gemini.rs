@@ -3,9 +3,28 @@
 
 use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
 use crate::runner::events::{Event, Usage};
+use crate::runner::inventory::{Contract, Rule};
 use std::collections::HashMap;
 
 const NAME: &str = "gemini-stream-json";
+
+/// What this adapter reads of `gemini -o stream-json` and which flags the runner passes it.
+pub const CONTRACT: Contract = Contract {
+    events: &[
+        Rule {
+            kind: "init",
+            required: true,
+            fields: &[("session_id", "string")],
+        },
+        Rule {
+            kind: "result",
+            required: true,
+            fields: &[("stats.input_tokens", "integer"), ("stats.output_tokens", "integer")],
+        },
+    ],
+    flags: &["-p", "-o", "-m", "--approval-mode"],
+    help: &["--help"],
+};
 
 pub struct Gemini {
     info: SessionInfo,

@@ -1,0 +1,214 @@
+//! Drift in the lab: a pre-flight per image and CLI (its `--help` against the flags the runner
+//! passes) before any case, each session's inventory collected from the case container, and a
+//! case whose failure comes from changed CLI output judged `drift` with one line that says what
+//! changed. The rules themselves live in [`crate::runner::inventory`].
+
+use super::case::CaseImage;
+use crate::engine::{Backend, ContainerSpec, ExecSpec};
+use crate::providers::Provider;
+use crate::report::{CaseReport, CaseStatus};
+use crate::runner::inventory::{self, Inventory, Preflight};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// The most of an inventory file the lab reads back.
+const MAX_INVENTORY: usize = 4 << 20;
+
+/// Runs `canary-runner preflight` for each provider in one short-lived container of the image.
+/// A provider whose pre-flight cannot run is left out with a note (its sessions then tell).
+pub async fn preflight<B: Backend>(
+    backend: &B,
+    run_id: &str,
+    index: usize,
+    image: &CaseImage,
+    providers: &[String],
+) -> (BTreeMap<String, Preflight>, Vec<String>) {
+    let mut found = BTreeMap::new();
+    let mut notes = Vec::new();
+    let mut spec = ContainerSpec::new(run_id, &format!("preflight-{index}"), &image.id);
+    spec.executor = image.executor;
+    let container = match backend.start_container(&spec).await {
+        Ok(c) => c,
+        Err(e) => {
+            notes.push(format!("pre-flight not run for {}: {e}", image.reference));
+            return (found, notes);
+        }
+    };
+    for p in providers {
+        if Provider::from_name(p).is_none() {
+            continue;
+        }
+        let exec = ExecSpec {
+            cmd: vec![
+                "canary-runner".into(),
+                "preflight".into(),
+                "--provider".into(),
+                p.clone(),
+            ],
+            env: vec![],
+            workdir: "/".into(),
+            deadline: Instant::now() + Duration::from_secs(45),
+            stdin: None,
+        };
+        match backend.exec(&container, &exec).await {
+            Ok(out) if matches!(out.exit_code, Some(0 | 1)) => match serde_json::from_slice::<Preflight>(&out.stdout) {
+                Ok(pf) => {
+                    found.insert(p.clone(), pf);
+                }
+                Err(e) => notes.push(format!(
+                    "pre-flight of {p} in {}: unreadable answer: {e}",
+                    image.reference
+                )),
+            },
+            Ok(out) => notes.push(format!(
+                "pre-flight of {p} in {} not run: exit {:?}: {}",
+                image.reference,
+                out.exit_code,
+                String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            )),
+            Err(e) => notes.push(format!("pre-flight of {p} in {} not run: {e}", image.reference)),
+        }
+    }
+    if let Err(e) = backend.remove_container(&container).await {
+        tracing::warn!("could not remove pre-flight container {container}: {e}");
+    }
+    (found, notes)
+}
+
+/// Reads session `n`'s inventory from the case container: the raw text (an artifact) and the
+/// parsed inventory, if the runner wrote one.
+pub async fn collect<B: Backend>(backend: &B, container: &str, dir: &str, n: usize) -> (Vec<u8>, Option<Inventory>) {
+    let exec = ExecSpec {
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            format!("head -c {MAX_INVENTORY} {dir}/inventory-{n}.json 2>/dev/null"),
+        ],
+        env: vec![],
+        workdir: "/".into(),
+        deadline: Instant::now() + Duration::from_secs(30),
+        stdin: None,
+    };
+    let text = backend
+        .exec(container, &exec)
+        .await
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let inv = serde_json::from_slice(&text).ok();
+    (text, inv)
+}
+
+/// Adds a session's inventory to the case's (sessions of another CLI than the first are kept
+/// only as artifacts).
+pub fn add(report: &mut CaseReport, inv: Inventory) {
+    match &mut report.inventory {
+        None => report.inventory = Some(inv),
+        Some(mine) if mine.provider == inv.provider => mine.merge(&inv),
+        Some(_) => {}
+    }
+}
+
+/// A case the pre-flight already condemned: its CLI no longer lists a flag the runner passes.
+/// Its steps are not run (each session would fail on the flag); the case is `drift`.
+pub fn condemn(report: &mut CaseReport, pf: &Preflight) -> bool {
+    let Some(line) = pf.drift_line() else {
+        return false;
+    };
+    report.status = CaseStatus::Drift;
+    report.drift = Some(line);
+    true
+}
+
+/// After the steps: a failed case whose CLI output departs from what its adapter reads is
+/// `drift`, with the line naming the change. A passing case stays passed.
+pub fn judge(report: &mut CaseReport) {
+    if !matches!(report.status, CaseStatus::Failed | CaseStatus::TimedOut) {
+        return;
+    }
+    let Some(inv) = &report.inventory else {
+        return;
+    };
+    let Some(provider) = Provider::from_name(&inv.provider) else {
+        return;
+    };
+    let findings = inv.against(inventory::contract(provider));
+    if let Some(line) = inventory::drift_line(&inv.provider, &inv.version, &findings) {
+        report.status = CaseStatus::Drift;
+        report.drift = Some(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn report(status: CaseStatus) -> CaseReport {
+        serde_json::from_value(json!({
+            "id": "golden-path--python", "suite": "golden-path", "repo": "python", "status": status,
+            "attempts": 1, "duration_ms": 1, "timings": {"container_ms": 0, "setup_ms": 0, "steps_ms": 0, "checks_ms": 0, "teardown_ms": 0},
+            "steps": [], "artifacts": "cases/x", "repro": "canary repro x", "error": null
+        }))
+        .unwrap()
+    }
+
+    fn codex(turn_kind: &str, unknown: bool) -> Inventory {
+        let mut inv = Inventory::new("codex", "0.164.0");
+        inv.observe(&json!({"type": "thread.started", "thread_id": "t"}), false);
+        inv.observe(
+            &json!({"type": turn_kind, "usage": {"input_tokens": 1, "cached_input_tokens": 0, "output_tokens": 1}}),
+            unknown,
+        );
+        inv
+    }
+
+    #[test]
+    fn a_failure_from_changed_output_is_drift_and_other_failures_are_not() {
+        let mut r = report(CaseStatus::Failed);
+        add(&mut r, codex("turn.done", true));
+        judge(&mut r);
+        assert_eq!(r.status, CaseStatus::Drift);
+        assert_eq!(
+            r.drift.as_deref(),
+            Some("drift: codex 0.164.0 emits unknown event turn.done; turn.completed no longer seen")
+        );
+        // The same output shape as the adapter reads: a failure stays a failure.
+        let mut r = report(CaseStatus::Failed);
+        add(&mut r, codex("turn.completed", false));
+        judge(&mut r);
+        assert_eq!(r.status, CaseStatus::Failed);
+        // A passing case is never turned into drift, and no inventory decides nothing.
+        let mut r = report(CaseStatus::Passed);
+        add(&mut r, codex("turn.done", true));
+        judge(&mut r);
+        assert_eq!(r.status, CaseStatus::Passed);
+        let mut r = report(CaseStatus::Failed);
+        judge(&mut r);
+        assert_eq!(r.status, CaseStatus::Failed);
+    }
+
+    #[test]
+    fn a_vanished_flag_condemns_the_case() {
+        let pf = Preflight {
+            provider: "claude-code".into(),
+            version: "2.1.400".into(),
+            flags: Default::default(),
+            missing: vec!["--include-partial-messages".into()],
+        };
+        let mut r = report(CaseStatus::Passed);
+        assert!(condemn(&mut r, &pf));
+        assert_eq!(r.status, CaseStatus::Drift);
+        assert_eq!(
+            r.drift.as_deref(),
+            Some("drift: claude-code 2.1.400 no longer lists flag --include-partial-messages")
+        );
+        let ok = Preflight { missing: vec![], ..pf };
+        let mut r = report(CaseStatus::Passed);
+        assert!(!condemn(&mut r, &ok));
+        assert_eq!(r.status, CaseStatus::Passed);
+    }
+}
