@@ -142,6 +142,26 @@ fn main() {
         measure(canary(reports.path()).args(["run", "-s", "suites/demo.yaml", "--jobs", "4"]))
     });
     let speed = parallel.wall.as_secs_f64() / serial.wall.as_secs_f64();
+    // The floor under (b): the longest case, run serially, as a share of the serial run. No
+    // `--jobs` finishes the matrix before its longest case does.
+    let out = canary(reports.path())
+        .args(["run", "-s", "suites/demo.yaml", "--jobs", "1", "--json"])
+        .output()
+        .expect("demo");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let (longest_case, longest_ms) = report["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or("").to_string(),
+                c["duration_ms"].as_u64().unwrap_or(0),
+            )
+        })
+        .max_by_key(|c| c.1)
+        .expect("a case");
+    let floor = longest_ms as f64 / report["duration_ms"].as_u64().unwrap_or(1).max(1) as f64;
 
     // (c) peak RSS over every lab run above.
     let peak_mb = [&lab, &serial, &parallel].iter().map(|m| m.max_rss_kb).max().unwrap() as f64 / 1024.0;
@@ -175,6 +195,13 @@ fn main() {
         serial.wall.as_secs_f64(),
         speed,
         verdict(speed <= 0.6)
+    );
+    println!(
+        "{:<46} {:>9.2}s {:>10} {:>8.2}  (floor: no --jobs beats it)",
+        format!("    longest case alone ({longest_case})"),
+        longest_ms as f64 / 1000.0,
+        "",
+        floor
     );
     println!(
         "{:<46} {:>8.1}MB {:>10} {:>8}  < 80 MB {}",
