@@ -329,9 +329,15 @@ struct BisectOutcome {
 
 pub async fn bisect(config: &LabConfig, a: &BisectArgs) -> Result<i32> {
     let p = provider(&a.provider)?;
-    if let Some(ch) = &a.hold {
-        crate::gate::policy::Policy::load(config.gate_policy.as_deref())?.channel(ch)?;
-    }
+    // The hold's policy is checked before anything is built, and used as loaded.
+    let policy = match &a.hold {
+        Some(ch) => {
+            let policy = crate::gate::policy::Policy::load(config.gate_policy.as_deref())?;
+            policy.channel(ch)?;
+            Some(policy)
+        }
+        None => None,
+    };
     lab::load_suites(config, std::slice::from_ref(&a.judge.suite), &a.judge.repos)?;
     let available = upstream_versions(config, p).await?;
     let norm = |v: &str| spec_version(p, v.trim_start_matches("sdk-"));
@@ -373,7 +379,8 @@ pub async fn bisect(config: &LabConfig, a: &BisectArgs) -> Result<i32> {
     }
     let mut code = exit::PASS;
     let mut held = None;
-    if let Some(channel) = &a.hold {
+    if let (Some(channel), Some(policy)) = (&a.hold, &policy) {
+        let reg = crate::registry::Registry::open(&config.registry).await?;
         // The last good version's build: judged here, or the --good one (built now if needed).
         let last_good = b.last_good().to_string();
         let id = match images.get(&last_good) {
@@ -389,7 +396,6 @@ pub async fn bisect(config: &LabConfig, a: &BisectArgs) -> Result<i32> {
                         "check `canary providers fetch` for it",
                     )
                 })?;
-                let reg = crate::registry::Registry::open(&config.registry).await?;
                 let id = crate::engine::Backend::image(&engine, &reference)
                     .await?
                     .map(|i| i.id)
@@ -402,8 +408,6 @@ pub async fn bisect(config: &LabConfig, a: &BisectArgs) -> Result<i32> {
                 }
             }
         };
-        let reg = crate::registry::Registry::open(&config.registry).await?;
-        let policy = crate::gate::policy::Policy::load(config.gate_policy.as_deref())?;
         let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
         let actor = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
         let reason = format!("canary bisect: {} {} is the first bad version", p.name(), b.first_bad());
@@ -415,7 +419,7 @@ pub async fn bisect(config: &LabConfig, a: &BisectArgs) -> Result<i32> {
             actor: &actor,
             reason: &reason,
         };
-        let (_, decision) = crate::gate::ops::promote(&reg, &policy, &repos, &request).await?;
+        let (_, decision) = crate::gate::ops::promote(&reg, policy, &repos, &request).await?;
         if decision.allowed {
             held = Some(format!(
                 "{channel} holds {} {last_good} ({})",

@@ -50,13 +50,7 @@ impl Registry {
             let before = all.clone();
             // Counts grow with every run; what a comparison reads is the shape.
             all.merge(&inv);
-            let same_shape = before.events.len() == all.events.len()
-                && before.events.iter().all(|(k, s)| {
-                    all.events
-                        .get(k)
-                        .is_some_and(|a| a.fields == s.fields && a.unknown == s.unknown)
-                })
-                && before.flags == all.flags;
+            let same_shape = before.same_shape(&all);
             sqlx::query(
                 "INSERT INTO build_inventories (build_id, provider, cli_version, inventory, updated_at) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (build_id, provider) DO UPDATE SET cli_version = excluded.cli_version, inventory = excluded.inventory, updated_at = excluded.updated_at",

@@ -120,6 +120,18 @@ impl Inventory {
         self.truncated |= truncated;
     }
 
+    /// Whether both saw the same kinds, fields, types and flags (counts aside).
+    pub fn same_shape(&self, other: &Inventory) -> bool {
+        self.events.len() == other.events.len()
+            && self.events.iter().all(|(k, s)| {
+                other
+                    .events
+                    .get(k)
+                    .is_some_and(|o| o.fields == s.fields && o.unknown == s.unknown)
+            })
+            && self.flags == other.flags
+    }
+
     /// Adds another session's inventory of the same CLI.
     pub fn merge(&mut self, other: &Inventory) {
         for (k, s) in &other.events {
@@ -462,6 +474,20 @@ mod tests {
         inv.observe_line("not json", false);
         inv.observe_line("[1]", false);
         assert_eq!(inv.not_json, 2);
+    }
+
+    #[test]
+    fn shape_ignores_counts_and_sees_new_types() {
+        let mut a = Inventory::new("codex", "0.1.0");
+        a.observe(&codex_turn(json!(5)), false);
+        let mut b = a.clone();
+        b.observe(&codex_turn(json!(7)), false);
+        assert!(a.same_shape(&b), "a second turn of the same shape");
+        b.observe(&codex_turn(json!("5")), false);
+        assert!(!a.same_shape(&b), "output_tokens is now also a string");
+        let mut c = a.clone();
+        c.flags = Some(BTreeSet::from(["--json".to_string()]));
+        assert!(!a.same_shape(&c), "a flag snapshot");
     }
 
     #[test]
