@@ -50,7 +50,7 @@ async fn serve(reg: Arc<Registry>) -> String {
 }
 
 async fn token(reg: &Registry, runner: &str) -> String {
-    let t = canary_lab::tokens::issue(runner).unwrap();
+    let t = canary_lab::tokens::issue_runner(runner, &["acme".to_string()]).unwrap();
     reg.add_token(&t, audit()).await.unwrap();
     t.token
 }
@@ -64,6 +64,15 @@ async fn ingest_http(reg: Arc<Registry>, label: &str) {
     let mut tokens = Vec::new();
     for r in 0..runners {
         tokens.push(token(&reg, &format!("bench-{r}")).await);
+    }
+    // The control plane takes telemetry only for sessions it assigned: assigned before the clock.
+    for r in 0..runners {
+        let runner = format!("bench-{r}");
+        for n in 0..batches_each * 1000 {
+            reg.record_assignment(&runner, &format!("{runner}-{n}"), "acme", &b.id)
+                .await
+                .unwrap();
+        }
     }
     let client = reqwest::Client::new();
     // Bodies are made before the clock starts: the runner's cost, not the control plane's.

@@ -2,8 +2,10 @@
 //! heartbeats, each behind a runner's bearer token; and the rollout controller's loop. What
 //! assignment and authentication read is cached for a second, so a request costs no query.
 
+use crate::authority::RefusalKind;
 use crate::registry::Registry;
 use crate::rollout::FleetState;
+use crate::tokens::Principal;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -29,8 +31,13 @@ struct Cached<T> {
 pub struct ControlPlane {
     pub reg: Arc<Registry>,
     state: Slot<FleetState>,
-    /// Token hash → runner.
-    tokens: Slot<BTreeMap<String, String>>,
+    /// Token hash → whom it speaks for.
+    tokens: Slot<BTreeMap<String, Principal>>,
+    limiter: Arc<crate::authority::RateLimiter>,
+    /// Refused telemetry by runner and why, since this process started.
+    refused: Arc<Mutex<BTreeMap<(String, RefusalKind), u64>>>,
+    /// The `Host` names pages are answered for.
+    hosts: Arc<crate::authority::HostAllow>,
     builds: Arc<Mutex<BTreeSet<String>>>,
     refresh: Arc<tokio::sync::Mutex<()>>,
     /// For customer-hosted runners: the key offers are signed with, and the artifacts served.
@@ -57,7 +64,21 @@ impl ControlPlane {
             builds: Default::default(),
             refresh: Default::default(),
             updates: Default::default(),
+            limiter: Default::default(),
+            refused: Default::default(),
+            hosts: Arc::new(crate::authority::HostAllow::new(None).expect("loopback names")),
         }
+    }
+
+    /// The same control plane, answering pages for `hosts`.
+    pub fn with_hosts(mut self, hosts: crate::authority::HostAllow) -> ControlPlane {
+        self.hosts = Arc::new(hosts);
+        self
+    }
+
+    /// Refused telemetry so far, by runner and why.
+    pub fn refusals(&self) -> BTreeMap<(String, RefusalKind), u64> {
+        self.refused.lock().expect("lock").clone()
     }
 
     /// The same control plane, offering signed updates (with `key`) and serving `artifacts`.
@@ -104,15 +125,16 @@ impl ControlPlane {
         self.cached(&self.state, self.reg.fleet_state()).await
     }
 
-    async fn token_map(&self) -> crate::error::Result<Arc<BTreeMap<String, String>>> {
+    async fn token_map(&self) -> crate::error::Result<Arc<BTreeMap<String, Principal>>> {
         self.cached(&self.tokens, self.reg.live_tokens()).await
     }
 
-    /// The runner a request's token belongs to, or the response refusing it.
-    async fn authenticate(&self, headers: &HeaderMap) -> Result<String, Response> {
+    /// The runner a request's token speaks for, or the response refusing it. Operators' tokens
+    /// never speak for a runner.
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Response> {
         let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
             return Err(unauthorized(
-                "no bearer token: send `Authorization: Bearer <token>` (canary tokens create --runner ID)",
+                "no bearer token: send `Authorization: Bearer <token>` (canary tokens create --runner ID --org ORG)",
             ));
         };
         let Some(token) = crate::tokens::bearer(value) else {
@@ -121,9 +143,40 @@ impl ControlPlane {
             ));
         };
         let map = self.token_map().await.map_err(unavailable)?;
-        match map.get(&crate::tokens::hash(token)) {
-            Some(runner) => Ok(runner.clone()),
+        let hash = crate::tokens::hash(token);
+        match map.get(&hash) {
+            Some(Principal::Runner { runner, orgs }) => Ok(Caller {
+                runner: runner.clone(),
+                orgs: orgs.clone(),
+                hash,
+            }),
+            Some(Principal::Operator { .. }) => Err(error(
+                StatusCode::FORBIDDEN,
+                "an operator's token does not speak for a runner: runner endpoints take a runner's token",
+            )),
             None => Err(unauthorized("unknown or revoked token")),
+        }
+    }
+
+    /// Takes one call of `endpoint` from the caller's budget, or answers 429 (nothing written).
+    fn limit(&self, caller: &Caller, endpoint: &'static str, rate: crate::authority::Rate) -> Result<(), Response> {
+        self.limiter
+            .take(&caller.hash, endpoint, rate, Instant::now())
+            .map_err(|wait| {
+                let secs = wait.as_secs().max(1);
+                let mut r = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("too many {endpoint} requests from this token: at most {} per second (burst {}); retry in {secs} s", rate.per_second, rate.burst),
+                );
+                r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+                r
+            })
+    }
+
+    fn count_refusal(&self, runner: &str, kind: RefusalKind) {
+        let mut r = self.refused.lock().expect("lock");
+        if r.len() < 10_000 || r.contains_key(&(runner.to_string(), kind)) {
+            *r.entry((runner.to_string(), kind)).or_default() += 1;
         }
     }
 
@@ -180,16 +233,38 @@ pub struct AssignmentQuery {
     pub session: Option<String>,
 }
 
-/// `GET /v1/assignment?runner=ID&org=ORG&session=SID`.
+/// Whom a runner endpoint's request speaks for.
+struct Caller {
+    runner: String,
+    orgs: BTreeSet<String>,
+    /// The token's hash: what rate limits are kept by.
+    hash: String,
+}
+
+fn foreign_org(org: &str) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "org {} is not one this runner's token is bound to (canary tokens create --runner ID --org ORG)",
+            crate::text::clean(&org.chars().take(64).collect::<String>())
+        ),
+    )
+}
+
+/// `GET /v1/assignment?runner=ID&org=ORG&session=SID`: the build the session runs, recorded so
+/// that the session's telemetry can be told from a fabricated one.
 pub async fn assignment(
     State(cp): State<ControlPlane>,
     headers: HeaderMap,
     Query(q): Query<AssignmentQuery>,
 ) -> Response {
-    let runner = match cp.authenticate(&headers).await {
-        Ok(r) => r,
+    let caller = match cp.authenticate(&headers).await {
+        Ok(c) => c,
         Err(resp) => return resp,
     };
+    if let Err(resp) = cp.limit(&caller, "assignment", crate::authority::ASSIGNMENT) {
+        return resp;
+    }
     let (Some(r), Some(org), Some(session)) = (q.runner, q.org, q.session) else {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -208,15 +283,21 @@ pub async fn assignment(
             "org is 1 to 64 letters, digits, `.`, `_`, `-`",
         );
     }
-    if r != runner {
-        return forbidden(&runner, &r);
+    if r != caller.runner {
+        return forbidden(&caller.runner, &r);
+    }
+    if !caller.orgs.contains(&org) {
+        return foreign_org(&org);
     }
     let state = match cp.fleet_state().await {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
     match crate::rollout::assign(&state, &org, &session) {
-        Some(a) => (StatusCode::OK, Json(json!(a))).into_response(),
+        Some(a) => match cp.reg.record_assignment(&caller.runner, &session, &org, &a.build).await {
+            Ok(()) => (StatusCode::OK, Json(json!(a))).into_response(),
+            Err(e) => unavailable(e),
+        },
         None => error(
             StatusCode::NOT_FOUND,
             &format!("org {org}'s channel has no build yet: keep running the current one"),
@@ -224,19 +305,34 @@ pub async fn assignment(
     }
 }
 
-/// `POST /v1/telemetry`: a batch of finished sessions, all of the token's runner.
+/// `POST /v1/telemetry`: a batch of finished sessions, each the token's runner's own, of one of
+/// its orgs, assigned to it for the build it reports. One refused session refuses the batch
+/// (403, counted by runner and reason); nothing of it is stored.
 pub async fn telemetry(State(cp): State<ControlPlane>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let runner = match cp.authenticate(&headers).await {
-        Ok(r) => r,
+    let caller = match cp.authenticate(&headers).await {
+        Ok(c) => c,
         Err(resp) => return resp,
     };
+    if let Err(resp) = cp.limit(&caller, "telemetry", crate::authority::TELEMETRY) {
+        return resp;
+    }
     let now = jiff::Timestamp::now();
     let sessions = match crate::telemetry::parse_batch(&body, now) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
     };
-    if let Some(s) = sessions.iter().find(|s| s.runner != runner) {
-        return forbidden(&runner, &s.runner);
+    let ids: Vec<&str> = sessions
+        .iter()
+        .filter(|s| s.runner == caller.runner)
+        .map(|s| s.session.as_str())
+        .collect();
+    let assigned = match cp.reg.assignments(&caller.runner, &ids).await {
+        Ok(a) => a,
+        Err(e) => return unavailable(e),
+    };
+    if let Err(refusal) = crate::authority::may_report(&caller.runner, &caller.orgs, &sessions, &assigned) {
+        cp.count_refusal(&caller.runner, refusal.kind);
+        return error(StatusCode::FORBIDDEN, &refusal.message);
     }
     match cp.unknown_build(sessions.iter().map(|s| s.build.as_str())).await {
         Ok(Some(b)) => {
@@ -256,16 +352,22 @@ pub async fn telemetry(State(cp): State<ControlPlane>, headers: HeaderMap, body:
 
 /// `POST /v1/heartbeats`: the token's runner's heartbeat.
 pub async fn heartbeat(State(cp): State<ControlPlane>, headers: HeaderMap, body: String) -> Response {
-    let runner = match cp.authenticate(&headers).await {
-        Ok(r) => r,
+    let caller = match cp.authenticate(&headers).await {
+        Ok(c) => c,
         Err(resp) => return resp,
     };
+    if let Err(resp) = cp.limit(&caller, "heartbeat", crate::authority::HEARTBEAT) {
+        return resp;
+    }
     let h = match crate::heartbeat::parse(&body, "request body") {
         Ok(h) => h,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
     };
-    if h.runner_id != runner {
-        return forbidden(&runner, &h.runner_id);
+    if h.runner_id != caller.runner {
+        return forbidden(&caller.runner, &h.runner_id);
+    }
+    if let Some(org) = h.org.as_deref().filter(|o| !caller.orgs.contains(*o)) {
+        return foreign_org(org);
     }
     if let Err(e) = cp.reg.record_heartbeat(&h).await {
         return unavailable(e);
@@ -333,8 +435,9 @@ pub struct RunnerQuery {
 }
 
 /// The token's runner, when the query names the same one.
-async fn runner_of(cp: &ControlPlane, headers: &HeaderMap, q: &RunnerQuery) -> Result<String, Response> {
-    let runner = cp.authenticate(headers).await?;
+async fn runner_of(cp: &ControlPlane, headers: &HeaderMap, q: &RunnerQuery) -> Result<Caller, Response> {
+    let caller = cp.authenticate(headers).await?;
+    let runner = caller.runner.clone();
     let Some(r) = &q.runner else {
         return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "runner is required"));
     };
@@ -347,14 +450,14 @@ async fn runner_of(cp: &ControlPlane, headers: &HeaderMap, q: &RunnerQuery) -> R
     if *r != runner {
         return Err(forbidden(&runner, r));
     }
-    Ok(runner)
+    Ok(caller)
 }
 
 /// `GET /v1/updates?runner=ID`: the build this customer-hosted runner should run, its traffic
 /// light, the changes from what it reported, the signed manifest and how to roll back.
 pub async fn updates(State(cp): State<ControlPlane>, headers: HeaderMap, Query(q): Query<RunnerQuery>) -> Response {
     let runner = match runner_of(&cp, &headers, &q).await {
-        Ok(r) => r,
+        Ok(c) => c.runner,
         Err(resp) => return resp,
     };
     match crate::update::server::offer(&cp.reg, &runner, cp.updates.key.as_ref(), &cp.updates.orgs).await {
@@ -390,7 +493,10 @@ pub async fn update_report(
     body: axum::body::Bytes,
 ) -> Response {
     let runner = match runner_of(&cp, &headers, &q).await {
-        Ok(r) => r,
+        Ok(c) => match cp.limit(&c, "update report", crate::authority::UPDATE_REPORT) {
+            Ok(()) => c.runner,
+            Err(resp) => return resp,
+        },
         Err(resp) => return resp,
     };
     let entry: crate::update::host::AuditEntry = match serde_json::from_slice(&body) {
@@ -463,14 +569,22 @@ pub async fn artifact(
     }
 }
 
-/// Middleware for what people read (the dashboard, `/api/...`, `/v1/status`) when `canary serve`
-/// listens beyond loopback: any live token, as a bearer token or as the password of HTTP Basic
-/// (so a browser's own login prompt works). Refused requests get 401 and a Basic challenge.
-pub async fn require_token(
+/// Middleware for what people read (the dashboard, `/api/...`, `/v1/status`): answered only for
+/// an allowed `Host` (a DNS-rebinding page names its own), and only to an operator's token of the
+/// role the page needs, as a bearer token or as the password of HTTP Basic (so a browser's own
+/// login prompt works). Runners' tokens never open these pages.
+pub async fn require_operator(
     State(cp): State<ControlPlane>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+    if !cp.hosts.allows(host) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this control plane does not answer pages for that Host; start `canary serve --public-url URL` with the address people use",
+        );
+    }
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -478,14 +592,48 @@ pub async fn require_token(
         .and_then(crate::tokens::from_authorization);
     let Some(token) = token else {
         return challenge(
-            "this dashboard needs a token: use a token from `canary tokens create` as the password (any user name), or send `Authorization: Bearer <token>`",
+            "this dashboard needs an operator's token: `canary tokens create --operator NAME --role viewer`, as the password (any user name) or as `Authorization: Bearer <token>`",
         );
     };
+    let needs = crate::authority::role_for_path(request.uri().path());
     match cp.token_map().await {
-        Ok(map) if map.contains_key(&crate::tokens::hash(&token)) => next.run(request).await,
-        Ok(_) => challenge("unknown or revoked token"),
+        Ok(map) => match map.get(&crate::tokens::hash(&token)) {
+            Some(Principal::Operator { role, .. }) if *role >= needs => next.run(request).await,
+            Some(Principal::Operator { role, .. }) => error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "this page needs the {} role; the token has {}",
+                    needs.as_str(),
+                    role.as_str()
+                ),
+            ),
+            Some(Principal::Runner { .. }) => error(
+                StatusCode::FORBIDDEN,
+                "a runner's token does not open the dashboard: use an operator's token",
+            ),
+            None => challenge("unknown or revoked token"),
+        },
         Err(e) => unavailable(e),
     }
+}
+
+/// Headers on every answer: nothing is cached, sniffed, framed, or loaded from elsewhere.
+pub async fn security_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut r = next.run(request).await;
+    let h = r.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        h.insert(name, header::HeaderValue::from_static(value));
+    }
+    r
 }
 
 fn challenge(message: &str) -> Response {

@@ -9,6 +9,9 @@ pub fn init_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+pub mod archive;
+pub mod authority;
+pub mod bounds;
 pub mod builds;
 pub mod cli;
 pub mod compat;
@@ -21,6 +24,7 @@ pub mod forge;
 pub mod fsutil;
 pub mod gate;
 pub mod heartbeat;
+pub mod http_serve;
 pub mod images;
 pub mod lab;
 pub mod matrix;

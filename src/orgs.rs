@@ -78,7 +78,7 @@ pub struct RawOrgPolicy {
     #[schemars(with = "Plan")]
     pub plan: Spanned<Plan>,
     /// Customer hosts of this org install signed builds only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::strict_bool")]
     pub require_signed: bool,
     #[serde(default)]
     #[schemars(with = "Option<RawSweeps>")]
@@ -89,6 +89,7 @@ pub struct RawOrgPolicy {
 #[serde(deny_unknown_fields)]
 pub struct RawSweeps {
     /// Sweeps run for this org after a promotion to stable (default: true where the plan has them).
+    #[serde(default, deserialize_with = "crate::yaml::strict_opt_bool")]
     pub enabled: Option<bool>,
     pub per_day: Option<u32>,
     pub repos_per_sweep: Option<u32>,
@@ -99,12 +100,12 @@ pub struct RawSweeps {
     /// Globs of paths a sweep never changes: a change that touches one is dropped and reported.
     #[serde(default)]
     pub protected_paths: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::strict_bool")]
     pub dependency_suggestions: bool,
     /// `blocked` (the default) or `approved`: what the agent's risky actions get in a sweep.
     pub risky_actions: Option<String>,
     /// Enterprise only: mark a sweep PR ready for review when its checks pass. Never a merge.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::strict_bool")]
     pub auto_merge: bool,
 }
 
@@ -241,6 +242,12 @@ impl OrgPolicy {
         };
         let per_day = limit("per_day", r.per_day, quota.sweeps_per_day)?;
         let repos_per_sweep = limit("repos_per_sweep", r.repos_per_sweep, quota.repos_per_sweep)?;
+        if enabled && (per_day == 0 || repos_per_sweep == 0) {
+            return Err(at(
+                format!("org `{org}`: sweeps are enabled but sweeps.per_day or sweeps.repos_per_sweep is 0"),
+                "set `enabled: false` to turn sweeps off, or a quota of at least 1",
+            ));
+        }
         let open_prs_per_repo = limit("open_prs_per_repo", r.open_prs_per_repo, quota.open_prs_per_repo)?;
         if r.dependency_suggestions && !quota.dependency_suggestions {
             return Err(at(
@@ -325,6 +332,22 @@ impl OrgPolicies {
             else {
                 continue;
             };
+            let twin = if path.extension().is_some_and(|e| e == "yml") {
+                path.with_extension("yaml")
+            } else {
+                path.with_extension("yml")
+            };
+            if twin.exists() && path.extension().is_some_and(|e| e == "yml") {
+                return Err(LabError::usage(
+                    format!(
+                        "{} and {} both hold org {}'s policy",
+                        twin.display(),
+                        path.display(),
+                        crate::text::clean(org)
+                    ),
+                    "an org has exactly one policy file: merge them into ORG.yaml and remove the other",
+                ));
+            }
             crate::gate::ops::check_name("org", org).map_err(|_| {
                 LabError::usage(
                     format!("{}: `{}` is not an org name", path.display(), crate::text::clean(org)),
@@ -426,5 +449,38 @@ mod tests {
         std::fs::write(dir.path().join("bad.yaml"), "plan: team\nsweeps:\n  per_day: 9\n").unwrap();
         let e = OrgPolicies::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("per_day"), "{e}");
+    }
+
+    #[test]
+    fn near_miss_booleans_and_zero_quotas_are_refused() {
+        for text in [
+            "plan: enterprise\nrequire_signed: \"yes\"\n",
+            "plan: enterprise\nrequire_signed: 1\n",
+            "plan: team\nsweeps:\n  enabled: \"true\"\n",
+        ] {
+            let e = format!("{:?}", miette::Report::new(parse(text).unwrap_err()));
+            assert!(e.contains("true or false"), "{text}: {e}");
+        }
+        assert!(
+            parse("plan: enterprise\nrequire_signed: true\n")
+                .unwrap()
+                .require_signed
+        );
+        let e = parse("plan: team\nsweeps:\n  enabled: true\n  per_day: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("per_day or sweeps.repos_per_sweep is 0"), "{e}");
+        assert!(parse("plan: team\nsweeps:\n  enabled: false\n  per_day: 0\n").is_ok());
+    }
+
+    #[test]
+    fn an_org_with_two_policy_files_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ACME.yaml"), "plan: enterprise\nrequire_signed: true\n").unwrap();
+        std::fs::write(dir.path().join("ACME.yml"), "plan: free\n").unwrap();
+        let e = OrgPolicies::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("both hold org ACME's policy"), "{e}");
+        std::fs::remove_file(dir.path().join("ACME.yml")).unwrap();
+        assert!(OrgPolicies::load(dir.path()).unwrap().get("ACME").require_signed);
     }
 }

@@ -282,18 +282,17 @@ fn wheel_version(path: &Path) -> Option<String> {
     path.file_name()?.to_str()?.split('-').nth(1).map(String::from)
 }
 
-/// Unpacks the CLI of `provider` from a wheel's bytes into `root` (emptied first) and returns
-/// its binary and the opened wheel. Only the CLI's own folder is written, no `..` path is
-/// followed, and a wheel without the CLI is refused: the package layout changed. `name` names
-/// the wheel in errors.
+/// Unpacks the CLI of `provider` from a wheel's bytes into `root` (replaced whole) and returns
+/// its binary and the opened wheel. Only the CLI's own folder is written, through
+/// [`crate::archive::unpack_zip`], which refuses the whole wheel when any entry is hostile; a
+/// wheel without the CLI is refused too: the package layout changed. `name` names the wheel in
+/// errors.
 pub fn unpack_cli(
     provider: Provider,
     wheel_bytes: Vec<u8>,
     root: &Path,
     name: &str,
 ) -> Result<(PathBuf, zip::ZipArchive<std::io::Cursor<Vec<u8>>>)> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(wheel_bytes))
-        .map_err(|e| LabError::usage(format!("{name} is not a wheel: {e}"), "delete it and fetch again"))?;
     let (folder, inside, _) = provider.layout();
     if folder.is_empty() {
         return Err(LabError::usage(
@@ -301,40 +300,32 @@ pub fn unpack_cli(
             "only CLIs published as wheels install this way",
         ));
     }
-    let _ = std::fs::remove_dir_all(root);
-    let mut found = false;
-    for i in 0..zip.len() {
-        let mut entry = zip
-            .by_index(i)
-            .map_err(|e| LabError::usage(format!("{name}: {e}"), "delete it and fetch again"))?;
-        let Some(rel) = entry.name().strip_prefix(folder).map(String::from) else {
-            continue;
-        };
-        if rel.is_empty() || entry.is_dir() || rel.ends_with(".py") || rel.contains("__pycache__") || rel.contains("..")
-        {
-            continue;
-        }
-        found |= rel == inside;
-        let target = root.join(&rel);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| LabError::write(parent, e))?;
-        }
-        let mut out = std::fs::File::create(&target).map_err(|e| LabError::write(&target, e))?;
-        std::io::copy(&mut entry, &mut out).map_err(|e| LabError::write(&target, e))?;
-        let mode = entry.unix_mode().unwrap_or(0o644) & 0o777;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            &target,
-            std::fs::Permissions::from_mode(if rel == inside { 0o755 } else { mode.max(0o644) }),
-        )
-        .map_err(|e| LabError::write(&target, e))?;
-    }
-    if !found {
+    let select = |p: &Path| {
+        let rel = p.strip_prefix(folder.trim_end_matches('/')).ok()?;
+        let text = rel.to_str()?;
+        (!text.is_empty() && !text.ends_with(".py") && !text.contains("__pycache__")).then(|| rel.to_path_buf())
+    };
+    let written = crate::archive::unpack_zip(&wheel_bytes, root, &select, crate::archive::Limits::WHEEL, name)?;
+    if !written.iter().any(|w| w.path == Path::new(inside)) {
+        let _ = std::fs::remove_dir_all(root);
         return Err(LabError::usage(
             format!("{name} has no {folder}{inside}: the package layout changed"),
             "the canary caught a packaging change upstream",
         ));
     }
+    use std::os::unix::fs::PermissionsExt;
+    for w in &written {
+        let target = root.join(&w.path);
+        let mode = if w.path == Path::new(inside) {
+            0o755
+        } else {
+            w.mode.max(0o644)
+        };
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| LabError::write(&target, e))?;
+    }
+    let zip = zip::ZipArchive::new(std::io::Cursor::new(wheel_bytes))
+        .map_err(|e| LabError::usage(format!("{name} is not a wheel: {e}"), "delete it and fetch again"))?;
     Ok((root.join(inside), zip))
 }
 
@@ -491,6 +482,41 @@ mod tests {
         )]);
         assert_eq!(bundled_claude_version(&mut old).as_deref(), Some("2.1.321"));
         assert_eq!(bundled_claude_version(&mut wheel(&[("other", "")])), None);
+    }
+
+    fn wheel_bytes(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, text) in files {
+            w.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+            std::io::Write::write_all(&mut w, text.as_bytes()).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    /// The wheel entry `codex_cli_bin//<absolute path>` passed the old `..` check and
+    /// `Path::join` wrote it at the absolute path.
+    #[test]
+    fn a_wheel_entry_with_an_absolute_path_inside_the_cli_folder_writes_nothing() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        let evil = format!("codex_cli_bin/{}", victim.display());
+        let bytes = wheel_bytes(&[("codex_cli_bin/bin/codex", "#!/bin/sh\n"), (&evil, "pwned")]);
+        let home = tempfile::tempdir().unwrap();
+        let e = unpack_cli(Provider::Codex, bytes, &home.path().join("cli"), "evil.whl").unwrap_err();
+        assert!(e.to_string().contains("empty path component"), "{e}");
+        assert!(!victim.exists(), "wrote outside the cache");
+        assert!(!home.path().join("cli").exists());
+        let good = wheel_bytes(&[
+            ("codex_cli_bin/bin/codex", "#!/bin/sh\n"),
+            ("codex_cli_bin/__init__.py", ""),
+        ]);
+        let (binary, _) = unpack_cli(Provider::Codex, good, &home.path().join("cli"), "good.whl").unwrap();
+        assert_eq!(binary, home.path().join("cli/bin/codex"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&binary).unwrap().permissions().mode() & 0o777, 0o755);
+        let missing = wheel_bytes(&[("codex_cli_bin/README", "x")]);
+        let e = unpack_cli(Provider::Codex, missing, &home.path().join("cli"), "w.whl").unwrap_err();
+        assert!(e.to_string().contains("package layout changed"), "{e}");
     }
 
     #[test]

@@ -144,6 +144,17 @@ impl Rng {
     }
 }
 
+/// How long a 429 says to wait (at most 10 s).
+fn retry_after(r: &reqwest::Response) -> Duration {
+    let secs = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(secs.clamp(1, 10))
+}
+
 /// Posts a batch, retrying with backoff on errors and 5xx; a 4xx is the caller's fault and final.
 pub async fn post_batch(
     client: &reqwest::Client,
@@ -169,6 +180,11 @@ pub async fn post_batch(
             .await
         {
             Ok(r) if r.status().is_success() => return Ok(()),
+            // Over the token's rate: wait as told, then again.
+            Ok(r) if r.status().as_u16() == 429 => {
+                wait = retry_after(&r).max(wait);
+                continue;
+            }
             Ok(r) if r.status().is_client_error() => {
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
@@ -209,12 +225,20 @@ async fn one_runner(
         let org = &o.orgs[(k as usize + index) % o.orgs.len()];
         let session = format!("{}-{runner}-{k}", o.run_id);
         // Runner, org and session ids are of URL-safe characters only (checked before use).
-        let r = client
-            .get(format!("{base}?runner={runner}&org={org}&session={session}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| LabError::usage(format!("{base}: {e}"), "is `canary serve` running?"))?;
+        let mut r;
+        loop {
+            r = client
+                .get(format!("{base}?runner={runner}&org={org}&session={session}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| LabError::usage(format!("{base}: {e}"), "is `canary serve` running?"))?;
+            if r.status().as_u16() != 429 {
+                break;
+            }
+            report.retries += 1;
+            tokio::time::sleep(retry_after(&r)).await;
+        }
         if r.status().as_u16() == 404 {
             report.unassigned += 1;
             continue;

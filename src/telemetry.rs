@@ -145,6 +145,7 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
     let earliest = now - jiff::SignedDuration::try_from(MAX_AGE).expect("small");
     let latest = now + jiff::SignedDuration::try_from(MAX_SKEW_AHEAD).expect("small");
     let mut out = Vec::with_capacity(batch.sessions.len());
+    let mut seen = std::collections::BTreeSet::new();
     for (i, s) in batch.sessions.into_iter().enumerate() {
         let bad = |field: &str, message: String| BatchError {
             index: Some(i),
@@ -203,6 +204,18 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
             if v > *max {
                 return Err(bad(field, format!("{v} is more than {max}")));
             }
+        }
+        if !seen.insert((s.runner.clone(), s.session.clone())) {
+            return Err(bad(
+                "session",
+                "appears twice in the batch; a session is reported once, with its final outcome".into(),
+            ));
+        }
+        if s.outcome == Outcome::Ok && s.start_latency_ms.is_none() {
+            return Err(bad(
+                "start_latency_ms",
+                "is null for an ok session: a session that never started cannot end ok".into(),
+            ));
         }
         if s.commands_failed > s.commands {
             return Err(bad(

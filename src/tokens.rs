@@ -1,20 +1,73 @@
-//! Runner tokens: what every runner endpoint of `canary serve` requires. A token is shown once
+//! Tokens: what every endpoint of `canary serve` but `/healthz` requires. A runner's token speaks
+//! for that runner and the orgs it is bound to; an operator's for a person with a role. A token is shown once
 //! when it is issued; the registry keeps its SHA-256 only, and the public id to list and revoke it.
 
 use sha2::Digest;
+use std::collections::BTreeSet;
+
+/// What an operator may do on `canary serve`, each role including the ones before it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads the dashboard, `/api/*` (but the audit log) and `/v1/status`.
+    Viewer,
+    /// Also reads the audit log.
+    Operator,
+    /// Also changes state through the control plane.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Viewer, Role::Operator, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// Whom a token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Principal {
+    /// One runner: its own sessions, heartbeats and updates, for the orgs it is bound to.
+    Runner { runner: String, orgs: BTreeSet<String> },
+    /// A person or tool reading (or, by role, operating) the control plane; never a runner.
+    Operator { operator: String, role: Role },
+}
+
+impl Principal {
+    /// The runner id or operator name.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Runner { runner, .. } => runner,
+            Principal::Operator { operator, .. } => operator,
+        }
+    }
+}
 
 /// A newly issued token: `cl_<id>_<secret>`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Issued {
     pub id: String,
-    pub runner: String,
+    #[serde(flatten)]
+    pub principal: Principal,
     pub token: String,
     #[serde(skip)]
     pub hash: String,
 }
 
-/// Issues a token for `runner` from the operating system's random source.
-pub fn issue(runner: &str) -> crate::error::Result<Issued> {
+/// Issues a token for `principal` from the operating system's random source.
+pub fn issue(principal: Principal) -> crate::error::Result<Issued> {
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
     getrandom::fill(&mut id)
@@ -25,8 +78,16 @@ pub fn issue(runner: &str) -> crate::error::Result<Issued> {
     Ok(Issued {
         hash: hash(&token),
         id,
-        runner: runner.to_string(),
+        principal,
         token,
+    })
+}
+
+/// A runner's token, bound to `orgs`.
+pub fn issue_runner(runner: &str, orgs: &[String]) -> crate::error::Result<Issued> {
+    issue(Principal::Runner {
+        runner: runner.to_string(),
+        orgs: orgs.iter().cloned().collect(),
     })
 }
 
@@ -70,8 +131,8 @@ mod tests {
 
     #[test]
     fn tokens_are_unique_and_checked_by_hash_and_shape() {
-        let a = issue("r-1").unwrap();
-        let b = issue("r-1").unwrap();
+        let a = issue_runner("r-1", &[]).unwrap();
+        let b = issue_runner("r-1", &[]).unwrap();
         assert_ne!(a.token, b.token);
         assert_eq!(hash(&a.token), a.hash);
         assert_eq!(bearer(&format!("Bearer {}", a.token)), Some(a.token.as_str()));
@@ -89,7 +150,7 @@ mod tests {
     #[test]
     fn a_browser_sends_the_token_as_a_basic_password() {
         use base64::Engine;
-        let a = issue("viewer").unwrap();
+        let a = issue_runner("viewer", &[]).unwrap();
         let basic = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
         assert_eq!(
             from_authorization(&basic(&format!("anyone:{}", a.token))),

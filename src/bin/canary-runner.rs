@@ -328,7 +328,7 @@ fn main() {
                 .expect("runtime");
             std::process::exit(match runtime.block_on(canary_lab::runner::agent::run(&o)) {
                 Ok(r) => {
-                    println!("{}", serde_json::to_string(&r).expect("json"));
+                    out(&serde_json::to_string(&r).expect("json"));
                     0
                 }
                 Err(e) => {
@@ -377,7 +377,7 @@ fn preflight(provider: Provider, cli: Option<PathBuf>) -> i32 {
         .expect("runtime");
     match runtime.block_on(canary_lab::runner::inventory::preflight(provider, &cli)) {
         Ok(p) => {
-            println!("{}", serde_json::to_string(&p).expect("json"));
+            out(&serde_json::to_string(&p).expect("json"));
             if p.missing.is_empty() { 0 } else { 1 }
         }
         Err(e) => {
@@ -437,7 +437,7 @@ fn heartbeat(
         .expect("runtime");
     runtime.block_on(async {
         let v = canary_lab::runner::heartbeat(&runner_id, org.as_deref(), channel.as_deref()).await;
-        println!("{v}");
+        out(&v.to_string());
         if let Some(url) = post {
             let url = format!("{}/v1/heartbeats", url.trim_end_matches('/'));
             let Some(token) = token else {
@@ -494,11 +494,12 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
         .enable_all()
         .build()
         .expect("runtime");
+    // What the control plane said reaches the admin's terminal only without control characters.
     let say = |value: serde_json::Value, text: String| {
         if json {
-            println!("{value}");
+            out(&value.to_string());
         } else {
-            println!("{text}");
+            out(&canary_lab::text::clean_block(&text));
         }
     };
     let result: canary_lab::error::Result<i32> = runtime.block_on(async {
@@ -530,6 +531,7 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                     allowed_channels
                 },
             };
+            cfg.check()?;
             host.write_config(&cfg)?;
             say(serde_json::json!({"configured": cfg}), format!("configured {}", host.home.display()));
             return Ok(0);
@@ -650,14 +652,15 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                     if !interactive {
                         return false;
                     }
+                    let clean = canary_lab::text::clean;
                     eprintln!(
                         "upgrade {} → {} ({}):",
-                        plan.from.as_deref().unwrap_or("(nothing)"),
-                        plan.to,
+                        clean(plan.from.as_deref().unwrap_or("(nothing)")),
+                        clean(&plan.to),
                         offer.status.as_str()
                     );
                     for ch in &plan.changes {
-                        eprintln!("  {ch}");
+                        eprintln!("  {}", clean(&ch.to_string()));
                     }
                     eprint!("proceed? [y/N] ");
                     let mut answer = String::new();
@@ -783,4 +786,12 @@ async fn serve_announced(
     }
     let _ = server.await;
     0
+}
+
+/// One line on stdout; a reader that went away (`| head`, a closed pipe) is not an error worth
+/// a panic: the line is dropped.
+fn out(line: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }

@@ -24,11 +24,11 @@ pub enum RolloutCommand {
         /// Cohort percentages, e.g. 1,10,50,100 (default: the channel's `rollout:` policy).
         #[arg(long, value_delimiter = ',')]
         steps: Option<Vec<f64>>,
-        /// How long each step must look healthy, e.g. 10m.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// How long each step must look healthy, e.g. 10m (at most 7 days).
+        #[arg(long, value_parser = crate::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(7 * 86_400)))]
         bake: Option<std::time::Duration>,
-        /// Sessions each side needs before a step is judged.
-        #[arg(long)]
+        /// Sessions each side needs before a step is judged (1 to 10,000,000).
+        #[arg(long, value_parser = crate::bounds::count(1, 10_000_000))]
         min_sessions: Option<u64>,
         #[arg(long)]
         policy: Option<PathBuf>,
@@ -81,10 +81,25 @@ pub struct OperateArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum TokensCommand {
-    /// Issue a bearer token for a runner; it is printed once and stored hashed.
+    /// Issue a bearer token for a runner (bound to its orgs) or an operator (with a role); it is
+    /// printed once and stored hashed.
     Create {
-        #[arg(long)]
-        runner: String,
+        #[arg(
+            long,
+            required_unless_present = "operator",
+            conflicts_with = "operator",
+            requires = "orgs"
+        )]
+        runner: Option<String>,
+        /// The orgs the runner serves: it is assigned, and may report, sessions of these only.
+        #[arg(long = "org", num_args = 1.., conflicts_with = "operator")]
+        orgs: Vec<String>,
+        /// An operator (a person or a tool) who reads the dashboard, `/api/*` and `/v1/status`.
+        #[arg(long, requires = "role")]
+        operator: Option<String>,
+        /// viewer: the dashboard and status; operator: also the audit log; admin: also changes.
+        #[arg(long, value_enum)]
+        role: Option<crate::tokens::Role>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -431,18 +446,18 @@ pub fn keys(cmd: &KeysCommand) -> Result<i32> {
             key.write(&private, &public)?;
             let p = key.public();
             if *json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"private_key": private, "public_key": p.hex(), "public_key_file": public, "key_id": p.id()})
                 );
             } else {
-                println!(
+                outln!(
                     "signing key  {} (keep it secret; canary serve --signing-key)",
                     private.display()
                 );
-                println!("public key   {} ({})", public.display(), p.hex());
-                println!("key id       {}", p.id());
-                println!(
+                outln!("public key   {} ({})", public.display(), p.hex());
+                outln!("key id       {}", p.id());
+                outln!(
                     "configure runners with: canary-runner update init --public-key {}",
                     p.hex()
                 );
@@ -454,22 +469,55 @@ pub fn keys(cmd: &KeysCommand) -> Result<i32> {
 
 pub async fn tokens(config: &LabConfig, cmd: &TokensCommand) -> Result<i32> {
     match cmd {
-        TokensCommand::Create { runner, json, who } => {
-            if !crate::telemetry::is_id(runner) {
+        TokensCommand::Create {
+            runner,
+            orgs,
+            operator,
+            role,
+            json,
+            who,
+        } => {
+            let principal = match (runner, operator, role) {
+                (Some(r), _, _) => {
+                    for o in orgs {
+                        crate::gate::ops::check_name("org", o)?;
+                    }
+                    crate::tokens::Principal::Runner {
+                        runner: r.clone(),
+                        orgs: orgs.iter().cloned().collect(),
+                    }
+                }
+                (None, Some(o), Some(role)) => crate::tokens::Principal::Operator {
+                    operator: o.clone(),
+                    role: *role,
+                },
+                _ => unreachable!("clap requires --runner or --operator with --role"),
+            };
+            let name = principal.name().to_string();
+            if !crate::telemetry::is_id(&name) {
                 return Err(LabError::usage(
-                    format!("runner `{}` is not an id", crate::text::clean(runner)),
-                    "a runner id is 1 to 128 letters, digits, `.`, `_`, `:`, `-`",
+                    format!("`{}` is not an id", crate::text::clean(&name)),
+                    "a runner id or operator name is 1 to 128 letters, digits, `.`, `_`, `:`, `-`",
                 ));
             }
             let reg = open(config).await?;
-            let t = crate::tokens::issue(runner)?;
+            let t = crate::tokens::issue(principal)?;
             let (actor, reason) = who_of(who);
+            let what = match &t.principal {
+                crate::tokens::Principal::Runner { orgs, .. } => {
+                    format!(
+                        "runner {name} (orgs {})",
+                        orgs.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                }
+                crate::tokens::Principal::Operator { role, .. } => format!("operator {name} ({})", role.as_str()),
+            };
             reg.add_token(
                 &t,
                 Audit {
                     actor: &actor,
                     action: "token create",
-                    target: &format!("runner {runner} token {}", t.id),
+                    target: &format!("{what} token {}", t.id),
                     decision: "done",
                     reason: &reason,
                     evidence: serde_json::json!({}),
@@ -481,7 +529,7 @@ pub async fn tokens(config: &LabConfig, cmd: &TokensCommand) -> Result<i32> {
             } else {
                 outln!("{}", t.token);
                 eprintln!(
-                    "token {} for runner {runner}: shown once, stored hashed; the runner sends it as `Authorization: Bearer …` (canary-runner --token / CANARY_RUNNER_TOKEN)",
+                    "token {} for {what}: shown once, stored hashed; send it as `Authorization: Bearer …` (a runner: canary-runner --token / CANARY_RUNNER_TOKEN; a browser: as the password)",
                     t.id
                 );
             }
@@ -493,13 +541,23 @@ pub async fn tokens(config: &LabConfig, cmd: &TokensCommand) -> Result<i32> {
             if *json {
                 print_json(&all);
             } else if all.is_empty() {
-                outln!("no tokens; `canary tokens create --runner ID` issues one");
+                outln!("no tokens; `canary tokens create --runner ID --org ORG` issues one");
             } else {
                 for t in &all {
+                    let who = match &t.principal {
+                        crate::tokens::Principal::Runner { runner, orgs } => format!(
+                            "runner {} [{}]",
+                            crate::text::clean(runner),
+                            crate::text::clean(&orgs.iter().cloned().collect::<Vec<_>>().join(","))
+                        ),
+                        crate::tokens::Principal::Operator { operator, role } => {
+                            format!("operator {} ({})", crate::text::clean(operator), role.as_str())
+                        }
+                    };
                     outln!(
-                        "{}  {:<24} created {} by {}{}",
+                        "{}  {:<32} created {} by {}{}",
                         t.id,
-                        crate::text::clean(&t.runner),
+                        who,
                         t.created_at,
                         crate::text::clean(&t.actor),
                         t.revoked_at
@@ -715,10 +773,32 @@ pub async fn fleet(config: &LabConfig, cmd: &FleetCommand) -> Result<i32> {
     }
     let reg = open(config).await?;
     let actor = "fleet-simulate";
+    let ids: Vec<String> = (1..=*runners).map(|i| format!("{prefix}-{i}")).collect();
+    // The simulation's runner ids are its own: a real runner holding one of them is never
+    // touched (and the simulation does not run), and only the tokens issued here are revoked.
+    let taken: Vec<String> = reg
+        .tokens()
+        .await?
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none() && t.actor != actor)
+        .filter_map(|t| match t.principal {
+            crate::tokens::Principal::Runner { runner, .. } if ids.contains(&runner) => Some(runner),
+            _ => None,
+        })
+        .collect();
+    if let Some(r) = taken.first() {
+        return Err(LabError::usage(
+            format!(
+                "runner {} has a live token not issued by fleet simulate: the simulation would speak for a real runner",
+                crate::text::clean(r)
+            ),
+            "pick another --prefix (runner ids are PREFIX-1..N)",
+        ));
+    }
     let mut fleet = Vec::new();
-    for i in 1..=*runners {
-        let id = format!("{prefix}-{i}");
-        let t = crate::tokens::issue(&id)?;
+    let mut issued = Vec::new();
+    for id in &ids {
+        let t = crate::tokens::issue_runner(id, orgs)?;
         reg.add_token(
             &t,
             Audit {
@@ -731,7 +811,8 @@ pub async fn fleet(config: &LabConfig, cmd: &FleetCommand) -> Result<i32> {
             },
         )
         .await?;
-        fleet.push((id, t.token));
+        issued.push(t.id.clone());
+        fleet.push((id.clone(), t.token));
     }
     let run_id = format!("sim{}", jiff::Timestamp::now().as_millisecond());
     let options = crate::simulate::Options {
@@ -748,14 +829,14 @@ pub async fn fleet(config: &LabConfig, cmd: &FleetCommand) -> Result<i32> {
     // Server-side caches see new tokens within a second.
     tokio::time::sleep(crate::control::CACHE_TTL + std::time::Duration::from_millis(100)).await;
     let result = crate::simulate::run(&options).await;
-    for (id, _) in &fleet {
+    for (id, token_id) in ids.iter().zip(&issued) {
         reg.revoke_tokens(
+            Some(token_id),
             None,
-            Some(id),
             Audit {
                 actor,
                 action: "token revoke",
-                target: &format!("runner {id} tokens"),
+                target: &format!("runner {id} token {token_id}"),
                 decision: "done",
                 reason: "simulated fleet finished",
                 evidence: serde_json::json!({}),

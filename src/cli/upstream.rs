@@ -60,11 +60,19 @@ pub struct HeartbeatArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on. Anything but loopback needs runner tokens (`canary tokens create`).
+    /// Address to listen on. Every endpoint but /healthz takes a token (`canary tokens create`).
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub listen: std::net::SocketAddr,
-    /// How often the rollout controller judges running rollouts.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// The URL people open the dashboard at; its host joins the loopback names pages are
+    /// answered for (any other `Host` is refused, which defeats DNS rebinding).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// How long a connection may take to send a request's headers (also the idle time of a
+    /// kept-alive connection); 1s to 10m.
+    #[arg(long, default_value = "10s", value_parser = crate::bounds::duration(std::time::Duration::from_secs(1), std::time::Duration::from_secs(600)))]
+    pub header_timeout: std::time::Duration,
+    /// How often the rollout controller judges running rollouts (100ms to 1h).
+    #[arg(long, default_value = "5s", value_parser = crate::bounds::duration(std::time::Duration::from_millis(100), std::time::Duration::from_secs(3600)))]
     pub tick: std::time::Duration,
     /// Gate policy for rollouts (default: gate_policy from canary.yaml, else ./gate.yaml, else built-in).
     #[arg(long)]
@@ -306,12 +314,16 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         .as_deref()
         .map(crate::update::sign::Key::load)
         .transpose()?;
-    let cp = crate::control::ControlPlane::new(reg.clone()).with_updates(crate::control::Updates {
-        key,
-        artifacts: Some(crate::update::server::Artifacts::new(&config.cache_dir)),
-        webhook,
-        orgs: crate::orgs::OrgPolicies::load(&config.orgs_dir)?,
-    });
+    let hosts = crate::authority::HostAllow::new(a.public_url.as_deref())
+        .map_err(|m| LabError::usage(m, "e.g. --public-url https://canary.example.com"))?;
+    let cp = crate::control::ControlPlane::new(reg.clone())
+        .with_hosts(hosts)
+        .with_updates(crate::control::Updates {
+            key,
+            artifacts: Some(crate::update::server::Artifacts::new(&config.cache_dir)),
+            webhook,
+            orgs: crate::orgs::OrgPolicies::load(&config.orgs_dir)?,
+        });
     let pages = Pages {
         policy: std::sync::Arc::new(policy.clone()),
         reg: reg.clone(),
@@ -337,21 +349,35 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         .route("/api/audit", get(api_audit))
         .route("/reports/{run}/report.html", get(run_report))
         .with_state(pages);
-    // What people read: open on loopback, behind the same tokens as the runners elsewhere.
-    let mut readable = axum::Router::new()
+    // What people read: operators' tokens only, by role, for allowed Host names only.
+    let refusals = {
+        let cp = cp.clone();
+        move || {
+            let cp = cp.clone();
+            async move {
+                let rows: Vec<serde_json::Value> = cp
+                    .refusals()
+                    .into_iter()
+                    .map(|((runner, why), n)| serde_json::json!({"runner": runner, "why": why, "refused": n}))
+                    .collect();
+                axum::Json(serde_json::json!({"refused_telemetry": rows}))
+            }
+        }
+    };
+    let readable = axum::Router::new()
         .route("/v1/status", get(status))
         .with_state(reg)
-        .merge(dashboard);
-    if !a.listen.ip().is_loopback() {
-        readable = readable.layer(axum::middleware::from_fn_with_state(
+        .route("/api/refusals", get(refusals))
+        .merge(dashboard)
+        .layer(axum::middleware::from_fn_with_state(
             cp.clone(),
-            crate::control::require_token,
+            crate::control::require_operator,
         ));
-    }
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::control::router(cp.clone()))
-        .merge(readable);
+        .merge(readable)
+        .layer(axum::middleware::from_fn(crate::control::security_headers));
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
         LabError::usage(
             format!("cannot listen on {}: {e}", a.listen),
@@ -403,8 +429,11 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    let timeouts = crate::http_serve::Timeouts {
+        header_read: a.header_timeout,
+        ..Default::default()
+    };
+    crate::http_serve::serve(listener, app, timeouts, shutdown)
         .await
         .map_err(|e| LabError::usage(format!("serve failed: {e}"), "internal"))?;
     controller.abort();

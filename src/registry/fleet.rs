@@ -56,15 +56,6 @@ pub struct RolloutEvent {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TokenRow {
-    pub id: String,
-    pub runner: String,
-    pub created_at: String,
-    pub actor: String,
-    pub revoked_at: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct Freeze {
     pub org: String,
     pub since: String,
@@ -139,7 +130,7 @@ impl Registry {
         let second = rollup_second(received);
         let _queued = self.queue_writer().await;
         let mut tx = self.write_tx().await?;
-        let mut fresh: BTreeSet<String> = BTreeSet::new();
+        let mut fresh: BTreeSet<(String, String)> = BTreeSet::new();
         match self.dialect() {
             // sqlx asks SQLite for every parameter's name when it binds, which makes thousands
             // of parameters quadratic: the batch goes in as one JSON array instead.
@@ -169,7 +160,7 @@ impl Registry {
                 // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
                 let sql = format!(
                     "INSERT INTO telemetry_sessions (session, runner, org, build_id, started_at, start_latency_ms, outcome, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, received_at) \
-                     SELECT {cols}, $2 FROM json_each($1) WHERE true ON CONFLICT (session) DO NOTHING RETURNING session"
+                     SELECT {cols}, $2 FROM json_each($1) WHERE true ON CONFLICT (runner, session) DO NOTHING RETURNING runner, session"
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(serde_json::Value::Array(rows).to_string())
@@ -177,7 +168,7 @@ impl Registry {
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(db_err(&self.display))?;
-                fresh.extend(rows.iter().map(|r| text(r, "session")));
+                fresh.extend(rows.iter().map(|r| (text(r, "runner"), text(r, "session"))));
             }
             super::Dialect::Postgres => {
                 for chunk in sessions.chunks(CHUNK) {
@@ -193,7 +184,7 @@ impl Registry {
                         sql.push_str(&(1..=15).map(|k| format!("${}", b + k)).collect::<Vec<_>>().join(","));
                         sql.push(')');
                     }
-                    sql.push_str(" ON CONFLICT (session) DO NOTHING RETURNING session");
+                    sql.push_str(" ON CONFLICT (runner, session) DO NOTHING RETURNING runner, session");
                     // Built from constants and placeholders only.
                     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                     for s in chunk {
@@ -215,7 +206,7 @@ impl Registry {
                             .bind(s.duration_ms);
                     }
                     let rows = q.fetch_all(&mut *tx).await.map_err(db_err(&self.display))?;
-                    fresh.extend(rows.iter().map(|r| text(r, "session")));
+                    fresh.extend(rows.iter().map(|r| (text(r, "runner"), text(r, "session"))));
                 }
             }
         }
@@ -223,7 +214,10 @@ impl Registry {
         let mut seen = BTreeSet::new();
         let new: Vec<&Session> = sessions
             .iter()
-            .filter(|s| fresh.contains(&s.session) && seen.insert(s.session.as_str()))
+            .filter(|s| {
+                fresh.contains(&(s.runner.clone(), s.session.clone()))
+                    && seen.insert((s.runner.as_str(), s.session.as_str()))
+            })
             .collect();
         for (build, (sums, hist)) in crate::telemetry::rollup(new.iter().copied()) {
             sqlx::query(
@@ -596,73 +590,6 @@ impl Registry {
             .await
             .map_err(db_err(&self.display))?;
         Ok(())
-    }
-
-    // --- tokens ---
-
-    pub async fn add_token(&self, t: &crate::tokens::Issued, a: Audit<'_>) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "INSERT INTO runner_tokens (id, runner, token_hash, created_at, actor) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&t.id)
-        .bind(&t.runner)
-        .bind(&t.hash)
-        .bind(now())
-        .bind(a.actor)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err(&self.display))?;
-        insert_audit(&mut tx, &a, &self.display).await?;
-        tx.commit().await.map_err(db_err(&self.display))
-    }
-
-    pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
-        let rows = sqlx::query(
-            "SELECT id, runner, created_at, actor, revoked_at FROM runner_tokens ORDER BY runner, created_at",
-        )
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| TokenRow {
-                id: text(r, "id"),
-                runner: text(r, "runner"),
-                created_at: text(r, "created_at"),
-                actor: text(r, "actor"),
-                revoked_at: opt_text(r, "revoked_at"),
-            })
-            .collect())
-    }
-
-    /// Revokes tokens by id, or every token of a runner; returns how many were revoked.
-    pub async fn revoke_tokens(&self, id: Option<&str>, runner: Option<&str>, a: Audit<'_>) -> Result<u64> {
-        let mut tx = self.write_tx().await?;
-        let r = sqlx::query(
-            "UPDATE runner_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND (($2 <> '' AND id = $2) OR ($3 <> '' AND runner = $3))",
-        )
-        .bind(now())
-        .bind(id.unwrap_or(""))
-        .bind(runner.unwrap_or(""))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err(&self.display))?;
-        insert_audit(&mut tx, &a, &self.display).await?;
-        tx.commit().await.map_err(db_err(&self.display))?;
-        Ok(r.rows_affected())
-    }
-
-    /// Hash → runner of every live token.
-    pub async fn live_tokens(&self) -> Result<BTreeMap<String, String>> {
-        let rows = sqlx::query("SELECT token_hash, runner FROM runner_tokens WHERE revoked_at IS NULL")
-            .fetch_all(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| (text(r, "token_hash"), text(r, "runner")))
-            .collect())
     }
 
     // --- freezes ---

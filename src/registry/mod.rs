@@ -3,6 +3,7 @@
 //! of queries (sqlx's `Any` driver), one migration folder per dialect. The only module that
 //! speaks SQL.
 
+mod authority;
 mod fleet;
 mod inventories;
 mod notices;
@@ -10,6 +11,7 @@ mod queries;
 mod record;
 mod sweeps;
 
+pub use authority::*;
 pub use fleet::*;
 pub use notices::*;
 pub use queries::*;

@@ -35,7 +35,8 @@ pub struct AgentReport {
     pub ok: u64,
     /// Sessions assigned to another build (that build's runners run them).
     pub handed_off: u64,
-    /// Assignments the control plane did not answer (the current build ran them).
+    /// Assignments the control plane did not answer (the current build ran them; their
+    /// telemetry is not sent, since the control plane takes only sessions it assigned).
     pub unassigned: u64,
     pub sent: u64,
     /// Still in the spool when the agent stopped.
@@ -232,23 +233,30 @@ pub async fn run(o: &AgentOptions) -> crate::error::Result<AgentReport> {
             check_updates(&mut report).await;
         }
         let id = format!("{}-{stamp}-{k}", o.runner);
-        match assignment(&client, o, &id).await {
+        let assigned = match assignment(&client, o, &id).await {
             Ok(Some(b)) if b != o.build => {
                 report.handed_off += 1;
                 continue;
             }
-            Ok(_) => {}
+            Ok(Some(_)) => true,
+            Ok(None) => {
+                report.unassigned += 1;
+                false
+            }
             Err(e) => {
                 report.unassigned += 1;
-                eprintln!("canary-runner agent: no assignment ({e}); running the current build");
+                eprintln!(
+                    "canary-runner agent: no assignment ({e}); running the current build (its telemetry is not judged)"
+                );
+                false
             }
-        }
+        };
         let (t, clean) = one(o, &id).await.map_err(|e| {
             crate::error::LabError::usage(format!("session {id}: {e}"), "check --workspace and the CLI")
         })?;
         report.ran += 1;
         report.ok += u64::from(clean);
-        if !spool.push(&t)? {
+        if assigned && !spool.push(&t)? {
             eprintln!(
                 "canary-runner agent: the telemetry spool {} is full ({} sessions): session {id} is not kept",
                 o.spool.display(),

@@ -20,9 +20,17 @@ const SCHEMES: &[&str] = &["https", "http", "ssh", "git"];
 
 /// `owner/name` from a git remote URL: its last two path segments, `.git` dropped.
 pub fn repo_id(url: &str) -> Result<String> {
+    // Never repeat what may be a secret: the userinfo of the URL is shown as `***`.
+    let shown = match url.split_once("://") {
+        Some((scheme, rest)) if rest.split('/').next().is_some_and(|a| a.contains('@')) => {
+            let after = rest.split_once('@').map_or("", |(_, h)| h);
+            format!("{scheme}://***@{after}")
+        }
+        _ => url.to_string(),
+    };
     let bad = |why: &str| {
         LabError::usage(
-            format!("`{}` is not a sweepable git remote: {why}", crate::text::clean(url)),
+            format!("`{}` is not a sweepable git remote: {why}", crate::text::clean(&shown)),
             format!(
                 "give an {} URL such as https://forge.example.invalid/owner/name.git",
                 SCHEMES.join("/")
@@ -36,10 +44,34 @@ pub fn repo_id(url: &str) -> Result<String> {
     if url.chars().any(|c| c.is_control() || c.is_whitespace()) || url.starts_with('-') {
         return Err(bad("it holds spaces or control characters"));
     }
-    let (host, path) = rest.split_once('/').ok_or_else(|| bad("no path"))?;
-    let host = host.rsplit('@').next().unwrap_or(host);
+    let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no path"))?;
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    // A token in the URL would be stored, listed and audited: credentials come from --token-env.
+    if let Some(u) = userinfo {
+        if u.contains(':') || scheme.starts_with("http") {
+            return Err(bad("it carries credentials; pass a token with --token-env VAR instead"));
+        }
+    }
     if host.is_empty() || host.starts_with(':') || host.starts_with('-') {
         return Err(bad("it names no host"));
+    }
+    let bare = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(host),
+    };
+    if is_link_local(bare) {
+        return Err(bad(
+            "its host is a link-local or unspecified address (cloud metadata lives there)",
+        ));
+    }
+    if path
+        .split('/')
+        .any(|seg| seg == ".." || seg == "." || seg.eq_ignore_ascii_case("%2e%2e"))
+    {
+        return Err(bad("its path has a `..` or `.` segment"));
     }
     let path = path.trim_end_matches('/');
     let path = path.strip_suffix(".git").unwrap_or(path);
@@ -58,6 +90,21 @@ pub fn repo_id(url: &str) -> Result<String> {
         return Err(bad("owner and name are letters, digits, `.`, `_` and `-`"));
     }
     Ok(format!("{owner}/{name}"))
+}
+
+/// Whether `host` is an IPv4 or IPv6 address a sweep must never reach: link-local (cloud
+/// metadata services), unspecified, or IPv4-mapped forms of them.
+fn is_link_local(host: &str) -> bool {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => a.is_link_local() || a.is_unspecified() || a.is_broadcast(),
+        Ok(std::net::IpAddr::V6(a)) => {
+            (a.segments()[0] & 0xffc0) == 0xfe80
+                || a.is_unspecified()
+                || a.to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_link_local() || v4.is_unspecified())
+        }
+        Err(_) => false,
+    }
 }
 
 /// The REST API a remote's forge answers on when none is given: the remote's origin (the lab
@@ -292,6 +339,21 @@ mod tests {
             "http://:44653/git/acme/app.git",
         ] {
             assert!(repo_id(bad).is_err(), "{bad}");
+        }
+        for (bad, says) in [
+            ("https://h/x/../acme/app.git", "`..`"),
+            ("https://h/acme/./app.git", "`..`"),
+            ("https://user:ghp_secret@h/acme/app.git", "credentials"),
+            ("https://ghp_secret@h/acme/app.git", "credentials"),
+            ("ssh://git:pw@h/acme/app.git", "credentials"),
+            ("http://169.254.169.254/latest/meta-data.git", "link-local"),
+            ("http://169.254.169.254:80/acme/app.git", "link-local"),
+            ("http://[fe80::1]:80/acme/app.git", "link-local"),
+            ("http://0.0.0.0/acme/app.git", "link-local"),
+        ] {
+            let e = repo_id(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("ghp_secret"), "the error repeats the secret: {e}");
         }
         assert_eq!(
             default_api("http://172.17.0.1:9000/git/acme/app.git"),

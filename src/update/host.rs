@@ -31,6 +31,46 @@ pub struct HostConfig {
     pub allowed_channels: Vec<String>,
 }
 
+impl HostConfig {
+    /// Checks what `update init` was given (and what a hand-edited file says): an http(s) server
+    /// without credentials, ids and names of the allowed characters.
+    pub fn check(&self) -> Result<()> {
+        let server = self.server.as_str();
+        let rest = server
+            .strip_prefix("https://")
+            .or_else(|| server.strip_prefix("http://"))
+            .filter(|r| !r.is_empty() && !r.starts_with('/'));
+        let Some(rest) = rest else {
+            return Err(LabError::usage(
+                format!("server `{}` is not an http(s) URL", crate::text::clean(server)),
+                "give the control plane's address, e.g. --server https://canary.example.com",
+            ));
+        };
+        if rest.split('/').next().is_some_and(|a| a.contains('@'))
+            || server.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(LabError::usage(
+                "server carries credentials, spaces or control characters",
+                "give the bare URL; the token goes in CANARY_RUNNER_TOKEN",
+            ));
+        }
+        if !crate::telemetry::is_id(&self.runner_id) {
+            return Err(LabError::usage(
+                format!("runner id `{}` is not an id", crate::text::clean(&self.runner_id)),
+                "a runner id is 1 to 128 letters, digits, `.`, `_`, `:`, `-`",
+            ));
+        }
+        if let Some(o) = &self.org {
+            crate::gate::ops::check_name("org", o)?;
+        }
+        crate::gate::ops::check_name("channel", &self.channel)?;
+        for c in &self.allowed_channels {
+            crate::gate::ops::check_name("channel", c)?;
+        }
+        Ok(())
+    }
+}
+
 fn default_channels() -> Vec<String> {
     vec!["stable".into(), "beta".into()]
 }
@@ -88,12 +128,14 @@ impl Host {
             ));
         }
         let text = crate::fsutil::read_input(&path, "update configuration", 64 * 1024)?;
-        serde_json::from_str(&text).map_err(|e| {
+        let c: HostConfig = serde_json::from_str(&text).map_err(|e| {
             LabError::usage(
                 format!("{}: line {}: {e}", path.display(), e.line()),
                 "fix the file or write it again with `canary-runner update init`",
             )
-        })
+        })?;
+        c.check()?;
+        Ok(c)
     }
 
     fn manifest_at(&self, link: &str) -> Option<BuildManifest> {

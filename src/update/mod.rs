@@ -202,12 +202,15 @@ pub fn check_signature(
             }
             Ok(Some(manifest))
         }
-        (None, _) if require_signed || offer.require_signed => Err(format!(
+        // A host that trusts a key never accepts what that key did not sign.
+        (None, _) if require_signed || offer.require_signed || trusted.is_some() => Err(format!(
             "the build is unsigned and {} requires signed builds",
             if offer.require_signed {
                 "the org's policy"
-            } else {
+            } else if require_signed {
                 "this host"
+            } else {
+                "this host, which trusts a public key,"
             }
         )),
         (Some(_), None) if require_signed || offer.require_signed => {

@@ -154,8 +154,42 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
         .unwrap();
     assert_eq!(open.status.code(), Some(2));
 
+    // Every page needs an operator's token, on loopback too; the browser logs in with it as the
+    // password of its own login prompt, here in the URL.
+    let token_of = |args: &[&str]| {
+        let created = canary(&reports, &db).args(args).output().unwrap();
+        assert_eq!(
+            created.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&created.stdout).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let ops = token_of(&[
+        "tokens",
+        "create",
+        "--operator",
+        "release-desk",
+        "--role",
+        "operator",
+        "--json",
+    ]);
+    let viewer = token_of(&[
+        "tokens",
+        "create",
+        "--operator",
+        "wallboard",
+        "--role",
+        "viewer",
+        "--json",
+    ]);
+    let runner = token_of(&["tokens", "create", "--runner", "r-1", "--org", "acme", "--json"]);
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("http://release-desk:{ops}@127.0.0.1:{port}");
     let _serve = Serve(
         canary(&reports, &db)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -228,7 +262,11 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
     let client = |path: &str| {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         use std::io::{Read, Write};
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {ops}\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -237,22 +275,6 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
     let api = client("/api/history");
     assert!(api.starts_with("HTTP/1.0 200") && api.contains("\"rows\""), "{api}");
 
-    // Beyond loopback every page needs a live token; a browser gives it as the password of
-    // its own login prompt, here in the URL.
-    let created = canary(&reports, &db)
-        .args(["tokens", "create", "--runner", "release-desk", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        created.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let token = serde_json::from_slice::<serde_json::Value>(&created.stdout).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let wide = free_port();
     let _wide = Serve(
         canary(&reports, &db)
@@ -267,15 +289,17 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let raw = |path: &str, auth: Option<&str>| {
+    let raw_at = |host: &str, path: &str, auth: Option<&str>| {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", wide)).unwrap();
         use std::io::{Read, Write};
         let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
     };
+    let here = format!("127.0.0.1:{wide}");
+    let raw = |path: &str, auth: Option<&str>| raw_at(&here, path, auth);
     for path in [
         "/",
         "/history",
@@ -296,14 +320,46 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
             )
             .starts_with("HTTP/1.0 401")
         );
-        let allowed = raw(path, Some(&format!("Bearer {token}")));
+        let allowed = raw(path, Some(&format!("Bearer {viewer}")));
         assert!(allowed.starts_with("HTTP/1.0 200"), "{path}: {allowed}");
+        // What a browser is told about every answer.
+        let head = allowed.to_ascii_lowercase();
+        for h in [
+            "content-security-policy: default-src 'none'",
+            "frame-ancestors 'none'",
+            "x-content-type-options: nosniff",
+            "cache-control: no-store",
+        ] {
+            assert!(head.contains(h), "{path}: no {h}: {allowed}");
+        }
+        // A runner's token (a customer-hosted runner's too) never opens a page.
+        let by_runner = raw(path, Some(&format!("Bearer {runner}")));
+        assert!(by_runner.starts_with("HTTP/1.0 403"), "{path}: {by_runner}");
+        // DNS rebinding: a page of evil.example resolved to this host sends its own Host name.
+        let rebound = raw_at(&format!("evil.example:{wide}"), path, Some(&format!("Bearer {viewer}")));
+        assert!(rebound.starts_with("HTTP/1.0 421"), "{path}: {rebound}");
     }
+    // The audit log needs the operator role; a viewer is refused, an operator reads it.
+    assert!(raw("/api/audit", Some(&format!("Bearer {viewer}"))).starts_with("HTTP/1.0 403"));
+    assert!(raw("/api/audit", Some(&format!("Bearer {ops}"))).starts_with("HTTP/1.0 200"));
+    // An operator's token does not speak for a runner.
+    let as_runner = raw(
+        "/v1/assignment?runner=release-desk&org=acme&session=s1",
+        Some(&format!("Bearer {ops}")),
+    );
+    assert!(as_runner.starts_with("HTTP/1.0 403"), "{as_runner}");
     assert!(raw("/healthz", None).starts_with("HTTP/1.0 200"), "health stays open");
     let behind = browse(
         &browser,
-        &format!("http://release-desk:{token}@127.0.0.1:{wide}/"),
+        &format!("http://wallboard:{viewer}@127.0.0.1:{wide}/"),
         &shots.join("overview-with-token.png"),
     );
     assert!(behind.contains("id=\"channel-beta\""), "{behind}");
+    // Without a token the browser gets the login prompt, not the page.
+    let refused = browse(
+        &browser,
+        &format!("http://127.0.0.1:{wide}/"),
+        &shots.join("refused.png"),
+    );
+    assert!(!refused.contains("id=\"channel-beta\""), "{refused}");
 }

@@ -90,7 +90,7 @@ fn agents_in_containers_run_their_builds_sessions_and_report_telemetry() {
     let mut tokens = Vec::new();
     for runner in ["pool-base", "pool-cand"] {
         let t = canary()
-            .args(["tokens", "create", "--runner", runner, "--json"])
+            .args(["tokens", "create", "--runner", runner, "--org", "acme", "--json"])
             .run()
             .code(0)
             .json();

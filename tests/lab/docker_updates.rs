@@ -211,10 +211,10 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
         .unwrap()
         .to_string();
     let mut tokens = Vec::new();
-    for id in ["host-1", "host-2"] {
+    for (id, org) in [("host-1", "acme"), ("host-2", "globex")] {
         tokens.push(
             lab.canary()
-                .args(["tokens", "create", "--runner", id, "--json"])
+                .args(["tokens", "create", "--runner", id, "--org", org, "--json"])
                 .run()
                 .code(0)
                 .json()["token"]
@@ -334,7 +334,25 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
         assert!(out.status.success(), "GET /api/fleet");
         serde_json::from_slice(&out.stdout).unwrap()
     };
-    let behind = fleet(&tokens[0]);
+    let ops = lab
+        .canary()
+        .args([
+            "tokens",
+            "create",
+            "--operator",
+            "admin-desk",
+            "--role",
+            "viewer",
+            "--json",
+        ])
+        .run()
+        .code(0)
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let behind = fleet(&ops);
     assert_eq!(behind["behind"][0]["runner_id"], "host-1", "{behind}");
     assert!(
         behind["behind"][0]["delivery"]
@@ -354,7 +372,7 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     docker(&["exec", &h1, "test", "-x", "/opt/canary-runner/current/bin/claude"]);
     let (code, _, out) = update(&h1, &["check"]);
     assert_eq!(code, 0, "up to date: {out}");
-    assert!(fleet(&tokens[0])["behind"].as_array().unwrap().is_empty(), "caught up");
+    assert!(fleet(&ops)["behind"].as_array().unwrap().is_empty(), "caught up");
 
     // A build whose CLI fails its smoke session: switched to, switched back.
     let broken_digest = format!("sha256:{}", sha256(&cache.join("artifacts/broken.whl")));

@@ -56,6 +56,8 @@ struct Serve {
     child: Child,
     url: String,
     port: u16,
+    /// An operator's token, for the pages.
+    ops: String,
 }
 
 impl Drop for Serve {
@@ -66,6 +68,22 @@ impl Drop for Serve {
 }
 
 fn serve(reg: &Fresh, policy: &std::path::Path, port: u16) -> Serve {
+    let ops = canary(reg)
+        .args([
+            "tokens",
+            "create",
+            "--operator",
+            "release-desk",
+            "--role",
+            "viewer",
+            "--json",
+        ])
+        .run()
+        .code(0)
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (mut cmd, _reports) = canary(reg)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--tick", "200ms"])
         .arg_path_flag("--policy", policy)
@@ -77,7 +95,7 @@ fn serve(reg: &Fresh, policy: &std::path::Path, port: u16) -> Serve {
         assert!(Instant::now() < deadline, "canary serve did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Serve { child, url, port }
+    Serve { child, url, port, ops }
 }
 
 fn canary(reg: &Fresh) -> Canary {
@@ -265,6 +283,7 @@ fn a_good_build_rolls_out_step_by_step_and_survives_a_kill_of_the_control_plane(
         canary_lab::init_tls();
         reqwest::Client::new()
             .get(format!("{}/fleet", s.url))
+            .bearer_auth(&s.ops)
             .send()
             .await
             .unwrap()
@@ -347,6 +366,7 @@ fn a_build_failing_a_fifth_of_its_sessions_is_rolled_back_at_the_first_step() {
         canary_lab::init_tls();
         reqwest::Client::new()
             .get(format!("{}/", s.url))
+            .bearer_auth(&s.ops)
             .send()
             .await
             .unwrap()
@@ -369,10 +389,10 @@ fn runner_endpoints_take_only_valid_authenticated_input_postgres() {
 }
 
 fn runner_endpoints_take_only_valid_authenticated_input(b: Backend) {
-    let (reg, _d, policy, base, _cand) = setup(b);
+    let (reg, _d, policy, base, cand) = setup(b);
     let s = serve(&reg, &policy, free_port());
     let token = canary(&reg)
-        .args(["tokens", "create", "--runner", "r-1", "--json"])
+        .args(["tokens", "create", "--runner", "r-1", "--org", "acme", "--json"])
         .run()
         .code(0)
         .json()["token"]
@@ -408,6 +428,38 @@ fn runner_endpoints_take_only_valid_authenticated_input(b: Backend) {
         };
         let good = serde_json::json!({"sessions": [session("s-1", &base), session("s-2", &base)]}).to_string();
         let bearer = Some(format!("Bearer {token}"));
+        let assign = |runner: &str, org: &str, id: &str| {
+            c.get(format!(
+                "{}/v1/assignment?runner={runner}&org={org}&session={id}",
+                s.url
+            ))
+            .header("authorization", bearer.clone().unwrap())
+            .send()
+        };
+        // Telemetry is taken only for sessions the control plane assigned to this runner.
+        let unassigned = post(bearer.clone(), good.clone()).await.unwrap();
+        assert_eq!(unassigned.status().as_u16(), 403);
+        assert!(unassigned.text().await.unwrap().contains("never assigned"));
+        for id in ["s-1", "s-2"] {
+            assert_eq!(assign("r-1", "acme", id).await.unwrap().status().as_u16(), 200);
+        }
+        // The token is bound to acme: another org's assignment and telemetry are refused.
+        let foreign = assign("r-1", "globex", "s-7").await.unwrap();
+        assert_eq!(foreign.status().as_u16(), 403);
+        assert!(
+            foreign
+                .text()
+                .await
+                .unwrap()
+                .contains("not one this runner's token is bound to")
+        );
+        let globex = good.replace("\"acme\"", "\"globex\"");
+        assert_eq!(post(bearer.clone(), globex).await.unwrap().status().as_u16(), 403);
+        // A session assigned the baseline reported as another build: refused.
+        let other_build = serde_json::json!({"sessions": [session("s-1", &cand)]}).to_string();
+        let r = post(bearer.clone(), other_build).await.unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+        assert!(r.text().await.unwrap().contains("was assigned build"));
         // No token, a made-up token: 401, nothing stored.
         assert_eq!(post(None, good.clone()).await.unwrap().status().as_u16(), 401);
         let fake = format!("Bearer cl_000000000000_{}", "0".repeat(64));
@@ -424,8 +476,13 @@ fn runner_endpoints_take_only_valid_authenticated_input(b: Backend) {
         )
         .await
         .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+        assert!(r.text().await.unwrap().contains("session s-9 was never assigned"));
+        // One session twice in a batch: refused whole.
+        let twice = serde_json::json!({"sessions": [session("s-1", &base), session("s-1", &base)]}).to_string();
+        let r = post(bearer.clone(), twice).await.unwrap();
         assert_eq!(r.status().as_u16(), 422);
-        assert!(r.text().await.unwrap().contains("unknown build sha256:0123"));
+        assert!(r.text().await.unwrap().contains("appears twice"));
         // Oversized: 413 unread.
         let huge = format!("{{\"sessions\": [], \"pad\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
         // (on a client of its own: the server closes a connection whose body it did not read)
@@ -531,7 +588,7 @@ fn runner_agents_obey_assignments_and_keep_telemetry_while_the_control_plane_is_
     let spools = tempfile::tempdir().unwrap();
     let agent = |runner: &str, build: &str, server: &str, sessions: u32| {
         let token = canary(&reg)
-            .args(["tokens", "create", "--runner", runner, "--json"])
+            .args(["tokens", "create", "--runner", runner, "--org", "acme", "--json"])
             .run()
             .code(0)
             .json()["token"]
@@ -603,24 +660,21 @@ fn runner_agents_obey_assignments_and_keep_telemetry_while_the_control_plane_is_
     // each runner ran varies from run to run; together they ran real sessions.
     assert!(a["ran"].as_u64().unwrap() + b["ran"].as_u64().unwrap() >= 1, "{a} {b}");
 
-    // The control plane is away: the runner keeps running its build and keeps the telemetry.
+    // The control plane is away: the runner keeps running its build, but sessions it was never
+    // assigned are not reported (the control plane judges assigned sessions only).
     let down = format!("http://127.0.0.1:{}", free_port());
     let c = agent("pool-away", &base, &down, 2);
     assert_eq!(
         (c["ran"].as_u64(), c["unassigned"].as_u64(), c["waiting"].as_u64()),
-        (Some(2), Some(2), Some(2)),
+        (Some(2), Some(2), Some(0)),
         "{c}"
     );
-    // Back: the next start sends what waited.
     let c = agent("pool-away", &base, &s.url, 0);
-    assert_eq!((c["sent"].as_u64(), c["waiting"].as_u64()), (Some(2), Some(0)), "{c}");
+    assert_eq!((c["sent"].as_u64(), c["waiting"].as_u64()), (Some(0), Some(0)), "{c}");
     let k = canary(&reg)
         .args(["kpis", "--build", &base, "--json"])
         .run()
         .code(0)
         .json();
-    assert_eq!(
-        k["builds"][0]["kpis"]["sessions"].as_u64(),
-        Some(a["ran"].as_u64().unwrap() + 2)
-    );
+    assert_eq!(k["builds"][0]["kpis"]["sessions"].as_u64(), a["ran"].as_u64());
 }

@@ -218,7 +218,7 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
         .code(2);
     let token = lab
         .canary()
-        .args(["tokens", "create", "--runner", "host-1", "--json"])
+        .args(["tokens", "create", "--runner", "host-1", "--org", "acme", "--json"])
         .run()
         .code(0)
         .json()["token"]

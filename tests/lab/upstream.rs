@@ -378,7 +378,16 @@ fn runner_heartbeats_reach_status_from_a_file_and_over_http() {
     let mut serve = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
     let token = Canary::new()
         .arg_path_flag("--registry", &db)
-        .args(["tokens", "create", "--runner", "us-2", "--json"])
+        .args(["tokens", "create", "--runner", "us-2", "--org", "acme", "--json"])
+        .run()
+        .code(0)
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ops = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["tokens", "create", "--operator", "ops", "--role", "viewer", "--json"])
         .run()
         .code(0)
         .json()["token"]
@@ -432,8 +441,17 @@ fn runner_heartbeats_reach_status_from_a_file_and_over_http() {
         assert_eq!(bad.status().as_u16(), 422);
         let body = bad.text().await.unwrap();
         assert!(body.contains("versions"), "{body}");
+        // Status is for operators: the runner's token is refused, an operator's answered.
+        let by_runner = client
+            .get(format!("{url}/v1/status"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(by_runner.status().as_u16(), 403);
         client
             .get(format!("{url}/v1/status"))
+            .bearer_auth(&ops)
             .send()
             .await
             .unwrap()

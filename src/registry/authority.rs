@@ -1,0 +1,195 @@
+//! Who may speak to the control plane: tokens (runners bound to orgs, operators with roles) and
+//! the sessions the control plane assigned, which are the only sessions a runner may report.
+//! Columns here decode loudly: a row that does not read is an error, never a default.
+
+use super::queries::{Audit, insert_audit};
+use super::{Dialect, Registry, db_err, now};
+use crate::error::{LabError, Result};
+use crate::tokens::{Issued, Principal, Role};
+use serde::Serialize;
+use sqlx::Row;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRow {
+    pub id: String,
+    #[serde(flatten)]
+    pub principal: Principal,
+    pub created_at: String,
+    pub actor: String,
+    pub revoked_at: Option<String>,
+}
+
+/// What a session was assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    pub org: String,
+    pub build: String,
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>>(
+    r: &'r sqlx::any::AnyRow,
+    col: &str,
+    display: &str,
+) -> Result<T> {
+    r.try_get::<T, _>(col).map_err(|e| LabError::Registry {
+        url: display.to_string(),
+        message: format!("column {col} does not read: {e}"),
+    })
+}
+
+fn principal_of(r: &sqlx::any::AnyRow, display: &str) -> Result<Principal> {
+    let bad = |what: String| LabError::Registry {
+        url: display.to_string(),
+        message: what,
+    };
+    let kind: String = get(r, "kind", display)?;
+    let name: String = get(r, "runner", display)?;
+    match kind.as_str() {
+        "runner" => {
+            let orgs: Option<String> = get(r, "orgs", display)?;
+            let orgs: BTreeSet<String> = match orgs {
+                None => BTreeSet::new(),
+                Some(text) => serde_json::from_str(&text).map_err(|e| bad(format!("token orgs `{text}`: {e}")))?,
+            };
+            Ok(Principal::Runner { runner: name, orgs })
+        }
+        "operator" => {
+            let role: Option<String> = get(r, "role", display)?;
+            let role = role
+                .as_deref()
+                .and_then(Role::parse)
+                .ok_or_else(|| bad(format!("operator token of {name} has no valid role")))?;
+            Ok(Principal::Operator { operator: name, role })
+        }
+        other => Err(bad(format!("unknown token kind `{other}`"))),
+    }
+}
+
+impl Registry {
+    pub async fn add_token(&self, t: &Issued, a: Audit<'_>) -> Result<()> {
+        let (kind, orgs, role) = match &t.principal {
+            Principal::Runner { orgs, .. } => ("runner", Some(serde_json::to_string(orgs).expect("json")), None),
+            Principal::Operator { role, .. } => ("operator", None, Some(role.as_str())),
+        };
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO runner_tokens (id, runner, token_hash, created_at, actor, kind, orgs, role) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&t.id)
+        .bind(t.principal.name())
+        .bind(&t.hash)
+        .bind(now())
+        .bind(a.actor)
+        .bind(kind)
+        .bind(orgs)
+        .bind(role)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(&self.display))?;
+        insert_audit(&mut tx, &a, &self.display).await?;
+        tx.commit().await.map_err(db_err(&self.display))
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        let rows = sqlx::query(
+            "SELECT id, runner, kind, orgs, role, created_at, actor, revoked_at FROM runner_tokens ORDER BY kind, runner, created_at",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        rows.iter()
+            .map(|r| {
+                Ok(TokenRow {
+                    id: get(r, "id", &self.display)?,
+                    principal: principal_of(r, &self.display)?,
+                    created_at: get(r, "created_at", &self.display)?,
+                    actor: get(r, "actor", &self.display)?,
+                    revoked_at: get(r, "revoked_at", &self.display)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes the live tokens named by id, or every live token of a runner (operators' tokens
+    /// are revoked by id); returns how many were revoked.
+    pub async fn revoke_tokens(&self, id: Option<&str>, runner: Option<&str>, a: Audit<'_>) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let r = sqlx::query(
+            "UPDATE runner_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND (($2 <> '' AND id = $2) OR ($3 <> '' AND runner = $3 AND kind = 'runner'))",
+        )
+        .bind(now())
+        .bind(id.unwrap_or(""))
+        .bind(runner.unwrap_or(""))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(&self.display))?;
+        insert_audit(&mut tx, &a, &self.display).await?;
+        tx.commit().await.map_err(db_err(&self.display))?;
+        Ok(r.rows_affected())
+    }
+
+    /// Hash → whom the token speaks for, of every live token.
+    pub async fn live_tokens(&self) -> Result<BTreeMap<String, Principal>> {
+        let rows =
+            sqlx::query("SELECT token_hash, runner, kind, orgs, role FROM runner_tokens WHERE revoked_at IS NULL")
+                .fetch_all(self.pool())
+                .await
+                .map_err(db_err(&self.display))?;
+        rows.iter()
+            .map(|r| Ok((get(r, "token_hash", &self.display)?, principal_of(r, &self.display)?)))
+            .collect()
+    }
+
+    /// Records that `session` of `runner` runs `build` for `org` (a session asked again is
+    /// assigned again: the latest answer is the one its telemetry must match).
+    pub async fn record_assignment(&self, runner: &str, session: &str, org: &str, build: &str) -> Result<()> {
+        let _queued = self.queue_writer().await;
+        sqlx::query(
+            "INSERT INTO session_assignments (runner, session, org, build_id, assigned_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (runner, session) DO UPDATE SET org = excluded.org, build_id = excluded.build_id, assigned_at = excluded.assigned_at",
+        )
+        .bind(runner)
+        .bind(session)
+        .bind(org)
+        .bind(build)
+        .bind(now())
+        .execute(self.pool())
+        .await
+        .map_err(db_err(&self.display))?;
+        Ok(())
+    }
+
+    /// What each of `sessions` of `runner` was assigned; sessions never assigned are absent.
+    pub async fn assignments(&self, runner: &str, sessions: &[&str]) -> Result<BTreeMap<String, Assigned>> {
+        if sessions.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let ids = serde_json::to_string(sessions).expect("json");
+        let sql = match self.dialect() {
+            Dialect::Sqlite => {
+                "SELECT a.session, a.org, a.build_id FROM session_assignments a JOIN json_each($2) j ON a.session = j.value WHERE a.runner = $1"
+            }
+            Dialect::Postgres => {
+                "SELECT a.session, a.org, a.build_id FROM session_assignments a JOIN json_array_elements_text($2::json) j(value) ON a.session = j.value WHERE a.runner = $1"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(runner)
+            .bind(ids)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_err(&self.display))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    get(r, "session", &self.display)?,
+                    Assigned {
+                        org: get(r, "org", &self.display)?,
+                        build: get(r, "build_id", &self.display)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
