@@ -282,6 +282,8 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
             "e.g. --tick 5s",
         ));
     }
+    let hosts = crate::authority::HostAllow::new(a.public_url.as_deref())
+        .map_err(|m| LabError::usage(m, "e.g. --public-url https://canary.example.com"))?;
     let reg = std::sync::Arc::new(open(config).await?);
     async fn status(State(reg): State<std::sync::Arc<Registry>>) -> (StatusCode, axum::Json<serde_json::Value>) {
         match super::gate::status_json(&reg, None).await {
@@ -314,8 +316,6 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         .as_deref()
         .map(crate::update::sign::Key::load)
         .transpose()?;
-    let hosts = crate::authority::HostAllow::new(a.public_url.as_deref())
-        .map_err(|m| LabError::usage(m, "e.g. --public-url https://canary.example.com"))?;
     let cp = crate::control::ControlPlane::new(reg.clone())
         .with_hosts(hosts)
         .with_updates(crate::control::Updates {

@@ -533,7 +533,8 @@ fn runner_endpoints_take_only_valid_authenticated_input(b: Backend) {
     );
     assert_eq!(kpis["cost_per_agent_hour_usd"].as_f64(), Some(6.0), "{k}");
     // A revoked token is refused within a second.
-    let id = canary(&reg).args(["tokens", "list", "--json"]).run().code(0).json()[0]["id"]
+    let list = canary(&reg).args(["tokens", "list", "--json"]).run().code(0).json();
+    let id = list.as_array().unwrap().iter().find(|t| t["runner"] == "r-1").unwrap()["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -550,18 +551,12 @@ fn runner_endpoints_take_only_valid_authenticated_input(b: Backend) {
             .as_u16()
     });
     assert_eq!(status, 401);
-    // Not on loopback: refused while no live token exists.
-    canary(&reg)
-        .args(["serve", "--listen", "0.0.0.0:0"])
-        .run()
-        .code(2)
-        .stderr_has("without runner tokens");
 }
 
 /// Real `canary-runner agent`s with the real Claude Code CLI against the model stub: one runner of
 /// the baseline build, one of the candidate, each running the sessions assigned to its build and
-/// reporting them; a runner whose control plane is down keeps running its build and sends the
-/// telemetry it kept once the control plane is back.
+/// reporting them; a runner whose control plane is down keeps running its build, and reports
+/// none of those unassigned sessions.
 #[test]
 fn runner_agents_obey_assignments_and_keep_telemetry_while_the_control_plane_is_down() {
     use crate::real_cli::{CLAUDE, StubProcess, fetch, workspace};
@@ -677,4 +672,104 @@ fn runner_agents_obey_assignments_and_keep_telemetry_while_the_control_plane_is_
         .code(0)
         .json();
     assert_eq!(k["builds"][0]["kpis"]["sessions"].as_u64(), a["ran"].as_u64());
+}
+
+/// One request of the control-plane corpus (`tests/fixtures/hostile/control-plane.yaml`).
+#[derive(serde::Deserialize)]
+struct HostileRequest {
+    name: String,
+    method: String,
+    path: String,
+    #[serde(rename = "as")]
+    caller: String,
+    status: u16,
+    says: String,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+}
+
+/// Sends `method path` as raw HTTP/1.0, so the corpus controls every byte of the Host header.
+fn raw_request(port: u16, method: &str, path: &str, host: &str, auth: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out)
+}
+
+/// Every hostile request of the corpus gets its status and message, and nothing is written: no
+/// telemetry, no assignment, no heartbeat, no audit row. Among them the attacks of a malicious
+/// runner: unassigned sessions, another runner's session ids, a foreign org, another build.
+#[test]
+fn every_hostile_control_plane_request_is_refused_and_writes_nothing() {
+    let (reg, _d, policy, base, cand) = setup(Backend::Sqlite);
+    let s = serve(&reg, &policy, free_port());
+    let token = |args: &[&str]| {
+        canary(&reg).args(args).args(["--json"]).run().code(0).json()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let r1 = token(&["tokens", "create", "--runner", "r-1", "--org", "acme"]);
+    let r2 = token(&["tokens", "create", "--runner", "r-2", "--org", "acme"]);
+    let viewer = token(&["tokens", "create", "--operator", "wall", "--role", "viewer"]);
+    let operator = token(&["tokens", "create", "--operator", "ops", "--role", "operator"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let host = format!("127.0.0.1:{}", s.port);
+    // r-1's one real session.
+    let (status, body) = raw_request(s.port, "GET", "/v1/assignment?runner=r-1&org=acme&session=s-1", &host, Some(&r1), "");
+    assert_eq!(status, 200, "{body}");
+    let written = || {
+        rt().block_on(async {
+            let r = canary_lab::registry::Registry::open(&reg.url).await.unwrap();
+            (
+                r.telemetry_count().await.unwrap(),
+                r.assignments("r-1", &["s-1", "p1"]).await.unwrap().len() + r.assignments("r-2", &["s-1", "p1"]).await.unwrap().len(),
+                r.heartbeats().await.unwrap().len(),
+                r.audit_log(100_000).await.unwrap().len(),
+            )
+        })
+    };
+    let before = written();
+    let text = std::fs::read_to_string(crate::helpers::root().join("tests/fixtures/hostile/control-plane.yaml")).unwrap();
+    let corpus: Vec<HostileRequest> = serde_saphyr::from_str(&text).unwrap();
+    let now = canary_lab::registry::now();
+    let mut failures = Vec::new();
+    for c in &corpus {
+        let auth = match c.caller.as_str() {
+            "runner" => Some(r1.as_str()),
+            "runner2" => Some(r2.as_str()),
+            "viewer" => Some(viewer.as_str()),
+            "operator" => Some(operator.as_str()),
+            "garbage" => Some("cl_000000000000_0000000000000000000000000000000000000000000000000000000000000000"),
+            _ => None,
+        };
+        let body = c
+            .body
+            .as_deref()
+            .unwrap_or("")
+            .replace("{base}", &base)
+            .replace("{cand}", &cand)
+            .replace("{now}", &now);
+        let (status, answer) = raw_request(s.port, &c.method, &c.path, c.host.as_deref().unwrap_or(&host), auth, &body);
+        if status != c.status || !answer.contains(&c.says) || answer.contains('\u{1b}') {
+            failures.push(format!("{}: wanted {} `{}`, got:\n{answer}", c.name, c.status, c.says));
+        }
+    }
+    assert!(corpus.len() >= 100, "the corpus holds {} requests", corpus.len());
+    assert!(failures.is_empty(), "{} of {} refused wrongly:\n{}", failures.len(), corpus.len(), failures.join("\n"));
+    assert_eq!(written(), before, "a refused request wrote something");
+    // What the control plane counted: r-1's refused telemetry, by why.
+    let (_, refusals) = raw_request(s.port, "GET", "/api/refusals", &host, Some(&viewer), "");
+    assert!(refusals.contains("\"why\":\"unassigned\"") && refusals.contains("\"why\":\"foreign_org\""), "{refusals}");
 }

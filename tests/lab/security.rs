@@ -304,3 +304,28 @@ fn a_read_only_registry_serves_reads_and_refuses_writes_by_name() {
         .code(2);
     assert!(out.stderr().contains("read-only"), "{}", out.stderr());
 }
+
+/// `canary serve`'s values are checked before anything is opened: out-of-bounds durations and a
+/// `--public-url` that is not one exit 2, name the bound or the fault, and write no registry.
+#[test]
+fn serve_refuses_bad_values_before_it_opens_anything() {
+    for (args, says) in [
+        (vec!["--tick", "0s"], "between 100ms and 1h"),
+        (vec!["--tick", "9999999999h"], "between 100ms and 1h"),
+        (vec!["--header-timeout", "0s"], "between 1s and 10m"),
+        (vec!["--public-url", "file:///etc/passwd"], "not an http(s) URL"),
+        (vec!["--public-url", "https://admin:pw@canary.example"], "carries credentials"),
+        (vec!["--public-url", "https://"], "no host"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("registry.db");
+        let out = Canary::new()
+            .arg_path_flag("--registry", &db)
+            .args(["serve"])
+            .args(&args)
+            .run()
+            .code(2);
+        assert!(out.stderr().contains(says), "{args:?}: {}", out.stderr());
+        assert!(!db.exists(), "{args:?}: a registry was written");
+    }
+}
