@@ -694,7 +694,9 @@ struct HostileRequest {
 fn raw_request(port: u16, method: &str, path: &str, host: &str, auth: Option<&str>, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = auth
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -727,21 +729,30 @@ fn every_hostile_control_plane_request_is_refused_and_writes_nothing() {
     std::thread::sleep(Duration::from_millis(1100));
     let host = format!("127.0.0.1:{}", s.port);
     // r-1's one real session.
-    let (status, body) = raw_request(s.port, "GET", "/v1/assignment?runner=r-1&org=acme&session=s-1", &host, Some(&r1), "");
+    let (status, body) = raw_request(
+        s.port,
+        "GET",
+        "/v1/assignment?runner=r-1&org=acme&session=s-1",
+        &host,
+        Some(&r1),
+        "",
+    );
     assert_eq!(status, 200, "{body}");
     let written = || {
         rt().block_on(async {
             let r = canary_lab::registry::Registry::open(&reg.url).await.unwrap();
             (
                 r.telemetry_count().await.unwrap(),
-                r.assignments("r-1", &["s-1", "p1"]).await.unwrap().len() + r.assignments("r-2", &["s-1", "p1"]).await.unwrap().len(),
+                r.assignments("r-1", &["s-1", "p1"]).await.unwrap().len()
+                    + r.assignments("r-2", &["s-1", "p1"]).await.unwrap().len(),
                 r.heartbeats().await.unwrap().len(),
                 r.audit_log(100_000).await.unwrap().len(),
             )
         })
     };
     let before = written();
-    let text = std::fs::read_to_string(crate::helpers::root().join("tests/fixtures/hostile/control-plane.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(crate::helpers::root().join("tests/fixtures/hostile/control-plane.yaml")).unwrap();
     let corpus: Vec<HostileRequest> = serde_saphyr::from_str(&text).unwrap();
     let now = canary_lab::registry::now();
     let mut failures = Vec::new();
@@ -761,15 +772,148 @@ fn every_hostile_control_plane_request_is_refused_and_writes_nothing() {
             .replace("{base}", &base)
             .replace("{cand}", &cand)
             .replace("{now}", &now);
-        let (status, answer) = raw_request(s.port, &c.method, &c.path, c.host.as_deref().unwrap_or(&host), auth, &body);
+        let (status, answer) = raw_request(
+            s.port,
+            &c.method,
+            &c.path,
+            c.host.as_deref().unwrap_or(&host),
+            auth,
+            &body,
+        );
         if status != c.status || !answer.contains(&c.says) || answer.contains('\u{1b}') {
             failures.push(format!("{}: wanted {} `{}`, got:\n{answer}", c.name, c.status, c.says));
         }
     }
     assert!(corpus.len() >= 100, "the corpus holds {} requests", corpus.len());
-    assert!(failures.is_empty(), "{} of {} refused wrongly:\n{}", failures.len(), corpus.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} refused wrongly:\n{}",
+        failures.len(),
+        corpus.len(),
+        failures.join("\n")
+    );
     assert_eq!(written(), before, "a refused request wrote something");
     // What the control plane counted: r-1's refused telemetry, by why.
     let (_, refusals) = raw_request(s.port, "GET", "/api/refusals", &host, Some(&viewer), "");
-    assert!(refusals.contains("\"why\":\"unassigned\"") && refusals.contains("\"why\":\"foreign_org\""), "{refusals}");
+    assert!(
+        refusals.contains("\"why\":\"unassigned\"") && refusals.contains("\"why\":\"foreign_org\""),
+        "{refusals}"
+    );
+}
+
+/// A malicious runner with a valid token tries to steer a rollout: fabricated healthy sessions
+/// to push the candidate onto stable, fabricated failures to abort it, another runner's session
+/// ids to crowd out its real telemetry, and a foreign org. Every attempt is refused; the rollout
+/// stays where live telemetry puts it, and the victim's real session counts.
+#[test]
+fn a_malicious_runner_cannot_move_or_abort_a_rollout_or_squat_session_ids() {
+    let (reg, _d, policy, base, cand) = setup(Backend::Sqlite);
+    let s = serve(&reg, &policy, free_port());
+    canary(&reg)
+        .args([
+            "rollout",
+            "start",
+            &cand,
+            "--channel",
+            "stable",
+            "--steps",
+            "50,100",
+            "--min-sessions",
+            "20",
+            "--bake",
+            "0s",
+        ])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    let token = |runner: &str| {
+        canary(&reg)
+            .args(["tokens", "create", "--runner", runner, "--org", "acme", "--json"])
+            .run()
+            .code(0)
+            .json()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (mallory, victim) = (token("mallory"), token("victim"));
+    std::thread::sleep(Duration::from_millis(1100));
+    let session = |runner: &str, id: &str, build: &str, outcome: &str| {
+        serde_json::json!({"runner": runner, "org": "acme", "session": id, "build": build,
+            "started_at": canary_lab::registry::now(), "start_latency_ms": 700, "outcome": outcome,
+            "commands": 3, "commands_failed": u64::from(outcome != "ok"), "approvals": 0, "approval_wait_ms": 0,
+            "tokens": 100, "cost_usd": 0.01, "duration_ms": 30000})
+    };
+    let post = |token: &str, sessions: Vec<serde_json::Value>| {
+        let body = serde_json::json!({ "sessions": sessions }).to_string();
+        raw_request(
+            s.port,
+            "POST",
+            "/v1/telemetry",
+            &format!("127.0.0.1:{}", s.port),
+            Some(token),
+            &body,
+        )
+    };
+    // 1. Push: 500 healthy sessions of each build, none of them assigned.
+    for build in [&cand, &base] {
+        let fake: Vec<_> = (0..500)
+            .map(|i| session("mallory", &format!("push-{i}"), build, "ok"))
+            .collect();
+        let (code, body) = post(&mallory, fake);
+        assert_eq!(code, 403, "{body}");
+    }
+    // 2. Abort: 500 failures of the candidate.
+    let fake: Vec<_> = (0..500)
+        .map(|i| session("mallory", &format!("kill-{i}"), &cand, "failed"))
+        .collect();
+    assert_eq!(post(&mallory, fake).0, 403);
+    // 3. Foreign org: assignment and telemetry for globex.
+    let (refused, _) = raw_request(
+        s.port,
+        "GET",
+        "/v1/assignment?runner=mallory&org=globex&session=g-1",
+        &format!("127.0.0.1:{}", s.port),
+        Some(&mallory),
+        "",
+    );
+    assert_eq!(refused, 403);
+    // 4. Squatting: the victim is assigned v-1; mallory reports v-1 first, under either name.
+    let (code, assigned) = raw_request(
+        s.port,
+        "GET",
+        "/v1/assignment?runner=victim&org=acme&session=v-1",
+        &format!("127.0.0.1:{}", s.port),
+        Some(&victim),
+        "",
+    );
+    assert_eq!(code, 200, "{assigned}");
+    let build = assigned
+        .split("\"build\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(post(&mallory, vec![session("mallory", "v-1", &build, "failed")]).0, 403);
+    assert_eq!(post(&mallory, vec![session("victim", "v-1", &build, "failed")]).0, 403);
+    let (code, body) = post(&victim, vec![session("victim", "v-1", &build, "ok")]);
+    assert_eq!((code, body.contains("\"new\":1")), (200, true), "{body}");
+    // Ticks pass (every 200 ms); nothing moved: step 0, running, waiting for sessions.
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = status(&reg, &policy);
+    assert_eq!(
+        (st["rollout"]["step"].as_u64(), st["rollout"]["state"].as_str()),
+        (Some(0), Some("running")),
+        "{st}"
+    );
+    assert_eq!(channel_build(&reg), base, "stable still runs the baseline");
+    let count = rt().block_on(async {
+        canary_lab::registry::Registry::open(&reg.url)
+            .await
+            .unwrap()
+            .telemetry_count()
+            .await
+            .unwrap()
+    });
+    assert_eq!(count, 1, "only the victim's real session is stored");
 }

@@ -314,7 +314,10 @@ fn serve_refuses_bad_values_before_it_opens_anything() {
         (vec!["--tick", "9999999999h"], "between 100ms and 1h"),
         (vec!["--header-timeout", "0s"], "between 1s and 10m"),
         (vec!["--public-url", "file:///etc/passwd"], "not an http(s) URL"),
-        (vec!["--public-url", "https://admin:pw@canary.example"], "carries credentials"),
+        (
+            vec!["--public-url", "https://admin:pw@canary.example"],
+            "carries credentials",
+        ),
         (vec!["--public-url", "https://"], "no host"),
     ] {
         let dir = tempfile::tempdir().unwrap();
