@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(suite repo_manifest gate_policy heartbeat telemetry adapters)
+[ ${#targets[@]} -gt 0 ] || targets=(suite repo_manifest gate_policy heartbeat telemetry adapters archive)
 
 work=.canary/fuzz
 # put DIR FILE...: copies each file into DIR under a name that keeps its folder, so fixtures
@@ -39,6 +39,17 @@ import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 s = {"runner": "r-1", "org": "acme", "session": "s-1", "build": "sha256:ab", "started_at": "2026-11-22T11:59:00Z", "start_latency_ms": 900, "outcome": "ok", "commands": 4, "commands_failed": 1, "approvals": 2, "approval_wait_ms": 3000, "tokens": 1200, "cost_usd": 0.25, "duration_ms": 60000}
 out.joinpath("good.json").write_text(json.dumps({"sessions": [s, dict(s, session="s-2", outcome="disconnected", start_latency_ms=None)]}))
+PY
+      ;;
+    archive)
+      # Real wheels' shape: a CLI folder with a binary, a package file, a dist-info record.
+      python3 - "$dir" <<'PY'
+import sys, pathlib, zipfile
+out = pathlib.Path(sys.argv[1])
+with zipfile.ZipFile(out / "wheel.zip", "w") as z:
+    z.writestr("codex_cli_bin/bin/codex", "#!/bin/sh\necho codex-cli 0.0.0\n")
+    z.writestr("codex_cli_bin/__init__.py", "")
+    z.writestr("codex_cli_bin-0.0.0.dist-info/RECORD", "")
 PY
       ;;
     adapters)

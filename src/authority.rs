@@ -107,9 +107,12 @@ pub const UPDATE_REPORT: Rate = Rate {
 
 /// Token buckets by (token, endpoint). Kept in memory: a restart forgets them, which only ever
 /// lets a runner write a little sooner.
+/// (token, endpoint) → (calls left, when last counted).
+type Buckets = BTreeMap<(String, &'static str), (f64, Instant)>;
+
 #[derive(Default)]
 pub struct RateLimiter {
-    buckets: Mutex<BTreeMap<(String, &'static str), (f64, Instant)>>,
+    buckets: Mutex<Buckets>,
 }
 
 impl RateLimiter {

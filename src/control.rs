@@ -158,11 +158,13 @@ impl ControlPlane {
         }
     }
 
-    /// Takes one call of `endpoint` from the caller's budget, or answers 429 (nothing written).
-    fn limit(&self, caller: &Caller, endpoint: &'static str, rate: crate::authority::Rate) -> Result<(), Response> {
+    /// Takes one call of `endpoint` from the caller's budget; when it is spent, the 429 to
+    /// answer (nothing written).
+    fn limit(&self, caller: &Caller, endpoint: &'static str, rate: crate::authority::Rate) -> Option<Response> {
         self.limiter
             .take(&caller.hash, endpoint, rate, Instant::now())
-            .map_err(|wait| {
+            .err()
+            .map(|wait| {
                 let secs = wait.as_secs().max(1);
                 let mut r = error(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -262,7 +264,7 @@ pub async fn assignment(
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    if let Err(resp) = cp.limit(&caller, "assignment", crate::authority::ASSIGNMENT) {
+    if let Some(resp) = cp.limit(&caller, "assignment", crate::authority::ASSIGNMENT) {
         return resp;
     }
     let (Some(r), Some(org), Some(session)) = (q.runner, q.org, q.session) else {
@@ -313,7 +315,7 @@ pub async fn telemetry(State(cp): State<ControlPlane>, headers: HeaderMap, body:
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    if let Err(resp) = cp.limit(&caller, "telemetry", crate::authority::TELEMETRY) {
+    if let Some(resp) = cp.limit(&caller, "telemetry", crate::authority::TELEMETRY) {
         return resp;
     }
     let now = jiff::Timestamp::now();
@@ -356,7 +358,7 @@ pub async fn heartbeat(State(cp): State<ControlPlane>, headers: HeaderMap, body:
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    if let Err(resp) = cp.limit(&caller, "heartbeat", crate::authority::HEARTBEAT) {
+    if let Some(resp) = cp.limit(&caller, "heartbeat", crate::authority::HEARTBEAT) {
         return resp;
     }
     let h = match crate::heartbeat::parse(&body, "request body") {
@@ -494,8 +496,8 @@ pub async fn update_report(
 ) -> Response {
     let runner = match runner_of(&cp, &headers, &q).await {
         Ok(c) => match cp.limit(&c, "update report", crate::authority::UPDATE_REPORT) {
-            Ok(()) => c.runner,
-            Err(resp) => return resp,
+            None => c.runner,
+            Some(resp) => return resp,
         },
         Err(resp) => return resp,
     };

@@ -163,6 +163,27 @@ pub fn parse_error(file: &str, text: &str, what: &str, e: &serde_saphyr::Error, 
     }
 }
 
+/// A boolean written as one: `true` or `false`, never `"yes"`, `1` or `on`. For flags whose
+/// misreading changes what is allowed (`require_signed`), a near miss is an error.
+pub fn strict_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("true or false (unquoted)")
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// [`strict_bool`] for an optional key.
+pub fn strict_opt_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    strict_bool(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,25 +210,4 @@ mod tests {
         assert_eq!(at("upstream.providers.gemini"), "c.yaml:3:3");
         assert_eq!(at("pipeline.jobs"), "c.yaml:9:9");
     }
-}
-
-/// A boolean written as one: `true` or `false`, never `"yes"`, `1` or `on`. For flags whose
-/// misreading changes what is allowed (`require_signed`), a near miss is an error.
-pub fn strict_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    struct V;
-    impl serde::de::Visitor<'_> for V {
-        type Value = bool;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("true or false (unquoted)")
-        }
-        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
-            Ok(v)
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// [`strict_bool`] for an optional key.
-pub fn strict_opt_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    strict_bool(d).map(Some)
 }
