@@ -416,7 +416,7 @@ async fn notice(cp: &ControlPlane, runner: &str) {
             "component_changes": n.changes,
             "summary": summary,
             "upgrade": "on the runner's host: canary-runner update plan, then canary-runner update upgrade",
-            "rollback": "canary-runner update rollback (or /v1/updates/rollback.sh)",
+            "rollback": "canary-runner update rollback",
         });
         let delivery = match crate::webhook::post(&url, &payload).await {
             Ok(()) => format!("webhook {url}: delivered"),
@@ -466,23 +466,6 @@ pub async fn updates(State(cp): State<ControlPlane>, headers: HeaderMap, Query(q
         Ok(o) => (StatusCode::OK, Json(o)).into_response(),
         Err(crate::error::LabError::Usage(m, h)) => error(StatusCode::NOT_FOUND, &format!("{m}: {h}")),
         Err(e) => unavailable(e),
-    }
-}
-
-/// `GET /v1/updates/rollback.sh?runner=ID`: the standalone rollback script.
-pub async fn rollback_script(
-    State(cp): State<ControlPlane>,
-    headers: HeaderMap,
-    Query(q): Query<RunnerQuery>,
-) -> Response {
-    match runner_of(&cp, &headers, &q).await {
-        Ok(_) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/x-shellscript; charset=utf-8")],
-            crate::update::server::ROLLBACK_SCRIPT,
-        )
-            .into_response(),
-        Err(resp) => resp,
     }
 }
 
@@ -662,7 +645,6 @@ pub fn router(cp: ControlPlane) -> axum::Router {
             post(heartbeat).layer(DefaultBodyLimit::max(crate::heartbeat::MAX_BODY)),
         )
         .route("/v1/updates", get(updates))
-        .route("/v1/updates/rollback.sh", get(rollback_script))
         .route(
             "/v1/updates/report",
             post(update_report).layer(DefaultBodyLimit::max(16 * 1024)),

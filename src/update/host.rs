@@ -138,6 +138,22 @@ impl Host {
         Ok(c)
     }
 
+    /// The newest signed offer version this host accepted (0: none yet).
+    pub fn offer_version(&self) -> i64 {
+        std::fs::read_to_string(self.home.join("trust.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["offer_version"].as_i64())
+            .unwrap_or(0)
+    }
+
+    fn set_offer_version(&self, version: i64) -> Result<()> {
+        crate::fsutil::write_atomic(
+            &self.home.join("trust.json"),
+            serde_json::json!({ "offer_version": version }).to_string().as_bytes(),
+        )
+    }
+
     fn manifest_at(&self, link: &str) -> Option<BuildManifest> {
         let text = std::fs::read_to_string(self.home.join(link).join("manifest.json")).ok()?;
         serde_json::from_str(&text).ok()
@@ -679,13 +695,32 @@ pub async fn check(host: &Host, client: &Client, cfg: &HostConfig) -> Result<Che
     client.heartbeat(&heartbeat(cfg, current.as_ref())).await?;
     let offer = client.offer(&cfg.runner_id).await?;
     let trusted = cfg.public_key.as_deref().map(super::sign::Trusted::parse).transpose()?;
+    let last = host.offer_version();
+    let signed = offer.signature.is_some() && trusted.is_some();
     let manifest = super::check_signature(&offer, trusted.as_ref(), cfg.require_signed).and_then(|m| {
         let m = m.ok_or("no manifest")?;
         if Some(&m.build) != offer.build.as_ref() {
             return Err("the signed manifest names another build than the offer".to_string());
         }
+        // A verified signature binds the offer to this host, this time, and no older offer.
+        if signed {
+            super::bind(
+                &m,
+                &offer,
+                cfg.org.as_deref(),
+                &cfg.channel,
+                &cfg.allowed_channels,
+                jiff::Timestamp::now(),
+                last,
+            )?;
+        }
         Ok(m)
     });
+    if let Ok(Some(version)) = manifest.as_ref().map(|m| m.statement.as_ref().map(|s| s.version)) {
+        if signed && version > last {
+            host.set_offer_version(version)?;
+        }
+    }
     Ok(Checked {
         offer,
         manifest,

@@ -120,8 +120,8 @@ pub async fn offer(
             ("pin", Some(org)) => format!("pin:{org}"),
             _ => channel.clone(),
         },
+        statement: None,
     };
-    let text = manifest.text();
     if offer.require_signed && key.is_none() {
         offer.status = super::Status::Red;
         offer.reasons.push(format!(
@@ -129,6 +129,20 @@ pub async fn offer(
             beat.org.as_deref().unwrap_or("")
         ));
     }
+    let now = jiff::Timestamp::now();
+    let expires = now + jiff::SignedDuration::try_from(super::OFFER_LIFETIME).expect("small");
+    let mut manifest = manifest;
+    manifest.statement = Some(super::Statement {
+        org: offer.org.clone(),
+        channel: offer.channel.clone(),
+        status: offer.status,
+        require_signed: offer.require_signed,
+        issued_at: crate::registry::format_ts(now),
+        expires_at: crate::registry::format_ts(expires),
+        version: now.as_millisecond(),
+        rollback: offer.rollback.clone(),
+    });
+    let text = manifest.text();
     if let Some(k) = key {
         offer.signature = Some(k.sign(&text));
         offer.key_id = Some(k.public().id());
@@ -180,29 +194,10 @@ fn rollback_lines(runner: &str) -> Vec<String> {
         "on the runner's host: canary-runner update rollback".into(),
         "to an older installed build: canary-runner update rollback --to BUILD".into(),
         format!(
-            "if canary-runner itself is broken: fetch /v1/updates/rollback.sh?runner={runner} with the runner's token and run it with sh (CANARY_RUNNER_HOME names the install folder)"
+            "if canary-runner itself is broken (runner {runner}): in the install folder, point `current` at the build `previous` names: ln -sfn \"$(readlink previous)\" current"
         ),
     ]
 }
-
-/// A POSIX shell script that switches a host back to its previous build without the runner:
-/// the same symlink swap `update rollback` makes. It reads no input but `CANARY_RUNNER_HOME`.
-pub const ROLLBACK_SCRIPT: &str = r#"#!/bin/sh
-# Canary Lab: switch this host's runner back to the build it ran before the last upgrade.
-set -eu
-home="${CANARY_RUNNER_HOME:-/opt/canary-runner}"
-cd "$home"
-[ -L previous ] || { echo "no previous build in $home: nothing to roll back to" >&2; exit 1; }
-prev=$(readlink previous)
-cur=$(readlink current 2>/dev/null || true)
-[ -d "$prev" ] || { echo "the previous build $prev is missing" >&2; exit 1; }
-ln -s "$prev" current.rollback
-mv -T current.rollback current
-[ -n "$cur" ] && ln -sfn "$cur" previous
-printf '{"at":"%s","action":"rollback","from":"%s","to":"%s","outcome":"done","reason":"rollback.sh"}\n' \
-  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${cur##*/}" "${prev##*/}" >> audit.jsonl
-echo "switched back to ${prev##*/}"
-"#;
 
 /// The artifacts the lab judged, found by their SHA-256: CLI wheels in the lab's wheel cache,
 /// files in `<cache>/artifacts`, and the reference runner binary beside `canary`. The index is

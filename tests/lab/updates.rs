@@ -250,6 +250,8 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
     // Nothing installed: an update is available, green, with what it installs.
     let (code, check, out) = update(&home, &token, &["check"]);
     assert_eq!(code, 1, "{out}");
+    // The offer as the control plane signed it now, for the hostile control plane below.
+    let first_offer = check["offer"].clone();
     assert_eq!(check["offer"]["status"], "green", "{out}");
     assert_eq!(check["offer"]["build"], good.as_str());
     assert!(check["refused"].is_null(), "{out}");
@@ -308,6 +310,28 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
     assert_eq!((code, o["outcome"].as_str()), (1, Some("blocked")), "{out}");
     std::fs::remove_dir_all(home.join("bundles")).unwrap();
 
+    // A hostile control plane (or a man in the middle) holding no key: it replays the first
+    // offer, re-targets it, strips its signature, or serves one past its expiry. Each is
+    // refused and nothing is installed.
+    hostile_control_plane(&home, &token, &public, &keys.join("signing.key"), first_offer);
+    let (code, _, out) = update(
+        &home,
+        &token,
+        &[
+            "init",
+            "--server",
+            &url,
+            "--runner-id",
+            "host-1",
+            "--org",
+            "acme",
+            "--public-key",
+            &public,
+            "--require-signed",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+
     // A control plane signing with another key: refused before anything is fetched.
     drop(server);
     let other = lab.dir.path().join("other-keys");
@@ -359,4 +383,85 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
         );
     }
     let _ = broken;
+}
+
+/// Points the host at a control plane that answers `/v1/updates` with what the test gives it,
+/// and checks each hostile offer is refused with its reason while `current` stays put.
+fn hostile_control_plane(home: &Path, token: &str, public: &str, key: &Path, first: serde_json::Value) {
+    use std::sync::{Arc, Mutex};
+    let answer = Arc::new(Mutex::new(first.to_string()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = answer.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use axum::routing::{get, post};
+            let app = axum::Router::new()
+                .route("/v1/heartbeats", post(|| async { axum::http::StatusCode::ACCEPTED }))
+                .route(
+                    "/v1/updates/report",
+                    post(|| async { axum::http::StatusCode::ACCEPTED }),
+                )
+                .route(
+                    "/v1/updates",
+                    get(move || {
+                        let body = served.lock().unwrap().clone();
+                        async move { ([("content-type", "application/json")], body) }
+                    }),
+                );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let init = [
+        "init",
+        "--server",
+        &url,
+        "--runner-id",
+        "host-1",
+        "--org",
+        "acme",
+        "--public-key",
+        public,
+    ];
+    let (code, _, out) = update(home, token, &init);
+    assert_eq!(code, 0, "{out}");
+    let current = std::fs::read_link(home.join("current")).unwrap();
+    let refused = |offer: serde_json::Value, says: &str| {
+        *answer.lock().unwrap() = offer.to_string();
+        let (code, o, out) = update(home, token, &["check"]);
+        assert_eq!(code, 1, "{says}: {out}");
+        assert!(o["refused"].as_str().unwrap_or("").contains(says), "{says}: {out}");
+        assert_eq!(
+            std::fs::read_link(home.join("current")).unwrap(),
+            current,
+            "{says}: something was installed"
+        );
+    };
+    // Replay: an offer older than one the host accepted since.
+    refused(first.clone(), "a replay");
+    // Re-target: the unsigned fields changed (another channel; a red build dressed green).
+    let mut other_channel = first.clone();
+    other_channel["channel"] = "beta".into();
+    refused(other_channel, "differ from what was signed");
+    // Stripped signature: a host that trusts a key never takes an unsigned offer.
+    let mut stripped = first.clone();
+    stripped["signature"] = serde_json::Value::Null;
+    refused(stripped, "unsigned");
+    // Freeze: a correctly signed offer past its expiry (signed here with the real key, newer
+    // than anything seen, so only its expiry refuses it).
+    let mut m: canary_lab::update::BuildManifest = serde_json::from_str(first["manifest"].as_str().unwrap()).unwrap();
+    let s = m.statement.as_mut().unwrap();
+    s.expires_at = "2026-01-01T00:00:00Z".into();
+    s.version = i64::MAX / 2;
+    let text = m.text();
+    let mut expired = first.clone();
+    expired["manifest"] = text.clone().into();
+    expired["signature"] = canary_lab::update::sign::Key::load(key).unwrap().sign(&text).into();
+    refused(expired, "expired");
 }
