@@ -332,3 +332,99 @@ fn serve_refuses_bad_values_before_it_opens_anything() {
         assert!(!db.exists(), "{args:?}: a registry was written");
     }
 }
+
+/// Every command that prints, run with a stdout whose reader is gone (`| head -c0`): none panics,
+/// each ends with the exit code it would have had.
+#[test]
+fn no_command_panics_on_a_closed_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("registry.db");
+    let reg = db.display().to_string();
+    let keys = dir.path().join("keys");
+    let home = dir.path().join("host");
+    let closed = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        std::process::Stdio::from(writer)
+    };
+    let run = |bin: &str, args: &[&str], want: i32| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .stdout(closed())
+            .stderr(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(want), "{args:?}: {stderr}");
+    };
+    let canary = env!("CARGO_BIN_EXE_canary");
+    let runner = env!("CARGO_BIN_EXE_canary-runner");
+    let keys_arg = keys.display().to_string();
+    let home_arg = home.display().to_string();
+    for (args, want) in [
+        (vec!["--registry", &reg, "registry", "init"], 0),
+        (vec!["--registry", &reg, "status", "--json"], 0),
+        (vec!["--registry", &reg, "status"], 0),
+        (
+            vec![
+                "--registry",
+                &reg,
+                "tokens",
+                "create",
+                "--runner",
+                "r-1",
+                "--org",
+                "acme",
+            ],
+            0,
+        ),
+        (
+            vec![
+                "--registry",
+                &reg,
+                "tokens",
+                "create",
+                "--operator",
+                "ops",
+                "--role",
+                "viewer",
+                "--json",
+            ],
+            0,
+        ),
+        (vec!["--registry", &reg, "tokens", "list"], 0),
+        (vec!["--registry", &reg, "registry", "audit", "--json"], 0),
+        (vec!["--registry", &reg, "rollout", "list"], 0),
+        (vec!["keys", "create", "--out", &keys_arg], 0),
+        (vec!["schema", "suite"], 0),
+        (vec!["suites", "check", "suites/demo.yaml"], 0),
+    ] {
+        run(canary, &args, want);
+    }
+    let public = std::fs::read_to_string(keys.join("signing.pub")).unwrap_or_default();
+    let public = public.trim();
+    for (args, want) in [
+        (
+            vec![
+                "update",
+                "--home",
+                &home_arg,
+                "init",
+                "--server",
+                "http://127.0.0.1:9",
+                "--runner-id",
+                "h-1",
+                "--public-key",
+                public,
+            ],
+            0,
+        ),
+        (vec!["update", "--home", &home_arg, "status"], 0),
+        (vec!["update", "--home", &home_arg, "--json", "status"], 0),
+        (vec!["heartbeat", "--runner-id", "h-1"], 0),
+    ] {
+        run(runner, &args, want);
+    }
+}
