@@ -449,7 +449,44 @@ pub async fn smoke(folder: &Path, m: &BuildManifest, limit: Duration) -> std::re
         }
         passed.push(label);
     }
+    if passed.is_empty() {
+        // A build without a CLI (the runner alone changed) still proves its runner starts.
+        passed.push(smoke_runner(&runner, m, limit).await?);
+    }
     Ok(passed)
+}
+
+/// The new runner itself: it must start and report a heartbeat naming its version.
+async fn smoke_runner(runner: &Path, m: &BuildManifest, limit: Duration) -> std::result::Result<String, String> {
+    let version = m.runner().map(|c| c.version.clone()).unwrap_or_default();
+    let label = format!("runner {version}");
+    let run = tokio::process::Command::new(runner)
+        .args(["heartbeat", "--runner-id", "smoke"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(limit, run).await {
+        Err(_) => {
+            return Err(format!(
+                "{label}: the runner hung past {}s and was killed",
+                limit.as_secs()
+            ));
+        }
+        Ok(Err(e)) => return Err(format!("{label}: the build's runner does not start: {e}")),
+        Ok(Ok(o)) => o,
+    };
+    let beat: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    if !out.status.success() || beat["type"] != "HEARTBEAT" || !beat["versions"]["runner"].is_string() {
+        return Err(format!(
+            "{label}: the runner's smoke check failed (exit {}): it did not report a heartbeat",
+            out.status
+                .code()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "by signal".into())
+        ));
+    }
+    Ok(label)
 }
 
 /// The HTTP side: the control plane's update endpoints with this runner's token.
@@ -623,6 +660,44 @@ pub fn plan_for(host: &Host, target: &BuildManifest) -> Result<Plan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A build where only the runner changed gets a smoke check of that runner, which fails
+    /// when the runner does not work (it used to report "smoke sessions passed" with none run).
+    #[tokio::test]
+    async fn a_runner_only_build_smokes_its_runner() {
+        use std::os::unix::fs::PermissionsExt;
+        let m = BuildManifest {
+            build: "b1".into(),
+            image: String::new(),
+            components: vec![super::super::Component {
+                name: crate::builds::RUNNER.into(),
+                version: "0.1.0+abc".into(),
+                package: None,
+                package_version: None,
+                digest: format!("sha256:{}", "0".repeat(64)),
+            }],
+            evidence: super::super::Evidence {
+                results: 1,
+                passing: 1,
+                runs: vec![],
+            },
+            offered_for: "stable".into(),
+            statement: None,
+        };
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(folder.path().join("bin")).unwrap();
+        let runner = folder.path().join("bin/canary-runner");
+        let script = |body: &str| {
+            std::fs::write(&runner, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        script(r#"echo '{"type":"HEARTBEAT","runner_id":"smoke","versions":{"runner":"0.1.0"}}'"#);
+        let ok = smoke(folder.path(), &m, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(ok, vec!["runner 0.1.0+abc".to_string()]);
+        script("exit 3");
+        let e = smoke(folder.path(), &m, Duration::from_secs(10)).await.unwrap_err();
+        assert!(e.contains("runner 0.1.0+abc") && e.contains("exit 3"), "{e}");
+    }
 
     #[test]
     fn build_folders_are_named_from_digests_only() {
