@@ -131,7 +131,7 @@ enum Command {
         batch: usize,
         /// Ask the control plane whether an update is offered at start and then this often;
         /// an available one is logged (and the admin notified), never installed. `0s`: never.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = canary_lab::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(7 * 86_400)))]
         update_check: std::time::Duration,
     },
     /// Updates on a customer's host: check, plan, upgrade (with consent, smoke sessions and an

@@ -107,7 +107,7 @@ pub struct GcArgs {
     #[arg(long)]
     pub images: bool,
     /// With --images: keep images made more recently than this.
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = crate::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(366 * 86_400)))]
     pub older_than: std::time::Duration,
     #[arg(long)]
     pub json: bool,

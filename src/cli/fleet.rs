@@ -140,7 +140,7 @@ pub struct KpisArgs {
     #[arg(long)]
     pub channel: Option<String>,
     /// The window, back from now.
-    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = crate::bounds::duration(std::time::Duration::from_secs(1), std::time::Duration::from_secs(366 * 86_400)))]
     pub since: std::time::Duration,
     #[arg(long)]
     pub json: bool,

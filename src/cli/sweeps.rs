@@ -89,13 +89,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub worker: Option<String>,
     /// How long a claimed job is this worker's; a job whose worker died is taken again after it.
-    #[arg(long, default_value = "20m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20m", value_parser = crate::bounds::duration(std::time::Duration::from_secs(10), std::time::Duration::from_secs(86_400)))]
     pub lease: std::time::Duration,
     /// Tries before a job is dead (with the last reason).
     #[arg(long, default_value_t = 3)]
     pub max_attempts: i64,
     /// Wait before the first retry; doubled for each further one.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(86_400)))]
     pub backoff: std::time::Duration,
     /// Docker network of the sweep containers (it must reach the repos' remotes).
     #[arg(long, default_value = "bridge")]
@@ -107,7 +107,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub model_url: Option<String>,
     /// Most time for each check command and for the agent session.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = crate::bounds::duration(std::time::Duration::from_secs(1), std::time::Duration::from_secs(86_400)))]
     pub step_timeout: std::time::Duration,
     /// Keep waiting for jobs instead of stopping when none is due.
     #[arg(long)]

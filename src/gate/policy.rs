@@ -214,11 +214,15 @@ impl Policy {
             if let Some(r) = &c.rollout {
                 let raw = &r.value;
                 if let Some(b) = &raw.bake {
-                    rollout.bake = humantime::parse_duration(b).map_err(|e| {
+                    rollout.bake = crate::bounds::duration(
+                        std::time::Duration::ZERO,
+                        std::time::Duration::from_secs(7 * 86_400),
+                    )(b)
+                    .map_err(|e| {
                         at(
                             &r.referenced,
-                            format!("channel `{name}`: rollout bake `{}`: {e}", crate::text::clean(b)),
-                            "write e.g. `10m` or `1h`",
+                            format!("channel `{name}`: rollout bake: {e}"),
+                            "write e.g. `10m` or `1h` (at most 7 days)",
                         )
                     })?;
                 }

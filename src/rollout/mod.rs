@@ -97,6 +97,16 @@ impl RolloutPolicy {
     /// Why a threshold is out of range, if one is.
     pub fn check(&self) -> Result<(), String> {
         Self::check_steps(&self.steps)?;
+        // Bounded like the command line's --min-sessions and --bake: stored as signed 64-bit.
+        if !(1..=10_000_000).contains(&self.min_sessions) {
+            return Err(format!(
+                "min_sessions {} is out of bounds: between 1 and 10000000",
+                self.min_sessions
+            ));
+        }
+        if self.bake > std::time::Duration::from_secs(7 * 86_400) {
+            return Err("bake is out of bounds: at most 7 days".into());
+        }
         for (name, v) in [
             ("max_failure_rate_increase", self.max_failure_rate_increase),
             ("max_disconnect_rate_increase", self.max_disconnect_rate_increase),
@@ -113,9 +123,6 @@ impl RolloutPolicy {
         }
         if !(0.5..=0.9999).contains(&self.confidence) {
             return Err(format!("confidence {} must be between 0.5 and 0.9999", self.confidence));
-        }
-        if self.min_sessions == 0 {
-            return Err("min_sessions 0 would judge a step on no sessions".into());
         }
         Ok(())
     }
