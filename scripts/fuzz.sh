@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(suite repo_manifest gate_policy heartbeat telemetry adapters archive)
+[ ${#targets[@]} -gt 0 ] || targets=(suite repo_manifest gate_policy heartbeat telemetry adapters archive offer)
 
 work=.canary/fuzz
 # put DIR FILE...: copies each file into DIR under a name that keeps its folder, so fixtures
@@ -50,6 +50,16 @@ with zipfile.ZipFile(out / "wheel.zip", "w") as z:
     z.writestr("codex_cli_bin/bin/codex", "#!/bin/sh\necho codex-cli 0.0.0\n")
     z.writestr("codex_cli_bin/__init__.py", "")
     z.writestr("codex_cli_bin-0.0.0.dist-info/RECORD", "")
+PY
+      ;;
+    offer)
+      python3 - "$dir" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+st = {"org": "acme", "channel": "stable", "status": "green", "require_signed": True, "issued_at": "2026-12-05T11:00:00Z", "expires_at": "2026-12-06T11:00:00Z", "version": 1, "rollback": []}
+m = {"build": "b1", "image": "", "components": [], "evidence": {"results": 1, "passing": 1, "runs": []}, "offered_for": "stable", "statement": st}
+offer = {"runner": "r", "org": "acme", "channel": "stable", "source": "channel", "status": "green", "reasons": [], "build": "b1", "changes": [], "reports": [], "manifest": json.dumps(m), "signature": "00" * 64, "key_id": None, "rollback": [], "require_signed": True}
+out.joinpath("offer.json").write_text(json.dumps(offer))
 PY
       ;;
     adapters)
