@@ -653,7 +653,7 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
         .id
         .clone();
     let suite_path = run_dir.join("suites").join(format!("{}.yaml", suite_ref.name));
-    let suite = crate::suite::load(&suite_path, std::slice::from_ref(&repo_ref.id))?;
+    let suite = crate::suite::load_snapshot(&suite_path)?;
     if suite.digest != suite_ref.digest {
         return Err(LabError::usage(
             format!("{} changed since the run", suite_path.display()),
@@ -675,7 +675,7 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
             actual: content.digest,
         });
     }
-    let suite = Arc::new(suite.for_repo(&repo_ref.id, &repo_ref.vars, std::slice::from_ref(&repo_ref.id))?);
+    let suite = Arc::new(suite.for_repo(&repo_ref.id, &repo_ref.vars, &suite.repos)?);
     let prepared = Prepared {
         cases: vec![Case {
             id: case.id.clone(),

@@ -268,6 +268,21 @@ pub fn load(path: &Path, known_repos: &[String]) -> Result<Suite> {
     compile(&path.display().to_string(), text, known_repos)
 }
 
+/// Reads and compiles the copy of a suite a run kept (`reports/<run>/suites/`): the repos it
+/// names are the catalog, since the run checked them against the lab's when it ran and the copy
+/// keeps only the repos of the cases it ran.
+pub fn load_snapshot(path: &Path) -> Result<Suite> {
+    let text = crate::fsutil::read_input(path, "suite", crate::fsutil::MAX_INPUT)?;
+    let file = path.display().to_string();
+    let cx = Cx {
+        file: &file,
+        text: &text,
+    };
+    let raw: RawSuite = serde_saphyr::from_str(&text).map_err(|e| cx.yaml_error(&e))?;
+    let own: Vec<String> = raw.repos.value.iter().map(|r| r.value.clone()).collect();
+    cx.suite(raw, &own)
+}
+
 /// Parses and compiles suite text; `file` names it in errors.
 pub fn compile(file: &str, text: String, known_repos: &[String]) -> Result<Suite> {
     let cx = Cx { file, text: &text };

@@ -257,18 +257,60 @@ fn ctrl_c_and_sigterm_clean_up_before_exit() {
 #[test]
 fn repro_reruns_a_case_with_the_same_inputs_and_keep_leaves_it_running() {
     require_lab();
+    // A suite of two repos: the run keeps a copy of the suite and of each repo it ran.
     let first = Canary::new()
-        .args(["run", "-s", "tests/fixtures/suites/failing.yaml", "--json"])
+        .args(["run", "-s", "tests/fixtures/suites/failing-many.yaml", "--json"])
         .run()
         .code(1);
     let original = first.json();
     let run_id = original["run_id"].as_str().unwrap().to_string();
     let reports = first.reports;
+    // The line the report prints for a person is the command that works.
+    let printed = original["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "failing-many--js-ts")
+        .unwrap()["repro"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        printed.contains(&format!("repro {run_id}/failing-many--js-ts")),
+        "{printed}"
+    );
+    // A subset run (--repo python) of the same suite reproduces too.
+    let subset = Canary::new()
+        .args([
+            "run",
+            "-s",
+            "tests/fixtures/suites/failing-many.yaml",
+            "--repo",
+            "python",
+            "--json",
+        ])
+        .run()
+        .code(1);
+    let subset_run = subset.json()["run_id"].as_str().unwrap().to_string();
+    let python = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
+        .current_dir(crate::helpers::root())
+        .arg("--reports-dir")
+        .arg(subset.reports.path())
+        .args(["repro", &format!("{subset_run}/failing-many--python"), "--json"])
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    assert_eq!(
+        python.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&python.stderr)
+    );
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
         .current_dir(crate::helpers::root())
         .arg("--reports-dir")
         .arg(reports.path())
-        .args(["repro", &format!("{run_id}/failing--js-ts"), "--keep", "--json"])
+        .args(["repro", &format!("{run_id}/failing-many--js-ts"), "--keep", "--json"])
         .env("CI", "true")
         .output()
         .unwrap();
@@ -280,17 +322,32 @@ fn repro_reruns_a_case_with_the_same_inputs_and_keep_leaves_it_running() {
     );
     let rerun: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(rerun["image"]["id"], original["image"]["id"], "same image digest");
-    assert_eq!(rerun["repos"], original["repos"], "same repo digest and commands");
+    let js = |r: &serde_json::Value| {
+        r["repos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == "js-ts")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(js(&rerun), js(&original), "same repo digest and commands");
     assert_eq!(
         rerun["suites"][0]["digest"], original["suites"][0]["digest"],
         "same suite content"
     );
     assert_eq!(
-        rerun["cases"][0]["steps"][0]["failures"], original["cases"][0]["steps"][0]["failures"],
+        rerun["cases"][0]["steps"][0]["failures"],
+        original["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "failing-many--js-ts")
+            .unwrap()["steps"][0]["failures"],
         "same verdict"
     );
     let stderr = String::from_utf8_lossy(&again.stderr);
-    let name = format!("canary-{}-failing--js-ts", rerun["run_id"].as_str().unwrap());
+    let name = format!("canary-{}-failing-many--js-ts", rerun["run_id"].as_str().unwrap());
     assert!(
         stderr.contains(&format!("docker exec -it -w /work {name} bash")),
         "{stderr}"
