@@ -658,8 +658,18 @@ pub fn router(cp: ControlPlane) -> axum::Router {
 pub async fn run_controller(cp: ControlPlane, policy: crate::gate::policy::Policy, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = Instant::now();
     loop {
         tick.tick().await;
+        // Assignments live as long as their telemetry may still arrive (a week), then go.
+        if last_prune.elapsed() > Duration::from_secs(3600) {
+            last_prune = Instant::now();
+            let before =
+                jiff::Timestamp::now() - jiff::SignedDuration::try_from(crate::telemetry::MAX_AGE).expect("small");
+            if let Err(e) = cp.reg.prune_assignments(before).await {
+                eprintln!("canary serve: could not prune old assignments: {e}");
+            }
+        }
         match crate::rollout::controller::tick(&cp.reg, &policy, jiff::Timestamp::now()).await {
             Ok(steps) => {
                 let mut changed = false;

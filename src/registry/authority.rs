@@ -160,6 +160,18 @@ impl Registry {
         Ok(())
     }
 
+    /// Forgets assignments made before `before` (telemetry older than its sessions' start bound
+    /// is refused anyway); returns how many.
+    pub async fn prune_assignments(&self, before: jiff::Timestamp) -> Result<u64> {
+        let _queued = self.queue_writer().await;
+        let r = sqlx::query("DELETE FROM session_assignments WHERE assigned_at < $1")
+            .bind(super::format_ts(before))
+            .execute(self.pool())
+            .await
+            .map_err(db_err(&self.display))?;
+        Ok(r.rows_affected())
+    }
+
     /// What each of `sessions` of `runner` was assigned; sessions never assigned are absent.
     pub async fn assignments(&self, runner: &str, sessions: &[&str]) -> Result<BTreeMap<String, Assigned>> {
         if sessions.is_empty() {
@@ -191,5 +203,46 @@ impl Registry {
                 ))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Assignments are per runner: another runner's ids are not its own; old ones are pruned.
+    #[tokio::test]
+    async fn assignments_belong_to_their_runner_and_old_ones_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path().join("r.db").to_str().unwrap()).await.unwrap();
+        reg.record_assignment("a", "s1", "acme", "b1").await.unwrap();
+        reg.record_assignment("a", "s1", "acme", "b2").await.unwrap();
+        let got = reg.assignments("a", &["s1", "s2"]).await.unwrap();
+        assert_eq!(
+            got.get("s1"),
+            Some(&Assigned {
+                org: "acme".into(),
+                build: "b2".into()
+            }),
+            "asked again, the latest answer holds"
+        );
+        assert!(!got.contains_key("s2"));
+        assert!(
+            reg.assignments("b", &["s1"]).await.unwrap().is_empty(),
+            "runner b does not own a's s1"
+        );
+        assert_eq!(
+            reg.prune_assignments(jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            reg.prune_assignments(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(reg.assignments("a", &["s1"]).await.unwrap().is_empty());
     }
 }
