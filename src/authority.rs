@@ -104,6 +104,11 @@ pub const UPDATE_REPORT: Rate = Rate {
     per_second: 0.2,
     burst: 10.0,
 };
+/// Update metadata reads: a check fetches a handful of files (more after root rotations).
+pub const UPDATE_METADATA: Rate = Rate {
+    per_second: 20.0,
+    burst: 200.0,
+};
 
 /// Token buckets by (token, endpoint). Kept in memory: a restart forgets them, which only ever
 /// lets a runner write a little sooner.

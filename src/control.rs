@@ -40,14 +40,15 @@ pub struct ControlPlane {
     hosts: Arc<crate::authority::HostAllow>,
     builds: Arc<Mutex<BTreeSet<String>>>,
     refresh: Arc<tokio::sync::Mutex<()>>,
-    /// For customer-hosted runners: the key offers are signed with, and the artifacts served.
+    /// For customer-hosted runners: the TUF publisher, and the artifacts served.
     updates: Arc<Updates>,
 }
 
 /// The update endpoints' own state.
 #[derive(Default)]
 pub struct Updates {
-    pub key: Option<crate::update::sign::Key>,
+    /// Publishes the signed update metadata (`canary serve --tuf DIR --online-key FILE`).
+    pub publisher: Option<crate::update::tuf::Publisher>,
     pub artifacts: Option<crate::update::server::Artifacts>,
     /// Where an admin is told that a customer-hosted runner is behind its offered build.
     pub webhook: Option<String>,
@@ -382,7 +383,7 @@ pub async fn heartbeat(State(cp): State<ControlPlane>, headers: HeaderMap, body:
 /// audited, shown on the dashboard and posted to the admin's webhook (in the background, its
 /// outcome kept with the notice). A failure here never fails the heartbeat.
 async fn notice(cp: &ControlPlane, runner: &str) {
-    let n = match crate::update::server::notice(&cp.reg, runner, cp.updates.key.as_ref(), &cp.updates.orgs).await {
+    let n = match crate::update::server::notice(&cp.reg, runner, cp.updates.publisher.is_some(), &cp.updates.orgs).await {
         Ok(Some(n)) => n,
         Ok(None) => return,
         Err(e) => {
@@ -456,13 +457,14 @@ async fn runner_of(cp: &ControlPlane, headers: &HeaderMap, q: &RunnerQuery) -> R
 }
 
 /// `GET /v1/updates?runner=ID`: the build this customer-hosted runner should run, its traffic
-/// light, the changes from what it reported, the signed manifest and how to roll back.
+/// light, the changes from what it reported and how to roll back; for display: what a host
+/// installs comes from the signed metadata (`/v1/tuf/...`).
 pub async fn updates(State(cp): State<ControlPlane>, headers: HeaderMap, Query(q): Query<RunnerQuery>) -> Response {
     let runner = match runner_of(&cp, &headers, &q).await {
         Ok(c) => c.runner,
         Err(resp) => return resp,
     };
-    match crate::update::server::offer(&cp.reg, &runner, cp.updates.key.as_ref(), &cp.updates.orgs).await {
+    match crate::update::server::offer(&cp.reg, &runner, cp.updates.publisher.is_some(), &cp.updates.orgs).await {
         Ok(o) => (StatusCode::OK, Json(o)).into_response(),
         Err(crate::error::LabError::Usage(m, h)) => error(StatusCode::NOT_FOUND, &format!("{m}: {h}")),
         Err(e) => unavailable(e),
@@ -510,6 +512,39 @@ pub async fn update_report(
     };
     match cp.reg.audit(audit).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({"recorded": true}))).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `GET /v1/tuf/PATH`: the published TUF metadata and offer documents, to any runner's token;
+/// an org's own offer documents only to tokens bound to that org.
+pub async fn tuf_file(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> Response {
+    let caller = match cp.authenticate(&headers).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    if let Some(resp) = cp.limit(&caller, "update metadata", crate::authority::UPDATE_METADATA) {
+        return resp;
+    }
+    match crate::update::tuf::servable(&path) {
+        Err(()) => return error(StatusCode::NOT_FOUND, "no such update metadata"),
+        Ok(Some(org)) if !caller.orgs.contains(&org) => {
+            return error(StatusCode::FORBIDDEN, "another org's offer: this token is not bound to it");
+        }
+        Ok(_) => {}
+    }
+    match cp.reg.tuf_file(&path).await {
+        Ok(Some(body)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+            body,
+        )
+            .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such update metadata"),
         Err(e) => unavailable(e),
     }
 }
@@ -650,7 +685,25 @@ pub fn router(cp: ControlPlane) -> axum::Router {
             post(update_report).layer(DefaultBodyLimit::max(16 * 1024)),
         )
         .route("/v1/artifacts/{digest}", get(artifact))
+        .route("/v1/tuf/{*path}", get(tuf_file))
         .with_state(cp)
+}
+
+/// Publishes the update metadata if the offers, the root or the timestamp's age call for it. A
+/// failure leaves the last publication served (hosts refuse it once it expires).
+pub async fn publish(cp: &ControlPlane, p: &crate::update::tuf::Publisher) {
+    let docs = match crate::update::server::documents(&cp.reg, &cp.updates.orgs).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("canary serve: could not assemble the update offers: {e}");
+            return;
+        }
+    };
+    match p.publish(&cp.reg, &docs, jiff::Timestamp::now()).await {
+        Ok(Some(v)) => eprintln!("canary serve: published update metadata version {v} ({} offers)", docs.len()),
+        Ok(None) => {}
+        Err(e) => eprintln!("canary serve: could not publish the update metadata: {e}"),
+    }
 }
 
 /// The rollout controller: a pass every `every` until the process ends. A pass that fails (the
@@ -669,6 +722,9 @@ pub async fn run_controller(cp: ControlPlane, policy: crate::gate::policy::Polic
             if let Err(e) = cp.reg.prune_assignments(before).await {
                 eprintln!("canary serve: could not prune old assignments: {e}");
             }
+        }
+        if let Some(p) = &cp.updates.publisher {
+            publish(&cp, p).await;
         }
         match crate::rollout::controller::tick(&cp.reg, &policy, jiff::Timestamp::now()).await {
             Ok(steps) => {

@@ -361,6 +361,11 @@ impl OrgPolicies {
         Ok(OrgPolicies { orgs })
     }
 
+    /// The orgs that have a policy file.
+    pub fn names(&self) -> Vec<String> {
+        self.orgs.keys().cloned().collect()
+    }
+
     /// `org`'s policy, or the defaults of an org without a file.
     pub fn get(&self, org: &str) -> OrgPolicy {
         self.orgs

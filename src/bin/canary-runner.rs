@@ -179,12 +179,14 @@ enum UpdateAction {
         org: Option<String>,
         #[arg(long, default_value = "stable")]
         channel: String,
-        /// The control plane's public key (hex, or the `.pub` file of `canary keys create`).
+        /// The control plane's TUF root (`1.root.json` or a newer one, from its admin): the only
+        /// keys this host trusts. Without it (or --trust-on-first-use), upgrades are refused.
+        #[arg(long, conflicts_with = "trust_on_first_use")]
+        root: Option<PathBuf>,
+        /// Trust the root the control plane serves now (`1.root.json`), printing its key ids to
+        /// compare with its admin: safe only over a network path you trust.
         #[arg(long)]
-        public_key: Option<String>,
-        /// Refuse unsigned or mis-signed builds.
-        #[arg(long)]
-        require_signed: bool,
+        trust_on_first_use: bool,
         /// Channels this host may follow (the org's plan), repeatable.
         #[arg(long = "allow-channel")]
         allowed_channels: Vec<String>,
@@ -508,23 +510,17 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
             runner_id,
             org,
             channel,
-            public_key,
-            require_signed,
+            root,
+            trust_on_first_use,
             allowed_channels,
         } = action
         {
-            if let Some(k) = &public_key {
-                canary_lab::update::sign::Trusted::parse(k)?;
-            }
+            use canary_lab::update::tuf;
             let cfg = HostConfig {
                 server,
                 runner_id,
                 org,
                 channel,
-                public_key: public_key.map(|k| {
-                    canary_lab::update::sign::Trusted::parse(&k).map(|t| t.hex()).unwrap_or(k)
-                }),
-                require_signed,
                 allowed_channels: if allowed_channels.is_empty() {
                     vec!["stable".into(), "beta".into()]
                 } else {
@@ -532,8 +528,48 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                 },
             };
             cfg.check()?;
+            let root_text = match (&root, trust_on_first_use) {
+                (Some(path), _) => Some(canary_lab::fsutil::read_input(path, "TUF root", tuf::MAX_ROOT)?.into_bytes()),
+                (None, true) => {
+                    let token = token.clone().ok_or_else(|| {
+                        canary_lab::error::LabError::usage(
+                            "no runner token to fetch the root with",
+                            "set CANARY_RUNNER_TOKEN (or --token) to this runner's token from `canary tokens create`",
+                        )
+                    })?;
+                    Some(host::Client::new(&cfg.server, &token)?.first_root().await?)
+                }
+                (None, false) => None,
+            };
+            let pinned = match &root_text {
+                Some(t) => Some(tuf::pin_root(&host.home, t).map_err(|m| {
+                    canary_lab::error::LabError::usage(
+                        format!("the root is refused: {m}"),
+                        "use the root.json the control plane's admin gave you (canary keys init-root wrote it)",
+                    )
+                })?),
+                None => None,
+            };
             host.write_config(&cfg)?;
-            say(serde_json::json!({"configured": cfg}), format!("configured {}", host.home.display()));
+            let ids = pinned.as_ref().map(tuf::root_key_ids).unwrap_or_default();
+            let text = match &pinned {
+                Some(r) => format!(
+                    "configured {}\ntrusted root version {} (threshold {} of root keys {})",
+                    host.home.display(),
+                    r.signed.version,
+                    r.signed.roles.get(&tough::schema::RoleType::Root).map_or(0, |k| k.threshold.get()),
+                    ids.iter().map(|i| &i[..16]).collect::<Vec<_>>().join(", ")
+                ),
+                None if tuf::has_root(&host.home) => format!("configured {} (the trusted root stays)", host.home.display()),
+                None => format!(
+                    "configured {}\nno trusted root: `update upgrade` refuses until you pin one with `--root root.json` (from the control plane's admin)",
+                    host.home.display()
+                ),
+            };
+            say(
+                serde_json::json!({"configured": cfg, "root_key_ids": ids, "trusted_root": tuf::has_root(&host.home)}),
+                text,
+            );
             return Ok(0);
         }
         let cfg = host.config()?;
@@ -606,6 +642,7 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
             }
             UpdateAction::Plan => {
                 let c = host::check(&host, &client, &cfg).await?;
+                let status = c.status();
                 let m = match c.manifest {
                     Ok(m) => m,
                     Err(why) => {
@@ -614,12 +651,12 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                     }
                 };
                 let plan = host::plan_for(&host, &m)?;
-                let blocked = !plan.blocked.is_empty() || c.offer.status == canary_lab::update::Status::Red;
+                let blocked = !plan.blocked.is_empty() || status == canary_lab::update::Status::Red;
                 let mut text = format!(
                     "{} → {} ({})\n",
                     plan.from.as_deref().unwrap_or("(nothing)"),
                     plan.to,
-                    c.offer.status.as_str()
+                    status.as_str()
                 );
                 for ch in &plan.changes {
                     text.push_str(&format!("  change   {ch}\n"));

@@ -271,7 +271,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Serve(a) => super::upstream::serve(&config, a).await,
         Command::Rollout(c) => super::fleet::rollout(&config, c).await,
         Command::Tokens(c) => super::fleet::tokens(&config, c).await,
-        Command::Keys(c) => super::fleet::keys(c),
+        Command::Keys(c) => super::fleet::keys(c).await,
         Command::Sweeps(c) => super::sweeps::sweeps(&config, c).await,
         Command::Freeze(a) => super::fleet::freeze(&config, a, true).await,
         Command::Unfreeze(a) => super::fleet::freeze(&config, a, false).await,

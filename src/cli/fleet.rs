@@ -427,43 +427,207 @@ fn print_rollout(r: &RolloutRow) {
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
-    /// Create an ed25519 signing key: `<out>/signing.key` (mode 0600, never overwritten) and
-    /// `<out>/signing.pub`, the public key runners are configured with. Give the key to
-    /// `canary serve --signing-key`.
+    /// Create an ed25519 key: `<out>/<name>.key` (mode 0600, never overwritten) and
+    /// `<out>/<name>.pub`. Make the root keys (kept offline) and the online key of
+    /// `canary serve --online-key` this way.
     Create {
         #[arg(long)]
         out: PathBuf,
+        /// The key's file name (e.g. root-a, root-b, online).
+        #[arg(long, default_value = "signing")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the first TUF root, `<out>/1.root.json`: the root keys (k of n sign a root) and
+    /// the online key (targets, snapshot, timestamp). Run it where the root keys are kept;
+    /// give the folder to `canary serve --tuf` and the root file to every host.
+    InitRoot {
+        #[arg(long)]
+        out: PathBuf,
+        /// A root key file (`canary keys create`), once per key.
+        #[arg(long = "root-key", required = true)]
+        root_keys: Vec<PathBuf>,
+        /// How many root keys must sign a root (default: all).
+        #[arg(long, value_parser = crate::bounds::count(1, 64))]
+        threshold: Option<u64>,
+        /// The online key's public half (its `.pub` file, or 64 hex digits).
+        #[arg(long)]
+        online_key: String,
+        /// How long the root holds.
+        #[arg(long, default_value = "365d", value_parser = crate::bounds::duration(std::time::Duration::from_secs(3600), std::time::Duration::from_secs(10 * 365 * 24 * 3600)))]
+        expires: std::time::Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the next root version in `--dir`: new root keys and threshold (and optionally a new
+    /// online key), signed by a threshold of the current root's keys and of the new ones. Hosts
+    /// follow it at their next check; `canary serve` publishes with it at its next tick.
+    Rotate {
+        #[arg(long)]
+        dir: PathBuf,
+        /// A key of the current root, once per key: at least its threshold.
+        #[arg(long = "old-key", required = true)]
+        old_keys: Vec<PathBuf>,
+        /// A key of the new root, once per key (may repeat old ones).
+        #[arg(long = "root-key", required = true)]
+        root_keys: Vec<PathBuf>,
+        #[arg(long, value_parser = crate::bounds::count(1, 64))]
+        threshold: Option<u64>,
+        /// A new online key's public half (default: keep the current one).
+        #[arg(long)]
+        online_key: Option<String>,
+        #[arg(long, default_value = "365d", value_parser = crate::bounds::duration(std::time::Duration::from_secs(3600), std::time::Duration::from_secs(10 * 365 * 24 * 3600)))]
+        expires: std::time::Duration,
         #[arg(long)]
         json: bool,
     },
 }
 
-pub fn keys(cmd: &KeysCommand) -> Result<i32> {
+fn load_keys(paths: &[PathBuf]) -> Result<Vec<crate::update::sign::Key>> {
+    paths.iter().map(|p| crate::update::sign::Key::load(p)).collect()
+}
+
+fn write_root(path: &std::path::Path, text: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                LabError::usage(
+                    format!("{} exists: a root version is never overwritten", path.display()),
+                    "rotate to the next version with `canary keys rotate`",
+                )
+            } else {
+                LabError::write(path, e)
+            }
+        })?;
+    f.write_all(text).map_err(|e| LabError::write(path, e))
+}
+
+fn root_said(json: bool, path: &std::path::Path, version: u64, ids: &[String], threshold: u64) {
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({"root": path, "version": version, "root_key_ids": ids, "threshold": threshold})
+        );
+    } else {
+        outln!("root {} (version {version}, {threshold} of {} root keys)", path.display(), ids.len());
+        for id in ids {
+            outln!("  root key {id}");
+        }
+    }
+}
+
+pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
+    use crate::update::sign::Trusted;
+    use crate::update::tuf;
+    let later = |d: std::time::Duration| {
+        jiff::Timestamp::now() + jiff::SignedDuration::try_from(d).expect("bounded at parse time")
+    };
     match cmd {
-        KeysCommand::Create { out, json } => {
+        KeysCommand::Create { out, name, json } => {
+            crate::gate::ops::check_name("key name", name)?;
             let key = crate::update::sign::Key::generate()?;
-            let (private, public) = (out.join("signing.key"), out.join("signing.pub"));
+            let (private, public) = (out.join(format!("{name}.key")), out.join(format!("{name}.pub")));
             key.write(&private, &public)?;
             let p = key.public();
             if *json {
                 outln!(
                     "{}",
-                    serde_json::json!({"private_key": private, "public_key": p.hex(), "public_key_file": public, "key_id": p.id()})
+                    serde_json::json!({"private_key": private, "public_key": p.hex(), "public_key_file": public, "key_id": p.id(), "tuf_key_id": tuf::key_id(&p)})
                 );
             } else {
-                outln!(
-                    "signing key  {} (keep it secret; canary serve --signing-key)",
-                    private.display()
-                );
+                outln!("private key  {} (keep it secret; mode 0600)", private.display());
                 outln!("public key   {} ({})", public.display(), p.hex());
-                outln!("key id       {}", p.id());
+                outln!("key id       {}", tuf::key_id(&p));
                 outln!(
-                    "configure runners with: canary-runner update init --public-key {}",
-                    p.hex()
+                    "next: canary keys init-root --out DIR --root-key ROOT.key ... --online-key ONLINE.pub"
                 );
             }
             Ok(exit::PASS)
         }
+        KeysCommand::InitRoot {
+            out,
+            root_keys,
+            threshold,
+            online_key,
+            expires,
+            json,
+        } => {
+            let keys = load_keys(root_keys)?;
+            let publics: Vec<Trusted> = keys.iter().map(|k| k.public()).collect();
+            let online = Trusted::parse(online_key)?;
+            let threshold = threshold.unwrap_or(publics.len() as u64);
+            let spec = tuf::RootSpec {
+                version: 1,
+                root_keys: &publics,
+                threshold,
+                online: &online,
+                expires: later(*expires),
+            };
+            let signers: Vec<tuf::Signer> = keys.into_iter().map(tuf::Signer::new).collect();
+            let text = tuf::sign_root(&spec, &signers, None).await?;
+            std::fs::create_dir_all(out).map_err(|e| LabError::write(out, e))?;
+            let path = out.join("1.root.json");
+            write_root(&path, &text)?;
+            let ids: Vec<String> = publics.iter().map(tuf::key_id).collect();
+            root_said(*json, &path, 1, &ids, threshold);
+            Ok(exit::PASS)
+        }
+        KeysCommand::Rotate {
+            dir,
+            old_keys,
+            root_keys,
+            threshold,
+            online_key,
+            expires,
+            json,
+        } => {
+            let (version, _, current) = tuf::latest_root(dir)?;
+            let old: Vec<tuf::Signer> = load_keys(old_keys)?.into_iter().map(tuf::Signer::new).collect();
+            let keys = load_keys(root_keys)?;
+            let publics: Vec<Trusted> = keys.iter().map(|k| k.public()).collect();
+            let online = match online_key {
+                Some(k) => Trusted::parse(k)?,
+                None => current_online(&current)?,
+            };
+            let threshold = threshold.unwrap_or(publics.len() as u64);
+            let spec = tuf::RootSpec {
+                version: version + 1,
+                root_keys: &publics,
+                threshold,
+                online: &online,
+                expires: later(*expires),
+            };
+            let signers: Vec<tuf::Signer> = keys.into_iter().map(tuf::Signer::new).collect();
+            let text = tuf::sign_root(&spec, &signers, Some((&current, &old))).await?;
+            let path = dir.join(format!("{}.root.json", version + 1));
+            write_root(&path, &text)?;
+            let ids: Vec<String> = publics.iter().map(tuf::key_id).collect();
+            root_said(*json, &path, version + 1, &ids, threshold);
+            Ok(exit::PASS)
+        }
+    }
+}
+
+/// The online key a root names for timestamp.
+fn current_online(root: &tough::schema::Signed<tough::schema::Root>) -> Result<crate::update::sign::Trusted> {
+    use tough::schema::{RoleType, key::Key};
+    let key = root
+        .signed
+        .roles
+        .get(&RoleType::Timestamp)
+        .and_then(|r| r.keyids.first())
+        .and_then(|id| root.signed.keys.get(id));
+    match key {
+        Some(Key::Ed25519 { keyval, .. }) => crate::update::sign::Trusted::parse(&hex::encode(keyval.public.as_ref())),
+        _ => Err(LabError::usage(
+            "the current root names no ed25519 online key",
+            "give the online key with --online-key",
+        )),
     }
 }
 

@@ -77,10 +77,18 @@ pub struct ServeArgs {
     /// Gate policy for rollouts (default: gate_policy from canary.yaml, else ./gate.yaml, else built-in).
     #[arg(long)]
     pub policy: Option<PathBuf>,
-    /// Sign the build manifests offered to customer-hosted runners with this key
-    /// (`canary keys create`); without it offers are unsigned.
-    #[arg(long)]
-    pub signing_key: Option<PathBuf>,
+    /// Publish TUF update metadata for customer-hosted runners: the folder holding the root
+    /// versions (`canary keys init-root`, `canary keys rotate`). Needs --online-key; without
+    /// both, hosts are offered nothing they will install.
+    #[arg(long, requires = "online_key")]
+    pub tuf: Option<PathBuf>,
+    /// The online key (`canary keys create`) the root names for targets, snapshot and timestamp.
+    #[arg(long, requires = "tuf")]
+    pub online_key: Option<PathBuf>,
+    /// How long a published timestamp holds (republished at half its life); a host refuses
+    /// metadata whose timestamp expired (a frozen control plane).
+    #[arg(long, default_value = "1d", value_parser = crate::bounds::duration(std::time::Duration::from_secs(2), std::time::Duration::from_secs(30 * 24 * 3600)))]
+    pub timestamp_lifetime: std::time::Duration,
     /// Tell an admin at this webhook when a customer-hosted runner is behind its offered build
     /// (default: updates.webhook from canary.yaml).
     #[arg(long)]
@@ -311,15 +319,21 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
             "give the URL that receives notices of runners behind their offered build",
         ));
     }
-    let key = a
-        .signing_key
-        .as_deref()
-        .map(crate::update::sign::Key::load)
-        .transpose()?;
+    let publisher = match (&a.tuf, &a.online_key) {
+        (Some(dir), Some(key)) => Some(crate::update::tuf::Publisher::open(
+            dir,
+            crate::update::sign::Key::load(key)?,
+            crate::update::tuf::Lifetimes {
+                timestamp: a.timestamp_lifetime,
+                ..Default::default()
+            },
+        )?),
+        _ => None,
+    };
     let cp = crate::control::ControlPlane::new(reg.clone())
         .with_hosts(hosts)
         .with_updates(crate::control::Updates {
-            key,
+            publisher,
             artifacts: Some(crate::update::server::Artifacts::new(&config.cache_dir)),
             webhook,
             orgs: crate::orgs::OrgPolicies::load(&config.orgs_dir)?,

@@ -10,6 +10,7 @@ mod notices;
 mod queries;
 mod record;
 mod sweeps;
+mod tuf;
 
 pub use authority::*;
 pub use fleet::*;

@@ -20,12 +20,6 @@ pub struct HostConfig {
     #[serde(default)]
     pub org: Option<String>,
     pub channel: String,
-    /// The control plane's public key (hex); builds are checked against it.
-    #[serde(default)]
-    pub public_key: Option<String>,
-    /// Refuse unsigned or mis-signed builds (the org's policy).
-    #[serde(default)]
-    pub require_signed: bool,
     /// Channels the org's plan lets this host follow.
     #[serde(default = "default_channels")]
     pub allowed_channels: Vec<String>,
@@ -136,22 +130,6 @@ impl Host {
         })?;
         c.check()?;
         Ok(c)
-    }
-
-    /// The newest signed offer version this host accepted (0: none yet).
-    pub fn offer_version(&self) -> i64 {
-        std::fs::read_to_string(self.home.join("trust.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["offer_version"].as_i64())
-            .unwrap_or(0)
-    }
-
-    fn set_offer_version(&self, version: i64) -> Result<()> {
-        crate::fsutil::write_atomic(
-            &self.home.join("trust.json"),
-            serde_json::json!({ "offer_version": version }).to_string().as_bytes(),
-        )
     }
 
     fn manifest_at(&self, link: &str) -> Option<BuildManifest> {
@@ -530,6 +508,15 @@ impl Client {
         Ok(body)
     }
 
+    /// tough's transport with this client and token.
+    pub fn transport(&self) -> super::tuf::HttpTransport {
+        super::tuf::HttpTransport::new(self.http.clone(), &self.token)
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     fn url(&self, path: &str, runner: &str) -> Result<reqwest::Url> {
         reqwest::Url::parse_with_params(&format!("{}{path}", self.server), &[("runner", runner)])
             .map_err(|e| self.err(path, format!("not a URL: {e}")))
@@ -558,6 +545,22 @@ impl Client {
             .map_err(|e| self.err("update check", e))?;
         let body = self.answer(r, "update check").await?;
         serde_json::from_slice(&body).map_err(|e| self.err("update check", format!("not an offer: {e}")))
+    }
+
+    /// The control plane's first root (for trust on first use), bounded and not yet trusted.
+    pub async fn first_root(&self) -> Result<Vec<u8>> {
+        let r = self
+            .http
+            .get(format!("{}/v1/tuf/1.root.json", self.server))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| self.err("TUF root", e))?;
+        let body = self.answer(r, "TUF root").await?;
+        if body.len() as u64 > super::tuf::MAX_ROOT {
+            return Err(self.err("TUF root", "larger than a root may be"));
+        }
+        Ok(body)
     }
 
     pub async fn report(&self, runner: &str, e: &AuditEntry) -> Result<()> {
@@ -746,8 +749,20 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// Whether this host runs the offered build: the signed one when verified.
     pub fn up_to_date(&self) -> bool {
-        up_to_date(self.current.as_ref(), &self.offer)
+        match &self.manifest {
+            Ok(m) => self.current.as_ref().is_some_and(|c| c.build == m.build),
+            Err(_) => up_to_date(self.current.as_ref(), &self.offer),
+        }
+    }
+
+    /// The traffic light to act on: the signed one when verified, else what the offer says.
+    pub fn status(&self) -> super::Status {
+        match &self.manifest {
+            Ok(m) => m.statement.as_ref().map_or(super::Status::Red, |s| s.status),
+            Err(_) => self.offer.status,
+        }
     }
 }
 
@@ -764,38 +779,22 @@ fn heartbeat(cfg: &HostConfig, current: Option<&BuildManifest>) -> serde_json::V
     })
 }
 
-/// Reports this host's versions (a heartbeat), then asks for the offer and checks its signature.
+/// Reports this host's versions (a heartbeat), asks for the offer (what the control plane says
+/// of this runner, unsigned, for display), and reads the signed offer document through TUF.
 pub async fn check(host: &Host, client: &Client, cfg: &HostConfig) -> Result<Checked> {
     let current = host.current();
     client.heartbeat(&heartbeat(cfg, current.as_ref())).await?;
     let offer = client.offer(&cfg.runner_id).await?;
-    let trusted = cfg.public_key.as_deref().map(super::sign::Trusted::parse).transpose()?;
-    let last = host.offer_version();
-    let signed = offer.signature.is_some() && trusted.is_some();
-    let manifest = super::check_signature(&offer, trusted.as_ref(), cfg.require_signed).and_then(|m| {
-        let m = m.ok_or("no manifest")?;
-        if Some(&m.build) != offer.build.as_ref() {
-            return Err("the signed manifest names another build than the offer".to_string());
-        }
-        // A verified signature binds the offer to this host, this time, and no older offer.
-        if signed {
-            super::bind(
-                &m,
-                &offer,
-                cfg.org.as_deref(),
-                &cfg.channel,
-                &cfg.allowed_channels,
-                jiff::Timestamp::now(),
-                last,
-            )?;
-        }
-        Ok(m)
-    });
-    if let Ok(Some(version)) = manifest.as_ref().map(|m| m.statement.as_ref().map(|s| s.version)) {
-        if signed && version > last {
-            host.set_offer_version(version)?;
-        }
-    }
+    let manifest = super::tuf::fetch_offer(
+        &host.home,
+        client.server(),
+        client.transport(),
+        cfg.org.as_deref(),
+        &cfg.channel,
+        &cfg.allowed_channels,
+    )
+    .await
+    .map(|v| v.manifest);
     Ok(Checked {
         offer,
         manifest,
@@ -902,7 +901,10 @@ pub async fn upgrade(
         o.reason = reason;
         o
     };
-    if checked.offer.status == super::Status::Red {
+    if let Ok(m) = &checked.manifest {
+        o.to = Some(m.build.clone());
+    }
+    if checked.status() == super::Status::Red {
         let o = finish(
             o,
             "blocked",

@@ -1,9 +1,10 @@
 //! Customer-hosted runners (seed §4.2, §6.2–6.3): what the control plane offers a runner it does
-//! not manage (`GET /v1/updates`), signed build manifests, and the rules a host applies before it
+//! not manage (`GET /v1/updates`), build manifests signed through TUF metadata, and the rules a host applies before it
 //! installs a build (`canary-runner update plan`). Nothing here upgrades anything: the host does
 //! that only when its admin runs `canary-runner update upgrade`.
 //!
-//! - [`sign`]: ed25519 keys and signatures over the manifest text.
+//! - [`sign`]: ed25519 keys (offline root keys and the control plane's online key).
+//! - [`tuf`]: The Update Framework metadata: roots, publication, the host's verification.
 //! - [`server`]: the offer and the artifacts, assembled from the registry.
 //! - [`host`]: the runner side: versioned install folders, the atomic switch, smoke sessions,
 //!   automatic switch back, the audit history.
@@ -11,13 +12,14 @@
 pub mod host;
 pub mod server;
 pub mod sign;
+pub mod tuf;
 
 use crate::builds::Component;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// What the control plane signs: one build as offered for a channel or an org's pin. The host
-/// installs from this text only, after checking its signature, never from unsigned fields.
+/// What the control plane signs (a TUF target, `tuf`): one build as offered for a channel or an
+/// org's pin. The host installs from this document only, after TUF verified it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildManifest {
     /// The build's id (its image digest in the lab).
@@ -29,14 +31,14 @@ pub struct BuildManifest {
     pub evidence: Evidence,
     /// The channel (or `pin:ORG`) it is offered for.
     pub offered_for: String,
-    /// What the control plane says of this offer, bound by the signature: for whom, how good,
-    /// when it was issued and until when it holds. Absent in manifests from before it existed;
-    /// a host that checks signatures requires it.
+    /// What the control plane says of this offer: for whom, how good. A host requires it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement: Option<Statement>,
 }
 
-/// The signed part of an offer beyond the build itself.
+/// The signed part of an offer beyond the build itself: for whom, how good, under which policy,
+/// and how to go back. Freshness and versions are TUF's (`tuf`): the timestamp expires, and a
+/// host refuses metadata older than what it trusts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Statement {
@@ -44,74 +46,8 @@ pub struct Statement {
     pub channel: String,
     pub status: Status,
     pub require_signed: bool,
-    /// RFC 3339; the offer is refused after `expires_at` (a control plane that stops answering
-    /// with fresh offers cannot freeze a host on an old one).
-    pub issued_at: String,
-    pub expires_at: String,
-    /// Milliseconds of `issued_at`: a host refuses an offer older than one it already accepted.
-    pub version: i64,
     /// How to go back, signed (never a script to pipe into a shell).
     pub rollback: Vec<String>,
-}
-
-/// How long a signed offer holds.
-pub const OFFER_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-/// Why a verified offer does not hold for this host, given the host's org and channels, the
-/// time, and the newest offer version it accepted before. Checks that the offer's unsigned
-/// fields say what was signed, that it was issued for this host's org and channel (or a pin of
-/// its org to an allowed channel), that it has not expired, and that it is not older than one
-/// already accepted (a replay).
-pub fn bind(
-    m: &BuildManifest,
-    offer: &Offer,
-    host_org: Option<&str>,
-    host_channel: &str,
-    allowed: &[String],
-    now: jiff::Timestamp,
-    last_version: i64,
-) -> std::result::Result<(), String> {
-    let Some(s) = &m.statement else {
-        return Err("the signed manifest carries no statement (org, channel, status, expiry): the control plane is older than this host, or the statement was stripped".into());
-    };
-    if s.status != offer.status
-        || s.require_signed != offer.require_signed
-        || s.channel != offer.channel
-        || s.org != offer.org
-        || offer.build.as_deref() != Some(m.build.as_str())
-    {
-        return Err("the offer's build, status, channel, org or signing policy differ from what was signed".into());
-    }
-    if s.org.as_deref() != host_org {
-        return Err(format!(
-            "the offer was signed for org {}, this host is of org {}",
-            crate::text::clean(s.org.as_deref().unwrap_or("(none)")),
-            crate::text::clean(host_org.unwrap_or("(none)"))
-        ));
-    }
-    let pinned = host_org.is_some_and(|o| m.offered_for == format!("pin:{o}"));
-    if s.channel != host_channel && !(pinned && allowed.contains(&s.channel)) {
-        return Err(format!(
-            "the offer was signed for channel {}, this host follows {host_channel}",
-            crate::text::clean(&s.channel)
-        ));
-    }
-    let expires: jiff::Timestamp = s
-        .expires_at
-        .parse()
-        .map_err(|_| "the signed expiry is not a time".to_string())?;
-    if expires <= now {
-        return Err(format!(
-            "the offer expired at {expires} (now {now}): the control plane did not send a fresh one"
-        ));
-    }
-    if s.version < last_version {
-        return Err(format!(
-            "the offer (version {}) is older than one this host already accepted (version {last_version}): a replay",
-            s.version
-        ));
-    }
-    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,60 +183,12 @@ pub struct Offer {
     pub changes: Vec<Change>,
     /// The canary reports behind the verdict.
     pub reports: Vec<String>,
-    /// The signed text ([`BuildManifest`]) and its signature, when the control plane signs.
-    pub manifest: Option<String>,
-    pub signature: Option<String>,
-    pub key_id: Option<String>,
     /// How to go back, for an admin whose runner cannot do it itself.
     pub rollback: Vec<String>,
     /// The org's policy requires signed builds: the host refuses an unsigned or mis-signed one
     /// even when its own configuration does not ask.
     #[serde(default)]
     pub require_signed: bool,
-}
-
-/// Why a host will not install a build, if it will not. A signature is checked before anything
-/// is downloaded: `require_signed` refuses a missing one, and a bad one is refused always.
-pub fn check_signature(
-    offer: &Offer,
-    trusted: Option<&sign::Trusted>,
-    require_signed: bool,
-) -> std::result::Result<Option<BuildManifest>, String> {
-    let Some(text) = &offer.manifest else {
-        return Err("the control plane offered no build manifest".into());
-    };
-    if text.len() > 1024 * 1024 {
-        return Err("the build manifest is larger than 1 MiB".into());
-    }
-    let manifest: BuildManifest =
-        serde_json::from_str(text).map_err(|e| format!("the build manifest is not valid: {e}"))?;
-    match (&offer.signature, trusted) {
-        (Some(sig), Some(key)) => {
-            if !key.verify(text, sig) {
-                return Err(format!(
-                    "the build manifest's signature does not verify with the trusted key {} (signed by {})",
-                    key.id(),
-                    offer.key_id.as_deref().unwrap_or("an unknown key")
-                ));
-            }
-            Ok(Some(manifest))
-        }
-        // A host that trusts a key never accepts what that key did not sign.
-        (None, _) if require_signed || offer.require_signed || trusted.is_some() => Err(format!(
-            "the build is unsigned and {} requires signed builds",
-            if offer.require_signed {
-                "the org's policy"
-            } else if require_signed {
-                "this host"
-            } else {
-                "this host, which trusts a public key,"
-            }
-        )),
-        (Some(_), None) if require_signed || offer.require_signed => {
-            Err("the build is signed but no public key is configured to check it (update init --public-key)".into())
-        }
-        _ => Ok(Some(manifest)),
-    }
 }
 
 /// The host's answer before it changes anything.
@@ -506,157 +394,43 @@ mod tests {
         );
     }
 
+    /// A verified offer document holds only for the org and channel it was issued for: a
+    /// document of another org, another channel or without a statement is refused; a pin of the
+    /// host's org to another channel holds when the host may follow that channel.
     #[test]
-    fn signatures_are_checked_before_anything_is_installed() {
-        let key = sign::Key::generate().unwrap();
-        let other = sign::Key::generate().unwrap();
-        let text = manifest("b1", "0.1.0", "2.1.330").text();
-        let offer = |sig: Option<String>| Offer {
-            runner: "r".into(),
-            org: None,
-            channel: "stable".into(),
-            source: "channel".into(),
-            status: Status::Green,
-            reasons: vec![],
-            build: Some("b1".into()),
-            changes: vec![],
-            reports: vec![],
-            manifest: Some(text.clone()),
-            signature: sig,
-            key_id: None,
-            rollback: vec![],
-            require_signed: false,
-        };
-        let trusted = key.public();
-        assert!(check_signature(&offer(Some(key.sign(&text))), Some(&trusted), true).is_ok());
-        let err = check_signature(&offer(Some(other.sign(&text))), Some(&trusted), false).unwrap_err();
-        assert!(
-            err.contains("does not verify"),
-            "a bad signature is refused even when not required"
-        );
-        assert!(
-            check_signature(&offer(None), Some(&trusted), true)
-                .unwrap_err()
-                .contains("unsigned")
-        );
-        assert!(
-            check_signature(&offer(None), Some(&trusted), false)
-                .unwrap_err()
-                .contains("which trusts a public key"),
-            "a host with a key never takes an unsigned offer, required or not"
-        );
-        assert!(
-            check_signature(&offer(None), None, false).is_ok(),
-            "unsigned is allowed unless required"
-        );
-        let mut by_policy = offer(None);
-        by_policy.require_signed = true;
-        let err = check_signature(&by_policy, None, false).unwrap_err();
-        assert!(err.contains("the org's policy requires signed builds"), "{err}");
-        let mut tampered = offer(Some(key.sign(&text)));
-        tampered.manifest = Some(text.replace("2.1.330", "2.1.331"));
-        assert!(check_signature(&tampered, Some(&trusted), true).is_err());
-    }
-
-    /// A signed offer holds only for the host, channel and time it was issued for, and never
-    /// after a newer one: replay, freeze, re-targeting and stripped fields are each refused.
-    #[test]
-    fn a_signed_offer_is_bound_to_its_host_channel_time_and_order() {
-        let now: jiff::Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
+    fn a_signed_offer_is_bound_to_its_org_and_channel() {
+        use super::tuf::bind;
         let statement = Statement {
             org: Some("acme".into()),
             channel: "stable".into(),
             status: Status::Green,
             require_signed: true,
-            issued_at: "2026-12-05T11:00:00Z".into(),
-            expires_at: "2026-12-06T11:00:00Z".into(),
-            version: 1_000,
             rollback: vec!["canary-runner update rollback".into()],
         };
         let mut m = manifest("b1", "0.1.0", "2.1.330");
         m.statement = Some(statement.clone());
-        let offer = Offer {
-            runner: "r".into(),
-            org: Some("acme".into()),
-            channel: "stable".into(),
-            source: "channel".into(),
-            status: Status::Green,
-            reasons: vec![],
-            build: Some("b1".into()),
-            changes: vec![],
-            reports: vec![],
-            manifest: Some(m.text()),
-            signature: None,
-            key_id: None,
-            rollback: vec![],
-            require_signed: true,
-        };
         let allowed = vec!["stable".to_string(), "beta".to_string()];
-        let check = |m: &BuildManifest, o: &Offer, org: Option<&str>, channel: &str, at: jiff::Timestamp, last: i64| {
-            bind(m, o, org, channel, &allowed, at, last)
-        };
-        assert_eq!(check(&m, &offer, Some("acme"), "stable", now, 0), Ok(()));
-        assert_eq!(
-            check(&m, &offer, Some("acme"), "stable", now, 1_000),
-            Ok(()),
-            "the same offer again"
-        );
         let says = |r: std::result::Result<(), String>, what: &str| {
             let e = r.unwrap_err();
             assert!(e.contains(what), "{e}");
         };
-        says(check(&m, &offer, Some("acme"), "stable", now, 1_001), "a replay");
-        says(
-            check(
-                &m,
-                &offer,
-                Some("acme"),
-                "stable",
-                "2026-12-07T00:00:00Z".parse().unwrap(),
-                0,
-            ),
-            "expired",
-        );
-        says(
-            check(&m, &offer, Some("acme"), "beta", now, 0),
-            "signed for channel stable",
-        );
-        says(
-            check(&m, &offer, Some("globex"), "stable", now, 0),
-            "signed for org acme",
-        );
-        // The unsigned fields must say what was signed: a red offer dressed green, a policy
-        // dropped, another channel claimed.
-        for tamper in [
-            |o: &mut Offer| o.status = Status::Yellow,
-            |o: &mut Offer| o.require_signed = false,
-            |o: &mut Offer| o.channel = "beta".into(),
-            |o: &mut Offer| o.build = Some("b2".into()),
-        ] {
-            let mut o = offer.clone();
-            tamper(&mut o);
-            says(
-                check(&m, &o, Some("acme"), "stable", now, 0),
-                "differ from what was signed",
-            );
-        }
+        assert_eq!(bind(&m, Some("acme"), "stable", &allowed), Ok(()));
+        says(bind(&m, Some("acme"), "beta", &allowed), "issued for channel stable");
+        says(bind(&m, Some("globex"), "stable", &allowed), "issued for org acme");
+        says(bind(&m, None, "stable", &allowed), "issued for org acme");
         let mut bare = m.clone();
         bare.statement = None;
-        says(check(&bare, &offer, Some("acme"), "stable", now, 0), "no statement");
-        // A pin of the host's org to another allowed channel holds; to a channel not allowed, not.
+        says(bind(&bare, Some("acme"), "stable", &allowed), "no statement");
         let mut pinned = m.clone();
         pinned.offered_for = "pin:acme".into();
         pinned.statement = Some(Statement {
             channel: "beta".into(),
-            ..statement.clone()
+            ..statement
         });
-        let mut o = offer.clone();
-        o.channel = "beta".into();
-        assert_eq!(check(&pinned, &o, Some("acme"), "stable", now, 0), Ok(()));
-        let narrow = vec!["stable".to_string()];
+        assert_eq!(bind(&pinned, Some("acme"), "stable", &allowed), Ok(()));
         says(
-            bind(&pinned, &o, Some("acme"), "stable", &narrow, now, 0),
-            "signed for channel beta",
+            bind(&pinned, Some("acme"), "stable", &["stable".to_string()]),
+            "issued for channel beta",
         );
     }
 }

@@ -10,13 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// What `GET /v1/updates?runner=ID` answers for `runner`, signed with `key` when one is set.
-pub async fn offer(
-    reg: &Registry,
-    runner: &str,
-    key: Option<&super::sign::Key>,
-    orgs: &crate::orgs::OrgPolicies,
-) -> Result<Offer> {
+/// What `GET /v1/updates?runner=ID` answers for `runner`: the offer for its org and channel
+/// (from its last heartbeat) and the changes from the versions it reported. `signing`: the
+/// control plane publishes TUF metadata (`canary serve --tuf`).
+pub async fn offer(reg: &Registry, runner: &str, signing: bool, orgs: &crate::orgs::OrgPolicies) -> Result<Offer> {
     let beat = reg
         .heartbeats()
         .await?
@@ -28,14 +25,31 @@ pub async fn offer(
                 "`canary-runner update check` sends one before it asks",
             )
         })?;
-    let pin = match &beat.org {
-        Some(org) => reg.pins().await?.into_iter().find(|p| &p.org == org),
+    let (mut offer, manifest) = offer_for(reg, beat.org.as_deref(), beat.channel.as_deref(), signing, orgs).await?;
+    offer.runner = runner.to_string();
+    if let Some(m) = manifest {
+        offer.changes = super::changes(&beat.versions, &m.components);
+    }
+    Ok(offer)
+}
+
+/// The offer for hosts of `org` (if any) following `channel` (stable when none), and the
+/// manifest a host would install (with its statement), when there is a build to offer.
+pub async fn offer_for(
+    reg: &Registry,
+    org: Option<&str>,
+    channel: Option<&str>,
+    signing: bool,
+    orgs: &crate::orgs::OrgPolicies,
+) -> Result<(Offer, Option<BuildManifest>)> {
+    let pin = match org {
+        Some(org) => reg.pins().await?.into_iter().find(|p| p.org == org),
         None => None,
     };
     let channel = pin
         .as_ref()
         .map(|p| p.channel.clone())
-        .or_else(|| beat.channel.clone())
+        .or_else(|| channel.map(String::from))
         .unwrap_or_else(|| "stable".into());
     let (target, source) = match pin.as_ref().and_then(|p| p.pinned_build_id.clone()) {
         Some(b) => (Some(b), "pin"),
@@ -53,8 +67,8 @@ pub async fn offer(
         ..Default::default()
     };
     let mut offer = Offer {
-        runner: runner.to_string(),
-        org: beat.org.clone(),
+        runner: String::new(),
+        org: org.map(String::from),
         channel: channel.clone(),
         source: source.into(),
         status: super::Status::Red,
@@ -62,15 +76,12 @@ pub async fn offer(
         build: target.clone(),
         changes: vec![],
         reports: vec![],
-        manifest: None,
-        signature: None,
-        key_id: None,
-        rollback: rollback_lines(runner),
-        require_signed: beat.org.as_deref().is_some_and(|o| orgs.get(o).require_signed),
+        rollback: rollback_lines(),
+        require_signed: org.is_some_and(|o| orgs.get(o).require_signed),
     };
     let Some(target) = target.clone() else {
         (offer.status, offer.reasons) = super::status(&facts);
-        return Ok(offer);
+        return Ok((offer, None));
     };
     let cells = reg.latest_cells(&target).await?;
     facts.failing = cells
@@ -100,13 +111,18 @@ pub async fn offer(
         offer
             .reasons
             .push("the build has no manifest of components: it cannot be installed".into());
-        return Ok(offer);
+        return Ok((offer, None));
     }
-    offer.changes = super::changes(&beat.versions, &components);
     let mut runs: Vec<String> = cells.iter().map(|c| c.run_id.clone()).collect();
     runs.sort();
     runs.dedup();
     offer.reports = runs.iter().map(|r| format!("/reports/{r}/report.html")).collect();
+    if !signing {
+        offer.status = super::Status::Red;
+        offer.reasons.push(
+            "this control plane publishes no signed update metadata (canary serve --tuf DIR --online-key FILE): hosts install nothing unsigned".into(),
+        );
+    }
     let manifest = BuildManifest {
         build: target.clone(),
         image: row.as_ref().map(|r| r.image_ref.clone()).unwrap_or_default(),
@@ -116,39 +132,47 @@ pub async fn offer(
             passing: cells.iter().filter(|c| c.status == ResultStatus::Pass).count() as i64,
             runs,
         },
-        offered_for: match (source, &beat.org) {
+        offered_for: match (source, org) {
             ("pin", Some(org)) => format!("pin:{org}"),
             _ => channel.clone(),
         },
-        statement: None,
+        statement: Some(super::Statement {
+            org: offer.org.clone(),
+            channel: offer.channel.clone(),
+            status: offer.status,
+            require_signed: offer.require_signed,
+            rollback: offer.rollback.clone(),
+        }),
     };
-    if offer.require_signed && key.is_none() {
-        offer.status = super::Status::Red;
-        offer.reasons.push(format!(
-            "org {}'s policy requires signed builds and this control plane signs none (canary serve --signing-key)",
-            beat.org.as_deref().unwrap_or("")
-        ));
+    Ok((offer, Some(manifest)))
+}
+
+/// The offer documents a control plane publishes: one per channel, and one per channel for each
+/// org with a pin or a policy (an org without either gets its channel's document).
+pub async fn documents(reg: &Registry, orgs: &crate::orgs::OrgPolicies) -> Result<Vec<super::tuf::Doc>> {
+    let mut channels: std::collections::BTreeSet<String> = reg.channels().await?.into_iter().collect();
+    channels.extend(["stable".to_string(), "beta".to_string()]);
+    let mut with_own: std::collections::BTreeSet<String> = reg.pins().await?.into_iter().map(|p| p.org).collect();
+    with_own.extend(orgs.names());
+    let mut docs = Vec::new();
+    let mut add = |org: Option<&str>, channel: &str, m: BuildManifest| {
+        docs.push(super::tuf::Doc {
+            org: org.map(String::from),
+            channel: channel.to_string(),
+            body: serde_json::to_string(&m).expect("json"),
+        })
+    };
+    for ch in channels.iter().filter(|c| super::tuf::fit_for_target(c)) {
+        if let (_, Some(m)) = offer_for(reg, None, Some(ch), true, orgs).await? {
+            add(None, ch, m);
+        }
+        for org in with_own.iter().filter(|o| super::tuf::fit_for_target(o)) {
+            if let (_, Some(m)) = offer_for(reg, Some(org), Some(ch), true, orgs).await? {
+                add(Some(org), ch, m);
+            }
+        }
     }
-    let now = jiff::Timestamp::now();
-    let expires = now + jiff::SignedDuration::try_from(super::OFFER_LIFETIME).expect("small");
-    let mut manifest = manifest;
-    manifest.statement = Some(super::Statement {
-        org: offer.org.clone(),
-        channel: offer.channel.clone(),
-        status: offer.status,
-        require_signed: offer.require_signed,
-        issued_at: crate::registry::format_ts(now),
-        expires_at: crate::registry::format_ts(expires),
-        version: now.as_millisecond(),
-        rollback: offer.rollback.clone(),
-    });
-    let text = manifest.text();
-    if let Some(k) = key {
-        offer.signature = Some(k.sign(&text));
-        offer.key_id = Some(k.public().id());
-    }
-    offer.manifest = Some(text);
-    Ok(offer)
+    Ok(docs)
 }
 
 /// The notice an admin gets when `offer` finds its runner behind: an offered build that is not
@@ -176,10 +200,10 @@ pub fn behind(offer: &Offer) -> Option<crate::registry::Notice> {
 pub async fn notice(
     reg: &Registry,
     runner: &str,
-    key: Option<&super::sign::Key>,
+    signing: bool,
     orgs: &crate::orgs::OrgPolicies,
 ) -> Result<Option<crate::registry::Notice>> {
-    let offer = offer(reg, runner, key, orgs).await?;
+    let offer = offer(reg, runner, signing, orgs).await?;
     match behind(&offer) {
         None => {
             reg.clear_notices(runner).await?;
@@ -189,13 +213,11 @@ pub async fn notice(
     }
 }
 
-fn rollback_lines(runner: &str) -> Vec<String> {
+fn rollback_lines() -> Vec<String> {
     vec![
         "on the runner's host: canary-runner update rollback".into(),
         "to an older installed build: canary-runner update rollback --to BUILD".into(),
-        format!(
-            "if canary-runner itself is broken (runner {runner}): in the install folder, point `current` at the build `previous` names: ln -sfn \"$(readlink previous)\" current"
-        ),
+        "if canary-runner itself is broken: in the install folder, point `current` at the build `previous` names: ln -sfn \"$(readlink previous)\" current".into(),
     ]
 }
 
@@ -332,9 +354,6 @@ mod tests {
             build: Some("sha256:b".into()),
             changes,
             reports: vec![],
-            manifest: None,
-            signature: None,
-            key_id: None,
             rollback: vec![],
             require_signed: false,
         }

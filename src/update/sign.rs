@@ -77,6 +77,11 @@ impl Key {
         Trusted(self.0.verifying_key())
     }
 
+    /// The signature of `msg`, raw.
+    pub fn sign_bytes(&self, msg: &[u8]) -> [u8; 64] {
+        self.0.sign(msg).to_bytes()
+    }
+
     /// The signature of `payload`, hex.
     pub fn sign(&self, payload: &str) -> String {
         hex::encode(self.0.sign(payload.as_bytes()).to_bytes())
@@ -110,6 +115,10 @@ impl Trusted {
 
     pub fn hex(&self) -> String {
         hex::encode(self.0.to_bytes())
+    }
+
+    pub fn bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
     }
 
     /// A short name for the key: the first 16 hex digits of its SHA-256.

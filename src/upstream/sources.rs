@@ -35,7 +35,7 @@ impl Source {
             None => valid(n),
         };
         let s_shown = crate::text::clean(s);
-        let s = s_shown.as_ref();
+        let s: &str = s_shown.as_ref();
         match kind {
             "pypi" if valid(name) => Ok(Source::Pypi(name.into())),
             "npm" if valid_npm(name) => Ok(Source::Npm(name.into())),
