@@ -619,7 +619,12 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                 let mut text = format!(
                     "installed  {}\noffered    {} ({}, {} {})\nstatus     {}: {}\n",
                     c.current.as_ref().map(summary).unwrap_or_else(|| "(nothing)".into()),
-                    c.offer.build.as_deref().unwrap_or("(none)"),
+                    c.manifest
+                        .as_ref()
+                        .ok()
+                        .map(|m| m.build.as_str())
+                        .or(c.offer.build.as_deref())
+                        .unwrap_or("(none)"),
                     c.offer.source,
                     c.offer.channel,
                     c.offer.org.as_deref().unwrap_or(""),
@@ -629,13 +634,24 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                 for ch in &c.offer.changes {
                     text.push_str(&format!("  {ch}\n"));
                 }
+                if let Some((root, version)) = c.trusted {
+                    text.push_str(&format!("signed     verified (TUF root v{root}, metadata v{version})\n"));
+                }
                 if let Some(r) = &refused {
                     text.push_str(&format!("refused    {r}\n"));
                 } else if !c.up_to_date() {
                     text.push_str("an update is available: `canary-runner update plan`, then `update upgrade`\n");
                 }
                 say(
-                    serde_json::json!({"up_to_date": c.up_to_date(), "offer": c.offer, "installed": c.current, "refused": refused}),
+                    serde_json::json!({
+                        "up_to_date": c.up_to_date(),
+                        "offer": c.offer,
+                        "signed": c.manifest.as_ref().ok(),
+                        "trusted_root_version": c.trusted.map(|t| t.0),
+                        "metadata_version": c.trusted.map(|t| t.1),
+                        "installed": c.current,
+                        "refused": refused,
+                    }),
                     text.trim_end().to_string(),
                 );
                 Ok(code)

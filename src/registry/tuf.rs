@@ -16,11 +16,17 @@ impl Registry {
         Ok(row.and_then(|r| r.try_get::<String, _>("body").ok()))
     }
 
-    /// Writes `files` (path, body) in one transaction, replacing files of the same path.
+    /// Writes `files` (path, body) in one transaction, replacing files of the same path. Every
+    /// publication carries every root version: roots it does not carry (from a root folder that
+    /// was replaced) are removed, so no host is offered a root that does not follow.
     pub async fn put_tuf_files(&self, files: &[(String, String)]) -> Result<()> {
         let ts = now();
         let _queued = self.queue_writer().await;
         let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM tuf_files WHERE path LIKE '%.root.json'")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
         for (path, body) in files {
             sqlx::query(
                 "INSERT INTO tuf_files (path, body, created_at) VALUES ($1, $2, $3) \

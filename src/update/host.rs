@@ -746,6 +746,8 @@ pub struct Checked {
     pub offer: Offer,
     pub manifest: std::result::Result<BuildManifest, String>,
     pub current: Option<BuildManifest>,
+    /// The root version and metadata version the manifest was verified under.
+    pub trusted: Option<(u64, u64)>,
 }
 
 impl Checked {
@@ -785,7 +787,7 @@ pub async fn check(host: &Host, client: &Client, cfg: &HostConfig) -> Result<Che
     let current = host.current();
     client.heartbeat(&heartbeat(cfg, current.as_ref())).await?;
     let offer = client.offer(&cfg.runner_id).await?;
-    let manifest = super::tuf::fetch_offer(
+    let verified = super::tuf::fetch_offer(
         &host.home,
         client.server(),
         client.transport(),
@@ -793,12 +795,13 @@ pub async fn check(host: &Host, client: &Client, cfg: &HostConfig) -> Result<Che
         &cfg.channel,
         &cfg.allowed_channels,
     )
-    .await
-    .map(|v| v.manifest);
+    .await;
+    let trusted = verified.as_ref().ok().map(|v| (v.root_version, v.version));
     Ok(Checked {
         offer,
-        manifest,
+        manifest: verified.map(|v| v.manifest),
         current,
+        trusted,
     })
 }
 

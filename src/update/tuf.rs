@@ -364,6 +364,9 @@ pub fn fit_for_target(name: &str) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub root_version: u64,
+    /// SHA-256 of the newest root file: another root folder with the same version republishes.
+    #[serde(default)]
+    pub root_sha: String,
     /// The version of the last targets, snapshot and timestamp (all three move together).
     pub version: u64,
     /// Target name → SHA-256 of its document.
@@ -374,15 +377,21 @@ pub struct State {
 impl State {
     /// Whether the published metadata still says what `docs` say under `root_version`, with more
     /// than half of the timestamp's life left at `now`.
-    pub fn current(&self, root_version: u64, docs: &BTreeMap<String, String>, now: jiff::Timestamp, l: &Lifetimes) -> bool {
+    pub fn current(&self, root: (u64, &str), docs: &BTreeMap<String, String>, now: jiff::Timestamp, l: &Lifetimes) -> bool {
         let half = jiff::SignedDuration::try_from(l.timestamp / 2).unwrap_or(jiff::SignedDuration::ZERO);
-        self.root_version == root_version
+        self.root_version == root.0
+            && self.root_sha == root.1
             && &self.docs == docs
             && self.timestamp_expires.is_some_and(|e| e.duration_since(now) > half)
     }
 }
 
 const STATE: &str = "_state.json";
+
+fn root_digest(path: &Path) -> Result<String> {
+    let text = crate::fsutil::read_input(path, "TUF root", MAX_ROOT)?;
+    Ok(sha256_hex(text.as_bytes()))
+}
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -405,6 +414,7 @@ pub async fn sign_publication(
 ) -> Result<(Vec<(String, String)>, State)> {
     use tough::editor::RepositoryEditor;
     let (root_version, root_path, _) = latest_root(root_dir)?;
+    let root_sha = root_digest(&root_path)?;
     let version = NonZeroU64::new(previous.version + 1).expect("positive");
     let mut editor = RepositoryEditor::new(&root_path)
         .await
@@ -421,6 +431,7 @@ pub async fn sign_publication(
     let mut files = Vec::new();
     let mut state = State {
         root_version,
+        root_sha,
         version: version.get(),
         docs: BTreeMap::new(),
         timestamp_expires: Some(plus(now, lifetimes.timestamp)),
@@ -521,9 +532,10 @@ impl Publisher {
             .await?
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
-        let (root_version, _, _) = latest_root(&self.root_dir)?;
+        let (root_version, root_path, _) = latest_root(&self.root_dir)?;
+        let root_sha = root_digest(&root_path)?;
         let wanted: BTreeMap<String, String> = docs.iter().map(|d| (d.name(), sha256_hex(d.body.as_bytes()))).collect();
-        if previous.current(root_version, &wanted, now, &self.lifetimes) {
+        if previous.current((root_version, &root_sha), &wanted, now, &self.lifetimes) {
             return Ok(None);
         }
         let (files, state) = sign_publication(&self.root_dir, &self.key, &previous, docs, now, &self.lifetimes).await?;

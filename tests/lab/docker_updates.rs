@@ -51,6 +51,20 @@ fn update(host: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
     )
 }
 
+/// `update check` on `host` until the signed offer names `build` (the control plane publishes
+/// on its next tick after a release).
+fn check_until(host: &str, build: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, check, out) = update(host, &["check"]);
+        if check["signed"]["build"] == build {
+            return check;
+        }
+        assert!(Instant::now() < deadline, "the signed offer never named {build}: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// A TCP relay from `0.0.0.0:port` to the control plane on loopback; what flows back to the host
 /// is held to ~8 MB/s while `slow` is set, so a download can be caught half-way.
 fn relay(to: u16, slow: Arc<AtomicBool>) -> u16 {
@@ -199,17 +213,7 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     let cli = claude_component;
     let build_a = lab.release('a', &[runner.clone(), cli(&version_a, &digest_a)]);
 
-    let keys = lab.dir.path().join("keys");
-    let public = lab
-        .canary()
-        .args(["keys", "create", "--json", "--out"])
-        .arg_path(&keys)
-        .run()
-        .code(0)
-        .json()["public_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let trust = lab.trust();
     let mut tokens = Vec::new();
     for (id, org) in [("host-1", "acme"), ("host-2", "globex")] {
         tokens.push(
@@ -234,7 +238,7 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     let gateway = docker(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", &net]);
     let port = free_port();
     let listen = format!("0.0.0.0:{port}");
-    let server = serve_on(&lab, &listen, &keys.join("signing.key"), &[]);
+    let server = serve_on(&lab, &listen, &trust, &[]);
     let slow = Arc::new(AtomicBool::new(false));
     let relay_port = relay(port, slow.clone());
     let url = format!("http://{gateway}:{relay_port}");
@@ -274,29 +278,29 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
             "/opt/canary-runner",
         ]);
         let org = if i == 0 { "acme" } else { "globex" };
-        // host-1 requires signatures itself; host-2 leaves it to its org's policy.
-        let mut init = vec![
-            "init",
-            "--server",
-            &url,
-            "--runner-id",
-            id,
-            "--org",
-            org,
-            "--public-key",
-            &public,
-        ];
+        // host-1's admin pins the root file given out of band; host-2's trusts the first root
+        // it is served and compares the key ids printed.
+        let mut init = vec!["init", "--server", &url, "--runner-id", id, "--org", org];
         if i == 0 {
-            init.push("--require-signed");
+            docker(&["cp", trust.first_root().to_str().unwrap(), &format!("{name}:/tmp/root.json")]);
+            init.extend(["--root", "/tmp/root.json"]);
+        } else {
+            init.push("--trust-on-first-use");
         }
-        let (code, _, out) = update(&name, &init);
-        assert_eq!(code, 0, "{out}");
+        let (code, o, out) = update(&name, &init);
+        assert_eq!((code, o["trusted_root"].as_bool()), (0, Some(true)), "{out}");
+        let ids = std::fs::read_to_string(trust.first_root()).unwrap();
+        for id in o["root_key_ids"].as_array().unwrap() {
+            assert!(ids.contains(id.as_str().unwrap()), "{id} is a key of the root given");
+        }
     }
     let (h1, h2) = (hosts.names[0].clone(), hosts.names[1].clone());
 
     // host-1: an update is available, green; the admin hears of it once, and the fleet page says so.
-    let (code, check, out) = update(&h1, &["check"]);
+    let check = check_until(&h1, &build_a);
+    let (code, out) = (1, check.to_string());
     assert_eq!((code, check["offer"]["status"].as_str()), (1, Some("green")), "{out}");
+    assert_eq!(check["signed"]["statement"]["status"], "green", "{out}");
     assert_eq!(check["offer"]["build"], build_a.as_str());
     let (code, _, out) = update(&h1, &["check"]);
     assert_eq!(code, 1, "{out}");
@@ -377,6 +381,7 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     // A build whose CLI fails its smoke session: switched to, switched back.
     let broken_digest = format!("sha256:{}", sha256(&cache.join("artifacts/broken.whl")));
     let build_b = lab.release('b', &[runner.clone(), cli("2.1.999", &broken_digest)]);
+    check_until(&h1, &build_b);
     let (code, o, out) = update(&h1, &["upgrade", "--yes", "--smoke-timeout", "60s"]);
     assert_eq!((code, o["outcome"].as_str()), (1, Some("rolled_back")), "{out}");
     assert!(o["reason"].as_str().unwrap().contains("claude-code 2.1.999"), "{out}");
@@ -413,20 +418,16 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     assert_eq!((code, o["outcome"].as_str()), (1, Some("blocked")), "{out}");
     docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
 
-    // A control plane signing with another key: host-1 refuses before fetching anything.
+    // Another control plane (its own root and online key) answering at the same address:
+    // host-1 refuses its metadata, which no key it trusts signed.
     drop(server);
-    let other = lab.dir.path().join("other-keys");
-    lab.canary()
-        .args(["keys", "create", "--out"])
-        .arg_path(&other)
-        .run()
-        .code(0);
-    let server = serve_on(&lab, &listen, &other.join("signing.key"), &[]);
+    let other = lab.trust_in("other");
+    let server = serve_on(&lab, &listen, &other, &[]);
     let (code, o, out) = update(&h1, &["upgrade", "--yes"]);
     assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
-    assert!(o["reason"].as_str().unwrap().contains("does not verify"), "{out}");
-    // A control plane that signs nothing: globex's policy requires signatures, so its host
-    // (whose own configuration does not) is offered a red build and refuses it.
+    assert!(o["reason"].as_str().unwrap().contains("not signed by a threshold"), "{out}");
+    // A control plane that publishes no update metadata: its offers are red and say why, and
+    // host-2 installs nothing.
     drop(server);
     let (mut cmd, _r) = lab.canary().args(["serve", "--listen", &listen]).command();
     let unsigned = crate::updates::Serve(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
@@ -436,19 +437,20 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     docker(&["exec", &h2, "rm", "-r", "/opt/canary-runner/bundles"]);
     let (code, check, out) = update(&h2, &["check"]);
     assert_eq!((code, check["offer"]["status"].as_str()), (1, Some("red")), "{out}");
-    assert!(out.contains("globex's policy requires signed builds"), "{out}");
+    assert!(out.contains("publishes no signed update metadata"), "{out}");
     let (code, o, out) = update(&h2, &["upgrade", "--yes"]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        o["reason"].as_str().unwrap_or("").contains("requires signed builds"),
+        o["reason"].as_str().unwrap_or("").contains("publishes no signed update metadata"),
         "{out}"
     );
     docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
     drop(unsigned);
-    let _server = serve_on(&lab, &listen, &keys.join("signing.key"), &[]);
+    let _server = serve_on(&lab, &listen, &trust, &[]);
 
     // A new good build; the upgrade is killed (SIGKILL) half-way through its download.
     let build_c = lab.release('c', &[runner.clone(), cli(&version_c, &digest_c)]);
+    check_until(&h1, &build_c);
     slow.store(true, Ordering::Relaxed);
     let started = Command::new("docker")
         .args([

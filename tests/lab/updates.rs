@@ -1,4 +1,4 @@
-//! Customer-hosted runner updates, end to end on loopback: `canary serve` signs what it offers
+//! Customer-hosted runner updates, end to end on loopback: `canary serve` publishes TUF metadata for what it offers
 //! and serves the exact artifacts the lab judged (the real `canary-runner` binary and the real
 //! Claude Code wheel); `canary-runner update` on a host folder checks, plans, upgrades with a
 //! smoke session of the real CLI against its model stub, switches back when a build's CLI fails
@@ -108,18 +108,71 @@ impl Drop for Serve {
     }
 }
 
-fn serve(lab: &Lab, port: u16, key: &Path) -> Serve {
-    serve_on(lab, &format!("127.0.0.1:{port}"), key, &[])
+/// The keys and root of a control plane's update metadata, made as an admin would: two root
+/// keys (threshold 2) kept apart from the online key `canary serve` holds.
+#[derive(Clone)]
+pub(crate) struct Trust {
+    pub(crate) keys: PathBuf,
+    pub(crate) roots: PathBuf,
+    /// The online key `canary serve` signs with.
+    pub(crate) online: PathBuf,
 }
 
-/// `canary serve` on `listen` (its port reached on loopback), signing with `key`.
-pub(crate) fn serve_on(lab: &Lab, listen: &str, key: &Path, extra: &[&str]) -> Serve {
+impl Trust {
+    pub(crate) fn first_root(&self) -> PathBuf {
+        self.roots.join("1.root.json")
+    }
+}
+
+impl Lab {
+    pub(crate) fn trust(&self) -> Trust {
+        self.trust_in("")
+    }
+
+    /// Keys and a root under `<lab>/<name>` (another control plane's, when `name` is not empty).
+    pub(crate) fn trust_in(&self, name: &str) -> Trust {
+        let keys = self.dir.path().join(name).join("keys");
+        for name in ["root-a", "root-b", "online"] {
+            self.canary()
+                .args(["keys", "create", "--name", name, "--out"])
+                .arg_path(&keys)
+                .run()
+                .code(0);
+        }
+        let roots = self.dir.path().join(name).join("tuf");
+        let made = self
+            .canary()
+            .args(["keys", "init-root", "--json", "--out"])
+            .arg_path(&roots)
+            .arg_path_flag("--root-key", &keys.join("root-a.key"))
+            .arg_path_flag("--root-key", &keys.join("root-b.key"))
+            .arg_path_flag("--online-key", &keys.join("online.pub"))
+            .run()
+            .code(0)
+            .json();
+        assert_eq!((made["version"].as_u64(), made["threshold"].as_u64()), (Some(1), Some(2)), "{made}");
+        Trust {
+            online: keys.join("online.key"),
+            keys,
+            roots,
+        }
+    }
+}
+
+fn serve(lab: &Lab, port: u16, trust: &Trust) -> Serve {
+    serve_on(lab, &format!("127.0.0.1:{port}"), trust, &[])
+}
+
+/// `canary serve` on `listen` (its port reached on loopback), publishing update metadata with
+/// `trust`'s online key, republishing within a few hundred milliseconds of a change.
+pub(crate) fn serve_on(lab: &Lab, listen: &str, trust: &Trust, extra: &[&str]) -> Serve {
     let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
     let (mut cmd, _r) = lab
         .canary()
-        .args(["serve", "--listen", listen])
+        .args(["serve", "--tick", "300ms", "--listen", listen])
         .args(extra)
-        .arg_path_flag("--signing-key", key)
+        .arg_path_flag("--tuf", &trust.roots)
+        .arg_path_flag("--online-key", &trust.online)
         .command();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -133,6 +186,20 @@ pub(crate) fn serve_on(lab: &Lab, listen: &str, key: &Path, extra: &[&str]) -> S
         std::thread::sleep(Duration::from_millis(50));
     }
     Serve(child)
+}
+
+/// `update check` until the signed offer names `build` (the control plane publishes on its next
+/// tick after a release).
+fn check_until(home: &Path, token: &str, build: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, check, out) = update(home, token, &["check"]);
+        if check["signed"]["build"] == build {
+            return check;
+        }
+        assert!(Instant::now() < deadline, "the signed offer never named {build}: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn update(home: &Path, token: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
@@ -202,18 +269,11 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
     let claude = claude_component;
     let good = lab.release('a', &[runner.clone(), claude(&cli_version, &wheel_digest)]);
 
-    let keys = lab.dir.path().join("keys");
-    let created = lab
-        .canary()
-        .args(["keys", "create", "--json", "--out"])
-        .arg_path(&keys)
-        .run()
-        .code(0)
-        .json();
-    let public = created["public_key"].as_str().unwrap().to_string();
+    let trust = lab.trust();
+    // A key is never overwritten.
     lab.canary()
-        .args(["keys", "create", "--out"])
-        .arg_path(&keys)
+        .args(["keys", "create", "--name", "online", "--out"])
+        .arg_path(&trust.keys)
         .run()
         .code(2);
     let token = lab
@@ -226,33 +286,36 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
         .unwrap()
         .to_string();
     let port = free_port();
-    let server = serve(&lab, port, &keys.join("signing.key"));
+    let server = serve(&lab, port, &trust);
     let home = lab.dir.path().join("host");
     let url = format!("http://127.0.0.1:{port}");
-    let (code, _, out) = update(
-        &home,
-        &token,
-        &[
-            "init",
-            "--server",
-            &url,
-            "--runner-id",
-            "host-1",
-            "--org",
-            "acme",
-            "--public-key",
-            &public,
-            "--require-signed",
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
+    let init = |home: &Path, url: &str, root: Option<&Path>| {
+        let mut args = vec!["init", "--server", url, "--runner-id", "host-1", "--org", "acme"];
+        let root = root.map(|r| r.to_str().unwrap().to_string());
+        if let Some(r) = &root {
+            args.extend(["--root", r.as_str()]);
+        }
+        let (code, o, out) = update(home, &token, &args);
+        assert_eq!(code, 0, "{out}");
+        o
+    };
+    // Without a pinned root nothing will be installed, and init says how to pin one.
+    let o = init(&home, &url, None);
+    assert_eq!(o["trusted_root"], false, "{o}");
+    let (code, o, out) = update(&home, &token, &["upgrade", "--yes"]);
+    assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
+    assert!(o["reason"].as_str().unwrap().contains("no trusted root"), "{out}");
+    let o = init(&home, &url, Some(&trust.first_root()));
+    assert_eq!(o["root_key_ids"].as_array().unwrap().len(), 2, "{o}");
 
     // Nothing installed: an update is available, green, with what it installs.
-    let (code, check, out) = update(&home, &token, &["check"]);
-    assert_eq!(code, 1, "{out}");
-    // The offer as the control plane signed it now, for the hostile control plane below.
-    let first_offer = check["offer"].clone();
+    let check = check_until(&home, &token, &good);
+    let out = check.to_string();
+    assert_eq!(check["trusted_root_version"], 1, "{out}");
+    // The metadata as the control plane published it now, for the hostile control plane below.
+    let first_metadata = published(&url, &token);
     assert_eq!(check["offer"]["status"], "green", "{out}");
+    assert_eq!(check["signed"]["statement"]["status"], "green", "{out}");
     assert_eq!(check["offer"]["build"], good.as_str());
     assert!(check["refused"].is_null(), "{out}");
     assert!(
@@ -278,6 +341,7 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
     // A release whose CLI fails its smoke session: installed beside, switched to, switched back.
     let broken_digest = format!("sha256:{}", sha256(&cache.join("artifacts/broken.whl")));
     let broken = lab.release('b', &[runner.clone(), claude("2.1.999", &broken_digest)]);
+    check_until(&home, &token, &broken);
     let (code, o, out) = update(&home, &token, &["upgrade", "--yes", "--smoke-timeout", "30s"]);
     assert_eq!((code, o["outcome"].as_str()), (1, Some("rolled_back")), "{out}");
     assert!(o["reason"].as_str().unwrap().contains("claude-code 2.1.999"), "{out}");
@@ -310,40 +374,85 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
     assert_eq!((code, o["outcome"].as_str()), (1, Some("blocked")), "{out}");
     std::fs::remove_dir_all(home.join("bundles")).unwrap();
 
-    // A hostile control plane (or a man in the middle) holding no key: it replays the first
-    // offer, re-targets it, strips its signature, or serves one past its expiry. Each is
-    // refused and nothing is installed.
-    hostile_control_plane(&home, &token, &public, &keys.join("signing.key"), first_offer);
-    let (code, _, out) = update(
-        &home,
-        &token,
-        &[
-            "init",
-            "--server",
-            &url,
-            "--runner-id",
-            "host-1",
-            "--org",
-            "acme",
-            "--public-key",
-            &public,
-            "--require-signed",
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
+    // A hostile control plane (or a man in the middle) holding no root key: it replays the
+    // first publication, strips signatures, serves nothing signed, freezes on an expired
+    // timestamp, or (holding the online key) re-targets a beta build at this stable host.
+    // Each is refused and nothing is installed.
+    hostile_control_plane(&lab, &home, &token, &trust, first_metadata, &url);
+    init(&home, &url, None);
 
-    // A control plane signing with another key: refused before anything is fetched.
+    // A control plane given an online key its root does not name refuses to start.
     drop(server);
-    let other = lab.dir.path().join("other-keys");
     lab.canary()
-        .args(["keys", "create", "--out"])
-        .arg_path(&other)
+        .args(["keys", "create", "--name", "other", "--out"])
+        .arg_path(&trust.keys)
         .run()
         .code(0);
-    let _server = serve(&lab, port, &other.join("signing.key"));
-    let (code, o, out) = update(&home, &token, &["upgrade", "--yes"]);
-    assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
-    assert!(o["reason"].as_str().unwrap().contains("does not verify"), "{out}");
+    let out = lab
+        .canary()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg_path_flag("--tuf", &trust.roots)
+        .arg_path_flag("--online-key", &trust.keys.join("other.key"))
+        .run()
+        .code(2)
+        .stderr();
+    assert!(out.contains("is not the root's"), "{out}");
+
+    // The root is rotated offline (a third key, threshold 2 of 3, a new online key): the control
+    // plane publishes under it at its next tick and the host follows, verified by the old root.
+    lab.canary()
+        .args(["keys", "create", "--name", "root-c", "--out"])
+        .arg_path(&trust.keys)
+        .run()
+        .code(0);
+    lab.canary()
+        .args(["keys", "create", "--name", "online-2", "--out"])
+        .arg_path(&trust.keys)
+        .run()
+        .code(0);
+    // One old key is below the old threshold: refused, nothing written.
+    let out = lab
+        .canary()
+        .args(["keys", "rotate", "--threshold", "2"])
+        .arg_path_flag("--dir", &trust.roots)
+        .arg_path_flag("--old-key", &trust.keys.join("root-a.key"))
+        .arg_path_flag("--root-key", &trust.keys.join("root-a.key"))
+        .arg_path_flag("--root-key", &trust.keys.join("root-c.key"))
+        .arg_path_flag("--online-key", &trust.keys.join("online-2.pub"))
+        .run()
+        .code(2)
+        .stderr();
+    assert!(out.contains("do not meet its threshold"), "{out}");
+    assert!(!trust.roots.join("2.root.json").exists());
+    let rotated = lab
+        .canary()
+        .args(["keys", "rotate", "--json", "--threshold", "2"])
+        .arg_path_flag("--dir", &trust.roots)
+        .arg_path_flag("--old-key", &trust.keys.join("root-a.key"))
+        .arg_path_flag("--old-key", &trust.keys.join("root-b.key"))
+        .arg_path_flag("--root-key", &trust.keys.join("root-a.key"))
+        .arg_path_flag("--root-key", &trust.keys.join("root-b.key"))
+        .arg_path_flag("--root-key", &trust.keys.join("root-c.key"))
+        .arg_path_flag("--online-key", &trust.keys.join("online-2.pub"))
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(rotated["version"], 2, "{rotated}");
+    let rotated = Trust {
+        online: trust.keys.join("online-2.key"),
+        ..trust.clone()
+    };
+    let _server = serve(&lab, port, &rotated);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, check, out) = update(&home, &token, &["check"]);
+        if check["trusted_root_version"] == 2 {
+            assert_eq!(check["signed"]["build"], broken.as_str(), "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the host never followed root 2: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Rollback with nothing before: said, not done. The host's history and the control
     // plane's audit hold every attempt.
@@ -358,7 +467,9 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
         .collect();
     assert_eq!(
         outcomes,
-        vec!["refused", "done", "rolled_back", "blocked", "refused", "blocked"],
+        // no root; no consent; done; smoke failed; bundle; replay; stripped; nothing signed;
+        // rollback with nothing before.
+        vec!["refused", "refused", "done", "rolled_back", "blocked", "refused", "refused", "refused", "blocked"],
         "{status}"
     );
     let audit = lab.canary().args(["registry", "audit", "--json"]).run().code(0).json();
@@ -385,15 +496,63 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
     let _ = broken;
 }
 
-/// Points the host at a control plane that answers `/v1/updates` with what the test gives it,
-/// and checks each hostile offer is refused with its reason while `current` stays put.
-fn hostile_control_plane(home: &Path, token: &str, public: &str, key: &Path, first: serde_json::Value) {
+type Files = std::collections::HashMap<String, Vec<u8>>;
+
+/// Every TUF file the control plane at `url` serves now (its newest publication and first root),
+/// read with `token` as a host reads them.
+fn published(url: &str, token: &str) -> Files {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    rt().block_on(async {
+        let http = reqwest::Client::new();
+        let get = |path: String| {
+            let http = http.clone();
+            let url = format!("{url}/v1/tuf/{path}");
+            async move {
+                let r = http.get(&url).bearer_auth(token).send().await.unwrap();
+                assert!(r.status().is_success(), "{url}: {}", r.status());
+                (path, r.bytes().await.unwrap().to_vec())
+            }
+        };
+        let mut files = Files::new();
+        let (p, ts) = get("timestamp.json".into()).await;
+        let v = serde_json::from_slice::<serde_json::Value>(&ts).unwrap()["signed"]["version"]
+            .as_u64()
+            .unwrap();
+        files.insert(p, ts);
+        let (p, snap) = get(format!("{v}.snapshot.json")).await;
+        files.insert(p, snap);
+        let (p, targets) = get(format!("{v}.targets.json")).await;
+        let t: serde_json::Value = serde_json::from_slice(&targets).unwrap();
+        files.insert(p, targets);
+        for (name, target) in t["signed"]["targets"].as_object().unwrap() {
+            if name.starts_with("offers/org/") && !name.starts_with("offers/org/acme/") {
+                continue;
+            }
+            let sha = target["hashes"]["sha256"].as_str().unwrap();
+            let (p, body) = get(format!("targets/{sha}.{name}")).await;
+            files.insert(p, body);
+        }
+        let (p, root) = get("1.root.json".into()).await;
+        files.insert(p, root);
+        files
+    })
+}
+
+/// A control plane that serves the TUF files the test gives it (and accepts heartbeats and
+/// reports, and answers `/v1/updates` with a green offer of `build`), on loopback.
+fn fake_control_plane(build: &str) -> (String, std::sync::Arc<std::sync::Mutex<Files>>) {
     use std::sync::{Arc, Mutex};
-    let answer = Arc::new(Mutex::new(first.to_string()));
+    let files: Arc<Mutex<Files>> = Default::default();
+    let served = files.clone();
+    let offer = serde_json::json!({
+        "runner": "host-1", "org": "acme", "channel": "stable", "source": "channel",
+        "status": "green", "reasons": [], "build": build, "changes": [], "reports": [],
+        "rollback": [], "require_signed": true,
+    })
+    .to_string();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let served = answer.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -403,65 +562,119 @@ fn hostile_control_plane(home: &Path, token: &str, public: &str, key: &Path, fir
             use axum::routing::{get, post};
             let app = axum::Router::new()
                 .route("/v1/heartbeats", post(|| async { axum::http::StatusCode::ACCEPTED }))
-                .route(
-                    "/v1/updates/report",
-                    post(|| async { axum::http::StatusCode::ACCEPTED }),
-                )
+                .route("/v1/updates/report", post(|| async { axum::http::StatusCode::ACCEPTED }))
                 .route(
                     "/v1/updates",
                     get(move || {
-                        let body = served.lock().unwrap().clone();
+                        let body = offer.clone();
                         async move { ([("content-type", "application/json")], body) }
+                    }),
+                )
+                .route(
+                    "/v1/tuf/{*path}",
+                    get(move |axum::extract::Path(path): axum::extract::Path<String>| {
+                        let body = served.lock().unwrap().get(&path).cloned();
+                        async move {
+                            match body {
+                                Some(b) => (axum::http::StatusCode::OK, b),
+                                None => (axum::http::StatusCode::NOT_FOUND, vec![]),
+                            }
+                        }
                     }),
                 );
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
         });
     });
-    let init = [
-        "init",
-        "--server",
-        &url,
-        "--runner-id",
-        "host-1",
-        "--org",
-        "acme",
-        "--public-key",
-        public,
-    ];
-    let (code, _, out) = update(home, token, &init);
-    assert_eq!(code, 0, "{out}");
-    let current = std::fs::read_link(home.join("current")).unwrap();
-    let refused = |offer: serde_json::Value, says: &str| {
-        *answer.lock().unwrap() = offer.to_string();
-        let (code, o, out) = update(home, token, &["check"]);
-        assert_eq!(code, 1, "{says}: {out}");
-        assert!(o["refused"].as_str().unwrap_or("").contains(says), "{says}: {out}");
-        assert_eq!(
-            std::fs::read_link(home.join("current")).unwrap(),
-            current,
-            "{says}: something was installed"
-        );
+    (url, files)
+}
+
+/// Signs a publication of `docs` with the control plane's online key (an attacker who stole it),
+/// as of `at`, with a version above any the real control plane reached.
+fn signed_by_online_key(trust: &Trust, docs: &[canary_lab::update::tuf::Doc], at: jiff::Timestamp) -> Files {
+    use canary_lab::update::tuf;
+    let key = tuf::Signer::new(canary_lab::update::sign::Key::load(&trust.online).unwrap());
+    let state = tuf::State {
+        version: 1_000_000,
+        ..Default::default()
     };
-    // Replay: an offer older than one the host accepted since.
-    refused(first.clone(), "a replay");
-    // Re-target: the unsigned fields changed (another channel; a red build dressed green).
-    let mut other_channel = first.clone();
-    other_channel["channel"] = "beta".into();
-    refused(other_channel, "differ from what was signed");
-    // Stripped signature: a host that trusts a key never takes an unsigned offer.
-    let mut stripped = first.clone();
-    stripped["signature"] = serde_json::Value::Null;
-    refused(stripped, "unsigned");
-    // Freeze: a correctly signed offer past its expiry (signed here with the real key, newer
-    // than anything seen, so only its expiry refuses it).
-    let mut m: canary_lab::update::BuildManifest = serde_json::from_str(first["manifest"].as_str().unwrap()).unwrap();
-    let s = m.statement.as_mut().unwrap();
-    s.expires_at = "2026-01-01T00:00:00Z".into();
-    s.version = i64::MAX / 2;
-    let text = m.text();
-    let mut expired = first.clone();
-    expired["manifest"] = text.clone().into();
-    expired["signature"] = canary_lab::update::sign::Key::load(key).unwrap().sign(&text).into();
-    refused(expired, "expired");
+    let (files, _) = rt()
+        .block_on(tuf::sign_publication(&trust.roots, &key, &state, docs, at, &tuf::Lifetimes::default()))
+        .unwrap();
+    files.into_iter().map(|(p, b)| (p, b.into_bytes())).collect()
+}
+
+/// Points hosts at a hostile control plane and checks that each attack is refused with its
+/// reason and nothing is installed or switched.
+fn hostile_control_plane(lab: &Lab, home: &Path, token: &str, trust: &Trust, first: Files, real: &str) {
+    let latest = published(real, token);
+    let build = serde_json::from_slice::<serde_json::Value>(
+        latest
+            .iter()
+            .find(|(p, _)| p.ends_with("offers/channel/stable.json"))
+            .unwrap()
+            .1,
+    )
+    .unwrap()["build"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (url, files) = fake_control_plane(&build);
+    let init = |home: &Path| {
+        let (code, _, out) = update(home, token, &["init", "--server", &url, "--runner-id", "host-1", "--org", "acme"]);
+        assert_eq!(code, 0, "{out}");
+    };
+    let refused = |home: &Path, serve: Files, says: &str| {
+        *files.lock().unwrap() = serve;
+        let before = std::fs::read_link(home.join("current")).ok();
+        let (code, o, out) = update(home, token, &["upgrade", "--yes"]);
+        assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{says}: {out}");
+        assert!(o["reason"].as_str().unwrap_or("").contains(says), "{says}: {out}");
+        assert_eq!(std::fs::read_link(home.join("current")).ok(), before, "{says}: switched");
+    };
+    init(home);
+    // Replay: the first publication again, after the host trusted newer ones.
+    refused(home, first, "a rollback");
+    // Stripped signatures on the newest timestamp.
+    let mut stripped = latest.clone();
+    let mut ts: serde_json::Value = serde_json::from_slice(&stripped["timestamp.json"]).unwrap();
+    ts["signatures"] = serde_json::json!([]);
+    stripped.insert("timestamp.json".into(), ts.to_string().into_bytes());
+    refused(home, stripped, "not signed by a threshold");
+    // A control plane that serves nothing signed at all.
+    refused(home, Files::new(), "did not serve the metadata");
+
+    // The next two need the online key, and a host that has seen nothing newer (a fresh one
+    // pinned to the same root), so that only the attack itself refuses them.
+    let fresh = lab.dir.path().join("fresh-host");
+    let (code, _, out) = update(
+        &fresh,
+        token,
+        &["init", "--server", &url, "--runner-id", "host-1", "--org", "acme", "--root", trust.first_root().to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}");
+    let doc = |org: Option<&str>, channel: &str, statement_channel: &str| {
+        let mut m: serde_json::Value = serde_json::from_slice(
+            latest.iter().find(|(p, _)| p.ends_with("offers/channel/stable.json")).unwrap().1,
+        )
+        .unwrap();
+        m["statement"]["org"] = org.into();
+        m["statement"]["channel"] = statement_channel.into();
+        m["offered_for"] = statement_channel.into();
+        canary_lab::update::tuf::Doc {
+            org: org.map(String::from),
+            channel: channel.into(),
+            body: m.to_string(),
+        }
+    };
+    // Freeze: correctly signed, but its timestamp expired a day ago.
+    let two_days_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48);
+    refused(&fresh, signed_by_online_key(trust, &[doc(None, "stable", "stable")], two_days_ago), "has expired");
+    // Re-target: the beta offer placed where this stable host of acme reads.
+    refused(
+        &fresh,
+        signed_by_online_key(trust, &[doc(Some("acme"), "stable", "beta")], jiff::Timestamp::now()),
+        "issued for channel beta",
+    );
+    assert!(!fresh.join("current").exists(), "nothing installed on the fresh host");
 }

@@ -378,16 +378,18 @@ fn the_state_calls_for_a_publication_when_anything_moved_or_the_timestamp_ages()
     let docs: BTreeMap<String, String> = [("offers/channel/stable.json".to_string(), "ab".to_string())].into();
     let s = State {
         root_version: 1,
+        root_sha: "r1".into(),
         version: 4,
         docs: docs.clone(),
         timestamp_expires: Some(now + jiff::SignedDuration::from_hours(20)),
     };
-    assert!(s.current(1, &docs, now, &l));
-    assert!(!s.current(2, &docs, now, &l), "a new root");
-    assert!(!s.current(1, &BTreeMap::new(), now, &l), "offers changed");
+    assert!(s.current((1, "r1"), &docs, now, &l));
+    assert!(!s.current((2, "r1"), &docs, now, &l), "a new root");
+    assert!(!s.current((1, "r9"), &docs, now, &l), "another root folder");
+    assert!(!s.current((1, "r1"), &BTreeMap::new(), now, &l), "offers changed");
     assert!(
-        !s.current(1, &docs, now + jiff::SignedDuration::from_hours(9), &l),
+        !s.current((1, "r1"), &docs, now + jiff::SignedDuration::from_hours(9), &l),
         "less than half the timestamp's life left"
     );
-    assert!(!State::default().current(0, &BTreeMap::new(), now, &l), "never published");
+    assert!(!State::default().current((0, ""), &BTreeMap::new(), now, &l), "never published");
 }
