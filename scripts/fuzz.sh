@@ -56,9 +56,13 @@ PY
       python3 - "$dir" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
-st = {"org": "acme", "channel": "stable", "status": "green", "require_signed": True, "issued_at": "2026-12-05T11:00:00Z", "expires_at": "2026-12-06T11:00:00Z", "version": 1, "rollback": []}
+st = {"org": "acme", "channel": "stable", "status": "green", "require_signed": True, "rollback": []}
 m = {"build": "b1", "image": "", "components": [], "evidence": {"results": 1, "passing": 1, "runs": []}, "offered_for": "stable", "statement": st}
-offer = {"runner": "r", "org": "acme", "channel": "stable", "source": "channel", "status": "green", "reasons": [], "build": "b1", "changes": [], "reports": [], "manifest": json.dumps(m), "signature": "00" * 64, "key_id": None, "rollback": [], "require_signed": True}
+out.joinpath("manifest.json").write_text(json.dumps(m))
+root = {"signed": {"_type": "root", "spec_version": "1.0.0", "consistent_snapshot": True, "version": 1, "expires": "2027-12-05T00:00:00Z", "keys": {}, "roles": {}}, "signatures": []}
+out.joinpath("root.json").write_text(json.dumps(root))
+out.joinpath("path.txt").write_text("targets/" + "a" * 64 + ".offers/org/acme/stable.json")
+offer = {"runner": "r", "org": "acme", "channel": "stable", "source": "channel", "status": "green", "reasons": [], "build": "b1", "changes": [], "reports": [], "rollback": [], "require_signed": True}
 out.joinpath("offer.json").write_text(json.dumps(offer))
 PY
       ;;

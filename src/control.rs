@@ -530,18 +530,18 @@ pub async fn tuf_file(
     if let Some(resp) = cp.limit(&caller, "update metadata", crate::authority::UPDATE_METADATA) {
         return resp;
     }
-    if cp.updates.publisher.is_none() {
-        return error(
-            StatusCode::NOT_FOUND,
-            "this control plane publishes no update metadata (canary serve --tuf DIR --online-key FILE)",
-        );
-    }
     match crate::update::tuf::servable(&path) {
         Err(()) => return error(StatusCode::NOT_FOUND, "no such update metadata"),
         Ok(Some(org)) if !caller.orgs.contains(&org) => {
             return error(StatusCode::FORBIDDEN, "another org's offer: this token is not bound to it");
         }
         Ok(_) => {}
+    }
+    if cp.updates.publisher.is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this control plane publishes no update metadata (canary serve --tuf DIR --online-key FILE)",
+        );
     }
     match cp.reg.tuf_file(&path).await {
         Ok(Some(body)) => (

@@ -1,24 +1,29 @@
-//! Update offers from a control plane (possibly hostile) → a host's decision: whatever the
-//! bytes, checking never panics, and nothing is accepted for a host that trusts a key unless it
-//! verifies and is bound to this host's org and channel, unexpired, and not older than seen.
+//! What a (possibly hostile) control plane hands a host, outside what tough verifies itself: a
+//! root file given to `update init --root` or trusted on first use, an offer document once its
+//! digest matched, the unsigned offer shown to the admin, and the paths `/v1/tuf/` answers.
+//! Whatever the bytes, nothing panics, and a document binds only to its own org and channel.
 #![no_main]
+use canary_lab::update::tuf;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(offer) = serde_json::from_slice::<canary_lab::update::Offer>(data) else {
-        return;
-    };
-    let key = canary_lab::update::sign::Trusted::parse(&"ab".repeat(32));
-    let Ok(key) = key else { return };
-    let now: jiff::Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
-    let allowed = vec!["stable".to_string()];
-    if let Ok(Some(m)) = canary_lab::update::check_signature(&offer, Some(&key), false) {
-        // A random key signs nothing the fuzzer can forge: reaching here means it verified.
-        let _ = canary_lab::update::bind(&m, &offer, Some("acme"), "stable", &allowed, now, 0);
+    if let Ok(root) = tuf::parse_root(data) {
+        let _ = tuf::self_signed(&root);
+        let _ = tuf::root_key_ids(&root);
     }
-    if let Some(text) = &offer.manifest {
-        if let Ok(m) = serde_json::from_str::<canary_lab::update::BuildManifest>(text) {
-            let _ = canary_lab::update::bind(&m, &offer, Some("acme"), "stable", &allowed, now, i64::MAX);
+    let allowed = vec!["stable".to_string()];
+    if let Ok(m) = serde_json::from_slice::<canary_lab::update::BuildManifest>(data) {
+        if tuf::bind(&m, Some("acme"), "stable", &allowed).is_ok() {
+            let s = m.statement.as_ref().expect("bound documents carry a statement");
+            assert!(s.org.as_deref() == Some("acme"));
+            assert!(s.channel == "stable");
+        }
+        let _ = canary_lab::update::plan(None, &m, &[]);
+    }
+    let _ = serde_json::from_slice::<canary_lab::update::Offer>(data);
+    if let Ok(path) = std::str::from_utf8(data) {
+        if let Ok(Some(org)) = tuf::servable(path) {
+            assert!(path.contains(&format!("offers/org/{org}/")));
         }
     }
 });

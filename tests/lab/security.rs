@@ -403,8 +403,6 @@ fn no_command_panics_on_a_closed_stdout() {
     ] {
         run(canary, &args, want);
     }
-    let public = std::fs::read_to_string(keys.join("signing.pub")).unwrap_or_default();
-    let public = public.trim();
     for (args, want) in [
         (
             vec![
@@ -416,8 +414,6 @@ fn no_command_panics_on_a_closed_stdout() {
                 "http://127.0.0.1:9",
                 "--runner-id",
                 "h-1",
-                "--public-key",
-                public,
             ],
             0,
         ),
