@@ -383,7 +383,8 @@ pub async fn heartbeat(State(cp): State<ControlPlane>, headers: HeaderMap, body:
 /// audited, shown on the dashboard and posted to the admin's webhook (in the background, its
 /// outcome kept with the notice). A failure here never fails the heartbeat.
 async fn notice(cp: &ControlPlane, runner: &str) {
-    let n = match crate::update::server::notice(&cp.reg, runner, cp.updates.publisher.is_some(), &cp.updates.orgs).await {
+    let n = match crate::update::server::notice(&cp.reg, runner, cp.updates.publisher.is_some(), &cp.updates.orgs).await
+    {
         Ok(Some(n)) => n,
         Ok(None) => return,
         Err(e) => {
@@ -530,12 +531,15 @@ pub async fn tuf_file(
     if let Some(resp) = cp.limit(&caller, "update metadata", crate::authority::UPDATE_METADATA) {
         return resp;
     }
-    match crate::update::tuf::servable(&path) {
-        Err(()) => return error(StatusCode::NOT_FOUND, "no such update metadata"),
-        Ok(Some(org)) if !caller.orgs.contains(&org) => {
-            return error(StatusCode::FORBIDDEN, "another org's offer: this token is not bound to it");
+    match crate::update::tuf::access(&path) {
+        crate::update::tuf::Access::Never => return error(StatusCode::NOT_FOUND, "no such update metadata"),
+        crate::update::tuf::Access::Org(org) if !caller.orgs.contains(&org) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "another org's offer: this token is not bound to it",
+            );
         }
-        Ok(_) => {}
+        _ => {}
     }
     if cp.updates.publisher.is_none() {
         return error(
@@ -546,7 +550,10 @@ pub async fn tuf_file(
     match cp.reg.tuf_file(&path).await {
         Ok(Some(body)) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
             body,
         )
             .into_response(),
@@ -706,7 +713,10 @@ pub async fn publish(cp: &ControlPlane, p: &crate::update::tuf::Publisher) {
         }
     };
     match p.publish(&cp.reg, &docs, jiff::Timestamp::now()).await {
-        Ok(Some(v)) => eprintln!("canary serve: published update metadata version {v} ({} offers)", docs.len()),
+        Ok(Some(v)) => eprintln!(
+            "canary serve: published update metadata version {v} ({} offers)",
+            docs.len()
+        ),
         Ok(None) => {}
         Err(e) => eprintln!("canary serve: could not publish the update metadata: {e}"),
     }

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = serde_json::from_slice::<canary_lab::update::Offer>(data);
     if let Ok(path) = std::str::from_utf8(data) {
-        if let Ok(Some(org)) = tuf::servable(path) {
+        if let tuf::Access::Org(org) = tuf::access(path) {
             assert!(path.contains(&format!("offers/org/{org}/")));
         }
     }

@@ -514,7 +514,11 @@ fn root_said(json: bool, path: &std::path::Path, version: u64, ids: &[String], t
             serde_json::json!({"root": path, "version": version, "root_key_ids": ids, "threshold": threshold})
         );
     } else {
-        outln!("root {} (version {version}, {threshold} of {} root keys)", path.display(), ids.len());
+        outln!(
+            "root {} (version {version}, {threshold} of {} root keys)",
+            path.display(),
+            ids.len()
+        );
         for id in ids {
             outln!("  root key {id}");
         }
@@ -543,9 +547,7 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
                 outln!("private key  {} (keep it secret; mode 0600)", private.display());
                 outln!("public key   {} ({})", public.display(), p.hex());
                 outln!("key id       {}", tuf::key_id(&p));
-                outln!(
-                    "next: canary keys init-root --out DIR --root-key ROOT.key ... --online-key ONLINE.pub"
-                );
+                outln!("next: canary keys init-root --out DIR --root-key ROOT.key ... --online-key ONLINE.pub");
             }
             Ok(exit::PASS)
         }

@@ -273,9 +273,12 @@ pub fn parse_root(text: &[u8]) -> std::result::Result<Signed<Root>, String> {
 /// A root that verifies with its own keys at its own threshold: the check for a root a host is
 /// told to trust, or one a control plane is about to publish.
 pub fn self_signed(root: &Signed<Root>) -> std::result::Result<(), String> {
-    root.signed
-        .verify_role(root)
-        .map_err(|e| format!("the root is not signed by a threshold of its own root keys: {}", chain(&e)))
+    root.signed.verify_role(root).map_err(|e| {
+        format!(
+            "the root is not signed by a threshold of its own root keys: {}",
+            chain(&e)
+        )
+    })
 }
 
 /// The root folder's newest root, verified along the chain from `1.root.json`.
@@ -305,13 +308,17 @@ pub fn latest_root(dir: &Path) -> Result<(u64, PathBuf, Signed<Root>)> {
     for (i, v) in versions.iter().enumerate() {
         if *v != i as u64 + 1 {
             return Err(LabError::usage(
-                format!("{}: root versions are not 1, 2, 3, ... (found {v} after {i})", dir.display()),
+                format!(
+                    "{}: root versions are not 1, 2, 3, ... (found {v} after {i})",
+                    dir.display()
+                ),
                 "keep every root version in the folder",
             ));
         }
         let path = dir.join(format!("{v}.root.json"));
         let text = crate::fsutil::read_input(&path, "TUF root", MAX_ROOT)?;
-        let root = parse_root(text.as_bytes()).map_err(|m| LabError::usage(format!("{}: {m}", path.display()), "write it again with `canary keys`"))?;
+        let root = parse_root(text.as_bytes())
+            .map_err(|m| LabError::usage(format!("{}: {m}", path.display()), "write it again with `canary keys`"))?;
         let checked = match &trusted {
             None => self_signed(&root),
             Some(prev) => prev
@@ -377,7 +384,13 @@ pub struct State {
 impl State {
     /// Whether the published metadata still says what `docs` say under `root_version`, with more
     /// than half of the timestamp's life left at `now`.
-    pub fn current(&self, root: (u64, &str), docs: &BTreeMap<String, String>, now: jiff::Timestamp, l: &Lifetimes) -> bool {
+    pub fn current(
+        &self,
+        root: (u64, &str),
+        docs: &BTreeMap<String, String>,
+        now: jiff::Timestamp,
+        l: &Lifetimes,
+    ) -> bool {
         let half = jiff::SignedDuration::try_from(l.timestamp / 2).unwrap_or(jiff::SignedDuration::ZERO);
         self.root_version == root.0
             && self.root_sha == root.1
@@ -419,9 +432,9 @@ pub async fn sign_publication(
     let mut editor = RepositoryEditor::new(&root_path)
         .await
         .map_err(tuf_err("reading the root"))?;
+    editor.targets_version(version).map_err(tuf_err("targets"))?;
     editor
-        .targets_version(version)
-        .and_then(|e| e.targets_expires(plus(now, lifetimes.targets)))
+        .targets_expires(plus(now, lifetimes.targets))
         .map_err(tuf_err("targets"))?;
     editor
         .snapshot_version(version)
@@ -510,7 +523,11 @@ impl Publisher {
                 .is_some_and(|r| r.keyids.iter().any(|k| hex::encode(k.as_ref()) == id));
             if !named {
                 return Err(LabError::usage(
-                    format!("{}: the online key {} is not the root's {role} key", path.display(), &id[..16]),
+                    format!(
+                        "{}: the online key {} is not the root's {role} key",
+                        path.display(),
+                        &id[..16]
+                    ),
                     "give serve the online key the root was made with (canary keys init-root --online-key), or rotate the root",
                 ));
             }
@@ -525,7 +542,12 @@ impl Publisher {
 
     /// Publishes `docs` if they, the root or the timestamp's freshness call for it; returns the
     /// new version when it did.
-    pub async fn publish(&self, reg: &crate::registry::Registry, docs: &[Doc], now: jiff::Timestamp) -> Result<Option<u64>> {
+    pub async fn publish(
+        &self,
+        reg: &crate::registry::Registry,
+        docs: &[Doc],
+        now: jiff::Timestamp,
+    ) -> Result<Option<u64>> {
         let _one = self.lock.lock().await;
         let previous: State = reg
             .tuf_file(STATE)
@@ -544,28 +566,42 @@ impl Publisher {
     }
 }
 
-/// Whether `path` (under `/v1/tuf/`) may be served, and for which org only (`Some(org)`: an org's
-/// own offer document). `Err`: never served.
-pub fn servable(path: &str) -> std::result::Result<Option<String>, ()> {
+/// Who may read a path under `/v1/tuf/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Any runner's token: metadata, roots, channel offers.
+    Runners,
+    /// Only tokens bound to this org: its own offer documents.
+    Org(String),
+    /// Never served: not a path a publication writes (the publisher's state, dot segments, ...).
+    Never,
+}
+
+/// Who may read `path` (under `/v1/tuf/`).
+pub fn access(path: &str) -> Access {
     let ok_chars = !path.is_empty()
         && path.len() <= 400
         && path
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
     if !ok_chars || path.starts_with('_') || path.split('/').any(|s| s.is_empty() || s.starts_with('.')) {
-        return Err(());
+        return Access::Never;
     }
     if let Some(rest) = path.strip_prefix("targets/") {
-        let (sha, name) = rest.split_once('.').ok_or(())?;
+        let Some((sha, name)) = rest.split_once('.') else {
+            return Access::Never;
+        };
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(());
+            return Access::Never;
         }
         if let Some(org_part) = name.strip_prefix("offers/org/") {
-            let org = org_part.split('/').next().ok_or(())?;
-            return Ok(Some(org.to_string()));
+            return match org_part.split('/').next() {
+                Some(org) => Access::Org(org.to_string()),
+                None => Access::Never,
+            };
         }
     }
-    Ok(None)
+    Access::Runners
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -603,7 +639,10 @@ impl tough::Transport for HttpTransport {
         use tough::{TransportError, TransportErrorKind};
         let other = |e: String| TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), e);
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(TransportError::new(TransportErrorKind::UnsupportedUrlScheme, url.as_str()));
+            return Err(TransportError::new(
+                TransportErrorKind::UnsupportedUrlScheme,
+                url.as_str(),
+            ));
         }
         let mut r = self
             .http
@@ -737,7 +776,12 @@ pub async fn fetch_offer<T: tough::Transport + Send + Sync + 'static>(
 
 /// Why a verified document does not hold for this host: it must say the org and channel of the
 /// target it was read from, and a pin's channel must be one the host allows.
-pub fn bind(m: &BuildManifest, doc_org: Option<&str>, host_channel: &str, allowed: &[String]) -> std::result::Result<(), String> {
+pub fn bind(
+    m: &BuildManifest,
+    doc_org: Option<&str>,
+    host_channel: &str,
+    allowed: &[String],
+) -> std::result::Result<(), String> {
     let Some(s) = &m.statement else {
         return Err("the signed offer carries no statement (org, channel, status)".into());
     };
@@ -769,13 +813,24 @@ pub fn explain(e: &tough::error::Error) -> String {
         E::ExpiredMetadata { role, .. } => format!(
             "the {role} metadata has expired: the control plane stopped publishing fresh metadata (a freeze), or this host's clock is wrong"
         ),
-        E::OlderMetadata { role, current_version, new_version, .. } => format!(
+        E::OlderMetadata {
+            role,
+            current_version,
+            new_version,
+            ..
+        } => format!(
             "the control plane served {role} version {new_version}, older than version {current_version} this host already trusts (a rollback)"
         ),
-        E::VerifyMetadata { role, .. } => format!("the {role} metadata is not signed by a threshold of its trusted keys"),
+        E::VerifyMetadata { role, .. } => {
+            format!("the {role} metadata is not signed by a threshold of its trusted keys")
+        }
         E::VerifyTrustedMetadata { .. } => "the metadata this host trusts no longer verifies".into(),
-        E::VerifyRoleMetadata { role, .. } => format!("the {role} metadata is not signed by a threshold of its trusted keys"),
-        E::HashMismatch { .. } => "a file does not match the digest the signed metadata gives (mixed or altered files)".into(),
+        E::VerifyRoleMetadata { role, .. } => {
+            format!("the {role} metadata is not signed by a threshold of its trusted keys")
+        }
+        E::HashMismatch { .. } => {
+            "a file does not match the digest the signed metadata gives (mixed or altered files)".into()
+        }
         E::MaxSizeExceeded { .. } => "a file is larger than the signed metadata allows".into(),
         E::Transport { .. } => "the control plane did not serve the metadata".into(),
         _ => "the update metadata was refused".into(),

@@ -282,7 +282,11 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
         // it is served and compares the key ids printed.
         let mut init = vec!["init", "--server", &url, "--runner-id", id, "--org", org];
         if i == 0 {
-            docker(&["cp", trust.first_root().to_str().unwrap(), &format!("{name}:/tmp/root.json")]);
+            docker(&[
+                "cp",
+                trust.first_root().to_str().unwrap(),
+                &format!("{name}:/tmp/root.json"),
+            ]);
             init.extend(["--root", "/tmp/root.json"]);
         } else {
             init.push("--trust-on-first-use");
@@ -425,7 +429,10 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     let server = serve_on(&lab, &listen, &other, &[]);
     let (code, o, out) = update(&h1, &["upgrade", "--yes"]);
     assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
-    assert!(o["reason"].as_str().unwrap().contains("not signed by a threshold"), "{out}");
+    assert!(
+        o["reason"].as_str().unwrap().contains("not signed by a threshold"),
+        "{out}"
+    );
     // A control plane that publishes no update metadata: its offers are red and say why, and
     // host-2 installs nothing.
     drop(server);
@@ -441,7 +448,10 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     let (code, o, out) = update(&h2, &["upgrade", "--yes"]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        o["reason"].as_str().unwrap_or("").contains("publishes no signed update metadata"),
+        o["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("publishes no signed update metadata"),
         "{out}"
     );
     docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);

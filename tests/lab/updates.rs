@@ -150,7 +150,11 @@ impl Lab {
             .run()
             .code(0)
             .json();
-        assert_eq!((made["version"].as_u64(), made["threshold"].as_u64()), (Some(1), Some(2)), "{made}");
+        assert_eq!(
+            (made["version"].as_u64(), made["threshold"].as_u64()),
+            (Some(1), Some(2)),
+            "{made}"
+        );
         Trust {
             online: keys.join("online.key"),
             keys,
@@ -469,7 +473,17 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
         outcomes,
         // no root; no consent; done; smoke failed; bundle; replay; stripped; nothing signed;
         // rollback with nothing before.
-        vec!["refused", "refused", "done", "rolled_back", "blocked", "refused", "refused", "refused", "blocked"],
+        vec![
+            "refused",
+            "refused",
+            "done",
+            "rolled_back",
+            "blocked",
+            "refused",
+            "refused",
+            "refused",
+            "blocked"
+        ],
         "{status}"
     );
     let audit = lab.canary().args(["registry", "audit", "--json"]).run().code(0).json();
@@ -562,7 +576,10 @@ fn fake_control_plane(build: &str) -> (String, std::sync::Arc<std::sync::Mutex<F
             use axum::routing::{get, post};
             let app = axum::Router::new()
                 .route("/v1/heartbeats", post(|| async { axum::http::StatusCode::ACCEPTED }))
-                .route("/v1/updates/report", post(|| async { axum::http::StatusCode::ACCEPTED }))
+                .route(
+                    "/v1/updates/report",
+                    post(|| async { axum::http::StatusCode::ACCEPTED }),
+                )
                 .route(
                     "/v1/updates",
                     get(move || {
@@ -599,7 +616,14 @@ fn signed_by_online_key(trust: &Trust, docs: &[canary_lab::update::tuf::Doc], at
         ..Default::default()
     };
     let (files, _) = rt()
-        .block_on(tuf::sign_publication(&trust.roots, &key, &state, docs, at, &tuf::Lifetimes::default()))
+        .block_on(tuf::sign_publication(
+            &trust.roots,
+            &key,
+            &state,
+            docs,
+            at,
+            &tuf::Lifetimes::default(),
+        ))
         .unwrap();
     files.into_iter().map(|(p, b)| (p, b.into_bytes())).collect()
 }
@@ -621,7 +645,11 @@ fn hostile_control_plane(lab: &Lab, home: &Path, token: &str, trust: &Trust, fir
         .to_string();
     let (url, files) = fake_control_plane(&build);
     let init = |home: &Path| {
-        let (code, _, out) = update(home, token, &["init", "--server", &url, "--runner-id", "host-1", "--org", "acme"]);
+        let (code, _, out) = update(
+            home,
+            token,
+            &["init", "--server", &url, "--runner-id", "host-1", "--org", "acme"],
+        );
         assert_eq!(code, 0, "{out}");
     };
     let refused = |home: &Path, serve: Files, says: &str| {
@@ -630,7 +658,11 @@ fn hostile_control_plane(lab: &Lab, home: &Path, token: &str, trust: &Trust, fir
         let (code, o, out) = update(home, token, &["upgrade", "--yes"]);
         assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{says}: {out}");
         assert!(o["reason"].as_str().unwrap_or("").contains(says), "{says}: {out}");
-        assert_eq!(std::fs::read_link(home.join("current")).ok(), before, "{says}: switched");
+        assert_eq!(
+            std::fs::read_link(home.join("current")).ok(),
+            before,
+            "{says}: switched"
+        );
     };
     init(home);
     // Replay: the first publication again, after the host trusted newer ones.
@@ -650,12 +682,26 @@ fn hostile_control_plane(lab: &Lab, home: &Path, token: &str, trust: &Trust, fir
     let (code, _, out) = update(
         &fresh,
         token,
-        &["init", "--server", &url, "--runner-id", "host-1", "--org", "acme", "--root", trust.first_root().to_str().unwrap()],
+        &[
+            "init",
+            "--server",
+            &url,
+            "--runner-id",
+            "host-1",
+            "--org",
+            "acme",
+            "--root",
+            trust.first_root().to_str().unwrap(),
+        ],
     );
     assert_eq!(code, 0, "{out}");
     let doc = |org: Option<&str>, channel: &str, statement_channel: &str| {
         let mut m: serde_json::Value = serde_json::from_slice(
-            latest.iter().find(|(p, _)| p.ends_with("offers/channel/stable.json")).unwrap().1,
+            latest
+                .iter()
+                .find(|(p, _)| p.ends_with("offers/channel/stable.json"))
+                .unwrap()
+                .1,
         )
         .unwrap();
         m["statement"]["org"] = org.into();
@@ -669,7 +715,11 @@ fn hostile_control_plane(lab: &Lab, home: &Path, token: &str, trust: &Trust, fir
     };
     // Freeze: correctly signed, but its timestamp expired a day ago.
     let two_days_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48);
-    refused(&fresh, signed_by_online_key(trust, &[doc(None, "stable", "stable")], two_days_ago), "has expired");
+    refused(
+        &fresh,
+        signed_by_online_key(trust, &[doc(None, "stable", "stable")], two_days_ago),
+        "has expired",
+    );
     // Re-target: the beta offer placed where this stable host of acme reads.
     refused(
         &fresh,

@@ -135,7 +135,12 @@ impl Setup {
     }
 }
 
-async fn fetch(home: &Path, served: &Served, org: Option<&str>, channel: &str) -> std::result::Result<Verified, String> {
+async fn fetch(
+    home: &Path,
+    served: &Served,
+    org: Option<&str>,
+    channel: &str,
+) -> std::result::Result<Verified, String> {
     let allowed = vec!["stable".to_string(), "beta".to_string()];
     fetch_offer(home, SERVER, served.clone(), org, channel, &allowed).await
 }
@@ -158,12 +163,21 @@ async fn a_host_reads_the_offer_for_its_org_or_else_its_channel() {
     .await;
     let home = s.host();
     let v = fetch(home.path(), &s.served, Some("acme"), "stable").await.unwrap();
-    assert_eq!((v.manifest.build.as_str(), v.target.as_str()), ("sha256:cccc", "offers/org/acme/stable.json"));
+    assert_eq!(
+        (v.manifest.build.as_str(), v.target.as_str()),
+        ("sha256:cccc", "offers/org/acme/stable.json")
+    );
     let v = fetch(home.path(), &s.served, Some("globex"), "stable").await.unwrap();
-    assert_eq!(v.manifest.build, "sha256:aaaa", "an org without its own offer takes its channel's");
+    assert_eq!(
+        v.manifest.build, "sha256:aaaa",
+        "an org without its own offer takes its channel's"
+    );
     let v = fetch(home.path(), &s.served, None, "beta").await.unwrap();
     assert_eq!(v.manifest.build, "sha256:bbbb");
-    says(fetch(home.path(), &s.served, None, "nightly").await, "offers nothing for channel nightly");
+    says(
+        fetch(home.path(), &s.served, None, "nightly").await,
+        "offers nothing for channel nightly",
+    );
     let bare = tempfile::tempdir().unwrap();
     says(fetch(bare.path(), &s.served, None, "stable").await, "no trusted root");
 }
@@ -174,7 +188,14 @@ async fn older_metadata_is_refused_once_newer_was_trusted() {
     let old = s.publish(&[doc(None, "stable", "sha256:0001")]).await;
     s.publish(&[doc(None, "stable", "sha256:0002")]).await;
     let home = s.host();
-    assert_eq!(fetch(home.path(), &s.served, None, "stable").await.unwrap().manifest.build, "sha256:0002");
+    assert_eq!(
+        fetch(home.path(), &s.served, None, "stable")
+            .await
+            .unwrap()
+            .manifest
+            .build,
+        "sha256:0002"
+    );
     // The control plane (or a mirror) serves the first publication again.
     let replayed: Vec<_> = old.into_iter().filter(|(p, _)| p == "timestamp.json").collect();
     s.served.put(&replayed);
@@ -212,7 +233,10 @@ async fn files_of_two_publications_or_altered_files_are_refused() {
         .unwrap();
     let text = String::from_utf8(s.served.get(&path)).unwrap().replace("0002", "0003");
     s.served.set(&path, text.into_bytes());
-    says(fetch(home.path(), &s.served, None, "stable").await, "does not match the digest");
+    says(
+        fetch(home.path(), &s.served, None, "stable").await,
+        "does not match the digest",
+    );
 }
 
 #[tokio::test]
@@ -225,7 +249,10 @@ async fn metadata_signed_by_another_key_is_refused() {
     let files = forged.publish(&[doc(None, "stable", "sha256:evil")]).await;
     let no_root: Vec<_> = files.into_iter().filter(|(p, _)| !p.ends_with(".root.json")).collect();
     s.served.put(&no_root);
-    says(fetch(home.path(), &s.served, None, "stable").await, "not signed by a threshold");
+    says(
+        fetch(home.path(), &s.served, None, "stable").await,
+        "not signed by a threshold",
+    );
 }
 
 #[tokio::test]
@@ -235,7 +262,10 @@ async fn a_document_issued_for_another_org_is_refused() {
     wrong.org = Some("acme".into());
     s.publish(&[wrong]).await;
     let home = s.host();
-    says(fetch(home.path(), &s.served, Some("acme"), "stable").await, "issued for org globex");
+    says(
+        fetch(home.path(), &s.served, Some("acme"), "stable").await,
+        "issued for org globex",
+    );
 }
 
 #[tokio::test]
@@ -266,13 +296,25 @@ async fn a_rotated_root_is_followed_and_one_below_threshold_is_not() {
         use tough::schema::KeyHolder;
         let root2 = unsigned_root(&spec).unwrap();
         let rng = aws_lc_rs::rand::SystemRandom::new();
-        let by_new = SignedRole::new(root2.clone(), &KeyHolder::Root(root2.clone()), &sources(&new_keys), &rng)
-            .await
+        let by_new = SignedRole::new(
+            root2.clone(),
+            &KeyHolder::Root(root2.clone()),
+            &sources(&new_keys),
+            &rng,
+        )
+        .await
+        .unwrap();
+        let by_one_old = SignedRole::new(
+            root2.clone(),
+            &KeyHolder::Root(root1.signed.clone()),
+            &sources(&s.root_keys[..1]),
+            &rng,
+        )
+        .await
+        .unwrap();
+        let weak = by_new
+            .add_old_signatures(by_one_old.signed().signatures.clone())
             .unwrap();
-        let by_one_old = SignedRole::new(root2.clone(), &KeyHolder::Root(root1.signed.clone()), &sources(&s.root_keys[..1]), &rng)
-            .await
-            .unwrap();
-        let weak = by_new.add_old_signatures(by_one_old.signed().signatures.clone()).unwrap();
         s.served.set("2.root.json", weak.buffer().clone());
         let r = fetch(home.path(), &s.served, None, "stable").await;
         assert!(r.is_err(), "a root below the old threshold is refused");
@@ -283,7 +325,15 @@ async fn a_rotated_root_is_followed_and_one_below_threshold_is_not() {
     let text = sign_root(&spec, &new_keys, Some((&root1, &s.root_keys))).await.unwrap();
     std::fs::write(s.roots.join("2.root.json"), &text).unwrap();
     // The old online key can no longer publish; the new one does.
-    let stale = sign_publication(&s.roots, &s.online, &s.state, &[doc(None, "stable", "sha256:0002")], jiff::Timestamp::now(), &Lifetimes::default()).await;
+    let stale = sign_publication(
+        &s.roots,
+        &s.online,
+        &s.state,
+        &[doc(None, "stable", "sha256:0002")],
+        jiff::Timestamp::now(),
+        &Lifetimes::default(),
+    )
+    .await;
     assert!(stale.is_err(), "the old online key is not the new root's");
     s.online = new_online;
     s.publish(&[doc(None, "stable", "sha256:0002")]).await;
@@ -310,7 +360,10 @@ async fn roots_are_checked_when_made_and_when_read() {
         let e = sign_root(&spec(t), &root_keys, None).await.unwrap_err().to_string();
         assert!(e.contains(what), "{e}");
     }
-    let e = sign_root(&spec(2), &root_keys[..1], None).await.unwrap_err().to_string();
+    let e = sign_root(&spec(2), &root_keys[..1], None)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("do not meet the new threshold"), "{e}");
     let same = vec![online.0.public()];
     let e = sign_root(
@@ -321,7 +374,7 @@ async fn roots_are_checked_when_made_and_when_read() {
             online: &online.0.public(),
             expires: in_a_year(),
         },
-        &[online.clone()],
+        std::slice::from_ref(&online),
         None,
     )
     .await
@@ -330,7 +383,11 @@ async fn roots_are_checked_when_made_and_when_read() {
     assert!(e.contains("the online key is also a root key"), "{e}");
     // A host refuses to pin what is not a self-signed root.
     let home = tempfile::tempdir().unwrap();
-    assert!(pin_root(home.path(), b"{}").unwrap_err().contains("not TUF root metadata"));
+    assert!(
+        pin_root(home.path(), b"{}")
+            .unwrap_err()
+            .contains("not TUF root metadata")
+    );
     let text = sign_root(&spec(2), &root_keys, None).await.unwrap();
     let mut tampered: serde_json::Value = serde_json::from_slice(&text).unwrap();
     tampered["signed"]["roles"]["root"]["threshold"] = 1.into();
@@ -350,12 +407,15 @@ async fn roots_are_checked_when_made_and_when_read() {
 #[test]
 fn only_published_paths_are_served_and_org_offers_only_to_their_org() {
     let sha = "a".repeat(64);
-    assert_eq!(servable("timestamp.json"), Ok(None));
-    assert_eq!(servable("3.root.json"), Ok(None));
-    assert_eq!(servable(&format!("targets/{sha}.offers/channel/stable.json")), Ok(None));
+    assert_eq!(access("timestamp.json"), Access::Runners);
+    assert_eq!(access("3.root.json"), Access::Runners);
     assert_eq!(
-        servable(&format!("targets/{sha}.offers/org/acme/stable.json")),
-        Ok(Some("acme".into()))
+        access(&format!("targets/{sha}.offers/channel/stable.json")),
+        Access::Runners
+    );
+    assert_eq!(
+        access(&format!("targets/{sha}.offers/org/acme/stable.json")),
+        Access::Org("acme".into())
     );
     for bad in [
         "_state.json",
@@ -367,7 +427,7 @@ fn only_published_paths_are_served_and_org_offers_only_to_their_org() {
         "root.json%00",
         ".hidden",
     ] {
-        assert_eq!(servable(bad), Err(()), "{bad}");
+        assert_eq!(access(bad), Access::Never, "{bad}");
     }
 }
 
@@ -391,5 +451,8 @@ fn the_state_calls_for_a_publication_when_anything_moved_or_the_timestamp_ages()
         !s.current((1, "r1"), &docs, now + jiff::SignedDuration::from_hours(9), &l),
         "less than half the timestamp's life left"
     );
-    assert!(!State::default().current((0, ""), &BTreeMap::new(), now, &l), "never published");
+    assert!(
+        !State::default().current((0, ""), &BTreeMap::new(), now, &l),
+        "never published"
+    );
 }
