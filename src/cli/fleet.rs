@@ -533,7 +533,7 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
     };
     match cmd {
         KeysCommand::Create { out, name, json } => {
-            crate::gate::ops::check_name("key name", name)?;
+            crate::gate::ops::check_name("key", name)?;
             let key = crate::update::sign::Key::generate()?;
             let (private, public) = (out.join(format!("{name}.key")), out.join(format!("{name}.pub")));
             key.write(&private, &public)?;

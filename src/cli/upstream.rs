@@ -292,6 +292,25 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
     }
     let hosts = crate::authority::HostAllow::new(a.public_url.as_deref())
         .map_err(|m| LabError::usage(m, "e.g. --public-url https://canary.example.com"))?;
+    let webhook = a.updates_webhook.clone().or(config.updates.webhook.clone());
+    if let Some(w) = webhook.as_deref().filter(|w| !crate::config::is_http_url(w)) {
+        return Err(LabError::usage(
+            format!("--updates-webhook `{}` is not an http(s) URL", crate::text::clean(w)),
+            "give the URL that receives notices of runners behind their offered build",
+        ));
+    }
+    let publisher = match (&a.tuf, &a.online_key) {
+        (Some(dir), Some(key)) => Some(crate::update::tuf::Publisher::open(
+            dir,
+            crate::update::sign::Key::load(key)?,
+            crate::update::tuf::Lifetimes {
+                timestamp: a.timestamp_lifetime,
+                ..Default::default()
+            },
+        )?),
+        _ => None,
+    };
+    let orgs = crate::orgs::OrgPolicies::load(&config.orgs_dir)?;
     let reg = std::sync::Arc::new(open(config).await?);
     async fn status(State(reg): State<std::sync::Arc<Registry>>) -> (StatusCode, axum::Json<serde_json::Value>) {
         match super::gate::status_json(&reg, None).await {
@@ -312,31 +331,13 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
             "issue one per runner with `canary tokens create --runner ID`, or use --listen 127.0.0.1:PORT",
         ));
     }
-    let webhook = a.updates_webhook.clone().or(config.updates.webhook.clone());
-    if let Some(w) = webhook.as_deref().filter(|w| !crate::config::is_http_url(w)) {
-        return Err(LabError::usage(
-            format!("--updates-webhook `{}` is not an http(s) URL", crate::text::clean(w)),
-            "give the URL that receives notices of runners behind their offered build",
-        ));
-    }
-    let publisher = match (&a.tuf, &a.online_key) {
-        (Some(dir), Some(key)) => Some(crate::update::tuf::Publisher::open(
-            dir,
-            crate::update::sign::Key::load(key)?,
-            crate::update::tuf::Lifetimes {
-                timestamp: a.timestamp_lifetime,
-                ..Default::default()
-            },
-        )?),
-        _ => None,
-    };
     let cp = crate::control::ControlPlane::new(reg.clone())
         .with_hosts(hosts)
         .with_updates(crate::control::Updates {
             publisher,
             artifacts: Some(crate::update::server::Artifacts::new(&config.cache_dir)),
             webhook,
-            orgs: crate::orgs::OrgPolicies::load(&config.orgs_dir)?,
+            orgs,
         });
     let pages = Pages {
         policy: std::sync::Arc::new(policy.clone()),

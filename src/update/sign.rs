@@ -27,6 +27,12 @@ impl Key {
     pub fn load(path: &Path) -> Result<Key> {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(path).map_err(|e| LabError::read(path, e))?;
+        if !meta.is_file() {
+            return Err(LabError::usage(
+                format!("{}: not a regular file", path.display()),
+                "give the `.key` file `canary keys create` wrote",
+            ));
+        }
         if meta.permissions().mode() & 0o077 != 0 {
             return Err(LabError::usage(
                 format!("{}: the signing key is readable by other users", path.display()),

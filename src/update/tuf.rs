@@ -267,7 +267,11 @@ pub fn parse_root(text: &[u8]) -> std::result::Result<Signed<Root>, String> {
     if text.len() as u64 > MAX_ROOT {
         return Err(format!("a root file is at most {MAX_ROOT} bytes"));
     }
-    serde_json::from_slice(text).map_err(|e| format!("not TUF root metadata: {e}"))
+    let raw: serde_json::Value = serde_json::from_slice(text).map_err(|e| format!("not TUF root metadata: {e}"))?;
+    if raw["signed"]["_type"] != "root" {
+        return Err("not TUF root metadata: `signed._type` is not `root`".into());
+    }
+    serde_json::from_value(raw).map_err(|e| format!("not TUF root metadata: {e}"))
 }
 
 /// A root that verifies with its own keys at its own threshold: the check for a root a host is
@@ -514,6 +518,12 @@ impl Publisher {
     /// Checks that the newest root in `root_dir` names `key` for the online roles.
     pub fn open(root_dir: &Path, key: Key, lifetimes: Lifetimes) -> Result<Publisher> {
         let (_, path, root) = latest_root(root_dir)?;
+        if root.signed.expires <= jiff::Timestamp::now() {
+            return Err(LabError::usage(
+                format!("{}: the root expired at {}", path.display(), root.signed.expires),
+                "hosts refuse an expired root: rotate to a new one with `canary keys rotate`",
+            ));
+        }
         let id = key_id(&key.public());
         for role in [RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp] {
             let named = root

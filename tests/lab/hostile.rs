@@ -255,6 +255,38 @@ fn every_hostile_input_is_refused_cleanly() {
     }
 
     #[derive(serde::Deserialize)]
+    struct RootFile {
+        name: String,
+        says: String,
+        body: String,
+    }
+    let text = std::fs::read_to_string(root().join("tests/fixtures/hostile/roots.yaml")).unwrap();
+    let roots: Vec<RootFile> = serde_saphyr::from_str(&text).unwrap();
+    for r in roots {
+        let s = Scratch::new();
+        let dir = s.path("tuf");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("1.root.json"), &r.body).unwrap();
+        let want = Expect {
+            exit: 2,
+            line: None,
+            says: r.says,
+        };
+        let c = Canary::new()
+            .arg_path_flag("--config", &s.config)
+            .args(["keys", "rotate", "--json"])
+            .arg_path_flag("--dir", &dir)
+            .arg_path_flag("--old-key", &s.path("old.key"))
+            .arg_path_flag("--root-key", &s.path("new.key"));
+        failures += check(&format!("root {}", r.name), &s, &["lab.yaml", "tuf"], c, &want, None);
+        if std::fs::read_dir(&dir).unwrap().count() != 1 {
+            eprintln!("root {}: wrote into the root folder", r.name);
+            failures += 1;
+        }
+        total += 1;
+    }
+
+    #[derive(serde::Deserialize)]
     struct Args {
         name: String,
         exit: i32,

@@ -319,6 +319,23 @@ fn serve_refuses_bad_values_before_it_opens_anything() {
             "carries credentials",
         ),
         (vec!["--public-url", "https://"], "no host"),
+        (vec!["--tuf", "tuf"], "--online-key"),
+        (vec!["--online-key", "online.key"], "--tuf"),
+        (
+            vec![
+                "--tuf",
+                "no-such-roots",
+                "--online-key",
+                "online.key",
+                "--timestamp-lifetime",
+                "1s",
+            ],
+            "between 2s and 30days",
+        ),
+        (
+            vec!["--tuf", "no-such-roots", "--online-key", "no-such.key"],
+            "cannot read no-such",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("registry.db");
