@@ -456,7 +456,7 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     );
     docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
     drop(unsigned);
-    let _server = serve_on(&lab, &listen, &trust, &[]);
+    let server = serve_on(&lab, &listen, &trust, &[]);
 
     // A new good build; the upgrade is killed (SIGKILL) half-way through its download.
     let build_c = lab.release('c', &[runner.clone(), cli(&version_c, &digest_c)]);
@@ -577,6 +577,47 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
             .iter()
             .any(|h| h["runner"] == "host-2" && h["build"] == build_c.as_str())
     });
+
+    // The root is rotated offline (root-b replaced by root-c, and a new online key); once serve
+    // runs with the new online key, every host follows root 2 at its next check, verified by
+    // the root it trusted, and trusts nothing the old online key signs.
+    for name in ["root-c", "online-2"] {
+        lab.canary()
+            .args(["keys", "create", "--name", name, "--out"])
+            .arg_path(&trust.keys)
+            .run()
+            .code(0);
+    }
+    lab.canary()
+        .args(["keys", "rotate", "--threshold", "2"])
+        .arg_path_flag("--dir", &trust.roots)
+        .arg_path_flag("--old-key", &trust.keys.join("root-a.key"))
+        .arg_path_flag("--old-key", &trust.keys.join("root-b.key"))
+        .arg_path_flag("--root-key", &trust.keys.join("root-a.key"))
+        .arg_path_flag("--root-key", &trust.keys.join("root-c.key"))
+        .arg_path_flag("--online-key", &trust.keys.join("online-2.pub"))
+        .run()
+        .code(0);
+    drop(server);
+    let rotated = crate::updates::Trust {
+        online: trust.keys.join("online-2.key"),
+        ..trust.clone()
+    };
+    let _server = serve_on(&lab, &listen, &rotated, &[]);
+    for h in [&h1, &h2] {
+        wait_for("the host to follow root 2", Duration::from_secs(30), || {
+            let (_, check, _) = update(h, &["check"]);
+            check["trusted_root_version"] == 2 && check["signed"]["build"] == build_c.as_str()
+        });
+        docker(&[
+            "exec",
+            h,
+            "grep",
+            "-Eq",
+            "\"version\": ?2,",
+            "/opt/canary-runner/tuf/root.json",
+        ]);
+    }
 
     // The control plane's audit: every attempt of both hosts, and the notices.
     let audit = lab.canary().args(["registry", "audit", "--json"]).run().code(0).json();
