@@ -116,6 +116,26 @@ pub const ERROR_KINDS: &[&str] = &[
 ];
 
 impl Event {
+    /// Every event type's name (`SESSION_STARTED`, ...), read off the type's own JSON Schema, so
+    /// a new variant is known to suites the moment it exists; no list is kept by hand.
+    pub fn types() -> &'static [String] {
+        static TYPES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        TYPES.get_or_init(|| {
+            let schema = serde_json::to_value(schemars::schema_for!(Event)).expect("schema serializes");
+            let mut out: Vec<String> = schema["oneOf"]
+                .as_array()
+                .expect("a tagged enum's schema is a oneOf")
+                .iter()
+                .filter_map(|v| {
+                    let t = &v["properties"]["type"];
+                    t["const"].as_str().or_else(|| t["enum"][0].as_str()).map(String::from)
+                })
+                .collect();
+            out.dedup();
+            out
+        })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Event::SessionStarted { .. } => "SESSION_STARTED",
@@ -210,5 +230,30 @@ mod kinds_tests {
             }
         }
         assert!(found > 10, "the scan found the emitters ({found})");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The derived list names every variant, exactly as it serializes.
+    #[test]
+    fn every_event_type_is_known_by_its_wire_name() {
+        let samples = [
+            Event::error("timeout", "x"),
+            Event::AgentMessage {
+                text: "hi".into(),
+                is_final: true,
+            },
+            Event::ActionApproved { request_id: "r".into() },
+        ];
+        for e in &samples {
+            let wire = serde_json::to_value(e).unwrap();
+            assert_eq!(wire["type"], e.name());
+            assert!(Event::types().iter().any(|t| t == e.name()), "{}", e.name());
+        }
+        assert_eq!(Event::types().len(), 11, "{:?}", Event::types());
+        assert!(Event::types().iter().any(|t| t == "AGENT_MESSAGE"));
     }
 }

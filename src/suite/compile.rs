@@ -101,20 +101,6 @@ pub struct SessionSpec {
     pub model: Option<String>,
 }
 
-/// Event types of the Runner Contract, for validating suites.
-pub const EVENT_TYPES: &[&str] = &[
-    "SESSION_STARTED",
-    "USAGE_TICK",
-    "APPROVAL_REQUIRED",
-    "ACTION_BLOCKED",
-    "ACTION_APPROVED",
-    "COMMAND_EXITED",
-    "DIFF_READY",
-    "PR_OPENED",
-    "HEARTBEAT",
-    "ERROR",
-];
-
 #[derive(Debug, Clone, Default)]
 pub struct EventsExpect {
     pub present: Vec<String>,
@@ -813,10 +799,11 @@ pub fn event_spec_problem(spec: &str) -> Option<(String, String)> {
         Some((t, k)) => (t, Some(k)),
         None => (spec, None),
     };
-    if !EVENT_TYPES.contains(&ty) {
+    let types = crate::runner::events::Event::types();
+    if !types.iter().any(|t| t == ty) {
         return Some((
             format!("unknown event type `{}`", crate::text::clean(ty)),
-            format!("event types: {}", EVENT_TYPES.join(", ")),
+            format!("event types: {}", types.join(", ")),
         ));
     }
     match kind {
@@ -848,4 +835,24 @@ fn valid_branch(b: &str) -> bool {
         && !b.contains("//")
         && !b.contains("@{")
         && b.chars().all(|c| !c.is_control() && !" ~^:?*[\\".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_spec_problem;
+
+    /// Every event the runner emits can be expected, AGENT_MESSAGE included (it was missing from
+    /// a hand-kept list); what it cannot emit is refused with the list.
+    #[test]
+    fn every_contract_event_type_may_be_expected_and_others_not() {
+        for t in crate::runner::events::Event::types() {
+            assert_eq!(event_spec_problem(t), None, "{t}");
+        }
+        assert_eq!(event_spec_problem("AGENT_MESSAGE"), None);
+        assert_eq!(event_spec_problem("ERROR:timeout"), None);
+        let (msg, help) = event_spec_problem("NOPE").unwrap();
+        assert!(msg.contains("unknown event type `NOPE`"), "{msg}");
+        assert!(help.contains("AGENT_MESSAGE"), "{help}");
+        assert!(event_spec_problem("AGENT_MESSAGE:x").is_some(), "only ERROR has kinds");
+    }
 }
