@@ -46,7 +46,7 @@ test: setup
 [group('test')]
 lint:
     cargo fmt --check
-    cargo clippy --locked --all-targets -- -D warnings
+    cargo clippy --locked --workspace --all-targets -- -D warnings
     cargo run --locked -q --bin canary -- schema suite --check suites/schema.json
     cargo run --locked -q --bin canary -- schema report --check docs/report.schema.json
 

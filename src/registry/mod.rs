@@ -220,15 +220,7 @@ pub(crate) fn db_err(display: &str) -> impl Fn(sqlx::Error) -> LabError + '_ {
     }
 }
 
-/// Now, as the registry stores times: RFC 3339 UTC with milliseconds (sorts as text).
-pub fn now() -> String {
-    format_ts(jiff::Timestamp::now())
-}
-
-/// A time as the registry stores it.
-pub fn format_ts(t: jiff::Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-}
+pub use canary_contract::time::{format_ts, now};
 
 impl Registry {
     /// Opens for reading and writing (creating a SQLite file if needed) and brings the schema

@@ -461,3 +461,74 @@ on_both!(drift_is_recorded_blocks_the_gate_and_inventories_compare, |b| {
     );
     canary(&reg).args(["drift", old]).run().code(0).stdout_has("no drift");
 });
+
+on_both!(update_metadata_is_published_once_per_change_and_replaced_whole, |b| {
+    let reg = fresh(b);
+    let url = if reg.url.starts_with("postgres") {
+        reg.url.clone()
+    } else {
+        format!("sqlite://{}", reg.url)
+    };
+    runtime().block_on(async {
+        use canary_lab::update::sign::Key;
+        use canary_lab::update::tuf::{self, Doc, Lifetimes, Publisher, RootSpec, Signer};
+        let r = canary_lab::registry::Registry::open(&url).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // A root folder with two versions, then another folder with one: the second publication
+        // must not leave the first folder's version 2 behind for hosts to stumble on.
+        let make = |path: std::path::PathBuf, versions: u64| async move {
+            std::fs::create_dir_all(&path).unwrap();
+            let (root_key, online) = (Key::generate().unwrap(), Key::generate().unwrap());
+            let publics = [root_key.public()];
+            let signer = Signer::new(root_key);
+            let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24);
+            let mut previous = None;
+            for v in 1..=versions {
+                let spec = RootSpec {
+                    version: v,
+                    root_keys: &publics,
+                    threshold: 1,
+                    online: &online.public(),
+                    expires: later,
+                };
+                let prev: Option<tough::schema::Signed<tough::schema::Root>> = previous.take();
+                let text = tuf::sign_root(
+                    &spec,
+                    std::slice::from_ref(&signer),
+                    prev.as_ref().map(|p| (p, std::slice::from_ref(&signer))),
+                )
+                .await
+                .unwrap();
+                std::fs::write(path.join(format!("{v}.root.json")), &text).unwrap();
+                previous = Some(tuf::parse_root(&text).unwrap());
+            }
+            Publisher::open(&path, online, Lifetimes::default()).unwrap()
+        };
+        let doc = |build: &str| Doc {
+            org: None,
+            channel: "stable".into(),
+            body: format!("{{\"build\":\"{build}\"}}"),
+        };
+        let now = jiff::Timestamp::now();
+        let p = make(dir.path().join("a"), 2).await;
+        assert_eq!(p.publish(&r, &[doc("b1")], now).await.unwrap(), Some(1));
+        assert_eq!(p.publish(&r, &[doc("b1")], now).await.unwrap(), None, "nothing moved");
+        assert_eq!(
+            p.publish(&r, &[doc("b2")], now).await.unwrap(),
+            Some(2),
+            "an offer moved"
+        );
+        let ts: serde_json::Value =
+            serde_json::from_str(&r.tuf_file("timestamp.json").await.unwrap().unwrap()).unwrap();
+        assert_eq!(ts["signed"]["version"], 2);
+        assert!(r.tuf_file("2.targets.json").await.unwrap().is_some());
+        assert!(r.tuf_file("2.root.json").await.unwrap().is_some());
+        let q = make(dir.path().join("b"), 1).await;
+        assert_eq!(q.publish(&r, &[doc("b2")], now).await.unwrap(), Some(3), "another root");
+        assert!(r.tuf_file("1.root.json").await.unwrap().is_some());
+        assert!(
+            r.tuf_file("2.root.json").await.unwrap().is_none(),
+            "the other folder's root 2 is gone"
+        );
+    });
+});
