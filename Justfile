@@ -40,7 +40,8 @@ canary *ARGS: build
 [group('test')]
 test: setup
     scripts/chromium.sh >/dev/null
-    CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo nextest run --locked --no-fail-fast {{ if env("CI", "") != "" { "--profile ci" } else { "" } }}
+    cargo build --locked --workspace --bins
+    CANARY_RUNNER_BUILT=1 CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo nextest run --locked --workspace --no-fail-fast {{ if env("CI", "") != "" { "--profile ci" } else { "" } }}
 
 # Formatting, lints and the generated schemas.
 [group('test')]

@@ -34,8 +34,6 @@ pub const BUILD_REPO: &str = "canary-lab/build";
 pub const LAYER_REPO: &str = "canary-lab/layer";
 /// The label holding a build's manifest (JSON).
 pub const MANIFEST_LABEL: &str = "canary-lab.build";
-/// The runner's component name.
-pub const RUNNER: &str = "runner";
 /// Delta layers a build may stack on its canonical chain before a change rebuilds it.
 pub const MAX_DELTAS: u32 = 6;
 /// Bump when the layout of build layers changes; it is part of every key.
@@ -43,89 +41,25 @@ const LAYOUT: &str = "build-2";
 /// Where the runner lives in a build.
 pub const RUNNER_PATH: &str = "usr/local/bin/canary-runner";
 
-/// One component of a build: the runner or a CLI at an exact version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Component {
-    /// `runner`, or a provider name (`codex`, `claude-code`).
-    pub name: String,
-    /// The runner's version, or the CLI's own version (`2.1.330` for Claude Code).
-    pub version: String,
-    /// The package that carries it (`openai-codex-cli-bin`), for CLIs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub package: Option<String>,
-    /// The package's version (`0.2.187` of claude-agent-sdk), for CLIs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub package_version: Option<String>,
-    /// `sha256:` of the wheel (CLIs) or of the binary (runner): what makes the layer.
-    pub digest: String,
-}
+pub use canary_contract::build::{Change, Component, RUNNER, RUNNER_IMAGE_PREFIX};
 
-impl Component {
-    pub fn from_fetched(f: &Fetched) -> Component {
-        Component {
-            name: f.provider.name().into(),
-            version: f.cli_version.clone(),
-            package: Some(f.package.clone()),
-            package_version: Some(f.package_version.clone()),
-            digest: f.wheel_sha256.clone(),
-        }
-    }
-
-    pub fn provider(&self) -> Option<Provider> {
-        Provider::from_name(&self.name)
-    }
-
-    /// Whether this is a runner that came from a user's runner image.
-    pub fn from_image(&self) -> bool {
-        self.name == RUNNER
-            && self
-                .package
-                .as_deref()
-                .is_some_and(|p| p.starts_with(RUNNER_IMAGE_PREFIX))
-    }
-
-    /// The spec that fetches this CLI again (from the cache when it is there).
-    pub fn spec(&self) -> Option<ProviderSpec> {
-        Some(ProviderSpec {
-            provider: self.provider()?,
-            package_version: self.package_version.clone(),
-        })
-    }
-
-    /// `codex 0.163.0` (with the package version when it differs).
-    pub fn display(&self) -> String {
-        match &self.package_version {
-            Some(pv) if *pv != self.version => format!(
-                "{} {} ({} {pv})",
-                self.name,
-                self.version,
-                self.package.as_deref().unwrap_or("")
-            ),
-            _ => format!("{} {}", self.name, self.version),
-        }
+/// The component a fetched CLI makes.
+pub fn component_of(f: &Fetched) -> Component {
+    Component {
+        name: f.provider.name().into(),
+        version: f.cli_version.clone(),
+        package: Some(f.package.clone()),
+        package_version: Some(f.package_version.clone()),
+        digest: f.wheel_sha256.clone(),
     }
 }
 
-/// What changed from one build to another, component by component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Change {
-    pub component: String,
-    /// `None`: the component is new.
-    pub from: Option<String>,
-    /// `None`: the component was removed.
-    pub to: Option<String>,
-}
-
-impl std::fmt::Display for Change {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} → {}",
-            self.component,
-            self.from.as_deref().unwrap_or("(none)"),
-            self.to.as_deref().unwrap_or("(removed)")
-        )
-    }
+/// The spec that fetches a component's CLI again (from the cache when it is there).
+pub fn spec_of(c: &Component) -> Option<ProviderSpec> {
+    Some(ProviderSpec {
+        provider: c.provider()?,
+        package_version: c.package_version.clone(),
+    })
 }
 
 /// What a build holds. Components are kept in layer order: the runner first, then CLIs in
@@ -451,9 +385,6 @@ pub enum RunnerChoice {
     Image(String),
 }
 
-/// The package field of a runner that came from an image: `image:<reference>`.
-const RUNNER_IMAGE_PREFIX: &str = "image:";
-
 /// The runner component of a user's runner image, and the image id the build stacks on.
 pub async fn runner_from_image(engine: &DockerBackend, reference: &str) -> Result<(Component, String)> {
     let info = engine.image(reference).await?.ok_or_else(|| LabError::ImageMissing {
@@ -511,7 +442,7 @@ pub async fn ensure_with(
     };
     let fetched = fetch_all(specs.to_vec(), &config.cache_dir, progress).await?;
     let mut components = vec![runner_component];
-    components.extend(fetched.iter().map(Component::from_fetched));
+    components.extend(fetched.iter().map(component_of));
     let manifest = BuildManifest::new(&base_id, components)?;
     let mut sources: HashMap<String, Source> = fetched
         .into_iter()
@@ -641,7 +572,7 @@ pub async fn derive(
                     .find(|f| f.provider == spec.provider)
                     .expect("fetched above")
                     .clone();
-                (Component::from_fetched(&f), Source::Cli(f))
+                (component_of(&f), Source::Cli(f))
             }
         };
         let before = next.clone();
@@ -691,7 +622,7 @@ async fn apply(
             "{} changes stacked on this build's chain: rebuilding it canonically",
             next.deltas - 1
         ));
-        let specs: Vec<ProviderSpec> = next.clis().filter_map(Component::spec).collect();
+        let specs: Vec<ProviderSpec> = next.clis().filter_map(spec_of).collect();
         let fetched = fetch_all(specs, &config.cache_dir, progress).await?;
         let mut sources: HashMap<String, Source> = fetched
             .into_iter()
@@ -715,7 +646,7 @@ async fn apply(
             .components
             .iter()
             .map(|c| match sources.get(&c.name) {
-                Some(Source::Cli(f)) => Component::from_fetched(f),
+                Some(Source::Cli(f)) => component_of(f),
                 _ => c.clone(),
             })
             .collect();

@@ -282,7 +282,8 @@ async fn judge_candidate(
             let mut all = specs.clone();
             if let Some(m) = &parent_manifest {
                 for c in m.clis() {
-                    if let Some(s) = c.spec().filter(|s| !all.iter().any(|a| a.provider == s.provider)) {
+                    if let Some(s) = crate::builds::spec_of(c).filter(|s| !all.iter().any(|a| a.provider == s.provider))
+                    {
                         all.push(s);
                     }
                 }

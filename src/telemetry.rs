@@ -100,14 +100,7 @@ impl std::fmt::Display for BatchError {
     }
 }
 
-/// An id a runner, session or build may have: 1 to 128 of letters, digits, `.`, `_`, `:`, `-`.
-pub fn is_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('-')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
-}
+pub use canary_runner::names::is_id;
 
 const LIMITS: [(&str, u64); 7] = [
     ("start_latency_ms", 86_400_000),

@@ -123,24 +123,7 @@ pub struct Actor<'a> {
     pub reason: &'a str,
 }
 
-/// Org and channel names: what a pin, a heartbeat or a rollout may name. Letters, digits, `.`,
-/// `_` and `-`, 1 to 64 characters, so they print and store as themselves.
-pub fn check_name(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(crate::error::LabError::usage(
-            format!("{what} `{}` is not a valid name", crate::text::clean(name)),
-            format!("a {what} name is 1 to 64 letters, digits, `.`, `_` or `-`, not starting with `-`"),
-        ))
-    }
-}
+pub use canary_runner::names::check_name;
 
 /// The build an org runs: its pinned build, or its channel's current known-good build.
 pub async fn effective(reg: &Registry, pin: Option<&crate::registry::OrgPin>) -> Result<Option<String>> {

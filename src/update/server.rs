@@ -238,8 +238,7 @@ struct Index {
     known: HashMap<PathBuf, (u64, std::time::SystemTime, String)>,
 }
 
-/// The largest artifact served (a Claude Code wheel is about 100 MB).
-pub const MAX_ARTIFACT: u64 = 1024 * 1024 * 1024;
+pub use canary_runner::update::MAX_ARTIFACT;
 
 impl Artifacts {
     pub fn new(cache_dir: &Path) -> Artifacts {

@@ -439,7 +439,7 @@ fn a_users_runner_image_is_the_runner_of_a_build() {
     let base = Canary::new().args(["images", "base", "--json"]).run().code(0).json();
     let base_ref = base["reference"].as_str().unwrap().to_string();
     let ctx = tempfile::tempdir().unwrap();
-    let runner = std::path::Path::new(env!("CARGO_BIN_EXE_canary-runner"));
+    let runner = std::path::Path::new(crate::helpers::runner_exe());
     std::fs::copy(runner, ctx.path().join("canary-runner-real")).unwrap();
     // The wrapper leaves a mark, so the test can tell this runner ran and not the lab's own.
     std::fs::write(

@@ -125,7 +125,7 @@ fn docker_sweeps_after_a_promotion_open_one_draft_pr_under_org_policies_and_surv
     let port = free_port();
     let forge_url = format!("http://{gateway}:{port}");
     let _forge = Killed(
-        Command::new(env!("CARGO_BIN_EXE_canary-runner"))
+        Command::new(crate::helpers::runner_exe())
             .args([
                 "lab-forge",
                 "--listen",

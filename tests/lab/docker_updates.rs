@@ -208,7 +208,7 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
         config,
         dir,
     };
-    let runner_bin = PathBuf::from(env!("CARGO_BIN_EXE_canary-runner"));
+    let runner_bin = PathBuf::from(crate::helpers::runner_exe());
     let runner = runner_component();
     let cli = claude_component;
     let build_a = lab.release('a', &[runner.clone(), cli(&version_a, &digest_a)]);

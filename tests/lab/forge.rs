@@ -28,7 +28,7 @@ fn events(out: &std::process::Output) -> Vec<serde_json::Value> {
 }
 
 fn pr(ws: &Path, url: &str, repo: &str, branch: &str, base: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_canary-runner"))
+    Command::new(crate::helpers::runner_exe())
         .args([
             "pr",
             "--remote",

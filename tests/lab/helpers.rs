@@ -4,6 +4,48 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The runner crate's binaries (`canary-runner`, `canary-exec`) beside `canary`, where the lab
+/// looks for them. Cargo builds only this package's binaries for its tests, so the first call in
+/// a test process builds them (a no-op when they are fresh), unless `CANARY_RUNNER_BUILT` says
+/// the caller did (`just test` builds the workspace's binaries first).
+pub fn ensure_runner_built() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("CANARY_RUNNER_BUILT").is_some() {
+            return;
+        }
+        let canary = Path::new(env!("CARGO_BIN_EXE_canary"));
+        let release = canary
+            .parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "canary-runner", "--bins"])
+            .current_dir(root());
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo build -p canary-runner --bins");
+        assert!(status.success(), "cargo build -p canary-runner --bins failed");
+    });
+}
+
+/// The `canary-runner` binary beside `canary`, built if needed.
+pub fn runner_exe() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ensure_runner_built();
+    PATH.get_or_init(|| {
+        let p = Path::new(env!("CARGO_BIN_EXE_canary")).with_file_name("canary-runner");
+        assert!(
+            p.is_file(),
+            "{} is missing: cargo build --workspace --bins",
+            p.display()
+        );
+        p.display().to_string()
+    })
+}
+
 /// Serves `app` on a loopback port from a thread of its own; returns its base URL.
 pub fn serve_on_loopback(app: axum::Router) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -38,6 +80,7 @@ pub struct Outcome {
 impl Canary {
     /// `canary` in the repo root, with reports going to a fresh temporary folder.
     pub fn new() -> Canary {
+        ensure_runner_built();
         let reports = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_canary"));
         cmd.current_dir(root())
@@ -157,6 +200,7 @@ pub fn write_temp(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
 /// Docker-backed tests must run for real: a missing engine or base image is a failure that
 /// says how to fix it, never a skip.
 pub fn require_lab() {
+    ensure_runner_built();
     let info = Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output();

@@ -299,7 +299,7 @@ fn runner_session(
 ) -> (std::process::Output, Vec<serde_json::Value>, tempfile::TempDir) {
     let stub = StubProcess::start(scenario);
     let repo = workspace();
-    let out = Command::new(env!("CARGO_BIN_EXE_canary-runner"))
+    let out = Command::new(crate::helpers::runner_exe())
         .args([
             "session",
             "--provider",

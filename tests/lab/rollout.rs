@@ -591,7 +591,7 @@ fn runner_agents_obey_assignments_and_keep_telemetry_while_the_control_plane_is_
             .unwrap()
             .to_string();
         std::thread::sleep(Duration::from_millis(1100));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_canary-runner"))
+        let out = std::process::Command::new(crate::helpers::runner_exe())
             .args([
                 "agent",
                 "--server",

@@ -377,7 +377,7 @@ fn no_command_panics_on_a_closed_stdout() {
         assert_eq!(out.status.code(), Some(want), "{args:?}: {stderr}");
     };
     let canary = env!("CARGO_BIN_EXE_canary");
-    let runner = env!("CARGO_BIN_EXE_canary-runner");
+    let runner = crate::helpers::runner_exe();
     let keys_arg = keys.display().to_string();
     let home_arg = home.display().to_string();
     for (args, want) in [

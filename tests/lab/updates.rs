@@ -86,7 +86,7 @@ pub(crate) fn runner_component() -> canary_lab::builds::Component {
         version: "0.1.0+test".into(),
         package: None,
         package_version: None,
-        digest: format!("sha256:{}", sha256(Path::new(env!("CARGO_BIN_EXE_canary-runner")))),
+        digest: format!("sha256:{}", sha256(Path::new(crate::helpers::runner_exe()))),
     }
 }
 
@@ -207,7 +207,7 @@ fn check_until(home: &Path, token: &str, build: &str) -> serde_json::Value {
 }
 
 fn update(home: &Path, token: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_canary-runner"))
+    let out = Command::new(crate::helpers::runner_exe())
         .arg("update")
         .arg("--home")
         .arg(home)

@@ -338,7 +338,7 @@ fn failing_registries_are_clear_errors_and_record_nothing() {
 fn runner_heartbeats_reach_status_from_a_file_and_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("registry.db");
-    let runner = env!("CARGO_BIN_EXE_canary-runner");
+    let runner = crate::helpers::runner_exe();
     let out = std::process::Command::new(runner)
         .args(["heartbeat", "--runner-id", "eu-1", "--org", "acme", "--channel", "beta"])
         .output()

@@ -2,7 +2,7 @@
 //! TUF is here for is tried through the real `tough` client over an in-memory transport.
 
 use super::*;
-use crate::update::{Evidence, Statement, Status};
+use crate::update::{BuildManifest, Evidence, Statement, Status};
 use std::sync::Mutex;
 
 /// Files by path under `http://cp/v1/tuf/`, as a control plane (or an attacker) serves them.

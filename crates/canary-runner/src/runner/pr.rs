@@ -116,69 +116,110 @@ pub async fn run(args: PrArgs, out: mpsc::UnboundedSender<Event>) -> bool {
     if let Err(e) = git(ws, idx, &["push", "--porcelain", &args.remote, &refspec]).await {
         return fail("push_failed", e);
     }
-    let client = octocrab::Octocrab::builder().base_uri(args.api_url.as_str());
-    let client = match client {
-        Ok(b) => match &args.token {
-            Some(t) => b.personal_token(t.clone()).build(),
-            None => b.build(),
-        },
-        Err(e) => return fail("bad_argument", format!("--api-url {}: {e}", args.api_url)),
-    };
-    let client = match client {
-        Ok(c) => c,
-        Err(e) => return fail("pr_failed", format!("cannot build the API client: {e}")),
-    };
-    let pulls = client.pulls(owner, name);
-    let created = pulls
-        .create(&args.title, &args.branch, &args.base)
-        .draft(!args.ready)
-        .body::<String>(args.body.clone())
-        .send()
-        .await;
-    match created {
+    match create_pull(&args, owner, name).await {
         Ok(pr) => {
-            let draft = pr.draft.unwrap_or(false);
             let _ = out.send(Event::PrOpened {
-                url: pr.html_url.map(|u| u.to_string()).unwrap_or_else(|| pr.url.clone()),
-                draft,
-                branch: pr.head.ref_field.clone(),
+                url: pr.url,
+                draft: pr.draft,
+                branch: pr.branch,
             });
-            if draft == args.ready {
+            if pr.draft == args.ready {
                 return fail(
                     "changed_event",
                     format!(
-                        "asked for {} pull request, the API answered draft={draft}",
-                        if args.ready { "a ready" } else { "a draft" }
+                        "asked for {} pull request, the API answered draft={}",
+                        if args.ready { "a ready" } else { "a draft" },
+                        pr.draft
                     ),
                 );
             }
             true
         }
-        Err(e) => fail("pr_failed", api_error(&e)),
+        Err((kind, e)) => fail(kind, e),
     }
 }
 
-/// An octocrab error in one line, with GitHub's message when there is one.
-fn api_error(e: &octocrab::Error) -> String {
-    match e {
-        octocrab::Error::GitHub { source, .. } => {
-            let details: Vec<String> = source
-                .errors
-                .iter()
-                .flatten()
-                .map(|v| {
-                    v.get("message")
-                        .and_then(|m| m.as_str())
-                        .map(String::from)
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .collect();
-            if details.is_empty() {
-                format!("{} ({})", source.message, source.status_code)
-            } else {
-                format!("{} ({}): {}", source.message, source.status_code, details.join("; "))
-            }
-        }
-        other => other.to_string(),
+/// A pull request as the API answered its creation.
+struct Opened {
+    url: String,
+    draft: bool,
+    branch: String,
+}
+
+/// `POST {api}/repos/{owner}/{name}/pulls`, GitHub's REST API (which the lab forge serves too),
+/// with the token as a bearer token when there is one. Errors carry GitHub's message and the
+/// details it lists, and the ERROR kind to report.
+async fn create_pull(args: &PrArgs, owner: &str, name: &str) -> Result<Opened, (&'static str, String)> {
+    let mut url = reqwest::Url::parse(args.api_url.as_str())
+        .map_err(|e| ("bad_argument", format!("--api-url {}: {e}", args.api_url)))?;
+    url.path_segments_mut()
+        .map_err(|_| ("bad_argument", format!("--api-url {}: not a base URL", args.api_url)))?
+        .pop_if_empty()
+        .extend(["repos", owner, name, "pulls"]);
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| ("pr_failed", format!("cannot build the API client: {e}")))?;
+    let mut req = client
+        .post(url)
+        .header(reqwest::header::ACCEPT, "application/vnd.github+json")
+        .header(
+            reqwest::header::USER_AGENT,
+            concat!("canary-runner/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(
+            serde_json::json!({
+                "title": args.title,
+                "head": args.branch,
+                "base": args.base,
+                "body": args.body,
+                "draft": !args.ready,
+            })
+            .to_string(),
+        );
+    if let Some(t) = &args.token {
+        req = req.bearer_auth(t);
     }
+    let r = req.send().await.map_err(|e| ("pr_failed", e.to_string()))?;
+    let status = r.status();
+    let mut body = Vec::new();
+    let mut r = r;
+    while let Some(chunk) = r.chunk().await.map_err(|e| ("pr_failed", e.to_string()))? {
+        if body.len() + chunk.len() > 4 * 1024 * 1024 {
+            return Err(("pr_failed", "the API's answer is larger than 4 MiB".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        return Err(("pr_failed", api_error(status, &v)));
+    }
+    let url = v["html_url"].as_str().or(v["url"].as_str()).ok_or((
+        "changed_event",
+        "the API's answer names no pull request URL".to_string(),
+    ))?;
+    Ok(Opened {
+        url: url.to_string(),
+        draft: v["draft"].as_bool().unwrap_or(false),
+        branch: v["head"]["ref"].as_str().unwrap_or(&args.branch).to_string(),
+    })
+}
+
+/// A failed API call in one line, with GitHub's message and the details it lists.
+fn api_error(status: reqwest::StatusCode, v: &serde_json::Value) -> String {
+    let message = v["message"].as_str().unwrap_or("no message");
+    let details: Vec<String> = v["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["message"].as_str().map(String::from).unwrap_or_else(|| e.to_string()))
+        .collect();
+    let one = if details.is_empty() {
+        format!("{message} ({})", status.as_u16())
+    } else {
+        format!("{message} ({}): {}", status.as_u16(), details.join("; "))
+    };
+    crate::text::clean(&one).into_owned()
 }

@@ -48,18 +48,18 @@ impl HostConfig {
                 "give the bare URL; the token goes in CANARY_RUNNER_TOKEN",
             ));
         }
-        if !crate::telemetry::is_id(&self.runner_id) {
+        if !crate::names::is_id(&self.runner_id) {
             return Err(LabError::usage(
                 format!("runner id `{}` is not an id", crate::text::clean(&self.runner_id)),
                 "a runner id is 1 to 128 letters, digits, `.`, `_`, `:`, `-`",
             ));
         }
         if let Some(o) = &self.org {
-            crate::gate::ops::check_name("org", o)?;
+            crate::names::check_name("org", o)?;
         }
-        crate::gate::ops::check_name("channel", &self.channel)?;
+        crate::names::check_name("channel", &self.channel)?;
         for c in &self.allowed_channels {
-            crate::gate::ops::check_name("channel", c)?;
+            crate::names::check_name("channel", c)?;
         }
         Ok(())
     }
@@ -240,7 +240,7 @@ impl Host {
                     "this build cannot be installed on a host",
                 ));
             }
-            if c.name == crate::builds::RUNNER {
+            if c.name == canary_contract::build::RUNNER {
                 if c.from_image() {
                     return Err(LabError::usage(
                         "the build's runner comes from a runner image",
@@ -254,7 +254,7 @@ impl Host {
                 let wheel = partial.join(format!("{}.whl", p.name()));
                 client.download(hex, &wheel).await?;
                 let bytes = std::fs::read(&wheel).map_err(|e| LabError::read(&wheel, e))?;
-                let (binary, _) = crate::providers::unpack_cli(
+                let (binary, _) = crate::wheel::unpack_cli(
                     p,
                     bytes,
                     &partial.join("cli").join(p.name()),
@@ -605,7 +605,7 @@ impl Client {
                 .map_err(|e| self.err(&what, format!("download cut: {e}")))?
             {
                 len += chunk.len() as u64;
-                if len > super::server::MAX_ARTIFACT {
+                if len > super::MAX_ARTIFACT {
                     return Err(self.err(&what, "larger than any artifact"));
                 }
                 h.update(&chunk);
@@ -646,7 +646,11 @@ pub fn versions(m: Option<&BuildManifest>) -> std::collections::BTreeMap<String,
             .iter()
             .map(|c| (c.name.clone(), c.version.clone()))
             .collect(),
-        None => [(crate::builds::RUNNER.to_string(), env!("CARGO_PKG_VERSION").to_string())].into(),
+        None => [(
+            canary_contract::build::RUNNER.to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        )]
+        .into(),
     }
 }
 
@@ -673,7 +677,7 @@ mod tests {
             build: "b1".into(),
             image: String::new(),
             components: vec![super::super::Component {
-                name: crate::builds::RUNNER.into(),
+                name: canary_contract::build::RUNNER.into(),
                 version: "0.1.0+abc".into(),
                 package: None,
                 package_version: None,

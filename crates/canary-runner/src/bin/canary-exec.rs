@@ -10,7 +10,7 @@
 //! step's background children die with it. As PID 1 it also reaps orphans.
 
 use base64::Engine as _;
-use canary_lab::engine::protocol::{ExecRequest, ExecResponse};
+use canary_contract::exec::{ExecRequest, ExecResponse};
 use std::io::{BufRead, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};

@@ -5,7 +5,7 @@
 use super::adapters::{Adapter, SessionInfo, claude::Claude, codex::Codex, gemini::Gemini};
 use super::events::Event;
 use super::proxy::{self, Approval};
-use crate::providers::Provider;
+use canary_contract::Provider;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

@@ -3,8 +3,8 @@
 //! own policy rejects appears only in what it tells the model: the runner's policy must act.
 
 use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
-use crate::runner::events::{Event, Usage};
 use crate::runner::inventory::{Contract, Rule};
+use canary_contract::events::{Event, Usage};
 
 const NAME: &str = "codex-exec-json";
 

@@ -2,8 +2,8 @@
 //! only in the final `result.stats`, so a session has exactly one tick.
 
 use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
-use crate::runner::events::{Event, Usage};
 use crate::runner::inventory::{Contract, Rule};
+use canary_contract::events::{Event, Usage};
 use std::collections::HashMap;
 
 const NAME: &str = "gemini-stream-json";

@@ -1,11 +1,11 @@
 //! `canary-runner`: the reference implementation of the Runner Contract (docs/runner-contract.md).
 //! It lives in runner images beside the agent CLI; the lab drives it inside case containers.
 
-use canary_lab::providers::Provider;
-use canary_lab::runner::events::Event;
-use canary_lab::runner::pr::{self, PrArgs};
-use canary_lab::runner::proxy::Approval;
-use canary_lab::runner::session::{self, SessionArgs};
+use canary_runner::Provider;
+use canary_runner::runner::events::Event;
+use canary_runner::runner::pr::{self, PrArgs};
+use canary_runner::runner::proxy::Approval;
+use canary_runner::runner::session::{self, SessionArgs};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -131,7 +131,7 @@ enum Command {
         batch: usize,
         /// Ask the control plane whether an update is offered at start and then this often;
         /// an available one is logged (and the admin notified), never installed. `0s`: never.
-        #[arg(long, default_value = "1h", value_parser = canary_lab::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(7 * 86_400)))]
+        #[arg(long, default_value = "1h", value_parser = canary_runner::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(7 * 86_400)))]
         update_check: std::time::Duration,
     },
     /// Updates on a customer's host: check, plan, upgrade (with consent, smoke sessions and an
@@ -265,7 +265,7 @@ impl SessionOpts {
 }
 
 fn main() {
-    canary_lab::init_tls();
+    canary_runner::init_tls();
     let cli = Cli::parse();
     let args = match cli.command {
         Command::LabStub {
@@ -286,7 +286,7 @@ fn main() {
             public_url,
         } => std::process::exit(lab_forge(listen, root, public_url)),
         Command::LabDns { listen } => {
-            if let Err(e) = canary_lab::lab::dns::serve(listen) {
+            if let Err(e) = canary_runner::dns::serve(listen) {
                 eprintln!("canary-runner lab-dns: {listen}: {e}");
                 std::process::exit(2);
             }
@@ -311,7 +311,7 @@ fn main() {
             batch,
             update_check,
         } => {
-            let o = canary_lab::runner::agent::AgentOptions {
+            let o = canary_runner::runner::agent::AgentOptions {
                 server,
                 token,
                 runner: runner_id,
@@ -328,7 +328,7 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            std::process::exit(match runtime.block_on(canary_lab::runner::agent::run(&o)) {
+            std::process::exit(match runtime.block_on(canary_runner::runner::agent::run(&o)) {
                 Ok(r) => {
                     out(&serde_json::to_string(&r).expect("json"));
                     0
@@ -377,7 +377,7 @@ fn preflight(provider: Provider, cli: Option<PathBuf>) -> i32 {
         .enable_all()
         .build()
         .expect("runtime");
-    match runtime.block_on(canary_lab::runner::inventory::preflight(provider, &cli)) {
+    match runtime.block_on(canary_runner::runner::inventory::preflight(provider, &cli)) {
         Ok(p) => {
             out(&serde_json::to_string(&p).expect("json"));
             if p.missing.is_empty() { 0 } else { 1 }
@@ -408,7 +408,7 @@ where
                 let mut v = serde_json::to_value(&e).expect("event serializes");
                 v.as_object_mut()
                     .expect("events are objects")
-                    .insert("ts".into(), canary_lab::registry::now().into());
+                    .insert("ts".into(), canary_contract::time::now().into());
                 let _ = writeln!(stdout, "{v}");
                 let _ = stdout.flush();
             }
@@ -438,7 +438,7 @@ fn heartbeat(
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let v = canary_lab::runner::heartbeat(&runner_id, org.as_deref(), channel.as_deref()).await;
+        let v = canary_runner::runner::heartbeat(&runner_id, org.as_deref(), channel.as_deref()).await;
         out(&v.to_string());
         if let Some(url) = post {
             let url = format!("{}/v1/heartbeats", url.trim_end_matches('/'));
@@ -480,7 +480,7 @@ fn lab_forge(listen: std::net::SocketAddr, root: PathBuf, public_url: Option<Str
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let forge = canary_lab::forge::Forge::new(root.clone());
+        let forge = canary_runner::forge::Forge::new(root.clone());
         if let Some(url) = &public_url {
             forge.set_public_url(url);
         }
@@ -490,7 +490,7 @@ fn lab_forge(listen: std::net::SocketAddr, root: PathBuf, public_url: Option<Str
 }
 
 fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction) -> i32 {
-    use canary_lab::update::host::{self, Host, HostConfig};
+    use canary_runner::update::host::{self, Host, HostConfig};
     let host = Host::new(home);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -501,10 +501,10 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
         if json {
             out(&value.to_string());
         } else {
-            out(&canary_lab::text::clean_block(&text));
+            out(&canary_runner::text::clean_block(&text));
         }
     };
-    let result: canary_lab::error::Result<i32> = runtime.block_on(async {
+    let result: canary_runner::error::Result<i32> = runtime.block_on(async {
         if let UpdateAction::Init {
             server,
             runner_id,
@@ -515,7 +515,7 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
             allowed_channels,
         } = action
         {
-            use canary_lab::update::tuf;
+            use canary_runner::update::tuf;
             let cfg = HostConfig {
                 server,
                 runner_id,
@@ -529,10 +529,10 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
             };
             cfg.check()?;
             let root_text = match (&root, trust_on_first_use) {
-                (Some(path), _) => Some(canary_lab::fsutil::read_input(path, "TUF root", tuf::MAX_ROOT)?.into_bytes()),
+                (Some(path), _) => Some(canary_runner::fsutil::read_input(path, "TUF root", tuf::MAX_ROOT)?.into_bytes()),
                 (None, true) => {
                     let token = token.clone().ok_or_else(|| {
-                        canary_lab::error::LabError::usage(
+                        canary_runner::error::LabError::usage(
                             "no runner token to fetch the root with",
                             "set CANARY_RUNNER_TOKEN (or --token) to this runner's token from `canary tokens create`",
                         )
@@ -543,7 +543,7 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
             };
             let pinned = match &root_text {
                 Some(t) => Some(tuf::pin_root(&host.home, t).map_err(|m| {
-                    canary_lab::error::LabError::usage(
+                    canary_runner::error::LabError::usage(
                         format!("the root is refused: {m}"),
                         "use the root.json the control plane's admin gave you (canary keys init-root wrote it)",
                     )
@@ -594,7 +594,7 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                     e.at,
                     e.action,
                     e.outcome,
-                    canary_lab::text::clean(&e.reason)
+                    canary_runner::text::clean(&e.reason)
                 ));
             }
             say(
@@ -604,7 +604,7 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
             return Ok(0);
         }
         let token = token.ok_or_else(|| {
-            canary_lab::error::LabError::usage(
+            canary_runner::error::LabError::usage(
                 "no runner token",
                 "set CANARY_RUNNER_TOKEN (or --token) to this runner's token from `canary tokens create`",
             )
@@ -667,7 +667,7 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                     }
                 };
                 let plan = host::plan_for(&host, &m)?;
-                let blocked = !plan.blocked.is_empty() || status == canary_lab::update::Status::Red;
+                let blocked = !plan.blocked.is_empty() || status == canary_runner::update::Status::Red;
                 let mut text = format!(
                     "{} → {} ({})\n",
                     plan.from.as_deref().unwrap_or("(nothing)"),
@@ -678,10 +678,10 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                     text.push_str(&format!("  change   {ch}\n"));
                 }
                 for b in &plan.blocked {
-                    text.push_str(&format!("  BLOCKED  {}\n", canary_lab::text::clean(b)));
+                    text.push_str(&format!("  BLOCKED  {}\n", canary_runner::text::clean(b)));
                 }
                 for w in &plan.warnings {
-                    text.push_str(&format!("  warning  {}\n", canary_lab::text::clean(w)));
+                    text.push_str(&format!("  warning  {}\n", canary_runner::text::clean(w)));
                 }
                 for s in &plan.smoke {
                     text.push_str(&format!("  smoke    {s}\n"));
@@ -705,7 +705,7 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                     if !interactive {
                         return false;
                     }
-                    let clean = canary_lab::text::clean;
+                    let clean = canary_runner::text::clean;
                     eprintln!(
                         "upgrade {} → {} ({}):",
                         clean(plan.from.as_deref().unwrap_or("(nothing)")),
@@ -726,7 +726,7 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                     format!(
                         "{}: {}{}",
                         o.outcome,
-                        canary_lab::text::clean(&o.reason),
+                        canary_runner::text::clean(&o.reason),
                         if o.smoke.is_empty() { String::new() } else { format!(" (smoke: {})", o.smoke.join(", ")) }
                     ),
                 );
@@ -736,7 +736,7 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                 let o = host::rollback(&host, &client, &cfg, to.as_deref()).await?;
                 say(
                     serde_json::to_value(&o).expect("json"),
-                    format!("{}: {}", o.outcome, canary_lab::text::clean(&o.reason)),
+                    format!("{}: {}", o.outcome, canary_runner::text::clean(&o.reason)),
                 );
                 Ok(o.exit_code())
             }
@@ -771,13 +771,13 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("canary-runner update: {}", canary_lab::text::clean(&e.to_string()));
+            eprintln!("canary-runner update: {}", canary_runner::text::clean(&e.to_string()));
             2
         }
     }
 }
 
-fn summary(m: &canary_lab::update::BuildManifest) -> String {
+fn summary(m: &canary_runner::update::BuildManifest) -> String {
     format!(
         "{} ({})",
         m.build.get(..19).unwrap_or(&m.build),
@@ -797,7 +797,7 @@ fn lab_stub(scenario: &std::path::Path, log: PathBuf, addr_file: &std::path::Pat
             return 2;
         }
     };
-    let parsed = match canary_lab::stub::Scenario::parse(&scenario.display().to_string(), &text) {
+    let parsed = match canary_runner::stub::Scenario::parse(&scenario.display().to_string(), &text) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("canary-runner lab-stub: {e}");
@@ -809,7 +809,7 @@ fn lab_stub(scenario: &std::path::Path, log: PathBuf, addr_file: &std::path::Pat
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let stub = canary_lab::stub::Stub::new(None, Some(log));
+        let stub = canary_runner::stub::Stub::new(None, Some(log));
         stub.insert("default", parsed);
         serve_announced(
             "lab-stub",
@@ -823,7 +823,7 @@ fn lab_stub(scenario: &std::path::Path, log: PathBuf, addr_file: &std::path::Pat
 /// Writes a lab server's URL to `addr_file` once it listens, then serves until it stops.
 async fn serve_announced(
     name: &str,
-    served: canary_lab::error::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
+    served: canary_runner::error::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
     addr_file: &std::path::Path,
 ) -> i32 {
     let (addr, server) = match served {

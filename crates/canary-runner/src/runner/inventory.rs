@@ -7,7 +7,7 @@
 //! Every bound here is for hostile output: at most [`MAX_EVENTS`] kinds, [`MAX_FIELDS`] paths a
 //! kind, [`MAX_DEPTH`] levels, and names clipped to [`MAX_NAME`] characters.
 
-use crate::providers::Provider;
+use canary_contract::Provider;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

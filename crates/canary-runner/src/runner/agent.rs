@@ -122,7 +122,7 @@ async fn one(o: &AgentOptions, id: &str) -> std::io::Result<(serde_json::Value, 
         workspace,
         ..o.session.clone()
     };
-    let started_at = crate::registry::now();
+    let started_at = canary_contract::time::now();
     let begin = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let run = tokio::spawn(session::run(args, tx));
@@ -196,14 +196,14 @@ pub async fn update_check(o: &AgentOptions) -> crate::error::Result<Option<(Stri
 /// Runs the agent until `sessions` sessions were handled; telemetry left unsent stays in the spool.
 pub async fn run(o: &AgentOptions) -> crate::error::Result<AgentReport> {
     for (what, v) in [("runner", &o.runner), ("build", &o.build)] {
-        if !crate::telemetry::is_id(v) {
+        if !crate::names::is_id(v) {
             return Err(crate::error::LabError::usage(
                 format!("--{what} is not an id"),
                 "letters, digits, `.`, `_`, `:`, `-`",
             ));
         }
     }
-    crate::gate::ops::check_name("org", &o.org)?;
+    crate::names::check_name("org", &o.org)?;
     let client = reqwest::Client::new();
     let mut spool = Spool::open(&o.spool, o.spool_max)?;
     let mut report = AgentReport::default();

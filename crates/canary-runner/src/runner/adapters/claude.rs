@@ -4,8 +4,8 @@
 //! block and is the message-start snapshot, so counting it would be wrong twice over.
 
 use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
-use crate::runner::events::{Event, Usage};
 use crate::runner::inventory::{Contract, Rule};
+use canary_contract::events::{Event, Usage};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 

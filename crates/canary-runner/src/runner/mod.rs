@@ -14,7 +14,10 @@ pub mod session;
 /// PATH, with the capabilities that follow, stamped now.
 pub async fn heartbeat(runner_id: &str, org: Option<&str>, channel: Option<&str>) -> serde_json::Value {
     let mut versions = std::collections::BTreeMap::new();
-    versions.insert(crate::builds::RUNNER.to_string(), env!("CARGO_PKG_VERSION").to_string());
+    versions.insert(
+        canary_contract::build::RUNNER.to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
     let mut capabilities = vec!["session".to_string(), "pr".to_string()];
     for (provider, command) in [("codex", "codex"), ("claude-code", "claude"), ("gemini", "gemini")] {
         if let Some(v) = session::installed_version(command).await {
@@ -24,7 +27,7 @@ pub async fn heartbeat(runner_id: &str, org: Option<&str>, channel: Option<&str>
     }
     let mut v = serde_json::to_value(events::Event::Heartbeat { versions, capabilities }).expect("event serializes");
     let o = v.as_object_mut().expect("events are objects");
-    o.insert("ts".into(), crate::registry::now().into());
+    o.insert("ts".into(), canary_contract::time::now().into());
     o.insert("runner_id".into(), runner_id.into());
     if let Some(org) = org {
         o.insert("org".into(), org.into());

@@ -3,7 +3,7 @@
 //! - `/git/{owner}/{repo}.git/...`: git's smart HTTP protocol through `git http-backend`, on bare
 //!   repositories created on first use (so a runner can clone, fetch and push);
 //! - `POST /repos/{owner}/{repo}/pulls` and `GET /repos/{owner}/{repo}/pulls/{number}`: the part
-//!   of GitHub's REST API a runner needs to open a pull request (what octocrab sends and parses);
+//!   of GitHub's REST API a runner needs to open a pull request (what `canary-runner pr` sends and reads);
 //! - a record of every request, appended to `<root>/records.jsonl` and served at
 //!   `GET /lab/records`, so a canary can check what the runner really did: which branch it
 //!   pushed, whether the PR is a draft, and whether the PR's diff is the workspace's diff.
@@ -176,7 +176,7 @@ fn json_error(status: StatusCode, message: &str) -> Response {
 
 async fn not_found(State(forge): State<Forge>, method: Method, uri: Uri) -> Response {
     forge.record(Record {
-        ts: crate::registry::now(),
+        ts: canary_contract::time::now(),
         method: method.to_string(),
         path: uri.path().to_string(),
         status: 404,
@@ -269,7 +269,7 @@ async fn git(State(forge): State<Forge>, method: Method, uri: Uri, headers: Head
         Err(e) => (500, json_error(StatusCode::INTERNAL_SERVER_ERROR, &e)),
     };
     forge.record(Record {
-        ts: crate::registry::now(),
+        ts: canary_contract::time::now(),
         method: method.to_string(),
         path: uri.to_string(),
         status,
@@ -341,7 +341,7 @@ async fn create_pull(State(forge): State<Forge>, Path((owner, repo)): Path<(Stri
         ),
     };
     forge.record(Record {
-        ts: crate::registry::now(),
+        ts: canary_contract::time::now(),
         method: "POST".into(),
         path: format!("/repos/{owner}/{repo}/pulls"),
         status: status.as_u16(),
@@ -516,7 +516,7 @@ async fn update_pull(
             })
     };
     forge.record(Record {
-        ts: crate::registry::now(),
+        ts: canary_contract::time::now(),
         method: "PATCH".into(),
         path: format!("/repos/{name}/pulls/{number}"),
         status: if updated.is_some() { 200 } else { 404 },
@@ -571,7 +571,7 @@ async fn merge_pull(State(forge): State<Forge>, Path((owner, repo, number)): Pat
         }
     }
     forge.record(Record {
-        ts: crate::registry::now(),
+        ts: canary_contract::time::now(),
         method: "PUT".into(),
         path: format!("/repos/{name}/pulls/{number}/merge"),
         status: 200,
@@ -596,7 +596,7 @@ fn pull_json(forge: &Forge, pr: &PullRequest) -> serde_json::Value {
             "label": format!("{owner}:{branch}"), "ref": branch, "sha": sha,
         })
     };
-    let now = crate::registry::now();
+    let now = canary_contract::time::now();
     serde_json::json!({
         "url": api, "id": pr.number, "node_id": format!("PR_lab_{}", pr.number),
         "html_url": html, "diff_url": format!("{html}.diff"), "patch_url": format!("{html}.patch"),

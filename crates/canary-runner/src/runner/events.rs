@@ -10,7 +10,7 @@ mod kinds_tests {
     #[test]
     fn every_emitted_error_kind_is_listed() {
         let sources = [
-            include_str!("../../crates/canary-contract/src/events.rs"),
+            include_str!("../../../canary-contract/src/events.rs"),
             include_str!("session.rs"),
             include_str!("proxy.rs"),
             include_str!("pr.rs"),
@@ -18,7 +18,7 @@ mod kinds_tests {
             include_str!("adapters/codex.rs"),
             include_str!("adapters/claude.rs"),
             include_str!("adapters/gemini.rs"),
-            include_str!("../lab/case.rs"),
+            include_str!("../../../../src/lab/case.rs"),
             include_str!("../stub/scenario.rs"),
             include_str!("../bin/canary-runner.rs"),
         ];

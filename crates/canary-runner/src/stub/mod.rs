@@ -203,7 +203,7 @@ fn error_body(protocol: Protocol, message: &str) -> String {
 fn answer(stub: Stub, protocol: Protocol, key: String, model: Option<String>, path: String, body: Bytes) -> Response {
     let model_name = model.as_deref().map(|m| m.split(':').next().unwrap_or(m).to_string());
     let mut entry = LogEntry {
-        ts: crate::registry::now(),
+        ts: canary_contract::time::now(),
         key: key.clone(),
         protocol,
         path,
