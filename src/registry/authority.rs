@@ -179,8 +179,11 @@ impl Registry {
         }
         let ids = serde_json::to_string(sessions).expect("json");
         let sql = match self.dialect() {
+            // CROSS JOIN fixes SQLite's join order: each listed session is looked up by the
+            // (runner, session) key. Left to itself the planner scanned all of the runner's
+            // assignments per listed session (4.7 s for a batch of 1,000 against 100,000).
             Dialect::Sqlite => {
-                "SELECT a.session, a.org, a.build_id FROM session_assignments a JOIN json_each($2) j ON a.session = j.value WHERE a.runner = $1"
+                "SELECT a.session, a.org, a.build_id FROM json_each($2) j CROSS JOIN session_assignments a ON a.runner = $1 AND a.session = j.value"
             }
             Dialect::Postgres => {
                 "SELECT a.session, a.org, a.build_id FROM session_assignments a JOIN json_array_elements_text($2::json) j(value) ON a.session = j.value WHERE a.runner = $1"

@@ -4,6 +4,24 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A command that names neither a registry nor a config would use the lab's default registry,
+/// `.canary/registry.db` in the checkout: tests get one under cargo's test scratch folder
+/// instead, shared by the tests that rely on the default as they shared that one.
+fn isolate_registry(cmd: &mut Command) {
+    let named = cmd.get_args().any(|a| {
+        a.to_str().is_some_and(|a| {
+            a == "--registry" || a == "--config" || a.starts_with("--registry=") || a.starts_with("--config=")
+        })
+    });
+    let set = cmd.get_envs().any(|(k, _)| k == "CANARY_REGISTRY");
+    if !named && !set {
+        cmd.env(
+            "CANARY_REGISTRY",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("default-registry.db"),
+        );
+    }
+}
+
 /// The runner crate's binaries (`canary-runner`, `canary-exec`) beside `canary`, where the lab
 /// looks for them. Cargo builds only this package's binaries for its tests, so the first call in
 /// a test process builds them (a no-op when they are fresh), unless `CANARY_RUNNER_BUILT` says
@@ -115,11 +133,13 @@ impl Canary {
         self
     }
 
-    pub fn command(self) -> (Command, tempfile::TempDir) {
+    pub fn command(mut self) -> (Command, tempfile::TempDir) {
+        isolate_registry(&mut self.cmd);
         (self.cmd, self.reports)
     }
 
     pub fn run(mut self) -> Outcome {
+        isolate_registry(&mut self.cmd);
         let out = self.cmd.output().expect("canary runs");
         Outcome {
             out,
