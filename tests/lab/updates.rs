@@ -226,6 +226,20 @@ fn update(home: &Path, token: &str, args: &[&str]) -> (i32, serde_json::Value, S
     )
 }
 
+/// A claude-agent-sdk wheel with a working-looking CLI and one more entry whose name, once the
+/// CLI folder is stripped, is the absolute path `target/pwned`.
+pub(crate) fn evil_wheel(path: &Path, target: &Path) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut zip = zip::ZipWriter::new(f);
+    let opts = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    zip.start_file("claude_agent_sdk/_bundled/claude", opts).unwrap();
+    zip.write_all(b"#!/bin/sh\necho '2.1.998 (Claude Code)'\n").unwrap();
+    zip.start_file(format!("claude_agent_sdk/_bundled/{}/pwned", target.display()), opts)
+        .unwrap();
+    zip.write_all(b"written outside the home\n").unwrap();
+    zip.finish().unwrap();
+}
+
 /// A claude-agent-sdk wheel whose bundled CLI exits 3: a release that breaks sessions.
 pub(crate) fn broken_wheel(path: &Path) {
     let f = std::fs::File::create(path).unwrap();
@@ -262,6 +276,8 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
     std::fs::create_dir_all(cache.join("artifacts")).unwrap();
     std::fs::copy(&wheel, cache.join("artifacts/claude.whl")).unwrap();
     broken_wheel(&cache.join("artifacts/broken.whl"));
+    let outside = dir.path().join("outside-the-home");
+    evil_wheel(&cache.join("artifacts/evil.whl"), &outside);
     let config = dir.path().join("canary.yaml");
     std::fs::write(&config, format!("cache_dir: {}\n", cache.display())).unwrap();
     let lab = Lab {
@@ -378,6 +394,19 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
     assert_eq!((code, o["outcome"].as_str()), (1, Some("blocked")), "{out}");
     std::fs::remove_dir_all(home.join("bundles")).unwrap();
 
+    // A judged and signed build whose wheel hides an entry with an absolute path
+    // (`…/_bundled//<path outside the home>`): the host's unpacker refuses the whole wheel, writes
+    // nothing outside its home, and keeps running its build.
+    let evil_digest = format!("sha256:{}", sha256(&cache.join("artifacts/evil.whl")));
+    let evil = lab.release('e', &[runner.clone(), claude("2.1.998", &evil_digest)]);
+    check_until(&home, &token, &evil);
+    let (code, o, out) = update(&home, &token, &["upgrade", "--yes"]);
+    assert_eq!((code, o["outcome"].as_str()), (2, Some("failed")), "{out}");
+    assert!(o["reason"].as_str().unwrap().contains("is refused"), "{out}");
+    assert!(!outside.exists(), "the wheel wrote outside the host's home");
+    let (_, status, _) = update(&home, &token, &["status"]);
+    assert_eq!(status["current"]["build"], good.as_str(), "the host keeps its build");
+
     // A hostile control plane (or a man in the middle) holding no root key: it replays the
     // first publication, strips signatures, serves nothing signed, freezes on an expired
     // timestamp, or (holding the online key) re-targets a beta build at this stable host.
@@ -451,7 +480,7 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
     loop {
         let (_, check, out) = update(&home, &token, &["check"]);
         if check["trusted_root_version"] == 2 {
-            assert_eq!(check["signed"]["build"], broken.as_str(), "{out}");
+            assert_eq!(check["signed"]["build"], evil.as_str(), "{out}");
             break;
         }
         assert!(Instant::now() < deadline, "the host never followed root 2: {out}");
@@ -471,14 +500,15 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
         .collect();
     assert_eq!(
         outcomes,
-        // no root; no consent; done; smoke failed; bundle; replay; stripped; nothing signed;
-        // rollback with nothing before.
+        // no root; no consent; done; smoke failed; bundle; evil wheel; replay; stripped;
+        // nothing signed; rollback with nothing before.
         vec![
             "refused",
             "refused",
             "done",
             "rolled_back",
             "blocked",
+            "failed",
             "refused",
             "refused",
             "refused",
