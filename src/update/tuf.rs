@@ -557,9 +557,10 @@ pub fn access(path: &str) -> Access {
             return Access::Never;
         }
         if let Some(org_part) = name.strip_prefix("offers/org/") {
-            return match org_part.split('/').next() {
-                Some(org) => Access::Org(org.to_string()),
-                None => Access::Never,
+            // `<org>/<channel>.json`, as publications name them; anything else is never served.
+            return match org_part.split_once('/') {
+                Some((org, channel)) if fit_for_target(org) && !channel.contains('/') => Access::Org(org.to_string()),
+                _ => Access::Never,
             };
         }
     }

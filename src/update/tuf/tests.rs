@@ -429,6 +429,15 @@ fn only_published_paths_are_served_and_org_offers_only_to_their_org() {
     ] {
         assert_eq!(access(bad), Access::Never, "{bad}");
     }
+    // Found by the fuzzer: an org document path without its channel named the org
+    // `passing.json`; only `offers/org/<org>/<channel>.json` is an org's.
+    for bad in [
+        format!("targets/{sha}.offers/org/passing.json"),
+        format!("targets/{sha}.offers/org/acme/beta/stable.json"),
+        format!("targets/{sha}.offers/org/-rf/stable.json"),
+    ] {
+        assert_eq!(access(&bad), Access::Never, "{bad}");
+    }
 }
 
 #[test]
