@@ -560,24 +560,16 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
             json,
         } => {
             let keys = load_keys(root_keys)?;
-            let publics: Vec<Trusted> = keys.iter().map(|k| k.public()).collect();
             let online = Trusted::parse(online_key)?;
-            let threshold = threshold.unwrap_or(publics.len() as u64);
-            let spec = tuf::RootSpec {
+            let made = NewRoot {
+                dir: out,
                 version: 1,
-                root_keys: &publics,
-                threshold,
-                online: &online,
+                keys,
+                threshold: *threshold,
+                online,
                 expires: later(*expires),
             };
-            let signers: Vec<tuf::Signer> = keys.into_iter().map(tuf::Signer::new).collect();
-            let text = tuf::sign_root(&spec, &signers, None).await?;
-            std::fs::create_dir_all(out).map_err(|e| LabError::write(out, e))?;
-            let path = out.join("1.root.json");
-            write_root(&path, &text)?;
-            let ids: Vec<String> = publics.iter().map(tuf::key_id).collect();
-            root_said(*json, &path, 1, &ids, threshold);
-            Ok(exit::PASS)
+            made.write(None, *json).await
         }
         KeysCommand::Rotate {
             dir,
@@ -591,27 +583,63 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
             let (version, _, current) = tuf::latest_root(dir)?;
             let old: Vec<tuf::Signer> = load_keys(old_keys)?.into_iter().map(tuf::Signer::new).collect();
             let keys = load_keys(root_keys)?;
-            let publics: Vec<Trusted> = keys.iter().map(|k| k.public()).collect();
             let online = match online_key {
                 Some(k) => Trusted::parse(k)?,
                 None => current_online(&current)?,
             };
-            let threshold = threshold.unwrap_or(publics.len() as u64);
-            let spec = tuf::RootSpec {
+            let made = NewRoot {
+                dir,
                 version: version + 1,
-                root_keys: &publics,
-                threshold,
-                online: &online,
+                keys,
+                threshold: *threshold,
+                online,
                 expires: later(*expires),
             };
-            let signers: Vec<tuf::Signer> = keys.into_iter().map(tuf::Signer::new).collect();
-            let text = tuf::sign_root(&spec, &signers, Some((&current, &old))).await?;
-            let path = dir.join(format!("{}.root.json", version + 1));
-            write_root(&path, &text)?;
-            let ids: Vec<String> = publics.iter().map(tuf::key_id).collect();
-            root_said(*json, &path, version + 1, &ids, threshold);
-            Ok(exit::PASS)
+            made.write(Some((&current, &old)), *json).await
         }
+    }
+}
+
+/// A root version to sign and write as `<dir>/<version>.root.json`.
+struct NewRoot<'a> {
+    dir: &'a std::path::Path,
+    version: u64,
+    /// The new root's keys (all sign; the threshold defaults to all of them).
+    keys: Vec<crate::update::sign::Key>,
+    threshold: Option<u64>,
+    online: crate::update::sign::Trusted,
+    expires: jiff::Timestamp,
+}
+
+impl NewRoot<'_> {
+    /// Signs it (cross-signed by `previous` when rotating), writes it, says so.
+    async fn write(
+        self,
+        previous: Option<(
+            &tough::schema::Signed<tough::schema::Root>,
+            &[crate::update::tuf::Signer],
+        )>,
+        json: bool,
+    ) -> Result<i32> {
+        use crate::update::tuf;
+        let keys = self.keys;
+        let publics: Vec<crate::update::sign::Trusted> = keys.iter().map(|k| k.public()).collect();
+        let threshold = self.threshold.unwrap_or(publics.len() as u64);
+        let spec = tuf::RootSpec {
+            version: self.version,
+            root_keys: &publics,
+            threshold,
+            online: &self.online,
+            expires: self.expires,
+        };
+        let signers: Vec<tuf::Signer> = keys.into_iter().map(tuf::Signer::new).collect();
+        let text = tuf::sign_root(&spec, &signers, previous).await?;
+        std::fs::create_dir_all(self.dir).map_err(|e| LabError::write(self.dir, e))?;
+        let path = self.dir.join(format!("{}.root.json", self.version));
+        write_root(&path, &text)?;
+        let ids: Vec<String> = publics.iter().map(tuf::key_id).collect();
+        root_said(json, &path, self.version, &ids, threshold);
+        Ok(exit::PASS)
     }
 }
 
