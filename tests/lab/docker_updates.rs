@@ -619,6 +619,66 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
         ]);
     }
 
+    // A hostile control plane the hosts are pointed at: it replays an older publication,
+    // strips the timestamp's signatures, and (holding the online key) serves an expired
+    // timestamp and a beta offer where a stable host reads. Each is refused; nothing installed.
+    let real = format!("http://127.0.0.1:{port}");
+    let older = crate::updates::published(&real, &tokens[0]);
+    let build_d = lab.release('d', &[runner.clone(), cli(&version_c, &digest_c)]);
+    check_until(&h1, &build_d);
+    let latest = crate::updates::published(&real, &tokens[0]);
+    let (fake_port, served) = crate::updates::fake_control_plane(&build_d, "0.0.0.0:0");
+    let fake = format!("http://{gateway}:{fake_port}");
+    for (h, id, org) in [(&h1, "host-1", "acme"), (&h2, "host-2", "globex")] {
+        let (code, _, out) = update(h, &["init", "--server", &fake, "--runner-id", id, "--org", org]);
+        assert_eq!(code, 0, "{out}");
+    }
+    let current = |h: &str| docker(&["exec", h, "sh", "-c", "readlink /opt/canary-runner/current || true"]);
+    let refused = |h: &str, files: crate::updates::Files, says: &str| {
+        *served.lock().unwrap() = files;
+        let before = current(h);
+        let (code, o, out) = update(h, &["upgrade", "--yes"]);
+        assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{says}: {out}");
+        assert!(o["reason"].as_str().unwrap_or("").contains(says), "{says}: {out}");
+        assert_eq!(current(h), before, "{says}: switched");
+    };
+    refused(&h1, older, "a rollback");
+    let mut stripped = latest.clone();
+    let mut ts: serde_json::Value = serde_json::from_slice(&stripped["timestamp.json"]).unwrap();
+    ts["signatures"] = serde_json::json!([]);
+    stripped.insert("timestamp.json".into(), ts.to_string().into_bytes());
+    refused(&h1, stripped, "not signed by a threshold");
+    let doc = |org: Option<&str>, statement_channel: &str| {
+        let mut m: serde_json::Value = serde_json::from_slice(
+            latest
+                .iter()
+                .find(|(p, _)| p.ends_with("offers/channel/stable.json"))
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        m["statement"]["org"] = org.into();
+        m["statement"]["channel"] = statement_channel.into();
+        m["offered_for"] = statement_channel.into();
+        canary_lab::update::tuf::Doc {
+            org: org.map(String::from),
+            channel: "stable".into(),
+            body: m.to_string(),
+        }
+    };
+    let two_days_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48);
+    refused(
+        &h2,
+        crate::updates::signed_by_online_key(&rotated, &[doc(None, "stable")], two_days_ago),
+        "has expired",
+    );
+    refused(
+        &h2,
+        crate::updates::signed_by_online_key(&rotated, &[doc(Some("globex"), "beta")], jiff::Timestamp::now()),
+        "issued for channel beta",
+    );
+    docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
+
     // The control plane's audit: every attempt of both hosts, and the notices.
     let audit = lab.canary().args(["registry", "audit", "--json"]).run().code(0).json();
     let entries: Vec<String> = audit

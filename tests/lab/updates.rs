@@ -540,11 +540,11 @@ fn a_customer_host_upgrades_with_consent_smoke_tests_and_switches_back_and_refus
     let _ = broken;
 }
 
-type Files = std::collections::HashMap<String, Vec<u8>>;
+pub(crate) type Files = std::collections::HashMap<String, Vec<u8>>;
 
 /// Every TUF file the control plane at `url` serves now (its newest publication and first root),
 /// read with `token` as a host reads them.
-fn published(url: &str, token: &str) -> Files {
+pub(crate) fn published(url: &str, token: &str) -> Files {
     let _ = rustls::crypto::ring::default_provider().install_default();
     rt().block_on(async {
         let http = reqwest::Client::new();
@@ -583,8 +583,8 @@ fn published(url: &str, token: &str) -> Files {
 }
 
 /// A control plane that serves the TUF files the test gives it (and accepts heartbeats and
-/// reports, and answers `/v1/updates` with a green offer of `build`), on loopback.
-fn fake_control_plane(build: &str) -> (String, std::sync::Arc<std::sync::Mutex<Files>>) {
+/// reports, and answers `/v1/updates` with a green offer of `build`) on `bind`; returns its port.
+pub(crate) fn fake_control_plane(build: &str, bind: &str) -> (u16, std::sync::Arc<std::sync::Mutex<Files>>) {
     use std::sync::{Arc, Mutex};
     let files: Arc<Mutex<Files>> = Default::default();
     let served = files.clone();
@@ -594,9 +594,9 @@ fn fake_control_plane(build: &str) -> (String, std::sync::Arc<std::sync::Mutex<F
         "rollback": [], "require_signed": true,
     })
     .to_string();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = std::net::TcpListener::bind(bind).unwrap();
     listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -633,12 +633,12 @@ fn fake_control_plane(build: &str) -> (String, std::sync::Arc<std::sync::Mutex<F
             axum::serve(listener, app).await.unwrap();
         });
     });
-    (url, files)
+    (port, files)
 }
 
 /// Signs a publication of `docs` with the control plane's online key (an attacker who stole it),
 /// as of `at`, with a version above any the real control plane reached.
-fn signed_by_online_key(trust: &Trust, docs: &[canary_lab::update::tuf::Doc], at: jiff::Timestamp) -> Files {
+pub(crate) fn signed_by_online_key(trust: &Trust, docs: &[canary_lab::update::tuf::Doc], at: jiff::Timestamp) -> Files {
     use canary_lab::update::tuf;
     let key = tuf::Signer::new(canary_lab::update::sign::Key::load(&trust.online).unwrap());
     let state = tuf::State {
@@ -673,7 +673,8 @@ fn hostile_control_plane(lab: &Lab, home: &Path, token: &str, trust: &Trust, fir
         .as_str()
         .unwrap()
         .to_string();
-    let (url, files) = fake_control_plane(&build);
+    let (port, files) = fake_control_plane(&build, "127.0.0.1:0");
+    let url = format!("http://127.0.0.1:{port}");
     let init = |home: &Path| {
         let (code, _, out) = update(
             home,
