@@ -48,6 +48,7 @@ test: setup
 lint:
     cargo fmt --check
     cargo clippy --locked --workspace --all-targets -- -D warnings
+    scripts/layers.sh
     cargo run --locked -q --bin canary -- schema suite --check suites/schema.json
     cargo run --locked -q --bin canary -- schema report --check docs/report.schema.json
 

@@ -2,8 +2,8 @@
 //! registry seeded with 100,000 results, on SQLite and (with CANARY_TEST_POSTGRES) PostgreSQL.
 //! Target: under 50 ms each.
 
-use canary_lab::gate::{decide, policy::Policy};
-use canary_lab::registry::{Audit, BuildInfo, Registry};
+use canary::gate::{decide, policy::Policy};
+use canary::registry::{Audit, BuildInfo, Registry};
 use std::time::{Duration, Instant};
 
 const BUILDS: usize = 100;
@@ -73,9 +73,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
     let reg = rt.block_on(Registry::open(url)).expect("open registry");
     let t = Instant::now();
     rt.block_on(seed(&reg));
-    let seeded = rt
-        .block_on(reg.count(canary_lab::registry::Table::Results))
-        .expect("count");
+    let seeded = rt.block_on(reg.count(canary::registry::Table::Results)).expect("count");
     let policy = Policy::builtin();
     let mut stable = policy.channel("stable").expect("stable").clone();
     stable.required_suites = SUITES.iter().map(|s| s.to_string()).collect();
@@ -104,7 +102,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
     let overview = timed(rt, || {
         let reg = &reg;
         async move {
-            let status = canary_lab::status::status(reg, None).await.expect("status");
+            let status = canary::status::status(reg, None).await.expect("status");
             let mut history = serde_json::Map::new();
             for c in reg.channels().await.expect("channels") {
                 history.insert(
@@ -112,10 +110,10 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
                     serde_json::to_value(reg.known_good(&c).await.expect("kg")).unwrap(),
                 );
             }
-            let page = canary_lab::dashboard::layout(
+            let page = canary::dashboard::layout(
                 "/",
                 "Overview",
-                canary_lab::dashboard::overview(&status, &serde_json::Value::Object(history), &serde_json::json!([])),
+                canary::dashboard::overview(&status, &serde_json::Value::Object(history), &serde_json::json!([])),
             );
             assert!(page.contains("channel-stable"));
         }
@@ -123,10 +121,10 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
     let grid = timed(rt, || {
         let reg = &reg;
         async move {
-            let data = canary_lab::dashboard::history_data(reg, canary_lab::dashboard::HISTORY_BUILDS)
+            let data = canary::dashboard::history_data(reg, canary::dashboard::HISTORY_BUILDS)
                 .await
                 .expect("history");
-            let page = canary_lab::dashboard::layout("/history", "History", canary_lab::dashboard::history(&data));
+            let page = canary::dashboard::layout("/history", "History", canary::dashboard::history(&data));
             assert_eq!(
                 data["rows"].as_array().map(|r| r.len()),
                 Some(SUITES.len() * REPOS.len())
@@ -161,7 +159,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
     println!(
         "{:<11} history grid, {} builds         {:>7.2} ms   < 200 ms {}",
         "",
-        canary_lab::dashboard::HISTORY_BUILDS,
+        canary::dashboard::HISTORY_BUILDS,
         grid.as_secs_f64() * 1000.0,
         ok200(grid)
     );

@@ -6,9 +6,9 @@
 //! (c) assignment latency under 1,000 requests/s for 5 s on loopback (target p99 < 5 ms).
 //! BENCH_SESSIONS changes the size of (b).
 
-use canary_lab::control::{ControlPlane, router};
-use canary_lab::registry::{Audit, BuildInfo, Registry};
-use canary_lab::telemetry::{Outcome, Session};
+use canary::control::{ControlPlane, router};
+use canary::registry::{Audit, BuildInfo, Registry};
+use canary::telemetry::{Outcome, Session};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ fn audit() -> Audit<'static> {
 
 fn session(n: u64, build: &str, runner: &str) -> serde_json::Value {
     serde_json::json!({"runner": runner, "org": "acme", "session": format!("{runner}-{n}"), "build": build,
-        "started_at": canary_lab::registry::now(), "start_latency_ms": 500 + n % 1000,
+        "started_at": canary::registry::now(), "start_latency_ms": 500 + n % 1000,
         "outcome": if n % 50 == 0 { "failed" } else { "ok" }, "commands": 5, "commands_failed": 0,
         "approvals": 1, "approval_wait_ms": 3000, "tokens": 4000, "cost_usd": 0.05, "duration_ms": 90000})
 }
@@ -50,7 +50,7 @@ async fn serve(reg: Arc<Registry>) -> String {
 }
 
 async fn token(reg: &Registry, runner: &str) -> String {
-    let t = canary_lab::tokens::issue_runner(runner, &["acme".to_string()]).unwrap();
+    let t = canary::tokens::issue_runner(runner, &["acme".to_string()]).unwrap();
     reg.add_token(&t, audit()).await.unwrap();
     t.token
 }
@@ -157,7 +157,7 @@ async fn decision(reg: Arc<Registry>, label: &str, total: u64) {
         seeded.elapsed().as_secs_f64(),
         total as f64 / seeded.elapsed().as_secs_f64()
     );
-    let policy = canary_lab::rollout::RolloutPolicy::default();
+    let policy = canary::rollout::RolloutPolicy::default();
     let mut times = Vec::new();
     let mut verdict = None;
     for _ in 0..20 {
@@ -168,7 +168,7 @@ async fn decision(reg: Arc<Registry>, label: &str, total: u64) {
             reg.figures(&base.id, "2026-11-01T00:00:00")
         )
         .unwrap();
-        verdict = Some(canary_lab::rollout::judge(&policy, &c, &b).verdict);
+        verdict = Some(canary::rollout::judge(&policy, &c, &b).verdict);
         times.push(s.elapsed());
     }
     times.sort();
@@ -244,7 +244,7 @@ async fn all(url: &str, label: &str, total: u64) {
 }
 
 fn main() {
-    canary_lab::init_tls();
+    canary::init_tls();
     let total: u64 = std::env::var("BENCH_SESSIONS")
         .ok()
         .and_then(|v| v.parse().ok())

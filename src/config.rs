@@ -83,13 +83,14 @@ impl Default for PipelineConfig {
 
 impl Default for LabConfig {
     fn default() -> Self {
+        let lab = canary_lab::Settings::default();
         LabConfig {
-            base_image: None,
-            debian_mirror: None,
-            debian_release: "bookworm".into(),
-            repos_dir: "canary-repos".into(),
-            reports_dir: "reports".into(),
-            cache_dir: ".canary/cache".into(),
+            base_image: lab.base_image,
+            debian_mirror: lab.debian_mirror,
+            debian_release: lab.debian_release,
+            repos_dir: lab.repos_dir,
+            reports_dir: lab.reports_dir,
+            cache_dir: lab.cache_dir,
             registry: crate::registry::DEFAULT_PATH.into(),
             gate_policy: None,
             upstream: Default::default(),
@@ -102,6 +103,18 @@ impl Default for LabConfig {
 }
 
 impl LabConfig {
+    /// The part of this file the lab stage reads (canary repos, reports, caches, base image).
+    pub fn lab(&self) -> canary_lab::Settings {
+        canary_lab::Settings {
+            base_image: self.base_image.clone(),
+            debian_mirror: self.debian_mirror.clone(),
+            debian_release: self.debian_release.clone(),
+            repos_dir: self.repos_dir.clone(),
+            reports_dir: self.reports_dir.clone(),
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
+
     /// Loads `path` if given (it must exist), else `canary.yaml` if present, else defaults.
     pub fn load(path: Option<&Path>) -> Result<LabConfig> {
         let (path, required) = match path {

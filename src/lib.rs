@@ -6,31 +6,24 @@
 pub use canary_runner::init_tls;
 // What the runner crate holds, at the paths the lab has always used.
 pub use canary_runner::{archive, bounds, compat, error, forge, fsutil, runner, spool, stub, yaml};
+// The lab stage's crate, at the paths the rest has always used.
+pub use canary_lab::{builds, engine, images, lab, progress, providers, report, repos, suite};
 
 pub mod authority;
-pub mod builds;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dashboard;
-pub mod engine;
 pub mod gate;
 pub mod heartbeat;
 pub mod http_serve;
-pub mod images;
-pub mod lab;
 pub mod matrix;
 pub mod orgs;
 pub mod pipeline;
-pub mod progress;
-pub mod providers;
 pub mod registry;
-pub mod report;
-pub mod repos;
 pub mod rollout;
 pub mod simulate;
 pub mod status;
-pub mod suite;
 pub mod sweeps;
 pub mod telemetry;
 pub mod text;

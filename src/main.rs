@@ -1,4 +1,4 @@
 fn main() {
-    canary_lab::init_tls();
-    std::process::exit(canary_lab::cli::main());
+    canary::init_tls();
+    std::process::exit(canary::cli::main());
 }

@@ -274,7 +274,7 @@ async fn judge_candidate(
                 specs.iter().map(|s| s.provider.name()).collect::<Vec<_>>().join(", ")
             ));
             let set: Vec<crate::builds::Set> = specs.iter().cloned().map(crate::builds::Set::Cli).collect();
-            crate::builds::derive(&engine, config, image, &set, progress).await?
+            crate::builds::derive(&engine, &config.lab(), image, &set, progress).await?
         }
         _ => {
             // No build on the channel (or its image is not in this engine): a whole build of
@@ -292,7 +292,7 @@ async fn judge_candidate(
                 "[build] {}",
                 all.iter().map(|s| s.provider.name()).collect::<Vec<_>>().join(" + ")
             ));
-            crate::builds::ensure(&engine, config, &all, progress).await?
+            crate::builds::ensure(&engine, &config.lab(), &all, progress).await?
         }
     };
     let component_changes = build.manifest.changes_from(parent_manifest.as_ref());
@@ -310,10 +310,10 @@ async fn judge_candidate(
         reference: build.reference.clone(),
         providers: build.manifest.providers(),
     }];
-    let prepared = crate::lab::prepare(config, suites, &[], None, &images)?;
+    let prepared = crate::lab::prepare(&config.lab(), suites, &[], None, &images)?;
     progress.line(format!("[canary] {} cases", prepared.cases.len()));
     // The registry records the verdict's evidence as a consumer of the run's events.
-    let (recorder, added) = crate::report::events::Recorder::new(reg.clone());
+    let (recorder, added) = crate::registry::Recorder::new(reg.clone());
     let opts = crate::lab::RunOptions {
         run_id: crate::lab::new_run_id(),
         images: vec![build.reference.clone()],
@@ -324,7 +324,7 @@ async fn judge_candidate(
         rerun_failed: 0,
         reporters: vec![Box::new(recorder)],
     };
-    let (report, run_dir) = crate::lab::run(engine, config, prepared, opts, progress).await?;
+    let (report, run_dir) = crate::lab::run(engine, &config.lab(), prepared, opts, progress).await?;
     let report_path = run_dir.join(crate::report::JSON_FILE);
     let added = added.load(std::sync::atomic::Ordering::SeqCst);
     progress.line(format!(

@@ -1,7 +1,7 @@
 //! A CLI's stdout stream → Runner Contract events, through each adapter's line parser. The
 //! first byte picks the adapter; the rest is the stream.
 #![no_main]
-use canary_lab::runner::adapters::{Adapter, SessionInfo, claude::Claude, codex::Codex, gemini::Gemini, replay};
+use canary::runner::adapters::{Adapter, SessionInfo, claude::Claude, codex::Codex, gemini::Gemini, replay};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

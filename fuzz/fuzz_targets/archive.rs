@@ -7,12 +7,12 @@ fuzz_target!(|data: &[u8]| {
     let home = tempfile::tempdir().unwrap();
     let dest = home.path().join("cli");
     let keep = |p: &std::path::Path| Some(p.to_path_buf());
-    let limits = canary_lab::archive::Limits {
+    let limits = canary::archive::Limits {
         max_entries: 64,
         max_entry_bytes: 1 << 20,
         max_total_bytes: 4 << 20,
     };
-    match canary_lab::archive::unpack_zip(data, &dest, &keep, limits, "fuzz.whl") {
+    match canary::archive::unpack_zip(data, &dest, &keep, limits, "fuzz.whl") {
         Ok(written) => {
             for w in written {
                 assert!(w.path.is_relative());

@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    match canary_lab::gate::policy::Policy::parse("gate.yaml", text) {
+    match canary::gate::policy::Policy::parse("gate.yaml", text) {
         Ok(p) => {
             let _ = p.channel("beta");
             let _ = p.channel("stable");

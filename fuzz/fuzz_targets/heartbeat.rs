@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(h) = canary_lab::heartbeat::parse(text, "fuzz") {
+    if let Ok(h) = canary::heartbeat::parse(text, "fuzz") {
         assert!(!h.runner_id.chars().any(char::is_control));
         for (k, v) in &h.versions {
             assert!(!k.chars().any(char::is_control) && !v.chars().any(char::is_control));

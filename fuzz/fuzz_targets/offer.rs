@@ -3,7 +3,7 @@
 //! digest matched, the unsigned offer shown to the admin, and the paths `/v1/tuf/` answers.
 //! Whatever the bytes, nothing panics, and a document binds only to its own org and channel.
 #![no_main]
-use canary_lab::update::tuf;
+use canary::update::tuf;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,15 +12,15 @@ fuzz_target!(|data: &[u8]| {
         let _ = tuf::root_key_ids(&root);
     }
     let allowed = vec!["stable".to_string()];
-    if let Ok(m) = serde_json::from_slice::<canary_lab::update::BuildManifest>(data) {
+    if let Ok(m) = serde_json::from_slice::<canary::update::BuildManifest>(data) {
         if tuf::bind(&m, Some("acme"), "stable", &allowed).is_ok() {
             let s = m.statement.as_ref().expect("bound documents carry a statement");
             assert!(s.org.as_deref() == Some("acme"));
             assert!(s.channel == "stable");
         }
-        let _ = canary_lab::update::plan(None, &m, &[]);
+        let _ = canary::update::plan(None, &m, &[]);
     }
-    let _ = serde_json::from_slice::<canary_lab::update::Offer>(data);
+    let _ = serde_json::from_slice::<canary::update::Offer>(data);
     if let Ok(path) = std::str::from_utf8(data) {
         if let tuf::Access::Org(org) = tuf::access(path) {
             assert!(path.contains(&format!("offers/org/{org}/")));

@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    match canary_lab::repos::parse_manifest(std::path::Path::new("r/canary-repo.yaml"), text, "r") {
+    match canary::repos::parse_manifest(std::path::Path::new("r/canary-repo.yaml"), text, "r") {
         Ok(_) => {}
         Err(e) => {
             let _ = e.to_string();

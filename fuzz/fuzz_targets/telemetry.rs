@@ -5,11 +5,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let now: jiff::Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
-    if let Ok(sessions) = canary_lab::telemetry::parse_batch(data, now) {
+    if let Ok(sessions) = canary::telemetry::parse_batch(data, now) {
         let mut ids = std::collections::BTreeSet::new();
         for s in sessions {
             assert!(ids.insert((s.runner.clone(), s.session.clone())), "a session twice in one batch");
-            assert!(s.outcome != canary_lab::telemetry::Outcome::Ok || s.start_latency_ms.is_some());
+            assert!(s.outcome != canary::telemetry::Outcome::Ok || s.start_latency_ms.is_some());
             for v in [&s.runner, &s.org, &s.session, &s.build] {
                 assert!(!v.chars().any(char::is_control));
             }

@@ -282,7 +282,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Images(ImagesCommand::Base { force, json }) => {
             let engine = DockerBackend::connect().await?;
             let progress = Progress::new(false);
-            let img = crate::images::ensure_base(&engine, &config, *force, &progress).await?;
+            let img = crate::images::ensure_base(&engine, &config.lab(), *force, &progress).await?;
             if *json {
                 print_json(&img);
             } else {
@@ -310,7 +310,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                         .map(|s| s.parse())
                         .collect::<Result<Vec<crate::builds::Set>>>()?;
                     let engine = DockerBackend::connect().await?;
-                    crate::builds::derive(&engine, &config, from, &set, &progress).await?
+                    crate::builds::derive(&engine, &config.lab(), from, &set, &progress).await?
                 }
                 None => {
                     let specs = parse_providers(providers)?;
@@ -319,7 +319,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                         None => crate::builds::RunnerChoice::Local,
                     };
                     let engine = DockerBackend::connect().await?;
-                    crate::builds::ensure_with(&engine, &config, &specs, &runner, &progress).await?
+                    crate::builds::ensure_with(&engine, &config.lab(), &specs, &runner, &progress).await?
                 }
             };
             if *json {
@@ -472,7 +472,7 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
         ));
     }
     // Every error in the user's files comes before any engine or registry is touched.
-    lab::load_suites(config, &a.suites, &a.repos)?;
+    lab::load_suites(&config.lab(), &a.suites, &a.repos)?;
     let engine = DockerBackend::connect().await?;
     let progress = Progress::new(false);
     let images = if !specs.is_empty() {
@@ -480,11 +480,11 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
             Some(r) => crate::builds::RunnerChoice::Image(r.clone()),
             None => crate::builds::RunnerChoice::Local,
         };
-        let build = crate::builds::ensure_with(&engine, config, &specs, &runner, &progress).await?;
+        let build = crate::builds::ensure_with(&engine, &config.lab(), &specs, &runner, &progress).await?;
         progress.line(format!("build {}: {}", build.reference, build.manifest.summary()));
         vec![build.reference]
     } else if a.images.is_empty() {
-        vec![crate::images::base_reference(config)]
+        vec![crate::images::base_reference(&config.lab())]
     } else {
         a.images.clone()
     };
@@ -494,7 +494,7 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
         let labels = engine.image(reference).await?.map(|i| i.labels).unwrap_or_default();
         plans.push(lab::plan::ImagePlan::from_labels(reference, &labels));
     }
-    let prepared = lab::prepare(config, &a.suites, &a.repos, partition, &plans)?;
+    let prepared = lab::prepare(&config.lab(), &a.suites, &a.repos, partition, &plans)?;
     // Opened before anything runs: an unreachable registry is an error, not a lost verdict.
     let registry = if a.no_record {
         None
@@ -504,7 +504,7 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
     // The registry records the run as one more consumer of its events.
     let (reporters, added): (Vec<Box<dyn crate::report::events::Reporter>>, _) = match &registry {
         Some(reg) => {
-            let (recorder, added) = crate::report::events::Recorder::new(reg.clone());
+            let (recorder, added) = crate::registry::Recorder::new(reg.clone());
             (vec![Box::new(recorder)], Some(added))
         }
         None => (Vec::new(), None),
@@ -519,7 +519,7 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
         rerun_failed: a.rerun_failed,
         reporters,
     };
-    let (report, run_dir) = lab::run(engine, config, prepared, opts, &progress).await?;
+    let (report, run_dir) = lab::run(engine, &config.lab(), prepared, opts, &progress).await?;
     let mut code = finish(&report, &run_dir, a.json)?;
     if let (Some(reg), Some(added)) = (registry, added) {
         let added = added.load(std::sync::atomic::Ordering::SeqCst);
@@ -708,7 +708,7 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
         rerun_failed: 0,
         reporters: Vec::new(),
     };
-    let (report, new_dir) = lab::run(engine, config, prepared, opts, &progress).await?;
+    let (report, new_dir) = lab::run(engine, &config.lab(), prepared, opts, &progress).await?;
     let code = finish(&report, &new_dir, a.json)?;
     if a.keep {
         let name = format!("canary-{new_id}-{}", case.id);

@@ -117,7 +117,7 @@ async fn builds(
     for v in versions {
         let spec: Result<crate::providers::ProviderSpec> = format!("{}@{v}", p.name()).parse();
         let result = match spec {
-            Ok(spec) => crate::builds::ensure(engine, config, &[spec], progress).await,
+            Ok(spec) => crate::builds::ensure(engine, &config.lab(), &[spec], progress).await,
             Err(e) => Err(e),
         };
         match result {
@@ -166,11 +166,11 @@ async fn run_images(
             .unwrap_or_default();
         plans.push(lab::plan::ImagePlan::from_labels(reference, &labels));
     }
-    let prepared = lab::prepare(config, suites, repos, None, &plans)?;
+    let prepared = lab::prepare(&config.lab(), suites, repos, None, &plans)?;
     let mut reporters: Vec<Box<dyn crate::report::events::Reporter>> = Vec::new();
     if record {
         let reg = crate::registry::Registry::open(&config.registry).await?;
-        reporters.push(Box::new(crate::report::events::Recorder::new(reg).0));
+        reporters.push(Box::new(crate::registry::Recorder::new(reg).0));
     }
     let opts = RunOptions {
         run_id: lab::new_run_id(),
@@ -182,7 +182,7 @@ async fn run_images(
         rerun_failed: 0,
         reporters,
     };
-    lab::run(engine.clone(), config, prepared, opts, progress).await
+    lab::run(engine.clone(), &config.lab(), prepared, opts, progress).await
 }
 
 fn write_outputs(m: &VersionMatrix, dir: &std::path::Path) -> Result<()> {
@@ -225,7 +225,7 @@ pub async fn matrix(config: &LabConfig, a: &MatrixArgs) -> Result<i32> {
         None => None,
     };
     // The user's files are checked before anything is fetched or built.
-    lab::load_suites(config, std::slice::from_ref(&a.judge.suite), &a.judge.repos)?;
+    lab::load_suites(&config.lab(), std::slice::from_ref(&a.judge.suite), &a.judge.repos)?;
     let available = upstream_versions(config, p).await?;
     let versions = crate::matrix::select(&available, &sel)?;
     if versions.is_empty() {
@@ -338,7 +338,7 @@ pub async fn bisect(config: &LabConfig, a: &BisectArgs) -> Result<i32> {
         }
         None => None,
     };
-    lab::load_suites(config, std::slice::from_ref(&a.judge.suite), &a.judge.repos)?;
+    lab::load_suites(&config.lab(), std::slice::from_ref(&a.judge.suite), &a.judge.repos)?;
     let available = upstream_versions(config, p).await?;
     let norm = |v: &str| spec_version(p, v.trim_start_matches("sdk-"));
     let mut b = Bisect::new(&available, &norm(&a.good), &norm(&a.bad))?;

@@ -9,6 +9,7 @@ mod inventories;
 mod notices;
 mod queries;
 mod record;
+mod recorder;
 mod sweeps;
 mod tuf;
 
@@ -17,6 +18,7 @@ pub use fleet::*;
 pub use notices::*;
 pub use queries::*;
 pub use record::*;
+pub use recorder::Recorder;
 pub use sweeps::*;
 
 use crate::error::{LabError, Result};

@@ -7,13 +7,8 @@ use crate::report::{CaseStatus, RunReport};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Image labels a runner image carries to describe itself (set when the image is built).
-pub mod labels {
-    pub const RUNNER_VERSION: &str = "canary-lab.runner-version";
-    pub const ADAPTERS: &str = "canary-lab.adapters";
-    /// `provider=version,provider=version`
-    pub const RUNTIMES: &str = "canary-lab.runtimes";
-}
+/// Image labels a runner image carries to describe itself (kept with the builds that set them).
+pub use crate::builds::labels;
 
 /// A runner build as the registry knows it: identified by its image digest.
 #[derive(Debug, Clone, Serialize)]

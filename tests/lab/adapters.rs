@@ -2,8 +2,8 @@
 //! events, usage reconciles with the CLI's own totals, and drift becomes ERROR events.
 
 use crate::helpers::root;
-use canary_lab::runner::adapters::{Adapter, SessionInfo, claude::Claude, codex::Codex, gemini::Gemini, replay};
-use canary_lab::runner::events::{Event, Usage, reconcile};
+use canary::runner::adapters::{Adapter, SessionInfo, claude::Claude, codex::Codex, gemini::Gemini, replay};
+use canary::runner::events::{Event, Usage, reconcile};
 
 fn info() -> SessionInfo {
     SessionInfo {

@@ -201,14 +201,14 @@ fn docker_sweeps_after_a_promotion_open_one_draft_pr_under_org_policies_and_surv
         .build()
         .unwrap()
         .block_on(async {
-            let r = canary_lab::registry::Registry::open(&db).await.unwrap();
+            let r = canary::registry::Registry::open(&db).await.unwrap();
             let labels = Command::new("docker")
                 .args(["image", "inspect", "-f", "{{json .Config.Labels}}", &build])
                 .output()
                 .unwrap();
             let labels: std::collections::BTreeMap<String, String> =
                 serde_json::from_slice(&labels.stdout).unwrap_or_default();
-            let b = canary_lab::registry::BuildInfo::from_image(&build, image["reference"].as_str().unwrap(), &labels);
+            let b = canary::registry::BuildInfo::from_image(&build, image["reference"].as_str().unwrap(), &labels);
             let rows: Vec<(String, String, String, &str)> = ["ci-enabled", "js-ts", "python"]
                 .iter()
                 .map(|repo| {

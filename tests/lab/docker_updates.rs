@@ -660,7 +660,7 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
         m["statement"]["org"] = org.into();
         m["statement"]["channel"] = statement_channel.into();
         m["offered_for"] = statement_channel.into();
-        canary_lab::update::tuf::Doc {
+        canary::update::tuf::Doc {
             org: org.map(String::from),
             channel: "stable".into(),
             body: m.to_string(),

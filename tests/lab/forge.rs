@@ -48,7 +48,7 @@ fn pr(ws: &Path, url: &str, repo: &str, branch: &str, base: &str) -> std::proces
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_pushes_a_branch_and_opens_a_draft_pr_on_the_forge() {
     let dir = tempfile::tempdir().unwrap();
-    let forge = canary_lab::forge::Forge::new(dir.path().join("forge"));
+    let forge = canary::forge::Forge::new(dir.path().join("forge"));
     let (addr, _server) = forge.clone().serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{addr}");
 
@@ -143,7 +143,7 @@ fn a_workspace_without_changes_proposes_nothing() {
 }
 
 async fn reqwest_get(url: &str) -> serde_json::Value {
-    canary_lab::init_tls();
+    canary::init_tls();
     let body = reqwest::get(url).await.unwrap().text().await.unwrap();
     serde_json::from_str(&body).unwrap()
 }

@@ -249,7 +249,7 @@ on_both!(the_sweep_queue_is_idempotent_leased_retried_and_dead_lettered, |b| {
         format!("sqlite://{}", reg.url)
     };
     runtime().block_on(async {
-        use canary_lab::registry::{Audit, BuildInfo, Registry, SweepRepo};
+        use canary::registry::{Audit, BuildInfo, Registry, SweepRepo};
         let r = Registry::open(&url).await.unwrap();
         let audit = || Audit {
             actor: "t",
@@ -269,7 +269,7 @@ on_both!(the_sweep_queue_is_idempotent_leased_retried_and_dead_lettered, |b| {
                     api_url: "https://forge.example.invalid".into(),
                     token_env: None,
                     commands: serde_json::json!({}),
-                    added_at: canary_lab::registry::now(),
+                    added_at: canary::registry::now(),
                 },
                 audit(),
             )
@@ -355,7 +355,7 @@ on_both!(recorders_of_one_build_at_once_keep_every_inventory, |b| {
     let reg = fresh(b);
     let build = "sha256:cccccccccccc0003";
     runtime().block_on(async {
-        let r = canary_lab::registry::Registry::open(&reg.url).await.unwrap();
+        let r = canary::registry::Registry::open(&reg.url).await.unwrap();
         r.record_run(&drift_report(build, "lab/codex:163", false), "x")
             .await
             .unwrap();
@@ -364,7 +364,7 @@ on_both!(recorders_of_one_build_at_once_keep_every_inventory, |b| {
             res.unwrap();
         }
         // Sixteen runs of the build recorded at once, each having seen one event kind of its own.
-        let reports: Vec<canary_lab::report::RunReport> = (0..16)
+        let reports: Vec<canary::report::RunReport> = (0..16)
             .map(|k| {
                 let mut v = serde_json::to_value(drift_report(build, "lab/codex:163", false)).unwrap();
                 for c in v["cases"].as_array_mut().unwrap() {
@@ -391,7 +391,7 @@ on_both!(recorders_of_one_build_at_once_keep_every_inventory, |b| {
 
 /// A run with a drift case, recorded: the status is kept as `drift`, the gate blocks on it, and
 /// the build's inventory is what `canary drift` compares.
-fn drift_report(build: &str, reference: &str, drift: bool) -> canary_lab::report::RunReport {
+fn drift_report(build: &str, reference: &str, drift: bool) -> canary::report::RunReport {
     let inventory = |turn: &str, unknown: bool| {
         serde_json::json!({"provider": "codex", "version": if drift { "0.164.0" } else { "0.163.0" }, "not_json": 0, "truncated": false, "events": {
             "thread.started": {"count": 1, "unknown": false, "fields": {"thread_id": ["string"], "type": ["string"]}},
@@ -430,7 +430,7 @@ on_both!(drift_is_recorded_blocks_the_gate_and_inventories_compare, |b| {
     let reg = fresh(b);
     let (old, new) = ("sha256:aaaaaaaaaaaa0001", "sha256:bbbbbbbbbbbb0002");
     runtime().block_on(async {
-        let r = canary_lab::registry::Registry::open(&reg.url).await.unwrap();
+        let r = canary::registry::Registry::open(&reg.url).await.unwrap();
         r.record_run(&drift_report(old, "lab/codex:163", false), "x")
             .await
             .unwrap();
@@ -470,9 +470,9 @@ on_both!(update_metadata_is_published_once_per_change_and_replaced_whole, |b| {
         format!("sqlite://{}", reg.url)
     };
     runtime().block_on(async {
-        use canary_lab::update::sign::Key;
-        use canary_lab::update::tuf::{self, Doc, Lifetimes, Publisher, RootSpec, Signer};
-        let r = canary_lab::registry::Registry::open(&url).await.unwrap();
+        use canary::update::sign::Key;
+        use canary::update::tuf::{self, Doc, Lifetimes, Publisher, RootSpec, Signer};
+        let r = canary::registry::Registry::open(&url).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         // A root folder with two versions, then another folder with one: the second publication
         // must not leave the first folder's version 2 behind for hosts to stumble on.

@@ -32,8 +32,7 @@ fn rt() -> tokio::runtime::Runtime {
 /// Records a build with golden-path results on every canary repo (`status` for each).
 fn seed_build(url: &str, digit: char, status: &str) -> String {
     let id = format!("sha256:{}", std::iter::repeat_n(digit, 64).collect::<String>());
-    let build =
-        canary_lab::registry::BuildInfo::from_image(&id, &format!("canary-lab/build:{digit}"), &Default::default());
+    let build = canary::registry::BuildInfo::from_image(&id, &format!("canary-lab/build:{digit}"), &Default::default());
     let rows: Vec<(String, String, String, &str)> = ["ci-enabled", "js-ts", "python"]
         .iter()
         .map(|repo| {
@@ -46,7 +45,7 @@ fn seed_build(url: &str, digit: char, status: &str) -> String {
         })
         .collect();
     rt().block_on(async {
-        let reg = canary_lab::registry::Registry::open(url).await.unwrap();
+        let reg = canary::registry::Registry::open(url).await.unwrap();
         reg.seed_results(&build, &rows).await.unwrap();
     });
     id
@@ -280,7 +279,7 @@ fn a_good_build_rolls_out_step_by_step_and_survives_a_kill_of_the_control_plane(
     assert_eq!(channel_build(&reg), cand);
     // The fleet page charts what the telemetry says, per build, as inline SVG.
     let fleet = rt().block_on(async {
-        canary_lab::init_tls();
+        canary::init_tls();
         reqwest::Client::new()
             .get(format!("{}/fleet", s.url))
             .bearer_auth(&s.ops)
@@ -363,7 +362,7 @@ fn a_build_failing_a_fifth_of_its_sessions_is_rolled_back_at_the_first_step() {
     assert_eq!(channel_build(&reg), base);
     // The dashboard's overview shows it: state, figures against thresholds, timeline.
     let page = rt().block_on(async {
-        canary_lab::init_tls();
+        canary::init_tls();
         reqwest::Client::new()
             .get(format!("{}/", s.url))
             .bearer_auth(&s.ops)
@@ -402,13 +401,13 @@ fn runner_endpoints_take_only_valid_authenticated_input(b: Backend) {
     std::thread::sleep(Duration::from_millis(1100));
     let session = |id: &str, build: &str| {
         serde_json::json!({"runner": "r-1", "org": "acme", "session": id, "build": build,
-            "started_at": canary_lab::registry::now(), "start_latency_ms": 800, "outcome": "ok",
+            "started_at": canary::registry::now(), "start_latency_ms": 800, "outcome": "ok",
             "commands": 3, "commands_failed": 0, "approvals": 1, "approval_wait_ms": 4000,
             "tokens": 1000, "cost_usd": 0.1, "duration_ms": 60000})
     };
     let count = || -> i64 {
         rt().block_on(async {
-            canary_lab::registry::Registry::open(&reg.url)
+            canary::registry::Registry::open(&reg.url)
                 .await
                 .unwrap()
                 .telemetry_count()
@@ -417,7 +416,7 @@ fn runner_endpoints_take_only_valid_authenticated_input(b: Backend) {
         })
     };
     rt().block_on(async {
-        canary_lab::init_tls();
+        canary::init_tls();
         let c = reqwest::Client::new();
         let post = |auth: Option<String>, body: String| {
             let mut r = c.post(format!("{}/v1/telemetry", s.url)).body(body);
@@ -759,7 +758,7 @@ fn every_hostile_control_plane_request_is_refused_and_writes_nothing() {
     assert_eq!(status, 200, "{body}");
     let written = || {
         rt().block_on(async {
-            let r = canary_lab::registry::Registry::open(&reg.url).await.unwrap();
+            let r = canary::registry::Registry::open(&reg.url).await.unwrap();
             (
                 r.telemetry_count().await.unwrap(),
                 r.assignments("r-1", &["s-1", "p1"]).await.unwrap().len()
@@ -773,7 +772,7 @@ fn every_hostile_control_plane_request_is_refused_and_writes_nothing() {
     let text =
         std::fs::read_to_string(crate::helpers::root().join("tests/fixtures/hostile/control-plane.yaml")).unwrap();
     let corpus: Vec<HostileRequest> = serde_saphyr::from_str(&text).unwrap();
-    let now = canary_lab::registry::now();
+    let now = canary::registry::now();
     let mut failures = Vec::new();
     for c in &corpus {
         let auth = match c.caller.as_str() {
@@ -859,7 +858,7 @@ fn a_malicious_runner_cannot_move_or_abort_a_rollout_or_squat_session_ids() {
     std::thread::sleep(Duration::from_millis(1100));
     let session = |runner: &str, id: &str, build: &str, outcome: &str| {
         serde_json::json!({"runner": runner, "org": "acme", "session": id, "build": build,
-            "started_at": canary_lab::registry::now(), "start_latency_ms": 700, "outcome": outcome,
+            "started_at": canary::registry::now(), "start_latency_ms": 700, "outcome": outcome,
             "commands": 3, "commands_failed": u64::from(outcome != "ok"), "approvals": 0, "approval_wait_ms": 0,
             "tokens": 100, "cost_usd": 0.01, "duration_ms": 30000})
     };
@@ -927,7 +926,7 @@ fn a_malicious_runner_cannot_move_or_abort_a_rollout_or_squat_session_ids() {
     );
     assert_eq!(channel_build(&reg), base, "stable still runs the baseline");
     let count = rt().block_on(async {
-        canary_lab::registry::Registry::open(&reg.url)
+        canary::registry::Registry::open(&reg.url)
             .await
             .unwrap()
             .telemetry_count()

@@ -20,7 +20,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 pub(crate) fn sha256(path: &Path) -> String {
-    canary_lab::update::server::sha256_file(path).unwrap()
+    canary::update::server::sha256_file(path).unwrap()
 }
 
 pub(crate) struct Lab {
@@ -37,31 +37,31 @@ impl Lab {
     }
 
     /// Records a build with these components and puts it on stable.
-    pub(crate) fn release(&self, digit: char, components: &[canary_lab::builds::Component]) -> String {
+    pub(crate) fn release(&self, digit: char, components: &[canary::builds::Component]) -> String {
         let id = format!("sha256:{}", std::iter::repeat_n(digit, 64).collect::<String>());
-        let manifest = canary_lab::builds::BuildManifest {
+        let manifest = canary::builds::BuildManifest {
             base: "sha256:base".into(),
             components: components.to_vec(),
             deltas: 0,
         };
         let labels = [(
-            canary_lab::builds::MANIFEST_LABEL.to_string(),
+            canary::builds::MANIFEST_LABEL.to_string(),
             serde_json::to_string(&manifest).unwrap(),
         )]
         .into();
-        let build = canary_lab::registry::BuildInfo::from_image(&id, &format!("canary-lab/build:{digit}"), &labels);
+        let build = canary::registry::BuildInfo::from_image(&id, &format!("canary-lab/build:{digit}"), &labels);
         let rows: Vec<(String, String, String, &str)> = ["ci-enabled", "js-ts", "python"]
             .iter()
             .map(|r| (format!("run-{digit}"), "golden-path".to_string(), r.to_string(), "pass"))
             .collect();
         rt().block_on(async {
-            let reg = canary_lab::registry::Registry::open(&self.db).await.unwrap();
+            let reg = canary::registry::Registry::open(&self.db).await.unwrap();
             reg.seed_results(&build, &rows).await.unwrap();
             reg.release(
                 "stable",
                 &id,
                 "promote",
-                canary_lab::registry::Audit {
+                canary::registry::Audit {
                     actor: "test",
                     action: "promote",
                     target: "stable",
@@ -80,8 +80,8 @@ impl Lab {
 pub(crate) struct Serve(pub(crate) Child);
 
 /// The runner component of a test build: this checkout's `canary-runner`.
-pub(crate) fn runner_component() -> canary_lab::builds::Component {
-    canary_lab::builds::Component {
+pub(crate) fn runner_component() -> canary::builds::Component {
+    canary::builds::Component {
         name: "runner".into(),
         version: "0.1.0+test".into(),
         package: None,
@@ -91,8 +91,8 @@ pub(crate) fn runner_component() -> canary_lab::builds::Component {
 }
 
 /// A Claude Code component of a test build, from its wheel's digest.
-pub(crate) fn claude_component(version: &str, digest: &str) -> canary_lab::builds::Component {
-    canary_lab::builds::Component {
+pub(crate) fn claude_component(version: &str, digest: &str) -> canary::builds::Component {
+    canary::builds::Component {
         name: "claude-code".into(),
         version: version.into(),
         package: Some("claude-agent-sdk".into()),
@@ -638,9 +638,9 @@ pub(crate) fn fake_control_plane(build: &str, bind: &str) -> (u16, std::sync::Ar
 
 /// Signs a publication of `docs` with the control plane's online key (an attacker who stole it),
 /// as of `at`, with a version above any the real control plane reached.
-pub(crate) fn signed_by_online_key(trust: &Trust, docs: &[canary_lab::update::tuf::Doc], at: jiff::Timestamp) -> Files {
-    use canary_lab::update::tuf;
-    let key = tuf::Signer::new(canary_lab::update::sign::Key::load(&trust.online).unwrap());
+pub(crate) fn signed_by_online_key(trust: &Trust, docs: &[canary::update::tuf::Doc], at: jiff::Timestamp) -> Files {
+    use canary::update::tuf;
+    let key = tuf::Signer::new(canary::update::sign::Key::load(&trust.online).unwrap());
     let state = tuf::State {
         version: 1_000_000,
         ..Default::default()
@@ -738,7 +738,7 @@ fn hostile_control_plane(lab: &Lab, home: &Path, token: &str, trust: &Trust, fir
         m["statement"]["org"] = org.into();
         m["statement"]["channel"] = statement_channel.into();
         m["offered_for"] = statement_channel.into();
-        canary_lab::update::tuf::Doc {
+        canary::update::tuf::Doc {
             org: org.map(String::from),
             channel: channel.into(),
             body: m.to_string(),

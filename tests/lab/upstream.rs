@@ -262,10 +262,10 @@ fn watch_reads_mock_registries_under_the_policy() {
         .build()
         .unwrap()
         .block_on(async {
-            let reg = canary_lab::registry::Registry::open_existing(db.to_str().unwrap())
+            let reg = canary::registry::Registry::open_existing(db.to_str().unwrap())
                 .await
                 .unwrap();
-            canary_lab::dashboard::upstream_data(&reg, &Default::default(), jiff::Timestamp::now())
+            canary::dashboard::upstream_data(&reg, &Default::default(), jiff::Timestamp::now())
                 .await
                 .unwrap()
         });
@@ -280,7 +280,7 @@ fn watch_reads_mock_registries_under_the_policy() {
         Some("yanked: broken wheel".into()),
         "{skipped}"
     );
-    let page = canary_lab::dashboard::upstream(&skipped).into_string();
+    let page = canary::dashboard::upstream(&skipped).into_string();
     assert!(page.contains("Skipped by the candidate policy") && page.contains("deprecated: use 1.x"));
 }
 
@@ -401,7 +401,7 @@ fn runner_heartbeats_reach_status_from_a_file_and_over_http() {
         .build()
         .unwrap();
     let result = rt.block_on(async {
-        canary_lab::init_tls();
+        canary::init_tls();
         let client = reqwest::Client::new();
         for _ in 0..100 {
             if client.get(format!("{url}/healthz")).send().await.is_ok() {

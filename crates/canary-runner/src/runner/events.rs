@@ -18,7 +18,7 @@ mod kinds_tests {
             include_str!("adapters/codex.rs"),
             include_str!("adapters/claude.rs"),
             include_str!("adapters/gemini.rs"),
-            include_str!("../../../../src/lab/case.rs"),
+            include_str!("../../../canary-lab/src/lab/case.rs"),
             include_str!("../stub/scenario.rs"),
             include_str!("../bin/canary-runner.rs"),
         ];

@@ -17,7 +17,7 @@
 //! and every component's digest: one component set, one tag. A build whose CLI does not report
 //! the version it was built for loses its tags and is never returned (so never recorded).
 
-use crate::config::LabConfig;
+use crate::Settings;
 use crate::engine::Backend;
 use crate::engine::docker::DockerBackend;
 use crate::error::{LabError, Result};
@@ -27,6 +27,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+/// Image labels a runner image carries to describe itself (set when the image is built).
+pub mod labels {
+    pub const RUNNER_VERSION: &str = "canary-lab.runner-version";
+    pub const ADAPTERS: &str = "canary-lab.adapters";
+    /// `provider=version,provider=version`
+    pub const RUNTIMES: &str = "canary-lab.runtimes";
+}
 
 /// Final build images.
 pub const BUILD_REPO: &str = "canary-lab/build";
@@ -199,7 +207,6 @@ impl BuildManifest {
     /// The image labels a build carries: its manifest, and the summary labels the registry and
     /// older tools read (`runtimes`, `adapters`, `runner-version`).
     pub fn labels(&self) -> HashMap<String, String> {
-        use crate::registry::labels;
         let mut l = HashMap::new();
         l.insert(
             MANIFEST_LABEL.into(),
@@ -367,7 +374,7 @@ pub fn refuse_duplicates(specs: &[ProviderSpec]) -> Result<()> {
 /// Builds (or finds) the build of the local runner and these CLIs on the lab's base image.
 pub async fn ensure(
     engine: &DockerBackend,
-    config: &LabConfig,
+    config: &Settings,
     specs: &[ProviderSpec],
     progress: &Progress,
 ) -> Result<Build> {
@@ -391,7 +398,7 @@ pub async fn runner_from_image(engine: &DockerBackend, reference: &str) -> Resul
         image: crate::text::clean(reference).into_owned(),
         hint: "build or load the runner image into this engine first (no registry is pulled from)".into(),
     })?;
-    let version = [crate::registry::labels::RUNNER_VERSION, "org.opencontainers.image.version"]
+    let version = [labels::RUNNER_VERSION, "org.opencontainers.image.version"]
         .iter()
         .find_map(|k| info.labels.get(*k))
         .filter(|v| !v.trim().is_empty() && v.len() <= 128 && !v.chars().any(char::is_control))
@@ -404,7 +411,7 @@ pub async fn runner_from_image(engine: &DockerBackend, reference: &str) -> Resul
                 ),
                 format!(
                     "label it: `LABEL {}=1.2.3` (or org.opencontainers.image.version); `canary-runner --version` in it must print the same",
-                    crate::registry::labels::RUNNER_VERSION
+                    labels::RUNNER_VERSION
                 ),
             )
         })?;
@@ -423,7 +430,7 @@ pub async fn runner_from_image(engine: &DockerBackend, reference: &str) -> Resul
 /// Builds (or finds) the build of `runner` and these CLIs.
 pub async fn ensure_with(
     engine: &DockerBackend,
-    config: &LabConfig,
+    config: &Settings,
     specs: &[ProviderSpec],
     runner: &RunnerChoice,
     progress: &Progress,
@@ -508,7 +515,7 @@ async fn canonical(
 /// one layer per change on top of it.
 pub async fn derive(
     engine: &DockerBackend,
-    config: &LabConfig,
+    config: &Settings,
     from: &str,
     set: &[Set],
     progress: &Progress,
@@ -588,7 +595,7 @@ pub async fn derive(
 /// stacked as delta layers, or rebuilt canonically when the chain is deep enough.
 async fn apply(
     engine: &DockerBackend,
-    config: &LabConfig,
+    config: &Settings,
     parent_id: &str,
     manifest: &BuildManifest,
     next: BuildManifest,
@@ -835,15 +842,9 @@ mod tests {
         let a = build();
         let labels: BTreeMap<String, String> = a.labels().into_iter().collect();
         assert_eq!(BuildManifest::from_labels(&labels), Some(a.clone()));
-        assert_eq!(
-            labels[crate::registry::labels::RUNTIMES],
-            "codex=0.163.0,claude-code=2.1.329"
-        );
-        assert_eq!(
-            labels[crate::registry::labels::ADAPTERS],
-            "codex-exec-json,claude-stream-json"
-        );
-        assert_eq!(labels[crate::registry::labels::RUNNER_VERSION], "0.1.0");
+        assert_eq!(labels[labels::RUNTIMES], "codex=0.163.0,claude-code=2.1.329");
+        assert_eq!(labels[labels::ADAPTERS], "codex-exec-json,claude-stream-json");
+        assert_eq!(labels[labels::RUNNER_VERSION], "0.1.0");
         assert!(BuildManifest::from_labels(&BTreeMap::new()).is_none());
     }
 

@@ -183,41 +183,6 @@ impl Reporter for Files {
     }
 }
 
-/// Records a finished run's results in the known-good registry (after [`Files`] wrote the
-/// `run.json` the results point at). How many results were added is kept for the caller.
-pub struct Recorder {
-    registry: crate::registry::Registry,
-    added: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Recorder {
-    /// The recorder and a handle to read how many results it added.
-    pub fn new(registry: crate::registry::Registry) -> (Recorder, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-        let added = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        (
-            Recorder {
-                registry,
-                added: added.clone(),
-            },
-            added,
-        )
-    }
-}
-
-impl Reporter for Recorder {
-    fn on_event<'a>(&'a self, event: &'a RunEvent<'_>) -> BoxFuture<'a, Result<()>> {
-        match event {
-            RunEvent::RunFinished { report, run_dir } => Box::pin(async move {
-                let path = run_dir.join(super::JSON_FILE).display().to_string();
-                let n = self.registry.record_run(report, &path).await?;
-                self.added.store(n as u64, std::sync::atomic::Ordering::SeqCst);
-                Ok(())
-            }),
-            _ => done(Ok(())),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,14 +240,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn junit_and_html_take_output_tails_from_the_events_and_the_registry_records_the_run() {
+    async fn junit_and_html_take_output_tails_from_the_events() {
         let dir = tempfile::tempdir().unwrap();
-        let report = crate::report::html::tests::report();
-        let registry = crate::registry::Registry::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
-            .await
-            .unwrap();
-        let (recorder, added) = Recorder::new(registry.clone());
-        let reporters = Reporters::new(vec![Box::new(Files::default()), Box::new(recorder)]);
+        let report = crate::report::sample();
+        let reporters = Reporters::new(vec![Box::new(Files::default())]);
         let step = &report.cases[0].steps[0];
         // The output exists only in the event: no file under the run folder holds it.
         let mut stdout = vec![b'x'; 10_000];
@@ -314,10 +275,5 @@ mod tests {
         let html = std::fs::read_to_string(dir.path().join(crate::report::html::HTML_FILE)).unwrap();
         assert!(html.contains("the last line the CLI printed"));
         assert!(dir.path().join(crate::report::JSON_FILE).exists());
-        assert_eq!(added.load(std::sync::atomic::Ordering::SeqCst), 1);
-        let rows = registry.results(None, 10).await.unwrap();
-        assert_eq!(rows.len(), 1, "the recorder stored the case");
-        assert_eq!(rows[0].case_id, "demo--python");
-        assert!(rows[0].report_path.ends_with("run.json"));
     }
 }

@@ -316,3 +316,66 @@ pub fn json_schema() -> String {
     text.push('\n');
     text
 }
+
+/// A one-case failed run with markup and escape sequences in its text: the fixture every
+/// consumer of the model (reporters here, the registry and the dashboard elsewhere) is tested on.
+#[doc(hidden)]
+pub fn sample() -> RunReport {
+    let case = CaseReport {
+        id: "demo--python".into(),
+        suite: "demo".into(),
+        repo: "python".into(),
+        status: CaseStatus::Failed,
+        attempts: 1,
+        image: "canary-lab/build:x".into(),
+        runtime: None,
+        provider: None,
+        duration_ms: 12,
+        timings: CaseTimings::default(),
+        steps: vec![StepReport {
+            name: "greets <script>alert(1)</script>".into(),
+            command: "echo \u{1b}[2J".into(),
+            status: StepStatus::Failed,
+            exit_code: Some(1),
+            duration_ms: 3,
+            kill_latency_ms: None,
+            failures: vec![CheckFailure {
+                check: "stdout.contains".into(),
+                expected: "\"Howdy\"".into(),
+                actual: "<b>Hello</b>".into(),
+            }],
+            stdout_file: Some("cases/demo--python/1.stdout".into()),
+            stderr_file: None,
+            output_truncated: false,
+        }],
+        artifacts: "cases/demo--python".into(),
+        repro: "canary repro r/demo--python".into(),
+        error: None,
+        drift: None,
+        inventory: None,
+    };
+    let cases = vec![case];
+    RunReport {
+        schema_version: 1,
+        run_id: "r".into(),
+        lab_version: "0.1.0".into(),
+        started_at: "2026-11-22T00:00:00Z".into(),
+        finished_at: "2026-11-22T00:00:01Z".into(),
+        duration_ms: 1000,
+        engine: "docker".into(),
+        image: ImageRef {
+            reference: "x".into(),
+            id: "sha256:1".into(),
+            labels: Default::default(),
+        },
+        images: vec![],
+        matrix: cases.iter().map(MatrixRow::of).collect(),
+        jobs: 1,
+        partition: None,
+        suites: vec![],
+        repos: vec![],
+        summary: Summary::of(&cases),
+        cases,
+        status: CaseStatus::Failed,
+    }
+}

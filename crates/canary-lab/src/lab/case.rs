@@ -55,7 +55,7 @@ impl CaseImage {
     /// What a case tests in this image, e.g. `codex@0.163.0`: the case's provider at the
     /// version the image bundles, or everything the image carries (from its labels).
     pub fn runtime(&self, provider: Option<&str>) -> Option<String> {
-        let r = self.labels.get(crate::registry::labels::RUNTIMES)?;
+        let r = self.labels.get(crate::builds::labels::RUNTIMES)?;
         let pairs = r.split(',').map(|p| p.replacen('=', "@", 1));
         match provider {
             Some(p) => pairs

@@ -13,7 +13,7 @@ pub mod forge;
 pub mod plan;
 pub mod session;
 
-use crate::config::LabConfig;
+use crate::Settings;
 use crate::engine::{Backend, GcScope};
 use crate::error::{LabError, Result};
 use crate::progress::Progress;
@@ -59,7 +59,7 @@ pub struct Prepared {
 /// Reads the canary repos and compiles the suites: every error in the user's files surfaces
 /// here, before any engine is asked anything.
 pub fn load_suites(
-    config: &LabConfig,
+    config: &Settings,
     suite_files: &[PathBuf],
     only_repos: &[String],
 ) -> Result<(Catalog, Vec<Arc<Suite>>)> {
@@ -91,7 +91,7 @@ pub fn load_suites(
 /// Compiles the suites and plans the cases (suite × repo × image × provider); every input
 /// error surfaces here.
 pub fn prepare(
-    config: &LabConfig,
+    config: &Settings,
     suite_files: &[PathBuf],
     only_repos: &[String],
     partition: Option<Partition>,
@@ -167,7 +167,7 @@ pub fn new_run_id() -> String {
 /// checked that the engine is reachable.
 pub async fn run<B: Backend + Clone>(
     backend: B,
-    config: &LabConfig,
+    config: &Settings,
     prepared: Prepared,
     opts: RunOptions,
     progress: &Progress,

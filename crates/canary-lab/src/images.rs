@@ -6,7 +6,7 @@
 //! content (release, package list, the setup steps below), so an unchanged recipe is never
 //! rebuilt and a changed one never reuses a stale image.
 
-use crate::config::LabConfig;
+use crate::Settings;
 use crate::engine::Backend;
 use crate::engine::docker::DockerBackend;
 use crate::error::{LabError, Result};
@@ -43,7 +43,7 @@ const IMAGE_CHANGES: &[&str] = &[
 pub const BASE_REPO: &str = "canary-lab/base";
 
 /// The tag the base image has for this recipe: `canary-lab/base:<12 hex>`.
-pub fn base_tag(config: &LabConfig) -> String {
+pub fn base_tag(config: &Settings) -> String {
     let mut h = Sha256::new();
     for part in [
         RECIPE_REVISION,
@@ -58,7 +58,7 @@ pub fn base_tag(config: &LabConfig) -> String {
 }
 
 /// The base image reference the lab uses: the configured one, else the built one.
-pub fn base_reference(config: &LabConfig) -> String {
+pub fn base_reference(config: &Settings) -> String {
     config.base_image.clone().unwrap_or_else(|| base_tag(config))
 }
 
@@ -72,7 +72,7 @@ pub struct BaseImage {
 /// Ensures the base image exists, building it when missing (or when `force`).
 pub async fn ensure_base(
     engine: &DockerBackend,
-    config: &LabConfig,
+    config: &Settings,
     force: bool,
     progress: &Progress,
 ) -> Result<BaseImage> {
@@ -112,12 +112,7 @@ pub async fn ensure_base(
     })
 }
 
-async fn build_base(
-    engine: &DockerBackend,
-    config: &LabConfig,
-    reference: &str,
-    progress: &Progress,
-) -> Result<String> {
+async fn build_base(engine: &DockerBackend, config: &Settings, reference: &str, progress: &Progress) -> Result<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(LabError::ImageBuild(
@@ -404,10 +399,10 @@ mod tests {
 
     #[test]
     fn base_tag_changes_with_the_release() {
-        let a = LabConfig::default();
-        let b = LabConfig {
+        let a = Settings::default();
+        let b = Settings {
             debian_release: "trixie".into(),
-            ..LabConfig::default()
+            ..Settings::default()
         };
         assert_ne!(base_tag(&a), base_tag(&b));
         assert!(base_tag(&a).starts_with("canary-lab/base:"));

@@ -31,7 +31,7 @@ impl ImagePlan {
         let providers = match crate::builds::BuildManifest::from_labels(labels) {
             Some(m) => m.providers(),
             None => labels
-                .get(crate::registry::labels::RUNTIMES)
+                .get(crate::builds::labels::RUNTIMES)
                 .map(|r| {
                     r.split(',')
                         .filter_map(|p| p.split('=').next())
