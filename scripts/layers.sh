@@ -17,7 +17,9 @@ check() {
   done
 }
 
-check canary-contract canary-runner canary-lab canary sqlx bollard octocrab plotters maud axum reqwest tokio
-check canary-runner canary-lab canary sqlx bollard octocrab plotters maud
-check canary-lab canary sqlx octocrab plotters
-echo "layers: contract < runner < lab < canary hold"
+check canary-contract canary-runner canary-lab canary-fleet canary-registry canary sqlx bollard octocrab plotters maud axum reqwest tokio
+check canary-runner canary-lab canary-fleet canary-registry canary sqlx bollard octocrab plotters maud
+check canary-lab canary-fleet canary-registry canary sqlx octocrab plotters
+check canary-fleet canary-lab canary-registry canary sqlx bollard octocrab plotters maud
+check canary-registry canary octocrab plotters
+echo "layers: contract < runner < lab, fleet < registry < canary hold"

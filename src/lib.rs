@@ -8,6 +8,9 @@ pub use canary_runner::init_tls;
 pub use canary_runner::{archive, bounds, compat, error, forge, fsutil, runner, spool, stub, yaml};
 // The lab stage's crate, at the paths the rest has always used.
 pub use canary_lab::{builds, engine, images, lab, progress, providers, report, repos, suite};
+// The fleet's pure rules and the registry that stores everything, likewise.
+pub use canary_fleet::{telemetry, tokens};
+pub use canary_registry as registry;
 
 pub mod authority;
 pub mod cli;
@@ -20,14 +23,11 @@ pub mod http_serve;
 pub mod matrix;
 pub mod orgs;
 pub mod pipeline;
-pub mod registry;
 pub mod rollout;
 pub mod simulate;
 pub mod status;
 pub mod sweeps;
-pub mod telemetry;
 pub mod text;
-pub mod tokens;
 pub mod update;
 pub mod upstream;
 pub mod webhook;

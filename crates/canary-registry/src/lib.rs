@@ -1,9 +1,17 @@
 //! The known-good registry: every case verdict, the builds they judged, what each channel and
 //! org runs, and an append-only audit log. SQLite file by default, PostgreSQL by URL; one set
-//! of queries (sqlx's `Any` driver), one migration folder per dialect. The only module that
-//! speaks SQL.
+//! of queries (sqlx's `Any` driver), one migration folder per dialect. The only crate that
+//! speaks SQL. It stores what the lab reports (`canary-lab`) and what the fleet's rules decide
+//! (`canary-fleet`); the gate, the control plane and the CLI above read and write through it.
+
+// The layers below, at the paths this crate's modules have always used.
+use canary_contract::text;
+use canary_fleet::{rollout, telemetry, tokens};
+use canary_lab::{builds, report};
+use canary_runner::{error, fsutil, runner};
 
 mod authority;
+mod evidence;
 mod fleet;
 mod inventories;
 mod notices;
@@ -14,6 +22,7 @@ mod sweeps;
 mod tuf;
 
 pub use authority::*;
+pub use evidence::{CellEvidence, required_cells};
 pub use fleet::*;
 pub use notices::*;
 pub use queries::*;

@@ -156,7 +156,7 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
                 ));
             }
         }
-        if crate::gate::ops::check_name("org", &s.org).is_err() {
+        if canary_runner::names::check_name("org", &s.org).is_err() {
             return Err(bad(
                 "org",
                 format!(
@@ -224,7 +224,7 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
             org: s.org,
             session: s.session,
             build: s.build,
-            started_at: crate::registry::format_ts(started),
+            started_at: canary_contract::time::format_ts(started),
             start_latency_ms: s.start_latency_ms.map(|v| v as i64),
             outcome: s.outcome,
             commands: s.commands as i64,

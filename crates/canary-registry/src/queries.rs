@@ -3,8 +3,8 @@
 
 use super::record::ResultStatus;
 use super::{Registry, db_err, int, now, opt_text, text};
+use crate::CellEvidence;
 use crate::error::{LabError, Result};
-use crate::gate::CellEvidence;
 use serde::Serialize;
 use sqlx::Row;
 
@@ -287,7 +287,7 @@ impl Registry {
     }
 
     /// Evidence for the gate: the build's latest results, laid on the cells the policy requires
-    /// (see [`crate::gate::required_cells`]).
+    /// (see [`crate::required_cells`]).
     pub async fn evidence(
         &self,
         build: &str,
@@ -296,7 +296,7 @@ impl Registry {
         providers: &[String],
     ) -> Result<Vec<CellEvidence>> {
         let cells = self.latest_cells(build).await?;
-        Ok(crate::gate::required_cells(&cells, suites, repos, providers))
+        Ok(crate::required_cells(&cells, suites, repos, providers))
     }
 
     pub async fn versions(&self) -> Result<Vec<VersionRow>> {

@@ -49,7 +49,7 @@ mod tests {
     async fn the_recorder_stores_each_case_of_a_finished_run_after_the_files_are_written() {
         let dir = tempfile::tempdir().unwrap();
         let report = crate::report::sample();
-        let registry = super::super::Registry::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
+        let registry = crate::Registry::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
             .await
             .unwrap();
         let (recorder, added) = Recorder::new(registry.clone());

@@ -6,9 +6,8 @@ use sha2::Digest;
 use std::collections::BTreeSet;
 
 /// What an operator may do on `canary serve`, each role including the ones before it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads the dashboard, `/api/*` (but the audit log) and `/v1/status`.

@@ -1,0 +1,628 @@
+//! Staged rollouts: which build a session runs, and whether a rollout step may advance. Pure
+//! functions over figures the registry sums up, so every rule is testable without a database or
+//! a fleet; the `canary` crate's controller applies them to the registry, `canary serve` runs it.
+
+pub mod stats;
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Buckets a session id falls into: a step of `p` % takes the buckets below `p × 100`.
+pub const BUCKETS: u32 = 10_000;
+
+/// The bucket of a session id: stable across processes, versions and machines (SHA-256).
+pub fn bucket(session: &str) -> u32 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(session.as_bytes());
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&d[..8]);
+    (u64::from_be_bytes(head) % BUCKETS as u64) as u32
+}
+
+/// Whether a session belongs to the cohort of a step of `percent` %.
+pub fn in_cohort(session: &str, percent: f64) -> bool {
+    bucket(session) < basis_points(percent)
+}
+
+fn basis_points(percent: f64) -> u32 {
+    (percent.clamp(0.0, 100.0) * 100.0).round() as u32
+}
+
+/// How a channel's rollouts are run and judged (`rollout:` under a channel in gate.yaml).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutPolicy {
+    /// Cohort percentages, increasing, the last 100.
+    pub steps: Vec<f64>,
+    /// How long a step must look healthy before the next one.
+    #[serde(with = "humantime_serde_ms")]
+    pub bake: Duration,
+    /// Sessions each side (candidate, baseline) needs before a step is judged at all.
+    pub min_sessions: u64,
+    /// How much the candidate's failure rate may exceed the baseline's (absolute, 0.02 = 2 points).
+    pub max_failure_rate_increase: f64,
+    /// The same for the disconnect rate.
+    pub max_disconnect_rate_increase: f64,
+    /// The candidate's p95 session start latency may be at most this times the baseline's.
+    pub max_start_latency_p95_ratio: f64,
+    /// Confidence of the intervals the rates are compared with (0.95: 95 %).
+    pub confidence: f64,
+}
+
+mod humantime_serde_ms {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        RolloutPolicy {
+            steps: vec![1.0, 10.0, 50.0, 100.0],
+            bake: Duration::from_secs(600),
+            min_sessions: 200,
+            max_failure_rate_increase: 0.02,
+            max_disconnect_rate_increase: 0.02,
+            max_start_latency_p95_ratio: 1.5,
+            confidence: 0.95,
+        }
+    }
+}
+
+impl RolloutPolicy {
+    /// Why a list of steps cannot be a rollout, if it cannot.
+    pub fn check_steps(steps: &[f64]) -> Result<(), String> {
+        if steps.is_empty() {
+            return Err("no steps".into());
+        }
+        if steps.len() > 20 {
+            return Err(format!("{} steps, more than 20", steps.len()));
+        }
+        if let Some(bad) = steps.iter().find(|s| !s.is_finite() || **s <= 0.0 || **s > 100.0) {
+            return Err(format!("step {bad} is not a percentage above 0 and at most 100"));
+        }
+        if steps.windows(2).any(|w| w[1] <= w[0]) {
+            return Err("steps must increase".into());
+        }
+        if steps.last() != Some(&100.0) {
+            return Err("the last step must be 100, or the build would never reach the whole channel".into());
+        }
+        if steps.iter().any(|s| basis_points(*s) == 0) {
+            return Err("a step below 0.01 % holds no session".into());
+        }
+        Ok(())
+    }
+
+    /// Why a threshold is out of range, if one is.
+    pub fn check(&self) -> Result<(), String> {
+        Self::check_steps(&self.steps)?;
+        // Bounded like the command line's --min-sessions and --bake: stored as signed 64-bit.
+        if !(1..=10_000_000).contains(&self.min_sessions) {
+            return Err(format!(
+                "min_sessions {} is out of bounds: between 1 and 10000000",
+                self.min_sessions
+            ));
+        }
+        if self.bake > std::time::Duration::from_secs(7 * 86_400) {
+            return Err("bake is out of bounds: at most 7 days".into());
+        }
+        for (name, v) in [
+            ("max_failure_rate_increase", self.max_failure_rate_increase),
+            ("max_disconnect_rate_increase", self.max_disconnect_rate_increase),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{name} {v} is not between 0 and 1 (0.02 is two points)"));
+            }
+        }
+        if !(self.max_start_latency_p95_ratio.is_finite() && self.max_start_latency_p95_ratio >= 1.0) {
+            return Err(format!(
+                "max_start_latency_p95_ratio {} must be at least 1",
+                self.max_start_latency_p95_ratio
+            ));
+        }
+        if !(0.5..=0.9999).contains(&self.confidence) {
+            return Err(format!("confidence {} must be between 0.5 and 0.9999", self.confidence));
+        }
+        Ok(())
+    }
+}
+
+/// What one side of a comparison did in the window judged: sums from the telemetry rollups.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    pub sessions: u64,
+    /// `failed` and `timed_out` sessions.
+    pub failed: u64,
+    pub disconnected: u64,
+    /// p95 start latency, from the histogram; `None` when no session started.
+    pub p95_start_ms: Option<u64>,
+}
+
+impl Figures {
+    pub fn failure_rate(&self) -> f64 {
+        ratio(self.failed, self.sessions)
+    }
+    pub fn disconnect_rate(&self) -> f64 {
+        ratio(self.disconnected, self.sessions)
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// Too few sessions or missing telemetry: never a pass.
+    Inconclusive,
+}
+
+/// One metric's comparison, with the figures and limit that decided it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub metric: String,
+    pub candidate: f64,
+    pub baseline: f64,
+    pub limit: f64,
+    pub verdict: Verdict,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub candidate: Figures,
+    pub baseline: Figures,
+    pub checks: Vec<Check>,
+    /// Every reason it is not a pass (empty on a pass).
+    pub reasons: Vec<String>,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2} %", x * 100.0)
+}
+
+fn points(x: f64) -> String {
+    format!("{:+.2} points", x * 100.0)
+}
+
+/// Judges a step: the candidate's cohort against the baseline on failure rate, disconnect rate
+/// (a difference of proportions with a Newcombe–Wilson interval at the policy's confidence: a
+/// fail when the whole interval is above the allowed increase, a pass when it is all within it)
+/// and p95 start latency (at most `max_start_latency_p95_ratio` times the baseline's). Fewer than
+/// `min_sessions` on either side, or no latency at all, is inconclusive.
+pub fn judge(policy: &RolloutPolicy, candidate: &Figures, baseline: &Figures) -> Judgement {
+    let mut reasons = Vec::new();
+    let mut checks = Vec::new();
+    for (side, f) in [("candidate", candidate), ("baseline", baseline)] {
+        if f.sessions < policy.min_sessions {
+            reasons.push(format!(
+                "the {side} has {} of the {} sessions a decision needs",
+                f.sessions, policy.min_sessions
+            ));
+        }
+    }
+    if !reasons.is_empty() {
+        return Judgement {
+            verdict: Verdict::Inconclusive,
+            candidate: candidate.clone(),
+            baseline: baseline.clone(),
+            checks,
+            reasons,
+        };
+    }
+    let z = stats::z_for(policy.confidence);
+    let rates: [(&str, u64, u64, f64); 2] = [
+        (
+            "failure rate",
+            candidate.failed,
+            baseline.failed,
+            policy.max_failure_rate_increase,
+        ),
+        (
+            "disconnect rate",
+            candidate.disconnected,
+            baseline.disconnected,
+            policy.max_disconnect_rate_increase,
+        ),
+    ];
+    for (metric, c_hits, b_hits, limit) in rates {
+        let c = stats::Proportion::new(c_hits, candidate.sessions);
+        let b = stats::Proportion::new(b_hits, baseline.sessions);
+        let (lo, hi) = stats::difference_interval(c, b, z);
+        let head = format!("{metric} {} vs baseline {}", pct(c.rate()), pct(b.rate()));
+        let (verdict, why) = if lo > limit {
+            (
+                Verdict::Fail,
+                format!(
+                    "{head}: at least {}, more than the {} allowed",
+                    points(lo),
+                    points(limit)
+                ),
+            )
+        } else if hi <= limit {
+            (
+                Verdict::Pass,
+                format!("{head}: at most {}, within {}", points(hi), points(limit)),
+            )
+        } else {
+            (
+                Verdict::Inconclusive,
+                format!(
+                    "{head}: between {} and {}, cannot tell yet whether it is within {}",
+                    points(lo),
+                    points(hi),
+                    points(limit)
+                ),
+            )
+        };
+        checks.push(Check {
+            metric: metric.into(),
+            candidate: c.rate(),
+            baseline: b.rate(),
+            limit,
+            verdict,
+            why,
+        });
+    }
+    let latency = match (candidate.p95_start_ms, baseline.p95_start_ms) {
+        (Some(c), Some(b)) => {
+            let allowed = (b as f64 * policy.max_start_latency_p95_ratio).max(b as f64 + 1.0);
+            let head = format!("p95 start latency {c} ms vs baseline {b} ms");
+            if c as f64 > allowed {
+                (
+                    Verdict::Fail,
+                    format!(
+                        "{head}: more than {:.1}× the baseline",
+                        policy.max_start_latency_p95_ratio
+                    ),
+                    c as f64,
+                    b as f64,
+                )
+            } else {
+                (
+                    Verdict::Pass,
+                    format!("{head}: within {:.1}×", policy.max_start_latency_p95_ratio),
+                    c as f64,
+                    b as f64,
+                )
+            }
+        }
+        (c, b) => (
+            Verdict::Inconclusive,
+            format!(
+                "p95 start latency unknown: no started session reported for the {}",
+                match (c, b) {
+                    (None, None) => "candidate or the baseline",
+                    (None, _) => "candidate",
+                    _ => "baseline",
+                }
+            ),
+            c.unwrap_or(0) as f64,
+            b.unwrap_or(0) as f64,
+        ),
+    };
+    checks.push(Check {
+        metric: "p95 start latency".into(),
+        candidate: latency.2,
+        baseline: latency.3,
+        limit: policy.max_start_latency_p95_ratio,
+        verdict: latency.0,
+        why: latency.1,
+    });
+    let verdict = if checks.iter().any(|c| c.verdict == Verdict::Fail) {
+        Verdict::Fail
+    } else if checks.iter().any(|c| c.verdict == Verdict::Inconclusive) {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Pass
+    };
+    let reasons = checks
+        .iter()
+        .filter(|c| c.verdict == verdict && verdict != Verdict::Pass)
+        .map(|c| c.why.clone())
+        .collect();
+    Judgement {
+        verdict,
+        candidate: candidate.clone(),
+        baseline: baseline.clone(),
+        checks,
+        reasons,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Running,
+    Paused,
+    Completed,
+    Aborted,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Paused => "paused",
+            State::Completed => "completed",
+            State::Aborted => "aborted",
+        }
+    }
+    pub fn from_word(w: &str) -> State {
+        match w {
+            "running" => State::Running,
+            "paused" => State::Paused,
+            "completed" => State::Completed,
+            // Unknown reads as aborted: a rollout the controller does not understand sends no
+            // session to its candidate.
+            _ => State::Aborted,
+        }
+    }
+    /// Whether the candidate still gets its cohort.
+    pub fn active(self) -> bool {
+        matches!(self, State::Running | State::Paused)
+    }
+}
+
+/// What the controller does with a running rollout after judging its step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Healthy so far; the step has not baked long enough.
+    Wait(String),
+    /// Hold at this step and say why (too few sessions, missing telemetry).
+    Hold(Vec<String>),
+    Advance {
+        to_step: usize,
+    },
+    /// The last step baked healthy: the build becomes the channel's.
+    Complete,
+    /// Worse than the baseline: every session back to the baseline at once.
+    Abort(Vec<String>),
+}
+
+/// The next action for a rollout at `step` of `steps` whose step started `elapsed` ago.
+pub fn next_action(judgement: &Judgement, step: usize, steps: usize, elapsed: Duration, bake: Duration) -> Action {
+    match judgement.verdict {
+        Verdict::Fail => Action::Abort(judgement.reasons.clone()),
+        Verdict::Inconclusive => Action::Hold(judgement.reasons.clone()),
+        Verdict::Pass if elapsed < bake => Action::Wait(format!(
+            "healthy; baking {} of {}",
+            humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+            humantime::format_duration(bake)
+        )),
+        Verdict::Pass if step + 1 >= steps => Action::Complete,
+        Verdict::Pass => Action::Advance { to_step: step + 1 },
+    }
+}
+
+/// A rollout as assignment needs it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActiveRollout {
+    pub id: i64,
+    pub build: String,
+    pub baseline: String,
+    pub step: usize,
+    pub percent: f64,
+}
+
+/// What assignment reads, loaded from the registry and cached by `canary serve`.
+#[derive(Debug, Clone, Default)]
+pub struct FleetState {
+    /// Each channel's current known-good build.
+    pub channels: BTreeMap<String, String>,
+    /// org → (channel it follows, pinned build).
+    pub orgs: BTreeMap<String, (String, Option<String>)>,
+    pub frozen: BTreeSet<String>,
+    /// channel → its active rollout.
+    pub rollouts: BTreeMap<String, ActiveRollout>,
+}
+
+/// Why a session runs the build it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The org is pinned to a build.
+    Pin,
+    /// The org is frozen out of rollouts: the channel's current build.
+    Frozen,
+    /// In the cohort of a rollout's step.
+    Candidate,
+    /// Outside the cohort: the channel's current build.
+    Baseline,
+    /// No rollout: the channel's build.
+    Channel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Assignment {
+    pub build: String,
+    pub channel: String,
+    pub source: Source,
+    pub rollout: Option<i64>,
+    /// The rollout step (index) and its percentage.
+    pub step: Option<usize>,
+    pub percent: Option<f64>,
+}
+
+/// The build a session of `org` runs; `None` when its channel has no build yet. An org without a
+/// pin follows `stable`.
+pub fn assign(state: &FleetState, org: &str, session: &str) -> Option<Assignment> {
+    let (channel, pinned) = state
+        .orgs
+        .get(org)
+        .cloned()
+        .unwrap_or_else(|| ("stable".to_string(), None));
+    if let Some(build) = pinned {
+        return Some(Assignment {
+            build,
+            channel,
+            source: Source::Pin,
+            rollout: None,
+            step: None,
+            percent: None,
+        });
+    }
+    let current = state.channels.get(&channel).cloned();
+    let Some(r) = state.rollouts.get(&channel) else {
+        return current.map(|build| Assignment {
+            build,
+            channel,
+            source: Source::Channel,
+            rollout: None,
+            step: None,
+            percent: None,
+        });
+    };
+    let (build, source) = if state.frozen.contains(org) {
+        (r.baseline.clone(), Source::Frozen)
+    } else if in_cohort(session, r.percent) {
+        (r.build.clone(), Source::Candidate)
+    } else {
+        (r.baseline.clone(), Source::Baseline)
+    };
+    Some(Assignment {
+        build,
+        channel,
+        source,
+        rollout: Some(r.id),
+        step: Some(r.step),
+        percent: Some(r.percent),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(sessions: u64, failed: u64, p95: u64) -> Figures {
+        Figures {
+            sessions,
+            failed,
+            disconnected: 0,
+            p95_start_ms: Some(p95),
+        }
+    }
+
+    #[test]
+    fn cohorts_hold_their_share_and_a_session_always_gets_the_same_answer() {
+        for percent in [1.0, 10.0, 50.0] {
+            let n = 100_000;
+            let hits = (0..n).filter(|i| in_cohort(&format!("s-{i}"), percent)).count();
+            let share = hits as f64 * 100.0 / n as f64;
+            assert!((share - percent).abs() <= 0.5, "{percent} %: {share} %");
+        }
+        assert!((0..1000).all(|i| in_cohort(&format!("s-{i}"), 100.0)));
+        assert_eq!(bucket("session-42"), bucket("session-42"));
+        // Cohorts nest: a session in the 1 % cohort stays in every larger one.
+        let small: Vec<_> = (0..20_000).filter(|i| in_cohort(&format!("x{i}"), 1.0)).collect();
+        assert!(small.iter().all(|i| in_cohort(&format!("x{i}"), 10.0)));
+    }
+
+    #[test]
+    fn a_build_failing_a_fifth_of_its_sessions_fails_and_a_good_one_passes() {
+        let p = RolloutPolicy::default();
+        let bad = judge(&p, &figures(200, 40, 900), &figures(2000, 20, 900));
+        assert_eq!(bad.verdict, Verdict::Fail, "{bad:?}");
+        assert!(
+            bad.reasons[0].starts_with("failure rate 20.00 % vs baseline 1.00 %"),
+            "{:?}",
+            bad.reasons
+        );
+        let good = judge(&p, &figures(2000, 20, 900), &figures(4000, 40, 880));
+        assert_eq!(good.verdict, Verdict::Pass, "{good:?}");
+    }
+
+    #[test]
+    fn too_few_sessions_or_no_latency_is_inconclusive_never_a_pass() {
+        let p = RolloutPolicy::default();
+        let j = judge(&p, &figures(37, 0, 900), &figures(2000, 20, 900));
+        assert_eq!(j.verdict, Verdict::Inconclusive);
+        assert_eq!(
+            j.reasons,
+            vec!["the candidate has 37 of the 200 sessions a decision needs"]
+        );
+        let none = judge(&p, &Figures::default(), &Figures::default());
+        assert_eq!(none.verdict, Verdict::Inconclusive);
+        let mut no_latency = figures(2000, 20, 0);
+        no_latency.p95_start_ms = None;
+        let j = judge(&p, &no_latency, &figures(2000, 20, 900));
+        assert_eq!(j.verdict, Verdict::Inconclusive);
+        assert!(j.reasons[0].contains("no started session reported for the candidate"));
+        // A close call on few sessions waits for more.
+        let close = judge(&p, &figures(200, 4, 900), &figures(200, 2, 900));
+        assert_eq!(close.verdict, Verdict::Inconclusive, "{close:?}");
+    }
+
+    #[test]
+    fn slow_starts_fail_on_the_ratio() {
+        let p = RolloutPolicy::default();
+        let j = judge(&p, &figures(2000, 20, 2000), &figures(2000, 20, 900));
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert!(j.reasons[0].contains("p95 start latency 2000 ms vs baseline 900 ms"));
+    }
+
+    #[test]
+    fn actions_follow_the_verdict_and_the_bake() {
+        let p = RolloutPolicy::default();
+        let pass = judge(&p, &figures(2000, 20, 900), &figures(4000, 40, 880));
+        let m = Duration::from_secs(60);
+        assert!(matches!(next_action(&pass, 0, 4, m, 10 * m), Action::Wait(_)));
+        assert_eq!(next_action(&pass, 0, 4, 10 * m, 10 * m), Action::Advance { to_step: 1 });
+        assert_eq!(next_action(&pass, 3, 4, 10 * m, 10 * m), Action::Complete);
+        let fail = judge(&p, &figures(200, 40, 900), &figures(2000, 20, 900));
+        // A failure aborts at once, baked or not.
+        assert!(matches!(
+            next_action(&fail, 0, 4, Duration::ZERO, 10 * m),
+            Action::Abort(_)
+        ));
+        let none = judge(&p, &Figures::default(), &Figures::default());
+        assert!(matches!(next_action(&none, 0, 4, 100 * m, 10 * m), Action::Hold(_)));
+    }
+
+    #[test]
+    fn steps_are_checked() {
+        assert!(RolloutPolicy::check_steps(&[1.0, 10.0, 50.0, 100.0]).is_ok());
+        for bad in [
+            &[][..],
+            &[10.0, 5.0, 100.0],
+            &[1.0, 50.0],
+            &[0.0, 100.0],
+            &[f64::NAN, 100.0],
+            &[0.001, 100.0],
+        ] {
+            assert!(RolloutPolicy::check_steps(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pins_freezes_and_cohorts_decide_the_build() {
+        let mut s = FleetState::default();
+        s.channels.insert("stable".into(), "base".into());
+        s.orgs.insert("acme".into(), ("stable".into(), Some("old".into())));
+        s.orgs.insert("ice".into(), ("stable".into(), None));
+        s.frozen.insert("ice".into());
+        assert_eq!(assign(&s, "anyone", "s1").unwrap().source, Source::Channel);
+        s.rollouts.insert(
+            "stable".into(),
+            ActiveRollout {
+                id: 1,
+                build: "cand".into(),
+                baseline: "base".into(),
+                step: 3,
+                percent: 100.0,
+            },
+        );
+        let a = assign(&s, "anyone", "s1").unwrap();
+        assert_eq!((a.build.as_str(), a.source), ("cand", Source::Candidate));
+        assert_eq!(assign(&s, "acme", "s1").unwrap().build, "old");
+        let f = assign(&s, "ice", "s1").unwrap();
+        assert_eq!((f.build.as_str(), f.source), ("base", Source::Frozen));
+        s.channels.clear();
+        s.rollouts.clear();
+        assert!(assign(&s, "anyone", "s1").is_none());
+    }
+}
