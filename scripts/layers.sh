@@ -17,9 +17,10 @@ check() {
   done
 }
 
-check canary-contract canary-runner canary-lab canary-fleet canary-registry canary sqlx bollard octocrab plotters maud axum reqwest tokio
-check canary-runner canary-lab canary-fleet canary-registry canary sqlx bollard octocrab plotters maud
-check canary-lab canary-fleet canary-registry canary sqlx octocrab plotters
-check canary-fleet canary-lab canary-registry canary sqlx bollard octocrab plotters maud
-check canary-registry canary octocrab plotters
-echo "layers: contract < runner < lab, fleet < registry < canary hold"
+check canary-contract canary-runner canary-lab canary-fleet canary-registry canary-release canary sqlx bollard octocrab plotters maud axum reqwest tokio
+check canary-runner canary-lab canary-fleet canary-registry canary-release canary sqlx bollard octocrab plotters maud
+check canary-lab canary-fleet canary-registry canary-release canary sqlx octocrab plotters
+check canary-fleet canary-lab canary-registry canary-release canary sqlx bollard octocrab plotters maud
+check canary-registry canary-release canary octocrab plotters
+check canary-release canary plotters
+echo "layers: contract < runner < lab, fleet < registry < release < canary hold"

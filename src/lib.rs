@@ -11,23 +11,16 @@ pub use canary_lab::{builds, engine, images, lab, progress, providers, report, r
 // The fleet's pure rules and the registry that stores everything, likewise.
 pub use canary_fleet::{telemetry, tokens};
 pub use canary_registry as registry;
+// The release side: canary.yaml, gate, org policies, upstream, pipeline, matrix, sweeps.
+pub use canary_release::{config, gate, matrix, orgs, pipeline, status, sweeps, upstream, webhook};
 
 pub mod authority;
 pub mod cli;
-pub mod config;
 pub mod control;
 pub mod dashboard;
-pub mod gate;
 pub mod heartbeat;
 pub mod http_serve;
-pub mod matrix;
-pub mod orgs;
-pub mod pipeline;
 pub mod rollout;
 pub mod simulate;
-pub mod status;
-pub mod sweeps;
 pub mod text;
 pub mod update;
-pub mod upstream;
-pub mod webhook;
