@@ -17,10 +17,11 @@ check() {
   done
 }
 
-check canary-contract canary-runner canary-lab canary-fleet canary-registry canary-release canary sqlx bollard octocrab plotters maud axum reqwest tokio
-check canary-runner canary-lab canary-fleet canary-registry canary-release canary sqlx bollard octocrab plotters maud
-check canary-lab canary-fleet canary-registry canary-release canary sqlx octocrab plotters
-check canary-fleet canary-lab canary-registry canary-release canary sqlx bollard octocrab plotters maud
-check canary-registry canary-release canary octocrab plotters
-check canary-release canary plotters
-echo "layers: contract < runner < lab, fleet < registry < release < canary hold"
+check canary-contract canary-runner canary-lab canary-fleet canary-registry canary-release canary-control canary sqlx bollard octocrab plotters maud axum reqwest tokio
+check canary-runner canary-lab canary-fleet canary-registry canary-release canary-control canary sqlx bollard octocrab plotters maud
+check canary-lab canary-fleet canary-registry canary-release canary-control canary sqlx octocrab plotters
+check canary-fleet canary-lab canary-registry canary-release canary-control canary sqlx bollard octocrab plotters maud
+check canary-registry canary-release canary-control canary octocrab plotters
+check canary-release canary-control canary plotters
+check canary-control canary
+echo "layers: contract < runner < lab, fleet < registry < release < control < canary hold"

@@ -13,14 +13,8 @@ pub use canary_fleet::{telemetry, tokens};
 pub use canary_registry as registry;
 // The release side: canary.yaml, gate, org policies, upstream, pipeline, matrix, sweeps.
 pub use canary_release::{config, gate, matrix, orgs, pipeline, status, sweeps, upstream, webhook};
+// The control plane: canary serve, authority, dashboard, rollouts, updates, the simulated fleet.
+pub use canary_control::{authority, control, dashboard, heartbeat, http_serve, rollout, simulate, update};
 
-pub mod authority;
 pub mod cli;
-pub mod control;
-pub mod dashboard;
-pub mod heartbeat;
-pub mod http_serve;
-pub mod rollout;
-pub mod simulate;
 pub mod text;
-pub mod update;
