@@ -151,9 +151,10 @@ pub async fn run_case<B: Backend + Clone>(
         drift: None,
         inventory: None,
     };
-    let _ = std::fs::create_dir_all(case_dir.join("steps"));
-    let _ = std::fs::write(
-        case_dir.join("repro.sh"),
+    let mut files = CaseFiles::new(case_dir);
+    files.create_dir("steps");
+    files.write(
+        "repro.sh",
         format!(
             "#!/bin/sh\n# Re-runs this case with the same image, repo and suite.\n{}\n",
             report.repro
@@ -164,7 +165,7 @@ pub async fn run_case<B: Backend + Clone>(
     report.timings.container_ms = ms(started_container.took);
     let container = match started_container.container {
         Ok(id) => id,
-        Err(e) => return finish_error(report, started, e),
+        Err(e) => return files.settle(finish_error(report, started, e)),
     };
 
     let preflight = case
@@ -184,7 +185,7 @@ pub async fn run_case<B: Backend + Clone>(
         }
         Ok(())
     } else {
-        drive(backend, cx, case, &container, deadline, &case_dir, &mut report).await
+        drive(backend, cx, case, &container, deadline, &mut files, &mut report).await
     };
     super::drift::judge(&mut report);
     let t = Instant::now();
@@ -203,11 +204,61 @@ pub async fn run_case<B: Backend + Clone>(
         });
         cx.removals.lock().expect("removals lock").push(removal);
     } else {
-        let _ = std::fs::write(case_dir.join("container"), format!("{container}\n"));
+        files.write("container", format!("{container}\n"));
     }
     report.timings.teardown_ms += ms(t.elapsed());
     report.duration_ms = ms(started.elapsed());
-    report
+    files.settle(report)
+}
+
+/// Writes a case's artifacts into its folder and keeps the first write that failed. The files
+/// are the case's evidence (the report points at them), so a case whose evidence is not on disk
+/// does not pass: [`CaseFiles::settle`] turns it into an error that names the file.
+struct CaseFiles {
+    dir: PathBuf,
+    failed: Option<String>,
+}
+
+impl CaseFiles {
+    fn new(dir: PathBuf) -> CaseFiles {
+        CaseFiles { dir, failed: None }
+    }
+
+    fn create_dir(&mut self, name: &str) {
+        let path = self.dir.join(name);
+        if let Err(e) = std::fs::create_dir_all(&path) {
+            self.fail(&path, &e);
+        }
+    }
+
+    fn write(&mut self, name: &str, data: impl AsRef<[u8]>) {
+        let path = self.dir.join(name);
+        if let Err(e) = std::fs::write(&path, data) {
+            self.fail(&path, &e);
+        }
+    }
+
+    fn fail(&mut self, path: &Path, e: &std::io::Error) {
+        if self.failed.is_none() {
+            self.failed = Some(format!("could not write the case artifact {}: {e}", path.display()));
+        }
+    }
+
+    /// A passed (or flaky) case whose artifacts could not all be written ends as an error; a
+    /// case that failed keeps its verdict, and the write failure joins its error.
+    fn settle(self, mut report: CaseReport) -> CaseReport {
+        let Some(failed) = self.failed else {
+            return report;
+        };
+        if matches!(report.status, CaseStatus::Passed | CaseStatus::Flaky) {
+            report.status = CaseStatus::Error;
+        }
+        report.error = Some(match report.error.take() {
+            Some(e) => format!("{e}; {failed}"),
+            None => failed,
+        });
+        report
+    }
 }
 
 fn finish_error(mut report: CaseReport, started: Instant, e: LabError) -> CaseReport {
@@ -227,7 +278,7 @@ async fn drive<B: Backend>(
     case: &Case,
     container: &str,
     deadline: Instant,
-    case_dir: &Path,
+    files: &mut CaseFiles,
     report: &mut CaseReport,
 ) -> Result<()> {
     let t = Instant::now();
@@ -299,8 +350,8 @@ async fn drive<B: Backend>(
         let out = backend.exec(container, &exec).await?;
         report.timings.steps_ms += ms(t.elapsed());
 
-        let _ = std::fs::write(case_dir.join(format!("{stem}.stdout")), &out.stdout);
-        let _ = std::fs::write(case_dir.join(format!("{stem}.stderr")), &out.stderr);
+        files.write(&format!("{stem}.stdout"), &out.stdout);
+        files.write(&format!("{stem}.stderr"), &out.stderr);
         let mut sr = StepReport {
             name: step.name.clone(),
             command,
@@ -349,9 +400,9 @@ async fn drive<B: Backend>(
             }
             if matches!(step.action, StepAction::Session(_)) {
                 let (raw, stub) = super::session::stub_log(backend, container, i + 1).await;
-                let _ = std::fs::write(case_dir.join(format!("{stem}.stub.jsonl")), raw);
+                files.write(&format!("{stem}.stub.jsonl"), raw);
                 let (raw, inventory) = super::drift::collect(backend, container, super::session::DIR, i + 1).await;
-                let _ = std::fs::write(case_dir.join(format!("{stem}.inventory.json")), raw);
+                files.write(&format!("{stem}.inventory.json"), raw);
                 if let Some(inv) = inventory {
                     super::drift::add(report, inv);
                 }
@@ -375,7 +426,7 @@ async fn drive<B: Backend>(
                     .filter_map(|r| serde_json::to_string(r).ok())
                     .map(|l| l + "\n")
                     .collect();
-                let _ = std::fs::write(case_dir.join(format!("{stem}.forge.jsonl")), records_json);
+                files.write(&format!("{stem}.forge.jsonl"), records_json);
                 let lab_diff = repo_diff(backend, container, Instant::now() + HELPER_TIMEOUT).await;
                 failures.extend(super::forge::check(
                     pe,
@@ -400,7 +451,7 @@ async fn drive<B: Backend>(
     // The final diff is an artifact of every case, whatever its steps checked.
     let t = Instant::now();
     if let Ok(d) = repo_diff(backend, container, Instant::now() + HELPER_TIMEOUT).await {
-        let _ = std::fs::write(case_dir.join("diff.patch"), d.patch);
+        files.write("diff.patch", d.patch);
     }
     report.timings.teardown_ms += ms(t.elapsed());
     Ok(())
@@ -409,9 +460,8 @@ async fn drive<B: Backend>(
 /// The step just pushed goes out on the run's events with its whole output.
 async fn step_finished(cx: &CaseContext, report: &CaseReport, out: &ExecOutcome) {
     if let Some(step) = report.steps.last() {
-        let _ = cx
-            .events
-            .emit(crate::report::events::RunEvent::StepFinished {
+        cx.events
+            .emit_or_warn(crate::report::events::RunEvent::StepFinished {
                 case_id: &report.id,
                 attempt: report.attempts,
                 step,
@@ -600,7 +650,57 @@ fn slug(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_raw_patch;
+    use super::{CaseFiles, parse_raw_patch};
+    use crate::report::CaseStatus;
+
+    #[test]
+    fn a_case_whose_evidence_cannot_be_written_does_not_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = crate::report::sample().cases.remove(0);
+
+        let mut files = CaseFiles::new(dir.path().join("case"));
+        files.create_dir("steps");
+        files.write("1.stdout", "hello");
+        let mut passed = report.clone();
+        passed.status = CaseStatus::Passed;
+        let kept = files.settle(passed);
+        assert_eq!(
+            kept.status,
+            CaseStatus::Passed,
+            "every write succeeded: {:?}",
+            kept.error
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("case/1.stdout")).unwrap(),
+            "hello"
+        );
+
+        // A file where the case folder should be: every write under it fails.
+        std::fs::write(dir.path().join("blocked"), "").unwrap();
+        let mut files = CaseFiles::new(dir.path().join("blocked"));
+        files.write("1.stdout", "hello");
+        files.write("2.stdout", "again");
+        let mut passed = report.clone();
+        passed.status = CaseStatus::Passed;
+        let settled = files.settle(passed);
+        assert_eq!(settled.status, CaseStatus::Error);
+        let error = settled.error.unwrap();
+        assert!(
+            error.contains("could not write the case artifact") && error.contains("1.stdout"),
+            "{error}"
+        );
+        assert!(!error.contains("2.stdout"), "the first failure is named once: {error}");
+
+        // A failed case keeps its verdict; the write failure joins its error.
+        let mut files = CaseFiles::new(dir.path().join("blocked"));
+        files.write("diff.patch", "x");
+        let mut failed = report;
+        failed.status = CaseStatus::Failed;
+        failed.error = Some("the CLI exited 1".into());
+        let settled = files.settle(failed);
+        assert_eq!(settled.status, CaseStatus::Failed);
+        assert!(settled.error.unwrap().starts_with("the CLI exited 1; could not write"));
+    }
 
     #[test]
     fn raw_records_then_patch() {

@@ -185,7 +185,7 @@ pub async fn run<B: Backend + Clone>(
     let note = |text: String| {
         let events = &events;
         async move {
-            let _ = events.emit(report::events::RunEvent::Note(text)).await;
+            events.emit_or_warn(report::events::RunEvent::Note(text)).await;
         }
     };
     let engine = backend.describe().await?;
@@ -355,8 +355,8 @@ pub async fn run<B: Backend + Clone>(
         preflight,
     });
 
-    let _ = events
-        .emit(report::events::RunEvent::RunStarted {
+    events
+        .emit_or_warn(report::events::RunEvent::RunStarted {
             run_id: &opts.run_id,
             cases: prepared.cases.len(),
             images: &opts.images,
@@ -466,8 +466,8 @@ async fn run_all<B: Backend + Clone>(
         if again.is_empty() {
             break;
         }
-        let _ = events
-            .emit(report::events::RunEvent::Rerunning {
+        events
+            .emit_or_warn(report::events::RunEvent::Rerunning {
                 cases: again.len(),
                 attempt,
             })
@@ -515,14 +515,14 @@ async fn run_pool<B: Backend + Clone>(
             let container = case::start(&backend, &cx, &case, attempt).await;
             let _permit = limit.acquire_owned().await.expect("semaphore never closes");
             bar.set_message(case.id.clone());
-            let _ = events
-                .emit(report::events::RunEvent::CaseStarted { id: &case.id, attempt })
+            events
+                .emit_or_warn(report::events::RunEvent::CaseStarted { id: &case.id, attempt })
                 .await;
             let r = case::run_case(&backend, &cx, &case, container, attempt).await;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             bar.inc(1);
-            let _ = events
-                .emit(report::events::RunEvent::CaseFinished {
+            events
+                .emit_or_warn(report::events::RunEvent::CaseFinished {
                     case: &r,
                     done: n,
                     total,

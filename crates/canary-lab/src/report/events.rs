@@ -78,6 +78,15 @@ impl Reporters {
         }
         first.map_or(Ok(()), Err)
     }
+
+    /// For events in the middle of a run, whose failure must not stop the cases: a reporter
+    /// that fails is reported on stderr (never dropped), and the run goes on. The run's last
+    /// event, whose files are the run's record, is emitted with [`Reporters::emit`] and fails it.
+    pub async fn emit_or_warn(&self, event: RunEvent<'_>) {
+        if let Err(e) = self.emit(event).await {
+            tracing::warn!("a run reporter failed: {e}");
+        }
+    }
 }
 
 /// Progress lines on the terminal (bars are drawn by the pool while it runs).
