@@ -49,6 +49,7 @@ lint:
     cargo fmt --check
     cargo clippy --locked --workspace --all-targets -- -D warnings
     scripts/layers.sh
+    python3 scripts/module-cycles.py
     cargo run --locked -q --bin canary -- schema suite --check suites/schema.json
     cargo run --locked -q --bin canary -- schema report --check docs/report.schema.json
 

@@ -5,6 +5,23 @@ use crate::Provider;
 use serde::{Deserialize, Serialize};
 
 /// The runner's component name.
+/// Image labels a runner build carries to describe itself (set when the image is built, read
+/// by the lab's engine, the registry and older tools).
+pub mod labels {
+    pub const RUNNER_VERSION: &str = "canary-lab.runner-version";
+    pub const ADAPTERS: &str = "canary-lab.adapters";
+    /// `provider=version,provider=version`
+    pub const RUNTIMES: &str = "canary-lab.runtimes";
+}
+
+/// The short form of an image or build id as people read it: its first 12 hex digits (after
+/// `sha256:`), cut at a character boundary since ids can come from users.
+pub fn short_id(id: &str) -> &str {
+    let hex = id.trim_start_matches("sha256:");
+    let end = hex.char_indices().nth(12).map_or(hex.len(), |(i, _)| i);
+    &hex[..end]
+}
+
 pub const RUNNER: &str = "runner";
 /// How a runner taken from a user's image marks its package.
 pub const RUNNER_IMAGE_PREFIX: &str = "image:";
@@ -73,5 +90,18 @@ impl std::fmt::Display for Change {
             self.from.as_deref().unwrap_or("(none)"),
             self.to.as_deref().unwrap_or("(removed)")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_id;
+
+    #[test]
+    fn short_ids_are_twelve_characters_cut_at_a_boundary() {
+        assert_eq!(short_id("sha256:0123456789abcdef0123"), "0123456789ab");
+        assert_eq!(short_id("abc"), "abc");
+        // A user-typed id of multi-byte characters is cut between characters, never inside one.
+        assert_eq!(short_id("ÄÖÜÄÖÜÄÖÜÄÖÜÄÖÜ"), "ÄÖÜÄÖÜÄÖÜÄÖÜ");
     }
 }

@@ -29,12 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Image labels a runner image carries to describe itself (set when the image is built).
-pub mod labels {
-    pub const RUNNER_VERSION: &str = "canary-lab.runner-version";
-    pub const ADAPTERS: &str = "canary-lab.adapters";
-    /// `provider=version,provider=version`
-    pub const RUNTIMES: &str = "canary-lab.runtimes";
-}
+pub use canary_contract::build::labels;
 
 /// Final build images.
 pub const BUILD_REPO: &str = "canary-lab/build";
@@ -669,7 +664,7 @@ async fn apply(
         progress.line(format!(
             "building layer: {} on {}",
             component.display(),
-            crate::lab::short_id(&parent)
+            canary_contract::build::short_id(&parent)
         ));
         let tar = tokio::task::spawn_blocking(move || source.tar())
             .await

@@ -20,6 +20,7 @@ use crate::progress::Progress;
 use crate::report::{self, CaseReport, CaseStatus, CaseTimings, ImageRef, RepoRef, RunReport, SuiteRef, Summary};
 use crate::repos::Catalog;
 use crate::suite::{Network, StepAction, Suite};
+pub use canary_contract::build::short_id;
 use case::CaseContext;
 use plan::{Case, Partition};
 use std::collections::BTreeMap;
@@ -600,12 +601,4 @@ fn write_inputs(run_dir: &std::path::Path, prepared: &Prepared) -> Result<()> {
         crate::fsutil::write_atomic(&run_dir.join("repos").join(format!("{id}.tar")), &r.content_tar)?;
     }
     Ok(())
-}
-
-pub fn short_id(id: &str) -> &str {
-    let hex = id.trim_start_matches("sha256:");
-    // Ids come from users too (`canary promote ÄÖÜ…`): cut at a character boundary, never
-    // inside one.
-    let end = hex.char_indices().nth(12).map_or(hex.len(), |(i, _)| i);
-    &hex[..end]
 }

@@ -107,7 +107,7 @@ impl Reporter for Terminal {
                 images.join(" "),
                 image_ids
                     .iter()
-                    .map(|i| crate::lab::short_id(i))
+                    .map(|i| canary_contract::build::short_id(i))
                     .collect::<Vec<_>>()
                     .join(" "),
                 partition

@@ -133,7 +133,7 @@ impl DockerBackend {
         let has_runner = self
             .image(image_id)
             .await?
-            .is_some_and(|i| i.labels.contains_key(crate::builds::labels::RUNNER_VERSION));
+            .is_some_and(|i| i.labels.contains_key(canary_contract::build::labels::RUNNER_VERSION));
         let runner = exe.with_file_name("canary-runner");
         let runner = (runner.is_file() && !has_runner).then_some(runner);
         let mut h = Sha256::new();
