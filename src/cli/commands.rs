@@ -236,15 +236,30 @@ fn config(cli: &Cli) -> Result<LabConfig> {
 }
 
 /// `canary` plus the directory flags a repro needs to find the same folders.
+/// How a printed repro line starts: `canary` with the global flags this command was given, each
+/// path quoted for the shell when it needs to be, so the line runs as printed.
 fn repro_prefix(cli: &Cli) -> String {
     let mut p = String::from("canary");
     if let Some(c) = &cli.config {
-        p.push_str(&format!(" --config {}", c.display()));
+        p.push_str(&format!(" --config {}", shell_word(&c.display().to_string())));
     }
     if let Some(d) = &cli.reports_dir {
-        p.push_str(&format!(" --reports-dir {}", d.display()));
+        p.push_str(&format!(" --reports-dir {}", shell_word(&d.display().to_string())));
     }
     p
+}
+
+/// `s` as one shell word: as it is when it holds only characters no shell treats specially,
+/// else in single quotes.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | ':' | '@' | ',' | '='));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// `--provider` values as specs: each parsed, no CLI twice.
@@ -412,8 +427,8 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Status(a) => super::gate::status(&config, a).await,
         Command::Compat(c) => super::gate::compat_check(&config, c).await,
         Command::Drift(a) => super::gate::drift(&config, a).await,
-        Command::Matrix(a) => super::matrix::matrix(&config, a).await,
-        Command::Bisect(a) => super::matrix::bisect(&config, a).await,
+        Command::Matrix(a) => super::matrix::matrix(&repro_prefix(&cli), &config, a).await,
+        Command::Bisect(a) => super::matrix::bisect(&repro_prefix(&cli), &config, a).await,
         Command::Stub(a) => stub(a).await,
         Command::Providers(ProvidersCommand::Fetch { spec, json }) => {
             let spec: crate::providers::ProviderSpec = spec.parse()?;
@@ -826,4 +841,18 @@ fn schema(a: &SchemaArgs) -> Result<i32> {
         outln!("{}", text.strip_suffix('\n').unwrap_or(&text));
     }
     Ok(exit::PASS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn printed_paths_are_one_shell_word_each() {
+        assert_eq!(shell_word("/tmp/reports-1"), "/tmp/reports-1");
+        assert_eq!(shell_word("my reports"), "'my reports'");
+        assert_eq!(shell_word("it's; rm -rf ~"), "'it'\\''s; rm -rf ~'");
+        assert_eq!(shell_word("$(id)"), "'$(id)'");
+        assert_eq!(shell_word(""), "''");
+    }
 }

@@ -137,6 +137,8 @@ async fn builds(
 
 /// What each judged build runs: a suite on some repos, `jobs` cases at once, recorded or not.
 struct RunSpec<'a> {
+    /// How the printed repro lines start (`canary` and the global flags this run was given).
+    repro_prefix: &'a str,
     suite: &'a PathBuf,
     repos: &'a [String],
     jobs: usize,
@@ -152,6 +154,7 @@ async fn run_images(
     progress: &Progress,
 ) -> Result<(RunReport, PathBuf)> {
     let RunSpec {
+        repro_prefix,
         suite,
         repos,
         jobs,
@@ -178,7 +181,7 @@ async fn run_images(
         jobs,
         partition: None,
         keep: false,
-        repro_prefix: "canary".into(),
+        repro_prefix: repro_prefix.to_string(),
         rerun_failed: 0,
         reporters,
     };
@@ -207,7 +210,7 @@ fn write_outputs(m: &VersionMatrix, dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-pub async fn matrix(config: &LabConfig, a: &MatrixArgs) -> Result<i32> {
+pub async fn matrix(repro_prefix: &str, config: &LabConfig, a: &MatrixArgs) -> Result<i32> {
     let p = provider(&a.provider)?;
     let sel: Selection = a.versions.parse()?;
     // A README without the markers is refused before anything runs.
@@ -263,6 +266,7 @@ pub async fn matrix(config: &LabConfig, a: &MatrixArgs) -> Result<i32> {
                 &engine,
                 config,
                 &RunSpec {
+                    repro_prefix,
                     suite: &a.judge.suite,
                     repos: &a.judge.repos,
                     jobs: a.judge.jobs,
@@ -327,7 +331,7 @@ struct BisectOutcome {
     held: Option<String>,
 }
 
-pub async fn bisect(config: &LabConfig, a: &BisectArgs) -> Result<i32> {
+pub async fn bisect(repro_prefix: &str, config: &LabConfig, a: &BisectArgs) -> Result<i32> {
     let p = provider(&a.provider)?;
     // The hold's policy is checked before anything is built, and used as loaded.
     let policy = match &a.hold {
@@ -352,6 +356,7 @@ pub async fn bisect(config: &LabConfig, a: &BisectArgs) -> Result<i32> {
     ));
     let engine = DockerBackend::connect().await?;
     let spec = RunSpec {
+        repro_prefix,
         suite: &a.judge.suite,
         repos: &a.judge.repos,
         jobs: a.judge.jobs,

@@ -2,6 +2,7 @@
 //! success, failure, interrupt and `kill -9`.
 
 use crate::helpers::{Canary, lab_objects, read_json, require_lab};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -535,4 +536,89 @@ fn draft_pr_faults_name_what_the_forge_received() {
         (0, 0),
         "forge and network removed"
     );
+}
+
+/// Runs a line the lab printed for a person, as that person would: through `sh`, from the
+/// checkout, with `canary` on the PATH.
+fn run_printed(line: &str) -> std::process::Output {
+    let bin = Path::new(env!("CARGO_BIN_EXE_canary")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    std::process::Command::new("sh")
+        .args(["-c", line])
+        .current_dir(crate::helpers::root())
+        .env("PATH", path)
+        .env("CI", "true")
+        .env(
+            "CANARY_REGISTRY",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("default-registry.db"),
+        )
+        .output()
+        .unwrap()
+}
+
+/// The status column of `case`'s row in a run summary.
+fn status_of(summary: &str, case: &str) -> Option<String> {
+    summary.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next() == Some(case)).then(|| words.next().unwrap_or_default().to_string())
+    })
+}
+
+#[test]
+fn every_printed_repro_line_and_repro_script_runs_and_gives_its_case_the_same_verdict() {
+    require_lab();
+    // Two suites, four repros' worth of cases: the demo passes on all three repos, and a
+    // two-repo suite fails on both. The summary is read as a person reads it, not as JSON.
+    let first = Canary::new()
+        .args([
+            "run",
+            "-s",
+            "suites/demo.yaml",
+            "-s",
+            "tests/fixtures/suites/failing-many.yaml",
+        ])
+        .run()
+        .code(1);
+    let summary = first.stdout();
+    let cases = first.run_dir().join("cases");
+    let printed: Vec<String> = summary
+        .lines()
+        .skip_while(|l| l.trim() != "To reproduce:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert_eq!(printed.len(), 2, "one repro line per failed case:\n{summary}");
+    for line in &printed {
+        let case = line.rsplit('/').next().unwrap();
+        let out = run_printed(line);
+        let again = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "`{line}` gives the failure again\n{again}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(status_of(&again, case).as_deref(), Some("failed"), "`{line}`:\n{again}");
+    }
+
+    // Every case folder holds a repro.sh, passed cases included; each gives its verdict again.
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&cases).unwrap().flatten() {
+        let case = entry.file_name().to_string_lossy().to_string();
+        let before = status_of(&summary, &case).unwrap_or_else(|| panic!("{case} in\n{summary}"));
+        let script = entry.path().join("repro.sh");
+        let out = run_printed(&format!("sh {}", script.display()));
+        let again = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            status_of(&again, &case).as_deref(),
+            Some(before.as_str()),
+            "{} gives {case} its verdict again:\n{again}\n{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(if before == "passed" { 0 } else { 1 }));
+        seen += 1;
+    }
+    assert_eq!(seen, 5, "three demo cases and two failing ones");
 }
