@@ -13,6 +13,7 @@ mod docker_pipeline;
 mod docker_registry;
 mod docker_sweeps;
 mod docker_updates;
+mod docs;
 mod forge;
 mod helpers;
 mod hostile;

@@ -1,0 +1,141 @@
+//! The commands the README and docs show a person are the commands `canary` has: every
+//! `canary ...` line in a code block and every inline `canary ...` synopsis names subcommands
+//! that exist, and every flag it shows is one those subcommands take. A renamed flag or
+//! subcommand breaks this test, not a reader.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+/// Every `canary ...` the documents show, with where it stands (`file:line`).
+fn shown_commands() -> Vec<(String, String)> {
+    let root = crate::helpers::root();
+    let mut files = vec![root.join("README.md")];
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut out = Vec::new();
+    for file in files {
+        let name = file.strip_prefix(&root).unwrap().display().to_string();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut fenced = false;
+        for (i, line) in text.lines().enumerate() {
+            let at = format!("{name}:{}", i + 1);
+            if line.starts_with("```") {
+                fenced = !fenced;
+                continue;
+            }
+            if fenced {
+                // A shell line: `canary ...` (or `$ canary ...`), its comment cut off; `&&` joins two.
+                let line = line.trim().trim_start_matches("$ ");
+                let line = line.split(" #").next().unwrap();
+                for part in line.split("&&") {
+                    let part = part.trim();
+                    if is_command(part) {
+                        out.push((at.clone(), part.to_string()));
+                    }
+                }
+            } else {
+                // Inline synopses: `canary run --suite FILE... [--repo ID...]`.
+                for (j, span) in line.split('`').enumerate() {
+                    if j % 2 == 1 && is_command(span) {
+                        out.push((at.clone(), span.replace("\\|", "|")));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `canary <subcommand>...`: one space, then a word of a subcommand's shape, so the crate map
+/// in docs/architecture.md (`canary            the command line`) is prose, not a command.
+fn is_command(s: &str) -> bool {
+    s.strip_prefix("canary ").is_some_and(|rest| {
+        rest.split_whitespace().next().is_some_and(|w| {
+            !rest.starts_with(' ')
+                && !w.starts_with('-')
+                && w.chars().all(|c| c.is_ascii_lowercase() || c == '-' || c == '|')
+        })
+    })
+}
+
+/// The subcommand paths a synopsis names (`freeze|unfreeze` is two) and the flags it shows.
+fn parse(command: &str) -> (Vec<Vec<String>>, BTreeSet<String>) {
+    let words: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let mut paths: Vec<Vec<String>> = vec![Vec::new()];
+    for w in words
+        .iter()
+        .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-' || c == '|') && !w.starts_with('-'))
+    {
+        paths = paths
+            .iter()
+            .flat_map(|p| {
+                w.split('|').map(move |alt| {
+                    let mut p = p.clone();
+                    p.push(alt.to_string());
+                    p
+                })
+            })
+            .collect();
+    }
+    let flags = command
+        .split(|c: char| c.is_whitespace() || matches!(c, '[' | ']' | '(' | ')' | '|' | '='))
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches("...").trim_end_matches('…').to_string())
+        .collect();
+    (paths, flags)
+}
+
+#[test]
+fn every_command_the_readme_and_docs_show_has_its_subcommands_and_flags() {
+    let shown = shown_commands();
+    assert!(
+        shown.len() > 60,
+        "the documents show the commands: found {}",
+        shown.len()
+    );
+    let canary = Path::new(env!("CARGO_BIN_EXE_canary"));
+    let mut wrong = Vec::new();
+    for (at, command) in &shown {
+        let (paths, flags) = parse(command);
+        for path in paths {
+            let help = Command::new(canary)
+                .args(&path)
+                .arg("--help")
+                .env("CI", "true")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&help.stdout);
+            if !help.status.success() {
+                wrong.push(format!(
+                    "{at}: `canary {}` is not a command ({})",
+                    path.join(" "),
+                    String::from_utf8_lossy(&help.stderr).lines().next().unwrap_or_default()
+                ));
+                continue;
+            }
+            for flag in &flags {
+                let taken = text
+                    .split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '<')
+                    .any(|w| w == flag);
+                if !taken {
+                    wrong.push(format!(
+                        "{at}: `canary {}` takes no {flag} (in `{command}`)",
+                        path.join(" ")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the documents show commands canary does not have:\n{}",
+        wrong.join("\n")
+    );
+}
