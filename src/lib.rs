@@ -3,6 +3,7 @@
 //! Data flow, left to right: suites + canary repos → plan (cases) → engine (containers) →
 //! checks → one [`report::RunReport`] → JUnit / JSON / terminal. See the README for the tour.
 
+pub use canary_contract as contract;
 pub use canary_runner::init_tls;
 // What the runner crate holds, at the paths the lab has always used.
 pub use canary_runner::{archive, bounds, compat, error, forge, fsutil, runner, spool, stub, yaml};

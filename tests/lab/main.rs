@@ -17,6 +17,7 @@ mod docs;
 mod forge;
 mod helpers;
 mod hostile;
+mod names;
 mod real_cli;
 mod registry;
 mod rollout;

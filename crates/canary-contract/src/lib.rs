@@ -1,13 +1,15 @@
 //! What every side of Canary Lab shares and nothing else: the Runner Contract's events, the
-//! agent CLIs (`Provider`), a build's components, the executor's wire protocol, terminal-safe text and the time format.
+//! agent CLIs (`Provider`), release channels (`Channel`), a build's components, the executor's wire protocol, terminal-safe text and the time format.
 //! It depends on serde and its friends only, so the runner that ships inside every runner build,
 //! the lab and the control plane can all depend on it without pulling in each other.
 
 pub mod build;
+pub mod channel;
 pub mod events;
 pub mod exec;
 pub mod provider;
 pub mod text;
 pub mod time;
 
+pub use channel::Channel;
 pub use provider::Provider;

@@ -40,7 +40,7 @@ impl Provider {
         self.layout().2
     }
 
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Provider::Codex => "codex",
             Provider::ClaudeCode => "claude-code",

@@ -310,7 +310,7 @@ fn release_and_pre(v: &str) -> Option<ReleaseAndPre> {
             let (kind, rest) = text.split_once('.').unwrap_or((text, "0"));
             let kind = match kind {
                 "alpha" | "a" => 'a',
-                "beta" | "b" => 'b',
+                "beta" | "b" => 'b', // a pre-release word, not a channel
                 "rc" | "c" => 'c',
                 _ => return None,
             };

@@ -571,7 +571,7 @@ impl Registry {
             .execute(&mut *tx)
             .await
             .map_err(db_err(&self.display))?;
-            if channel == "stable" {
+            if channel == canary_contract::Channel::STABLE {
                 super::sweeps::enqueue_sweeps(&mut tx, &build, &ts, &self.display).await?;
             }
         }

@@ -574,7 +574,7 @@ impl Registry {
             actor: a.actor,
         };
         insert_rollout(&mut tx, &event, &self.display).await?;
-        if channel == "stable" && kind == "promote" {
+        if channel == canary_contract::Channel::STABLE && kind == "promote" {
             super::sweeps::enqueue_sweeps(&mut tx, build, &ts, &self.display).await?;
         }
         insert_audit(&mut tx, &a, &self.display).await?;

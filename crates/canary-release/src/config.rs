@@ -74,7 +74,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             suites: vec!["suites/golden-path.yaml".into()],
             jobs: 2,
-            promote_to: "beta".into(),
+            promote_to: canary_contract::Channel::BETA.into(),
             auto_stable: false,
             webhook: None,
         }

@@ -102,7 +102,7 @@ pub async fn run(
     let mut newest: Vec<(String, Vec<Judged>)> = Vec::new();
     for p in &watch.providers {
         let mut list = Vec::new();
-        for channel in ["stable", "beta"] {
+        for channel in canary_contract::Channel::BUILT_IN {
             for j in p
                 .newer
                 .iter()
@@ -226,7 +226,7 @@ pub async fn run(
 
 /// The spec that fetches a judged release.
 fn spec_of(provider: &str, j: &Judged) -> Result<crate::providers::ProviderSpec> {
-    let text = if provider == "claude-code" && j.release.package == "claude-agent-sdk" {
+    let text = if provider == canary_contract::Provider::ClaudeCode.name() && j.release.package == "claude-agent-sdk" {
         format!("claude-code@sdk-{}", j.release.package_version)
     } else {
         format!("{provider}@{}", j.release.package_version)
@@ -346,10 +346,12 @@ async fn judge_candidate(
     if canary_green {
         let mut targets = vec![target.to_string()];
         if config.pipeline.auto_stable
-            && candidate.iter().all(|(_, j)| j.channel.as_deref() == Some("stable"))
-            && !targets.iter().any(|t| t == "stable")
+            && candidate
+                .iter()
+                .all(|(_, j)| j.channel.as_deref() == Some(canary_contract::Channel::STABLE))
+            && !targets.iter().any(|t| t == canary_contract::Channel::STABLE)
         {
-            targets.push("stable".into());
+            targets.push(canary_contract::Channel::STABLE.into());
         }
         let policy = crate::gate::policy::Policy::load(config.gate_policy.as_deref())?;
         let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();

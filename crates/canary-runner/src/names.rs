@@ -15,13 +15,7 @@ pub fn is_id(s: &str) -> bool {
 /// Org and channel names: what a pin, a heartbeat or a rollout may name. Letters, digits, `.`,
 /// `_` and `-`, 1 to 64 characters, so they print and store as themselves.
 pub fn check_name(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        && !name.starts_with('-');
-    if ok {
+    if canary_contract::channel::is_name(name) {
         Ok(())
     } else {
         Err(crate::error::LabError::usage(

@@ -50,7 +50,7 @@ pub async fn offer_for(
         .as_ref()
         .map(|p| p.channel.clone())
         .or_else(|| channel.map(String::from))
-        .unwrap_or_else(|| "stable".into());
+        .unwrap_or_else(|| canary_contract::Channel::STABLE.into());
     let (target, source) = match pin.as_ref().and_then(|p| p.pinned_build_id.clone()) {
         Some(b) => (Some(b), "pin"),
         None => (
@@ -58,7 +58,11 @@ pub async fn offer_for(
             "channel",
         ),
     };
-    let stable_current = reg.known_good("stable").await?.first().map(|r| r.build_id.clone());
+    let stable_current = reg
+        .known_good(canary_contract::Channel::STABLE)
+        .await?
+        .first()
+        .map(|r| r.build_id.clone());
     let mut facts = StatusFacts {
         channel: &channel,
         target: target.as_deref(),
@@ -151,7 +155,7 @@ pub async fn offer_for(
 /// org with a pin or a policy (an org without either gets its channel's document).
 pub async fn documents(reg: &Registry, orgs: &crate::orgs::OrgPolicies) -> Result<Vec<super::tuf::Doc>> {
     let mut channels: std::collections::BTreeSet<String> = reg.channels().await?.into_iter().collect();
-    channels.extend(["stable".to_string(), "beta".to_string()]);
+    channels.extend(canary_contract::Channel::BUILT_IN.map(String::from));
     let mut with_own: std::collections::BTreeSet<String> = reg.pins().await?.into_iter().map(|p| p.org).collect();
     with_own.extend(orgs.names());
     let mut docs = Vec::new();

@@ -455,7 +455,7 @@ pub fn assign(state: &FleetState, org: &str, session: &str) -> Option<Assignment
         .orgs
         .get(org)
         .cloned()
-        .unwrap_or_else(|| ("stable".to_string(), None));
+        .unwrap_or_else(|| (canary_contract::Channel::STABLE.to_string(), None));
     if let Some(build) = pinned {
         return Some(Assignment {
             build,

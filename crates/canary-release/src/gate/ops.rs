@@ -170,7 +170,7 @@ pub async fn pin(reg: &Registry, p: &PinRequest<'_>, who: Actor<'_>) -> Result<O
         .channel
         .map(String::from)
         .or(current.as_ref().map(|x| x.channel.clone()))
-        .unwrap_or_else(|| "stable".into());
+        .unwrap_or_else(|| canary_contract::Channel::STABLE.into());
     let from = effective(reg, current.as_ref()).await?;
     let build = match p.build {
         None => None,

@@ -86,7 +86,7 @@ impl Policy {
     pub fn builtin() -> Policy {
         let mut channels = BTreeMap::new();
         channels.insert(
-            "stable".into(),
+            canary_contract::Channel::STABLE.into(),
             ChannelPolicy {
                 required_suites: vec!["golden-path".into()],
                 repos: None,
@@ -97,7 +97,7 @@ impl Policy {
             },
         );
         channels.insert(
-            "beta".into(),
+            canary_contract::Channel::BETA.into(),
             ChannelPolicy {
                 required_suites: vec!["golden-path".into()],
                 repos: None,
@@ -142,7 +142,7 @@ impl Policy {
             return Err(crate::yaml::located_key(
                 &file,
                 &text,
-                "stable",
+                canary_contract::Channel::STABLE,
                 "the gate policy declares no channels, so nothing could ever be promoted".into(),
                 "declare each channel with its required suites, e.g. `beta: {required_suites: [golden-path]}`",
             )

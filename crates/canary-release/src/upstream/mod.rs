@@ -103,12 +103,22 @@ pub fn default_providers() -> BTreeMap<String, ProviderPolicy> {
         ..Default::default()
     };
     BTreeMap::from([
-        ("codex".to_string(), p("pypi:openai-codex-cli-bin")),
-        ("claude-code".to_string(), p("pypi:claude-agent-sdk")),
+        (
+            canary_contract::Provider::Codex.name().to_string(),
+            p("pypi:openai-codex-cli-bin"),
+        ),
+        (
+            canary_contract::Provider::ClaudeCode.name().to_string(),
+            p("pypi:claude-agent-sdk"),
+        ),
     ])
 }
 
-pub const PROVIDERS: &[&str] = &["codex", "claude-code", "gemini"];
+pub const PROVIDERS: &[&str] = &[
+    canary_contract::Provider::Codex.name(),
+    canary_contract::Provider::ClaudeCode.name(),
+    canary_contract::Provider::Gemini.name(),
+];
 
 fn duration(field: &str, s: &str) -> Result<Duration> {
     humantime::parse_duration(s).map_err(|e| {
@@ -324,7 +334,14 @@ pub fn judge(r: Release, p: &CompiledProvider, now: jiff::Timestamp) -> Judged {
         r.prerelease || !v.pre.is_empty() || (!r.dist_tags.is_empty() && !r.dist_tags.iter().any(|t| t == "latest"));
     Judged {
         release: r,
-        channel: Some(if beta { "beta" } else { "stable" }.into()),
+        channel: Some(
+            if beta {
+                canary_contract::Channel::BETA
+            } else {
+                canary_contract::Channel::STABLE
+            }
+            .into(),
+        ),
         skipped: None,
     }
 }
@@ -334,7 +351,7 @@ pub fn judge(r: Release, p: &CompiledProvider, now: jiff::Timestamp) -> Judged {
 pub async fn resolve_bundled(cache_dir: &Path, sdk_version: &str, download: bool) -> Result<Option<String>> {
     let meta = cache_dir
         .join("providers")
-        .join("claude-code")
+        .join(canary_contract::Provider::ClaudeCode.name())
         .join(sdk_version)
         .join("provider.json");
     if let Some(v) = std::fs::read(&meta)
@@ -360,7 +377,9 @@ pub async fn resolve_bundled(cache_dir: &Path, sdk_version: &str, download: bool
 
 /// The claude-agent-sdk release that bundles `cli_version`, from the provider cache.
 pub fn bundled_by(cache_dir: &Path, cli_version: &str) -> Option<String> {
-    let dir = cache_dir.join("providers").join("claude-code");
+    let dir = cache_dir
+        .join("providers")
+        .join(canary_contract::Provider::ClaudeCode.name());
     std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
         let j: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path().join("provider.json")).ok()?).ok()?;
         (j["cli_version"].as_str() == Some(cli_version)).then(|| j["package_version"].as_str().map(String::from))?
@@ -475,7 +494,7 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
         let newest_kg = kg.values().filter_map(|v| semver_of(v)).max();
         // Claude Code versions are CLI versions; its upstream lists SDK versions: compare by the
         // SDK release that bundles the known-good CLI.
-        let claude_sdk = name == "claude-code"
+        let claude_sdk = name == canary_contract::Provider::ClaudeCode.name()
             && p.sources
                 .iter()
                 .any(|s| matches!(s, Source::Pypi(pk) if pk == "claude-agent-sdk"));
@@ -509,7 +528,7 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
                 continue;
             }
             let mut j = judge(r, p, now);
-            if j.channel.as_deref() == Some("beta") {
+            if j.channel.as_deref() == Some(canary_contract::Channel::BETA) {
                 if let (Some(stable), Some(v)) = (&newest_stable, semver_of(&j.release.package_version)) {
                     if v < *stable {
                         j.channel = None;

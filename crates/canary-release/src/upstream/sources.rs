@@ -160,13 +160,16 @@ fn seconds(t: jiff::Timestamp) -> String {
     t.round(jiff::Unit::Second).unwrap_or(t).to_string()
 }
 
+/// Words that mark a version as a pre-release (PEP 440 and common tags).
+const PRE_RELEASE_WORDS: [&str; 7] = ["a", "b", "rc", "dev", "alpha", "beta", "pre"]; // not a channel
+
 /// Whether a version string is a pre-release, for the PEP 440 and SemVer spellings upstreams use.
 pub fn is_prerelease(v: &str) -> bool {
     if let Ok(s) = semver::Version::parse(v) {
         return !s.pre.is_empty();
     }
     let lower = v.to_ascii_lowercase();
-    ["a", "b", "rc", "dev", "alpha", "beta", "pre"].iter().any(|m| {
+    PRE_RELEASE_WORDS.iter().any(|m| {
         lower
             .split(['.', '-'])
             .any(|part| part.trim_start_matches(|c: char| c.is_ascii_digit()).starts_with(m))

@@ -177,7 +177,7 @@ enum UpdateAction {
         runner_id: String,
         #[arg(long)]
         org: Option<String>,
-        #[arg(long, default_value = "stable")]
+        #[arg(long, default_value = canary_contract::Channel::STABLE)]
         channel: String,
         /// The control plane's TUF root (`1.root.json` or a newer one, from its admin): the only
         /// keys this host trusts. Without it (or --trust-on-first-use), upgrades are refused.
@@ -522,7 +522,7 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
                 org,
                 channel,
                 allowed_channels: if allowed_channels.is_empty() {
-                    vec!["stable".into(), "beta".into()]
+                    canary_contract::Channel::BUILT_IN.map(String::from).to_vec()
                 } else {
                     allowed_channels
                 },

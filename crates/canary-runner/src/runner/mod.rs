@@ -19,10 +19,10 @@ pub async fn heartbeat(runner_id: &str, org: Option<&str>, channel: Option<&str>
         env!("CARGO_PKG_VERSION").to_string(),
     );
     let mut capabilities = vec!["session".to_string(), "pr".to_string()];
-    for (provider, command) in [("codex", "codex"), ("claude-code", "claude"), ("gemini", "gemini")] {
-        if let Some(v) = session::installed_version(command).await {
-            versions.insert(provider.to_string(), v);
-            capabilities.push(format!("provider:{provider}"));
+    for provider in canary_contract::Provider::ALL {
+        if let Some(v) = session::installed_version(provider.command()).await {
+            versions.insert(provider.name().to_string(), v);
+            capabilities.push(format!("provider:{}", provider.name()));
         }
     }
     let mut v = serde_json::to_value(events::Event::Heartbeat { versions, capabilities }).expect("event serializes");

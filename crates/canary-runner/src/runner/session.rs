@@ -62,13 +62,10 @@ pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::i
         .model
         .clone()
         .unwrap_or_else(|| default_model(args.provider).into());
-    let cli = args.cli.clone().unwrap_or_else(|| {
-        PathBuf::from(match args.provider {
-            Provider::Codex => "codex",
-            Provider::ClaudeCode => "claude",
-            Provider::Gemini => "gemini",
-        })
-    });
+    let cli = args
+        .cli
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(args.provider.command()));
     let info = SessionInfo {
         runner_version: env!("CARGO_PKG_VERSION").into(),
         provider_version: cli_version(&cli).await,

@@ -66,7 +66,7 @@ impl HostConfig {
 }
 
 fn default_channels() -> Vec<String> {
-    vec!["stable".into(), "beta".into()]
+    canary_contract::Channel::BUILT_IN.map(String::from).to_vec()
 }
 
 /// One line of the host's audit history.

@@ -151,7 +151,7 @@ impl Adapter for Claude {
                 vec![session_started(
                     &self.info,
                     NAME,
-                    "claude-code",
+                    canary_contract::Provider::ClaudeCode.name(),
                     id,
                     v["claude_code_version"].as_str(),
                     v["model"].as_str(),

@@ -77,7 +77,14 @@ impl Adapter for Codex {
             "thread.started" => match v["thread_id"].as_str() {
                 Some(id) => {
                     self.session_id = Some(id.to_string());
-                    vec![session_started(&self.info, NAME, "codex", id, None, None)]
+                    vec![session_started(
+                        &self.info,
+                        NAME,
+                        canary_contract::Provider::Codex.name(),
+                        id,
+                        None,
+                        None,
+                    )]
                 }
                 None => vec![changed(NAME, "thread.started has no thread_id", line)],
             },
@@ -171,9 +178,11 @@ impl Adapter for Codex {
             .is_none()
             .then(|| Event::error("no_usage", "codex printed no turn.completed with usage"));
         let failed = self.failed || exit_code != Some(0) || usage.is_some();
-        let mut out = self.messages.finish("codex", None, failed);
+        let mut out = self
+            .messages
+            .finish(canary_contract::Provider::Codex.name(), None, failed);
         out.extend(exit_checks(
-            "codex",
+            canary_contract::Provider::Codex.name(),
             "thread.started",
             self.session_id.is_some(),
             usage,

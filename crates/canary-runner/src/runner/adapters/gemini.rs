@@ -70,7 +70,7 @@ impl Adapter for Gemini {
                 vec![session_started(
                     &self.info,
                     NAME,
-                    "gemini",
+                    canary_contract::Provider::Gemini.name(),
                     id,
                     None,
                     v["model"].as_str(),
@@ -138,7 +138,11 @@ impl Adapter for Gemini {
                 let said = std::mem::take(&mut self.pending);
                 let mut out = self.messages.say(&said);
                 out.push(self.meter.tick(&id, totals, None));
-                out.extend(self.messages.finish("gemini", None, v["status"] != "success"));
+                out.extend(self.messages.finish(
+                    canary_contract::Provider::Gemini.name(),
+                    None,
+                    v["status"] != "success",
+                ));
                 if v["status"] != "success" {
                     out.push(Event::error(
                         "cli_result_error",
@@ -156,7 +160,13 @@ impl Adapter for Gemini {
             .cli_totals
             .is_none()
             .then(|| Event::error("no_usage", "gemini printed no result with stats"));
-        exit_checks("gemini", "init", self.session_id.is_some(), usage, exit_code)
+        exit_checks(
+            canary_contract::Provider::Gemini.name(),
+            "init",
+            self.session_id.is_some(),
+            usage,
+            exit_code,
+        )
     }
 
     fn cli_totals(&self) -> Option<Usage> {
