@@ -32,7 +32,7 @@ mod sweeps;
 mod upstream;
 
 use crate::error::{LabError, exit};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 const EXIT_CODES: &str = "Exit codes:\n  0  everything passed / the command did what it was asked\n  1  a case failed or timed out (the verdict is \"not good\")\n  2  the lab could not run: bad input, Docker unreachable, image missing, interrupted";
@@ -139,9 +139,86 @@ pub enum Command {
     Fleet(fleet::FleetCommand),
 }
 
+/// `canary --help` lists the commands by the job they belong to, in the order a build moves:
+/// the lab, the release side, the fleet and its control plane, customer-hosted runners, tools.
+/// Every subcommand is in exactly one group (a test holds that).
+const GROUPS: &[(&str, &[&str])] = &[
+    (
+        "Lab: run canaries",
+        &["run", "repro", "gc", "images", "repos", "suites", "providers"],
+    ),
+    (
+        "Release: judge and move builds",
+        &[
+            "watch", "pipeline", "promote", "pin", "rollback", "status", "registry", "drift", "matrix", "bisect",
+            "compat",
+        ],
+    ),
+    (
+        "Fleet and control plane",
+        &[
+            "serve",
+            "rollout",
+            "freeze",
+            "unfreeze",
+            "kpis",
+            "tokens",
+            "heartbeat",
+            "sweeps",
+            "fleet",
+        ],
+    ),
+    ("Customer-hosted runners", &["keys"]),
+    ("Tools", &["schema", "stub"]),
+];
+
+/// The command line's definition, with its commands listed by [`GROUPS`] in `--help`.
+pub fn command() -> clap::Command {
+    let cmd = Cli::command();
+    let width = cmd.get_subcommands().map(|c| c.get_name().len()).max().unwrap_or(0) + 2;
+    let mut listing = String::new();
+    for (heading, names) in GROUPS {
+        listing.push_str(&format!("{heading}:\n"));
+        for name in *names {
+            let about = cmd
+                .find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            listing.push_str(&format!("  {name:<width$}{}\n", summary(&about, 90)));
+        }
+        listing.push('\n');
+    }
+    let template = format!(
+        "{{before-help}}{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{listing}Options:\n{{options}}{{after-help}}"
+    );
+    cmd.help_template(template)
+}
+
+/// A command's description as one line of the listing: its first sentence, cut at a word
+/// boundary when it is still longer than `max` characters (`canary CMD --help` has the rest).
+fn summary(about: &str, max: usize) -> String {
+    let first = about.split(". ").next().unwrap_or_default().trim_end_matches('.');
+    if first.chars().count() <= max {
+        return first.to_string();
+    }
+    let mut out = String::new();
+    for word in first.split(' ') {
+        if out.chars().count() + word.chars().count() + 1 > max - 1 {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out.trim_end_matches([',', ';', '(']).to_string() + "…"
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let parsed = command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             if e.use_stderr() && json_requested(std::env::args_os()) {
@@ -212,4 +289,36 @@ fn report_error(e: LabError, json: bool) -> i32 {
     }
     eprintln!("{:?}", miette::Report::new(e));
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{GROUPS, command};
+
+    #[test]
+    fn every_command_is_listed_once_under_its_job() {
+        let cmd = command();
+        let all: Vec<&str> = cmd
+            .get_subcommands()
+            .map(|c| c.get_name())
+            .filter(|n| *n != "help")
+            .collect();
+        for name in &all {
+            let n = GROUPS.iter().filter(|(_, names)| names.contains(name)).count();
+            assert_eq!(n, 1, "`canary {name}` is in {n} groups of `canary --help`");
+        }
+        for (heading, names) in GROUPS {
+            for name in *names {
+                assert!(all.contains(name), "{heading}: `{name}` is no command");
+            }
+        }
+        let help = command().render_help().to_string();
+        assert!(help.contains("Release: judge and move builds:\n  watch"), "{help}");
+        assert!(help.contains("Options:\n"), "{help}");
+        assert!(!help.contains("Commands:"), "the ungrouped list is gone: {help}");
+        let listing = help.split("Options:").next().unwrap();
+        let long: Vec<&str> = listing.lines().filter(|l| l.chars().count() > 110).collect();
+        assert!(long.is_empty(), "one short line per command: {long:?}");
+        assert!(help.contains("Exit codes:"), "{help}");
+    }
 }
