@@ -623,6 +623,35 @@ fn finish(report: &RunReport, run_dir: &std::path::Path, json: bool) -> Result<i
     Ok(report.exit_code())
 }
 
+/// The error when the image a case ran on has left the engine: repro runs on that image or not
+/// at all, since a rebuild is another image. It names the image and, for a runner build, the
+/// command that makes its components again.
+fn image_gone(old: &RunReport, case: &crate::report::CaseReport, image_id: &str) -> LabError {
+    let image = old.images.iter().find(|i| i.id == image_id).unwrap_or(&old.image);
+    let rebuild = crate::builds::BuildManifest::from_labels(&image.labels)
+        .map(|m| {
+            let specs: Vec<String> = m
+                .clis()
+                .filter_map(crate::builds::spec_of)
+                .map(|s| format!("--provider {s}"))
+                .collect();
+            format!(
+                "; `canary images build {}` makes the same components again (a new image: then run the suite on it with `canary run --image`, and compare)",
+                specs.join(" ")
+            )
+        })
+        .unwrap_or_default();
+    LabError::usage(
+        format!(
+            "the image case {} ran on is no longer in the engine: {} ({})",
+            case.id,
+            lab::short_id(image_id),
+            crate::text::clean(&image.reference)
+        ),
+        format!("repro runs a case on the very image it ran on; load or pull that image by its digest{rebuild}"),
+    )
+}
+
 async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
     let (run_id, case_id) = a.target.split_once('/').ok_or_else(|| {
         LabError::usage(
@@ -705,6 +734,9 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
         repo_vars: BTreeMap::from([(repo_ref.id.clone(), repo_ref.vars.clone())]),
     };
     let engine = DockerBackend::connect().await?;
+    if crate::engine::Backend::image(&engine, &image_id).await?.is_none() {
+        return Err(image_gone(&old, case, &image_id));
+    }
     let progress = Progress::new(false);
     progress.line(format!(
         "reproducing {} from run {run_id} (image {}, repo {})",

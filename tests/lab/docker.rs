@@ -622,3 +622,60 @@ fn every_printed_repro_line_and_repro_script_runs_and_gives_its_case_the_same_ve
     }
     assert_eq!(seen, 5, "three demo cases and two failing ones");
 }
+
+#[test]
+fn repro_of_a_case_whose_image_is_gone_says_so_and_runs_nothing() {
+    require_lab();
+    // An image of this test's own (the base image with one label more), so removing it takes
+    // nothing from any other test.
+    let base = Canary::new().args(["images", "base", "--json"]).run().code(0).json()["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tag = format!("canary-test/repro-gone:{}", std::process::id());
+    let holder = crate::helpers::docker(&["create", &base, "true"]);
+    crate::helpers::docker(&[
+        "commit",
+        "--change",
+        &format!("LABEL canary-test.repro-gone={tag}"),
+        &holder,
+        &tag,
+    ]);
+    crate::helpers::docker(&["rm", &holder]);
+    // Without the executor, whose image would stack on this one and keep it in the engine.
+    let first = Canary::new()
+        .env("CANARY_EXECUTOR", "off")
+        .args([
+            "run",
+            "-s",
+            "tests/fixtures/suites/failing-many.yaml",
+            "--repo",
+            "python",
+            "--image",
+            &tag,
+            "--json",
+        ])
+        .run()
+        .code(1);
+    let run_id = first.json()["run_id"].as_str().unwrap().to_string();
+    let image_id = first.json()["image"]["id"].as_str().unwrap().to_string();
+    crate::helpers::docker(&["rmi", &tag]);
+
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
+        .current_dir(crate::helpers::root())
+        .arg("--reports-dir")
+        .arg(first.reports.path())
+        .args(["repro", &format!("{run_id}/failing-many--python")])
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{stderr}");
+    let short = &image_id.trim_start_matches("sha256:")[..12];
+    assert!(
+        stderr.contains("is no longer in the engine") && stderr.contains(short) && stderr.contains(&tag),
+        "{stderr}"
+    );
+    assert!(stderr.contains("by its digest"), "says what to do: {stderr}");
+    assert_eq!(first.report_dirs(), 1, "nothing was run");
+}

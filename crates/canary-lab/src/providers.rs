@@ -22,6 +22,18 @@ pub struct ProviderSpec {
     pub package_version: Option<String>,
 }
 
+/// As a person types it: `codex@0.163.0`, `claude-code@sdk-0.2.187`, `codex@latest` (what
+/// [`FromStr`](std::str::FromStr) reads back).
+impl std::fmt::Display for ProviderSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.package_version, self.provider) {
+            (None, p) => write!(f, "{}@latest", p.name()),
+            (Some(v), Provider::ClaudeCode) => write!(f, "{}@sdk-{v}", Provider::ClaudeCode.name()),
+            (Some(v), p) => write!(f, "{}@{v}", p.name()),
+        }
+    }
+}
+
 impl std::str::FromStr for ProviderSpec {
     type Err = LabError;
     fn from_str(s: &str) -> Result<ProviderSpec> {
@@ -440,6 +452,10 @@ mod tests {
         assert_eq!(l.package_version, None);
         let s: ProviderSpec = "claude-code@sdk-0.1.9".parse().unwrap();
         assert_eq!(s.package_version.as_deref(), Some("0.1.9"));
+        // Printed as typed, so a printed command reads back as the same spec.
+        for typed in ["codex@0.163.0", "claude-code@sdk-0.1.9", "claude-code@latest"] {
+            assert_eq!(typed.parse::<ProviderSpec>().unwrap().to_string(), typed);
+        }
         assert!(
             "claude-code@2.1.0"
                 .parse::<ProviderSpec>()
