@@ -15,7 +15,7 @@ pub use canary_registry as registry;
 // The release side: canary.yaml, gate, org policies, upstream, pipeline, matrix, sweeps.
 pub use canary_release::{config, gate, matrix, orgs, pipeline, status, sweeps, upstream, webhook};
 // The control plane: canary serve, authority, dashboard, rollouts, updates, the simulated fleet.
-pub use canary_control::{authority, control, dashboard, heartbeat, http_serve, rollout, simulate, update};
+pub use canary_control::{authority, control, dashboard, heartbeat, http_serve, rollout, serve, simulate, update};
 
 pub mod cli;
 pub mod text;
