@@ -5,15 +5,13 @@ use crate::config::LabConfig;
 use crate::engine::docker::DockerBackend;
 use crate::engine::{Backend, GcScope};
 use crate::error::{LabError, Result, exit};
-use crate::lab::plan::{Case, Partition};
-use crate::lab::{self, Prepared, RunOptions};
+use crate::lab::plan::Partition;
+use crate::lab::{self, RunOptions};
 use crate::progress::Progress;
 use crate::report::RunReport;
-use crate::repos::{Catalog, Content};
+use crate::repos::Catalog;
 use clap::{Args, Subcommand};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -623,131 +621,24 @@ fn finish(report: &RunReport, run_dir: &std::path::Path, json: bool) -> Result<i
     Ok(report.exit_code())
 }
 
-/// The error when the image a case ran on has left the engine: repro runs on that image or not
-/// at all, since a rebuild is another image. It names the image and, for a runner build, the
-/// command that makes its components again.
-fn image_gone(old: &RunReport, case: &crate::report::CaseReport, image_id: &str) -> LabError {
-    let image = old.images.iter().find(|i| i.id == image_id).unwrap_or(&old.image);
-    let rebuild = crate::builds::BuildManifest::from_labels(&image.labels)
-        .map(|m| {
-            let specs: Vec<String> = m
-                .clis()
-                .filter_map(crate::builds::spec_of)
-                .map(|s| format!("--provider {s}"))
-                .collect();
-            format!(
-                "; `canary images build {}` makes the same components again (a new image: then run the suite on it with `canary run --image`, and compare)",
-                specs.join(" ")
-            )
-        })
-        .unwrap_or_default();
-    LabError::usage(
-        format!(
-            "the image case {} ran on is no longer in the engine: {} ({})",
-            case.id,
-            lab::short_id(image_id),
-            crate::text::clean(&image.reference)
-        ),
-        format!("repro runs a case on the very image it ran on; load or pull that image by its digest{rebuild}"),
-    )
-}
-
 async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
-    let (run_id, case_id) = a.target.split_once('/').ok_or_else(|| {
-        LabError::usage(
-            format!("invalid case `{}`", a.target),
-            "write `<run-id>/<case-id>`, as printed by `canary run`",
-        )
-    })?;
-    let run_dir = config.reports_dir.join(run_id);
-    let report_path = run_dir.join(crate::report::JSON_FILE);
-    let text = std::fs::read_to_string(&report_path).map_err(|e| LabError::read(&report_path, e))?;
-    let old: RunReport = serde_json::from_str(&text).map_err(|e| {
-        LabError::usage(
-            format!("{}: not a run report: {e}", report_path.display()),
-            "point at a folder written by `canary run`",
-        )
-    })?;
-    let case = old.case(case_id).ok_or_else(|| {
-        LabError::usage(
-            format!("run {run_id} has no case `{case_id}`"),
-            format!(
-                "cases: {}",
-                old.cases.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")
-            ),
-        )
-    })?;
-    let suite_ref = old
-        .suites
-        .iter()
-        .find(|s| s.name == case.suite)
-        .ok_or_else(|| LabError::usage("report lists no such suite", "the report is damaged"))?;
-    let repo_ref = old
-        .repos
-        .iter()
-        .find(|r| r.id == case.repo)
-        .ok_or_else(|| LabError::usage("report lists no such repo", "the report is damaged"))?;
-
-    // The case's own image (a run may have several), by content id.
-    let image_id = old
-        .images
-        .iter()
-        .find(|i| i.reference == case.image)
-        .unwrap_or(&old.image)
-        .id
-        .clone();
-    let suite_path = run_dir.join("suites").join(format!("{}.yaml", suite_ref.name));
-    let suite = crate::suite::load_snapshot(&suite_path)?;
-    if suite.digest != suite_ref.digest {
-        return Err(LabError::usage(
-            format!("{} changed since the run", suite_path.display()),
-            "repro runs the suite exactly as it ran; restore the file",
-        ));
-    }
-    let tar_path = run_dir.join("repos").join(format!("{}.tar", repo_ref.id));
-    let tar = std::fs::read(&tar_path).map_err(|e| LabError::read(&tar_path, e))?;
-    let with = crate::repos::RunWith {
-        test: &repo_ref.test,
-        ci: repo_ref.ci.as_deref(),
-        vars: &repo_ref.vars,
-    };
-    let content = Content::from_tar(&tar, with).map_err(|e| LabError::read(&tar_path, e))?;
-    if content.digest != repo_ref.digest {
-        return Err(LabError::RepoPinMismatch {
-            id: repo_ref.id.clone(),
-            pinned: repo_ref.digest.clone(),
-            actual: content.digest,
-        });
-    }
-    let suite = Arc::new(suite.for_repo(&repo_ref.id, &repo_ref.vars, &suite.repos)?);
-    let prepared = Prepared {
-        cases: vec![Case {
-            id: case.id.clone(),
-            suite: suite.clone(),
-            repo: repo_ref.id.clone(),
-            image: 0,
-            provider: case.provider.clone(),
-        }],
-        suites: vec![suite],
-        repos: BTreeMap::from([(repo_ref.id.clone(), lab::RepoUpload::new(&content)?)]),
-        repo_commands: BTreeMap::from([(repo_ref.id.clone(), (repo_ref.test.clone(), repo_ref.ci.clone()))]),
-        repo_vars: BTreeMap::from([(repo_ref.id.clone(), repo_ref.vars.clone())]),
-    };
+    let r = lab::repro::load(&config.lab(), &a.target)?;
     let engine = DockerBackend::connect().await?;
-    if crate::engine::Backend::image(&engine, &image_id).await?.is_none() {
-        return Err(image_gone(&old, case, &image_id));
+    if crate::engine::Backend::image(&engine, &r.image_id).await?.is_none() {
+        return Err(lab::repro::image_gone(&r.old, &r.case, &r.image_id));
     }
     let progress = Progress::new(false);
     progress.line(format!(
-        "reproducing {} from run {run_id} (image {}, repo {})",
-        case.id,
-        lab::short_id(&image_id),
-        repo_ref.digest
+        "reproducing {} from run {} (image {}, repo {})",
+        r.case.id,
+        r.run_id,
+        lab::short_id(&r.image_id),
+        r.repo_digest
     ));
     let new_id = lab::new_run_id();
     let opts = RunOptions {
         run_id: new_id.clone(),
-        images: vec![image_id.clone()],
+        images: vec![r.image_id.clone()],
         jobs: 1,
         partition: None,
         keep: a.keep,
@@ -755,10 +646,10 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
         rerun_failed: 0,
         reporters: Vec::new(),
     };
-    let (report, new_dir) = lab::run(engine, &config.lab(), prepared, opts, &progress).await?;
+    let (report, new_dir) = lab::run(engine, &config.lab(), r.prepared, opts, &progress).await?;
     let code = finish(&report, &new_dir, a.json)?;
     if a.keep {
-        let name = format!("canary-{new_id}-{}", case.id);
+        let name = format!("canary-{new_id}-{}", r.case.id);
         eprintln!(
             "\nThe container is still running. Enter it with:\n  docker exec -it -w /work {name} bash\nRemove it with:\n  docker rm -f {name}   (or `canary gc --all`)"
         );

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod drift;
 pub mod forge;
 pub mod plan;
+pub mod repro;
 pub mod session;
 
 use crate::Settings;
