@@ -221,6 +221,11 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
     // A red cell links to its case in the run's report.html, which answers.
     let link = format!("/reports/{red_run}/report.html#");
     assert!(history.contains(&link), "{history}");
+    // ... and shows the command that reproduces it, as text a person can copy.
+    assert!(
+        history.contains(&format!("<code class=\"repro\">canary repro {red_run}/")),
+        "{history}"
+    );
 
     let fleet = browse(&browser, &format!("{url}/fleet"), &shots.join("fleet.png"));
     assert!(

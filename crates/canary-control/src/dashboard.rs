@@ -180,9 +180,19 @@ pub async fn history_data(reg: &Registry, max_builds: usize) -> Result<Value> {
             .count();
         // Most cells failing at once is an outage of the lab or upstream, not flakiness.
         let outage = cells.len() >= 4 && failing * 2 > cells.len();
+        // What this build changed against the next older one in the grid (everything it holds
+        // for the oldest): the column's label, since build ids alone say nothing to a person.
+        let changed: Option<Vec<Value>> = b.manifest.as_ref().map(|m| {
+            let before = builds.get(i + 1).and_then(|o| o.manifest.as_ref());
+            m.changes_from(before)
+                .into_iter()
+                .map(|c| json!({"component": c.component, "from": c.from, "to": c.to}))
+                .collect()
+        });
         columns.push(json!({
             "build": b.id, "image": b.image_ref, "created_at": b.created_at,
             "components": b.manifest.as_ref().map(|m| m.summary()),
+            "changed": changed,
             "outage": outage,
         }));
         for c in cells {
@@ -223,13 +233,19 @@ pub async fn history_data(reg: &Registry, max_builds: usize) -> Result<Value> {
 pub fn history(v: &Value) -> Markup {
     let columns = v["columns"].as_array().cloned().unwrap_or_default();
     html! {
-        p { "Rows: suite × repo × provider. Columns: builds, newest first. Each cell is the build's latest result; it links to the case's report." }
+        p { "Rows: suite × repo × provider. Columns: builds, newest first, labelled by what each changed against the one before it. Each cell is the build's latest result; it links to the case's report, and a cell that did not pass shows the command that reproduces it." }
         table id="grid" {
             tr {
                 th { "suite" } th { "repo" } th { "provider" } th { "flake rate" }
                 @for c in &columns {
                     th title=(safe(c["components"].as_str().unwrap_or(""))) {
                         code { (short(s(c, "build"))) }
+                        @for ch in c["changed"].as_array().into_iter().flatten() {
+                            br;
+                            span.change title=(safe(&format!("{} {} → {}", s(ch, "component"), ch["from"].as_str().unwrap_or("(none)"), ch["to"].as_str().unwrap_or("(removed)")))) {
+                                (safe(s(ch, "component"))) " " (safe(ch["to"].as_str().unwrap_or("(removed)")))
+                            }
+                        }
                         @if c["outage"] == true { br; span.st.error title="most cells failed at once" { "outage?" } }
                     }
                 }
@@ -244,6 +260,9 @@ pub fn history(v: &Value) -> Markup {
                         } @else {
                             td.cell data-status=(safe(s(cell, "status"))) title=(safe(s(cell, "repro"))) {
                                 a href=(safe(s(cell, "report"))) { (status_badge(s(cell, "status"))) }
+                                @if !matches!(s(cell, "status"), "pass" | "flaky") {
+                                    br; code.repro { (safe(s(cell, "repro"))) }
+                                }
                             }
                         }
                     }
@@ -569,6 +588,35 @@ mod tests {
         assert_eq!(of("0.164.0")["eligible_in_s"], 23 * 3600, "an hour old: 23 h to go");
         let page = layout("/upstream", "Upstream", upstream(&v));
         assert!(page.contains("eligible in 23h"), "{page}");
+    }
+
+    #[test]
+    fn history_columns_say_what_changed_and_red_cells_how_to_reproduce() {
+        let v = json!({
+            "columns": [
+                {"build": "sha256:bbbbbbbbbbbbbbbb", "outage": false,
+                 "changed": [{"component": "codex", "from": "0.161.0", "to": "0.163.0"}]},
+                {"build": "sha256:aaaaaaaaaaaaaaaa", "outage": false, "changed": null},
+            ],
+            "rows": [{"suite": "golden-path", "repo": "python", "provider": "codex", "flake_rate": null, "cells": [
+                {"status": "fail", "report": "/reports/r2/report.html#c", "repro": "canary repro r2/golden-path--python--codex"},
+                {"status": "pass", "report": "/reports/r1/report.html#c", "repro": "canary repro r1/golden-path--python--codex"},
+            ]}],
+        });
+        let page = layout("/history", "Compatibility history", history(&v));
+        assert!(
+            page.contains(">codex 0.163.0</span>"),
+            "the column names the CLI it changed: {page}"
+        );
+        assert!(page.contains("codex 0.161.0 → 0.163.0"), "from what: {page}");
+        assert!(
+            page.contains("<code class=\"repro\">canary repro r2/golden-path--python--codex</code>"),
+            "the red cell shows its repro command: {page}"
+        );
+        assert!(
+            !page.contains("<code class=\"repro\">canary repro r1/"),
+            "a green one does not"
+        );
     }
 
     #[test]
