@@ -174,6 +174,52 @@ fn pipeline_judges_new_versions_once_and_promotes_green_ones_to_beta() {
         "the runner is part of the build: {beta}"
     );
     assert_eq!(status["upstream"]["claude-code"]["version"], "2.1.329");
+
+    // The rollback line the notification gave is run as the person who read it would: through
+    // the shell, as written. Beta is back on the build before the promotion.
+    let line = hooks[1]["rollback"][0].as_str().unwrap().to_string();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_canary"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let undo = std::process::Command::new("sh")
+        .args(["-c", &line])
+        .current_dir(crate::helpers::root())
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .env("CANARY_REGISTRY", &db)
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    assert_eq!(
+        undo.status.code(),
+        Some(0),
+        "`{line}`: {}",
+        String::from_utf8_lossy(&undo.stderr)
+    );
+    let after = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["status", "--json"])
+        .run()
+        .code(0)
+        .json();
+    let beta = after["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "beta")
+        .unwrap()
+        .clone();
+    assert!(
+        beta["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "claude-code" && c["version"] == "2.1.321"),
+        "`{line}` put beta back on the earlier build: {beta}"
+    );
 }
 
 #[test]
