@@ -538,22 +538,10 @@ fn draft_pr_faults_name_what_the_forge_received() {
     );
 }
 
-/// Runs a line the lab printed for a person, as that person would: through `sh`, from the
-/// checkout, with `canary` on the PATH.
-fn run_printed(line: &str) -> std::process::Output {
-    let bin = Path::new(env!("CARGO_BIN_EXE_canary")).parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    std::process::Command::new("sh")
-        .args(["-c", line])
-        .current_dir(crate::helpers::root())
-        .env("PATH", path)
-        .env("CI", "true")
-        .env(
-            "CANARY_REGISTRY",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("default-registry.db"),
-        )
-        .output()
-        .unwrap()
+/// A printed line run with the registry these tests share.
+fn run_as_printed_here(line: &str) -> std::process::Output {
+    let registry = Path::new(env!("CARGO_TARGET_TMPDIR")).join("default-registry.db");
+    crate::helpers::run_as_printed(line, &[("CANARY_REGISTRY", registry.as_os_str())])
 }
 
 /// The status column of `case`'s row in a run summary.
@@ -591,7 +579,7 @@ fn every_printed_repro_line_and_repro_script_runs_and_gives_its_case_the_same_ve
     assert_eq!(printed.len(), 2, "one repro line per failed case:\n{summary}");
     for line in &printed {
         let case = line.rsplit('/').next().unwrap();
-        let out = run_printed(line);
+        let out = run_as_printed_here(line);
         let again = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             out.status.code(),
@@ -608,7 +596,7 @@ fn every_printed_repro_line_and_repro_script_runs_and_gives_its_case_the_same_ve
         let case = entry.file_name().to_string_lossy().to_string();
         let before = status_of(&summary, &case).unwrap_or_else(|| panic!("{case} in\n{summary}"));
         let script = entry.path().join("repro.sh");
-        let out = run_printed(&format!("sh {}", script.display()));
+        let out = run_as_printed_here(&format!("sh {}", script.display()));
         let again = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             status_of(&again, &case).as_deref(),

@@ -144,19 +144,7 @@ fn pipeline_judges_new_versions_once_and_promotes_green_ones_to_beta() {
     assert_eq!(upstream.hooks.lock().unwrap().len(), 2);
 
     // Beta now runs the newer build; the registry's status says so.
-    let status = Canary::new()
-        .arg_path_flag("--registry", &db)
-        .args(["status", "--json"])
-        .run()
-        .code(0)
-        .json();
-    let beta = status["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["channel"] == "beta")
-        .unwrap()
-        .clone();
+    let (status, beta) = beta_of(&db);
     let components: Vec<(String, String)> = beta["components"]
         .as_array()
         .unwrap()
@@ -178,40 +166,14 @@ fn pipeline_judges_new_versions_once_and_promotes_green_ones_to_beta() {
     // The rollback line the notification gave is run as the person who read it would: through
     // the shell, as written. Beta is back on the build before the promotion.
     let line = hooks[1]["rollback"][0].as_str().unwrap().to_string();
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_canary"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let undo = std::process::Command::new("sh")
-        .args(["-c", &line])
-        .current_dir(crate::helpers::root())
-        .env(
-            "PATH",
-            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
-        )
-        .env("CANARY_REGISTRY", &db)
-        .env("CI", "true")
-        .output()
-        .unwrap();
+    let undo = crate::helpers::run_as_printed(&line, &[("CANARY_REGISTRY", db.as_os_str())]);
     assert_eq!(
         undo.status.code(),
         Some(0),
         "`{line}`: {}",
         String::from_utf8_lossy(&undo.stderr)
     );
-    let after = Canary::new()
-        .arg_path_flag("--registry", &db)
-        .args(["status", "--json"])
-        .run()
-        .code(0)
-        .json();
-    let beta = after["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["channel"] == "beta")
-        .unwrap()
-        .clone();
+    let (_, beta) = beta_of(&db);
     assert!(
         beta["components"]
             .as_array()
@@ -328,19 +290,7 @@ fn releases_of_two_clis_end_in_one_beta_build_that_bundles_both() {
     assert_eq!(hooks.len(), 3, "one notification per candidate");
 
     // Beta is one build with both new versions (and the runner).
-    let status = Canary::new()
-        .arg_path_flag("--registry", &db)
-        .args(["status", "--json"])
-        .run()
-        .code(0)
-        .json();
-    let beta = status["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["channel"] == "beta")
-        .unwrap()
-        .clone();
+    let (_, beta) = beta_of(&db);
     let version = |name: &str| {
         beta["components"]
             .as_array()
@@ -359,4 +309,22 @@ fn releases_of_two_clis_end_in_one_beta_build_that_bundles_both() {
         "{beta}"
     );
     assert!(version("runner").is_some(), "{beta}");
+}
+
+/// `canary status --json` on this registry, and its beta channel.
+fn beta_of(db: &std::path::Path) -> (serde_json::Value, serde_json::Value) {
+    let status = Canary::new()
+        .arg_path_flag("--registry", db)
+        .args(["status", "--json"])
+        .run()
+        .code(0)
+        .json();
+    let beta = status["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "beta")
+        .unwrap()
+        .clone();
+    (status, beta)
 }

@@ -280,3 +280,19 @@ pub fn docker(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Runs a line the lab printed for a person (a repro line, a rollback command) as that person
+/// would: through `sh`, from the checkout, with `canary` on the PATH.
+pub fn run_as_printed(line: &str, env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
+    let bin = Path::new(env!("CARGO_BIN_EXE_canary")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", line])
+        .current_dir(root())
+        .env("PATH", path)
+        .env("CI", "true");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("sh runs")
+}
