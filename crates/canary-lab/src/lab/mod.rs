@@ -390,6 +390,19 @@ pub async fn run<B: Backend + Clone>(
         ))
         .await;
     }
+    if matches!(outcome, Err(LabError::Interrupted)) {
+        // A container create the engine had already been sent when the run was interrupted
+        // completes there although the lab stopped waiting for it: sweep again, a second apart,
+        // until a pass finds nothing (at most a few seconds).
+        for _ in 0..5 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            match backend.gc(GcScope::Run(opts.run_id.clone())).await {
+                Ok(r) if r.containers.is_empty() && r.networks.is_empty() => break,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
     let cases = outcome?;
 
     let summary = Summary::of(&cases);
