@@ -649,22 +649,7 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     stripped.insert("timestamp.json".into(), ts.to_string().into_bytes());
     refused(&h1, stripped, "not signed by a threshold");
     let doc = |org: Option<&str>, statement_channel: &str| {
-        let mut m: serde_json::Value = serde_json::from_slice(
-            latest
-                .iter()
-                .find(|(p, _)| p.ends_with("offers/channel/stable.json"))
-                .unwrap()
-                .1,
-        )
-        .unwrap();
-        m["statement"]["org"] = org.into();
-        m["statement"]["channel"] = statement_channel.into();
-        m["offered_for"] = statement_channel.into();
-        canary::update::tuf::Doc {
-            org: org.map(String::from),
-            channel: "stable".into(),
-            body: m.to_string(),
-        }
+        crate::updates::retargeted(&latest, org, "stable", statement_channel)
     };
     let two_days_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48);
     refused(

@@ -638,6 +638,32 @@ pub(crate) fn fake_control_plane(build: &str, bind: &str) -> (u16, std::sync::Ar
 
 /// Signs a publication of `docs` with the control plane's online key (an attacker who stole it),
 /// as of `at`, with a version above any the real control plane reached.
+/// The published stable offer re-targeted as a hostile control plane would: its statement says
+/// `org` and `statement_channel`, and it is filed as `org`'s document for `channel`.
+pub(crate) fn retargeted(
+    latest: &Files,
+    org: Option<&str>,
+    channel: &str,
+    statement_channel: &str,
+) -> canary::update::tuf::Doc {
+    let mut m: serde_json::Value = serde_json::from_slice(
+        latest
+            .iter()
+            .find(|(p, _)| p.ends_with("offers/channel/stable.json"))
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    m["statement"]["org"] = org.into();
+    m["statement"]["channel"] = statement_channel.into();
+    m["offered_for"] = statement_channel.into();
+    canary::update::tuf::Doc {
+        org: org.map(String::from),
+        channel: channel.into(),
+        body: m.to_string(),
+    }
+}
+
 pub(crate) fn signed_by_online_key(trust: &Trust, docs: &[canary::update::tuf::Doc], at: jiff::Timestamp) -> Files {
     use canary::update::tuf;
     let key = tuf::Signer::new(canary::update::sign::Key::load(&trust.online).unwrap());
@@ -727,22 +753,7 @@ fn hostile_control_plane(lab: &Lab, home: &Path, token: &str, trust: &Trust, fir
     );
     assert_eq!(code, 0, "{out}");
     let doc = |org: Option<&str>, channel: &str, statement_channel: &str| {
-        let mut m: serde_json::Value = serde_json::from_slice(
-            latest
-                .iter()
-                .find(|(p, _)| p.ends_with("offers/channel/stable.json"))
-                .unwrap()
-                .1,
-        )
-        .unwrap();
-        m["statement"]["org"] = org.into();
-        m["statement"]["channel"] = statement_channel.into();
-        m["offered_for"] = statement_channel.into();
-        canary::update::tuf::Doc {
-            org: org.map(String::from),
-            channel: channel.into(),
-            body: m.to_string(),
-        }
+        retargeted(&latest, org, channel, statement_channel)
     };
     // Freeze: correctly signed, but its timestamp expired a day ago.
     let two_days_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48);
