@@ -461,7 +461,6 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
 }
 
 async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
-    let partition = a.partition.as_deref().map(str::parse::<Partition>).transpose()?;
     let specs = if a.default_providers {
         parse_providers(&config.providers).map_err(|e| {
             LabError::usage(
@@ -472,97 +471,45 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
     } else {
         parse_providers(&a.providers)?
     };
-    if a.promote.is_some() && a.no_record {
-        return Err(LabError::usage(
-            "--promote needs the run's results in the registry",
-            "drop --no-record",
-        ));
-    }
-    if a.runner_image.is_some() && specs.is_empty() {
-        return Err(LabError::usage(
-            "--runner-image needs the CLIs to stack on it",
-            "add --provider SPEC (or --default-providers)",
-        ));
-    }
-    // Every error in the user's files comes before any engine or registry is touched.
-    lab::load_suites(&config.lab(), &a.suites, &a.repos)?;
-    let engine = DockerBackend::connect().await?;
-    let progress = Progress::new(false);
-    let images = if !specs.is_empty() {
-        let runner = match &a.runner_image {
-            Some(r) => crate::builds::RunnerChoice::Image(r.clone()),
-            None => crate::builds::RunnerChoice::Local,
-        };
-        let build = crate::builds::ensure_with(&engine, &config.lab(), &specs, &runner, &progress).await?;
-        progress.line(format!("build {}: {}", build.reference, build.manifest.summary()));
-        vec![build.reference]
-    } else if a.images.is_empty() {
-        vec![crate::images::base_reference(&config.lab())]
-    } else {
-        a.images.clone()
-    };
-    let mut plans = Vec::new();
-    for reference in &images {
-        // A missing image is reported by the run itself, with how to build it.
-        let labels = engine.image(reference).await?.map(|i| i.labels).unwrap_or_default();
-        plans.push(lab::plan::ImagePlan::from_labels(reference, &labels));
-    }
-    let prepared = lab::prepare(&config.lab(), &a.suites, &a.repos, partition, &plans)?;
-    // Opened before anything runs: an unreachable registry is an error, not a lost verdict.
-    let registry = if a.no_record {
-        None
-    } else {
-        Some(crate::registry::Registry::open(&config.registry).await?)
-    };
-    // The registry records the run as one more consumer of its events.
-    let (reporters, added): (Vec<Box<dyn crate::report::events::Reporter>>, _) = match &registry {
-        Some(reg) => {
-            let (recorder, added) = crate::registry::Recorder::new(reg.clone());
-            (vec![Box::new(recorder)], Some(added))
-        }
-        None => (Vec::new(), None),
-    };
-    let opts = RunOptions {
-        run_id: lab::new_run_id(),
-        images,
+    let request = crate::run::Request {
+        suites: a.suites.clone(),
+        repos: a.repos.clone(),
+        partition: a.partition.as_deref().map(str::parse::<Partition>).transpose()?,
         jobs: a.jobs,
-        partition,
-        keep: false,
-        repro_prefix: repro_prefix(cli),
+        specs,
+        runner_image: a.runner_image.clone(),
+        images: a.images.clone(),
+        record: !a.no_record,
         rerun_failed: a.rerun_failed,
-        reporters,
+        repro_prefix: repro_prefix(cli),
     };
-    let (report, run_dir) = lab::run(engine, &config.lab(), prepared, opts, &progress).await?;
-    let mut code = finish(&report, &run_dir, a.json)?;
-    if let (Some(reg), Some(added)) = (registry, added) {
-        let added = added.load(std::sync::atomic::Ordering::SeqCst);
-        let builds: Vec<&str> = report.images.iter().map(|i| lab::short_id(&i.id)).collect();
+    crate::run::check(&request, a.promote.is_some())?;
+    let progress = Progress::new(false);
+    let ran = crate::run::run(config, request, &progress).await?;
+    let mut code = finish(&ran.report, &ran.run_dir, a.json)?;
+    if let Some((reg, added)) = &ran.recorded {
+        let builds: Vec<&str> = ran.report.images.iter().map(|i| lab::short_id(&i.id)).collect();
         progress.line(format!(
             "recorded {added} results for build {} in {}",
             builds.join(", "),
             reg.display
         ));
-        if let (Some(channel), crate::error::exit::PASS) = (&a.promote, code) {
-            code = promote_run(config, &reg, &report, channel, a.json).await?;
+        if let (Some(channel), exit::PASS) = (&a.promote, code) {
+            let (decisions, source) = crate::run::promote(config, reg, &ran.report, channel).await?;
+            code = promoted(reg, (channel, &source), &decisions, a.json).await?;
         }
     }
     Ok(code)
 }
 
-/// `run --promote`: each image of a green run goes to `channel` under the gate's policy; then
-/// the channel's build is shown (on stderr under --json, whose stdout is the report).
-async fn promote_run(
-    config: &LabConfig,
+/// Says what `run --promote` decided, then which build the channel runs (on stderr under
+/// --json, whose stdout is the report).
+async fn promoted(
     reg: &crate::registry::Registry,
-    report: &RunReport,
-    channel: &str,
+    (channel, source): (&str, &str),
+    decisions: &[crate::gate::Decision],
     json: bool,
 ) -> Result<i32> {
-    let policy = crate::gate::policy::Policy::load(config.gate_policy.as_deref())?;
-    let repos = Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
-    let actor = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let reason = format!("canary run {} green", report.run_id);
-    let mut code = exit::PASS;
     let say = |line: String| {
         if json {
             eprintln!("{line}");
@@ -570,32 +517,11 @@ async fn promote_run(
             outln!("{line}");
         }
     };
-    for image in &report.images {
-        let request = crate::gate::ops::Promotion {
-            build: &image.id,
-            channel,
-            bundles: &[],
-            dry_run: false,
-            actor: &actor,
-            reason: &reason,
-        };
-        let (build, decision) = crate::gate::ops::promote(reg, &policy, &repos, &request).await?;
-        if decision.allowed {
-            say(format!(
-                "build {} promoted to {channel} ({})",
-                lab::short_id(&build),
-                policy.source
-            ));
-        } else {
-            say(format!(
-                "build {} blocked from {channel} ({})",
-                lab::short_id(&build),
-                policy.source
-            ));
-            for u in &decision.unmet {
-                say(format!("  ✗ {u}"));
-            }
-            code = exit::FAILED;
+    for d in decisions {
+        let verb = if d.allowed { "promoted to" } else { "blocked from" };
+        say(format!("build {} {verb} {channel} ({source})", lab::short_id(&d.build)));
+        for u in &d.unmet {
+            say(format!("  ✗ {u}"));
         }
     }
     if let Some(current) = reg.known_good(channel).await?.first() {
@@ -608,7 +534,11 @@ async fn promote_run(
                 .unwrap_or_else(|| current.image_ref.clone())
         ));
     }
-    Ok(code)
+    Ok(if decisions.iter().all(|d| d.allowed) {
+        exit::PASS
+    } else {
+        exit::FAILED
+    })
 }
 
 fn finish(report: &RunReport, run_dir: &std::path::Path, json: bool) -> Result<i32> {

@@ -9,6 +9,7 @@ use crate::gate::ops::{Actor, Outcome};
 use crate::gate::policy::Policy;
 use crate::registry::{Audit, Registry, RolloutRow};
 use crate::rollout::controller::{self, Op, Which};
+use crate::update::keys;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -484,42 +485,18 @@ pub enum KeysCommand {
     },
 }
 
-fn load_keys(paths: &[PathBuf]) -> Result<Vec<crate::update::sign::Key>> {
-    paths.iter().map(|p| crate::update::sign::Key::load(p)).collect()
-}
-
-fn write_root(path: &std::path::Path, text: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                LabError::usage(
-                    format!("{} exists: a root version is never overwritten", path.display()),
-                    "rotate to the next version with `canary keys rotate`",
-                )
-            } else {
-                LabError::write(path, e)
-            }
-        })?;
-    f.write_all(text).map_err(|e| LabError::write(path, e))
-}
-
-fn root_said(json: bool, path: &std::path::Path, version: u64, ids: &[String], threshold: u64) {
+fn root_said(json: bool, w: &keys::WrittenRoot) {
     if json {
-        outln!(
-            "{}",
-            serde_json::json!({"root": path, "version": version, "root_key_ids": ids, "threshold": threshold})
-        );
+        print_json(w);
     } else {
         outln!(
-            "root {} (version {version}, {threshold} of {} root keys)",
-            path.display(),
-            ids.len()
+            "root {} (version {}, {} of {} root keys)",
+            w.root.display(),
+            w.version,
+            w.threshold,
+            w.root_key_ids.len()
         );
-        for id in ids {
+        for id in &w.root_key_ids {
             outln!("  root key {id}");
         }
     }
@@ -528,10 +505,10 @@ fn root_said(json: bool, path: &std::path::Path, version: u64, ids: &[String], t
 pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
     use crate::update::sign::Trusted;
     use crate::update::tuf;
-    let later = |d: std::time::Duration| {
-        jiff::Timestamp::now() + jiff::SignedDuration::try_from(d).expect("bounded at parse time")
+    let later = |d: &std::time::Duration| {
+        jiff::Timestamp::now() + jiff::SignedDuration::try_from(*d).expect("bounded at parse time")
     };
-    match cmd {
+    let written = match cmd {
         KeysCommand::Create { out, name, json } => {
             crate::gate::ops::check_name("key", name)?;
             let key = crate::update::sign::Key::generate()?;
@@ -539,9 +516,8 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
             key.write(&private, &public)?;
             let p = key.public();
             if *json {
-                outln!(
-                    "{}",
-                    serde_json::json!({"private_key": private, "public_key": p.hex(), "public_key_file": public, "key_id": p.id(), "tuf_key_id": tuf::key_id(&p)})
+                print_json(
+                    &serde_json::json!({"private_key": private, "public_key": p.hex(), "public_key_file": public, "key_id": p.id(), "tuf_key_id": tuf::key_id(&p)}),
                 );
             } else {
                 outln!("private key  {} (keep it secret; mode 0600)", private.display());
@@ -549,7 +525,7 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
                 outln!("key id       {}", tuf::key_id(&p));
                 outln!("next: canary keys init-root --out DIR --root-key ROOT.key ... --online-key ONLINE.pub");
             }
-            Ok(exit::PASS)
+            return Ok(exit::PASS);
         }
         KeysCommand::InitRoot {
             out,
@@ -559,17 +535,12 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
             expires,
             json,
         } => {
-            let keys = load_keys(root_keys)?;
-            let online = Trusted::parse(online_key)?;
-            let made = NewRoot {
-                dir: out,
-                version: 1,
-                keys,
+            let new = keys::RootKeys {
+                keys: keys::load(root_keys)?,
                 threshold: *threshold,
-                online,
-                expires: later(*expires),
+                expires: later(expires),
             };
-            made.write(None, *json).await
+            (keys::init_root(out, new, &Trusted::parse(online_key)?).await?, *json)
         }
         KeysCommand::Rotate {
             dir,
@@ -580,85 +551,17 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
             expires,
             json,
         } => {
-            let (version, _, current) = tuf::latest_root(dir)?;
-            let old: Vec<tuf::Signer> = load_keys(old_keys)?.into_iter().map(tuf::Signer::new).collect();
-            let keys = load_keys(root_keys)?;
-            let online = match online_key {
-                Some(k) => Trusted::parse(k)?,
-                None => current_online(&current)?,
-            };
-            let made = NewRoot {
-                dir,
-                version: version + 1,
-                keys,
+            let new = keys::RootKeys {
+                keys: keys::load(root_keys)?,
                 threshold: *threshold,
-                online,
-                expires: later(*expires),
+                expires: later(expires),
             };
-            made.write(Some((&current, &old)), *json).await
+            let online = online_key.as_deref().map(Trusted::parse).transpose()?;
+            (keys::rotate(dir, keys::load(old_keys)?, new, online).await?, *json)
         }
-    }
-}
-
-/// A root version to sign and write as `<dir>/<version>.root.json`.
-struct NewRoot<'a> {
-    dir: &'a std::path::Path,
-    version: u64,
-    /// The new root's keys (all sign; the threshold defaults to all of them).
-    keys: Vec<crate::update::sign::Key>,
-    threshold: Option<u64>,
-    online: crate::update::sign::Trusted,
-    expires: jiff::Timestamp,
-}
-
-impl NewRoot<'_> {
-    /// Signs it (cross-signed by `previous` when rotating), writes it, says so.
-    async fn write(
-        self,
-        previous: Option<(
-            &tough::schema::Signed<tough::schema::Root>,
-            &[crate::update::tuf::Signer],
-        )>,
-        json: bool,
-    ) -> Result<i32> {
-        use crate::update::tuf;
-        let keys = self.keys;
-        let publics: Vec<crate::update::sign::Trusted> = keys.iter().map(|k| k.public()).collect();
-        let threshold = self.threshold.unwrap_or(publics.len() as u64);
-        let spec = tuf::RootSpec {
-            version: self.version,
-            root_keys: &publics,
-            threshold,
-            online: &self.online,
-            expires: self.expires,
-        };
-        let signers: Vec<tuf::Signer> = keys.into_iter().map(tuf::Signer::new).collect();
-        let text = tuf::sign_root(&spec, &signers, previous).await?;
-        std::fs::create_dir_all(self.dir).map_err(|e| LabError::write(self.dir, e))?;
-        let path = self.dir.join(format!("{}.root.json", self.version));
-        write_root(&path, &text)?;
-        let ids: Vec<String> = publics.iter().map(tuf::key_id).collect();
-        root_said(json, &path, self.version, &ids, threshold);
-        Ok(exit::PASS)
-    }
-}
-
-/// The online key a root names for timestamp.
-fn current_online(root: &tough::schema::Signed<tough::schema::Root>) -> Result<crate::update::sign::Trusted> {
-    use tough::schema::{RoleType, key::Key};
-    let key = root
-        .signed
-        .roles
-        .get(&RoleType::Timestamp)
-        .and_then(|r| r.keyids.first())
-        .and_then(|id| root.signed.keys.get(id));
-    match key {
-        Some(Key::Ed25519 { keyval, .. }) => crate::update::sign::Trusted::parse(&hex::encode(keyval.public.as_ref())),
-        _ => Err(LabError::usage(
-            "the current root names no ed25519 online key",
-            "give the online key with --online-key",
-        )),
-    }
+    };
+    root_said(written.1, &written.0);
+    Ok(exit::PASS)
 }
 
 pub async fn tokens(config: &LabConfig, cmd: &TokensCommand) -> Result<i32> {
@@ -934,111 +837,22 @@ pub async fn fleet(config: &LabConfig, cmd: &FleetCommand) -> Result<i32> {
         prefix,
         json,
     } = cmd;
-    let profiles = profiles
-        .iter()
-        .map(|p| crate::simulate::Profile::parse(p))
-        .collect::<Result<Vec<_>>>()?;
-    for o in orgs {
-        crate::gate::ops::check_name("org", o)?;
-    }
-    if !crate::telemetry::is_id(prefix) || prefix.len() > 64 {
-        return Err(LabError::usage(
-            "--prefix is not an id",
-            "letters, digits, `.`, `_`, `-`",
-        ));
-    }
-    if *runners == 0 || *runners > 10_000 || *batch == 0 || *batch > crate::telemetry::MAX_SESSIONS {
-        return Err(LabError::usage(
-            "--runners must be 1 to 10000 and --batch 1 to 2000",
-            "e.g. --runners 20 --batch 200",
-        ));
-    }
-    if !(rate.is_finite() && *rate >= 0.0) {
-        return Err(LabError::usage(
-            "--rate must be 0 or more sessions per second",
-            "e.g. --rate 500",
-        ));
-    }
-    if !(server.starts_with("http://") || server.starts_with("https://")) {
-        return Err(LabError::usage(
-            format!("--server {} is not an http(s) URL", crate::text::clean(server)),
-            "e.g. --server http://127.0.0.1:8787",
-        ));
-    }
-    let reg = open(config).await?;
-    let actor = "fleet-simulate";
-    let ids: Vec<String> = (1..=*runners).map(|i| format!("{prefix}-{i}")).collect();
-    // The simulation's runner ids are its own: a real runner holding one of them is never
-    // touched (and the simulation does not run), and only the tokens issued here are revoked.
-    let taken: Vec<String> = reg
-        .tokens()
-        .await?
-        .into_iter()
-        .filter(|t| t.revoked_at.is_none() && t.actor != actor)
-        .filter_map(|t| match t.principal {
-            crate::tokens::Principal::Runner { runner, .. } if ids.contains(&runner) => Some(runner),
-            _ => None,
-        })
-        .collect();
-    if let Some(r) = taken.first() {
-        return Err(LabError::usage(
-            format!(
-                "runner {} has a live token not issued by fleet simulate: the simulation would speak for a real runner",
-                crate::text::clean(r)
-            ),
-            "pick another --prefix (runner ids are PREFIX-1..N)",
-        ));
-    }
-    let mut fleet = Vec::new();
-    let mut issued = Vec::new();
-    for id in &ids {
-        let t = crate::tokens::issue_runner(id, orgs)?;
-        reg.add_token(
-            &t,
-            Audit {
-                actor,
-                action: "token create",
-                target: &format!("runner {id} token {}", t.id),
-                decision: "done",
-                reason: "simulated fleet",
-                evidence: serde_json::json!({}),
-            },
-        )
-        .await?;
-        issued.push(t.id.clone());
-        fleet.push((id.clone(), t.token));
-    }
-    let run_id = format!("sim{}", jiff::Timestamp::now().as_millisecond());
-    let options = crate::simulate::Options {
+    let fleet = crate::simulate::Fleet {
         server: server.clone(),
-        runners: fleet.clone(),
+        runners: *runners,
+        prefix: prefix.clone(),
         orgs: orgs.clone(),
         sessions: *sessions,
         rate: *rate,
         batch: *batch,
-        profiles,
+        profiles: profiles
+            .iter()
+            .map(|p| crate::simulate::Profile::parse(p))
+            .collect::<Result<_>>()?,
         seed: *seed,
-        run_id,
     };
-    // Server-side caches see new tokens within a second.
-    tokio::time::sleep(crate::control::CACHE_TTL + std::time::Duration::from_millis(100)).await;
-    let result = crate::simulate::run(&options).await;
-    for (id, token_id) in ids.iter().zip(&issued) {
-        reg.revoke_tokens(
-            Some(token_id),
-            None,
-            Audit {
-                actor,
-                action: "token revoke",
-                target: &format!("runner {id} token {token_id}"),
-                decision: "done",
-                reason: "simulated fleet finished",
-                evidence: serde_json::json!({}),
-            },
-        )
-        .await?;
-    }
-    let report = result?;
+    fleet.check()?;
+    let report = crate::simulate::run_fleet(&open(config).await?, &fleet).await?;
     if *json {
         print_json(&report);
     } else {

@@ -387,89 +387,21 @@ pub struct DriftArgs {
     pub json: bool,
 }
 
-/// One CLI's comparison: against its adapter's contract and against the baseline build.
-#[derive(serde::Serialize)]
-struct DriftReport {
-    provider: String,
-    build: String,
-    version: String,
-    against: Option<String>,
-    against_version: Option<String>,
-    /// `drift: ...` when something the adapter reads changed; `None` otherwise.
-    drift: Option<String>,
-    /// Every finding, breaking or not, in words.
-    findings: Vec<String>,
-}
-
 /// `canary drift BUILD [--against BUILD]`: exit 0 nothing the adapters read changed, 1 drift,
 /// 2 error (unknown build, no recorded inventory).
 pub async fn drift(config: &LabConfig, a: &DriftArgs) -> Result<i32> {
-    use crate::runner::inventory;
-    if let Some(p) = &a.provider {
-        crate::providers::Provider::from_name(p).ok_or_else(|| {
+    let only = match &a.provider {
+        Some(p) => Some(crate::providers::Provider::from_name(p).ok_or_else(|| {
             crate::error::LabError::usage(
                 format!("unknown provider `{}`", crate::text::clean(p)),
                 "write codex, claude-code or gemini",
             )
-        })?;
-    }
-    let reg = open_read(config).await?;
-    let id = reg.resolve_build(&a.build).await?;
-    let against = match &a.against {
-        Some(b) => Some(reg.resolve_build(b).await?),
+        })?),
         None => None,
     };
-    let mine: Vec<_> = reg
-        .inventories(&id)
-        .await?
-        .into_iter()
-        .filter(|i| {
-            a.provider
-                .as_deref()
-                .is_none_or(|p| crate::providers::Provider::from_name(p).map(|x| x.name()) == Some(i.provider.as_str()))
-        })
-        .collect();
-    if mine.is_empty() {
-        return Err(crate::error::LabError::usage(
-            format!("build {} has no recorded CLI inventory", short(&id)),
-            "run a suite with sessions against it first (`canary run --image ... --record`), or check `canary registry builds`",
-        ));
-    }
-    let mut reports = Vec::new();
-    for inv in &mine {
-        let base_id = match &against {
-            Some(b) => Some(b.clone()),
-            None => reg.inventory_baseline(&id, &inv.provider).await?,
-        };
-        let base = match &base_id {
-            Some(b) => reg
-                .inventories(b)
-                .await?
-                .into_iter()
-                .find(|x| x.provider == inv.provider),
-            None => None,
-        };
-        let mut findings = match crate::providers::Provider::from_name(&inv.provider) {
-            Some(p) => inv.against(inventory::contract(p)),
-            None => Vec::new(),
-        };
-        if let Some(b) = &base {
-            for f in inventory::diff(b, inv) {
-                if !findings.contains(&f) {
-                    findings.push(f);
-                }
-            }
-        }
-        reports.push(DriftReport {
-            provider: inv.provider.clone(),
-            build: id.clone(),
-            version: inv.version.clone(),
-            against: base.as_ref().and(base_id.clone()),
-            against_version: base.as_ref().map(|b| b.version.clone()),
-            drift: inventory::drift_line(&inv.provider, &inv.version, &findings),
-            findings: findings.iter().map(|f| f.to_string()).collect(),
-        });
-    }
+    let reg = open_read(config).await?;
+    let reports = crate::drift::compare(&reg, &a.build, a.against.as_deref(), only).await?;
+    let id = reports.first().map(|r| r.build.clone()).unwrap_or_default();
     let drifted = reports.iter().any(|r| r.drift.is_some());
     if a.json {
         print_json(&serde_json::json!({ "build": id, "drift": drifted, "clis": reports }));

@@ -4,7 +4,7 @@
 use crate::config::LabConfig;
 use crate::error::{Result, exit};
 
-use crate::registry::Registry;
+use crate::registry::{Registry, view};
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand, Debug)]
@@ -82,6 +82,17 @@ pub(super) fn print_json(v: &impl serde::Serialize) {
     outln!("{}", serde_json::to_string_pretty(v).expect("serializable"));
 }
 
+/// Rows as JSON, or as the lines their view makes.
+fn show<T: serde::Serialize>(json: bool, rows: &[T], view: fn(&[T]) -> Vec<String>) {
+    if json {
+        print_json(&rows);
+    } else {
+        for line in view(rows) {
+            outln!("{line}");
+        }
+    }
+}
+
 pub(super) fn short(id: &str) -> &str {
     crate::lab::short_id(id)
 }
@@ -119,154 +130,20 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
                 );
             }
         }
-        RegistryCommand::Builds(j) => {
-            let rows = reg.builds().await?;
-            if j.json {
-                print_json(&rows);
-            } else {
-                outln!(
-                    "{:<14} {:<34} {:<12} {:>7} {:>7}  RUNTIMES",
-                    "BUILD",
-                    "IMAGE",
-                    "RUNNER",
-                    "RESULTS",
-                    "PASSING"
-                );
-                for b in rows {
-                    outln!(
-                        "{:<14} {:<34} {:<12} {:>7} {:>7}  {}",
-                        short(&b.id),
-                        b.image_ref,
-                        b.runner_version,
-                        b.results,
-                        b.passing,
-                        b.runtime_versions
-                    );
-                }
-            }
-        }
+        RegistryCommand::Builds(j) => show(j.json, &reg.builds().await?, view::builds),
         RegistryCommand::Results { build, limit, json } => {
             let build = match build {
                 Some(b) => Some(reg.resolve_build(b).await?),
                 None => None,
             };
-            let rows = reg.results(build.as_deref(), *limit).await?;
-            if *json {
-                print_json(&rows);
-            } else {
-                outln!(
-                    "{:<14} {:<22} {:<28} {:<11} {:>8}  RECORDED",
-                    "BUILD",
-                    "RUN",
-                    "CASE",
-                    "STATUS",
-                    "TIME"
-                );
-                for r in rows {
-                    outln!(
-                        "{:<14} {:<22} {:<28} {:<11} {:>7.1}s  {}",
-                        short(&r.build_id),
-                        r.run_id,
-                        r.case_id,
-                        r.status,
-                        r.duration_ms as f64 / 1000.0,
-                        r.recorded_at
-                    );
-                }
-            }
+            show(*json, &reg.results(build.as_deref(), *limit).await?, view::results)
         }
-        RegistryCommand::Versions(j) => {
-            let rows = reg.versions().await?;
-            if j.json {
-                print_json(&rows);
-            } else {
-                for v in rows {
-                    outln!(
-                        "{:<14} {:<14} {:<7} {:<24} {}",
-                        v.provider,
-                        v.version,
-                        v.channel,
-                        v.released_at.unwrap_or_else(|| "-".into()),
-                        v.source
-                    );
-                }
-            }
-        }
+        RegistryCommand::Versions(j) => show(j.json, &reg.versions().await?, view::versions),
         RegistryCommand::KnownGood { channel, json } => {
-            let rows = reg.releases(channel.as_deref(), 100).await?;
-            if *json {
-                print_json(&rows);
-            } else {
-                for r in rows {
-                    outln!(
-                        "{:<8} {:<14} {:<34} {:<9} {} by {}",
-                        r.channel,
-                        short(&r.build_id),
-                        r.image_ref,
-                        r.kind,
-                        r.released_at,
-                        r.actor
-                    );
-                }
-            }
+            show(*json, &reg.releases(channel.as_deref(), 100).await?, view::known_good)
         }
-        RegistryCommand::Matrix(j) => {
-            let mut rows = Vec::new();
-            for b in reg.builds().await? {
-                let runtimes: Vec<String> = match b.runtime_versions.as_object() {
-                    Some(m) if !m.is_empty() => m
-                        .iter()
-                        .map(|(k, v)| format!("{k}@{}", v.as_str().unwrap_or_default()))
-                        .collect(),
-                    _ => vec![format!("runner@{}", b.runner_version)],
-                };
-                for cell in reg.latest_cells(&b.id).await? {
-                    for rt in &runtimes {
-                        rows.push(serde_json::json!({"runtime": rt, "build": b.id, "suite": cell.suite, "repo": cell.repo, "status": cell.status, "recorded_at": cell.recorded_at}));
-                    }
-                }
-            }
-            if j.json {
-                print_json(&rows);
-            } else {
-                outln!(
-                    "{:<28} {:<14} {:<16} {:<12} STATUS",
-                    "RUNTIME",
-                    "BUILD",
-                    "SUITE",
-                    "REPO"
-                );
-                for r in rows {
-                    outln!(
-                        "{:<28} {:<14} {:<16} {:<12} {}",
-                        r["runtime"].as_str().unwrap_or(""),
-                        short(r["build"].as_str().unwrap_or("")),
-                        r["suite"].as_str().unwrap_or(""),
-                        r["repo"].as_str().unwrap_or(""),
-                        r["status"].as_str().unwrap_or("")
-                    );
-                }
-            }
-        }
-        RegistryCommand::Audit { limit, json } => {
-            let rows = reg.audit_log(*limit).await?;
-            if *json {
-                print_json(&rows);
-            } else {
-                for a in rows {
-                    outln!(
-                        "#{:<5} {} {:<10} {:<9} {:<9} {}  {}",
-                        a.id,
-                        a.ts,
-                        a.actor,
-                        a.action,
-                        a.decision,
-                        a.target,
-                        a.reason
-                    );
-                }
-            }
-        }
+        RegistryCommand::Matrix(j) => show(j.json, &reg.matrix_cells().await?, view::matrix),
+        RegistryCommand::Audit { limit, json } => show(*json, &reg.audit_log(*limit).await?, view::audit),
         RegistryCommand::Forget { build, who, json } => {
             let actor = who.actor();
             let who = crate::gate::ops::Actor {

@@ -4,7 +4,7 @@
 use super::registry::{Who, open, open_read, print_json};
 use crate::config::LabConfig;
 use crate::error::{LabError, Result, exit};
-use crate::registry::{Audit, SweepRepo};
+use crate::registry::Audit;
 use crate::sweeps::Commands;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -116,21 +116,6 @@ pub struct RunArgs {
     pub json: bool,
 }
 
-fn check_env_name(v: &str) -> Result<()> {
-    if !v.is_empty()
-        && v.len() <= 128
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !v.as_bytes()[0].is_ascii_digit()
-    {
-        Ok(())
-    } else {
-        Err(LabError::usage(
-            format!("`{}` is not an environment variable name", crate::text::clean(v)),
-            "letters, digits and `_`, e.g. --token-env ACME_FORGE_TOKEN",
-        ))
-    }
-}
-
 pub async fn sweeps(config: &LabConfig, cmd: &SweepsCommand) -> Result<i32> {
     match cmd {
         SweepsCommand::Repos(c) => repos(config, c).await,
@@ -191,49 +176,19 @@ async fn repos(config: &LabConfig, cmd: &ReposCommand) -> Result<i32> {
             json,
             who,
         } => {
-            crate::gate::ops::check_name("org", org)?;
-            crate::sweeps::check_branch(branch)?;
-            let id = crate::sweeps::repo_id(url)?;
-            if let Some(v) = token_env {
-                check_env_name(v)?;
-            }
-            let api_url = match api {
-                Some(a) => {
-                    if !crate::config::is_http_url(a) {
-                        return Err(LabError::usage(
-                            format!("--api `{}` is not an http(s) URL", crate::text::clean(a)),
-                            "give the forge's REST API base, e.g. https://forge.example.invalid/api/v3",
-                        ));
-                    }
-                    a.trim_end_matches('/').to_string()
-                }
-                None => crate::sweeps::default_api(url),
-            };
-            for (name, c) in [("lint", lint), ("test", test), ("ci", ci)] {
-                if c.as_deref()
-                    .is_some_and(|c| c.trim().is_empty() || c.chars().any(|ch| ch.is_control() && ch != '\t'))
-                {
-                    return Err(LabError::usage(
-                        format!("--{name} is empty or holds control characters"),
-                        "give the command the repo's own CI runs, e.g. --test 'python3 -m pytest -q'",
-                    ));
-                }
-            }
-            let commands = Commands {
-                lint: lint.clone(),
-                test: test.clone(),
-                ci: ci.clone(),
-            };
-            let repo = SweepRepo {
-                id: id.clone(),
-                org: org.clone(),
-                url: url.clone(),
-                branch: branch.clone(),
-                api_url,
-                token_env: token_env.clone(),
-                commands: serde_json::to_value(&commands).expect("json"),
-                added_at: crate::registry::now(),
-            };
+            let repo = crate::sweeps::opt_in::repo(&crate::sweeps::opt_in::OptIn {
+                url,
+                org,
+                branch,
+                api: api.as_deref(),
+                token_env: token_env.as_deref(),
+                commands: Commands {
+                    lint: lint.clone(),
+                    test: test.clone(),
+                    ci: ci.clone(),
+                },
+            })?;
+            let id = repo.id.clone();
             let reg = open(config).await?;
             reg.add_sweep_repo(
                 &repo,
@@ -356,67 +311,12 @@ async fn run(config: &LabConfig, a: &RunArgs) -> Result<i32> {
 
 async fn kpis(config: &LabConfig, json: bool) -> Result<i32> {
     let reg = open(config).await?;
-    let repos = reg.sweep_repos().await?;
-    let jobs = reg.sweep_jobs(100_000).await?;
-    let mut unreadable = Vec::new();
-    #[derive(Default, serde::Serialize, Clone)]
-    struct Tally {
-        opened: u64,
-        merged: u64,
-        closed_unmerged: u64,
-        open: u64,
-    }
-    let mut by_org: std::collections::BTreeMap<String, Tally> = Default::default();
-    let mut by_build: std::collections::BTreeMap<String, Tally> = Default::default();
-    for j in jobs.iter().filter(|j| j.pr_number.is_some()) {
-        let number = j.pr_number.unwrap_or(0);
-        // The forge is the truth: read each PR's state back, and keep it.
-        let state = match repos.iter().find(|r| r.id == j.repo_id) {
-            Some(repo) => match crate::sweeps::job::pr_state(repo, number).await {
-                Ok(s) => {
-                    reg.set_sweep_pr_state(j.id, &s).await?;
-                    s
-                }
-                Err(e) => {
-                    unreadable.push(format!("{} #{number}: {e}", j.repo_id));
-                    j.pr_state.clone().unwrap_or_else(|| "open".into())
-                }
-            },
-            None => j.pr_state.clone().unwrap_or_else(|| "open".into()),
-        };
-        for t in [
-            by_org.entry(j.org.clone()).or_default(),
-            by_build.entry(j.build_id.clone()).or_default(),
-        ] {
-            t.opened += 1;
-            match state.as_str() {
-                "merged" => t.merged += 1,
-                "closed" => t.closed_unmerged += 1,
-                _ => t.open += 1,
-            }
-        }
-    }
-    let rate = |t: &Tally| {
-        let decided = t.merged + t.closed_unmerged;
-        (decided > 0).then(|| (t.merged as f64 * 1000.0 / decided as f64).round() / 10.0)
-    };
-    let view = |m: &std::collections::BTreeMap<String, Tally>, key: &str| -> Vec<serde_json::Value> {
-        m.iter()
-            .map(|(k, t)| {
-                let mut v = serde_json::to_value(t).expect("json");
-                v[key] = serde_json::json!(k);
-                v["acceptance_pct"] = serde_json::json!(rate(t));
-                v
-            })
-            .collect()
-    };
-    let out =
-        serde_json::json!({"orgs": view(&by_org, "org"), "builds": view(&by_build, "build"), "unreadable": unreadable});
+    let a = crate::sweeps::opt_in::acceptance(&reg).await?;
     if json {
-        print_json(&out);
+        print_json(&a.to_json());
     } else {
         outln!("sweep PR acceptance (merged / (merged + closed unmerged)):");
-        for (k, t) in &by_org {
+        for (k, t) in &a.by_org {
             outln!(
                 "  org {}: {} opened, {} merged, {} closed unmerged, {} open — {}",
                 crate::text::clean(k),
@@ -424,10 +324,12 @@ async fn kpis(config: &LabConfig, json: bool) -> Result<i32> {
                 t.merged,
                 t.closed_unmerged,
                 t.open,
-                rate(t).map(|r| format!("{r} %")).unwrap_or("no decided PRs yet".into())
+                t.acceptance_pct()
+                    .map(|r| format!("{r} %"))
+                    .unwrap_or("no decided PRs yet".into())
             );
         }
-        for u in &unreadable {
+        for u in &a.unreadable {
             eprintln!("could not read {}", crate::text::clean(u));
         }
     }

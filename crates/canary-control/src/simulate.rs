@@ -361,3 +361,126 @@ mod tests {
         }
     }
 }
+
+/// What `canary fleet simulate` asks for: `runners` simulated runners named `PREFIX-1..N`, each
+/// with a runner token issued for the run (and revoked after it, whatever happened).
+pub struct Fleet {
+    pub server: String,
+    pub runners: usize,
+    pub prefix: String,
+    pub orgs: Vec<String>,
+    pub sessions: u64,
+    pub rate: f64,
+    pub batch: usize,
+    pub profiles: Vec<Profile>,
+    pub seed: u64,
+}
+
+/// Who the simulation's tokens are issued and revoked as in the audit log.
+const ACTOR: &str = "fleet-simulate";
+
+impl Fleet {
+    /// Refuses a fleet that cannot be simulated, saying which flag to change.
+    pub fn check(&self) -> Result<()> {
+        for o in &self.orgs {
+            crate::gate::ops::check_name("org", o)?;
+        }
+        if !crate::telemetry::is_id(&self.prefix) || self.prefix.len() > 64 {
+            return Err(LabError::usage(
+                "--prefix is not an id",
+                "letters, digits, `.`, `_`, `-`",
+            ));
+        }
+        if self.runners == 0 || self.runners > 10_000 || self.batch == 0 || self.batch > crate::telemetry::MAX_SESSIONS
+        {
+            return Err(LabError::usage(
+                "--runners must be 1 to 10000 and --batch 1 to 2000",
+                "e.g. --runners 20 --batch 200",
+            ));
+        }
+        if !(self.rate.is_finite() && self.rate >= 0.0) {
+            return Err(LabError::usage(
+                "--rate must be 0 or more sessions per second",
+                "e.g. --rate 500",
+            ));
+        }
+        if !(self.server.starts_with("http://") || self.server.starts_with("https://")) {
+            return Err(LabError::usage(
+                format!("--server {} is not an http(s) URL", crate::text::clean(&self.server)),
+                "e.g. --server http://127.0.0.1:8787",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Issues the fleet's runner tokens, runs the simulation against `canary serve`, and revokes
+/// the tokens it issued. The simulation's runner ids are its own: a real runner holding one of
+/// them is never touched (and the simulation does not run).
+pub async fn run_fleet(reg: &crate::registry::Registry, f: &Fleet) -> Result<Report> {
+    f.check()?;
+    let ids: Vec<String> = (1..=f.runners).map(|i| format!("{}-{i}", f.prefix)).collect();
+    let taken = reg
+        .tokens()
+        .await?
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none() && t.actor != ACTOR)
+        .find_map(|t| match t.principal {
+            crate::tokens::Principal::Runner { runner, .. } if ids.contains(&runner) => Some(runner),
+            _ => None,
+        });
+    if let Some(r) = taken {
+        return Err(LabError::usage(
+            format!(
+                "runner {} has a live token not issued by fleet simulate: the simulation would speak for a real runner",
+                crate::text::clean(&r)
+            ),
+            "pick another --prefix (runner ids are PREFIX-1..N)",
+        ));
+    }
+    let mut fleet = Vec::new();
+    let mut issued = Vec::new();
+    for id in &ids {
+        let t = crate::tokens::issue_runner(id, &f.orgs)?;
+        let target = format!("runner {id} token {}", t.id);
+        reg.add_token(&t, audit("token create", &target, "simulated fleet"))
+            .await?;
+        issued.push(t.id.clone());
+        fleet.push((id.clone(), t.token));
+    }
+    let options = Options {
+        server: f.server.clone(),
+        runners: fleet,
+        orgs: f.orgs.clone(),
+        sessions: f.sessions,
+        rate: f.rate,
+        batch: f.batch,
+        profiles: f.profiles.clone(),
+        seed: f.seed,
+        run_id: format!("sim{}", jiff::Timestamp::now().as_millisecond()),
+    };
+    // Server-side caches see new tokens within a second.
+    tokio::time::sleep(crate::control::CACHE_TTL + Duration::from_millis(100)).await;
+    let result = run(&options).await;
+    for (id, token_id) in ids.iter().zip(&issued) {
+        let target = format!("runner {id} token {token_id}");
+        reg.revoke_tokens(
+            Some(token_id),
+            None,
+            audit("token revoke", &target, "simulated fleet finished"),
+        )
+        .await?;
+    }
+    result
+}
+
+fn audit<'a>(action: &'a str, target: &'a str, reason: &'a str) -> crate::registry::Audit<'a> {
+    crate::registry::Audit {
+        actor: ACTOR,
+        action,
+        target,
+        decision: "done",
+        reason,
+        evidence: serde_json::json!({}),
+    }
+}

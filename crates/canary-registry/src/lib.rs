@@ -20,6 +20,7 @@ mod record;
 mod recorder;
 mod sweeps;
 mod tuf;
+pub mod view;
 
 pub use authority::*;
 pub use evidence::{CellEvidence, required_cells};

@@ -8,15 +8,17 @@
 // The layers below, at the paths this crate's modules have always used.
 use canary_contract::text;
 use canary_fleet::rollout;
-use canary_lab::{builds, engine, lab, progress, providers, report, repos};
+use canary_lab::{builds, engine, images, lab, progress, providers, report, repos};
 use canary_registry as registry;
 use canary_runner::{bounds, compat, error, fsutil, init_tls, yaml};
 
 pub mod config;
+pub mod drift;
 pub mod gate;
 pub mod matrix;
 pub mod orgs;
 pub mod pipeline;
+pub mod run;
 pub mod status;
 pub mod sweeps;
 pub mod upstream;

@@ -354,24 +354,20 @@ async fn judge_candidate(
             targets.push(canary_contract::Channel::STABLE.into());
         }
         let policy = crate::gate::policy::Policy::load(config.gate_policy.as_deref())?;
-        let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
-        for channel in targets {
-            let reason = format!("canary green: {}", report.run_id);
-            let request = crate::gate::ops::Promotion {
-                build: &build.id,
-                channel: &channel,
-                bundles: &[],
-                dry_run: false,
-                actor: "pipeline",
-                reason: &reason,
-            };
-            let (_, decision) = crate::gate::ops::promote(reg, &policy, &repos, &request).await?;
-            if decision.allowed {
+        let reason = format!("canary green: {}", report.run_id);
+        let who = crate::gate::ops::Actor {
+            name: "pipeline",
+            reason: &reason,
+        };
+        let channels: Vec<&str> = targets.iter().map(String::as_str).collect();
+        for d in crate::gate::ops::release(reg, config, &policy, (&[&build.id], &channels), who).await? {
+            let channel = d.channel;
+            if d.allowed {
                 progress.line(format!("[gate] promoted {} to {channel}", short(&build.id)));
                 promoted_to.push(channel);
             } else {
-                progress.line(format!("[gate] {channel} refused: {}", decision.unmet.join("; ")));
-                gate_notes.extend(decision.unmet.iter().map(|u| format!("{channel}: {u}")));
+                progress.line(format!("[gate] {channel} refused: {}", d.unmet.join("; ")));
+                gate_notes.extend(d.unmet.iter().map(|u| format!("{channel}: {u}")));
                 status = "yellow".into();
             }
         }

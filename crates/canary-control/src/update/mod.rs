@@ -5,6 +5,7 @@
 
 pub use canary_runner::update::*;
 
+pub mod keys;
 pub mod server;
 pub mod sign;
 pub mod tuf;

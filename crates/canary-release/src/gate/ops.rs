@@ -109,6 +109,34 @@ pub async fn promote(
     Ok((build, decision))
 }
 
+/// Releases each build to each channel through the gate (builds in order, then channels), under
+/// the policy and canary.yaml's repos: the one promotion loop `canary run --promote`, the
+/// pipeline and `canary bisect --hold` share. Each decision is audited by [`promote`].
+pub async fn release(
+    reg: &Registry,
+    config: &crate::config::LabConfig,
+    policy: &Policy,
+    (builds, channels): (&[&str], &[&str]),
+    who: Actor<'_>,
+) -> Result<Vec<Decision>> {
+    let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
+    let mut out = Vec::new();
+    for build in builds {
+        for channel in channels {
+            let request = Promotion {
+                build,
+                channel,
+                bundles: &[],
+                dry_run: false,
+                actor: who.name,
+                reason: who.reason,
+            };
+            out.push(promote(reg, policy, &repos, &request).await?.1);
+        }
+    }
+    Ok(out)
+}
+
 /// What a workflow did: done, or refused with the reasons (already in the audit log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<T> {

@@ -5,6 +5,7 @@
 //! worker loop; the queue lives in the registry (`registry::sweeps`).
 
 pub mod job;
+pub mod opt_in;
 
 use crate::error::{LabError, Result};
 use crate::orgs::OrgPolicy;

@@ -8,6 +8,8 @@ use crate::report::{CaseStatus, RunReport};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod judge;
+
 /// Which versions a matrix covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {

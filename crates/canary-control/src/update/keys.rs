@@ -1,0 +1,116 @@
+//! The root keys' ceremonies, done where those keys are kept: the first TUF root and each
+//! rotation to the next version, signed and written as `<dir>/<version>.root.json` (never over
+//! an existing version). `canary keys init-root` and `canary keys rotate` call these.
+
+use super::sign::{Key, Trusted};
+use super::tuf::{self, Signer};
+use crate::error::{LabError, Result};
+use std::path::{Path, PathBuf};
+use tough::schema::{Root, Signed};
+
+/// A root version written: where, its version, its root keys' TUF ids and their threshold.
+#[derive(Debug, serde::Serialize)]
+pub struct WrittenRoot {
+    pub root: PathBuf,
+    pub version: u64,
+    pub root_key_ids: Vec<String>,
+    pub threshold: u64,
+}
+
+/// What a root names: its root keys (all sign it; the threshold defaults to all of them), the
+/// online key and when it expires.
+pub struct RootKeys {
+    pub keys: Vec<Key>,
+    pub threshold: Option<u64>,
+    pub expires: jiff::Timestamp,
+}
+
+/// Loads key files, once per path.
+pub fn load(paths: &[PathBuf]) -> Result<Vec<Key>> {
+    paths.iter().map(|p| Key::load(p)).collect()
+}
+
+/// Writes the first root, `<dir>/1.root.json`.
+pub async fn init_root(dir: &Path, keys: RootKeys, online: &Trusted) -> Result<WrittenRoot> {
+    write(dir, 1, keys, online, None).await
+}
+
+/// Writes the next root version in `dir`, cross-signed by `old` (at least the current root's
+/// threshold of its keys); the online key stays the current one unless `online` names another.
+pub async fn rotate(dir: &Path, old: Vec<Key>, keys: RootKeys, online: Option<Trusted>) -> Result<WrittenRoot> {
+    let (version, _, current) = tuf::latest_root(dir)?;
+    let old: Vec<Signer> = old.into_iter().map(Signer::new).collect();
+    let online = match online {
+        Some(k) => k,
+        None => current_online(&current)?,
+    };
+    write(dir, version + 1, keys, &online, Some((&current, &old))).await
+}
+
+/// Signs a root version (cross-signed by `previous` when rotating) and writes it.
+async fn write(
+    dir: &Path,
+    version: u64,
+    keys: RootKeys,
+    online: &Trusted,
+    previous: Option<(&Signed<Root>, &[Signer])>,
+) -> Result<WrittenRoot> {
+    let publics: Vec<Trusted> = keys.keys.iter().map(|k| k.public()).collect();
+    let threshold = keys.threshold.unwrap_or(publics.len() as u64);
+    let spec = tuf::RootSpec {
+        version,
+        root_keys: &publics,
+        threshold,
+        online,
+        expires: keys.expires,
+    };
+    let signers: Vec<Signer> = keys.keys.into_iter().map(Signer::new).collect();
+    let text = tuf::sign_root(&spec, &signers, previous).await?;
+    std::fs::create_dir_all(dir).map_err(|e| LabError::write(dir, e))?;
+    let path = dir.join(format!("{version}.root.json"));
+    create_new(&path, &text)?;
+    Ok(WrittenRoot {
+        root: path,
+        version,
+        root_key_ids: publics.iter().map(tuf::key_id).collect(),
+        threshold,
+    })
+}
+
+/// Writes a root file that must not exist yet: a root version is never overwritten.
+fn create_new(path: &Path, text: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                LabError::usage(
+                    format!("{} exists: a root version is never overwritten", path.display()),
+                    "rotate to the next version with `canary keys rotate`",
+                )
+            } else {
+                LabError::write(path, e)
+            }
+        })?;
+    f.write_all(text).map_err(|e| LabError::write(path, e))
+}
+
+/// The online key a root names for timestamp.
+fn current_online(root: &Signed<Root>) -> Result<Trusted> {
+    use tough::schema::{RoleType, key::Key as TufKey};
+    let key = root
+        .signed
+        .roles
+        .get(&RoleType::Timestamp)
+        .and_then(|r| r.keyids.first())
+        .and_then(|id| root.signed.keys.get(id));
+    match key {
+        Some(TufKey::Ed25519 { keyval, .. }) => Trusted::parse(&hex::encode(keyval.public.as_ref())),
+        _ => Err(LabError::usage(
+            "the current root names no ed25519 online key",
+            "give the online key with --online-key",
+        )),
+    }
+}

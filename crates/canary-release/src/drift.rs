@@ -1,0 +1,85 @@
+//! `canary drift`: each CLI of a build compared against what its adapter reads (the adapter's
+//! contract) and against a baseline build's recorded inventory of the same CLI.
+
+use crate::error::{LabError, Result};
+use crate::providers::Provider;
+use crate::registry::Registry;
+use canary_runner::runner::inventory;
+
+/// One CLI's comparison: against its adapter's contract and against the baseline build.
+#[derive(Debug, serde::Serialize)]
+pub struct CliDrift {
+    pub provider: String,
+    pub build: String,
+    pub version: String,
+    pub against: Option<String>,
+    pub against_version: Option<String>,
+    /// `drift: ...` when something the adapter reads changed; `None` otherwise.
+    pub drift: Option<String>,
+    /// Every finding, breaking or not, in words.
+    pub findings: Vec<String>,
+}
+
+/// Compares each CLI of `build` (or only `only`) against its contract and against `against`
+/// (default: the newest earlier build whose inventory of that CLI has another version). A
+/// build with no recorded inventory is an error, not "no drift".
+pub async fn compare(
+    reg: &Registry,
+    build: &str,
+    against: Option<&str>,
+    only: Option<Provider>,
+) -> Result<Vec<CliDrift>> {
+    let id = reg.resolve_build(build).await?;
+    let against = match against {
+        Some(b) => Some(reg.resolve_build(b).await?),
+        None => None,
+    };
+    let mine: Vec<_> = reg
+        .inventories(&id)
+        .await?
+        .into_iter()
+        .filter(|i| only.is_none_or(|p| p.name() == i.provider))
+        .collect();
+    if mine.is_empty() {
+        return Err(LabError::usage(
+            format!("build {} has no recorded CLI inventory", crate::lab::short_id(&id)),
+            "run a suite with sessions against it first (`canary run --image ... --record`), or check `canary registry builds`",
+        ));
+    }
+    let mut out = Vec::new();
+    for inv in &mine {
+        let base_id = match &against {
+            Some(b) => Some(b.clone()),
+            None => reg.inventory_baseline(&id, &inv.provider).await?,
+        };
+        let base = match &base_id {
+            Some(b) => reg
+                .inventories(b)
+                .await?
+                .into_iter()
+                .find(|x| x.provider == inv.provider),
+            None => None,
+        };
+        let mut findings = match Provider::from_name(&inv.provider) {
+            Some(p) => inv.against(inventory::contract(p)),
+            None => Vec::new(),
+        };
+        if let Some(b) = &base {
+            for f in inventory::diff(b, inv) {
+                if !findings.contains(&f) {
+                    findings.push(f);
+                }
+            }
+        }
+        out.push(CliDrift {
+            provider: inv.provider.clone(),
+            build: id.clone(),
+            version: inv.version.clone(),
+            against: base.as_ref().and(base_id.clone()),
+            against_version: base.as_ref().map(|b| b.version.clone()),
+            drift: inventory::drift_line(&inv.provider, &inv.version, &findings),
+            findings: findings.iter().map(|f| f.to_string()).collect(),
+        });
+    }
+    Ok(out)
+}

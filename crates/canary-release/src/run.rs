@@ -1,0 +1,138 @@
+//! `canary run` as a library call: suites over runner builds (built from CLI specs, or images
+//! given), each case's events recorded in the known-good registry as they come, and a green
+//! run's builds released to a channel through the gate.
+
+use crate::config::LabConfig;
+use crate::engine::Backend;
+use crate::engine::docker::DockerBackend;
+use crate::error::{LabError, Result};
+use crate::gate::Decision;
+use crate::lab::{self, RunOptions, plan::Partition};
+use crate::progress::Progress;
+use crate::providers::ProviderSpec;
+use crate::registry::Registry;
+use crate::report::RunReport;
+use std::path::PathBuf;
+
+/// What to run. Builds come from `specs` (stacked on `runner_image` when given), else from
+/// `images`, else the lab's base image.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub suites: Vec<PathBuf>,
+    pub repos: Vec<String>,
+    pub partition: Option<Partition>,
+    pub jobs: usize,
+    pub specs: Vec<ProviderSpec>,
+    pub runner_image: Option<String>,
+    pub images: Vec<String>,
+    /// Record the run in the registry (opened before anything runs).
+    pub record: bool,
+    pub rerun_failed: u32,
+    /// How the printed repro lines start (`canary` and the global flags this run was given).
+    pub repro_prefix: String,
+}
+
+/// A finished run: its report and folder, and the registry it was recorded in with how many
+/// results went in.
+pub struct Ran {
+    pub report: RunReport,
+    pub run_dir: PathBuf,
+    pub recorded: Option<(Registry, u64)>,
+}
+
+/// Refuses flag combinations that cannot do what they say, before anything runs.
+pub fn check(r: &Request, promote: bool) -> Result<()> {
+    if promote && !r.record {
+        return Err(LabError::usage(
+            "--promote needs the run's results in the registry",
+            "drop --no-record",
+        ));
+    }
+    if r.runner_image.is_some() && r.specs.is_empty() {
+        return Err(LabError::usage(
+            "--runner-image needs the CLIs to stack on it",
+            "add --provider SPEC (or --default-providers)",
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the request. Every error in the user's files comes before any engine or registry is
+/// touched; an unreachable registry is an error before anything runs, not a lost verdict.
+pub async fn run(config: &LabConfig, r: Request, progress: &Progress) -> Result<Ran> {
+    lab::load_suites(&config.lab(), &r.suites, &r.repos)?;
+    let engine = DockerBackend::connect().await?;
+    let images = if !r.specs.is_empty() {
+        let runner = match &r.runner_image {
+            Some(i) => crate::builds::RunnerChoice::Image(i.clone()),
+            None => crate::builds::RunnerChoice::Local,
+        };
+        let build = crate::builds::ensure_with(&engine, &config.lab(), &r.specs, &runner, progress).await?;
+        progress.line(format!("build {}: {}", build.reference, build.manifest.summary()));
+        vec![build.reference]
+    } else if r.images.is_empty() {
+        vec![crate::images::base_reference(&config.lab())]
+    } else {
+        r.images.clone()
+    };
+    let mut plans = Vec::new();
+    for reference in &images {
+        // A missing image is reported by the run itself, with how to build it.
+        let labels = engine.image(reference).await?.map(|i| i.labels).unwrap_or_default();
+        plans.push(lab::plan::ImagePlan::from_labels(reference, &labels));
+    }
+    let prepared = lab::prepare(&config.lab(), &r.suites, &r.repos, r.partition, &plans)?;
+    let registry = if r.record {
+        Some(Registry::open(&config.registry).await?)
+    } else {
+        None
+    };
+    // The registry records the run as one more consumer of its events.
+    let (reporters, added): (Vec<Box<dyn crate::report::events::Reporter>>, _) = match &registry {
+        Some(reg) => {
+            let (recorder, added) = crate::registry::Recorder::new(reg.clone());
+            (vec![Box::new(recorder)], Some(added))
+        }
+        None => (Vec::new(), None),
+    };
+    let opts = RunOptions {
+        run_id: lab::new_run_id(),
+        images,
+        jobs: r.jobs,
+        partition: r.partition,
+        keep: false,
+        repro_prefix: r.repro_prefix,
+        rerun_failed: r.rerun_failed,
+        reporters,
+    };
+    let (report, run_dir) = lab::run(engine, &config.lab(), prepared, opts, progress).await?;
+    let recorded = match (registry, added) {
+        (Some(reg), Some(added)) => Some((reg, added.load(std::sync::atomic::Ordering::SeqCst))),
+        _ => None,
+    };
+    Ok(Ran {
+        report,
+        run_dir,
+        recorded,
+    })
+}
+
+/// `canary run --promote`: each image of a green run goes to `channel` under the gate's policy;
+/// the decisions, and where the policy came from.
+pub async fn promote(
+    config: &LabConfig,
+    reg: &Registry,
+    report: &RunReport,
+    channel: &str,
+) -> Result<(Vec<Decision>, String)> {
+    let policy = crate::gate::policy::Policy::load(config.gate_policy.as_deref())?;
+    let actor = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let reason = format!("canary run {} green", report.run_id);
+    let who = crate::gate::ops::Actor {
+        name: &actor,
+        reason: &reason,
+    };
+    let builds: Vec<&str> = report.images.iter().map(|i| i.id.as_str()).collect();
+    let decisions = crate::gate::ops::release(reg, config, &policy, (&builds, &[channel]), who).await?;
+    Ok((decisions, policy.source))
+}
