@@ -8,14 +8,16 @@ pub use canary_runner::init_tls;
 // What the runner crate holds, at the paths the lab has always used.
 pub use canary_runner::{archive, bounds, compat, error, forge, fsutil, runner, spool, stub, yaml};
 // The lab stage's crate, at the paths the rest has always used.
-pub use canary_lab::{builds, engine, images, lab, progress, providers, report, repos, suite};
+pub use canary_lab::{builds, engine, images, lab, progress, providers, report, repos, suite, view};
 // The fleet's pure rules and the registry that stores everything, likewise.
 pub use canary_fleet::{telemetry, tokens};
 pub use canary_registry as registry;
 // The release side: canary.yaml, gate, org policies, upstream, pipeline, matrix, sweeps.
 pub use canary_release::{config, drift, gate, matrix, orgs, pipeline, run, status, sweeps, upstream, webhook};
 // The control plane: canary serve, authority, dashboard, rollouts, updates, the simulated fleet.
-pub use canary_control::{authority, control, dashboard, heartbeat, http_serve, rollout, serve, simulate, update};
+pub use canary_control::{
+    access, authority, control, dashboard, heartbeat, http_serve, kpis, rollout, serve, simulate, update,
+};
 
 pub mod cli;
 pub mod text;

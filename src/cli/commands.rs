@@ -10,6 +10,7 @@ use crate::lab::{self, RunOptions};
 use crate::progress::Progress;
 use crate::report::RunReport;
 use crate::repos::Catalog;
+use crate::view;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -274,6 +275,23 @@ fn print_json(value: &impl serde::Serialize) {
     outln!("{}", serde_json::to_string_pretty(value).expect("serializable"));
 }
 
+/// A value as JSON, or its view's lines.
+pub(super) fn print_view(json: bool, value: &impl serde::Serialize, lines: Vec<String>) {
+    if json {
+        print_json(value);
+    } else {
+        for line in lines {
+            outln!("{line}");
+        }
+    }
+}
+
+/// A value as JSON, or its view's lines; exit 0.
+pub(super) fn show(json: bool, value: &impl serde::Serialize, lines: Vec<String>) -> Result<i32> {
+    print_view(json, value, lines);
+    Ok(exit::PASS)
+}
+
 pub async fn dispatch(cli: Cli) -> Result<i32> {
     let config = config(&cli)?;
     match &cli.command {
@@ -296,17 +314,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             let engine = DockerBackend::connect().await?;
             let progress = Progress::new(false);
             let img = crate::images::ensure_base(&engine, &config.lab(), *force, &progress).await?;
-            if *json {
-                print_json(&img);
-            } else {
-                outln!(
-                    "{} {} ({})",
-                    img.reference,
-                    img.id,
-                    if img.built { "built" } else { "already present" }
-                );
-            }
-            Ok(exit::PASS)
+            show(*json, &img, view::base_image(&img))
         }
         Command::Images(ImagesCommand::Build {
             providers,
@@ -315,65 +323,31 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             runner_image,
             json,
         }) => {
-            let progress = Progress::new(false);
-            let build = match from {
-                Some(from) => {
-                    let set = set
-                        .iter()
-                        .map(|s| s.parse())
-                        .collect::<Result<Vec<crate::builds::Set>>>()?;
-                    let engine = DockerBackend::connect().await?;
-                    crate::builds::derive(&engine, &config.lab(), from, &set, &progress).await?
-                }
-                None => {
-                    let specs = parse_providers(providers)?;
-                    let runner = match runner_image {
+            let recipe = match from {
+                Some(from) => crate::builds::Recipe::Derive {
+                    from: from.clone(),
+                    set: set.iter().map(|s| s.parse()).collect::<Result<_>>()?,
+                },
+                None => crate::builds::Recipe::Stack {
+                    specs: parse_providers(providers)?,
+                    runner: match runner_image {
                         Some(r) => crate::builds::RunnerChoice::Image(r.clone()),
                         None => crate::builds::RunnerChoice::Local,
-                    };
-                    let engine = DockerBackend::connect().await?;
-                    crate::builds::ensure_with(&engine, &config.lab(), &specs, &runner, &progress).await?
-                }
+                    },
+                },
             };
-            if *json {
-                print_json(&build);
-            } else {
-                outln!("{} {}", build.reference, build.id);
-                outln!("  components: {}", build.manifest.summary());
-                outln!(
-                    "  layers: {} built, {} reused of {}",
-                    build.layers_built,
-                    build.layers_reused,
-                    build.manifest.components.len()
-                );
-            }
-            Ok(exit::PASS)
+            let engine = DockerBackend::connect().await?;
+            let build = crate::builds::make(&engine, &config.lab(), &recipe, &Progress::new(false)).await?;
+            show(*json, &build, view::build(&build))
         }
         Command::Images(ImagesCommand::List { json }) => {
             let engine = DockerBackend::connect().await?;
             let builds = crate::builds::list(&engine).await?;
-            if *json {
-                let rows: Vec<_> = builds
-                    .iter()
-                    .map(|(i, m)| serde_json::json!({"id": i.id, "tags": i.tags, "created": i.created, "size": i.size, "manifest": m}))
-                    .collect();
-                print_json(&rows);
-            } else {
-                outln!("{:<34} {:<14} {:<8} COMPONENTS", "BUILD", "ID", "SIZE");
-                for (i, m) in &builds {
-                    outln!(
-                        "{:<34} {:<14} {:<8} {}",
-                        m.reference(),
-                        lab::short_id(&i.id),
-                        format!("{}M", i.size / 1_000_000),
-                        m.summary()
-                    );
-                }
-                if builds.is_empty() {
-                    outln!("no runner builds yet: `canary images build --provider codex@VERSION`");
-                }
-            }
-            Ok(exit::PASS)
+            let rows: Vec<_> = builds
+                .iter()
+                .map(|(i, m)| serde_json::json!({"id": i.id, "tags": i.tags, "created": i.created, "size": i.size, "manifest": m}))
+                .collect();
+            show(*json, &rows, view::builds(&builds))
         }
         Command::Repos(ReposCommand::List { json }) => repos_list(&config, *json),
         Command::Repos(ReposCommand::Pin { ids }) => {
@@ -394,28 +368,8 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Suites(SuitesCommand::Check { files, json }) => {
             let catalog = Catalog::load(&config.repos_dir, &config.cache_dir)?;
-            let mut out = Vec::new();
-            for f in files {
-                let s = crate::suite::load(f, &catalog.ids())?;
-                // As it would run on each of its repos: variables and repo commands checked.
-                for repo in &s.repos {
-                    s.for_repo_checked(catalog.get(repo)?, &catalog.ids())?;
-                }
-                out.push(serde_json::json!({"file": f, "name": s.name, "steps": s.steps.len(), "repos": s.repos}));
-                if !json {
-                    outln!(
-                        "ok {}: suite `{}`, {} steps × {} repos",
-                        f.display(),
-                        s.name,
-                        s.steps.len(),
-                        s.repos.len()
-                    );
-                }
-            }
-            if *json {
-                print_json(&out);
-            }
-            Ok(exit::PASS)
+            let checked = crate::suite::check_files(files, &catalog)?;
+            show(*json, &checked, view::suites(&checked))
         }
         Command::Schema(a) => schema(a),
         Command::Registry(c) => super::registry::registry(&config, c).await,
@@ -435,19 +389,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                 .await
                 .expect("fetch task")?;
             let version = crate::providers::verify_version(&fetched.binary, &fetched.cli_version)?;
-            if *json {
-                print_json(&fetched);
-            } else {
-                outln!(
-                    "{} {} ({} {}): {}  [{version}]",
-                    fetched.provider.name(),
-                    fetched.cli_version,
-                    fetched.package,
-                    fetched.package_version,
-                    fetched.binary.display()
-                );
-            }
-            Ok(exit::PASS)
+            show(*json, &fetched, view::fetched(&fetched, &version))
         }
         Command::Providers(ProvidersCommand::Versions { provider }) => {
             let spec: crate::providers::ProviderSpec = format!("{provider}@latest").parse()?;
@@ -510,29 +452,12 @@ async fn promoted(
     decisions: &[crate::gate::Decision],
     json: bool,
 ) -> Result<i32> {
-    let say = |line: String| {
+    for line in crate::run::promoted_lines(reg, (channel, source), decisions).await? {
         if json {
             eprintln!("{line}");
         } else {
             outln!("{line}");
         }
-    };
-    for d in decisions {
-        let verb = if d.allowed { "promoted to" } else { "blocked from" };
-        say(format!("build {} {verb} {channel} ({source})", lab::short_id(&d.build)));
-        for u in &d.unmet {
-            say(format!("  ✗ {u}"));
-        }
-    }
-    if let Some(current) = reg.known_good(channel).await?.first() {
-        let row = reg.builds().await?.into_iter().find(|b| b.id == current.build_id);
-        say(format!(
-            "{channel} is build {} since {}: {}",
-            lab::short_id(&current.build_id),
-            current.released_at,
-            row.and_then(|b| b.manifest.map(|m| m.summary()))
-                .unwrap_or_else(|| current.image_ref.clone())
-        ));
     }
     Ok(if decisions.iter().all(|d| d.allowed) {
         exit::PASS
@@ -616,59 +541,19 @@ async fn gc(a: &GcArgs) -> Result<i32> {
     } else {
         Vec::new()
     };
-    if a.json {
-        print_json(
-            &serde_json::json!({"containers": r.containers, "networks": r.networks, "skipped_live": r.skipped_live, "images": images}),
-        );
-    } else {
-        for i in &images {
-            outln!("removed image {}", crate::text::clean(i));
-        }
-        if a.images {
-            outln!("{} images removed", images.len());
-        }
-        for c in &r.containers {
-            outln!("removed container {c}");
-        }
-        for n in &r.networks {
-            outln!("removed network {n}");
-        }
-        outln!(
-            "{} containers and {} networks removed; {} belong to live runs or were kept",
-            r.containers.len(),
-            r.networks.len(),
-            r.skipped_live
-        );
-    }
-    Ok(exit::PASS)
+    let lines = view::gc(&r, a.images.then_some(&images[..]));
+    let value = serde_json::json!({"containers": r.containers, "networks": r.networks, "skipped_live": r.skipped_live, "images": images});
+    show(a.json, &value, lines)
 }
 
 fn repos_list(config: &LabConfig, json: bool) -> Result<i32> {
-    let catalog = Catalog::load(&config.repos_dir, &config.cache_dir)?;
-    let mut rows = Vec::new();
-    let mut all_ok = true;
-    for (id, repo) in &catalog.repos {
-        let status = match catalog.pinned_content(id) {
-            Ok(_) => "pinned".to_string(),
-            Err(LabError::RepoPinMismatch { actual, .. }) => {
-                all_ok = false;
-                format!("MISMATCH (content is {actual})")
-            }
-            Err(e) => return Err(e),
-        };
-        rows.push(serde_json::json!({"id": id, "language": repo.manifest.language, "digest": repo.manifest.digest.value, "test": repo.manifest.test, "ci": repo.manifest.ci, "status": status}));
-        if !json {
-            outln!(
-                "{id:<12} {:<11} {}  {status}",
-                repo.manifest.language,
-                repo.manifest.digest.value
-            );
-        }
-    }
-    if json {
-        print_json(&rows);
-    }
-    Ok(if all_ok { exit::PASS } else { exit::FAILED })
+    let rows = Catalog::load(&config.repos_dir, &config.cache_dir)?.statuses()?;
+    show(json, &rows, view::repos(&rows))?;
+    Ok(if rows.iter().all(|r| r.pinned) {
+        exit::PASS
+    } else {
+        exit::FAILED
+    })
 }
 
 fn schema(a: &SchemaArgs) -> Result<i32> {

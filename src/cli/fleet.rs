@@ -1,14 +1,15 @@
 //! The fleet's commands: staged rollouts, runner tokens, org freezes, KPIs and the fleet
 //! simulator. Exit codes: 0 done, 1 refused / aborted, 2 error.
 
+use super::commands::show;
 use super::gate::refused;
-use super::registry::{Who, open, open_read, open_to_change, print_json, short};
+use super::registry::{Who, open, open_read, open_to_change, print_json};
 use crate::config::LabConfig;
-use crate::error::{LabError, Result, exit};
-use crate::gate::ops::{Actor, Outcome};
+use crate::error::{Result, exit};
+use crate::gate::ops::Outcome;
 use crate::gate::policy::Policy;
-use crate::registry::{Audit, Registry, RolloutRow};
 use crate::rollout::controller::{self, Op, Which};
+use crate::rollout::view;
 use crate::update::keys;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -181,10 +182,6 @@ pub enum FleetCommand {
     },
 }
 
-fn who_of(w: &Who) -> (String, String) {
-    (w.actor(), w.reason.clone())
-}
-
 fn policy_of(config: &LabConfig, p: &Option<PathBuf>) -> Result<Policy> {
     Policy::load(p.as_deref().or(config.gate_policy.as_deref()))
 }
@@ -212,16 +209,7 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
             json,
             who,
         } => {
-            crate::gate::ops::check_name("channel", channel)?;
             let policy = policy_of(config, policy)?;
-            policy.channel(channel)?;
-            if let Some(s) = steps {
-                crate::rollout::RolloutPolicy::check_steps(s)
-                    .map_err(|e| LabError::usage(format!("--steps: {e}"), "e.g. --steps 1,10,50,100"))?;
-            }
-            let reg = open_to_change(config).await?;
-            let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
-            let (actor, reason) = who_of(who);
             let req = controller::StartRequest {
                 build,
                 channel,
@@ -229,38 +217,12 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
                 bake: *bake,
                 min_sessions: *min_sessions,
             };
-            match controller::start(
-                &reg,
-                &policy,
-                &repos,
-                &req,
-                Actor {
-                    name: &actor,
-                    reason: &reason,
-                },
-            )
-            .await?
-            {
-                Outcome::Done(r) => {
-                    if *json {
-                        print_json(&r);
-                    } else {
-                        outln!(
-                            "rollout {} started: build {} -> {} (baseline {}), steps {} %, bake {}",
-                            r.id,
-                            short(&r.build_id),
-                            r.channel,
-                            short(&r.baseline_id),
-                            r.steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" → "),
-                            humantime::format_duration(std::time::Duration::from_millis(r.bake_ms as u64))
-                        );
-                        outln!(
-                            "  canary serve judges it every --tick; `canary rollout status {}` shows it",
-                            r.id
-                        );
-                    }
-                    Ok(exit::PASS)
-                }
+            req.check(&policy)?;
+            let reg = open_to_change(config).await?;
+            let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
+            let who = who.acting();
+            match controller::start(&reg, &policy, &repos, &req, who).await? {
+                Outcome::Done(r) => show(*json, &r, view::started(&r)),
                 Outcome::Refused(why) => refused(*json, "rollout start", &why),
             }
         }
@@ -276,43 +238,12 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
             let r = controller::find(&reg, w).await?;
             let judgement = controller::judge_rollout(&reg, &policy, &r).await?;
             let events = reg.rollout_events(r.id).await?;
-            if *json {
-                print_json(
-                    &serde_json::json!({"rollout": r, "percent": r.percent(), "now": judgement, "events": events}),
-                );
-            } else {
-                print_rollout(&r);
-                outln!(
-                    "  now: candidate {} sessions this step, baseline {} since the start",
-                    judgement.candidate.sessions,
-                    judgement.baseline.sessions
-                );
-                for c in &judgement.checks {
-                    let mark = match c.verdict {
-                        crate::rollout::Verdict::Pass => "✓",
-                        crate::rollout::Verdict::Fail => "✗",
-                        crate::rollout::Verdict::Inconclusive => "?",
-                    };
-                    outln!("    {mark} {}", c.why);
-                }
-                for reason in judgement
-                    .reasons
-                    .iter()
-                    .filter(|r| r.contains("sessions a decision needs"))
-                {
-                    outln!("    ? {reason}");
-                }
-                outln!("  timeline:");
-                for e in &events {
-                    outln!(
-                        "    {}  {:<8} step {}  {}",
-                        e.ts,
-                        e.kind,
-                        e.step.map(|s| s + 1).unwrap_or(0),
-                        e.actor
-                    );
-                }
-            }
+            let lines = view::status(&r, &judgement, &events);
+            show(
+                *json,
+                &serde_json::json!({"rollout": r, "percent": r.percent(), "now": judgement, "events": events}),
+                lines,
+            )?;
             Ok(if r.state == crate::rollout::State::Aborted {
                 exit::FAILED
             } else {
@@ -322,27 +253,7 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
         RolloutCommand::List { json } => {
             let reg = open_read(config).await?;
             let all = reg.rollouts(false, 1000).await?;
-            if *json {
-                print_json(&all);
-            } else if all.is_empty() {
-                outln!("no rollouts yet; `canary rollout start BUILD --channel C` starts one");
-            } else {
-                for r in &all {
-                    outln!(
-                        "{:>4}  {:<9} {:<8} {} ← {}  step {}/{} ({} %)  {}",
-                        r.id,
-                        r.state.as_str(),
-                        r.channel,
-                        short(&r.build_id),
-                        short(&r.baseline_id),
-                        r.step + 1,
-                        r.steps.len(),
-                        r.percent(),
-                        crate::text::clean(&r.note)
-                    );
-                }
-            }
-            Ok(exit::PASS)
+            show(*json, &all, view::list(&all))
         }
         RolloutCommand::Pause(a) | RolloutCommand::Resume(a) | RolloutCommand::Abort(a) => {
             let op = match cmd {
@@ -352,26 +263,8 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
             };
             let w = which(a.id, a.channel.as_deref())?;
             let reg = open_to_change(config).await?;
-            let (actor, reason) = who_of(&a.who);
-            match controller::operate(
-                &reg,
-                w,
-                op,
-                Actor {
-                    name: &actor,
-                    reason: &reason,
-                },
-            )
-            .await?
-            {
-                Outcome::Done(r) => {
-                    if a.json {
-                        print_json(&r);
-                    } else {
-                        print_rollout(&r);
-                    }
-                    Ok(exit::PASS)
-                }
+            match controller::operate(&reg, w, op, a.who.acting()).await? {
+                Outcome::Done(r) => show(a.json, &r, view::rollout(&r)),
                 Outcome::Refused(why) => refused(a.json, "rollout", &why),
             }
         }
@@ -379,23 +272,7 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
             let policy = policy_of(config, policy)?;
             let reg = open_to_change(config).await?;
             let steps = controller::tick(&reg, &policy, jiff::Timestamp::now()).await?;
-            if *json {
-                print_json(&steps);
-            } else if steps.is_empty() {
-                outln!("no running rollout");
-            } else {
-                for s in &steps {
-                    outln!(
-                        "rollout {} on {}: {} at step {} ({} %): {}",
-                        s.rollout,
-                        s.channel,
-                        s.action,
-                        s.step + 1,
-                        s.percent,
-                        crate::text::clean(&s.note)
-                    );
-                }
-            }
+            show(*json, &steps, view::tick(&steps))?;
             Ok(if steps.iter().any(|s| s.action == "abort") {
                 exit::FAILED
             } else {
@@ -403,27 +280,6 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
             })
         }
     }
-}
-
-fn print_rollout(r: &RolloutRow) {
-    outln!(
-        "rollout {}: build {} -> {} (baseline {})",
-        r.id,
-        short(&r.build_id),
-        r.channel,
-        short(&r.baseline_id)
-    );
-    outln!(
-        "  {} at step {} of {} ({} % of sessions) since {}, bake {}, {} sessions per side",
-        r.state.as_str(),
-        r.step + 1,
-        r.steps.len(),
-        r.percent(),
-        r.step_started_at,
-        humantime::format_duration(std::time::Duration::from_millis(r.bake_ms.max(0) as u64)),
-        r.min_sessions
-    );
-    outln!("  {}", crate::text::clean(&r.note));
 }
 
 #[derive(Subcommand, Debug)]
@@ -503,29 +359,13 @@ fn root_said(json: bool, w: &keys::WrittenRoot) {
 }
 
 pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
-    use crate::update::sign::Trusted;
-    use crate::update::tuf;
     let later = |d: &std::time::Duration| {
         jiff::Timestamp::now() + jiff::SignedDuration::try_from(*d).expect("bounded at parse time")
     };
     let written = match cmd {
         KeysCommand::Create { out, name, json } => {
-            crate::gate::ops::check_name("key", name)?;
-            let key = crate::update::sign::Key::generate()?;
-            let (private, public) = (out.join(format!("{name}.key")), out.join(format!("{name}.pub")));
-            key.write(&private, &public)?;
-            let p = key.public();
-            if *json {
-                print_json(
-                    &serde_json::json!({"private_key": private, "public_key": p.hex(), "public_key_file": public, "key_id": p.id(), "tuf_key_id": tuf::key_id(&p)}),
-                );
-            } else {
-                outln!("private key  {} (keep it secret; mode 0600)", private.display());
-                outln!("public key   {} ({})", public.display(), p.hex());
-                outln!("key id       {}", tuf::key_id(&p));
-                outln!("next: canary keys init-root --out DIR --root-key ROOT.key ... --online-key ONLINE.pub");
-            }
-            return Ok(exit::PASS);
+            let k = keys::create(out, name)?;
+            return show(*json, &k, k.lines());
         }
         KeysCommand::InitRoot {
             out,
@@ -536,11 +376,11 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
             json,
         } => {
             let new = keys::RootKeys {
-                keys: keys::load(root_keys)?,
+                keys: root_keys.clone(),
                 threshold: *threshold,
                 expires: later(expires),
             };
-            (keys::init_root(out, new, &Trusted::parse(online_key)?).await?, *json)
+            (keys::init_root(out, new, online_key).await?, *json)
         }
         KeysCommand::Rotate {
             dir,
@@ -552,12 +392,11 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
             json,
         } => {
             let new = keys::RootKeys {
-                keys: keys::load(root_keys)?,
+                keys: root_keys.clone(),
                 threshold: *threshold,
                 expires: later(expires),
             };
-            let online = online_key.as_deref().map(Trusted::parse).transpose()?;
-            (keys::rotate(dir, keys::load(old_keys)?, new, online).await?, *json)
+            (keys::rotate(dir, old_keys, new, online_key.as_deref()).await?, *json)
         }
     };
     root_said(written.1, &written.0);
@@ -565,6 +404,7 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
 }
 
 pub async fn tokens(config: &LabConfig, cmd: &TokensCommand) -> Result<i32> {
+    use crate::access;
     match cmd {
         TokensCommand::Create {
             runner,
@@ -572,130 +412,53 @@ pub async fn tokens(config: &LabConfig, cmd: &TokensCommand) -> Result<i32> {
             operator,
             role,
             json,
-            who,
+            who: w,
         } => {
             let principal = match (runner, operator, role) {
-                (Some(r), _, _) => {
-                    for o in orgs {
-                        crate::gate::ops::check_name("org", o)?;
-                    }
-                    crate::tokens::Principal::Runner {
-                        runner: r.clone(),
-                        orgs: orgs.iter().cloned().collect(),
-                    }
-                }
+                (Some(r), _, _) => crate::tokens::Principal::Runner {
+                    runner: r.clone(),
+                    orgs: orgs.iter().cloned().collect(),
+                },
                 (None, Some(o), Some(role)) => crate::tokens::Principal::Operator {
                     operator: o.clone(),
                     role: *role,
                 },
                 _ => unreachable!("clap requires --runner or --operator with --role"),
             };
-            let name = principal.name().to_string();
-            if !crate::telemetry::is_id(&name) {
-                return Err(LabError::usage(
-                    format!("`{}` is not an id", crate::text::clean(&name)),
-                    "a runner id or operator name is 1 to 128 letters, digits, `.`, `_`, `:`, `-`",
-                ));
-            }
-            let reg = open(config).await?;
-            let t = crate::tokens::issue(principal)?;
-            let (actor, reason) = who_of(who);
-            let what = match &t.principal {
-                crate::tokens::Principal::Runner { orgs, .. } => {
-                    format!(
-                        "runner {name} (orgs {})",
-                        orgs.iter().cloned().collect::<Vec<_>>().join(", ")
-                    )
-                }
-                crate::tokens::Principal::Operator { role, .. } => format!("operator {name} ({})", role.as_str()),
-            };
-            reg.add_token(
-                &t,
-                Audit {
-                    actor: &actor,
-                    action: "token create",
-                    target: &format!("{what} token {}", t.id),
-                    decision: "done",
-                    reason: &reason,
-                    evidence: serde_json::json!({}),
-                },
-            )
-            .await?;
+            let who = w.acting();
+            access::check(&principal)?;
+            let t = access::issue(&open(config).await?, principal, who).await?;
             if *json {
                 print_json(&t);
             } else {
                 outln!("{}", t.token);
                 eprintln!(
-                    "token {} for {what}: shown once, stored hashed; send it as `Authorization: Bearer …` (a runner: canary-runner --token / CANARY_RUNNER_TOKEN; a browser: as the password)",
-                    t.id
+                    "token {} for {}: shown once, stored hashed; send it as `Authorization: Bearer …` (a runner: canary-runner --token / CANARY_RUNNER_TOKEN; a browser: as the password)",
+                    t.id,
+                    access::describe(&t.principal)
                 );
             }
             Ok(exit::PASS)
         }
         TokensCommand::List { json } => {
-            let reg = open_read(config).await?;
-            let all = reg.tokens().await?;
-            if *json {
-                print_json(&all);
-            } else if all.is_empty() {
-                outln!("no tokens; `canary tokens create --runner ID --org ORG` issues one");
-            } else {
-                for t in &all {
-                    let who = match &t.principal {
-                        crate::tokens::Principal::Runner { runner, orgs } => format!(
-                            "runner {} [{}]",
-                            crate::text::clean(runner),
-                            crate::text::clean(&orgs.iter().cloned().collect::<Vec<_>>().join(","))
-                        ),
-                        crate::tokens::Principal::Operator { operator, role } => {
-                            format!("operator {} ({})", crate::text::clean(operator), role.as_str())
-                        }
-                    };
-                    outln!(
-                        "{}  {:<32} created {} by {}{}",
-                        t.id,
-                        who,
-                        t.created_at,
-                        crate::text::clean(&t.actor),
-                        t.revoked_at
-                            .as_ref()
-                            .map(|r| format!(", revoked {r}"))
-                            .unwrap_or_default()
-                    );
-                }
-            }
-            Ok(exit::PASS)
+            let all = open_read(config).await?.tokens().await?;
+            show(*json, &all, access::lines(&all))
         }
-        TokensCommand::Revoke { id, runner, json, who } => {
-            if let Some(i) = id {
-                if i.len() != 12 || !i.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(LabError::usage(
-                        format!("`{}` is not a token id", crate::text::clean(i)),
-                        "token ids are the 12 hex digits `canary tokens list` shows",
-                    ));
-                }
-            }
-            let reg = open_to_change(config).await?;
-            let (actor, reason) = who_of(who);
-            let target = match (id, runner) {
-                (Some(i), _) => format!("token {i}"),
-                (None, Some(r)) => format!("runner {} tokens", crate::text::clean(r)),
+        TokensCommand::Revoke {
+            id,
+            runner,
+            json,
+            who: w,
+        } => {
+            let which = match (id, runner) {
+                (Some(i), _) => access::Revoke::Id(i),
+                (None, Some(r)) => access::Revoke::Runner(r),
                 _ => unreachable!("clap requires one"),
             };
-            let n = reg
-                .revoke_tokens(
-                    id.as_deref(),
-                    runner.as_deref(),
-                    Audit {
-                        actor: &actor,
-                        action: "token revoke",
-                        target: &target,
-                        decision: "done",
-                        reason: &reason,
-                        evidence: serde_json::json!({}),
-                    },
-                )
-                .await?;
+            which.check()?;
+            let reg = open_to_change(config).await?;
+            let who = w.acting();
+            let (n, target) = access::revoke(&reg, which, who).await?;
             if *json {
                 print_json(&serde_json::json!({"revoked": n}));
             } else {
@@ -709,119 +472,27 @@ pub async fn tokens(config: &LabConfig, cmd: &TokensCommand) -> Result<i32> {
 pub async fn freeze(config: &LabConfig, a: &FreezeArgs, frozen: bool) -> Result<i32> {
     crate::gate::ops::check_name("org", &a.org)?;
     let reg = open(config).await?;
-    let (actor, reason) = who_of(&a.who);
-    let verb = if frozen { "freeze" } else { "unfreeze" };
-    let changed = reg
-        .set_freeze(
-            &a.org,
-            frozen,
-            &reason,
-            Audit {
-                actor: &actor,
-                action: verb,
-                target: &format!("org {}", a.org),
-                decision: "done",
-                reason: &reason,
-                evidence: serde_json::json!({}),
-            },
-        )
-        .await?;
-    if a.json {
-        print_json(&serde_json::json!({"org": a.org, "frozen": frozen, "changed": changed}));
-    } else if frozen {
-        outln!(
+    let who = a.who.acting();
+    let changed = controller::freeze(&reg, &a.org, frozen, who).await?;
+    let value = serde_json::json!({"org": a.org, "frozen": frozen, "changed": changed});
+    let line = if frozen {
+        format!(
             "org {} is kept out of every rollout: its sessions run their channel's current build",
             a.org
-        );
+        )
     } else {
-        outln!("org {} takes part in rollouts again", a.org);
-    }
-    Ok(exit::PASS)
-}
-
-async fn kpi_rows(reg: &Registry, a: &KpisArgs) -> Result<Vec<(String, String)>> {
-    if let Some(b) = &a.build {
-        return Ok(vec![(reg.resolve_build(b).await?, "build".into())]);
-    }
-    let state = reg.fleet_state().await?;
-    let mut rows = Vec::new();
-    for (channel, build) in &state.channels {
-        if a.channel.as_deref().is_none_or(|c| c == channel) {
-            rows.push((build.clone(), format!("{channel} (current)")));
-        }
-    }
-    for (channel, r) in &state.rollouts {
-        if a.channel.as_deref().is_none_or(|c| c == channel) {
-            rows.push((r.build.clone(), format!("{channel} (rollout {} candidate)", r.id)));
-        }
-    }
-    if let Some(c) = &a.channel {
-        if rows.is_empty() {
-            return Err(LabError::usage(
-                format!("channel {c} has no build"),
-                "`canary status` lists the channels",
-            ));
-        }
-    }
-    Ok(rows)
+        format!("org {} takes part in rollouts again", a.org)
+    };
+    show(a.json, &value, vec![line])
 }
 
 pub async fn kpis(config: &LabConfig, a: &KpisArgs) -> Result<i32> {
     if let Some(c) = &a.channel {
         crate::gate::ops::check_name("channel", c)?;
     }
-    let since_ts = jiff::Timestamp::now()
-        .checked_sub(jiff::SignedDuration::try_from(a.since).unwrap_or(jiff::SignedDuration::MAX))
-        .unwrap_or(jiff::Timestamp::MIN);
-    let since = crate::registry::rollup_second(since_ts);
     let reg = open_read(config).await?;
-    let mut out = Vec::new();
-    for (build, role) in kpi_rows(&reg, a).await? {
-        let (sums, start, approval) = reg.telemetry_sums(&build, &since).await?;
-        out.push(serde_json::json!({
-            "build": build, "role": role, "kpis": crate::telemetry::kpis(&sums, &start, &approval)
-        }));
-    }
-    if a.json {
-        print_json(&serde_json::json!({"since": since_ts.to_string(), "builds": out}));
-        return Ok(exit::PASS);
-    }
-    let f = |v: &serde_json::Value, unit: &str| match v.as_f64() {
-        Some(x) => format!("{x}{unit}"),
-        None => "–".into(),
-    };
-    outln!("KPIs since {} ({})", since_ts, humantime::format_duration(a.since));
-    for row in &out {
-        let k = &row["kpis"];
-        outln!(
-            "{} {}",
-            short(row["build"].as_str().unwrap_or("")),
-            row["role"].as_str().unwrap_or("")
-        );
-        outln!("  sessions                 {}", k["sessions"]);
-        outln!(
-            "  session start success    {}",
-            f(&k["session_start_success_pct"], " %")
-        );
-        outln!(
-            "  time to terminal         avg {}, p95 {}",
-            f(&k["avg_time_to_terminal_ms"], " ms"),
-            f(&k["p95_time_to_terminal_ms"], " ms")
-        );
-        outln!("  failure rate             {}", f(&k["failure_rate_pct"], " %"));
-        outln!("  disconnect rate          {}", f(&k["disconnect_rate_pct"], " %"));
-        outln!("  command failure rate     {}", f(&k["command_failure_rate_pct"], " %"));
-        outln!(
-            "  approval gates           {} (median resolution {})",
-            k["approval_gates"],
-            f(&k["median_approval_resolution_ms"], " ms")
-        );
-        outln!(
-            "  cost per agent-hour      {}",
-            f(&k["cost_per_agent_hour_usd"], " USD")
-        );
-    }
-    Ok(exit::PASS)
+    let k = crate::kpis::kpis(&reg, a.build.as_deref(), a.channel.as_deref(), a.since).await?;
+    show(a.json, &k, crate::kpis::lines(&k, a.since))
 }
 
 pub async fn fleet(config: &LabConfig, cmd: &FleetCommand) -> Result<i32> {
@@ -853,36 +524,5 @@ pub async fn fleet(config: &LabConfig, cmd: &FleetCommand) -> Result<i32> {
     };
     fleet.check()?;
     let report = crate::simulate::run_fleet(&open(config).await?, &fleet).await?;
-    if *json {
-        print_json(&report);
-    } else {
-        outln!(
-            "{} sessions from {} runners in {:.1} s ({:.0}/s), {} batches, {} retries",
-            report.sessions,
-            runners,
-            report.seconds,
-            report.sessions as f64 / report.seconds.max(1e-9),
-            report.batches,
-            report.retries
-        );
-        for (b, t) in &report.by_build {
-            outln!(
-                "  {}  {} sessions, {} failed, {} disconnected",
-                short(b),
-                t.sessions,
-                t.failed,
-                t.disconnected
-            );
-        }
-        for (s, n) in &report.by_source {
-            outln!("  {s}: {n}");
-        }
-        if report.unassigned > 0 {
-            outln!(
-                "  {} sessions had no build to run (no channel build yet)",
-                report.unassigned
-            );
-        }
-    }
-    Ok(exit::PASS)
+    show(*json, &report, report.lines(*runners))
 }

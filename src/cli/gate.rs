@@ -1,6 +1,7 @@
 //! The gate's commands: promote, pin, rollback, status, and bundle compatibility. Exit codes:
 //! 0 done / allowed, 1 blocked / refused, 2 error.
 
+use super::commands::{print_view, show};
 use super::registry::{Who, open, open_read, open_to_change, print_json, short};
 use crate::compat;
 use crate::config::LabConfig;
@@ -106,7 +107,7 @@ pub(super) async fn promote_decision(config: &LabConfig, a: &PromoteArgs) -> Res
         channel: &a.channel,
         bundles: &bundles,
         dry_run: a.dry_run,
-        actor: &a.who.actor(),
+        actor: a.who.actor(),
         reason: &a.who.reason,
     };
     let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
@@ -115,31 +116,9 @@ pub(super) async fn promote_decision(config: &LabConfig, a: &PromoteArgs) -> Res
 }
 
 fn print_promotion(a: &PromoteArgs, build: &str, decision: &gate::Decision, policy_source: &str) {
-    if a.json {
-        print_json(&serde_json::json!({"decision": decision, "dry_run": a.dry_run, "policy": policy_source}));
-    } else {
-        let verb = match (decision.allowed, a.dry_run) {
-            (true, true) => "would be promoted",
-            (true, false) => "promoted",
-            (false, true) => "would be blocked",
-            (false, false) => "blocked",
-        };
-        let prep = if decision.allowed { "to" } else { "from" };
-        outln!("build {} {verb} {prep} {} ({policy_source})", short(build), a.channel);
-        for u in &decision.unmet {
-            outln!("  ✗ {u}");
-        }
-        for w in &decision.warnings {
-            outln!("  ! {w}");
-        }
-        for c in decision
-            .evidence
-            .iter()
-            .filter(|c| c.status == Some(crate::registry::ResultStatus::Pass))
-        {
-            outln!("  ✓ {}: pass (run {})", c.place(), c.run_id.as_deref().unwrap_or("?"));
-        }
-    }
+    let value = serde_json::json!({"decision": decision, "dry_run": a.dry_run, "policy": policy_source});
+    let lines = gate::view::decision(build, &a.channel, decision, (a.dry_run, policy_source));
+    print_view(a.json, &value, lines);
 }
 
 pub async fn pin(config: &LabConfig, a: &PinArgs) -> Result<i32> {
@@ -155,36 +134,17 @@ pub async fn pin(config: &LabConfig, a: &PinArgs) -> Result<i32> {
     } else {
         open(config).await?
     };
-    let actor = a.who.actor();
     let request = gate::ops::PinRequest {
         org: &a.org,
         channel: a.channel.as_deref(),
         build: a.build.as_deref(),
     };
-    let who = gate::ops::Actor {
-        name: &actor,
-        reason: &a.who.reason,
-    };
+    let who = a.who.acting();
     let pinned = match gate::ops::pin(&reg, &request, who).await? {
         gate::ops::Outcome::Done(p) => p,
         gate::ops::Outcome::Refused(why) => return refused(a.json, "pin", &why),
     };
-    if a.json {
-        print_json(&serde_json::json!({
-            "org": pinned.org, "channel": pinned.channel, "pinned_build": pinned.pinned_build, "runs": pinned.runs
-        }));
-    } else {
-        outln!(
-            "org {} {} (runs {})",
-            pinned.org,
-            match &pinned.pinned_build {
-                Some(b) => format!("pinned to {}", short(b)),
-                None => format!("follows {}", pinned.channel),
-            },
-            pinned.runs.as_deref().map(short).unwrap_or("nothing yet")
-        );
-    }
-    Ok(exit::PASS)
+    show(a.json, &pinned, gate::view::pinned(&pinned))
 }
 
 /// A refusal: every reason on stderr, and under `--json` the refusal object on stdout. It is
@@ -212,19 +172,15 @@ pub async fn rollback(config: &LabConfig, a: &RollbackArgs) -> Result<i32> {
         gate::ops::RollbackTarget::Org(n) => gate::ops::check_name("org", n)?,
     }
     let reg = open_to_change(config).await?;
-    let actor = a.who.actor();
-    let who = gate::ops::Actor {
-        name: &actor,
-        reason: &a.who.reason,
-    };
+    let who = a.who.acting();
     match gate::ops::rollback(&reg, target, who).await? {
         gate::ops::Outcome::Done(r) => {
-            if a.json {
-                print_json(&serde_json::json!({"target": r.target, "from": r.from, "to": r.to}));
-            } else {
-                outln!("{} rolled back from {} to {}", r.target, short(&r.from), short(&r.to));
-            }
-            Ok(exit::PASS)
+            let line = format!("{} rolled back from {} to {}", r.target, short(&r.from), short(&r.to));
+            show(
+                a.json,
+                &serde_json::json!({"target": r.target, "from": r.from, "to": r.to}),
+                vec![line],
+            )
         }
         gate::ops::Outcome::Refused(why) => refused(a.json, "rollback", &why),
     }
@@ -240,80 +196,8 @@ pub async fn status(config: &LabConfig, a: &StatusArgs) -> Result<i32> {
         print_json(&v);
         return Ok(exit::PASS);
     }
-    let rows = |k: &str| v[k].as_array().cloned().unwrap_or_default();
-    let (channel_rows, org_rows, available) = (rows("channels"), rows("orgs"), rows("available"));
-    outln!("CHANNELS");
-    for c in &channel_rows {
-        outln!(
-            "  {:<8} {:<14} {:<34} since {}  (previous known-good: {})",
-            c["channel"].as_str().unwrap_or(""),
-            short(c["build"].as_str().unwrap_or("-")),
-            c["image"].as_str().unwrap_or(""),
-            c["since"].as_str().unwrap_or("-"),
-            c["previous_known_good"].as_str().map(short).unwrap_or("none")
-        );
-        for comp in c["components"].as_array().into_iter().flatten() {
-            outln!(
-                "           {:<12} {}",
-                crate::text::clean(comp["name"].as_str().unwrap_or("")),
-                crate::text::clean(comp["version"].as_str().unwrap_or(""))
-            );
-        }
-    }
-    outln!("ORGS");
-    for o in &org_rows {
-        let how = match o["pinned_build"].as_str() {
-            Some(b) => format!("pinned to {}", short(b)),
-            None => format!("follows {}", o["channel"].as_str().unwrap_or("")),
-        };
-        outln!(
-            "  {:<16} {:<26} runs {:<14} since {}",
-            o["org"].as_str().unwrap_or(""),
-            how,
-            o["runs"].as_str().map(short).unwrap_or("-"),
-            o["since"].as_str().unwrap_or("")
-        );
-    }
-    outln!("AVAILABLE (every recorded case passed, not current anywhere)");
-    for b in &available {
-        outln!(
-            "  {:<14} {}",
-            short(b["build"].as_str().unwrap_or("")),
-            b["image"].as_str().unwrap_or("")
-        );
-    }
-    let versions = |v: &serde_json::Value| {
-        v.as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?")))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_else(|| "-".into())
-    };
-    outln!("RUNNERS (deployed, from heartbeats; known-good of their channel)");
-    for r in rows("runners") {
-        outln!(
-            "  {:<18} {:<8} runs {:<40} known-good {:<30} last seen {}",
-            crate::text::clean(r["runner_id"].as_str().unwrap_or("")),
-            r["channel"].as_str().unwrap_or(""),
-            versions(&r["versions"]),
-            versions(&r["known_good_runtimes"]),
-            r["sent_at"].as_str().unwrap_or("")
-        );
-    }
-    outln!("UPSTREAM (newest version recorded by `canary watch`)");
-    if let Some(m) = v["upstream"].as_object() {
-        for (p, u) in m {
-            outln!(
-                "  {:<12} {:<12} {:<8} published {}",
-                p,
-                u["version"].as_str().unwrap_or(""),
-                u["channel"].as_str().unwrap_or(""),
-                u["released_at"].as_str().unwrap_or("-")
-            );
-        }
+    for line in crate::status::lines(&v) {
+        outln!("{line}");
     }
     Ok(exit::PASS)
 }
@@ -328,37 +212,11 @@ pub async fn compat_check(config: &LabConfig, cmd: &CompatCommand) -> Result<i32
     let decl = compat::load(manifest)?;
     let runtime = match (runtime, build) {
         (Some(r), _) => compat::runtime_version(r)?,
-        (None, Some(b)) => {
-            let reg = open_read(config).await?;
-            let id = reg.resolve_build(b).await?;
-            let runner = reg
-                .builds()
-                .await?
-                .into_iter()
-                .find(|x| x.id == id)
-                .map(|x| x.runner_version)
-                .unwrap_or_default();
-            compat::runtime_version(&runner)?
-        }
+        (None, Some(b)) => compat::runtime_version(&open_read(config).await?.runner_version(b).await?)?,
         (None, None) => unreachable!("clap requires one"),
     };
     let r = compat::check(&decl, &runtime);
-    if *json {
-        print_json(&r);
-    } else {
-        outln!(
-            "{}: {} with runtime {}",
-            r.manifest,
-            serde_json::to_value(r.verdict).expect("ser").as_str().unwrap_or(""),
-            r.runtime
-        );
-        for why in &r.reasons {
-            outln!("  ✗ {why}");
-        }
-        for w in &r.warnings {
-            outln!("  ! {w}");
-        }
-    }
+    print_view(*json, &r, r.lines());
     Ok(if r.verdict == compat::Verdict::Blocked {
         exit::FAILED
     } else {
@@ -403,29 +261,7 @@ pub async fn drift(config: &LabConfig, a: &DriftArgs) -> Result<i32> {
     let reports = crate::drift::compare(&reg, &a.build, a.against.as_deref(), only).await?;
     let id = reports.first().map(|r| r.build.clone()).unwrap_or_default();
     let drifted = reports.iter().any(|r| r.drift.is_some());
-    if a.json {
-        print_json(&serde_json::json!({ "build": id, "drift": drifted, "clis": reports }));
-    } else {
-        for r in &reports {
-            let base = match (&r.against, &r.against_version) {
-                (Some(b), Some(v)) => format!("against {} {} (build {})", r.provider, v, short(b)),
-                _ => "against its adapter's contract only (no earlier build has an inventory of it)".into(),
-            };
-            outln!(
-                "{} {} (build {}) {}:",
-                r.provider,
-                crate::text::clean(&r.version),
-                short(&r.build),
-                base
-            );
-            match &r.drift {
-                Some(line) => outln!("  {}", crate::text::clean(line)),
-                None => outln!("  no drift: everything the adapter reads is there"),
-            }
-            for f in &r.findings {
-                outln!("  - {}", crate::text::clean(f));
-            }
-        }
-    }
+    let value = serde_json::json!({ "build": id, "drift": drifted, "clis": reports });
+    show(a.json, &value, crate::drift::lines(&reports))?;
     Ok(if drifted { exit::FAILED } else { exit::PASS })
 }

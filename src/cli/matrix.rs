@@ -95,19 +95,13 @@ pub async fn matrix(repro_prefix: &str, config: &LabConfig, a: &MatrixArgs) -> R
         .unwrap_or_else(|| config.reports_dir.join("matrix"));
     judge::write_outputs(&m, &dir)?;
     if let Some((path, text)) = readme {
-        let table = format!(
-            "{}\n_{} × {} on the lab's canary repos, {} ({} versions, {} s). Regenerate: `canary matrix --provider {} --versions {} --readme {}`._\n",
-            m.markdown(),
-            m.provider,
-            m.suite,
-            m.generated_at,
-            m.rows.len(),
-            m.duration_ms / 1000,
+        let again = format!(
+            "canary matrix --provider {} --versions {} --readme {}",
             m.provider,
             crate::text::clean(&a.versions),
             path.display()
         );
-        let out = crate::matrix::splice(&text, p.name(), &table).expect("checked above");
+        let out = crate::matrix::splice(&text, p.name(), &m.readme_table(&again)).expect("checked above");
         crate::fsutil::write_atomic(path, out.as_bytes())?;
     }
     if a.json {

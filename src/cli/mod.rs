@@ -231,16 +231,8 @@ pub fn main() -> i32 {
                     .trim_start_matches("error: ")
                     .to_string();
                 let usage = rendered.lines().find(|l| l.starts_with("Usage:")).map(str::to_string);
-                let obj = serde_json::json!({"error": {
-                    "message": crate::text::clean(&message),
-                    "location": null,
-                    "help": usage.map_or_else(
-                        || "see `canary --help`".to_string(),
-                        |u| format!("{u} (see --help)")
-                    ),
-                    "exit_code": exit::ERROR,
-                }});
-                outln!("{obj}");
+                let help = usage.map_or_else(|| "see `canary --help`".to_string(), |u| format!("{u} (see --help)"));
+                outln!("{}", LabError::usage(crate::text::clean(&message), help).to_json());
             }
             let _ = e.print();
             return if e.use_stderr() { exit::ERROR } else { exit::PASS };
@@ -279,13 +271,7 @@ pub(crate) fn json_requested(args: impl IntoIterator<Item = std::ffi::OsString>)
 fn report_error(e: LabError, json: bool) -> i32 {
     let code = e.exit_code();
     if json {
-        let location = match &e {
-            LabError::Source(s) => Some(s.location()),
-            _ => None,
-        };
-        let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
-        let obj = serde_json::json!({"error": {"message": e.to_string(), "location": location, "help": help, "exit_code": code}});
-        outln!("{obj}");
+        outln!("{}", e.to_json());
     }
     eprintln!("{:?}", miette::Report::new(e));
     code

@@ -68,13 +68,24 @@ pub struct Who {
     pub reason: String,
 }
 
+/// Who acts when `--actor` is not given: the login name, else `canary`.
+static LOGIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "canary".into())
+});
+
 impl Who {
-    pub(super) fn actor(&self) -> String {
-        self.actor
-            .clone()
-            .or_else(|| std::env::var("USER").ok())
-            .or_else(|| std::env::var("LOGNAME").ok())
-            .unwrap_or_else(|| "canary".into())
+    pub(super) fn actor(&self) -> &str {
+        self.actor.as_deref().unwrap_or(&LOGIN)
+    }
+
+    /// The actor and reason, as the audit log takes them.
+    pub(super) fn acting(&self) -> crate::gate::ops::Actor<'_> {
+        crate::gate::ops::Actor {
+            name: self.actor(),
+            reason: &self.reason,
+        }
     }
 }
 
@@ -83,7 +94,7 @@ pub(super) fn print_json(v: &impl serde::Serialize) {
 }
 
 /// Rows as JSON, or as the lines their view makes.
-fn show<T: serde::Serialize>(json: bool, rows: &[T], view: fn(&[T]) -> Vec<String>) {
+fn show_rows<T: serde::Serialize>(json: bool, rows: &[T], view: fn(&[T]) -> Vec<String>) {
     if json {
         print_json(&rows);
     } else {
@@ -120,36 +131,27 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
     };
     match cmd {
         RegistryCommand::Init(j) => {
-            if j.json {
-                print_json(&serde_json::json!({"registry": reg.display, "schema_version": reg.schema_version()}));
-            } else {
-                outln!(
-                    "registry {} ready (schema version {})",
-                    reg.display,
-                    reg.schema_version()
-                );
-            }
+            let (display, version) = (&reg.display, reg.schema_version());
+            let value = serde_json::json!({"registry": display, "schema_version": version});
+            let line = format!("registry {display} ready (schema version {version})");
+            super::commands::print_view(j.json, &value, vec![line]);
         }
-        RegistryCommand::Builds(j) => show(j.json, &reg.builds().await?, view::builds),
+        RegistryCommand::Builds(j) => show_rows(j.json, &reg.builds().await?, view::builds),
         RegistryCommand::Results { build, limit, json } => {
             let build = match build {
                 Some(b) => Some(reg.resolve_build(b).await?),
                 None => None,
             };
-            show(*json, &reg.results(build.as_deref(), *limit).await?, view::results)
+            show_rows(*json, &reg.results(build.as_deref(), *limit).await?, view::results)
         }
-        RegistryCommand::Versions(j) => show(j.json, &reg.versions().await?, view::versions),
+        RegistryCommand::Versions(j) => show_rows(j.json, &reg.versions().await?, view::versions),
         RegistryCommand::KnownGood { channel, json } => {
-            show(*json, &reg.releases(channel.as_deref(), 100).await?, view::known_good)
+            show_rows(*json, &reg.releases(channel.as_deref(), 100).await?, view::known_good)
         }
-        RegistryCommand::Matrix(j) => show(j.json, &reg.matrix_cells().await?, view::matrix),
-        RegistryCommand::Audit { limit, json } => show(*json, &reg.audit_log(*limit).await?, view::audit),
+        RegistryCommand::Matrix(j) => show_rows(j.json, &reg.matrix_cells().await?, view::matrix),
+        RegistryCommand::Audit { limit, json } => show_rows(*json, &reg.audit_log(*limit).await?, view::audit),
         RegistryCommand::Forget { build, who, json } => {
-            let actor = who.actor();
-            let who = crate::gate::ops::Actor {
-                name: &actor,
-                reason: &who.reason,
-            };
+            let who = who.acting();
             match crate::gate::ops::forget(&reg, build, who).await? {
                 crate::gate::ops::Outcome::Done(f) => {
                     if *json {

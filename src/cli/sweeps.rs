@@ -1,11 +1,12 @@
 //! `canary sweeps`: opted-in repos, the sweep queue's workers, its status and the PR acceptance
 //! KPI. Exit codes: 0 done, 1 a job ended dead or a repo was not found, 2 error.
 
+use super::commands::show;
 use super::registry::{Who, open, open_read, print_json};
 use crate::config::LabConfig;
 use crate::error::{LabError, Result, exit};
-use crate::registry::Audit;
 use crate::sweeps::Commands;
+use crate::sweeps::opt_in;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -176,7 +177,7 @@ async fn repos(config: &LabConfig, cmd: &ReposCommand) -> Result<i32> {
             json,
             who,
         } => {
-            let repo = crate::sweeps::opt_in::repo(&crate::sweeps::opt_in::OptIn {
+            let repo = opt_in::repo(&opt_in::OptIn {
                 url,
                 org,
                 branch,
@@ -188,62 +189,20 @@ async fn repos(config: &LabConfig, cmd: &ReposCommand) -> Result<i32> {
                     ci: ci.clone(),
                 },
             })?;
-            let id = repo.id.clone();
             let reg = open(config).await?;
-            reg.add_sweep_repo(
-                &repo,
-                Audit {
-                    actor: &who.actor(),
-                    action: "sweeps repo add",
-                    target: &format!("repo {id}"),
-                    decision: "done",
-                    reason: &who.reason,
-                    evidence: serde_json::json!({"org": org, "url": url, "branch": branch}),
-                },
-            )
-            .await?;
-            if *json {
-                print_json(&repo);
-            } else {
-                outln!("{id} ({org}, {branch}) opted in to sweeps");
-            }
-            Ok(exit::PASS)
+            let who = who.acting();
+            opt_in::add(&reg, &repo, who).await?;
+            let line = format!("{} ({org}, {branch}) opted in to sweeps", repo.id);
+            show(*json, &repo, vec![line])
         }
         ReposCommand::List { json } => {
-            let reg = open_read(config).await?;
-            let all = reg.sweep_repos().await?;
-            if *json {
-                print_json(&all);
-            } else if all.is_empty() {
-                outln!("no repos opted in (canary sweeps repos add URL --org ORG)");
-            } else {
-                for r in &all {
-                    outln!(
-                        "{} ({}) {} at {}",
-                        crate::text::clean(&r.id),
-                        crate::text::clean(&r.org),
-                        crate::text::clean(&r.url),
-                        crate::text::clean(&r.branch)
-                    );
-                }
-            }
-            Ok(exit::PASS)
+            let all = open_read(config).await?.sweep_repos().await?;
+            show(*json, &all, opt_in::lines(&all))
         }
         ReposCommand::Remove { id, who } => {
             let reg = open(config).await?;
-            let removed = reg
-                .remove_sweep_repo(
-                    id,
-                    Audit {
-                        actor: &who.actor(),
-                        action: "sweeps repo remove",
-                        target: &format!("repo {id}"),
-                        decision: "done",
-                        reason: &who.reason,
-                        evidence: serde_json::json!({}),
-                    },
-                )
-                .await?;
+            let who = who.acting();
+            let removed = opt_in::remove(&reg, id, who).await?;
             if removed {
                 outln!("{} opted out of sweeps", crate::text::clean(id));
                 Ok(exit::PASS)
@@ -282,18 +241,7 @@ async fn run(config: &LabConfig, a: &RunArgs) -> Result<i32> {
     let quiet = a.json;
     let ended = crate::sweeps::job::run(&engine, &reg, &orgs, &o, a.workers, &|e| {
         if !quiet {
-            eprintln!(
-                "[sweep] #{} {} ({}): {} — {}{}",
-                e.job,
-                crate::text::clean(&e.repo),
-                crate::text::clean(&e.org),
-                e.outcome,
-                crate::text::clean(&e.reason),
-                e.pr_url
-                    .as_deref()
-                    .map(|u| format!(" {}", crate::text::clean(u)))
-                    .unwrap_or_default()
-            );
+            eprintln!("{e}");
         }
     })
     .await?;

@@ -9,7 +9,7 @@ use super::registry::{open, print_json};
 use crate::config::LabConfig;
 use crate::error::{Result, exit};
 use crate::progress::Progress;
-use crate::upstream::{self, Judged, WatchOptions, WatchReport};
+use crate::upstream::{self, WatchOptions};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -122,93 +122,15 @@ pub async fn watch(config: &LabConfig, a: &WatchArgs) -> Result<i32> {
     if a.json {
         print_json(&report);
     } else {
-        print_watch(&report);
+        for line in upstream::view::watch(&report) {
+            outln!("{line}");
+        }
     }
     Ok(if report.anything_new() {
         exit::PASS
     } else {
         exit::FAILED
     })
-}
-
-fn print_watch(r: &WatchReport) {
-    for p in &r.providers {
-        let kg = if p.known_good.is_empty() {
-            "nothing known-good yet".to_string()
-        } else {
-            p.known_good
-                .iter()
-                .map(|(c, v)| format!("{c} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let fresh = p
-            .freshness
-            .iter()
-            .map(|(s, f)| {
-                format!(
-                    "{s}{}",
-                    if *f == upstream::http::Freshness::NotModified {
-                        " (not modified)"
-                    } else {
-                        ""
-                    }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        outln!(
-            "{} — known-good: {kg}; upstream: {fresh}, {} versions",
-            p.provider,
-            p.upstream_versions
-        );
-        if p.newer.is_empty() {
-            outln!("  no candidate newer than known-good");
-        }
-        let shown = if p.known_good.is_empty() { 10 } else { usize::MAX };
-        outln!(
-            "  {:<12} {:<8} {:<26} {:<5} SOURCE",
-            "VERSION",
-            "CHANNEL",
-            "PUBLISHED",
-            "NEW"
-        );
-        for j in p.newer.iter().take(shown) {
-            outln!(
-                "  {:<12} {:<8} {:<26} {:<5} {}{}",
-                if j.release.version.starts_with("sdk-") {
-                    "?"
-                } else {
-                    j.release.version.as_str()
-                },
-                j.channel.as_deref().unwrap_or("-"),
-                j.release.published_at.as_deref().unwrap_or("-"),
-                if p.new.contains(&j.release.version) { "new" } else { "" },
-                j.release.source,
-                package_note(j)
-            );
-        }
-        if p.newer.len() > shown {
-            outln!("  … and {} older candidates (--json lists all)", p.newer.len() - shown);
-        }
-        for j in p.skipped.iter().take(5) {
-            let why = j.skipped.as_deref().unwrap_or("");
-            let short_why: String = why.split(". ").next().unwrap_or(why).chars().take(100).collect();
-            outln!("  {:<12} skipped: {short_why}", j.release.package_version);
-        }
-        if p.skipped.len() > 5 {
-            outln!("  … and {} more skipped (--json has the reasons)", p.skipped.len() - 5);
-        }
-    }
-    outln!(
-        "{} new version(s){}",
-        r.providers.iter().map(|p| p.new.len()).sum::<usize>(),
-        if r.recorded > 0 {
-            format!(", {} recorded in the registry", r.recorded)
-        } else {
-            String::new()
-        }
-    );
 }
 
 pub async fn pipeline(cli_prefix: &str, config: &LabConfig, a: &PipelineArgs) -> Result<i32> {
@@ -224,36 +146,8 @@ pub async fn pipeline(cli_prefix: &str, config: &LabConfig, a: &PipelineArgs) ->
         repro_prefix: cli_prefix.to_string(),
     };
     let outcome = crate::pipeline::run(config, &reg, &opts, &progress).await?;
-    if a.json {
-        print_json(&outcome);
-    } else {
-        for o in &outcome.verdicts {
-            outln!(
-                "{:<12} {:<12} {:<7} {}",
-                crate::text::clean(o["provider"].as_str().or(o["candidate"].as_str()).unwrap_or("")),
-                crate::text::clean(o["version"].as_str().unwrap_or("")),
-                o["status"].as_str().unwrap_or(""),
-                crate::text::clean(o["changes"].as_str().or(o["error"].as_str()).unwrap_or(""))
-            );
-        }
-        if outcome.verdicts.is_empty() {
-            outln!("nothing new to judge");
-        }
-    }
+    super::commands::print_view(a.json, &outcome, outcome.lines());
     Ok(outcome.exit_code)
-}
-
-fn package_note(j: &Judged) -> String {
-    if j.release.version == j.release.package_version {
-        String::new()
-    } else if j.release.version.starts_with("sdk-") {
-        format!(
-            " ({} {}; bundled version not resolved yet)",
-            j.release.package, j.release.package_version
-        )
-    } else {
-        format!(" ({} {})", j.release.package, j.release.package_version)
-    }
 }
 
 /// The most a heartbeat may weigh, from a file, standard input or an HTTP body.

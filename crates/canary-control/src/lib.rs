@@ -13,11 +13,13 @@ use canary_registry as registry;
 use canary_release::{config, gate, orgs, status, sweeps, webhook};
 use canary_runner::{error, fsutil};
 
+pub mod access;
 pub mod authority;
 pub mod control;
 pub mod dashboard;
 pub mod heartbeat;
 pub mod http_serve;
+pub mod kpis;
 pub mod rollout;
 pub mod serve;
 pub mod simulate;

@@ -124,6 +124,42 @@ pub struct Report {
     pub seconds: f64,
 }
 
+impl Report {
+    /// The simulation's outcome as terminal lines: the rate, then sessions by build and by why
+    /// they ran it.
+    pub fn lines(&self, runners: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        out.push(format!(
+            "{} sessions from {} runners in {:.1} s ({:.0}/s), {} batches, {} retries",
+            self.sessions,
+            runners,
+            self.seconds,
+            self.sessions as f64 / self.seconds.max(1e-9),
+            self.batches,
+            self.retries
+        ));
+        for (b, t) in &self.by_build {
+            out.push(format!(
+                "  {}  {} sessions, {} failed, {} disconnected",
+                canary_contract::build::short_id(b),
+                t.sessions,
+                t.failed,
+                t.disconnected
+            ));
+        }
+        for (s, n) in &self.by_source {
+            out.push(format!("  {s}: {n}"));
+        }
+        if self.unassigned > 0 {
+            out.push(format!(
+                "  {} sessions had no build to run (no channel build yet)",
+                self.unassigned
+            ));
+        }
+        out
+    }
+}
+
 /// SplitMix64: a small, good, seedable generator for simulated outcomes.
 struct Rng(u64);
 
@@ -346,22 +382,6 @@ pub async fn run(o: &Options) -> Result<Report> {
     Ok(total)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn profiles_parse_and_refuse_nonsense() {
-        let p = Profile::parse("sha256:ab12=fail:0.2,latency:1500").unwrap();
-        assert_eq!((p.fail, p.latency_ms), (0.2, 1500.0));
-        assert!(p.matches("sha256:ab12ff") && !p.matches("sha256:cd"));
-        assert!(Profile::parse("ab12=fail:0.2").unwrap().matches("sha256:ab12ff"));
-        for bad in ["fail:0.2", "x=fail:2", "x=speed:1", "x=fail:lots", "a b=fail:0.1"] {
-            assert!(Profile::parse(bad).is_err(), "{bad}");
-        }
-    }
-}
-
 /// What `canary fleet simulate` asks for: `runners` simulated runners named `PREFIX-1..N`, each
 /// with a runner token issued for the run (and revoked after it, whatever happened).
 pub struct Fleet {
@@ -482,5 +502,21 @@ fn audit<'a>(action: &'a str, target: &'a str, reason: &'a str) -> crate::regist
         decision: "done",
         reason,
         evidence: serde_json::json!({}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_parse_and_refuse_nonsense() {
+        let p = Profile::parse("sha256:ab12=fail:0.2,latency:1500").unwrap();
+        assert_eq!((p.fail, p.latency_ms), (0.2, 1500.0));
+        assert!(p.matches("sha256:ab12ff") && !p.matches("sha256:cd"));
+        assert!(Profile::parse("ab12=fail:0.2").unwrap().matches("sha256:ab12ff"));
+        for bad in ["fail:0.2", "x=fail:2", "x=speed:1", "x=fail:lots", "a b=fail:0.1"] {
+            assert!(Profile::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -727,6 +727,27 @@ async fn verify(engine: &DockerBackend, mut build: Build, check: Vec<&Component>
     Ok(build)
 }
 
+/// What `canary images build` makes: a build derived from another with components set, or a
+/// build of these CLIs on a runner.
+pub enum Recipe {
+    Derive {
+        from: String,
+        set: Vec<Set>,
+    },
+    Stack {
+        specs: Vec<ProviderSpec>,
+        runner: RunnerChoice,
+    },
+}
+
+/// Makes the build a recipe describes (layers shared with every other build).
+pub async fn make(engine: &DockerBackend, config: &Settings, recipe: &Recipe, progress: &Progress) -> Result<Build> {
+    match recipe {
+        Recipe::Derive { from, set } => derive(engine, config, from, set, progress).await,
+        Recipe::Stack { specs, runner } => ensure_with(engine, config, specs, runner, progress).await,
+    }
+}
+
 /// The lab's builds in the engine, newest first.
 pub async fn list(engine: &DockerBackend) -> Result<Vec<(crate::engine::docker::ListedImage, BuildManifest)>> {
     Ok(engine

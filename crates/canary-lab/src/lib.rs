@@ -19,5 +19,6 @@ pub mod report;
 pub mod repos;
 mod settings;
 pub mod suite;
+pub mod view;
 
 pub use settings::Settings;

@@ -214,6 +214,30 @@ impl Catalog {
         Ok(content)
     }
 
+    /// Each repo with its pin's state (`canary repos list`); a content that differs from its
+    /// pin is reported, any other error ends the listing.
+    pub fn statuses(&self) -> Result<Vec<RepoStatus>> {
+        let mut out = Vec::new();
+        for (id, repo) in &self.repos {
+            let (status, pinned) = match self.pinned_content(id) {
+                Ok(_) => ("pinned".to_string(), true),
+                Err(LabError::RepoPinMismatch { actual, .. }) => (format!("MISMATCH (content is {actual})"), false),
+                Err(e) => return Err(e),
+            };
+            let m = &repo.manifest;
+            out.push(RepoStatus {
+                id: id.clone(),
+                language: m.language.clone(),
+                digest: m.digest.value.clone(),
+                test: m.test.clone(),
+                ci: m.ci.clone(),
+                status,
+                pinned,
+            });
+        }
+        Ok(out)
+    }
+
     /// Rewrites the manifest's digest to the current content (`canary repos pin`).
     pub fn pin(&self, id: &str) -> Result<(String, String)> {
         let repo = self.get(id)?;
@@ -226,6 +250,20 @@ impl Catalog {
         crate::fsutil::write_atomic(&repo.manifest_path, text.as_bytes())?;
         Ok((old, content.digest))
     }
+}
+
+/// A canary repo and whether its content matches its pin.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RepoStatus {
+    pub id: String,
+    pub language: String,
+    pub digest: String,
+    pub test: String,
+    pub ci: Option<String>,
+    /// `pinned`, or `MISMATCH (content is …)`.
+    pub status: String,
+    #[serde(skip)]
+    pub pinned: bool,
 }
 
 fn manifest_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> LabError {

@@ -212,6 +212,18 @@ impl Registry {
         }
     }
 
+    /// The runner version a build (digest, prefix or image reference) was recorded with.
+    pub async fn runner_version(&self, build: &str) -> Result<String> {
+        let id = self.resolve_build(build).await?;
+        Ok(self
+            .builds()
+            .await?
+            .into_iter()
+            .find(|x| x.id == id)
+            .map(|x| x.runner_version)
+            .unwrap_or_default())
+    }
+
     pub async fn builds(&self) -> Result<Vec<BuildRow>> {
         let rows = sqlx::query(
             // Counted per build through the (build_id, ...) index: no join to group and sort.

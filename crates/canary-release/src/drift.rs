@@ -83,3 +83,32 @@ pub async fn compare(
     }
     Ok(out)
 }
+
+/// The comparison as terminal lines: per CLI, what it was compared against, the drift line or
+/// "no drift", then every finding.
+pub fn lines(reports: &[CliDrift]) -> Vec<String> {
+    use canary_contract::build::short_id as short;
+    use canary_contract::text::clean;
+    let mut out = Vec::new();
+    for r in reports {
+        let base = match (&r.against, &r.against_version) {
+            (Some(b), Some(v)) => format!("against {} {} (build {})", r.provider, v, short(b)),
+            _ => "against its adapter's contract only (no earlier build has an inventory of it)".into(),
+        };
+        out.push(format!(
+            "{} {} (build {}) {}:",
+            r.provider,
+            clean(&r.version),
+            short(&r.build),
+            base
+        ));
+        match &r.drift {
+            Some(line) => out.push(format!("  {}", clean(line))),
+            None => out.push("  no drift: everything the adapter reads is there".into()),
+        }
+        for f in &r.findings {
+            out.push(format!("  - {}", clean(f)));
+        }
+    }
+    out
+}

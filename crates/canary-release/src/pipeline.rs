@@ -73,6 +73,28 @@ pub struct PipelineOutcome {
     pub exit_code: i32,
 }
 
+impl PipelineOutcome {
+    /// One line per verdict (CLI, version, status, what changed or the error), or "nothing new".
+    pub fn lines(&self) -> Vec<String> {
+        use canary_contract::text::clean;
+        if self.verdicts.is_empty() {
+            return vec!["nothing new to judge".into()];
+        }
+        self.verdicts
+            .iter()
+            .map(|o| {
+                format!(
+                    "{:<12} {:<12} {:<7} {}",
+                    clean(o["provider"].as_str().or(o["candidate"].as_str()).unwrap_or("")),
+                    clean(o["version"].as_str().unwrap_or("")),
+                    o["status"].as_str().unwrap_or(""),
+                    clean(o["changes"].as_str().or(o["error"].as_str()).unwrap_or(""))
+                )
+            })
+            .collect()
+    }
+}
+
 /// Watch, form candidates (each the channel's build with one component changed), judge each
 /// (build, canary, record, gate, promote), notify, and record the verdicts. Idempotent: a
 /// candidate with a verdict is not judged again unless `rejudge`; one the lab could not judge

@@ -136,3 +136,29 @@ pub async fn promote(
     let decisions = crate::gate::ops::release(reg, config, &policy, (&builds, &[channel]), who).await?;
     Ok((decisions, policy.source))
 }
+
+/// What `run --promote` decided, one line per build (and each unmet condition), then which
+/// build the channel runs now.
+pub async fn promoted_lines(
+    reg: &Registry,
+    (channel, source): (&str, &str),
+    decisions: &[Decision],
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for d in decisions {
+        let verb = if d.allowed { "promoted to" } else { "blocked from" };
+        out.push(format!("build {} {verb} {channel} ({source})", lab::short_id(&d.build)));
+        out.extend(d.unmet.iter().map(|u| format!("  ✗ {u}")));
+    }
+    if let Some(current) = reg.known_good(channel).await?.first() {
+        let row = reg.builds().await?.into_iter().find(|b| b.id == current.build_id);
+        out.push(format!(
+            "{channel} is build {} since {}: {}",
+            lab::short_id(&current.build_id),
+            current.released_at,
+            row.and_then(|b| b.manifest.map(|m| m.summary()))
+                .unwrap_or_else(|| current.image_ref.clone())
+        ));
+    }
+    Ok(out)
+}

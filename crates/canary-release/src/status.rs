@@ -107,3 +107,87 @@ pub async fn status(reg: &Registry, org: Option<&str>) -> Result<serde_json::Val
         "runners": runners, "upstream": upstream,
     }))
 }
+
+/// `canary status` as terminal lines, from the JSON document [`status`] answers (the same one
+/// `--json` prints and `GET /v1/status` serves). Stored strings are cleaned before they show.
+pub fn lines(v: &serde_json::Value) -> Vec<String> {
+    use canary_contract::build::short_id as short;
+    use canary_contract::text::clean;
+    let mut out = Vec::new();
+    let rows = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+    let (channel_rows, org_rows, available) = (rows("channels"), rows("orgs"), rows("available"));
+    out.push("CHANNELS".into());
+    for c in &channel_rows {
+        out.push(format!(
+            "  {:<8} {:<14} {:<34} since {}  (previous known-good: {})",
+            c["channel"].as_str().unwrap_or(""),
+            short(c["build"].as_str().unwrap_or("-")),
+            clean(c["image"].as_str().unwrap_or("")),
+            c["since"].as_str().unwrap_or("-"),
+            c["previous_known_good"].as_str().map(short).unwrap_or("none")
+        ));
+        for comp in c["components"].as_array().into_iter().flatten() {
+            out.push(format!(
+                "           {:<12} {}",
+                clean(comp["name"].as_str().unwrap_or("")),
+                clean(comp["version"].as_str().unwrap_or(""))
+            ));
+        }
+    }
+    out.push("ORGS".into());
+    for o in &org_rows {
+        let how = match o["pinned_build"].as_str() {
+            Some(b) => format!("pinned to {}", short(b)),
+            None => format!("follows {}", o["channel"].as_str().unwrap_or("")),
+        };
+        out.push(format!(
+            "  {:<16} {:<26} runs {:<14} since {}",
+            clean(o["org"].as_str().unwrap_or("")),
+            how,
+            o["runs"].as_str().map(short).unwrap_or("-"),
+            o["since"].as_str().unwrap_or("")
+        ));
+    }
+    out.push("AVAILABLE (every recorded case passed, not current anywhere)".into());
+    for b in &available {
+        out.push(format!(
+            "  {:<14} {}",
+            short(b["build"].as_str().unwrap_or("")),
+            clean(b["image"].as_str().unwrap_or(""))
+        ));
+    }
+    let versions = |v: &serde_json::Value| {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    out.push("RUNNERS (deployed, from heartbeats; known-good of their channel)".into());
+    for r in rows("runners") {
+        out.push(format!(
+            "  {:<18} {:<8} runs {:<40} known-good {:<30} last seen {}",
+            clean(r["runner_id"].as_str().unwrap_or("")),
+            r["channel"].as_str().unwrap_or(""),
+            versions(&r["versions"]),
+            versions(&r["known_good_runtimes"]),
+            r["sent_at"].as_str().unwrap_or("")
+        ));
+    }
+    out.push("UPSTREAM (newest version recorded by `canary watch`)".into());
+    if let Some(m) = v["upstream"].as_object() {
+        for (p, u) in m {
+            out.push(format!(
+                "  {:<12} {:<12} {:<8} published {}",
+                p,
+                clean(u["version"].as_str().unwrap_or("")),
+                u["channel"].as_str().unwrap_or(""),
+                u["released_at"].as_str().unwrap_or("-")
+            ));
+        }
+    }
+    out
+}

@@ -181,6 +181,22 @@ pub fn runtime_version(text: &str) -> Result<Version> {
     })
 }
 
+impl CompatResult {
+    /// The verdict line, then each reason it is blocked and each warning.
+    pub fn lines(&self) -> Vec<String> {
+        let verdict = serde_json::to_value(self.verdict).expect("serializes");
+        let mut out = vec![format!(
+            "{}: {} with runtime {}",
+            crate::text::clean(&self.manifest),
+            verdict.as_str().unwrap_or(""),
+            self.runtime
+        )];
+        out.extend(self.reasons.iter().map(|why| format!("  ✗ {why}")));
+        out.extend(self.warnings.iter().map(|w| format!("  ! {w}")));
+        out
+    }
+}
+
 pub fn check(decl: &Declaration, runtime: &Version) -> CompatResult {
     let mut reasons = Vec::new();
     let mut warnings = Vec::new();

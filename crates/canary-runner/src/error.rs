@@ -121,6 +121,17 @@ impl LabError {
     pub fn exit_code(&self) -> i32 {
         exit::ERROR
     }
+
+    /// The error as the object a `--json` caller reads on stdout: message, the file location
+    /// when it has one, the help line, and the exit code.
+    pub fn to_json(&self) -> serde_json::Value {
+        let location = match self {
+            LabError::Source(s) => Some(s.location()),
+            _ => None,
+        };
+        let help = Diagnostic::help(self).map(|h| h.to_string());
+        serde_json::json!({"error": {"message": self.to_string(), "location": location, "help": help, "exit_code": self.exit_code()}})
+    }
 }
 
 impl From<SourceError> for LabError {

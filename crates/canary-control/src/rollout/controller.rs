@@ -20,6 +20,20 @@ pub struct StartRequest<'a> {
     pub min_sessions: Option<u64>,
 }
 
+impl StartRequest<'_> {
+    /// Refuses a channel the policy does not name or steps that are not a rollout's, before
+    /// the registry is opened.
+    pub fn check(&self, policy: &Policy) -> Result<()> {
+        crate::gate::ops::check_name("channel", self.channel)?;
+        policy.channel(self.channel)?;
+        if let Some(s) = &self.steps {
+            crate::rollout::RolloutPolicy::check_steps(s)
+                .map_err(|e| crate::error::LabError::usage(format!("--steps: {e}"), "e.g. --steps 1,10,50,100"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Starts a rollout of a build the gate accepts for the channel, against the channel's current
 /// build. A build the gate refuses is refused here too, audited.
 pub async fn start(
@@ -388,4 +402,19 @@ pub async fn find(reg: &Registry, which: Which<'_>) -> Result<RolloutRow> {
             "`canary rollout list` shows the rollouts; `canary rollout start BUILD --channel C` starts one",
         )
     })
+}
+
+/// Keeps an org out of every rollout (its sessions run their channel's current build), or lets
+/// it take part again; audited. Whether anything changed.
+pub async fn freeze(reg: &Registry, org: &str, frozen: bool, who: Actor<'_>) -> Result<bool> {
+    crate::gate::ops::check_name("org", org)?;
+    let audit = crate::registry::Audit {
+        actor: who.name,
+        action: if frozen { "freeze" } else { "unfreeze" },
+        target: &format!("org {org}"),
+        decision: "done",
+        reason: who.reason,
+        evidence: serde_json::json!({}),
+    };
+    reg.set_freeze(org, frozen, who.reason, audit).await
 }

@@ -4,3 +4,4 @@
 pub use canary_fleet::rollout::*;
 
 pub mod controller;
+pub mod view;

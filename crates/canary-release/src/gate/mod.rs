@@ -4,6 +4,7 @@
 
 pub mod ops;
 pub mod policy;
+pub mod view;
 
 pub use crate::registry::{CellEvidence, ResultStatus, required_cells};
 use policy::ChannelPolicy;

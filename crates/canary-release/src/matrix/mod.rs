@@ -209,6 +209,20 @@ impl VersionMatrix {
     }
 
     /// A Markdown table (newest first); cell text is escaped for tables.
+    /// The Markdown table a README holds, with how it was made and the command that makes it
+    /// again.
+    pub fn readme_table(&self, again: &str) -> String {
+        format!(
+            "{}\n_{} × {} on the lab's canary repos, {} ({} versions, {} s). Regenerate: `{again}`._\n",
+            self.markdown(),
+            self.provider,
+            self.suite,
+            self.generated_at,
+            self.rows.len(),
+            self.duration_ms / 1000,
+        )
+    }
+
     pub fn markdown(&self) -> String {
         let cell = |s: &str| {
             crate::text::clean(&s.replace(['\n', '\r'], " "))

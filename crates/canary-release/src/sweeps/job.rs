@@ -55,6 +55,26 @@ pub struct Ended {
     pub pr_url: Option<String>,
 }
 
+impl std::fmt::Display for Ended {
+    /// `[sweep] #12 acme/app (acme): pr_opened — why URL`, every field from outside cleaned.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use canary_contract::text::clean;
+        write!(
+            f,
+            "[sweep] #{} {} ({}): {} — {}",
+            self.job,
+            clean(&self.repo),
+            clean(&self.org),
+            self.outcome,
+            clean(&self.reason)
+        )?;
+        match &self.pr_url {
+            Some(u) => write!(f, " {}", clean(u)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A sweep's result before the registry records it.
 struct Done {
     outcome: &'static str,

@@ -75,6 +75,51 @@ pub fn repo(o: &OptIn<'_>) -> Result<SweepRepo> {
     })
 }
 
+/// Stores an opted-in repo (audited).
+pub async fn add(reg: &Registry, repo: &SweepRepo, who: crate::gate::ops::Actor<'_>) -> Result<()> {
+    let audit = crate::registry::Audit {
+        actor: who.name,
+        action: "sweeps repo add",
+        target: &format!("repo {}", repo.id),
+        decision: "done",
+        reason: who.reason,
+        evidence: serde_json::json!({"org": repo.org, "url": repo.url, "branch": repo.branch}),
+    };
+    reg.add_sweep_repo(repo, audit).await
+}
+
+/// Opts a repo out (audited); whether it was opted in.
+pub async fn remove(reg: &Registry, id: &str, who: crate::gate::ops::Actor<'_>) -> Result<bool> {
+    let audit = crate::registry::Audit {
+        actor: who.name,
+        action: "sweeps repo remove",
+        target: &format!("repo {id}"),
+        decision: "done",
+        reason: who.reason,
+        evidence: serde_json::json!({}),
+    };
+    reg.remove_sweep_repo(id, audit).await
+}
+
+/// The opted-in repos, one line each.
+pub fn lines(all: &[SweepRepo]) -> Vec<String> {
+    use canary_contract::text::clean;
+    if all.is_empty() {
+        return vec!["no repos opted in (canary sweeps repos add URL --org ORG)".into()];
+    }
+    all.iter()
+        .map(|r| {
+            format!(
+                "{} ({}) {} at {}",
+                clean(&r.id),
+                clean(&r.org),
+                clean(&r.url),
+                clean(&r.branch)
+            )
+        })
+        .collect()
+}
+
 /// Sweep PRs by what became of them.
 #[derive(Debug, Default, Serialize, Clone)]
 pub struct Tally {

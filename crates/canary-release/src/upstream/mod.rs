@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod sources;
+pub mod view;
 
 use crate::error::{LabError, Result};
 use schemars::JsonSchema;
