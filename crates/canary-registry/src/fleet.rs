@@ -2,12 +2,12 @@
 //! transitions, runner tokens and org freezes.
 
 use super::queries::{Audit, insert_audit};
-use super::{Registry, db_err, format_ts, int, now, opt_text, text};
+use super::{Registry, db_err, format_ts, int, now, text};
 use crate::error::{LabError, Result};
 use crate::rollout::{ActiveRollout, Figures, FleetState, State};
+use crate::row::{Cell, Col, FromRow};
 use crate::telemetry::{Session, Sums};
 use serde::Serialize;
-use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Sessions per INSERT statement (15 parameters each: well under both databases' limits).
@@ -82,23 +82,25 @@ pub struct Transition<'a> {
 
 const ROLLOUT_COLS: &str = "id, channel, build_id, baseline_id, steps, step, state, bake_ms, min_sessions, started_at, step_started_at, updated_at, revision, note, actor";
 
-fn rollout_row(r: &sqlx::any::AnyRow) -> RolloutRow {
-    RolloutRow {
-        id: int(r, "id"),
-        channel: text(r, "channel"),
-        build_id: text(r, "build_id"),
-        baseline_id: text(r, "baseline_id"),
-        steps: serde_json::from_str(&text(r, "steps")).unwrap_or_default(),
-        step: int(r, "step").max(0) as usize,
-        state: State::from_word(&text(r, "state")),
-        bake_ms: int(r, "bake_ms"),
-        min_sessions: int(r, "min_sessions"),
-        started_at: text(r, "started_at"),
-        step_started_at: text(r, "step_started_at"),
-        updated_at: text(r, "updated_at"),
-        revision: int(r, "revision"),
-        note: text(r, "note"),
-        actor: text(r, "actor"),
+impl FromRow for RolloutRow {
+    fn from_row(r: &sqlx::any::AnyRow) -> Cell<Self> {
+        Ok(RolloutRow {
+            id: r.int("id")?,
+            channel: r.text("channel")?,
+            build_id: r.text("build_id")?,
+            baseline_id: r.text("baseline_id")?,
+            steps: r.json("steps")?,
+            step: r.int("step")?.max(0) as usize,
+            state: State::from_word(&r.text("state")?),
+            bake_ms: r.int("bake_ms")?,
+            min_sessions: r.int("min_sessions")?,
+            started_at: r.text("started_at")?,
+            step_started_at: r.text("step_started_at")?,
+            updated_at: r.text("updated_at")?,
+            revision: r.int("revision")?,
+            note: r.text("note")?,
+            actor: r.text("actor")?,
+        })
     }
 }
 
@@ -113,7 +115,7 @@ impl Registry {
                 .await
                 .map_err(db_err(&self.display))?;
             if let Some(r) = row {
-                out.insert(text(&r, "id"));
+                out.insert(text(&r, "id")?);
             }
         }
         Ok(out)
@@ -168,7 +170,9 @@ impl Registry {
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(db_err(&self.display))?;
-                fresh.extend(rows.iter().map(|r| (text(r, "runner"), text(r, "session"))));
+                for r in &rows {
+                    fresh.extend([(text(r, "runner")?, text(r, "session")?)]);
+                }
             }
             super::Dialect::Postgres => {
                 for chunk in sessions.chunks(CHUNK) {
@@ -206,7 +210,9 @@ impl Registry {
                             .bind(s.duration_ms);
                     }
                     let rows = q.fetch_all(&mut *tx).await.map_err(db_err(&self.display))?;
-                    fresh.extend(rows.iter().map(|r| (text(r, "runner"), text(r, "session"))));
+                    for r in &rows {
+                        fresh.extend([(text(r, "runner")?, text(r, "session")?)]);
+                    }
                 }
             }
         }
@@ -308,20 +314,20 @@ impl Registry {
             .map_err(db_err(&self.display))?;
         let n = |c: &str| int(&r, c);
         let sums = Sums {
-            sessions: n("sessions"),
-            started: n("started"),
-            ok: n("ok"),
-            failed: n("failed"),
-            disconnected: n("disconnected"),
-            timed_out: n("timed_out"),
-            commands: n("commands"),
-            commands_failed: n("commands_failed"),
-            approvals: n("approvals"),
-            approval_wait_ms: n("approval_wait_ms"),
-            tokens: n("tokens"),
-            cost_micros: n("cost_micros"),
-            duration_ms: n("duration_ms"),
-            start_latency_ms: n("start_latency_ms"),
+            sessions: n("sessions")?,
+            started: n("started")?,
+            ok: n("ok")?,
+            failed: n("failed")?,
+            disconnected: n("disconnected")?,
+            timed_out: n("timed_out")?,
+            commands: n("commands")?,
+            commands_failed: n("commands_failed")?,
+            approvals: n("approvals")?,
+            approval_wait_ms: n("approval_wait_ms")?,
+            tokens: n("tokens")?,
+            cost_micros: n("cost_micros")?,
+            duration_ms: n("duration_ms")?,
+            start_latency_ms: n("start_latency_ms")?,
         };
         let rows = sqlx::query(
             "SELECT metric, bucket, CAST(SUM(n) AS BIGINT) AS n FROM telemetry_histograms WHERE build_id = $1 AND minute >= $2 GROUP BY metric, bucket",
@@ -335,12 +341,12 @@ impl Registry {
         .map_err(db_err(&self.display))?;
         let (mut start, mut approval) = (BTreeMap::new(), BTreeMap::new());
         for row in rows {
-            let target = if text(&row, "metric") == "start" {
+            let target = if text(&row, "metric")? == "start" {
                 &mut start
             } else {
                 &mut approval
             };
-            target.insert(int(&row, "bucket"), int(&row, "n"));
+            target.insert(int(&row, "bucket")?, int(&row, "n")?);
         }
         Ok((sums, start, approval))
     }
@@ -366,12 +372,15 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        let start: BTreeMap<i64, i64> = rows.iter().map(|row| (int(row, "bucket"), int(row, "n"))).collect();
-        let n = |c: &str| int(&r, c).max(0) as u64;
+        let start = rows
+            .iter()
+            .map(|row| Ok((int(row, "bucket")?, int(row, "n")?)))
+            .collect::<Result<BTreeMap<i64, i64>>>()?;
+        let n = |c: &str| int(&r, c).map(|v| v.max(0) as u64);
         Ok(Figures {
-            sessions: n("sessions"),
-            failed: n("failed") + n("timed_out"),
-            disconnected: n("disconnected"),
+            sessions: n("sessions")?,
+            failed: n("failed")? + n("timed_out")?,
+            disconnected: n("disconnected")?,
             p95_start_ms: crate::telemetry::quantile(&start, 0.95),
         })
     }
@@ -389,17 +398,16 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
-                (
-                    text(r, "minute"),
-                    int(r, "sessions"),
-                    int(r, "failed"),
-                    int(r, "disconnected"),
-                )
+                Ok((
+                    text(r, "minute")?,
+                    int(r, "sessions")?,
+                    int(r, "failed")?,
+                    int(r, "disconnected")?,
+                ))
             })
-            .collect())
+            .collect()
     }
 
     pub async fn telemetry_count(&self) -> Result<i64> {
@@ -407,7 +415,7 @@ impl Registry {
             .fetch_one(self.pool())
             .await
             .map_err(db_err(&self.display))?;
-        Ok(int(&r, "n"))
+        int(&r, "n")
     }
 
     // --- rollouts ---
@@ -422,7 +430,7 @@ impl Registry {
             .map_err(db_err(&self.display))?;
         if let Some(row) = active {
             return Err(LabError::usage(
-                format!("channel {} has rollout {} in progress", r.channel, int(&row, "id")),
+                format!("channel {} has rollout {} in progress", r.channel, int(&row, "id")?),
                 "finish it, or `canary rollout abort` it, before starting another",
             ));
         }
@@ -443,7 +451,7 @@ impl Registry {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err(&self.display))?;
-        let id = int(&row, "id");
+        let id = int(&row, "id")?;
         insert_event(
             &mut tx,
             id,
@@ -473,7 +481,7 @@ impl Registry {
             .fetch_all(self.pool())
             .await
             .map_err(db_err(&self.display))?;
-        Ok(rows.iter().map(rollout_row).collect())
+        self.read(&rows)
     }
 
     pub async fn rollout(&self, id: i64) -> Result<Option<RolloutRow>> {
@@ -483,7 +491,7 @@ impl Registry {
             .fetch_optional(self.pool())
             .await
             .map_err(db_err(&self.display))?;
-        Ok(row.as_ref().map(rollout_row))
+        row.as_ref().map(|r| self.read_one(r)).transpose()
     }
 
     pub async fn rollout_events(&self, id: i64) -> Result<Vec<RolloutEvent>> {
@@ -494,21 +502,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| RolloutEvent {
-                id: int(r, "id"),
-                kind: text(r, "kind"),
-                step: r.try_get::<Option<i64>, _>("step").ok().flatten(),
-                from_build: opt_text(r, "from_build"),
-                to_build: text(r, "to_build"),
-                ts: text(r, "ts"),
-                actor: text(r, "actor"),
-                figures: opt_text(r, "figures")
-                    .and_then(|f| serde_json::from_str(&f).ok())
-                    .unwrap_or(serde_json::Value::Null),
-            })
-            .collect())
+        self.read(&rows)
     }
 
     /// Applies a transition if the rollout is still at the revision it was read at; returns
@@ -540,7 +534,11 @@ impl Registry {
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err(&self.display))?;
-        let (channel, build, baseline) = (text(&row, "channel"), text(&row, "build_id"), text(&row, "baseline_id"));
+        let (channel, build, baseline) = (
+            text(&row, "channel")?,
+            text(&row, "build_id")?,
+            text(&row, "baseline_id")?,
+        );
         let (from, to) = if t.kind == "abort" {
             (build.as_str(), baseline.as_str())
         } else {
@@ -618,15 +616,7 @@ impl Registry {
             .fetch_all(self.pool())
             .await
             .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| Freeze {
-                org: text(r, "org"),
-                since: text(r, "since"),
-                actor: text(r, "actor"),
-                reason: text(r, "reason"),
-            })
-            .collect())
+        self.read(&rows)
     }
 
     /// What assignment reads: channels' builds, org pins and freezes, active rollouts.
@@ -688,3 +678,25 @@ async fn insert_event(
     .map_err(db_err(display))?;
     Ok(())
 }
+
+impl FromRow for RolloutEvent {
+    fn from_row(r: &sqlx::any::AnyRow) -> Cell<Self> {
+        Ok(RolloutEvent {
+            id: r.int("id")?,
+            kind: r.text("kind")?,
+            step: r.opt_int("step")?,
+            from_build: r.opt_text("from_build")?,
+            to_build: r.text("to_build")?,
+            ts: r.text("ts")?,
+            actor: r.text("actor")?,
+            figures: r.opt_json("figures")?.unwrap_or(serde_json::Value::Null),
+        })
+    }
+}
+
+from_row!(Freeze {
+    org: text,
+    since: text,
+    actor: text,
+    reason: text,
+});

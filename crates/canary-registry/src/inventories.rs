@@ -44,9 +44,10 @@ impl Registry {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_err(&self.display))?;
-            let mut all = stored
-                .and_then(|r| serde_json::from_str::<Inventory>(&text(&r, "inventory")).ok())
-                .unwrap_or_else(|| Inventory::new(&inv.provider, &inv.version));
+            let mut all = match stored {
+                Some(r) => crate::row::Col::json::<Inventory>(&r, "inventory")?,
+                None => Inventory::new(&inv.provider, &inv.version),
+            };
             let before = all.clone();
             // Counts grow with every run; what a comparison reads is the shape.
             all.merge(&inv);
@@ -76,10 +77,9 @@ impl Registry {
             .fetch_all(self.pool())
             .await
             .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| serde_json::from_str(&text(r, "inventory")).ok())
-            .collect())
+        rows.iter()
+            .map(|r| self.cell(crate::row::Col::json(r, "inventory")))
+            .collect()
     }
 
     /// The build to compare `build`'s `provider` inventory with when none is named: the newest
@@ -102,9 +102,15 @@ impl Registry {
             .await
             .map_err(db_err(&self.display))?;
         let Some(mine) = mine else { return Ok(None) };
-        let (version, created) = (text(&mine, "cli_version"), text(&mine, "created_at"));
-        let earlier: Vec<_> = rows.iter().filter(|r| text(r, "created_at") < created).collect();
-        let other_version = earlier.iter().find(|r| text(r, "cli_version") != version);
-        Ok(other_version.or(earlier.first()).map(|r| text(r, "build_id")))
+        let (version, created) = (text(&mine, "cli_version")?, text(&mine, "created_at")?);
+        // (build, version) of each build recorded before this one, newest first.
+        let mut earlier = Vec::new();
+        for r in &rows {
+            if text(r, "created_at")? < created {
+                earlier.push((text(r, "build_id")?, text(r, "cli_version")?));
+            }
+        }
+        let other_version = earlier.iter().find(|(_, v)| *v != version);
+        Ok(other_version.or(earlier.first()).map(|(b, _)| b.clone()))
     }
 }

@@ -10,6 +10,8 @@ use canary_fleet::{rollout, telemetry, tokens};
 use canary_lab::{builds, report};
 use canary_runner::{error, fsutil, runner};
 
+#[macro_use]
+mod row;
 mod authority;
 mod evidence;
 mod fleet;
@@ -380,7 +382,7 @@ async fn tables(conn: &mut sqlx::AnyConnection, dialect: Dialect, display: &str)
         }
     };
     let rows = sqlx::query(sql).fetch_all(&mut *conn).await.map_err(db_err(display))?;
-    Ok(rows.iter().map(|r| text(r, "name")).collect())
+    rows.iter().map(|r| text(r, "name")).collect()
 }
 
 /// Refuses a database that holds another application's tables: a registry is created only in
@@ -524,16 +526,17 @@ impl Registry {
     }
 }
 
-pub(crate) fn text(row: &AnyRow, col: &str) -> String {
-    row.try_get::<String, _>(col).unwrap_or_default()
+/// One column of a row that has no row type (a count, an id), read loudly (see [`row`]).
+pub(crate) fn text(row: &AnyRow, col: &str) -> Result<String> {
+    Ok(row::Col::text(row, col)?)
 }
 
-pub(crate) fn opt_text(row: &AnyRow, col: &str) -> Option<String> {
-    row.try_get::<Option<String>, _>(col).ok().flatten()
+pub(crate) fn opt_text(row: &AnyRow, col: &str) -> Result<Option<String>> {
+    Ok(row::Col::opt_text(row, col)?)
 }
 
-pub(crate) fn int(row: &AnyRow, col: &str) -> i64 {
-    row.try_get::<i64, _>(col).unwrap_or_default()
+pub(crate) fn int(row: &AnyRow, col: &str) -> Result<i64> {
+    Ok(row::Col::int(row, col)?)
 }
 
 #[cfg(test)]

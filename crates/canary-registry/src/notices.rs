@@ -2,7 +2,7 @@
 //! build (so an admin is told once, not at every heartbeat), cleared when the runner catches up.
 
 use super::queries::{Audit, insert_audit};
-use super::{Registry, db_err, now, opt_text, text};
+use super::{Registry, db_err, now};
 use crate::error::Result;
 use serde::Serialize;
 
@@ -111,19 +111,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| Notice {
-                runner_id: text(r, "runner_id"),
-                build_id: text(r, "build_id"),
-                org: opt_text(r, "org"),
-                channel: text(r, "channel"),
-                status: text(r, "status"),
-                changes: serde_json::from_str(&text(r, "changes")).unwrap_or_default(),
-                noticed_at: text(r, "noticed_at"),
-                delivery: opt_text(r, "delivery"),
-            })
-            .collect())
+        self.read(&rows)
     }
 }
 
@@ -148,3 +136,14 @@ pub fn summary(changes: &serde_json::Value) -> String {
         parts.join(", ")
     }
 }
+
+from_row!(Notice {
+    runner_id: text,
+    build_id: text,
+    org: opt_text,
+    channel: text,
+    status: text,
+    changes: json,
+    noticed_at: text,
+    delivery: opt_text,
+});

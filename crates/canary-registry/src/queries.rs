@@ -2,11 +2,11 @@
 //! `$n`, which both SQLite and PostgreSQL accept.
 
 use super::record::ResultStatus;
-use super::{Registry, db_err, int, now, opt_text, text};
+use super::{Registry, db_err, now, text};
 use crate::CellEvidence;
 use crate::error::{LabError, Result};
+use crate::row::{Cell, Col, FromRow};
 use serde::Serialize;
-use sqlx::Row;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildRow {
@@ -144,38 +144,34 @@ pub struct Audit<'a> {
     pub evidence: serde_json::Value,
 }
 
-fn build_row(r: &sqlx::any::AnyRow) -> BuildRow {
-    BuildRow {
-        id: text(r, "id"),
-        image_ref: text(r, "image_ref"),
-        runner_version: text(r, "runner_version"),
-        adapters: json(&text(r, "adapters")),
-        runtime_versions: json(&text(r, "runtime_versions")),
-        manifest: opt_text(r, "manifest").and_then(|m| serde_json::from_str(&m).ok()),
-        created_at: text(r, "created_at"),
-        results: int(r, "results"),
-        passing: int(r, "passing"),
-    }
-}
+from_row!(BuildRow {
+    id: text,
+    image_ref: text,
+    runner_version: text,
+    adapters: json,
+    runtime_versions: json,
+    manifest: opt_json,
+    created_at: text,
+    results: int,
+    passing: int,
+});
 
-fn result_row(r: &sqlx::any::AnyRow) -> ResultRow {
-    ResultRow {
-        build_id: text(r, "build_id"),
-        run_id: text(r, "run_id"),
-        suite: text(r, "suite"),
-        repo: text(r, "repo"),
-        provider: text(r, "provider"),
-        case_id: text(r, "case_id"),
-        status: ResultStatus::from_word(&text(r, "status")),
-        attempts: int(r, "attempts"),
-        duration_ms: int(r, "duration_ms"),
-        report_path: text(r, "report_path"),
-        recorded_at: text(r, "recorded_at"),
+impl FromRow for ResultRow {
+    fn from_row(r: &sqlx::any::AnyRow) -> Cell<Self> {
+        Ok(ResultRow {
+            build_id: r.text("build_id")?,
+            run_id: r.text("run_id")?,
+            suite: r.text("suite")?,
+            repo: r.text("repo")?,
+            provider: r.text("provider")?,
+            case_id: r.text("case_id")?,
+            status: ResultStatus::from_word(&r.text("status")?),
+            attempts: r.int("attempts")?,
+            duration_ms: r.int("duration_ms")?,
+            report_path: r.text("report_path")?,
+            recorded_at: r.text("recorded_at")?,
+        })
     }
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
 }
 
 impl Registry {
@@ -197,7 +193,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        let mut ids: Vec<String> = rows.iter().map(|r| text(r, "id")).collect();
+        let mut ids = rows.iter().map(|r| text(r, "id")).collect::<Result<Vec<String>>>()?;
         ids.dedup();
         match ids.len() {
             1 => Ok(ids.remove(0)),
@@ -235,7 +231,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows.iter().map(build_row).collect())
+        self.read(&rows)
     }
 
     /// The newest `limit` builds that have results (the dashboard's history columns).
@@ -252,7 +248,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows.iter().map(build_row).collect())
+        self.read(&rows)
     }
 
     /// One build by its full id.
@@ -268,7 +264,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows.iter().map(build_row).next())
+        rows.first().map(|r| self.read_one(r)).transpose()
     }
 
     pub async fn results(&self, build: Option<&str>, limit: i64) -> Result<Vec<ResultRow>> {
@@ -281,7 +277,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows.iter().map(result_row).collect())
+        self.read(&rows)
     }
 
     /// The latest result of every (suite, repo, provider) cell of `build`.
@@ -295,7 +291,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows.iter().map(result_row).collect())
+        self.read(&rows)
     }
 
     /// Evidence for the gate: the build's latest results, laid on the cells the policy requires
@@ -316,18 +312,7 @@ impl Registry {
             .fetch_all(self.pool())
             .await
             .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| VersionRow {
-                provider: text(r, "provider"),
-                version: text(r, "version"),
-                released_at: opt_text(r, "released_at"),
-                source: text(r, "source"),
-                channel: text(r, "channel"),
-                package: opt_text(r, "package"),
-                package_version: opt_text(r, "package_version"),
-            })
-            .collect())
+        self.read(&rows)
     }
 
     /// Records every new upstream version in one transaction: all or nothing. Returns how many
@@ -365,19 +350,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| Verdict {
-                provider: text(r, "provider"),
-                package_version: text(r, "package_version"),
-                version: text(r, "version"),
-                build_id: opt_text(r, "build_id"),
-                status: text(r, "status"),
-                channel: opt_text(r, "channel"),
-                summary: json(&text(r, "summary")),
-                decided_at: text(r, "decided_at"),
-            })
-            .collect())
+        self.read(&rows)
     }
 
     /// Records (or, when a candidate is judged again, replaces) a verdict, with an audit entry.
@@ -436,18 +409,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| Heartbeat {
-                runner_id: text(r, "runner_id"),
-                org: opt_text(r, "org"),
-                channel: opt_text(r, "channel"),
-                versions: serde_json::from_str(&text(r, "versions")).unwrap_or_default(),
-                capabilities: serde_json::from_str(&text(r, "capabilities")).unwrap_or_default(),
-                sent_at: text(r, "sent_at"),
-                received_at: text(r, "received_at"),
-            })
-            .collect())
+        self.read(&rows)
     }
 
     /// A channel's known-good history, newest first.
@@ -461,17 +423,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| Release {
-                channel: text(r, "channel"),
-                build_id: text(r, "build_id"),
-                image_ref: text(r, "image_ref"),
-                released_at: text(r, "released_at"),
-                actor: text(r, "actor"),
-                kind: text(r, "kind"),
-            })
-            .collect())
+        self.read(&rows)
     }
 
     /// Distinct builds of a channel's history, newest first: [current, previous, ...].
@@ -503,16 +455,7 @@ impl Registry {
             .fetch_all(self.pool())
             .await
             .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| OrgPin {
-                org: text(r, "org"),
-                channel: text(r, "channel"),
-                pinned_build_id: opt_text(r, "pinned_build_id"),
-                since: text(r, "since"),
-                actor: text(r, "actor"),
-            })
-            .collect())
+        self.read(&rows)
     }
 
     /// One page of the audit log, newest first, filtered by exact actor and action, a target
@@ -533,19 +476,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditRow {
-                id: int(r, "id"),
-                ts: text(r, "ts"),
-                actor: text(r, "actor"),
-                action: text(r, "action"),
-                target: text(r, "target"),
-                decision: text(r, "decision"),
-                reason: text(r, "reason"),
-                evidence: json(&text(r, "evidence")),
-            })
-            .collect())
+        self.read(&rows)
     }
 
     pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditRow>> {
@@ -721,18 +652,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| SkippedVersion {
-                provider: text(r, "provider"),
-                package_version: text(r, "package_version"),
-                version: text(r, "version"),
-                source: text(r, "source"),
-                released_at: opt_text(r, "released_at"),
-                reason: text(r, "reason"),
-                seen_at: text(r, "seen_at"),
-            })
-            .collect())
+        self.read(&rows)
     }
 
     /// Row counts, for `canary registry` summaries and tests.
@@ -746,7 +666,7 @@ impl Registry {
             .fetch_one(self.pool())
             .await
             .map_err(db_err(&self.display))?;
-        Ok(row.try_get::<i64, _>("n").unwrap_or_default())
+        crate::int(&row, "n")
     }
 }
 
@@ -805,3 +725,72 @@ pub(super) async fn insert_audit(
         .map_err(db_err(display))?;
     Ok(())
 }
+
+from_row!(VersionRow {
+    provider: text,
+    version: text,
+    released_at: opt_text,
+    source: text,
+    channel: text,
+    package: opt_text,
+    package_version: opt_text,
+});
+
+from_row!(Verdict {
+    provider: text,
+    package_version: text,
+    version: text,
+    build_id: opt_text,
+    status: text,
+    channel: opt_text,
+    summary: json,
+    decided_at: text,
+});
+
+from_row!(Heartbeat {
+    runner_id: text,
+    org: opt_text,
+    channel: opt_text,
+    versions: json,
+    capabilities: json,
+    sent_at: text,
+    received_at: text,
+});
+
+from_row!(Release {
+    channel: text,
+    build_id: text,
+    image_ref: text,
+    released_at: text,
+    actor: text,
+    kind: text,
+});
+
+from_row!(OrgPin {
+    org: text,
+    channel: text,
+    pinned_build_id: opt_text,
+    since: text,
+    actor: text,
+});
+
+from_row!(AuditRow {
+    id: int,
+    ts: text,
+    actor: text,
+    action: text,
+    target: text,
+    decision: text,
+    reason: text,
+    evidence: json,
+});
+
+from_row!(SkippedVersion {
+    provider: text,
+    package_version: text,
+    version: text,
+    source: text,
+    released_at: opt_text,
+    reason: text,
+    seen_at: text,
+});

@@ -5,10 +5,10 @@
 //! when its lease runs out.
 
 use super::queries::{Audit, insert_audit};
-use super::{Registry, db_err, format_ts, int, now, opt_text, text};
+use super::{Registry, db_err, format_ts, int, now, opt_text};
 use crate::error::{LabError, Result};
+use crate::row::{Cell, Col, FromRow};
 use serde::Serialize;
-use sqlx::Row;
 
 /// A repo an org opted in to sweeps.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -65,28 +65,28 @@ pub struct QuotaCounts {
     pub open_prs: i64,
 }
 
-fn job(r: &sqlx::any::AnyRow) -> SweepJob {
-    SweepJob {
-        id: int(r, "id"),
-        repo_id: text(r, "repo_id"),
-        org: text(r, "org"),
-        build_id: text(r, "build_id"),
-        state: text(r, "state"),
-        outcome: opt_text(r, "outcome"),
-        reason: opt_text(r, "reason"),
-        attempts: int(r, "attempts"),
-        worker: opt_text(r, "worker"),
-        lease_until: opt_text(r, "lease_until"),
-        next_at: text(r, "next_at"),
-        detail: opt_text(r, "detail")
-            .and_then(|d| serde_json::from_str(&d).ok())
-            .unwrap_or(serde_json::Value::Null),
-        pr_number: r.try_get::<Option<i64>, _>("pr_number").ok().flatten(),
-        pr_url: opt_text(r, "pr_url"),
-        pr_state: opt_text(r, "pr_state"),
-        created_at: text(r, "created_at"),
-        started_at: opt_text(r, "started_at"),
-        finished_at: opt_text(r, "finished_at"),
+impl FromRow for SweepJob {
+    fn from_row(r: &sqlx::any::AnyRow) -> Cell<Self> {
+        Ok(SweepJob {
+            id: r.int("id")?,
+            repo_id: r.text("repo_id")?,
+            org: r.text("org")?,
+            build_id: r.text("build_id")?,
+            state: r.text("state")?,
+            outcome: r.opt_text("outcome")?,
+            reason: r.opt_text("reason")?,
+            attempts: r.int("attempts")?,
+            worker: r.opt_text("worker")?,
+            lease_until: r.opt_text("lease_until")?,
+            next_at: r.text("next_at")?,
+            detail: r.opt_json("detail")?.unwrap_or(serde_json::Value::Null),
+            pr_number: r.opt_int("pr_number")?,
+            pr_url: r.opt_text("pr_url")?,
+            pr_state: r.opt_text("pr_state")?,
+            created_at: r.text("created_at")?,
+            started_at: r.opt_text("started_at")?,
+            finished_at: r.opt_text("finished_at")?,
+        })
     }
 }
 
@@ -150,19 +150,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows
-            .iter()
-            .map(|r| SweepRepo {
-                id: text(r, "id"),
-                org: text(r, "org"),
-                url: text(r, "url"),
-                branch: text(r, "branch"),
-                api_url: text(r, "api_url"),
-                token_env: opt_text(r, "token_env"),
-                commands: serde_json::from_str(&text(r, "commands")).unwrap_or_default(),
-                added_at: text(r, "added_at"),
-            })
-            .collect())
+        self.read(&rows)
     }
 
     /// Removes a repo from sweeps; its queued jobs go with it (finished ones stay, for KPIs).
@@ -221,9 +209,9 @@ impl Registry {
             else {
                 return Ok(None);
             };
-            let id = int(&row, "id");
-            if int(&row, "attempts") >= max_attempts {
-                let reason = opt_text(&row, "reason").unwrap_or_else(|| "its worker was lost".into());
+            let id = int(&row, "id")?;
+            if int(&row, "attempts")? >= max_attempts {
+                let reason = opt_text(&row, "reason")?.unwrap_or_else(|| "its worker was lost".into());
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE sweep_jobs SET state = 'dead', finished_at = $1, reason = $2, worker = NULL, lease_until = NULL WHERE id = $3 AND {due}"
                 )))
@@ -261,7 +249,7 @@ impl Registry {
             .fetch_one(self.pool())
             .await
             .map_err(db_err(&self.display))?;
-        Ok(int(&r, "n"))
+        int(&r, "n")
     }
 
     pub async fn sweep_job(&self, id: i64) -> Result<Option<SweepJob>> {
@@ -272,7 +260,7 @@ impl Registry {
         .fetch_optional(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(row.as_ref().map(job))
+        row.as_ref().map(|r| self.read_one(r)).transpose()
     }
 
     /// Newest first.
@@ -284,7 +272,7 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        Ok(rows.iter().map(job).collect())
+        self.read(&rows)
     }
 
     /// What `job`'s org quota is judged on (see [`QuotaCounts`]).
@@ -319,9 +307,9 @@ impl Registry {
         .await
         .map_err(db_err(&self.display))?;
         Ok(QuotaCounts {
-            earlier_in_sweep: int(&earlier, "n"),
-            other_sweeps_today: int(&today, "n"),
-            open_prs: int(&open, "n"),
+            earlier_in_sweep: int(&earlier, "n")?,
+            other_sweeps_today: int(&today, "n")?,
+            open_prs: int(&open, "n")?,
         })
     }
 
@@ -400,3 +388,14 @@ impl Registry {
         Ok(())
     }
 }
+
+from_row!(SweepRepo {
+    id: text,
+    org: text,
+    url: text,
+    branch: text,
+    api_url: text,
+    token_env: opt_text,
+    commands: json,
+    added_at: text,
+});

@@ -3,7 +3,6 @@
 
 use super::{Registry, db_err, now};
 use crate::error::Result;
-use sqlx::Row;
 
 impl Registry {
     /// The file published at `path`, if any.
@@ -13,7 +12,7 @@ impl Registry {
             .fetch_optional(self.pool())
             .await
             .map_err(db_err(&self.display))?;
-        Ok(row.and_then(|r| r.try_get::<String, _>("body").ok()))
+        row.map(|r| crate::text(&r, "body")).transpose()
     }
 
     /// Writes `files` (path, body) in one transaction, replacing files of the same path. Every
