@@ -87,7 +87,8 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
                 .evidence(candidate, &stable.required_suites, repos, &[])
                 .await
                 .expect("evidence");
-            let d = decide(candidate, "stable", stable, evidence, jiff::Timestamp::now());
+            let id = candidate.parse().expect("a build id");
+            let d = decide(&id, "stable", stable, evidence, jiff::Timestamp::now());
             assert!(d.allowed, "{:?}", d.unmet);
         }
     });
@@ -106,7 +107,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
             let mut history = serde_json::Map::new();
             for c in reg.channels().await.expect("channels") {
                 history.insert(
-                    c.clone(),
+                    c.to_string(),
                     serde_json::to_value(reg.known_good(&c).await.expect("kg")).unwrap(),
                 );
             }

@@ -2,6 +2,7 @@
 
 use super::{Cli, Command};
 use crate::config::LabConfig;
+use crate::contract::Channel;
 use crate::engine::docker::DockerBackend;
 use crate::engine::{Backend, GcScope};
 use crate::error::{LabError, Result, exit};
@@ -40,7 +41,7 @@ pub struct RunArgs {
     /// When every case passed, promote the run's build to this channel under the gate's policy
     /// and show the channel's build (exit 1 when the gate refuses).
     #[arg(long, value_name = "CHANNEL")]
-    pub promote: Option<String>,
+    pub promote: Option<Channel>,
     /// Cases run at once.
     #[arg(long, short = 'j', default_value_t = 1)]
     pub jobs: usize,

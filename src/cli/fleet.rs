@@ -5,6 +5,7 @@ use super::commands::show;
 use super::gate::refused;
 use super::registry::{Who, open, open_read, open_to_change, print_json};
 use crate::config::LabConfig;
+use crate::contract::Channel;
 use crate::error::{Result, exit};
 use crate::gate::ops::Outcome;
 use crate::gate::policy::Policy;
@@ -22,7 +23,7 @@ pub enum RolloutCommand {
         /// Build: digest, digest prefix or image reference.
         build: String,
         #[arg(long)]
-        channel: String,
+        channel: Channel,
         /// Cohort percentages, e.g. 1,10,50,100 (default: the channel's `rollout:` policy).
         #[arg(long, value_delimiter = ',')]
         steps: Option<Vec<f64>>,
@@ -44,7 +45,7 @@ pub enum RolloutCommand {
         /// Rollout id (default: the channel's, or the latest).
         id: Option<i64>,
         #[arg(long)]
-        channel: Option<String>,
+        channel: Option<Channel>,
         #[arg(long)]
         policy: Option<PathBuf>,
         #[arg(long)]
@@ -74,7 +75,7 @@ pub enum RolloutCommand {
 pub struct OperateArgs {
     pub id: Option<i64>,
     #[arg(long)]
-    pub channel: Option<String>,
+    pub channel: Option<Channel>,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -140,7 +141,7 @@ pub struct KpisArgs {
     #[arg(long, conflicts_with = "channel")]
     pub build: Option<String>,
     #[arg(long)]
-    pub channel: Option<String>,
+    pub channel: Option<Channel>,
     /// The window, back from now.
     #[arg(long, default_value = "24h", value_parser = crate::bounds::duration(std::time::Duration::from_secs(1), std::time::Duration::from_secs(366 * 86_400)))]
     pub since: std::time::Duration,
@@ -186,15 +187,13 @@ fn policy_of(config: &LabConfig, p: &Option<PathBuf>) -> Result<Policy> {
     Policy::load(p.as_deref().or(config.gate_policy.as_deref()))
 }
 
-fn which<'a>(id: Option<i64>, channel: Option<&'a str>) -> Result<Which<'a>> {
-    if let Some(c) = channel {
-        crate::gate::ops::check_name("channel", c)?;
-    }
-    Ok(match (id, channel) {
+/// The rollout an operation names (the channel was checked when it was parsed).
+fn which<'a>(id: Option<i64>, channel: Option<&'a str>) -> Which<'a> {
+    match (id, channel) {
         (Some(id), _) => Which::Id(id),
         (None, Some(c)) => Which::Channel(c),
         (None, None) => Which::Latest,
-    })
+    }
 }
 
 pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
@@ -232,7 +231,7 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
             policy,
             json,
         } => {
-            let w = which(*id, channel.as_deref())?;
+            let w = which(*id, channel.as_deref());
             let policy = policy_of(config, policy)?;
             let reg = open_read(config).await?;
             let r = controller::find(&reg, w).await?;
@@ -261,7 +260,7 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
                 RolloutCommand::Resume(_) => Op::Resume,
                 _ => Op::Abort,
             };
-            let w = which(a.id, a.channel.as_deref())?;
+            let w = which(a.id, a.channel.as_deref());
             let reg = open_to_change(config).await?;
             match controller::operate(&reg, w, op, a.who.acting()).await? {
                 Outcome::Done(r) => show(a.json, &r, view::rollout(&r)),
@@ -487,9 +486,6 @@ pub async fn freeze(config: &LabConfig, a: &FreezeArgs, frozen: bool) -> Result<
 }
 
 pub async fn kpis(config: &LabConfig, a: &KpisArgs) -> Result<i32> {
-    if let Some(c) = &a.channel {
-        crate::gate::ops::check_name("channel", c)?;
-    }
     let reg = open_read(config).await?;
     let k = crate::kpis::kpis(&reg, a.build.as_deref(), a.channel.as_deref(), a.since).await?;
     show(a.json, &k, crate::kpis::lines(&k, a.since))

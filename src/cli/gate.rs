@@ -5,6 +5,7 @@ use super::commands::{print_view, show};
 use super::registry::{Who, open, open_read, open_to_change, print_json, short};
 use crate::compat;
 use crate::config::LabConfig;
+use crate::contract::Channel;
 use crate::error::{Result, exit};
 use crate::gate::{self, policy::Policy};
 use crate::registry::Registry;
@@ -15,7 +16,7 @@ pub struct PromoteArgs {
     /// Build: image digest, digest prefix, or the image reference it ran as.
     pub build: String,
     #[arg(long)]
-    pub channel: String,
+    pub channel: Channel,
     /// Bundle manifests that must be compatible with the build's runtime version.
     #[arg(long = "bundle")]
     pub bundles: Vec<PathBuf>,
@@ -40,7 +41,7 @@ pub struct PinArgs {
     pub build: Option<String>,
     /// The org's channel; without --build the org follows it.
     #[arg(long)]
-    pub channel: Option<String>,
+    pub channel: Option<Channel>,
     /// Follow the channel (drop a build pin).
     #[arg(long)]
     pub follow: bool,
@@ -55,7 +56,7 @@ pub struct RollbackArgs {
     #[arg(long, required_unless_present = "channel", conflicts_with = "channel")]
     pub org: Option<String>,
     #[arg(long)]
-    pub channel: Option<String>,
+    pub channel: Option<Channel>,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -92,7 +93,10 @@ pub async fn promote(config: &LabConfig, a: &PromoteArgs) -> Result<i32> {
 
 /// Decides a promotion under the gate's policy and, unless it is a dry run, records it (the
 /// release or the refusal, audited). Returns the build id, the decision and the policy's source.
-pub(super) async fn promote_decision(config: &LabConfig, a: &PromoteArgs) -> Result<(String, gate::Decision, String)> {
+pub(super) async fn promote_decision(
+    config: &LabConfig,
+    a: &PromoteArgs,
+) -> Result<(crate::contract::BuildId, gate::Decision, String)> {
     let policy = Policy::load(a.policy.as_deref().or(config.gate_policy.as_deref()))?;
     let bundles = a.bundles.iter().map(|b| compat::load(b)).collect::<Result<Vec<_>>>()?;
     // Every input is checked before the registry is opened.
@@ -124,9 +128,6 @@ fn print_promotion(a: &PromoteArgs, build: &str, decision: &gate::Decision, poli
 pub async fn pin(config: &LabConfig, a: &PinArgs) -> Result<i32> {
     // Names are checked before the registry is opened: a bad one writes nothing.
     gate::ops::check_name("org", &a.org)?;
-    if let Some(c) = &a.channel {
-        gate::ops::check_name("channel", c)?;
-    }
     // Pinning to a build needs the registry that recorded it; following a channel may be the
     // first thing a new registry holds.
     let reg = if a.build.is_some() {
@@ -167,9 +168,8 @@ pub async fn rollback(config: &LabConfig, a: &RollbackArgs) -> Result<i32> {
         (None, Some(o)) => gate::ops::RollbackTarget::Org(o),
         (None, None) => unreachable!("clap requires --org or --channel"),
     };
-    match target {
-        gate::ops::RollbackTarget::Channel(n) => gate::ops::check_name("channel", n)?,
-        gate::ops::RollbackTarget::Org(n) => gate::ops::check_name("org", n)?,
+    if let gate::ops::RollbackTarget::Org(n) = target {
+        gate::ops::check_name("org", n)?;
     }
     let reg = open_to_change(config).await?;
     let who = a.who.acting();
@@ -259,7 +259,7 @@ pub async fn drift(config: &LabConfig, a: &DriftArgs) -> Result<i32> {
     };
     let reg = open_read(config).await?;
     let reports = crate::drift::compare(&reg, &a.build, a.against.as_deref(), only).await?;
-    let id = reports.first().map(|r| r.build.clone()).unwrap_or_default();
+    let id = reports.first().map(|r| r.build.clone());
     let drifted = reports.iter().any(|r| r.drift.is_some());
     let value = serde_json::json!({ "build": id, "drift": drifted, "clis": reports });
     show(a.json, &value, crate::drift::lines(&reports))?;

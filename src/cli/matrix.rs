@@ -4,6 +4,7 @@
 //! 2 error.
 
 use crate::config::LabConfig;
+use crate::contract::Channel;
 use crate::error::{Result, exit};
 use crate::matrix::judge::{self, Judging};
 use crate::progress::Progress;
@@ -62,7 +63,7 @@ pub struct BisectArgs {
     /// Then release the last good version's build to this channel (through the gate), so the
     /// channel stays below the first bad version.
     #[arg(long)]
-    pub hold: Option<String>,
+    pub hold: Option<Channel>,
     #[arg(long)]
     pub json: bool,
 }

@@ -2,6 +2,7 @@
 //! commands share with them (opening the registry, actors, output).
 
 use crate::config::LabConfig;
+use crate::contract::Channel;
 use crate::error::{Result, exit};
 
 use crate::registry::{Registry, view};
@@ -29,7 +30,7 @@ pub enum RegistryCommand {
     /// Each channel's known-good history (newest first).
     KnownGood {
         #[arg(long)]
-        channel: Option<String>,
+        channel: Option<Channel>,
         #[arg(long)]
         json: bool,
     },

@@ -95,6 +95,49 @@ impl PartialEq<str> for Channel {
     }
 }
 
+impl PartialEq<&str> for Channel {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Channel {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<Channel> for String {
+    fn eq(&self, other: &Channel) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<Channel> for str {
+    fn eq(&self, other: &Channel) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<Channel> for &str {
+    fn eq(&self, other: &Channel) -> bool {
+        *self == other.0
+    }
+}
+
+impl std::ops::Deref for Channel {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Channel {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //! the lab and the control plane can all depend on it without pulling in each other.
 
 pub mod build;
+pub mod build_id;
 pub mod channel;
 pub mod events;
 pub mod exec;
@@ -11,5 +12,6 @@ pub mod provider;
 pub mod text;
 pub mod time;
 
+pub use build_id::BuildId;
 pub use channel::Channel;
 pub use provider::Provider;

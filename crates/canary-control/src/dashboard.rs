@@ -377,7 +377,7 @@ pub async fn fleet_kpis(reg: &Registry, now: jiff::Timestamp) -> Result<Value> {
     let since_ts = now.checked_sub(jiff::SignedDuration::from_hours(24)).unwrap_or(now);
     let since = crate::registry::rollup_second(since_ts);
     let state = reg.fleet_state().await?;
-    let mut builds: Vec<(String, String)> = state
+    let mut builds: Vec<(canary_contract::BuildId, String)> = state
         .channels
         .iter()
         .map(|(c, b)| (b.clone(), format!("{c} (current)")))

@@ -3,6 +3,7 @@
 
 use crate::error::{LabError, Result};
 use crate::registry::Registry;
+use canary_contract::BuildId;
 use canary_contract::build::short_id as short;
 use serde::Serialize;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 /// One build's KPIs and why it is listed (`stable (current)`, `beta (rollout 3 candidate)`).
 #[derive(Debug, Serialize)]
 pub struct BuildKpis {
-    pub build: String,
+    pub build: BuildId,
     pub role: String,
     pub kpis: serde_json::Value,
 }
@@ -21,19 +22,19 @@ pub struct Kpis {
     pub builds: Vec<BuildKpis>,
 }
 
-async fn rows(reg: &Registry, build: Option<&str>, only: Option<&str>) -> Result<Vec<(String, String)>> {
+async fn rows(reg: &Registry, build: Option<&str>, only: Option<&str>) -> Result<Vec<(BuildId, String)>> {
     if let Some(b) = build {
         return Ok(vec![(reg.resolve_build(b).await?, "build".into())]);
     }
     let state = reg.fleet_state().await?;
     let mut rows = Vec::new();
     for (channel, build) in &state.channels {
-        if only.is_none_or(|c| c == channel) {
+        if only.is_none_or(|c| *channel == *c) {
             rows.push((build.clone(), format!("{channel} (current)")));
         }
     }
     for (channel, r) in &state.rollouts {
-        if only.is_none_or(|c| c == channel) {
+        if only.is_none_or(|c| *channel == *c) {
             rows.push((r.build.clone(), format!("{channel} (rollout {} candidate)", r.id)));
         }
     }

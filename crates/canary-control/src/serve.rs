@@ -271,7 +271,7 @@ async fn overview_data(reg: &Registry, policy: &crate::gate::policy::Policy) -> 
     let mut history = serde_json::Map::new();
     for c in reg.channels().await? {
         history.insert(
-            c.clone(),
+            c.to_string(),
             serde_json::to_value(reg.known_good(&c).await?).expect("json"),
         );
     }

@@ -7,6 +7,7 @@ use crate::error::{LabError, Result};
 use crate::rollout::{ActiveRollout, Figures, FleetState, State};
 use crate::row::{Cell, Col, FromRow};
 use crate::telemetry::{Session, Sums};
+use canary_contract::{BuildId, Channel};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,9 +22,9 @@ pub fn rollup_second(t: jiff::Timestamp) -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct RolloutRow {
     pub id: i64,
-    pub channel: String,
-    pub build_id: String,
-    pub baseline_id: String,
+    pub channel: Channel,
+    pub build_id: BuildId,
+    pub baseline_id: BuildId,
     pub steps: Vec<f64>,
     pub step: usize,
     pub state: State,
@@ -48,8 +49,8 @@ pub struct RolloutEvent {
     pub id: i64,
     pub kind: String,
     pub step: Option<i64>,
-    pub from_build: Option<String>,
-    pub to_build: String,
+    pub from_build: Option<BuildId>,
+    pub to_build: BuildId,
     pub ts: String,
     pub actor: String,
     pub figures: serde_json::Value,
@@ -86,9 +87,9 @@ impl FromRow for RolloutRow {
     fn from_row(r: &sqlx::any::AnyRow) -> Cell<Self> {
         Ok(RolloutRow {
             id: r.int("id")?,
-            channel: r.text("channel")?,
-            build_id: r.text("build_id")?,
-            baseline_id: r.text("baseline_id")?,
+            channel: r.parsed("channel")?,
+            build_id: r.parsed("build_id")?,
+            baseline_id: r.parsed("baseline_id")?,
             steps: r.json("steps")?,
             step: r.int("step")?.max(0) as usize,
             state: State::from_word(&r.text("state")?),
@@ -424,7 +425,7 @@ impl Registry {
     pub async fn create_rollout(&self, r: &RolloutRow, figures: serde_json::Value, a: Audit<'_>) -> Result<i64> {
         let mut tx = self.write_tx().await?;
         let active = sqlx::query("SELECT id FROM rollouts WHERE channel = $1 AND state IN ('running', 'paused')")
-            .bind(&r.channel)
+            .bind(r.channel.as_str())
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_err(&self.display))?;
@@ -439,9 +440,9 @@ impl Registry {
             "INSERT INTO rollouts (channel, build_id, baseline_id, steps, step, state, bake_ms, min_sessions, started_at, step_started_at, updated_at, revision, note, actor) \
              VALUES ($1, $2, $3, $4, 0, 'running', $5, $6, $7, $7, $7, 1, $8, $9) RETURNING id",
         )
-        .bind(&r.channel)
-        .bind(&r.build_id)
-        .bind(&r.baseline_id)
+        .bind(r.channel.as_str())
+        .bind(r.build_id.as_str())
+        .bind(r.baseline_id.as_str())
         .bind(serde_json::to_string(&r.steps).expect("json"))
         .bind(r.bake_ms)
         .bind(r.min_sessions)
@@ -685,8 +686,8 @@ impl FromRow for RolloutEvent {
             id: r.int("id")?,
             kind: r.text("kind")?,
             step: r.opt_int("step")?,
-            from_build: r.opt_text("from_build")?,
-            to_build: r.text("to_build")?,
+            from_build: r.opt_parsed("from_build")?,
+            to_build: r.parsed("to_build")?,
             ts: r.text("ts")?,
             actor: r.text("actor")?,
             figures: r.opt_json("figures")?.unwrap_or(serde_json::Value::Null),

@@ -5,7 +5,9 @@
 use super::{Registry, db_err, now, text};
 use crate::error::Result;
 use crate::report::RunReport;
+use crate::row::Col;
 use crate::runner::inventory::Inventory;
+use canary_contract::BuildId;
 
 impl Registry {
     /// Merges the inventories of `report`'s cases into their builds' stored ones; returns how
@@ -85,7 +87,7 @@ impl Registry {
     /// The build to compare `build`'s `provider` inventory with when none is named: the newest
     /// build recorded before it with an inventory of that CLI, preferring one at another version.
     /// `None` for the first build of a CLI (a newer build is never the baseline).
-    pub async fn inventory_baseline(&self, build: &str, provider: &str) -> Result<Option<String>> {
+    pub async fn inventory_baseline(&self, build: &str, provider: &str) -> Result<Option<BuildId>> {
         let rows = sqlx::query(
             "SELECT i.build_id, i.cli_version, b.created_at FROM build_inventories i JOIN runner_builds b ON b.id = i.build_id \
              WHERE i.provider = $1 AND i.build_id <> $2 ORDER BY b.created_at DESC, i.build_id",
@@ -107,7 +109,7 @@ impl Registry {
         let mut earlier = Vec::new();
         for r in &rows {
             if text(r, "created_at")? < created {
-                earlier.push((text(r, "build_id")?, text(r, "cli_version")?));
+                earlier.push((self.cell(r.parsed::<BuildId>("build_id"))?, text(r, "cli_version")?));
             }
         }
         let other_version = earlier.iter().find(|(_, v)| *v != version);

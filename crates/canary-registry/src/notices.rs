@@ -4,13 +4,14 @@
 use super::queries::{Audit, insert_audit};
 use super::{Registry, db_err, now};
 use crate::error::Result;
+use canary_contract::BuildId;
 use serde::Serialize;
 
 /// A runner found behind its offered build.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Notice {
     pub runner_id: String,
-    pub build_id: String,
+    pub build_id: BuildId,
     pub org: Option<String>,
     pub channel: String,
     /// The offered build's traffic light: `green` or `yellow` (a red build is not offered).
@@ -34,7 +35,7 @@ impl Registry {
         )
         .bind(&ts)
         .bind(&n.runner_id)
-        .bind(&n.build_id)
+        .bind(n.build_id.as_str())
         .execute(&mut *tx)
         .await
         .map_err(db_err(&self.display))?;
@@ -43,7 +44,7 @@ impl Registry {
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (runner_id, build_id) DO NOTHING",
         )
         .bind(&n.runner_id)
-        .bind(&n.build_id)
+        .bind(n.build_id.as_str())
         .bind(n.org.as_deref())
         .bind(&n.channel)
         .bind(&n.status)
@@ -139,7 +140,7 @@ pub fn summary(changes: &serde_json::Value) -> String {
 
 from_row!(Notice {
     runner_id: text,
-    build_id: text,
+    build_id: parsed,
     org: opt_text,
     channel: text,
     status: text,

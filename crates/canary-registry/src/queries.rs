@@ -2,15 +2,16 @@
 //! `$n`, which both SQLite and PostgreSQL accept.
 
 use super::record::ResultStatus;
-use super::{Registry, db_err, now, text};
+use super::{Registry, db_err, now};
 use crate::CellEvidence;
 use crate::error::{LabError, Result};
 use crate::row::{Cell, Col, FromRow};
+use canary_contract::{BuildId, Channel};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildRow {
-    pub id: String,
+    pub id: BuildId,
     pub image_ref: String,
     pub runner_version: String,
     pub adapters: serde_json::Value,
@@ -24,7 +25,7 @@ pub struct BuildRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ResultRow {
-    pub build_id: String,
+    pub build_id: BuildId,
     pub run_id: String,
     pub suite: String,
     pub repo: String,
@@ -40,8 +41,8 @@ pub struct ResultRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Release {
-    pub channel: String,
-    pub build_id: String,
+    pub channel: Channel,
+    pub build_id: BuildId,
     pub image_ref: String,
     pub released_at: String,
     pub actor: String,
@@ -51,9 +52,9 @@ pub struct Release {
 #[derive(Debug, Clone, Serialize)]
 pub struct OrgPin {
     pub org: String,
-    pub channel: String,
+    pub channel: Channel,
     /// `None`: the org follows its channel.
-    pub pinned_build_id: Option<String>,
+    pub pinned_build_id: Option<BuildId>,
     pub since: String,
     pub actor: String,
 }
@@ -145,7 +146,7 @@ pub struct Audit<'a> {
 }
 
 from_row!(BuildRow {
-    id: text,
+    id: parsed,
     image_ref: text,
     runner_version: text,
     adapters: json,
@@ -159,7 +160,7 @@ from_row!(BuildRow {
 impl FromRow for ResultRow {
     fn from_row(r: &sqlx::any::AnyRow) -> Cell<Self> {
         Ok(ResultRow {
-            build_id: r.text("build_id")?,
+            build_id: r.parsed("build_id")?,
             run_id: r.text("run_id")?,
             suite: r.text("suite")?,
             repo: r.text("repo")?,
@@ -177,7 +178,7 @@ impl FromRow for ResultRow {
 impl Registry {
     /// A build by full id, id prefix (with or without `sha256:`, at least 6 hex digits) or the
     /// image reference it was recorded under.
-    pub async fn resolve_build(&self, name: &str) -> Result<String> {
+    pub async fn resolve_build(&self, name: &str) -> Result<BuildId> {
         let hex = name.trim_start_matches("sha256:");
         // Not a digest prefix: a pattern no id matches (ids start with `sha256:`).
         let prefix = if hex.len() >= 6 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -193,7 +194,10 @@ impl Registry {
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
-        let mut ids = rows.iter().map(|r| text(r, "id")).collect::<Result<Vec<String>>>()?;
+        let mut ids = rows
+            .iter()
+            .map(|r| self.cell(r.parsed("id")))
+            .collect::<Result<Vec<BuildId>>>()?;
         ids.dedup();
         match ids.len() {
             1 => Ok(ids.remove(0)),
@@ -438,8 +442,8 @@ impl Registry {
     }
 
     /// Channels that have a release history, sorted.
-    pub async fn channels(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self
+    pub async fn channels(&self) -> Result<Vec<Channel>> {
+        let mut names: Vec<Channel> = self
             .releases(None, 10_000)
             .await?
             .into_iter()
@@ -551,7 +555,7 @@ impl Registry {
         if let Some(to) =
             build
                 .map(String::from)
-                .or(self.known_good(channel).await?.first().map(|r| r.build_id.clone()))
+                .or(self.known_good(channel).await?.first().map(|r| r.build_id.to_string()))
         {
             let event = Rollout {
                 org: Some(org),
@@ -758,8 +762,8 @@ from_row!(Heartbeat {
 });
 
 from_row!(Release {
-    channel: text,
-    build_id: text,
+    channel: parsed,
+    build_id: parsed,
     image_ref: text,
     released_at: text,
     actor: text,
@@ -768,8 +772,8 @@ from_row!(Release {
 
 from_row!(OrgPin {
     org: text,
-    channel: text,
-    pinned_build_id: opt_text,
+    channel: parsed,
+    pinned_build_id: opt_parsed,
     since: text,
     actor: text,
 });

@@ -47,6 +47,9 @@ pub(crate) trait Col {
     fn opt_text(&self, col: &str) -> Cell<Option<String>>;
     fn int(&self, col: &str) -> Cell<i64>;
     fn opt_int(&self, col: &str) -> Cell<Option<i64>>;
+    /// A text column holding a value of a checked type (a `BuildId`, a `Channel`).
+    fn parsed<T: std::str::FromStr<Err = String>>(&self, col: &str) -> Cell<T>;
+    fn opt_parsed<T: std::str::FromStr<Err = String>>(&self, col: &str) -> Cell<Option<T>>;
     /// A JSON text column, parsed.
     fn json<T: DeserializeOwned>(&self, col: &str) -> Cell<T>;
     /// A nullable JSON text column, parsed when present.
@@ -69,6 +72,16 @@ impl Col for AnyRow {
 
     fn opt_int(&self, col: &str) -> Cell<Option<i64>> {
         self.try_get::<Option<i64>, _>(col).map_err(|e| BadColumn::new(col, e))
+    }
+
+    fn parsed<T: std::str::FromStr<Err = String>>(&self, col: &str) -> Cell<T> {
+        self.text(col)?.parse().map_err(|e: String| BadColumn::new(col, e))
+    }
+
+    fn opt_parsed<T: std::str::FromStr<Err = String>>(&self, col: &str) -> Cell<Option<T>> {
+        self.opt_text(col)?
+            .map(|t| t.parse().map_err(|e: String| BadColumn::new(col, e)))
+            .transpose()
     }
 
     fn json<T: DeserializeOwned>(&self, col: &str) -> Cell<T> {

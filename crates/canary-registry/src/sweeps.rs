@@ -8,6 +8,7 @@ use super::queries::{Audit, insert_audit};
 use super::{Registry, db_err, format_ts, int, now, opt_text};
 use crate::error::{LabError, Result};
 use crate::row::{Cell, Col, FromRow};
+use canary_contract::BuildId;
 use serde::Serialize;
 
 /// A repo an org opted in to sweeps.
@@ -35,7 +36,7 @@ pub struct SweepJob {
     pub id: i64,
     pub repo_id: String,
     pub org: String,
-    pub build_id: String,
+    pub build_id: BuildId,
     /// `queued`, `running`, `done` or `dead`.
     pub state: String,
     /// For `done`: `pr_opened`, `nothing_to_propose`, `dropped` or `skipped`.
@@ -71,7 +72,7 @@ impl FromRow for SweepJob {
             id: r.int("id")?,
             repo_id: r.text("repo_id")?,
             org: r.text("org")?,
-            build_id: r.text("build_id")?,
+            build_id: r.parsed("build_id")?,
             state: r.text("state")?,
             outcome: r.opt_text("outcome")?,
             reason: r.opt_text("reason")?,
@@ -282,7 +283,7 @@ impl Registry {
              AND state <> 'dead' AND (outcome IS NULL OR outcome <> 'skipped')",
         )
         .bind(&j.org)
-        .bind(&j.build_id)
+        .bind(j.build_id.as_str())
         .bind(j.id)
         .fetch_one(self.pool())
         .await
@@ -292,7 +293,7 @@ impl Registry {
              AND started_at >= $3 AND (outcome IS NULL OR outcome <> 'skipped')",
         )
         .bind(&j.org)
-        .bind(&j.build_id)
+        .bind(j.build_id.as_str())
         .bind(since)
         .fetch_one(self.pool())
         .await

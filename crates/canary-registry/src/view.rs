@@ -79,7 +79,7 @@ pub fn known_good(rows: &[Release]) -> Vec<String> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MatrixCell {
     pub runtime: String,
-    pub build: String,
+    pub build: canary_contract::BuildId,
     pub suite: String,
     pub repo: String,
     pub status: crate::ResultStatus,

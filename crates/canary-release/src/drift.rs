@@ -10,9 +10,9 @@ use canary_runner::runner::inventory;
 #[derive(Debug, serde::Serialize)]
 pub struct CliDrift {
     pub provider: String,
-    pub build: String,
+    pub build: canary_contract::BuildId,
     pub version: String,
-    pub against: Option<String>,
+    pub against: Option<canary_contract::BuildId>,
     pub against_version: Option<String>,
     /// `drift: ...` when something the adapter reads changed; `None` otherwise.
     pub drift: Option<String>,

@@ -54,7 +54,7 @@ pub async fn status(reg: &Registry, org: Option<&str>) -> Result<serde_json::Val
         .collect();
     let available: Vec<_> = builds
         .iter()
-        .filter(|b| !current.contains(&b.id) && b.results > 0 && b.results == b.passing)
+        .filter(|b| !current.iter().any(|c| *c == b.id) && b.results > 0 && b.results == b.passing)
         .map(|b| serde_json::json!({"build": b.id, "image": b.image_ref, "results": b.results}))
         .collect();
     // Deployed runners next to what they should run: the known-good of their channel.

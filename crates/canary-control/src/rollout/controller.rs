@@ -122,7 +122,10 @@ pub async fn start(
     }
     let row = RolloutRow {
         id: 0,
-        channel: req.channel.to_string(),
+        channel: req
+            .channel
+            .parse()
+            .map_err(|e: String| crate::error::LabError::usage(e, "e.g. --channel stable"))?,
         build_id: build.clone(),
         baseline_id: baseline.clone(),
         steps: rp.steps.clone(),
@@ -165,7 +168,7 @@ pub async fn start(
 fn policy_of(policy: &Policy, r: &RolloutRow) -> RolloutPolicy {
     let mut rp = policy
         .channels
-        .get(&r.channel)
+        .get(r.channel.as_str())
         .map(|c| c.rollout.clone())
         .unwrap_or_default();
     rp.steps = r.steps.clone();
@@ -196,7 +199,7 @@ pub async fn judge_rollout(reg: &Registry, policy: &Policy, r: &RolloutRow) -> R
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Step {
     pub rollout: i64,
-    pub channel: String,
+    pub channel: canary_contract::Channel,
     /// advance, complete, abort, hold, wait.
     pub action: String,
     pub step: usize,

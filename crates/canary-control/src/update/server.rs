@@ -48,7 +48,7 @@ pub async fn offer_for(
     };
     let channel = pin
         .as_ref()
-        .map(|p| p.channel.clone())
+        .map(|p| p.channel.to_string())
         .or_else(|| channel.map(String::from))
         .unwrap_or_else(|| canary_contract::Channel::STABLE.into());
     let (target, source) = match pin.as_ref().and_then(|p| p.pinned_build_id.clone()) {
@@ -77,7 +77,7 @@ pub async fn offer_for(
         source: source.into(),
         status: super::Status::Red,
         reasons: vec![],
-        build: target.clone(),
+        build: target.as_ref().map(|b| b.to_string()),
         changes: vec![],
         reports: vec![],
         rollback: rollback_lines(),
@@ -100,7 +100,7 @@ pub async fn offer_for(
             .windows(2)
             .any(|w| w[0].kind == "rollback" && w[1].build_id == target && w[0].build_id != target)
         {
-            facts.rolled_back_on.push(c);
+            facts.rolled_back_on.push(c.to_string());
         }
     }
     (offer.status, offer.reasons) = super::status(&facts);
@@ -128,7 +128,7 @@ pub async fn offer_for(
         );
     }
     let manifest = BuildManifest {
-        build: target.clone(),
+        build: target.to_string(),
         image: row.as_ref().map(|r| r.image_ref.clone()).unwrap_or_default(),
         components,
         evidence: Evidence {
@@ -154,7 +154,8 @@ pub async fn offer_for(
 /// The offer documents a control plane publishes: one per channel, and one per channel for each
 /// org with a pin or a policy (an org without either gets its channel's document).
 pub async fn documents(reg: &Registry, orgs: &crate::orgs::OrgPolicies) -> Result<Vec<super::tuf::Doc>> {
-    let mut channels: std::collections::BTreeSet<String> = reg.channels().await?.into_iter().collect();
+    let mut channels: std::collections::BTreeSet<String> =
+        reg.channels().await?.iter().map(|c| c.to_string()).collect();
     channels.extend(canary_contract::Channel::BUILT_IN.map(String::from));
     let mut with_own: std::collections::BTreeSet<String> = reg.pins().await?.into_iter().map(|p| p.org).collect();
     with_own.extend(orgs.names());
@@ -182,7 +183,7 @@ pub async fn documents(reg: &Registry, orgs: &crate::orgs::OrgPolicies) -> Resul
 /// The notice an admin gets when `offer` finds its runner behind: an offered build that is not
 /// red and differs from what the runner reports. `None`: up to date, or nothing it should take.
 pub fn behind(offer: &Offer) -> Option<crate::registry::Notice> {
-    let build = offer.build.clone()?;
+    let build: canary_contract::BuildId = offer.build.as_deref()?.parse().ok()?;
     if offer.status == super::Status::Red || offer.changes.is_empty() {
         return None;
     }
@@ -405,7 +406,7 @@ mod tests {
         assert!(reg.notice_behind(&n).await.unwrap(), "new");
         assert!(!reg.notice_behind(&n).await.unwrap(), "the same build again: not new");
         assert_eq!(reg.open_notices().await.unwrap().len(), 1);
-        n.build_id = "sha256:c".into();
+        n.build_id = "sha256:c".parse().unwrap();
         assert!(reg.notice_behind(&n).await.unwrap(), "a newer offer is new");
         let open = reg.open_notices().await.unwrap();
         assert_eq!(

@@ -4,6 +4,7 @@
 
 pub mod stats;
 
+use canary_contract::{BuildId, Channel};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -403,8 +404,8 @@ pub fn next_action(judgement: &Judgement, step: usize, steps: usize, elapsed: Du
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActiveRollout {
     pub id: i64,
-    pub build: String,
-    pub baseline: String,
+    pub build: BuildId,
+    pub baseline: BuildId,
     pub step: usize,
     pub percent: f64,
 }
@@ -413,12 +414,12 @@ pub struct ActiveRollout {
 #[derive(Debug, Clone, Default)]
 pub struct FleetState {
     /// Each channel's current known-good build.
-    pub channels: BTreeMap<String, String>,
+    pub channels: BTreeMap<Channel, BuildId>,
     /// org → (channel it follows, pinned build).
-    pub orgs: BTreeMap<String, (String, Option<String>)>,
+    pub orgs: BTreeMap<String, (Channel, Option<BuildId>)>,
     pub frozen: BTreeSet<String>,
     /// channel → its active rollout.
-    pub rollouts: BTreeMap<String, ActiveRollout>,
+    pub rollouts: BTreeMap<Channel, ActiveRollout>,
 }
 
 /// Why a session runs the build it runs.
@@ -439,8 +440,8 @@ pub enum Source {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Assignment {
-    pub build: String,
-    pub channel: String,
+    pub build: BuildId,
+    pub channel: Channel,
     pub source: Source,
     pub rollout: Option<i64>,
     /// The rollout step (index) and its percentage.
@@ -455,7 +456,7 @@ pub fn assign(state: &FleetState, org: &str, session: &str) -> Option<Assignment
         .orgs
         .get(org)
         .cloned()
-        .unwrap_or_else(|| (canary_contract::Channel::STABLE.to_string(), None));
+        .unwrap_or_else(|| (Channel::stable(), None));
     if let Some(build) = pinned {
         return Some(Assignment {
             build,
@@ -600,27 +601,29 @@ mod tests {
 
     #[test]
     fn pins_freezes_and_cohorts_decide_the_build() {
+        let id = |hex: &str| -> BuildId { format!("sha256:{hex}").parse().unwrap() };
+        let (base, old, cand) = (id("ba5e"), id("01d"), id("ca4d"));
         let mut s = FleetState::default();
-        s.channels.insert("stable".into(), "base".into());
-        s.orgs.insert("acme".into(), ("stable".into(), Some("old".into())));
-        s.orgs.insert("ice".into(), ("stable".into(), None));
+        s.channels.insert(Channel::stable(), base.clone());
+        s.orgs.insert("acme".into(), (Channel::stable(), Some(old.clone())));
+        s.orgs.insert("ice".into(), (Channel::stable(), None));
         s.frozen.insert("ice".into());
         assert_eq!(assign(&s, "anyone", "s1").unwrap().source, Source::Channel);
         s.rollouts.insert(
-            "stable".into(),
+            Channel::stable(),
             ActiveRollout {
                 id: 1,
-                build: "cand".into(),
-                baseline: "base".into(),
+                build: cand.clone(),
+                baseline: base.clone(),
                 step: 3,
                 percent: 100.0,
             },
         );
         let a = assign(&s, "anyone", "s1").unwrap();
-        assert_eq!((a.build.as_str(), a.source), ("cand", Source::Candidate));
-        assert_eq!(assign(&s, "acme", "s1").unwrap().build, "old");
+        assert_eq!((a.build, a.source), (cand, Source::Candidate));
+        assert_eq!(assign(&s, "acme", "s1").unwrap().build, old);
         let f = assign(&s, "ice", "s1").unwrap();
-        assert_eq!((f.build.as_str(), f.source), ("base", Source::Frozen));
+        assert_eq!((f.build, f.source), (base, Source::Frozen));
         s.channels.clear();
         s.rollouts.clear();
         assert!(assign(&s, "anyone", "s1").is_none());

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
-    pub build: String,
+    pub build: canary_contract::BuildId,
     pub channel: String,
     pub allowed: bool,
     /// Every unmet condition (empty when allowed).
@@ -23,7 +23,7 @@ pub struct Decision {
 
 /// Decides from the evidence; `now` and the timestamps are RFC 3339 UTC.
 pub fn decide(
-    build: &str,
+    build: &canary_contract::BuildId,
     channel: &str,
     policy: &ChannelPolicy,
     evidence: Vec<CellEvidence>,
@@ -83,7 +83,7 @@ pub fn decide(
         }
     }
     Decision {
-        build: build.into(),
+        build: build.clone(),
         channel: channel.into(),
         allowed: unmet.is_empty(),
         unmet,
@@ -94,6 +94,11 @@ pub fn decide(
 
 #[cfg(test)]
 mod tests {
+    fn id(name: &str) -> canary_contract::BuildId {
+        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}").parse().unwrap()
+    }
+
     use super::*;
     use std::time::Duration;
 
@@ -129,7 +134,7 @@ mod tests {
             cell("d", None, ""),
             cell("e", Some("pass"), "2026-11-18T11:00:00Z"),
         ];
-        let d = decide("sha256:x", "stable", &policy(true), evidence, now);
+        let d = decide(&id("sha256:x"), "stable", &policy(true), evidence, now);
         assert!(!d.allowed);
         assert_eq!(d.unmet.len(), 4, "{:#?}", d.unmet);
         assert!(d.unmet[0].contains("flaky"));
@@ -142,7 +147,7 @@ mod tests {
     fn beta_turns_flaky_and_missing_into_warnings() {
         let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
         let d = decide(
-            "b",
+            &id("b"),
             "beta",
             &policy(false),
             vec![cell("a", Some("flaky"), "2026-11-21T11:00:00Z"), cell("b", None, "")],
@@ -151,7 +156,7 @@ mod tests {
         assert!(d.allowed);
         assert_eq!(d.warnings.len(), 2);
         let d = decide(
-            "b",
+            &id("b"),
             "beta",
             &policy(false),
             vec![cell("a", Some("fail"), "2026-11-21T11:00:00Z")],
@@ -162,7 +167,7 @@ mod tests {
 
     fn row(suite: &str, repo: &str, provider: &str, status: &str) -> crate::registry::ResultRow {
         crate::registry::ResultRow {
-            build_id: "b".into(),
+            build_id: id("b"),
             run_id: "r".into(),
             suite: suite.into(),
             repo: repo.into(),
@@ -199,7 +204,7 @@ mod tests {
             ]
         );
         let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
-        let d = decide("b", "stable", &policy(true), cells, now);
+        let d = decide(&id("b"), "stable", &policy(true), cells, now);
         assert!(!d.allowed);
         assert_eq!(
             d.unmet,
@@ -214,7 +219,7 @@ mod tests {
     fn no_evidence_never_promotes_even_where_missing_cells_are_allowed() {
         let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
         let d = decide(
-            "b",
+            &id("b"),
             "beta",
             &policy(false),
             vec![cell("a", None, ""), cell("b", None, "")],
@@ -226,7 +231,7 @@ mod tests {
             "{:?}",
             d.unmet
         );
-        let d = decide("b", "beta", &policy(false), vec![], now);
+        let d = decide(&id("b"), "beta", &policy(false), vec![], now);
         assert!(!d.allowed, "an empty selection proves nothing");
     }
 }

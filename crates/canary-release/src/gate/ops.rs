@@ -6,6 +6,7 @@ use super::{Decision, decide};
 use crate::compat;
 use crate::error::Result;
 use crate::registry::{Audit, Registry};
+use canary_contract::{BuildId, Channel};
 
 /// A request to put a build on a channel.
 pub struct Promotion<'a> {
@@ -30,7 +31,7 @@ pub async fn promote(
     policy: &Policy,
     all_repos: &[String],
     p: &Promotion<'_>,
-) -> Result<(String, Decision)> {
+) -> Result<(BuildId, Decision)> {
     let channel_policy = policy.channel(p.channel)?.clone();
     let build = reg.resolve_build(p.build).await?;
     let row = reg.builds().await?.into_iter().find(|b| b.id == build);
@@ -154,7 +155,7 @@ pub struct Actor<'a> {
 pub use canary_runner::names::check_name;
 
 /// The build an org runs: its pinned build, or its channel's current known-good build.
-pub async fn effective(reg: &Registry, pin: Option<&crate::registry::OrgPin>) -> Result<Option<String>> {
+pub async fn effective(reg: &Registry, pin: Option<&crate::registry::OrgPin>) -> Result<Option<BuildId>> {
     let Some(p) = pin else { return Ok(None) };
     if let Some(b) = &p.pinned_build_id {
         return Ok(Some(b.clone()));
@@ -162,7 +163,7 @@ pub async fn effective(reg: &Registry, pin: Option<&crate::registry::OrgPin>) ->
     Ok(reg.known_good(&p.channel).await?.first().map(|r| r.build_id.clone()))
 }
 
-pub async fn effective_of(reg: &Registry, org: &str) -> Result<Option<String>> {
+pub async fn effective_of(reg: &Registry, org: &str) -> Result<Option<BuildId>> {
     let pins = reg.pins().await?;
     effective(reg, pins.iter().find(|p| p.org == org)).await
 }
@@ -180,10 +181,10 @@ pub struct PinRequest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Pinned {
     pub org: String,
-    pub channel: String,
-    pub pinned_build: Option<String>,
+    pub channel: Channel,
+    pub pinned_build: Option<BuildId>,
     /// What the org runs now.
-    pub runs: Option<String>,
+    pub runs: Option<BuildId>,
 }
 
 /// Pins an org. Only a build some channel has released (a known-good build) can be pinned;
@@ -194,11 +195,12 @@ pub async fn pin(reg: &Registry, p: &PinRequest<'_>, who: Actor<'_>) -> Result<O
         check_name("channel", c)?;
     }
     let current = reg.pins().await?.into_iter().find(|x| x.org == p.org);
-    let channel = p
-        .channel
-        .map(String::from)
-        .or(current.as_ref().map(|x| x.channel.clone()))
-        .unwrap_or_else(|| canary_contract::Channel::STABLE.into());
+    let channel = match p.channel {
+        Some(c) => c
+            .parse()
+            .map_err(|e: String| crate::error::LabError::usage(e, "e.g. --channel stable"))?,
+        None => current.as_ref().map_or_else(Channel::stable, |x| x.channel.clone()),
+    };
     let from = effective(reg, current.as_ref()).await?;
     let build = match p.build {
         None => None,
@@ -224,7 +226,9 @@ pub async fn pin(reg: &Registry, p: &PinRequest<'_>, who: Actor<'_>) -> Result<O
     let target = format!(
         "{} -> {}",
         p.org,
-        build.clone().unwrap_or_else(|| format!("channel {channel}"))
+        build
+            .as_ref()
+            .map_or_else(|| format!("channel {channel}"), |b| b.to_string())
     );
     reg.set_pin(
         p.org,
@@ -262,8 +266,8 @@ pub enum RollbackTarget<'a> {
 pub struct RolledBack {
     /// The channel or org.
     pub target: String,
-    pub from: String,
-    pub to: String,
+    pub from: BuildId,
+    pub to: BuildId,
 }
 
 /// Returns a channel to its previous known-good build (every component of it), or an org to the
@@ -372,7 +376,7 @@ pub async fn rollback(reg: &Registry, target: RollbackTarget<'_>, who: Actor<'_>
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Forgotten {
-    pub build: String,
+    pub build: BuildId,
     /// Case results deleted with it.
     pub results: u64,
 }
@@ -439,11 +443,11 @@ mod tests {
         (dir, reg)
     }
 
-    async fn build(reg: &Registry, n: u8) -> String {
+    async fn build(reg: &Registry, n: u8) -> BuildId {
         let id = format!("sha256:{}", format!("{n:02x}").repeat(32));
         let info = BuildInfo::from_image(&id, &format!("canary-lab/build:{n}"), &Default::default());
         reg.record_build(&info).await.unwrap();
-        id
+        id.parse().unwrap()
     }
 
     async fn released(reg: &Registry, channel: &str, id: &str) {

@@ -624,7 +624,7 @@ pub async fn one<B: Backend>(
         job: job.id,
         repo: job.repo_id.clone(),
         org: job.org.clone(),
-        build: job.build_id.clone(),
+        build: job.build_id.to_string(),
         outcome: String::new(),
         reason: String::new(),
         pr_url: None,

@@ -186,7 +186,7 @@ pub async fn acceptance(reg: &Registry) -> Result<Acceptance> {
         };
         for t in [
             a.by_org.entry(j.org.clone()).or_default(),
-            a.by_build.entry(j.build_id.clone()).or_default(),
+            a.by_build.entry(j.build_id.to_string()).or_default(),
         ] {
             t.opened += 1;
             match state.as_str() {

@@ -462,12 +462,12 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
                     let Some(ver) = ver.as_str() else { continue };
                     // The newest runtime version the channel has had as known-good.
                     let slot = known_good.entry(prov.clone()).or_default();
-                    let newer = match slot.get(&channel) {
+                    let newer = match slot.get(channel.as_str()) {
                         None => true,
                         Some(cur) => matches!((semver_of(ver), semver_of(cur)), (Some(a), Some(b)) if a > b),
                     };
                     if newer {
-                        slot.insert(channel.clone(), ver.to_string());
+                        slot.insert(channel.to_string(), ver.to_string());
                     }
                 }
             }
