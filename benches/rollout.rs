@@ -8,7 +8,7 @@
 
 use canary::control::{ControlPlane, router};
 use canary::registry::{Audit, BuildInfo, Registry};
-use canary::telemetry::{Outcome, Session};
+use canary::telemetry::{Session, SessionEnd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -138,7 +138,11 @@ async fn decision(reg: Arc<Registry>, label: &str, total: u64) {
                     build: b.clone(),
                     started_at: "2026-11-01T00:00:00.000Z".into(),
                     start_latency_ms: Some(400 + (n % 977) as i64),
-                    outcome: if n % 97 == 0 { Outcome::Failed } else { Outcome::Ok },
+                    outcome: if n % 97 == 0 {
+                        SessionEnd::Failed
+                    } else {
+                        SessionEnd::Ok
+                    },
                     commands: 4,
                     commands_failed: 0,
                     approvals: 1,

@@ -217,7 +217,7 @@ pub async fn compat_check(config: &LabConfig, cmd: &CompatCommand) -> Result<i32
     };
     let r = compat::check(&decl, &runtime);
     print_view(*json, &r, r.lines());
-    Ok(if r.verdict == compat::Verdict::Blocked {
+    Ok(if r.verdict == compat::Compatibility::Blocked {
         exit::FAILED
     } else {
         exit::PASS

@@ -58,7 +58,7 @@ fn start() -> (String, Arc<Upstream>) {
     (serve_on_loopback(app), u)
 }
 
-fn pipeline(cfg: &std::path::Path, db: &std::path::Path) -> crate::helpers::Outcome {
+fn pipeline(cfg: &std::path::Path, db: &std::path::Path) -> crate::helpers::Ran {
     Canary::new()
         .arg_path_flag("--config", cfg)
         .arg_path_flag("--registry", db)

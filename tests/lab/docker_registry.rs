@@ -95,7 +95,7 @@ fn run_gate_suite(reg: &Fresh, image: &str, expect: i32) -> String {
     out.json()["image"]["id"].as_str().unwrap().to_string()
 }
 
-fn promote(reg: &Fresh, build: &str, channel: &str) -> crate::helpers::Outcome {
+fn promote(reg: &Fresh, build: &str, channel: &str) -> crate::helpers::Ran {
     canary(reg)
         .args([
             "promote",

@@ -90,7 +90,7 @@ pub struct Canary {
     pub reports: tempfile::TempDir,
 }
 
-pub struct Outcome {
+pub struct Ran {
     pub out: Output,
     pub reports: tempfile::TempDir,
 }
@@ -138,17 +138,17 @@ impl Canary {
         (self.cmd, self.reports)
     }
 
-    pub fn run(mut self) -> Outcome {
+    pub fn run(mut self) -> Ran {
         isolate_registry(&mut self.cmd);
         let out = self.cmd.output().expect("canary runs");
-        Outcome {
+        Ran {
             out,
             reports: self.reports,
         }
     }
 }
 
-impl Outcome {
+impl Ran {
     pub fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.out.stdout).to_string()
     }
@@ -158,7 +158,7 @@ impl Outcome {
     }
 
     /// Asserts the exit code, showing both streams when it differs.
-    pub fn code(self, expected: i32) -> Outcome {
+    pub fn code(self, expected: i32) -> Ran {
         assert_eq!(
             self.out.status.code(),
             Some(expected),
@@ -169,7 +169,7 @@ impl Outcome {
         self
     }
 
-    pub fn stderr_has(self, needle: &str) -> Outcome {
+    pub fn stderr_has(self, needle: &str) -> Ran {
         assert!(
             self.stderr().contains(needle),
             "stderr lacks {needle:?}:\n{}",
@@ -178,7 +178,7 @@ impl Outcome {
         self
     }
 
-    pub fn stdout_has(self, needle: &str) -> Outcome {
+    pub fn stdout_has(self, needle: &str) -> Ran {
         assert!(
             self.stdout().contains(needle),
             "stdout lacks {needle:?}:\n{}",

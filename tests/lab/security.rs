@@ -14,7 +14,7 @@ fn repo_with(manifest: &str) -> tempfile::TempDir {
     repos
 }
 
-fn repos_list(repos: &Path, cache: &Path) -> crate::helpers::Outcome {
+fn repos_list(repos: &Path, cache: &Path) -> crate::helpers::Ran {
     let (_c, config) = write_temp("canary.yaml", &format!("cache_dir: {}\n", cache.display()));
     Canary::new()
         .arg_path_flag("--config", &config)
@@ -168,7 +168,7 @@ fn heartbeats_are_validated_and_the_newest_is_kept() {
     assert_eq!(status["runners"][0]["versions"]["runner"], "2", "{status}");
 }
 
-fn status_with(registry: &str) -> crate::helpers::Outcome {
+fn status_with(registry: &str) -> crate::helpers::Ran {
     Canary::new().args(["--registry", registry, "status"]).run()
 }
 

@@ -132,7 +132,7 @@ fn config(dir: &std::path::Path, url: &str, providers: &str) -> std::path::PathB
 
 const PROVIDERS: &str = "    codex:\n      sources: [pypi:openai-codex-cli-bin, github:openai/codex]\n      exclude: ['=0.160.1']\n    gemini:\n      sources: ['npm:@google/gemini-cli']\n";
 
-fn watch(cfg: &std::path::Path, db: &std::path::Path, extra: &[&str]) -> Outcome {
+fn watch(cfg: &std::path::Path, db: &std::path::Path, extra: &[&str]) -> Ran {
     Canary::new()
         .arg_path_flag("--config", cfg)
         .arg_path_flag("--registry", db)

@@ -11,7 +11,9 @@ pub mod exec;
 pub mod provider;
 pub mod text;
 pub mod time;
+pub mod verdict;
 
 pub use build_id::BuildId;
 pub use channel::Channel;
 pub use provider::Provider;
+pub use verdict::Verdict;

@@ -221,7 +221,7 @@ mod tests {
             build: build.into(),
             started_at: "2026-12-05T00:00:00Z".into(),
             start_latency_ms: Some(1),
-            outcome: crate::telemetry::Outcome::Ok,
+            outcome: crate::telemetry::SessionEnd::Ok,
             commands: 0,
             commands_failed: 0,
             approvals: 0,

@@ -14,20 +14,20 @@ pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 86_4
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum SessionEnd {
     Ok,
     Failed,
     Disconnected,
     TimedOut,
 }
 
-impl Outcome {
+impl SessionEnd {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Disconnected => "disconnected",
-            Outcome::TimedOut => "timed_out",
+            SessionEnd::Ok => "ok",
+            SessionEnd::Failed => "failed",
+            SessionEnd::Disconnected => "disconnected",
+            SessionEnd::TimedOut => "timed_out",
         }
     }
 }
@@ -44,7 +44,7 @@ pub struct SessionReport {
     /// Until the session's terminal was ready; absent or null when it never started.
     #[serde(default)]
     pub start_latency_ms: Option<u64>,
-    pub outcome: Outcome,
+    pub outcome: SessionEnd,
     pub commands: u64,
     pub commands_failed: u64,
     pub approvals: u64,
@@ -71,7 +71,7 @@ pub struct Session {
     /// at most `received_at`.
     pub started_at: String,
     pub start_latency_ms: Option<i64>,
-    pub outcome: Outcome,
+    pub outcome: SessionEnd,
     pub commands: i64,
     pub commands_failed: i64,
     pub approvals: i64,
@@ -204,7 +204,7 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
                 "appears twice in the batch; a session is reported once, with its final outcome".into(),
             ));
         }
-        if s.outcome == Outcome::Ok && s.start_latency_ms.is_none() {
+        if s.outcome == SessionEnd::Ok && s.start_latency_ms.is_none() {
             return Err(bad(
                 "start_latency_ms",
                 "is null for an ok session: a session that never started cannot end ok".into(),
@@ -266,10 +266,10 @@ impl Sums {
             self.start_latency_ms += l;
         }
         match s.outcome {
-            Outcome::Ok => self.ok += 1,
-            Outcome::Failed => self.failed += 1,
-            Outcome::Disconnected => self.disconnected += 1,
-            Outcome::TimedOut => self.timed_out += 1,
+            SessionEnd::Ok => self.ok += 1,
+            SessionEnd::Failed => self.failed += 1,
+            SessionEnd::Disconnected => self.disconnected += 1,
+            SessionEnd::TimedOut => self.timed_out += 1,
         }
         self.commands += s.commands;
         self.commands_failed += s.commands_failed;

@@ -107,16 +107,59 @@ pub struct SkippedVersion {
 
 /// The pipeline's verdict on one candidate.
 #[derive(Debug, Clone, Serialize)]
-pub struct Verdict {
+pub struct PipelineVerdict {
     pub provider: String,
     pub package_version: String,
     pub version: String,
     pub build_id: Option<String>,
-    /// `green`, `yellow`, `red` or `error`.
-    pub status: String,
+    pub status: Light,
     pub channel: Option<String>,
     pub summary: serde_json::Value,
     pub decided_at: String,
+}
+
+/// A candidate's verdict as the pipeline gives it: `green` (passed, promoted), `yellow` (passed
+/// with flaky cases, or the gate refused), `red` (a suite failed), `error` (the lab could not
+/// judge it: judged again on the next run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Light {
+    Green,
+    Yellow,
+    Red,
+    Error,
+}
+
+impl Light {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Light::Green => "green",
+            Light::Yellow => "yellow",
+            Light::Red => "red",
+            Light::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Light {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Light {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Light, String> {
+        [Light::Green, Light::Yellow, Light::Red, Light::Error]
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "`{}` is not a verdict (green, yellow, red, error)",
+                    crate::text::clean(s)
+                )
+            })
+    }
 }
 
 /// What a deployed runner last reported.
@@ -346,7 +389,7 @@ impl Registry {
         Ok(added)
     }
 
-    pub async fn verdicts(&self) -> Result<Vec<Verdict>> {
+    pub async fn verdicts(&self) -> Result<Vec<PipelineVerdict>> {
         let rows = sqlx::query(
             "SELECT provider, package_version, version, build_id, status, channel, summary, decided_at \
              FROM candidate_verdicts ORDER BY decided_at DESC",
@@ -358,7 +401,7 @@ impl Registry {
     }
 
     /// Records (or, when a candidate is judged again, replaces) a verdict, with an audit entry.
-    pub async fn record_verdict(&self, v: &Verdict, a: Audit<'_>) -> Result<()> {
+    pub async fn record_verdict(&self, v: &PipelineVerdict, a: Audit<'_>) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO candidate_verdicts (provider, package_version, version, build_id, status, channel, summary, decided_at) \
@@ -370,7 +413,7 @@ impl Registry {
         .bind(&v.package_version)
         .bind(&v.version)
         .bind(v.build_id.as_deref())
-        .bind(&v.status)
+        .bind(v.status.as_str())
         .bind(v.channel.as_deref())
         .bind(v.summary.to_string())
         .bind(&v.decided_at)
@@ -740,12 +783,12 @@ from_row!(VersionRow {
     package_version: opt_text,
 });
 
-from_row!(Verdict {
+from_row!(PipelineVerdict {
     provider: text,
     package_version: text,
     version: text,
     build_id: opt_text,
-    status: text,
+    status: parsed,
     channel: opt_text,
     summary: json,
     decided_at: text,

@@ -7,7 +7,7 @@ use crate::engine::Backend;
 use crate::engine::docker::DockerBackend;
 use crate::error::{Result, exit};
 use crate::progress::Progress;
-use crate::registry::{Audit, Registry, Verdict};
+use crate::registry::{Audit, Light, PipelineVerdict, Registry};
 use crate::report::{CaseStatus, RunReport};
 use crate::upstream::{self, Judged, WatchOptions, WatchReport};
 use std::path::PathBuf;
@@ -27,9 +27,7 @@ pub struct Notification {
     pub package_version: String,
     /// The channel the policy made it a candidate for.
     pub candidate_for: String,
-    /// `green` (passed, promoted), `yellow` (passed with flaky cases or the gate refused), `red`
-    /// (a suite failed), `error` (the lab could not judge it).
-    pub status: String,
+    pub status: Light,
     pub build: Option<String>,
     pub image: Option<String>,
     /// The candidate build's components.
@@ -133,7 +131,9 @@ pub async fn run(
             {
                 // A verdict of `error` means the lab could not judge it: judged again.
                 let judged = verdicts.iter().find(|v| {
-                    v.provider == p.provider && v.package_version == j.release.package_version && v.status != "error"
+                    v.provider == p.provider
+                        && v.package_version == j.release.package_version
+                        && v.status != Light::Error
                 });
                 match judged {
                     Some(v) if !a.rejudge => progress.line(format!(
@@ -206,7 +206,7 @@ pub async fn run(
         }
         for (provider, j) in &candidate {
             reg.record_verdict(
-                &Verdict {
+                &PipelineVerdict {
                     provider: provider.clone(),
                     package_version: j.release.package_version.clone(),
                     version: n
@@ -215,7 +215,7 @@ pub async fn run(
                         .find(|c| &c.name == provider)
                         .map_or_else(|| j.release.version.clone(), |c| c.version.clone()),
                     build_id: n.build.clone(),
-                    status: n.status.clone(),
+                    status: n.status,
                     channel: n.promoted_to.last().cloned(),
                     summary: payload.clone(),
                     decided_at: crate::registry::now(),
@@ -224,16 +224,16 @@ pub async fn run(
                     actor: "pipeline",
                     action: "judge",
                     target: &format!("{provider} {}", j.release.version),
-                    decision: &n.status,
+                    decision: n.status.as_str(),
                     reason: &n.changes,
                     evidence: payload.clone(),
                 },
             )
             .await?;
         }
-        match n.status.as_str() {
-            "green" => {}
-            "error" => worst = exit::ERROR,
+        match n.status {
+            Light::Green => {}
+            Light::Error => worst = exit::ERROR,
             _ if worst == exit::PASS => worst = exit::FAILED,
             _ => {}
         }
@@ -359,12 +359,11 @@ async fn judge_candidate(
     let mut gate_notes = Vec::new();
     let canary_green = report.summary.status() == CaseStatus::Passed;
     let mut status = match report.summary.status() {
-        CaseStatus::Passed => "green",
-        CaseStatus::Flaky => "yellow",
-        CaseStatus::Error => "error",
-        _ => "red",
-    }
-    .to_string();
+        CaseStatus::Passed => Light::Green,
+        CaseStatus::Flaky => Light::Yellow,
+        CaseStatus::Error => Light::Error,
+        _ => Light::Red,
+    };
     if canary_green {
         let mut targets = vec![target.to_string()];
         if config.pipeline.auto_stable
@@ -390,7 +389,7 @@ async fn judge_candidate(
             } else {
                 progress.line(format!("[gate] {channel} refused: {}", d.unmet.join("; ")));
                 gate_notes.extend(d.unmet.iter().map(|u| format!("{channel}: {u}")));
-                status = "yellow".into();
+                status = Light::Yellow;
             }
         }
     } else {
@@ -407,10 +406,10 @@ async fn judge_candidate(
             .as_ref()
             .map(|b| short(&b.id).to_string())
             .unwrap_or_else(|| "none".into()),
-        match status.as_str() {
-            "green" => format!("canary green, promoted to {}", promoted_to.join(", ")),
-            "yellow" if canary_green => format!("canary green, gate refused: {}", gate_notes.join("; ")),
-            "yellow" => "canary passed only on rerun (flaky); not promoted".into(),
+        match status {
+            Light::Green => format!("canary green, promoted to {}", promoted_to.join(", ")),
+            Light::Yellow if canary_green => format!("canary green, gate refused: {}", gate_notes.join("; ")),
+            Light::Yellow => "canary passed only on rerun (flaky); not promoted".into(),
             _ => format!("canary {}; not promoted", status_word(&report)),
         }
     );

@@ -106,7 +106,7 @@ pub struct Declaration {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum Compatibility {
     Compatible,
     CompatibleWithWarnings,
     Blocked,
@@ -116,7 +116,7 @@ pub enum Verdict {
 pub struct CompatResult {
     pub manifest: String,
     pub runtime: String,
-    pub verdict: Verdict,
+    pub verdict: Compatibility,
     /// Why it is blocked (empty unless blocked).
     pub reasons: Vec<String>,
     pub warnings: Vec<String>,
@@ -233,11 +233,11 @@ pub fn check(decl: &Declaration, runtime: &Version) -> CompatResult {
         warnings.push(format!("runtime {runtime} is not among tested_versions"));
     }
     let verdict = if !reasons.is_empty() {
-        Verdict::Blocked
+        Compatibility::Blocked
     } else if warnings.is_empty() {
-        Verdict::Compatible
+        Compatibility::Compatible
     } else {
-        Verdict::CompatibleWithWarnings
+        Compatibility::CompatibleWithWarnings
     };
     CompatResult {
         manifest: decl.file.clone(),
@@ -264,10 +264,10 @@ mod tests {
     fn wildcard_max_admits_its_whole_minor() {
         let d =
             decl("runtime_compatibility:\n  min_version: \"1.2.0\"\n  max_version: \"1.4.x\"\n  contracts_major: 1\n");
-        assert_eq!(check(&d, &v("1.4.9")).verdict, Verdict::Compatible);
-        assert_eq!(check(&d, &v("1.2.0")).verdict, Verdict::Compatible);
+        assert_eq!(check(&d, &v("1.4.9")).verdict, Compatibility::Compatible);
+        assert_eq!(check(&d, &v("1.2.0")).verdict, Compatibility::Compatible);
         let newer = check(&d, &v("1.5.0"));
-        assert_eq!(newer.verdict, Verdict::Blocked);
+        assert_eq!(newer.verdict, Compatibility::Blocked);
         assert_eq!(newer.reasons, vec!["runtime 1.5.0 is newer than max_version 1.4.x"]);
         assert_eq!(
             check(&d, &v("1.1.9")).reasons,
@@ -278,9 +278,9 @@ mod tests {
     #[test]
     fn major_wildcards_and_contracts() {
         let d = decl("runtime_compatibility:\n  min_version: 1.0.0\n  max_version: 1.x.x\n  contracts_major: 1\n");
-        assert_eq!(check(&d, &v("1.99.3")).verdict, Verdict::Compatible);
+        assert_eq!(check(&d, &v("1.99.3")).verdict, Compatibility::Compatible);
         let r = check(&d, &v("2.0.0"));
-        assert_eq!(r.verdict, Verdict::Blocked);
+        assert_eq!(r.verdict, Compatibility::Blocked);
         assert_eq!(r.reasons.len(), 2, "{:?}", r.reasons);
     }
 
@@ -288,7 +288,7 @@ mod tests {
     fn missing_optional_fields_warn() {
         let d = decl("name: bundle\nruntime_compatibility:\n  min_version: 1.0.0\n");
         let r = check(&d, &v("1.3.0-beta.1"));
-        assert_eq!(r.verdict, Verdict::CompatibleWithWarnings);
+        assert_eq!(r.verdict, Compatibility::CompatibleWithWarnings);
         assert_eq!(r.warnings.len(), 3, "{:?}", r.warnings);
     }
 

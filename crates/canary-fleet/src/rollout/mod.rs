@@ -152,14 +152,7 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    Fail,
-    /// Too few sessions or missing telemetry: never a pass.
-    Inconclusive,
-}
+pub use canary_contract::Verdict;
 
 /// One metric's comparison, with the figures and limit that decided it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -812,7 +812,7 @@ pub async fn check(host: &Host, client: &Client, cfg: &HostConfig) -> Result<Che
 /// How an upgrade ended; the exit code follows it (0 done or up to date, 1 blocked, refused or
 /// rolled back, 2 failed).
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
+pub struct Upgrade {
     pub outcome: String,
     pub from: Option<String>,
     pub to: Option<String>,
@@ -822,7 +822,7 @@ pub struct Outcome {
     pub smoke: Vec<String>,
 }
 
-impl Outcome {
+impl Upgrade {
     pub fn exit_code(&self) -> i32 {
         match self.outcome.as_str() {
             "done" | "up_to_date" => crate::error::exit::PASS,
@@ -835,7 +835,7 @@ impl Outcome {
 impl Host {
     /// Appends `o` to the host's history and tells the control plane (a control plane that is
     /// away does not undo what happened on the host; the history keeps it either way).
-    pub async fn record(&self, client: &Client, cfg: &HostConfig, action: &str, o: &Outcome) -> Result<()> {
+    pub async fn record(&self, client: &Client, cfg: &HostConfig, action: &str, o: &Upgrade) -> Result<()> {
         let entry = AuditEntry {
             at: jiff::Timestamp::now().to_string(),
             action: action.into(),
@@ -866,11 +866,11 @@ pub async fn upgrade(
     cfg: &HostConfig,
     smoke_limit: Duration,
     confirm: impl FnOnce(&Plan, &Offer) -> bool,
-) -> Result<Outcome> {
+) -> Result<Upgrade> {
     let _lock = match host.try_lock() {
         Ok(l) => l,
         Err(e) => {
-            let o = Outcome {
+            let o = Upgrade {
                 outcome: "refused".into(),
                 from: host.current().map(|m| m.build),
                 to: None,
@@ -891,7 +891,7 @@ pub async fn upgrade(
     };
     let checked = check(host, client, cfg).await?;
     let from = checked.current.as_ref().map(|m| m.build.clone());
-    let mut o = Outcome {
+    let mut o = Upgrade {
         outcome: "up_to_date".into(),
         from: from.clone(),
         to: checked.offer.build.clone(),
@@ -903,7 +903,7 @@ pub async fn upgrade(
         o.reason = "this host runs the offered build".into();
         return Ok(o);
     }
-    let finish = |mut o: Outcome, outcome: &str, reason: String| {
+    let finish = |mut o: Upgrade, outcome: &str, reason: String| {
         o.outcome = outcome.into();
         o.reason = reason;
         o
@@ -998,7 +998,7 @@ pub async fn upgrade(
 }
 
 /// Back to the previous build, or to an installed one named by a digest prefix.
-pub async fn rollback(host: &Host, client: &Client, cfg: &HostConfig, to: Option<&str>) -> Result<Outcome> {
+pub async fn rollback(host: &Host, client: &Client, cfg: &HostConfig, to: Option<&str>) -> Result<Upgrade> {
     let _lock = host.try_lock()?;
     let from = host.current().map(|m| m.build);
     let target = match to {
@@ -1012,7 +1012,7 @@ pub async fn rollback(host: &Host, client: &Client, cfg: &HostConfig, to: Option
             .previous()
             .and_then(|m| host.installed().into_iter().find(|(_, i)| i.build == m.build)),
     };
-    let mut o = Outcome {
+    let mut o = Upgrade {
         outcome: "blocked".into(),
         from: from.clone(),
         to: None,

@@ -236,11 +236,13 @@ pub fn plan(installed: Option<&BuildManifest>, target: &BuildManifest, bundles: 
             Some(Ok(v)) => {
                 let r = crate::compat::check(decl, v);
                 match r.verdict {
-                    crate::compat::Verdict::Compatible => {}
-                    crate::compat::Verdict::CompatibleWithWarnings => {
+                    crate::compat::Compatibility::Compatible => {}
+                    crate::compat::Compatibility::CompatibleWithWarnings => {
                         warnings.push(format!("{}: {}", decl.file, r.warnings.join("; ")))
                     }
-                    crate::compat::Verdict::Blocked => blocked.push(format!("{}: {}", decl.file, r.reasons.join("; "))),
+                    crate::compat::Compatibility::Blocked => {
+                        blocked.push(format!("{}: {}", decl.file, r.reasons.join("; ")))
+                    }
                 }
             }
         }
