@@ -169,9 +169,45 @@ fn a_step_past_its_deadline_is_killed_and_the_case_timed_out() {
 
 /// Starts `canary run` of the slow suite and waits until its containers exist.
 fn start_slow_run() -> (std::process::Child, tempfile::TempDir, String) {
-    let (mut cmd, reports) = Canary::new()
+    start_slow_run_on(None)
+}
+
+/// `cmd` run as if on a machine named `host` (its own UTS namespace: what the lab reads as the
+/// hostname, and labels its objects with). Other labs on this machine take such a run's objects
+/// for another machine's and never gc them; only a gc on the same "host" may.
+fn on_host(cmd: &std::process::Command, host: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("unshare");
+    c.args([
+        "--uts",
+        "sh",
+        "-c",
+        "hostname \"$1\" && shift && exec \"$@\"",
+        "sh",
+        host,
+    ])
+    .arg(cmd.get_program())
+    .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        c.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+fn start_slow_run_on(host: Option<&str>) -> (std::process::Child, tempfile::TempDir, String) {
+    let (cmd, reports) = Canary::new()
         .args(["run", "-s", "tests/fixtures/suites/slow.yaml", "--jobs", "2"])
         .command();
+    let mut cmd = match host {
+        Some(h) => on_host(&cmd, h),
+        None => cmd,
+    };
+    // `unshare` and `sh` exec into canary: the child's pid is the run's.
     let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let label = format!("canary-lab.pid={}", child.id());
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -182,60 +218,102 @@ fn start_slow_run() -> (std::process::Child, tempfile::TempDir, String) {
     (child, reports, label)
 }
 
+/// The names of the lab objects carrying `label`.
+fn lab_object_names(label: &str) -> (Vec<String>, Vec<String>) {
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = crate::helpers::docker(args).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let filter = format!("label={label}");
+    (
+        names(&["ps", "-a", "--format", "{{.Names}}", "--filter", &filter]),
+        names(&["network", "ls", "--format", "{{.Name}}", "--filter", &filter]),
+    )
+}
+
+/// A run killed with -9 leaves its containers and network; `canary gc` removes exactly them.
+/// The run is labelled as another machine's for every other lab on this one, so no concurrent
+/// run's own orphan gc can take its objects first: what is removed is what this gc removed.
 #[test]
-fn after_kill_9_gc_leaves_no_containers_or_networks() {
+fn after_kill_9_the_run_is_left_and_gc_removes_exactly_it() {
     require_lab();
-    let (mut child, _reports, label) = start_slow_run();
+    let host = format!("kill9-{}", std::process::id());
+    let (mut child, _reports, label) = start_slow_run_on(Some(&host));
+    let (containers, networks) = lab_object_names(&label);
     assert_eq!(
-        lab_objects(&label),
+        (containers.len(), networks.len()),
         (2, 1),
         "two case containers and the lab network are up"
     );
-    // A platform's runner started from the same lab-built image (a runner build) is not the
-    // lab's: it inherits the image's lab labels, never the ownership of a run. It is started
-    // while the run is alive (its containers are no orphans yet, so no other run's gc takes
-    // them first), and stays up through every gc that follows: this one, and the orphan gc any
-    // concurrent `canary run` does when it starts.
-    let case = crate::helpers::docker(&["ps", "-aq", "--filter", &format!("label={label}")]);
-    let image = crate::helpers::docker(&["inspect", "-f", "{{.Image}}", case.lines().next().unwrap()]);
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        lab_object_names(&label),
+        (containers.clone(), networks.clone()),
+        "kill -9 gives the run no chance to clean up, and no other lab takes its objects"
+    );
+    let (cmd, _r) = Canary::new().args(["gc", "--json"]).command();
+    let out = on_host(&cmd, &host).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = |key: &str| -> Vec<String> {
+        said[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect()
+    };
+    for c in &containers {
+        assert!(listed("containers").contains(c), "gc --json names {c}: {said}");
+    }
+    for n in &networks {
+        assert!(listed("networks").contains(n), "gc --json names {n}: {said}");
+    }
+    assert_eq!(
+        lab_objects(&label),
+        (0, 0),
+        "gc removed the crashed run's containers and network"
+    );
+}
+
+/// A container someone else started from a lab-built image carries the image's lab labels (a
+/// run, a dead pid, this host) but not the lab's ownership: `canary gc` leaves it running.
+#[test]
+fn gc_leaves_a_container_it_did_not_create() {
+    require_lab();
     let foreign = format!("canary-foreign-{}", std::process::id());
+    let image = canary::images::base_reference(&canary::config::LabConfig::load(None).unwrap().lab());
+    let host = canary::engine::hostname();
     crate::helpers::docker(&[
         "run",
         "-d",
         "--name",
         &foreign,
         "--label",
-        "canary-lab.test=foreign",
+        "canary-lab.run=someone-elses",
+        "--label",
+        "canary-lab.pid=4194305",
+        "--label",
+        &format!("canary-lab.host={host}"),
         &image,
         "sleep",
         "300",
     ]);
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    child.wait().unwrap();
-    assert_eq!(
-        lab_objects(&label),
-        (2, 1),
-        "kill -9 gives the run no chance to clean up"
-    );
     let out = Canary::new().args(["gc", "--json"]).run().code(0);
-    let running = std::process::Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Running}}", &foreign])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let running = crate::helpers::docker(&["inspect", "-f", "{{.State.Running}}", &foreign]);
     let _ = std::process::Command::new("docker")
         .args(["rm", "-f", &foreign])
         .output();
-    // Which gc took the dead run's containers depends on the other tests running now (each
-    // `canary run` starts with an orphan gc): that none is left is what counts.
-    assert!(out.json()["containers"].is_array(), "gc --json lists what it removed");
-    assert_eq!(
-        lab_objects(&label),
-        (0, 0),
-        "gc removed the crashed run's containers and network"
+    assert!(
+        !out.json()["containers"].to_string().contains(&foreign),
+        "gc does not list it: {}",
+        out.json()
     );
-    assert_eq!(running, "true", "gc left alone a container it did not create");
+    assert_eq!(running.trim(), "true", "gc left alone a container it did not create");
 }
 
 #[test]
