@@ -92,6 +92,42 @@ fn parse(command: &str) -> (Vec<Vec<String>>, BTreeSet<String>) {
     (paths, flags)
 }
 
+/// Every `canary ...` the program itself tells a person to run (a `help:` line, a hint after a
+/// result, a refusal's way out), from the string literals of its sources, with where it stands.
+fn suggested_commands() -> Vec<(String, String)> {
+    let root = crate::helpers::root();
+    let mut files = Vec::new();
+    let mut dirs = vec![root.join("src"), root.join("crates")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let name = file.strip_prefix(&root).unwrap().display().to_string();
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            // Doc comments speak to developers; what is printed stands in string literals.
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for (j, span) in line.split('`').enumerate() {
+                if j % 2 == 1 && is_command(span) {
+                    out.push((format!("{name}:{}", i + 1), span.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn every_command_the_readme_and_docs_show_has_its_subcommands_and_flags() {
     let shown = shown_commands();
@@ -100,9 +136,26 @@ fn every_command_the_readme_and_docs_show_has_its_subcommands_and_flags() {
         "the documents show the commands: found {}",
         shown.len()
     );
+    check_commands(&shown, "the documents show");
+}
+
+/// Every command a `help:` line, a hint or a refusal suggests names subcommands and flags
+/// `canary` has: a person who runs the suggestion gets the command, not a usage error.
+#[test]
+fn every_command_the_program_suggests_has_its_subcommands_and_flags() {
+    let suggested = suggested_commands();
+    assert!(
+        suggested.len() > 50,
+        "the program suggests commands: found {}",
+        suggested.len()
+    );
+    check_commands(&suggested, "the program suggests");
+}
+
+fn check_commands(shown: &[(String, String)], who: &str) {
     let canary = Path::new(env!("CARGO_BIN_EXE_canary"));
     let mut wrong = Vec::new();
-    for (at, command) in &shown {
+    for (at, command) in shown {
         let (paths, flags) = parse(command);
         for path in paths {
             let help = Command::new(canary)
@@ -135,7 +188,7 @@ fn every_command_the_readme_and_docs_show_has_its_subcommands_and_flags() {
     }
     assert!(
         wrong.is_empty(),
-        "the documents show commands canary does not have:\n{}",
+        "{who} commands canary does not have:\n{}",
         wrong.join("\n")
     );
 }

@@ -43,7 +43,7 @@ pub async fn compare(
     if mine.is_empty() {
         return Err(LabError::usage(
             format!("build {} has no recorded CLI inventory", crate::lab::short_id(&id)),
-            "run a suite with sessions against it first (`canary run --image ... --record`), or check `canary registry builds`",
+            "run a suite with sessions against it first (`canary run --image IMAGE --suite FILE` records what the CLIs did), or check `canary registry builds`",
         ));
     }
     let mut out = Vec::new();
