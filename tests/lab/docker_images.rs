@@ -302,7 +302,7 @@ fn golden_path_passes_for_both_clis_of_one_build_and_channels_move_whole_builds(
         .code(0)
         .json();
     let next_ref = next["reference"].as_str().unwrap();
-    Canary::new()
+    let promoted = Canary::new()
         .args([
             "--registry",
             &reg,
@@ -318,6 +318,8 @@ fn golden_path_passes_for_both_clis_of_one_build_and_channels_move_whole_builds(
         ])
         .run()
         .code(0);
+    // The same CLIs as the README's demo: what it shows the demo ending with is what this prints.
+    crate::shown::assert_shows("demo-promoted", &promoted.stdout());
     let beta = channel(&reg, "beta");
     assert_eq!(versions(&beta), ["codex@0.163.0", "claude-code@2.1.330"], "{beta}");
     assert_eq!(beta["previous_known_good"], first["build"]);

@@ -22,5 +22,6 @@ mod real_cli;
 mod registry;
 mod rollout;
 mod security;
+mod shown;
 mod updates;
 mod upstream;
