@@ -218,7 +218,7 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
             };
             req.check(&policy)?;
             let reg = open_to_change(config).await?;
-            let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
+            let repos = config.repo_ids()?;
             let who = who.acting();
             match controller::start(&reg, &policy, &repos, &req, who).await? {
                 Outcome::Done(r) => show(*json, &r, view::started(&r)),

@@ -114,7 +114,7 @@ pub(super) async fn promote_decision(
         actor: a.who.actor(),
         reason: &a.who.reason,
     };
-    let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
+    let repos = config.repo_ids()?;
     let (build, decision) = gate::ops::promote(&reg, &policy, &repos, &request).await?;
     Ok((build, decision, policy.source.clone()))
 }

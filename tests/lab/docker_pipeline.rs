@@ -328,3 +328,249 @@ fn beta_of(db: &std::path::Path) -> (serde_json::Value, serde_json::Value) {
         .clone();
     (status, beta)
 }
+
+/// The CI pipeline's journey: the example workflow's own "Run the pipeline" step, as a CI runner
+/// runs it (bash -eo pipefail, the job's environment, `sudo` as a pass-through since the job is
+/// root here), in a checkout-like folder; then what its upload step collects, read as a CI
+/// system reads it: pipeline.json, each run's run.json and notification.json, and junit.xml
+/// through a JUnit parser. A second run of the same job judges nothing again and passes.
+#[test]
+fn the_example_workflow_runs_the_pipeline_as_a_ci_job_does() {
+    require_lab();
+    let root = crate::helpers::root();
+    let workflow: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(root.join(".github/workflows/canary.yml")).unwrap()).unwrap();
+    let steps = workflow["jobs"]["pipeline"]["steps"].as_array().unwrap();
+    let script = steps
+        .iter()
+        .find(|s| s["id"] == "pipeline")
+        .and_then(|s| s["run"].as_str())
+        .expect("the workflow has a step with id `pipeline`")
+        .to_string();
+    let uploads: Vec<String> = steps
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/upload-artifact"))
+        })
+        .and_then(|s| s["with"]["path"].as_str())
+        .expect("the workflow uploads the reports")
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+
+    // A checkout: the lab's repos and suites, the release binary where the step calls it, a
+    // `sudo` that passes through, and canary.yaml pointing upstream at a mock package index.
+    let (url, upstream) = start();
+    let job = tempfile::tempdir().unwrap();
+    let w = job.path();
+    for d in ["canary-repos", "suites"] {
+        std::os::unix::fs::symlink(root.join(d), w.join(d)).unwrap();
+    }
+    std::fs::create_dir_all(w.join("target/release")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_canary"), w.join("target/release/canary")).unwrap();
+    let bin = w.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(
+        bin.join("sudo"),
+        "#!/bin/sh\nwhile [ \"${1#--preserve-env}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join("sudo"))
+        .status()
+        .unwrap();
+    std::fs::write(
+        w.join("canary.yaml"),
+        format!(
+            "cache_dir: {}\nupstream:\n  pypi_url: {url}\n  providers:\n    claude-code:\n      sources: [pypi:claude-agent-sdk]\n",
+            root.join(".canary/cache").display()
+        ),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let job_run = || {
+        std::process::Command::new("bash")
+            .args(["--noprofile", "--norc", "-eo", "pipefail", "-c", &script])
+            .current_dir(w)
+            .env_clear()
+            .env("PATH", &path)
+            .env("HOME", std::env::var("HOME").unwrap())
+            .env("CI", "true")
+            .env("CANARY_REGISTRY", "")
+            .env("CANARY_WEBHOOK", format!("{url}/hook"))
+            .env("GITHUB_TOKEN", "")
+            .env("PROVIDER", "claude-code")
+            .env("REJUDGE", "false")
+            .output()
+            .unwrap()
+    };
+
+    let out = job_run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let pipeline: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(w.join("pipeline.json")).unwrap()).unwrap();
+    let v = &pipeline["verdicts"][0];
+    assert_eq!(
+        (v["status"].as_str(), v["version"].as_str()),
+        (Some("green"), Some("2.1.321")),
+        "{pipeline}"
+    );
+    assert_eq!(upstream.hooks.lock().unwrap().len(), 1, "the webhook got the verdict");
+
+    // What the upload step collects exists, and a CI system reads it.
+    let matching = |pattern: &str| -> Vec<std::path::PathBuf> {
+        let (dir, rest) = pattern.split_once("/*/").unwrap_or(("", pattern));
+        if dir.is_empty() {
+            return vec![w.join(pattern)].into_iter().filter(|p| p.exists()).collect();
+        }
+        std::fs::read_dir(w.join(dir))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path().join(rest))
+                    .filter(|p| p.exists())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for pattern in &uploads {
+        assert!(!matching(pattern).is_empty(), "the upload step finds {pattern}");
+    }
+    let junit = &matching("reports/*/junit.xml")[0];
+    let xml = std::fs::read_to_string(junit).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("junit.xml is XML");
+    let cases: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
+    assert!(!cases.is_empty(), "{xml}");
+    assert!(
+        cases.iter().all(|c| !c
+            .children()
+            .any(|f| f.has_tag_name("failure") || f.has_tag_name("error"))),
+        "a green verdict has no failed test case: {xml}"
+    );
+    let notification: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&matching("reports/*/notification.json")[0]).unwrap()).unwrap();
+    assert_eq!(notification["status"], "green");
+
+    // The next scheduled run: nothing new, nothing judged twice, the job passes.
+    let again = job_run();
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let second: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(w.join("pipeline.json")).unwrap()).unwrap();
+    assert_eq!(second["verdicts"], serde_json::json!([]), "{second}");
+}
+
+/// The release engineer's journey, as one story: a new upstream version is judged by the
+/// pipeline and lands on beta; `canary status` shows it; it is rolled out on stable through
+/// `canary serve`, and the dashboard shows the rollout; the fleet's telemetry turns bad, the
+/// rollout is aborted and stable is back on its build; the engineer rolls beta back too.
+#[test]
+fn a_release_engineer_takes_a_new_version_to_stable_and_back_on_a_bad_signal() {
+    use crate::rollout::{GATE, canary, channel_build, drive, rt, serve};
+    require_lab();
+    let (url, upstream) = start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("canary.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "upstream:\n  pypi_url: {url}\n  providers:\n    claude-code:\n      sources: [pypi:claude-agent-sdk]\n"
+        ),
+    )
+    .unwrap();
+    let policy = dir.path().join("gate.yaml");
+    std::fs::write(&policy, GATE).unwrap();
+    let reg = crate::registry::fresh(crate::registry::Backend::Sqlite);
+    let judge = || {
+        canary(&reg)
+            .arg_path_flag("--config", &cfg)
+            .args(["pipeline", "--json"])
+            .run()
+            .code(0)
+            .json()
+    };
+    let beta = || {
+        let st = canary(&reg).args(["status", "--json"]).run().code(0).json();
+        st["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["channel"] == "beta")
+            .and_then(|c| c["build"].as_str().map(String::from))
+            .unwrap_or_default()
+    };
+
+    // Stable runs the first release the pipeline judged.
+    assert_eq!(judge()["verdicts"][0]["status"], "green");
+    let first = beta();
+    canary(&reg)
+        .args(["promote", &first, "--channel", "stable"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    // A new version upstream: judged, green, on beta; status says so.
+    upstream.released.store(true, Ordering::SeqCst);
+    let v = judge()["verdicts"][0].clone();
+    assert_eq!(
+        (v["status"].as_str(), v["version"].as_str()),
+        (Some("green"), Some("2.1.329")),
+        "{v}"
+    );
+    let candidate = beta();
+    assert_ne!(candidate, first, "beta moved to the new build");
+    assert_eq!(channel_build(&reg), first, "stable still runs the first");
+
+    // Rolled out on stable; the dashboard shows the rollout running.
+    let s = serve(&reg, &policy, crate::helpers::free_port());
+    canary(&reg)
+        .args(["rollout", "start", &candidate, "--channel", "stable", "--bake", "1h"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0)
+        .stdout_has("started");
+    let page = |path: &str| {
+        rt().block_on(async {
+            canary::init_tls();
+            reqwest::Client::new()
+                .get(format!("{}{path}", s.url))
+                .bearer_auth(&s.ops)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    let short = &candidate["sha256:".len().."sha256:".len() + 12];
+    let running = page("/");
+    assert!(
+        running.contains("state-running") && running.contains(short),
+        "{running}"
+    );
+
+    // The candidate fails a fifth of its sessions: aborted at the first step, stable back.
+    let bad = format!("{short}=fail:0.2,latency:900");
+    let st = drive(&reg, &s, &policy, &[&bad, "*=fail:0.01,latency:900"], 20);
+    assert_eq!(st["rollout"]["state"], "aborted", "{st}");
+    assert_eq!(channel_build(&reg), first, "stable is back on its build");
+    let aborted = page("/");
+    assert!(
+        aborted.contains("state-aborted") && aborted.contains("aborted: failure rate"),
+        "{aborted}"
+    );
+
+    // The engineer takes beta back too: beta runs the first build again.
+    canary(&reg)
+        .args(["rollback", "--channel", "beta", "--reason", "failure rate on stable"])
+        .run()
+        .code(0);
+    assert_eq!(beta(), first);
+}

@@ -165,6 +165,38 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// The scenarios of one long test, each named: a scenario that fails is recorded and the next
+/// one still runs (the hosts keep whatever state it left), and the test fails at the end naming
+/// every scenario that failed, with its message.
+#[derive(Default)]
+struct Scenarios(Vec<String>);
+
+impl Scenarios {
+    fn run<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> Option<T> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let why = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                self.0.push(format!("{name}: {why}"));
+                None
+            }
+        }
+    }
+
+    fn finish(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} scenario(s) failed:\n{}",
+            self.0.len(),
+            self.0.join("\n\n")
+        );
+    }
+}
+
 #[test]
 fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_survive_a_kill() {
     require_lab();
@@ -238,7 +270,7 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     let gateway = docker(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", &net]);
     let port = free_port();
     let listen = format!("0.0.0.0:{port}");
-    let server = serve_on(&lab, &listen, &trust, &[]);
+    let mut server = Some(serve_on(&lab, &listen, &trust, &[]));
     let slow = Arc::new(AtomicBool::new(false));
     let relay_port = relay(port, slow.clone());
     let url = format!("http://{gateway}:{relay_port}");
@@ -300,39 +332,7 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
     }
     let (h1, h2) = (hosts.names[0].clone(), hosts.names[1].clone());
 
-    // host-1: an update is available, green; the admin hears of it once, and the fleet page says so.
-    let check = check_until(&h1, &build_a);
-    let (code, out) = (1, check.to_string());
-    assert_eq!((code, check["offer"]["status"].as_str()), (1, Some("green")), "{out}");
-    assert_eq!(check["signed"]["statement"]["status"], "green", "{out}");
-    assert_eq!(check["offer"]["build"], build_a.as_str());
-    let (code, _, out) = update(&h1, &["check"]);
-    assert_eq!(code, 1, "{out}");
-    wait_for("the webhook notice", Duration::from_secs(20), || {
-        !hooks.lock().unwrap().is_empty()
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    {
-        let got = hooks.lock().unwrap();
-        assert_eq!(got.len(), 1, "told once, not at every heartbeat: {got:?}");
-        assert_eq!(
-            (
-                got[0]["event"].as_str(),
-                got[0]["runner"].as_str(),
-                got[0]["build"].as_str()
-            ),
-            (Some("runner.behind"), Some("host-1"), Some(build_a.as_str()))
-        );
-        assert_eq!(got[0]["status"], "green");
-        assert!(
-            got[0]["component_changes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|c| c["component"] == "claude-code" && c["to"] == version_a.as_str()),
-            "{got:?}"
-        );
-    }
+    // The fleet page as an operator reads it, and the keys a later rotation signs with.
     let fleet = |token: &str| -> serde_json::Value {
         let out = Command::new("curl")
             .args(["-sf", "-H", &format!("authorization: Bearer {token}")])
@@ -342,356 +342,426 @@ fn customer_hosts_in_containers_upgrade_with_consent_switch_back_refuse_and_surv
         assert!(out.status.success(), "GET /api/fleet");
         serde_json::from_slice(&out.stdout).unwrap()
     };
-    let ops = lab
-        .canary()
-        .args([
-            "tokens",
-            "create",
-            "--operator",
-            "admin-desk",
-            "--role",
-            "viewer",
-            "--json",
-        ])
-        .run()
-        .code(0)
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let behind = fleet(&ops);
-    assert_eq!(behind["behind"][0]["runner_id"], "host-1", "{behind}");
-    assert!(
-        behind["behind"][0]["delivery"]
-            .as_str()
-            .unwrap_or("")
-            .ends_with("delivered"),
-        "{behind}"
-    );
-
-    // Without consent nothing is installed; with --yes the real CLI runs its smoke session in
-    // the container and the host reports what it runs now.
-    let (code, o, out) = update(&h1, &["upgrade"]);
-    assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
-    let (code, o, out) = update(&h1, &["upgrade", "--yes"]);
-    assert_eq!((code, o["outcome"].as_str()), (0, Some("done")), "{out}");
-    assert_eq!(o["smoke"][0], format!("claude-code {version_a}"), "{out}");
-    docker(&["exec", &h1, "test", "-x", "/opt/canary-runner/current/bin/claude"]);
-    let (code, _, out) = update(&h1, &["check"]);
-    assert_eq!(code, 0, "up to date: {out}");
-    assert!(fleet(&ops)["behind"].as_array().unwrap().is_empty(), "caught up");
-
-    // A build whose CLI fails its smoke session: switched to, switched back.
-    let broken_digest = format!("sha256:{}", sha256(&cache.join("artifacts/broken.whl")));
-    let build_b = lab.release('b', &[runner.clone(), cli("2.1.999", &broken_digest)]);
-    check_until(&h1, &build_b);
-    let (code, o, out) = update(&h1, &["upgrade", "--yes", "--smoke-timeout", "60s"]);
-    assert_eq!((code, o["outcome"].as_str()), (1, Some("rolled_back")), "{out}");
-    assert!(o["reason"].as_str().unwrap().contains("claude-code 2.1.999"), "{out}");
-    let (_, status, _) = update(&h1, &["status"]);
-    assert_eq!(
-        status["current"]["build"],
-        build_a.as_str(),
-        "the host still runs the old build"
-    );
-    assert_eq!(
-        docker(&["exec", &h1, "/opt/canary-runner/current/bin/claude", "--version"]),
-        format!("{version_a} (Claude Code)"),
-        "the old CLI answers"
-    );
-
-    // host-2 has a bundle that excludes the target's runner: plan and upgrade are blocked.
-    docker(&[
-        "exec",
-        &h2,
-        "sh",
-        "-c",
-        "mkdir -p /opt/canary-runner/bundles/legacy && printf 'runtime_compatibility:\\n  min_version: \"0.0.1\"\\n  max_version: \"0.0.x\"\\n' > /opt/canary-runner/bundles/legacy/manifest.yaml",
-    ]);
-    let (code, plan, out) = update(&h2, &["plan"]);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        plan["plan"]["blocked"][0]
-            .as_str()
-            .unwrap()
-            .contains("newer than max_version"),
-        "{out}"
-    );
-    let (code, o, out) = update(&h2, &["upgrade", "--yes"]);
-    assert_eq!((code, o["outcome"].as_str()), (1, Some("blocked")), "{out}");
-    docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
-
-    // Another control plane (its own root and online key) answering at the same address:
-    // host-1 refuses its metadata, which no key it trusts signed.
-    drop(server);
-    let other = lab.trust_in("other");
-    let server = serve_on(&lab, &listen, &other, &[]);
-    let (code, o, out) = update(&h1, &["upgrade", "--yes"]);
-    assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
-    assert!(
-        o["reason"].as_str().unwrap().contains("not signed by a threshold"),
-        "{out}"
-    );
-    // A control plane that publishes no update metadata: its offers are red and say why, and
-    // host-2 installs nothing.
-    drop(server);
-    let (mut cmd, _r) = lab.canary().args(["serve", "--listen", &listen]).command();
-    let unsigned = crate::updates::Serve(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    wait_for("canary serve", Duration::from_secs(20), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    docker(&["exec", &h2, "rm", "-r", "/opt/canary-runner/bundles"]);
-    let (code, check, out) = update(&h2, &["check"]);
-    assert_eq!((code, check["offer"]["status"].as_str()), (1, Some("red")), "{out}");
-    assert!(out.contains("publishes no signed update metadata"), "{out}");
-    let (code, o, out) = update(&h2, &["upgrade", "--yes"]);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        o["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("publishes no signed update metadata"),
-        "{out}"
-    );
-    docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
-    drop(unsigned);
-    let server = serve_on(&lab, &listen, &trust, &[]);
-
-    // A new good build; the upgrade is killed (SIGKILL) half-way through its download.
-    let build_c = lab.release('c', &[runner.clone(), cli(&version_c, &digest_c)]);
-    check_until(&h1, &build_c);
-    slow.store(true, Ordering::Relaxed);
-    let started = Command::new("docker")
-        .args([
-            "exec",
-            "-d",
-            &h1,
-            "sh",
-            "-c",
-            "echo $$ > /tmp/upgrade.pid; exec canary-runner update upgrade --yes > /tmp/upgrade.out 2>&1",
-        ])
-        .status()
-        .unwrap();
-    assert!(started.success());
-    wait_for("a download under way", Duration::from_secs(60), || {
-        let size = Command::new("docker")
-            .args([
-                "exec",
-                &h1,
-                "sh",
-                "-c",
-                "cat /opt/canary-runner/builds/*.partial/*.whl 2>/dev/null | wc -c",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&size.stdout).trim().parse::<u64>().unwrap_or(0) > 4 * 1024 * 1024
-    });
-    docker(&["exec", &h1, "sh", "-c", "kill -9 $(cat /tmp/upgrade.pid)"]);
-    slow.store(false, Ordering::Relaxed);
-    let (_, status, out) = update(&h1, &["status"]);
-    assert_eq!(
-        status["current"]["build"],
-        build_a.as_str(),
-        "the old build stays active: {out}"
-    );
-    assert_eq!(
-        docker(&["exec", &h1, "/opt/canary-runner/current/bin/claude", "--version"]),
-        format!("{version_a} (Claude Code)")
-    );
-    // The next upgrade starts the download afresh and completes; then back with rollback.
-    let (code, o, out) = update(&h1, &["upgrade", "--yes"]);
-    assert_eq!((code, o["outcome"].as_str()), (0, Some("done")), "{out}");
-    assert_eq!(o["smoke"][0], format!("claude-code {version_c}"), "{out}");
-    let (_, status, _) = update(&h1, &["status"]);
-    assert_eq!(
-        (
-            status["current"]["build"].as_str(),
-            status["previous"]["build"].as_str()
-        ),
-        (Some(build_c.as_str()), Some(build_a.as_str()))
-    );
-    let (code, o, out) = update(&h1, &["rollback"]);
-    assert_eq!((code, o["outcome"].as_str()), (0, Some("done")), "{out}");
-    assert_eq!(
-        docker(&["exec", &h1, "/opt/canary-runner/current/bin/claude", "--version"]),
-        format!("{version_a} (Claude Code)")
-    );
-
-    // host-2 runs the agent: at start it reports its versions and asks; the update is said, the
-    // admin told, and nothing installed.
-    let out = Command::new("docker")
-        .args([
-            "exec",
-            &h2,
-            "canary-runner",
-            "agent",
-            "--server",
-            &url,
-            "--runner-id",
-            "host-2",
-        ])
-        .args([
-            "--org",
-            "globex",
-            "--build",
-            "sha256:0000",
-            "--sessions",
-            "0",
-            "--update-check",
-            "1h",
-        ])
-        .args([
-            "--provider",
-            "claude-code",
-            "--prompt",
-            "x",
-            "--model-url",
-            "http://127.0.0.1:9",
-        ])
-        .args(["--spool", "/tmp/spool.jsonl"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(
-        (report["update_checks"].as_u64(), report["update_available"].as_str()),
-        (Some(1), Some(build_c.as_str())),
-        "{report}"
-    );
-    assert!(
-        stderr.contains(&format!(
-            "update available: channel stable offers build {build_c} (green)"
-        )) && stderr.contains("never upgrades itself"),
-        "{stderr}"
-    );
-    docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
-    wait_for("the notice of host-2", Duration::from_secs(20), || {
-        hooks
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|h| h["runner"] == "host-2" && h["build"] == build_c.as_str())
-    });
-
-    // The root is rotated offline (root-b replaced by root-c, and a new online key); once serve
-    // runs with the new online key, every host follows root 2 at its next check, verified by
-    // the root it trusted, and trusts nothing the old online key signs.
-    for name in ["root-c", "online-2"] {
-        lab.canary()
-            .args(["keys", "create", "--name", name, "--out"])
-            .arg_path(&trust.keys)
-            .run()
-            .code(0);
-    }
-    lab.canary()
-        .args(["keys", "rotate", "--threshold", "2"])
-        .arg_path_flag("--dir", &trust.roots)
-        .arg_path_flag("--old-key", &trust.keys.join("root-a.key"))
-        .arg_path_flag("--old-key", &trust.keys.join("root-b.key"))
-        .arg_path_flag("--root-key", &trust.keys.join("root-a.key"))
-        .arg_path_flag("--root-key", &trust.keys.join("root-c.key"))
-        .arg_path_flag("--online-key", &trust.keys.join("online-2.pub"))
-        .run()
-        .code(0);
-    drop(server);
     let rotated = crate::updates::Trust {
         online: trust.keys.join("online-2.key"),
         ..trust.clone()
     };
-    let _server = serve_on(&lab, &listen, &rotated, &[]);
-    for h in [&h1, &h2] {
-        wait_for("the host to follow root 2", Duration::from_secs(30), || {
-            let (_, check, _) = update(h, &["check"]);
-            check["trusted_root_version"] == 2 && check["signed"]["build"] == build_c.as_str()
-        });
+    let mut s = Scenarios::default();
+
+    let ops = s.run(
+        "host-1 hears of a green update once, and the fleet page lists it behind",
+        || {
+            // host-1: an update is available, green; the admin hears of it once, and the fleet page says so.
+            let check = check_until(&h1, &build_a);
+            let (code, out) = (1, check.to_string());
+            assert_eq!((code, check["offer"]["status"].as_str()), (1, Some("green")), "{out}");
+            assert_eq!(check["signed"]["statement"]["status"], "green", "{out}");
+            assert_eq!(check["offer"]["build"], build_a.as_str());
+            let (code, _, out) = update(&h1, &["check"]);
+            assert_eq!(code, 1, "{out}");
+            wait_for("the webhook notice", Duration::from_secs(20), || {
+                !hooks.lock().unwrap().is_empty()
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            {
+                let got = hooks.lock().unwrap();
+                assert_eq!(got.len(), 1, "told once, not at every heartbeat: {got:?}");
+                assert_eq!(
+                    (
+                        got[0]["event"].as_str(),
+                        got[0]["runner"].as_str(),
+                        got[0]["build"].as_str()
+                    ),
+                    (Some("runner.behind"), Some("host-1"), Some(build_a.as_str()))
+                );
+                assert_eq!(got[0]["status"], "green");
+                assert!(
+                    got[0]["component_changes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|c| c["component"] == "claude-code" && c["to"] == version_a.as_str()),
+                    "{got:?}"
+                );
+            }
+            let ops = lab
+                .canary()
+                .args([
+                    "tokens",
+                    "create",
+                    "--operator",
+                    "admin-desk",
+                    "--role",
+                    "viewer",
+                    "--json",
+                ])
+                .run()
+                .code(0)
+                .json()["token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            let behind = fleet(&ops);
+            assert_eq!(behind["behind"][0]["runner_id"], "host-1", "{behind}");
+            assert!(
+                behind["behind"][0]["delivery"]
+                    .as_str()
+                    .unwrap_or("")
+                    .ends_with("delivered"),
+                "{behind}"
+            );
+            ops
+        },
+    );
+    s.run(
+        "without consent nothing is installed; with --yes the CLI is smoke-tested and the host caught up",
+        || {
+            let ops = ops.clone().expect("needs the operator token of the first scenario");
+            // Without consent nothing is installed; with --yes the real CLI runs its smoke session in
+            // the container and the host reports what it runs now.
+            let (code, o, out) = update(&h1, &["upgrade"]);
+            assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
+            let (code, o, out) = update(&h1, &["upgrade", "--yes"]);
+            assert_eq!((code, o["outcome"].as_str()), (0, Some("done")), "{out}");
+            assert_eq!(o["smoke"][0], format!("claude-code {version_a}"), "{out}");
+            docker(&["exec", &h1, "test", "-x", "/opt/canary-runner/current/bin/claude"]);
+            let (code, _, out) = update(&h1, &["check"]);
+            assert_eq!(code, 0, "up to date: {out}");
+            assert!(fleet(&ops)["behind"].as_array().unwrap().is_empty(), "caught up");
+        },
+    );
+    s.run(
+        "a build whose CLI fails its smoke session is switched to, then back",
+        || {
+            // A build whose CLI fails its smoke session: switched to, switched back.
+            let broken_digest = format!("sha256:{}", sha256(&cache.join("artifacts/broken.whl")));
+            let build_b = lab.release('b', &[runner.clone(), cli("2.1.999", &broken_digest)]);
+            check_until(&h1, &build_b);
+            let (code, o, out) = update(&h1, &["upgrade", "--yes", "--smoke-timeout", "60s"]);
+            assert_eq!((code, o["outcome"].as_str()), (1, Some("rolled_back")), "{out}");
+            assert!(o["reason"].as_str().unwrap().contains("claude-code 2.1.999"), "{out}");
+            let (_, status, _) = update(&h1, &["status"]);
+            assert_eq!(
+                status["current"]["build"],
+                build_a.as_str(),
+                "the host still runs the old build"
+            );
+            assert_eq!(
+                docker(&["exec", &h1, "/opt/canary-runner/current/bin/claude", "--version"]),
+                format!("{version_a} (Claude Code)"),
+                "the old CLI answers"
+            );
+        },
+    );
+    s.run("a bundle that excludes the target runner blocks plan and upgrade", || {
+        // host-2 has a bundle that excludes the target's runner: plan and upgrade are blocked.
         docker(&[
             "exec",
-            h,
-            "grep",
-            "-Eq",
-            "\"version\": ?2,",
-            "/opt/canary-runner/tuf/root.json",
+            &h2,
+            "sh",
+            "-c",
+            "mkdir -p /opt/canary-runner/bundles/legacy && printf 'runtime_compatibility:\\n  min_version: \"0.0.1\"\\n  max_version: \"0.0.x\"\\n' > /opt/canary-runner/bundles/legacy/manifest.yaml",
         ]);
-    }
-
-    // A hostile control plane the hosts are pointed at: it replays an older publication,
-    // strips the timestamp's signatures, and (holding the online key) serves an expired
-    // timestamp and a beta offer where a stable host reads. Each is refused; nothing installed.
-    let real = format!("http://127.0.0.1:{port}");
-    let older = crate::updates::published(&real, &tokens[0]);
-    let build_d = lab.release('d', &[runner.clone(), cli(&version_c, &digest_c)]);
-    check_until(&h1, &build_d);
-    let latest = crate::updates::published(&real, &tokens[0]);
-    let (fake_port, served) = crate::updates::fake_control_plane(&build_d, "0.0.0.0:0");
-    let fake = format!("http://{gateway}:{fake_port}");
-    for (h, id, org) in [(&h1, "host-1", "acme"), (&h2, "host-2", "globex")] {
-        let (code, _, out) = update(h, &["init", "--server", &fake, "--runner-id", id, "--org", org]);
-        assert_eq!(code, 0, "{out}");
-    }
-    let current = |h: &str| docker(&["exec", h, "sh", "-c", "readlink /opt/canary-runner/current || true"]);
-    let refused = |h: &str, files: crate::updates::Files, says: &str| {
-        *served.lock().unwrap() = files;
-        let before = current(h);
-        let (code, o, out) = update(h, &["upgrade", "--yes"]);
-        assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{says}: {out}");
-        assert!(o["reason"].as_str().unwrap_or("").contains(says), "{says}: {out}");
-        assert_eq!(current(h), before, "{says}: switched");
-    };
-    refused(&h1, older, "a rollback");
-    let mut stripped = latest.clone();
-    let mut ts: serde_json::Value = serde_json::from_slice(&stripped["timestamp.json"]).unwrap();
-    ts["signatures"] = serde_json::json!([]);
-    stripped.insert("timestamp.json".into(), ts.to_string().into_bytes());
-    refused(&h1, stripped, "not signed by a threshold");
-    let doc = |org: Option<&str>, statement_channel: &str| {
-        crate::updates::retargeted(&latest, org, "stable", statement_channel)
-    };
-    let two_days_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48);
-    refused(
-        &h2,
-        crate::updates::signed_by_online_key(&rotated, &[doc(None, "stable")], two_days_ago),
-        "has expired",
+        let (code, plan, out) = update(&h2, &["plan"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            plan["plan"]["blocked"][0]
+                .as_str()
+                .unwrap()
+                .contains("newer than max_version"),
+            "{out}"
+        );
+        let (code, o, out) = update(&h2, &["upgrade", "--yes"]);
+        assert_eq!((code, o["outcome"].as_str()), (1, Some("blocked")), "{out}");
+        docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
+    });
+    s.run("another control plane's metadata is refused", || {
+        // Another control plane (its own root and online key) answering at the same address:
+        // host-1 refuses its metadata, which no key it trusts signed.
+        drop(server.take());
+        let other = lab.trust_in("other");
+        server = Some(serve_on(&lab, &listen, &other, &[]));
+        let (code, o, out) = update(&h1, &["upgrade", "--yes"]);
+        assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{out}");
+        assert!(
+            o["reason"].as_str().unwrap().contains("not signed by a threshold"),
+            "{out}"
+        );
+    });
+    s.run(
+        "a control plane without signed metadata offers red and installs nothing",
+        || {
+            // A control plane that publishes no update metadata: its offers are red and say why, and
+            // host-2 installs nothing.
+            drop(server.take());
+            let (mut cmd, _r) = lab.canary().args(["serve", "--listen", &listen]).command();
+            let unsigned = crate::updates::Serve(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+            wait_for("canary serve", Duration::from_secs(20), || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            docker(&["exec", &h2, "rm", "-r", "/opt/canary-runner/bundles"]);
+            let (code, check, out) = update(&h2, &["check"]);
+            assert_eq!((code, check["offer"]["status"].as_str()), (1, Some("red")), "{out}");
+            assert!(out.contains("publishes no signed update metadata"), "{out}");
+            let (code, o, out) = update(&h2, &["upgrade", "--yes"]);
+            assert_eq!(code, 1, "{out}");
+            assert!(
+                o["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("publishes no signed update metadata"),
+                "{out}"
+            );
+            docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
+            drop(unsigned);
+            server = Some(serve_on(&lab, &listen, &trust, &[]));
+        },
     );
-    refused(
-        &h2,
-        crate::updates::signed_by_online_key(&rotated, &[doc(Some("globex"), "beta")], jiff::Timestamp::now()),
-        "issued for channel beta",
-    );
-    docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
-
-    // The control plane's audit: every attempt of both hosts, and the notices.
-    let audit = lab.canary().args(["registry", "audit", "--json"]).run().code(0).json();
-    let entries: Vec<String> = audit
-        .as_array()
-        .or_else(|| audit["entries"].as_array())
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"].as_str().unwrap_or("").starts_with("runner."))
-        .map(|e| {
-            format!(
-                "{} {} {}",
-                e["target"].as_str().unwrap(),
-                e["action"].as_str().unwrap(),
-                e["decision"].as_str().unwrap()
-            )
-        })
-        .collect();
-    for want in [
-        "runner:host-1 runner.behind green",
-        "runner:host-1 runner.upgrade refused",
-        "runner:host-1 runner.upgrade done",
-        "runner:host-1 runner.upgrade rolled_back",
-        "runner:host-2 runner.upgrade blocked",
-        "runner:host-1 runner.rollback done",
-    ] {
-        assert!(entries.iter().any(|e| e == want), "{want} missing from {entries:?}");
-    }
-    let serve_log = std::fs::read_to_string(lab.dir.path().join("serve.log")).unwrap();
-    assert!(serve_log.contains("runner host-1 is behind"), "{serve_log}");
-    let _ = (build_b, gateway);
+    let build_c = s.run("an upgrade killed mid-download leaves the old build active", || {
+        // A new good build; the upgrade is killed (SIGKILL) half-way through its download.
+        let build_c = lab.release('c', &[runner.clone(), cli(&version_c, &digest_c)]);
+        check_until(&h1, &build_c);
+        slow.store(true, Ordering::Relaxed);
+        let started = Command::new("docker")
+            .args([
+                "exec",
+                "-d",
+                &h1,
+                "sh",
+                "-c",
+                "echo $$ > /tmp/upgrade.pid; exec canary-runner update upgrade --yes > /tmp/upgrade.out 2>&1",
+            ])
+            .status()
+            .unwrap();
+        assert!(started.success());
+        wait_for("a download under way", Duration::from_secs(60), || {
+            let size = Command::new("docker")
+                .args([
+                    "exec",
+                    &h1,
+                    "sh",
+                    "-c",
+                    "cat /opt/canary-runner/builds/*.partial/*.whl 2>/dev/null | wc -c",
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&size.stdout).trim().parse::<u64>().unwrap_or(0) > 4 * 1024 * 1024
+        });
+        docker(&["exec", &h1, "sh", "-c", "kill -9 $(cat /tmp/upgrade.pid)"]);
+        slow.store(false, Ordering::Relaxed);
+        let (_, status, out) = update(&h1, &["status"]);
+        assert_eq!(
+            status["current"]["build"],
+            build_a.as_str(),
+            "the old build stays active: {out}"
+        );
+        assert_eq!(
+            docker(&["exec", &h1, "/opt/canary-runner/current/bin/claude", "--version"]),
+            format!("{version_a} (Claude Code)")
+        );
+        build_c
+    });
+    s.run("the next upgrade completes, and rollback returns", || {
+        let build_c = build_c.clone().expect("needs the build of the killed-upgrade scenario");
+        // The next upgrade starts the download afresh and completes; then back with rollback.
+        let (code, o, out) = update(&h1, &["upgrade", "--yes"]);
+        assert_eq!((code, o["outcome"].as_str()), (0, Some("done")), "{out}");
+        assert_eq!(o["smoke"][0], format!("claude-code {version_c}"), "{out}");
+        let (_, status, _) = update(&h1, &["status"]);
+        assert_eq!(
+            (
+                status["current"]["build"].as_str(),
+                status["previous"]["build"].as_str()
+            ),
+            (Some(build_c.as_str()), Some(build_a.as_str()))
+        );
+        let (code, o, out) = update(&h1, &["rollback"]);
+        assert_eq!((code, o["outcome"].as_str()), (0, Some("done")), "{out}");
+        assert_eq!(
+            docker(&["exec", &h1, "/opt/canary-runner/current/bin/claude", "--version"]),
+            format!("{version_a} (Claude Code)")
+        );
+    });
+    s.run("the agent says an update is available and installs nothing", || {
+        let build_c = build_c.clone().expect("needs the build of the killed-upgrade scenario");
+        // host-2 runs the agent: at start it reports its versions and asks; the update is said, the
+        // admin told, and nothing installed.
+        let out = Command::new("docker")
+            .args([
+                "exec",
+                &h2,
+                "canary-runner",
+                "agent",
+                "--server",
+                &url,
+                "--runner-id",
+                "host-2",
+            ])
+            .args([
+                "--org",
+                "globex",
+                "--build",
+                "sha256:0000",
+                "--sessions",
+                "0",
+                "--update-check",
+                "1h",
+            ])
+            .args([
+                "--provider",
+                "claude-code",
+                "--prompt",
+                "x",
+                "--model-url",
+                "http://127.0.0.1:9",
+            ])
+            .args(["--spool", "/tmp/spool.jsonl"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(
+            (report["update_checks"].as_u64(), report["update_available"].as_str()),
+            (Some(1), Some(build_c.as_str())),
+            "{report}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "update available: channel stable offers build {build_c} (green)"
+            )) && stderr.contains("never upgrades itself"),
+            "{stderr}"
+        );
+        docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
+        wait_for("the notice of host-2", Duration::from_secs(20), || {
+            hooks
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|h| h["runner"] == "host-2" && h["build"] == build_c.as_str())
+        });
+    });
+    s.run("hosts follow a rotated root", || {
+        let build_c = build_c.clone().expect("needs the build of the killed-upgrade scenario");
+        // The root is rotated offline (root-b replaced by root-c, and a new online key); once serve
+        // runs with the new online key, every host follows root 2 at its next check, verified by
+        // the root it trusted, and trusts nothing the old online key signs.
+        for name in ["root-c", "online-2"] {
+            lab.canary()
+                .args(["keys", "create", "--name", name, "--out"])
+                .arg_path(&trust.keys)
+                .run()
+                .code(0);
+        }
+        lab.canary()
+            .args(["keys", "rotate", "--threshold", "2"])
+            .arg_path_flag("--dir", &trust.roots)
+            .arg_path_flag("--old-key", &trust.keys.join("root-a.key"))
+            .arg_path_flag("--old-key", &trust.keys.join("root-b.key"))
+            .arg_path_flag("--root-key", &trust.keys.join("root-a.key"))
+            .arg_path_flag("--root-key", &trust.keys.join("root-c.key"))
+            .arg_path_flag("--online-key", &trust.keys.join("online-2.pub"))
+            .run()
+            .code(0);
+        drop(server.take());
+        server = Some(serve_on(&lab, &listen, &rotated, &[]));
+        for h in [&h1, &h2] {
+            wait_for("the host to follow root 2", Duration::from_secs(30), || {
+                let (_, check, _) = update(h, &["check"]);
+                check["trusted_root_version"] == 2 && check["signed"]["build"] == build_c.as_str()
+            });
+            docker(&[
+                "exec",
+                h,
+                "grep",
+                "-Eq",
+                "\"version\": ?2,",
+                "/opt/canary-runner/tuf/root.json",
+            ]);
+        }
+    });
+    s.run("a hostile control plane is refused every way", || {
+        // A hostile control plane the hosts are pointed at: it replays an older publication,
+        // strips the timestamp's signatures, and (holding the online key) serves an expired
+        // timestamp and a beta offer where a stable host reads. Each is refused; nothing installed.
+        let real = format!("http://127.0.0.1:{port}");
+        let older = crate::updates::published(&real, &tokens[0]);
+        let build_d = lab.release('d', &[runner.clone(), cli(&version_c, &digest_c)]);
+        check_until(&h1, &build_d);
+        let latest = crate::updates::published(&real, &tokens[0]);
+        let (fake_port, served) = crate::updates::fake_control_plane(&build_d, "0.0.0.0:0");
+        let fake = format!("http://{gateway}:{fake_port}");
+        for (h, id, org) in [(&h1, "host-1", "acme"), (&h2, "host-2", "globex")] {
+            let (code, _, out) = update(h, &["init", "--server", &fake, "--runner-id", id, "--org", org]);
+            assert_eq!(code, 0, "{out}");
+        }
+        let current = |h: &str| docker(&["exec", h, "sh", "-c", "readlink /opt/canary-runner/current || true"]);
+        let refused = |h: &str, files: crate::updates::Files, says: &str| {
+            *served.lock().unwrap() = files;
+            let before = current(h);
+            let (code, o, out) = update(h, &["upgrade", "--yes"]);
+            assert_eq!((code, o["outcome"].as_str()), (1, Some("refused")), "{says}: {out}");
+            assert!(o["reason"].as_str().unwrap_or("").contains(says), "{says}: {out}");
+            assert_eq!(current(h), before, "{says}: switched");
+        };
+        refused(&h1, older, "a rollback");
+        let mut stripped = latest.clone();
+        let mut ts: serde_json::Value = serde_json::from_slice(&stripped["timestamp.json"]).unwrap();
+        ts["signatures"] = serde_json::json!([]);
+        stripped.insert("timestamp.json".into(), ts.to_string().into_bytes());
+        refused(&h1, stripped, "not signed by a threshold");
+        let doc = |org: Option<&str>, statement_channel: &str| {
+            crate::updates::retargeted(&latest, org, "stable", statement_channel)
+        };
+        let two_days_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48);
+        refused(
+            &h2,
+            crate::updates::signed_by_online_key(&rotated, &[doc(None, "stable")], two_days_ago),
+            "has expired",
+        );
+        refused(
+            &h2,
+            crate::updates::signed_by_online_key(&rotated, &[doc(Some("globex"), "beta")], jiff::Timestamp::now()),
+            "issued for channel beta",
+        );
+        docker(&["exec", &h2, "test", "!", "-e", "/opt/canary-runner/current"]);
+    });
+    s.run("the audit log holds every attempt", || {
+        // The control plane's audit: every attempt of both hosts, and the notices.
+        let audit = lab.canary().args(["registry", "audit", "--json"]).run().code(0).json();
+        let entries: Vec<String> = audit
+            .as_array()
+            .or_else(|| audit["entries"].as_array())
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"].as_str().unwrap_or("").starts_with("runner."))
+            .map(|e| {
+                format!(
+                    "{} {} {}",
+                    e["target"].as_str().unwrap(),
+                    e["action"].as_str().unwrap(),
+                    e["decision"].as_str().unwrap()
+                )
+            })
+            .collect();
+        for want in [
+            "runner:host-1 runner.behind green",
+            "runner:host-1 runner.upgrade refused",
+            "runner:host-1 runner.upgrade done",
+            "runner:host-1 runner.upgrade rolled_back",
+            "runner:host-2 runner.upgrade blocked",
+            "runner:host-1 runner.rollback done",
+        ] {
+            assert!(entries.iter().any(|e| e == want), "{want} missing from {entries:?}");
+        }
+        let serve_log = std::fs::read_to_string(lab.dir.path().join("serve.log")).unwrap();
+        assert!(serve_log.contains("runner host-1 is behind"), "{serve_log}");
+    });
+    drop(server);
+    let _ = gateway;
+    s.finish();
 }

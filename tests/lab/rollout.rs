@@ -7,7 +7,7 @@ use crate::registry::{Backend, Fresh, fresh};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const GATE: &str = "\
+pub(crate) const GATE: &str = "\
 stable:
   required_suites: [golden-path]
   rollout:
@@ -22,7 +22,7 @@ beta:
   allow_missing: true
 ";
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -51,12 +51,12 @@ fn seed_build(url: &str, digit: char, status: &str) -> String {
     id
 }
 
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     port: u16,
     /// An operator's token, for the pages.
-    ops: String,
+    pub(crate) ops: String,
 }
 
 impl Drop for Serve {
@@ -66,7 +66,7 @@ impl Drop for Serve {
     }
 }
 
-fn serve(reg: &Fresh, policy: &std::path::Path, port: u16) -> Serve {
+pub(crate) fn serve(reg: &Fresh, policy: &std::path::Path, port: u16) -> Serve {
     let ops = canary(reg)
         .args([
             "tokens",
@@ -97,11 +97,11 @@ fn serve(reg: &Fresh, policy: &std::path::Path, port: u16) -> Serve {
     Serve { child, url, port, ops }
 }
 
-fn canary(reg: &Fresh) -> Canary {
+pub(crate) fn canary(reg: &Fresh) -> Canary {
     Canary::new().args(["--registry", &reg.url])
 }
 
-fn status(reg: &Fresh, policy: &std::path::Path) -> serde_json::Value {
+pub(crate) fn status(reg: &Fresh, policy: &std::path::Path) -> serde_json::Value {
     let out = canary(reg)
         .args(["rollout", "status", "--channel", "stable", "--json"])
         .arg_path_flag("--policy", policy)
@@ -109,7 +109,7 @@ fn status(reg: &Fresh, policy: &std::path::Path) -> serde_json::Value {
     out.json()
 }
 
-fn simulate(reg: &Fresh, s: &Serve, sessions: u64, profiles: &[&str], orgs: &[&str]) -> serde_json::Value {
+pub(crate) fn simulate(reg: &Fresh, s: &Serve, sessions: u64, profiles: &[&str], orgs: &[&str]) -> serde_json::Value {
     let mut c = canary(reg).args([
         "fleet",
         "simulate",
@@ -133,7 +133,13 @@ fn simulate(reg: &Fresh, s: &Serve, sessions: u64, profiles: &[&str], orgs: &[&s
 }
 
 /// Feeds the fleet until the rollout leaves `running` at a step or `stop` says enough.
-fn drive(reg: &Fresh, s: &Serve, policy: &std::path::Path, profiles: &[&str], rounds: usize) -> serde_json::Value {
+pub(crate) fn drive(
+    reg: &Fresh,
+    s: &Serve,
+    policy: &std::path::Path,
+    profiles: &[&str],
+    rounds: usize,
+) -> serde_json::Value {
     for _ in 0..rounds {
         let st = status(reg, policy);
         if st["rollout"]["state"] != "running" {
@@ -159,7 +165,7 @@ fn setup(b: Backend) -> (Fresh, tempfile::TempDir, std::path::PathBuf, String, S
 }
 
 /// The stable channel's build, as `canary status --json` shows it.
-fn channel_build(reg: &Fresh) -> String {
+pub(crate) fn channel_build(reg: &Fresh) -> String {
     let out = canary(reg).args(["status", "--json"]).run().code(0).json();
     let stable = out["channels"]
         .as_array()

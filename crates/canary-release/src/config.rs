@@ -104,6 +104,11 @@ impl Default for LabConfig {
 
 impl LabConfig {
     /// The part of this file the lab stage reads (canary repos, reports, caches, base image).
+    /// The ids of the canary repos the gate judges builds on (the catalog under `repos_dir`).
+    pub fn repo_ids(&self) -> crate::error::Result<Vec<String>> {
+        Ok(crate::repos::Catalog::load(&self.repos_dir, &self.cache_dir)?.ids())
+    }
+
     pub fn lab(&self) -> canary_lab::Settings {
         canary_lab::Settings {
             base_image: self.base_image.clone(),

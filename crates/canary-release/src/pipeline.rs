@@ -381,7 +381,7 @@ async fn judge_candidate(
             reason: &reason,
         };
         let channels: Vec<&str> = targets.iter().map(String::as_str).collect();
-        for d in crate::gate::ops::release(reg, config, &policy, (&[&build.id], &channels), who).await? {
+        for d in crate::gate::ops::release(reg, &policy, &config.repo_ids()?, (&[&build.id], &channels), who).await? {
             let channel = d.channel;
             if d.allowed {
                 progress.line(format!("[gate] promoted {} to {channel}", short(&build.id)));

@@ -133,7 +133,7 @@ pub async fn promote(
         reason: &reason,
     };
     let builds: Vec<&str> = report.images.iter().map(|i| i.id.as_str()).collect();
-    let decisions = crate::gate::ops::release(reg, config, &policy, (&builds, &[channel]), who).await?;
+    let decisions = crate::gate::ops::release(reg, &policy, &config.repo_ids()?, (&builds, &[channel]), who).await?;
     Ok((decisions, policy.source))
 }
 

@@ -111,16 +111,15 @@ pub async fn promote(
 }
 
 /// Releases each build to each channel through the gate (builds in order, then channels), under
-/// the policy and canary.yaml's repos: the one promotion loop `canary run --promote`, the
+/// the policy, judged on the canary repos `all_repos`: the one promotion loop `canary run --promote`, the
 /// pipeline and `canary bisect --hold` share. Each decision is audited by [`promote`].
 pub async fn release(
     reg: &Registry,
-    config: &crate::config::LabConfig,
     policy: &Policy,
+    all_repos: &[String],
     (builds, channels): (&[&str], &[&str]),
     who: Actor<'_>,
 ) -> Result<Vec<Decision>> {
-    let repos = crate::repos::Catalog::load(&config.repos_dir, &config.cache_dir)?.ids();
     let mut out = Vec::new();
     for build in builds {
         for channel in channels {
@@ -132,7 +131,7 @@ pub async fn release(
                 actor: who.name,
                 reason: who.reason,
             };
-            out.push(promote(reg, policy, &repos, &request).await?.1);
+            out.push(promote(reg, policy, all_repos, &request).await?.1);
         }
     }
     Ok(out)

@@ -361,7 +361,7 @@ async fn hold_channel(
         name: &actor,
         reason: &reason,
     };
-    let decisions = crate::gate::ops::release(&reg, config, policy, (&[id], &[channel]), who).await?;
+    let decisions = crate::gate::ops::release(&reg, policy, &config.repo_ids()?, (&[id], &[channel]), who).await?;
     let decision = decisions.first().expect("one build, one channel");
     if decision.allowed {
         out.held = Some(format!(
