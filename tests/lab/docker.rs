@@ -336,8 +336,11 @@ fn ctrl_c_and_sigterm_clean_up_before_exit() {
 #[test]
 fn repro_reruns_a_case_with_the_same_inputs_and_keep_leaves_it_running() {
     require_lab();
-    // A suite of two repos: the run keeps a copy of the suite and of each repo it ran.
+    // A suite of two repos, recorded on PostgreSQL as a shared lab records it: the run keeps a
+    // copy of the suite and of each repo it ran, and its repro needs nothing from the registry.
+    let pg = crate::registry::fresh(crate::registry::Backend::Postgres);
     let first = Canary::new()
+        .args(["--registry", &pg.url])
         .args(["run", "-s", "tests/fixtures/suites/failing-many.yaml", "--json"])
         .run()
         .code(1);
@@ -432,14 +435,27 @@ fn repro_reruns_a_case_with_the_same_inputs_and_keep_leaves_it_running() {
         "{stderr}"
     );
 
-    let inside = std::process::Command::new("docker")
-        .args(["exec", "-w", "/work", &name, "git", "log", "--format=%s"])
+    // The printed line opens the kept container in the case's workspace: run as printed but
+    // for its interactive shell (no terminal here), which a command in that workspace replaces.
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("docker exec -it "))
+        .unwrap()
+        .to_string();
+    let command = format!(
+        "docker exec {} git log --format=%s",
+        line.trim_start_matches("docker exec -it ").trim_end_matches(" bash")
+    );
+    let inside = std::process::Command::new("sh")
+        .args(["-c", &command])
         .output()
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&inside.stdout).trim(),
         "pinned",
-        "the kept container holds the case's workspace"
+        "`{line}` opens the kept container in the case's workspace ({})",
+        String::from_utf8_lossy(&inside.stderr)
     );
     Canary::new().args(["gc"]).run().code(0);
     assert_eq!(

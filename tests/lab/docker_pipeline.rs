@@ -454,6 +454,26 @@ fn the_example_workflow_runs_the_pipeline_as_a_ci_job_does() {
         serde_json::from_str(&std::fs::read_to_string(&matching("reports/*/notification.json")[0]).unwrap()).unwrap();
     assert_eq!(notification["status"], "green");
 
+    // A developer reproduces a case of the job's run with the line its report prints, in the
+    // checkout, and gets its verdict again.
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&matching("reports/*/run.json")[0]).unwrap()).unwrap();
+    let repro = run["cases"][0]["repro"].as_str().unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_canary"), bin.join("canary")).unwrap();
+    let again = std::process::Command::new("sh")
+        .args(["-c", repro])
+        .current_dir(w)
+        .env("PATH", &path)
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "`{repro}` passes again: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
     // The next scheduled run: nothing new, nothing judged twice, the job passes.
     let again = job_run();
     assert_eq!(
