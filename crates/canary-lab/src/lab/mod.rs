@@ -165,13 +165,19 @@ pub fn new_run_id() -> String {
     format!("{}-{salt:04x}", now.strftime("%Y%m%d-%H%M%S"))
 }
 
+/// Says something about the run to every reporter (the terminal shows it).
+async fn note(events: &report::events::Reporters, text: String) {
+    events.emit_or_warn(report::events::RunEvent::Note(text)).await;
+}
+
 /// Runs the prepared cases; returns the report and the run folder. The caller has already
-/// checked that the engine is reachable.
+/// checked that the engine is reachable. The phases: the images, the lab's services, the
+/// pre-flight of each runner image's CLIs, the cases, the cleanup, the report.
 pub async fn run<B: Backend + Clone>(
     backend: B,
     config: &Settings,
     prepared: Prepared,
-    opts: RunOptions,
+    mut opts: RunOptions,
     progress: &Progress,
 ) -> Result<(RunReport, PathBuf)> {
     let started_at = jiff::Timestamp::now();
@@ -181,169 +187,35 @@ pub async fn run<B: Backend + Clone>(
         Box::new(report::events::Terminal(progress.clone())),
         Box::new(report::events::Files::default()),
     ];
-    let mut opts = opts;
     reporters.append(&mut opts.reporters);
     let events = report::events::Reporters::new(reporters);
-    let note = |text: String| {
-        let events = &events;
-        async move {
-            events.emit_or_warn(report::events::RunEvent::Note(text)).await;
-        }
-    };
     let engine = backend.describe().await?;
-    let mut images = Vec::new();
-    for reference in &opts.images {
-        let info = backend.image(reference).await?.ok_or_else(|| LabError::ImageMissing {
-            image: reference.clone(),
-            hint: if reference.starts_with(crate::images::BASE_REPO) {
-                "build it with `canary images base` (or `just demo`, which does)".into()
-            } else {
-                "check `docker images`, or build it with `canary images build --provider ...`".into()
-            },
-        })?;
-        images.push((reference.clone(), info));
-    }
-
+    let images = resolve_images(&backend, &opts.images).await?;
     let run_dir = config.reports_dir.join(&opts.run_id);
     write_inputs(&run_dir, &prepared)?;
-
     // Leftovers of crashed runs go first, so a lab never accumulates them.
     match backend.gc(GcScope::Orphaned).await {
         Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => {
-            note(format!(
+            let text = format!(
                 "removed {} containers and {} networks left by crashed runs",
                 r.containers.len(),
                 r.networks.len()
-            ))
-            .await
+            );
+            note(&events, text).await
         }
         Ok(_) => {}
         Err(e) => tracing::warn!("gc before run: {e}"),
     }
-
-    let mut case_images = Vec::new();
-    for (reference, info) in &images {
-        let prepared_image = backend.prepare_image(&info.id).await?;
-        if let Some(text) = &prepared_image.note {
-            note(format!("note: {text}")).await;
-        }
-        case_images.push(case::CaseImage {
-            reference: reference.clone(),
-            id: prepared_image.id,
-            executor: prepared_image.executor,
-            labels: info.labels.clone(),
-        });
-    }
-    let network = if prepared.suites.iter().any(|s| s.network == Network::Lab) {
-        Some(backend.create_network(&opts.run_id).await?)
-    } else {
-        None
-    };
-    // Outside names fail at once on the lab network (see `dns`); without a runner in the image
-    // the cases keep Docker's resolver and its slow failures.
-    // The responder is the build's own runner: an image without one (the bare base image)
-    // keeps Docker's resolver.
-    let carries_runner = crate::builds::BuildManifest::from_labels(&case_images[0].labels).is_some_and(|m| {
-        m.components
-            .iter()
-            .any(|c| c.name == crate::builds::RUNNER && !c.from_image())
-    });
-    let dns = match &network {
-        Some(net) if carries_runner => match dns::start(&backend, &opts.run_id, net, &case_images[0].id).await {
-            Ok(ip) => Some(ip),
-            Err(e) => {
-                note(format!("lab DNS not started ({e}): outside names resolve slowly")).await;
-                None
-            }
-        },
-        _ => None,
-    };
-    let opens_prs = prepared
-        .suites
-        .iter()
-        .any(|s| s.steps.iter().any(|st| matches!(st.action, StepAction::DraftPr(_))));
-    let forge = match (&network, opens_prs) {
-        (Some(net), true) => {
-            let t = Instant::now();
-            // A forge that cannot start leaves the network behind: the run's cleanup takes it.
-            let started = forge::start(&backend, &opts.run_id, net, &case_images[0].id).await;
-            match started {
-                Ok(id) => {
-                    note(format!(
-                        "lab forge up at {} ({} ms)",
-                        forge::URL,
-                        t.elapsed().as_millis()
-                    ))
-                    .await;
-                    Some(id)
-                }
-                Err(e) => {
-                    let _ = backend.gc(GcScope::Run(opts.run_id.clone())).await;
-                    return Err(e);
-                }
-            }
-        }
-        _ => None,
-    };
-    // Before any case: each runner image's CLIs against the flags the runner passes them,
-    // `--jobs` images at a time (a matrix has one image per upstream version).
-    let mut wanted = Vec::new();
-    for (index, image) in case_images.iter().enumerate() {
-        let has_runner = crate::builds::BuildManifest::from_labels(&image.labels).is_some_and(|m| {
-            m.components
-                .iter()
-                .any(|c| c.name == crate::builds::RUNNER && !c.from_image())
-        });
-        let providers: std::collections::BTreeSet<String> = prepared
-            .cases
-            .iter()
-            .filter(|c| c.image == index)
-            .filter_map(|c| c.provider.clone())
-            .collect();
-        if has_runner && !providers.is_empty() {
-            wanted.push((index, image, providers.into_iter().collect::<Vec<String>>()));
-        }
-    }
-    let mut checked: Vec<_> = {
-        use futures_util::StreamExt;
-        let (backend, run_id) = (&backend, &opts.run_id);
-        futures_util::stream::iter(wanted)
-            .map(|(index, image, providers)| async move {
-                let t = Instant::now();
-                let (found, notes) = drift::preflight(backend, run_id, index, image, &providers).await;
-                (index, found, notes, t.elapsed())
-            })
-            .buffer_unordered(opts.jobs.max(1))
-            .collect()
-            .await
-    };
-    // Notes in image order, whichever finished first.
-    checked.sort_by_key(|c| c.0);
-    let mut preflight = std::collections::BTreeMap::new();
-    for (index, found, notes, took) in checked {
-        for n in notes {
-            note(format!("note: {n}")).await;
-        }
-        for (p, pf) in found {
-            note(format!(
-                "pre-flight {} {}: {} ({} ms)",
-                p,
-                pf.version,
-                pf.drift_line()
-                    .unwrap_or_else(|| "every flag the runner passes is listed".into()),
-                took.as_millis()
-            ))
-            .await;
-            preflight.insert((index, p), pf);
-        }
-    }
+    let case_images = case_images(&backend, &images, &events).await?;
+    let services = services(&backend, &opts.run_id, &prepared, &case_images, &events).await?;
+    let preflight = preflight(&backend, &opts, &prepared, &case_images, &events).await;
     let cx = Arc::new(CaseContext {
         run_id: opts.run_id.clone(),
         run_dir: run_dir.clone(),
         images: case_images,
-        network,
-        dns,
-        forge,
+        network: services.network,
+        dns: services.dns,
+        forge: services.forge,
         repo_tars: prepared
             .repos
             .iter()
@@ -356,7 +228,6 @@ pub async fn run<B: Backend + Clone>(
         events: events.clone(),
         preflight,
     });
-
     events
         .emit_or_warn(report::events::RunEvent::RunStarted {
             run_id: &opts.run_id,
@@ -377,43 +248,9 @@ pub async fn run<B: Backend + Clone>(
         &events,
     )
     .await;
-
     // Cleanup runs on every path out of the pool, before anything can return early.
-    let removals = std::mem::take(&mut *cx.removals.lock().expect("removals lock"));
-    for r in removals {
-        let _ = r.await;
-    }
-    if let Err(e) = backend.gc(GcScope::Run(opts.run_id.clone())).await {
-        note(format!(
-            "warning: cleanup of run {} failed: {e}; `canary gc` will retry",
-            opts.run_id
-        ))
-        .await;
-    }
-    if matches!(outcome, Err(LabError::Interrupted)) {
-        // A container create the engine had already been sent when the run was interrupted
-        // completes there although the lab stopped waiting for it: sweep again, a second apart,
-        // until a pass finds nothing (at most a few seconds).
-        for _ in 0..5 {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            match backend.gc(GcScope::Run(opts.run_id.clone())).await {
-                Ok(r) if r.containers.is_empty() && r.networks.is_empty() => break,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-    }
+    clean_up(&backend, &cx, matches!(outcome, Err(LabError::Interrupted))).await;
     let cases = outcome?;
-
-    let summary = Summary::of(&cases);
-    let image_refs: Vec<ImageRef> = images
-        .into_iter()
-        .map(|(reference, info)| ImageRef {
-            reference,
-            id: info.id,
-            labels: info.labels,
-        })
-        .collect();
     let report = RunReport {
         schema_version: report::SCHEMA_VERSION,
         run_id: opts.run_id.clone(),
@@ -422,37 +259,9 @@ pub async fn run<B: Backend + Clone>(
         finished_at: jiff::Timestamp::now().to_string(),
         duration_ms: started.elapsed().as_millis() as u64,
         engine,
-        image: image_refs[0].clone(),
-        matrix: cases.iter().map(report::MatrixRow::of).collect(),
-        images: image_refs,
         jobs: opts.jobs,
         partition: opts.partition.map(|p| p.to_string()),
-        suites: prepared
-            .suites
-            .iter()
-            .map(|s| SuiteRef {
-                name: s.name.clone(),
-                file: s.file.clone(),
-                digest: s.digest.clone(),
-            })
-            .collect(),
-        repos: prepared
-            .repos
-            .iter()
-            .map(|(id, r)| {
-                let (test, ci) = prepared.repo_commands.get(id).cloned().unwrap_or_default();
-                RepoRef {
-                    id: id.clone(),
-                    digest: r.digest.clone(),
-                    test,
-                    ci,
-                    vars: prepared.repo_vars.get(id).cloned().unwrap_or_default(),
-                }
-            })
-            .collect(),
-        status: summary.status(),
-        summary,
-        cases,
+        ..RunReport::of(images, &prepared, cases)
     };
     events
         .emit(report::events::RunEvent::RunFinished {
@@ -461,6 +270,259 @@ pub async fn run<B: Backend + Clone>(
         })
         .await?;
     Ok((report, run_dir))
+}
+
+impl RunReport {
+    /// What a run's report says of its inputs and cases (the caller adds when and where).
+    fn of(images: Vec<(String, crate::engine::ImageInfo)>, prepared: &Prepared, cases: Vec<CaseReport>) -> RunReport {
+        let summary = Summary::of(&cases);
+        let image_refs: Vec<ImageRef> = images
+            .into_iter()
+            .map(|(reference, info)| ImageRef {
+                reference,
+                id: info.id,
+                labels: info.labels,
+            })
+            .collect();
+        RunReport {
+            schema_version: report::SCHEMA_VERSION,
+            run_id: String::new(),
+            lab_version: String::new(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_ms: 0,
+            engine: String::new(),
+            image: image_refs[0].clone(),
+            matrix: cases.iter().map(report::MatrixRow::of).collect(),
+            images: image_refs,
+            jobs: 0,
+            partition: None,
+            suites: prepared
+                .suites
+                .iter()
+                .map(|s| SuiteRef {
+                    name: s.name.clone(),
+                    file: s.file.clone(),
+                    digest: s.digest.clone(),
+                })
+                .collect(),
+            repos: prepared
+                .repos
+                .iter()
+                .map(|(id, r)| {
+                    let (test, ci) = prepared.repo_commands.get(id).cloned().unwrap_or_default();
+                    RepoRef {
+                        id: id.clone(),
+                        digest: r.digest.clone(),
+                        test,
+                        ci,
+                        vars: prepared.repo_vars.get(id).cloned().unwrap_or_default(),
+                    }
+                })
+                .collect(),
+            status: summary.status(),
+            summary,
+            cases,
+        }
+    }
+}
+
+/// Each image the run was given, as the engine knows it; a missing one says how to get it.
+async fn resolve_images<B: Backend>(
+    backend: &B,
+    references: &[String],
+) -> Result<Vec<(String, crate::engine::ImageInfo)>> {
+    let mut images = Vec::new();
+    for reference in references {
+        let info = backend.image(reference).await?.ok_or_else(|| LabError::ImageMissing {
+            image: reference.clone(),
+            hint: if reference.starts_with(crate::images::BASE_REPO) {
+                "build it with `canary images base` (or `just demo`, which does)".into()
+            } else {
+                "check `docker images`, or build it with `canary images build --provider ...`".into()
+            },
+        })?;
+        images.push((reference.clone(), info));
+    }
+    Ok(images)
+}
+
+/// The image each case runs in: the run's image with the in-container executor when it can.
+async fn case_images<B: Backend>(
+    backend: &B,
+    images: &[(String, crate::engine::ImageInfo)],
+    events: &report::events::Reporters,
+) -> Result<Vec<case::CaseImage>> {
+    let mut out = Vec::new();
+    for (reference, info) in images {
+        let prepared_image = backend.prepare_image(&info.id).await?;
+        if let Some(text) = &prepared_image.note {
+            note(events, format!("note: {text}")).await;
+        }
+        out.push(case::CaseImage {
+            reference: reference.clone(),
+            id: prepared_image.id,
+            executor: prepared_image.executor,
+            labels: info.labels.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether an image carries the lab's own runner (not one taken from a user's image).
+fn carries_runner(image: &case::CaseImage) -> bool {
+    crate::builds::BuildManifest::from_labels(&image.labels).is_some_and(|m| {
+        m.components
+            .iter()
+            .any(|c| c.name == crate::builds::RUNNER && !c.from_image())
+    })
+}
+
+/// The run's private network and what answers on it.
+struct Services {
+    network: Option<String>,
+    /// The lab DNS responder's address.
+    dns: Option<String>,
+    /// The lab forge's container.
+    forge: Option<String>,
+}
+
+/// The lab network when a suite asks for it, its DNS responder (outside names fail at once;
+/// the responder is the build's own runner, so the bare base image keeps Docker's resolver and
+/// its slow failures) and the forge when a suite opens pull requests.
+async fn services<B: Backend>(
+    backend: &B,
+    run_id: &str,
+    prepared: &Prepared,
+    case_images: &[case::CaseImage],
+    events: &report::events::Reporters,
+) -> Result<Services> {
+    let network = if prepared.suites.iter().any(|s| s.network == Network::Lab) {
+        Some(backend.create_network(run_id).await?)
+    } else {
+        None
+    };
+    let dns = match &network {
+        Some(net) if carries_runner(&case_images[0]) => {
+            match dns::start(backend, run_id, net, &case_images[0].id).await {
+                Ok(ip) => Some(ip),
+                Err(e) => {
+                    note(
+                        events,
+                        format!("lab DNS not started ({e}): outside names resolve slowly"),
+                    )
+                    .await;
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let opens_prs = prepared
+        .suites
+        .iter()
+        .any(|s| s.steps.iter().any(|st| matches!(st.action, StepAction::DraftPr(_))));
+    let forge = match (&network, opens_prs) {
+        (Some(net), true) => {
+            let t = Instant::now();
+            // A forge that cannot start leaves the network behind: the run's cleanup takes it.
+            match forge::start(backend, run_id, net, &case_images[0].id).await {
+                Ok(id) => {
+                    let text = format!("lab forge up at {} ({} ms)", forge::URL, t.elapsed().as_millis());
+                    note(events, text).await;
+                    Some(id)
+                }
+                Err(e) => {
+                    let _ = backend.gc(GcScope::Run(run_id.to_string())).await;
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    Ok(Services { network, dns, forge })
+}
+
+/// Before any case: each runner image's CLIs against the flags the runner passes them, `--jobs`
+/// images at a time (a matrix has one image per upstream version); notes in image order.
+async fn preflight<B: Backend>(
+    backend: &B,
+    opts: &RunOptions,
+    prepared: &Prepared,
+    case_images: &[case::CaseImage],
+    events: &report::events::Reporters,
+) -> BTreeMap<(usize, String), crate::runner::inventory::Preflight> {
+    let mut wanted = Vec::new();
+    for (index, image) in case_images.iter().enumerate() {
+        let providers: std::collections::BTreeSet<String> = prepared
+            .cases
+            .iter()
+            .filter(|c| c.image == index)
+            .filter_map(|c| c.provider.clone())
+            .collect();
+        if carries_runner(image) && !providers.is_empty() {
+            wanted.push((index, image, providers.into_iter().collect::<Vec<String>>()));
+        }
+    }
+    let mut checked: Vec<_> = {
+        use futures_util::StreamExt;
+        let run_id = &opts.run_id;
+        futures_util::stream::iter(wanted)
+            .map(|(index, image, providers)| async move {
+                let t = Instant::now();
+                let (found, notes) = drift::preflight(backend, run_id, index, image, &providers).await;
+                (index, found, notes, t.elapsed())
+            })
+            .buffer_unordered(opts.jobs.max(1))
+            .collect()
+            .await
+    };
+    checked.sort_by_key(|c| c.0);
+    let mut out = BTreeMap::new();
+    for (index, found, notes, took) in checked {
+        for n in notes {
+            note(events, format!("note: {n}")).await;
+        }
+        for (p, pf) in found {
+            let said = pf
+                .drift_line()
+                .unwrap_or_else(|| "every flag the runner passes is listed".into());
+            note(
+                events,
+                format!("pre-flight {} {}: {said} ({} ms)", p, pf.version, took.as_millis()),
+            )
+            .await;
+            out.insert((index, p), pf);
+        }
+    }
+    out
+}
+
+/// Removes what the run created (containers being removed, then everything labelled with the
+/// run). After an interrupt, sweeps again a second apart until a pass finds nothing: a container
+/// create already sent to the engine completes there although the lab stopped waiting for it.
+async fn clean_up<B: Backend>(backend: &B, cx: &CaseContext, interrupted: bool) {
+    let removals = std::mem::take(&mut *cx.removals.lock().expect("removals lock"));
+    for r in removals {
+        let _ = r.await;
+    }
+    if let Err(e) = backend.gc(GcScope::Run(cx.run_id.clone())).await {
+        let text = format!(
+            "warning: cleanup of run {} failed: {e}; `canary gc` will retry",
+            cx.run_id
+        );
+        note(&cx.events, text).await;
+    }
+    if interrupted {
+        for _ in 0..5 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            match backend.gc(GcScope::Run(cx.run_id.clone())).await {
+                Ok(r) if r.containers.is_empty() && r.networks.is_empty() => break,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
 }
 
 /// Runs every case, then reruns the ones that did not pass, up to `reruns` more times.
