@@ -160,187 +160,235 @@ async fn sweep<B: Backend>(
     let mut spec = ContainerSpec::new(&run_id, "sweep", &row.image_ref);
     spec.network = Some(o.network.clone());
     let container = backend.start_container(&spec).await?;
-    let result = in_container(backend, &container, policy, job, repo, o, &provider, &components).await;
-    let _ = backend.remove_container(&container).await;
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn in_container<B: Backend>(
-    backend: &B,
-    c: &str,
-    policy: &OrgPolicy,
-    job: &SweepJob,
-    repo: &SweepRepo,
-    o: &WorkerOptions,
-    provider: &str,
-    components: &str,
-) -> Result<Done> {
-    let secrets = token_env(repo);
     let mut git_env = vec![
         "GIT_TERMINAL_PROMPT=0".to_string(),
         "GIT_ALLOW_PROTOCOL=https:http:ssh:git".into(),
     ];
-    git_env.extend(secrets.iter().cloned());
-    let run = |cmd: Vec<String>, env: Vec<String>, dir: &'static str, limit: Duration| {
-        let spec = exec(cmd, env, dir, limit);
-        async move { backend.exec(c, &spec).await }
+    git_env.extend(token_env(repo));
+    let inside = InContainer {
+        backend,
+        container: &container,
+        policy,
+        job,
+        repo,
+        o,
+        provider: &provider,
+        components: &components,
+        git_env,
     };
-    let fail = |what: &str, out: &crate::engine::ExecOutcome| {
-        LabError::usage(
-            format!(
-                "{what}: exit {:?}: {}",
-                out.exit_code,
-                tail(if out.stderr.is_empty() {
-                    &out.stdout
-                } else {
-                    &out.stderr
-                })
-            ),
-            "the job is retried; `canary sweeps status` shows each try",
-        )
+    let result = inside.sweep().await;
+    let _ = backend.remove_container(&container).await;
+    result
+}
+
+/// One sweep inside its container: what it works with, and its steps as methods.
+struct InContainer<'a, B: Backend> {
+    backend: &'a B,
+    container: &'a str,
+    policy: &'a OrgPolicy,
+    job: &'a SweepJob,
+    repo: &'a SweepRepo,
+    o: &'a WorkerOptions,
+    /// The CLI the build sweeps with, and its components in words.
+    provider: &'a str,
+    components: &'a str,
+    /// git's environment: no prompts, the repo's token if it has one.
+    git_env: Vec<String>,
+}
+
+/// A step's failure: what it was doing, its exit code and the tail of what it said.
+fn fail(what: &str, out: &crate::engine::ExecOutcome) -> LabError {
+    let said = if out.stderr.is_empty() {
+        &out.stdout
+    } else {
+        &out.stderr
     };
-    let out = run(argv(&["mkdir", "-p", DIR]), vec![], "/", Duration::from_secs(30)).await?;
-    if out.exit_code != Some(0) {
-        return Err(fail("preparing the sweep folder", &out));
+    LabError::usage(
+        format!("{what}: exit {:?}: {}", out.exit_code, tail(said)),
+        "the job is retried; `canary sweeps status` shows each try",
+    )
+}
+
+fn nothing(reason: String, detail: serde_json::Value) -> Done {
+    Done {
+        outcome: "nothing_to_propose",
+        reason,
+        detail,
+        pr: None,
     }
-    // 1. Clone (the URL and branch were checked when the repo was added; `--` ends options).
-    let out = run(
-        argv(&[
+}
+
+impl<B: Backend> InContainer<'_, B> {
+    async fn run(
+        &self,
+        cmd: Vec<String>,
+        env: Vec<String>,
+        dir: &str,
+        limit: Duration,
+    ) -> Result<crate::engine::ExecOutcome> {
+        self.backend.exec(self.container, &exec(cmd, env, dir, limit)).await
+    }
+
+    /// Runs a command that must succeed, or fails saying what it was doing.
+    async fn must(
+        &self,
+        what: &str,
+        cmd: Vec<String>,
+        env: Vec<String>,
+        dir: &str,
+        limit: Duration,
+    ) -> Result<crate::engine::ExecOutcome> {
+        let out = self.run(cmd, env, dir, limit).await?;
+        if out.exit_code == Some(0) {
+            Ok(out)
+        } else {
+            Err(fail(what, &out))
+        }
+    }
+
+    /// The sweep folder and the repo's clone (the URL and branch were checked when the repo was
+    /// added; `--` ends options).
+    async fn clone_repo(&self) -> Result<()> {
+        self.must(
+            "preparing the sweep folder",
+            argv(&["mkdir", "-p", DIR]),
+            vec![],
+            "/",
+            Duration::from_secs(30),
+        )
+        .await?;
+        let r = self.repo;
+        let cmd = argv(&[
             "git",
             "clone",
             "--quiet",
             "--single-branch",
             "--branch",
-            &repo.branch,
+            &r.branch,
             "--",
-            &repo.url,
+            &r.url,
             REPO,
-        ]),
-        git_env.clone(),
-        DIR,
-        Duration::from_secs(300),
-    )
-    .await?;
-    if out.exit_code != Some(0) {
-        return Err(fail(&format!("cloning {} at {}", repo.url, repo.branch), &out));
+        ]);
+        let what = format!("cloning {} at {}", r.url, r.branch);
+        self.must(&what, cmd, self.git_env.clone(), DIR, Duration::from_secs(300))
+            .await?;
+        Ok(())
     }
-    // 2. The commands: those given when the repo was added, then the repo's manifest.
-    let manifest = run(
-        argv(&["cat", "canary-repo.yaml"]),
-        vec![],
-        REPO,
-        Duration::from_secs(30),
-    )
-    .await?;
-    let given: Commands = serde_json::from_value(repo.commands.clone()).unwrap_or_default();
-    let commands = given.or(if manifest.exit_code == Some(0) && manifest.stdout.len() < 1 << 20 {
-        Commands::from_manifest(&String::from_utf8_lossy(&manifest.stdout))
-    } else {
-        Commands::default()
-    });
-    if commands.list().is_empty() {
-        return Ok(Done {
-            outcome: "nothing_to_propose",
-            reason: "the repo names no lint, test or CI command (canary-repo.yaml) and none was given".into(),
-            detail: serde_json::json!({}),
-            pr: None,
-        });
-    }
-    let checks = |label: &'static str| {
-        let commands = commands.clone();
-        async move {
-            // Checks run in a copy, so what they leave behind (caches, build output) never
-            // reaches the agent's workspace or the pull request.
-            let copy = run(
-                argv(&["sh", "-c", &format!("rm -rf {CHECK} && cp -a {REPO} {CHECK}")]),
+
+    /// The commands: those given when the repo was added, then the repo's manifest.
+    async fn commands(&self) -> Result<Commands> {
+        let manifest = self
+            .run(
+                argv(&["cat", "canary-repo.yaml"]),
                 vec![],
-                DIR,
-                Duration::from_secs(120),
+                REPO,
+                Duration::from_secs(30),
             )
             .await?;
-            if copy.exit_code != Some(0) {
-                return Err(fail("copying the repo for its checks", &copy));
-            }
-            let mut out = Vec::new();
-            for (name, command) in commands.list() {
-                let r = run(argv(&["sh", "-c", command]), vec![], CHECK, o.step_timeout).await?;
-                tracing::info!("sweep {label}: {name} exit {:?}", r.exit_code);
-                out.push(Check {
-                    name: name.into(),
-                    command: command.into(),
-                    exit_code: r.exit_code,
-                    tail: tail(&[r.stdout, r.stderr].concat()),
-                });
-            }
-            Ok::<_, LabError>(out)
-        }
-    };
-    // 3. Before any change.
-    let before = checks("before").await?;
-    if before.iter().all(Check::passed) {
-        return Ok(Done {
-            outcome: "nothing_to_propose",
-            reason: "every check passes before any change".into(),
-            detail: serde_json::json!({"before": before}),
-            pr: None,
-        });
+        let given: Commands = serde_json::from_value(self.repo.commands.clone()).unwrap_or_default();
+        Ok(
+            given.or(if manifest.exit_code == Some(0) && manifest.stdout.len() < 1 << 20 {
+                Commands::from_manifest(&String::from_utf8_lossy(&manifest.stdout))
+            } else {
+                Commands::default()
+            }),
+        )
     }
-    // 4. The agent, with the build's CLI.
-    let model_url = match (&o.scenario, &o.model_url) {
-        (_, Some(url)) => url.clone(),
-        (Some(scenario), None) => {
-            let text = crate::fsutil::read_input(scenario, "stub scenario", crate::fsutil::MAX_INPUT)?;
-            backend
-                .upload(c, one_file_tar("tmp/sweep/scenario.yaml", text.as_bytes()))
+
+    /// The repo's checks, in a copy, so what they leave behind (caches, build output) never
+    /// reaches the agent's workspace or the pull request.
+    async fn checks(&self, label: &str, commands: &Commands) -> Result<Vec<Check>> {
+        let copy = argv(&["sh", "-c", &format!("rm -rf {CHECK} && cp -a {REPO} {CHECK}")]);
+        self.must(
+            "copying the repo for its checks",
+            copy,
+            vec![],
+            DIR,
+            Duration::from_secs(120),
+        )
+        .await?;
+        let mut out = Vec::new();
+        for (name, command) in commands.list() {
+            let r = self
+                .run(argv(&["sh", "-c", command]), vec![], CHECK, self.o.step_timeout)
                 .await?;
-            let script = format!(
-                "({runner} lab-stub --scenario {DIR}/scenario.yaml --log {DIR}/stub.jsonl --addr-file {DIR}/stub.addr >{DIR}/stub.err 2>&1 &); \
-                 for i in $(seq 200); do [ -s {DIR}/stub.addr ] && cat {DIR}/stub.addr && exit 0; sleep 0.05; done; cat {DIR}/stub.err >&2; exit 1",
-                runner = crate::engine::docker::RUNNER_PATH
-            );
-            let out = run(argv(&["sh", "-c", &script]), vec![], DIR, Duration::from_secs(30)).await?;
-            if out.exit_code != Some(0) {
-                return Err(fail("starting the model stub", &out));
-            }
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
+            tracing::info!("sweep {label}: {name} exit {:?}", r.exit_code);
+            out.push(Check {
+                name: name.into(),
+                command: command.into(),
+                exit_code: r.exit_code,
+                tail: tail(&[r.stdout, r.stderr].concat()),
+            });
         }
-        (None, None) => {
-            return Err(LabError::usage(
+        Ok(out)
+    }
+
+    /// The model the agent talks to: the one given, or the lab's stub started in the container
+    /// with the given scenario.
+    async fn model_url(&self) -> Result<String> {
+        match (&self.o.scenario, &self.o.model_url) {
+            (_, Some(url)) => Ok(url.clone()),
+            (Some(scenario), None) => {
+                let text = crate::fsutil::read_input(scenario, "stub scenario", crate::fsutil::MAX_INPUT)?;
+                self.backend
+                    .upload(self.container, one_file_tar("tmp/sweep/scenario.yaml", text.as_bytes()))
+                    .await?;
+                let script = format!(
+                    "({runner} lab-stub --scenario {DIR}/scenario.yaml --log {DIR}/stub.jsonl --addr-file {DIR}/stub.addr >{DIR}/stub.err 2>&1 &); \
+                     for i in $(seq 200); do [ -s {DIR}/stub.addr ] && cat {DIR}/stub.addr && exit 0; sleep 0.05; done; cat {DIR}/stub.err >&2; exit 1",
+                    runner = crate::engine::docker::RUNNER_PATH
+                );
+                let out = self
+                    .must(
+                        "starting the model stub",
+                        argv(&["sh", "-c", &script]),
+                        vec![],
+                        DIR,
+                        Duration::from_secs(30),
+                    )
+                    .await?;
+                Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            }
+            (None, None) => Err(LabError::usage(
                 "no model for the sweep's agent",
                 "give `canary sweeps run` a --scenario (the lab's model stub) or a --model-url",
-            ));
+            )),
         }
-    };
-    let failing: Vec<String> = before
-        .iter()
-        .filter(|c| !c.passed())
-        .map(|c| format!("`{}` ({}) fails:\n{}", c.name, c.command, c.tail))
-        .collect();
-    let mut prompt = format!(
-        "This repository's checks fail after a tooling update. Fix the code so they pass; change nothing else.\n\n{}",
-        failing.join("\n\n")
-    );
-    if policy.sweeps.dependency_suggestions {
-        prompt
-            .push_str("\n\nWhere a dependency pin causes a failure, update the pin in the repository's own manifest.");
     }
-    let approval = if policy.sweeps.risky_actions_approved {
-        "approve"
-    } else {
-        "none"
-    };
-    let timeout = format!("{}s", o.step_timeout.as_secs().saturating_sub(5).max(5));
-    let session = run(
-        argv(&[
+
+    /// The agent, with the build's CLI, asked to make the failing checks pass.
+    async fn agent(&self, before: &[Check], model_url: &str) -> Result<crate::engine::ExecOutcome> {
+        let failing: Vec<String> = before
+            .iter()
+            .filter(|c| !c.passed())
+            .map(|c| format!("`{}` ({}) fails:\n{}", c.name, c.command, c.tail))
+            .collect();
+        let mut prompt = format!(
+            "This repository's checks fail after a tooling update. Fix the code so they pass; change nothing else.\n\n{}",
+            failing.join("\n\n")
+        );
+        let sweeps = &self.policy.sweeps;
+        if sweeps.dependency_suggestions {
+            prompt.push_str(
+                "\n\nWhere a dependency pin causes a failure, update the pin in the repository's own manifest.",
+            );
+        }
+        let approval = if sweeps.risky_actions_approved {
+            "approve"
+        } else {
+            "none"
+        };
+        let o = self.o;
+        let timeout = format!("{}s", o.step_timeout.as_secs().saturating_sub(5).max(5));
+        let cmd = argv(&[
             crate::engine::docker::RUNNER_PATH,
             "session",
             "--provider",
-            provider,
+            self.provider,
             "--prompt",
             &prompt,
             "--model-url",
-            &model_url,
+            model_url,
             "--approval",
             approval,
             "--workspace",
@@ -349,122 +397,135 @@ async fn in_container<B: Backend>(
             &timeout,
             "--codex-sandbox",
             "danger-full-access",
-        ]),
-        vec![],
-        REPO,
-        o.step_timeout + Duration::from_secs(30),
-    )
-    .await?;
-    // 5. What changed, against the policy.
-    let status = run(
-        argv(&["git", "status", "--porcelain", "-z", "--untracked-files=all"]),
-        vec![],
-        REPO,
-        Duration::from_secs(60),
-    )
-    .await?;
-    let changed: Vec<String> = String::from_utf8_lossy(&status.stdout)
-        .split('\0')
-        .filter(|e| e.len() > 3)
-        .map(|e| e[3..].to_string())
-        .collect();
-    let mut detail = serde_json::json!({
-        "before": before, "changed": changed, "provider": provider,
-        "session_exit": session.exit_code, "session_tail": tail(&session.stderr),
-    });
-    if changed.is_empty() {
-        return Ok(Done {
-            outcome: "nothing_to_propose",
-            reason: format!("the agent ({provider}) changed nothing"),
-            detail,
-            pr: None,
-        });
+        ]);
+        self.run(cmd, vec![], REPO, o.step_timeout + Duration::from_secs(30))
+            .await
     }
-    let refused = super::refused_paths(policy, &changed);
-    if !refused.is_empty() {
-        return Ok(Done {
-            outcome: "dropped",
-            reason: format!(
-                "the change touches path(s) org {}'s policy protects: {}; dropped, nothing pushed",
-                policy.org,
-                refused
-                    .iter()
-                    .map(|p| crate::text::clean(p))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            detail,
-            pr: None,
-        });
+
+    /// The paths the agent changed.
+    async fn changed(&self) -> Result<Vec<String>> {
+        let cmd = argv(&["git", "status", "--porcelain", "-z", "--untracked-files=all"]);
+        let status = self.run(cmd, vec![], REPO, Duration::from_secs(60)).await?;
+        Ok(String::from_utf8_lossy(&status.stdout)
+            .split('\0')
+            .filter(|e| e.len() > 3)
+            .map(|e| e[3..].to_string())
+            .collect())
     }
-    // 6. After the change.
-    let after = checks("after").await?;
-    detail["after"] = serde_json::to_value(&after).expect("json");
-    if !super::improved(&before, &after) {
-        return Ok(Done {
-            outcome: "nothing_to_propose",
-            reason: "the agent's change did not improve the checks".into(),
-            detail,
-            pr: None,
-        });
-    }
-    // 7. The pull request: one per repo and build, found again if a lost worker opened it.
-    let branch = super::branch_for(&job.build_id);
-    if let Some((number, url)) = existing_pr(repo, &branch).await? {
-        return Ok(Done {
-            outcome: "pr_opened",
-            reason: format!("draft PR #{number} was opened by an earlier try"),
-            detail,
-            pr: Some((number, url)),
-        });
-    }
-    let body = super::pr_body(&job.build_id, components, &before, &changed, &after);
-    let title = format!("Canary sweep: fix {} after {components}", failing_names(&before));
-    let mut cmd = argv(&[
-        crate::engine::docker::RUNNER_PATH,
-        "pr",
-        "--workspace",
-        REPO,
-        "--remote",
-        &repo.url,
-        "--api-url",
-        &repo.api_url,
-        "--repo",
-        &repo.id,
-        "--branch",
-        &branch,
-        "--base",
-        &repo.branch,
-        "--title",
-        &title,
-        "--body",
-        &body,
-    ]);
-    if policy.sweeps.auto_merge && after.iter().all(Check::passed) {
-        // Enterprise policy: ready for review when every check passes. Never merged here.
-        cmd.push("--ready".into());
-    }
-    // The same commit on every try (fixed dates), so a retry's push is the same branch tip.
-    let mut env = git_env.clone();
-    env.push(format!("GIT_AUTHOR_DATE={}", job.created_at));
-    env.push(format!("GIT_COMMITTER_DATE={}", job.created_at));
-    let pr = run(cmd, env, REPO, Duration::from_secs(300)).await?;
-    let opened = String::from_utf8_lossy(&pr.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["type"] == "PR_OPENED")
-        .and_then(|e| e["url"].as_str().map(String::from));
-    match opened {
-        Some(url) => {
-            let number = url.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            Ok(Done {
+
+    /// The pull request: one per repo and build, found again if a lost worker opened it.
+    async fn pull_request(
+        &self,
+        checks: (&[Check], &[Check]),
+        changed: &[String],
+        detail: serde_json::Value,
+    ) -> Result<Done> {
+        let (before, after) = checks;
+        let (job, repo) = (self.job, self.repo);
+        let branch = super::branch_for(&job.build_id);
+        if let Some((number, url)) = existing_pr(repo, &branch).await? {
+            return Ok(Done {
                 outcome: "pr_opened",
-                reason: format!("draft PR #{number} on {branch}"),
+                reason: format!("draft PR #{number} was opened by an earlier try"),
                 detail,
                 pr: Some((number, url)),
-            })
+            });
         }
-        None => Err(fail("opening the pull request", &pr)),
+        let body = super::pr_body(&job.build_id, self.components, before, changed, after);
+        let title = format!("Canary sweep: fix {} after {}", failing_names(before), self.components);
+        let mut cmd = argv(&[
+            crate::engine::docker::RUNNER_PATH,
+            "pr",
+            "--workspace",
+            REPO,
+            "--remote",
+            &repo.url,
+            "--api-url",
+            &repo.api_url,
+            "--repo",
+            &repo.id,
+            "--branch",
+            &branch,
+            "--base",
+            &repo.branch,
+            "--title",
+            &title,
+            "--body",
+            &body,
+        ]);
+        if self.policy.sweeps.auto_merge && after.iter().all(Check::passed) {
+            // Enterprise policy: ready for review when every check passes. Never merged here.
+            cmd.push("--ready".into());
+        }
+        // The same commit on every try (fixed dates), so a retry's push is the same branch tip.
+        let mut env = self.git_env.clone();
+        env.push(format!("GIT_AUTHOR_DATE={}", job.created_at));
+        env.push(format!("GIT_COMMITTER_DATE={}", job.created_at));
+        let pr = self.run(cmd, env, REPO, Duration::from_secs(300)).await?;
+        let opened = String::from_utf8_lossy(&pr.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["type"] == "PR_OPENED")
+            .and_then(|e| e["url"].as_str().map(String::from));
+        match opened {
+            Some(url) => {
+                let number = url.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                Ok(Done {
+                    outcome: "pr_opened",
+                    reason: format!("draft PR #{number} on {branch}"),
+                    detail,
+                    pr: Some((number, url)),
+                })
+            }
+            None => Err(fail("opening the pull request", &pr)),
+        }
+    }
+
+    /// The sweep: clone, checks before, the agent, what changed against the org's policy, checks
+    /// after, and a pull request only when the checks improved.
+    async fn sweep(&self) -> Result<Done> {
+        self.clone_repo().await?;
+        let commands = self.commands().await?;
+        if commands.list().is_empty() {
+            let why = "the repo names no lint, test or CI command (canary-repo.yaml) and none was given";
+            return Ok(nothing(why.into(), serde_json::json!({})));
+        }
+        let before = self.checks("before", &commands).await?;
+        if before.iter().all(Check::passed) {
+            let detail = serde_json::json!({"before": before});
+            return Ok(nothing("every check passes before any change".into(), detail));
+        }
+        let model_url = self.model_url().await?;
+        let session = self.agent(&before, &model_url).await?;
+        let changed = self.changed().await?;
+        let provider = self.provider;
+        let mut detail = serde_json::json!({
+            "before": before, "changed": changed, "provider": provider,
+            "session_exit": session.exit_code, "session_tail": tail(&session.stderr),
+        });
+        if changed.is_empty() {
+            return Ok(nothing(format!("the agent ({provider}) changed nothing"), detail));
+        }
+        let refused = super::refused_paths(self.policy, &changed);
+        if !refused.is_empty() {
+            let paths: Vec<_> = refused.iter().map(|p| crate::text::clean(p)).collect();
+            return Ok(Done {
+                outcome: "dropped",
+                reason: format!(
+                    "the change touches path(s) org {}'s policy protects: {}; dropped, nothing pushed",
+                    self.policy.org,
+                    paths.join(", ")
+                ),
+                detail,
+                pr: None,
+            });
+        }
+        let after = self.checks("after", &commands).await?;
+        detail["after"] = serde_json::to_value(&after).expect("json");
+        if !super::improved(&before, &after) {
+            return Ok(nothing("the agent's change did not improve the checks".into(), detail));
+        }
+        self.pull_request((&before, &after), &changed, detail).await
     }
 }
 
