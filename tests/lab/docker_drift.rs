@@ -155,6 +155,23 @@ fn docker_fixture_clis_end_as_drift_or_failed_with_one_line_and_the_real_ones_pa
     assert!(junit.contains("type=\"drift\""), "{junit}");
     assert!(junit.contains("emits unknown event turn.done"), "{junit}");
 
+    // A developer reproduces that failed golden-path case (from a --repo subset of a suite of
+    // three repos) with the line the report printed: it fails again, with the same cause.
+    let line = case(&inflated)["repro"].as_str().unwrap().to_string();
+    let again = crate::helpers::run_as_printed(&format!("{line} --json"), &[]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "`{line}`: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let rerun: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        rerun["matrix"][0]["cause"].as_str(),
+        Some(cause(&inflated).as_str()),
+        "`{line}`: {rerun:#}"
+    );
+
     // The registry keeps each build's inventory: `canary drift` compares them.
     let canary = || Canary::new().args(["--registry", &reg.url]);
     let same = canary().args(["drift", codex.as_str(), "--json"]).run().code(0).json();

@@ -48,7 +48,7 @@ fn docker_matrix_and_bisect_judge_upstream_versions() {
     )
     .unwrap();
     let out_dir = dir.path().join("matrix");
-    let m = canary()
+    let ran = canary()
         .args([
             "matrix",
             "--provider",
@@ -64,8 +64,8 @@ fn docker_matrix_and_bisect_judge_upstream_versions() {
         .arg_path_flag("--out", &out_dir)
         .arg_path_flag("--readme", &readme)
         .run()
-        .code(0)
-        .json();
+        .code(0);
+    let m = ran.json();
     let rows = m["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{m:#}");
     assert_eq!(rows[0]["version"], "sdk-0.2.186");
@@ -78,6 +78,24 @@ fn docker_matrix_and_bisect_judge_upstream_versions() {
     for f in ["matrix.json", "matrix.md", "matrix.html"] {
         assert!(out_dir.join(f).is_file(), "{f}");
     }
+    // Each version's case of the matrix run reproduces from its folder's repro.sh.
+    let cases = ran.run_dir().join("cases");
+    let mut reproduced = 0;
+    for entry in std::fs::read_dir(&cases).unwrap().flatten() {
+        let script = entry.path().join("repro.sh");
+        let out = crate::helpers::run_as_printed(&format!("sh {} --json", script.display()), &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{} passes again: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(again["summary"]["passed"], 1, "{again:#}");
+        reproduced += 1;
+    }
+    assert_eq!(reproduced, 2, "one case per version");
     let text = std::fs::read_to_string(&readme).unwrap();
     assert!(text.contains("| sdk-0.2.187 | 2.1.330 | passed | 1/1 |"), "{text}");
     assert!(

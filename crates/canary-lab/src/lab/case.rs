@@ -156,7 +156,7 @@ pub async fn run_case<B: Backend + Clone>(
     files.write(
         "repro.sh",
         format!(
-            "#!/bin/sh\n# Re-runs this case with the same image, repo and suite.\n{}\n",
+            "#!/bin/sh\n# Re-runs this case with the same image, repo and suite; flags pass through\n# (`sh repro.sh --keep` leaves its container running, `--json` prints the report).\n{} \"$@\"\n",
             report.repro
         ),
     );
