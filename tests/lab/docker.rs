@@ -486,6 +486,15 @@ fn partitions_split_the_matrix_without_overlap() {
             .code(0);
         let report = out.json();
         assert_eq!(report["partition"], p);
+        // A case of a partition reproduces with its printed line.
+        let line = report["cases"][0]["repro"].as_str().unwrap();
+        let again = crate::helpers::run_as_printed(line, &[]);
+        assert_eq!(
+            again.status.code(),
+            Some(0),
+            "`{line}` passes again: {}",
+            String::from_utf8_lossy(&again.stderr)
+        );
         seen.extend(
             report["cases"]
                 .as_array()
