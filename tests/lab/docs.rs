@@ -192,3 +192,60 @@ fn check_commands(shown: &[(String, String)], who: &str) {
         wrong.join("\n")
     );
 }
+
+/// The suggestions a person can run as written (no placeholder to fill in) and that only read:
+/// each is run against a registry with nothing in it yet, and answers (exit 0 or 1), never with
+/// a usage error or a crash (exit 2).
+#[test]
+fn every_read_only_suggestion_runs_as_written() {
+    const READS: [&str; 9] = [
+        "canary registry builds",
+        "canary registry",
+        "canary status",
+        "canary status --json",
+        "canary repos list",
+        "canary tokens list",
+        "canary rollout list",
+        "canary sweeps status",
+        "canary kpis",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("r.db");
+    let canary = |words: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_canary"))
+            .current_dir(crate::helpers::root())
+            .arg("--registry")
+            .arg(&registry)
+            .args(words)
+            .env("CI", "true")
+            .env_remove("CANARY_CONFIG")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(canary(&["registry", "init"]).status.code(), Some(0));
+    let mut ran = 0;
+    let mut wrong = Vec::new();
+    for (at, command) in suggested_commands() {
+        if !READS.contains(&command.as_str()) {
+            continue;
+        }
+        let words: Vec<&str> = command.split_whitespace().skip(1).collect();
+        let out = canary(&words);
+        let code = out.status.code();
+        // `canary registry` alone is a group: clap shows its commands (exit 2 by clap's rule).
+        let group = words == ["registry"];
+        if !(matches!(code, Some(0) | Some(1)) || group && code == Some(2)) {
+            wrong.push(format!(
+                "{at}: `{command}` exits {code:?}: {}",
+                String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or_default()
+            ));
+        }
+        ran += 1;
+    }
+    assert!(ran >= 6, "the read-only suggestions were found and run: {ran}");
+    assert!(
+        wrong.is_empty(),
+        "suggestions that do not run as written:\n{}",
+        wrong.join("\n")
+    );
+}
