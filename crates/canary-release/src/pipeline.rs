@@ -167,17 +167,17 @@ pub async fn run(
             .map(|(p, j)| format!("{p} {}", j.release.version))
             .collect::<Vec<_>>()
             .join(" + ");
-        let n = judge_candidate(
+        let judging = Candidate {
             cli_prefix,
             config,
             reg,
             progress,
-            &suites,
-            a.jobs.unwrap_or(config.pipeline.jobs),
-            &target,
-            &candidate,
-        )
-        .await;
+            suites: &suites,
+            jobs: a.jobs.unwrap_or(config.pipeline.jobs),
+            target: &target,
+            changes: &candidate,
+        };
+        let n = judging.judge().await;
         let n = match n {
             Ok(n) => n,
             Err(e) => {
@@ -256,123 +256,134 @@ fn spec_of(provider: &str, j: &Judged) -> Result<crate::providers::ProviderSpec>
     text.parse()
 }
 
-/// Builds the candidate (the channel's build with the candidate's change; a first build when the
-/// channel has none), runs the suites for every CLI it bundles, records, promotes under the
-/// gate, and says what happened.
-#[allow(clippy::too_many_arguments)]
-async fn judge_candidate(
-    cli_prefix: &str,
-    config: &LabConfig,
-    reg: &Registry,
-    progress: &Progress,
-    suites: &[PathBuf],
+/// What judging one candidate works with: the pipeline's settings and the candidate itself
+/// (each changed component with the release it comes from).
+struct Candidate<'a> {
+    cli_prefix: &'a str,
+    config: &'a LabConfig,
+    reg: &'a Registry,
+    progress: &'a Progress,
+    suites: &'a [PathBuf],
     jobs: usize,
-    target: &str,
-    candidate: &[(String, Judged)],
-) -> Result<Notification> {
-    let engine = DockerBackend::connect().await?;
-    let current = reg.known_good(target).await?.into_iter().next();
-    let parent = match &current {
-        Some(r) => reg.builds().await?.into_iter().find(|b| b.id == r.build_id),
-        None => None,
-    };
-    let parent_manifest = parent.as_ref().and_then(|b| b.manifest.clone());
-    let specs = candidate
-        .iter()
-        .map(|(p, j)| spec_of(p, j))
-        .collect::<Result<Vec<_>>>()?;
-    let parent_image = match &parent {
-        Some(b) => engine.image(&b.image_ref).await?.map(|_| b.image_ref.clone()),
-        None => None,
-    };
-    let derivable = parent_manifest
-        .as_ref()
-        .is_some_and(|m| specs.iter().all(|s| m.component(s.provider.name()).is_some()));
-    let build = match (&parent_image, derivable) {
-        (Some(image), true) => {
-            progress.line(format!(
-                "[build] {} with {}",
-                short(&parent.as_ref().expect("parent").id),
-                specs.iter().map(|s| s.provider.name()).collect::<Vec<_>>().join(", ")
-            ));
-            let set: Vec<crate::builds::Set> = specs.iter().cloned().map(crate::builds::Set::Cli).collect();
-            crate::builds::derive(&engine, &config.lab(), image, &set, progress).await?
-        }
-        _ => {
-            // No build on the channel (or its image is not in this engine): a whole build of
-            // the channel's CLIs with the candidate's versions in place.
-            let mut all = specs.clone();
-            if let Some(m) = &parent_manifest {
-                for c in m.clis() {
-                    if let Some(s) = crate::builds::spec_of(c).filter(|s| !all.iter().any(|a| a.provider == s.provider))
-                    {
-                        all.push(s);
+    /// The channel the policy made it a candidate for.
+    target: &'a str,
+    changes: &'a [(String, Judged)],
+}
+
+/// What the gate made of a canary run: the verdict, the channels it went to, and each refusal.
+struct Gated {
+    status: Light,
+    promoted_to: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Candidate<'_> {
+    /// The candidate build: the channel's build with the candidate's change (derived, layers
+    /// shared), or a whole build of the channel's CLIs when the channel has none or its image is
+    /// not in this engine. Also the channel's build it was made from.
+    async fn build(&self, engine: &DockerBackend) -> Result<(crate::builds::Build, Option<crate::registry::BuildRow>)> {
+        let (config, progress) = (self.config, self.progress);
+        let current = self.reg.known_good(self.target).await?.into_iter().next();
+        let parent = match &current {
+            Some(r) => self.reg.builds().await?.into_iter().find(|b| b.id == r.build_id),
+            None => None,
+        };
+        let parent_manifest = parent.as_ref().and_then(|b| b.manifest.clone());
+        let specs = self
+            .changes
+            .iter()
+            .map(|(p, j)| spec_of(p, j))
+            .collect::<Result<Vec<_>>>()?;
+        let parent_image = match &parent {
+            Some(b) => engine.image(&b.image_ref).await?.map(|_| b.image_ref.clone()),
+            None => None,
+        };
+        let derivable = parent_manifest
+            .as_ref()
+            .is_some_and(|m| specs.iter().all(|s| m.component(s.provider.name()).is_some()));
+        let names = |specs: &[crate::providers::ProviderSpec], sep: &str| {
+            specs.iter().map(|s| s.provider.name()).collect::<Vec<_>>().join(sep)
+        };
+        let build = match (&parent_image, &parent, derivable) {
+            (Some(image), Some(p), true) => {
+                progress.line(format!("[build] {} with {}", short(&p.id), names(&specs, ", ")));
+                let set: Vec<crate::builds::Set> = specs.iter().cloned().map(crate::builds::Set::Cli).collect();
+                crate::builds::derive(engine, &config.lab(), image, &set, progress).await?
+            }
+            _ => {
+                let mut all = specs.clone();
+                if let Some(m) = &parent_manifest {
+                    for c in m.clis() {
+                        if let Some(s) =
+                            crate::builds::spec_of(c).filter(|s| !all.iter().any(|a| a.provider == s.provider))
+                        {
+                            all.push(s);
+                        }
                     }
                 }
+                progress.line(format!("[build] {}", names(&all, " + ")));
+                crate::builds::ensure(engine, &config.lab(), &all, progress).await?
             }
-            progress.line(format!(
-                "[build] {}",
-                all.iter().map(|s| s.provider.name()).collect::<Vec<_>>().join(" + ")
-            ));
-            crate::builds::ensure(&engine, &config.lab(), &all, progress).await?
+        };
+        Ok((build, parent))
+    }
+
+    /// The canary: the suites on the build, every case's events recorded in the registry.
+    async fn canary(&self, engine: DockerBackend, build: &crate::builds::Build) -> Result<(RunReport, PathBuf)> {
+        let (config, progress) = (self.config, self.progress);
+        let images = vec![crate::lab::plan::ImagePlan {
+            reference: build.reference.clone(),
+            providers: build.manifest.providers(),
+        }];
+        let prepared = crate::lab::prepare(&config.lab(), self.suites, &[], None, &images)?;
+        progress.line(format!("[canary] {} cases", prepared.cases.len()));
+        // The registry records the verdict's evidence as a consumer of the run's events.
+        let (recorder, added) = crate::registry::Recorder::new(self.reg.clone());
+        let opts = crate::lab::RunOptions {
+            run_id: crate::lab::new_run_id(),
+            images: vec![build.reference.clone()],
+            jobs: self.jobs,
+            partition: None,
+            keep: false,
+            repro_prefix: self.cli_prefix.to_string(),
+            rerun_failed: 0,
+            reporters: vec![Box::new(recorder)],
+        };
+        let (report, run_dir) = crate::lab::run(engine, &config.lab(), prepared, opts, progress).await?;
+        let added = added.load(std::sync::atomic::Ordering::SeqCst);
+        progress.line(format!(
+            "[record] {added} results for build {} ({})",
+            short(&build.id),
+            status_word(&report)
+        ));
+        Ok((report, run_dir.join(crate::report::JSON_FILE)))
+    }
+
+    /// The gate: a green canary goes to the target channel (and to stable too when the policy
+    /// says so and every change is a stable release); a refusal makes the verdict yellow.
+    async fn gate(&self, build: &crate::builds::Build, report: &RunReport) -> Result<Gated> {
+        let (config, progress) = (self.config, self.progress);
+        let mut g = Gated {
+            status: match report.summary.status() {
+                CaseStatus::Passed => Light::Green,
+                CaseStatus::Flaky => Light::Yellow,
+                CaseStatus::Error => Light::Error,
+                _ => Light::Red,
+            },
+            promoted_to: Vec::new(),
+            notes: Vec::new(),
+        };
+        if report.summary.status() != CaseStatus::Passed {
+            progress.line(format!("[gate] not promoted: {}", status_word(report)));
+            return Ok(g);
         }
-    };
-    let component_changes = build.manifest.changes_from(parent_manifest.as_ref());
-    progress.line(format!(
-        "[build] {} ({}): {}",
-        build.reference,
-        short(&build.id),
-        component_changes
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    let images = vec![crate::lab::plan::ImagePlan {
-        reference: build.reference.clone(),
-        providers: build.manifest.providers(),
-    }];
-    let prepared = crate::lab::prepare(&config.lab(), suites, &[], None, &images)?;
-    progress.line(format!("[canary] {} cases", prepared.cases.len()));
-    // The registry records the verdict's evidence as a consumer of the run's events.
-    let (recorder, added) = crate::registry::Recorder::new(reg.clone());
-    let opts = crate::lab::RunOptions {
-        run_id: crate::lab::new_run_id(),
-        images: vec![build.reference.clone()],
-        jobs,
-        partition: None,
-        keep: false,
-        repro_prefix: cli_prefix.to_string(),
-        rerun_failed: 0,
-        reporters: vec![Box::new(recorder)],
-    };
-    let (report, run_dir) = crate::lab::run(engine, &config.lab(), prepared, opts, progress).await?;
-    let report_path = run_dir.join(crate::report::JSON_FILE);
-    let added = added.load(std::sync::atomic::Ordering::SeqCst);
-    progress.line(format!(
-        "[record] {added} results for build {} ({})",
-        short(&build.id),
-        status_word(&report)
-    ));
-    let failures = first_failures(&report);
-    let mut promoted_to = Vec::new();
-    let mut gate_notes = Vec::new();
-    let canary_green = report.summary.status() == CaseStatus::Passed;
-    let mut status = match report.summary.status() {
-        CaseStatus::Passed => Light::Green,
-        CaseStatus::Flaky => Light::Yellow,
-        CaseStatus::Error => Light::Error,
-        _ => Light::Red,
-    };
-    if canary_green {
-        let mut targets = vec![target.to_string()];
+        let stable = canary_contract::Channel::STABLE;
+        let mut targets = vec![self.target.to_string()];
         if config.pipeline.auto_stable
-            && candidate
-                .iter()
-                .all(|(_, j)| j.channel.as_deref() == Some(canary_contract::Channel::STABLE))
-            && !targets.iter().any(|t| t == canary_contract::Channel::STABLE)
+            && self.changes.iter().all(|(_, j)| j.channel.as_deref() == Some(stable))
+            && !targets.iter().any(|t| t == stable)
         {
-            targets.push(canary_contract::Channel::STABLE.into());
+            targets.push(stable.into());
         }
         let policy = crate::gate::policy::Policy::load(config.gate_policy.as_deref())?;
         let reason = format!("canary green: {}", report.run_id);
@@ -381,69 +392,92 @@ async fn judge_candidate(
             reason: &reason,
         };
         let channels: Vec<&str> = targets.iter().map(String::as_str).collect();
-        for d in crate::gate::ops::release(reg, &policy, &config.repo_ids()?, (&[&build.id], &channels), who).await? {
+        let decisions =
+            crate::gate::ops::release(self.reg, &policy, &config.repo_ids()?, (&[&build.id], &channels), who).await?;
+        for d in decisions {
             let channel = d.channel;
             if d.allowed {
                 progress.line(format!("[gate] promoted {} to {channel}", short(&build.id)));
-                promoted_to.push(channel);
+                g.promoted_to.push(channel);
             } else {
                 progress.line(format!("[gate] {channel} refused: {}", d.unmet.join("; ")));
-                gate_notes.extend(d.unmet.iter().map(|u| format!("{channel}: {u}")));
-                status = Light::Yellow;
+                g.notes.extend(d.unmet.iter().map(|u| format!("{channel}: {u}")));
+                g.status = Light::Yellow;
             }
         }
-    } else {
-        progress.line(format!("[gate] not promoted: {}", status_word(&report)));
+        Ok(g)
     }
-    let change_text = component_changes
-        .iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let changes = format!(
-        "{change_text} (from build {}): {}",
-        parent
-            .as_ref()
-            .map(|b| short(&b.id).to_string())
-            .unwrap_or_else(|| "none".into()),
-        match status {
-            Light::Green => format!("canary green, promoted to {}", promoted_to.join(", ")),
-            Light::Yellow if canary_green => format!("canary green, gate refused: {}", gate_notes.join("; ")),
-            Light::Yellow => "canary passed only on rerun (flaky); not promoted".into(),
-            _ => format!("canary {}; not promoted", status_word(&report)),
-        }
-    );
-    let mut rollback: Vec<String> = promoted_to
-        .iter()
-        .map(|c| format!("canary rollback --channel {c} --reason 'rolling back {change_text}'"))
-        .collect();
-    if rollback.is_empty() {
-        rollback.push("nothing to roll back: the candidate was not promoted".into());
-    }
-    let (provider, j) = &candidate[0];
-    Ok(Notification {
-        event: "canary.verdict",
-        provider: provider.clone(),
-        version: build
+
+    /// Builds the candidate, runs the suites for every CLI it bundles, records, promotes under
+    /// the gate, and says what happened.
+    async fn judge(&self) -> Result<Notification> {
+        let engine = DockerBackend::connect().await?;
+        let (build, parent) = self.build(&engine).await?;
+        let component_changes = build
             .manifest
-            .component(provider)
-            .map_or_else(|| j.release.version.clone(), |c| c.version.clone()),
-        package: j.release.package.clone(),
-        package_version: j.release.package_version.clone(),
-        candidate_for: j.channel.clone().unwrap_or_default(),
-        status,
-        build: Some(build.id.clone()),
-        image: Some(build.reference.clone()),
-        components: build.manifest.components.clone(),
-        component_changes,
-        run_id: Some(report.run_id.clone()),
-        report: Some(report_path.display().to_string()),
-        promoted_to,
-        changes,
-        summary: serde_json::to_value(&report.summary).expect("json"),
-        failures,
-        rollback,
-    })
+            .changes_from(parent.as_ref().and_then(|b| b.manifest.as_ref()));
+        let change_text = component_changes
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.progress.line(format!(
+            "[build] {} ({}): {change_text}",
+            build.reference,
+            short(&build.id)
+        ));
+        let (report, report_path) = self.canary(engine, &build).await?;
+        let Gated {
+            status,
+            promoted_to,
+            notes,
+        } = self.gate(&build, &report).await?;
+        let canary_green = report.summary.status() == CaseStatus::Passed;
+        let changes = format!(
+            "{change_text} (from build {}): {}",
+            parent
+                .as_ref()
+                .map(|b| short(&b.id).to_string())
+                .unwrap_or_else(|| "none".into()),
+            match status {
+                Light::Green => format!("canary green, promoted to {}", promoted_to.join(", ")),
+                Light::Yellow if canary_green => format!("canary green, gate refused: {}", notes.join("; ")),
+                Light::Yellow => "canary passed only on rerun (flaky); not promoted".into(),
+                _ => format!("canary {}; not promoted", status_word(&report)),
+            }
+        );
+        let mut rollback: Vec<String> = promoted_to
+            .iter()
+            .map(|c| format!("canary rollback --channel {c} --reason 'rolling back {change_text}'"))
+            .collect();
+        if rollback.is_empty() {
+            rollback.push("nothing to roll back: the candidate was not promoted".into());
+        }
+        let (provider, j) = &self.changes[0];
+        Ok(Notification {
+            event: "canary.verdict",
+            provider: provider.clone(),
+            version: build
+                .manifest
+                .component(provider)
+                .map_or_else(|| j.release.version.clone(), |c| c.version.clone()),
+            package: j.release.package.clone(),
+            package_version: j.release.package_version.clone(),
+            candidate_for: j.channel.clone().unwrap_or_default(),
+            status,
+            build: Some(build.id.clone()),
+            image: Some(build.reference.clone()),
+            components: build.manifest.components.clone(),
+            component_changes,
+            run_id: Some(report.run_id.clone()),
+            report: Some(report_path.display().to_string()),
+            promoted_to,
+            changes,
+            summary: serde_json::to_value(&report.summary).expect("json"),
+            failures: first_failures(&report),
+            rollback,
+        })
+    }
 }
 
 fn status_word(report: &RunReport) -> String {
