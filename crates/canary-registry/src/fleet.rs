@@ -453,20 +453,18 @@ impl Registry {
         .await
         .map_err(db_err(&self.display))?;
         let id = int(&row, "id")?;
-        insert_event(
-            &mut tx,
-            id,
-            &r.channel,
-            Some(&r.baseline_id),
-            &r.build_id,
-            "start",
-            0,
-            &figures,
-            a.actor,
-            &ts,
-            &self.display,
-        )
-        .await?;
+        let event = NewEvent {
+            rollout: id,
+            channel: &r.channel,
+            from: Some(&r.baseline_id),
+            to: &r.build_id,
+            kind: "start",
+            step: 0,
+            figures: &figures,
+            actor: a.actor,
+            ts: &ts,
+        };
+        event.insert(&mut tx, &self.display).await?;
         insert_audit(&mut tx, &a, &self.display).await?;
         tx.commit().await.map_err(db_err(&self.display))?;
         Ok(id)
@@ -545,20 +543,18 @@ impl Registry {
         } else {
             (baseline.as_str(), build.as_str())
         };
-        insert_event(
-            &mut tx,
-            t.id,
-            &channel,
-            Some(from),
+        let event = NewEvent {
+            rollout: t.id,
+            channel: &channel,
+            from: Some(from),
             to,
-            t.kind,
-            t.step as i64,
-            &t.figures,
-            t.audit.actor,
-            &ts,
-            &self.display,
-        )
-        .await?;
+            kind: t.kind,
+            step: t.step as i64,
+            figures: &t.figures,
+            actor: t.audit.actor,
+            ts: &ts,
+        };
+        event.insert(&mut tx, &self.display).await?;
         if t.release {
             sqlx::query(
                 "INSERT INTO channel_releases (channel, build_id, released_at, actor, kind) VALUES ($1, $2, $3, $4, 'promote')",
@@ -648,36 +644,38 @@ impl Registry {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn insert_event(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+/// A rollout's event as it is written: a start, a step, a hold, an abort, a completion.
+struct NewEvent<'a> {
     rollout: i64,
-    channel: &str,
-    from: Option<&str>,
-    to: &str,
-    kind: &str,
+    channel: &'a str,
+    from: Option<&'a str>,
+    to: &'a str,
+    kind: &'a str,
     step: i64,
-    figures: &serde_json::Value,
-    actor: &str,
-    ts: &str,
-    display: &str,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO rollout_events (org, channel, from_build, to_build, kind, ts, actor, rollout_id, step, figures) VALUES (NULL, $1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(channel)
-    .bind(from)
-    .bind(to)
-    .bind(kind)
-    .bind(ts)
-    .bind(actor)
-    .bind(rollout)
-    .bind(step)
-    .bind(figures.to_string())
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err(display))?;
-    Ok(())
+    figures: &'a serde_json::Value,
+    actor: &'a str,
+    ts: &'a str,
+}
+
+impl NewEvent<'_> {
+    async fn insert(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, display: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO rollout_events (org, channel, from_build, to_build, kind, ts, actor, rollout_id, step, figures) VALUES (NULL, $1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(self.channel)
+        .bind(self.from)
+        .bind(self.to)
+        .bind(self.kind)
+        .bind(self.ts)
+        .bind(self.actor)
+        .bind(self.rollout)
+        .bind(self.step)
+        .bind(self.figures.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err(display))?;
+        Ok(())
+    }
 }
 
 impl FromRow for RolloutEvent {

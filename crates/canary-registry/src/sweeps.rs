@@ -316,7 +316,6 @@ impl Registry {
 
     /// Ends a job `worker` holds: `done` with its outcome. `false`: the worker lost the job (its
     /// lease ran out and another took it), and nothing was written.
-    #[allow(clippy::too_many_arguments)]
     pub async fn finish_sweep(
         &self,
         id: i64,
