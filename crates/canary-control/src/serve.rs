@@ -26,11 +26,9 @@ pub struct ServeOptions {
 }
 
 /// Checks every option before anything is opened (a bad value writes nothing), then opens the
-/// registry and serves until Ctrl-C.
+/// registry and serves until Ctrl-C: the runner endpoints, the dashboard, the rollout
+/// controller and, when asked, sweep workers.
 pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
-    use axum::extract::State;
-    use axum::http::StatusCode;
-    use axum::routing::get;
     let policy = crate::gate::policy::Policy::load(a.policy.as_deref().or(config.gate_policy.as_deref()))?;
     if a.tick.is_zero() {
         return Err(LabError::usage(
@@ -60,15 +58,6 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
     };
     let orgs = crate::orgs::OrgPolicies::load(&config.orgs_dir)?;
     let reg = std::sync::Arc::new(Registry::open(&config.registry).await?);
-    async fn status(State(reg): State<std::sync::Arc<Registry>>) -> (StatusCode, axum::Json<serde_json::Value>) {
-        match crate::status::status(&reg, None).await {
-            Ok(v) => (StatusCode::OK, axum::Json(v)),
-            Err(e) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(serde_json::json!({"error": e.to_string()})),
-            ),
-        }
-    }
     if !a.listen.ip().is_loopback() && reg.live_tokens().await?.is_empty() {
         // Every endpoint beyond loopback takes tokens; with none issued, nothing could use them.
         return Err(LabError::usage(
@@ -87,9 +76,62 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
             webhook,
             orgs,
         });
+    let app = app(config, &policy, &cp)?;
+    let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
+        LabError::usage(
+            format!("cannot listen on {}: {e}", a.listen),
+            "pick another --listen address",
+        )
+    })?;
+    eprintln!(
+        "canary serve: listening on http://{} (dashboard at /; runner endpoints /v1/assignment, /v1/telemetry, /v1/heartbeats; GET /v1/status; /api/...)",
+        listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+    );
+    let sweeper = if a.sweep_workers > 0 {
+        Some(sweep_workers(config, a, cp.reg.clone()).await?)
+    } else {
+        None
+    };
+    let controller = tokio::spawn(crate::control::run_controller(cp, policy, a.tick));
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let timeouts = crate::http_serve::Timeouts {
+        header_read: a.header_timeout,
+        ..Default::default()
+    };
+    crate::http_serve::serve(listener, app, timeouts, shutdown)
+        .await
+        .map_err(|e| LabError::usage(format!("serve failed: {e}"), "internal"))?;
+    controller.abort();
+    if let Some(s) = sweeper {
+        s.abort();
+    }
+    Ok(())
+}
+
+/// What `canary serve` answers: `/healthz`, the runner endpoints, and what people read (status,
+/// the dashboard, refused telemetry) for operators' tokens only, by role, for allowed Host names.
+fn app(
+    config: &LabConfig,
+    policy: &crate::gate::policy::Policy,
+    cp: &crate::control::ControlPlane,
+) -> Result<axum::Router> {
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    async fn status(State(reg): State<std::sync::Arc<Registry>>) -> (StatusCode, axum::Json<serde_json::Value>) {
+        match crate::status::status(&reg, None).await {
+            Ok(v) => (StatusCode::OK, axum::Json(v)),
+            Err(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"error": e.to_string()})),
+            ),
+        }
+    }
     let pages = Pages {
         policy: std::sync::Arc::new(policy.clone()),
-        reg: reg.clone(),
+        reg: cp.reg.clone(),
         reports: config.reports_dir.clone(),
         min_age: config
             .upstream
@@ -112,7 +154,6 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
         .route("/api/audit", get(api_audit))
         .route("/reports/{run}/report.html", get(run_report))
         .with_state(pages);
-    // What people read: operators' tokens only, by role, for allowed Host names only.
     let refusals = {
         let cp = cp.clone();
         move || {
@@ -129,81 +170,50 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
     };
     let readable = axum::Router::new()
         .route("/v1/status", get(status))
-        .with_state(reg)
+        .with_state(cp.reg.clone())
         .route("/api/refusals", get(refusals))
         .merge(dashboard)
         .layer(axum::middleware::from_fn_with_state(
             cp.clone(),
             crate::control::require_operator,
         ));
-    let app = axum::Router::new()
+    Ok(axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::control::router(cp.clone()))
         .merge(readable)
-        .layer(axum::middleware::from_fn(crate::control::security_headers));
-    let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
-        LabError::usage(
-            format!("cannot listen on {}: {e}", a.listen),
-            "pick another --listen address",
-        )
-    })?;
-    eprintln!(
-        "canary serve: listening on http://{} (dashboard at /; runner endpoints /v1/assignment, /v1/telemetry, /v1/heartbeats; GET /v1/status; /api/...)",
-        listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
-    );
-    let sweeper = if a.sweep_workers > 0 {
-        let orgs = crate::orgs::OrgPolicies::load(&config.orgs_dir)?;
-        let engine = crate::engine::docker::DockerBackend::connect().await?;
-        let o = crate::sweeps::job::WorkerOptions {
-            worker: format!("{}:{}:serve", crate::engine::hostname(), std::process::id()),
-            lease: std::time::Duration::from_secs(20 * 60),
-            max_attempts: 3,
-            backoff: std::time::Duration::from_secs(30),
-            network: a.sweep_network.clone(),
-            scenario: a.sweep_scenario.clone(),
-            model_url: a.sweep_model_url.clone(),
-            step_timeout: std::time::Duration::from_secs(10 * 60),
-            drain: false,
-        };
-        let (reg, workers) = (cp.reg.clone(), a.sweep_workers);
-        Some(tokio::spawn(async move {
-            loop {
-                let log = |e: &crate::sweeps::job::Ended| {
-                    eprintln!(
-                        "canary serve: sweep #{} {} ({}): {} — {}",
-                        e.job,
-                        crate::text::clean(&e.repo),
-                        crate::text::clean(&e.org),
-                        e.outcome,
-                        crate::text::clean(&e.reason)
-                    )
-                };
-                if let Err(e) = crate::sweeps::job::run(&engine, &reg, &orgs, &o, workers, &log).await {
-                    // The queue is in the registry: a failed pass loses nothing; try again.
-                    eprintln!("canary serve: sweeps: {e} (retrying in 30 s)");
-                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-                }
+        .layer(axum::middleware::from_fn(crate::control::security_headers)))
+}
+
+/// Sweep workers in the server: the queue is in the registry, so a failed pass loses nothing
+/// and is tried again.
+async fn sweep_workers(
+    config: &LabConfig,
+    a: &ServeOptions,
+    reg: std::sync::Arc<Registry>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let orgs = crate::orgs::OrgPolicies::load(&config.orgs_dir)?;
+    let engine = crate::engine::docker::DockerBackend::connect().await?;
+    let o = crate::sweeps::job::WorkerOptions {
+        worker: format!("{}:{}:serve", crate::engine::hostname(), std::process::id()),
+        lease: std::time::Duration::from_secs(20 * 60),
+        max_attempts: 3,
+        backoff: std::time::Duration::from_secs(30),
+        network: a.sweep_network.clone(),
+        scenario: a.sweep_scenario.clone(),
+        model_url: a.sweep_model_url.clone(),
+        step_timeout: std::time::Duration::from_secs(10 * 60),
+        drain: false,
+    };
+    let workers = a.sweep_workers;
+    Ok(tokio::spawn(async move {
+        loop {
+            let log = |e: &crate::sweeps::job::Ended| eprintln!("canary serve: {e}");
+            if let Err(e) = crate::sweeps::job::run(&engine, &reg, &orgs, &o, workers, &log).await {
+                eprintln!("canary serve: sweeps: {e} (retrying in 30 s)");
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
             }
-        }))
-    } else {
-        None
-    };
-    let controller = tokio::spawn(crate::control::run_controller(cp, policy, a.tick));
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let timeouts = crate::http_serve::Timeouts {
-        header_read: a.header_timeout,
-        ..Default::default()
-    };
-    crate::http_serve::serve(listener, app, timeouts, shutdown)
-        .await
-        .map_err(|e| LabError::usage(format!("serve failed: {e}"), "internal"))?;
-    controller.abort();
-    if let Some(s) = sweeper {
-        s.abort();
-    }
-    Ok(())
+        }
+    }))
 }
 
 /// What the dashboard's handlers share.
