@@ -489,23 +489,27 @@ fn lab_forge(listen: std::net::SocketAddr, root: PathBuf, public_url: Option<Str
     })
 }
 
-fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction) -> i32 {
-    use canary_runner::update::host::{self, Host, HostConfig};
-    let host = Host::new(home);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    // What the control plane said reaches the admin's terminal only without control characters.
-    let say = |value: serde_json::Value, text: String| {
-        if json {
+/// `canary-runner update ...` on a customer's host: the host's folder, the runner's token and
+/// how to answer (JSON or text cleaned of control characters), with one method per action.
+struct UpdateCli {
+    host: canary_runner::update::host::Host,
+    token: Option<String>,
+    json: bool,
+}
+
+impl UpdateCli {
+    /// What the control plane said reaches the admin's terminal only without control characters.
+    fn say(&self, value: serde_json::Value, text: String) {
+        if self.json {
             out(&value.to_string());
         } else {
             out(&canary_runner::text::clean_block(&text));
         }
-    };
-    let result: canary_runner::error::Result<i32> = runtime.block_on(async {
-        if let UpdateAction::Init {
+    }
+
+    async fn init(&self, action: UpdateAction) -> canary_runner::error::Result<i32> {
+        use canary_runner::update::host::{self, HostConfig};
+        let UpdateAction::Init {
             server,
             runner_id,
             org,
@@ -514,258 +518,337 @@ fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction
             trust_on_first_use,
             allowed_channels,
         } = action
-        {
-            use canary_runner::update::tuf;
-            let cfg = HostConfig {
-                server,
-                runner_id,
-                org,
-                channel,
-                allowed_channels: if allowed_channels.is_empty() {
-                    canary_contract::Channel::BUILT_IN.map(String::from).to_vec()
-                } else {
-                    allowed_channels
-                },
-            };
-            cfg.check()?;
-            let root_text = match (&root, trust_on_first_use) {
-                (Some(path), _) => Some(canary_runner::fsutil::read_input(path, "TUF root", tuf::MAX_ROOT)?.into_bytes()),
-                (None, true) => {
-                    let token = token.clone().ok_or_else(|| {
-                        canary_runner::error::LabError::usage(
-                            "no runner token to fetch the root with",
-                            "set CANARY_RUNNER_TOKEN (or --token) to this runner's token from `canary tokens create`",
-                        )
-                    })?;
-                    Some(host::Client::new(&cfg.server, &token)?.first_root().await?)
-                }
-                (None, false) => None,
-            };
-            let pinned = match &root_text {
-                Some(t) => Some(tuf::pin_root(&host.home, t).map_err(|m| {
+        else {
+            unreachable!("init is called for init")
+        };
+        use canary_runner::update::tuf;
+        let cfg = HostConfig {
+            server,
+            runner_id,
+            org,
+            channel,
+            allowed_channels: if allowed_channels.is_empty() {
+                canary_contract::Channel::BUILT_IN.map(String::from).to_vec()
+            } else {
+                allowed_channels
+            },
+        };
+        cfg.check()?;
+        let root_text = match (&root, trust_on_first_use) {
+            (Some(path), _) => Some(canary_runner::fsutil::read_input(path, "TUF root", tuf::MAX_ROOT)?.into_bytes()),
+            (None, true) => {
+                let token = self.token.clone().ok_or_else(|| {
                     canary_runner::error::LabError::usage(
-                        format!("the root is refused: {m}"),
-                        "use the root.json the control plane's admin gave you (canary keys init-root wrote it)",
+                        "no runner token to fetch the root with",
+                        "set CANARY_RUNNER_TOKEN (or --token) to this runner's token from `canary tokens create`",
                     )
-                })?),
-                None => None,
-            };
-            host.write_config(&cfg)?;
-            let ids = pinned.as_ref().map(tuf::root_key_ids).unwrap_or_default();
-            let text = match &pinned {
-                Some(r) => format!(
-                    "configured {}\ntrusted root version {} (threshold {} of root keys {})",
-                    host.home.display(),
-                    r.signed.version,
-                    r.signed.roles.get(&tough::schema::RoleType::Root).map_or(0, |k| k.threshold.get()),
-                    ids.iter().map(|i| &i[..16]).collect::<Vec<_>>().join(", ")
-                ),
-                None if tuf::has_root(&host.home) => format!("configured {} (the trusted root stays)", host.home.display()),
-                None => format!(
-                    "configured {}\nno trusted root: `update upgrade` refuses until you pin one with `--root root.json` (from the control plane's admin)",
-                    host.home.display()
-                ),
-            };
-            say(
-                serde_json::json!({"configured": cfg, "root_key_ids": ids, "trusted_root": tuf::has_root(&host.home)}),
-                text,
-            );
-            return Ok(0);
-        }
-        let cfg = host.config()?;
-        if let UpdateAction::Status = action {
-            let installed: Vec<serde_json::Value> = host
-                .installed()
-                .iter()
-                .map(|(p, m)| serde_json::json!({"folder": p, "build": m.build, "components": m.components}))
-                .collect();
-            let current = host.current();
-            let previous = host.previous();
-            let history = host.history();
-            let mut text = format!(
-                "current   {}\nprevious  {}\nchannel   {}\n",
-                current.as_ref().map(summary).unwrap_or_else(|| "(nothing installed)".into()),
-                previous.as_ref().map(summary).unwrap_or_else(|| "-".into()),
-                cfg.channel
-            );
-            for e in history.iter().rev().take(10) {
-                text.push_str(&format!(
-                    "{}  {:<8} {:<11} {}\n",
-                    e.at,
-                    e.action,
-                    e.outcome,
-                    canary_runner::text::clean(&e.reason)
-                ));
+                })?;
+                Some(host::Client::new(&cfg.server, &token)?.first_root().await?)
             }
-            say(
-                serde_json::json!({"current": current, "previous": previous, "installed": installed, "channel": cfg.channel, "history": history}),
-                text.trim_end().to_string(),
-            );
-            return Ok(0);
+            (None, false) => None,
+        };
+        let pinned = match &root_text {
+            Some(t) => Some(tuf::pin_root(&self.host.home, t).map_err(|m| {
+                canary_runner::error::LabError::usage(
+                    format!("the root is refused: {m}"),
+                    "use the root.json the control plane's admin gave you (canary keys init-root wrote it)",
+                )
+            })?),
+            None => None,
+        };
+        self.host.write_config(&cfg)?;
+        let ids = pinned.as_ref().map(tuf::root_key_ids).unwrap_or_default();
+        let text = match &pinned {
+            Some(r) => format!(
+                "configured {}\ntrusted root version {} (threshold {} of root keys {})",
+                self.host.home.display(),
+                r.signed.version,
+                r.signed
+                    .roles
+                    .get(&tough::schema::RoleType::Root)
+                    .map_or(0, |k| k.threshold.get()),
+                ids.iter().map(|i| &i[..16]).collect::<Vec<_>>().join(", ")
+            ),
+            None if tuf::has_root(&self.host.home) => {
+                format!("configured {} (the trusted root stays)", self.host.home.display())
+            }
+            None => format!(
+                "configured {}\nno trusted root: `update upgrade` refuses until you pin one with `--root root.json` (from the control plane's admin)",
+                self.host.home.display()
+            ),
+        };
+        self.say(
+            serde_json::json!({"configured": cfg, "root_key_ids": ids, "trusted_root": tuf::has_root(&self.host.home)}),
+            text,
+        );
+        Ok(0)
+    }
+
+    fn status(&self, cfg: &canary_runner::update::host::HostConfig) -> canary_runner::error::Result<i32> {
+        let installed: Vec<serde_json::Value> = self
+            .host
+            .installed()
+            .iter()
+            .map(|(p, m)| serde_json::json!({"folder": p, "build": m.build, "components": m.components}))
+            .collect();
+        let current = self.host.current();
+        let previous = self.host.previous();
+        let history = self.host.history();
+        let mut text = format!(
+            "current   {}\nprevious  {}\nchannel   {}\n",
+            current
+                .as_ref()
+                .map(summary)
+                .unwrap_or_else(|| "(nothing installed)".into()),
+            previous.as_ref().map(summary).unwrap_or_else(|| "-".into()),
+            cfg.channel
+        );
+        for e in history.iter().rev().take(10) {
+            text.push_str(&format!(
+                "{}  {:<8} {:<11} {}\n",
+                e.at,
+                e.action,
+                e.outcome,
+                canary_runner::text::clean(&e.reason)
+            ));
         }
-        let token = token.ok_or_else(|| {
+        self.say(
+            serde_json::json!({"current": current, "previous": previous, "installed": installed, "channel": cfg.channel, "history": history}),
+            text.trim_end().to_string(),
+        );
+        Ok(0)
+    }
+
+    /// The control plane's client, with this runner's token.
+    fn client(
+        &self,
+        cfg: &canary_runner::update::host::HostConfig,
+    ) -> canary_runner::error::Result<canary_runner::update::host::Client> {
+        let token = self.token.clone().ok_or_else(|| {
             canary_runner::error::LabError::usage(
                 "no runner token",
                 "set CANARY_RUNNER_TOKEN (or --token) to this runner's token from `canary tokens create`",
             )
         })?;
-        let client = host::Client::new(&cfg.server, &token)?;
+        canary_runner::update::host::Client::new(&cfg.server, &token)
+    }
+    async fn check(
+        &self,
+        client: &canary_runner::update::host::Client,
+        cfg: &canary_runner::update::host::HostConfig,
+    ) -> canary_runner::error::Result<i32> {
+        use canary_runner::update::host;
+        let c = host::check(&self.host, client, cfg).await?;
+        let refused = c.manifest.as_ref().err().cloned();
+        let code = if c.up_to_date() && refused.is_none() { 0 } else { 1 };
+        let mut text = format!(
+            "installed  {}\noffered    {} ({}, {} {})\nstatus     {}: {}\n",
+            c.current.as_ref().map(summary).unwrap_or_else(|| "(nothing)".into()),
+            c.manifest
+                .as_ref()
+                .ok()
+                .map(|m| m.build.as_str())
+                .or(c.offer.build.as_deref())
+                .unwrap_or("(none)"),
+            c.offer.source,
+            c.offer.channel,
+            c.offer.org.as_deref().unwrap_or(""),
+            c.offer.status.as_str(),
+            c.offer.reasons.join("; ")
+        );
+        for ch in &c.offer.changes {
+            text.push_str(&format!("  {ch}\n"));
+        }
+        if let Some((root, version)) = c.trusted {
+            text.push_str(&format!(
+                "signed     verified (TUF root v{root}, metadata v{version})\n"
+            ));
+        }
+        if let Some(r) = &refused {
+            text.push_str(&format!("refused    {r}\n"));
+        } else if !c.up_to_date() {
+            text.push_str("an update is available: `canary-runner update plan`, then `update upgrade`\n");
+        }
+        self.say(
+            serde_json::json!({
+                "up_to_date": c.up_to_date(),
+                "offer": c.offer,
+                "signed": c.manifest.as_ref().ok(),
+                "trusted_root_version": c.trusted.map(|t| t.0),
+                "metadata_version": c.trusted.map(|t| t.1),
+                "installed": c.current,
+                "refused": refused,
+            }),
+            text.trim_end().to_string(),
+        );
+        Ok(code)
+    }
+    async fn plan(
+        &self,
+        client: &canary_runner::update::host::Client,
+        cfg: &canary_runner::update::host::HostConfig,
+    ) -> canary_runner::error::Result<i32> {
+        use canary_runner::update::host;
+        let c = host::check(&self.host, client, cfg).await?;
+        let status = c.status();
+        let m = match c.manifest {
+            Ok(m) => m,
+            Err(why) => {
+                self.say(serde_json::json!({"refused": why}), format!("refused: {why}"));
+                return Ok(1);
+            }
+        };
+        let plan = host::plan_for(&self.host, &m)?;
+        let blocked = !plan.blocked.is_empty() || status == canary_runner::update::Status::Red;
+        let mut text = format!(
+            "{} → {} ({})\n",
+            plan.from.as_deref().unwrap_or("(nothing)"),
+            plan.to,
+            status.as_str()
+        );
+        for ch in &plan.changes {
+            text.push_str(&format!("  change   {ch}\n"));
+        }
+        for b in &plan.blocked {
+            text.push_str(&format!("  BLOCKED  {}\n", canary_runner::text::clean(b)));
+        }
+        for w in &plan.warnings {
+            text.push_str(&format!("  warning  {}\n", canary_runner::text::clean(w)));
+        }
+        for s in &plan.smoke {
+            text.push_str(&format!("  smoke    {s}\n"));
+        }
+        text.push_str(&format!(
+            "  rollback {}\n",
+            plan.rollback_point.as_deref().unwrap_or("(none: first install)")
+        ));
+        self.say(
+            serde_json::json!({"plan": plan, "status": c.offer.status, "blocked": blocked}),
+            text.trim_end().to_string(),
+        );
+        Ok(if blocked { 1 } else { 0 })
+    }
+    async fn upgrade(
+        &self,
+        client: &canary_runner::update::host::Client,
+        cfg: &canary_runner::update::host::HostConfig,
+        yes: bool,
+        smoke_timeout: std::time::Duration,
+    ) -> canary_runner::error::Result<i32> {
+        use canary_runner::update::host;
+        let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+        let o = host::upgrade(&self.host, client, cfg, smoke_timeout, |plan, offer| {
+            if yes {
+                return true;
+            }
+            if !interactive {
+                return false;
+            }
+            let clean = canary_runner::text::clean;
+            eprintln!(
+                "upgrade {} → {} ({}):",
+                clean(plan.from.as_deref().unwrap_or("(nothing)")),
+                clean(&plan.to),
+                offer.status.as_str()
+            );
+            for ch in &plan.changes {
+                eprintln!("  {}", clean(&ch.to_string()));
+            }
+            eprint!("proceed? [y/N] ");
+            let mut answer = String::new();
+            let _ = std::io::stdin().read_line(&mut answer);
+            matches!(answer.trim(), "y" | "Y" | "yes")
+        })
+        .await?;
+        self.say(
+            serde_json::to_value(&o).expect("json"),
+            format!(
+                "{}: {}{}",
+                o.outcome,
+                canary_runner::text::clean(&o.reason),
+                if o.smoke.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (smoke: {})", o.smoke.join(", "))
+                }
+            ),
+        );
+        Ok(o.exit_code())
+    }
+    async fn rollback(
+        &self,
+        client: &canary_runner::update::host::Client,
+        cfg: &canary_runner::update::host::HostConfig,
+        to: Option<&str>,
+    ) -> canary_runner::error::Result<i32> {
+        use canary_runner::update::host;
+        let o = host::rollback(&self.host, client, cfg, to).await?;
+        self.say(
+            serde_json::to_value(&o).expect("json"),
+            format!("{}: {}", o.outcome, canary_runner::text::clean(&o.reason)),
+        );
+        Ok(o.exit_code())
+    }
+    async fn channel(
+        &self,
+        client: &canary_runner::update::host::Client,
+        cfg: &canary_runner::update::host::HostConfig,
+        name: String,
+    ) -> canary_runner::error::Result<i32> {
+        use canary_runner::update::host;
+        let mut cfg = cfg.clone();
+        if !cfg.allowed_channels.contains(&name) {
+            self.say(
+                serde_json::json!({"refused": "channel not allowed"}),
+                format!(
+                    "refused: this host's plan allows channels {}",
+                    cfg.allowed_channels.join(", ")
+                ),
+            );
+            return Ok(1);
+        }
+        let c = host::check(&self.host, client, &cfg).await?;
+        if c.offer.source == "pin" {
+            self.say(
+                serde_json::json!({"refused": "the org is pinned"}),
+                "refused: the org is pinned to a build; its admin unpins it with `canary pin`".into(),
+            );
+            return Ok(1);
+        }
+        cfg.channel = name.clone();
+        self.host.write_config(&cfg)?;
+        let _ = host::check(&self.host, client, &cfg).await;
+        self.say(serde_json::json!({"channel": name}), format!("following {name}"));
+        Ok(0)
+    }
+}
+
+fn update(home: PathBuf, token: Option<String>, json: bool, action: UpdateAction) -> i32 {
+    let cli = UpdateCli {
+        host: canary_runner::update::host::Host::new(home),
+        token,
+        json,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let result: canary_runner::error::Result<i32> = runtime.block_on(async {
+        if let UpdateAction::Init { .. } = action {
+            return cli.init(action).await;
+        }
+        let cfg = cli.host.config()?;
+        if let UpdateAction::Status = action {
+            return cli.status(&cfg);
+        }
+        let client = cli.client(&cfg)?;
         match action {
             UpdateAction::Init { .. } | UpdateAction::Status => unreachable!("handled above"),
-            UpdateAction::Check => {
-                let c = host::check(&host, &client, &cfg).await?;
-                let refused = c.manifest.as_ref().err().cloned();
-                let code = if c.up_to_date() && refused.is_none() { 0 } else { 1 };
-                let mut text = format!(
-                    "installed  {}\noffered    {} ({}, {} {})\nstatus     {}: {}\n",
-                    c.current.as_ref().map(summary).unwrap_or_else(|| "(nothing)".into()),
-                    c.manifest
-                        .as_ref()
-                        .ok()
-                        .map(|m| m.build.as_str())
-                        .or(c.offer.build.as_deref())
-                        .unwrap_or("(none)"),
-                    c.offer.source,
-                    c.offer.channel,
-                    c.offer.org.as_deref().unwrap_or(""),
-                    c.offer.status.as_str(),
-                    c.offer.reasons.join("; ")
-                );
-                for ch in &c.offer.changes {
-                    text.push_str(&format!("  {ch}\n"));
-                }
-                if let Some((root, version)) = c.trusted {
-                    text.push_str(&format!("signed     verified (TUF root v{root}, metadata v{version})\n"));
-                }
-                if let Some(r) = &refused {
-                    text.push_str(&format!("refused    {r}\n"));
-                } else if !c.up_to_date() {
-                    text.push_str("an update is available: `canary-runner update plan`, then `update upgrade`\n");
-                }
-                say(
-                    serde_json::json!({
-                        "up_to_date": c.up_to_date(),
-                        "offer": c.offer,
-                        "signed": c.manifest.as_ref().ok(),
-                        "trusted_root_version": c.trusted.map(|t| t.0),
-                        "metadata_version": c.trusted.map(|t| t.1),
-                        "installed": c.current,
-                        "refused": refused,
-                    }),
-                    text.trim_end().to_string(),
-                );
-                Ok(code)
-            }
-            UpdateAction::Plan => {
-                let c = host::check(&host, &client, &cfg).await?;
-                let status = c.status();
-                let m = match c.manifest {
-                    Ok(m) => m,
-                    Err(why) => {
-                        say(serde_json::json!({"refused": why}), format!("refused: {why}"));
-                        return Ok(1);
-                    }
-                };
-                let plan = host::plan_for(&host, &m)?;
-                let blocked = !plan.blocked.is_empty() || status == canary_runner::update::Status::Red;
-                let mut text = format!(
-                    "{} → {} ({})\n",
-                    plan.from.as_deref().unwrap_or("(nothing)"),
-                    plan.to,
-                    status.as_str()
-                );
-                for ch in &plan.changes {
-                    text.push_str(&format!("  change   {ch}\n"));
-                }
-                for b in &plan.blocked {
-                    text.push_str(&format!("  BLOCKED  {}\n", canary_runner::text::clean(b)));
-                }
-                for w in &plan.warnings {
-                    text.push_str(&format!("  warning  {}\n", canary_runner::text::clean(w)));
-                }
-                for s in &plan.smoke {
-                    text.push_str(&format!("  smoke    {s}\n"));
-                }
-                text.push_str(&format!(
-                    "  rollback {}\n",
-                    plan.rollback_point.as_deref().unwrap_or("(none: first install)")
-                ));
-                say(
-                    serde_json::json!({"plan": plan, "status": c.offer.status, "blocked": blocked}),
-                    text.trim_end().to_string(),
-                );
-                Ok(if blocked { 1 } else { 0 })
-            }
-            UpdateAction::Upgrade { yes, smoke_timeout } => {
-                let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
-                let o = host::upgrade(&host, &client, &cfg, smoke_timeout.into(), |plan, offer| {
-                    if yes {
-                        return true;
-                    }
-                    if !interactive {
-                        return false;
-                    }
-                    let clean = canary_runner::text::clean;
-                    eprintln!(
-                        "upgrade {} → {} ({}):",
-                        clean(plan.from.as_deref().unwrap_or("(nothing)")),
-                        clean(&plan.to),
-                        offer.status.as_str()
-                    );
-                    for ch in &plan.changes {
-                        eprintln!("  {}", clean(&ch.to_string()));
-                    }
-                    eprint!("proceed? [y/N] ");
-                    let mut answer = String::new();
-                    let _ = std::io::stdin().read_line(&mut answer);
-                    matches!(answer.trim(), "y" | "Y" | "yes")
-                })
-                .await?;
-                say(
-                    serde_json::to_value(&o).expect("json"),
-                    format!(
-                        "{}: {}{}",
-                        o.outcome,
-                        canary_runner::text::clean(&o.reason),
-                        if o.smoke.is_empty() { String::new() } else { format!(" (smoke: {})", o.smoke.join(", ")) }
-                    ),
-                );
-                Ok(o.exit_code())
-            }
-            UpdateAction::Rollback { to } => {
-                let o = host::rollback(&host, &client, &cfg, to.as_deref()).await?;
-                say(
-                    serde_json::to_value(&o).expect("json"),
-                    format!("{}: {}", o.outcome, canary_runner::text::clean(&o.reason)),
-                );
-                Ok(o.exit_code())
-            }
-            UpdateAction::Channel { name } => {
-                let mut cfg = cfg;
-                if !cfg.allowed_channels.contains(&name) {
-                    say(
-                        serde_json::json!({"refused": "channel not allowed"}),
-                        format!(
-                            "refused: this host's plan allows channels {}",
-                            cfg.allowed_channels.join(", ")
-                        ),
-                    );
-                    return Ok(1);
-                }
-                let c = host::check(&host, &client, &cfg).await?;
-                if c.offer.source == "pin" {
-                    say(
-                        serde_json::json!({"refused": "the org is pinned"}),
-                        "refused: the org is pinned to a build; its admin unpins it with `canary pin`".into(),
-                    );
-                    return Ok(1);
-                }
-                cfg.channel = name.clone();
-                host.write_config(&cfg)?;
-                let _ = host::check(&host, &client, &cfg).await;
-                say(serde_json::json!({"channel": name}), format!("following {name}"));
-                Ok(0)
-            }
+            UpdateAction::Check => cli.check(&client, &cfg).await,
+            UpdateAction::Plan => cli.plan(&client, &cfg).await,
+            UpdateAction::Upgrade { yes, smoke_timeout } => cli.upgrade(&client, &cfg, yes, smoke_timeout.into()).await,
+            UpdateAction::Rollback { to } => cli.rollback(&client, &cfg, to.as_deref()).await,
+            UpdateAction::Channel { name } => cli.channel(&client, &cfg, name).await,
         }
     });
     match result {
