@@ -116,38 +116,8 @@ pub async fn run(
         },
     )
     .await?;
-    let verdicts = reg.verdicts().await?;
-    let per_channel = config.upstream.candidates_per_channel.max(1);
     let target = config.pipeline.promote_to.clone();
-    let mut newest: Vec<(String, Vec<Judged>)> = Vec::new();
-    for p in &watch.providers {
-        let mut list = Vec::new();
-        for channel in canary_contract::Channel::BUILT_IN {
-            for j in p
-                .newer
-                .iter()
-                .filter(|j| j.channel.as_deref() == Some(channel))
-                .take(per_channel)
-            {
-                // A verdict of `error` means the lab could not judge it: judged again.
-                let judged = verdicts.iter().find(|v| {
-                    v.provider == p.provider
-                        && v.package_version == j.release.package_version
-                        && v.status != Light::Error
-                });
-                match judged {
-                    Some(v) if !a.rejudge => progress.line(format!(
-                        "[watch] {} {}: already judged {} on {} (--rejudge to run it again)",
-                        p.provider, j.release.version, v.status, v.decided_at
-                    )),
-                    _ => list.push(j.clone()),
-                }
-            }
-        }
-        if !list.is_empty() {
-            newest.push((p.provider.clone(), list));
-        }
-    }
+    let newest = unjudged(&watch, &reg.verdicts().await?, config, a.rejudge, progress);
     let has_build = !reg.known_good(&target).await?.is_empty();
     let candidates = upstream::form_candidates(has_build, newest);
     if candidates.is_empty() {
@@ -189,54 +159,8 @@ pub async fn run(
                 continue;
             }
         };
-        let payload = serde_json::to_value(&n).expect("json");
-        if let Some(run_id) = &n.run_id {
-            let file = config.reports_dir.join(run_id).join("notification.json");
-            let _ = std::fs::write(&file, serde_json::to_string_pretty(&payload).expect("json"));
-            progress.line(format!("[notify] {}", file.display()));
-        }
-        if let Some(url) = &webhook {
-            match crate::webhook::post(url, &payload).await {
-                Ok(()) => progress.line(format!("[notify] webhook {url}: delivered")),
-                Err(e) => {
-                    progress.line(format!("[notify] webhook {url}: {e}"));
-                    worst = exit::ERROR;
-                }
-            }
-        }
-        for (provider, j) in &candidate {
-            reg.record_verdict(
-                &PipelineVerdict {
-                    provider: provider.clone(),
-                    package_version: j.release.package_version.clone(),
-                    version: n
-                        .components
-                        .iter()
-                        .find(|c| &c.name == provider)
-                        .map_or_else(|| j.release.version.clone(), |c| c.version.clone()),
-                    build_id: n.build.clone(),
-                    status: n.status,
-                    channel: n.promoted_to.last().cloned(),
-                    summary: payload.clone(),
-                    decided_at: crate::registry::now(),
-                },
-                Audit {
-                    actor: "pipeline",
-                    action: "judge",
-                    target: &format!("{provider} {}", j.release.version),
-                    decision: n.status.as_str(),
-                    reason: &n.changes,
-                    evidence: payload.clone(),
-                },
-            )
-            .await?;
-        }
-        match n.status {
-            Light::Green => {}
-            Light::Error => worst = exit::ERROR,
-            _ if worst == exit::PASS => worst = exit::FAILED,
-            _ => {}
-        }
+        let (payload, code) = deliver(config, reg, webhook.as_deref(), &candidate, &n, progress).await?;
+        worst = worst.max(code);
         outcomes.push(payload);
     }
     Ok(PipelineOutcome {
@@ -254,6 +178,108 @@ fn spec_of(provider: &str, j: &Judged) -> Result<crate::providers::ProviderSpec>
         format!("{provider}@{}", j.release.package_version)
     };
     text.parse()
+}
+
+/// The newest versions of each CLI, per built-in channel, that have no verdict yet (or only
+/// `error`, which means the lab could not judge them); all of them again with `rejudge`.
+fn unjudged(
+    watch: &WatchReport,
+    verdicts: &[PipelineVerdict],
+    config: &LabConfig,
+    rejudge: bool,
+    progress: &Progress,
+) -> Vec<(String, Vec<Judged>)> {
+    let per_channel = config.upstream.candidates_per_channel.max(1);
+    let mut newest = Vec::new();
+    for p in &watch.providers {
+        let mut list = Vec::new();
+        for channel in canary_contract::Channel::BUILT_IN {
+            let newer = p.newer.iter().filter(|j| j.channel.as_deref() == Some(channel));
+            for j in newer.take(per_channel) {
+                let judged = verdicts.iter().find(|v| {
+                    v.provider == p.provider
+                        && v.package_version == j.release.package_version
+                        && v.status != Light::Error
+                });
+                match judged {
+                    Some(v) if !rejudge => progress.line(format!(
+                        "[watch] {} {}: already judged {} on {} (--rejudge to run it again)",
+                        p.provider, j.release.version, v.status, v.decided_at
+                    )),
+                    _ => list.push(j.clone()),
+                }
+            }
+        }
+        if !list.is_empty() {
+            newest.push((p.provider.clone(), list));
+        }
+    }
+    newest
+}
+
+/// Tells of a verdict (notification.json beside the run, the webhook) and records it for each
+/// changed component; the verdict as JSON and the exit code it calls for (a notification that
+/// could not be written or delivered is an error, never dropped).
+async fn deliver(
+    config: &LabConfig,
+    reg: &Registry,
+    webhook: Option<&str>,
+    candidate: &[(String, Judged)],
+    n: &Notification,
+    progress: &Progress,
+) -> Result<(serde_json::Value, i32)> {
+    let payload = serde_json::to_value(n).expect("json");
+    let mut code = match n.status {
+        Light::Green => exit::PASS,
+        Light::Error => exit::ERROR,
+        _ => exit::FAILED,
+    };
+    if let Some(run_id) = &n.run_id {
+        let file = config.reports_dir.join(run_id).join("notification.json");
+        match crate::fsutil::write_atomic(&file, serde_json::to_string_pretty(&payload).expect("json").as_bytes()) {
+            Ok(()) => progress.line(format!("[notify] {}", file.display())),
+            Err(e) => {
+                progress.line(format!("[notify] {e}"));
+                code = exit::ERROR;
+            }
+        }
+    }
+    if let Some(url) = webhook {
+        match crate::webhook::post(url, &payload).await {
+            Ok(()) => progress.line(format!("[notify] webhook {url}: delivered")),
+            Err(e) => {
+                progress.line(format!("[notify] webhook {url}: {e}"));
+                code = exit::ERROR;
+            }
+        }
+    }
+    for (provider, j) in candidate {
+        let version = n
+            .components
+            .iter()
+            .find(|c| &c.name == provider)
+            .map_or_else(|| j.release.version.clone(), |c| c.version.clone());
+        let verdict = PipelineVerdict {
+            provider: provider.clone(),
+            package_version: j.release.package_version.clone(),
+            version,
+            build_id: n.build.clone(),
+            status: n.status,
+            channel: n.promoted_to.last().cloned(),
+            summary: payload.clone(),
+            decided_at: crate::registry::now(),
+        };
+        let audit = Audit {
+            actor: "pipeline",
+            action: "judge",
+            target: &format!("{provider} {}", j.release.version),
+            decision: n.status.as_str(),
+            reason: &n.changes,
+            evidence: payload.clone(),
+        };
+        reg.record_verdict(&verdict, audit).await?;
+    }
+    Ok((payload, code))
 }
 
 /// What judging one candidate works with: the pipeline's settings and the candidate itself

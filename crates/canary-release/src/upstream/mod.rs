@@ -441,15 +441,9 @@ fn newest_first(a: &Release, b: &Release) -> std::cmp::Ordering {
     }
 }
 
-/// Fetches every configured source, judges each version, compares with the registry and (when
-/// asked) records the new candidates in one transaction. A source that fails fails the watch
-/// before anything is recorded.
-pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Result<WatchReport> {
-    let policy = o.config.policy(o.provider.as_deref())?;
-    let endpoints = o.config.endpoints();
-    let fetcher = o.config.fetcher(&o.cache_dir)?;
-    let now = jiff::Timestamp::now();
-    let recorded_versions = reg.versions().await?;
+/// The newest runtime version of each CLI that each channel has had as known-good:
+/// provider → channel → version.
+async fn known_good_runtimes(reg: &crate::registry::Registry) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
     let builds = reg.builds().await?;
     let mut known_good: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for channel in reg.channels().await? {
@@ -474,22 +468,75 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
         }
     }
 
+    Ok(known_good)
+}
+
+/// Every release the sources list, newest first, one per package version (two sources may list
+/// the same release); each source's freshness; how many the sources listed in all.
+async fn fetch_all(
+    fetcher: &http::Fetcher,
+    endpoints: &sources::Endpoints,
+    name: &str,
+    from: &[Source],
+) -> Result<(Vec<Release>, BTreeMap<String, http::Freshness>, usize)> {
+    let mut releases = Vec::new();
+    let mut freshness = BTreeMap::new();
+    for source in from {
+        let fetched = sources::fetch(fetcher, endpoints, name, source).await?;
+        freshness.insert(source.label(), fetched.freshness);
+        releases.extend(fetched.releases);
+    }
+    let listed = releases.len();
+    releases.sort_by(newest_first);
+    let mut seen = std::collections::HashSet::new();
+    releases.retain(|r| seen.insert(r.package_version.clone()));
+    Ok((releases, freshness, listed))
+}
+
+/// The candidates the registry has not recorded yet (by CLI version or package version), as
+/// the rows that record them.
+fn unrecorded(
+    name: &str,
+    newer: &[Judged],
+    recorded: &[crate::registry::VersionRow],
+) -> Vec<crate::registry::VersionRow> {
+    newer
+        .iter()
+        .filter(|j| {
+            !recorded.iter().any(|r| {
+                r.provider == name
+                    && (r.version == j.release.version
+                        || r.package_version.as_deref() == Some(&j.release.package_version))
+            })
+        })
+        .map(|j| crate::registry::VersionRow {
+            provider: name.to_string(),
+            version: j.release.version.clone(),
+            released_at: j.release.published_at.clone(),
+            source: j.release.source.clone(),
+            channel: j.channel.clone().unwrap_or_default(),
+            package: Some(j.release.package.clone()),
+            package_version: Some(j.release.package_version.clone()),
+        })
+        .collect()
+}
+
+/// Fetches every configured source, judges each version, compares with the registry and (when
+/// asked) records the new candidates in one transaction. A source that fails fails the watch
+/// before anything is recorded.
+pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Result<WatchReport> {
+    let policy = o.config.policy(o.provider.as_deref())?;
+    let endpoints = o.config.endpoints();
+    let fetcher = o.config.fetcher(&o.cache_dir)?;
+    let now = jiff::Timestamp::now();
+    let recorded_versions = reg.versions().await?;
+    let known_good = known_good_runtimes(reg).await?;
+
     let mut providers = Vec::new();
     let mut to_record = Vec::new();
     let mut to_skip = Vec::new();
     for (name, p) in &policy.providers {
-        let mut releases = Vec::new();
-        let mut freshness = BTreeMap::new();
-        for source in &p.sources {
-            let fetched = sources::fetch(&fetcher, &endpoints, name, source).await?;
-            freshness.insert(source.label(), fetched.freshness);
-            releases.extend(fetched.releases);
-        }
-        let upstream_versions = releases.len();
-        releases.sort_by(newest_first);
-        // One entry per package version (two sources may list the same release).
-        let mut seen = std::collections::HashSet::new();
-        releases.retain(|r| seen.insert(r.package_version.clone()));
+        let (releases, freshness, upstream_versions) = fetch_all(&fetcher, &endpoints, name, &p.sources).await?;
 
         let kg = known_good.get(name).cloned().unwrap_or_default();
         let newest_kg = kg.values().filter_map(|v| semver_of(v)).max();
@@ -558,26 +605,9 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
                 skipped.push(j);
             }
         }
-        let mut new = Vec::new();
-        for j in &newer {
-            let known = recorded_versions.iter().any(|r| {
-                r.provider == *name
-                    && (r.version == j.release.version
-                        || r.package_version.as_deref() == Some(&j.release.package_version))
-            });
-            if !known {
-                new.push(j.release.version.clone());
-                to_record.push(crate::registry::VersionRow {
-                    provider: name.clone(),
-                    version: j.release.version.clone(),
-                    released_at: j.release.published_at.clone(),
-                    source: j.release.source.clone(),
-                    channel: j.channel.clone().unwrap_or_default(),
-                    package: Some(j.release.package.clone()),
-                    package_version: Some(j.release.package_version.clone()),
-                });
-            }
-        }
+        let rows = unrecorded(name, &newer, &recorded_versions);
+        let new: Vec<String> = rows.iter().map(|r| r.version.clone()).collect();
+        to_record.extend(rows);
         let seen_at = crate::registry::format_ts(now);
         to_skip.extend(skipped.iter().map(|j| crate::registry::SkippedVersion {
             provider: name.clone(),
