@@ -183,6 +183,77 @@ fn points(x: f64) -> String {
     format!("{:+.2} points", x * 100.0)
 }
 
+/// One rate compared (candidate against baseline): a fail when the whole Newcombe–Wilson
+/// interval of the difference is above the allowed increase, a pass when it is all within it,
+/// inconclusive otherwise.
+fn rate_check(metric: &str, (c, b): (stats::Proportion, stats::Proportion), limit: f64, z: f64) -> Check {
+    let (lo, hi) = stats::difference_interval(c, b, z);
+    let head = format!("{metric} {} vs baseline {}", pct(c.rate()), pct(b.rate()));
+    let (verdict, why) = if lo > limit {
+        let why = format!(
+            "{head}: at least {}, more than the {} allowed",
+            points(lo),
+            points(limit)
+        );
+        (Verdict::Fail, why)
+    } else if hi <= limit {
+        (
+            Verdict::Pass,
+            format!("{head}: at most {}, within {}", points(hi), points(limit)),
+        )
+    } else {
+        let why = format!(
+            "{head}: between {} and {}, cannot tell yet whether it is within {}",
+            points(lo),
+            points(hi),
+            points(limit)
+        );
+        (Verdict::Inconclusive, why)
+    };
+    Check {
+        metric: metric.into(),
+        candidate: c.rate(),
+        baseline: b.rate(),
+        limit,
+        verdict,
+        why,
+    }
+}
+
+/// p95 start latency: at most `max_start_latency_p95_ratio` times the baseline's; unknown on
+/// either side is inconclusive.
+fn latency_check(policy: &RolloutPolicy, candidate: Option<u64>, baseline: Option<u64>) -> Check {
+    let ratio = policy.max_start_latency_p95_ratio;
+    let (verdict, why) = match (candidate, baseline) {
+        (Some(c), Some(b)) => {
+            let allowed = (b as f64 * ratio).max(b as f64 + 1.0);
+            let head = format!("p95 start latency {c} ms vs baseline {b} ms");
+            if c as f64 > allowed {
+                (Verdict::Fail, format!("{head}: more than {ratio:.1}× the baseline"))
+            } else {
+                (Verdict::Pass, format!("{head}: within {ratio:.1}×"))
+            }
+        }
+        (c, b) => {
+            let side = match (c, b) {
+                (None, None) => "candidate or the baseline",
+                (None, _) => "candidate",
+                _ => "baseline",
+            };
+            let why = format!("p95 start latency unknown: no started session reported for the {side}");
+            (Verdict::Inconclusive, why)
+        }
+    };
+    Check {
+        metric: "p95 start latency".into(),
+        candidate: candidate.unwrap_or(0) as f64,
+        baseline: baseline.unwrap_or(0) as f64,
+        limit: ratio,
+        verdict,
+        why,
+    }
+}
+
 /// Judges a step: the candidate's cohort against the baseline on failure rate, disconnect rate
 /// (a difference of proportions with a Newcombe–Wilson interval at the policy's confidence: a
 /// fail when the whole interval is above the allowed increase, a pass when it is all within it)
@@ -209,7 +280,7 @@ pub fn judge(policy: &RolloutPolicy, candidate: &Figures, baseline: &Figures) ->
         };
     }
     let z = stats::z_for(policy.confidence);
-    let rates: [(&str, u64, u64, f64); 2] = [
+    let rates = [
         (
             "failure rate",
             candidate.failed,
@@ -226,87 +297,9 @@ pub fn judge(policy: &RolloutPolicy, candidate: &Figures, baseline: &Figures) ->
     for (metric, c_hits, b_hits, limit) in rates {
         let c = stats::Proportion::new(c_hits, candidate.sessions);
         let b = stats::Proportion::new(b_hits, baseline.sessions);
-        let (lo, hi) = stats::difference_interval(c, b, z);
-        let head = format!("{metric} {} vs baseline {}", pct(c.rate()), pct(b.rate()));
-        let (verdict, why) = if lo > limit {
-            (
-                Verdict::Fail,
-                format!(
-                    "{head}: at least {}, more than the {} allowed",
-                    points(lo),
-                    points(limit)
-                ),
-            )
-        } else if hi <= limit {
-            (
-                Verdict::Pass,
-                format!("{head}: at most {}, within {}", points(hi), points(limit)),
-            )
-        } else {
-            (
-                Verdict::Inconclusive,
-                format!(
-                    "{head}: between {} and {}, cannot tell yet whether it is within {}",
-                    points(lo),
-                    points(hi),
-                    points(limit)
-                ),
-            )
-        };
-        checks.push(Check {
-            metric: metric.into(),
-            candidate: c.rate(),
-            baseline: b.rate(),
-            limit,
-            verdict,
-            why,
-        });
+        checks.push(rate_check(metric, (c, b), limit, z));
     }
-    let latency = match (candidate.p95_start_ms, baseline.p95_start_ms) {
-        (Some(c), Some(b)) => {
-            let allowed = (b as f64 * policy.max_start_latency_p95_ratio).max(b as f64 + 1.0);
-            let head = format!("p95 start latency {c} ms vs baseline {b} ms");
-            if c as f64 > allowed {
-                (
-                    Verdict::Fail,
-                    format!(
-                        "{head}: more than {:.1}× the baseline",
-                        policy.max_start_latency_p95_ratio
-                    ),
-                    c as f64,
-                    b as f64,
-                )
-            } else {
-                (
-                    Verdict::Pass,
-                    format!("{head}: within {:.1}×", policy.max_start_latency_p95_ratio),
-                    c as f64,
-                    b as f64,
-                )
-            }
-        }
-        (c, b) => (
-            Verdict::Inconclusive,
-            format!(
-                "p95 start latency unknown: no started session reported for the {}",
-                match (c, b) {
-                    (None, None) => "candidate or the baseline",
-                    (None, _) => "candidate",
-                    _ => "baseline",
-                }
-            ),
-            c.unwrap_or(0) as f64,
-            b.unwrap_or(0) as f64,
-        ),
-    };
-    checks.push(Check {
-        metric: "p95 start latency".into(),
-        candidate: latency.2,
-        baseline: latency.3,
-        limit: policy.max_start_latency_p95_ratio,
-        verdict: latency.0,
-        why: latency.1,
-    });
+    checks.push(latency_check(policy, candidate.p95_start_ms, baseline.p95_start_ms));
     let verdict = if checks.iter().any(|c| c.verdict == Verdict::Fail) {
         Verdict::Fail
     } else if checks.iter().any(|c| c.verdict == Verdict::Inconclusive) {
