@@ -493,7 +493,7 @@ fn the_example_workflow_runs_the_pipeline_as_a_ci_job_does() {
 /// rollout is aborted and stable is back on its build; the engineer rolls beta back too.
 #[test]
 fn a_release_engineer_takes_a_new_version_to_stable_and_back_on_a_bad_signal() {
-    use crate::rollout::{GATE, canary, channel_build, drive, rt, serve};
+    use crate::rollout::{GATE, canary, channel_build, drive, serve};
     require_lab();
     let (url, upstream) = start();
     let dir = tempfile::tempdir().unwrap();
@@ -555,22 +555,8 @@ fn a_release_engineer_takes_a_new_version_to_stable_and_back_on_a_bad_signal() {
         .run()
         .code(0)
         .stdout_has("started");
-    let page = |path: &str| {
-        rt().block_on(async {
-            canary::init_tls();
-            reqwest::Client::new()
-                .get(format!("{}{path}", s.url))
-                .bearer_auth(&s.ops)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
-    };
     let short = &candidate["sha256:".len().."sha256:".len() + 12];
-    let running = page("/");
+    let running = s.page("/");
     assert!(
         running.contains("state-running") && running.contains(short),
         "{running}"
@@ -581,7 +567,7 @@ fn a_release_engineer_takes_a_new_version_to_stable_and_back_on_a_bad_signal() {
     let st = drive(&reg, &s, &policy, &[&bad, "*=fail:0.01,latency:900"], 20);
     assert_eq!(st["rollout"]["state"], "aborted", "{st}");
     assert_eq!(channel_build(&reg), first, "stable is back on its build");
-    let aborted = page("/");
+    let aborted = s.page("/");
     assert!(
         aborted.contains("state-aborted") && aborted.contains("aborted: failure rate"),
         "{aborted}"

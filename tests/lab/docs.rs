@@ -10,15 +10,7 @@ use std::process::Command;
 /// Every `canary ...` the documents show, with where it stands (`file:line`).
 fn shown_commands() -> Vec<(String, String)> {
     let root = crate::helpers::root();
-    let mut files = vec![root.join("README.md")];
-    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    docs.sort();
-    files.extend(docs);
+    let files = crate::helpers::doc_files();
     let mut out = Vec::new();
     for file in files {
         let name = file.strip_prefix(&root).unwrap().display().to_string();

@@ -296,3 +296,17 @@ pub fn run_as_printed(line: &str, env: &[(&str, &std::ffi::OsStr)]) -> std::proc
     }
     cmd.output().expect("sh runs")
 }
+
+/// The documents a person reads: the README, then docs/*.md in name order.
+pub fn doc_files() -> Vec<PathBuf> {
+    let root = root();
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    docs.insert(0, root.join("README.md"));
+    docs
+}

@@ -59,6 +59,24 @@ pub(crate) struct Serve {
     pub(crate) ops: String,
 }
 
+impl Serve {
+    /// A page (or API answer) of the control plane, as the operator's browser asks for it.
+    pub(crate) fn page(&self, path: &str) -> String {
+        rt().block_on(async {
+            canary::init_tls();
+            reqwest::Client::new()
+                .get(format!("{}{path}", self.url))
+                .bearer_auth(&self.ops)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -284,18 +302,7 @@ fn a_good_build_rolls_out_step_by_step_and_survives_a_kill_of_the_control_plane(
     );
     assert_eq!(channel_build(&reg), cand);
     // The fleet page charts what the telemetry says, per build, as inline SVG.
-    let fleet = rt().block_on(async {
-        canary::init_tls();
-        reqwest::Client::new()
-            .get(format!("{}/fleet", s.url))
-            .bearer_auth(&s.ops)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let fleet = s.page("/fleet");
     std::fs::write(std::env::temp_dir().join("canary-fleet-page.html"), &fleet).unwrap();
     assert!(
         fleet.contains("Session KPIs") && fleet.contains(&format!("data-build=\"{cand}\"")),
@@ -367,18 +374,7 @@ fn a_build_failing_a_fifth_of_its_sessions_is_rolled_back_at_the_first_step() {
     );
     assert_eq!(channel_build(&reg), base);
     // The dashboard's overview shows it: state, figures against thresholds, timeline.
-    let page = rt().block_on(async {
-        canary::init_tls();
-        reqwest::Client::new()
-            .get(format!("{}/", s.url))
-            .bearer_auth(&s.ops)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let page = s.page("/");
     assert!(page.contains("Rollouts") && page.contains("state-aborted"), "{page}");
     assert!(page.contains("aborted: failure rate"), "{page}");
 }

@@ -10,15 +10,7 @@ use crate::helpers::{Canary, root};
 /// Every shown block: (name, `file:line`, the block's text).
 fn blocks() -> Vec<(String, String, String)> {
     let root = root();
-    let mut files = vec![root.join("README.md")];
-    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    docs.sort();
-    files.extend(docs);
+    let files = crate::helpers::doc_files();
     let mut out = Vec::new();
     for file in files {
         let name = file.strip_prefix(&root).unwrap().display().to_string();
