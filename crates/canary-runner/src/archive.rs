@@ -105,15 +105,7 @@ pub fn unpack_zip(bytes: &[u8], dest: &Path, select: Select<'_>, limits: Limits,
             why: format!("is past the limit of {} entries", limits.max_entries),
         }));
     }
-    let parent = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| LabError::write(parent, e))?;
-    let stage = tempfile::Builder::new()
-        .prefix(".unpacking-")
-        .tempdir_in(parent)
-        .map_err(|e| LabError::write(parent, e))?;
+    let stage = staging(dest)?;
     let mut seen = BTreeSet::new();
     let mut placed = BTreeSet::new();
     let mut written = Vec::new();
@@ -172,6 +164,25 @@ pub fn unpack_zip(bytes: &[u8], dest: &Path, select: Select<'_>, limits: Limits,
             mode: entry.unix_mode().unwrap_or(0o644) & 0o777,
         });
     }
+    replace(stage, dest)?;
+    Ok(written)
+}
+
+/// A fresh folder beside `dest` (same file system, so the finished unpack moves in whole).
+fn staging(dest: &Path) -> Result<tempfile::TempDir> {
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| LabError::write(parent, e))?;
+    tempfile::Builder::new()
+        .prefix(".unpacking-")
+        .tempdir_in(parent)
+        .map_err(|e| LabError::write(parent, e))
+}
+
+/// Puts the finished stage where `dest` was.
+fn replace(stage: tempfile::TempDir, dest: &Path) -> Result<()> {
     if dest.exists() {
         std::fs::remove_dir_all(dest).map_err(|e| LabError::write(dest, e))?;
     }
@@ -179,8 +190,7 @@ pub fn unpack_zip(bytes: &[u8], dest: &Path, select: Select<'_>, limits: Limits,
     std::fs::rename(&stage, dest).map_err(|e| {
         let _ = std::fs::remove_dir_all(&stage);
         LabError::write(dest, e)
-    })?;
-    Ok(written)
+    })
 }
 
 #[cfg(test)]

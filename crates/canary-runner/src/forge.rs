@@ -382,25 +382,8 @@ async fn open_pull(
     // `owner:branch` names a branch of the same repository here (the lab has no forks).
     let head_branch = head.rsplit(':').next().unwrap_or(&head).to_string();
     let dir = forge.bare(owner, repo);
-    let sha = |branch: String| {
-        let dir = dir.clone();
-        async move {
-            git_in(
-                &dir,
-                &[
-                    "rev-parse",
-                    "--verify",
-                    "-q",
-                    &format!("refs/heads/{branch}^{{commit}}"),
-                ],
-            )
-            .await
-            .map(|s| s.trim().to_string())
-            .map_err(|_| unprocessable("head", format!("no branch {branch} in {owner}/{repo}")))
-        }
-    };
-    let head_sha = sha(head_branch.clone()).await?;
-    let base_sha = sha(base.clone())
+    let head_sha = branch_sha(&dir, owner, repo, &head_branch).await?;
+    let base_sha = branch_sha(&dir, owner, repo, &base)
         .await
         .map_err(|(s, m)| (s, m.replacen("head", "base", 1)))?;
     let range = format!("{base_sha}...{head_sha}");
@@ -442,6 +425,27 @@ async fn open_pull(
     };
     inner.pulls.push(pr.clone());
     Ok(pr)
+}
+
+/// The commit a branch of a forge repository points at (422 naming the branch when it has none).
+async fn branch_sha(
+    dir: &std::path::Path,
+    owner: &str,
+    repo: &str,
+    branch: &str,
+) -> std::result::Result<String, (StatusCode, String)> {
+    git_in(
+        dir,
+        &[
+            "rev-parse",
+            "--verify",
+            "-q",
+            &format!("refs/heads/{branch}^{{commit}}"),
+        ],
+    )
+    .await
+    .map(|s| s.trim().to_string())
+    .map_err(|_| unprocessable("head", format!("no branch {branch} in {owner}/{repo}")))
 }
 
 async fn get_pull(State(forge): State<Forge>, Path((owner, repo, number)): Path<(String, String, u64)>) -> Response {

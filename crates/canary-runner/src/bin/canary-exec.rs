@@ -97,6 +97,29 @@ fn run(req: ExecRequest) -> ExecResponse {
     let as_file = |fd: std::os::fd::OwnedFd| std::fs::File::from(fd);
     let mut out = Capture::new(as_file(child.stdout.take().expect("piped").into()), req.output_limit);
     let mut err = Capture::new(as_file(child.stderr.take().expect("piped").into()), req.output_limit);
+    let status = supervise(&mut child, [&mut out, &mut err], deadline, &mut resp);
+    if let Some(s) = status {
+        resp.exit_code = s
+            .code()
+            .map(i64::from)
+            .or_else(|| s.signal().map(|sig| 128 + i64::from(sig)));
+    }
+    resp.truncated = out.truncated || err.truncated;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    resp.stdout = b64.encode(&out.buf);
+    resp.stderr = b64.encode(&err.buf);
+    resp.duration_ms = started.elapsed().as_millis() as u64;
+    resp
+}
+
+/// Waits for the command to exit and its output to close, killing every process it started at
+/// the deadline; returns its exit status (none when it could not be read).
+fn supervise(
+    child: &mut std::process::Child,
+    [out, err]: [&mut Capture; 2],
+    deadline: Instant,
+    resp: &mut ExecResponse,
+) -> Option<std::process::ExitStatus> {
     let mut status = None;
     let mut exited_at = None;
     loop {
@@ -132,27 +155,16 @@ fn run(req: ExecRequest) -> ExecResponse {
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(2))
         };
-        poll(&mut [&mut out, &mut err], wait);
+        poll(&mut [&mut *out, &mut *err], wait);
         if !out.open() && !err.open() && status.is_none() {
             // Both pipes closed: the command is exiting (or detached its output); wait for it.
-            status = wait_until(&mut child, deadline);
+            status = wait_until(child, deadline);
             if status.is_some() {
                 exited_at = Some(Instant::now());
             }
         }
     }
-    if let Some(s) = status {
-        resp.exit_code = s
-            .code()
-            .map(i64::from)
-            .or_else(|| s.signal().map(|sig| 128 + i64::from(sig)));
-    }
-    resp.truncated = out.truncated || err.truncated;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    resp.stdout = b64.encode(&out.buf);
-    resp.stderr = b64.encode(&err.buf);
-    resp.duration_ms = started.elapsed().as_millis() as u64;
-    resp
+    status
 }
 
 fn wait_until(child: &mut std::process::Child, deadline: Instant) -> Option<std::process::ExitStatus> {

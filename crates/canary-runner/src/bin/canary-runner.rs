@@ -54,33 +54,7 @@ enum Command {
     /// Propose the workspace's changes: commit them on `--branch` (HEAD and the index stay as
     /// they are), push the branch and open a draft pull request through the GitHub REST API at
     /// `--api-url`. Writes DIFF_READY and PR_OPENED, or ERROR.
-    Pr {
-        #[arg(long, default_value = ".")]
-        workspace: PathBuf,
-        /// Git remote URL to push the branch to.
-        #[arg(long)]
-        remote: String,
-        /// Base URI of the GitHub REST API (the lab forge, GitHub, GitHub Enterprise).
-        #[arg(long)]
-        api_url: String,
-        /// Repository on the API, `owner/name`.
-        #[arg(long)]
-        repo: String,
-        #[arg(long)]
-        branch: String,
-        #[arg(long, default_value = "main")]
-        base: String,
-        #[arg(long)]
-        title: String,
-        #[arg(long)]
-        body: Option<String>,
-        /// API token (also read from GITHUB_TOKEN).
-        #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Open the pull request ready for review instead of as a draft.
-        #[arg(long)]
-        ready: bool,
-    },
+    Pr(PrOpts),
     /// Report what this runner runs: one HEARTBEAT line (runner and CLI versions, capabilities),
     /// printed and, with --post, sent to `canary serve` (POST /v1/heartbeats).
     Heartbeat {
@@ -100,40 +74,7 @@ enum Command {
     /// Run as a fleet runner: ask `canary serve` which build each session runs, run the ones
     /// assigned to this runner's build, report telemetry through a bounded spool. Prints a JSON
     /// summary; exit 0, or 2 when it could not run.
-    Agent {
-        /// Base URL of `canary serve`.
-        #[arg(long)]
-        server: String,
-        /// This runner's bearer token (`canary tokens create --runner ID`).
-        #[arg(long, env = "CANARY_RUNNER_TOKEN", hide_env_values = true)]
-        token: String,
-        /// This runner's id: the token's runner.
-        #[arg(long)]
-        runner_id: String,
-        /// The org whose sessions this runner runs.
-        #[arg(long)]
-        org: String,
-        /// This runner's build (its image digest).
-        #[arg(long, env = "CANARY_BUILD")]
-        build: String,
-        /// Sessions to handle before stopping.
-        #[arg(long, default_value_t = 10)]
-        sessions: u64,
-        #[command(flatten)]
-        session: SessionOpts,
-        /// Where unsent telemetry waits (kept across restarts).
-        #[arg(long, default_value = "/var/tmp/canary-runner/telemetry.jsonl")]
-        spool: PathBuf,
-        /// The most sessions the spool keeps; past it new ones are dropped and counted.
-        #[arg(long, default_value_t = 10_000)]
-        spool_max: usize,
-        #[arg(long, default_value_t = 20)]
-        batch: usize,
-        /// Ask the control plane whether an update is offered at start and then this often;
-        /// an available one is logged (and the admin notified), never installed. `0s`: never.
-        #[arg(long, default_value = "1h", value_parser = canary_runner::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(7 * 86_400)))]
-        update_check: std::time::Duration,
-    },
+    Agent(AgentOpts),
     /// Updates on a customer's host: check, plan, upgrade (with consent, smoke sessions and an
     /// automatic switch back), rollback, status, channel. Exit 0 up to date / done, 1 update
     /// available, blocked, refused or rolled back, 2 error.
@@ -164,6 +105,71 @@ enum Command {
         #[command(flatten)]
         session: SessionOpts,
     },
+}
+
+#[derive(clap::Args)]
+struct AgentOpts {
+    /// Base URL of `canary serve`.
+    #[arg(long)]
+    server: String,
+    /// This runner's bearer token (`canary tokens create --runner ID`).
+    #[arg(long, env = "CANARY_RUNNER_TOKEN", hide_env_values = true)]
+    token: String,
+    /// This runner's id: the token's runner.
+    #[arg(long)]
+    runner_id: String,
+    /// The org whose sessions this runner runs.
+    #[arg(long)]
+    org: String,
+    /// This runner's build (its image digest).
+    #[arg(long, env = "CANARY_BUILD")]
+    build: String,
+    /// Sessions to handle before stopping.
+    #[arg(long, default_value_t = 10)]
+    sessions: u64,
+    #[command(flatten)]
+    session: SessionOpts,
+    /// Where unsent telemetry waits (kept across restarts).
+    #[arg(long, default_value = "/var/tmp/canary-runner/telemetry.jsonl")]
+    spool: PathBuf,
+    /// The most sessions the spool keeps; past it new ones are dropped and counted.
+    #[arg(long, default_value_t = 10_000)]
+    spool_max: usize,
+    #[arg(long, default_value_t = 20)]
+    batch: usize,
+    /// Ask the control plane whether an update is offered at start and then this often;
+    /// an available one is logged (and the admin notified), never installed. `0s`: never.
+    #[arg(long, default_value = "1h", value_parser = canary_runner::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(7 * 86_400)))]
+    update_check: std::time::Duration,
+}
+
+#[derive(clap::Args)]
+struct PrOpts {
+    #[arg(long, default_value = ".")]
+    workspace: PathBuf,
+    /// Git remote URL to push the branch to.
+    #[arg(long)]
+    remote: String,
+    /// Base URI of the GitHub REST API (the lab forge, GitHub, GitHub Enterprise).
+    #[arg(long)]
+    api_url: String,
+    /// Repository on the API, `owner/name`.
+    #[arg(long)]
+    repo: String,
+    #[arg(long)]
+    branch: String,
+    #[arg(long, default_value = "main")]
+    base: String,
+    #[arg(long)]
+    title: String,
+    #[arg(long)]
+    body: Option<String>,
+    /// API token (also read from GITHUB_TOKEN).
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Open the pull request ready for review instead of as a draft.
+    #[arg(long)]
+    ready: bool,
 }
 
 #[derive(Subcommand)]
@@ -298,77 +304,60 @@ fn main() {
             json,
             action,
         } => std::process::exit(update(home, token, json, action)),
-        Command::Agent {
-            server,
-            token,
-            runner_id,
-            org,
-            build,
-            sessions,
-            session,
-            spool,
-            spool_max,
-            batch,
-            update_check,
-        } => {
-            let o = canary_runner::runner::agent::AgentOptions {
-                server,
-                token,
-                runner: runner_id,
-                org,
-                build,
-                sessions,
-                session: session.into_args(),
-                spool,
-                spool_max,
-                batch: batch.clamp(1, 2000),
-                update_every: (!update_check.is_zero()).then_some(update_check),
-            };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            std::process::exit(match runtime.block_on(canary_runner::runner::agent::run(&o)) {
-                Ok(r) => {
-                    out(&serde_json::to_string(&r).expect("json"));
-                    0
-                }
-                Err(e) => {
-                    eprintln!("canary-runner agent: {e}");
-                    2
-                }
-            })
-        }
-        Command::Pr {
-            workspace,
-            remote,
-            api_url,
-            repo,
-            branch,
-            base,
-            title,
-            body,
-            token,
-            ready,
-        } => {
-            let args = PrArgs {
-                workspace,
-                remote,
-                api_url,
-                repo,
-                branch,
-                base,
-                title,
-                body,
-                token,
-                ready,
-            };
-            std::process::exit(emit(|tx| async move { Ok(pr::run(args, tx).await) }))
-        }
+        Command::Agent(o) => std::process::exit(agent(o)),
+        Command::Pr(o) => std::process::exit(open_pr(o)),
         Command::Preflight { provider, cli } => std::process::exit(preflight(provider, cli)),
         Command::Session { session } => session.into_args(),
     };
     std::process::exit(emit(|tx| session::run(args, tx)));
+}
+
+/// `canary-runner agent`: exit 0 after its sessions, 2 when it could not run.
+fn agent(o: AgentOpts) -> i32 {
+    let o = canary_runner::runner::agent::AgentOptions {
+        server: o.server,
+        token: o.token,
+        runner: o.runner_id,
+        org: o.org,
+        build: o.build,
+        sessions: o.sessions,
+        session: o.session.into_args(),
+        spool: o.spool,
+        spool_max: o.spool_max,
+        batch: o.batch.clamp(1, 2000),
+        update_every: (!o.update_check.is_zero()).then_some(o.update_check),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match runtime.block_on(canary_runner::runner::agent::run(&o)) {
+        Ok(r) => {
+            out(&serde_json::to_string(&r).expect("json"));
+            0
+        }
+        Err(e) => {
+            eprintln!("canary-runner agent: {e}");
+            2
+        }
+    }
+}
+
+/// `canary-runner pr`: its events on stdout.
+fn open_pr(o: PrOpts) -> i32 {
+    let args = PrArgs {
+        workspace: o.workspace,
+        remote: o.remote,
+        api_url: o.api_url,
+        repo: o.repo,
+        branch: o.branch,
+        base: o.base,
+        title: o.title,
+        body: o.body,
+        token: o.token,
+        ready: o.ready,
+    };
+    emit(|tx| async move { Ok(pr::run(args, tx).await) })
 }
 
 fn preflight(provider: Provider, cli: Option<PathBuf>) -> i32 {

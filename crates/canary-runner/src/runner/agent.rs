@@ -233,23 +233,8 @@ pub async fn run(o: &AgentOptions) -> crate::error::Result<AgentReport> {
             check_updates(&mut report).await;
         }
         let id = format!("{}-{stamp}-{k}", o.runner);
-        let assigned = match assignment(&client, o, &id).await {
-            Ok(Some(b)) if b != o.build => {
-                report.handed_off += 1;
-                continue;
-            }
-            Ok(Some(_)) => true,
-            Ok(None) => {
-                report.unassigned += 1;
-                false
-            }
-            Err(e) => {
-                report.unassigned += 1;
-                eprintln!(
-                    "canary-runner agent: no assignment ({e}); running the current build (its telemetry is not judged)"
-                );
-                false
-            }
+        let Some(assigned) = assigned(&client, o, &id, &mut report).await else {
+            continue;
         };
         let (t, clean) = one(o, &id).await.map_err(|e| {
             crate::error::LabError::usage(format!("session {id}: {e}"), "check --workspace and the CLI")
@@ -278,10 +263,45 @@ pub async fn run(o: &AgentOptions) -> crate::error::Result<AgentReport> {
             }
         }
     }
-    // Last sends, with backoff.
+    drain(&mut spool, &client, o, &mut report).await?;
+    report.waiting = spool.pending()?.len() as u64;
+    report.dropped = spool.dropped;
+    Ok(report)
+}
+
+/// Whether this session's telemetry counts for this runner's build: `Some(true)` assigned to
+/// it, `Some(false)` run unassigned (not judged), `None` handed off to another build.
+async fn assigned(client: &reqwest::Client, o: &AgentOptions, id: &str, report: &mut AgentReport) -> Option<bool> {
+    match assignment(client, o, id).await {
+        Ok(Some(b)) if b != o.build => {
+            report.handed_off += 1;
+            None
+        }
+        Ok(Some(_)) => Some(true),
+        Ok(None) => {
+            report.unassigned += 1;
+            Some(false)
+        }
+        Err(e) => {
+            report.unassigned += 1;
+            eprintln!(
+                "canary-runner agent: no assignment ({e}); running the current build (its telemetry is not judged)"
+            );
+            Some(false)
+        }
+    }
+}
+
+/// The last sends before the agent stops, with backoff; what is still unsent stays spooled.
+async fn drain(
+    spool: &mut Spool,
+    client: &reqwest::Client,
+    o: &AgentOptions,
+    report: &mut AgentReport,
+) -> crate::error::Result<()> {
     let mut wait = Duration::from_millis(500);
     for attempt in 0..5 {
-        let f = spool.flush(o.batch, |b| post(&client, o, b)).await?;
+        let f = spool.flush(o.batch, |b| post(client, o, b)).await?;
         report.sent += f.sent as u64;
         if f.error.is_none() || attempt == 4 {
             break;
@@ -289,7 +309,5 @@ pub async fn run(o: &AgentOptions) -> crate::error::Result<AgentReport> {
         tokio::time::sleep(wait).await;
         wait *= 2;
     }
-    report.waiting = spool.pending()?.len() as u64;
-    report.dropped = spool.dropped;
-    Ok(report)
+    Ok(())
 }

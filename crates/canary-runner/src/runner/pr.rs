@@ -72,36 +72,7 @@ pub async fn run(args: PrArgs, out: mpsc::UnboundedSender<Event>) -> bool {
     };
     let ws = &args.workspace;
     let idx = index.path();
-    let commit = async {
-        git(ws, idx, &["read-tree", "HEAD"]).await?;
-        git(ws, idx, &["add", "-A"]).await?;
-        let tree = git(ws, idx, &["write-tree"]).await?.trim().to_string();
-        let head_tree = git(ws, idx, &["rev-parse", "HEAD^{tree}"]).await?.trim().to_string();
-        if tree == head_tree {
-            return Ok(None);
-        }
-        let commit = git(ws, idx, &["commit-tree", &tree, "-p", "HEAD", "-m", &args.title])
-            .await?
-            .trim()
-            .to_string();
-        let files = git(ws, idx, &["diff", "--name-only", "-z", "--no-renames", "HEAD", &commit]).await?;
-        let patch = git(
-            ws,
-            idx,
-            &[
-                "diff",
-                "--no-renames",
-                "--no-color",
-                "--no-ext-diff",
-                "--binary",
-                "HEAD",
-                &commit,
-            ],
-        )
-        .await?;
-        Ok::<_, String>(Some((commit, files, patch)))
-    }
-    .await;
+    let commit = commit_workspace(ws, idx, &args.title).await;
     let (commit, files, patch) = match commit {
         Ok(Some(c)) => c,
         Ok(None) => return fail("nothing_to_propose", "the workspace has no changes against HEAD".into()),
@@ -137,6 +108,38 @@ pub async fn run(args: PrArgs, out: mpsc::UnboundedSender<Event>) -> bool {
         }
         Err((kind, e)) => fail(kind, e),
     }
+}
+
+/// Commits the workspace's changes against HEAD without touching its index or HEAD; returns
+/// the commit, its file names (NUL-separated) and its patch, or `None` when nothing changed.
+async fn commit_workspace(ws: &Path, idx: &Path, title: &str) -> Result<Option<(String, String, String)>, String> {
+    git(ws, idx, &["read-tree", "HEAD"]).await?;
+    git(ws, idx, &["add", "-A"]).await?;
+    let tree = git(ws, idx, &["write-tree"]).await?.trim().to_string();
+    let head_tree = git(ws, idx, &["rev-parse", "HEAD^{tree}"]).await?.trim().to_string();
+    if tree == head_tree {
+        return Ok(None);
+    }
+    let commit = git(ws, idx, &["commit-tree", &tree, "-p", "HEAD", "-m", title])
+        .await?
+        .trim()
+        .to_string();
+    let files = git(ws, idx, &["diff", "--name-only", "-z", "--no-renames", "HEAD", &commit]).await?;
+    let patch = git(
+        ws,
+        idx,
+        &[
+            "diff",
+            "--no-renames",
+            "--no-color",
+            "--no-ext-diff",
+            "--binary",
+            "HEAD",
+            &commit,
+        ],
+    )
+    .await?;
+    Ok(Some((commit, files, patch)))
 }
 
 /// A pull request as the API answered its creation.

@@ -85,12 +85,55 @@ pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::i
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    configure(&mut cmd, &args, &model, &proxy_url, home.path())?;
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = out.send(Event::error(
+                "cli_missing",
+                format!("cannot start {}: {e}", cli.display()),
+            ));
+            proxy.abort();
+            return Ok(false);
+        }
+    };
+    let mut clean = follow(&mut child, adapter.as_mut(), &mut inventory, &out, args.timeout).await;
+    proxy.abort();
+    if let Some(path) = &args.inventory {
+        let text = serde_json::to_vec_pretty(&inventory).expect("inventory serializes");
+        if let Err(e) = std::fs::write(path, text) {
+            let _ = out.send(Event::error(
+                "error",
+                format!("cannot write the inventory to {}: {e}", path.display()),
+            ));
+        }
+    }
+    match diff(&args.workspace).await {
+        Ok((files, patch)) => {
+            let _ = out.send(Event::DiffReady { files, patch });
+        }
+        Err(e) => {
+            let _ = out.send(Event::error("no_diff", e));
+            clean = false;
+        }
+    }
+    Ok(clean)
+}
+
+/// Each CLI's own way of being pointed at the runner's proxy, headless, with its JSON output.
+fn configure(
+    cmd: &mut tokio::process::Command,
+    args: &SessionArgs,
+    model: &str,
+    proxy_url: &str,
+    home: &Path,
+) -> std::io::Result<()> {
     match args.provider {
         Provider::Codex => {
             let config = format!(
                 "model = \"{model}\"\nmodel_provider = \"lab\"\ncheck_for_update_on_startup = false\n\n[model_providers.lab]\nname = \"lab model\"\nbase_url = \"{proxy_url}/v1\"\nenv_key = \"CANARY_RUNNER_MODEL_KEY\"\nwire_api = \"responses\"\nsupports_websockets = false\nrequest_max_retries = 0\nstream_max_retries = 0\n"
             );
-            std::fs::write(home.path().join("config.toml"), config)?;
+            std::fs::write(home.join("config.toml"), config)?;
             cmd.args([
                 "exec",
                 "--json",
@@ -99,7 +142,7 @@ pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::i
                 &args.codex_sandbox,
                 &args.prompt,
             ])
-            .env("CODEX_HOME", home.path())
+            .env("CODEX_HOME", home)
             .env("CANARY_RUNNER_MODEL_KEY", "lab");
         }
         Provider::ClaudeCode => {
@@ -112,13 +155,13 @@ pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::i
                 "--verbose",
                 "--include-partial-messages",
                 "--model",
-                &model,
+                model,
                 "--allowedTools",
                 "Bash",
             ])
-            .env("HOME", home.path())
-            .env("CLAUDE_CONFIG_DIR", home.path())
-            .env("ANTHROPIC_BASE_URL", &proxy_url)
+            .env("HOME", home)
+            .env("CLAUDE_CONFIG_DIR", home)
+            .env("ANTHROPIC_BASE_URL", proxy_url)
             .env("ANTHROPIC_API_KEY", "lab")
             .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
             .env("DISABLE_AUTOUPDATER", "1");
@@ -130,27 +173,28 @@ pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::i
                 "-o",
                 "stream-json",
                 "-m",
-                &model,
+                model,
                 "--approval-mode",
                 "yolo",
             ])
-            .env("HOME", home.path())
-            .env("GOOGLE_GEMINI_BASE_URL", &proxy_url)
+            .env("HOME", home)
+            .env("GOOGLE_GEMINI_BASE_URL", proxy_url)
             .env("GEMINI_API_KEY", "lab")
             .env("GEMINI_CLI_TRUST_WORKSPACE", "true");
         }
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = out.send(Event::error(
-                "cli_missing",
-                format!("cannot start {}: {e}", cli.display()),
-            ));
-            proxy.abort();
-            return Ok(false);
-        }
-    };
+    Ok(())
+}
+
+/// Translates the CLI's stdout line by line until it exits or the deadline kills it, then its
+/// exit (with the tail of its stderr when it failed); returns whether the session was clean.
+async fn follow(
+    child: &mut tokio::process::Child,
+    adapter: &mut dyn Adapter,
+    inventory: &mut super::inventory::Inventory,
+    out: &mpsc::UnboundedSender<Event>,
+    timeout: Duration,
+) -> bool {
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut stderr = child.stderr.take().expect("piped");
     let stderr_task = tokio::spawn(async move {
@@ -159,7 +203,7 @@ pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::i
         buf
     });
     let mut clean = true;
-    let deadline = tokio::time::sleep(args.timeout);
+    let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut timed_out = false;
     loop {
@@ -188,10 +232,7 @@ pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::i
     if timed_out {
         let _ = out.send(Event::error(
             "timeout",
-            format!(
-                "the CLI did not finish within {}",
-                humantime::format_duration(args.timeout)
-            ),
+            format!("the CLI did not finish within {}", humantime::format_duration(timeout)),
         ));
         clean = false;
     }
@@ -199,42 +240,22 @@ pub async fn run(args: SessionArgs, out: mpsc::UnboundedSender<Event>) -> std::i
         if let Event::Error { kind, message } = &e {
             clean = false;
             if kind == "cli_exit" {
-                let tail = String::from_utf8_lossy(&stderr);
-                let tail: String = tail
-                    .lines()
-                    .rev()
-                    .take(5)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join(" | ");
+                let tail = stderr_tail(&stderr, 5);
                 let _ = out.send(Event::error(kind, format!("{message}; stderr: {tail}")));
                 continue;
             }
         }
         let _ = out.send(e);
     }
-    proxy.abort();
-    if let Some(path) = &args.inventory {
-        let text = serde_json::to_vec_pretty(&inventory).expect("inventory serializes");
-        if let Err(e) = std::fs::write(path, text) {
-            let _ = out.send(Event::error(
-                "error",
-                format!("cannot write the inventory to {}: {e}", path.display()),
-            ));
-        }
-    }
-    match diff(&args.workspace).await {
-        Ok((files, patch)) => {
-            let _ = out.send(Event::DiffReady { files, patch });
-        }
-        Err(e) => {
-            let _ = out.send(Event::error("no_diff", e));
-            clean = false;
-        }
-    }
-    Ok(clean)
+    clean
+}
+
+/// The last `n` lines of a CLI's stderr, joined on one line.
+fn stderr_tail(stderr: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let mut tail: Vec<&str> = text.lines().rev().take(n).collect();
+    tail.reverse();
+    tail.join(" | ")
 }
 
 /// The workspace's changes against HEAD, untracked files included, without touching its index.

@@ -200,6 +200,56 @@ fn error_body(protocol: Protocol, message: &str) -> String {
     .to_string()
 }
 
+/// The scenario's reply for this turn of the conversation: its shell command as a call of the
+/// CLI's shell tool, or its text; `Err` says why the request does not match the scenario.
+fn scripted(
+    protocol: Protocol,
+    parsed: &protocols::Parsed,
+    scenario: &Scenario,
+    key: &str,
+    usage: Usage,
+    entry: &mut LogEntry,
+) -> std::result::Result<(&'static str, String), String> {
+    let turn = parsed.calls_so_far;
+    let Some(step) = scenario.turns.get(turn) else {
+        return Err(format!(
+            "the conversation already has {turn} tool calls, but scenario `{key}` has {} turns",
+            scenario.turns.len()
+        ));
+    };
+    entry.turn = Some(turn);
+    entry.usage = Some(usage);
+    match step.action() {
+        Action::Shell(command) => {
+            let Some(tool) = protocols::shell_tool(&parsed.tools) else {
+                return Err(format!(
+                    "turn {} needs a shell tool, but the CLI offered none of: {}",
+                    turn + 1,
+                    parsed
+                        .tools
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            };
+            entry.reply = format!("{}: {command}", tool.name);
+            let arguments = protocols::shell_arguments(tool, &command);
+            Ok(protocols::render(
+                protocol,
+                &Reply::ToolCall { tool, arguments },
+                parsed,
+                turn,
+                usage,
+            ))
+        }
+        Action::Text(text) => {
+            entry.reply = format!("text: {text}");
+            Ok(protocols::render(protocol, &Reply::Text(&text), parsed, turn, usage))
+        }
+    }
+}
+
 fn answer(stub: Stub, protocol: Protocol, key: String, model: Option<String>, path: String, body: Bytes) -> Response {
     let model_name = model.as_deref().map(|m| m.split(':').next().unwrap_or(m).to_string());
     let mut entry = LogEntry {
@@ -244,45 +294,9 @@ fn answer(stub: Stub, protocol: Protocol, key: String, model: Option<String>, pa
         entry.reply = "text: auxiliary answer".into();
         protocols::render(protocol, &Reply::Text("ok"), &parsed, parsed.calls_so_far, usage)
     } else {
-        let turn = parsed.calls_so_far;
-        let Some(step) = scenario.turns.get(turn) else {
-            return unmatched(
-                &stub,
-                entry,
-                format!(
-                    "the conversation already has {turn} tool calls, but scenario `{key}` has {} turns",
-                    scenario.turns.len()
-                ),
-            );
-        };
-        entry.turn = Some(turn);
-        entry.usage = Some(usage);
-        match step.action() {
-            Action::Shell(command) => {
-                let Some(tool) = protocols::shell_tool(&parsed.tools) else {
-                    return unmatched(
-                        &stub,
-                        entry,
-                        format!(
-                            "turn {} needs a shell tool, but the CLI offered none of: {}",
-                            turn + 1,
-                            parsed
-                                .tools
-                                .iter()
-                                .map(|t| t.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    );
-                };
-                entry.reply = format!("{}: {command}", tool.name);
-                let arguments = protocols::shell_arguments(tool, &command);
-                protocols::render(protocol, &Reply::ToolCall { tool, arguments }, &parsed, turn, usage)
-            }
-            Action::Text(text) => {
-                entry.reply = format!("text: {text}");
-                protocols::render(protocol, &Reply::Text(&text), &parsed, turn, usage)
-            }
+        match scripted(protocol, &parsed, &scenario, &key, usage, &mut entry) {
+            Ok(reply) => reply,
+            Err(why) => return unmatched(&stub, entry, why),
         }
     };
     stub.record(entry);

@@ -109,100 +109,108 @@ pub struct Parsed {
 }
 
 pub fn parse(protocol: Protocol, body: &Value, model_from_path: Option<&str>) -> Parsed {
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     match protocol {
-        Protocol::OpenaiResponses => {
-            let input = body.get("input").and_then(Value::as_array).cloned().unwrap_or_default();
-            Parsed {
-                model: s(&body["model"]),
-                stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
-                tools: named_tools(body, "parameters"),
-                calls_so_far: input
-                    .iter()
-                    .filter(|i| {
-                        matches!(
-                            i["type"].as_str(),
-                            Some("function_call" | "local_shell_call" | "custom_tool_call")
-                        )
-                    })
-                    .count(),
-                tool_results: input
-                    .iter()
-                    .filter(|i| {
-                        matches!(
-                            i["type"].as_str(),
-                            Some("function_call_output" | "local_shell_call_output" | "custom_tool_call_output")
-                        )
-                    })
-                    .cloned()
-                    .collect(),
-            }
-        }
-        Protocol::AnthropicMessages => {
-            let messages = body
-                .get("messages")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let blocks = |role: &str, kind: &str| -> Vec<Value> {
-                messages
-                    .iter()
-                    .filter(|m| m["role"] == role)
-                    .filter_map(|m| m["content"].as_array().cloned())
+        Protocol::OpenaiResponses => parse_responses(body),
+        Protocol::AnthropicMessages => parse_messages(body),
+        Protocol::Gemini => parse_gemini(body, model_from_path),
+    }
+}
+
+/// An OpenAI Responses request.
+fn parse_responses(body: &Value) -> Parsed {
+    let input = body.get("input").and_then(Value::as_array).cloned().unwrap_or_default();
+    Parsed {
+        model: body["model"].as_str().unwrap_or_default().to_string(),
+        stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        tools: named_tools(body, "parameters"),
+        calls_so_far: input
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i["type"].as_str(),
+                    Some("function_call" | "local_shell_call" | "custom_tool_call")
+                )
+            })
+            .count(),
+        tool_results: input
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i["type"].as_str(),
+                    Some("function_call_output" | "local_shell_call_output" | "custom_tool_call_output")
+                )
+            })
+            .cloned()
+            .collect(),
+    }
+}
+
+/// An Anthropic Messages request.
+fn parse_messages(body: &Value) -> Parsed {
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let blocks = |role: &str, kind: &str| -> Vec<Value> {
+        messages
+            .iter()
+            .filter(|m| m["role"] == role)
+            .filter_map(|m| m["content"].as_array().cloned())
+            .flatten()
+            .filter(|b| b["type"] == kind)
+            .collect()
+    };
+    Parsed {
+        model: body["model"].as_str().unwrap_or_default().to_string(),
+        stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        tools: named_tools(body, "input_schema"),
+        calls_so_far: blocks("assistant", "tool_use").len(),
+        tool_results: blocks("user", "tool_result"),
+    }
+}
+
+/// A Gemini generateContent request (its model is in the path).
+fn parse_gemini(body: &Value, model_from_path: Option<&str>) -> Parsed {
+    let contents = body
+        .get("contents")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let parts: Vec<Value> = contents
+        .iter()
+        .filter_map(|c| c["parts"].as_array().cloned())
+        .flatten()
+        .collect();
+    Parsed {
+        model: model_from_path.unwrap_or_default().to_string(),
+        stream: true,
+        tools: body["tools"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| t["functionDeclarations"].as_array().cloned())
                     .flatten()
-                    .filter(|b| b["type"] == kind)
-                    .collect()
-            };
-            Parsed {
-                model: s(&body["model"]),
-                stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
-                tools: named_tools(body, "input_schema"),
-                calls_so_far: blocks("assistant", "tool_use").len(),
-                tool_results: blocks("user", "tool_result"),
-            }
-        }
-        Protocol::Gemini => {
-            let contents = body
-                .get("contents")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let parts: Vec<Value> = contents
-                .iter()
-                .filter_map(|c| c["parts"].as_array().cloned())
-                .flatten()
-                .collect();
-            Parsed {
-                model: model_from_path.unwrap_or_default().to_string(),
-                stream: true,
-                tools: body["tools"]
-                    .as_array()
-                    .map(|ts| {
-                        ts.iter()
-                            .filter_map(|t| t["functionDeclarations"].as_array().cloned())
-                            .flatten()
-                            .filter_map(|f| {
-                                let schema = f
-                                    .get("parametersJsonSchema")
-                                    .or_else(|| f.get("parameters"))
-                                    .cloned()
-                                    .unwrap_or(Value::Null);
-                                Some(Tool {
-                                    name: f.get("name")?.as_str()?.to_string(),
-                                    schema,
-                                })
-                            })
-                            .collect()
+                    .filter_map(|f| {
+                        let schema = f
+                            .get("parametersJsonSchema")
+                            .or_else(|| f.get("parameters"))
+                            .cloned()
+                            .unwrap_or(Value::Null);
+                        Some(Tool {
+                            name: f.get("name")?.as_str()?.to_string(),
+                            schema,
+                        })
                     })
-                    .unwrap_or_default(),
-                calls_so_far: parts.iter().filter(|p| p.get("functionCall").is_some()).count(),
-                tool_results: parts
-                    .iter()
-                    .filter(|p| p.get("functionResponse").is_some())
-                    .cloned()
-                    .collect(),
-            }
-        }
+                    .collect()
+            })
+            .unwrap_or_default(),
+        calls_so_far: parts.iter().filter(|p| p.get("functionCall").is_some()).count(),
+        tool_results: parts
+            .iter()
+            .filter(|p| p.get("functionResponse").is_some())
+            .cloned()
+            .collect(),
     }
 }
 

@@ -307,57 +307,10 @@ pub async fn smoke(folder: &Path, m: &BuildManifest, limit: Duration) -> std::re
         let Some(p) = c.provider() else { continue };
         let label = format!("{} {}", c.name, c.version);
         let addr_file = work.path().join(format!("{}.addr", p.name()));
-        let mut stub = tokio::process::Command::new(&runner)
-            .arg("lab-stub")
-            .arg("--scenario")
-            .arg(&scenario)
-            .arg("--log")
-            .arg(work.path().join(format!("{}.stub.jsonl", p.name())))
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("{label}: the build's runner does not start: {e}"))?;
-        let mut url = None;
-        for _ in 0..200 {
-            if let Ok(t) = std::fs::read_to_string(&addr_file) {
-                if !t.trim().is_empty() {
-                    url = Some(t.trim().to_string());
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let Some(url) = url else {
-            let _ = stub.kill().await;
-            return Err(format!("{label}: the model stub did not start"));
-        };
+        let log = work.path().join(format!("{}.stub.jsonl", p.name()));
+        let (mut stub, url) = start_stub(&runner, &scenario, &log, &addr_file, &label).await?;
         let ws = work.path().join(format!("{}-ws", p.name()));
-        std::fs::create_dir_all(&ws).map_err(|e| e.to_string())?;
-        std::fs::write(ws.join("README.md"), "smoke\n").map_err(|e| e.to_string())?;
-        // The runner diffs the workspace against its commit after the session.
-        for args in [
-            &["init", "-q", "."][..],
-            &["add", "-A"],
-            &[
-                "-c",
-                "user.name=canary",
-                "-c",
-                "user.email=canary@localhost",
-                "commit",
-                "-qm",
-                "smoke",
-            ],
-        ] {
-            let _ = std::process::Command::new("git")
-                .args(args)
-                .current_dir(&ws)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
+        smoke_workspace(&ws)?;
         let session = tokio::process::Command::new(&runner)
             .arg("session")
             .args([
@@ -391,40 +344,7 @@ pub async fn smoke(folder: &Path, m: &BuildManifest, limit: Duration) -> std::re
             Ok(Err(e)) => return Err(format!("{label}: the smoke session did not start: {e}")),
             Ok(Ok(o)) => o,
         };
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let events: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        let errors: Vec<String> = events
-            .iter()
-            .filter(|e| e["type"] == "ERROR" && e["kind"] != "cli_warning")
-            .map(|e| {
-                format!(
-                    "{}: {}",
-                    e["kind"].as_str().unwrap_or("?"),
-                    e["message"].as_str().unwrap_or("")
-                )
-            })
-            .collect();
-        let started = events.iter().any(|e| e["type"] == "SESSION_STARTED");
-        let usage = events.iter().any(|e| e["type"] == "USAGE_TICK");
-        if !out.status.success() || !errors.is_empty() || !started || !usage {
-            return Err(format!(
-                "{label}: the smoke session failed (exit {}{}{})",
-                out.status
-                    .code()
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "by signal".into()),
-                if errors.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {}", crate::text::clean(&errors.join("; ")))
-                },
-                if !started || !usage {
-                    "; no session or usage events"
-                } else {
-                    ""
-                }
-            ));
-        }
+        judge_smoke(&label, &out)?;
         passed.push(label);
     }
     if passed.is_empty() {
@@ -432,6 +352,112 @@ pub async fn smoke(folder: &Path, m: &BuildManifest, limit: Duration) -> std::re
         passed.push(smoke_runner(&runner, m, limit).await?);
     }
     Ok(passed)
+}
+
+/// Starts the build's own model stub on loopback; returns it and its URL.
+async fn start_stub(
+    runner: &Path,
+    scenario: &Path,
+    log: &Path,
+    addr_file: &Path,
+    label: &str,
+) -> std::result::Result<(tokio::process::Child, String), String> {
+    let mut stub = tokio::process::Command::new(runner)
+        .arg("lab-stub")
+        .arg("--scenario")
+        .arg(scenario)
+        .arg("--log")
+        .arg(log)
+        .arg("--addr-file")
+        .arg(addr_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("{label}: the build's runner does not start: {e}"))?;
+    let mut url = None;
+    for _ in 0..200 {
+        if let Ok(t) = std::fs::read_to_string(addr_file) {
+            if !t.trim().is_empty() {
+                url = Some(t.trim().to_string());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(url) = url else {
+        let _ = stub.kill().await;
+        return Err(format!("{label}: the model stub did not start"));
+    };
+    Ok((stub, url))
+}
+
+/// A one-commit git workspace: the runner diffs the workspace against its commit after a session.
+fn smoke_workspace(ws: &Path) -> std::result::Result<(), String> {
+    std::fs::create_dir_all(ws).map_err(|e| e.to_string())?;
+    std::fs::write(ws.join("README.md"), "smoke\n").map_err(|e| e.to_string())?;
+    // The runner diffs the workspace against its commit after the session.
+    for args in [
+        &["init", "-q", "."][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=canary",
+            "-c",
+            "user.email=canary@localhost",
+            "commit",
+            "-qm",
+            "smoke",
+        ],
+    ] {
+        let _ = std::process::Command::new("git")
+            .args(args)
+            .current_dir(ws)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    Ok(())
+}
+
+/// A smoke session passes when the runner exited cleanly and printed a session and its usage,
+/// with no error but the CLI's own warnings.
+fn judge_smoke(label: &str, out: &std::process::Output) -> std::result::Result<(), String> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let errors: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "ERROR" && e["kind"] != "cli_warning")
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["kind"].as_str().unwrap_or("?"),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let started = events.iter().any(|e| e["type"] == "SESSION_STARTED");
+    let usage = events.iter().any(|e| e["type"] == "USAGE_TICK");
+    if !out.status.success() || !errors.is_empty() || !started || !usage {
+        return Err(format!(
+            "{label}: the smoke session failed (exit {}{}{})",
+            out.status
+                .code()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "by signal".into()),
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", crate::text::clean(&errors.join("; ")))
+            },
+            if !started || !usage {
+                "; no session or usage events"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// The new runner itself: it must start and report a heartbeat naming its version.
@@ -869,25 +895,7 @@ pub async fn upgrade(
 ) -> Result<Upgrade> {
     let _lock = match host.try_lock() {
         Ok(l) => l,
-        Err(e) => {
-            let o = Upgrade {
-                outcome: "refused".into(),
-                from: host.current().map(|m| m.build),
-                to: None,
-                reason: e.to_string(),
-                plan: None,
-                smoke: vec![],
-            };
-            host.audit(&AuditEntry {
-                at: jiff::Timestamp::now().to_string(),
-                action: "upgrade".into(),
-                from: o.from.clone(),
-                to: None,
-                outcome: o.outcome.clone(),
-                reason: o.reason.clone(),
-            })?;
-            return Ok(o);
-        }
+        Err(e) => return refused_busy(host, &e),
     };
     let checked = check(host, client, cfg).await?;
     let from = checked.current.as_ref().map(|m| m.build.clone());
@@ -903,98 +911,136 @@ pub async fn upgrade(
         o.reason = "this host runs the offered build".into();
         return Ok(o);
     }
-    let finish = |mut o: Upgrade, outcome: &str, reason: String| {
+    let end = async |mut o: Upgrade, outcome: &str, reason: String| -> Result<Upgrade> {
         o.outcome = outcome.into();
         o.reason = reason;
-        o
+        host.record(client, cfg, "upgrade", &o).await?;
+        Ok(o)
     };
     if let Ok(m) = &checked.manifest {
         o.to = Some(m.build.clone());
     }
     if checked.status() == super::Status::Red {
-        let o = finish(
+        return end(
             o,
             "blocked",
             format!("the offered build is red: {}", checked.offer.reasons.join("; ")),
-        );
-        host.record(client, cfg, "upgrade", &o).await?;
-        return Ok(o);
+        )
+        .await;
     }
     let manifest = match checked.manifest {
         Ok(m) => m,
         Err(why) => {
-            let o = finish(o, "refused", why);
-            host.record(client, cfg, "upgrade", &o).await?;
-            return Ok(o);
+            return end(o, "refused", why).await;
         }
     };
     let plan = plan_for(host, &manifest)?;
     o.plan = Some(plan.clone());
     if !plan.blocked.is_empty() {
-        let o = finish(
+        return end(
             o,
             "blocked",
             format!("installed bundles exclude the target: {}", plan.blocked.join("; ")),
-        );
-        host.record(client, cfg, "upgrade", &o).await?;
-        return Ok(o);
+        )
+        .await;
     }
     if !confirm(&plan, &checked.offer) {
-        let o = finish(
+        return end(
             o,
             "refused",
             "not confirmed (pass --yes to upgrade without asking)".into(),
-        );
-        host.record(client, cfg, "upgrade", &o).await?;
-        return Ok(o);
+        )
+        .await;
     }
-    let folder = match host.install(client, &manifest).await {
+    match install_and_smoke(host, client, &manifest, smoke_limit, from.as_deref()).await? {
+        Ok(passed) => {
+            o.smoke = passed;
+            let o = end(
+                o,
+                "done",
+                format!("switched to {} and its smoke sessions passed", manifest.build),
+            )
+            .await?;
+            // The control plane sees the new versions at once.
+            let _ = check(host, client, cfg).await;
+            Ok(o)
+        }
+        Err((outcome, reason)) => end(o, outcome, reason).await,
+    }
+}
+
+/// Installs the build beside the current one, switches to it and smokes every CLI; on a failed
+/// smoke switches back to exactly what was there. `Ok(Err((outcome, reason)))` when it did not
+/// end on the new build.
+async fn install_and_smoke(
+    host: &Host,
+    client: &Client,
+    manifest: &BuildManifest,
+    smoke_limit: Duration,
+    from: Option<&str>,
+) -> Result<std::result::Result<Vec<String>, (&'static str, String)>> {
+    let folder = match host.install(client, manifest).await {
         Ok(f) => f,
         Err(e) => {
-            let o = finish(o, "failed", format!("install stopped, the current build stays: {e}"));
-            host.record(client, cfg, "upgrade", &o).await?;
-            return Ok(o);
+            return Ok(Err((
+                "failed",
+                format!("install stopped, the current build stays: {e}"),
+            )));
         }
     };
     let before = std::fs::read_link(host.home.join("current")).ok();
     let before_prev = std::fs::read_link(host.home.join("previous")).ok();
     host.switch(&folder)?;
-    match smoke(&folder, &manifest, smoke_limit).await {
-        Ok(passed) => {
-            o.smoke = passed;
-            let o = finish(
-                o,
-                "done",
-                format!("switched to {} and its smoke sessions passed", manifest.build),
-            );
-            host.record(client, cfg, "upgrade", &o).await?;
-            // The control plane sees the new versions at once.
-            let _ = check(host, client, cfg).await;
-            Ok(o)
-        }
+    match smoke(&folder, manifest, smoke_limit).await {
+        Ok(passed) => Ok(Ok(passed)),
         Err(why) => {
             // Back to exactly what was there before.
-            match before {
-                Some(b) => relink(&host.home, "current", &b)?,
-                None => {
-                    let _ = std::fs::remove_file(host.home.join("current"));
-                }
-            }
-            match before_prev {
-                Some(p) => relink(&host.home, "previous", &p)?,
-                None => {
-                    let _ = std::fs::remove_file(host.home.join("previous"));
-                }
-            }
-            let o = finish(
-                o,
+            restore_links(host, before, before_prev)?;
+            Ok(Err((
                 "rolled_back",
-                format!("{why}; switched back to {}", from.as_deref().unwrap_or("nothing")),
-            );
-            host.record(client, cfg, "upgrade", &o).await?;
-            Ok(o)
+                format!("{why}; switched back to {}", from.unwrap_or("nothing")),
+            )))
         }
     }
+}
+
+/// Another upgrade holds the host's lock: refused, and audited here (the lock is not ours to
+/// report to the control plane).
+fn refused_busy(host: &Host, e: &LabError) -> Result<Upgrade> {
+    let o = Upgrade {
+        outcome: "refused".into(),
+        from: host.current().map(|m| m.build),
+        to: None,
+        reason: e.to_string(),
+        plan: None,
+        smoke: vec![],
+    };
+    host.audit(&AuditEntry {
+        at: jiff::Timestamp::now().to_string(),
+        action: "upgrade".into(),
+        from: o.from.clone(),
+        to: None,
+        outcome: o.outcome.clone(),
+        reason: o.reason.clone(),
+    })?;
+    Ok(o)
+}
+
+/// Puts `current` and `previous` back as they were before a switch (absent stays absent).
+fn restore_links(host: &Host, before: Option<PathBuf>, before_prev: Option<PathBuf>) -> Result<()> {
+    match before {
+        Some(b) => relink(&host.home, "current", &b)?,
+        None => {
+            let _ = std::fs::remove_file(host.home.join("current"));
+        }
+    }
+    match before_prev {
+        Some(p) => relink(&host.home, "previous", &p)?,
+        None => {
+            let _ = std::fs::remove_file(host.home.join("previous"));
+        }
+    }
+    Ok(())
 }
 
 /// Back to the previous build, or to an installed one named by a digest prefix.

@@ -132,6 +132,81 @@ fn exit_code(content: &Value, is_error: bool) -> Option<i64> {
     }
 }
 
+impl Claude {
+    /// A `stream_event` line: usage per message, counted once per message id.
+    fn on_stream_event(&mut self, ev: &serde_json::Value, line: &str) -> Vec<Event> {
+        match ev["type"].as_str().unwrap_or_default() {
+            "message_start" => {
+                let msg = &ev["message"];
+                let id = msg["id"].as_str().unwrap_or_default().to_string();
+                self.open_message = if self.metered_ids.insert(id) {
+                    Self::input_usage(&msg["usage"])
+                } else {
+                    None
+                };
+                if self.open_message.is_none() && msg["usage"].is_object() && !msg["usage"]["input_tokens"].is_u64() {
+                    return vec![changed(NAME, "message_start usage lacks input_tokens", line)];
+                }
+                Vec::new()
+            }
+            "message_delta" => {
+                self.saw_deltas = true;
+                let Some(out) = u64_at(&ev["usage"], "output_tokens") else {
+                    return vec![changed(NAME, "message_delta usage lacks output_tokens", line)];
+                };
+                let Some(mut delta) = self.open_message.take() else {
+                    return Vec::new();
+                };
+                delta.output_tokens = out;
+                let id = self.session_id.clone().unwrap_or_default();
+                vec![self.meter.tick(&id, delta, None)]
+            }
+            "content_block_start" | "content_block_delta" | "content_block_stop" | "message_stop" | "ping" => {
+                Vec::new()
+            }
+            _ => vec![unknown(NAME, "stream event type", line)],
+        }
+    }
+
+    /// The `result` line: the CLI's own totals, denials it did not announce, the final text.
+    fn on_result(&mut self, v: &serde_json::Value, line: &str) -> Vec<Event> {
+        self.result_seen = true;
+        let mut out = Vec::new();
+        match Self::input_usage(&v["usage"]) {
+            Some(mut totals) => {
+                totals.output_tokens = u64_at(&v["usage"], "output_tokens").unwrap_or(0);
+                self.cli_totals = Some(totals);
+            }
+            None => out.push(changed(NAME, "result has no usage", line)),
+        }
+        // Denials the stream did not announce are still blocks the platform must see.
+        for d in v["permission_denials"].as_array().into_iter().flatten() {
+            let id = d["tool_use_id"].as_str().unwrap_or_default().to_string();
+            if !self.denied.contains(&id) {
+                let action = d["tool_input"]["command"].as_str().unwrap_or("tool").to_string();
+                out.extend(self.block(&id, &action, "listed in permission_denials"));
+            }
+        }
+        let is_error = v["is_error"].as_bool() == Some(true);
+        if !is_error {
+            match v["result"].as_str() {
+                Some(text) => out.extend(self.messages.finish("claude", Some(text), false)),
+                None => out.push(changed(NAME, "result has no result text", line)),
+            }
+        }
+        if is_error {
+            out.push(Event::error(
+                "cli_result_error",
+                v["result"]
+                    .as_str()
+                    .unwrap_or("claude reported an error result")
+                    .to_string(),
+            ));
+        }
+        out
+    }
+}
+
 impl Adapter for Claude {
     fn name(&self) -> &'static str {
         NAME
@@ -173,43 +248,7 @@ impl Adapter for Claude {
             }
             ("system", Some("status")) => Vec::new(),
             ("system", _) => vec![unknown(NAME, "system subtype", line)],
-            ("stream_event", _) => {
-                let ev = &v["event"];
-                match ev["type"].as_str().unwrap_or_default() {
-                    "message_start" => {
-                        let msg = &ev["message"];
-                        let id = msg["id"].as_str().unwrap_or_default().to_string();
-                        self.open_message = if self.metered_ids.insert(id) {
-                            Self::input_usage(&msg["usage"])
-                        } else {
-                            None
-                        };
-                        if self.open_message.is_none()
-                            && msg["usage"].is_object()
-                            && !msg["usage"]["input_tokens"].is_u64()
-                        {
-                            return vec![changed(NAME, "message_start usage lacks input_tokens", line)];
-                        }
-                        Vec::new()
-                    }
-                    "message_delta" => {
-                        self.saw_deltas = true;
-                        let Some(out) = u64_at(&ev["usage"], "output_tokens") else {
-                            return vec![changed(NAME, "message_delta usage lacks output_tokens", line)];
-                        };
-                        let Some(mut delta) = self.open_message.take() else {
-                            return Vec::new();
-                        };
-                        delta.output_tokens = out;
-                        let id = self.session_id.clone().unwrap_or_default();
-                        vec![self.meter.tick(&id, delta, None)]
-                    }
-                    "content_block_start" | "content_block_delta" | "content_block_stop" | "message_stop" | "ping" => {
-                        Vec::new()
-                    }
-                    _ => vec![unknown(NAME, "stream event type", line)],
-                }
-            }
+            ("stream_event", _) => self.on_stream_event(&v["event"], line),
             ("assistant", _) => {
                 let mut out = Vec::new();
                 for block in v["message"]["content"].as_array().into_iter().flatten() {
@@ -243,42 +282,7 @@ impl Adapter for Claude {
                     })
                 })
                 .collect(),
-            ("result", _) => {
-                self.result_seen = true;
-                let mut out = Vec::new();
-                match Self::input_usage(&v["usage"]) {
-                    Some(mut totals) => {
-                        totals.output_tokens = u64_at(&v["usage"], "output_tokens").unwrap_or(0);
-                        self.cli_totals = Some(totals);
-                    }
-                    None => out.push(changed(NAME, "result has no usage", line)),
-                }
-                // Denials the stream did not announce are still blocks the platform must see.
-                for d in v["permission_denials"].as_array().into_iter().flatten() {
-                    let id = d["tool_use_id"].as_str().unwrap_or_default().to_string();
-                    if !self.denied.contains(&id) {
-                        let action = d["tool_input"]["command"].as_str().unwrap_or("tool").to_string();
-                        out.extend(self.block(&id, &action, "listed in permission_denials"));
-                    }
-                }
-                let is_error = v["is_error"].as_bool() == Some(true);
-                if !is_error {
-                    match v["result"].as_str() {
-                        Some(text) => out.extend(self.messages.finish("claude", Some(text), false)),
-                        None => out.push(changed(NAME, "result has no result text", line)),
-                    }
-                }
-                if is_error {
-                    out.push(Event::error(
-                        "cli_result_error",
-                        v["result"]
-                            .as_str()
-                            .unwrap_or("claude reported an error result")
-                            .to_string(),
-                    ));
-                }
-                out
-            }
+            ("result", _) => self.on_result(&v, line),
             _ => vec![unknown(NAME, "event type", line)],
         }
     }

@@ -62,6 +62,78 @@ impl Codex {
     }
 }
 
+impl Codex {
+    /// A completed item: a command, a message, or an error that does not end the turn.
+    fn on_item(&mut self, item: &serde_json::Value, line: &str) -> Vec<Event> {
+        match item["type"].as_str().unwrap_or_default() {
+            "command_execution" => match item["command"].as_str() {
+                Some(cmd) => vec![Event::CommandExited {
+                    command: cmd.into(),
+                    exit_code: item["exit_code"].as_i64(),
+                }],
+                None => vec![changed(NAME, "command_execution has no command", line)],
+            },
+            // Error items do not end the turn (Codex carries on): a warning, still visible.
+            "error" => vec![Event::error(
+                "cli_warning",
+                item["message"]
+                    .as_str()
+                    .unwrap_or("codex reported an error item")
+                    .to_string(),
+            )],
+            "agent_message" => match item["text"].as_str() {
+                Some(text) => self.messages.say(text),
+                None => vec![changed(NAME, "agent_message has no text", line)],
+            },
+            "reasoning" | "file_change" | "todo_list" | "web_search" | "mcp_tool_call" => Vec::new(),
+            _ => vec![unknown(NAME, "item type", line)],
+        }
+    }
+
+    /// A finished turn: Codex's usage is cumulative, so the meter ticks by the difference.
+    fn on_turn_completed(&mut self, u: &serde_json::Value, line: &str) -> Vec<Event> {
+        let (Some(input), Some(cached), Some(output)) = (
+            u64_at(u, "input_tokens"),
+            u64_at(u, "cached_input_tokens"),
+            u64_at(u, "output_tokens"),
+        ) else {
+            return vec![changed(
+                NAME,
+                "turn.completed lacks usage {input_tokens, cached_input_tokens, output_tokens}",
+                line,
+            )];
+        };
+        let cumulative = Usage {
+            input_tokens: input,
+            cached_input_tokens: cached,
+            output_tokens: output,
+        };
+        let before = self.meter.totals;
+        let (Some(di), Some(dc), Some(dout)) = (
+            input.checked_sub(before.input_tokens),
+            cached.checked_sub(before.cached_input_tokens),
+            output.checked_sub(before.output_tokens),
+        ) else {
+            return vec![changed(
+                NAME,
+                "usage totals went down: they are no longer cumulative",
+                line,
+            )];
+        };
+        self.cli_totals = Some(cumulative);
+        let id = self.session_id.clone().unwrap_or_default();
+        vec![self.meter.tick(
+            &id,
+            Usage {
+                input_tokens: di,
+                cached_input_tokens: dc,
+                output_tokens: dout,
+            },
+            None,
+        )]
+    }
+}
+
 impl Adapter for Codex {
     fn name(&self) -> &'static str {
         NAME
@@ -89,74 +161,8 @@ impl Adapter for Codex {
                 None => vec![changed(NAME, "thread.started has no thread_id", line)],
             },
             "turn.started" | "item.started" | "item.updated" => Vec::new(),
-            "item.completed" => {
-                let item = &v["item"];
-                match item["type"].as_str().unwrap_or_default() {
-                    "command_execution" => match item["command"].as_str() {
-                        Some(cmd) => vec![Event::CommandExited {
-                            command: cmd.into(),
-                            exit_code: item["exit_code"].as_i64(),
-                        }],
-                        None => vec![changed(NAME, "command_execution has no command", line)],
-                    },
-                    // Error items do not end the turn (Codex carries on): a warning, still visible.
-                    "error" => vec![Event::error(
-                        "cli_warning",
-                        item["message"]
-                            .as_str()
-                            .unwrap_or("codex reported an error item")
-                            .to_string(),
-                    )],
-                    "agent_message" => match item["text"].as_str() {
-                        Some(text) => self.messages.say(text),
-                        None => vec![changed(NAME, "agent_message has no text", line)],
-                    },
-                    "reasoning" | "file_change" | "todo_list" | "web_search" | "mcp_tool_call" => Vec::new(),
-                    _ => vec![unknown(NAME, "item type", line)],
-                }
-            }
-            "turn.completed" => {
-                let u = &v["usage"];
-                let (Some(input), Some(cached), Some(output)) = (
-                    u64_at(u, "input_tokens"),
-                    u64_at(u, "cached_input_tokens"),
-                    u64_at(u, "output_tokens"),
-                ) else {
-                    return vec![changed(
-                        NAME,
-                        "turn.completed lacks usage {input_tokens, cached_input_tokens, output_tokens}",
-                        line,
-                    )];
-                };
-                let cumulative = Usage {
-                    input_tokens: input,
-                    cached_input_tokens: cached,
-                    output_tokens: output,
-                };
-                let before = self.meter.totals;
-                let (Some(di), Some(dc), Some(dout)) = (
-                    input.checked_sub(before.input_tokens),
-                    cached.checked_sub(before.cached_input_tokens),
-                    output.checked_sub(before.output_tokens),
-                ) else {
-                    return vec![changed(
-                        NAME,
-                        "usage totals went down: they are no longer cumulative",
-                        line,
-                    )];
-                };
-                self.cli_totals = Some(cumulative);
-                let id = self.session_id.clone().unwrap_or_default();
-                vec![self.meter.tick(
-                    &id,
-                    Usage {
-                        input_tokens: di,
-                        cached_input_tokens: dc,
-                        output_tokens: dout,
-                    },
-                    None,
-                )]
-            }
+            "item.completed" => self.on_item(&v["item"], line),
+            "turn.completed" => self.on_turn_completed(&v["usage"], line),
             "turn.failed" => {
                 self.failed = true;
                 vec![Event::error(

@@ -51,6 +51,63 @@ impl Gemini {
     }
 }
 
+impl Gemini {
+    /// A tool's result: a command that ran, or one the CLI's policy refused (a block the platform sees).
+    fn on_tool_result(&mut self, v: &serde_json::Value) -> Vec<Event> {
+        let id = v["tool_id"].as_str().unwrap_or_default();
+        let command = self.commands.get(id).cloned().unwrap_or_else(|| "tool".into());
+        match v["error"]["type"].as_str() {
+            Some(kind @ ("policy_violation" | "tool_not_registered")) => {
+                let risk = crate::runner::policy::risk(&command).unwrap_or("not allowed by the CLI's policy");
+                vec![
+                    Event::ApprovalRequired {
+                        request_id: id.into(),
+                        action: command,
+                        risk: risk.into(),
+                    },
+                    Event::ActionBlocked {
+                        request_id: id.into(),
+                        reason: format!("{kind}: {}", v["error"]["message"].as_str().unwrap_or_default()),
+                    },
+                ]
+            }
+            _ => vec![Event::CommandExited {
+                command,
+                exit_code: Some(if v["status"] == "success" { 0 } else { 1 }),
+            }],
+        }
+    }
+
+    /// The result line: the CLI's totals, the last message, and the session's status.
+    fn on_result(&mut self, v: &serde_json::Value, line: &str) -> Vec<Event> {
+        let stats = &v["stats"];
+        let (Some(input), Some(output)) = (u64_at(stats, "input_tokens"), u64_at(stats, "output_tokens")) else {
+            return vec![changed(NAME, "result.stats lacks input_tokens / output_tokens", line)];
+        };
+        let totals = Usage {
+            input_tokens: input,
+            cached_input_tokens: u64_at(stats, "cached").unwrap_or(0),
+            output_tokens: output,
+        };
+        self.cli_totals = Some(totals);
+        let id = self.session_id.clone().unwrap_or_default();
+        let said = std::mem::take(&mut self.pending);
+        let mut out = self.messages.say(&said);
+        out.push(self.meter.tick(&id, totals, None));
+        out.extend(
+            self.messages
+                .finish(canary_contract::Provider::Gemini.name(), None, v["status"] != "success"),
+        );
+        if v["status"] != "success" {
+            out.push(Event::error(
+                "cli_result_error",
+                format!("gemini result status {}", v["status"]),
+            ));
+        }
+        out
+    }
+}
+
 impl Adapter for Gemini {
     fn name(&self) -> &'static str {
         NAME
@@ -94,63 +151,12 @@ impl Adapter for Gemini {
                     .insert(v["tool_id"].as_str().unwrap_or_default().to_string(), cmd);
                 out
             }
-            "tool_result" => {
-                let id = v["tool_id"].as_str().unwrap_or_default();
-                let command = self.commands.get(id).cloned().unwrap_or_else(|| "tool".into());
-                match v["error"]["type"].as_str() {
-                    Some(kind @ ("policy_violation" | "tool_not_registered")) => {
-                        let risk = crate::runner::policy::risk(&command).unwrap_or("not allowed by the CLI's policy");
-                        vec![
-                            Event::ApprovalRequired {
-                                request_id: id.into(),
-                                action: command,
-                                risk: risk.into(),
-                            },
-                            Event::ActionBlocked {
-                                request_id: id.into(),
-                                reason: format!("{kind}: {}", v["error"]["message"].as_str().unwrap_or_default()),
-                            },
-                        ]
-                    }
-                    _ => vec![Event::CommandExited {
-                        command,
-                        exit_code: Some(if v["status"] == "success" { 0 } else { 1 }),
-                    }],
-                }
-            }
+            "tool_result" => self.on_tool_result(&v),
             "error" => vec![Event::error(
                 "cli_error",
                 v["message"].as_str().unwrap_or("gemini reported an error").to_string(),
             )],
-            "result" => {
-                let stats = &v["stats"];
-                let (Some(input), Some(output)) = (u64_at(stats, "input_tokens"), u64_at(stats, "output_tokens"))
-                else {
-                    return vec![changed(NAME, "result.stats lacks input_tokens / output_tokens", line)];
-                };
-                let totals = Usage {
-                    input_tokens: input,
-                    cached_input_tokens: u64_at(stats, "cached").unwrap_or(0),
-                    output_tokens: output,
-                };
-                self.cli_totals = Some(totals);
-                let id = self.session_id.clone().unwrap_or_default();
-                let said = std::mem::take(&mut self.pending);
-                let mut out = self.messages.say(&said);
-                out.push(self.meter.tick(&id, totals, None));
-                out.extend(self.messages.finish(
-                    canary_contract::Provider::Gemini.name(),
-                    None,
-                    v["status"] != "success",
-                ));
-                if v["status"] != "success" {
-                    out.push(Event::error(
-                        "cli_result_error",
-                        format!("gemini result status {}", v["status"]),
-                    ));
-                }
-                out
-            }
+            "result" => self.on_result(&v, line),
             _ => vec![unknown(NAME, "event type", line)],
         }
     }
