@@ -586,6 +586,51 @@ pub async fn derive(
     apply(engine, config, &parent.id, &manifest, next, changes, progress).await
 }
 
+/// A chain deeper than [`MAX_DELTAS`] is rebuilt as one canonical image: every CLI fetched
+/// again, the changed runner (or the base image's) kept.
+async fn rebuild(
+    engine: &DockerBackend,
+    config: &Settings,
+    next: &BuildManifest,
+    changes: Vec<(Component, Source)>,
+    progress: &Progress,
+) -> Result<Build> {
+    progress.line(format!(
+        "{} changes stacked on this build's chain: rebuilding it canonically",
+        next.deltas - 1
+    ));
+    let specs: Vec<ProviderSpec> = next.clis().filter_map(spec_of).collect();
+    let fetched = fetch_all(specs, &config.cache_dir, progress).await?;
+    let mut sources: HashMap<String, Source> = fetched
+        .into_iter()
+        .map(|f| (f.provider.name().to_string(), Source::Cli(f)))
+        .collect();
+    for (c, s) in changes {
+        if c.name == RUNNER {
+            sources.insert(RUNNER.into(), s);
+        }
+    }
+    if !sources.contains_key(RUNNER) {
+        let from_image = next.runner().is_some_and(Component::from_image);
+        if from_image {
+            sources.insert(RUNNER.into(), Source::InBase);
+        } else {
+            let (_, p) = local_runner()?;
+            sources.insert(RUNNER.into(), Source::Runner(p));
+        }
+    }
+    let components = next
+        .components
+        .iter()
+        .map(|c| match sources.get(&c.name) {
+            Some(Source::Cli(f)) => component_of(f),
+            _ => c.clone(),
+        })
+        .collect();
+    let rebuilt = BuildManifest::new(&next.base, components)?;
+    canonical(engine, &rebuilt, &mut sources, progress).await
+}
+
 /// Makes `next` (= `manifest` with `changes`) from the image `parent_id`: found by its key,
 /// stacked as delta layers, or rebuilt canonically when the chain is deep enough.
 async fn apply(
@@ -620,40 +665,7 @@ async fn apply(
         });
     }
     if next.deltas > MAX_DELTAS {
-        progress.line(format!(
-            "{} changes stacked on this build's chain: rebuilding it canonically",
-            next.deltas - 1
-        ));
-        let specs: Vec<ProviderSpec> = next.clis().filter_map(spec_of).collect();
-        let fetched = fetch_all(specs, &config.cache_dir, progress).await?;
-        let mut sources: HashMap<String, Source> = fetched
-            .into_iter()
-            .map(|f| (f.provider.name().to_string(), Source::Cli(f)))
-            .collect();
-        for (c, s) in changes {
-            if c.name == RUNNER {
-                sources.insert(RUNNER.into(), s);
-            }
-        }
-        if !sources.contains_key(RUNNER) {
-            let from_image = next.runner().is_some_and(Component::from_image);
-            if from_image {
-                sources.insert(RUNNER.into(), Source::InBase);
-            } else {
-                let (_, p) = local_runner()?;
-                sources.insert(RUNNER.into(), Source::Runner(p));
-            }
-        }
-        let components = next
-            .components
-            .iter()
-            .map(|c| match sources.get(&c.name) {
-                Some(Source::Cli(f)) => component_of(f),
-                _ => c.clone(),
-            })
-            .collect();
-        let rebuilt = BuildManifest::new(&next.base, components)?;
-        return canonical(engine, &rebuilt, &mut sources, progress).await;
+        return rebuild(engine, config, &next, changes, progress).await;
     }
     let mut parent = parent_id.to_string();
     let mut step = manifest.clone();

@@ -137,44 +137,7 @@ async fn build_base(engine: &DockerBackend, config: &Settings, reference: &str, 
     std::fs::create_dir_all(&config.cache_dir).map_err(|e| LabError::write(&config.cache_dir, e))?;
 
     let result = async {
-        progress.line(format!(
-            "building {reference}: debootstrap {} ({} packages)",
-            config.debian_release,
-            BASE_PACKAGES.len()
-        ));
-        let spinner = progress.spinner("debootstrap");
-        let mut child = tokio::process::Command::new("debootstrap")
-            .args(["--variant=minbase", &format!("--include={}", BASE_PACKAGES.join(","))])
-            .arg(&config.debian_release)
-            .arg(&rootfs)
-            .arg(&mirror)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| LabError::ImageBuild(format!("cannot start debootstrap: {e}")))?;
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let mut tail = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            spinner.set_message(line.clone());
-            tail.push(line);
-            if tail.len() > 20 {
-                tail.remove(0);
-            }
-        }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| LabError::ImageBuild(e.to_string()))?;
-        spinner.finish_and_clear();
-        if !out.status.success() {
-            return Err(LabError::ImageBuild(format!(
-                "debootstrap failed ({}):\n{}\n{}",
-                out.status,
-                tail.join("\n"),
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
+        debootstrap(config, &rootfs, &mirror, reference, progress).await?;
         prepare_rootfs(&rootfs)?;
         progress.line(format!("importing {reference} into the engine"));
         let spinner = progress.spinner("import");
@@ -201,6 +164,56 @@ async fn build_base(engine: &DockerBackend, config: &Settings, reference: &str, 
     .await;
     let _ = std::fs::remove_dir_all(&rootfs);
     result
+}
+
+/// debootstrap of the base packages into `rootfs`, its progress on a spinner and the tail of
+/// its output in the error when it fails.
+async fn debootstrap(
+    config: &Settings,
+    rootfs: &Path,
+    mirror: &str,
+    reference: &str,
+    progress: &Progress,
+) -> Result<()> {
+    progress.line(format!(
+        "building {reference}: debootstrap {} ({} packages)",
+        config.debian_release,
+        BASE_PACKAGES.len()
+    ));
+    let spinner = progress.spinner("debootstrap");
+    let mut child = tokio::process::Command::new("debootstrap")
+        .args(["--variant=minbase", &format!("--include={}", BASE_PACKAGES.join(","))])
+        .arg(&config.debian_release)
+        .arg(rootfs)
+        .arg(mirror)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| LabError::ImageBuild(format!("cannot start debootstrap: {e}")))?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut tail = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        spinner.set_message(line.clone());
+        tail.push(line);
+        if tail.len() > 20 {
+            tail.remove(0);
+        }
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| LabError::ImageBuild(e.to_string()))?;
+    spinner.finish_and_clear();
+    if !out.status.success() {
+        return Err(LabError::ImageBuild(format!(
+            "debootstrap failed ({}):\n{}\n{}",
+            out.status,
+            tail.join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
 }
 
 /// Adds the unprivileged case user (uid/gid 1000) and the workspace, and drops what only the

@@ -261,60 +261,7 @@ impl Backend for DockerBackend {
     }
 
     async fn start_container(&self, spec: &ContainerSpec) -> Result<String> {
-        let mut container_labels = owner_labels(&spec.run_id);
-        container_labels.insert(labels::CASE.into(), spec.case_id.clone());
-        if spec.keep {
-            container_labels.insert(labels::KEEP.into(), "1".into());
-        }
-        let body =
-            ContainerCreateBody {
-                image: Some(spec.image.clone()),
-                // PID 1 is the executor that runs the steps, or an idle init when steps arrive as
-                // engine execs; either way a deadline kills everything but it.
-                cmd: Some(if let Some(cmd) = &spec.cmd {
-                    cmd.clone()
-                } else if spec.executor {
-                    vec![EXECUTOR_PATH.into()]
-                } else {
-                    vec!["sleep".into(), "infinity".into()]
-                }),
-                open_stdin: Some(spec.executor),
-                attach_stdin: Some(spec.executor),
-                attach_stdout: Some(spec.executor),
-                attach_stderr: Some(spec.executor),
-                stdin_once: Some(false),
-                tty: Some(false),
-                user: Some(CASE_USER.into()),
-                working_dir: Some(crate::repos::WORKDIR.into()),
-                env: Some(spec.env.clone()),
-                labels: Some(container_labels),
-                network_disabled: Some(spec.network.is_none()),
-                networking_config: spec.network.as_ref().filter(|_| !spec.aliases.is_empty()).map(|n| {
-                    NetworkingConfig {
-                        endpoints_config: Some(HashMap::from([(
-                            n.clone(),
-                            EndpointSettings {
-                                aliases: Some(spec.aliases.clone()),
-                                ..Default::default()
-                            },
-                        )])),
-                    }
-                }),
-                host_config: Some(HostConfig {
-                    network_mode: Some(spec.network.clone().unwrap_or_else(|| "none".into())),
-                    cap_drop: Some(vec!["ALL".into()]),
-                    security_opt: Some(vec!["no-new-privileges".into()]),
-                    memory: Some(spec.memory_bytes),
-                    pids_limit: Some(spec.pids_limit),
-                    nano_cpus: Some(spec.nano_cpus),
-                    dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
-                    sysctls: spec
-                        .low_ports
-                        .then(|| HashMap::from([("net.ipv4.ip_unprivileged_port_start".to_string(), "0".to_string())])),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
+        let body = create_body(spec);
         let name = format!("canary-{}-{}", spec.run_id, spec.case_id);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = match self.docker.create_container(Some(options), body).await {
@@ -520,5 +467,65 @@ impl Backend for DockerBackend {
             }
         }
         Ok(report)
+    }
+}
+
+/// A case container: the lab's labels, no capabilities, no new privileges, its resource limits,
+/// no network unless the run has one.
+fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mut container_labels = owner_labels(&spec.run_id);
+    container_labels.insert(labels::CASE.into(), spec.case_id.clone());
+    if spec.keep {
+        container_labels.insert(labels::KEEP.into(), "1".into());
+    }
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        // PID 1 is the executor that runs the steps, or an idle init when steps arrive as
+        // engine execs; either way a deadline kills everything but it.
+        cmd: Some(if let Some(cmd) = &spec.cmd {
+            cmd.clone()
+        } else if spec.executor {
+            vec![EXECUTOR_PATH.into()]
+        } else {
+            vec!["sleep".into(), "infinity".into()]
+        }),
+        open_stdin: Some(spec.executor),
+        attach_stdin: Some(spec.executor),
+        attach_stdout: Some(spec.executor),
+        attach_stderr: Some(spec.executor),
+        stdin_once: Some(false),
+        tty: Some(false),
+        user: Some(CASE_USER.into()),
+        working_dir: Some(crate::repos::WORKDIR.into()),
+        env: Some(spec.env.clone()),
+        labels: Some(container_labels),
+        network_disabled: Some(spec.network.is_none()),
+        networking_config: spec
+            .network
+            .as_ref()
+            .filter(|_| !spec.aliases.is_empty())
+            .map(|n| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    n.clone(),
+                    EndpointSettings {
+                        aliases: Some(spec.aliases.clone()),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+        host_config: Some(HostConfig {
+            network_mode: Some(spec.network.clone().unwrap_or_else(|| "none".into())),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(spec.memory_bytes),
+            pids_limit: Some(spec.pids_limit),
+            nano_cpus: Some(spec.nano_cpus),
+            dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
+            sysctls: spec
+                .low_ports
+                .then(|| HashMap::from([("net.ipv4.ip_unprivileged_port_start".to_string(), "0".to_string())])),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }

@@ -272,6 +272,15 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
+/// What a case's steps act on: the backend, the run, the case and its started container.
+struct InCase<'a, B> {
+    backend: &'a B,
+    cx: &'a CaseContext,
+    case: &'a Case,
+    container: &'a str,
+    forge_repo: String,
+}
+
 async fn drive<B: Backend>(
     backend: &B,
     cx: &CaseContext,
@@ -289,7 +298,13 @@ async fn drive<B: Backend>(
     backend.upload(container, tar.as_ref().clone()).await?;
     report.timings.setup_ms = ms(t.elapsed());
 
-    let forge_repo = super::forge::repo_name(&case.id, container);
+    let at = InCase {
+        backend,
+        cx,
+        case,
+        container,
+        forge_repo: super::forge::repo_name(&case.id, container),
+    };
     let mut stop = false;
     for (i, step) in case.suite.steps.iter().enumerate() {
         let command = resolve(cx, case, step);
@@ -298,50 +313,19 @@ async fn drive<B: Backend>(
             continue;
         }
         let step_deadline = (Instant::now() + step.timeout).min(deadline);
-        let case_deadline_binds = step_deadline == deadline;
-        let mut env = vec![
-            format!("CANARY_RUN={}", cx.run_id),
-            format!("CANARY_CASE={}", case.id),
-            format!("CANARY_REPO={}", case.repo),
-        ];
-        env.extend(step.env.iter().map(|(k, v)| format!("{k}={v}")));
-        let stem = format!("steps/{:02}-{}", i + 1, slug(&step.name));
+        let stem = stem(i, step);
         let rel = |ext: &str| format!("{}/{stem}.{ext}", report.artifacts);
-        let cmd = match &step.action {
-            StepAction::Session(spec) => {
-                match super::session::prepare(backend, container, i + 1, spec, case.provider.as_deref(), step.timeout)
-                    .await?
-                {
-                    Ok(argv) => argv,
-                    Err(failure) => {
-                        not_started(report, step, &command, failure);
-                        continue;
-                    }
-                }
+        let cmd = match at.argv(i, step, &command).await? {
+            Ok(argv) => argv,
+            Err(failure) => {
+                not_started(report, step, &command, failure);
+                continue;
             }
-            StepAction::DraftPr(spec) => {
-                let prepared = match &cx.forge {
-                    Some(_) => super::forge::prepare(backend, container, &forge_repo, spec).await?,
-                    None => Err(crate::report::CheckFailure {
-                        check: "lab forge".into(),
-                        expected: "the run's lab forge".into(),
-                        actual: "none was started (the suite needs `network: lab`)".into(),
-                    }),
-                };
-                match prepared {
-                    Ok(argv) => argv,
-                    Err(failure) => {
-                        not_started(report, step, &command, failure);
-                        continue;
-                    }
-                }
-            }
-            _ => vec!["sh".into(), "-c".into(), command.clone()],
         };
         let exec = ExecSpec {
             stdin: None,
             cmd,
-            env,
+            env: step_env(cx, case, step),
             workdir: WORKDIR.into(),
             deadline: step_deadline,
         };
@@ -352,30 +336,10 @@ async fn drive<B: Backend>(
 
         files.write(&format!("{stem}.stdout"), &out.stdout);
         files.write(&format!("{stem}.stderr"), &out.stderr);
-        let mut sr = StepReport {
-            name: step.name.clone(),
-            command,
-            status: StepStatus::Passed,
-            exit_code: out.exit_code,
-            duration_ms: ms(out.duration),
-            kill_latency_ms: out.kill_latency.map(ms),
-            failures: Vec::new(),
-            stdout_file: Some(rel("stdout")),
-            stderr_file: Some(rel("stderr")),
-            output_truncated: out.truncated,
-        };
+        let mut sr = step_report(step, command, &out, rel("stdout"), rel("stderr"));
         if out.timed_out {
-            let limit = if case_deadline_binds {
-                format!("the case deadline ({})", humantime::format_duration(case.suite.timeout))
-            } else {
-                format!("{}", humantime::format_duration(step.timeout))
-            };
             sr.status = StepStatus::TimedOut;
-            sr.failures.push(CheckFailure {
-                check: "timeout".into(),
-                expected: format!("to finish within {limit}"),
-                actual: format!("killed after {:.1}s", out.duration.as_secs_f64()),
-            });
+            sr.failures.push(timed_out(case, step, step_deadline == deadline, &out));
             report.steps.push(sr);
             step_finished(cx, report, &out).await;
             report.status = CaseStatus::TimedOut;
@@ -386,55 +350,7 @@ async fn drive<B: Backend>(
         sr.failures = check_step(backend, container, step, &out, deadline).await?;
         // Runner steps write Runner Contract events; each kind then has checks of its own.
         if matches!(step.action, StepAction::Session(_) | StepAction::DraftPr(_)) {
-            let (events, mut failures) = checks::session::events(&out.stdout);
-            if let Some(e) = &step.expect.events {
-                failures.extend(checks::session::expect(e, &events, step_started));
-            }
-            if let Some(m) = &step.expect.messages {
-                let said: Vec<&str> = events
-                    .iter()
-                    .filter(|e| e["type"] == "AGENT_MESSAGE")
-                    .filter_map(|e| e["text"].as_str())
-                    .collect();
-                failures.extend(checks::text("messages", m, &said.join("\n")));
-            }
-            if matches!(step.action, StepAction::Session(_)) {
-                let (raw, stub) = super::session::stub_log(backend, container, i + 1).await;
-                files.write(&format!("{stem}.stub.jsonl"), raw);
-                let (raw, inventory) = super::drift::collect(backend, container, super::session::DIR, i + 1).await;
-                files.write(&format!("{stem}.inventory.json"), raw);
-                if let Some(inv) = inventory {
-                    super::drift::add(report, inv);
-                }
-                if step.expect.usage_reconciled {
-                    failures.extend(checks::session::usage(&events, &stub));
-                }
-                if let Some(unmatched) = stub.iter().find(|e| !e["unmatched"].is_null()) {
-                    failures.push(CheckFailure {
-                        check: "model stub".into(),
-                        expected: "every request to match the scenario".into(),
-                        actual: unmatched["unmatched"].as_str().unwrap_or_default().to_string(),
-                    });
-                }
-            }
-            if let (StepAction::DraftPr(_), Some(pe), Some(forge)) =
-                (&step.action, &step.expect.pull_request, &cx.forge)
-            {
-                let records = super::forge::records(backend, forge).await?;
-                let records_json: String = super::forge::for_repo(&records, &forge_repo)
-                    .into_iter()
-                    .filter_map(|r| serde_json::to_string(r).ok())
-                    .map(|l| l + "\n")
-                    .collect();
-                files.write(&format!("{stem}.forge.jsonl"), records_json);
-                let lab_diff = repo_diff(backend, container, Instant::now() + HELPER_TIMEOUT).await;
-                failures.extend(super::forge::check(
-                    pe,
-                    &forge_repo,
-                    &records,
-                    lab_diff.as_ref().map_err(String::as_str),
-                ));
-            }
+            let failures = at.runner_checks(i, step, &out, step_started, files, report).await?;
             sr.failures.extend(failures);
         }
         report.timings.checks_ms += ms(t.elapsed());
@@ -455,6 +371,159 @@ async fn drive<B: Backend>(
     }
     report.timings.teardown_ms += ms(t.elapsed());
     Ok(())
+}
+
+/// What every step's process sees of the run, then the step's own variables.
+fn step_env(cx: &CaseContext, case: &Case, step: &Step) -> Vec<String> {
+    let mut env = vec![
+        format!("CANARY_RUN={}", cx.run_id),
+        format!("CANARY_CASE={}", case.id),
+        format!("CANARY_REPO={}", case.repo),
+    ];
+    env.extend(step.env.iter().map(|(k, v)| format!("{k}={v}")));
+    env
+}
+
+/// A step that ran, passed until its checks say otherwise.
+fn step_report(
+    step: &Step,
+    command: String,
+    out: &ExecOutcome,
+    stdout_file: String,
+    stderr_file: String,
+) -> StepReport {
+    StepReport {
+        name: step.name.clone(),
+        command,
+        status: StepStatus::Passed,
+        exit_code: out.exit_code,
+        duration_ms: ms(out.duration),
+        kill_latency_ms: out.kill_latency.map(ms),
+        failures: Vec::new(),
+        stdout_file: Some(stdout_file),
+        stderr_file: Some(stderr_file),
+        output_truncated: out.truncated,
+    }
+}
+
+/// Where step `i`'s artifacts go in the case folder (without extension).
+fn stem(i: usize, step: &Step) -> String {
+    format!("steps/{:02}-{}", i + 1, slug(&step.name))
+}
+
+/// The failure of a step the deadline killed, naming the limit that bound (the step's own or
+/// the case's).
+fn timed_out(case: &Case, step: &Step, case_deadline_binds: bool, out: &ExecOutcome) -> CheckFailure {
+    let limit = if case_deadline_binds {
+        format!("the case deadline ({})", humantime::format_duration(case.suite.timeout))
+    } else {
+        format!("{}", humantime::format_duration(step.timeout))
+    };
+    CheckFailure {
+        check: "timeout".into(),
+        expected: format!("to finish within {limit}"),
+        actual: format!("killed after {:.1}s", out.duration.as_secs_f64()),
+    }
+}
+
+impl<B: Backend> InCase<'_, B> {
+    /// The step's command line: a runner session or draft PR prepared in the container, or the
+    /// shell command; `Ok(Err(_))` when it cannot start (the step fails without running).
+    async fn argv(
+        &self,
+        i: usize,
+        step: &Step,
+        command: &str,
+    ) -> Result<std::result::Result<Vec<String>, CheckFailure>> {
+        let (backend, container) = (self.backend, self.container);
+        Ok(match &step.action {
+            StepAction::Session(spec) => {
+                super::session::prepare(
+                    backend,
+                    container,
+                    i + 1,
+                    spec,
+                    self.case.provider.as_deref(),
+                    step.timeout,
+                )
+                .await?
+            }
+            StepAction::DraftPr(spec) => match &self.cx.forge {
+                Some(_) => super::forge::prepare(backend, container, &self.forge_repo, spec).await?,
+                None => Err(crate::report::CheckFailure {
+                    check: "lab forge".into(),
+                    expected: "the run's lab forge".into(),
+                    actual: "none was started (the suite needs `network: lab`)".into(),
+                }),
+            },
+            _ => Ok(vec!["sh".into(), "-c".into(), command.to_string()]),
+        })
+    }
+
+    /// A runner step's own checks: its events and messages, and for a session the model stub's
+    /// log and the CLI's inventory, for a draft PR what reached the forge.
+    async fn runner_checks(
+        &self,
+        i: usize,
+        step: &Step,
+        out: &ExecOutcome,
+        step_started: jiff::Timestamp,
+        files: &mut CaseFiles,
+        report: &mut CaseReport,
+    ) -> Result<Vec<CheckFailure>> {
+        let (backend, container) = (self.backend, self.container);
+        let stem = stem(i, step);
+        let (events, mut failures) = checks::session::events(&out.stdout);
+        if let Some(e) = &step.expect.events {
+            failures.extend(checks::session::expect(e, &events, step_started));
+        }
+        if let Some(m) = &step.expect.messages {
+            let said: Vec<&str> = events
+                .iter()
+                .filter(|e| e["type"] == "AGENT_MESSAGE")
+                .filter_map(|e| e["text"].as_str())
+                .collect();
+            failures.extend(checks::text("messages", m, &said.join("\n")));
+        }
+        if matches!(step.action, StepAction::Session(_)) {
+            let (raw, stub) = super::session::stub_log(backend, container, i + 1).await;
+            files.write(&format!("{stem}.stub.jsonl"), raw);
+            let (raw, inventory) = super::drift::collect(backend, container, super::session::DIR, i + 1).await;
+            files.write(&format!("{stem}.inventory.json"), raw);
+            if let Some(inv) = inventory {
+                super::drift::add(report, inv);
+            }
+            if step.expect.usage_reconciled {
+                failures.extend(checks::session::usage(&events, &stub));
+            }
+            if let Some(unmatched) = stub.iter().find(|e| !e["unmatched"].is_null()) {
+                failures.push(CheckFailure {
+                    check: "model stub".into(),
+                    expected: "every request to match the scenario".into(),
+                    actual: unmatched["unmatched"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        if let (StepAction::DraftPr(_), Some(pe), Some(forge)) =
+            (&step.action, &step.expect.pull_request, &self.cx.forge)
+        {
+            let records = super::forge::records(backend, forge).await?;
+            let records_json: String = super::forge::for_repo(&records, &self.forge_repo)
+                .into_iter()
+                .filter_map(|r| serde_json::to_string(r).ok())
+                .map(|l| l + "\n")
+                .collect();
+            files.write(&format!("{stem}.forge.jsonl"), records_json);
+            let lab_diff = repo_diff(backend, container, Instant::now() + HELPER_TIMEOUT).await;
+            failures.extend(super::forge::check(
+                pe,
+                &self.forge_repo,
+                &records,
+                lab_diff.as_ref().map_err(String::as_str),
+            ));
+        }
+        Ok(failures)
+    }
 }
 
 /// The step just pushed goes out on the run's events with its whole output.

@@ -170,6 +170,22 @@ async fn note(events: &report::events::Reporters, text: String) {
     events.emit_or_warn(report::events::RunEvent::Note(text)).await;
 }
 
+/// Removes what crashed runs left behind, and says so.
+async fn gc_orphans<B: Backend>(backend: &B, events: &report::events::Reporters) {
+    match backend.gc(GcScope::Orphaned).await {
+        Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => {
+            let text = format!(
+                "removed {} containers and {} networks left by crashed runs",
+                r.containers.len(),
+                r.networks.len()
+            );
+            note(events, text).await
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("gc before run: {e}"),
+    }
+}
+
 /// Runs the prepared cases; returns the report and the run folder. The caller has already
 /// checked that the engine is reachable. The phases: the images, the lab's services, the
 /// pre-flight of each runner image's CLIs, the cases, the cleanup, the report.
@@ -194,18 +210,7 @@ pub async fn run<B: Backend + Clone>(
     let run_dir = config.reports_dir.join(&opts.run_id);
     write_inputs(&run_dir, &prepared)?;
     // Leftovers of crashed runs go first, so a lab never accumulates them.
-    match backend.gc(GcScope::Orphaned).await {
-        Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => {
-            let text = format!(
-                "removed {} containers and {} networks left by crashed runs",
-                r.containers.len(),
-                r.networks.len()
-            );
-            note(&events, text).await
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!("gc before run: {e}"),
-    }
+    gc_orphans(&backend, &events).await;
     let case_images = case_images(&backend, &images, &events).await?;
     let services = services(&backend, &opts.run_id, &prepared, &case_images, &events).await?;
     let preflight = preflight(&backend, &opts, &prepared, &case_images, &events).await;
@@ -609,16 +614,7 @@ async fn run_pool<B: Backend + Clone>(
         });
     }
     let mut results: Vec<Option<CaseReport>> = vec![None; cases.len()];
-    let interrupted = async {
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    let interrupted = interrupted();
     tokio::pin!(interrupted);
     loop {
         tokio::select! {
@@ -642,27 +638,42 @@ async fn run_pool<B: Backend + Clone>(
     Ok(results
         .into_iter()
         .zip(cases)
-        .map(|(r, c)| {
-            r.unwrap_or_else(|| CaseReport {
-                attempts: attempt,
-                image: cx.images[c.image].reference.clone(),
-                runtime: cx.images[c.image].runtime(c.provider.as_deref()),
-                provider: c.provider.clone(),
-                id: c.id.clone(),
-                suite: c.suite.name.clone(),
-                repo: c.repo.clone(),
-                status: CaseStatus::Error,
-                duration_ms: 0,
-                timings: CaseTimings::default(),
-                steps: Vec::new(),
-                artifacts: format!("cases/{}", c.id),
-                repro: format!("{} repro {}/{}", cx.repro_prefix, cx.run_id, c.id),
-                error: Some("the lab crashed while running this case".into()),
-                drift: None,
-                inventory: None,
-            })
-        })
+        .map(|(r, c)| r.unwrap_or_else(|| crashed(cx, c, attempt)))
         .collect())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The report of a case whose task died: an error, never a pass.
+fn crashed(cx: &CaseContext, c: &Case, attempt: u32) -> CaseReport {
+    CaseReport {
+        attempts: attempt,
+        image: cx.images[c.image].reference.clone(),
+        runtime: cx.images[c.image].runtime(c.provider.as_deref()),
+        provider: c.provider.clone(),
+        id: c.id.clone(),
+        suite: c.suite.name.clone(),
+        repo: c.repo.clone(),
+        status: CaseStatus::Error,
+        duration_ms: 0,
+        timings: CaseTimings::default(),
+        steps: Vec::new(),
+        artifacts: format!("cases/{}", c.id),
+        repro: format!("{} repro {}/{}", cx.repro_prefix, cx.run_id, c.id),
+        error: Some("the lab crashed while running this case".into()),
+        drift: None,
+        inventory: None,
+    }
 }
 
 /// Keeps the exact inputs beside the results: what `canary repro` runs again.

@@ -27,29 +27,9 @@ pub struct Repro {
 
 /// Reads the run's report and its copies of the suite and repo, and prepares the one case.
 pub fn load(config: &Settings, target: &str) -> Result<Repro> {
-    let (run_id, case_id) = target.split_once('/').ok_or_else(|| {
-        LabError::usage(
-            format!("invalid case `{}`", crate::text::clean(target)),
-            "write `<run-id>/<case-id>`, as printed by `canary run`",
-        )
-    })?;
-    // Both halves are names, never paths: a run id is a folder name under the reports folder.
-    let is_name = |s: &str| canary_runner::names::is_id(s) && !s.starts_with('.');
-    if !is_name(run_id) || !is_name(case_id) {
-        return Err(LabError::usage(
-            format!("invalid case `{}`", crate::text::clean(target)),
-            "write `<run-id>/<case-id>` as printed by `canary run`: letters, digits, `.`, `_`, `:` and `-`",
-        ));
-    }
+    let (run_id, case_id) = parse_target(target)?;
     let run_dir = config.reports_dir.join(run_id);
-    let report_path = run_dir.join(crate::report::JSON_FILE);
-    let text = std::fs::read_to_string(&report_path).map_err(|e| LabError::read(&report_path, e))?;
-    let old: RunReport = serde_json::from_str(&text).map_err(|e| {
-        LabError::usage(
-            format!("{}: not a run report: {e}", report_path.display()),
-            "point at a folder written by `canary run`",
-        )
-    })?;
+    let old = read_report(&run_dir)?;
     let case = old.case(case_id).cloned().ok_or_else(|| {
         LabError::usage(
             format!("run {run_id} has no case `{case_id}`"),
@@ -122,6 +102,37 @@ pub fn load(config: &Settings, target: &str) -> Result<Repro> {
         repo_digest: repo_ref.digest.clone(),
         prepared,
         old,
+    })
+}
+
+/// `<run-id>/<case-id>`: two names, never paths (a run id is a folder under the reports folder).
+fn parse_target(target: &str) -> Result<(&str, &str)> {
+    let (run_id, case_id) = target.split_once('/').ok_or_else(|| {
+        LabError::usage(
+            format!("invalid case `{}`", crate::text::clean(target)),
+            "write `<run-id>/<case-id>`, as printed by `canary run`",
+        )
+    })?;
+    // Both halves are names, never paths: a run id is a folder name under the reports folder.
+    let is_name = |s: &str| canary_runner::names::is_id(s) && !s.starts_with('.');
+    if !is_name(run_id) || !is_name(case_id) {
+        return Err(LabError::usage(
+            format!("invalid case `{}`", crate::text::clean(target)),
+            "write `<run-id>/<case-id>` as printed by `canary run`: letters, digits, `.`, `_`, `:` and `-`",
+        ));
+    }
+    Ok((run_id, case_id))
+}
+
+/// The run's report, as `canary run` wrote it.
+fn read_report(run_dir: &std::path::Path) -> Result<RunReport> {
+    let report_path = run_dir.join(crate::report::JSON_FILE);
+    let text = std::fs::read_to_string(&report_path).map_err(|e| LabError::read(&report_path, e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        LabError::usage(
+            format!("{}: not a run report: {e}", report_path.display()),
+            "point at a folder written by `canary run`",
+        )
     })
 }
 

@@ -42,59 +42,7 @@ pub fn render(report: &RunReport, tails: &Tails) -> String {
             suite.add_test_case(tc);
         }
         for step in &case.steps {
-            let status = match step.status {
-                StepStatus::Passed => TestCaseStatus::success(),
-                StepStatus::Skipped => {
-                    let mut s = TestCaseStatus::skipped();
-                    s.set_message(
-                        if case.drift.is_some() && case.steps.iter().all(|s| s.status == StepStatus::Skipped) {
-                            "not run: the pre-flight found drift"
-                        } else {
-                            "not run: an earlier step timed out or the case deadline passed"
-                        },
-                    );
-                    s
-                }
-                StepStatus::Failed => {
-                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    s.set_message(
-                        step.failures
-                            .iter()
-                            .map(|f| f.to_string())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    );
-                    s.set_type("expectation");
-                    s.set_description(format!(
-                        "command: {}\n{}",
-                        step.command,
-                        step.failures
-                            .iter()
-                            .map(|f| format!("- {f}"))
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    ));
-                    s
-                }
-                StepStatus::TimedOut => {
-                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    s.set_message(
-                        step.failures
-                            .iter()
-                            .map(|f| f.to_string())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    );
-                    s.set_type("timed_out");
-                    s
-                }
-                StepStatus::Error => {
-                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-                    s.set_message(case.error.clone().unwrap_or_else(|| "lab error".into()));
-                    s.set_type("infra_error");
-                    s
-                }
-            };
+            let status = step_status(case, step);
             let mut tc = TestCase::new(step.name.clone(), status);
             tc.set_classname(classname(&case.suite, &case.repo, case.provider.as_deref()));
             tc.set_time(Duration::from_millis(step.duration_ms));
@@ -111,6 +59,61 @@ pub fn render(report: &RunReport, tails: &Tails) -> String {
         junit.add_test_suite(suite);
     }
     junit.to_string().expect("JUnit serializes to memory")
+}
+
+/// A step's JUnit status: its failures as "expected … got …", why it was skipped, or the lab
+/// error that stopped it.
+fn step_status(case: &super::CaseReport, step: &super::StepReport) -> TestCaseStatus {
+    match step.status {
+        StepStatus::Passed => TestCaseStatus::success(),
+        StepStatus::Skipped => {
+            let mut s = TestCaseStatus::skipped();
+            s.set_message(
+                if case.drift.is_some() && case.steps.iter().all(|s| s.status == StepStatus::Skipped) {
+                    "not run: the pre-flight found drift"
+                } else {
+                    "not run: an earlier step timed out or the case deadline passed"
+                },
+            );
+            s
+        }
+        StepStatus::Failed => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(failures_line(step));
+            s.set_type("expectation");
+            s.set_description(format!(
+                "command: {}\n{}",
+                step.command,
+                step.failures
+                    .iter()
+                    .map(|f| format!("- {f}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+            s
+        }
+        StepStatus::TimedOut => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(failures_line(step));
+            s.set_type("timed_out");
+            s
+        }
+        StepStatus::Error => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+            s.set_message(case.error.clone().unwrap_or_else(|| "lab error".into()));
+            s.set_type("infra_error");
+            s
+        }
+    }
+}
+
+/// Every unmet expectation of a step, on one line.
+fn failures_line(step: &super::StepReport) -> String {
+    step.failures
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn classname(suite: &str, repo: &str, provider: Option<&str>) -> String {

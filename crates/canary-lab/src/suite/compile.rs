@@ -313,28 +313,7 @@ impl Cx<'_> {
             ));
         }
 
-        let mut repos = Vec::new();
-        if raw.repos.value.is_empty() {
-            return Err(self.error(
-                &raw.repos.referenced,
-                "`repos` is empty".into(),
-                "no repos",
-                Some("list at least one canary repo id".into()),
-            ));
-        }
-        for repo in &raw.repos.value {
-            if !known_repos.contains(&repo.value) {
-                return Err(self.error(
-                    &repo.referenced,
-                    format!("unknown canary repo `{}`", repo.value),
-                    "no such repo",
-                    Some(format!("known repos: {}", known_repos.join(", "))),
-                ));
-            }
-            if !repos.contains(&repo.value) {
-                repos.push(repo.value.clone());
-            }
-        }
+        let repos = self.repos(&raw.repos, known_repos)?;
 
         let timeout = self.duration(raw.timeout.as_ref(), DEFAULT_CASE_TIMEOUT)?;
         let network = match raw.network.map(|n| n.value) {
@@ -342,88 +321,10 @@ impl Cx<'_> {
             _ => Network::None,
         };
 
-        if raw.steps.value.is_empty() {
-            return Err(self.error(
-                &raw.steps.referenced,
-                "`steps` is empty".into(),
-                "no steps",
-                Some("add at least one step".into()),
-            ));
-        }
-        let mut seen: HashMap<String, Location> = HashMap::new();
-        let mut steps = Vec::new();
-        for step in raw.steps.value {
-            let n = &step.name.value;
-            if n.trim().is_empty() || n.chars().count() > 200 || n.chars().any(char::is_control) {
-                return Err(self.error(
-                    &step.name.referenced,
-                    format!("invalid step name `{}`", crate::text::clean(n)),
-                    "not a valid name",
-                    Some("a step name is one line of 1 to 200 printable characters: it names a JUnit testcase and a line in the terminal".into()),
-                ));
-            }
-            if let Some(first) = seen.get(&step.name.value) {
-                let err = SourceError {
-                    message: format!("duplicate step name `{}`", step.name.value),
-                    src: NamedSource::new(self.file, self.text.to_string()),
-                    span: crate::yaml::span(self.text, &step.name.referenced),
-                    label: "used again here".into(),
-                    help: Some("step names must be unique within a suite: they name JUnit testcases".into()),
-                    related: Some(crate::yaml::span(self.text, first)),
-                    related_label: "first used here".into(),
-                };
-                return Err(err.into());
-            }
-            seen.insert(step.name.value.clone(), step.name.referenced);
-            if let (Some(pr), Network::None) = (&step.draft_pr, network) {
-                return Err(self.error(
-                    &pr.referenced,
-                    format!(
-                        "step `{}` opens a pull request, but the suite has no network",
-                        step.name.value
-                    ),
-                    "needs the lab forge",
-                    Some("add `network: lab` to the suite: the lab forge lives on the run's private network".into()),
-                ));
-            }
-            steps.push(self.step(step)?);
-        }
+        let steps = self.steps(raw.steps, network)?;
 
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(self.text.as_bytes())));
-        let providers = match &raw.providers {
-            None => None,
-            Some(list) => {
-                if list.value.is_empty() {
-                    return Err(self.error(
-                        &list.referenced,
-                        "`providers` is empty, so the suite would run for no CLI".into(),
-                        "here",
-                        Some("name providers (codex, claude-code, gemini), or remove the key to run for every CLI of the build".into()),
-                    ));
-                }
-                let mut names: Vec<String> = Vec::new();
-                for p in &list.value {
-                    if crate::providers::Provider::from_name(&p.value).is_none() {
-                        return Err(self.error(
-                            &p.referenced,
-                            format!("unknown provider `{}`", crate::text::clean(&p.value)),
-                            "here",
-                            Some("providers: codex, claude-code, gemini".into()),
-                        ));
-                    }
-                    if names.contains(&p.value) {
-                        return Err(self.error(
-                            &p.referenced,
-                            format!("provider `{}` is listed twice", p.value),
-                            "here",
-                            Some("list each provider once".into()),
-                        ));
-                    }
-                    names.push(p.value.clone());
-                }
-                Some(names)
-            }
-        };
+        let providers = raw.providers.as_ref().map(|p| self.providers(p)).transpose()?;
         Ok(Suite {
             name,
             description: raw.description,
@@ -479,66 +380,9 @@ impl Cx<'_> {
                 RawRepoCommand::Ci => RepoCommand::Ci,
             })
         } else if let Some(session) = raw.session {
-            let scenario = crate::stub::Scenario {
-                turns: session.value.scenario.clone(),
-            };
-            if let Err(e) = scenario.validate() {
-                return Err(self.error(
-                    &session.referenced,
-                    format!("invalid scenario: {e}"),
-                    "this session",
-                    Some("turns are run / edit / attempt / say, with say last".into()),
-                ));
-            }
-            if let Some(p) = &session.value.provider {
-                if crate::providers::Provider::from_name(p).is_none() {
-                    return Err(self.error(
-                        &session.referenced,
-                        format!("unknown provider `{p}`"),
-                        "this session",
-                        Some("providers: codex, claude-code, gemini".into()),
-                    ));
-                }
-            }
-            StepAction::Session(SessionSpec {
-                provider: session.value.provider.clone(),
-                prompt: session.value.prompt.clone(),
-                scenario,
-                approval: session.value.approval.unwrap_or_default(),
-                model: session.value.model.clone(),
-            })
+            self.session_action(&session)?
         } else if let Some(pr) = raw.draft_pr {
-            for (what, branch) in [("branch", Some(&pr.value.branch)), ("base", pr.value.base.as_ref())] {
-                if let Some(b) = branch.filter(|b| !valid_branch(&b.value)) {
-                    return Err(self.error(
-                        &b.referenced,
-                        format!("invalid {what} name `{}`", crate::text::clean(&b.value)),
-                        "not a branch name",
-                        Some(
-                            "use a git branch name such as `canary/edit`: no spaces, `..`, `~^:?*[\\` or leading `-`"
-                                .into(),
-                        ),
-                    ));
-                }
-            }
-            if pr.value.title.trim().is_empty() {
-                return Err(self.error(
-                    &pr.referenced,
-                    "`title` is empty".into(),
-                    "this pull request",
-                    Some("give the pull request a title: it is also the commit message".into()),
-                ));
-            }
-            StepAction::DraftPr(DraftPrSpec {
-                title: pr.value.title.clone(),
-                branch: pr.value.branch.value.clone(),
-                base: pr
-                    .value
-                    .base
-                    .as_ref()
-                    .map_or_else(|| "main".into(), |b| b.value.clone()),
-                body: pr.value.body.clone(),
-            })
+            self.draft_pr_action(&pr)?
         } else {
             return Err(self.error(
                 &raw.name.referenced,
@@ -569,29 +413,7 @@ impl Cx<'_> {
 
     /// `session`: whether the step is an agent session (events and usage exist only there).
     fn expect(&self, raw: RawExpect, session: bool) -> Result<Expect> {
-        let exit_code = match raw.exit_code {
-            None => Some(0),
-            Some(code) if code.value.trim() == "any" => None,
-            Some(code) => match code.value.trim().parse::<i64>() {
-                Ok(n) if (0..=255).contains(&n) => Some(n),
-                Ok(n) => {
-                    return Err(self.error(
-                        &code.referenced,
-                        format!("exit_code {n} can never happen: a process exits with 0 to 255"),
-                        "out of range",
-                        Some("write a code from 0 to 255 (a signal shows as 128 + its number), or `any`".into()),
-                    ));
-                }
-                Err(_) => {
-                    return Err(self.error(
-                        &code.referenced,
-                        format!("invalid exit_code `{}`", code.value),
-                        "not an integer",
-                        Some("write an integer such as `0` or `1`, or `any`".into()),
-                    ));
-                }
-            },
-        };
+        let exit_code = self.exit_code(raw.exit_code.as_ref())?;
         let mut files = Vec::new();
         for f in raw.files {
             let path = self.repo_path(&f.path)?;
@@ -647,47 +469,262 @@ impl Cx<'_> {
                 }
                 Some(e) => Some(self.events(e.value)?),
             },
-            pull_request: match raw.pull_request {
-                None => None,
-                Some(p) => Some(PullRequestExpect {
-                    draft: p.draft,
-                    branch: p.branch,
-                    base: p.base,
-                    title: p.title,
-                    diff_matches: match p.diff {
-                        None => false,
-                        Some(d) if d.value == "matches" => true,
-                        Some(d) => {
-                            return Err(self.error(
-                                &d.referenced,
-                                format!("unknown pull_request.diff check `{}`", d.value),
-                                "here",
-                                Some("the one diff check is `matches`".into()),
-                            ));
-                        }
-                    },
-                }),
+            pull_request: raw.pull_request.map(|p| self.pull_request(p)).transpose()?,
+            usage_reconciled: self.usage(raw.usage, session)?,
+        })
+    }
+
+    /// The suite's repos, each one the lab knows, in order, once each.
+    fn repos(&self, raw: &Spanned<Vec<Spanned<String>>>, known_repos: &[String]) -> Result<Vec<String>> {
+        let mut repos = Vec::new();
+        if raw.value.is_empty() {
+            return Err(self.error(
+                &raw.referenced,
+                "`repos` is empty".into(),
+                "no repos",
+                Some("list at least one canary repo id".into()),
+            ));
+        }
+        for repo in &raw.value {
+            if !known_repos.contains(&repo.value) {
+                return Err(self.error(
+                    &repo.referenced,
+                    format!("unknown canary repo `{}`", repo.value),
+                    "no such repo",
+                    Some(format!("known repos: {}", known_repos.join(", "))),
+                ));
+            }
+            if !repos.contains(&repo.value) {
+                repos.push(repo.value.clone());
+            }
+        }
+        Ok(repos)
+    }
+
+    /// The suite's steps: at least one, each name once, a draft PR only on the lab network.
+    fn steps(&self, raw: Spanned<Vec<RawStep>>, network: Network) -> Result<Vec<Step>> {
+        if raw.value.is_empty() {
+            return Err(self.error(
+                &raw.referenced,
+                "`steps` is empty".into(),
+                "no steps",
+                Some("add at least one step".into()),
+            ));
+        }
+        let mut seen: HashMap<String, Location> = HashMap::new();
+        let mut steps = Vec::new();
+        for step in raw.value {
+            let n = &step.name.value;
+            if n.trim().is_empty() || n.chars().count() > 200 || n.chars().any(char::is_control) {
+                return Err(self.error(
+                    &step.name.referenced,
+                    format!("invalid step name `{}`", crate::text::clean(n)),
+                    "not a valid name",
+                    Some("a step name is one line of 1 to 200 printable characters: it names a JUnit testcase and a line in the terminal".into()),
+                ));
+            }
+            if let Some(first) = seen.get(&step.name.value) {
+                let err = SourceError {
+                    message: format!("duplicate step name `{}`", step.name.value),
+                    src: NamedSource::new(self.file, self.text.to_string()),
+                    span: crate::yaml::span(self.text, &step.name.referenced),
+                    label: "used again here".into(),
+                    help: Some("step names must be unique within a suite: they name JUnit testcases".into()),
+                    related: Some(crate::yaml::span(self.text, first)),
+                    related_label: "first used here".into(),
+                };
+                return Err(err.into());
+            }
+            seen.insert(step.name.value.clone(), step.name.referenced);
+            if let (Some(pr), Network::None) = (&step.draft_pr, network) {
+                return Err(self.error(
+                    &pr.referenced,
+                    format!(
+                        "step `{}` opens a pull request, but the suite has no network",
+                        step.name.value
+                    ),
+                    "needs the lab forge",
+                    Some("add `network: lab` to the suite: the lab forge lives on the run's private network".into()),
+                ));
+            }
+            steps.push(self.step(step)?);
+        }
+        Ok(steps)
+    }
+
+    /// `providers:`, when given: known CLIs, each once, at least one.
+    fn providers(&self, list: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<String>> {
+        if list.value.is_empty() {
+            return Err(self.error(
+                &list.referenced,
+                "`providers` is empty, so the suite would run for no CLI".into(),
+                "here",
+                Some(
+                    "name providers (codex, claude-code, gemini), or remove the key to run for every CLI of the build"
+                        .into(),
+                ),
+            ));
+        }
+        let mut names: Vec<String> = Vec::new();
+        for p in &list.value {
+            if crate::providers::Provider::from_name(&p.value).is_none() {
+                return Err(self.error(
+                    &p.referenced,
+                    format!("unknown provider `{}`", crate::text::clean(&p.value)),
+                    "here",
+                    Some("providers: codex, claude-code, gemini".into()),
+                ));
+            }
+            if names.contains(&p.value) {
+                return Err(self.error(
+                    &p.referenced,
+                    format!("provider `{}` is listed twice", p.value),
+                    "here",
+                    Some("list each provider once".into()),
+                ));
+            }
+            names.push(p.value.clone());
+        }
+        Ok(names)
+    }
+
+    /// A `session:` step: a valid scenario and a known provider.
+    fn session_action(&self, session: &Spanned<super::raw::RawSession>) -> Result<StepAction> {
+        let scenario = crate::stub::Scenario {
+            turns: session.value.scenario.clone(),
+        };
+        if let Err(e) = scenario.validate() {
+            return Err(self.error(
+                &session.referenced,
+                format!("invalid scenario: {e}"),
+                "this session",
+                Some("turns are run / edit / attempt / say, with say last".into()),
+            ));
+        }
+        if let Some(p) = &session.value.provider {
+            if crate::providers::Provider::from_name(p).is_none() {
+                return Err(self.error(
+                    &session.referenced,
+                    format!("unknown provider `{p}`"),
+                    "this session",
+                    Some("providers: codex, claude-code, gemini".into()),
+                ));
+            }
+        }
+        Ok(StepAction::Session(SessionSpec {
+            provider: session.value.provider.clone(),
+            prompt: session.value.prompt.clone(),
+            scenario,
+            approval: session.value.approval.unwrap_or_default(),
+            model: session.value.model.clone(),
+        }))
+    }
+
+    /// A `draft_pr:` step: valid branch names and a title.
+    fn draft_pr_action(&self, pr: &Spanned<super::raw::RawDraftPr>) -> Result<StepAction> {
+        for (what, branch) in [("branch", Some(&pr.value.branch)), ("base", pr.value.base.as_ref())] {
+            if let Some(b) = branch.filter(|b| !valid_branch(&b.value)) {
+                return Err(self.error(
+                    &b.referenced,
+                    format!("invalid {what} name `{}`", crate::text::clean(&b.value)),
+                    "not a branch name",
+                    Some(
+                        "use a git branch name such as `canary/edit`: no spaces, `..`, `~^:?*[\\` or leading `-`"
+                            .into(),
+                    ),
+                ));
+            }
+        }
+        if pr.value.title.trim().is_empty() {
+            return Err(self.error(
+                &pr.referenced,
+                "`title` is empty".into(),
+                "this pull request",
+                Some("give the pull request a title: it is also the commit message".into()),
+            ));
+        }
+        Ok(StepAction::DraftPr(DraftPrSpec {
+            title: pr.value.title.clone(),
+            branch: pr.value.branch.value.clone(),
+            base: pr
+                .value
+                .base
+                .as_ref()
+                .map_or_else(|| "main".into(), |b| b.value.clone()),
+            body: pr.value.body.clone(),
+        }))
+    }
+
+    /// `exit_code:` 0 to 255, or `any` (`None`); 0 when absent.
+    fn exit_code(&self, raw: Option<&Spanned<String>>) -> Result<Option<i64>> {
+        Ok(match raw {
+            None => Some(0),
+            Some(code) if code.value.trim() == "any" => None,
+            Some(code) => match code.value.trim().parse::<i64>() {
+                Ok(n) if (0..=255).contains(&n) => Some(n),
+                Ok(n) => {
+                    return Err(self.error(
+                        &code.referenced,
+                        format!("exit_code {n} can never happen: a process exits with 0 to 255"),
+                        "out of range",
+                        Some("write a code from 0 to 255 (a signal shows as 128 + its number), or `any`".into()),
+                    ));
+                }
+                Err(_) => {
+                    return Err(self.error(
+                        &code.referenced,
+                        format!("invalid exit_code `{}`", code.value),
+                        "not an integer",
+                        Some("write an integer such as `0` or `1`, or `any`".into()),
+                    ));
+                }
             },
-            usage_reconciled: match raw.usage {
+        })
+    }
+
+    /// `expect.pull_request`: the one diff check is `matches`.
+    fn pull_request(&self, p: super::raw::RawPullRequestExpect) -> Result<PullRequestExpect> {
+        Ok(PullRequestExpect {
+            draft: p.draft,
+            branch: p.branch,
+            base: p.base,
+            title: p.title,
+            diff_matches: match p.diff {
                 None => false,
-                Some(u) if !session => {
+                Some(d) if d.value == "matches" => true,
+                Some(d) => {
                     return Err(self.error(
-                        &u.referenced,
-                        "`expect.usage` on a step that is not a session: only sessions report usage".into(),
-                        "never checked here",
-                        Some("move the check to a `session` step, or remove it".into()),
-                    ));
-                }
-                Some(u) if u.value == "reconciled" => true,
-                Some(u) => {
-                    return Err(self.error(
-                        &u.referenced,
-                        format!("unknown usage check `{}`", u.value),
+                        &d.referenced,
+                        format!("unknown pull_request.diff check `{}`", d.value),
                         "here",
-                        Some("the one usage check is `reconciled`".into()),
+                        Some("the one diff check is `matches`".into()),
                     ));
                 }
             },
+        })
+    }
+
+    /// `expect.usage: reconciled`, on session steps only.
+    fn usage(&self, raw: Option<Spanned<String>>, session: bool) -> Result<bool> {
+        Ok(match raw {
+            None => false,
+            Some(u) if !session => {
+                return Err(self.error(
+                    &u.referenced,
+                    "`expect.usage` on a step that is not a session: only sessions report usage".into(),
+                    "never checked here",
+                    Some("move the check to a `session` step, or remove it".into()),
+                ));
+            }
+            Some(u) if u.value == "reconciled" => true,
+            Some(u) => {
+                return Err(self.error(
+                    &u.referenced,
+                    format!("unknown usage check `{}`", u.value),
+                    "here",
+                    Some("the one usage check is `reconciled`".into()),
+                ));
+            }
         })
     }
 

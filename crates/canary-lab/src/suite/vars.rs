@@ -69,15 +69,7 @@ pub fn substitute(source: &str, vars: &BTreeMap<String, String>) -> String {
             let line = &source[i..end];
             if let Some(min) = block {
                 if line.trim().is_empty() || indent >= min {
-                    // A block scalar's line: values keep their lines, indented like the block.
-                    let pad = " ".repeat(indent);
-                    let replaced = pat.replace_all(line, |c: &regex::Captures| {
-                        vars.get(&c[1])
-                            .cloned()
-                            .unwrap_or_default()
-                            .replace('\n', &format!("\n{pad}"))
-                    });
-                    out.push_str(&replaced);
+                    out.push_str(&block_line(line, indent, &pat, vars));
                     i = end;
                     continue;
                 }
@@ -98,11 +90,7 @@ pub fn substitute(source: &str, vars: &BTreeMap<String, String>) -> String {
             }
             // `{{repo.X}}` where a value begins is a placeholder, not a flow mapping.
             b'{' if source[i..].starts_with("{{") && pat.find(&source[i..]).is_some_and(|m| m.start() == 0) => {
-                let end = plain_end(source, i, depth > 0);
-                let raw = &source[i..end];
-                push_scalar(&mut out, raw, raw.trim_end(), Kind::Plain, &pat, &value);
-                out.push_str(&raw[raw.trim_end().len()..]);
-                i = end;
+                i = push_plain(&mut out, source, i, depth > 0, &pat, &value);
             }
             b'[' | b'{' => {
                 depth += 1;
@@ -133,18 +121,39 @@ pub fn substitute(source: &str, vars: &BTreeMap<String, String>) -> String {
                 out.push(b as char);
                 i += 1;
             }
-            _ => {
-                let end = plain_end(source, i, depth > 0);
-                let raw = &source[i..end];
-                push_scalar(&mut out, raw, raw.trim_end(), Kind::Plain, &pat, &value);
-                if raw.len() != raw.trim_end().len() {
-                    out.push_str(&raw[raw.trim_end().len()..]);
-                }
-                i = end;
-            }
+            _ => i = push_plain(&mut out, source, i, depth > 0, &pat, &value),
         }
     }
     out
+}
+
+/// A block scalar's line: values keep their lines, indented like the block.
+fn block_line(line: &str, indent: usize, pat: &Regex, vars: &BTreeMap<String, String>) -> String {
+    let pad = " ".repeat(indent);
+    pat.replace_all(line, |c: &regex::Captures| {
+        vars.get(&c[1])
+            .cloned()
+            .unwrap_or_default()
+            .replace('\n', &format!("\n{pad}"))
+    })
+    .into_owned()
+}
+
+/// The plain scalar at `i` with its placeholders replaced, then the blanks after it; returns
+/// where it ends.
+fn push_plain(
+    out: &mut String,
+    source: &str,
+    i: usize,
+    in_flow: bool,
+    pat: &Regex,
+    value: &dyn Fn(&str) -> String,
+) -> usize {
+    let end = plain_end(source, i, in_flow);
+    let raw = &source[i..end];
+    push_scalar(out, raw, raw.trim_end(), Kind::Plain, pat, value);
+    out.push_str(&raw[raw.trim_end().len()..]);
+    end
 }
 
 /// A quote at `i` opens a scalar when it stands where a value may begin.

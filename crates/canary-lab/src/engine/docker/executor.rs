@@ -158,42 +158,7 @@ impl DockerBackend {
         if let Some(info) = self.image(&reference).await? {
             return Ok(info.id);
         }
-        let binary = std::fs::read(exe).map_err(|e| LabError::read(exe, e))?;
-        let mut tar = tar::Builder::new(Vec::new());
-        let dir = std::path::Path::new(EXECUTOR_PATH).parent().expect("has a parent");
-        let mut p = std::path::PathBuf::new();
-        for part in dir.strip_prefix("/").expect("absolute").components() {
-            p.push(part);
-            let mut hd = tar::Header::new_gnu();
-            hd.set_entry_type(tar::EntryType::Directory);
-            hd.set_mode(0o755);
-            hd.set_size(0);
-            tar.append_data(&mut hd, format!("{}/", p.display()), std::io::empty())
-                .expect("in-memory tar");
-        }
-        // The workspace, owned by the case user, so the executor can unpack repos into it.
-        let mut hd = tar::Header::new_gnu();
-        hd.set_entry_type(tar::EntryType::Directory);
-        hd.set_mode(0o755);
-        hd.set_size(0);
-        hd.set_uid(crate::repos::CONTAINER_UID);
-        hd.set_gid(crate::repos::CONTAINER_UID);
-        tar.append_data(&mut hd, "work/", std::io::empty())
-            .expect("in-memory tar");
-        let mut hd = tar::Header::new_gnu();
-        hd.set_mode(0o755);
-        hd.set_size(binary.len() as u64);
-        tar.append_data(&mut hd, EXECUTOR_PATH.trim_start_matches('/'), binary.as_slice())
-            .expect("in-memory tar");
-        if let Some(runner) = &runner {
-            let bytes = std::fs::read(runner).map_err(|e| LabError::read(runner, e))?;
-            let mut hd = tar::Header::new_gnu();
-            hd.set_mode(0o755);
-            hd.set_size(bytes.len() as u64);
-            tar.append_data(&mut hd, RUNNER_PATH.trim_start_matches('/'), bytes.as_slice())
-                .expect("in-memory tar");
-        }
-        let tar = tar.into_inner().expect("in-memory tar");
+        let tar = exec_layer(exe, runner.as_deref())?;
 
         let run = format!("exec-image-{tag}");
         let labels = HashMap::from([(EXEC_BASE_LABEL.to_string(), image_id.to_string())]);
@@ -242,4 +207,45 @@ impl DockerBackend {
             }
         }
     }
+}
+
+/// The executor's layer: its folder, the case user's workspace, the executor binary and, for an
+/// image without a runner of its own, the reference runner.
+fn exec_layer(exe: &std::path::Path, runner: Option<&std::path::Path>) -> Result<Vec<u8>> {
+    let binary = std::fs::read(exe).map_err(|e| LabError::read(exe, e))?;
+    let mut tar = tar::Builder::new(Vec::new());
+    let dir = std::path::Path::new(EXECUTOR_PATH).parent().expect("has a parent");
+    let mut p = std::path::PathBuf::new();
+    for part in dir.strip_prefix("/").expect("absolute").components() {
+        p.push(part);
+        let mut hd = tar::Header::new_gnu();
+        hd.set_entry_type(tar::EntryType::Directory);
+        hd.set_mode(0o755);
+        hd.set_size(0);
+        tar.append_data(&mut hd, format!("{}/", p.display()), std::io::empty())
+            .expect("in-memory tar");
+    }
+    // The workspace, owned by the case user, so the executor can unpack repos into it.
+    let mut hd = tar::Header::new_gnu();
+    hd.set_entry_type(tar::EntryType::Directory);
+    hd.set_mode(0o755);
+    hd.set_size(0);
+    hd.set_uid(crate::repos::CONTAINER_UID);
+    hd.set_gid(crate::repos::CONTAINER_UID);
+    tar.append_data(&mut hd, "work/", std::io::empty())
+        .expect("in-memory tar");
+    let mut hd = tar::Header::new_gnu();
+    hd.set_mode(0o755);
+    hd.set_size(binary.len() as u64);
+    tar.append_data(&mut hd, EXECUTOR_PATH.trim_start_matches('/'), binary.as_slice())
+        .expect("in-memory tar");
+    if let Some(runner) = runner {
+        let bytes = std::fs::read(runner).map_err(|e| LabError::read(runner, e))?;
+        let mut hd = tar::Header::new_gnu();
+        hd.set_mode(0o755);
+        hd.set_size(bytes.len() as u64);
+        tar.append_data(&mut hd, RUNNER_PATH.trim_start_matches('/'), bytes.as_slice())
+            .expect("in-memory tar");
+    }
+    Ok(tar.into_inner().expect("in-memory tar"))
 }
