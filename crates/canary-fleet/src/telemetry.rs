@@ -145,59 +145,7 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
             field: Some(field.to_string()),
             message,
         };
-        for (field, v) in [("runner", &s.runner), ("session", &s.session), ("build", &s.build)] {
-            if !is_id(v) {
-                return Err(bad(
-                    field,
-                    format!(
-                        "`{}` is not an id (1 to 128 letters, digits, `.`, `_`, `:`, `-`)",
-                        crate::text::clean(&v.chars().take(64).collect::<String>())
-                    ),
-                ));
-            }
-        }
-        if canary_runner::names::check_name("org", &s.org).is_err() {
-            return Err(bad(
-                "org",
-                format!(
-                    "`{}` is not an org name (1 to 64 letters, digits, `.`, `_`, `-`)",
-                    crate::text::clean(&s.org.chars().take(64).collect::<String>())
-                ),
-            ));
-        }
-        let started: jiff::Timestamp = s.started_at.parse().map_err(|_| {
-            bad(
-                "started_at",
-                format!(
-                    "`{}` is not an RFC 3339 time",
-                    crate::text::clean(&s.started_at.chars().take(64).collect::<String>())
-                ),
-            )
-        })?;
-        if started < earliest || started > latest {
-            return Err(bad(
-                "started_at",
-                format!(
-                    "{started} is more than 7 days before or 5 minutes after the control plane's clock ({now}); check the runner's clock"
-                ),
-            ));
-        }
-        // A runner a little ahead of us is bounded to our clock: history never runs backwards.
-        let started = started.min(now);
-        let numbers = [
-            s.start_latency_ms.unwrap_or(0),
-            s.commands,
-            s.commands_failed,
-            s.approvals,
-            s.approval_wait_ms,
-            s.tokens,
-            s.duration_ms,
-        ];
-        for ((field, max), v) in LIMITS.iter().zip(numbers) {
-            if v > *max {
-                return Err(bad(field, format!("{v} is more than {max}")));
-            }
-        }
+        let started = check_session(&s, now, (earliest, latest)).map_err(|(field, message)| bad(field, message))?;
         if !seen.insert((s.runner.clone(), s.session.clone())) {
             return Err(bad(
                 "session",
@@ -237,6 +185,68 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
         });
     }
     Ok(out)
+}
+
+/// One session's ids, org, start time (within `window`) and numbers (within [`LIMITS`]);
+/// returns its start bounded to `now`, or the field at fault and why.
+fn check_session(
+    s: &SessionReport,
+    now: jiff::Timestamp,
+    (earliest, latest): (jiff::Timestamp, jiff::Timestamp),
+) -> Result<jiff::Timestamp, (&'static str, String)> {
+    for (field, v) in [("runner", &s.runner), ("session", &s.session), ("build", &s.build)] {
+        if !is_id(v) {
+            return Err((
+                field,
+                format!(
+                    "`{}` is not an id (1 to 128 letters, digits, `.`, `_`, `:`, `-`)",
+                    crate::text::clean(&v.chars().take(64).collect::<String>())
+                ),
+            ));
+        }
+    }
+    if canary_runner::names::check_name("org", &s.org).is_err() {
+        return Err((
+            "org",
+            format!(
+                "`{}` is not an org name (1 to 64 letters, digits, `.`, `_`, `-`)",
+                crate::text::clean(&s.org.chars().take(64).collect::<String>())
+            ),
+        ));
+    }
+    let started: jiff::Timestamp = s.started_at.parse().map_err(|_| {
+        (
+            "started_at",
+            format!(
+                "`{}` is not an RFC 3339 time",
+                crate::text::clean(&s.started_at.chars().take(64).collect::<String>())
+            ),
+        )
+    })?;
+    if started < earliest || started > latest {
+        return Err((
+            "started_at",
+            format!(
+                "{started} is more than 7 days before or 5 minutes after the control plane's clock ({now}); check the runner's clock"
+            ),
+        ));
+    }
+    let numbers = [
+        s.start_latency_ms.unwrap_or(0),
+        s.commands,
+        s.commands_failed,
+        s.approvals,
+        s.approval_wait_ms,
+        s.tokens,
+        s.duration_ms,
+    ];
+    for ((field, max), v) in LIMITS.iter().zip(numbers) {
+        if v > *max {
+            return Err((field, format!("{v} is more than {max}")));
+        }
+    }
+    // A runner a little ahead of us is bounded to our clock: history never runs backwards.
+    Ok(started.min(now))
 }
 
 /// Sums of one build over a window: one rollup row, or many added up.

@@ -133,90 +133,10 @@ impl Registry {
         let second = rollup_second(received);
         let _queued = self.queue_writer().await;
         let mut tx = self.write_tx().await?;
-        let mut fresh: BTreeSet<(String, String)> = BTreeSet::new();
-        match self.dialect() {
-            // sqlx asks SQLite for every parameter's name when it binds, which makes thousands
-            // of parameters quadratic: the batch goes in as one JSON array instead.
-            super::Dialect::Sqlite => {
-                let rows: Vec<serde_json::Value> = sessions
-                    .iter()
-                    .map(|s| {
-                        serde_json::json!([
-                            s.session,
-                            s.runner,
-                            s.org,
-                            s.build,
-                            s.started_at,
-                            s.start_latency_ms,
-                            s.outcome.as_str(),
-                            s.commands,
-                            s.commands_failed,
-                            s.approvals,
-                            s.approval_wait_ms,
-                            s.tokens,
-                            s.cost_micros,
-                            s.duration_ms
-                        ])
-                    })
-                    .collect();
-                let cols = (0..14).map(|i| format!("value ->> {i}")).collect::<Vec<_>>().join(", ");
-                // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
-                let sql = format!(
-                    "INSERT INTO telemetry_sessions (session, runner, org, build_id, started_at, start_latency_ms, outcome, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, received_at) \
-                     SELECT {cols}, $2 FROM json_each($1) WHERE true ON CONFLICT (runner, session) DO NOTHING RETURNING runner, session"
-                );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(serde_json::Value::Array(rows).to_string())
-                    .bind(&received_at)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(db_err(&self.display))?;
-                for r in &rows {
-                    fresh.extend([(text(r, "runner")?, text(r, "session")?)]);
-                }
-            }
-            super::Dialect::Postgres => {
-                for chunk in sessions.chunks(CHUNK) {
-                    let mut sql = String::from(
-                        "INSERT INTO telemetry_sessions (session, runner, org, build_id, started_at, received_at, start_latency_ms, outcome, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms) VALUES ",
-                    );
-                    for i in 0..chunk.len() {
-                        let b = i * 15;
-                        if i > 0 {
-                            sql.push(',');
-                        }
-                        sql.push('(');
-                        sql.push_str(&(1..=15).map(|k| format!("${}", b + k)).collect::<Vec<_>>().join(","));
-                        sql.push(')');
-                    }
-                    sql.push_str(" ON CONFLICT (runner, session) DO NOTHING RETURNING runner, session");
-                    // Built from constants and placeholders only.
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for s in chunk {
-                        q = q
-                            .bind(&s.session)
-                            .bind(&s.runner)
-                            .bind(&s.org)
-                            .bind(&s.build)
-                            .bind(&s.started_at)
-                            .bind(&received_at)
-                            .bind(s.start_latency_ms)
-                            .bind(s.outcome.as_str())
-                            .bind(s.commands)
-                            .bind(s.commands_failed)
-                            .bind(s.approvals)
-                            .bind(s.approval_wait_ms)
-                            .bind(s.tokens)
-                            .bind(s.cost_micros)
-                            .bind(s.duration_ms);
-                    }
-                    let rows = q.fetch_all(&mut *tx).await.map_err(db_err(&self.display))?;
-                    for r in &rows {
-                        fresh.extend([(text(r, "runner")?, text(r, "session")?)]);
-                    }
-                }
-            }
-        }
+        let fresh = match self.dialect() {
+            super::Dialect::Sqlite => self.insert_sessions_sqlite(&mut tx, sessions, &received_at).await?,
+            super::Dialect::Postgres => self.insert_sessions_postgres(&mut tx, sessions, &received_at).await?,
+        };
         // A session repeated inside one batch counts once.
         let mut seen = BTreeSet::new();
         let new: Vec<&Session> = sessions
@@ -226,6 +146,117 @@ impl Registry {
                     && seen.insert((s.runner.as_str(), s.session.as_str()))
             })
             .collect();
+        self.add_to_rollups(&mut tx, &new, &second).await?;
+        tx.commit().await.map_err(db_err(&self.display))?;
+        Ok(new.len())
+    }
+
+    /// SQLite: sqlx asks SQLite for every parameter's name when it binds, which makes thousands
+    /// of parameters quadratic: the batch goes in as one JSON array instead. Returns the
+    /// (runner, session) pairs that were new.
+    async fn insert_sessions_sqlite(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        sessions: &[Session],
+        received_at: &str,
+    ) -> Result<BTreeSet<(String, String)>> {
+        let mut fresh = BTreeSet::new();
+        let rows: Vec<serde_json::Value> = sessions
+            .iter()
+            .map(|s| {
+                serde_json::json!([
+                    s.session,
+                    s.runner,
+                    s.org,
+                    s.build,
+                    s.started_at,
+                    s.start_latency_ms,
+                    s.outcome.as_str(),
+                    s.commands,
+                    s.commands_failed,
+                    s.approvals,
+                    s.approval_wait_ms,
+                    s.tokens,
+                    s.cost_micros,
+                    s.duration_ms
+                ])
+            })
+            .collect();
+        let cols = (0..14).map(|i| format!("value ->> {i}")).collect::<Vec<_>>().join(", ");
+        // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
+        let sql = format!(
+            "INSERT INTO telemetry_sessions (session, runner, org, build_id, started_at, start_latency_ms, outcome, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, received_at) \
+                 SELECT {cols}, $2 FROM json_each($1) WHERE true ON CONFLICT (runner, session) DO NOTHING RETURNING runner, session"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(received_at)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        for r in &rows {
+            fresh.extend([(text(r, "runner")?, text(r, "session")?)]);
+        }
+        Ok(fresh)
+    }
+
+    /// PostgreSQL: multi-row inserts of [`CHUNK`] sessions. Returns the pairs that were new.
+    async fn insert_sessions_postgres(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        sessions: &[Session],
+        received_at: &str,
+    ) -> Result<BTreeSet<(String, String)>> {
+        let mut fresh = BTreeSet::new();
+        for chunk in sessions.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO telemetry_sessions (session, runner, org, build_id, started_at, received_at, start_latency_ms, outcome, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 15;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                sql.push_str(&(1..=15).map(|k| format!("${}", b + k)).collect::<Vec<_>>().join(","));
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT (runner, session) DO NOTHING RETURNING runner, session");
+            // Built from constants and placeholders only.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for s in chunk {
+                q = q
+                    .bind(&s.session)
+                    .bind(&s.runner)
+                    .bind(&s.org)
+                    .bind(&s.build)
+                    .bind(&s.started_at)
+                    .bind(received_at)
+                    .bind(s.start_latency_ms)
+                    .bind(s.outcome.as_str())
+                    .bind(s.commands)
+                    .bind(s.commands_failed)
+                    .bind(s.approvals)
+                    .bind(s.approval_wait_ms)
+                    .bind(s.tokens)
+                    .bind(s.cost_micros)
+                    .bind(s.duration_ms);
+            }
+            let rows = q.fetch_all(&mut **tx).await.map_err(db_err(&self.display))?;
+            for r in &rows {
+                fresh.extend([(text(r, "runner")?, text(r, "session")?)]);
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Adds new sessions to their build's per-second sums and per-minute histograms.
+    async fn add_to_rollups(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        new: &[&Session],
+        second: &str,
+    ) -> Result<()> {
         for (build, (sums, hist)) in crate::telemetry::rollup(new.iter().copied()) {
             sqlx::query(
                 "INSERT INTO telemetry_rollups (build_id, second, sessions, started, ok, failed, disconnected, timed_out, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, start_latency_ms) \
@@ -239,7 +270,7 @@ impl Registry {
                  start_latency_ms = telemetry_rollups.start_latency_ms + excluded.start_latency_ms",
             )
             .bind(&build)
-            .bind(&second)
+            .bind(second)
             .bind(sums.sessions)
             .bind(sums.started)
             .bind(sums.ok)
@@ -254,7 +285,7 @@ impl Registry {
             .bind(sums.cost_micros)
             .bind(sums.duration_ms)
             .bind(sums.start_latency_ms)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db_err(&self.display))?;
             for ((metric, bucket), n) in hist {
@@ -267,13 +298,12 @@ impl Registry {
                 .bind(metric)
                 .bind(bucket)
                 .bind(n)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(db_err(&self.display))?;
             }
         }
-        tx.commit().await.map_err(db_err(&self.display))?;
-        Ok(new.len())
+        Ok(())
     }
 
     /// A build's sums and histograms over sessions that arrived at or after `since` (a rollup

@@ -266,41 +266,7 @@ impl Registry {
             None => target.url.clone(),
         };
         let read_only = url.ends_with("?mode=ro");
-        // One plain attempt first: the pool would retry a refused connection until its acquire
-        // timeout, and a wrong URL should fail at once.
-        let probe = tokio::time::timeout(
-            Duration::from_secs(10),
-            <sqlx::AnyConnection as sqlx::Connection>::connect(&url),
-        )
-        .await;
-        match probe {
-            Ok(Ok(mut conn)) => {
-                // SQLite opens lazily: read the schema now, so a damaged file fails here.
-                if dialect == Dialect::Sqlite {
-                    sqlx::query("SELECT COUNT(*) FROM sqlite_master")
-                        .fetch_one(&mut conn)
-                        .await
-                        .map_err(|e| LabError::usage(
-                            format!("registry {display}: the database cannot be read: {e}"),
-                            "the file is damaged or not a SQLite database; restore it from a backup or point --registry at another file",
-                        ))?;
-                }
-                refuse_foreign(&mut conn, dialect, &display).await?;
-                drop(conn)
-            }
-            Ok(Err(e)) => {
-                return Err(LabError::Registry {
-                    url: display,
-                    message: e.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(LabError::Registry {
-                    url: display,
-                    message: "no answer within 10 s".into(),
-                });
-            }
-        }
+        probe(&url, dialect, &display).await?;
         let pool = AnyPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
@@ -537,6 +503,46 @@ pub(crate) fn opt_text(row: &AnyRow, col: &str) -> Result<Option<String>> {
 
 pub(crate) fn int(row: &AnyRow, col: &str) -> Result<i64> {
     Ok(row::Col::int(row, col)?)
+}
+
+/// One plain connection first: the pool would retry a refused connection until its acquire
+/// timeout, and a wrong URL should fail at once. Reads SQLite's schema (it opens lazily, so a
+/// damaged file fails here) and refuses a database that belongs to something else.
+async fn probe(url: &str, dialect: Dialect, display: &str) -> Result<()> {
+    let probe = tokio::time::timeout(
+        Duration::from_secs(10),
+        <sqlx::AnyConnection as sqlx::Connection>::connect(url),
+    )
+    .await;
+    match probe {
+        Ok(Ok(mut conn)) => {
+            // SQLite opens lazily: read the schema now, so a damaged file fails here.
+            if dialect == Dialect::Sqlite {
+                sqlx::query("SELECT COUNT(*) FROM sqlite_master")
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|e| LabError::usage(
+                        format!("registry {display}: the database cannot be read: {e}"),
+                        "the file is damaged or not a SQLite database; restore it from a backup or point --registry at another file",
+                    ))?;
+            }
+            refuse_foreign(&mut conn, dialect, display).await?;
+            drop(conn)
+        }
+        Ok(Err(e)) => {
+            return Err(LabError::Registry {
+                url: display.to_string(),
+                message: e.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(LabError::Registry {
+                url: display.to_string(),
+                message: "no answer within 10 s".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
