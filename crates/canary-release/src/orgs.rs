@@ -131,6 +131,20 @@ pub struct SweepPolicy {
 pub const ALWAYS_PROTECTED: &[&str] = &[".git/**", ".canary/**"];
 
 impl SweepPolicy {
+    /// A plan's own sweeps, for an org whose policy says nothing about them.
+    fn of_plan(quota: &Quota) -> SweepPolicy {
+        if quota.sweeps_per_day == 0 {
+            return SweepPolicy::none();
+        }
+        SweepPolicy {
+            enabled: true,
+            per_day: quota.sweeps_per_day,
+            repos_per_sweep: quota.repos_per_sweep,
+            open_prs_per_repo: quota.open_prs_per_repo,
+            ..SweepPolicy::none()
+        }
+    }
+
     fn none() -> SweepPolicy {
         SweepPolicy {
             enabled: false,
@@ -152,6 +166,24 @@ impl SweepPolicy {
     pub fn may_change(&self, path: &str) -> bool {
         !self.protected.is_match(path) && self.allowed.as_ref().is_none_or(|a| a.is_match(path))
     }
+}
+
+/// What only some plans may turn on: dependency suggestions and auto-merge. `Err` is the
+/// message and its help.
+fn entitled(r: &RawSweeps, quota: &Quota, org: &str, plan: Plan) -> std::result::Result<(), (String, &'static str)> {
+    if r.dependency_suggestions && !quota.dependency_suggestions {
+        return Err((
+            format!("org `{org}`: the {} plan has no dependency suggestions", plan.as_str()),
+            "remove `dependency_suggestions`, or use the enterprise plan",
+        ));
+    }
+    if r.auto_merge && !quota.auto_merge {
+        return Err((
+            format!("org `{org}`: auto_merge is for enterprise policies only"),
+            "remove `auto_merge`; sweep PRs stay drafts for a person to merge",
+        ));
+    }
+    Ok(())
 }
 
 fn globs<'a>(patterns: impl Iterator<Item = &'a str>) -> std::result::Result<globset::GlobSet, globset::Error> {
@@ -205,15 +237,7 @@ impl OrgPolicy {
             source: file.to_string(),
         };
         let Some(s) = raw.sweeps else {
-            if quota.sweeps_per_day > 0 {
-                p.sweeps = SweepPolicy {
-                    enabled: true,
-                    per_day: quota.sweeps_per_day,
-                    repos_per_sweep: quota.repos_per_sweep,
-                    open_prs_per_repo: quota.open_prs_per_repo,
-                    ..SweepPolicy::none()
-                };
-            }
+            p.sweeps = SweepPolicy::of_plan(&quota);
             return Ok(p);
         };
         let at = |message: String, help: &str| -> LabError {
@@ -249,18 +273,7 @@ impl OrgPolicy {
             ));
         }
         let open_prs_per_repo = limit("open_prs_per_repo", r.open_prs_per_repo, quota.open_prs_per_repo)?;
-        if r.dependency_suggestions && !quota.dependency_suggestions {
-            return Err(at(
-                format!("org `{org}`: the {} plan has no dependency suggestions", plan.as_str()),
-                "remove `dependency_suggestions`, or use the enterprise plan",
-            ));
-        }
-        if r.auto_merge && !quota.auto_merge {
-            return Err(at(
-                format!("org `{org}`: auto_merge is for enterprise policies only"),
-                "remove `auto_merge`; sweep PRs stay drafts for a person to merge",
-            ));
-        }
+        entitled(r, &quota, org, plan).map_err(|(m, h)| at(m, h))?;
         let risky_actions_approved = match r.risky_actions.as_deref() {
             None | Some("blocked") => false,
             Some("approved") => true,

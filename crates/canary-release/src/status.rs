@@ -79,29 +79,7 @@ pub async fn status(reg: &Registry, org: Option<&str>) -> Result<serde_json::Val
             "known_good_build": kg, "known_good_runtimes": kg_runtimes,
         }));
     }
-    // The newest upstream version the watch recorded, per provider. Claude Code releases whose
-    // bundled CLI version is not known yet (`sdk-…`) are not CLI versions and never "newest".
-    let mut upstream: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
-    for v in reg
-        .versions()
-        .await?
-        .into_iter()
-        .filter(|v| !v.version.starts_with("sdk-"))
-    {
-        let newer = match upstream.get(&v.provider) {
-            None => true,
-            Some(cur) => {
-                let parse = |s: &str| crate::upstream::semver_of(s);
-                match (parse(&v.version), cur["version"].as_str().and_then(parse)) {
-                    (Some(a), Some(b)) => a > b,
-                    _ => false,
-                }
-            }
-        };
-        if newer {
-            upstream.insert(v.provider.clone(), serde_json::to_value(&v).expect("json"));
-        }
-    }
+    let upstream = newest_upstream(reg).await?;
     Ok(serde_json::json!({
         "channels": channel_rows, "orgs": org_rows, "available": available,
         "runners": runners, "upstream": upstream,
@@ -190,4 +168,31 @@ pub fn lines(v: &serde_json::Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// The newest upstream version the watch recorded, per provider. Claude Code releases whose
+/// bundled CLI version is not known yet (`sdk-…`) are not CLI versions and never "newest".
+async fn newest_upstream(reg: &Registry) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    let mut upstream: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    for v in reg
+        .versions()
+        .await?
+        .into_iter()
+        .filter(|v| !v.version.starts_with("sdk-"))
+    {
+        let newer = match upstream.get(&v.provider) {
+            None => true,
+            Some(cur) => {
+                let parse = |s: &str| crate::upstream::semver_of(s);
+                match (parse(&v.version), cur["version"].as_str().and_then(parse)) {
+                    (Some(a), Some(b)) => a > b,
+                    _ => false,
+                }
+            }
+        };
+        if newer {
+            upstream.insert(v.provider.clone(), serde_json::to_value(&v).expect("json"));
+        }
+    }
+    Ok(upstream)
 }

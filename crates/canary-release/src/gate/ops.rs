@@ -272,105 +272,113 @@ pub struct RolledBack {
 /// Returns a channel to its previous known-good build (every component of it), or an org to the
 /// build before the one it runs on its channel. Refusals are audited.
 pub async fn rollback(reg: &Registry, target: RollbackTarget<'_>, who: Actor<'_>) -> Result<Outcome<RolledBack>> {
-    async fn refuse(reg: &Registry, who: Actor<'_>, what: &str, why: String) -> Result<Outcome<RolledBack>> {
-        reg.audit(Audit {
+    match target {
+        RollbackTarget::Channel(channel) => rollback_channel(reg, channel, who).await,
+        RollbackTarget::Org(org) => rollback_org(reg, org, who).await,
+    }
+}
+
+/// A refused rollback, audited.
+async fn refuse(reg: &Registry, who: Actor<'_>, what: &str, why: String) -> Result<Outcome<RolledBack>> {
+    reg.audit(Audit {
+        actor: who.name,
+        action: "rollback",
+        target: what,
+        decision: "refused",
+        reason: &why,
+        evidence: serde_json::json!({}),
+    })
+    .await?;
+    Ok(Outcome::Refused(vec![why]))
+}
+
+/// A channel back to its previous known-good build.
+async fn rollback_channel(reg: &Registry, channel: &str, who: Actor<'_>) -> Result<Outcome<RolledBack>> {
+    check_name("channel", channel)?;
+    let history = reg.known_good(channel).await?;
+    let (Some(current), Some(previous)) = (history.first(), history.get(1)) else {
+        return refuse(
+            reg,
+            who,
+            channel,
+            format!("channel `{channel}` has no previous known-good build to return to"),
+        )
+        .await;
+    };
+    let text = format!("{channel}: {} -> {}", current.build_id, previous.build_id);
+    reg.release(
+        channel,
+        &previous.build_id,
+        "rollback",
+        Audit {
             actor: who.name,
             action: "rollback",
-            target: what,
-            decision: "refused",
-            reason: &why,
-            evidence: serde_json::json!({}),
-        })
-        .await?;
-        Ok(Outcome::Refused(vec![why]))
-    }
-    match target {
-        RollbackTarget::Channel(channel) => {
-            check_name("channel", channel)?;
-            let history = reg.known_good(channel).await?;
-            let (Some(current), Some(previous)) = (history.first(), history.get(1)) else {
-                return refuse(
-                    reg,
-                    who,
-                    channel,
-                    format!("channel `{channel}` has no previous known-good build to return to"),
-                )
-                .await;
-            };
-            let text = format!("{channel}: {} -> {}", current.build_id, previous.build_id);
-            reg.release(
-                channel,
-                &previous.build_id,
-                "rollback",
-                Audit {
-                    actor: who.name,
-                    action: "rollback",
-                    target: &text,
-                    decision: "done",
-                    reason: who.reason,
-                    evidence: serde_json::json!({"from": current.build_id, "to": previous.build_id}),
-                },
-            )
-            .await?;
-            Ok(Outcome::Done(RolledBack {
-                target: channel.to_string(),
-                from: current.build_id.clone(),
-                to: previous.build_id.clone(),
-            }))
-        }
-        RollbackTarget::Org(org) => {
-            check_name("org", org)?;
-            let pins = reg.pins().await?;
-            let Some(pin) = pins.iter().find(|p| p.org == org) else {
-                return Err(crate::error::LabError::usage(
-                    format!("unknown org `{org}`"),
-                    "pin it first: `canary pin --org ORG --channel stable`",
-                ));
-            };
-            let Some(current) = effective(reg, Some(pin)).await? else {
-                return refuse(reg, who, org, format!("org `{org}` runs nothing yet")).await;
-            };
-            let history = reg.known_good(&pin.channel).await?;
-            let previous = match history.iter().position(|r| r.build_id == current) {
-                Some(i) => history.get(i + 1),
-                None => history.first(),
-            };
-            let Some(previous) = previous else {
-                return refuse(
-                    reg,
-                    who,
-                    org,
-                    format!(
-                        "channel `{}` has no known-good build older than the one org `{org}` runs",
-                        pin.channel
-                    ),
-                )
-                .await;
-            };
-            let text = format!("{org}: {current} -> {}", previous.build_id);
-            reg.set_pin(
-                org,
-                &pin.channel,
-                Some(&previous.build_id),
-                Some(&current),
-                "rollback",
-                Audit {
-                    actor: who.name,
-                    action: "rollback",
-                    target: &text,
-                    decision: "done",
-                    reason: who.reason,
-                    evidence: serde_json::json!({"from": current, "to": previous.build_id}),
-                },
-            )
-            .await?;
-            Ok(Outcome::Done(RolledBack {
-                target: org.to_string(),
-                from: current,
-                to: previous.build_id.clone(),
-            }))
-        }
-    }
+            target: &text,
+            decision: "done",
+            reason: who.reason,
+            evidence: serde_json::json!({"from": current.build_id, "to": previous.build_id}),
+        },
+    )
+    .await?;
+    Ok(Outcome::Done(RolledBack {
+        target: channel.to_string(),
+        from: current.build_id.clone(),
+        to: previous.build_id.clone(),
+    }))
+}
+
+/// An org to the build before the one it runs on its channel.
+async fn rollback_org(reg: &Registry, org: &str, who: Actor<'_>) -> Result<Outcome<RolledBack>> {
+    check_name("org", org)?;
+    let pins = reg.pins().await?;
+    let Some(pin) = pins.iter().find(|p| p.org == org) else {
+        return Err(crate::error::LabError::usage(
+            format!("unknown org `{org}`"),
+            "pin it first: `canary pin --org ORG --channel stable`",
+        ));
+    };
+    let Some(current) = effective(reg, Some(pin)).await? else {
+        return refuse(reg, who, org, format!("org `{org}` runs nothing yet")).await;
+    };
+    let history = reg.known_good(&pin.channel).await?;
+    let previous = match history.iter().position(|r| r.build_id == current) {
+        Some(i) => history.get(i + 1),
+        None => history.first(),
+    };
+    let Some(previous) = previous else {
+        return refuse(
+            reg,
+            who,
+            org,
+            format!(
+                "channel `{}` has no known-good build older than the one org `{org}` runs",
+                pin.channel
+            ),
+        )
+        .await;
+    };
+    let text = format!("{org}: {current} -> {}", previous.build_id);
+    reg.set_pin(
+        org,
+        &pin.channel,
+        Some(&previous.build_id),
+        Some(&current),
+        "rollback",
+        Audit {
+            actor: who.name,
+            action: "rollback",
+            target: &text,
+            decision: "done",
+            reason: who.reason,
+            evidence: serde_json::json!({"from": current, "to": previous.build_id}),
+        },
+    )
+    .await?;
+    Ok(Outcome::Done(RolledBack {
+        target: org.to_string(),
+        from: current,
+        to: previous.build_id.clone(),
+    }))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -164,39 +164,8 @@ impl Policy {
             let at = |loc: &serde_saphyr::Location, message: String, help: &str| -> LabError {
                 crate::yaml::located(&file, &text, loc, message, help).into()
             };
-            if c.required_suites.value.is_empty() {
-                return Err(at(
-                    &c.required_suites.referenced,
-                    format!("channel `{name}`: required_suites is empty, so nothing would prove a build works"),
-                    "name at least one suite, e.g. `required_suites: [golden-path]`",
-                ));
-            }
-            if let Some(bad) = c.required_suites.value.iter().find(|s| !names_ok.is_match(s)) {
-                return Err(at(
-                    &c.required_suites.referenced,
-                    format!(
-                        "channel `{name}`: `{}` is not a valid suite name",
-                        crate::text::clean(bad)
-                    ),
-                    "suite names are letters, digits, `.`, `_` and `-`, as in the suite's `name:`",
-                ));
-            }
-            if let Some(r) = c.repos.as_ref() {
-                if let Some(bad) = r.value.iter().find(|s| !names_ok.is_match(s)) {
-                    return Err(at(
-                        &r.referenced,
-                        format!("channel `{name}`: `{}` is not a valid repo id", crate::text::clean(bad)),
-                        "repo ids are the folder names under canary-repos/",
-                    ));
-                }
-            }
-            if let Some(r) = c.repos.as_ref().filter(|r| r.value.is_empty()) {
-                return Err(at(
-                    &r.referenced,
-                    format!("channel `{name}`: repos is empty, so the gate would check nothing"),
-                    "list canary repos, or remove `repos` to require every canary repo",
-                ));
-            }
+            let at: &At<'_> = &at;
+            check_lists(&c, &name, &names_ok, at)?;
             let max_age = match &c.max_age {
                 None => Duration::from_secs(7 * 86400),
                 Some(s) => humantime::parse_duration(&s.value).map_err(|e| {
@@ -210,48 +179,10 @@ impl Policy {
                     )
                 })?,
             };
-            let mut rollout = crate::rollout::RolloutPolicy::default();
-            if let Some(r) = &c.rollout {
-                let raw = &r.value;
-                if let Some(b) = &raw.bake {
-                    rollout.bake = crate::bounds::duration(
-                        std::time::Duration::ZERO,
-                        std::time::Duration::from_secs(7 * 86_400),
-                    )(b)
-                    .map_err(|e| {
-                        at(
-                            &r.referenced,
-                            format!("channel `{name}`: rollout bake: {e}"),
-                            "write e.g. `10m` or `1h` (at most 7 days)",
-                        )
-                    })?;
-                }
-                if let Some(v) = &raw.steps {
-                    rollout.steps = v.clone();
-                }
-                if let Some(v) = raw.min_sessions {
-                    rollout.min_sessions = v;
-                }
-                if let Some(v) = raw.max_failure_rate_increase {
-                    rollout.max_failure_rate_increase = v;
-                }
-                if let Some(v) = raw.max_disconnect_rate_increase {
-                    rollout.max_disconnect_rate_increase = v;
-                }
-                if let Some(v) = raw.max_start_latency_p95_ratio {
-                    rollout.max_start_latency_p95_ratio = v;
-                }
-                if let Some(v) = raw.confidence {
-                    rollout.confidence = v;
-                }
-                rollout.check().map_err(|e| {
-                    at(
-                        &r.referenced,
-                        format!("channel `{name}`: rollout: {e}"),
-                        "e.g. `rollout: {steps: [1, 10, 50, 100], bake: 10m, min_sessions: 200, max_failure_rate_increase: 0.02}`",
-                    )
-                })?;
-            }
+            let rollout = match &c.rollout {
+                Some(r) => rollout_policy(r, &name, at)?,
+                None => crate::rollout::RolloutPolicy::default(),
+            };
             channels.insert(
                 name,
                 ChannelPolicy {
@@ -279,4 +210,89 @@ impl Policy {
             )
         })
     }
+}
+
+/// Makes an error located at a place in the policy file: (where, message, help).
+type At<'a> = dyn Fn(&serde_saphyr::Location, String, &str) -> LabError + 'a;
+
+/// A channel's required suites (at least one) and repos (when given, at least one): valid names.
+fn check_lists(c: &RawChannelPolicy, name: &str, names_ok: &regex::Regex, at: &At<'_>) -> Result<()> {
+    if c.required_suites.value.is_empty() {
+        return Err(at(
+            &c.required_suites.referenced,
+            format!("channel `{name}`: required_suites is empty, so nothing would prove a build works"),
+            "name at least one suite, e.g. `required_suites: [golden-path]`",
+        ));
+    }
+    if let Some(bad) = c.required_suites.value.iter().find(|s| !names_ok.is_match(s)) {
+        return Err(at(
+            &c.required_suites.referenced,
+            format!(
+                "channel `{name}`: `{}` is not a valid suite name",
+                crate::text::clean(bad)
+            ),
+            "suite names are letters, digits, `.`, `_` and `-`, as in the suite's `name:`",
+        ));
+    }
+    if let Some(r) = c.repos.as_ref() {
+        if let Some(bad) = r.value.iter().find(|s| !names_ok.is_match(s)) {
+            return Err(at(
+                &r.referenced,
+                format!("channel `{name}`: `{}` is not a valid repo id", crate::text::clean(bad)),
+                "repo ids are the folder names under canary-repos/",
+            ));
+        }
+    }
+    if let Some(r) = c.repos.as_ref().filter(|r| r.value.is_empty()) {
+        return Err(at(
+            &r.referenced,
+            format!("channel `{name}`: repos is empty, so the gate would check nothing"),
+            "list canary repos, or remove `repos` to require every canary repo",
+        ));
+    }
+    Ok(())
+}
+
+/// A channel's `rollout:` over the defaults, checked as a whole.
+fn rollout_policy(r: &Spanned<RawRollout>, name: &str, at: &At<'_>) -> Result<crate::rollout::RolloutPolicy> {
+    let mut rollout = crate::rollout::RolloutPolicy::default();
+    let raw = &r.value;
+    if let Some(b) = &raw.bake {
+        rollout.bake = crate::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(7 * 86_400))(
+            b,
+        )
+        .map_err(|e| {
+            at(
+                &r.referenced,
+                format!("channel `{name}`: rollout bake: {e}"),
+                "write e.g. `10m` or `1h` (at most 7 days)",
+            )
+        })?;
+    }
+    if let Some(v) = &raw.steps {
+        rollout.steps = v.clone();
+    }
+    if let Some(v) = raw.min_sessions {
+        rollout.min_sessions = v;
+    }
+    if let Some(v) = raw.max_failure_rate_increase {
+        rollout.max_failure_rate_increase = v;
+    }
+    if let Some(v) = raw.max_disconnect_rate_increase {
+        rollout.max_disconnect_rate_increase = v;
+    }
+    if let Some(v) = raw.max_start_latency_p95_ratio {
+        rollout.max_start_latency_p95_ratio = v;
+    }
+    if let Some(v) = raw.confidence {
+        rollout.confidence = v;
+    }
+    rollout.check().map_err(|e| {
+        at(
+            &r.referenced,
+            format!("channel `{name}`: rollout: {e}"),
+            "e.g. `rollout: {steps: [1, 10, 50, 100], bake: 10m, min_sessions: 200, max_failure_rate_increase: 0.02}`",
+        )
+    })?;
+    Ok(rollout)
 }

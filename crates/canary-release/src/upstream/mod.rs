@@ -521,6 +521,70 @@ fn unrecorded(
         .collect()
 }
 
+/// The newest known-good version, as the upstream lists versions. Claude Code versions are CLI
+/// versions; its upstream lists SDK versions: compare by the SDK release that bundles the
+/// known-good CLI.
+fn known_good_package(
+    name: &str,
+    kg: &BTreeMap<String, String>,
+    claude_sdk: bool,
+    recorded_versions: &[crate::registry::VersionRow],
+    cache_dir: &Path,
+) -> Option<semver::Version> {
+    let newest_kg = kg.values().filter_map(|v| semver_of(v)).max();
+    match (&newest_kg, claude_sdk) {
+        (Some(v), true) => recorded_versions
+            .iter()
+            .find(|r| r.provider == *name && r.version == v.to_string())
+            .and_then(|r| r.package_version.clone())
+            .or_else(|| bundled_by(cache_dir, &v.to_string()))
+            .and_then(|pv| semver_of(&pv)),
+        (v, false) => v.clone(),
+        (None, true) => None,
+    }
+}
+
+/// A beta candidate older than the newest stable release is history: skipped, with the reason.
+fn demote_old_prerelease(j: &mut Judged, newest_stable: Option<&semver::Version>) {
+    if j.channel.as_deref() != Some(canary_contract::Channel::BETA) {
+        return;
+    }
+    if let (Some(stable), Some(v)) = (newest_stable, semver_of(&j.release.package_version)) {
+        if v < *stable {
+            j.channel = None;
+            j.skipped = Some(format!(
+                "pre-release older than the newest stable release {stable}: not a candidate"
+            ));
+        }
+    }
+}
+
+impl CompiledProvider {
+    /// Whether this is Claude Code read through the SDK wheels that bundle it.
+    fn claude_sdk(&self, name: &str) -> bool {
+        name == canary_contract::Provider::ClaudeCode.name()
+            && self
+                .sources
+                .iter()
+                .any(|s| matches!(s, Source::Pypi(pk) if pk == "claude-agent-sdk"))
+    }
+}
+
+impl Judged {
+    /// The registry's row for a version the watch skipped.
+    fn skipped_row(&self, provider: &str, seen_at: &str) -> crate::registry::SkippedVersion {
+        crate::registry::SkippedVersion {
+            provider: provider.to_string(),
+            package_version: self.release.package_version.clone(),
+            version: self.release.version.clone(),
+            source: self.release.source.clone(),
+            released_at: self.release.published_at.clone(),
+            reason: self.skipped.clone().unwrap_or_default(),
+            seen_at: seen_at.to_string(),
+        }
+    }
+}
+
 /// Fetches every configured source, judges each version, compares with the registry and (when
 /// asked) records the new candidates in one transaction. A source that fails fails the watch
 /// before anything is recorded.
@@ -539,23 +603,8 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
         let (releases, freshness, upstream_versions) = fetch_all(&fetcher, &endpoints, name, &p.sources).await?;
 
         let kg = known_good.get(name).cloned().unwrap_or_default();
-        let newest_kg = kg.values().filter_map(|v| semver_of(v)).max();
-        // Claude Code versions are CLI versions; its upstream lists SDK versions: compare by the
-        // SDK release that bundles the known-good CLI.
-        let claude_sdk = name == canary_contract::Provider::ClaudeCode.name()
-            && p.sources
-                .iter()
-                .any(|s| matches!(s, Source::Pypi(pk) if pk == "claude-agent-sdk"));
-        let kg_package = match (&newest_kg, claude_sdk) {
-            (Some(v), true) => recorded_versions
-                .iter()
-                .find(|r| r.provider == *name && r.version == v.to_string())
-                .and_then(|r| r.package_version.clone())
-                .or_else(|| bundled_by(&o.cache_dir, &v.to_string()))
-                .and_then(|pv| semver_of(&pv)),
-            (v, false) => v.clone(),
-            (None, true) => None,
-        };
+        let claude_sdk = p.claude_sdk(name);
+        let kg_package = known_good_package(name, &kg, claude_sdk, &recorded_versions, &o.cache_dir);
         // A pre-release older than the newest stable release is history, not a candidate.
         let newest_stable = releases
             .iter()
@@ -576,16 +625,7 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
                 continue;
             }
             let mut j = judge(r, p, now);
-            if j.channel.as_deref() == Some(canary_contract::Channel::BETA) {
-                if let (Some(stable), Some(v)) = (&newest_stable, semver_of(&j.release.package_version)) {
-                    if v < *stable {
-                        j.channel = None;
-                        j.skipped = Some(format!(
-                            "pre-release older than the newest stable release {stable}: not a candidate"
-                        ));
-                    }
-                }
-            }
+            demote_old_prerelease(&mut j, newest_stable.as_ref());
             if claude_sdk && j.channel.is_some() {
                 // The newest candidates get their bundled CLI version (cached, or fetched when
                 // asked); the rest show it when the cache knows it.
@@ -609,15 +649,7 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
         let new: Vec<String> = rows.iter().map(|r| r.version.clone()).collect();
         to_record.extend(rows);
         let seen_at = crate::registry::format_ts(now);
-        to_skip.extend(skipped.iter().map(|j| crate::registry::SkippedVersion {
-            provider: name.clone(),
-            package_version: j.release.package_version.clone(),
-            version: j.release.version.clone(),
-            source: j.release.source.clone(),
-            released_at: j.release.published_at.clone(),
-            reason: j.skipped.clone().unwrap_or_default(),
-            seen_at: seen_at.clone(),
-        }));
+        to_skip.extend(skipped.iter().map(|j| j.skipped_row(name, &seen_at)));
         providers.push(ProviderWatch {
             provider: name.clone(),
             sources: p.sources.iter().map(Source::label).collect(),
@@ -629,10 +661,8 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
             upstream_versions,
         });
     }
-    if o.record {
+    let recorded = if o.record {
         reg.record_skipped(&to_skip).await?;
-    }
-    let recorded = if o.record && !to_record.is_empty() {
         reg.record_versions(&to_record).await?
     } else {
         0

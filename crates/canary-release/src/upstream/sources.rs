@@ -254,6 +254,22 @@ pub fn tag_version(tag: &str) -> String {
     }
 }
 
+/// The GitHub client: the configured API base and token, if any.
+fn github_client(endpoints: &Endpoints) -> Result<octocrab::Octocrab> {
+    let mut builder = octocrab::Octocrab::builder();
+    if let Some(base) = &endpoints.github {
+        builder = builder
+            .base_uri(base.as_str())
+            .map_err(|e| LabError::usage(format!("upstream.github_api `{base}`: {e}"), "write a URL"))?;
+    }
+    if let Some(t) = &endpoints.github_token {
+        builder = builder.personal_token(t.clone());
+    }
+    builder
+        .build()
+        .map_err(|e| LabError::usage(format!("cannot build the GitHub client: {e}"), "internal"))
+}
+
 /// GitHub releases through octocrab (base URI configurable), with the same conditional-request
 /// and rate-limit handling as the other sources. Drafts are dropped; prereleases are flagged.
 async fn github(
@@ -265,18 +281,7 @@ async fn github(
     repo: &str,
 ) -> Result<Fetched> {
     use http_body_util::BodyExt;
-    let mut builder = octocrab::Octocrab::builder();
-    if let Some(base) = &endpoints.github {
-        builder = builder
-            .base_uri(base.as_str())
-            .map_err(|e| LabError::usage(format!("upstream.github_api `{base}`: {e}"), "write a URL"))?;
-    }
-    if let Some(t) = &endpoints.github_token {
-        builder = builder.personal_token(t.clone());
-    }
-    let client = builder
-        .build()
-        .map_err(|e| LabError::usage(format!("cannot build the GitHub client: {e}"), "internal"))?;
+    let client = github_client(endpoints)?;
     let path = format!("/repos/{owner}/{repo}/releases?per_page=100");
     let cache = fetcher.conditional_cache(&format!("github{path}"));
     fetcher

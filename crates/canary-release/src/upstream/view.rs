@@ -9,30 +9,7 @@ use canary_contract::text::clean;
 pub fn watch(r: &WatchReport) -> Vec<String> {
     let mut out = Vec::new();
     for p in &r.providers {
-        let kg = if p.known_good.is_empty() {
-            "nothing known-good yet".to_string()
-        } else {
-            p.known_good
-                .iter()
-                .map(|(c, v)| format!("{c} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let fresh = p
-            .freshness
-            .iter()
-            .map(|(s, f)| {
-                format!(
-                    "{s}{}",
-                    if *f == super::http::Freshness::NotModified {
-                        " (not modified)"
-                    } else {
-                        ""
-                    }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let (kg, fresh) = (known_good(p), freshness(p));
         out.push(format!(
             "{} — known-good: {kg}; upstream: {fresh}, {} versions",
             p.provider, p.upstream_versions
@@ -92,6 +69,37 @@ pub fn watch(r: &WatchReport) -> Vec<String> {
         }
     ));
     out
+}
+
+/// The CLI's known-good versions, per channel.
+fn known_good(p: &super::ProviderWatch) -> String {
+    if p.known_good.is_empty() {
+        "nothing known-good yet".to_string()
+    } else {
+        p.known_good
+            .iter()
+            .map(|(c, v)| format!("{c} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Each upstream source the watch read, and whether it had changed.
+fn freshness(p: &super::ProviderWatch) -> String {
+    p.freshness
+        .iter()
+        .map(|(s, f)| {
+            format!(
+                "{s}{}",
+                if *f == super::http::Freshness::NotModified {
+                    " (not modified)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn package_note(j: &Judged) -> String {
