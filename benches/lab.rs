@@ -67,12 +67,10 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "ok" } else { "MISSED" }
 }
 
-fn main() {
-    // `cargo bench` passes --bench; nothing here takes arguments.
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let reports = tempfile::tempdir().expect("tempdir");
+/// The base image every measured run uses (built once).
+fn base_image(reports: &Path) -> String {
     let image = String::from_utf8(
-        canary(reports.path())
+        canary(reports)
             .args(["images", "base", "--json"])
             .output()
             .expect("images base")
@@ -80,8 +78,11 @@ fn main() {
     )
     .expect("utf8");
     let image: serde_json::Value = serde_json::from_str(&image).expect("images base --json");
-    let image = image["reference"].as_str().expect("reference").to_string();
+    image["reference"].as_str().expect("reference").to_string()
+}
 
+/// (a) many short steps: the lab against a script of docker CLI calls doing the same.
+fn short_steps(root: &Path, reports: &Path, image: &str) -> (Measured, Measured) {
     // (a) many short steps.
     let dir = tempfile::tempdir().expect("tempdir");
     let mut suite = String::from("name: bench-steps\nrepos: [js-ts]\nsteps:\n");
@@ -93,12 +94,12 @@ fn main() {
     let suite_path = dir.path().join("bench-steps.yaml");
     std::fs::write(&suite_path, suite).expect("write suite");
     // The script uploads exactly what the lab uploads: the tar a lab run keeps.
-    canary(reports.path())
+    canary(reports)
         .args(["run", "-s"])
         .arg(&suite_path)
         .output()
         .expect("warm-up run");
-    let run_dir = std::fs::read_dir(reports.path())
+    let run_dir = std::fs::read_dir(reports)
         .expect("reports")
         .flatten()
         .next()
@@ -106,17 +107,48 @@ fn main() {
         .path();
     let tar = run_dir.join("repos/js-ts.tar");
 
-    let lab = best_of(ROUNDS, || {
-        measure(canary(reports.path()).args(["run", "-s"]).arg(&suite_path))
-    });
+    let lab = best_of(ROUNDS, || measure(canary(reports).args(["run", "-s"]).arg(&suite_path)));
     let script = best_of(ROUNDS, || {
         measure(
             Command::new(root.join("benches/docker-cli.sh"))
-                .arg(&image)
+                .arg(image)
                 .arg(&tar)
                 .arg(STEPS.to_string()),
         )
     });
+    (lab, script)
+}
+
+/// The floor under (b): the longest case, run serially, as a share of the serial run. No
+/// `--jobs` finishes the matrix before its longest case does.
+fn longest_case(reports: &Path) -> (String, u64, f64) {
+    let out = canary(reports)
+        .args(["run", "-s", "suites/demo.yaml", "--jobs", "1", "--json"])
+        .output()
+        .expect("demo");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let (longest_case, longest_ms) = report["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or("").to_string(),
+                c["duration_ms"].as_u64().unwrap_or(0),
+            )
+        })
+        .max_by_key(|c| c.1)
+        .expect("a case");
+    let floor = longest_ms as f64 / report["duration_ms"].as_u64().unwrap_or(1).max(1) as f64;
+    (longest_case, longest_ms, floor)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing here takes arguments.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let reports = tempfile::tempdir().expect("tempdir");
+    let image = base_image(reports.path());
+    let (lab, script) = short_steps(&root, reports.path(), &image);
     let ratio = lab.wall.as_secs_f64() / script.wall.as_secs_f64();
 
     // Per-case overhead: the run's whole wall time (connecting, preparing, containers, checks,
@@ -142,27 +174,7 @@ fn main() {
         measure(canary(reports.path()).args(["run", "-s", "suites/demo.yaml", "--jobs", "4"]))
     });
     let speed = parallel.wall.as_secs_f64() / serial.wall.as_secs_f64();
-    // The floor under (b): the longest case, run serially, as a share of the serial run. No
-    // `--jobs` finishes the matrix before its longest case does.
-    let out = canary(reports.path())
-        .args(["run", "-s", "suites/demo.yaml", "--jobs", "1", "--json"])
-        .output()
-        .expect("demo");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
-    let (longest_case, longest_ms) = report["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .map(|c| {
-            (
-                c["id"].as_str().unwrap_or("").to_string(),
-                c["duration_ms"].as_u64().unwrap_or(0),
-            )
-        })
-        .max_by_key(|c| c.1)
-        .expect("a case");
-    let floor = longest_ms as f64 / report["duration_ms"].as_u64().unwrap_or(1).max(1) as f64;
-
+    let (longest_case, longest_ms, floor) = longest_case(reports.path());
     // (c) peak RSS over every lab run above.
     let peak_mb = [&lab, &serial, &parallel].iter().map(|m| m.max_rss_kb).max().unwrap() as f64 / 1024.0;
 

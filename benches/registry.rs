@@ -69,6 +69,38 @@ fn timed<F: std::future::Future<Output = ()>>(rt: &tokio::runtime::Runtime, mut 
     times[ROUNDS / 2]
 }
 
+/// The dashboard: data and page, as `canary serve` answers them: the overview and the history grid.
+fn dashboard(rt: &tokio::runtime::Runtime, reg: &Registry) -> (Duration, Duration) {
+    let overview = timed(rt, || async move {
+        let status = canary::status::status(reg, None).await.expect("status");
+        let mut history = serde_json::Map::new();
+        for c in reg.channels().await.expect("channels") {
+            history.insert(
+                c.to_string(),
+                serde_json::to_value(reg.known_good(&c).await.expect("kg")).unwrap(),
+            );
+        }
+        let page = canary::dashboard::layout(
+            "/",
+            "Overview",
+            canary::dashboard::overview(&status, &serde_json::Value::Object(history), &serde_json::json!([])),
+        );
+        assert!(page.contains("channel-stable"));
+    });
+    let grid = timed(rt, || async move {
+        let data = canary::dashboard::history_data(reg, canary::dashboard::HISTORY_BUILDS)
+            .await
+            .expect("history");
+        let page = canary::dashboard::layout("/history", "History", canary::dashboard::history(&data));
+        assert_eq!(
+            data["rows"].as_array().map(|r| r.len()),
+            Some(SUITES.len() * REPOS.len())
+        );
+        assert!(page.contains("data-status"));
+    });
+    (overview, grid)
+}
+
 fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
     let reg = rt.block_on(Registry::open(url)).expect("open registry");
     let t = Instant::now();
@@ -99,40 +131,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
             assert_eq!(kg.len(), BUILDS / 10);
         }
     });
-    // The dashboard: data and page, as `canary serve` answers them.
-    let overview = timed(rt, || {
-        let reg = &reg;
-        async move {
-            let status = canary::status::status(reg, None).await.expect("status");
-            let mut history = serde_json::Map::new();
-            for c in reg.channels().await.expect("channels") {
-                history.insert(
-                    c.to_string(),
-                    serde_json::to_value(reg.known_good(&c).await.expect("kg")).unwrap(),
-                );
-            }
-            let page = canary::dashboard::layout(
-                "/",
-                "Overview",
-                canary::dashboard::overview(&status, &serde_json::Value::Object(history), &serde_json::json!([])),
-            );
-            assert!(page.contains("channel-stable"));
-        }
-    });
-    let grid = timed(rt, || {
-        let reg = &reg;
-        async move {
-            let data = canary::dashboard::history_data(reg, canary::dashboard::HISTORY_BUILDS)
-                .await
-                .expect("history");
-            let page = canary::dashboard::layout("/history", "History", canary::dashboard::history(&data));
-            assert_eq!(
-                data["rows"].as_array().map(|r| r.len()),
-                Some(SUITES.len() * REPOS.len())
-            );
-            assert!(page.contains("data-status"));
-        }
-    });
+    let (overview, grid) = dashboard(rt, &reg);
     let ok = |d: Duration| if d < Duration::from_millis(50) { "ok" } else { "MISSED" };
     let ok200 = |d: Duration| if d < Duration::from_millis(200) { "ok" } else { "MISSED" };
     println!(

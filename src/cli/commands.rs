@@ -311,19 +311,40 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Fleet(c) => super::fleet::fleet(&config, c).await,
         Command::Repro(a) => repro(&cli, &config, a).await,
         Command::Gc(a) => gc(a).await,
-        Command::Images(ImagesCommand::Base { force, json }) => {
+        Command::Images(c) => images(&config, c).await,
+        Command::Repos(c) => repos(&config, c),
+        Command::Suites(c) => suites(&config, c),
+        Command::Schema(a) => schema(a),
+        Command::Registry(c) => super::registry::registry(&config, c).await,
+        Command::Promote(a) => super::gate::promote(&config, a).await,
+        Command::Pin(a) => super::gate::pin(&config, a).await,
+        Command::Rollback(a) => super::gate::rollback(&config, a).await,
+        Command::Status(a) => super::gate::status(&config, a).await,
+        Command::Compat(c) => super::gate::compat_check(&config, c).await,
+        Command::Drift(a) => super::gate::drift(&config, a).await,
+        Command::Matrix(a) => super::matrix::matrix(&repro_prefix(&cli), &config, a).await,
+        Command::Bisect(a) => super::matrix::bisect(&repro_prefix(&cli), &config, a).await,
+        Command::Stub(a) => stub(a).await,
+        Command::Providers(c) => providers(&config, c).await,
+    }
+}
+
+/// `canary images`: the base image, runner builds, the builds in the engine.
+async fn images(config: &LabConfig, c: &ImagesCommand) -> Result<i32> {
+    match c {
+        ImagesCommand::Base { force, json } => {
             let engine = DockerBackend::connect().await?;
             let progress = Progress::new(false);
             let img = crate::images::ensure_base(&engine, &config.lab(), *force, &progress).await?;
             show(*json, &img, view::base_image(&img))
         }
-        Command::Images(ImagesCommand::Build {
+        ImagesCommand::Build {
             providers,
             from,
             set,
             runner_image,
             json,
-        }) => {
+        } => {
             let recipe = match from {
                 Some(from) => crate::builds::Recipe::Derive {
                     from: from.clone(),
@@ -341,7 +362,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             let build = crate::builds::make(&engine, &config.lab(), &recipe, &Progress::new(false)).await?;
             show(*json, &build, view::build(&build))
         }
-        Command::Images(ImagesCommand::List { json }) => {
+        ImagesCommand::List { json } => {
             let engine = DockerBackend::connect().await?;
             let builds = crate::builds::list(&engine).await?;
             let rows: Vec<_> = builds
@@ -350,8 +371,14 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                 .collect();
             show(*json, &rows, view::builds(&builds))
         }
-        Command::Repos(ReposCommand::List { json }) => repos_list(&config, *json),
-        Command::Repos(ReposCommand::Pin { ids }) => {
+    }
+}
+
+/// `canary repos`: list the canary repos, or pin their content digests.
+fn repos(config: &LabConfig, c: &ReposCommand) -> Result<i32> {
+    match c {
+        ReposCommand::List { json } => repos_list(config, *json),
+        ReposCommand::Pin { ids } => {
             let catalog = Catalog::load(&config.repos_dir, &config.cache_dir)?;
             let ids = if ids.is_empty() { catalog.ids() } else { ids.clone() };
             for id in ids {
@@ -367,23 +394,24 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             }
             Ok(exit::PASS)
         }
-        Command::Suites(SuitesCommand::Check { files, json }) => {
+    }
+}
+
+/// `canary suites check`.
+fn suites(config: &LabConfig, c: &SuitesCommand) -> Result<i32> {
+    match c {
+        SuitesCommand::Check { files, json } => {
             let catalog = Catalog::load(&config.repos_dir, &config.cache_dir)?;
             let checked = crate::suite::check_files(files, &catalog)?;
             show(*json, &checked, view::suites(&checked))
         }
-        Command::Schema(a) => schema(a),
-        Command::Registry(c) => super::registry::registry(&config, c).await,
-        Command::Promote(a) => super::gate::promote(&config, a).await,
-        Command::Pin(a) => super::gate::pin(&config, a).await,
-        Command::Rollback(a) => super::gate::rollback(&config, a).await,
-        Command::Status(a) => super::gate::status(&config, a).await,
-        Command::Compat(c) => super::gate::compat_check(&config, c).await,
-        Command::Drift(a) => super::gate::drift(&config, a).await,
-        Command::Matrix(a) => super::matrix::matrix(&repro_prefix(&cli), &config, a).await,
-        Command::Bisect(a) => super::matrix::bisect(&repro_prefix(&cli), &config, a).await,
-        Command::Stub(a) => stub(a).await,
-        Command::Providers(ProvidersCommand::Fetch { spec, json }) => {
+    }
+}
+
+/// `canary providers`: fetch a CLI into the cache, list its versions.
+async fn providers(config: &LabConfig, c: &ProvidersCommand) -> Result<i32> {
+    match c {
+        ProvidersCommand::Fetch { spec, json } => {
             let spec: crate::providers::ProviderSpec = spec.parse()?;
             let cache = config.cache_dir.clone();
             let fetched = tokio::task::spawn_blocking(move || crate::providers::fetch(&spec, &cache))
@@ -392,7 +420,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             let version = crate::providers::verify_version(&fetched.binary, &fetched.cli_version)?;
             show(*json, &fetched, view::fetched(&fetched, &version))
         }
-        Command::Providers(ProvidersCommand::Versions { provider }) => {
+        ProvidersCommand::Versions { provider } => {
             let spec: crate::providers::ProviderSpec = format!("{provider}@latest").parse()?;
             let package = spec.provider.package().expect("pip package");
             for v in crate::providers::available_versions(package)? {

@@ -230,25 +230,7 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
             channel,
             policy,
             json,
-        } => {
-            let w = which(*id, channel.as_deref());
-            let policy = policy_of(config, policy)?;
-            let reg = open_read(config).await?;
-            let r = controller::find(&reg, w).await?;
-            let judgement = controller::judge_rollout(&reg, &policy, &r).await?;
-            let events = reg.rollout_events(r.id).await?;
-            let lines = view::status(&r, &judgement, &events);
-            show(
-                *json,
-                &serde_json::json!({"rollout": r, "percent": r.percent(), "now": judgement, "events": events}),
-                lines,
-            )?;
-            Ok(if r.state == crate::rollout::State::Aborted {
-                exit::FAILED
-            } else {
-                exit::PASS
-            })
-        }
+        } => rollout_status(config, which(*id, channel.as_deref()), policy, *json).await,
         RolloutCommand::List { json } => {
             let reg = open_read(config).await?;
             let all = reg.rollouts(false, 1000).await?;
@@ -279,6 +261,26 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
             })
         }
     }
+}
+
+/// `canary rollout status`: exit 1 when the rollout was aborted.
+async fn rollout_status(config: &LabConfig, w: Which<'_>, policy: &Option<PathBuf>, json: bool) -> Result<i32> {
+    let policy = policy_of(config, policy)?;
+    let reg = open_read(config).await?;
+    let r = controller::find(&reg, w).await?;
+    let judgement = controller::judge_rollout(&reg, &policy, &r).await?;
+    let events = reg.rollout_events(r.id).await?;
+    let lines = view::status(&r, &judgement, &events);
+    show(
+        json,
+        &serde_json::json!({"rollout": r, "percent": r.percent(), "now": judgement, "events": events}),
+        lines,
+    )?;
+    Ok(if r.state == crate::rollout::State::Aborted {
+        exit::FAILED
+    } else {
+        exit::PASS
+    })
 }
 
 #[derive(Subcommand, Debug)]

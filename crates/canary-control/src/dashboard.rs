@@ -76,9 +76,8 @@ fn components(v: &Value) -> Markup {
     }
 }
 
-/// The overview: each channel's build with its components, since when, its previous
-/// known-good builds, org pins.
-pub fn overview(status: &Value, history: &Value, rollouts: &Value) -> Markup {
+/// Each rollout: its step and share of sessions, the checks of the step, its timeline.
+fn rollout_sections(rollouts: &Value) -> Markup {
     html! {
         @if let Some(list) = rollouts.as_array().filter(|l| !l.is_empty()) {
             h2 { "Rollouts" }
@@ -121,6 +120,14 @@ pub fn overview(status: &Value, history: &Value, rollouts: &Value) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// The overview: each channel's build with its components, since when, its previous
+/// known-good builds, org pins.
+pub fn overview(status: &Value, history: &Value, rollouts: &Value) -> Markup {
+    html! {
+        (rollout_sections(rollouts))
         @if status["channels"].as_array().is_none_or(|c| c.is_empty()) {
             p { "No channel has a build yet: " code { "./lab demo" } " promotes the first to beta." }
         }

@@ -48,46 +48,8 @@ pub fn parse(text: &str, origin: &str) -> Result<Heartbeat> {
             crate::text::clean(&runner_id.chars().take(MAX_VALUE).collect::<String>())
         )));
     }
-    let versions = v["versions"]
-        .as_object()
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| bad("`versions` must be a non-empty object".into()))?;
-    if versions.len() > MAX_COMPONENTS {
-        return Err(bad(format!(
-            "`versions` lists {} components, more than {MAX_COMPONENTS}",
-            versions.len()
-        )));
-    }
-    let mut vs = std::collections::BTreeMap::new();
-    for (k, val) in versions {
-        crate::gate::ops::check_name("component", k).map_err(|_| {
-            bad(format!(
-                "component name `{}` in `versions` is not a name (letters, digits, `.`, `_`, `-`)",
-                crate::text::clean(k)
-            ))
-        })?;
-        let s = val
-            .as_str()
-            .filter(|s| printable(s))
-            .ok_or_else(|| bad(format!("versions.{k} must be a version string of printable characters")))?;
-        vs.insert(k.clone(), s.to_string());
-    }
-    let capabilities: Vec<String> = match &v["capabilities"] {
-        serde_json::Value::Null => vec![],
-        serde_json::Value::Array(a) if a.len() > MAX_CAPABILITIES => {
-            return Err(bad(format!("`capabilities` lists more than {MAX_CAPABILITIES}")));
-        }
-        serde_json::Value::Array(a) => a
-            .iter()
-            .map(|c| {
-                c.as_str()
-                    .filter(|s| printable(s))
-                    .map(String::from)
-                    .ok_or_else(|| bad("capabilities must be strings of printable characters".into()))
-            })
-            .collect::<Result<_>>()?,
-        _ => return Err(bad("`capabilities` must be a list".into())),
-    };
+    let vs = versions(&v["versions"], &bad)?;
+    let capabilities = capabilities(&v["capabilities"], &bad)?;
     let sent_at = match v.get("ts").or(v.get("sent_at")) {
         None => crate::registry::now(),
         Some(t) => {
@@ -123,6 +85,58 @@ pub fn parse(text: &str, origin: &str) -> Result<Heartbeat> {
         capabilities,
         sent_at,
         received_at: String::new(),
+    })
+}
+
+/// `versions`: 1 to [`MAX_COMPONENTS`] components, each a name with a printable version.
+fn versions(
+    v: &serde_json::Value,
+    bad: &dyn Fn(String) -> LabError,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let versions = v
+        .as_object()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad("`versions` must be a non-empty object".into()))?;
+    if versions.len() > MAX_COMPONENTS {
+        return Err(bad(format!(
+            "`versions` lists {} components, more than {MAX_COMPONENTS}",
+            versions.len()
+        )));
+    }
+    let mut vs = std::collections::BTreeMap::new();
+    for (k, val) in versions {
+        crate::gate::ops::check_name("component", k).map_err(|_| {
+            bad(format!(
+                "component name `{}` in `versions` is not a name (letters, digits, `.`, `_`, `-`)",
+                crate::text::clean(k)
+            ))
+        })?;
+        let s = val
+            .as_str()
+            .filter(|s| printable(s))
+            .ok_or_else(|| bad(format!("versions.{k} must be a version string of printable characters")))?;
+        vs.insert(k.clone(), s.to_string());
+    }
+    Ok(vs)
+}
+
+/// `capabilities`: absent, or at most [`MAX_CAPABILITIES`] printable strings.
+fn capabilities(v: &serde_json::Value, bad: &dyn Fn(String) -> LabError) -> Result<Vec<String>> {
+    Ok(match v {
+        serde_json::Value::Null => vec![],
+        serde_json::Value::Array(a) if a.len() > MAX_CAPABILITIES => {
+            return Err(bad(format!("`capabilities` lists more than {MAX_CAPABILITIES}")));
+        }
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|c| {
+                c.as_str()
+                    .filter(|s| printable(s))
+                    .map(String::from)
+                    .ok_or_else(|| bad("capabilities must be strings of printable characters".into()))
+            })
+            .collect::<Result<_>>()?,
+        _ => return Err(bad("`capabilities` must be a list".into())),
     })
 }
 

@@ -238,6 +238,50 @@ pub async fn post_batch(
     ))
 }
 
+/// Asks for a session's assignment, waiting out 429s (counted in `retries`); `None` when the
+/// session is not assigned (404).
+async fn assignment(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    retries: &mut u64,
+) -> Result<Option<serde_json::Value>> {
+    let mut r;
+    loop {
+        r = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| LabError::usage(format!("{url}: {e}"), "is `canary serve` running?"))?;
+        if r.status().as_u16() != 429 {
+            break;
+        }
+        *retries += 1;
+        tokio::time::sleep(retry_after(&r)).await;
+    }
+    if r.status().as_u16() == 404 {
+        return Ok(None);
+    }
+    if !r.status().is_success() {
+        let status = r.status();
+        return Err(LabError::usage(
+            format!(
+                "{url} answered {status}: {}",
+                crate::text::clean(&r.text().await.unwrap_or_default())
+            ),
+            "check the runner's token (`canary tokens list`)",
+        ));
+    }
+    let body = r
+        .bytes()
+        .await
+        .map_err(|e| LabError::usage(format!("{url}: {e}"), "internal"))?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| LabError::usage(format!("{url}: not JSON: {e}"), "internal"))
+}
+
 async fn one_runner(
     o: &Options,
     index: usize,
@@ -261,40 +305,11 @@ async fn one_runner(
         let org = &o.orgs[(k as usize + index) % o.orgs.len()];
         let session = format!("{}-{runner}-{k}", o.run_id);
         // Runner, org and session ids are of URL-safe characters only (checked before use).
-        let mut r;
-        loop {
-            r = client
-                .get(format!("{base}?runner={runner}&org={org}&session={session}"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .map_err(|e| LabError::usage(format!("{base}: {e}"), "is `canary serve` running?"))?;
-            if r.status().as_u16() != 429 {
-                break;
-            }
-            report.retries += 1;
-            tokio::time::sleep(retry_after(&r)).await;
-        }
-        if r.status().as_u16() == 404 {
+        let url = format!("{base}?runner={runner}&org={org}&session={session}");
+        let Some(a) = assignment(&client, &url, token, &mut report.retries).await? else {
             report.unassigned += 1;
             continue;
-        }
-        if !r.status().is_success() {
-            let status = r.status();
-            return Err(LabError::usage(
-                format!(
-                    "{base} answered {status}: {}",
-                    crate::text::clean(&r.text().await.unwrap_or_default())
-                ),
-                "check the runner's token (`canary tokens list`)",
-            ));
-        }
-        let body = r
-            .bytes()
-            .await
-            .map_err(|e| LabError::usage(format!("{base}: {e}"), "internal"))?;
-        let a: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| LabError::usage(format!("{base}: not JSON: {e}"), "internal"))?;
+        };
         let build = a["build"].as_str().unwrap_or_default().to_string();
         *report
             .by_source

@@ -34,6 +34,86 @@ impl StartRequest<'_> {
     }
 }
 
+impl StartRequest<'_> {
+    /// The channel's rollout policy with this request's steps, bake and sample size, checked.
+    fn policy(&self, policy: &Policy) -> Result<RolloutPolicy> {
+        let mut rp = policy.channel(self.channel)?.rollout.clone();
+        if let Some(s) = &self.steps {
+            rp.steps = s.clone();
+        }
+        if let Some(b) = self.bake {
+            rp.bake = b;
+        }
+        if let Some(m) = self.min_sessions {
+            rp.min_sessions = m;
+        }
+        rp.check()
+            .map_err(|e| LabError::usage(format!("rollout: {e}"), "e.g. --steps 1,10,50,100 --min-sessions 200"))?;
+        Ok(rp)
+    }
+}
+
+/// The channel's current build, which a rollout of `build` is compared with; `Err` says why
+/// there can be no rollout (no build yet, one in progress, the build already there).
+async fn baseline(
+    reg: &Registry,
+    channel: &str,
+    build: &canary_contract::BuildId,
+) -> Result<std::result::Result<canary_contract::BuildId, String>> {
+    let Some(baseline) = reg.known_good(channel).await?.first().map(|r| r.build_id.clone()) else {
+        return Ok(Err(format!(
+            "channel {} has no build yet, so there is no baseline to compare with: promote a first build with `canary promote`",
+            channel
+        )));
+    };
+    if let Some(r) = reg
+        .rollouts(true, 100)
+        .await?
+        .into_iter()
+        .find(|r| r.channel == channel)
+    {
+        return Ok(Err(format!(
+            "channel {} has rollout {} in progress ({}): finish or abort it first",
+            channel,
+            r.id,
+            r.state.as_str()
+        )));
+    }
+    if baseline == *build {
+        return Ok(Err(format!("the build is already channel {channel}'s build")));
+    }
+    Ok(Ok(baseline))
+}
+
+/// A new rollout at its first step.
+fn new_row(
+    channel: &str,
+    build: &canary_contract::BuildId,
+    baseline: &canary_contract::BuildId,
+    rp: &RolloutPolicy,
+    actor: &str,
+) -> Result<RolloutRow> {
+    Ok(RolloutRow {
+        id: 0,
+        channel: channel
+            .parse()
+            .map_err(|e: String| crate::error::LabError::usage(e, "e.g. --channel stable"))?,
+        build_id: build.clone(),
+        baseline_id: baseline.clone(),
+        steps: rp.steps.clone(),
+        step: 0,
+        state: State::Running,
+        bake_ms: rp.bake.as_millis() as i64,
+        min_sessions: rp.min_sessions as i64,
+        started_at: String::new(),
+        step_started_at: String::new(),
+        updated_at: String::new(),
+        revision: 1,
+        note: format!("step 1 of {}: {} % of sessions", rp.steps.len(), rp.steps[0]),
+        actor: actor.to_string(),
+    })
+}
+
 /// Starts a rollout of a build the gate accepts for the channel, against the channel's current
 /// build. A build the gate refuses is refused here too, audited.
 pub async fn start(
@@ -44,18 +124,7 @@ pub async fn start(
     who: Actor<'_>,
 ) -> Result<Outcome<RolloutRow>> {
     crate::gate::ops::check_name("channel", req.channel)?;
-    let mut rp = policy.channel(req.channel)?.rollout.clone();
-    if let Some(s) = &req.steps {
-        rp.steps = s.clone();
-    }
-    if let Some(b) = req.bake {
-        rp.bake = b;
-    }
-    if let Some(m) = req.min_sessions {
-        rp.min_sessions = m;
-    }
-    rp.check()
-        .map_err(|e| LabError::usage(format!("rollout: {e}"), "e.g. --steps 1,10,50,100 --min-sessions 200"))?;
+    let rp = req.policy(policy)?;
     let build = reg.resolve_build(req.build).await?;
     let target = format!("{build} -> {}", req.channel);
     let refuse = |reason: String| async {
@@ -70,30 +139,10 @@ pub async fn start(
         .await?;
         Ok::<_, LabError>(Outcome::Refused(vec![reason]))
     };
-    let Some(baseline) = reg.known_good(req.channel).await?.first().map(|r| r.build_id.clone()) else {
-        return refuse(format!(
-            "channel {} has no build yet, so there is no baseline to compare with: promote a first build with `canary promote`",
-            req.channel
-        ))
-        .await;
+    let baseline = match baseline(reg, req.channel, &build).await? {
+        Ok(b) => b,
+        Err(why) => return refuse(why).await,
     };
-    if let Some(r) = reg
-        .rollouts(true, 100)
-        .await?
-        .into_iter()
-        .find(|r| r.channel == req.channel)
-    {
-        return refuse(format!(
-            "channel {} has rollout {} in progress ({}): finish or abort it first",
-            req.channel,
-            r.id,
-            r.state.as_str()
-        ))
-        .await;
-    }
-    if baseline == build {
-        return refuse(format!("the build is already channel {}'s build", req.channel)).await;
-    }
     let (_, decision) = crate::gate::ops::promote(
         reg,
         policy,
@@ -120,26 +169,7 @@ pub async fn start(
         .await?;
         return Ok(Outcome::Refused(decision.unmet));
     }
-    let row = RolloutRow {
-        id: 0,
-        channel: req
-            .channel
-            .parse()
-            .map_err(|e: String| crate::error::LabError::usage(e, "e.g. --channel stable"))?,
-        build_id: build.clone(),
-        baseline_id: baseline.clone(),
-        steps: rp.steps.clone(),
-        step: 0,
-        state: State::Running,
-        bake_ms: rp.bake.as_millis() as i64,
-        min_sessions: rp.min_sessions as i64,
-        started_at: String::new(),
-        step_started_at: String::new(),
-        updated_at: String::new(),
-        revision: 1,
-        note: format!("step 1 of {}: {} % of sessions", rp.steps.len(), rp.steps[0]),
-        actor: who.name.to_string(),
-    };
+    let row = new_row(req.channel, &build, &baseline, &rp, who.name)?;
     let figures = serde_json::json!({"policy": rp, "gate": decision});
     let reason = if who.reason.is_empty() {
         format!("green under {}", policy.source)
@@ -209,6 +239,51 @@ pub struct Step {
     pub changed: bool,
 }
 
+/// What an action writes: (event kind, state, step, note, whether the channel is released
+/// to the build, whether the step's clock restarts).
+fn planned(action: &Action, r: &RolloutRow) -> (&'static str, State, usize, String, bool, bool) {
+    match action {
+        Action::Wait(why) => ("wait", State::Running, r.step, why.clone(), false, false),
+        Action::Hold(why) => (
+            "hold",
+            State::Running,
+            r.step,
+            format!("holding: {}", why.join("; ")),
+            false,
+            false,
+        ),
+        Action::Advance { to_step } => (
+            "advance",
+            State::Running,
+            *to_step,
+            format!(
+                "step {} of {}: {} % of sessions",
+                to_step + 1,
+                r.steps.len(),
+                r.steps[*to_step]
+            ),
+            false,
+            true,
+        ),
+        Action::Complete => (
+            "complete",
+            State::Completed,
+            r.step,
+            format!("completed: the build is channel {}'s build", r.channel),
+            true,
+            false,
+        ),
+        Action::Abort(why) => (
+            "abort",
+            State::Aborted,
+            r.step,
+            format!("aborted: {}", why.join("; ")),
+            false,
+            false,
+        ),
+    }
+}
+
 /// One pass of the controller over every running rollout at `now`.
 pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Result<Vec<Step>> {
     let mut out = Vec::new();
@@ -223,46 +298,7 @@ pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
         let action = next_action(&j, r.step, r.steps.len(), elapsed, rp.bake);
         let figures = serde_json::to_value(&j).expect("json");
         let target = format!("rollout {} ({} -> {})", r.id, r.build_id, r.channel);
-        let (kind, state, step, note, release, restart) = match &action {
-            Action::Wait(why) => ("wait", State::Running, r.step, why.clone(), false, false),
-            Action::Hold(why) => (
-                "hold",
-                State::Running,
-                r.step,
-                format!("holding: {}", why.join("; ")),
-                false,
-                false,
-            ),
-            Action::Advance { to_step } => (
-                "advance",
-                State::Running,
-                *to_step,
-                format!(
-                    "step {} of {}: {} % of sessions",
-                    to_step + 1,
-                    r.steps.len(),
-                    r.steps[*to_step]
-                ),
-                false,
-                true,
-            ),
-            Action::Complete => (
-                "complete",
-                State::Completed,
-                r.step,
-                format!("completed: the build is channel {}'s build", r.channel),
-                true,
-                false,
-            ),
-            Action::Abort(why) => (
-                "abort",
-                State::Aborted,
-                r.step,
-                format!("aborted: {}", why.join("; ")),
-                false,
-                false,
-            ),
-        };
+        let (kind, state, step, note, release, restart) = planned(&action, &r);
         // A wait changes nothing. A hold is an event once per reason; while it lasts, only the
         // note's figures are kept current (no event, no audit entry on every pass).
         let shape = |n: &str| n.chars().filter(|c| !c.is_ascii_digit()).collect::<String>();

@@ -33,15 +33,13 @@ pub async fn offer(reg: &Registry, runner: &str, signing: bool, orgs: &crate::or
     Ok(offer)
 }
 
-/// The offer for hosts of `org` (if any) following `channel` (stable when none), and the
-/// manifest a host would install (with its statement), when there is a build to offer.
-pub async fn offer_for(
+/// The channel a host follows (its org's pin's, else the one it asked for, else stable) and
+/// the build it should run there, with where that came from (`pin` or `channel`).
+async fn target(
     reg: &Registry,
     org: Option<&str>,
     channel: Option<&str>,
-    signing: bool,
-    orgs: &crate::orgs::OrgPolicies,
-) -> Result<(Offer, Option<BuildManifest>)> {
+) -> Result<(String, Option<canary_contract::BuildId>, &'static str)> {
     let pin = match org {
         Some(org) => reg.pins().await?.into_iter().find(|p| p.org == org),
         None => None,
@@ -58,6 +56,56 @@ pub async fn offer_for(
             "channel",
         ),
     };
+    Ok((channel, target, source))
+}
+
+/// How many of a build's latest results fail (anything but pass or flaky) and are flaky.
+fn failing_and_flaky(cells: &[crate::registry::ResultRow]) -> (i64, i64) {
+    let count = |f: &dyn Fn(ResultStatus) -> bool| cells.iter().filter(|c| f(c.status)).count() as i64;
+    (
+        count(&|s| !matches!(s, ResultStatus::Pass | ResultStatus::Flaky)),
+        count(&|s| s == ResultStatus::Flaky),
+    )
+}
+
+/// What the offered build's results show: how many, how many pass, from which runs.
+fn evidence(cells: &[crate::registry::ResultRow]) -> Evidence {
+    let mut runs: Vec<String> = cells.iter().map(|c| c.run_id.clone()).collect();
+    runs.sort();
+    runs.dedup();
+    Evidence {
+        results: cells.len() as i64,
+        passing: cells.iter().filter(|c| c.status == ResultStatus::Pass).count() as i64,
+        runs,
+    }
+}
+
+/// The channels a rollback took away from `target` (newest first: a rollback entry restores a
+/// build; the entry after it was left).
+async fn rolled_back_on(reg: &Registry, target: &canary_contract::BuildId) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for c in reg.channels().await? {
+        let history = reg.releases(Some(&c), 1000).await?;
+        if history
+            .windows(2)
+            .any(|w| w[0].kind == "rollback" && w[1].build_id == *target && w[0].build_id != *target)
+        {
+            out.push(c.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The offer for hosts of `org` (if any) following `channel` (stable when none), and the
+/// manifest a host would install (with its statement), when there is a build to offer.
+pub async fn offer_for(
+    reg: &Registry,
+    org: Option<&str>,
+    channel: Option<&str>,
+    signing: bool,
+    orgs: &crate::orgs::OrgPolicies,
+) -> Result<(Offer, Option<BuildManifest>)> {
+    let (channel, target, source) = target(reg, org, channel).await?;
     let stable_current = reg
         .known_good(canary_contract::Channel::STABLE)
         .await?
@@ -88,21 +136,8 @@ pub async fn offer_for(
         return Ok((offer, None));
     };
     let cells = reg.latest_cells(&target).await?;
-    facts.failing = cells
-        .iter()
-        .filter(|c| !matches!(c.status, ResultStatus::Pass | ResultStatus::Flaky))
-        .count() as i64;
-    facts.flaky = cells.iter().filter(|c| c.status == ResultStatus::Flaky).count() as i64;
-    for c in reg.channels().await? {
-        let history = reg.releases(Some(&c), 1000).await?;
-        // Newest first: a rollback entry restores a build; the entry after it was left.
-        if history
-            .windows(2)
-            .any(|w| w[0].kind == "rollback" && w[1].build_id == target && w[0].build_id != target)
-        {
-            facts.rolled_back_on.push(c.to_string());
-        }
-    }
+    (facts.failing, facts.flaky) = failing_and_flaky(&cells);
+    facts.rolled_back_on = rolled_back_on(reg, &target).await?;
     (offer.status, offer.reasons) = super::status(&facts);
     let row = reg.build_row(&target).await?;
     let components = row
@@ -117,10 +152,12 @@ pub async fn offer_for(
             .push("the build has no manifest of components: it cannot be installed".into());
         return Ok((offer, None));
     }
-    let mut runs: Vec<String> = cells.iter().map(|c| c.run_id.clone()).collect();
-    runs.sort();
-    runs.dedup();
-    offer.reports = runs.iter().map(|r| format!("/reports/{r}/report.html")).collect();
+    let evidence = evidence(&cells);
+    offer.reports = evidence
+        .runs
+        .iter()
+        .map(|r| format!("/reports/{r}/report.html"))
+        .collect();
     if !signing {
         offer.status = super::Status::Red;
         offer.reasons.push(
@@ -131,11 +168,7 @@ pub async fn offer_for(
         build: target.to_string(),
         image: row.as_ref().map(|r| r.image_ref.clone()).unwrap_or_default(),
         components,
-        evidence: Evidence {
-            results: cells.len() as i64,
-            passing: cells.iter().filter(|c| c.status == ResultStatus::Pass).count() as i64,
-            runs,
-        },
+        evidence,
         offered_for: match (source, org) {
             ("pin", Some(org)) => format!("pin:{org}"),
             _ => channel.clone(),
