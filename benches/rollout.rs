@@ -135,7 +135,7 @@ async fn decision(reg: Arc<Registry>, label: &str, total: u64) {
                     runner: "r".into(),
                     org: "acme".into(),
                     session: format!("d-{n}"),
-                    build: b.clone(),
+                    build: b.parse().expect("a build id"),
                     started_at: "2026-11-01T00:00:00.000Z".into(),
                     start_latency_ms: Some(400 + (n % 977) as i64),
                     outcome: if n % 97 == 0 {

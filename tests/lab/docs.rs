@@ -9,6 +9,12 @@ use std::process::Command;
 
 /// Every `canary ...` the documents show, with where it stands (`file:line`).
 fn shown_commands() -> Vec<(String, String)> {
+    shown_commands_where().into_iter().map(|(at, c, _)| (at, c)).collect()
+}
+
+/// Every `canary ...` the documents show, where it stands, and whether it is a shell line in a
+/// code block (`true`) or an inline synopsis.
+fn shown_commands_where() -> Vec<(String, String, bool)> {
     let root = crate::helpers::root();
     let files = crate::helpers::doc_files();
     let mut out = Vec::new();
@@ -29,14 +35,14 @@ fn shown_commands() -> Vec<(String, String)> {
                 for part in line.split("&&") {
                     let part = part.trim();
                     if is_command(part) {
-                        out.push((at.clone(), part.to_string()));
+                        out.push((at.clone(), part.to_string(), true));
                     }
                 }
             } else {
                 // Inline synopses: `canary run --suite FILE... [--repo ID...]`.
                 for (j, span) in line.split('`').enumerate() {
                     if j % 2 == 1 && is_command(span) {
-                        out.push((at.clone(), span.replace("\\|", "|")));
+                        out.push((at.clone(), span.replace("\\|", "|"), false));
                     }
                 }
             }
@@ -240,4 +246,85 @@ fn every_read_only_suggestion_runs_as_written() {
         "suggestions that do not run as written:\n{}",
         wrong.join("\n")
     );
+}
+
+/// The release engineer's and admin's commands the docs show, run as written against a fixture
+/// lab: a registry whose stable channel has a build and a green candidate whose id begins as
+/// the docs write it (`sha256:4f2a…`, the ellipsis standing for the rest of the id). Each does
+/// what the docs say (exit 0); a changed flag, subcommand or refusal breaks this test.
+#[test]
+fn the_release_commands_the_docs_show_run_against_a_fixture_lab() {
+    // In the order a person follows them: start a rollout, watch it, the status, tokens.
+    const RUNS: [&str; 4] = ["rollout start", "rollout status", "status", "tokens create"];
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("r.db");
+    let url = format!("sqlite://{}", registry.display());
+    let base = format!("sha256:{}", "1".repeat(64));
+    let candidate = format!("sha256:4f2a{}", "0".repeat(60));
+    crate::rollout::seed_build_id(&url, &base, "pass");
+    crate::rollout::seed_build_id(&url, &candidate, "pass");
+    let canary = |words: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_canary"))
+            .current_dir(crate::helpers::root())
+            .arg("--registry")
+            .arg(&registry)
+            .args(words)
+            .env("CI", "true")
+            .env_remove("CANARY_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let setup = canary(&["promote", &base, "--channel", "stable"]);
+    assert_eq!(
+        setup.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    // Shell lines in code blocks, as a person copies them (synopses name placeholders).
+    let mut shown: Vec<(usize, String, String)> = shown_commands_where()
+        .into_iter()
+        .filter(|(_, c, fenced)| *fenced && !c.contains('<'))
+        .filter_map(|(at, c, _)| {
+            let path = c
+                .split_whitespace()
+                .skip(1)
+                .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !w.starts_with('-'))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let rank = RUNS.iter().position(|r| path == *r)?;
+            Some((rank, at, c))
+        })
+        .collect();
+    shown.sort();
+    shown.dedup_by(|a, b| a.2 == b.2);
+    let mut wrong = Vec::new();
+    for (_, at, command) in &shown {
+        let command = command.replace("sha256:4f2a…", &candidate);
+        let words: Vec<&str> = command.split_whitespace().skip(1).collect();
+        let out = canary(&words);
+        if out.status.code() != Some(0) {
+            wrong.push(format!(
+                "{at}: `{command}` exits {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    let ran: Vec<&str> = shown.iter().map(|(_, _, c)| c.as_str()).collect();
+    for r in RUNS {
+        assert!(
+            ran.iter().any(|c| c.starts_with(&format!("canary {r}"))),
+            "the docs show `canary {r}`: {ran:?}"
+        );
+    }
+    assert!(
+        wrong.is_empty(),
+        "commands the docs show that do not run as written:\n{}",
+        wrong.join("\n")
+    );
+    // The rollout the docs started is the one `rollout status` showed: the candidate, on stable.
+    let status = canary(&["rollout", "status", "--channel", "stable", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["rollout"]["build_id"], candidate.as_str());
 }

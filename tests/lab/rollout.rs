@@ -32,7 +32,14 @@ pub(crate) fn rt() -> tokio::runtime::Runtime {
 /// Records a build with golden-path results on every canary repo (`status` for each).
 fn seed_build(url: &str, digit: char, status: &str) -> String {
     let id = format!("sha256:{}", std::iter::repeat_n(digit, 64).collect::<String>());
-    let build = canary::registry::BuildInfo::from_image(&id, &format!("canary-lab/build:{digit}"), &Default::default());
+    seed_build_id(url, &id, status);
+    id
+}
+
+/// Records the build `id` with golden-path results on every canary repo (`status` for each).
+pub(crate) fn seed_build_id(url: &str, id: &str, status: &str) {
+    let digit = &id[7..8];
+    let build = canary::registry::BuildInfo::from_image(id, &format!("canary-lab/build:{digit}"), &Default::default());
     let rows: Vec<(String, String, String, &str)> = ["ci-enabled", "js-ts", "python"]
         .iter()
         .map(|repo| {
@@ -48,7 +55,6 @@ fn seed_build(url: &str, digit: char, status: &str) -> String {
         let reg = canary::registry::Registry::open(url).await.unwrap();
         reg.seed_results(&build, &rows).await.unwrap();
     });
-    id
 }
 
 pub(crate) struct Serve {

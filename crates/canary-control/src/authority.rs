@@ -218,7 +218,7 @@ mod tests {
             runner: runner.into(),
             org: org.into(),
             session: id.into(),
-            build: build.into(),
+            build: build.parse().expect("a build id"),
             started_at: "2026-12-05T00:00:00Z".into(),
             start_latency_ms: Some(1),
             outcome: crate::telemetry::SessionEnd::Ok,
@@ -239,22 +239,25 @@ mod tests {
             "s1".to_string(),
             Assigned {
                 org: "acme".into(),
-                build: "b1".into(),
+                build: "sha256:b1".into(),
             },
         )]
         .into();
         assert_eq!(
-            may_report("r1", &orgs, &[session("r1", "acme", "s1", "b1")], &assigned),
+            may_report("r1", &orgs, &[session("r1", "acme", "s1", "sha256:b1")], &assigned),
             Ok(())
         );
         let kind = |s: Session| may_report("r1", &orgs, &[s], &assigned).unwrap_err().kind;
-        assert_eq!(kind(session("r2", "acme", "s1", "b1")), RefusalKind::OtherRunner);
-        assert_eq!(kind(session("r1", "globex", "s1", "b1")), RefusalKind::ForeignOrg);
-        assert_eq!(kind(session("r1", "acme", "s2", "b1")), RefusalKind::Unassigned);
-        assert_eq!(kind(session("r1", "acme", "s1", "b2")), RefusalKind::OtherBuild);
+        assert_eq!(kind(session("r2", "acme", "s1", "sha256:b1")), RefusalKind::OtherRunner);
+        assert_eq!(
+            kind(session("r1", "globex", "s1", "sha256:b1")),
+            RefusalKind::ForeignOrg
+        );
+        assert_eq!(kind(session("r1", "acme", "s2", "sha256:b1")), RefusalKind::Unassigned);
+        assert_eq!(kind(session("r1", "acme", "s1", "sha256:b2")), RefusalKind::OtherBuild);
         // A runner bound to no org (a token from before tokens had orgs) reports nothing.
         let none = BTreeSet::new();
-        let e = may_report("r1", &none, &[session("r1", "acme", "s1", "b1")], &assigned).unwrap_err();
+        let e = may_report("r1", &none, &[session("r1", "acme", "s1", "sha256:b1")], &assigned).unwrap_err();
         assert_eq!(e.kind, RefusalKind::ForeignOrg);
     }
 

@@ -499,7 +499,7 @@ pub async fn update_report(
             &format!("action is one of {ACTIONS:?}, outcome one of {OUTCOMES:?}"),
         );
     }
-    let short = |s: &Option<String>| s.as_deref().map(|v| v.chars().take(80).collect::<String>());
+    let short = |s: &Option<canary_contract::BuildId>| s.as_deref().map(|v| v.chars().take(80).collect::<String>());
     let target = format!("runner:{runner}");
     let action = format!("runner.{}", entry.action);
     let reason: String = entry.reason.chars().take(2000).collect();

@@ -1,6 +1,7 @@
 //! Session telemetry from the fleet (`POST /v1/telemetry`): untrusted JSON, checked field by
 //! field before anything is stored; the rollups decisions and KPIs read; the KPIs themselves.
 
+use canary_contract::BuildId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -66,7 +67,7 @@ pub struct Session {
     pub runner: String,
     pub org: String,
     pub session: String,
-    pub build: String,
+    pub build: BuildId,
     /// The runner's start time, bounded to [received − 7 days, received + 5 min] and then to
     /// at most `received_at`.
     pub started_at: String,
@@ -145,7 +146,8 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
             field: Some(field.to_string()),
             message,
         };
-        let started = check_session(&s, now, (earliest, latest)).map_err(|(field, message)| bad(field, message))?;
+        let (started, build) =
+            check_session(&s, now, (earliest, latest)).map_err(|(field, message)| bad(field, message))?;
         if !seen.insert((s.runner.clone(), s.session.clone())) {
             return Err(bad(
                 "session",
@@ -171,7 +173,7 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
             runner: s.runner,
             org: s.org,
             session: s.session,
-            build: s.build,
+            build,
             started_at: canary_contract::time::format_ts(started),
             start_latency_ms: s.start_latency_ms.map(|v| v as i64),
             outcome: s.outcome,
@@ -187,14 +189,14 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
     Ok(out)
 }
 
-/// One session's ids, org, start time (within `window`) and numbers (within [`LIMITS`]);
-/// returns its start bounded to `now`, or the field at fault and why.
+/// One session's ids (its build a build id), org, start time (within `window`) and numbers (within [`LIMITS`]);
+/// returns its start bounded to `now` and its build, or the field at fault and why.
 fn check_session(
     s: &SessionReport,
     now: jiff::Timestamp,
     (earliest, latest): (jiff::Timestamp, jiff::Timestamp),
-) -> Result<jiff::Timestamp, (&'static str, String)> {
-    for (field, v) in [("runner", &s.runner), ("session", &s.session), ("build", &s.build)] {
+) -> Result<(jiff::Timestamp, BuildId), (&'static str, String)> {
+    for (field, v) in [("runner", &s.runner), ("session", &s.session)] {
         if !is_id(v) {
             return Err((
                 field,
@@ -245,8 +247,9 @@ fn check_session(
             return Err((field, format!("{v} is more than {max}")));
         }
     }
+    let build: BuildId = s.build.parse().map_err(|e| ("build", e))?;
     // A runner a little ahead of us is bounded to our clock: history never runs backwards.
-    Ok(started.min(now))
+    Ok((started.min(now), build))
 }
 
 /// Sums of one build over a window: one rollup row, or many added up.
@@ -328,7 +331,7 @@ pub fn quantile(hist: &BTreeMap<i64, i64>, q: f64) -> Option<u64> {
 }
 
 /// Per build: the sums and the `start` / `approval` histograms of a set of sessions.
-pub type Rollup = BTreeMap<String, (Sums, BTreeMap<(&'static str, i64), i64>)>;
+pub type Rollup = BTreeMap<BuildId, (Sums, BTreeMap<(&'static str, i64), i64>)>;
 
 pub fn rollup<'a>(sessions: impl IntoIterator<Item = &'a Session>) -> Rollup {
     let mut out: Rollup = BTreeMap::new();
@@ -415,6 +418,7 @@ mod tests {
             (one(", \"extra\": 1"), "unknown field"),
             (one("").replace("\"r-1\"", "\"r\\u001b[2J\""), "sessions[0].runner"),
             (one("").replace("\"acme\"", "\"../etc\""), "sessions[0].org"),
+            (one("").replace("sha256:ab", "latest"), "sessions[0].build"),
             (one("").replace("\"ok\"", "\"great\""), "unknown variant"),
             (
                 one("").replace("\"commands_failed\": 1", "\"commands_failed\": 9"),

@@ -229,7 +229,7 @@ impl Registry {
                     .bind(&s.session)
                     .bind(&s.runner)
                     .bind(&s.org)
-                    .bind(&s.build)
+                    .bind(s.build.as_str())
                     .bind(&s.started_at)
                     .bind(received_at)
                     .bind(s.start_latency_ms)
@@ -269,7 +269,7 @@ impl Registry {
                  cost_micros = telemetry_rollups.cost_micros + excluded.cost_micros, duration_ms = telemetry_rollups.duration_ms + excluded.duration_ms, \
                  start_latency_ms = telemetry_rollups.start_latency_ms + excluded.start_latency_ms",
             )
-            .bind(&build)
+            .bind(build.as_str())
             .bind(second)
             .bind(sums.sessions)
             .bind(sums.started)
@@ -293,7 +293,7 @@ impl Registry {
                     "INSERT INTO telemetry_histograms (build_id, minute, metric, bucket, n) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (build_id, minute, metric, bucket) DO UPDATE SET n = telemetry_histograms.n + excluded.n",
                 )
-                .bind(&build)
+                .bind(build.as_str())
                 .bind(&second[..16])
                 .bind(metric)
                 .bind(bucket)

@@ -125,7 +125,7 @@ pub async fn offer_for(
         source: source.into(),
         status: super::Status::Red,
         reasons: vec![],
-        build: target.as_ref().map(|b| b.to_string()),
+        build: target.clone(),
         changes: vec![],
         reports: vec![],
         rollback: rollback_lines(),
@@ -165,7 +165,7 @@ pub async fn offer_for(
         );
     }
     let manifest = BuildManifest {
-        build: target.to_string(),
+        build: target.clone(),
         image: row.as_ref().map(|r| r.image_ref.clone()).unwrap_or_default(),
         components,
         evidence,
@@ -388,7 +388,7 @@ mod tests {
             source: "channel".into(),
             status,
             reasons: vec![],
-            build: Some("sha256:b".into()),
+            build: Some("sha256:b".parse().unwrap()),
             changes,
             reports: vec![],
             rollback: vec![],

@@ -123,7 +123,7 @@ struct AgentOpts {
     org: String,
     /// This runner's build (its image digest).
     #[arg(long, env = "CANARY_BUILD")]
-    build: String,
+    build: canary_contract::BuildId,
     /// Sessions to handle before stopping.
     #[arg(long, default_value_t = 10)]
     sessions: u64,

@@ -17,7 +17,7 @@ pub struct AgentOptions {
     pub runner: String,
     pub org: String,
     /// The build this runner is (its image digest).
-    pub build: String,
+    pub build: canary_contract::BuildId,
     pub sessions: u64,
     /// The session to run; its workspace is a template copied afresh for each session.
     pub session: SessionArgs,
@@ -44,7 +44,7 @@ pub struct AgentReport {
     pub dropped: u64,
     /// Update checks made, and the build offered when it is not this runner's.
     pub update_checks: u64,
-    pub update_available: Option<String>,
+    pub update_available: Option<canary_contract::BuildId>,
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -165,7 +165,7 @@ async fn one(o: &AgentOptions, id: &str) -> std::io::Result<(serde_json::Value, 
 /// Reports this runner's versions (a heartbeat, from which the control plane tells the admin when
 /// it is behind) and asks what it is offered. `Some(line)`: an update is available, said in one
 /// line with how to take it; nothing is installed here.
-pub async fn update_check(o: &AgentOptions) -> crate::error::Result<Option<(String, String)>> {
+pub async fn update_check(o: &AgentOptions) -> crate::error::Result<Option<(canary_contract::BuildId, String)>> {
     let client = crate::update::host::Client::new(&o.server, &o.token)?;
     client
         .heartbeat(&super::heartbeat(&o.runner, Some(&o.org), None).await)
@@ -195,13 +195,11 @@ pub async fn update_check(o: &AgentOptions) -> crate::error::Result<Option<(Stri
 
 /// Runs the agent until `sessions` sessions were handled; telemetry left unsent stays in the spool.
 pub async fn run(o: &AgentOptions) -> crate::error::Result<AgentReport> {
-    for (what, v) in [("runner", &o.runner), ("build", &o.build)] {
-        if !crate::names::is_id(v) {
-            return Err(crate::error::LabError::usage(
-                format!("--{what} is not an id"),
-                "letters, digits, `.`, `_`, `:`, `-`",
-            ));
-        }
+    if !crate::names::is_id(&o.runner) {
+        return Err(crate::error::LabError::usage(
+            "--runner is not an id",
+            "letters, digits, `.`, `_`, `:`, `-`",
+        ));
     }
     crate::names::check_name("org", &o.org)?;
     let client = reqwest::Client::new();

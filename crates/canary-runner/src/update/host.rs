@@ -7,6 +7,7 @@
 
 use super::{BuildManifest, Offer, Plan};
 use crate::error::{LabError, Result};
+use canary_contract::BuildId;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,8 +75,8 @@ fn default_channels() -> Vec<String> {
 pub struct AuditEntry {
     pub at: String,
     pub action: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
+    pub from: Option<BuildId>,
+    pub to: Option<BuildId>,
     /// `done`, `up_to_date`, `blocked`, `refused`, `failed`, `rolled_back`.
     pub outcome: String,
     pub reason: String,
@@ -700,7 +701,7 @@ mod tests {
     async fn a_runner_only_build_smokes_its_runner() {
         use std::os::unix::fs::PermissionsExt;
         let m = BuildManifest {
-            build: "b1".into(),
+            build: "sha256:b1".parse().unwrap(),
             image: String::new(),
             components: vec![super::super::Component {
                 name: canary_contract::build::RUNNER.into(),
@@ -840,8 +841,8 @@ pub async fn check(host: &Host, client: &Client, cfg: &HostConfig) -> Result<Che
 #[derive(Debug, Clone, Serialize)]
 pub struct Upgrade {
     pub outcome: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
+    pub from: Option<BuildId>,
+    pub to: Option<BuildId>,
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildManifest {
     /// The build's id (its image digest in the lab).
-    pub build: String,
+    pub build: canary_contract::BuildId,
     pub image: String,
     /// Runner and CLIs, each with the digest of the artifact the lab judged.
     pub components: Vec<Component>,
@@ -180,7 +180,7 @@ pub struct Offer {
     pub status: Status,
     pub reasons: Vec<String>,
     /// The build to run; `None` when the channel has none.
-    pub build: Option<String>,
+    pub build: Option<canary_contract::BuildId>,
     /// From what the runner last reported (its heartbeat) to the offered build.
     pub changes: Vec<Change>,
     /// The canary reports behind the verdict.
@@ -196,8 +196,8 @@ pub struct Offer {
 /// The host's answer before it changes anything.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
-    pub from: Option<String>,
-    pub to: String,
+    pub from: Option<canary_contract::BuildId>,
+    pub to: canary_contract::BuildId,
     pub changes: Vec<Change>,
     /// Bundles whose `runtime_compatibility` excludes the target runner: the upgrade is blocked.
     pub blocked: Vec<String>,
@@ -206,7 +206,7 @@ pub struct Plan {
     /// One smoke session per CLI of the target.
     pub smoke: Vec<String>,
     /// The build the host switches back to if a smoke session fails.
-    pub rollback_point: Option<String>,
+    pub rollback_point: Option<canary_contract::BuildId>,
 }
 
 /// Installed bundles against the target's runner version (ADR 0008: a bundle whose
@@ -279,7 +279,7 @@ mod tests {
 
     fn manifest(build: &str, runner: &str, claude: &str) -> BuildManifest {
         BuildManifest {
-            build: build.into(),
+            build: build.parse().expect("a build id"),
             image: format!("canary-lab/build:{build}"),
             components: vec![comp("runner", runner), comp("claude-code", claude)],
             evidence: Evidence {
@@ -382,11 +382,11 @@ mod tests {
             "old.yaml",
             "runtime_compatibility:\n  min_version: \"0.0.1\"\n  max_version: \"0.0.x\"\n",
         );
-        let from = manifest("b1", "0.1.0+aaaa", "2.1.329");
-        let to = manifest("b2", "0.1.0+bbbb", "2.1.330");
+        let from = manifest("sha256:b1", "0.1.0+aaaa", "2.1.329");
+        let to = manifest("sha256:b2", "0.1.0+bbbb", "2.1.330");
         let p = plan(Some(&from), &to, std::slice::from_ref(&ok));
         assert!(p.blocked.is_empty(), "{:?}", p.blocked);
-        assert_eq!(p.rollback_point.as_deref(), Some("b1"));
+        assert_eq!(p.rollback_point.as_deref(), Some("sha256:b1"));
         assert_eq!(p.changes.len(), 2, "runner and claude-code move");
         assert_eq!(p.smoke.len(), 1, "one smoke session per CLI");
         let p = plan(Some(&from), &to, &[ok, old]);
@@ -411,7 +411,7 @@ mod tests {
             require_signed: true,
             rollback: vec!["canary-runner update rollback".into()],
         };
-        let mut m = manifest("b1", "0.1.0", "2.1.330");
+        let mut m = manifest("sha256:b1", "0.1.0", "2.1.330");
         m.statement = Some(statement.clone());
         let allowed = vec!["stable".to_string(), "beta".to_string()];
         let says = |r: std::result::Result<(), String>, what: &str| {

@@ -43,7 +43,7 @@ const SERVER: &str = "http://cp";
 
 fn doc(org: Option<&str>, channel: &str, build: &str) -> Doc {
     let m = BuildManifest {
-        build: build.into(),
+        build: build.parse().expect("a build id"),
         image: format!("canary-lab/build:{build}"),
         components: vec![],
         evidence: Evidence {
@@ -246,7 +246,7 @@ async fn metadata_signed_by_another_key_is_refused() {
     let home = s.host();
     // Someone with another key signs a publication of their own under the same root.
     let mut forged = setup().await;
-    let files = forged.publish(&[doc(None, "stable", "sha256:evil")]).await;
+    let files = forged.publish(&[doc(None, "stable", "sha256:e0e0")]).await;
     let no_root: Vec<_> = files.into_iter().filter(|(p, _)| !p.ends_with(".root.json")).collect();
     s.served.put(&no_root);
     says(
