@@ -2,15 +2,22 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-canary := "target/release/canary"
+canary := "target/debug/canary"
 
 # Show the recipes.
 default:
     @just --list
 
-# Build the release binaries: canary, canary-exec (in-container executor), canary-runner.
+# Build the lab's binaries: canary, canary-exec (in-container executor), canary-runner. The
+# lab runs them as the tests do (the dev profile: one build serves `demo` and `test`); their
+# work is waiting on Docker, git and the network, which optimisation does not speed up.
 [group('build')]
 build:
+    cargo build --locked --bins
+
+# Optimised binaries to deploy (`canary serve`, the runner a platform ships): target/release/.
+[group('build')]
+release:
     cargo build --release --locked --bins
 
 # Build the offline base image (debootstrap + docker import) unless it exists.
@@ -30,7 +37,7 @@ demo *ARGS: setup
 smoke *ARGS: setup
     {{canary}} run --suite suites/demo.yaml --jobs 3 {{ARGS}}
 
-# Run any canary command with the release binary, e.g. `just canary gc`.
+# Run any canary command with the lab's binary, e.g. `just canary gc`.
 [group('run')]
 canary *ARGS: build
     {{canary}} {{ARGS}}

@@ -361,7 +361,7 @@ fn the_example_workflow_runs_the_pipeline_as_a_ci_job_does() {
         .filter(|l| !l.is_empty())
         .collect();
 
-    // A checkout: the lab's repos and suites, the release binary where the step calls it, a
+    // A checkout: the lab's repos and suites, the lab's binary where the step calls it, a
     // `sudo` that passes through, and canary.yaml pointing upstream at a mock package index.
     let (url, upstream) = start();
     let job = tempfile::tempdir().unwrap();
@@ -369,8 +369,8 @@ fn the_example_workflow_runs_the_pipeline_as_a_ci_job_does() {
     for d in ["canary-repos", "suites"] {
         std::os::unix::fs::symlink(root.join(d), w.join(d)).unwrap();
     }
-    std::fs::create_dir_all(w.join("target/release")).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_canary"), w.join("target/release/canary")).unwrap();
+    std::fs::create_dir_all(w.join("target/debug")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_canary"), w.join("target/debug/canary")).unwrap();
     let bin = w.join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::fs::write(

@@ -255,7 +255,7 @@ pub fn local_runner() -> Result<(Component, PathBuf)> {
         .ok_or_else(|| {
             LabError::usage(
                 "canary-runner is not installed next to canary",
-                "build both: `cargo build --release --bins` (the Justfile's `build` recipe)",
+                "build both: `cargo build --bins` (the Justfile's `build` recipe)",
             )
         })?;
     let bytes = std::fs::read(&path).map_err(|e| LabError::read(&path, e))?;
