@@ -239,7 +239,7 @@ fn config(cli: &Cli) -> Result<LabConfig> {
 /// How a printed repro line starts: `canary` with the global flags this command was given, each
 /// path quoted for the shell when it needs to be, so the line runs as printed.
 fn repro_prefix(cli: &Cli) -> String {
-    let mut p = String::from("canary");
+    let mut p = program();
     if let Some(c) = &cli.config {
         p.push_str(&format!(" --config {}", shell_word(&c.display().to_string())));
     }
@@ -247,6 +247,27 @@ fn repro_prefix(cli: &Cli) -> String {
         p.push_str(&format!(" --reports-dir {}", shell_word(&d.display().to_string())));
     }
     p
+}
+
+/// How a person starts this program again from where it ran: `canary` when that is what PATH
+/// finds, else the path it was started by (`target/debug/canary` after `./lab demo` on a fresh
+/// clone, where nothing put `canary` on PATH).
+fn program() -> String {
+    let me = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
+    let on_path = std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("canary"))
+                .find(|p| p.is_file())
+        })
+        .and_then(|p| p.canonicalize().ok());
+    if me.is_some() && me == on_path {
+        return "canary".into();
+    }
+    match std::env::args_os().next() {
+        Some(a) if std::path::Path::new(&a).components().count() > 1 => shell_word(&a.to_string_lossy()),
+        _ => me.map_or_else(|| "canary".into(), |p| shell_word(&p.display().to_string())),
+    }
 }
 
 /// `s` as one shell word: as it is when it holds only characters no shell treats specially,

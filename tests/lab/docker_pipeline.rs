@@ -164,9 +164,16 @@ fn pipeline_judges_new_versions_once_and_promotes_green_ones_to_beta() {
     assert_eq!(status["upstream"]["claude-code"]["version"], "2.1.329");
 
     // The rollback line the notification gave is run as the person who read it would: through
-    // the shell, as written. Beta is back on the build before the promotion.
+    // the shell, as written, by an operator who has `canary` installed (a notification is read
+    // away from the lab's checkout). Beta is back on the build before the promotion.
     let line = hooks[1]["rollback"][0].as_str().unwrap().to_string();
-    let undo = crate::helpers::run_as_printed(&line, &[("CANARY_REGISTRY", db.as_os_str())]);
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_canary")).parent().unwrap();
+    let path = std::ffi::OsString::from(format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    ));
+    let undo = crate::helpers::run_as_printed(&line, &[("CANARY_REGISTRY", db.as_os_str()), ("PATH", &path)]);
     assert_eq!(
         undo.status.code(),
         Some(0),

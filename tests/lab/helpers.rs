@@ -282,15 +282,12 @@ pub fn docker(args: &[&str]) -> String {
 }
 
 /// Runs a line the lab printed for a person (a repro line, a rollback command) as that person
-/// would: through `sh`, from the checkout, with `canary` on the PATH.
+/// would: through `sh`, from the checkout, with the PATH they have.
 pub fn run_as_printed(line: &str, env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
-    let bin = Path::new(env!("CARGO_BIN_EXE_canary")).parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    // PATH as the user has it: the printed line must name the program in a way that runs
+    // without `canary` on PATH (a fresh clone has it only in target/).
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", line])
-        .current_dir(root())
-        .env("PATH", path)
-        .env("CI", "true");
+    cmd.args(["-c", line]).current_dir(root()).env("CI", "true");
     for (k, v) in env {
         cmd.env(k, v);
     }
