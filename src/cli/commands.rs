@@ -235,52 +235,9 @@ fn config(cli: &Cli) -> Result<LabConfig> {
     Ok(c)
 }
 
-/// `canary` plus the directory flags a repro needs to find the same folders.
-/// How a printed repro line starts: `canary` with the global flags this command was given, each
-/// path quoted for the shell when it needs to be, so the line runs as printed.
+/// How a printed repro line starts, with the global flags this command was given.
 fn repro_prefix(cli: &Cli) -> String {
-    let mut p = program();
-    if let Some(c) = &cli.config {
-        p.push_str(&format!(" --config {}", shell_word(&c.display().to_string())));
-    }
-    if let Some(d) = &cli.reports_dir {
-        p.push_str(&format!(" --reports-dir {}", shell_word(&d.display().to_string())));
-    }
-    p
-}
-
-/// How a person starts this program again from where it ran: `canary` when that is what PATH
-/// finds, else the path it was started by (`target/debug/canary` after `./lab demo` on a fresh
-/// clone, where nothing put `canary` on PATH).
-fn program() -> String {
-    let me = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
-    let on_path = std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("canary"))
-                .find(|p| p.is_file())
-        })
-        .and_then(|p| p.canonicalize().ok());
-    if me.is_some() && me == on_path {
-        return "canary".into();
-    }
-    match std::env::args_os().next() {
-        Some(a) if std::path::Path::new(&a).components().count() > 1 => shell_word(&a.to_string_lossy()),
-        _ => me.map_or_else(|| "canary".into(), |p| shell_word(&p.display().to_string())),
-    }
-}
-
-/// `s` as one shell word: as it is when it holds only characters no shell treats specially,
-/// else in single quotes.
-fn shell_word(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | ':' | '@' | ',' | '='));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+    crate::lab::repro::prefix(cli.config.as_deref(), cli.reports_dir.as_deref())
 }
 
 /// `--provider` values as specs: each parsed, no CLI twice.
@@ -629,18 +586,4 @@ fn schema(a: &SchemaArgs) -> Result<i32> {
         outln!("{}", text.strip_suffix('\n').unwrap_or(&text));
     }
     Ok(exit::PASS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shell_word;
-
-    #[test]
-    fn printed_paths_are_one_shell_word_each() {
-        assert_eq!(shell_word("/tmp/reports-1"), "/tmp/reports-1");
-        assert_eq!(shell_word("my reports"), "'my reports'");
-        assert_eq!(shell_word("it's; rm -rf ~"), "'it'\\''s; rm -rf ~'");
-        assert_eq!(shell_word("$(id)"), "'$(id)'");
-        assert_eq!(shell_word(""), "''");
-    }
 }

@@ -209,17 +209,7 @@ fn every_read_only_suggestion_runs_as_written() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let registry = dir.path().join("r.db");
-    let canary = |words: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_canary"))
-            .current_dir(crate::helpers::root())
-            .arg("--registry")
-            .arg(&registry)
-            .args(words)
-            .env("CI", "true")
-            .env_remove("CANARY_CONFIG")
-            .output()
-            .unwrap()
-    };
+    let canary = |words: &[&str]| canary_on(&registry, words);
     assert_eq!(canary(&["registry", "init"]).status.code(), Some(0));
     let mut ran = 0;
     let mut wrong = Vec::new();
@@ -263,17 +253,7 @@ fn the_release_commands_the_docs_show_run_against_a_fixture_lab() {
     let candidate = format!("sha256:4f2a{}", "0".repeat(60));
     crate::rollout::seed_build_id(&url, &base, "pass");
     crate::rollout::seed_build_id(&url, &candidate, "pass");
-    let canary = |words: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_canary"))
-            .current_dir(crate::helpers::root())
-            .arg("--registry")
-            .arg(&registry)
-            .args(words)
-            .env("CI", "true")
-            .env_remove("CANARY_CONFIG")
-            .output()
-            .unwrap()
-    };
+    let canary = |words: &[&str]| canary_on(&registry, words);
     let setup = canary(&["promote", &base, "--channel", "stable"]);
     assert_eq!(
         setup.status.code(),
@@ -327,4 +307,18 @@ fn the_release_commands_the_docs_show_run_against_a_fixture_lab() {
     let status = canary(&["rollout", "status", "--channel", "stable", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(v["rollout"]["build_id"], candidate.as_str());
+}
+
+/// `canary --registry REGISTRY WORDS...` from the checkout, as in CI, with no lab config from
+/// the environment.
+fn canary_on(registry: &Path, words: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_canary"))
+        .current_dir(crate::helpers::root())
+        .arg("--registry")
+        .arg(registry)
+        .args(words)
+        .env("CI", "true")
+        .env_remove("CANARY_CONFIG")
+        .output()
+        .unwrap()
 }

@@ -165,8 +165,79 @@ pub fn image_gone(old: &RunReport, case: &CaseReport, image_id: &str) -> LabErro
     )
 }
 
+/// How a printed repro line starts: the program as a person starts it again (see [`program`])
+/// with the folder flags the run was given, each path quoted for the shell when it needs to be,
+/// so the line runs as printed from where the run ran.
+pub fn prefix(config: Option<&std::path::Path>, reports_dir: Option<&std::path::Path>) -> String {
+    let mut p = program();
+    if let Some(c) = config {
+        p.push_str(&format!(" --config {}", shell_word(&c.display().to_string())));
+    }
+    if let Some(d) = reports_dir {
+        p.push_str(&format!(" --reports-dir {}", shell_word(&d.display().to_string())));
+    }
+    p
+}
+
+/// How a person starts this program again from where it ran: `canary` when that is what PATH
+/// finds, else the path it was started by (`target/debug/canary` after `./lab demo` on a fresh
+/// clone, where nothing put `canary` on PATH).
+pub fn program() -> String {
+    let me = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
+    let on_path = std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("canary"))
+                .find(|p| p.is_file())
+        })
+        .and_then(|p| p.canonicalize().ok());
+    if me.is_some() && me == on_path {
+        return "canary".into();
+    }
+    match std::env::args_os().next() {
+        Some(a) if std::path::Path::new(&a).components().count() > 1 => shell_word(&a.to_string_lossy()),
+        _ => me.map_or_else(|| "canary".into(), |p| shell_word(&p.display().to_string())),
+    }
+}
+
+/// `s` as one shell word: as it is when it holds only characters no shell treats specially,
+/// else in single quotes.
+pub fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | ':' | '@' | ',' | '='));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn printed_paths_are_one_shell_word_each() {
+        use super::shell_word;
+        assert_eq!(shell_word("/tmp/reports-1"), "/tmp/reports-1");
+        assert_eq!(shell_word("my reports"), "'my reports'");
+        assert_eq!(shell_word("it's; rm -rf ~"), "'it'\\''s; rm -rf ~'");
+        assert_eq!(shell_word("$(id)"), "'$(id)'");
+        assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn a_repro_prefix_names_a_program_that_runs_and_its_folders() {
+        let p = super::prefix(
+            Some(std::path::Path::new("lab config.yaml")),
+            Some(std::path::Path::new("/tmp/r")),
+        );
+        // The test binary is not `canary` on PATH: the line names it by the path it was started by.
+        let program = super::program();
+        assert_ne!(program, "canary");
+        assert!(std::path::Path::new(program.trim_matches('\'')).exists(), "{program}");
+        assert_eq!(p, format!("{program} --config 'lab config.yaml' --reports-dir /tmp/r"));
+    }
+
     #[test]
     fn a_repro_target_is_two_names_never_a_path() {
         let dir = tempfile::tempdir().unwrap();
