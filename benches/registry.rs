@@ -53,7 +53,9 @@ async fn seed(reg: &Registry) {
             reason: "",
             evidence: serde_json::json!({}),
         };
-        reg.release("stable", &id, "promote", audit).await.expect("release");
+        reg.release("stable", &id.parse().expect("a build id"), "promote", audit)
+            .await
+            .expect("release");
     }
 }
 
@@ -110,7 +112,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
     let mut stable = policy.channel("stable").expect("stable").clone();
     stable.required_suites = SUITES.iter().map(|s| s.to_string()).collect();
     let repos: Vec<String> = REPOS.iter().map(|s| s.to_string()).collect();
-    let candidate = build(BUILDS - 1).id;
+    let candidate: canary::contract::BuildId = build(BUILDS - 1).id.parse().expect("a build id");
 
     let decision = timed(rt, || {
         let (reg, stable, repos, candidate) = (&reg, &stable, &repos, &candidate);
@@ -119,8 +121,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
                 .evidence(candidate, &stable.required_suites, repos, &[])
                 .await
                 .expect("evidence");
-            let id = candidate.parse().expect("a build id");
-            let d = decide(&id, "stable", stable, evidence, jiff::Timestamp::now());
+            let d = decide(candidate, "stable", stable, evidence, jiff::Timestamp::now());
             assert!(d.allowed, "{:?}", d.unmet);
         }
     });

@@ -66,10 +66,11 @@ async fn ingest_http(reg: Arc<Registry>, label: &str) {
         tokens.push(token(&reg, &format!("bench-{r}")).await);
     }
     // The control plane takes telemetry only for sessions it assigned: assigned before the clock.
+    let b_id: canary::contract::BuildId = b.id.parse().unwrap();
     for r in 0..runners {
         let runner = format!("bench-{r}");
         for n in 0..batches_each * 1000 {
-            reg.record_assignment(&runner, &format!("{runner}-{n}"), "acme", &b.id)
+            reg.record_assignment(&runner, &format!("{runner}-{n}"), "acme", &b_id)
                 .await
                 .unwrap();
         }
@@ -164,12 +165,14 @@ async fn decision(reg: Arc<Registry>, label: &str, total: u64) {
     let policy = canary::rollout::RolloutPolicy::default();
     let mut times = Vec::new();
     let mut verdict = None;
+    let (cand_id, base_id): (canary::contract::BuildId, canary::contract::BuildId) =
+        (cand.id.parse().unwrap(), base.id.parse().unwrap());
     for _ in 0..20 {
         let s = Instant::now();
         // As the controller reads them: both sides at once.
         let (c, b) = tokio::try_join!(
-            reg.figures(&cand.id, "2026-11-01T00:00:00"),
-            reg.figures(&base.id, "2026-11-01T00:00:00")
+            reg.figures(&cand_id, "2026-11-01T00:00:00"),
+            reg.figures(&base_id, "2026-11-01T00:00:00")
         )
         .unwrap();
         verdict = Some(canary::rollout::judge(&policy, &c, &b).verdict);
@@ -193,7 +196,9 @@ async fn decision(reg: Arc<Registry>, label: &str, total: u64) {
 async fn assignment(reg: Arc<Registry>, label: &str) {
     let base = build(4);
     reg.record_build(&base).await.unwrap();
-    reg.release("stable", &base.id, "promote", audit()).await.unwrap();
+    reg.release("stable", &base.id.parse().unwrap(), "promote", audit())
+        .await
+        .unwrap();
     let url = serve(reg.clone()).await;
     let token = token(&reg, "lat").await;
     let client = reqwest::Client::new();

@@ -212,7 +212,10 @@ pub async fn compat_check(config: &LabConfig, cmd: &CompatCommand) -> Result<i32
     let decl = compat::load(manifest)?;
     let runtime = match (runtime, build) {
         (Some(r), _) => compat::runtime_version(r)?,
-        (None, Some(b)) => compat::runtime_version(&open_read(config).await?.runner_version(b).await?)?,
+        (None, Some(b)) => {
+            let reg = open_read(config).await?;
+            compat::runtime_version(&reg.runner_version(&reg.resolve_build(b).await?).await?)?
+        }
         (None, None) => unreachable!("clap requires one"),
     };
     let r = compat::check(&decl, &runtime);

@@ -287,7 +287,7 @@ on_both!(the_sweep_queue_is_idempotent_leased_retried_and_dead_lettered, |b| {
             async move {
                 r.release(
                     "stable",
-                    &build,
+                    &build.parse().unwrap(),
                     kind,
                     Audit {
                         actor: "t",
@@ -309,7 +309,7 @@ on_both!(the_sweep_queue_is_idempotent_leased_retried_and_dead_lettered, |b| {
             2,
             "one job per repo and build, however often promoted"
         );
-        assert_eq!(r.enqueue_sweeps(&build).await.unwrap(), 0);
+        assert_eq!(r.enqueue_sweeps(&build.parse().unwrap()).await.unwrap(), 0);
 
         let t0 = jiff::Timestamp::now();
         let lease = std::time::Duration::from_secs(60);
@@ -354,13 +354,14 @@ on_both!(the_sweep_queue_is_idempotent_leased_retried_and_dead_lettered, |b| {
 on_both!(recorders_of_one_build_at_once_keep_every_inventory, |b| {
     let reg = fresh(b);
     let build = "sha256:cccccccccccc0003";
+    let bid: canary::contract::BuildId = build.parse().unwrap();
     runtime().block_on(async {
         let r = canary::registry::Registry::open(&reg.url).await.unwrap();
         r.record_run(&drift_report(build, "lab/codex:163", false), "x")
             .await
             .unwrap();
         // The registry's connections open first, so the recorders below really overlap.
-        for res in futures_util::future::join_all((0..4).map(|_| r.inventories(build))).await {
+        for res in futures_util::future::join_all((0..4).map(|_| r.inventories(&bid))).await {
             res.unwrap();
         }
         // Sixteen runs of the build recorded at once, each having seen one event kind of its own.
@@ -378,7 +379,7 @@ on_both!(recorders_of_one_build_at_once_keep_every_inventory, |b| {
         for res in results {
             res.unwrap();
         }
-        let inv = r.inventories(build).await.unwrap();
+        let inv = r.inventories(&bid).await.unwrap();
         let kinds: Vec<&String> = inv[0].events.keys().collect();
         for k in 0..16 {
             assert!(

@@ -59,7 +59,7 @@ impl Lab {
             reg.seed_results(&build, &rows).await.unwrap();
             reg.release(
                 "stable",
-                &id,
+                &id.parse().unwrap(),
                 "promote",
                 canary::registry::Audit {
                     actor: "test",

@@ -6,6 +6,7 @@ use super::queries::{Audit, insert_audit};
 use super::{Dialect, Registry, db_err, now};
 use crate::error::{LabError, Result};
 use crate::tokens::{Issued, Principal, Role};
+use canary_contract::BuildId;
 use serde::Serialize;
 use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
@@ -143,7 +144,7 @@ impl Registry {
 
     /// Records that `session` of `runner` runs `build` for `org` (a session asked again is
     /// assigned again: the latest answer is the one its telemetry must match).
-    pub async fn record_assignment(&self, runner: &str, session: &str, org: &str, build: &str) -> Result<()> {
+    pub async fn record_assignment(&self, runner: &str, session: &str, org: &str, build: &BuildId) -> Result<()> {
         let _queued = self.queue_writer().await;
         sqlx::query(
             "INSERT INTO session_assignments (runner, session, org, build_id, assigned_at) VALUES ($1, $2, $3, $4, $5) \
@@ -152,7 +153,7 @@ impl Registry {
         .bind(runner)
         .bind(session)
         .bind(org)
-        .bind(build)
+        .bind(build.as_str())
         .bind(now())
         .execute(self.pool())
         .await
@@ -218,14 +219,18 @@ mod tests {
     async fn assignments_belong_to_their_runner_and_old_ones_go() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path().join("r.db").to_str().unwrap()).await.unwrap();
-        reg.record_assignment("a", "s1", "acme", "b1").await.unwrap();
-        reg.record_assignment("a", "s1", "acme", "b2").await.unwrap();
+        reg.record_assignment("a", "s1", "acme", &"sha256:b1".parse().unwrap())
+            .await
+            .unwrap();
+        reg.record_assignment("a", "s1", "acme", &"sha256:b2".parse().unwrap())
+            .await
+            .unwrap();
         let got = reg.assignments("a", &["s1", "s2"]).await.unwrap();
         assert_eq!(
             got.get("s1"),
             Some(&Assigned {
                 org: "acme".into(),
-                build: "b2".into()
+                build: "sha256:b2".into()
             }),
             "asked again, the latest answer holds"
         );

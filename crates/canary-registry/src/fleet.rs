@@ -384,13 +384,13 @@ impl Registry {
 
     /// The figures a rollout decision reads for a build since `since` (a rollup second): only the
     /// four counts and the start-latency histogram it judges on.
-    pub async fn figures(&self, build: &str, since: &str) -> Result<Figures> {
+    pub async fn figures(&self, build: &BuildId, since: &str) -> Result<Figures> {
         let r = sqlx::query(
             "SELECT CAST(COALESCE(SUM(sessions), 0) AS BIGINT) AS sessions, CAST(COALESCE(SUM(failed), 0) AS BIGINT) AS failed, \
              CAST(COALESCE(SUM(timed_out), 0) AS BIGINT) AS timed_out, CAST(COALESCE(SUM(disconnected), 0) AS BIGINT) AS disconnected \
              FROM telemetry_rollups WHERE build_id = $1 AND second >= $2",
         )
-        .bind(build)
+        .bind(build.as_str())
         .bind(since)
         .fetch_one(self.pool())
         .await
@@ -398,7 +398,7 @@ impl Registry {
         let rows = sqlx::query(
             "SELECT bucket, CAST(SUM(n) AS BIGINT) AS n FROM telemetry_histograms WHERE build_id = $1 AND minute >= $2 AND metric = 'start' GROUP BY bucket",
         )
-        .bind(build)
+        .bind(build.as_str())
         .bind(since.get(..16).unwrap_or(since))
         .fetch_all(self.pool())
         .await
@@ -418,13 +418,13 @@ impl Registry {
 
     /// A build's sessions, failures (`failed` + `timed_out`) and disconnects per minute of
     /// arrival since `since` (a rollup second), oldest first: what the fleet page charts.
-    pub async fn telemetry_series(&self, build: &str, since: &str) -> Result<Vec<(String, i64, i64, i64)>> {
+    pub async fn telemetry_series(&self, build: &BuildId, since: &str) -> Result<Vec<(String, i64, i64, i64)>> {
         let rows = sqlx::query(
             "SELECT substr(second, 1, 16) AS minute, CAST(SUM(sessions) AS BIGINT) AS sessions, \
              CAST(SUM(failed + timed_out) AS BIGINT) AS failed, CAST(SUM(disconnected) AS BIGINT) AS disconnected \
              FROM telemetry_rollups WHERE build_id = $1 AND second >= $2 GROUP BY substr(second, 1, 16) ORDER BY minute LIMIT 1440",
         )
-        .bind(build)
+        .bind(build.as_str())
         .bind(since)
         .fetch_all(self.pool())
         .await

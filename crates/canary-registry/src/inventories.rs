@@ -73,9 +73,9 @@ impl Registry {
     }
 
     /// A build's inventories, one per CLI.
-    pub async fn inventories(&self, build: &str) -> Result<Vec<Inventory>> {
+    pub async fn inventories(&self, build: &BuildId) -> Result<Vec<Inventory>> {
         let rows = sqlx::query("SELECT inventory FROM build_inventories WHERE build_id = $1 ORDER BY provider")
-            .bind(build)
+            .bind(build.as_str())
             .fetch_all(self.pool())
             .await
             .map_err(db_err(&self.display))?;
@@ -87,18 +87,18 @@ impl Registry {
     /// The build to compare `build`'s `provider` inventory with when none is named: the newest
     /// build recorded before it with an inventory of that CLI, preferring one at another version.
     /// `None` for the first build of a CLI (a newer build is never the baseline).
-    pub async fn inventory_baseline(&self, build: &str, provider: &str) -> Result<Option<BuildId>> {
+    pub async fn inventory_baseline(&self, build: &BuildId, provider: &str) -> Result<Option<BuildId>> {
         let rows = sqlx::query(
             "SELECT i.build_id, i.cli_version, b.created_at FROM build_inventories i JOIN runner_builds b ON b.id = i.build_id \
              WHERE i.provider = $1 AND i.build_id <> $2 ORDER BY b.created_at DESC, i.build_id",
         )
         .bind(provider)
-        .bind(build)
+        .bind(build.as_str())
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
         let mine = sqlx::query("SELECT i.cli_version, b.created_at FROM build_inventories i JOIN runner_builds b ON b.id = i.build_id WHERE i.build_id = $1 AND i.provider = $2")
-            .bind(build)
+            .bind(build.as_str())
             .bind(provider)
             .fetch_optional(self.pool())
             .await

@@ -91,12 +91,12 @@ impl Registry {
     }
 
     /// Records how the admin was told of a notice.
-    pub async fn set_notice_delivery(&self, runner: &str, build: &str, delivery: &str) -> Result<()> {
+    pub async fn set_notice_delivery(&self, runner: &str, build: &BuildId, delivery: &str) -> Result<()> {
         let _w = self.queue_writer().await;
         sqlx::query("UPDATE runner_notices SET delivery = $1 WHERE runner_id = $2 AND build_id = $3")
             .bind(delivery)
             .bind(runner)
-            .bind(build)
+            .bind(build.as_str())
             .execute(self.pool())
             .await
             .map_err(db_err(&self.display))?;

@@ -256,7 +256,7 @@ impl Registry {
     }
 
     /// The runner version a build (digest, prefix or image reference) was recorded with.
-    pub async fn runner_version(&self, build: &str) -> Result<String> {
+    pub async fn runner_version(&self, build: &BuildId) -> Result<String> {
         let id = self.resolve_build(build).await?;
         Ok(self
             .builds()
@@ -328,13 +328,13 @@ impl Registry {
     }
 
     /// The latest result of every (suite, repo, provider) cell of `build`.
-    pub async fn latest_cells(&self, build: &str) -> Result<Vec<ResultRow>> {
+    pub async fn latest_cells(&self, build: &BuildId) -> Result<Vec<ResultRow>> {
         let rows = sqlx::query(
             "SELECT r.build_id, r.run_id, r.suite, r.repo, r.provider, r.case_id, r.status, r.attempts, r.duration_ms, r.report_path, r.recorded_at \
              FROM compat_results r JOIN (SELECT MAX(id) AS id FROM compat_results WHERE build_id = $1 GROUP BY suite, repo, provider) latest ON latest.id = r.id \
              ORDER BY r.suite, r.repo, r.provider",
         )
-        .bind(build)
+        .bind(build.as_str())
         .fetch_all(self.pool())
         .await
         .map_err(db_err(&self.display))?;
@@ -345,7 +345,7 @@ impl Registry {
     /// (see [`crate::required_cells`]).
     pub async fn evidence(
         &self,
-        build: &str,
+        build: &BuildId,
         suites: &[String],
         repos: &[String],
         providers: &[String],
@@ -539,7 +539,7 @@ impl Registry {
 
     /// Makes `build` the channel's current build (a promotion or a rollback) and audits it,
     /// in one transaction.
-    pub async fn release(&self, channel: &str, build: &str, kind: &str, a: Audit<'_>) -> Result<()> {
+    pub async fn release(&self, channel: &str, build: &BuildId, kind: &str, a: Audit<'_>) -> Result<()> {
         let from = self.known_good(channel).await?.first().map(|r| r.build_id.clone());
         let mut tx = self.write_tx().await?;
         let ts = now();
@@ -547,7 +547,7 @@ impl Registry {
             "INSERT INTO channel_releases (channel, build_id, released_at, actor, kind) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(channel)
-        .bind(build)
+        .bind(build.as_str())
         .bind(&ts)
         .bind(a.actor)
         .bind(kind)
@@ -617,27 +617,27 @@ impl Registry {
 
     /// Deletes a build, its results and its entries in older channel history (never one a
     /// channel keeps or an org runs: the caller checks) and audits it.
-    pub async fn forget_build(&self, build: &str, a: Audit<'_>) -> Result<u64> {
+    pub async fn forget_build(&self, build: &BuildId, a: Audit<'_>) -> Result<u64> {
         let mut tx = self.write_tx().await?;
         let r = sqlx::query("DELETE FROM compat_results WHERE build_id = $1")
-            .bind(build)
+            .bind(build.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db_err(&self.display))?;
         sqlx::query("DELETE FROM build_inventories WHERE build_id = $1")
-            .bind(build)
+            .bind(build.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db_err(&self.display))?;
         // Its place in older channel history goes with it (the audit log keeps the record):
         // no rollback can return to a build that is gone.
         sqlx::query("DELETE FROM channel_releases WHERE build_id = $1")
-            .bind(build)
+            .bind(build.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db_err(&self.display))?;
         sqlx::query("DELETE FROM runner_builds WHERE id = $1")
-            .bind(build)
+            .bind(build.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db_err(&self.display))?;

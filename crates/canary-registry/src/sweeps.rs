@@ -176,7 +176,7 @@ impl Registry {
     }
 
     /// Enqueues sweeps for `build` outside a promotion (a promotion does it itself).
-    pub async fn enqueue_sweeps(&self, build: &str) -> Result<u64> {
+    pub async fn enqueue_sweeps(&self, build: &BuildId) -> Result<u64> {
         let mut tx = self.write_tx().await?;
         let n = enqueue_sweeps(&mut tx, build, &now(), &self.display).await?;
         tx.commit().await.map_err(db_err(&self.display))?;

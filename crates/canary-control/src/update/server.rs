@@ -447,7 +447,7 @@ mod tests {
             ["sha256:c"],
             "only the newest is open"
         );
-        reg.set_notice_delivery("host-1", "sha256:c", "webhook: delivered")
+        reg.set_notice_delivery("host-1", &"sha256:c".parse().unwrap(), "webhook: delivered")
             .await
             .unwrap();
         assert_eq!(

@@ -460,7 +460,7 @@ mod tests {
     async fn released(reg: &Registry, channel: &str, id: &str) {
         reg.release(
             channel,
-            id,
+            &id.parse().unwrap(),
             "promote",
             Audit {
                 actor: "test",

@@ -336,8 +336,10 @@ async fn last_good_build(
         .map(|i| i.id)
         .unwrap_or_default();
     let reg = crate::registry::Registry::open(&config.registry).await?;
-    if !id.is_empty() && !reg.latest_cells(&id).await?.is_empty() {
-        return Ok(id);
+    if let Ok(build) = id.parse::<canary_contract::BuildId>() {
+        if !reg.latest_cells(&build).await?.is_empty() {
+            return Ok(id);
+        }
     }
     let (report, _) = run_images(engine, config, j, vec![reference], progress).await?;
     Ok(report.image.id)
