@@ -160,7 +160,6 @@ impl Registry {
         sessions: &[Session],
         received_at: &str,
     ) -> Result<BTreeSet<(String, String)>> {
-        let mut fresh = BTreeSet::new();
         let rows: Vec<serde_json::Value> = sessions
             .iter()
             .map(|s| {
@@ -194,10 +193,7 @@ impl Registry {
             .fetch_all(&mut **tx)
             .await
             .map_err(db_err(&self.display))?;
-        for r in &rows {
-            fresh.extend([(text(r, "runner")?, text(r, "session")?)]);
-        }
-        Ok(fresh)
+        new_pairs(&rows)
     }
 
     /// PostgreSQL: multi-row inserts of [`CHUNK`] sessions. Returns the pairs that were new.
@@ -243,9 +239,7 @@ impl Registry {
                     .bind(s.duration_ms);
             }
             let rows = q.fetch_all(&mut **tx).await.map_err(db_err(&self.display))?;
-            for r in &rows {
-                fresh.extend([(text(r, "runner")?, text(r, "session")?)]);
-            }
+            fresh.extend(new_pairs(&rows)?);
         }
         Ok(fresh)
     }
@@ -729,3 +723,10 @@ from_row!(Freeze {
     actor: text,
     reason: text,
 });
+
+/// The (runner, session) pairs an `INSERT … RETURNING runner, session` stored.
+fn new_pairs(rows: &[sqlx::any::AnyRow]) -> Result<BTreeSet<(String, String)>> {
+    rows.iter()
+        .map(|r| Ok((text(r, "runner")?, text(r, "session")?)))
+        .collect()
+}

@@ -365,6 +365,10 @@ impl Registry {
     /// Records every new upstream version in one transaction: all or nothing. Returns how many
     /// were new.
     pub async fn record_versions(&self, rows: &[VersionRow]) -> Result<usize> {
+        // Nothing new: no write transaction (on SQLite it would wait for the writer's lock).
+        if rows.is_empty() {
+            return Ok(0);
+        }
         let mut tx = self.write_tx().await?;
         let mut added = 0;
         for v in rows {
