@@ -268,7 +268,7 @@ async fn rollout_status(config: &LabConfig, w: Which<'_>, policy: &Option<PathBu
     let policy = policy_of(config, policy)?;
     let reg = open_read(config).await?;
     let r = controller::find(&reg, w).await?;
-    let judgement = controller::judge_rollout(&reg, &policy, &r).await?;
+    let judgement = controller::judge_rollout(&reg, &policy, &r, jiff::Timestamp::now()).await?;
     let events = reg.rollout_events(r.id).await?;
     let lines = view::status(&r, &judgement, &events);
     show(

@@ -176,8 +176,12 @@ pub(crate) fn drive(
 }
 
 fn setup(b: Backend) -> (Fresh, tempfile::TempDir, std::path::PathBuf, String, String) {
+    setup_with(b, GATE)
+}
+
+fn setup_with(b: Backend, gate: &str) -> (Fresh, tempfile::TempDir, std::path::PathBuf, String, String) {
     let reg = fresh(b);
-    let (dir, policy) = write_temp("gate.yaml", GATE);
+    let (dir, policy) = write_temp("gate.yaml", gate);
     let base = seed_build(&reg.url, 'a', "pass");
     let cand = seed_build(&reg.url, 'b', "pass");
     canary(&reg)
@@ -383,6 +387,51 @@ fn a_build_failing_a_fifth_of_its_sessions_is_rolled_back_at_the_first_step() {
     let page = s.page("/");
     assert!(page.contains("Rollouts") && page.contains("state-aborted"), "{page}");
     assert!(page.contains("aborted: failure rate"), "{page}");
+}
+
+#[test]
+fn a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard() {
+    // Sessions count for the guard at once (no settle time), and the step never bakes out.
+    let gate = GATE.replace(
+        "    bake: 1s\n",
+        "    bake: 1h\n    sample_ratio: {action: hold, settle: 0s}\n",
+    );
+    let (reg, _d, policy, _base, cand) = setup_with(Backend::Sqlite, &gate);
+    let s = serve(&reg, &policy, free_port());
+    canary(&reg)
+        .args(["rollout", "start", &cand, "--channel", "stable", "--steps", "10,100"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    let lossy = format!("{}=fail:0.01,latency:900,drop:0.3", &cand[7..19]);
+    let mut st = status(&reg, &policy);
+    let mut dropped = 0;
+    for _ in 0..8 {
+        let sim = simulate(
+            &reg,
+            &s,
+            4000,
+            &[&lossy, "*=fail:0.01,latency:900"],
+            &["acme", "globex"],
+        );
+        dropped += sim["dropped"].as_u64().unwrap();
+        std::thread::sleep(Duration::from_millis(1300));
+        st = status(&reg, &policy);
+        if st["rollout"]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sample ratio")
+        {
+            break;
+        }
+    }
+    assert!(dropped > 0, "the simulator dropped nothing: {st}");
+    assert_eq!(st["rollout"]["state"], "running", "{st}");
+    assert_eq!(st["rollout"]["step"], 0, "{st}");
+    let note = st["rollout"]["note"].as_str().unwrap();
+    assert!(note.starts_with("holding: sample ratio: the candidate has"), "{note}");
+    assert!(note.contains("a mismatch"), "{note}");
+    assert!(kinds(&st).contains(&"hold@0".to_string()), "{st}");
 }
 
 #[test]

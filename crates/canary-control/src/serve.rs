@@ -269,7 +269,7 @@ async fn overview_data(reg: &Registry, policy: &crate::gate::policy::Policy) -> 
     let mut rollouts = Vec::new();
     for r in reg.rollouts(false, 5).await? {
         let now = if r.state.active() {
-            Some(crate::rollout::controller::judge_rollout(reg, policy, &r).await?)
+            Some(crate::rollout::controller::judge_rollout(reg, policy, &r, jiff::Timestamp::now()).await?)
         } else {
             None
         };

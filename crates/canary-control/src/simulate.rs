@@ -17,6 +17,8 @@ pub struct Profile {
     pub disconnect: f64,
     /// Median start latency; each session's is log-normal around it.
     pub latency_ms: f64,
+    /// Share of sessions the runner runs but never reports (a runner that loses them).
+    pub drop: f64,
 }
 
 impl Profile {
@@ -26,6 +28,7 @@ impl Profile {
             fail: 0.01,
             disconnect: 0.005,
             latency_ms: 900.0,
+            drop: 0.0,
         }
     }
 
@@ -65,6 +68,7 @@ impl Profile {
                 "fail" if (0.0..=1.0).contains(&v) => p.fail = v,
                 "disconnect" if (0.0..=1.0).contains(&v) => p.disconnect = v,
                 "latency" if (1.0..=600_000.0).contains(&v) => p.latency_ms = v,
+                "drop" if (0.0..=1.0).contains(&v) => p.drop = v,
                 other => {
                     return Err(LabError::usage(
                         format!(
@@ -72,7 +76,7 @@ impl Profile {
                             crate::text::clean(s),
                             crate::text::clean(other)
                         ),
-                        "fail and disconnect are rates from 0 to 1; latency is milliseconds",
+                        "fail, disconnect and drop are rates from 0 to 1; latency is milliseconds",
                     ));
                 }
             }
@@ -121,6 +125,8 @@ pub struct Report {
     pub retries: u64,
     /// Sessions the server had no build for (nothing posted for them).
     pub unassigned: u64,
+    /// Sessions run but not reported, as the profiles' `drop` says.
+    pub dropped: u64,
     pub seconds: f64,
 }
 
@@ -154,6 +160,12 @@ impl Report {
             out.push(format!(
                 "  {} sessions had no build to run (no channel build yet)",
                 self.unassigned
+            ));
+        }
+        if self.dropped > 0 {
+            out.push(format!(
+                "  {} sessions run but not reported (the profiles' drop)",
+                self.dropped
             ));
         }
         out
@@ -338,6 +350,11 @@ async fn one_runner(
         tally.failed += (outcome == "failed") as u64;
         tally.disconnected += (outcome == "disconnected") as u64;
         report.sessions += 1;
+        // Drawn only for a profile that drops, so a seed's sessions are the same as before.
+        if p.drop > 0.0 && rng.unit() < p.drop {
+            report.dropped += 1;
+            continue;
+        }
         pending.push(serde_json::json!({
             "runner": runner, "org": org, "session": session, "build": build,
             "started_at": crate::registry::now(), "start_latency_ms": latency, "outcome": outcome,
@@ -383,6 +400,7 @@ pub async fn run(o: &Options) -> Result<Report> {
         total.batches += r.batches;
         total.retries += r.retries;
         total.unassigned += r.unassigned;
+        total.dropped += r.dropped;
         for (b, t) in r.by_build {
             let e = total.by_build.entry(b).or_default();
             e.sessions += t.sessions;

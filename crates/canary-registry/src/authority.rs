@@ -93,12 +93,9 @@ impl Registry {
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
-        let rows = sqlx::query(
+        let rows = self.rows(sqlx::query(
             "SELECT id, runner, kind, orgs, role, created_at, actor, revoked_at FROM runner_tokens ORDER BY kind, runner, created_at",
-        )
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
+        )).await?;
         rows.iter()
             .map(|r| {
                 Ok(TokenRow {
@@ -132,11 +129,11 @@ impl Registry {
 
     /// Hash → whom the token speaks for, of every live token.
     pub async fn live_tokens(&self) -> Result<BTreeMap<String, Principal>> {
-        let rows =
-            sqlx::query("SELECT token_hash, runner, kind, orgs, role FROM runner_tokens WHERE revoked_at IS NULL")
-                .fetch_all(self.pool())
-                .await
-                .map_err(db_err(&self.display))?;
+        let rows = self
+            .rows(sqlx::query(
+                "SELECT token_hash, runner, kind, orgs, role FROM runner_tokens WHERE revoked_at IS NULL",
+            ))
+            .await?;
         rows.iter()
             .map(|r| Ok((get(r, "token_hash", &self.display)?, principal_of(r, &self.display)?)))
             .collect()
@@ -145,7 +142,9 @@ impl Registry {
     /// Records that `session` of `runner` runs `build` for `org` (a session asked again is
     /// assigned again: the latest answer is the one its telemetry must match).
     pub async fn record_assignment(&self, runner: &str, session: &str, org: &str, build: &BuildId) -> Result<()> {
+        let at = jiff::Timestamp::now();
         let _queued = self.queue_writer().await;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO session_assignments (runner, session, org, build_id, assigned_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (runner, session) DO UPDATE SET org = excluded.org, build_id = excluded.build_id, assigned_at = excluded.assigned_at",
@@ -154,22 +153,29 @@ impl Registry {
         .bind(session)
         .bind(org)
         .bind(build.as_str())
-        .bind(now())
-        .execute(self.pool())
+        .bind(super::format_ts(at))
+        .execute(&mut *tx)
         .await
         .map_err(db_err(&self.display))?;
-        Ok(())
+        sqlx::query(
+            "INSERT INTO assignment_rollups (build_id, second, assigned, reported) VALUES ($1, $2, 1, 0) \
+             ON CONFLICT (build_id, second) DO UPDATE SET assigned = assignment_rollups.assigned + 1",
+        )
+        .bind(build.as_str())
+        .bind(crate::rollup_second(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(&self.display))?;
+        tx.commit().await.map_err(db_err(&self.display))
     }
 
     /// Forgets assignments made before `before` (telemetry older than its sessions' start bound
     /// is refused anyway); returns how many.
     pub async fn prune_assignments(&self, before: jiff::Timestamp) -> Result<u64> {
         let _queued = self.queue_writer().await;
-        let r = sqlx::query("DELETE FROM session_assignments WHERE assigned_at < $1")
-            .bind(super::format_ts(before))
-            .execute(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+        let r = self
+            .exec(sqlx::query("DELETE FROM session_assignments WHERE assigned_at < $1").bind(super::format_ts(before)))
+            .await?;
         Ok(r.rows_affected())
     }
 
@@ -190,12 +196,7 @@ impl Registry {
                 "SELECT a.session, a.org, a.build_id FROM session_assignments a JOIN json_array_elements_text($2::json) j(value) ON a.session = j.value WHERE a.runner = $1"
             }
         };
-        let rows = sqlx::query(sql)
-            .bind(runner)
-            .bind(ids)
-            .fetch_all(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+        let rows = self.rows(sqlx::query(sql).bind(runner).bind(ids)).await?;
         rows.iter()
             .map(|r| {
                 Ok((

@@ -110,11 +110,9 @@ impl Registry {
     pub async fn known_builds(&self, builds: &BTreeSet<&str>) -> Result<BTreeSet<String>> {
         let mut out = BTreeSet::new();
         for b in builds {
-            let row = sqlx::query("SELECT id FROM runner_builds WHERE id = $1")
-                .bind(*b)
-                .fetch_optional(self.pool())
-                .await
-                .map_err(db_err(&self.display))?;
+            let row = self
+                .maybe_row(sqlx::query("SELECT id FROM runner_builds WHERE id = $1").bind(*b))
+                .await?;
             if let Some(r) = row {
                 out.insert(text(&r, "id")?);
             }
@@ -147,8 +145,41 @@ impl Registry {
             })
             .collect();
         self.add_to_rollups(&mut tx, &new, &second).await?;
+        self.count_reported(&mut tx, &new).await?;
         tx.commit().await.map_err(db_err(&self.display))?;
         Ok(new.len())
+    }
+
+    /// Counts new sessions as reported against the second they were assigned in (what the
+    /// sample-ratio guard reads).
+    async fn count_reported(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, new: &[&Session]) -> Result<()> {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let pairs: Vec<[&str; 2]> = new.iter().map(|s| [s.runner.as_str(), s.session.as_str()]).collect();
+        let sql = match self.dialect() {
+            // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
+            super::Dialect::Sqlite => {
+                "INSERT INTO assignment_rollups (build_id, second, assigned, reported) \
+                 SELECT a.build_id, substr(a.assigned_at, 1, 19), 0, COUNT(*) FROM json_each($1) j \
+                 CROSS JOIN session_assignments a ON a.runner = j.value ->> 0 AND a.session = j.value ->> 1 \
+                 WHERE true GROUP BY a.build_id, substr(a.assigned_at, 1, 19) \
+                 ON CONFLICT (build_id, second) DO UPDATE SET reported = assignment_rollups.reported + excluded.reported"
+            }
+            super::Dialect::Postgres => {
+                "INSERT INTO assignment_rollups (build_id, second, assigned, reported) \
+                 SELECT a.build_id, substr(a.assigned_at, 1, 19), 0, COUNT(*) FROM json_array_elements($1::json) j \
+                 JOIN session_assignments a ON a.runner = j ->> 0 AND a.session = j ->> 1 \
+                 GROUP BY a.build_id, substr(a.assigned_at, 1, 19) \
+                 ON CONFLICT (build_id, second) DO UPDATE SET reported = assignment_rollups.reported + excluded.reported"
+            }
+        };
+        sqlx::query(sql)
+            .bind(serde_json::to_string(&pairs).expect("json"))
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        Ok(())
     }
 
     /// SQLite: sqlx asks SQLite for every parameter's name when it binds, which makes thousands
@@ -331,12 +362,9 @@ impl Registry {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(build)
-            .bind(since)
-            .fetch_one(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+        let r = self
+            .row(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(build).bind(since))
+            .await?;
         let n = |c: &str| int(&r, c);
         let sums = Sums {
             sessions: n("sessions")?,
@@ -354,16 +382,13 @@ impl Registry {
             duration_ms: n("duration_ms")?,
             start_latency_ms: n("start_latency_ms")?,
         };
-        let rows = sqlx::query(
+        let rows = self.rows(sqlx::query(
             "SELECT metric, bucket, CAST(SUM(n) AS BIGINT) AS n FROM telemetry_histograms WHERE build_id = $1 AND minute >= $2 GROUP BY metric, bucket",
         )
         .bind(build)
         // Histograms are kept per minute (a day of a build is 1,440 rows per bucket, not
         // 86,400): a window's percentiles include what arrived earlier in its first minute.
-        .bind(since.get(..16).unwrap_or(since))
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
+        .bind(since.get(..16).unwrap_or(since))).await?;
         let (mut start, mut approval) = (BTreeMap::new(), BTreeMap::new());
         for row in rows {
             let target = if text(&row, "metric")? == "start" {
@@ -379,24 +404,18 @@ impl Registry {
     /// The figures a rollout decision reads for a build since `since` (a rollup second): only the
     /// four counts and the start-latency histogram it judges on.
     pub async fn figures(&self, build: &BuildId, since: &str) -> Result<Figures> {
-        let r = sqlx::query(
+        let r = self.row(sqlx::query(
             "SELECT CAST(COALESCE(SUM(sessions), 0) AS BIGINT) AS sessions, CAST(COALESCE(SUM(failed), 0) AS BIGINT) AS failed, \
              CAST(COALESCE(SUM(timed_out), 0) AS BIGINT) AS timed_out, CAST(COALESCE(SUM(disconnected), 0) AS BIGINT) AS disconnected \
              FROM telemetry_rollups WHERE build_id = $1 AND second >= $2",
         )
         .bind(build.as_str())
-        .bind(since)
-        .fetch_one(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        let rows = sqlx::query(
+        .bind(since)).await?;
+        let rows = self.rows(sqlx::query(
             "SELECT bucket, CAST(SUM(n) AS BIGINT) AS n FROM telemetry_histograms WHERE build_id = $1 AND minute >= $2 AND metric = 'start' GROUP BY bucket",
         )
         .bind(build.as_str())
-        .bind(since.get(..16).unwrap_or(since))
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
+        .bind(since.get(..16).unwrap_or(since))).await?;
         let start = rows
             .iter()
             .map(|row| Ok((int(row, "bucket")?, int(row, "n")?)))
@@ -407,22 +426,38 @@ impl Registry {
             failed: n("failed")? + n("timed_out")?,
             disconnected: n("disconnected")?,
             p95_start_ms: crate::telemetry::quantile(&start, 0.95),
+            ..Figures::default()
         })
+    }
+
+    /// Sessions of `build` assigned in `[from, to)` (rollup seconds) and how many of those were
+    /// reported: one arm of the sample-ratio guard.
+    pub async fn assigned_and_reported(&self, build: &BuildId, from: &str, to: &str) -> Result<(u64, u64)> {
+        let r = self
+            .row(
+                sqlx::query(
+                    "SELECT CAST(COALESCE(SUM(assigned), 0) AS BIGINT) AS assigned, CAST(COALESCE(SUM(reported), 0) AS BIGINT) AS reported \
+                     FROM assignment_rollups WHERE build_id = $1 AND second >= $2 AND second < $3",
+                )
+                .bind(build.as_str())
+                .bind(from)
+                .bind(to),
+            )
+            .await?;
+        let n = |c: &str| int(&r, c).map(|v| v.max(0) as u64);
+        Ok((n("assigned")?, n("reported")?))
     }
 
     /// A build's sessions, failures (`failed` + `timed_out`) and disconnects per minute of
     /// arrival since `since` (a rollup second), oldest first: what the fleet page charts.
     pub async fn telemetry_series(&self, build: &BuildId, since: &str) -> Result<Vec<(String, i64, i64, i64)>> {
-        let rows = sqlx::query(
+        let rows = self.rows(sqlx::query(
             "SELECT substr(second, 1, 16) AS minute, CAST(SUM(sessions) AS BIGINT) AS sessions, \
              CAST(SUM(failed + timed_out) AS BIGINT) AS failed, CAST(SUM(disconnected) AS BIGINT) AS disconnected \
              FROM telemetry_rollups WHERE build_id = $1 AND second >= $2 GROUP BY substr(second, 1, 16) ORDER BY minute LIMIT 1440",
         )
         .bind(build.as_str())
-        .bind(since)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
+        .bind(since)).await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -436,10 +471,9 @@ impl Registry {
     }
 
     pub async fn telemetry_count(&self) -> Result<i64> {
-        let r = sqlx::query("SELECT COUNT(*) AS n FROM telemetry_sessions")
-            .fetch_one(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+        let r = self
+            .row(sqlx::query("SELECT COUNT(*) AS n FROM telemetry_sessions"))
+            .await?;
         int(&r, "n")
     }
 
@@ -498,34 +532,25 @@ impl Registry {
         let sql = format!(
             "SELECT {ROLLOUT_COLS} FROM rollouts WHERE ($1 = 0 OR state IN ('running', 'paused')) ORDER BY id DESC LIMIT $2"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(active_only as i64)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        self.all(
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(active_only as i64)
+                .bind(limit),
+        )
+        .await
     }
 
     pub async fn rollout(&self, id: i64) -> Result<Option<RolloutRow>> {
         let sql = format!("SELECT {ROLLOUT_COLS} FROM rollouts WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+        let row = self.maybe_row(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id)).await?;
         row.as_ref().map(|r| self.read_one(r)).transpose()
     }
 
     pub async fn rollout_events(&self, id: i64) -> Result<Vec<RolloutEvent>> {
-        let rows = sqlx::query(
+        self.all(sqlx::query(
             "SELECT id, kind, step, from_build, to_build, ts, actor, figures FROM rollout_events WHERE rollout_id = $1 ORDER BY id",
         )
-        .bind(id)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        .bind(id)).await
     }
 
     /// Applies a transition if the rollout is still at the revision it was read at; returns
@@ -601,13 +626,13 @@ impl Registry {
 
     /// Keeps a rollout's note current without a transition (the figures of a lasting hold).
     pub async fn rollout_note(&self, id: i64, revision: i64, note: &str) -> Result<()> {
-        sqlx::query("UPDATE rollouts SET note = $1 WHERE id = $2 AND revision = $3")
-            .bind(note)
-            .bind(id)
-            .bind(revision)
-            .execute(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+        self.exec(
+            sqlx::query("UPDATE rollouts SET note = $1 WHERE id = $2 AND revision = $3")
+                .bind(note)
+                .bind(id)
+                .bind(revision),
+        )
+        .await?;
         Ok(())
     }
 
@@ -633,11 +658,10 @@ impl Registry {
     }
 
     pub async fn freezes(&self) -> Result<Vec<Freeze>> {
-        let rows = sqlx::query("SELECT org, since, actor, reason FROM org_freezes ORDER BY org")
-            .fetch_all(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        self.all(sqlx::query(
+            "SELECT org, since, actor, reason FROM org_freezes ORDER BY org",
+        ))
+        .await
     }
 
     /// What assignment reads: channels' builds, org pins and freezes, active rollouts.

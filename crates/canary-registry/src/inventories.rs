@@ -74,11 +74,12 @@ impl Registry {
 
     /// A build's inventories, one per CLI.
     pub async fn inventories(&self, build: &BuildId) -> Result<Vec<Inventory>> {
-        let rows = sqlx::query("SELECT inventory FROM build_inventories WHERE build_id = $1 ORDER BY provider")
-            .bind(build.as_str())
-            .fetch_all(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+        let rows = self
+            .rows(
+                sqlx::query("SELECT inventory FROM build_inventories WHERE build_id = $1 ORDER BY provider")
+                    .bind(build.as_str()),
+            )
+            .await?;
         rows.iter()
             .map(|r| self.cell(crate::row::Col::json(r, "inventory")))
             .collect()
@@ -88,21 +89,15 @@ impl Registry {
     /// build recorded before it with an inventory of that CLI, preferring one at another version.
     /// `None` for the first build of a CLI (a newer build is never the baseline).
     pub async fn inventory_baseline(&self, build: &BuildId, provider: &str) -> Result<Option<BuildId>> {
-        let rows = sqlx::query(
+        let rows = self.rows(sqlx::query(
             "SELECT i.build_id, i.cli_version, b.created_at FROM build_inventories i JOIN runner_builds b ON b.id = i.build_id \
              WHERE i.provider = $1 AND i.build_id <> $2 ORDER BY b.created_at DESC, i.build_id",
         )
         .bind(provider)
-        .bind(build.as_str())
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        let mine = sqlx::query("SELECT i.cli_version, b.created_at FROM build_inventories i JOIN runner_builds b ON b.id = i.build_id WHERE i.build_id = $1 AND i.provider = $2")
+        .bind(build.as_str())).await?;
+        let mine = self.maybe_row(sqlx::query("SELECT i.cli_version, b.created_at FROM build_inventories i JOIN runner_builds b ON b.id = i.build_id WHERE i.build_id = $1 AND i.provider = $2")
             .bind(build.as_str())
-            .bind(provider)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+            .bind(provider)).await?;
         let Some(mine) = mine else { return Ok(None) };
         let (version, created) = (text(&mine, "cli_version")?, text(&mine, "created_at")?);
         // (build, version) of each build recorded before this one, newest first.

@@ -79,40 +79,36 @@ impl Registry {
     /// The runner runs what it is offered: its outstanding notices are cleared.
     pub async fn clear_notices(&self, runner: &str) -> Result<u64> {
         let _w = self.queue_writer().await;
-        Ok(
-            sqlx::query("UPDATE runner_notices SET cleared_at = $1 WHERE runner_id = $2 AND cleared_at IS NULL")
-                .bind(now())
-                .bind(runner)
-                .execute(self.pool())
-                .await
-                .map_err(db_err(&self.display))?
-                .rows_affected(),
-        )
+        Ok(self
+            .exec(
+                sqlx::query("UPDATE runner_notices SET cleared_at = $1 WHERE runner_id = $2 AND cleared_at IS NULL")
+                    .bind(now())
+                    .bind(runner),
+            )
+            .await?
+            .rows_affected())
     }
 
     /// Records how the admin was told of a notice.
     pub async fn set_notice_delivery(&self, runner: &str, build: &BuildId, delivery: &str) -> Result<()> {
         let _w = self.queue_writer().await;
-        sqlx::query("UPDATE runner_notices SET delivery = $1 WHERE runner_id = $2 AND build_id = $3")
-            .bind(delivery)
-            .bind(runner)
-            .bind(build.as_str())
-            .execute(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+        self.exec(
+            sqlx::query("UPDATE runner_notices SET delivery = $1 WHERE runner_id = $2 AND build_id = $3")
+                .bind(delivery)
+                .bind(runner)
+                .bind(build.as_str()),
+        )
+        .await?;
         Ok(())
     }
 
     /// Runners behind their offered build now, by runner.
     pub async fn open_notices(&self) -> Result<Vec<Notice>> {
-        let rows = sqlx::query(
+        self.all(sqlx::query(
             "SELECT runner_id, build_id, org, channel, status, changes, noticed_at, delivery FROM runner_notices \
              WHERE cleared_at IS NULL ORDER BY runner_id",
-        )
-        .fetch_all(self.pool())
+        ))
         .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
     }
 }
 

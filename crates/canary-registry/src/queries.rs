@@ -218,6 +218,13 @@ impl FromRow for ResultRow {
     }
 }
 
+/// A build with its result counts, counted per build through the (build_id, ...) index: no join
+/// to group and sort. Callers add the WHERE and ORDER BY.
+const BUILD_SELECT: &str = "SELECT b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.manifest, b.created_at, \
+     (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id) AS results, \
+     (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id AND r.status = 'pass') AS passing \
+     FROM runner_builds b";
+
 impl Registry {
     /// A build by full id, id prefix (with or without `sha256:`, at least 6 hex digits) or the
     /// image reference it was recorded under.
@@ -229,14 +236,11 @@ impl Registry {
         } else {
             "-".to_string()
         };
-        let rows = sqlx::query(
+        let rows = self.rows(sqlx::query(
             "SELECT id FROM runner_builds WHERE id = $1 OR image_ref = $1 OR id LIKE $2 ORDER BY created_at DESC",
         )
         .bind(name)
-        .bind(&prefix)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
+        .bind(&prefix)).await?;
         let mut ids = rows
             .iter()
             .map(|r| self.cell(r.parsed("id")))
@@ -268,77 +272,43 @@ impl Registry {
     }
 
     pub async fn builds(&self) -> Result<Vec<BuildRow>> {
-        let rows = sqlx::query(
-            // Counted per build through the (build_id, ...) index: no join to group and sort.
-            "SELECT b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.manifest, b.created_at, \
-             (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id) AS results, \
-             (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id AND r.status = 'pass') AS passing \
-             FROM runner_builds b ORDER BY b.created_at DESC",
-        )
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        let sql = format!("{BUILD_SELECT} ORDER BY b.created_at DESC");
+        self.all(sqlx::query(sqlx::AssertSqlSafe(sql))).await
     }
 
     /// The newest `limit` builds that have results (the dashboard's history columns).
     pub async fn recent_builds(&self, limit: i64) -> Result<Vec<BuildRow>> {
-        let rows = sqlx::query(
-            // Counted per build through the (build_id, ...) index: no join to group and sort.
-            "SELECT b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.manifest, b.created_at, \
-             (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id) AS results, \
-             (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id AND r.status = 'pass') AS passing \
-             FROM runner_builds b WHERE EXISTS (SELECT 1 FROM compat_results r WHERE r.build_id = b.id) \
-             ORDER BY b.created_at DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        let sql = format!(
+            "{BUILD_SELECT} WHERE EXISTS (SELECT 1 FROM compat_results r WHERE r.build_id = b.id) \
+             ORDER BY b.created_at DESC LIMIT $1"
+        );
+        self.all(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit)).await
     }
 
     /// One build by its full id.
     pub async fn build_row(&self, id: &str) -> Result<Option<BuildRow>> {
-        let rows = sqlx::query(
-            // Counted per build through the (build_id, ...) index: no join to group and sort.
-            "SELECT b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.manifest, b.created_at, \
-             (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id) AS results, \
-             (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id AND r.status = 'pass') AS passing \
-             FROM runner_builds b WHERE b.id = $1",
-        )
-        .bind(id)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        rows.first().map(|r| self.read_one(r)).transpose()
+        let sql = format!("{BUILD_SELECT} WHERE b.id = $1");
+        let row = self.maybe_row(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id)).await?;
+        row.map(|r| self.read_one(&r)).transpose()
     }
 
     pub async fn results(&self, build: Option<&str>, limit: i64) -> Result<Vec<ResultRow>> {
-        let rows = sqlx::query(
+        self.all(sqlx::query(
             "SELECT build_id, run_id, suite, repo, provider, case_id, status, attempts, duration_ms, report_path, recorded_at FROM compat_results \
              WHERE ($1 = '' OR build_id = $1) ORDER BY id DESC LIMIT $2",
         )
         .bind(build.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        .bind(limit)).await
     }
 
     /// The latest result of every (suite, repo, provider) cell of `build`.
     pub async fn latest_cells(&self, build: &BuildId) -> Result<Vec<ResultRow>> {
-        let rows = sqlx::query(
+        self.all(sqlx::query(
             "SELECT r.build_id, r.run_id, r.suite, r.repo, r.provider, r.case_id, r.status, r.attempts, r.duration_ms, r.report_path, r.recorded_at \
              FROM compat_results r JOIN (SELECT MAX(id) AS id FROM compat_results WHERE build_id = $1 GROUP BY suite, repo, provider) latest ON latest.id = r.id \
              ORDER BY r.suite, r.repo, r.provider",
         )
-        .bind(build.as_str())
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        .bind(build.as_str())).await
     }
 
     /// Evidence for the gate: the build's latest results, laid on the cells the policy requires
@@ -355,11 +325,7 @@ impl Registry {
     }
 
     pub async fn versions(&self) -> Result<Vec<VersionRow>> {
-        let rows = sqlx::query("SELECT provider, version, released_at, source, channel, package, package_version FROM runtime_versions ORDER BY provider, recorded_at DESC")
-            .fetch_all(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        self.all(sqlx::query("SELECT provider, version, released_at, source, channel, package, package_version FROM runtime_versions ORDER BY provider, recorded_at DESC")).await
     }
 
     /// Records every new upstream version in one transaction: all or nothing. Returns how many
@@ -394,14 +360,11 @@ impl Registry {
     }
 
     pub async fn verdicts(&self) -> Result<Vec<PipelineVerdict>> {
-        let rows = sqlx::query(
+        self.all(sqlx::query(
             "SELECT provider, package_version, version, build_id, status, channel, summary, decided_at \
              FROM candidate_verdicts ORDER BY decided_at DESC",
-        )
-        .fetch_all(self.pool())
+        ))
         .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
     }
 
     /// Records (or, when a candidate is judged again, replaces) a verdict, with an audit entry.
@@ -433,48 +396,40 @@ impl Registry {
     /// Keeps the newest heartbeat per runner: one that arrives late (sent before the stored
     /// one) changes nothing. `sent_at` is normalised UTC, so text order is time order.
     pub async fn record_heartbeat(&self, h: &Heartbeat) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO runner_heartbeats (runner_id, org, channel, versions, capabilities, sent_at, received_at) \
+        self.exec(
+            sqlx::query(
+                "INSERT INTO runner_heartbeats (runner_id, org, channel, versions, capabilities, sent_at, received_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (runner_id) DO UPDATE SET \
              org = excluded.org, channel = excluded.channel, versions = excluded.versions, \
              capabilities = excluded.capabilities, sent_at = excluded.sent_at, received_at = excluded.received_at \
              WHERE runner_heartbeats.sent_at <= excluded.sent_at",
+            )
+            .bind(&h.runner_id)
+            .bind(h.org.as_deref())
+            .bind(h.channel.as_deref())
+            .bind(serde_json::to_string(&h.versions).expect("json"))
+            .bind(serde_json::to_string(&h.capabilities).expect("json"))
+            .bind(&h.sent_at)
+            .bind(now()),
         )
-        .bind(&h.runner_id)
-        .bind(h.org.as_deref())
-        .bind(h.channel.as_deref())
-        .bind(serde_json::to_string(&h.versions).expect("json"))
-        .bind(serde_json::to_string(&h.capabilities).expect("json"))
-        .bind(&h.sent_at)
-        .bind(now())
-        .execute(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
+        .await?;
         Ok(())
     }
 
     pub async fn heartbeats(&self) -> Result<Vec<Heartbeat>> {
-        let rows = sqlx::query(
+        self.all(sqlx::query(
             "SELECT runner_id, org, channel, versions, capabilities, sent_at, received_at FROM runner_heartbeats ORDER BY runner_id",
-        )
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        )).await
     }
 
     /// A channel's known-good history, newest first.
     pub async fn releases(&self, channel: Option<&str>, limit: i64) -> Result<Vec<Release>> {
-        let rows = sqlx::query(
+        self.all(sqlx::query(
             "SELECT c.channel, c.build_id, b.image_ref, c.released_at, c.actor, c.kind FROM channel_releases c JOIN runner_builds b ON b.id = c.build_id \
              WHERE ($1 = '' OR c.channel = $1) ORDER BY c.id DESC LIMIT $2",
         )
         .bind(channel.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        .bind(limit)).await
     }
 
     /// Distinct builds of a channel's history, newest first: [current, previous, ...].
@@ -502,17 +457,16 @@ impl Registry {
     }
 
     pub async fn pins(&self) -> Result<Vec<OrgPin>> {
-        let rows = sqlx::query("SELECT org, channel, pinned_build_id, since, actor FROM org_runtime_pins ORDER BY org")
-            .fetch_all(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        self.all(sqlx::query(
+            "SELECT org, channel, pinned_build_id, since, actor FROM org_runtime_pins ORDER BY org",
+        ))
+        .await
     }
 
     /// One page of the audit log, newest first, filtered by exact actor and action, a target
     /// substring and a start time (empty strings filter nothing).
     pub async fn audit_page(&self, f: &AuditFilter, limit: i64, offset: i64) -> Result<Vec<AuditRow>> {
-        let rows = sqlx::query(
+        self.all(sqlx::query(
             "SELECT id, ts, actor, action, target, decision, reason, evidence FROM audit_log \
              WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR action = $2) AND ($3 = '' OR target LIKE $4) AND ($5 = '' OR ts >= $5) \
              ORDER BY id DESC LIMIT $6 OFFSET $7",
@@ -523,11 +477,7 @@ impl Registry {
         .bind(format!("%{}%", f.target.replace(['%', '_'], "")))
         .bind(&f.since)
         .bind(limit)
-        .bind(offset)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        .bind(offset)).await
     }
 
     pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditRow>> {
@@ -652,7 +602,7 @@ impl Registry {
 
     /// Records an upstream runtime version (first sighting wins).
     pub async fn record_version(&self, v: &VersionRow) -> Result<bool> {
-        let r = sqlx::query(
+        let r = self.exec(sqlx::query(
             "INSERT INTO runtime_versions (provider, version, released_at, source, channel, recorded_at) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (provider, version) DO NOTHING",
         )
@@ -661,10 +611,7 @@ impl Registry {
         .bind(v.released_at.as_deref())
         .bind(&v.source)
         .bind(&v.channel)
-        .bind(now())
-        .execute(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
+        .bind(now())).await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -696,14 +643,10 @@ impl Registry {
 
     /// Skipped versions, most recently seen first.
     pub async fn skipped_versions(&self, limit: i64) -> Result<Vec<SkippedVersion>> {
-        let rows = sqlx::query(
+        self.all(sqlx::query(
             "SELECT provider, package_version, version, source, released_at, reason, seen_at FROM skipped_versions ORDER BY seen_at DESC, provider, package_version LIMIT $1",
         )
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
+        .bind(limit)).await
     }
 
     /// Row counts, for `canary registry` summaries and tests.
@@ -713,10 +656,7 @@ impl Registry {
             Table::Builds => "SELECT COUNT(*) AS n FROM runner_builds",
             Table::Audit => "SELECT COUNT(*) AS n FROM audit_log",
         };
-        let row = sqlx::query(sql)
-            .fetch_one(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+        let row = self.row(sqlx::query(sql)).await?;
         crate::int(&row, "n")
     }
 }

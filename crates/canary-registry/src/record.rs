@@ -140,7 +140,7 @@ impl Registry {
     }
 
     pub async fn record_build(&self, b: &BuildInfo) -> Result<()> {
-        sqlx::query(
+        self.exec(sqlx::query(
             "INSERT INTO runner_builds (id, image_ref, runner_version, adapters, runtime_versions, created_at, manifest) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
         )
@@ -150,10 +150,7 @@ impl Registry {
         .bind(serde_json::to_string(&b.adapters).expect("json"))
         .bind(serde_json::to_string(&b.runtime_versions).expect("json"))
         .bind(now())
-        .bind(b.manifest.as_ref().map(|m| serde_json::to_string(m).expect("json")))
-        .execute(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
+        .bind(b.manifest.as_ref().map(|m| serde_json::to_string(m).expect("json")))).await?;
         Ok(())
     }
 

@@ -4,8 +4,8 @@
 //! is read in one [`FromRow`] impl, and [`Registry::read`](crate::Registry) turns a column error
 //! into the registry's error.
 
-use crate::Registry;
 use crate::error::{LabError, Result};
+use crate::{Registry, db_err};
 use serde::de::DeserializeOwned;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -93,6 +93,34 @@ impl Col for AnyRow {
             Some(t) => serde_json::from_str(&t).map(Some).map_err(|e| BadColumn::new(col, e)),
             None => Ok(None),
         }
+    }
+}
+
+/// A statement with its bound values, as `sqlx::query(...).bind(...)` builds it.
+pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Runs statements on the pool; a database error names the registry it came from.
+impl Registry {
+    pub(crate) async fn rows(&self, q: Query<'_>) -> Result<Vec<AnyRow>> {
+        q.fetch_all(self.pool()).await.map_err(db_err(&self.display))
+    }
+
+    /// Every row the statement returns, read as `T`.
+    pub(crate) async fn all<T: FromRow>(&self, q: Query<'_>) -> Result<Vec<T>> {
+        let rows = self.rows(q).await?;
+        self.read(&rows)
+    }
+
+    pub(crate) async fn row(&self, q: Query<'_>) -> Result<AnyRow> {
+        q.fetch_one(self.pool()).await.map_err(db_err(&self.display))
+    }
+
+    pub(crate) async fn maybe_row(&self, q: Query<'_>) -> Result<Option<AnyRow>> {
+        q.fetch_optional(self.pool()).await.map_err(db_err(&self.display))
+    }
+
+    pub(crate) async fn exec(&self, q: Query<'_>) -> Result<sqlx::any::AnyQueryResult> {
+        q.execute(self.pool()).await.map_err(db_err(&self.display))
     }
 }
 

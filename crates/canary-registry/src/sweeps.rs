@@ -145,13 +145,10 @@ impl Registry {
     }
 
     pub async fn sweep_repos(&self) -> Result<Vec<SweepRepo>> {
-        let rows = sqlx::query(
+        self.all(sqlx::query(
             "SELECT id, org, url, branch, api_url, token_env, commands, added_at FROM sweep_repos ORDER BY org, id",
-        )
-        .fetch_all(self.pool())
+        ))
         .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
     }
 
     /// Removes a repo from sweeps; its queued jobs go with it (finished ones stay, for KPIs).
@@ -246,67 +243,71 @@ impl Registry {
 
     /// Jobs not ended yet (queued, or running under a lease).
     pub async fn sweeps_pending(&self) -> Result<i64> {
-        let r = sqlx::query("SELECT COUNT(*) AS n FROM sweep_jobs WHERE state IN ('queued', 'running')")
-            .fetch_one(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+        let r = self
+            .row(sqlx::query(
+                "SELECT COUNT(*) AS n FROM sweep_jobs WHERE state IN ('queued', 'running')",
+            ))
+            .await?;
         int(&r, "n")
     }
 
     pub async fn sweep_job(&self, id: i64) -> Result<Option<SweepJob>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM sweep_jobs WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
+        let row = self
+            .maybe_row(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {JOB_COLUMNS} FROM sweep_jobs WHERE id = $1"
+                )))
+                .bind(id),
+            )
+            .await?;
         row.as_ref().map(|r| self.read_one(r)).transpose()
     }
 
     /// Newest first.
     pub async fn sweep_jobs(&self, limit: i64) -> Result<Vec<SweepJob>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM sweep_jobs ORDER BY id DESC LIMIT $1"
-        )))
-        .bind(limit)
-        .fetch_all(self.pool())
+        self.all(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {JOB_COLUMNS} FROM sweep_jobs ORDER BY id DESC LIMIT $1"
+            )))
+            .bind(limit),
+        )
         .await
-        .map_err(db_err(&self.display))?;
-        self.read(&rows)
     }
 
     /// What `job`'s org quota is judged on (see [`QuotaCounts`]).
     pub async fn sweep_quota_counts(&self, j: &SweepJob, since: &str) -> Result<QuotaCounts> {
-        let earlier = sqlx::query(
-            "SELECT COUNT(*) AS n FROM sweep_jobs WHERE org = $1 AND build_id = $2 AND id < $3 \
+        let earlier = self
+            .row(
+                sqlx::query(
+                    "SELECT COUNT(*) AS n FROM sweep_jobs WHERE org = $1 AND build_id = $2 AND id < $3 \
              AND state <> 'dead' AND (outcome IS NULL OR outcome <> 'skipped')",
-        )
-        .bind(&j.org)
-        .bind(j.build_id.as_str())
-        .bind(j.id)
-        .fetch_one(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        let today = sqlx::query(
-            "SELECT COUNT(DISTINCT build_id) AS n FROM sweep_jobs WHERE org = $1 AND build_id <> $2 \
+                )
+                .bind(&j.org)
+                .bind(j.build_id.as_str())
+                .bind(j.id),
+            )
+            .await?;
+        let today = self
+            .row(
+                sqlx::query(
+                    "SELECT COUNT(DISTINCT build_id) AS n FROM sweep_jobs WHERE org = $1 AND build_id <> $2 \
              AND started_at >= $3 AND (outcome IS NULL OR outcome <> 'skipped')",
-        )
-        .bind(&j.org)
-        .bind(j.build_id.as_str())
-        .bind(since)
-        .fetch_one(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
-        let open = sqlx::query(
-            "SELECT COUNT(*) AS n FROM sweep_jobs WHERE repo_id = $1 AND pr_number IS NOT NULL AND id <> $2 \
+                )
+                .bind(&j.org)
+                .bind(j.build_id.as_str())
+                .bind(since),
+            )
+            .await?;
+        let open = self
+            .row(
+                sqlx::query(
+                    "SELECT COUNT(*) AS n FROM sweep_jobs WHERE repo_id = $1 AND pr_number IS NOT NULL AND id <> $2 \
              AND (pr_state IS NULL OR pr_state = 'open')",
-        )
-        .bind(&j.repo_id)
-        .bind(j.id)
-        .fetch_one(self.pool())
-        .await
-        .map_err(db_err(&self.display))?;
+                )
+                .bind(&j.repo_id)
+                .bind(j.id),
+            )
+            .await?;
         Ok(QuotaCounts {
             earlier_in_sweep: int(&earlier, "n")?,
             other_sweeps_today: int(&today, "n")?,
@@ -326,7 +327,7 @@ impl Registry {
         pr: Option<(i64, &str)>,
     ) -> Result<bool> {
         let _w = self.queue_writer().await;
-        Ok(sqlx::query(
+        Ok(self.exec(sqlx::query(
             "UPDATE sweep_jobs SET state = 'done', outcome = $1, reason = $2, detail = $3, pr_number = $4, pr_url = $5, \
              pr_state = CASE WHEN $4 IS NULL THEN NULL ELSE 'open' END, finished_at = $6, lease_until = NULL \
              WHERE id = $7 AND worker = $8 AND state = 'running'",
@@ -338,10 +339,7 @@ impl Registry {
         .bind(pr.map(|p| p.1))
         .bind(now())
         .bind(id)
-        .bind(worker)
-        .execute(self.pool())
-        .await
-        .map_err(db_err(&self.display))?
+        .bind(worker)).await?
         .rows_affected()
             == 1)
     }
@@ -357,34 +355,35 @@ impl Registry {
         max_attempts: i64,
     ) -> Result<bool> {
         let _w = self.queue_writer().await;
-        Ok(sqlx::query(
-            "UPDATE sweep_jobs SET state = CASE WHEN attempts >= $1 THEN 'dead' ELSE 'queued' END, \
+        Ok(self
+            .exec(
+                sqlx::query(
+                    "UPDATE sweep_jobs SET state = CASE WHEN attempts >= $1 THEN 'dead' ELSE 'queued' END, \
              reason = $2, next_at = $3, worker = NULL, lease_until = NULL, \
              finished_at = CASE WHEN attempts >= $1 THEN $4 ELSE NULL END \
              WHERE id = $5 AND worker = $6 AND state = 'running'",
-        )
-        .bind(max_attempts)
-        .bind(reason)
-        .bind(format_ts(next_at))
-        .bind(now())
-        .bind(id)
-        .bind(worker)
-        .execute(self.pool())
-        .await
-        .map_err(db_err(&self.display))?
-        .rows_affected()
+                )
+                .bind(max_attempts)
+                .bind(reason)
+                .bind(format_ts(next_at))
+                .bind(now())
+                .bind(id)
+                .bind(worker),
+            )
+            .await?
+            .rows_affected()
             == 1)
     }
 
     /// Records a sweep PR's state as its forge reports it (`open`, `closed`, `merged`).
     pub async fn set_sweep_pr_state(&self, id: i64, state: &str) -> Result<()> {
         let _w = self.queue_writer().await;
-        sqlx::query("UPDATE sweep_jobs SET pr_state = $1 WHERE id = $2")
-            .bind(state)
-            .bind(id)
-            .execute(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+        self.exec(
+            sqlx::query("UPDATE sweep_jobs SET pr_state = $1 WHERE id = $2")
+                .bind(state)
+                .bind(id),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -7,11 +7,9 @@ use crate::error::Result;
 impl Registry {
     /// The file published at `path`, if any.
     pub async fn tuf_file(&self, path: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT body FROM tuf_files WHERE path = $1")
-            .bind(path)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(db_err(&self.display))?;
+        let row = self
+            .maybe_row(sqlx::query("SELECT body FROM tuf_files WHERE path = $1").bind(path))
+            .await?;
         row.map(|r| crate::text(&r, "body")).transpose()
     }
 

@@ -213,15 +213,21 @@ fn second_of(ts: &str) -> String {
         .unwrap_or_else(|_| ts.chars().take(19).collect())
 }
 
-/// Judges a rollout's current step: the candidate's sessions since the step started against
-/// the baseline's since the rollout started.
-pub async fn judge_rollout(reg: &Registry, policy: &Policy, r: &RolloutRow) -> Result<Judgement> {
+/// Judges a rollout's current step at `now`: the candidate's sessions against the baseline's
+/// over the same window, the step's (a provider incident or the time of day moves both sides
+/// alike), with the sample-ratio guard's counts over that window less its settle time.
+pub async fn judge_rollout(reg: &Registry, policy: &Policy, r: &RolloutRow, now: jiff::Timestamp) -> Result<Judgement> {
     let rp = policy_of(policy, r);
-    let (step_start, start) = (second_of(&r.step_started_at), second_of(&r.started_at));
-    let (candidate, baseline) = tokio::try_join!(
+    let step_start = second_of(&r.step_started_at);
+    let settled = rollup_second(now - jiff::SignedDuration::try_from(rp.sample_ratio.settle).unwrap_or_default());
+    let (mut candidate, mut baseline, c_arm, b_arm) = tokio::try_join!(
         reg.figures(&r.build_id, &step_start),
-        reg.figures(&r.baseline_id, &start)
+        reg.figures(&r.baseline_id, &step_start),
+        reg.assigned_and_reported(&r.build_id, &step_start, &settled),
+        reg.assigned_and_reported(&r.baseline_id, &step_start, &settled),
     )?;
+    (candidate.assigned, candidate.reported) = c_arm;
+    (baseline.assigned, baseline.reported) = b_arm;
     Ok(judge(&rp, &candidate, &baseline))
 }
 
@@ -291,7 +297,7 @@ pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
         if r.state != State::Running {
             continue;
         }
-        let j = judge_rollout(reg, policy, &r).await?;
+        let j = judge_rollout(reg, policy, &r, now).await?;
         let started: jiff::Timestamp = r.step_started_at.parse().unwrap_or(now);
         let elapsed = Duration::try_from(now.duration_since(started)).unwrap_or(Duration::ZERO);
         let rp = policy_of(policy, &r);

@@ -2,6 +2,8 @@
 //! functions over figures the registry sums up, so every rule is testable without a database or
 //! a fleet; the `canary` crate's controller applies them to the registry, `canary serve` runs it.
 
+#[cfg(test)]
+mod simulation;
 pub mod stats;
 
 use canary_contract::{BuildId, Channel};
@@ -46,8 +48,66 @@ pub struct RolloutPolicy {
     pub max_disconnect_rate_increase: f64,
     /// The candidate's p95 session start latency may be at most this times the baseline's.
     pub max_start_latency_p95_ratio: f64,
-    /// Confidence of the intervals the rates are compared with (0.95: 95 %).
+    /// Confidence of the always-valid intervals the rates are compared with (0.95: 95 %): at
+    /// every look at once, so the controller may look as often as it likes.
     pub confidence: f64,
+    /// The standard deviation of the mixing normal of the sequential test (see [`stats`]): the
+    /// size of rate difference it is tuned to decide fastest on. `None`: each rate's allowed
+    /// increase (at least half a point), the difference a decision turns on.
+    pub mixture_sd: Option<f64>,
+    /// The sample-ratio guard: whether the candidate's share of the sessions reported is the
+    /// share it was assigned.
+    pub sample_ratio: SampleRatio,
+}
+
+/// What the controller does when the candidate's share of reported sessions is not the share
+/// it was assigned (its runners drop or hand back sessions, so the comparison is biased).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MismatchAction {
+    /// Hold the step and say why (the default).
+    Hold,
+    /// Abort the rollout.
+    Abort,
+    /// Say so in the note and judge the step anyway.
+    Warn,
+}
+
+impl std::str::FromStr for MismatchAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hold" => Ok(MismatchAction::Hold),
+            "abort" => Ok(MismatchAction::Abort),
+            "warn" => Ok(MismatchAction::Warn),
+            other => Err(format!(
+                "`{}` is not hold, abort or warn",
+                canary_contract::text::clean(other)
+            )),
+        }
+    }
+}
+
+/// The sample-ratio guard's settings (`sample_ratio:` in a channel's `rollout:`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SampleRatio {
+    pub action: MismatchAction,
+    /// Level of the always-valid test (0.001: a false alarm in at most one rollout step in a
+    /// thousand, however often it is looked at).
+    pub alpha: f64,
+    /// Sessions assigned this recently are not counted yet: they may still be running.
+    #[serde(with = "humantime_serde_ms")]
+    pub settle: Duration,
+}
+
+impl Default for SampleRatio {
+    fn default() -> Self {
+        SampleRatio {
+            action: MismatchAction::Hold,
+            alpha: 0.001,
+            settle: Duration::from_secs(60),
+        }
+    }
 }
 
 mod humantime_serde_ms {
@@ -66,6 +126,8 @@ impl Default for RolloutPolicy {
             max_disconnect_rate_increase: 0.02,
             max_start_latency_p95_ratio: 1.5,
             confidence: 0.95,
+            mixture_sd: None,
+            sample_ratio: SampleRatio::default(),
         }
     }
 }
@@ -124,6 +186,20 @@ impl RolloutPolicy {
         if !(0.5..=0.9999).contains(&self.confidence) {
             return Err(format!("confidence {} must be between 0.5 and 0.9999", self.confidence));
         }
+        if let Some(sd) = self.mixture_sd.filter(|sd| !(0.001..=0.5).contains(sd)) {
+            return Err(format!(
+                "mixture_sd {sd} must be between 0.001 and 0.5 (0.02 is two points)"
+            ));
+        }
+        if !(1e-6..=0.2).contains(&self.sample_ratio.alpha) {
+            return Err(format!(
+                "sample_ratio alpha {} must be between 0.000001 and 0.2",
+                self.sample_ratio.alpha
+            ));
+        }
+        if self.sample_ratio.settle > Duration::from_secs(86_400) {
+            return Err("sample_ratio settle is out of bounds: at most 1 day".into());
+        }
         Ok(())
     }
 }
@@ -137,6 +213,12 @@ pub struct Figures {
     pub disconnected: u64,
     /// p95 start latency, from the histogram; `None` when no session started.
     pub p95_start_ms: Option<u64>,
+    /// Sessions assigned in the sample-ratio guard's window (the step's, less its settle time)
+    /// and how many of them were reported; 0 and 0 when not measured.
+    #[serde(default)]
+    pub assigned: u64,
+    #[serde(default)]
+    pub reported: u64,
 }
 
 impl Figures {
@@ -183,11 +265,17 @@ fn points(x: f64) -> String {
     format!("{:+.2} points", x * 100.0)
 }
 
-/// One rate compared (candidate against baseline): a fail when the whole Newcombe–Wilson
-/// interval of the difference is above the allowed increase, a pass when it is all within it,
+/// One rate compared (candidate against baseline): a fail when the whole always-valid interval
+/// of the difference is above the allowed increase, a pass when it is all within it,
 /// inconclusive otherwise.
-fn rate_check(metric: &str, (c, b): (stats::Proportion, stats::Proportion), limit: f64, z: f64) -> Check {
-    let (lo, hi) = stats::difference_interval(c, b, z);
+fn rate_check(
+    metric: &str,
+    (c, b): (stats::Proportion, stats::Proportion),
+    limit: f64,
+    policy: &RolloutPolicy,
+) -> Check {
+    let tau = policy.mixture_sd.unwrap_or(limit.max(0.005));
+    let (lo, hi) = stats::sequential_difference(c, b, 1.0 - policy.confidence, tau);
     let head = format!("{metric} {} vs baseline {}", pct(c.rate()), pct(b.rate()));
     let (verdict, why) = if lo > limit {
         let why = format!(
@@ -254,14 +342,73 @@ fn latency_check(policy: &RolloutPolicy, candidate: Option<u64>, baseline: Optio
     }
 }
 
+/// The sample-ratio guard: the candidate's share of the sessions reported against its share of
+/// the sessions assigned, over the same window, by the always-valid test at the guard's level
+/// (tuned to a 30 % relative change of the candidate's share). `None` until both arms have
+/// sessions assigned and reported.
+pub fn sample_ratio_check(guard: &SampleRatio, candidate: &Figures, baseline: &Figures) -> Option<Check> {
+    let assigned = candidate.assigned + baseline.assigned;
+    let reported = candidate.reported + baseline.reported;
+    if candidate.assigned == 0 || baseline.assigned == 0 || reported == 0 {
+        return None;
+    }
+    let expected = candidate.assigned as f64 / assigned as f64;
+    let observed = stats::Proportion::new(candidate.reported, reported);
+    let tau = (0.3 * expected * (1.0 - expected)).max(1e-4);
+    let mismatch = stats::share_mismatch(observed, expected, guard.alpha, tau);
+    let head = format!(
+        "sample ratio: the candidate has {} of the sessions reported ({} of {}) but {} of those assigned ({} of {})",
+        pct(observed.rate()),
+        candidate.reported,
+        reported,
+        pct(expected),
+        candidate.assigned,
+        assigned
+    );
+    let (verdict, why) = match (mismatch, guard.action) {
+        (false, _) => (Verdict::Pass, format!("{head}: in line")),
+        (true, MismatchAction::Hold) => (
+            Verdict::Inconclusive,
+            format!(
+                "{head}: a mismatch, so the comparison is biased; holding (do the candidate's runners drop or hand back sessions?)"
+            ),
+        ),
+        (true, MismatchAction::Abort) => (
+            Verdict::Fail,
+            format!("{head}: a mismatch; aborting as the policy says"),
+        ),
+        (true, MismatchAction::Warn) => (Verdict::Pass, format!("{head}: a mismatch (warn only: judged anyway)")),
+    };
+    Some(Check {
+        metric: "sample ratio".into(),
+        candidate: observed.rate(),
+        baseline: expected,
+        limit: guard.alpha,
+        verdict,
+        why,
+    })
+}
+
 /// Judges a step: the candidate's cohort against the baseline on failure rate, disconnect rate
-/// (a difference of proportions with a Newcombe–Wilson interval at the policy's confidence: a
+/// (a difference of proportions with an always-valid interval at the policy's confidence: a
 /// fail when the whole interval is above the allowed increase, a pass when it is all within it)
 /// and p95 start latency (at most `max_start_latency_p95_ratio` times the baseline's). Fewer than
 /// `min_sessions` on either side, or no latency at all, is inconclusive.
 pub fn judge(policy: &RolloutPolicy, candidate: &Figures, baseline: &Figures) -> Judgement {
     let mut reasons = Vec::new();
-    let mut checks = Vec::new();
+    let mut checks: Vec<Check> = sample_ratio_check(&policy.sample_ratio, candidate, baseline)
+        .into_iter()
+        .collect();
+    if let Some(c) = checks.first().filter(|c| c.verdict != Verdict::Pass) {
+        // A biased comparison decides nothing: the guard's hold or abort stands alone.
+        return Judgement {
+            verdict: c.verdict,
+            candidate: candidate.clone(),
+            baseline: baseline.clone(),
+            reasons: vec![c.why.clone()],
+            checks,
+        };
+    }
     for (side, f) in [("candidate", candidate), ("baseline", baseline)] {
         if f.sessions < policy.min_sessions {
             reasons.push(format!(
@@ -279,7 +426,6 @@ pub fn judge(policy: &RolloutPolicy, candidate: &Figures, baseline: &Figures) ->
             reasons,
         };
     }
-    let z = stats::z_for(policy.confidence);
     let rates = [
         (
             "failure rate",
@@ -297,7 +443,7 @@ pub fn judge(policy: &RolloutPolicy, candidate: &Figures, baseline: &Figures) ->
     for (metric, c_hits, b_hits, limit) in rates {
         let c = stats::Proportion::new(c_hits, candidate.sessions);
         let b = stats::Proportion::new(b_hits, baseline.sessions);
-        checks.push(rate_check(metric, (c, b), limit, z));
+        checks.push(rate_check(metric, (c, b), limit, policy));
     }
     checks.push(latency_check(policy, candidate.p95_start_ms, baseline.p95_start_ms));
     let verdict = if checks.iter().any(|c| c.verdict == Verdict::Fail) {
@@ -491,6 +637,7 @@ mod tests {
             failed,
             disconnected: 0,
             p95_start_ms: Some(p95),
+            ..Figures::default()
         }
     }
 

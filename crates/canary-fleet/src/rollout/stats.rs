@@ -1,6 +1,30 @@
-//! Intervals for comparing two rates: Wilson score intervals for each proportion and Newcombe's
-//! hybrid score interval for their difference (Newcombe 1998, method 10), which stays inside
-//! [-1, 1] and behaves at rates near zero, where failure rates live.
+//! Intervals for comparing two rates.
+//!
+//! A rollout's controller looks at its figures every few seconds. A fixed-sample interval
+//! re-tested at every look is wrong far more often than its level says, so decisions use an
+//! **always-valid** interval: the normal-mixture sequential probability ratio test (mSPRT) of
+//! Robbins (1970) as Johari, Pekelis and Walsh apply it to A/B tests ("Always valid inference",
+//! Operations Research 2022), inverted into a confidence sequence. With the difference's
+//! estimate `d`, its variance `V` and a mixing normal of standard deviation `tau` around the
+//! hypothesised difference, the likelihood ratio against `d0` is
+//!
+//! ```text
+//! L(d0) = sqrt(V / (V + tau²)) · exp(tau² (d - d0)² / (2 V (V + tau²)))
+//! ```
+//!
+//! and the interval at level `alpha` is every `d0` with `L(d0) < 1 / alpha`:
+//!
+//! ```text
+//! d ± sqrt(2 V (V + tau²) / tau² · (ln(1 / alpha) + ½ ln((V + tau²) / V)))
+//! ```
+//!
+//! It covers the true difference at every look at once with probability at least `1 - alpha`
+//! (for normal estimates; the rates are judged only past `min_sessions`, where the normal
+//! approximation holds). `tau` says which differences the test is quickest to see: the interval
+//! is narrowest, for a given `alpha`, when `V` is near `tau²`. `docs/rollouts.md` has a worked
+//! example. Wilson's interval for one proportion and Newcombe's hybrid score interval for a
+//! difference (Newcombe 1998, method 10) are the fixed-sample intervals the controller used
+//! before; they stay to show, in tests, what re-testing at every look does.
 
 /// `hits` of `n`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +72,45 @@ pub fn difference_interval(a: Proportion, b: Proportion, z: f64) -> (f64, f64) {
     let lower = d - ((p1 - l1).powi(2) + (u2 - p2).powi(2)).sqrt();
     let upper = d + ((u1 - p1).powi(2) + (p2 - l2).powi(2)).sqrt();
     (lower.max(-1.0), upper.min(1.0))
+}
+
+/// A rate with half a hit and half a miss added (never exactly 0 or 1), so that a side with no
+/// failure yet still has a variance and an interval is never a point.
+fn smoothed(p: Proportion) -> f64 {
+    (p.hits as f64 + 0.5) / (p.n as f64 + 1.0)
+}
+
+/// The radius of the always-valid interval of an estimate with variance `v` (see the module's
+/// documentation).
+pub fn mixture_radius(v: f64, alpha: f64, tau: f64) -> f64 {
+    let (v, t2) = (v.max(f64::MIN_POSITIVE), tau * tau);
+    let alpha = alpha.clamp(1e-9, 0.5);
+    (2.0 * v * (v + t2) / t2 * ((1.0 / alpha).ln() + 0.5 * ((v + t2) / v).ln())).sqrt()
+}
+
+/// The always-valid interval of `a.rate() - b.rate()` at level `alpha`, mixing over differences
+/// of standard deviation `tau`: valid however often it is looked at.
+pub fn sequential_difference(a: Proportion, b: Proportion, alpha: f64, tau: f64) -> (f64, f64) {
+    if a.n == 0 || b.n == 0 {
+        return (-1.0, 1.0);
+    }
+    let (pa, pb) = (smoothed(a), smoothed(b));
+    let v = pa * (1.0 - pa) / a.n as f64 + pb * (1.0 - pb) / b.n as f64;
+    let d = a.rate() - b.rate();
+    let r = mixture_radius(v, alpha, tau);
+    ((d - r).max(-1.0), (d + r).min(1.0))
+}
+
+/// Whether `hits` of `n` is out of line with an expected share `p0`, by the same always-valid
+/// test at level `alpha` (a sample-ratio mismatch when `hits` are the candidate's sessions among
+/// `n`): the interval around the observed share leaves out `p0`.
+pub fn share_mismatch(observed: Proportion, p0: f64, alpha: f64, tau: f64) -> bool {
+    if observed.n == 0 || !(0.0..=1.0).contains(&p0) {
+        return false;
+    }
+    let p0s = p0.clamp(0.5 / (observed.n as f64 + 1.0), 1.0 - 0.5 / (observed.n as f64 + 1.0));
+    let v = p0s * (1.0 - p0s) / observed.n as f64;
+    (observed.rate() - p0).abs() >= mixture_radius(v, alpha, tau)
 }
 
 /// The two-sided standard normal quantile for a confidence level (0.95 → 1.96), by Acklam's
@@ -120,6 +183,34 @@ mod tests {
         assert!((lo - 0.2553).abs() < 5e-4 && (hi - 0.3662).abs() < 5e-4, "{lo} {hi}");
         let (lo, hi) = wilson(Proportion::new(0, 10), z_for(0.95));
         assert!(lo == 0.0 && (hi - 0.2775).abs() < 5e-4, "{hi}");
+    }
+
+    #[test]
+    fn the_always_valid_interval_is_wider_than_the_fixed_one_and_narrows_with_sessions() {
+        let (a, b) = (Proportion::new(50, 1000), Proportion::new(500, 10_000));
+        let (flo, fhi) = difference_interval(a, b, z_for(0.95));
+        let (slo, shi) = sequential_difference(a, b, 0.05, 0.02);
+        assert!(slo < flo && shi > fhi, "fixed {flo}..{fhi}, sequential {slo}..{shi}");
+        let (a2, b2) = (Proportion::new(500, 10_000), Proportion::new(5000, 100_000));
+        let (lo2, hi2) = sequential_difference(a2, b2, 0.05, 0.02);
+        assert!(hi2 - lo2 < (shi - slo) / 2.0, "{lo2}..{hi2}");
+        assert!(lo2 < 0.0 && hi2 > 0.0);
+        // Worked example of docs/rollouts.md: 100 of 1,000 against 500 of 10,000.
+        let (lo, hi) = sequential_difference(Proportion::new(100, 1000), Proportion::new(500, 10_000), 0.05, 0.02);
+        assert!((lo - 0.0200).abs() < 5e-4 && (hi - 0.0800).abs() < 5e-4, "{lo} {hi}");
+        // No failure on either side still gives an interval, never a point.
+        let (lo, hi) = sequential_difference(Proportion::new(0, 300), Proportion::new(0, 3000), 0.05, 0.02);
+        assert!(lo < 0.0 && hi > 0.0, "{lo} {hi}");
+        assert_eq!(sequential_difference(Proportion::new(0, 0), b, 0.05, 0.02), (-1.0, 1.0));
+    }
+
+    #[test]
+    fn a_share_far_from_the_step_is_a_mismatch_and_a_near_one_is_not() {
+        // 10 % step: 700 candidate of 10,000 is a mismatch, 1,000 is not, 980 is noise.
+        assert!(share_mismatch(Proportion::new(700, 10_000), 0.10, 0.001, 0.05));
+        assert!(!share_mismatch(Proportion::new(1000, 10_000), 0.10, 0.001, 0.05));
+        assert!(!share_mismatch(Proportion::new(980, 10_000), 0.10, 0.001, 0.05));
+        assert!(!share_mismatch(Proportion::new(0, 0), 0.10, 0.001, 0.05));
     }
 
     #[test]

@@ -58,9 +58,32 @@ pub struct RawRollout {
     /// Allowed ratio of p95 session start latency to the baseline's (default 1.5).
     #[serde(default)]
     pub max_start_latency_p95_ratio: Option<f64>,
-    /// Confidence of the intervals (default 0.95).
+    /// Confidence of the always-valid intervals, at every look at once (default 0.95).
     #[serde(default)]
     pub confidence: Option<f64>,
+    /// The rate difference the sequential test is tuned to decide fastest on (default: each
+    /// rate's allowed increase, at least 0.005).
+    #[serde(default)]
+    pub mixture_sd: Option<f64>,
+    /// The sample-ratio guard (default `{action: hold, alpha: 0.001, settle: 60s}`).
+    #[serde(default)]
+    pub sample_ratio: Option<RawSampleRatio>,
+}
+
+/// `sample_ratio:` under a channel's `rollout:`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSampleRatio {
+    /// `hold` (default), `abort` or `warn` when the candidate's share of reported sessions is not
+    /// the share it was assigned.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Level of the always-valid test (default 0.001).
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    /// Sessions assigned this recently are not counted yet, e.g. `60s` (default).
+    #[serde(default)]
+    pub settle: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +276,21 @@ fn check_lists(c: &RawChannelPolicy, name: &str, names_ok: &regex::Regex, at: &A
     Ok(())
 }
 
+/// `sample_ratio:` over the guard's defaults.
+fn sample_ratio(guard: &mut crate::rollout::SampleRatio, raw: &RawSampleRatio) -> std::result::Result<(), String> {
+    if let Some(a) = &raw.action {
+        guard.action = a.parse()?;
+    }
+    if let Some(a) = raw.alpha {
+        guard.alpha = a;
+    }
+    if let Some(s) = &raw.settle {
+        guard.settle = crate::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(86_400))(s)
+            .map_err(|e| format!("settle: {e}"))?;
+    }
+    Ok(())
+}
+
 /// A channel's `rollout:` over the defaults, checked as a whole.
 fn rollout_policy(r: &Spanned<RawRollout>, name: &str, at: &At<'_>) -> Result<crate::rollout::RolloutPolicy> {
     let mut rollout = crate::rollout::RolloutPolicy::default();
@@ -286,6 +324,18 @@ fn rollout_policy(r: &Spanned<RawRollout>, name: &str, at: &At<'_>) -> Result<cr
     }
     if let Some(v) = raw.confidence {
         rollout.confidence = v;
+    }
+    if let Some(v) = raw.mixture_sd {
+        rollout.mixture_sd = Some(v);
+    }
+    if let Some(g) = &raw.sample_ratio {
+        sample_ratio(&mut rollout.sample_ratio, g).map_err(|e| {
+            at(
+                &r.referenced,
+                format!("channel `{name}`: rollout sample_ratio: {e}"),
+                "write e.g. `sample_ratio: {action: hold, alpha: 0.001, settle: 60s}`",
+            )
+        })?;
     }
     rollout.check().map_err(|e| {
         at(
