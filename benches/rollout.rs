@@ -118,7 +118,36 @@ async fn ingest_http(reg: Arc<Registry>, label: &str) {
     );
 }
 
-async fn decision(reg: Arc<Registry>, label: &str, total: u64) {
+/// The sample-ratio guard's counts for a day of assignments: one row per build and second, as
+/// `/v1/assignment` and ingest leave them (the bench's sessions are ingested without assignment).
+async fn seed_assignment_rollups(url: &str, builds: &[&str], t0: jiff::Timestamp) {
+    sqlx::any::install_default_drivers();
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("sqlite://{url}")
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    for b in builds {
+        for chunk in (0..86_400i64).collect::<Vec<_>>().chunks(500) {
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|i| {
+                    let second = (t0 + jiff::SignedDuration::from_secs(*i)).strftime("%Y-%m-%dT%H:%M:%S");
+                    format!("('{b}', '{second}', 12, 11)")
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO assignment_rollups (build_id, second, assigned, reported) VALUES {}",
+                values.join(",")
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+        }
+    }
+    pool.close().await;
+}
+
+async fn decision(reg: Arc<Registry>, url: &str, label: &str, total: u64) {
     let (base, cand) = (build(2), build(3));
     reg.record_build(&base).await.unwrap();
     reg.record_build(&cand).await.unwrap();
@@ -157,6 +186,7 @@ async fn decision(reg: Arc<Registry>, label: &str, total: u64) {
         let at = t0 + jiff::SignedDuration::from_millis(spacing * k as i64);
         reg.ingest(&sessions, at).await.unwrap();
     }
+    seed_assignment_rollups(url, &[&base.id, &cand.id], t0).await;
     println!(
         "{label:<11}     seeded {total} sessions over a day in {:.1} s ({:.0}/s in batches of {batch})",
         seeded.elapsed().as_secs_f64(),
@@ -169,12 +199,18 @@ async fn decision(reg: Arc<Registry>, label: &str, total: u64) {
         (cand.id.parse().unwrap(), base.id.parse().unwrap());
     for _ in 0..20 {
         let s = Instant::now();
-        // As the controller reads them: both sides at once.
-        let (c, b) = tokio::try_join!(
-            reg.figures(&cand_id, "2026-11-01T00:00:00"),
-            reg.figures(&base_id, "2026-11-01T00:00:00")
+        // As the controller reads them: both sides' figures and the sample-ratio guard's
+        // counts over the same window, at once.
+        let (since, settled) = ("2026-11-01T00:00:00", "2026-11-02T00:00:00");
+        let (mut c, mut b, c_arm, b_arm) = tokio::try_join!(
+            reg.figures(&cand_id, since),
+            reg.figures(&base_id, since),
+            reg.assigned_and_reported(&cand_id, since, settled),
+            reg.assigned_and_reported(&base_id, since, settled),
         )
         .unwrap();
+        (c.assigned, c.reported) = c_arm;
+        (b.assigned, b.reported) = b_arm;
         verdict = Some(canary::rollout::judge(&policy, &c, &b).verdict);
         times.push(s.elapsed());
     }
@@ -248,7 +284,7 @@ async fn assignment(reg: Arc<Registry>, label: &str) {
 async fn all(url: &str, label: &str, total: u64) {
     let reg = Arc::new(Registry::open(url).await.unwrap());
     ingest_http(reg.clone(), label).await;
-    decision(reg.clone(), label, total).await;
+    decision(reg.clone(), url, label, total).await;
     assignment(reg, label).await;
 }
 

@@ -7,14 +7,14 @@
 //! mid-download, and roll back. The admin is told by webhook when a host is behind, the fleet
 //! page shows it, and the control plane's audit holds every attempt.
 
-use crate::helpers::{docker, free_port, require_lab, root};
+use crate::helpers::{docker, free_port, require_lab, root, webhook};
 use crate::updates::{Lab, broken_wheel, claude_component, runner_component, serve_on, sha256};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LABEL: &str = "canary-lab.test=updates";
@@ -100,38 +100,6 @@ fn relay(to: u16, slow: Arc<AtomicBool>) -> u16 {
         }
     });
     port
-}
-
-/// An admin's webhook receiver on loopback: every JSON body posted to it.
-fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hooks/canary", listener.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut r = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            if r.read_exact(&mut body).is_ok()
-                && let Ok(v) = serde_json::from_slice(&body)
-            {
-                sink.lock().unwrap().push(v);
-            }
-            let mut s = stream;
-            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
 }
 
 /// The lab's cached wheel of a Claude Code version and its CLI version.

@@ -2,7 +2,7 @@
 //! a real process on loopback, a simulated fleet posting telemetry over HTTP, the CLI reading
 //! and operating the rollout, and `kill -9` of the control plane mid-rollout.
 
-use crate::helpers::{Canary, free_port, write_temp};
+use crate::helpers::{Canary, free_port, webhook, write_temp};
 use crate::registry::{Backend, Fresh, fresh};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -390,13 +390,24 @@ fn a_build_failing_a_fifth_of_its_sessions_is_rolled_back_at_the_first_step() {
 }
 
 #[test]
-fn a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard() {
-    // Sessions count for the guard at once (no settle time), and the step never bakes out.
+fn a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard_sqlite() {
+    a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard(Backend::Sqlite);
+}
+
+#[test]
+fn a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard_postgres() {
+    a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard(Backend::Postgres);
+}
+
+fn a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard(b: Backend) {
+    // Sessions count for the guard two seconds after assignment (the simulated runners report
+    // within that), and the step never bakes out.
+    let (hook, got) = webhook();
     let gate = GATE.replace(
         "    bake: 1s\n",
-        "    bake: 1h\n    sample_ratio: {action: hold, settle: 0s}\n",
+        &format!("    bake: 1h\n    sample_ratio: {{action: hold, settle: 2s}}\n    alerts: {{webhook: '{hook}', held_after: 2s}}\n"),
     );
-    let (reg, _d, policy, _base, cand) = setup_with(Backend::Sqlite, &gate);
+    let (reg, _d, policy, _base, cand) = setup_with(b, &gate);
     let s = serve(&reg, &policy, free_port());
     canary(&reg)
         .args(["rollout", "start", &cand, "--channel", "stable", "--steps", "10,100"])
@@ -432,6 +443,90 @@ fn a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard() {
     assert!(note.starts_with("holding: sample ratio: the candidate has"), "{note}");
     assert!(note.contains("a mismatch"), "{note}");
     assert!(kinds(&st).contains(&"hold@0".to_string()), "{st}");
+    // The on-call channel is told, in Slack's format: started, the mismatch once, and each hold
+    // that lasted past held_after once.
+    let texts = wait_for_alerts(&got, 3);
+    let count = |what: &str| texts.iter().filter(|t| t.contains(what)).count();
+    assert!(
+        texts[0].contains("started at step 1 of 2 (10 % of sessions)"),
+        "{texts:?}"
+    );
+    assert_eq!(count("started"), 1, "{texts:?}");
+    assert_eq!(
+        count("holds at step 1 of 2 (10 % of sessions): sample-ratio mismatch: sample ratio: the candidate has"),
+        1,
+        "{texts:?}"
+    );
+    assert_eq!(
+        count("is holding at step 1 of 2 (10 % of sessions): sample ratio"),
+        1,
+        "{texts:?}"
+    );
+    let holds: std::collections::BTreeSet<_> = texts.iter().filter(|t| t.contains("is holding")).collect();
+    assert_eq!(holds.len(), count("is holding"), "one message per hold: {texts:?}");
+}
+
+/// The alert texts a receiver got, once `n` have come (or 20 s have passed) and a second more
+/// has brought nothing else.
+fn wait_for_alerts(got: &std::sync::Mutex<Vec<serde_json::Value>>, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.lock().unwrap().len() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    got.lock()
+        .unwrap()
+        .iter()
+        .map(|b| b["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn an_on_call_webhook_gets_exactly_one_message_per_transition() {
+    let (hook, got) = webhook();
+    let gate = GATE.replace(
+        "    steps: [1, 10, 50, 100]\n",
+        &format!("    steps: [50, 100]\n    alerts: {{webhook: '{hook}', format: generic, held_after: 1h}}\n"),
+    );
+    let (reg, _d, policy, _base, cand) = setup_with(Backend::Sqlite, &gate);
+    let s = serve(&reg, &policy, free_port());
+    canary(&reg)
+        .args(["rollout", "start", &cand, "--channel", "stable"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    let st = drive(&reg, &s, &policy, &["*=fail:0.01,latency:900"], 20);
+    assert_eq!(st["rollout"]["state"], "completed", "{st}");
+    wait_for_alerts(&got, 3);
+    let bodies = got.lock().unwrap().clone();
+    let types: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "canary.rollout.started",
+            "canary.rollout.advanced",
+            "canary.rollout.completed"
+        ],
+        "{bodies:?}"
+    );
+    assert_eq!(bodies[1]["percent"], 100.0, "{bodies:?}");
+    assert_eq!(bodies[2]["build"], cand.as_str(), "{bodies:?}");
+    // Each delivery is in the audit log.
+    let audit = rt().block_on(async {
+        let r = canary::registry::Registry::open(&reg.url).await.unwrap();
+        let only = canary::registry::AuditFilter {
+            action: "alert".into(),
+            ..Default::default()
+        };
+        r.audit_page(&only, 100, 0).await.unwrap()
+    });
+    assert_eq!(audit.len(), 3, "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .all(|a| a.decision == "delivered" && a.target.contains(&hook)),
+        "{audit:?}"
+    );
 }
 
 #[test]

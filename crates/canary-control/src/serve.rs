@@ -45,17 +45,7 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
             "give the URL that receives notices of runners behind their offered build",
         ));
     }
-    let publisher = match (&a.tuf, &a.online_key) {
-        (Some(dir), Some(key)) => Some(crate::update::tuf::Publisher::open(
-            dir,
-            crate::update::sign::Key::load(key)?,
-            crate::update::tuf::Lifetimes {
-                timestamp: a.timestamp_lifetime,
-                ..Default::default()
-            },
-        )?),
-        _ => None,
-    };
+    let publisher = publisher(a)?;
     let orgs = crate::orgs::OrgPolicies::load(&config.orgs_dir)?;
     let reg = std::sync::Arc::new(Registry::open(&config.registry).await?);
     if !a.listen.ip().is_loopback() && reg.live_tokens().await?.is_empty() {
@@ -92,6 +82,8 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
     } else {
         None
     };
+    // Alerts have their own task: a slow webhook never delays a rollout's judgement.
+    let alerts = tokio::spawn(crate::rollout::delivery::run(cp.reg.clone(), policy.clone(), a.tick));
     let controller = tokio::spawn(crate::control::run_controller(cp, policy, a.tick));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -104,10 +96,27 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
         .await
         .map_err(|e| LabError::usage(format!("serve failed: {e}"), "internal"))?;
     controller.abort();
+    alerts.abort();
     if let Some(s) = sweeper {
         s.abort();
     }
     Ok(())
+}
+
+/// The update repository's publisher, when `--tuf` and `--online-key` are given.
+fn publisher(a: &ServeOptions) -> Result<Option<crate::update::tuf::Publisher>> {
+    let (Some(dir), Some(key)) = (&a.tuf, &a.online_key) else {
+        return Ok(None);
+    };
+    let lifetimes = crate::update::tuf::Lifetimes {
+        timestamp: a.timestamp_lifetime,
+        ..Default::default()
+    };
+    Ok(Some(crate::update::tuf::Publisher::open(
+        dir,
+        crate::update::sign::Key::load(key)?,
+        lifetimes,
+    )?))
 }
 
 /// What `canary serve` answers: `/healthz`, the runner endpoints, and what people read (status,

@@ -12,6 +12,7 @@ use canary_runner::{error, fsutil, runner};
 
 #[macro_use]
 mod row;
+mod alerts;
 mod authority;
 mod evidence;
 mod fleet;
@@ -24,6 +25,7 @@ mod sweeps;
 mod tuf;
 pub mod view;
 
+pub use alerts::*;
 pub use authority::*;
 pub use evidence::{CellEvidence, required_cells};
 pub use fleet::*;

@@ -698,7 +698,7 @@ pub(super) async fn insert_rollout(
     Ok(())
 }
 
-pub(super) async fn insert_audit(
+pub(crate) async fn insert_audit(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     a: &Audit<'_>,
     display: &str,

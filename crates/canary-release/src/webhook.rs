@@ -1,6 +1,31 @@
 //! Webhooks the lab posts to (pipeline verdicts, runners behind their offered build): JSON, a
 //! bounded time per attempt, transient failures retried, a refusal not.
 
+/// POSTs the payload once, within `timeout`: `Ok` on a 2xx answer.
+pub async fn post_once(
+    url: &str,
+    payload: &serde_json::Value,
+    timeout: std::time::Duration,
+) -> std::result::Result<(), String> {
+    crate::init_tls();
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    match client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(payload.to_string())
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("answered {}", r.status())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// POSTs the payload, retrying transient failures a few times.
 pub async fn post(url: &str, payload: &serde_json::Value) -> std::result::Result<(), String> {
     crate::init_tls();

@@ -2,6 +2,7 @@
 //! functions over figures the registry sums up, so every rule is testable without a database or
 //! a fleet; the `canary` crate's controller applies them to the registry, `canary serve` runs it.
 
+pub mod alerts;
 #[cfg(test)]
 mod simulation;
 pub mod stats;
@@ -58,6 +59,8 @@ pub struct RolloutPolicy {
     /// The sample-ratio guard: whether the candidate's share of the sessions reported is the
     /// share it was assigned.
     pub sample_ratio: SampleRatio,
+    /// Where transitions are told about; `None`: nowhere.
+    pub alerts: Option<alerts::Alerts>,
 }
 
 /// What the controller does when the candidate's share of reported sessions is not the share
@@ -128,6 +131,7 @@ impl Default for RolloutPolicy {
             confidence: 0.95,
             mixture_sd: None,
             sample_ratio: SampleRatio::default(),
+            alerts: None,
         }
     }
 }
@@ -689,6 +693,36 @@ mod tests {
         // A close call on few sessions waits for more.
         let close = judge(&p, &figures(200, 4, 900), &figures(200, 2, 900));
         assert_eq!(close.verdict, Verdict::Inconclusive, "{close:?}");
+    }
+
+    #[test]
+    fn a_sample_ratio_mismatch_holds_aborts_or_warns_as_the_policy_says() {
+        let mut p = RolloutPolicy::default();
+        // 10 % assigned to the candidate, but only 7 % of the reported sessions are its.
+        let mut c = figures(700, 7, 900);
+        let mut b = figures(9300, 93, 900);
+        (c.assigned, c.reported, b.assigned, b.reported) = (1000, 700, 9000, 9300);
+        let j = judge(&p, &c, &b);
+        assert_eq!(j.verdict, Verdict::Inconclusive, "{j:?}");
+        assert!(j.reasons[0].starts_with("sample ratio: the candidate has 7.00 % of the sessions reported (700 of 10000) but 10.00 % of those assigned"), "{:?}", j.reasons);
+        assert!(matches!(
+            next_action(&j, 0, 4, Duration::from_secs(3600), p.bake),
+            Action::Hold(_)
+        ));
+        p.sample_ratio.action = MismatchAction::Abort;
+        assert_eq!(judge(&p, &c, &b).verdict, Verdict::Fail);
+        p.sample_ratio.action = MismatchAction::Warn;
+        let j = judge(&p, &c, &b);
+        assert_eq!(j.verdict, Verdict::Pass, "{j:?}");
+        assert!(j.checks[0].why.contains("warn only"), "{:?}", j.checks);
+        // In line: judged as usual, the guard's check passes.
+        (c.reported, c.sessions) = (990, 990);
+        let j = judge(&RolloutPolicy::default(), &c, &b);
+        assert_eq!(j.checks[0].metric, "sample ratio");
+        assert_eq!(j.checks[0].verdict, Verdict::Pass, "{:?}", j.checks[0]);
+        // Nothing assigned to one side (the 100 % step): no guard.
+        b.assigned = 0;
+        assert!(sample_ratio_check(&p.sample_ratio, &c, &b).is_none());
     }
 
     #[test]

@@ -68,6 +68,24 @@ pub struct RawRollout {
     /// The sample-ratio guard (default `{action: hold, alpha: 0.001, settle: 60s}`).
     #[serde(default)]
     pub sample_ratio: Option<RawSampleRatio>,
+    /// Where the rollout's transitions are told about (default: nowhere).
+    #[serde(default)]
+    pub alerts: Option<RawAlerts>,
+}
+
+/// `alerts:` under a channel's `rollout:`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// The http(s) URL posted to: started, advanced, held too long, sample-ratio mismatch,
+    /// aborted, completed.
+    pub webhook: String,
+    /// `slack` (`{"text": ...}`, the default) or `generic` (every field as JSON).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// A hold this long is told about, once per hold, e.g. `30m` (default).
+    #[serde(default)]
+    pub held_after: Option<String>,
 }
 
 /// `sample_ratio:` under a channel's `rollout:`.
@@ -276,6 +294,30 @@ fn check_lists(c: &RawChannelPolicy, name: &str, names_ok: &regex::Regex, at: &A
     Ok(())
 }
 
+/// `alerts:` checked: an http(s) webhook, a known format, a bounded time.
+fn alerts(raw: &RawAlerts) -> std::result::Result<crate::rollout::alerts::Alerts, String> {
+    if !crate::config::is_http_url(&raw.webhook) {
+        return Err(format!(
+            "webhook `{}` is not an http(s) URL",
+            crate::text::clean(&raw.webhook)
+        ));
+    }
+    let format = match &raw.format {
+        Some(f) => f.parse()?,
+        None => crate::rollout::alerts::AlertFormat::Slack,
+    };
+    let held_after = match &raw.held_after {
+        Some(h) => crate::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(7 * 86_400))(h)
+            .map_err(|e| format!("held_after: {e}"))?,
+        None => std::time::Duration::from_secs(30 * 60),
+    };
+    Ok(crate::rollout::alerts::Alerts {
+        webhook: raw.webhook.clone(),
+        format,
+        held_after,
+    })
+}
+
 /// `sample_ratio:` over the guard's defaults.
 fn sample_ratio(guard: &mut crate::rollout::SampleRatio, raw: &RawSampleRatio) -> std::result::Result<(), String> {
     if let Some(a) = &raw.action {
@@ -337,6 +379,15 @@ fn rollout_policy(r: &Spanned<RawRollout>, name: &str, at: &At<'_>) -> Result<cr
             )
         })?;
     }
+    if let Some(a) = &raw.alerts {
+        rollout.alerts = Some(alerts(a).map_err(|e| {
+            at(
+                &r.referenced,
+                format!("channel `{name}`: rollout alerts: {e}"),
+                "write e.g. `alerts: {webhook: https://hooks.example.com/canary, format: slack, held_after: 30m}`",
+            )
+        })?);
+    }
     rollout.check().map_err(|e| {
         at(
             &r.referenced,
@@ -345,4 +396,65 @@ fn rollout_policy(r: &Spanned<RawRollout>, name: &str, at: &At<'_>) -> Result<cr
         )
     })?;
     Ok(rollout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Policy;
+    use crate::rollout::MismatchAction;
+
+    const GATE: &str = "stable:\n  required_suites: [gate]\n  rollout:\n    steps: [10, 100]\n";
+
+    #[test]
+    fn a_rollout_policy_takes_its_sequential_and_sample_ratio_settings() {
+        let text =
+            format!("{GATE}    mixture_sd: 0.05\n    sample_ratio: {{action: abort, alpha: 0.01, settle: 5s}}\n");
+        let p = Policy::parse("gate.yaml", &text).unwrap();
+        let r = &p.channel("stable").unwrap().rollout;
+        assert_eq!(r.mixture_sd, Some(0.05));
+        assert_eq!(r.sample_ratio.action, MismatchAction::Abort);
+        assert_eq!(r.sample_ratio.alpha, 0.01);
+        assert_eq!(r.sample_ratio.settle, std::time::Duration::from_secs(5));
+        // Left out, the guard holds at 0.001 after a minute, and the mixture follows each limit.
+        let r = Policy::parse("gate.yaml", GATE)
+            .unwrap()
+            .channel("stable")
+            .unwrap()
+            .rollout
+            .clone();
+        assert_eq!(
+            (r.sample_ratio.action, r.sample_ratio.alpha),
+            (MismatchAction::Hold, 0.001)
+        );
+        assert_eq!(r.mixture_sd, None);
+    }
+
+    #[test]
+    fn a_bad_sample_ratio_setting_is_refused_at_its_line() {
+        for (bad, says) in [
+            (
+                "    sample_ratio: {action: halt}\n",
+                "`halt` is not hold, abort or warn",
+            ),
+            ("    sample_ratio: {alpha: 0.5}\n", "sample_ratio alpha 0.5"),
+            ("    sample_ratio: {settle: 3 days}\n", "settle"),
+            ("    mixture_sd: 2\n", "mixture_sd 2 must be between"),
+            ("    sample_ratio: {action: hold, typo: 1}\n", "typo"),
+            (
+                "    alerts: {webhook: 'ftp://x/'}\n",
+                "webhook `ftp://x/` is not an http(s) URL",
+            ),
+            (
+                "    alerts: {webhook: 'http://127.0.0.1:9/h', format: teams}\n",
+                "`teams` is not slack or generic",
+            ),
+            ("    alerts: {format: slack}\n", "webhook"),
+        ] {
+            let e = Policy::parse("gate.yaml", &format!("{GATE}{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.contains("gate.yaml"), "{bad}: {e}");
+        }
+    }
 }
