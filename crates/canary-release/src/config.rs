@@ -206,9 +206,4 @@ impl LabConfig {
     }
 }
 
-/// An http(s) URL without control characters (webhooks, forge APIs, model endpoints).
-pub fn is_http_url(w: &str) -> bool {
-    (w.starts_with("http://") || w.starts_with("https://"))
-        && !w.chars().any(char::is_control)
-        && reqwest::Url::parse(w).is_ok()
-}
+pub use crate::webhook::is_http_url;

@@ -1,6 +1,13 @@
 //! Webhooks the lab posts to (pipeline verdicts, runners behind their offered build): JSON, a
 //! bounded time per attempt, transient failures retried, a refusal not.
 
+/// An http(s) URL without control characters (webhooks, forge APIs, model endpoints).
+pub fn is_http_url(w: &str) -> bool {
+    (w.starts_with("http://") || w.starts_with("https://"))
+        && !w.chars().any(char::is_control)
+        && reqwest::Url::parse(w).is_ok()
+}
+
 /// POSTs the payload once, within `timeout`: `Ok` on a 2xx answer.
 pub async fn post_once(
     url: &str,

@@ -296,7 +296,7 @@ fn check_lists(c: &RawChannelPolicy, name: &str, names_ok: &regex::Regex, at: &A
 
 /// `alerts:` checked: an http(s) webhook, a known format, a bounded time.
 fn alerts(raw: &RawAlerts) -> std::result::Result<crate::rollout::alerts::Alerts, String> {
-    if !crate::config::is_http_url(&raw.webhook) {
+    if !crate::webhook::is_http_url(&raw.webhook) {
         return Err(format!(
             "webhook `{}` is not an http(s) URL",
             crate::text::clean(&raw.webhook)
