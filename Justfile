@@ -43,10 +43,12 @@ canary *ARGS: build
     {{canary}} {{ARGS}}
 
 # The whole test suite (unit, CLI, real-Docker and registry tests on SQLite and PostgreSQL, the
-# dashboard in headless Chromium, which scripts/chromium.sh installs when missing).
+# dashboard in headless Chromium, /metrics scraped by a real Prometheus; scripts/chromium.sh and
+# scripts/prometheus.sh install them when missing).
 [group('test')]
 test: setup
     scripts/chromium.sh >/dev/null
+    scripts/prometheus.sh >/dev/null
     cargo build --locked --workspace --bins
     CANARY_RUNNER_BUILT=1 CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo nextest run --locked --workspace --no-fail-fast {{ if env("CI", "") != "" { "--profile ci" } else { "" } }}
 

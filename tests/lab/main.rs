@@ -22,6 +22,7 @@ mod docs;
 mod forge;
 mod helpers;
 mod hostile;
+mod metrics;
 mod names;
 mod real_cli;
 mod registry;

@@ -42,6 +42,8 @@ pub struct ControlPlane {
     refresh: Arc<tokio::sync::Mutex<()>>,
     /// For customer-hosted runners: the TUF publisher, and the artifacts served.
     updates: Arc<Updates>,
+    /// This process's counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The update endpoints' own state.
@@ -68,6 +70,7 @@ impl ControlPlane {
             limiter: Default::default(),
             refused: Default::default(),
             hosts: Arc::new(crate::authority::HostAllow::new(None).expect("loopback names")),
+            metrics: Default::default(),
         }
     }
 
@@ -348,7 +351,10 @@ pub async fn telemetry(State(cp): State<ControlPlane>, headers: HeaderMap, body:
         Err(e) => return unavailable(e),
     }
     match cp.reg.ingest(&sessions, now).await {
-        Ok(new) => (StatusCode::OK, Json(json!({"received": sessions.len(), "new": new}))).into_response(),
+        Ok(new) => {
+            cp.metrics.ingested(new);
+            (StatusCode::OK, Json(json!({"received": sessions.len(), "new": new}))).into_response()
+        }
         Err(e) => unavailable(e),
     }
 }
@@ -606,6 +612,35 @@ pub async fn artifact(
 /// an allowed `Host` (a DNS-rebinding page names its own), and only to an operator's token of the
 /// role the page needs, as a bearer token or as the password of HTTP Basic (so a browser's own
 /// login prompt works). Runners' tokens never open these pages.
+/// Times every answered request for `/metrics`, by the route pattern it matched.
+pub async fn observe(
+    State(cp): State<ControlPlane>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let start = Instant::now();
+    let response = next.run(request).await;
+    cp.metrics.observe(&route, response.status().as_u16(), start.elapsed());
+    response
+}
+
+/// `GET /metrics` (an operator's token): the Prometheus text format.
+pub async fn metrics(State(cp): State<ControlPlane>) -> Response {
+    match crate::metrics::render(&cp.metrics, &cp.reg, jiff::Timestamp::now()).await {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
 pub async fn require_operator(
     State(cp): State<ControlPlane>,
     request: axum::extract::Request,

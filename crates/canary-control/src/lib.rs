@@ -20,6 +20,7 @@ pub mod dashboard;
 pub mod heartbeat;
 pub mod http_serve;
 pub mod kpis;
+pub mod metrics;
 pub mod rollout;
 pub mod serve;
 pub mod simulate;

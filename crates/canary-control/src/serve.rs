@@ -181,6 +181,7 @@ fn app(
         .route("/v1/status", get(status))
         .with_state(cp.reg.clone())
         .route("/api/refusals", get(refusals))
+        .route("/metrics", get(crate::control::metrics).with_state(cp.clone()))
         .merge(dashboard)
         .layer(axum::middleware::from_fn_with_state(
             cp.clone(),
@@ -190,6 +191,10 @@ fn app(
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::control::router(cp.clone()))
         .merge(readable)
+        .layer(axum::middleware::from_fn_with_state(
+            cp.clone(),
+            crate::control::observe,
+        ))
         .layer(axum::middleware::from_fn(crate::control::security_headers)))
 }
 

@@ -144,6 +144,30 @@ impl Registry {
         self.all(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit)).await
     }
 
+    /// Alerts in the outbox by state.
+    pub async fn alert_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = self
+            .rows(sqlx::query(
+                "SELECT state, COUNT(*) AS n FROM rollout_alerts GROUP BY state ORDER BY state",
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((self.cell(r.text("state"))?, self.cell(r.int("n"))?)))
+            .collect()
+    }
+
+    /// Rollout transitions written, by kind.
+    pub async fn rollout_event_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = self
+            .rows(sqlx::query(
+                "SELECT kind, COUNT(*) AS n FROM rollout_events WHERE rollout_id IS NOT NULL GROUP BY kind ORDER BY kind",
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((self.cell(r.text("kind"))?, self.cell(r.int("n"))?)))
+            .collect()
+    }
+
     /// Records a delivery attempt: delivered, to be tried again at `retry_at`, or given up
     /// (`retry_at` `None`); a delivery and a giving up are audited with the alert.
     pub async fn alert_attempted(
