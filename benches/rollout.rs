@@ -70,7 +70,7 @@ async fn ingest_http(reg: Arc<Registry>, label: &str) {
     for r in 0..runners {
         let runner = format!("bench-{r}");
         for n in 0..batches_each * 1000 {
-            reg.record_assignment(&runner, &format!("{runner}-{n}"), "acme", &b_id)
+            reg.record_assignment(&runner, &format!("{runner}-{n}"), "acme", &b_id, jiff::Timestamp::now())
                 .await
                 .unwrap();
         }

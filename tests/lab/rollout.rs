@@ -445,7 +445,10 @@ fn a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard(b: 
     assert!(kinds(&st).contains(&"hold@0".to_string()), "{st}");
     // The on-call channel is told, in Slack's format: started, the mismatch once, and each hold
     // that lasted past held_after once.
-    let texts = wait_for_alerts(&got, 3);
+    let texts = wait_for_alerts(&got, |t| {
+        t.iter()
+            .any(|t| t.contains("is holding at step 1 of 2 (10 % of sessions): sample ratio"))
+    });
     let count = |what: &str| texts.iter().filter(|t| t.contains(what)).count();
     assert!(
         texts[0].contains("started at step 1 of 2 (10 % of sessions)"),
@@ -466,19 +469,22 @@ fn a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard(b: 
     assert_eq!(holds.len(), count("is holding"), "one message per hold: {texts:?}");
 }
 
-/// The alert texts a receiver got, once `n` have come (or 20 s have passed) and a second more
-/// has brought nothing else.
-fn wait_for_alerts(got: &std::sync::Mutex<Vec<serde_json::Value>>, n: usize) -> Vec<String> {
+/// The alert texts a receiver got, once `done` says they are all there (or 20 s have passed) and
+/// a second more has brought nothing else.
+fn wait_for_alerts(got: &std::sync::Mutex<Vec<serde_json::Value>>, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let texts = || -> Vec<String> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .map(|b| b["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while got.lock().unwrap().len() < n && Instant::now() < deadline {
+    while !done(&texts()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(1));
-    got.lock()
-        .unwrap()
-        .iter()
-        .map(|b| b["text"].as_str().unwrap_or_default().to_string())
-        .collect()
+    texts()
 }
 
 #[test]
@@ -497,7 +503,7 @@ fn an_on_call_webhook_gets_exactly_one_message_per_transition() {
         .code(0);
     let st = drive(&reg, &s, &policy, &["*=fail:0.01,latency:900"], 20);
     assert_eq!(st["rollout"]["state"], "completed", "{st}");
-    wait_for_alerts(&got, 3);
+    wait_for_alerts(&got, |t| t.len() >= 3);
     let bodies = got.lock().unwrap().clone();
     let types: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().unwrap()).collect();
     assert_eq!(

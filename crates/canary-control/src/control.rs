@@ -44,6 +44,8 @@ pub struct ControlPlane {
     updates: Arc<Updates>,
     /// This process's counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Sessions assigned per (build, rollup second) since the last flush to the registry.
+    assigned: Arc<Mutex<BTreeMap<(canary_contract::BuildId, String), u64>>>,
 }
 
 /// The update endpoints' own state.
@@ -71,6 +73,7 @@ impl ControlPlane {
             refused: Default::default(),
             hosts: Arc::new(crate::authority::HostAllow::new(None).expect("loopback names")),
             metrics: Default::default(),
+            assigned: Default::default(),
         }
     }
 
@@ -78,6 +81,20 @@ impl ControlPlane {
     pub fn with_hosts(mut self, hosts: crate::authority::HostAllow) -> ControlPlane {
         self.hosts = Arc::new(hosts);
         self
+    }
+
+    /// Adds the assignments counted since the last call to the registry (each controller pass).
+    /// Counts that cannot be written are kept for the next pass.
+    pub async fn flush_assigned(&self) -> crate::error::Result<()> {
+        let counts = std::mem::take(&mut *self.assigned.lock().expect("assigned lock"));
+        if let Err(e) = self.reg.add_assigned(&counts).await {
+            let mut now = self.assigned.lock().expect("assigned lock");
+            for (k, n) in counts {
+                *now.entry(k).or_default() += n;
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Refused telemetry so far, by runner and why.
@@ -300,10 +317,25 @@ pub async fn assignment(
         Err(e) => return unavailable(e),
     };
     match crate::rollout::assign(&state, &org, &session) {
-        Some(a) => match cp.reg.record_assignment(&caller.runner, &session, &org, &a.build).await {
-            Ok(()) => (StatusCode::OK, Json(json!(a))).into_response(),
-            Err(e) => unavailable(e),
-        },
+        Some(a) => {
+            let at = jiff::Timestamp::now();
+            match cp
+                .reg
+                .record_assignment(&caller.runner, &session, &org, &a.build, at)
+                .await
+            {
+                Ok(()) => {
+                    let second = crate::registry::rollup_second(at);
+                    *cp.assigned
+                        .lock()
+                        .expect("assigned lock")
+                        .entry((a.build.clone(), second))
+                        .or_default() += 1;
+                    (StatusCode::OK, Json(json!(a))).into_response()
+                }
+                Err(e) => unavailable(e),
+            }
+        }
         None => error(
             StatusCode::NOT_FOUND,
             &format!("org {org}'s channel has no build yet: keep running the current one"),
@@ -776,6 +808,9 @@ pub async fn run_controller(cp: ControlPlane, policy: crate::gate::policy::Polic
         }
         if let Some(p) = &cp.updates.publisher {
             publish(&cp, p).await;
+        }
+        if let Err(e) = cp.flush_assigned().await {
+            eprintln!("canary serve: could not record assignment counts: {e} (kept for the next pass)");
         }
         match crate::rollout::controller::tick(&cp.reg, &policy, jiff::Timestamp::now()).await {
             Ok(steps) => {

@@ -3,7 +3,7 @@
 //! Columns here decode loudly: a row that does not read is an error, never a default.
 
 use super::queries::{Audit, insert_audit};
-use super::{Dialect, Registry, db_err, now};
+use super::{Dialect, Registry, db_err, format_ts, now};
 use crate::error::{LabError, Result};
 use crate::tokens::{Issued, Principal, Role};
 use canary_contract::BuildId;
@@ -141,31 +141,51 @@ impl Registry {
 
     /// Records that `session` of `runner` runs `build` for `org` (a session asked again is
     /// assigned again: the latest answer is the one its telemetry must match).
-    pub async fn record_assignment(&self, runner: &str, session: &str, org: &str, build: &BuildId) -> Result<()> {
-        let at = jiff::Timestamp::now();
+    pub async fn record_assignment(
+        &self,
+        runner: &str,
+        session: &str,
+        org: &str,
+        build: &BuildId,
+        at: jiff::Timestamp,
+    ) -> Result<()> {
+        let _queued = self.queue_writer().await;
+        self.exec(
+            sqlx::query(
+                "INSERT INTO session_assignments (runner, session, org, build_id, assigned_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (runner, session) DO UPDATE SET org = excluded.org, build_id = excluded.build_id, assigned_at = excluded.assigned_at",
+            )
+            .bind(runner)
+            .bind(session)
+            .bind(org)
+            .bind(build.as_str())
+            .bind(format_ts(at)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Adds counts of sessions assigned, per build and rollup second (the sample-ratio guard's
+    /// denominators). `canary serve` sums them in memory and adds them once a pass: a row per
+    /// assignment would make every assignment wait for the same (build, second) row lock.
+    pub async fn add_assigned(&self, counts: &BTreeMap<(BuildId, String), u64>) -> Result<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
         let _queued = self.queue_writer().await;
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "INSERT INTO session_assignments (runner, session, org, build_id, assigned_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (runner, session) DO UPDATE SET org = excluded.org, build_id = excluded.build_id, assigned_at = excluded.assigned_at",
-        )
-        .bind(runner)
-        .bind(session)
-        .bind(org)
-        .bind(build.as_str())
-        .bind(super::format_ts(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err(&self.display))?;
-        sqlx::query(
-            "INSERT INTO assignment_rollups (build_id, second, assigned, reported) VALUES ($1, $2, 1, 0) \
-             ON CONFLICT (build_id, second) DO UPDATE SET assigned = assignment_rollups.assigned + 1",
-        )
-        .bind(build.as_str())
-        .bind(crate::rollup_second(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err(&self.display))?;
+        for ((build, second), n) in counts {
+            sqlx::query(
+                "INSERT INTO assignment_rollups (build_id, second, assigned, reported) VALUES ($1, $2, $3, 0) \
+                 ON CONFLICT (build_id, second) DO UPDATE SET assigned = assignment_rollups.assigned + excluded.assigned",
+            )
+            .bind(build.as_str())
+            .bind(second)
+            .bind(*n as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.display))?;
+        }
         tx.commit().await.map_err(db_err(&self.display))
     }
 
@@ -220,10 +240,10 @@ mod tests {
     async fn assignments_belong_to_their_runner_and_old_ones_go() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path().join("r.db").to_str().unwrap()).await.unwrap();
-        reg.record_assignment("a", "s1", "acme", &"sha256:b1".parse().unwrap())
+        reg.record_assignment("a", "s1", "acme", &"sha256:b1".parse().unwrap(), jiff::Timestamp::now())
             .await
             .unwrap();
-        reg.record_assignment("a", "s1", "acme", &"sha256:b2".parse().unwrap())
+        reg.record_assignment("a", "s1", "acme", &"sha256:b2".parse().unwrap(), jiff::Timestamp::now())
             .await
             .unwrap();
         let got = reg.assignments("a", &["s1", "s2"]).await.unwrap();
