@@ -167,8 +167,9 @@ pub enum FleetCommand {
         /// Orgs the sessions belong to, round robin.
         #[arg(long = "org", default_values_t = vec!["sim-org".to_string()])]
         orgs: Vec<String>,
-        /// `BUILD_PREFIX=fail:0.2,disconnect:0.01,latency:900,drop:0.3`, or `*=...` for every build
-        /// (`drop`: the share of its sessions run but never reported).
+        /// `BUILD_PREFIX=fail:0.2,disconnect:0.01,latency:900,drop:0.3,cost:2`, or `*=...` for every build
+        /// (`drop`: the share of its sessions run but never reported; `cost`: a multiplier of each
+        /// session's cost).
         #[arg(long = "profile")]
         profiles: Vec<String>,
         #[arg(long, default_value_t = 200)]

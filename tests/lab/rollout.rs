@@ -488,6 +488,29 @@ fn wait_for_alerts(got: &std::sync::Mutex<Vec<serde_json::Value>>, done: impl Fn
 }
 
 #[test]
+fn a_candidate_whose_sessions_cost_twice_as_much_is_rolled_back_by_its_guardrail() {
+    let gate = GATE.replace(
+        "    bake: 1s\n",
+        "    bake: 1h\n    guardrails:\n      - {metric: cost_per_session, max_relative_increase: 0.25}\n",
+    );
+    let (reg, _d, policy, base, cand) = setup_with(Backend::Sqlite, &gate);
+    let s = serve(&reg, &policy, free_port());
+    canary(&reg)
+        .args(["rollout", "start", &cand, "--channel", "stable", "--steps", "10,100"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    // Failures, disconnects and latency alike: only the cost differs.
+    let dear = format!("{}=fail:0.01,latency:900,cost:2", &cand[7..19]);
+    let st = drive(&reg, &s, &policy, &[&dear, "*=fail:0.01,latency:900"], 20);
+    assert_eq!(st["rollout"]["state"], "aborted", "{st}");
+    let note = st["rollout"]["note"].as_str().unwrap();
+    assert!(note.starts_with("aborted: cost per session $0."), "{note}");
+    assert!(note.contains("more than the 25 % ($0.0"), "{note}");
+    assert_eq!(channel_build(&reg), base);
+}
+
+#[test]
 fn an_on_call_webhook_gets_exactly_one_message_per_transition() {
     let (hook, got) = webhook();
     let gate = GATE.replace(

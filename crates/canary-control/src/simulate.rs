@@ -19,6 +19,8 @@ pub struct Profile {
     pub latency_ms: f64,
     /// Share of sessions the runner runs but never reports (a runner that loses them).
     pub drop: f64,
+    /// Each session's cost times this (2: twice as dear).
+    pub cost: f64,
 }
 
 impl Profile {
@@ -29,6 +31,7 @@ impl Profile {
             disconnect: 0.005,
             latency_ms: 900.0,
             drop: 0.0,
+            cost: 1.0,
         }
     }
 
@@ -69,6 +72,7 @@ impl Profile {
                 "disconnect" if (0.0..=1.0).contains(&v) => p.disconnect = v,
                 "latency" if (1.0..=600_000.0).contains(&v) => p.latency_ms = v,
                 "drop" if (0.0..=1.0).contains(&v) => p.drop = v,
+                "cost" if (0.0..=100.0).contains(&v) => p.cost = v,
                 other => {
                     return Err(LabError::usage(
                         format!(
@@ -76,7 +80,7 @@ impl Profile {
                             crate::text::clean(s),
                             crate::text::clean(other)
                         ),
-                        "fail, disconnect and drop are rates from 0 to 1; latency is milliseconds",
+                        "fail, disconnect and drop are rates from 0 to 1; latency is milliseconds; cost multiplies each session's cost (0 to 100)",
                     ));
                 }
             }
@@ -360,7 +364,7 @@ async fn one_runner(
             "started_at": crate::registry::now(), "start_latency_ms": latency, "outcome": outcome,
             "commands": commands, "commands_failed": if outcome == "ok" { 0 } else { 1 },
             "approvals": approvals, "approval_wait_ms": approvals * (2_000 + rng.next() % 30_000),
-            "tokens": 2_000 + rng.next() % 50_000, "cost_usd": ((rng.next() % 5_000) as f64) / 10_000.0,
+            "tokens": 2_000 + rng.next() % 50_000, "cost_usd": p.cost * ((rng.next() % 5_000) as f64) / 10_000.0,
             "duration_ms": duration,
         }));
         if pending.len() >= o.batch {

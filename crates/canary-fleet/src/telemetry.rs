@@ -253,7 +253,7 @@ fn check_session(
 }
 
 /// Sums of one build over a window: one rollup row, or many added up.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sums {
     pub sessions: i64,
     pub started: i64,
@@ -269,6 +269,14 @@ pub struct Sums {
     pub cost_micros: i64,
     pub duration_ms: i64,
     pub start_latency_ms: i64,
+    /// Sums of squares of each session's cost (micros), tokens and approvals: with the sums,
+    /// the variances the guardrails on per-session means are judged with.
+    #[serde(default)]
+    pub cost_sq: f64,
+    #[serde(default)]
+    pub tokens_sq: f64,
+    #[serde(default)]
+    pub approvals_sq: f64,
 }
 
 impl Sums {
@@ -291,6 +299,9 @@ impl Sums {
         self.tokens += s.tokens;
         self.cost_micros += s.cost_micros;
         self.duration_ms += s.duration_ms;
+        self.cost_sq += (s.cost_micros as f64).powi(2);
+        self.tokens_sq += (s.tokens as f64).powi(2);
+        self.approvals_sq += (s.approvals as f64).powi(2);
     }
 }
 

@@ -284,15 +284,16 @@ impl Registry {
     ) -> Result<()> {
         for (build, (sums, hist)) in crate::telemetry::rollup(new.iter().copied()) {
             sqlx::query(
-                "INSERT INTO telemetry_rollups (build_id, second, sessions, started, ok, failed, disconnected, timed_out, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, start_latency_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                "INSERT INTO telemetry_rollups (build_id, second, sessions, started, ok, failed, disconnected, timed_out, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, start_latency_ms, cost_sq, tokens_sq, approvals_sq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
                  ON CONFLICT (build_id, second) DO UPDATE SET sessions = telemetry_rollups.sessions + excluded.sessions, started = telemetry_rollups.started + excluded.started, \
                  ok = telemetry_rollups.ok + excluded.ok, failed = telemetry_rollups.failed + excluded.failed, disconnected = telemetry_rollups.disconnected + excluded.disconnected, \
                  timed_out = telemetry_rollups.timed_out + excluded.timed_out, commands = telemetry_rollups.commands + excluded.commands, \
                  commands_failed = telemetry_rollups.commands_failed + excluded.commands_failed, approvals = telemetry_rollups.approvals + excluded.approvals, \
                  approval_wait_ms = telemetry_rollups.approval_wait_ms + excluded.approval_wait_ms, tokens = telemetry_rollups.tokens + excluded.tokens, \
                  cost_micros = telemetry_rollups.cost_micros + excluded.cost_micros, duration_ms = telemetry_rollups.duration_ms + excluded.duration_ms, \
-                 start_latency_ms = telemetry_rollups.start_latency_ms + excluded.start_latency_ms",
+                 start_latency_ms = telemetry_rollups.start_latency_ms + excluded.start_latency_ms, cost_sq = telemetry_rollups.cost_sq + excluded.cost_sq, \
+                 tokens_sq = telemetry_rollups.tokens_sq + excluded.tokens_sq, approvals_sq = telemetry_rollups.approvals_sq + excluded.approvals_sq",
             )
             .bind(build.as_str())
             .bind(second)
@@ -310,6 +311,9 @@ impl Registry {
             .bind(sums.cost_micros)
             .bind(sums.duration_ms)
             .bind(sums.start_latency_ms)
+            .bind(sums.cost_sq)
+            .bind(sums.tokens_sq)
+            .bind(sums.approvals_sq)
             .execute(&mut **tx)
             .await
             .map_err(db_err(&self.display))?;
@@ -381,6 +385,8 @@ impl Registry {
             cost_micros: n("cost_micros")?,
             duration_ms: n("duration_ms")?,
             start_latency_ms: n("start_latency_ms")?,
+            // The KPIs need no spread.
+            ..Sums::default()
         };
         let rows = self.rows(sqlx::query(
             "SELECT metric, bucket, CAST(SUM(n) AS BIGINT) AS n FROM telemetry_histograms WHERE build_id = $1 AND minute >= $2 GROUP BY metric, bucket",
@@ -406,7 +412,11 @@ impl Registry {
     pub async fn figures(&self, build: &BuildId, since: &str) -> Result<Figures> {
         let r = self.row(sqlx::query(
             "SELECT CAST(COALESCE(SUM(sessions), 0) AS BIGINT) AS sessions, CAST(COALESCE(SUM(failed), 0) AS BIGINT) AS failed, \
-             CAST(COALESCE(SUM(timed_out), 0) AS BIGINT) AS timed_out, CAST(COALESCE(SUM(disconnected), 0) AS BIGINT) AS disconnected \
+             CAST(COALESCE(SUM(timed_out), 0) AS BIGINT) AS timed_out, CAST(COALESCE(SUM(disconnected), 0) AS BIGINT) AS disconnected, \
+             CAST(COALESCE(SUM(commands), 0) AS BIGINT) AS commands, CAST(COALESCE(SUM(commands_failed), 0) AS BIGINT) AS commands_failed, \
+             CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros, CAST(COALESCE(SUM(tokens), 0) AS BIGINT) AS tokens, \
+             CAST(COALESCE(SUM(approvals), 0) AS BIGINT) AS approvals, CAST(COALESCE(SUM(cost_sq), 0) AS DOUBLE PRECISION) AS cost_sq, \
+             CAST(COALESCE(SUM(tokens_sq), 0) AS DOUBLE PRECISION) AS tokens_sq, CAST(COALESCE(SUM(approvals_sq), 0) AS DOUBLE PRECISION) AS approvals_sq \
              FROM telemetry_rollups WHERE build_id = $1 AND second >= $2",
         )
         .bind(build.as_str())
@@ -421,11 +431,22 @@ impl Registry {
             .map(|row| Ok((int(row, "bucket")?, int(row, "n")?)))
             .collect::<Result<BTreeMap<i64, i64>>>()?;
         let n = |c: &str| int(&r, c).map(|v| v.max(0) as u64);
+        let moments = |sum: &str, sq: &str| -> Result<crate::rollout::Moments> {
+            Ok(crate::rollout::Moments {
+                sum: n(sum)? as f64,
+                sq: self.cell(r.float(sq))?,
+            })
+        };
         Ok(Figures {
             sessions: n("sessions")?,
             failed: n("failed")? + n("timed_out")?,
             disconnected: n("disconnected")?,
             p95_start_ms: crate::telemetry::quantile(&start, 0.95),
+            commands: n("commands")?,
+            commands_failed: n("commands_failed")?,
+            cost: moments("cost_micros", "cost_sq")?,
+            tokens: moments("tokens", "tokens_sq")?,
+            approvals: moments("approvals", "approvals_sq")?,
             ..Figures::default()
         })
     }

@@ -46,6 +46,7 @@ pub(crate) trait Col {
     fn text(&self, col: &str) -> Cell<String>;
     fn opt_text(&self, col: &str) -> Cell<Option<String>>;
     fn int(&self, col: &str) -> Cell<i64>;
+    fn float(&self, col: &str) -> Cell<f64>;
     fn opt_int(&self, col: &str) -> Cell<Option<i64>>;
     /// A text column holding a value of a checked type (a `BuildId`, a `Channel`).
     fn parsed<T: std::str::FromStr<Err = String>>(&self, col: &str) -> Cell<T>;
@@ -68,6 +69,10 @@ impl Col for AnyRow {
 
     fn int(&self, col: &str) -> Cell<i64> {
         self.try_get::<i64, _>(col).map_err(|e| BadColumn::new(col, e))
+    }
+
+    fn float(&self, col: &str) -> Cell<f64> {
+        self.try_get::<f64, _>(col).map_err(|e| BadColumn::new(col, e))
     }
 
     fn opt_int(&self, col: &str) -> Cell<Option<i64>> {

@@ -3,6 +3,7 @@
 //! a fleet; the `canary` crate's controller applies them to the registry, `canary serve` runs it.
 
 pub mod alerts;
+pub mod guardrails;
 #[cfg(test)]
 mod simulation;
 pub mod stats;
@@ -61,6 +62,8 @@ pub struct RolloutPolicy {
     pub sample_ratio: SampleRatio,
     /// Where transitions are told about; `None`: nowhere.
     pub alerts: Option<alerts::Alerts>,
+    /// Guardrails beyond the failure rate, disconnect rate and p95 start latency above.
+    pub guardrails: Vec<guardrails::Guardrail>,
 }
 
 /// What the controller does when the candidate's share of reported sessions is not the share
@@ -132,6 +135,7 @@ impl Default for RolloutPolicy {
             mixture_sd: None,
             sample_ratio: SampleRatio::default(),
             alerts: None,
+            guardrails: Vec::new(),
         }
     }
 }
@@ -223,6 +227,25 @@ pub struct Figures {
     pub assigned: u64,
     #[serde(default)]
     pub reported: u64,
+    /// Commands run and failed, for the command failure rate.
+    #[serde(default)]
+    pub commands: u64,
+    #[serde(default)]
+    pub commands_failed: u64,
+    /// Per-session cost (USD micros), tokens and approval gates: sums and sums of squares.
+    #[serde(default)]
+    pub cost: Moments,
+    #[serde(default)]
+    pub tokens: Moments,
+    #[serde(default)]
+    pub approvals: Moments,
+}
+
+/// The sum and the sum of squares of a per-session value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
+    pub sum: f64,
+    pub sq: f64,
 }
 
 impl Figures {
@@ -450,6 +473,9 @@ pub fn judge(policy: &RolloutPolicy, candidate: &Figures, baseline: &Figures) ->
         checks.push(rate_check(metric, (c, b), limit, policy));
     }
     checks.push(latency_check(policy, candidate.p95_start_ms, baseline.p95_start_ms));
+    for g in &policy.guardrails {
+        checks.push(guardrails::check(g, 1.0 - policy.confidence, candidate, baseline));
+    }
     let verdict = if checks.iter().any(|c| c.verdict == Verdict::Fail) {
         Verdict::Fail
     } else if checks.iter().any(|c| c.verdict == Verdict::Inconclusive) {

@@ -71,6 +71,29 @@ pub struct RawRollout {
     /// Where the rollout's transitions are told about (default: nowhere).
     #[serde(default)]
     pub alerts: Option<RawAlerts>,
+    /// Metrics a step is judged on, each with the regression it allows.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<RawGuardrail>>")]
+    pub guardrails: Option<Vec<Spanned<RawGuardrail>>>,
+}
+
+/// One entry of `guardrails:`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuardrail {
+    /// failure_rate, disconnect_rate, p95_start_latency (the time to terminal),
+    /// cost_per_session, tokens_per_session, command_failure_rate or approval_gate_rate.
+    pub metric: String,
+    /// Allowed regression in the metric's unit: a share for rates (0.02 is two points), USD for
+    /// cost, tokens, gates per session.
+    #[serde(default)]
+    pub max_increase: Option<f64>,
+    /// Allowed regression as a share of the baseline's value (0.25: a quarter more).
+    #[serde(default)]
+    pub max_relative_increase: Option<f64>,
+    /// Which way is a regression: `increase` (default) or `decrease`.
+    #[serde(default)]
+    pub direction: Option<String>,
 }
 
 /// `alerts:` under a channel's `rollout:`.
@@ -318,6 +341,67 @@ fn alerts(raw: &RawAlerts) -> std::result::Result<crate::rollout::alerts::Alerts
     })
 }
 
+/// One `guardrails:` entry onto the policy: the three built-in metrics set their thresholds, the
+/// others are added (each at most once).
+fn guardrail(rollout: &mut crate::rollout::RolloutPolicy, raw: &RawGuardrail) -> std::result::Result<(), String> {
+    use crate::rollout::guardrails::{Direction, Guardrail, Limit, Metric};
+    let direction = match raw.direction.as_deref() {
+        None | Some("increase") => Direction::Increase,
+        Some("decrease") => Direction::Decrease,
+        Some(other) => {
+            return Err(format!(
+                "direction `{}` is not increase or decrease",
+                crate::text::clean(other)
+            ));
+        }
+    };
+    let limit = match (raw.max_increase, raw.max_relative_increase) {
+        (Some(a), None) if a.is_finite() && a >= 0.0 => Limit::Absolute(a),
+        (None, Some(r)) if r.is_finite() && (0.0..=10.0).contains(&r) => Limit::Relative(r),
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(format!(
+                "`{}` needs exactly one of max_increase and max_relative_increase",
+                crate::text::clean(&raw.metric)
+            ));
+        }
+        _ => return Err("max_increase must be 0 or more; max_relative_increase between 0 and 10".into()),
+    };
+    let built_in = |what: &str| {
+        format!(
+            "{what} is judged as an increase {}",
+            match what {
+                "p95_start_latency" => "relative to the baseline's (max_relative_increase: 0.5 is 1.5×)",
+                _ => "in points (max_increase: 0.02 is two points)",
+            }
+        )
+    };
+    match (raw.metric.as_str(), limit, direction) {
+        ("failure_rate", Limit::Absolute(a), Direction::Increase) if a <= 1.0 => rollout.max_failure_rate_increase = a,
+        ("disconnect_rate", Limit::Absolute(a), Direction::Increase) if a <= 1.0 => {
+            rollout.max_disconnect_rate_increase = a
+        }
+        ("p95_start_latency", Limit::Relative(r), Direction::Increase) => rollout.max_start_latency_p95_ratio = 1.0 + r,
+        (m @ ("failure_rate" | "disconnect_rate" | "p95_start_latency"), _, _) => return Err(built_in(m)),
+        (other, _, _) => {
+            let metric: Metric = other.parse()?;
+            if rollout.guardrails.iter().any(|g| g.metric == metric) {
+                return Err(format!("{} is listed twice", metric.as_str()));
+            }
+            // Cost is kept in USD micros; people write USD.
+            let limit = match (metric, limit) {
+                (Metric::CostPerSession, Limit::Absolute(usd)) => Limit::Absolute(usd * 1e6),
+                (_, l) => l,
+            };
+            rollout.guardrails.push(Guardrail {
+                metric,
+                direction,
+                limit,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `sample_ratio:` over the guard's defaults.
 fn sample_ratio(guard: &mut crate::rollout::SampleRatio, raw: &RawSampleRatio) -> std::result::Result<(), String> {
     if let Some(a) = &raw.action {
@@ -379,6 +463,15 @@ fn rollout_policy(r: &Spanned<RawRollout>, name: &str, at: &At<'_>) -> Result<cr
             )
         })?;
     }
+    for g in raw.guardrails.iter().flatten() {
+        guardrail(&mut rollout, &g.value).map_err(|e| {
+            at(
+                &g.referenced,
+                format!("channel `{name}`: rollout guardrail: {e}"),
+                "write e.g. `- {metric: cost_per_session, max_relative_increase: 0.25}`",
+            )
+        })?;
+    }
     if let Some(a) = &raw.alerts {
         rollout.alerts = Some(alerts(a).map_err(|e| {
             at(
@@ -430,6 +523,37 @@ mod tests {
     }
 
     #[test]
+    fn guardrails_set_the_built_in_thresholds_and_add_the_others() {
+        use crate::rollout::guardrails::{Direction, Limit, Metric};
+        let text = format!(
+            "{GATE}    guardrails:\n      - {{metric: failure_rate, max_increase: 0.05}}\n      - {{metric: p95_start_latency, max_relative_increase: 1}}\n      - {{metric: cost_per_session, max_increase: 0.01}}\n      - {{metric: tokens_per_session, max_relative_increase: 0.3, direction: decrease}}\n"
+        );
+        let p = Policy::parse("gate.yaml", &text).unwrap();
+        let r = &p.channel("stable").unwrap().rollout;
+        assert_eq!(r.max_failure_rate_increase, 0.05);
+        assert_eq!(r.max_start_latency_p95_ratio, 2.0);
+        assert_eq!(r.guardrails.len(), 2);
+        assert_eq!(r.guardrails[0].metric, Metric::CostPerSession);
+        assert_eq!(
+            r.guardrails[0].limit,
+            Limit::Absolute(10_000.0),
+            "USD is kept as micros"
+        );
+        assert_eq!(
+            (r.guardrails[1].direction, r.guardrails[1].limit),
+            (Direction::Decrease, Limit::Relative(0.3))
+        );
+        let twice = format!(
+            "{GATE}    guardrails:\n      - {{metric: tokens_per_session, max_increase: 1}}\n      - {{metric: tokens_per_session, max_increase: 2}}\n"
+        );
+        let e = Policy::parse("gate.yaml", &twice).unwrap_err().to_string();
+        assert!(
+            e.contains("tokens_per_session is listed twice") && e.contains("gate.yaml:7"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_bad_sample_ratio_setting_is_refused_at_its_line() {
         for (bad, says) in [
             (
@@ -449,6 +573,26 @@ mod tests {
                 "`teams` is not slack or generic",
             ),
             ("    alerts: {format: slack}\n", "webhook"),
+            (
+                "    guardrails:\n      - {metric: cost, max_increase: 1}\n",
+                "`cost` is not a guardrail metric",
+            ),
+            (
+                "    guardrails:\n      - {metric: cost_per_session}\n",
+                "needs exactly one of max_increase",
+            ),
+            (
+                "    guardrails:\n      - {metric: failure_rate, max_relative_increase: 0.5}\n",
+                "failure_rate is judged as an increase in points",
+            ),
+            (
+                "    guardrails:\n      - {metric: tokens_per_session, max_increase: 9, direction: up}\n",
+                "direction `up`",
+            ),
+            (
+                "    guardrails:\n      - {metric: tokens_per_session, max_increase: -1}\n",
+                "max_increase must be 0 or more",
+            ),
         ] {
             let e = Policy::parse("gate.yaml", &format!("{GATE}{bad}"))
                 .unwrap_err()
