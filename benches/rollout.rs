@@ -192,41 +192,69 @@ async fn decision(reg: Arc<Registry>, url: &str, label: &str, total: u64) {
         seeded.elapsed().as_secs_f64(),
         total as f64 / seeded.elapsed().as_secs_f64()
     );
-    let policy = canary::rollout::RolloutPolicy::default();
-    let mut times = Vec::new();
-    let mut verdict = None;
     let (cand_id, base_id): (canary::contract::BuildId, canary::contract::BuildId) =
         (cand.id.parse().unwrap(), base.id.parse().unwrap());
+    let plain = canary::rollout::RolloutPolicy::default();
+    let guarded = canary::rollout::RolloutPolicy {
+        guardrails: vec![canary::rollout::guardrails::Guardrail {
+            metric: canary::rollout::guardrails::Metric::CostPerSession,
+            direction: canary::rollout::guardrails::Direction::Increase,
+            limit: canary::rollout::guardrails::Limit::Relative(0.25),
+        }],
+        ..plain.clone()
+    };
+    for (policy, what) in [
+        (&plain, "(b) rollout decision"),
+        (&guarded, "    with a cost guardrail"),
+    ] {
+        let (median, max, verdict) = decide(&reg, policy, (&cand_id, &base_id)).await;
+        println!(
+            "{label:<11} {what} over {total} stored sessions: median {:.1} ms, max {:.1} ms ({verdict:?}) (target < 100 ms) {}",
+            median.as_secs_f64() * 1000.0,
+            max.as_secs_f64() * 1000.0,
+            if median < Duration::from_millis(100) {
+                "ok"
+            } else {
+                "MISSED"
+            }
+        );
+    }
+}
+
+/// Twenty decisions as the controller makes them: both sides' figures and the sample-ratio
+/// guard's counts over the same window at once (and the guardrails' sums when the policy has
+/// guardrails), then the judgement. The median, the slowest and the verdict.
+async fn decide(
+    reg: &Registry,
+    policy: &canary::rollout::RolloutPolicy,
+    (cand, base): (&canary::contract::BuildId, &canary::contract::BuildId),
+) -> (Duration, Duration, canary::contract::Verdict) {
+    let mut times = Vec::new();
+    let mut verdict = canary::contract::Verdict::Inconclusive;
+    let (since, settled) = ("2026-11-01T00:00:00", "2026-11-02T00:00:00");
     for _ in 0..20 {
         let s = Instant::now();
-        // As the controller reads them: both sides' figures and the sample-ratio guard's
-        // counts over the same window, at once.
-        let (since, settled) = ("2026-11-01T00:00:00", "2026-11-02T00:00:00");
         let (mut c, mut b, c_arm, b_arm) = tokio::try_join!(
-            reg.figures(&cand_id, since),
-            reg.figures(&base_id, since),
-            reg.assigned_and_reported(&cand_id, since, settled),
-            reg.assigned_and_reported(&base_id, since, settled),
+            reg.figures(cand, since),
+            reg.figures(base, since),
+            reg.assigned_and_reported(cand, since, settled),
+            reg.assigned_and_reported(base, since, settled),
         )
         .unwrap();
         (c.assigned, c.reported) = c_arm;
         (b.assigned, b.reported) = b_arm;
-        verdict = Some(canary::rollout::judge(&policy, &c, &b).verdict);
+        if !policy.guardrails.is_empty() {
+            tokio::try_join!(
+                reg.add_guardrail_sums(&mut c, cand, since),
+                reg.add_guardrail_sums(&mut b, base, since)
+            )
+            .unwrap();
+        }
+        verdict = canary::rollout::judge(policy, &c, &b).verdict;
         times.push(s.elapsed());
     }
     times.sort();
-    let median = times[times.len() / 2];
-    println!(
-        "{label:<11} (b) rollout decision over {total} stored sessions: median {:.1} ms, max {:.1} ms ({:?}) (target < 100 ms) {}",
-        median.as_secs_f64() * 1000.0,
-        times.last().unwrap().as_secs_f64() * 1000.0,
-        verdict.unwrap(),
-        if median < Duration::from_millis(100) {
-            "ok"
-        } else {
-            "MISSED"
-        }
-    );
+    (times[times.len() / 2], *times.last().unwrap(), verdict)
 }
 
 async fn assignment(reg: Arc<Registry>, label: &str) {

@@ -412,11 +412,7 @@ impl Registry {
     pub async fn figures(&self, build: &BuildId, since: &str) -> Result<Figures> {
         let r = self.row(sqlx::query(
             "SELECT CAST(COALESCE(SUM(sessions), 0) AS BIGINT) AS sessions, CAST(COALESCE(SUM(failed), 0) AS BIGINT) AS failed, \
-             CAST(COALESCE(SUM(timed_out), 0) AS BIGINT) AS timed_out, CAST(COALESCE(SUM(disconnected), 0) AS BIGINT) AS disconnected, \
-             CAST(COALESCE(SUM(commands), 0) AS BIGINT) AS commands, CAST(COALESCE(SUM(commands_failed), 0) AS BIGINT) AS commands_failed, \
-             CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros, CAST(COALESCE(SUM(tokens), 0) AS BIGINT) AS tokens, \
-             CAST(COALESCE(SUM(approvals), 0) AS BIGINT) AS approvals, CAST(COALESCE(SUM(cost_sq), 0) AS DOUBLE PRECISION) AS cost_sq, \
-             CAST(COALESCE(SUM(tokens_sq), 0) AS DOUBLE PRECISION) AS tokens_sq, CAST(COALESCE(SUM(approvals_sq), 0) AS DOUBLE PRECISION) AS approvals_sq \
+             CAST(COALESCE(SUM(timed_out), 0) AS BIGINT) AS timed_out, CAST(COALESCE(SUM(disconnected), 0) AS BIGINT) AS disconnected \
              FROM telemetry_rollups WHERE build_id = $1 AND second >= $2",
         )
         .bind(build.as_str())
@@ -431,24 +427,45 @@ impl Registry {
             .map(|row| Ok((int(row, "bucket")?, int(row, "n")?)))
             .collect::<Result<BTreeMap<i64, i64>>>()?;
         let n = |c: &str| int(&r, c).map(|v| v.max(0) as u64);
+        Ok(Figures {
+            sessions: n("sessions")?,
+            failed: n("failed")? + n("timed_out")?,
+            disconnected: n("disconnected")?,
+            p95_start_ms: crate::telemetry::quantile(&start, 0.95),
+            ..Figures::default()
+        })
+    }
+
+    /// Adds what the configured guardrails read (commands, and per-session cost, tokens and
+    /// approvals with their sums of squares) over the same window: read only when a policy
+    /// lists guardrails, so a decision without them sums four columns, not twelve.
+    pub async fn add_guardrail_sums(&self, f: &mut Figures, build: &BuildId, since: &str) -> Result<()> {
+        let r = self
+            .row(
+                sqlx::query(
+                    "SELECT CAST(COALESCE(SUM(commands), 0) AS BIGINT) AS commands, CAST(COALESCE(SUM(commands_failed), 0) AS BIGINT) AS commands_failed, \
+                     CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros, CAST(COALESCE(SUM(tokens), 0) AS BIGINT) AS tokens, \
+                     CAST(COALESCE(SUM(approvals), 0) AS BIGINT) AS approvals, CAST(COALESCE(SUM(cost_sq), 0) AS DOUBLE PRECISION) AS cost_sq, \
+                     CAST(COALESCE(SUM(tokens_sq), 0) AS DOUBLE PRECISION) AS tokens_sq, CAST(COALESCE(SUM(approvals_sq), 0) AS DOUBLE PRECISION) AS approvals_sq \
+                     FROM telemetry_rollups WHERE build_id = $1 AND second >= $2",
+                )
+                .bind(build.as_str())
+                .bind(since),
+            )
+            .await?;
+        let n = |c: &str| int(&r, c).map(|v| v.max(0) as u64);
         let moments = |sum: &str, sq: &str| -> Result<crate::rollout::Moments> {
             Ok(crate::rollout::Moments {
                 sum: n(sum)? as f64,
                 sq: self.cell(r.float(sq))?,
             })
         };
-        Ok(Figures {
-            sessions: n("sessions")?,
-            failed: n("failed")? + n("timed_out")?,
-            disconnected: n("disconnected")?,
-            p95_start_ms: crate::telemetry::quantile(&start, 0.95),
-            commands: n("commands")?,
-            commands_failed: n("commands_failed")?,
-            cost: moments("cost_micros", "cost_sq")?,
-            tokens: moments("tokens", "tokens_sq")?,
-            approvals: moments("approvals", "approvals_sq")?,
-            ..Figures::default()
-        })
+        f.commands = n("commands")?;
+        f.commands_failed = n("commands_failed")?;
+        f.cost = moments("cost_micros", "cost_sq")?;
+        f.tokens = moments("tokens", "tokens_sq")?;
+        f.approvals = moments("approvals", "approvals_sq")?;
+        Ok(())
     }
 
     /// Sessions of `build` assigned in `[from, to)` (rollup seconds) and how many of those were

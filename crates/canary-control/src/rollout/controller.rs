@@ -228,6 +228,12 @@ pub async fn judge_rollout(reg: &Registry, policy: &Policy, r: &RolloutRow, now:
     )?;
     (candidate.assigned, candidate.reported) = c_arm;
     (baseline.assigned, baseline.reported) = b_arm;
+    if !rp.guardrails.is_empty() {
+        tokio::try_join!(
+            reg.add_guardrail_sums(&mut candidate, &r.build_id, &step_start),
+            reg.add_guardrail_sums(&mut baseline, &r.baseline_id, &step_start),
+        )?;
+    }
     Ok(judge(&rp, &candidate, &baseline))
 }
 
