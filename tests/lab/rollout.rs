@@ -510,6 +510,116 @@ fn a_candidate_whose_sessions_cost_twice_as_much_is_rolled_back_by_its_guardrail
     assert_eq!(channel_build(&reg), base);
 }
 
+/// `GET /v1/assignment` for each (session, conversation), as a runner asks: the answers.
+fn assign(s: &Serve, token: &str, asks: impl Iterator<Item = (String, String)>) -> Vec<serde_json::Value> {
+    rt().block_on(async {
+        canary::init_tls();
+        let client = reqwest::Client::new();
+        let mut out = Vec::new();
+        for (session, conversation) in asks {
+            let r = client
+                .get(format!(
+                    "{}/v1/assignment?runner=conv&org=acme&session={session}&conversation={conversation}",
+                    s.url
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            out.push(serde_json::from_str(&r.text().await.unwrap()).unwrap());
+        }
+        out
+    })
+}
+
+#[test]
+fn a_conversation_keeps_its_build_when_the_rollout_moves_to_the_next_step() {
+    let gate = GATE.replace(
+        "    steps: [1, 10, 50, 100]\n",
+        "    steps: [10, 50, 100]\n    bake: 1h\n",
+    );
+    let gate = gate.replacen("    bake: 1s\n", "", 1);
+    let (reg, _d, policy, base, cand) = setup_with(Backend::Sqlite, &gate);
+    let token = canary(&reg)
+        .args(["tokens", "create", "--runner", "conv", "--org", "acme", "--json"])
+        .run()
+        .code(0)
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = serve(&reg, &policy, free_port());
+    canary(&reg)
+        .args(["rollout", "start", &cand, "--channel", "stable"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    std::thread::sleep(Duration::from_millis(1200));
+    // 400 conversations start at the 10 % step.
+    let first: Vec<String> = assign(&s, &token, (0..400).map(|c| (format!("first-{c}"), format!("c-{c}"))))
+        .iter()
+        .map(|a| a["build"].as_str().unwrap().to_string())
+        .collect();
+    let on_candidate = first.iter().filter(|b| **b == cand).count();
+    assert!((20..=70).contains(&on_candidate), "{on_candidate} of 400 at 10 %");
+    // An operator moves it on: the bake is an hour, so a pause and resume is not it; the test
+    // advances by writing the next step as the controller would.
+    rt().block_on(async {
+        let r = canary::registry::Registry::open(&reg.url).await.unwrap();
+        let row = r.rollout(1).await.unwrap().unwrap();
+        let moved = r
+            .transition(canary::registry::Transition {
+                id: 1,
+                revision: row.revision,
+                state: canary::rollout::State::Running,
+                step: 1,
+                restart_step: true,
+                note: "step 2 of 3: 50 % of sessions",
+                kind: "advance",
+                figures: serde_json::json!({}),
+                release: false,
+                audit: canary::registry::Audit {
+                    actor: "test",
+                    action: "rollout",
+                    target: "rollout 1",
+                    decision: "advance",
+                    reason: "",
+                    evidence: serde_json::json!({}),
+                },
+            })
+            .await
+            .unwrap();
+        assert!(moved);
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // Every conversation resumed at 50 % keeps its build; new ones are drawn at 50 %.
+    let again = assign(&s, &token, (0..400).map(|c| (format!("second-{c}"), format!("c-{c}"))));
+    for (c, (a, was)) in again.iter().zip(&first).enumerate() {
+        assert_eq!(a["step"], 1, "{a}");
+        assert_eq!(
+            a["build"].as_str().unwrap(),
+            was,
+            "conversation c-{c} changed build: {a}"
+        );
+        assert_eq!(a["sticky"], true, "{a}");
+    }
+    let fresh = assign(&s, &token, (0..400).map(|c| (format!("new-{c}"), format!("n-{c}"))))
+        .iter()
+        .filter(|a| a["build"] == cand.as_str())
+        .count();
+    assert!((140..=260).contains(&fresh), "{fresh} of 400 new conversations at 50 %");
+    // An abort sends every conversation back to the baseline at once.
+    canary(&reg)
+        .args(["rollout", "abort", "--channel", "stable", "--reason", "test"])
+        .run()
+        .code(0);
+    std::thread::sleep(Duration::from_millis(1500));
+    for a in assign(&s, &token, (0..400).map(|c| (format!("third-{c}"), format!("c-{c}")))) {
+        assert_eq!(a["build"].as_str().unwrap(), base, "{a}");
+    }
+}
+
 #[test]
 fn an_on_call_webhook_gets_exactly_one_message_per_transition() {
     let (hook, got) = webhook();

@@ -254,6 +254,8 @@ pub struct AssignmentQuery {
     pub runner: Option<String>,
     pub org: Option<String>,
     pub session: Option<String>,
+    /// The conversation the session continues, when it resumes one.
+    pub conversation: Option<String>,
 }
 
 /// Whom a runner endpoint's request speaks for.
@@ -274,7 +276,43 @@ fn foreign_org(org: &str) -> Response {
     )
 }
 
-/// `GET /v1/assignment?runner=ID&org=ORG&session=SID`: the build the session runs, recorded so
+/// The assignment of a session that may continue a conversation: during a rollout drawn by
+/// conversation, the conversation keeps the build it was first given (remembered in the
+/// registry, so every replica and a restarted control plane agree).
+async fn assign_conversation(
+    cp: &ControlPlane,
+    state: &FleetState,
+    org: &str,
+    session: &str,
+    conversation: Option<&str>,
+) -> crate::error::Result<Option<crate::rollout::Assignment>> {
+    let sticky = crate::rollout::rollout_of(state, org)
+        .filter(|r| r.key == crate::rollout::CohortKey::Conversation)
+        .zip(conversation);
+    let remembered = match sticky {
+        Some((r, c)) => cp.reg.remembered_build(r.id, org, c).await?,
+        None => None,
+    };
+    let asking = crate::rollout::Asking {
+        org,
+        session,
+        conversation,
+        remembered: remembered.as_ref(),
+    };
+    let a = crate::rollout::assign_to(state, &asking);
+    if let (Some((r, c)), Some(a), None) = (sticky, &a, &remembered) {
+        let placed = matches!(
+            a.source,
+            crate::rollout::Source::Candidate | crate::rollout::Source::Baseline
+        );
+        if placed {
+            cp.reg.remember_build(r.id, org, c, &a.build).await?;
+        }
+    }
+    Ok(a)
+}
+
+/// `GET /v1/assignment?runner=ID&org=ORG&session=SID[&conversation=CID]`: the build the session runs, recorded so
 /// that the session's telemetry can be told from a fabricated one.
 pub async fn assignment(
     State(cp): State<ControlPlane>,
@@ -300,6 +338,12 @@ pub async fn assignment(
             "runner and session are ids: 1 to 128 letters, digits, `.`, `_`, `:`, `-`",
         );
     }
+    if q.conversation.as_deref().is_some_and(|c| !crate::telemetry::is_id(c)) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "conversation is an id: 1 to 128 letters, digits, `.`, `_`, `:`, `-`",
+        );
+    }
     if crate::gate::ops::check_name("org", &org).is_err() {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -316,7 +360,11 @@ pub async fn assignment(
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
-    match crate::rollout::assign(&state, &org, &session) {
+    let assigned = match assign_conversation(&cp, &state, &org, &session, q.conversation.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return unavailable(e),
+    };
+    match assigned {
         Some(a) => {
             let at = jiff::Timestamp::now();
             match cp

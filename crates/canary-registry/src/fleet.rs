@@ -36,6 +36,7 @@ pub struct RolloutRow {
     pub revision: i64,
     pub note: String,
     pub actor: String,
+    pub cohort_key: crate::rollout::CohortKey,
 }
 
 impl RolloutRow {
@@ -81,7 +82,7 @@ pub struct Transition<'a> {
     pub audit: Audit<'a>,
 }
 
-const ROLLOUT_COLS: &str = "id, channel, build_id, baseline_id, steps, step, state, bake_ms, min_sessions, started_at, step_started_at, updated_at, revision, note, actor";
+const ROLLOUT_COLS: &str = "id, channel, build_id, baseline_id, steps, step, state, bake_ms, min_sessions, started_at, step_started_at, updated_at, revision, note, actor, cohort_key";
 
 impl FromRow for RolloutRow {
     fn from_row(r: &sqlx::any::AnyRow) -> Cell<Self> {
@@ -101,6 +102,7 @@ impl FromRow for RolloutRow {
             revision: r.int("revision")?,
             note: r.text("note")?,
             actor: r.text("actor")?,
+            cohort_key: r.parsed("cohort_key")?,
         })
     }
 }
@@ -533,8 +535,8 @@ impl Registry {
         }
         let ts = now();
         let row = sqlx::query(
-            "INSERT INTO rollouts (channel, build_id, baseline_id, steps, step, state, bake_ms, min_sessions, started_at, step_started_at, updated_at, revision, note, actor) \
-             VALUES ($1, $2, $3, $4, 0, 'running', $5, $6, $7, $7, $7, 1, $8, $9) RETURNING id",
+            "INSERT INTO rollouts (channel, build_id, baseline_id, steps, step, state, bake_ms, min_sessions, started_at, step_started_at, updated_at, revision, note, actor, cohort_key) \
+             VALUES ($1, $2, $3, $4, 0, 'running', $5, $6, $7, $7, $7, 1, $8, $9, $10) RETURNING id",
         )
         .bind(r.channel.as_str())
         .bind(r.build_id.as_str())
@@ -545,6 +547,7 @@ impl Registry {
         .bind(&ts)
         .bind(&r.note)
         .bind(a.actor)
+        .bind(r.cohort_key.as_str())
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err(&self.display))?;
@@ -723,10 +726,45 @@ impl Registry {
                     step: r.step,
                     build: r.build_id,
                     baseline: r.baseline_id,
+                    key: r.cohort_key,
                 },
             );
         }
         Ok(s)
+    }
+
+    /// The build a conversation was given during rollout `rollout`, if it was given one.
+    pub async fn remembered_build(&self, rollout: i64, org: &str, conversation: &str) -> Result<Option<BuildId>> {
+        let row = self
+            .maybe_row(
+                sqlx::query(
+                    "SELECT build_id FROM conversation_builds WHERE rollout_id = $1 AND org = $2 AND conversation = $3",
+                )
+                .bind(rollout)
+                .bind(org)
+                .bind(conversation),
+            )
+            .await?;
+        row.map(|r| self.cell(r.parsed("build_id"))).transpose()
+    }
+
+    /// Remembers the build a conversation was first given during rollout `rollout` (a second
+    /// answer for it is ignored: the first stands).
+    pub async fn remember_build(&self, rollout: i64, org: &str, conversation: &str, build: &BuildId) -> Result<()> {
+        let _queued = self.queue_writer().await;
+        self.exec(
+            sqlx::query(
+                "INSERT INTO conversation_builds (rollout_id, org, conversation, build_id, assigned_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (rollout_id, org, conversation) DO NOTHING",
+            )
+            .bind(rollout)
+            .bind(org)
+            .bind(conversation)
+            .bind(build.as_str())
+            .bind(now()),
+        )
+        .await?;
+        Ok(())
     }
 }
 

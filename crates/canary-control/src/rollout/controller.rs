@@ -111,6 +111,7 @@ fn new_row(
         revision: 1,
         note: format!("step 1 of {}: {} % of sessions", rp.steps.len(), rp.steps[0]),
         actor: actor.to_string(),
+        cohort_key: rp.cohort_key,
     })
 }
 

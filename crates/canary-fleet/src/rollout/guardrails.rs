@@ -281,4 +281,29 @@ mod tests {
         assert_eq!(check(&g, 0.05, &f(0, 0), &f(8000, 160)).verdict, Verdict::Inconclusive);
         assert!("cost".parse::<Metric>().unwrap_err().contains("cost_per_session"));
     }
+
+    #[test]
+    fn sides_without_any_spread_are_still_judged() {
+        // Every session costs the same, or no session has an approval gate: no variance at all.
+        let flat = |n: u64, usd: f64| costing(n, &[usd]);
+        let g = cost(Limit::Relative(0.25));
+        assert_eq!(
+            check(&g, 0.05, &flat(100_000, 0.04), &flat(900_000, 0.04)).verdict,
+            Verdict::Pass
+        );
+        assert_eq!(
+            check(&g, 0.05, &flat(1_000, 0.08), &flat(9_000, 0.04)).verdict,
+            Verdict::Fail
+        );
+        let gates = Guardrail {
+            metric: Metric::ApprovalGateRate,
+            direction: Direction::Increase,
+            limit: Limit::Absolute(0.1),
+        };
+        let none = Figures {
+            sessions: 500,
+            ..Figures::default()
+        };
+        assert_eq!(check(&gates, 0.05, &none, &none).verdict, Verdict::Pass);
+    }
 }

@@ -34,6 +34,45 @@ fn basis_points(percent: f64) -> u32 {
     (percent.clamp(0.0, 100.0) * 100.0).round() as u32
 }
 
+/// What a rollout's cohorts are drawn by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CohortKey {
+    /// Each session on its own.
+    Session,
+    /// A session's conversation when it names one (its session otherwise): every turn of a
+    /// conversation is in the same cohort, and one resumed at a later step keeps its build.
+    #[default]
+    Conversation,
+    /// The whole org at once.
+    Org,
+}
+
+impl CohortKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CohortKey::Session => "session",
+            CohortKey::Conversation => "conversation",
+            CohortKey::Org => "org",
+        }
+    }
+}
+
+impl std::str::FromStr for CohortKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [CohortKey::Session, CohortKey::Conversation, CohortKey::Org]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "`{}` is not session, conversation or org",
+                    canary_contract::text::clean(s)
+                )
+            })
+    }
+}
+
 /// How a channel's rollouts are run and judged (`rollout:` under a channel in gate.yaml).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RolloutPolicy {
@@ -64,6 +103,8 @@ pub struct RolloutPolicy {
     pub alerts: Option<alerts::Alerts>,
     /// Guardrails beyond the failure rate, disconnect rate and p95 start latency above.
     pub guardrails: Vec<guardrails::Guardrail>,
+    /// What cohorts are drawn by.
+    pub cohort_key: CohortKey,
 }
 
 /// What the controller does when the candidate's share of reported sessions is not the share
@@ -136,6 +177,7 @@ impl Default for RolloutPolicy {
             sample_ratio: SampleRatio::default(),
             alerts: None,
             guardrails: Vec::new(),
+            cohort_key: CohortKey::default(),
         }
     }
 }
@@ -570,6 +612,7 @@ pub struct ActiveRollout {
     pub baseline: BuildId,
     pub step: usize,
     pub percent: f64,
+    pub key: CohortKey,
 }
 
 /// What assignment reads, loaded from the registry and cached by `canary serve`.
@@ -609,51 +652,93 @@ pub struct Assignment {
     /// The rollout step (index) and its percentage.
     pub step: Option<usize>,
     pub percent: Option<f64>,
+    /// The conversation keeps the build it was given earlier in the rollout.
+    pub sticky: bool,
+}
+
+/// Who asks for a build: the org, the session, the conversation it continues (if any), and the
+/// build that conversation was given earlier in the rollout (if it was).
+#[derive(Debug, Clone, Copy)]
+pub struct Asking<'a> {
+    pub org: &'a str,
+    pub session: &'a str,
+    pub conversation: Option<&'a str>,
+    pub remembered: Option<&'a BuildId>,
 }
 
 /// The build a session of `org` runs; `None` when its channel has no build yet. An org without a
 /// pin follows `stable`.
 pub fn assign(state: &FleetState, org: &str, session: &str) -> Option<Assignment> {
+    assign_to(
+        state,
+        &Asking {
+            org,
+            session,
+            conversation: None,
+            remembered: None,
+        },
+    )
+}
+
+/// The channel an org follows and its active rollout, if any.
+pub fn rollout_of<'a>(state: &'a FleetState, org: &str) -> Option<&'a ActiveRollout> {
+    let channel = state.orgs.get(org).map_or_else(Channel::stable, |(c, _)| c.clone());
+    state.rollouts.get(&channel)
+}
+
+/// The build a session runs: a pin wins, then a freeze; during a rollout, a conversation keeps
+/// the build it was given while that build is still the rollout's candidate or baseline, and is
+/// otherwise placed by the rollout's cohort key.
+pub fn assign_to(state: &FleetState, a: &Asking<'_>) -> Option<Assignment> {
     let (channel, pinned) = state
         .orgs
-        .get(org)
+        .get(a.org)
         .cloned()
         .unwrap_or_else(|| (Channel::stable(), None));
+    let fixed = |build, source| Assignment {
+        build,
+        channel: channel.clone(),
+        source,
+        rollout: None,
+        step: None,
+        percent: None,
+        sticky: false,
+    };
     if let Some(build) = pinned {
-        return Some(Assignment {
-            build,
-            channel,
-            source: Source::Pin,
-            rollout: None,
-            step: None,
-            percent: None,
-        });
+        return Some(fixed(build, Source::Pin));
     }
     let current = state.channels.get(&channel).cloned();
     let Some(r) = state.rollouts.get(&channel) else {
-        return current.map(|build| Assignment {
-            build,
-            channel,
-            source: Source::Channel,
-            rollout: None,
-            step: None,
-            percent: None,
-        });
+        return current.map(|build| fixed(build, Source::Channel));
     };
-    let (build, source) = if state.frozen.contains(org) {
+    let remembered = a.remembered.filter(|b| **b == r.build || **b == r.baseline);
+    let key = match r.key {
+        CohortKey::Session => a.session,
+        CohortKey::Conversation => a.conversation.unwrap_or(a.session),
+        CohortKey::Org => a.org,
+    };
+    let (build, source) = if state.frozen.contains(a.org) {
         (r.baseline.clone(), Source::Frozen)
-    } else if in_cohort(session, r.percent) {
+    } else if let Some(b) = remembered {
+        let source = if *b == r.build {
+            Source::Candidate
+        } else {
+            Source::Baseline
+        };
+        (b.clone(), source)
+    } else if in_cohort(key, r.percent) {
         (r.build.clone(), Source::Candidate)
     } else {
         (r.baseline.clone(), Source::Baseline)
     };
     Some(Assignment {
         build,
-        channel,
+        channel: channel.clone(),
         source,
         rollout: Some(r.id),
         step: Some(r.step),
         percent: Some(r.percent),
+        sticky: remembered.is_some() && source != Source::Frozen,
     })
 }
 
@@ -810,6 +895,7 @@ mod tests {
                 baseline: base.clone(),
                 step: 3,
                 percent: 100.0,
+                key: CohortKey::Conversation,
             },
         );
         let a = assign(&s, "anyone", "s1").unwrap();

@@ -83,7 +83,10 @@ fn smoothed(p: Proportion) -> f64 {
 /// The radius of the always-valid interval of an estimate with variance `v` (see the module's
 /// documentation).
 pub fn mixture_radius(v: f64, alpha: f64, tau: f64) -> f64 {
-    let (v, t2) = (v.max(f64::MIN_POSITIVE), tau * tau);
+    let t2 = tau * tau;
+    // No spread at all (every value alike) is a variance of 0: floored far below tau² so that
+    // (V + tau²) / V stays finite and the radius, rightly, near 0.
+    let v = v.max(t2 * 1e-12).max(f64::MIN_POSITIVE);
     let alpha = alpha.clamp(1e-9, 0.5);
     (2.0 * v * (v + t2) / t2 * ((1.0 / alpha).ln() + 0.5 * ((v + t2) / v).ln())).sqrt()
 }

@@ -71,6 +71,9 @@ pub struct RawRollout {
     /// Where the rollout's transitions are told about (default: nowhere).
     #[serde(default)]
     pub alerts: Option<RawAlerts>,
+    /// What cohorts are drawn by: `conversation` (default), `session` or `org`.
+    #[serde(default)]
+    pub cohort_key: Option<String>,
     /// Metrics a step is judged on, each with the regression it allows.
     #[serde(default)]
     #[schemars(with = "Option<Vec<RawGuardrail>>")]
@@ -460,6 +463,15 @@ fn rollout_policy(r: &Spanned<RawRollout>, name: &str, at: &At<'_>) -> Result<cr
                 &r.referenced,
                 format!("channel `{name}`: rollout sample_ratio: {e}"),
                 "write e.g. `sample_ratio: {action: hold, alpha: 0.001, settle: 60s}`",
+            )
+        })?;
+    }
+    if let Some(k) = &raw.cohort_key {
+        rollout.cohort_key = k.parse().map_err(|e: String| {
+            at(
+                &r.referenced,
+                format!("channel `{name}`: rollout cohort_key: {e}"),
+                "write `cohort_key: conversation` (the default), `session` or `org`",
             )
         })?;
     }
