@@ -62,6 +62,14 @@ pub enum RolloutCommand {
     Resume(OperateArgs),
     /// Stop a rollout and send every session back to the baseline.
     Abort(OperateArgs),
+    /// Let a rollout enter its next step, which the channel's policy gates on an operator's
+    /// approval (`approve_before`); audited.
+    Approve {
+        #[command(flatten)]
+        a: OperateArgs,
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
     /// One pass of the controller (what `canary serve` does every --tick).
     Tick {
         #[arg(long)]
@@ -249,6 +257,15 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
             match controller::operate(&reg, w, op, a.who.acting()).await? {
                 Outcome::Done(r) => show(a.json, &r, view::rollout(&r)),
                 Outcome::Refused(why) => refused(a.json, "rollout", &why),
+            }
+        }
+        RolloutCommand::Approve { a, policy } => {
+            let policy = policy_of(config, policy)?;
+            let reg = open_to_change(config).await?;
+            let w = which(a.id, a.channel.as_deref());
+            match crate::rollout::train::approve(&reg, &policy, w, a.who.acting()).await? {
+                Outcome::Done(r) => show(a.json, &r, view::rollout(&r)),
+                Outcome::Refused(why) => refused(a.json, "rollout approve", &why),
             }
         }
         RolloutCommand::Tick { policy, json } => {

@@ -621,6 +621,109 @@ fn a_conversation_keeps_its_build_when_the_rollout_moves_to_the_next_step() {
 }
 
 #[test]
+fn a_build_green_on_beta_rolls_out_to_stable_by_itself_and_waits_for_approval_at_50() {
+    // stable follows beta: a build beta has run for a second over 200 sessions starts its own
+    // rollout on stable; the 50 % step waits for an operator.
+    let gate = GATE.replace(
+        "    steps: [1, 10, 50, 100]\n",
+        "    steps: [10, 50, 100]\n    auto_after: {channel: beta, soak: 1s, min_sessions: 200}\n    approve_before: [50]\n",
+    );
+    let (reg, _d, policy, base, cand) = setup_with(Backend::Sqlite, &gate);
+    // Beta's orgs run beta's build; the pipeline promotes a green candidate to beta as this does.
+    canary(&reg)
+        .args(["pin", "--org", "beta-org", "--channel", "beta"])
+        .run()
+        .code(0);
+    canary(&reg)
+        .args(["promote", &cand, "--channel", "beta"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    let s = serve(&reg, &policy, free_port());
+    // Not yet: beta has not run it.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(status_of(&reg).is_none(), "started before beta ran the build");
+    let beta = simulate(&reg, &s, 400, &["*=fail:0.01,latency:900"], &["beta-org"]);
+    assert_eq!(beta["by_build"][&cand]["sessions"], 400, "{beta}");
+    // No command typed: the train starts it, as its audit entry says.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = loop {
+        if let Some(st) = status_of(&reg) {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the train never started the rollout");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(started["rollout"]["actor"], "rollout-train", "{started}");
+    assert_eq!(started["rollout"]["build_id"], cand.as_str(), "{started}");
+    let first = simulate(&reg, &s, 2000, &[], &["acme"]);
+    let on_candidate = first["by_build"][&cand]["sessions"].as_u64().unwrap_or(0);
+    assert!(
+        (100..=320).contains(&on_candidate),
+        "{on_candidate} of 2000 stable sessions at 10 %: {first}"
+    );
+    // The 10 % step passes and then holds for an approval, saying how to give it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        simulate(&reg, &s, 2000, &["*=fail:0.01,latency:900"], &["acme"]);
+        std::thread::sleep(Duration::from_millis(1300));
+        let st = status(&reg, &policy);
+        if st["rollout"]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("awaiting an operator's approval")
+        {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "never held for approval: {st}");
+    };
+    assert_eq!(held["rollout"]["step"], 0, "{held}");
+    assert!(
+        held["rollout"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("go to 50 % (step 2 of 3): `canary rollout approve --channel stable`"),
+        "{held}"
+    );
+    // An operator approves (audited); approving it again is refused.
+    canary(&reg)
+        .args([
+            "rollout",
+            "approve",
+            "--channel",
+            "stable",
+            "--actor",
+            "dana",
+            "--reason",
+            "looks fine",
+        ])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    canary(&reg)
+        .args(["rollout", "approve", "--channel", "stable"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(1)
+        .stderr_has("already approved");
+    let st = drive(&reg, &s, &policy, &["*=fail:0.01,latency:900"], 20);
+    assert_eq!(st["rollout"]["state"], "completed", "{st}");
+    assert!(kinds(&st).contains(&"approve@0".to_string()), "{st}");
+    assert_eq!(channel_build(&reg), cand);
+    assert_ne!(cand, base);
+}
+
+/// The stable channel's rollout as `canary rollout status --json` shows it, if there is one.
+fn status_of(reg: &Fresh) -> Option<serde_json::Value> {
+    let out = canary(reg).args(["rollout", "list", "--json"]).run().code(0).json();
+    out.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["channel"] == "stable")
+        .map(|r| serde_json::json!({"rollout": r}))
+}
+
+#[test]
 fn an_on_call_webhook_gets_exactly_one_message_per_transition() {
     let (hook, got) = webhook();
     let gate = GATE.replace(

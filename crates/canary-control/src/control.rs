@@ -839,7 +839,13 @@ pub async fn publish(cp: &ControlPlane, p: &crate::update::tuf::Publisher) {
 
 /// The rollout controller: a pass every `every` until the process ends. A pass that fails (the
 /// registry away) changes nothing and is retried on the next; it never counts as a pass.
-pub async fn run_controller(cp: ControlPlane, policy: crate::gate::policy::Policy, every: Duration) {
+pub async fn run_controller(
+    cp: ControlPlane,
+    policy: crate::gate::policy::Policy,
+    repos: Vec<String>,
+    every: Duration,
+) {
+    let mut refused = BTreeSet::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune = Instant::now();
@@ -878,6 +884,17 @@ pub async fn run_controller(cp: ControlPlane, policy: crate::gate::policy::Polic
                 }
             }
             Err(e) => eprintln!("canary serve: rollout controller: {e} (no transition made; retrying)"),
+        }
+        match crate::rollout::train::train(&cp.reg, &policy, &repos, jiff::Timestamp::now(), &mut refused).await {
+            Ok(said) => {
+                for line in &said {
+                    eprintln!("canary serve: train: {}", crate::text::clean(line));
+                }
+                if !said.is_empty() {
+                    cp.invalidate();
+                }
+            }
+            Err(e) => eprintln!("canary serve: train: {e} (retrying)"),
         }
     }
 }

@@ -84,7 +84,8 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
     };
     // Alerts have their own task: a slow webhook never delays a rollout's judgement.
     let alerts = tokio::spawn(crate::rollout::delivery::run(cp.reg.clone(), policy.clone(), a.tick));
-    let controller = tokio::spawn(crate::control::run_controller(cp, policy, a.tick));
+    let repos = config.repo_ids()?;
+    let controller = tokio::spawn(crate::control::run_controller(cp, policy, repos, a.tick));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -309,6 +309,7 @@ pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
         let elapsed = Duration::try_from(now.duration_since(started)).unwrap_or(Duration::ZERO);
         let rp = policy_of(policy, &r);
         let action = next_action(&j, r.step, r.steps.len(), elapsed, rp.bake);
+        let action = super::train::gate_on_approval(reg, &rp, &r, action).await?;
         let figures = serde_json::to_value(&j).expect("json");
         let target = format!("rollout {} ({} -> {})", r.id, r.build_id, r.channel);
         let (kind, state, step, note, release, restart) = planned(&action, &r);

@@ -5,4 +5,5 @@ pub use canary_fleet::rollout::*;
 
 pub mod controller;
 pub mod delivery;
+pub mod train;
 pub mod view;

@@ -105,6 +105,22 @@ pub struct RolloutPolicy {
     pub guardrails: Vec<guardrails::Guardrail>,
     /// What cohorts are drawn by.
     pub cohort_key: CohortKey,
+    /// Step percentages an operator must approve before the rollout enters them
+    /// (`canary rollout approve`).
+    pub approve_before: Vec<f64>,
+    /// When set, a build green on the channel below starts its own rollout here.
+    pub auto_after: Option<Train>,
+}
+
+/// `auto_after:` a build that has been the channel below's for `soak`, over at least
+/// `min_sessions` sessions there, starts its own rollout on this channel (the gate still
+/// decides).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Train {
+    pub channel: Channel,
+    #[serde(with = "humantime_serde_ms")]
+    pub soak: Duration,
+    pub min_sessions: u64,
 }
 
 /// What the controller does when the candidate's share of reported sessions is not the share
@@ -178,6 +194,8 @@ impl Default for RolloutPolicy {
             alerts: None,
             guardrails: Vec::new(),
             cohort_key: CohortKey::default(),
+            approve_before: Vec::new(),
+            auto_after: None,
         }
     }
 }

@@ -71,6 +71,13 @@ pub struct RawRollout {
     /// Where the rollout's transitions are told about (default: nowhere).
     #[serde(default)]
     pub alerts: Option<RawAlerts>,
+    /// Step percentages an operator approves before the rollout enters them, e.g. `[50, 100]`.
+    #[serde(default)]
+    pub approve_before: Option<Vec<f64>>,
+    /// A build green on the channel below starts its own rollout here:
+    /// `{channel: beta, soak: 24h, min_sessions: 1000}`.
+    #[serde(default)]
+    pub auto_after: Option<RawTrain>,
     /// What cohorts are drawn by: `conversation` (default), `session` or `org`.
     #[serde(default)]
     pub cohort_key: Option<String>,
@@ -78,6 +85,20 @@ pub struct RawRollout {
     #[serde(default)]
     #[schemars(with = "Option<Vec<RawGuardrail>>")]
     pub guardrails: Option<Vec<Spanned<RawGuardrail>>>,
+}
+
+/// `auto_after:` under a channel's `rollout:`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrain {
+    /// The channel below, whose build this one follows.
+    pub channel: String,
+    /// How long the build must have been the channel below's, e.g. `24h` (default).
+    #[serde(default)]
+    pub soak: Option<String>,
+    /// Sessions it must have run there (default 1000).
+    #[serde(default)]
+    pub min_sessions: Option<u64>,
 }
 
 /// One entry of `guardrails:`.
@@ -216,6 +237,7 @@ impl Policy {
             .into());
         }
         let names_ok = regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$").expect("static regex");
+        let known: std::collections::BTreeSet<String> = raw.keys().cloned().collect();
         let mut channels = BTreeMap::new();
         for (name, c) in raw {
             if !names_ok.is_match(&name) {
@@ -247,7 +269,7 @@ impl Policy {
                 })?,
             };
             let rollout = match &c.rollout {
-                Some(r) => rollout_policy(r, &name, at)?,
+                Some(r) => rollout_policy(r, (&name, &known), at)?,
                 None => crate::rollout::RolloutPolicy::default(),
             };
             channels.insert(
@@ -316,6 +338,50 @@ fn check_lists(c: &RawChannelPolicy, name: &str, names_ok: &regex::Regex, at: &A
             format!("channel `{name}`: repos is empty, so the gate would check nothing"),
             "list canary repos, or remove `repos` to require every canary repo",
         ));
+    }
+    Ok(())
+}
+
+/// `approve_before:` and `auto_after:` checked: the channel below is another of this policy's.
+fn train(
+    rollout: &mut crate::rollout::RolloutPolicy,
+    raw: &RawRollout,
+    (name, known): (&str, &std::collections::BTreeSet<String>),
+) -> std::result::Result<(), String> {
+    if let Some(v) = &raw.approve_before {
+        if let Some(bad) = v.iter().find(|p| !(p.is_finite() && **p > 0.0 && **p <= 100.0)) {
+            return Err(format!(
+                "approve_before: {bad} is not a step percentage above 0 and at most 100"
+            ));
+        }
+        rollout.approve_before = v.clone();
+    }
+    if let Some(t) = &raw.auto_after {
+        let channel: canary_contract::Channel = t.channel.parse().map_err(|e: String| format!("auto_after: {e}"))?;
+        if channel.as_str() == name {
+            return Err("auto_after: a channel cannot follow itself".into());
+        }
+        if !known.contains(channel.as_str()) {
+            return Err(format!("auto_after: channel `{channel}` is not in this policy"));
+        }
+        let soak = match &t.soak {
+            Some(s) => {
+                crate::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(30 * 86_400))(s)
+                    .map_err(|e| format!("auto_after soak: {e}"))?
+            }
+            None => std::time::Duration::from_secs(86_400),
+        };
+        let min_sessions = t.min_sessions.unwrap_or(1000);
+        if !(1..=10_000_000).contains(&min_sessions) {
+            return Err(format!(
+                "auto_after min_sessions {min_sessions} is not between 1 and 10000000"
+            ));
+        }
+        rollout.auto_after = Some(crate::rollout::Train {
+            channel,
+            soak,
+            min_sessions,
+        });
     }
     Ok(())
 }
@@ -420,22 +486,8 @@ fn sample_ratio(guard: &mut crate::rollout::SampleRatio, raw: &RawSampleRatio) -
     Ok(())
 }
 
-/// A channel's `rollout:` over the defaults, checked as a whole.
-fn rollout_policy(r: &Spanned<RawRollout>, name: &str, at: &At<'_>) -> Result<crate::rollout::RolloutPolicy> {
-    let mut rollout = crate::rollout::RolloutPolicy::default();
-    let raw = &r.value;
-    if let Some(b) = &raw.bake {
-        rollout.bake = crate::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(7 * 86_400))(
-            b,
-        )
-        .map_err(|e| {
-            at(
-                &r.referenced,
-                format!("channel `{name}`: rollout bake: {e}"),
-                "write e.g. `10m` or `1h` (at most 7 days)",
-            )
-        })?;
-    }
+/// The plain numbers of a `rollout:` over the defaults (checked with the whole policy).
+fn thresholds(rollout: &mut crate::rollout::RolloutPolicy, raw: &RawRollout) {
     if let Some(v) = &raw.steps {
         rollout.steps = v.clone();
     }
@@ -457,6 +509,29 @@ fn rollout_policy(r: &Spanned<RawRollout>, name: &str, at: &At<'_>) -> Result<cr
     if let Some(v) = raw.mixture_sd {
         rollout.mixture_sd = Some(v);
     }
+}
+
+/// A channel's `rollout:` over the defaults, checked as a whole.
+fn rollout_policy(
+    r: &Spanned<RawRollout>,
+    (name, known): (&str, &std::collections::BTreeSet<String>),
+    at: &At<'_>,
+) -> Result<crate::rollout::RolloutPolicy> {
+    let mut rollout = crate::rollout::RolloutPolicy::default();
+    let raw = &r.value;
+    if let Some(b) = &raw.bake {
+        rollout.bake = crate::bounds::duration(std::time::Duration::ZERO, std::time::Duration::from_secs(7 * 86_400))(
+            b,
+        )
+        .map_err(|e| {
+            at(
+                &r.referenced,
+                format!("channel `{name}`: rollout bake: {e}"),
+                "write e.g. `10m` or `1h` (at most 7 days)",
+            )
+        })?;
+    }
+    thresholds(&mut rollout, raw);
     if let Some(g) = &raw.sample_ratio {
         sample_ratio(&mut rollout.sample_ratio, g).map_err(|e| {
             at(
@@ -466,6 +541,13 @@ fn rollout_policy(r: &Spanned<RawRollout>, name: &str, at: &At<'_>) -> Result<cr
             )
         })?;
     }
+    train(&mut rollout, raw, (name, known)).map_err(|e| {
+        at(
+            &r.referenced,
+            format!("channel `{name}`: rollout {e}"),
+            "write e.g. `auto_after: {channel: beta, soak: 24h, min_sessions: 1000}` and `approve_before: [50, 100]`",
+        )
+    })?;
     if let Some(k) = &raw.cohort_key {
         rollout.cohort_key = k.parse().map_err(|e: String| {
             at(
