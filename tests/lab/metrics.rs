@@ -4,7 +4,7 @@
 
 use crate::helpers::free_port;
 use crate::registry::{Backend, fresh};
-use crate::rollout::{GATE, canary, rt, seed_build_id, serve, simulate};
+use crate::rollout::{GATE, canary, rt, runner_token, seed_build_id, serve, simulate};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -94,14 +94,7 @@ fn prometheus_scrapes_the_rollout_and_fleet_metrics_with_an_operators_token() {
         .run()
         .code(0);
     // Issued before the control plane starts, which reads tokens at start and then now and then.
-    let runner = canary(&reg)
-        .args(["tokens", "create", "--runner", "r-metrics", "--org", "acme", "--json"])
-        .run()
-        .code(0)
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let runner = runner_token(&reg, "r-metrics");
     let s = serve(&reg, &policy, free_port());
     canary(&reg)
         .args([

@@ -121,6 +121,18 @@ pub(crate) fn serve(reg: &Fresh, policy: &std::path::Path, port: u16) -> Serve {
     Serve { child, url, port, ops }
 }
 
+/// A runner's token bound to org acme, as `canary tokens create` prints it.
+pub(crate) fn runner_token(reg: &Fresh, runner: &str) -> String {
+    canary(reg)
+        .args(["tokens", "create", "--runner", runner, "--org", "acme", "--json"])
+        .run()
+        .code(0)
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 pub(crate) fn canary(reg: &Fresh) -> Canary {
     Canary::new().args(["--registry", &reg.url])
 }
@@ -541,14 +553,7 @@ fn a_conversation_keeps_its_build_when_the_rollout_moves_to_the_next_step() {
     );
     let gate = gate.replacen("    bake: 1s\n", "", 1);
     let (reg, _d, policy, base, cand) = setup_with(Backend::Sqlite, &gate);
-    let token = canary(&reg)
-        .args(["tokens", "create", "--runner", "conv", "--org", "acme", "--json"])
-        .run()
-        .code(0)
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = runner_token(&reg, "conv");
     let s = serve(&reg, &policy, free_port());
     canary(&reg)
         .args(["rollout", "start", &cand, "--channel", "stable"])
@@ -574,6 +579,7 @@ fn a_conversation_keeps_its_build_when_the_rollout_moves_to_the_next_step() {
                 revision: row.revision,
                 state: canary::rollout::State::Running,
                 step: 1,
+                ring: 0,
                 restart_step: true,
                 note: "step 2 of 3: 50 % of sessions",
                 kind: "advance",
@@ -721,6 +727,132 @@ fn status_of(reg: &Fresh) -> Option<serde_json::Value> {
         .iter()
         .find(|r| r["channel"] == "stable")
         .map(|r| serde_json::json!({"rollout": r}))
+}
+
+/// Healthy sessions of `build`, stored as telemetry that arrived now.
+fn healthy(reg: &canary::registry::Registry, build: &str, prefix: &str, n: usize) {
+    let sessions: Vec<canary::telemetry::Session> = (0..n)
+        .map(|i| canary::telemetry::Session {
+            runner: "r".into(),
+            org: "acme".into(),
+            session: format!("{prefix}-{i}"),
+            build: build.parse().unwrap(),
+            started_at: canary::registry::now(),
+            start_latency_ms: Some(900),
+            outcome: canary::telemetry::SessionEnd::Ok,
+            commands: 3,
+            commands_failed: 0,
+            approvals: 0,
+            approval_wait_ms: 0,
+            tokens: 1000,
+            cost_micros: 10_000,
+            duration_ms: 60_000,
+        })
+        .collect();
+    rt().block_on(reg.ingest(&sessions, jiff::Timestamp::now())).unwrap();
+}
+
+#[test]
+fn the_last_step_is_judged_against_the_baseline_it_replaced_and_completes() {
+    // At 100 % no baseline session runs beside the candidate: the step's own window has none,
+    // so the last step reads the baseline since the rollout started (it held forever otherwise).
+    let gate = GATE
+        .replace("    steps: [1, 10, 50, 100]\n", "    steps: [50, 100]\n")
+        .replace("    bake: 1s\n", "    bake: 0s\n");
+    let (reg, _d, policy_file, base, cand) = setup_with(Backend::Sqlite, &gate);
+    canary(&reg)
+        .args(["rollout", "start", &cand, "--channel", "stable"])
+        .arg_path_flag("--policy", &policy_file)
+        .run()
+        .code(0);
+    let policy = canary::gate::policy::Policy::load(Some(&policy_file)).unwrap();
+    let r = rt().block_on(canary::registry::Registry::open(&reg.url)).unwrap();
+    let tick = || {
+        rt().block_on(canary::rollout::controller::tick(&r, &policy, jiff::Timestamp::now()))
+            .unwrap()
+    };
+    healthy(&r, &cand, "c1", 150);
+    healthy(&r, &base, "b1", 150);
+    assert_eq!(tick()[0].action, "advance", "50 % passes");
+    std::thread::sleep(Duration::from_millis(1100));
+    healthy(&r, &cand, "c2", 300);
+    let done = tick();
+    assert_eq!(done[0].action, "complete", "{:?}", done[0]);
+    assert_eq!(channel_build(&reg), cand);
+}
+
+#[test]
+fn rings_go_through_the_steps_one_after_another() {
+    // staff is the first ring; everyone else (acme, globex) waits on the baseline until it is
+    // through every step.
+    let gate = GATE.replace(
+        "    steps: [1, 10, 50, 100]\n",
+        "    steps: [50, 100]\n    rings: [{name: internal, orgs: [staff]}]\n",
+    );
+    let (reg, _d, policy, base, cand) = setup_with(Backend::Sqlite, &gate);
+    let s = serve(&reg, &policy, free_port());
+    let started = canary(&reg)
+        .args(["rollout", "start", &cand, "--channel", "stable"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    started.stdout_has("ring 1 of 2 (internal), step 1 of 2: 50 % of sessions");
+    std::thread::sleep(Duration::from_millis(1200));
+    let waiting = simulate(&reg, &s, 600, &[], &["acme", "globex"]);
+    assert_eq!(
+        waiting["by_build"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec![&base],
+        "the last ring runs the baseline while the first goes: {waiting}"
+    );
+    let mut st = status(&reg, &policy);
+    for _ in 0..30 {
+        if st["rollout"]["state"] != "running" {
+            break;
+        }
+        simulate(
+            &reg,
+            &s,
+            3000,
+            &["*=fail:0.01,latency:900"],
+            &["staff", "acme", "globex"],
+        );
+        std::thread::sleep(Duration::from_millis(1300));
+        st = status(&reg, &policy);
+    }
+    assert_eq!(st["rollout"]["state"], "completed", "{st}");
+    let moves: Vec<String> = kinds(&st)
+        .into_iter()
+        .filter(|k| !k.starts_with("hold") && !k.starts_with("wait"))
+        .collect();
+    assert_eq!(
+        moves,
+        ["start@0", "advance@1", "advance@0", "advance@1", "complete@1"],
+        "ring 1's two steps, then ring 2's: {st}"
+    );
+    // The controller's advances, as the audit log has them, oldest first.
+    let advances: Vec<String> = rt().block_on(async {
+        let r = canary::registry::Registry::open(&reg.url).await.unwrap();
+        let only = canary::registry::AuditFilter {
+            actor: "rollout-controller".into(),
+            ..Default::default()
+        };
+        let rows = r.audit_page(&only, 100, 0).await.unwrap();
+        rows.into_iter()
+            .rev()
+            .filter(|a| a.decision == "advance")
+            .map(|a| a.reason)
+            .collect()
+    });
+    assert_eq!(
+        advances,
+        [
+            "ring 1 of 2 (internal), step 2 of 2: 100 % of sessions",
+            "ring 2 of 2 (everyone else), step 1 of 2: 50 % of sessions",
+            "ring 2 of 2 (everyone else), step 2 of 2: 100 % of sessions",
+        ],
+        "{st}"
+    );
+    assert_eq!(channel_build(&reg), cand);
 }
 
 #[test]
@@ -994,14 +1126,7 @@ fn runner_agents_obey_assignments_and_keep_telemetry_while_the_control_plane_is_
     let ws = workspace();
     let spools = tempfile::tempdir().unwrap();
     let agent = |runner: &str, build: &str, server: &str, sessions: u32| {
-        let token = canary(&reg)
-            .args(["tokens", "create", "--runner", runner, "--org", "acme", "--json"])
-            .run()
-            .code(0)
-            .json()["token"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let token = runner_token(&reg, runner);
         std::thread::sleep(Duration::from_millis(1100));
         let out = std::process::Command::new(crate::helpers::runner_exe())
             .args([
@@ -1238,17 +1363,7 @@ fn a_malicious_runner_cannot_move_or_abort_a_rollout_or_squat_session_ids() {
         .arg_path_flag("--policy", &policy)
         .run()
         .code(0);
-    let token = |runner: &str| {
-        canary(&reg)
-            .args(["tokens", "create", "--runner", runner, "--org", "acme", "--json"])
-            .run()
-            .code(0)
-            .json()["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (mallory, victim) = (token("mallory"), token("victim"));
+    let (mallory, victim) = (runner_token(&reg, "mallory"), runner_token(&reg, "victim"));
     std::thread::sleep(Duration::from_millis(1100));
     let session = |runner: &str, id: &str, build: &str, outcome: &str| {
         serde_json::json!({"runner": runner, "org": "acme", "session": id, "build": build,

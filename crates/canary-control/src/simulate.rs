@@ -4,6 +4,7 @@
 //! backoff, as `canary-runner agent` reports real ones. Deterministic for a seed.
 
 use crate::error::{LabError, Result};
+use canary_fleet::rng::SplitMix64 as Rng;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -176,26 +177,6 @@ impl Report {
     }
 }
 
-/// SplitMix64: a small, good, seedable generator for simulated outcomes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u1, u2) = (self.unit().max(1e-12), self.unit());
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-}
-
 /// How long a 429 says to wait (at most 10 s).
 fn retry_after(r: &reqwest::Response) -> Duration {
     let secs = r
@@ -346,9 +327,9 @@ async fn one_runner(
             "ok"
         };
         let latency = (p.latency_ms * (0.3 * rng.normal()).exp()).round().max(1.0) as u64;
-        let commands = 1 + rng.next() % 12;
-        let approvals = rng.next() % 3;
-        let duration = 20_000 + rng.next() % 600_000;
+        let commands = 1 + rng.next_u64() % 12;
+        let approvals = rng.next_u64() % 3;
+        let duration = 20_000 + rng.next_u64() % 600_000;
         let tally = report.by_build.entry(build.clone()).or_default();
         tally.sessions += 1;
         tally.failed += (outcome == "failed") as u64;
@@ -363,8 +344,8 @@ async fn one_runner(
             "runner": runner, "org": org, "session": session, "build": build,
             "started_at": crate::registry::now(), "start_latency_ms": latency, "outcome": outcome,
             "commands": commands, "commands_failed": if outcome == "ok" { 0 } else { 1 },
-            "approvals": approvals, "approval_wait_ms": approvals * (2_000 + rng.next() % 30_000),
-            "tokens": 2_000 + rng.next() % 50_000, "cost_usd": p.cost * ((rng.next() % 5_000) as f64) / 10_000.0,
+            "approvals": approvals, "approval_wait_ms": approvals * (2_000 + rng.next_u64() % 30_000),
+            "tokens": 2_000 + rng.next_u64() % 50_000, "cost_usd": p.cost * ((rng.next_u64() % 5_000) as f64) / 10_000.0,
             "duration_ms": duration,
         }));
         if pending.len() >= o.batch {

@@ -146,25 +146,23 @@ impl Registry {
 
     /// Alerts in the outbox by state.
     pub async fn alert_counts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = self
-            .rows(sqlx::query(
-                "SELECT state, COUNT(*) AS n FROM rollout_alerts GROUP BY state ORDER BY state",
-            ))
-            .await?;
-        rows.iter()
-            .map(|r| Ok((self.cell(r.text("state"))?, self.cell(r.int("n"))?)))
-            .collect()
+        self.counts("SELECT state AS k, COUNT(*) AS n FROM rollout_alerts GROUP BY state ORDER BY state")
+            .await
     }
 
     /// Rollout transitions written, by kind.
     pub async fn rollout_event_counts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = self
-            .rows(sqlx::query(
-                "SELECT kind, COUNT(*) AS n FROM rollout_events WHERE rollout_id IS NOT NULL GROUP BY kind ORDER BY kind",
-            ))
-            .await?;
+        self.counts(
+            "SELECT kind AS k, COUNT(*) AS n FROM rollout_events WHERE rollout_id IS NOT NULL GROUP BY kind ORDER BY kind",
+        )
+        .await
+    }
+
+    /// (k, n) rows of a counting query.
+    async fn counts(&self, sql: &'static str) -> Result<Vec<(String, i64)>> {
+        let rows = self.rows(sqlx::query(sql)).await?;
         rows.iter()
-            .map(|r| Ok((self.cell(r.text("kind"))?, self.cell(r.int("n"))?)))
+            .map(|r| Ok((self.cell(r.text("k"))?, self.cell(r.int("n"))?)))
             .collect()
     }
 

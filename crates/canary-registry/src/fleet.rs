@@ -37,6 +37,9 @@ pub struct RolloutRow {
     pub note: String,
     pub actor: String,
     pub cohort_key: crate::rollout::CohortKey,
+    /// The ring in progress, of `rings` (and everyone else after them).
+    pub ring: usize,
+    pub rings: Vec<crate::rollout::Ring>,
 }
 
 impl RolloutRow {
@@ -71,6 +74,8 @@ pub struct Transition<'a> {
     pub revision: i64,
     pub state: State,
     pub step: usize,
+    /// The ring the rollout is in after the transition.
+    pub ring: usize,
     /// A new step starts its bake now.
     pub restart_step: bool,
     pub note: &'a str,
@@ -82,7 +87,7 @@ pub struct Transition<'a> {
     pub audit: Audit<'a>,
 }
 
-const ROLLOUT_COLS: &str = "id, channel, build_id, baseline_id, steps, step, state, bake_ms, min_sessions, started_at, step_started_at, updated_at, revision, note, actor, cohort_key";
+const ROLLOUT_COLS: &str = "id, channel, build_id, baseline_id, steps, step, state, bake_ms, min_sessions, started_at, step_started_at, updated_at, revision, note, actor, cohort_key, ring, rings";
 
 impl FromRow for RolloutRow {
     fn from_row(r: &sqlx::any::AnyRow) -> Cell<Self> {
@@ -103,6 +108,8 @@ impl FromRow for RolloutRow {
             note: r.text("note")?,
             actor: r.text("actor")?,
             cohort_key: r.parsed("cohort_key")?,
+            ring: r.int("ring")?.max(0) as usize,
+            rings: r.json("rings")?,
         })
     }
 }
@@ -535,8 +542,8 @@ impl Registry {
         }
         let ts = now();
         let row = sqlx::query(
-            "INSERT INTO rollouts (channel, build_id, baseline_id, steps, step, state, bake_ms, min_sessions, started_at, step_started_at, updated_at, revision, note, actor, cohort_key) \
-             VALUES ($1, $2, $3, $4, 0, 'running', $5, $6, $7, $7, $7, 1, $8, $9, $10) RETURNING id",
+            "INSERT INTO rollouts (channel, build_id, baseline_id, steps, step, state, bake_ms, min_sessions, started_at, step_started_at, updated_at, revision, note, actor, cohort_key, ring, rings) \
+             VALUES ($1, $2, $3, $4, 0, 'running', $5, $6, $7, $7, $7, 1, $8, $9, $10, 0, $11) RETURNING id",
         )
         .bind(r.channel.as_str())
         .bind(r.build_id.as_str())
@@ -548,6 +555,7 @@ impl Registry {
         .bind(&r.note)
         .bind(a.actor)
         .bind(r.cohort_key.as_str())
+        .bind(serde_json::to_string(&r.rings).expect("json"))
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err(&self.display))?;
@@ -602,7 +610,7 @@ impl Registry {
         let mut tx = self.write_tx().await?;
         let ts = now();
         let r = sqlx::query(
-            "UPDATE rollouts SET state = $1, step = $2, note = $3, updated_at = $4, revision = revision + 1, \
+            "UPDATE rollouts SET state = $1, step = $2, note = $3, updated_at = $4, revision = revision + 1, ring = $8, \
              step_started_at = CASE WHEN $5 = 1 THEN $4 ELSE step_started_at END WHERE id = $6 AND revision = $7",
         )
         .bind(t.state.as_str())
@@ -612,6 +620,7 @@ impl Registry {
         .bind(t.restart_step as i64)
         .bind(t.id)
         .bind(t.revision)
+        .bind(t.ring as i64)
         .execute(&mut *tx)
         .await
         .map_err(db_err(&self.display))?;
@@ -727,6 +736,8 @@ impl Registry {
                     build: r.build_id,
                     baseline: r.baseline_id,
                     key: r.cohort_key,
+                    ring: r.ring,
+                    rings: r.rings,
                 },
             );
         }

@@ -109,9 +109,20 @@ fn new_row(
         step_started_at: String::new(),
         updated_at: String::new(),
         revision: 1,
-        note: format!("step 1 of {}: {} % of sessions", rp.steps.len(), rp.steps[0]),
+        note: match rp.rings.first() {
+            None => format!("step 1 of {}: {} % of sessions", rp.steps.len(), rp.steps[0]),
+            Some(first) => format!(
+                "ring 1 of {} ({}), step 1 of {}: {} % of sessions",
+                rp.rings.len() + 1,
+                first.name,
+                rp.steps.len(),
+                rp.steps[0]
+            ),
+        },
         actor: actor.to_string(),
         cohort_key: rp.cohort_key,
+        ring: 0,
+        rings: rp.rings.clone(),
     })
 }
 
@@ -216,14 +227,21 @@ fn second_of(ts: &str) -> String {
 
 /// Judges a rollout's current step at `now`: the candidate's sessions against the baseline's
 /// over the same window, the step's (a provider incident or the time of day moves both sides
-/// alike), with the sample-ratio guard's counts over that window less its settle time.
+/// alike), with the sample-ratio guard's counts over that window less its settle time. A step
+/// of 100 % leaves no baseline running beside the candidate (frozen orgs aside): there the
+/// baseline is its sessions since the rollout started, the last it ran.
 pub async fn judge_rollout(reg: &Registry, policy: &Policy, r: &RolloutRow, now: jiff::Timestamp) -> Result<Judgement> {
     let rp = policy_of(policy, r);
     let step_start = second_of(&r.step_started_at);
+    let baseline_since = if r.percent() >= 100.0 {
+        second_of(&r.started_at)
+    } else {
+        step_start.clone()
+    };
     let settled = rollup_second(now - jiff::SignedDuration::try_from(rp.sample_ratio.settle).unwrap_or_default());
     let (mut candidate, mut baseline, c_arm, b_arm) = tokio::try_join!(
         reg.figures(&r.build_id, &step_start),
-        reg.figures(&r.baseline_id, &step_start),
+        reg.figures(&r.baseline_id, &baseline_since),
         reg.assigned_and_reported(&r.build_id, &step_start, &settled),
         reg.assigned_and_reported(&r.baseline_id, &step_start, &settled),
     )?;
@@ -232,7 +250,7 @@ pub async fn judge_rollout(reg: &Registry, policy: &Policy, r: &RolloutRow, now:
     if !rp.guardrails.is_empty() {
         tokio::try_join!(
             reg.add_guardrail_sums(&mut candidate, &r.build_id, &step_start),
-            reg.add_guardrail_sums(&mut baseline, &r.baseline_id, &step_start),
+            reg.add_guardrail_sums(&mut baseline, &r.baseline_id, &baseline_since),
         )?;
     }
     Ok(judge(&rp, &candidate, &baseline))
@@ -246,54 +264,84 @@ pub struct Step {
     /// advance, complete, abort, hold, wait.
     pub action: String,
     pub step: usize,
+    pub ring: usize,
     pub percent: f64,
     pub note: String,
     /// Whether a transition was written (false for waits, repeated holds, and lost races).
     pub changed: bool,
 }
 
-/// What an action writes: (event kind, state, step, note, whether the channel is released
-/// to the build, whether the step's clock restarts).
-fn planned(action: &Action, r: &RolloutRow) -> (&'static str, State, usize, String, bool, bool) {
+/// What an action writes.
+struct Plan {
+    /// The event's kind: wait, hold, advance, complete, abort.
+    kind: &'static str,
+    state: State,
+    step: usize,
+    ring: usize,
+    note: String,
+    /// The channel is released to the build.
+    release: bool,
+    /// The step's clock restarts.
+    restart: bool,
+}
+
+/// Where a rollout stands, in words: its ring (when it has rings), step and share.
+fn place(r: &RolloutRow, ring: usize, step: usize) -> String {
+    let at = format!(
+        "step {} of {}: {} % of sessions",
+        step + 1,
+        r.steps.len(),
+        r.steps.get(step).copied().unwrap_or(100.0)
+    );
+    if r.rings.is_empty() {
+        at
+    } else {
+        let name = super::ring_name(&r.rings, ring);
+        format!("ring {} of {} ({name}), {at}", ring + 1, r.rings.len() + 1)
+    }
+}
+
+fn planned(action: &Action, r: &RolloutRow) -> Plan {
+    let stay = |kind, state, note| Plan {
+        kind,
+        state,
+        step: r.step,
+        ring: r.ring,
+        note,
+        release: false,
+        restart: false,
+    };
     match action {
-        Action::Wait(why) => ("wait", State::Running, r.step, why.clone(), false, false),
-        Action::Hold(why) => (
-            "hold",
-            State::Running,
-            r.step,
-            format!("holding: {}", why.join("; ")),
-            false,
-            false,
-        ),
-        Action::Advance { to_step } => (
-            "advance",
-            State::Running,
-            *to_step,
-            format!(
-                "step {} of {}: {} % of sessions",
-                to_step + 1,
-                r.steps.len(),
-                r.steps[*to_step]
-            ),
-            false,
-            true,
-        ),
-        Action::Complete => (
-            "complete",
-            State::Completed,
-            r.step,
-            format!("completed: the build is channel {}'s build", r.channel),
-            true,
-            false,
-        ),
-        Action::Abort(why) => (
-            "abort",
-            State::Aborted,
-            r.step,
-            format!("aborted: {}", why.join("; ")),
-            false,
-            false,
-        ),
+        Action::Wait(why) => stay("wait", State::Running, why.clone()),
+        Action::Hold(why) => stay("hold", State::Running, format!("holding: {}", why.join("; "))),
+        Action::Advance { to_step } => Plan {
+            step: *to_step,
+            restart: true,
+            ..stay("advance", State::Running, place(r, r.ring, *to_step))
+        },
+        Action::NextRing { ring } => Plan {
+            step: 0,
+            ring: *ring,
+            restart: true,
+            ..stay("advance", State::Running, place(r, *ring, 0))
+        },
+        Action::Complete => Plan {
+            release: true,
+            ..stay(
+                "complete",
+                State::Completed,
+                format!("completed: the build is channel {}'s build", r.channel),
+            )
+        },
+        Action::Abort(why) => stay("abort", State::Aborted, format!("aborted: {}", why.join("; "))),
+    }
+}
+
+/// The last step of a ring, passed, starts the next ring when there is one.
+fn next_ring(action: Action, r: &RolloutRow) -> Action {
+    match action {
+        Action::Complete if r.ring < r.rings.len() => Action::NextRing { ring: r.ring + 1 },
+        other => other,
     }
 }
 
@@ -309,10 +357,18 @@ pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
         let elapsed = Duration::try_from(now.duration_since(started)).unwrap_or(Duration::ZERO);
         let rp = policy_of(policy, &r);
         let action = next_action(&j, r.step, r.steps.len(), elapsed, rp.bake);
-        let action = super::train::gate_on_approval(reg, &rp, &r, action).await?;
+        let action = super::train::gate_on_approval(reg, &rp, &r, next_ring(action, &r)).await?;
         let figures = serde_json::to_value(&j).expect("json");
         let target = format!("rollout {} ({} -> {})", r.id, r.build_id, r.channel);
-        let (kind, state, step, note, release, restart) = planned(&action, &r);
+        let Plan {
+            kind,
+            state,
+            step,
+            ring,
+            note,
+            release,
+            restart,
+        } = planned(&action, &r);
         // A wait changes nothing. A hold is an event once per reason; while it lasts, only the
         // note's figures are kept current (no event, no audit entry on every pass).
         let shape = |n: &str| n.chars().filter(|c| !c.is_ascii_digit()).collect::<String>();
@@ -339,6 +395,7 @@ pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
                     revision: r.revision,
                     state,
                     step,
+                    ring,
                     restart_step: restart,
                     note: &note,
                     kind,
@@ -360,6 +417,7 @@ pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
             channel: r.channel.clone(),
             action: kind.into(),
             step,
+            ring,
             percent: r.steps.get(step).copied().unwrap_or(100.0),
             note,
             changed,
@@ -395,6 +453,7 @@ pub async fn operate(reg: &Registry, which: Which<'_>, op: Op, who: Actor<'_>) -
             revision: r.revision,
             state,
             step: r.step,
+            ring: r.ring,
             // A resumed step bakes again from the start: the pause may have hidden a problem.
             restart_step: op == Op::Resume,
             note: &note,

@@ -84,6 +84,7 @@ pub async fn approve(reg: &Registry, policy: &Policy, which: Which<'_>, who: Act
             revision: r.revision,
             state: r.state,
             step: r.step,
+            ring: r.ring,
             restart_step: false,
             note: &note,
             kind: "approve",

@@ -23,6 +23,7 @@ pub fn started(r: &RolloutRow) -> Vec<String> {
             r.steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" → "),
             bake(r.bake_ms)
         ),
+        format!("  {}", clean(&r.note)),
         format!(
             "  canary serve judges it every --tick; `canary rollout status {}` shows it",
             r.id

@@ -34,6 +34,24 @@ fn basis_points(percent: f64) -> u32 {
     (percent.clamp(0.0, 100.0) * 100.0).round() as u32
 }
 
+/// One ring of a rollout: orgs that go through the steps together, before the next ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ring {
+    pub name: String,
+    pub orgs: BTreeSet<String>,
+}
+
+/// The ring an org is in: its position among `rings`, or `rings.len()` (everyone else) when it
+/// is in none.
+pub fn ring_of(rings: &[Ring], org: &str) -> usize {
+    rings.iter().position(|r| r.orgs.contains(org)).unwrap_or(rings.len())
+}
+
+/// A ring's name: its own, or `everyone else` for the last.
+pub fn ring_name(rings: &[Ring], ring: usize) -> &str {
+    rings.get(ring).map_or("everyone else", |r| r.name.as_str())
+}
+
 /// What a rollout's cohorts are drawn by.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -110,6 +128,8 @@ pub struct RolloutPolicy {
     pub approve_before: Vec<f64>,
     /// When set, a build green on the channel below starts its own rollout here.
     pub auto_after: Option<Train>,
+    /// Org groups that go through the steps one after another; orgs in none go last.
+    pub rings: Vec<Ring>,
 }
 
 /// `auto_after:` a build that has been the channel below's for `soak`, over at least
@@ -196,6 +216,7 @@ impl Default for RolloutPolicy {
             cohort_key: CohortKey::default(),
             approve_before: Vec::new(),
             auto_after: None,
+            rings: Vec::new(),
         }
     }
 }
@@ -601,7 +622,12 @@ pub enum Action {
     Advance {
         to_step: usize,
     },
-    /// The last step baked healthy: the build becomes the channel's.
+    /// The last step of a ring baked healthy and another ring follows: it starts at the first
+    /// step.
+    NextRing {
+        ring: usize,
+    },
+    /// The last step of the last ring baked healthy: the build becomes the channel's.
     Complete,
     /// Worse than the baseline: every session back to the baseline at once.
     Abort(Vec<String>),
@@ -631,6 +657,9 @@ pub struct ActiveRollout {
     pub step: usize,
     pub percent: f64,
     pub key: CohortKey,
+    /// The ring in progress, of `rings` (and everyone else after them).
+    pub ring: usize,
+    pub rings: Vec<Ring>,
 }
 
 /// What assignment reads, loaded from the registry and cached by `canary serve`.
@@ -744,6 +773,13 @@ pub fn assign_to(state: &FleetState, a: &Asking<'_>) -> Option<Assignment> {
             Source::Baseline
         };
         (b.clone(), source)
+    } else if ring_of(&r.rings, a.org) != r.ring {
+        // A ring that went through every step runs the candidate; one still to come, the baseline.
+        if ring_of(&r.rings, a.org) < r.ring {
+            (r.build.clone(), Source::Candidate)
+        } else {
+            (r.baseline.clone(), Source::Baseline)
+        }
     } else if in_cohort(key, r.percent) {
         (r.build.clone(), Source::Candidate)
     } else {
@@ -881,6 +917,45 @@ mod tests {
     }
 
     #[test]
+    fn rings_go_in_order_and_orgs_in_none_go_last() {
+        let id = |hex: &str| -> BuildId { format!("sha256:{hex}").parse().unwrap() };
+        let (base, cand) = (id("ba5e"), id("ca4d"));
+        let ring = |name: &str, org: &str| Ring {
+            name: name.into(),
+            orgs: [org.to_string()].into(),
+        };
+        let rings = vec![ring("internal", "canary-staff"), ring("free", "hobby")];
+        let mut s = FleetState::default();
+        s.channels.insert(Channel::stable(), base.clone());
+        let at = |ring: usize, percent: f64| ActiveRollout {
+            id: 1,
+            build: cand.clone(),
+            baseline: base.clone(),
+            step: 0,
+            percent,
+            key: CohortKey::Session,
+            ring,
+            rings: rings.clone(),
+        };
+        let build = |s: &FleetState, org: &str| assign(s, org, "s1").unwrap().build;
+        // The first ring at 100 %: its orgs run the candidate, the later rings do not.
+        s.rollouts.insert(Channel::stable(), at(0, 100.0));
+        assert_eq!(build(&s, "canary-staff"), cand);
+        assert_eq!(build(&s, "hobby"), base);
+        assert_eq!(build(&s, "acme"), base);
+        // Everyone else's turn at 0.01 %: the rings before run the candidate whatever the cohort.
+        s.rollouts.insert(Channel::stable(), at(2, 0.01));
+        assert_eq!(build(&s, "canary-staff"), cand);
+        assert_eq!(build(&s, "hobby"), cand);
+        let others = (0..1000)
+            .filter(|i| assign(&s, "acme", &format!("s{i}")).unwrap().build == cand)
+            .count();
+        assert!(others < 10, "{others}");
+        assert_eq!((ring_of(&rings, "hobby"), ring_of(&rings, "acme")), (1, 2));
+        assert_eq!(ring_name(&rings, 2), "everyone else");
+    }
+
+    #[test]
     fn steps_are_checked() {
         assert!(RolloutPolicy::check_steps(&[1.0, 10.0, 50.0, 100.0]).is_ok());
         for bad in [
@@ -914,6 +989,8 @@ mod tests {
                 step: 3,
                 percent: 100.0,
                 key: CohortKey::Conversation,
+                ring: 0,
+                rings: Vec::new(),
             },
         );
         let a = assign(&s, "anyone", "s1").unwrap();

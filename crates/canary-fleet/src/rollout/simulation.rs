@@ -5,19 +5,7 @@
 
 use super::stats::{self, Proportion};
 use super::{Figures, RolloutPolicy, Verdict, judge};
-
-/// SplitMix64: small, seedable, good enough for Bernoulli draws.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use crate::rng::SplitMix64 as Rng;
 
 /// One step's traffic: sessions per controller pass, the candidate's share, each side's failure
 /// rate, and the share of the candidate's sessions its runners never report.

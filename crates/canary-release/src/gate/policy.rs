@@ -78,6 +78,11 @@ pub struct RawRollout {
     /// `{channel: beta, soak: 24h, min_sessions: 1000}`.
     #[serde(default)]
     pub auto_after: Option<RawTrain>,
+    /// Org groups that go through the steps one after another, e.g.
+    /// `[{name: internal, orgs: [canary-staff]}, {name: free, orgs: [hobby-1, hobby-2]}]`; orgs
+    /// in none go last, as `everyone else`.
+    #[serde(default)]
+    pub rings: Option<Vec<RawRing>>,
     /// What cohorts are drawn by: `conversation` (default), `session` or `org`.
     #[serde(default)]
     pub cohort_key: Option<String>,
@@ -85,6 +90,14 @@ pub struct RawRollout {
     #[serde(default)]
     #[schemars(with = "Option<Vec<RawGuardrail>>")]
     pub guardrails: Option<Vec<Spanned<RawGuardrail>>>,
+}
+
+/// One of `rings:`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRing {
+    pub name: String,
+    pub orgs: Vec<String>,
 }
 
 /// `auto_after:` under a channel's `rollout:`.
@@ -386,6 +399,35 @@ fn train(
     Ok(())
 }
 
+/// `rings:` checked: named, each org in one ring, at most 10 rings of 1,000 orgs.
+fn checked_rings(raw: &[RawRing]) -> std::result::Result<Vec<crate::rollout::Ring>, String> {
+    if raw.len() > 10 {
+        return Err(format!("{} rings, more than 10", raw.len()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out: Vec<crate::rollout::Ring> = Vec::new();
+    for r in raw {
+        crate::gate::ops::check_name("ring", &r.name).map_err(|e| e.to_string())?;
+        if r.orgs.is_empty() || r.orgs.len() > 1000 {
+            return Err(format!("ring `{}` has {} orgs: 1 to 1000", r.name, r.orgs.len()));
+        }
+        for org in &r.orgs {
+            crate::gate::ops::check_name("org", org).map_err(|e| e.to_string())?;
+            if !seen.insert(org.clone()) {
+                return Err(format!("org `{org}` is in two rings"));
+            }
+        }
+        if out.iter().any(|o| o.name == r.name) {
+            return Err(format!("two rings are named `{}`", r.name));
+        }
+        out.push(crate::rollout::Ring {
+            name: r.name.clone(),
+            orgs: r.orgs.iter().cloned().collect(),
+        });
+    }
+    Ok(out)
+}
+
 /// `alerts:` checked: an http(s) webhook, a known format, a bounded time.
 fn alerts(raw: &RawAlerts) -> std::result::Result<crate::rollout::alerts::Alerts, String> {
     if !crate::webhook::is_http_url(&raw.webhook) {
@@ -548,6 +590,15 @@ fn rollout_policy(
             "write e.g. `auto_after: {channel: beta, soak: 24h, min_sessions: 1000}` and `approve_before: [50, 100]`",
         )
     })?;
+    if let Some(rings) = &raw.rings {
+        rollout.rings = checked_rings(rings).map_err(|e| {
+            at(
+                &r.referenced,
+                format!("channel `{name}`: rollout rings: {e}"),
+                "write e.g. `rings: [{name: internal, orgs: [canary-staff]}, {name: free, orgs: [hobby-1]}]`",
+            )
+        })?;
+    }
     if let Some(k) = &raw.cohort_key {
         rollout.cohort_key = k.parse().map_err(|e: String| {
             at(
@@ -687,6 +738,22 @@ mod tests {
                 "    guardrails:\n      - {metric: tokens_per_session, max_increase: -1}\n",
                 "max_increase must be 0 or more",
             ),
+            ("    cohort_key: user\n", "`user` is not session, conversation or org"),
+            ("    auto_after: {channel: stable}\n", "a channel cannot follow itself"),
+            (
+                "    auto_after: {channel: nightly}\n",
+                "channel `nightly` is not in this policy",
+            ),
+            (
+                "    approve_before: [0]\n",
+                "approve_before: 0 is not a step percentage",
+            ),
+            (
+                "    rings: [{name: a, orgs: [x]}, {name: b, orgs: [x]}]\n",
+                "org `x` is in two rings",
+            ),
+            ("    rings: [{name: a, orgs: []}]\n", "ring `a` has 0 orgs"),
+            ("    rings: [{name: 'a b', orgs: [x]}]\n", "ring"),
         ] {
             let e = Policy::parse("gate.yaml", &format!("{GATE}{bad}"))
                 .unwrap_err()
