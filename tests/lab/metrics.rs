@@ -3,8 +3,8 @@
 //! simulated fleet takes part in a rollout, and `promtool` checks the exposition.
 
 use crate::helpers::free_port;
-use crate::registry::{Backend, fresh};
-use crate::rollout::{GATE, canary, rt, runner_token, seed_build_id, serve, simulate};
+use crate::registry::Backend;
+use crate::rollout::{GATE, canary, rt, runner_token, serve, setup_with, simulate};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -80,19 +80,7 @@ fn urlencode(s: &str) -> String {
 fn prometheus_scrapes_the_rollout_and_fleet_metrics_with_an_operators_token() {
     let prometheus = tool("prometheus");
     let promtool = tool("promtool");
-    let reg = fresh(Backend::Sqlite);
-    let (_d, policy) = crate::helpers::write_temp("gate.yaml", GATE);
-    let (base, cand) = (
-        format!("sha256:{}", "a".repeat(64)),
-        format!("sha256:{}", "b".repeat(64)),
-    );
-    seed_build_id(&reg.url, &base, "pass");
-    seed_build_id(&reg.url, &cand, "pass");
-    canary(&reg)
-        .args(["promote", &base, "--channel", "stable"])
-        .arg_path_flag("--policy", &policy)
-        .run()
-        .code(0);
+    let (reg, _d, policy, _base, cand) = setup_with(Backend::Sqlite, GATE);
     // Issued before the control plane starts, which reads tokens at start and then now and then.
     let runner = runner_token(&reg, "r-metrics");
     let s = serve(&reg, &policy, free_port());

@@ -191,7 +191,7 @@ fn setup(b: Backend) -> (Fresh, tempfile::TempDir, std::path::PathBuf, String, S
     setup_with(b, GATE)
 }
 
-fn setup_with(b: Backend, gate: &str) -> (Fresh, tempfile::TempDir, std::path::PathBuf, String, String) {
+pub(crate) fn setup_with(b: Backend, gate: &str) -> (Fresh, tempfile::TempDir, std::path::PathBuf, String, String) {
     let reg = fresh(b);
     let (dir, policy) = write_temp("gate.yaml", gate);
     let base = seed_build(&reg.url, 'a', "pass");

@@ -42,8 +42,18 @@ pub fn rollout(r: &RolloutRow) -> Vec<String> {
             short(&r.baseline_id)
         ),
         format!(
-            "  {} at step {} of {} ({} % of sessions) since {}, bake {}, {} sessions per side",
+            "  {} {}at step {} of {} ({} % of sessions) since {}, bake {}, {} sessions per side",
             r.state.as_str(),
+            if r.rings.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "in ring {} of {} ({}) ",
+                    r.ring + 1,
+                    r.rings.len() + 1,
+                    clean(super::ring_name(&r.rings, r.ring))
+                )
+            },
             r.step + 1,
             r.steps.len(),
             r.percent(),
@@ -59,8 +69,13 @@ pub fn rollout(r: &RolloutRow) -> Vec<String> {
 /// timeline.
 pub fn status(r: &RolloutRow, now: &Judgement, events: &[RolloutEvent]) -> Vec<String> {
     let mut out = rollout(r);
+    let baseline_window = if r.percent() >= 100.0 {
+        "since the rollout started"
+    } else {
+        "this step"
+    };
     out.push(format!(
-        "  now: candidate {} sessions this step, baseline {} since the start",
+        "  now: candidate {} sessions this step, baseline {} {baseline_window}",
         now.candidate.sessions, now.baseline.sessions
     ));
     for c in &now.checks {
