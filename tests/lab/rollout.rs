@@ -804,6 +804,8 @@ fn rings_go_through_the_steps_one_after_another() {
         vec![&base],
         "the last ring runs the baseline while the first goes: {waiting}"
     );
+    let page = s.page("/");
+    assert!(page.contains(" · ring 1 of 2 (internal) · step 1 of 2"), "{page}");
     let mut st = status(&reg, &policy);
     for _ in 0..30 {
         if st["rollout"]["state"] != "running" {

@@ -88,6 +88,11 @@ fn rollout_sections(rollouts: &Value) -> Markup {
                         strong { "rollout " (r["id"]) } " · build " code { (short(s(r, "build_id"))) }
                         " → " (safe(s(r, "channel"))) " (baseline " code { (short(s(r, "baseline_id"))) } ") · "
                         span class={ "state-" (safe(s(r, "state"))) } { (safe(s(r, "state"))) }
+                        @if let Some(rings) = r["rings"].as_array().filter(|r| !r.is_empty()) {
+                            @let ring = r["ring"].as_u64().unwrap_or(0) as usize;
+                            " · ring " (ring + 1) " of " (rings.len() + 1) " ("
+                            (safe(rings.get(ring).and_then(|g| g["name"].as_str()).unwrap_or("everyone else"))) ")"
+                        }
                         " · step " (r["step"].as_u64().unwrap_or(0) + 1) " of " (r["steps"].as_array().map_or(0, |a| a.len()))
                         " · " (x["percent"]) " % of sessions"
                     }
@@ -106,7 +111,8 @@ fn rollout_sections(rollouts: &Value) -> Markup {
                             }
                         }
                         p { "candidate " (x["now"]["candidate"]["sessions"]) " sessions this step, baseline "
-                            (x["now"]["baseline"]["sessions"]) " since the start" }
+                            (x["now"]["baseline"]["sessions"])
+                            @if x["percent"].as_f64().unwrap_or(0.0) >= 100.0 { " since the rollout started" } @else { " this step" } }
                     }
                     details {
                         summary { "timeline (" (x["events"].as_array().map_or(0, |e| e.len())) ")" }
