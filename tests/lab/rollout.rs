@@ -691,7 +691,12 @@ fn a_build_green_on_beta_rolls_out_to_stable_by_itself_and_waits_for_approval_at
             .contains("go to 50 % (step 2 of 3): `canary rollout approve --channel stable`"),
         "{held}"
     );
-    // An operator approves (audited); approving it again is refused.
+    // An operator approves (audited); approving it again is refused. Paused meanwhile, so the
+    // controller does not move it on between the two.
+    canary(&reg)
+        .args(["rollout", "pause", "--channel", "stable"])
+        .run()
+        .code(0);
     canary(&reg)
         .args([
             "rollout",
@@ -712,6 +717,10 @@ fn a_build_green_on_beta_rolls_out_to_stable_by_itself_and_waits_for_approval_at
         .run()
         .code(1)
         .stderr_has("already approved");
+    canary(&reg)
+        .args(["rollout", "resume", "--channel", "stable"])
+        .run()
+        .code(0);
     let st = drive(&reg, &s, &policy, &["*=fail:0.01,latency:900"], 20);
     assert_eq!(st["rollout"]["state"], "completed", "{st}");
     assert!(kinds(&st).contains(&"approve@0".to_string()), "{st}");
