@@ -4,7 +4,7 @@
 //! failure rates and the alert outbox are read from the registry at each scrape, so every replica
 //! and a restarted one answer the same.
 
-use crate::registry::Registry;
+use crate::registry::{Registry, RolloutRow};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -141,14 +141,13 @@ fn process_part(m: &Metrics, e: &mut Exposition) {
     }
 }
 
-async fn rollout_part(reg: &Registry, e: &mut Exposition) -> crate::error::Result<()> {
-    let active = reg.rollouts(true, 100).await?;
+async fn rollout_part(reg: &Registry, active: &[RolloutRow], e: &mut Exposition) -> crate::error::Result<()> {
     e.family(
         "canary_rollout_step",
         "gauge",
         "The step (1-based) of each active rollout.",
     );
-    for r in &active {
+    for r in active {
         let id = r.id.to_string();
         let labels = [
             ("rollout", id.as_str()),
@@ -163,7 +162,7 @@ async fn rollout_part(reg: &Registry, e: &mut Exposition) -> crate::error::Resul
         "gauge",
         "The share of its channel's sessions each active rollout's candidate gets, in percent.",
     );
-    for r in &active {
+    for r in active {
         let id = r.id.to_string();
         let percent = r.steps.get(r.step).copied().unwrap_or(100.0);
         e.sample(
@@ -193,12 +192,17 @@ async fn rollout_part(reg: &Registry, e: &mut Exposition) -> crate::error::Resul
 
 /// The failure rate and sessions of every build a channel or an active rollout runs, over the
 /// last hour.
-async fn build_part(reg: &Registry, now: jiff::Timestamp, e: &mut Exposition) -> crate::error::Result<()> {
+async fn build_part(
+    reg: &Registry,
+    active: &[RolloutRow],
+    now: jiff::Timestamp,
+    e: &mut Exposition,
+) -> crate::error::Result<()> {
     let mut builds = std::collections::BTreeSet::new();
     builds.extend(reg.fleet_state().await?.channels.into_values());
-    for r in reg.rollouts(true, 100).await? {
-        builds.insert(r.build_id);
-        builds.insert(r.baseline_id);
+    for r in active {
+        builds.insert(r.build_id.clone());
+        builds.insert(r.baseline_id.clone());
     }
     let since = crate::registry::rollup_second(now - jiff::SignedDuration::from_hours(1));
     let mut figures = Vec::new();
@@ -236,8 +240,10 @@ async fn build_part(reg: &Registry, now: jiff::Timestamp, e: &mut Exposition) ->
 pub async fn render(m: &Metrics, reg: &Registry, now: jiff::Timestamp) -> crate::error::Result<String> {
     let mut e = Exposition::default();
     process_part(m, &mut e);
-    rollout_part(reg, &mut e).await?;
-    build_part(reg, now, &mut e).await?;
+    // The active rollouts, read once for both parts.
+    let active = reg.rollouts(true, 100).await?;
+    rollout_part(reg, &active, &mut e).await?;
+    build_part(reg, &active, now, &mut e).await?;
     Ok(e.finish())
 }
 

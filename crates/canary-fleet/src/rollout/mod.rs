@@ -727,21 +727,25 @@ pub fn assign(state: &FleetState, org: &str, session: &str) -> Option<Assignment
     )
 }
 
-/// The channel an org follows and its active rollout, if any.
+/// The channel an org follows (`stable` unless it says otherwise) and the build it is pinned to.
+fn channel_of(state: &FleetState, org: &str) -> (Channel, Option<BuildId>) {
+    state
+        .orgs
+        .get(org)
+        .cloned()
+        .unwrap_or_else(|| (Channel::stable(), None))
+}
+
+/// The active rollout of the channel an org follows, if any.
 pub fn rollout_of<'a>(state: &'a FleetState, org: &str) -> Option<&'a ActiveRollout> {
-    let channel = state.orgs.get(org).map_or_else(Channel::stable, |(c, _)| c.clone());
-    state.rollouts.get(&channel)
+    state.rollouts.get(&channel_of(state, org).0)
 }
 
 /// The build a session runs: a pin wins, then a freeze; during a rollout, a conversation keeps
 /// the build it was given while that build is still the rollout's candidate or baseline, and is
 /// otherwise placed by the rollout's cohort key.
 pub fn assign_to(state: &FleetState, a: &Asking<'_>) -> Option<Assignment> {
-    let (channel, pinned) = state
-        .orgs
-        .get(a.org)
-        .cloned()
-        .unwrap_or_else(|| (Channel::stable(), None));
+    let (channel, pinned) = channel_of(state, a.org);
     let fixed = |build, source| Assignment {
         build,
         channel: channel.clone(),
