@@ -43,12 +43,13 @@ canary *ARGS: build
     {{canary}} {{ARGS}}
 
 # The whole test suite (unit, CLI, real-Docker and registry tests on SQLite and PostgreSQL, the
-# dashboard in headless Chromium, /metrics scraped by a real Prometheus; scripts/chromium.sh and
-# scripts/prometheus.sh install them when missing).
+# dashboard in headless Chromium, /metrics scraped by a real Prometheus, OTLP through the rotel
+# collector; scripts/chromium.sh, scripts/prometheus.sh and scripts/rotel.sh install them when missing).
 [group('test')]
 test: setup
     scripts/chromium.sh >/dev/null
     scripts/prometheus.sh >/dev/null
+    scripts/rotel.sh >/dev/null
     cargo build --locked --workspace --bins
     CANARY_RUNNER_BUILT=1 CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo nextest run --locked --workspace --no-fail-fast {{ if env("CI", "") != "" { "--profile ci" } else { "" } }}
 
@@ -69,7 +70,7 @@ schemas:
     cargo run --locked -q --bin canary -- schema report --write docs/report.schema.json
 
 # Fuzz the parsers of untrusted input (suites, repo manifests, gate policies, heartbeats,
-# telemetry, the CLI adapters' line parsers) for SECONDS each; crashes land in .canary/fuzz/artifacts/.
+# telemetry, OTLP bodies, the CLI adapters' line parsers) for SECONDS each; crashes land in .canary/fuzz/artifacts/.
 [group('test')]
 fuzz SECONDS="60" *TARGETS:
     rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

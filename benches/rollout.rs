@@ -180,6 +180,7 @@ async fn decision(reg: Arc<Registry>, url: &str, label: &str, total: u64) {
                     tokens: 3000,
                     cost_micros: 40_000,
                     duration_ms: 60_000,
+                    usage_from_otel: false,
                 }
             })
             .collect();

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(suite repo_manifest gate_policy heartbeat telemetry adapters archive offer)
+[ ${#targets[@]} -gt 0 ] || targets=(suite repo_manifest gate_policy heartbeat telemetry otlp adapters archive offer)
 
 work=.canary/fuzz
 # put DIR FILE...: copies each file into DIR under a name that keeps its folder, so fixtures
@@ -41,6 +41,7 @@ s = {"runner": "r-1", "org": "acme", "session": "s-1", "build": "sha256:ab", "st
 out.joinpath("good.json").write_text(json.dumps({"sessions": [s, dict(s, session="s-2", outcome="disconnected", start_latency_ms=None)]}))
 PY
       ;;
+    otlp) put "$dir" tests/fixtures/otel/*.json tests/fixtures/otel/*.pb ;;
     archive)
       # Real wheels' shape: a CLI folder with a binary, a package file, a dist-info record.
       python3 - "$dir" <<'PY'

@@ -10,7 +10,7 @@ pub use canary_runner::{archive, bounds, compat, error, forge, fsutil, runner, s
 // The lab stage's crate, at the paths the rest has always used.
 pub use canary_lab::{builds, engine, images, lab, progress, providers, report, repos, suite, view};
 // The fleet's pure rules and the registry that stores everything, likewise.
-pub use canary_fleet::{telemetry, tokens};
+pub use canary_fleet::{otlp, telemetry, tokens};
 pub use canary_registry as registry;
 // The release side: canary.yaml, gate, org policies, upstream, pipeline, matrix, sweeps.
 pub use canary_release::{config, drift, gate, matrix, orgs, pipeline, run, status, sweeps, upstream, webhook};

@@ -24,6 +24,7 @@ mod helpers;
 mod hostile;
 mod metrics;
 mod names;
+mod otlp;
 mod real_cli;
 mod registry;
 mod rollout;

@@ -756,6 +756,7 @@ fn healthy(reg: &canary::registry::Registry, build: &str, prefix: &str, n: usize
             tokens: 1000,
             cost_micros: 10_000,
             duration_ms: 60_000,
+            usage_from_otel: false,
         })
         .collect();
     rt().block_on(reg.ingest(&sessions, jiff::Timestamp::now())).unwrap();

@@ -95,6 +95,11 @@ pub const TELEMETRY: Rate = Rate {
     per_second: 20.0,
     burst: 40.0,
 };
+/// The CLIs' own OpenTelemetry: each session's exporter sends every few seconds.
+pub const OTLP: Rate = Rate {
+    per_second: 100.0,
+    burst: 400.0,
+};
 pub const HEARTBEAT: Rate = Rate {
     per_second: 1.0,
     burst: 10.0,
@@ -229,6 +234,7 @@ mod tests {
             tokens: 0,
             cost_micros: 0,
             duration_ms: 0,
+            usage_from_otel: false,
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), Histogram>>,
     sessions: AtomicU64,
     batches: AtomicU64,
+    /// (signal, result) → OTLP log records or metric points.
+    otlp: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -50,6 +52,17 @@ impl Metrics {
     pub fn ingested(&self, new: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.sessions.fetch_add(new as u64, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// OTLP items of `signal` (`logs`, `metrics`) received, by what became of them: `accepted`
+    /// (new), `duplicate` (taken before) or `rejected`.
+    pub fn otlp(&self, signal: &'static str, counts: [(&'static str, u64); 3]) {
+        let mut all = self.otlp.lock().expect("metrics lock");
+        for (result, n) in counts {
+            *all.entry((signal, result)).or_default() += n;
+        }
     }
 }
 
@@ -120,6 +133,18 @@ fn process_part(m: &Metrics, e: &mut Exposition) {
         &[],
         m.batches.load(Ordering::Relaxed) as f64,
     );
+    e.family(
+        "canary_otlp_items_total",
+        "counter",
+        "OpenTelemetry the CLIs exported to /otlp: log records and metric points by result (accepted: new; duplicate: taken before; rejected: no session of the sender's, or out of bounds).",
+    );
+    for ((signal, result), n) in m.otlp.lock().expect("metrics lock").iter() {
+        e.sample(
+            "canary_otlp_items_total",
+            &[("signal", signal), ("result", result)],
+            *n as f64,
+        );
+    }
     e.family(
         "canary_http_request_duration_seconds",
         "histogram",

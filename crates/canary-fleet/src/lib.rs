@@ -6,6 +6,7 @@
 pub use canary_contract::text;
 pub use canary_runner::error;
 
+pub mod otlp;
 pub mod rng;
 pub mod rollout;
 pub mod telemetry;

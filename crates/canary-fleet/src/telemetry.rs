@@ -46,12 +46,20 @@ pub struct SessionReport {
     #[serde(default)]
     pub start_latency_ms: Option<u64>,
     pub outcome: SessionEnd,
-    pub commands: u64,
-    pub commands_failed: u64,
-    pub approvals: u64,
+    /// The usage figures (`commands`, `commands_failed`, `approvals`, `tokens`, `cost_usd`):
+    /// all given, or all left out, in which case the control plane takes them from the CLI's
+    /// own OpenTelemetry events for the session (`/otlp/v1/logs`).
+    #[serde(default)]
+    pub commands: Option<u64>,
+    #[serde(default)]
+    pub commands_failed: Option<u64>,
+    #[serde(default)]
+    pub approvals: Option<u64>,
     pub approval_wait_ms: u64,
-    pub tokens: u64,
-    pub cost_usd: f64,
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
     pub duration_ms: u64,
 }
 
@@ -80,6 +88,9 @@ pub struct Session {
     pub tokens: i64,
     pub cost_micros: i64,
     pub duration_ms: i64,
+    /// The report left its usage out: `commands`, `commands_failed`, `approvals`, `tokens` and
+    /// `cost_micros` are zero until filled from the session's OpenTelemetry ([`fill_usage`]).
+    pub usage_from_otel: bool,
 }
 
 /// Why a batch was refused: the first bad session and field, so the runner's log says which.
@@ -160,14 +171,22 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
                 "is null for an ok session: a session that never started cannot end ok".into(),
             ));
         }
-        if s.commands_failed > s.commands {
+        let usage_from_otel = usage_left_out(&s).map_err(|field| {
+            bad(
+                field,
+                "is left out while other usage figures are given: send all of commands, commands_failed, approvals, tokens and cost_usd, or none (to take them from the CLI's OpenTelemetry)".into(),
+            )
+        })?;
+        let (commands, commands_failed) = (s.commands.unwrap_or(0), s.commands_failed.unwrap_or(0));
+        if commands_failed > commands {
             return Err(bad(
                 "commands_failed",
-                format!("{} failed of {} commands", s.commands_failed, s.commands),
+                format!("{commands_failed} failed of {commands} commands"),
             ));
         }
-        if !(s.cost_usd.is_finite() && (0.0..=10_000.0).contains(&s.cost_usd)) {
-            return Err(bad("cost_usd", format!("{} is not between 0 and 10000", s.cost_usd)));
+        let cost_usd = s.cost_usd.unwrap_or(0.0);
+        if !(cost_usd.is_finite() && (0.0..=10_000.0).contains(&cost_usd)) {
+            return Err(bad("cost_usd", format!("{cost_usd} is not between 0 and 10000")));
         }
         out.push(Session {
             runner: s.runner,
@@ -177,16 +196,48 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
             started_at: canary_contract::time::format_ts(started),
             start_latency_ms: s.start_latency_ms.map(|v| v as i64),
             outcome: s.outcome,
-            commands: s.commands as i64,
-            commands_failed: s.commands_failed as i64,
-            approvals: s.approvals as i64,
+            commands: commands as i64,
+            commands_failed: commands_failed as i64,
+            approvals: s.approvals.unwrap_or(0) as i64,
             approval_wait_ms: s.approval_wait_ms as i64,
-            tokens: s.tokens as i64,
-            cost_micros: (s.cost_usd * 1e6).round() as i64,
+            tokens: s.tokens.unwrap_or(0) as i64,
+            cost_micros: (cost_usd * 1e6).round() as i64,
             duration_ms: s.duration_ms as i64,
+            usage_from_otel,
         });
     }
     Ok(out)
+}
+
+/// Whether a report leaves its usage figures out (all of them), or the first one left out of
+/// some.
+fn usage_left_out(s: &SessionReport) -> Result<bool, &'static str> {
+    let given = [
+        ("commands", s.commands.is_some()),
+        ("commands_failed", s.commands_failed.is_some()),
+        ("approvals", s.approvals.is_some()),
+        ("tokens", s.tokens.is_some()),
+        ("cost_usd", s.cost_usd.is_some()),
+    ];
+    match given.iter().filter(|(_, g)| *g).count() {
+        0 => Ok(true),
+        5 => Ok(false),
+        _ => Err(given
+            .iter()
+            .find(|(_, g)| !g)
+            .map(|(f, _)| *f)
+            .expect("one is left out")),
+    }
+}
+
+/// Fills a session whose report left its usage out with what the CLI's OpenTelemetry said.
+pub fn fill_usage(s: &mut Session, u: &crate::otlp::Usage) {
+    let n = |v: u64| v.min(i64::MAX as u64) as i64;
+    s.commands = n(u.commands);
+    s.commands_failed = n(u.commands_failed.min(u.commands));
+    s.approvals = n(u.approvals);
+    s.tokens = n(u.tokens);
+    s.cost_micros = n(u.cost_micros);
 }
 
 /// One session's ids (its build a build id), org, start time (within `window`) and numbers (within [`LIMITS`]);
@@ -235,11 +286,11 @@ fn check_session(
     }
     let numbers = [
         s.start_latency_ms.unwrap_or(0),
-        s.commands,
-        s.commands_failed,
-        s.approvals,
+        s.commands.unwrap_or(0),
+        s.commands_failed.unwrap_or(0),
+        s.approvals.unwrap_or(0),
         s.approval_wait_ms,
-        s.tokens,
+        s.tokens.unwrap_or(0),
         s.duration_ms,
     ];
     for ((field, max), v) in LIMITS.iter().zip(numbers) {

@@ -196,6 +196,7 @@ impl Registry {
         let r = self
             .exec(sqlx::query("DELETE FROM session_assignments WHERE assigned_at < $1").bind(super::format_ts(before)))
             .await?;
+        self.prune_otel(&super::format_ts(before)).await?;
         Ok(r.rows_affected())
     }
 

@@ -6,7 +6,7 @@
 
 // The layers below, at the paths this crate's modules have always used.
 use canary_contract::text;
-use canary_fleet::{rollout, telemetry, tokens};
+use canary_fleet::{otlp, rollout, telemetry, tokens};
 use canary_lab::{builds, report};
 use canary_runner::{error, fsutil, runner};
 
@@ -18,6 +18,7 @@ mod evidence;
 mod fleet;
 mod inventories;
 mod notices;
+mod otel;
 mod queries;
 mod record;
 mod recorder;
@@ -30,6 +31,7 @@ pub use authority::*;
 pub use evidence::{CellEvidence, required_cells};
 pub use fleet::*;
 pub use notices::*;
+pub use otel::OtelSession;
 pub use queries::*;
 pub use record::*;
 pub use recorder::Recorder;

@@ -1,6 +1,9 @@
-//! The control plane's runner endpoints, served by `canary serve`: assignment, telemetry and
-//! heartbeats, each behind a runner's bearer token; and the rollout controller's loop. What
-//! assignment and authentication read is cached for a second, so a request costs no query.
+//! The control plane's runner endpoints, served by `canary serve`: assignment, telemetry,
+//! heartbeats and the CLIs' own OpenTelemetry (`otlp`), each behind a runner's bearer token; and
+//! the rollout controller's loop. What assignment and authentication read is cached for a
+//! second, so a request costs no query.
+
+pub mod otlp;
 
 use crate::authority::RefusalKind;
 use crate::registry::Registry;
@@ -152,7 +155,7 @@ impl ControlPlane {
 
     /// The runner a request's token speaks for, or the response refusing it. Operators' tokens
     /// never speak for a runner.
-    async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Response> {
+    pub(crate) async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Response> {
         let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
             return Err(unauthorized(
                 "no bearer token: send `Authorization: Bearer <token>` (canary tokens create --runner ID --org ORG)",
@@ -181,7 +184,12 @@ impl ControlPlane {
 
     /// Takes one call of `endpoint` from the caller's budget; when it is spent, the 429 to
     /// answer (nothing written).
-    fn limit(&self, caller: &Caller, endpoint: &'static str, rate: crate::authority::Rate) -> Option<Response> {
+    pub(crate) fn limit(
+        &self,
+        caller: &Caller,
+        endpoint: &'static str,
+        rate: crate::authority::Rate,
+    ) -> Option<Response> {
         self.limiter
             .take(&caller.hash, endpoint, rate, Instant::now())
             .err()
@@ -220,7 +228,7 @@ impl ControlPlane {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": crate::text::clean(message)}))).into_response()
 }
 
@@ -231,7 +239,7 @@ fn unauthorized(message: &str) -> Response {
     r
 }
 
-fn unavailable(e: crate::error::LabError) -> Response {
+pub(crate) fn unavailable(e: crate::error::LabError) -> Response {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         &format!("the registry could not answer: {e}"),
@@ -259,8 +267,8 @@ pub struct AssignmentQuery {
 }
 
 /// Whom a runner endpoint's request speaks for.
-struct Caller {
-    runner: String,
+pub(crate) struct Caller {
+    pub(crate) runner: String,
     orgs: BTreeSet<String>,
     /// The token's hash: what rate limits are kept by.
     hash: String,
@@ -403,7 +411,7 @@ pub async fn telemetry(State(cp): State<ControlPlane>, headers: HeaderMap, body:
         return resp;
     }
     let now = jiff::Timestamp::now();
-    let sessions = match crate::telemetry::parse_batch(&body, now) {
+    let mut sessions = match crate::telemetry::parse_batch(&body, now) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
     };
@@ -429,6 +437,9 @@ pub async fn telemetry(State(cp): State<ControlPlane>, headers: HeaderMap, body:
         }
         Ok(None) => {}
         Err(e) => return unavailable(e),
+    }
+    if let Err(resp) = otlp::fill_usage(&cp, &caller.runner, &mut sessions).await {
+        return resp;
     }
     match cp.reg.ingest(&sessions, now).await {
         Ok(new) => {
@@ -806,6 +817,14 @@ pub fn router(cp: ControlPlane) -> axum::Router {
         .route(
             "/v1/heartbeats",
             post(heartbeat).layer(DefaultBodyLimit::max(crate::heartbeat::MAX_BODY)),
+        )
+        .route(
+            "/otlp/v1/logs",
+            post(otlp::logs).layer(DefaultBodyLimit::max(otlp::MAX_BODY)),
+        )
+        .route(
+            "/otlp/v1/metrics",
+            post(otlp::metrics).layer(DefaultBodyLimit::max(otlp::MAX_BODY)),
         )
         .route("/v1/updates", get(updates))
         .route(
