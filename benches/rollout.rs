@@ -70,9 +70,15 @@ async fn ingest_http(reg: Arc<Registry>, label: &str) {
     for r in 0..runners {
         let runner = format!("bench-{r}");
         for n in 0..batches_each * 1000 {
-            reg.record_assignment(&runner, &format!("{runner}-{n}"), "acme", &b_id, jiff::Timestamp::now())
-                .await
-                .unwrap();
+            reg.record_assignment(
+                &runner,
+                &format!("{runner}-{n}"),
+                "acme",
+                (&b_id, COHORT),
+                jiff::Timestamp::now(),
+            )
+            .await
+            .unwrap();
         }
     }
     let client = reqwest::Client::new();
@@ -120,6 +126,9 @@ async fn ingest_http(reg: Arc<Registry>, label: &str) {
 
 /// The sample-ratio guard's counts for a day of assignments: one row per build and second, as
 /// `/v1/assignment` and ingest leave them (the bench's sessions are ingested without assignment).
+/// The cohort label of the rollout the decisions judge (rollout 1, its first ring).
+const COHORT: &str = "1:0";
+
 async fn seed_assignment_rollups(url: &str, builds: &[&str], t0: jiff::Timestamp) {
     sqlx::any::install_default_drivers();
     let url = if url.contains("://") {
@@ -134,11 +143,11 @@ async fn seed_assignment_rollups(url: &str, builds: &[&str], t0: jiff::Timestamp
                 .iter()
                 .map(|i| {
                     let second = (t0 + jiff::SignedDuration::from_secs(*i)).strftime("%Y-%m-%dT%H:%M:%S");
-                    format!("('{b}', '{second}', 12, 11)")
+                    format!("('{b}', '{COHORT}', '{second}', 12, 11)")
                 })
                 .collect();
             let sql = format!(
-                "INSERT INTO assignment_rollups (build_id, second, assigned, reported) VALUES {}",
+                "INSERT INTO assignment_rollups (build_id, cohort, second, assigned, reported) VALUES {}",
                 values.join(",")
             );
             sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
@@ -181,6 +190,9 @@ async fn decision(reg: Arc<Registry>, url: &str, label: &str, total: u64) {
                     cost_micros: 40_000,
                     duration_ms: 60_000,
                     usage_from_otel: false,
+                    // One session in ten is of an org outside the rollout (pinned, frozen,
+                    // another ring): the decision reads past it.
+                    cohort: if n % 10 == 5 { String::new() } else { COHORT.into() },
                 }
             })
             .collect();
@@ -236,18 +248,18 @@ async fn decide(
     for _ in 0..20 {
         let s = Instant::now();
         let (mut c, mut b, c_arm, b_arm) = tokio::try_join!(
-            reg.figures(cand, since),
-            reg.figures(base, since),
-            reg.assigned_and_reported(cand, since, settled),
-            reg.assigned_and_reported(base, since, settled),
+            reg.figures(cand, Some(COHORT), since),
+            reg.figures(base, Some(COHORT), since),
+            reg.assigned_and_reported(cand, Some(COHORT), since, settled),
+            reg.assigned_and_reported(base, Some(COHORT), since, settled),
         )
         .unwrap();
         (c.assigned, c.reported) = c_arm;
         (b.assigned, b.reported) = b_arm;
         if !policy.guardrails.is_empty() {
             tokio::try_join!(
-                reg.add_guardrail_sums(&mut c, cand, since),
-                reg.add_guardrail_sums(&mut b, base, since)
+                reg.add_guardrail_sums(&mut c, cand, Some(COHORT), since),
+                reg.add_guardrail_sums(&mut b, base, Some(COHORT), since)
             )
             .unwrap();
         }

@@ -495,12 +495,13 @@ fn the_example_workflow_runs_the_pipeline_as_a_ci_job_does() {
 }
 
 /// The release engineer's journey, as one story: a new upstream version is judged by the
-/// pipeline and lands on beta; `canary status` shows it; it is rolled out on stable through
-/// `canary serve`, and the dashboard shows the rollout; the fleet's telemetry turns bad, the
+/// pipeline and lands on beta; `canary status` shows it; once beta's fleet has run it, stable's
+/// train starts its rollout through `canary serve` with no command typed, and it reaches 1 % of
+/// stable's sessions; the dashboard shows the rollout; the fleet's telemetry turns bad, the
 /// rollout is aborted and stable is back on its build; the engineer rolls beta back too.
 #[test]
-fn a_release_engineer_takes_a_new_version_to_stable_and_back_on_a_bad_signal() {
-    use crate::rollout::{GATE, canary, channel_build, drive, serve};
+fn a_new_upstream_version_reaches_stable_by_itself_and_goes_back_on_a_bad_signal() {
+    use crate::rollout::{GATE, canary, channel_build, drive, serve, simulate};
     require_lab();
     let (url, upstream) = start();
     let dir = tempfile::tempdir().unwrap();
@@ -513,7 +514,14 @@ fn a_release_engineer_takes_a_new_version_to_stable_and_back_on_a_bad_signal() {
     )
     .unwrap();
     let policy = dir.path().join("gate.yaml");
-    std::fs::write(&policy, GATE).unwrap();
+    // Stable follows beta: a build beta's fleet ran for a second over 400 sessions (all those
+    // the test runs there) starts its own rollout on stable.
+    let train = GATE.replace(
+        "    bake: 1s\n",
+        "    bake: 1s\n    auto_after: {channel: beta, soak: 1s, min_sessions: 400}\n",
+    );
+    assert_ne!(train, GATE);
+    std::fs::write(&policy, train).unwrap();
     let reg = crate::registry::fresh(crate::registry::Backend::Sqlite);
     let judge = || {
         canary(&reg)
@@ -534,7 +542,7 @@ fn a_release_engineer_takes_a_new_version_to_stable_and_back_on_a_bad_signal() {
             .unwrap_or_default()
     };
 
-    // Stable runs the first release the pipeline judged.
+    // Stable runs the first release the pipeline judged; org beta-org follows beta.
     assert_eq!(judge()["verdicts"][0]["status"], "green");
     let first = beta();
     canary(&reg)
@@ -542,6 +550,11 @@ fn a_release_engineer_takes_a_new_version_to_stable_and_back_on_a_bad_signal() {
         .arg_path_flag("--policy", &policy)
         .run()
         .code(0);
+    canary(&reg)
+        .args(["pin", "--org", "beta-org", "--channel", "beta"])
+        .run()
+        .code(0);
+    let s = serve(&reg, &policy, crate::helpers::free_port());
     // A new version upstream: judged, green, on beta; status says so.
     upstream.released.store(true, Ordering::SeqCst);
     let v = judge()["verdicts"][0].clone();
@@ -554,14 +567,33 @@ fn a_release_engineer_takes_a_new_version_to_stable_and_back_on_a_bad_signal() {
     assert_ne!(candidate, first, "beta moved to the new build");
     assert_eq!(channel_build(&reg), first, "stable still runs the first");
 
-    // Rolled out on stable; the dashboard shows the rollout running.
-    let s = serve(&reg, &policy, crate::helpers::free_port());
-    canary(&reg)
-        .args(["rollout", "start", &candidate, "--channel", "stable", "--bake", "1h"])
-        .arg_path_flag("--policy", &policy)
-        .run()
-        .code(0)
-        .stdout_has("started");
+    // Beta's fleet runs it; nobody types a command: the train starts stable's rollout, and the
+    // candidate takes about 1 % of stable's sessions.
+    let ran = simulate(&reg, &s, 400, &["*=fail:0.01,latency:900"], &["beta-org"]);
+    assert_eq!(ran["by_build"][&candidate]["sessions"], 400, "{ran}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let started = loop {
+        let list = canary(&reg).args(["rollout", "list", "--json"]).run().code(0).json();
+        if let Some(r) = list.as_array().unwrap().iter().find(|r| r["channel"] == "stable") {
+            break r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the train never started the rollout"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(
+        (started["actor"].as_str(), started["build_id"].as_str()),
+        (Some("rollout-train"), Some(candidate.as_str())),
+        "{started}"
+    );
+    let stable = simulate(&reg, &s, 6000, &["*=fail:0.01,latency:900"], &["acme", "globex"]);
+    let on_candidate = stable["by_build"][&candidate]["sessions"].as_u64().unwrap_or(0);
+    assert!(
+        (15..=120).contains(&on_candidate),
+        "{on_candidate} of 6000 stable sessions at the 1 % step: {stable}"
+    );
     let short = &candidate["sha256:".len().."sha256:".len() + 12];
     let running = s.page("/");
     assert!(

@@ -401,6 +401,49 @@ fn a_build_failing_a_fifth_of_its_sessions_is_rolled_back_at_the_first_step() {
     assert!(page.contains("aborted: failure rate"), "{page}");
 }
 
+/// Candidate and baseline are drawn from the orgs the rollout judges: an org on beta, which runs
+/// the candidate already, failing half its sessions and a frozen org
+/// whose baseline sessions fail as badly count on neither side, so a healthy candidate moves on.
+/// Before cohorts, the pinned org's failures were the candidate's and aborted it.
+#[test]
+fn sessions_of_pinned_and_frozen_orgs_count_on_neither_side() {
+    let (reg, _d, policy, base, cand) = setup(Backend::Sqlite);
+    // Org early follows beta, which runs the candidate already.
+    canary(&reg)
+        .args(["promote", &cand, "--channel", "beta"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    canary(&reg)
+        .args(["pin", "--org", "early", "--channel", "beta"])
+        .run()
+        .code(0);
+    canary(&reg).args(["freeze", "--org", "frozen"]).run().code(0);
+    let s = serve(&reg, &policy, free_port());
+    canary(&reg)
+        .args(["rollout", "start", &cand, "--channel", "stable", "--bake", "3s"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    std::thread::sleep(Duration::from_millis(1200));
+    let outside = simulate(&reg, &s, 600, &["*=fail:0.5,latency:900"], &["early", "frozen"]);
+    assert_eq!(outside["by_build"][&cand]["sessions"], 300, "{outside}");
+    assert_eq!(outside["by_build"][&base]["sessions"], 300, "{outside}");
+    assert!(
+        outside["by_build"][&cand]["failed"].as_u64().unwrap() > 100,
+        "{outside}"
+    );
+    let st = drive(&reg, &s, &policy, &["*=fail:0.01,latency:900"], 20);
+    assert!(
+        st["rollout"]["state"] == "completed" || st["rollout"]["step"].as_u64() >= Some(1),
+        "the candidate moved on: {st}"
+    );
+    assert!(
+        !kinds(&st).iter().any(|k| k.starts_with("abort")),
+        "never aborted: {st}"
+    );
+}
+
 #[test]
 fn a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard_sqlite() {
     a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard(Backend::Sqlite);
@@ -738,7 +781,8 @@ fn status_of(reg: &Fresh) -> Option<serde_json::Value> {
         .map(|r| serde_json::json!({"rollout": r}))
 }
 
-/// Healthy sessions of `build`, stored as telemetry that arrived now.
+/// Healthy sessions of `build`, stored as telemetry that arrived now, in the comparison of the
+/// first rollout's first ring.
 fn healthy(reg: &canary::registry::Registry, build: &str, prefix: &str, n: usize) {
     let sessions: Vec<canary::telemetry::Session> = (0..n)
         .map(|i| canary::telemetry::Session {
@@ -757,6 +801,7 @@ fn healthy(reg: &canary::registry::Registry, build: &str, prefix: &str, n: usize
             cost_micros: 10_000,
             duration_ms: 60_000,
             usage_from_otel: false,
+            cohort: canary::rollout::cohort_label(1, 0),
         })
         .collect();
     rt().block_on(reg.ingest(&sessions, jiff::Timestamp::now())).unwrap();

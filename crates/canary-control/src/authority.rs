@@ -235,6 +235,7 @@ mod tests {
             cost_micros: 0,
             duration_ms: 0,
             usage_from_otel: false,
+            cohort: String::new(),
         }
     }
 
@@ -246,6 +247,7 @@ mod tests {
             Assigned {
                 org: "acme".into(),
                 build: "sha256:b1".into(),
+                cohort: String::new(),
             },
         )]
         .into();

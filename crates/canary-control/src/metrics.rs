@@ -232,7 +232,7 @@ async fn build_part(
     let since = crate::registry::rollup_second(now - jiff::SignedDuration::from_hours(1));
     let mut figures = Vec::new();
     for b in &builds {
-        figures.push((b, reg.figures(b, &since).await?));
+        figures.push((b, reg.figures(b, None, &since).await?));
     }
     e.family(
         "canary_build_sessions_last_hour",

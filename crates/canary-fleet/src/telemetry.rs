@@ -91,6 +91,9 @@ pub struct Session {
     /// The report left its usage out: `commands`, `commands_failed`, `approvals`, `tokens` and
     /// `cost_micros` are zero until filled from the session's OpenTelemetry ([`fill_usage`]).
     pub usage_from_otel: bool,
+    /// The comparison its assignment put it in (`rollout::cohort_label`), or `""`: set by the
+    /// control plane from the recorded assignment, never by the runner.
+    pub cohort: String,
 }
 
 /// Why a batch was refused: the first bad session and field, so the runner's log says which.
@@ -171,23 +174,8 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
                 "is null for an ok session: a session that never started cannot end ok".into(),
             ));
         }
-        let usage_from_otel = usage_left_out(&s).map_err(|field| {
-            bad(
-                field,
-                "is left out while other usage figures are given: send all of commands, commands_failed, approvals, tokens and cost_usd, or none (to take them from the CLI's OpenTelemetry)".into(),
-            )
-        })?;
-        let (commands, commands_failed) = (s.commands.unwrap_or(0), s.commands_failed.unwrap_or(0));
-        if commands_failed > commands {
-            return Err(bad(
-                "commands_failed",
-                format!("{commands_failed} failed of {commands} commands"),
-            ));
-        }
-        let cost_usd = s.cost_usd.unwrap_or(0.0);
-        if !(cost_usd.is_finite() && (0.0..=10_000.0).contains(&cost_usd)) {
-            return Err(bad("cost_usd", format!("{cost_usd} is not between 0 and 10000")));
-        }
+        let (usage_from_otel, (commands, commands_failed), cost_usd) =
+            check_usage(&s).map_err(|(field, message)| bad(field, message))?;
         out.push(Session {
             runner: s.runner,
             org: s.org,
@@ -204,9 +192,33 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
             cost_micros: (cost_usd * 1e6).round() as i64,
             duration_ms: s.duration_ms as i64,
             usage_from_otel,
+            cohort: String::new(),
         });
     }
     Ok(out)
+}
+
+/// A field at fault, and why.
+type FieldError = (&'static str, String);
+
+/// A report's usage figures: whether they are left out (for the CLI's OpenTelemetry), the
+/// commands run and failed, and the cost; or the field at fault and why.
+fn check_usage(s: &SessionReport) -> Result<(bool, (u64, u64), f64), FieldError> {
+    let left_out = usage_left_out(s).map_err(|field| {
+        (
+            field,
+            "is left out while other usage figures are given: send all of commands, commands_failed, approvals, tokens and cost_usd, or none (to take them from the CLI's OpenTelemetry)".to_string(),
+        )
+    })?;
+    let (commands, failed) = (s.commands.unwrap_or(0), s.commands_failed.unwrap_or(0));
+    if failed > commands {
+        return Err(("commands_failed", format!("{failed} failed of {commands} commands")));
+    }
+    let cost_usd = s.cost_usd.unwrap_or(0.0);
+    if !(cost_usd.is_finite() && (0.0..=10_000.0).contains(&cost_usd)) {
+        return Err(("cost_usd", format!("{cost_usd} is not between 0 and 10000")));
+    }
+    Ok((left_out, (commands, failed), cost_usd))
 }
 
 /// Whether a report leaves its usage figures out (all of them), or the first one left out of
@@ -393,12 +405,13 @@ pub fn quantile(hist: &BTreeMap<i64, i64>, q: f64) -> Option<u64> {
 }
 
 /// Per build: the sums and the `start` / `approval` histograms of a set of sessions.
-pub type Rollup = BTreeMap<BuildId, (Sums, BTreeMap<(&'static str, i64), i64>)>;
+/// Sums and histograms per (build, cohort).
+pub type Rollup = BTreeMap<(BuildId, String), (Sums, BTreeMap<(&'static str, i64), i64>)>;
 
 pub fn rollup<'a>(sessions: impl IntoIterator<Item = &'a Session>) -> Rollup {
     let mut out: Rollup = BTreeMap::new();
     for s in sessions {
-        let (sums, hist) = out.entry(s.build.clone()).or_default();
+        let (sums, hist) = out.entry((s.build.clone(), s.cohort.clone())).or_default();
         sums.add(s);
         if let Some(l) = s.start_latency_ms {
             *hist.entry(("start", hist_bucket(l))).or_default() += 1;
@@ -528,7 +541,7 @@ mod tests {
             })
             .collect();
         let r = rollup(&sessions);
-        let (sums, hist) = &r["sha256:ab"];
+        let (sums, hist) = &r[&("sha256:ab".parse().unwrap(), String::new())];
         assert_eq!(sums.sessions, 1000);
         let start: BTreeMap<i64, i64> = hist
             .iter()

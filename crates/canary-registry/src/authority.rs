@@ -21,11 +21,16 @@ pub struct TokenRow {
     pub revoked_at: Option<String>,
 }
 
+/// Sessions assigned are counted by build, cohort and rollup second.
+pub type AssignedKey = (BuildId, String, String);
+
 /// What a session was assigned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assigned {
     pub org: String,
     pub build: String,
+    /// The rollout comparison the session counts in (`rollout::cohort_label`), or `""`.
+    pub cohort: String,
 }
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>>(
@@ -146,20 +151,21 @@ impl Registry {
         runner: &str,
         session: &str,
         org: &str,
-        build: &BuildId,
+        (build, cohort): (&BuildId, &str),
         at: jiff::Timestamp,
     ) -> Result<()> {
         let _queued = self.queue_writer().await;
         self.exec(
             sqlx::query(
-                "INSERT INTO session_assignments (runner, session, org, build_id, assigned_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (runner, session) DO UPDATE SET org = excluded.org, build_id = excluded.build_id, assigned_at = excluded.assigned_at",
+                "INSERT INTO session_assignments (runner, session, org, build_id, assigned_at, cohort) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (runner, session) DO UPDATE SET org = excluded.org, build_id = excluded.build_id, assigned_at = excluded.assigned_at, cohort = excluded.cohort",
             )
             .bind(runner)
             .bind(session)
             .bind(org)
             .bind(build.as_str())
-            .bind(format_ts(at)),
+            .bind(format_ts(at))
+            .bind(cohort),
         )
         .await?;
         Ok(())
@@ -168,18 +174,19 @@ impl Registry {
     /// Adds counts of sessions assigned, per build and rollup second (the sample-ratio guard's
     /// denominators). `canary serve` sums them in memory and adds them once a pass: a row per
     /// assignment would make every assignment wait for the same (build, second) row lock.
-    pub async fn add_assigned(&self, counts: &BTreeMap<(BuildId, String), u64>) -> Result<()> {
+    pub async fn add_assigned(&self, counts: &BTreeMap<AssignedKey, u64>) -> Result<()> {
         if counts.is_empty() {
             return Ok(());
         }
         let _queued = self.queue_writer().await;
         let mut tx = self.write_tx().await?;
-        for ((build, second), n) in counts {
+        for ((build, cohort, second), n) in counts {
             sqlx::query(
-                "INSERT INTO assignment_rollups (build_id, second, assigned, reported) VALUES ($1, $2, $3, 0) \
-                 ON CONFLICT (build_id, second) DO UPDATE SET assigned = assignment_rollups.assigned + excluded.assigned",
+                "INSERT INTO assignment_rollups (build_id, cohort, second, assigned, reported) VALUES ($1, $2, $3, $4, 0) \
+                 ON CONFLICT (build_id, cohort, second) DO UPDATE SET assigned = assignment_rollups.assigned + excluded.assigned",
             )
             .bind(build.as_str())
+            .bind(cohort)
             .bind(second)
             .bind(*n as i64)
             .execute(&mut *tx)
@@ -211,10 +218,10 @@ impl Registry {
             // (runner, session) key. Left to itself the planner scanned all of the runner's
             // assignments per listed session (4.7 s for a batch of 1,000 against 100,000).
             Dialect::Sqlite => {
-                "SELECT a.session, a.org, a.build_id FROM json_each($2) j CROSS JOIN session_assignments a ON a.runner = $1 AND a.session = j.value"
+                "SELECT a.session, a.org, a.build_id, a.cohort FROM json_each($2) j CROSS JOIN session_assignments a ON a.runner = $1 AND a.session = j.value"
             }
             Dialect::Postgres => {
-                "SELECT a.session, a.org, a.build_id FROM session_assignments a JOIN json_array_elements_text($2::json) j(value) ON a.session = j.value WHERE a.runner = $1"
+                "SELECT a.session, a.org, a.build_id, a.cohort FROM session_assignments a JOIN json_array_elements_text($2::json) j(value) ON a.session = j.value WHERE a.runner = $1"
             }
         };
         let rows = self.rows(sqlx::query(sql).bind(runner).bind(ids)).await?;
@@ -225,6 +232,7 @@ impl Registry {
                     Assigned {
                         org: get(r, "org", &self.display)?,
                         build: get(r, "build_id", &self.display)?,
+                        cohort: get(r, "cohort", &self.display)?,
                     },
                 ))
             })
@@ -241,18 +249,31 @@ mod tests {
     async fn assignments_belong_to_their_runner_and_old_ones_go() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path().join("r.db").to_str().unwrap()).await.unwrap();
-        reg.record_assignment("a", "s1", "acme", &"sha256:b1".parse().unwrap(), jiff::Timestamp::now())
-            .await
-            .unwrap();
-        reg.record_assignment("a", "s1", "acme", &"sha256:b2".parse().unwrap(), jiff::Timestamp::now())
-            .await
-            .unwrap();
+        reg.record_assignment(
+            "a",
+            "s1",
+            "acme",
+            (&"sha256:b1".parse().unwrap(), ""),
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        reg.record_assignment(
+            "a",
+            "s1",
+            "acme",
+            (&"sha256:b2".parse().unwrap(), ""),
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
         let got = reg.assignments("a", &["s1", "s2"]).await.unwrap();
         assert_eq!(
             got.get("s1"),
             Some(&Assigned {
                 org: "acme".into(),
-                build: "sha256:b2".into()
+                build: "sha256:b2".into(),
+                cohort: String::new(),
             }),
             "asked again, the latest answer holds"
         );

@@ -169,18 +169,18 @@ impl Registry {
         let sql = match self.dialect() {
             // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
             super::Dialect::Sqlite => {
-                "INSERT INTO assignment_rollups (build_id, second, assigned, reported) \
-                 SELECT a.build_id, substr(a.assigned_at, 1, 19), 0, COUNT(*) FROM json_each($1) j \
+                "INSERT INTO assignment_rollups (build_id, cohort, second, assigned, reported) \
+                 SELECT a.build_id, a.cohort, substr(a.assigned_at, 1, 19), 0, COUNT(*) FROM json_each($1) j \
                  CROSS JOIN session_assignments a ON a.runner = j.value ->> 0 AND a.session = j.value ->> 1 \
-                 WHERE true GROUP BY a.build_id, substr(a.assigned_at, 1, 19) \
-                 ON CONFLICT (build_id, second) DO UPDATE SET reported = assignment_rollups.reported + excluded.reported"
+                 WHERE true GROUP BY a.build_id, a.cohort, substr(a.assigned_at, 1, 19) \
+                 ON CONFLICT (build_id, cohort, second) DO UPDATE SET reported = assignment_rollups.reported + excluded.reported"
             }
             super::Dialect::Postgres => {
-                "INSERT INTO assignment_rollups (build_id, second, assigned, reported) \
-                 SELECT a.build_id, substr(a.assigned_at, 1, 19), 0, COUNT(*) FROM json_array_elements($1::json) j \
+                "INSERT INTO assignment_rollups (build_id, cohort, second, assigned, reported) \
+                 SELECT a.build_id, a.cohort, substr(a.assigned_at, 1, 19), 0, COUNT(*) FROM json_array_elements($1::json) j \
                  JOIN session_assignments a ON a.runner = j ->> 0 AND a.session = j ->> 1 \
-                 GROUP BY a.build_id, substr(a.assigned_at, 1, 19) \
-                 ON CONFLICT (build_id, second) DO UPDATE SET reported = assignment_rollups.reported + excluded.reported"
+                 GROUP BY a.build_id, a.cohort, substr(a.assigned_at, 1, 19) \
+                 ON CONFLICT (build_id, cohort, second) DO UPDATE SET reported = assignment_rollups.reported + excluded.reported"
             }
         };
         sqlx::query(sql)
@@ -291,11 +291,11 @@ impl Registry {
         new: &[&Session],
         second: &str,
     ) -> Result<()> {
-        for (build, (sums, hist)) in crate::telemetry::rollup(new.iter().copied()) {
+        for ((build, cohort), (sums, hist)) in crate::telemetry::rollup(new.iter().copied()) {
             sqlx::query(
-                "INSERT INTO telemetry_rollups (build_id, second, sessions, started, ok, failed, disconnected, timed_out, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, start_latency_ms, cost_sq, tokens_sq, approvals_sq) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-                 ON CONFLICT (build_id, second) DO UPDATE SET sessions = telemetry_rollups.sessions + excluded.sessions, started = telemetry_rollups.started + excluded.started, \
+                "INSERT INTO telemetry_rollups (build_id, cohort, second, sessions, started, ok, failed, disconnected, timed_out, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, start_latency_ms, cost_sq, tokens_sq, approvals_sq) \
+                 VALUES ($1, $20, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+                 ON CONFLICT (build_id, cohort, second) DO UPDATE SET sessions = telemetry_rollups.sessions + excluded.sessions, started = telemetry_rollups.started + excluded.started, \
                  ok = telemetry_rollups.ok + excluded.ok, failed = telemetry_rollups.failed + excluded.failed, disconnected = telemetry_rollups.disconnected + excluded.disconnected, \
                  timed_out = telemetry_rollups.timed_out + excluded.timed_out, commands = telemetry_rollups.commands + excluded.commands, \
                  commands_failed = telemetry_rollups.commands_failed + excluded.commands_failed, approvals = telemetry_rollups.approvals + excluded.approvals, \
@@ -323,19 +323,21 @@ impl Registry {
             .bind(sums.cost_sq)
             .bind(sums.tokens_sq)
             .bind(sums.approvals_sq)
+            .bind(&cohort)
             .execute(&mut **tx)
             .await
             .map_err(db_err(&self.display))?;
             for ((metric, bucket), n) in hist {
                 sqlx::query(
-                    "INSERT INTO telemetry_histograms (build_id, minute, metric, bucket, n) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (build_id, minute, metric, bucket) DO UPDATE SET n = telemetry_histograms.n + excluded.n",
+                    "INSERT INTO telemetry_histograms (build_id, cohort, minute, metric, bucket, n) VALUES ($1, $6, $2, $3, $4, $5) \
+                     ON CONFLICT (build_id, cohort, minute, metric, bucket) DO UPDATE SET n = telemetry_histograms.n + excluded.n",
                 )
                 .bind(build.as_str())
                 .bind(&second[..16])
                 .bind(metric)
                 .bind(bucket)
                 .bind(n)
+                .bind(&cohort)
                 .execute(&mut **tx)
                 .await
                 .map_err(db_err(&self.display))?;
@@ -418,19 +420,31 @@ impl Registry {
 
     /// The figures a rollout decision reads for a build since `since` (a rollup second): only the
     /// four counts and the start-latency histogram it judges on.
-    pub async fn figures(&self, build: &BuildId, since: &str) -> Result<Figures> {
-        let r = self.row(sqlx::query(
+    pub async fn figures(&self, build: &BuildId, cohort: Option<&str>, since: &str) -> Result<Figures> {
+        let sql = format!(
             "SELECT CAST(COALESCE(SUM(sessions), 0) AS BIGINT) AS sessions, CAST(COALESCE(SUM(failed), 0) AS BIGINT) AS failed, \
              CAST(COALESCE(SUM(timed_out), 0) AS BIGINT) AS timed_out, CAST(COALESCE(SUM(disconnected), 0) AS BIGINT) AS disconnected \
-             FROM telemetry_rollups WHERE build_id = $1 AND second >= $2",
-        )
-        .bind(build.as_str())
-        .bind(since)).await?;
-        let rows = self.rows(sqlx::query(
-            "SELECT bucket, CAST(SUM(n) AS BIGINT) AS n FROM telemetry_histograms WHERE build_id = $1 AND minute >= $2 AND metric = 'start' GROUP BY bucket",
-        )
-        .bind(build.as_str())
-        .bind(since.get(..16).unwrap_or(since))).await?;
+             FROM telemetry_rollups WHERE build_id = $1 AND second >= $2{}",
+            in_cohort(cohort)
+        );
+        let r = self
+            .row(with_cohort(
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(build.as_str()).bind(since),
+                cohort,
+            ))
+            .await?;
+        let sql = format!(
+            "SELECT bucket, CAST(SUM(n) AS BIGINT) AS n FROM telemetry_histograms WHERE build_id = $1 AND minute >= $2 AND metric = 'start'{} GROUP BY bucket",
+            in_cohort(cohort)
+        );
+        let rows = self
+            .rows(with_cohort(
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(build.as_str())
+                    .bind(since.get(..16).unwrap_or(since)),
+                cohort,
+            ))
+            .await?;
         let start = rows
             .iter()
             .map(|row| Ok((int(row, "bucket")?, int(row, "n")?)))
@@ -448,19 +462,26 @@ impl Registry {
     /// Adds what the configured guardrails read (commands, and per-session cost, tokens and
     /// approvals with their sums of squares) over the same window: read only when a policy
     /// lists guardrails, so a decision without them sums four columns, not twelve.
-    pub async fn add_guardrail_sums(&self, f: &mut Figures, build: &BuildId, since: &str) -> Result<()> {
-        let r = self
-            .row(
-                sqlx::query(
-                    "SELECT CAST(COALESCE(SUM(commands), 0) AS BIGINT) AS commands, CAST(COALESCE(SUM(commands_failed), 0) AS BIGINT) AS commands_failed, \
+    pub async fn add_guardrail_sums(
+        &self,
+        f: &mut Figures,
+        build: &BuildId,
+        cohort: Option<&str>,
+        since: &str,
+    ) -> Result<()> {
+        let sql = format!(
+            "SELECT CAST(COALESCE(SUM(commands), 0) AS BIGINT) AS commands, CAST(COALESCE(SUM(commands_failed), 0) AS BIGINT) AS commands_failed, \
                      CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros, CAST(COALESCE(SUM(tokens), 0) AS BIGINT) AS tokens, \
                      CAST(COALESCE(SUM(approvals), 0) AS BIGINT) AS approvals, CAST(COALESCE(SUM(cost_sq), 0) AS DOUBLE PRECISION) AS cost_sq, \
                      CAST(COALESCE(SUM(tokens_sq), 0) AS DOUBLE PRECISION) AS tokens_sq, CAST(COALESCE(SUM(approvals_sq), 0) AS DOUBLE PRECISION) AS approvals_sq \
-                     FROM telemetry_rollups WHERE build_id = $1 AND second >= $2",
-                )
-                .bind(build.as_str())
-                .bind(since),
-            )
+                     FROM telemetry_rollups WHERE build_id = $1 AND second >= $2{}",
+            in_cohort(cohort)
+        );
+        let r = self
+            .row(with_cohort(
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(build.as_str()).bind(since),
+                cohort,
+            ))
             .await?;
         let n = |c: &str| int(&r, c).map(|v| v.max(0) as u64);
         let moments = |sum: &str, sq: &str| -> Result<crate::rollout::Moments> {
@@ -479,17 +500,27 @@ impl Registry {
 
     /// Sessions of `build` assigned in `[from, to)` (rollup seconds) and how many of those were
     /// reported: one arm of the sample-ratio guard.
-    pub async fn assigned_and_reported(&self, build: &BuildId, from: &str, to: &str) -> Result<(u64, u64)> {
+    pub async fn assigned_and_reported(
+        &self,
+        build: &BuildId,
+        cohort: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<(u64, u64)> {
+        // The cohort is the fourth parameter here: `with_cohort` binds it after the others.
+        let sql = format!(
+            "SELECT CAST(COALESCE(SUM(assigned), 0) AS BIGINT) AS assigned, CAST(COALESCE(SUM(reported), 0) AS BIGINT) AS reported \
+             FROM assignment_rollups WHERE build_id = $1 AND second >= $2 AND second < $3{}",
+            cohort.map_or("", |_| " AND cohort = $4")
+        );
         let r = self
-            .row(
-                sqlx::query(
-                    "SELECT CAST(COALESCE(SUM(assigned), 0) AS BIGINT) AS assigned, CAST(COALESCE(SUM(reported), 0) AS BIGINT) AS reported \
-                     FROM assignment_rollups WHERE build_id = $1 AND second >= $2 AND second < $3",
-                )
-                .bind(build.as_str())
-                .bind(from)
-                .bind(to),
-            )
+            .row(with_cohort(
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(build.as_str())
+                    .bind(from)
+                    .bind(to),
+                cohort,
+            ))
             .await?;
         let n = |c: &str| int(&r, c).map(|v| v.max(0) as u64);
         Ok((n("assigned")?, n("reported")?))
@@ -840,4 +871,18 @@ fn new_pairs(rows: &[sqlx::any::AnyRow]) -> Result<BTreeSet<(String, String)>> {
     rows.iter()
         .map(|r| Ok((text(r, "runner")?, text(r, "session")?)))
         .collect()
+}
+
+/// The clause that keeps a rollup read to one cohort (its third parameter), or none: every
+/// cohort summed.
+fn in_cohort(cohort: Option<&str>) -> &'static str {
+    cohort.map_or("", |_| " AND cohort = $3")
+}
+
+/// Binds the cohort after a query's other parameters, when there is one.
+fn with_cohort<'q>(q: crate::row::Query<'q>, cohort: Option<&'q str>) -> crate::row::Query<'q> {
+    match cohort {
+        Some(c) => q.bind(c),
+        None => q,
+    }
 }

@@ -47,8 +47,8 @@ pub struct ControlPlane {
     updates: Arc<Updates>,
     /// This process's counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Sessions assigned per (build, rollup second) since the last flush to the registry.
-    assigned: Arc<Mutex<BTreeMap<(canary_contract::BuildId, String), u64>>>,
+    /// Sessions assigned per (build, cohort, rollup second) since the last flush to the registry.
+    assigned: Arc<Mutex<BTreeMap<crate::registry::AssignedKey, u64>>>,
 }
 
 /// The update endpoints' own state.
@@ -374,10 +374,11 @@ pub async fn assignment(
     };
     match assigned {
         Some(a) => {
+            let cohort = a.cohort.as_deref().unwrap_or("");
             let at = jiff::Timestamp::now();
             match cp
                 .reg
-                .record_assignment(&caller.runner, &session, &org, &a.build, at)
+                .record_assignment(&caller.runner, &session, &org, (&a.build, cohort), at)
                 .await
             {
                 Ok(()) => {
@@ -385,7 +386,7 @@ pub async fn assignment(
                     *cp.assigned
                         .lock()
                         .expect("assigned lock")
-                        .entry((a.build.clone(), second))
+                        .entry((a.build.clone(), cohort.to_string(), second))
                         .or_default() += 1;
                     (StatusCode::OK, Json(json!(a))).into_response()
                 }
@@ -440,6 +441,12 @@ pub async fn telemetry(State(cp): State<ControlPlane>, headers: HeaderMap, body:
     }
     if let Err(resp) = otlp::fill_usage(&cp, &caller.runner, &mut sessions).await {
         return resp;
+    }
+    // Each session counts in the comparison its assignment put it in (never the runner's say).
+    for s in &mut sessions {
+        if let Some(a) = assigned.get(&s.session) {
+            s.cohort.clone_from(&a.cohort);
+        }
     }
     match cp.reg.ingest(&sessions, now).await {
         Ok(new) => {

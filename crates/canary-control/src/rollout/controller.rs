@@ -226,7 +226,8 @@ fn second_of(ts: &str) -> String {
 }
 
 /// Judges a rollout's current step at `now`: the candidate's sessions against the baseline's
-/// over the same window, the step's (a provider incident or the time of day moves both sides
+/// of the same orgs (the rollout's cohort: its current ring, without pinned or frozen orgs) over
+/// the same window, the step's (a provider incident or the time of day moves both sides
 /// alike), with the sample-ratio guard's counts over that window less its settle time. A step
 /// of 100 % leaves no baseline running beside the candidate (frozen orgs aside): there the
 /// baseline is its sessions since the rollout started, the last it ran.
@@ -239,18 +240,21 @@ pub async fn judge_rollout(reg: &Registry, policy: &Policy, r: &RolloutRow, now:
         step_start.clone()
     };
     let settled = rollup_second(now - jiff::SignedDuration::try_from(rp.sample_ratio.settle).unwrap_or_default());
+    // Both sides from the orgs the rollout is judging: its cohort's sessions only.
+    let cohort = crate::rollout::cohort_label(r.id, r.ring);
+    let c = Some(cohort.as_str());
     let (mut candidate, mut baseline, c_arm, b_arm) = tokio::try_join!(
-        reg.figures(&r.build_id, &step_start),
-        reg.figures(&r.baseline_id, &baseline_since),
-        reg.assigned_and_reported(&r.build_id, &step_start, &settled),
-        reg.assigned_and_reported(&r.baseline_id, &step_start, &settled),
+        reg.figures(&r.build_id, c, &step_start),
+        reg.figures(&r.baseline_id, c, &baseline_since),
+        reg.assigned_and_reported(&r.build_id, c, &step_start, &settled),
+        reg.assigned_and_reported(&r.baseline_id, c, &step_start, &settled),
     )?;
     (candidate.assigned, candidate.reported) = c_arm;
     (baseline.assigned, baseline.reported) = b_arm;
     if !rp.guardrails.is_empty() {
         tokio::try_join!(
-            reg.add_guardrail_sums(&mut candidate, &r.build_id, &step_start),
-            reg.add_guardrail_sums(&mut baseline, &r.baseline_id, &baseline_since),
+            reg.add_guardrail_sums(&mut candidate, &r.build_id, c, &step_start),
+            reg.add_guardrail_sums(&mut baseline, &r.baseline_id, c, &baseline_since),
         )?;
     }
     Ok(judge(&rp, &candidate, &baseline))

@@ -143,7 +143,7 @@ async fn due(
         return Ok(None);
     }
     let sessions = reg
-        .figures(&below.build_id, &crate::registry::rollup_second(since))
+        .figures(&below.build_id, None, &crate::registry::rollup_second(since))
         .await?
         .sessions;
     if sessions < t.min_sessions {

@@ -701,6 +701,17 @@ pub struct Assignment {
     pub percent: Option<f64>,
     /// The conversation keeps the build it was given earlier in the rollout.
     pub sticky: bool,
+    /// The comparison the session's telemetry counts in ([`cohort_label`]): set for a session of
+    /// the ring the rollout is judging, on either side; absent for pinned, frozen and channel
+    /// sessions and for orgs of other rings, whose sessions would compare other orgs.
+    #[serde(skip)]
+    pub cohort: Option<String>,
+}
+
+/// The label a rollout's judged sessions carry in the rollups: its id and ring. Candidate and
+/// baseline are both read under it, so they are drawn from the same orgs over the same window.
+pub fn cohort_label(rollout: i64, ring: usize) -> String {
+    format!("{rollout}:{ring}")
 }
 
 /// Who asks for a build: the org, the session, the conversation it continues (if any), and the
@@ -754,6 +765,7 @@ pub fn assign_to(state: &FleetState, a: &Asking<'_>) -> Option<Assignment> {
         step: None,
         percent: None,
         sticky: false,
+        cohort: None,
     };
     if let Some(build) = pinned {
         return Some(fixed(build, Source::Pin));
@@ -768,7 +780,9 @@ pub fn assign_to(state: &FleetState, a: &Asking<'_>) -> Option<Assignment> {
         CohortKey::Conversation => a.conversation.unwrap_or(a.session),
         CohortKey::Org => a.org,
     };
-    let (build, source) = if state.frozen.contains(a.org) {
+    let frozen = state.frozen.contains(a.org);
+    let judged = !frozen && ring_of(&r.rings, a.org) == r.ring;
+    let (build, source) = if frozen {
         (r.baseline.clone(), Source::Frozen)
     } else if let Some(b) = remembered {
         let source = if *b == r.build {
@@ -797,6 +811,7 @@ pub fn assign_to(state: &FleetState, a: &Asking<'_>) -> Option<Assignment> {
         step: Some(r.step),
         percent: Some(r.percent),
         sticky: remembered.is_some() && source != Source::Frozen,
+        cohort: judged.then(|| cohort_label(r.id, r.ring)),
     })
 }
 
@@ -999,9 +1014,24 @@ mod tests {
         );
         let a = assign(&s, "anyone", "s1").unwrap();
         assert_eq!((a.build, a.source), (cand, Source::Candidate));
-        assert_eq!(assign(&s, "acme", "s1").unwrap().build, old);
+        // Judged sessions carry the rollout's cohort; pinned and frozen ones none.
+        assert_eq!(a.cohort.as_deref(), Some("1:0"));
+        let pinned = assign(&s, "acme", "s1").unwrap();
+        assert_eq!((pinned.build, pinned.cohort), (old, None));
         let f = assign(&s, "ice", "s1").unwrap();
-        assert_eq!((f.build, f.source), (base, Source::Frozen));
+        assert_eq!((f.build, f.source, f.cohort), (base.clone(), Source::Frozen, None));
+        // With rings, only the ring being judged: the one before runs the candidate whole and
+        // the one after the baseline, outside the comparison.
+        let ring = |name: &str, org: &str| Ring {
+            name: name.into(),
+            orgs: [org.to_string()].into(),
+        };
+        let r = s.rollouts.get_mut(&Channel::stable()).unwrap();
+        (r.ring, r.percent, r.rings) = (1, 10.0, vec![ring("staff", "early"), ring("free", "mid")]);
+        let cohort = |org: &str| assign(&s, org, "s1").unwrap().cohort;
+        assert_eq!(cohort("early"), None);
+        assert_eq!(cohort("mid"), Some("1:1".into()));
+        assert_eq!(cohort("anyone"), None);
         s.channels.clear();
         s.rollouts.clear();
         assert!(assign(&s, "anyone", "s1").is_none());
