@@ -418,20 +418,34 @@ impl Registry {
         Ok((sums, start, approval))
     }
 
+    /// One row of `columns` (sums) over a build's rollups since `since`, of one cohort or all.
+    async fn rollup_sums(
+        &self,
+        columns: &str,
+        (build, cohort): (&BuildId, Option<&str>),
+        since: &str,
+    ) -> Result<sqlx::any::AnyRow> {
+        let sql = format!(
+            "SELECT {columns} FROM telemetry_rollups WHERE build_id = $1 AND second >= $2{}",
+            in_cohort(cohort)
+        );
+        self.row(with_cohort(
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(build.as_str()).bind(since),
+            cohort,
+        ))
+        .await
+    }
+
     /// The figures a rollout decision reads for a build since `since` (a rollup second): only the
     /// four counts and the start-latency histogram it judges on.
     pub async fn figures(&self, build: &BuildId, cohort: Option<&str>, since: &str) -> Result<Figures> {
-        let sql = format!(
-            "SELECT CAST(COALESCE(SUM(sessions), 0) AS BIGINT) AS sessions, CAST(COALESCE(SUM(failed), 0) AS BIGINT) AS failed, \
-             CAST(COALESCE(SUM(timed_out), 0) AS BIGINT) AS timed_out, CAST(COALESCE(SUM(disconnected), 0) AS BIGINT) AS disconnected \
-             FROM telemetry_rollups WHERE build_id = $1 AND second >= $2{}",
-            in_cohort(cohort)
-        );
         let r = self
-            .row(with_cohort(
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(build.as_str()).bind(since),
-                cohort,
-            ))
+            .rollup_sums(
+                "CAST(COALESCE(SUM(sessions), 0) AS BIGINT) AS sessions, CAST(COALESCE(SUM(failed), 0) AS BIGINT) AS failed, \
+                 CAST(COALESCE(SUM(timed_out), 0) AS BIGINT) AS timed_out, CAST(COALESCE(SUM(disconnected), 0) AS BIGINT) AS disconnected",
+                (build, cohort),
+                since,
+            )
             .await?;
         let sql = format!(
             "SELECT bucket, CAST(SUM(n) AS BIGINT) AS n FROM telemetry_histograms WHERE build_id = $1 AND minute >= $2 AND metric = 'start'{} GROUP BY bucket",
@@ -469,19 +483,15 @@ impl Registry {
         cohort: Option<&str>,
         since: &str,
     ) -> Result<()> {
-        let sql = format!(
-            "SELECT CAST(COALESCE(SUM(commands), 0) AS BIGINT) AS commands, CAST(COALESCE(SUM(commands_failed), 0) AS BIGINT) AS commands_failed, \
-                     CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros, CAST(COALESCE(SUM(tokens), 0) AS BIGINT) AS tokens, \
-                     CAST(COALESCE(SUM(approvals), 0) AS BIGINT) AS approvals, CAST(COALESCE(SUM(cost_sq), 0) AS DOUBLE PRECISION) AS cost_sq, \
-                     CAST(COALESCE(SUM(tokens_sq), 0) AS DOUBLE PRECISION) AS tokens_sq, CAST(COALESCE(SUM(approvals_sq), 0) AS DOUBLE PRECISION) AS approvals_sq \
-                     FROM telemetry_rollups WHERE build_id = $1 AND second >= $2{}",
-            in_cohort(cohort)
-        );
         let r = self
-            .row(with_cohort(
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(build.as_str()).bind(since),
-                cohort,
-            ))
+            .rollup_sums(
+                "CAST(COALESCE(SUM(commands), 0) AS BIGINT) AS commands, CAST(COALESCE(SUM(commands_failed), 0) AS BIGINT) AS commands_failed, \
+                 CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros, CAST(COALESCE(SUM(tokens), 0) AS BIGINT) AS tokens, \
+                 CAST(COALESCE(SUM(approvals), 0) AS BIGINT) AS approvals, CAST(COALESCE(SUM(cost_sq), 0) AS DOUBLE PRECISION) AS cost_sq, \
+                 CAST(COALESCE(SUM(tokens_sq), 0) AS DOUBLE PRECISION) AS tokens_sq, CAST(COALESCE(SUM(approvals_sq), 0) AS DOUBLE PRECISION) AS approvals_sq",
+                (build, cohort),
+                since,
+            )
             .await?;
         let n = |c: &str| int(&r, c).map(|v| v.max(0) as u64);
         let moments = |sum: &str, sq: &str| -> Result<crate::rollout::Moments> {

@@ -24,6 +24,21 @@ fn body(headers: &HeaderMap, raw: &[u8]) -> Result<(Encoding, Vec<u8>), (StatusC
     Ok((enc, body))
 }
 
+/// The token's runner, within its rate, and the request's encoding and body; or the response
+/// refusing it.
+async fn receive(
+    cp: &ControlPlane,
+    headers: &HeaderMap,
+    raw: &[u8],
+) -> Result<(super::Caller, Encoding, Vec<u8>), Response> {
+    let caller = cp.authenticate(headers).await?;
+    if let Some(resp) = cp.limit(&caller, "otlp", crate::authority::OTLP) {
+        return Err(resp);
+    }
+    let (enc, body) = body(headers, raw).map_err(|(status, why)| error(status, &why))?;
+    Ok((caller, enc, body))
+}
+
 fn answer(enc: Encoding, body: Vec<u8>) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, enc.content_type())], body).into_response()
 }
@@ -52,16 +67,9 @@ fn reasons(runner: &str, foreign: (u64, Option<&str>), no_session: u64, invalid:
 
 /// `POST /otlp/v1/logs`: the CLIs' event log records.
 pub async fn logs(State(cp): State<ControlPlane>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
-    let caller = match cp.authenticate(&headers).await {
-        Ok(c) => c,
+    let (caller, enc, body) = match receive(&cp, &headers, &raw).await {
+        Ok(r) => r,
         Err(resp) => return resp,
-    };
-    if let Some(resp) = cp.limit(&caller, "otlp", crate::authority::OTLP) {
-        return resp;
-    }
-    let (enc, body) = match body(&headers, &raw) {
-        Ok(b) => b,
-        Err((status, why)) => return error(status, &why),
     };
     let read = match otlp::decode_logs(&body, enc).and_then(|req| otlp::read_logs(&req)) {
         Ok(r) => r,
@@ -100,16 +108,9 @@ pub async fn logs(State(cp): State<ControlPlane>, headers: HeaderMap, raw: axum:
 /// `POST /otlp/v1/metrics`: checked and counted; the events already say what the CLIs' metrics
 /// sum, so nothing of them is added to a session.
 pub async fn metrics(State(cp): State<ControlPlane>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
-    let caller = match cp.authenticate(&headers).await {
-        Ok(c) => c,
+    let (caller, enc, body) = match receive(&cp, &headers, &raw).await {
+        Ok(r) => r,
         Err(resp) => return resp,
-    };
-    if let Some(resp) = cp.limit(&caller, "otlp", crate::authority::OTLP) {
-        return resp;
-    }
-    let (enc, body) = match body(&headers, &raw) {
-        Ok(b) => b,
-        Err((status, why)) => return error(status, &why),
     };
     let points = match otlp::decode_metrics(&body, enc).and_then(|req| otlp::read_metrics(&req)) {
         Ok(p) => p,
