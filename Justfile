@@ -44,12 +44,14 @@ canary *ARGS: build
 
 # The whole test suite (unit, CLI, real-Docker and registry tests on SQLite and PostgreSQL, the
 # dashboard in headless Chromium, /metrics scraped by a real Prometheus, OTLP through the rotel
-# collector; scripts/chromium.sh, scripts/prometheus.sh and scripts/rotel.sh install them when missing).
+# collector, replicas behind haproxy; scripts/chromium.sh, prometheus.sh, rotel.sh and haproxy.sh
+# install them when missing).
 [group('test')]
 test: setup
     scripts/chromium.sh >/dev/null
     scripts/prometheus.sh >/dev/null
     scripts/rotel.sh >/dev/null
+    scripts/haproxy.sh >/dev/null
     cargo build --locked --workspace --bins
     CANARY_RUNNER_BUILT=1 CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo nextest run --locked --workspace --no-fail-fast {{ if env("CI", "") != "" { "--profile ci" } else { "" } }}
 

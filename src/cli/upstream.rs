@@ -73,6 +73,11 @@ pub struct ServeArgs {
     /// How often the rollout controller judges running rollouts (100ms to 1h).
     #[arg(long, default_value = "5s", value_parser = crate::bounds::duration(std::time::Duration::from_millis(100), std::time::Duration::from_secs(3600)))]
     pub tick: std::time::Duration,
+    /// How long the controller lease lasts unrenewed: replicas of `canary serve` on one
+    /// PostgreSQL registry take over the rollout controller this long after its holder died
+    /// (1s to 10m, at least twice --tick).
+    #[arg(long, default_value = "15s", value_parser = crate::bounds::duration(std::time::Duration::from_secs(1), std::time::Duration::from_secs(600)))]
+    pub lease: std::time::Duration,
     /// Gate policy for rollouts (default: gate_policy from canary.yaml, else ./gate.yaml, else built-in).
     #[arg(long)]
     pub policy: Option<PathBuf>,
@@ -178,6 +183,7 @@ pub async fn serve(config: &LabConfig, a: &ServeArgs) -> Result<i32> {
         public_url: a.public_url.clone(),
         header_timeout: a.header_timeout,
         tick: a.tick,
+        lease: a.lease,
         policy: a.policy.clone(),
         tuf: a.tuf.clone(),
         online_key: a.online_key.clone(),

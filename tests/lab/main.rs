@@ -27,6 +27,7 @@ mod names;
 mod otlp;
 mod real_cli;
 mod registry;
+mod replicas;
 mod rollout;
 mod security;
 mod shown;

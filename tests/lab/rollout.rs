@@ -58,7 +58,7 @@ pub(crate) fn seed_build_id(url: &str, id: &str, status: &str) {
 }
 
 pub(crate) struct Serve {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) url: String,
     port: u16,
     /// An operator's token, for the pages.
@@ -91,6 +91,11 @@ impl Drop for Serve {
 }
 
 pub(crate) fn serve(reg: &Fresh, policy: &std::path::Path, port: u16) -> Serve {
+    serve_with(reg, policy, port, &[])
+}
+
+/// `canary serve` with `extra` flags.
+pub(crate) fn serve_with(reg: &Fresh, policy: &std::path::Path, port: u16, extra: &[&str]) -> Serve {
     let ops = canary(reg)
         .args([
             "tokens",
@@ -109,6 +114,7 @@ pub(crate) fn serve(reg: &Fresh, policy: &std::path::Path, port: u16) -> Serve {
         .to_string();
     let (mut cmd, _reports) = canary(reg)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--tick", "200ms"])
+        .args(extra)
         .arg_path_flag("--policy", policy)
         .command();
     let child = cmd.stderr(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
@@ -146,11 +152,22 @@ pub(crate) fn status(reg: &Fresh, policy: &std::path::Path) -> serde_json::Value
 }
 
 pub(crate) fn simulate(reg: &Fresh, s: &Serve, sessions: u64, profiles: &[&str], orgs: &[&str]) -> serde_json::Value {
+    simulate_at(reg, &s.url, sessions, profiles, orgs)
+}
+
+/// A simulated fleet against the control plane at `url` (a replica, or a load balancer).
+pub(crate) fn simulate_at(
+    reg: &Fresh,
+    url: &str,
+    sessions: u64,
+    profiles: &[&str],
+    orgs: &[&str],
+) -> serde_json::Value {
     let mut c = canary(reg).args([
         "fleet",
         "simulate",
         "--server",
-        &s.url,
+        url,
         "--runners",
         "8",
         "--sessions",
@@ -218,7 +235,7 @@ pub(crate) fn channel_build(reg: &Fresh) -> String {
         .unwrap_or_default()
 }
 
-fn kinds(st: &serde_json::Value) -> Vec<String> {
+pub(crate) fn kinds(st: &serde_json::Value) -> Vec<String> {
     st["events"]
         .as_array()
         .unwrap()

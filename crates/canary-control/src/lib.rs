@@ -21,6 +21,7 @@ pub mod heartbeat;
 pub mod http_serve;
 pub mod kpis;
 pub mod metrics;
+pub mod replica;
 pub mod rollout;
 pub mod serve;
 pub mod simulate;

@@ -262,8 +262,23 @@ async fn build_part(
 }
 
 /// The whole scrape.
-pub async fn render(m: &Metrics, reg: &Registry, now: jiff::Timestamp) -> crate::error::Result<String> {
+pub async fn render(
+    m: &Metrics,
+    replica: &crate::replica::Replica,
+    reg: &Registry,
+    now: jiff::Timestamp,
+) -> crate::error::Result<String> {
     let mut e = Exposition::default();
+    e.family(
+        "canary_controller_leader",
+        "gauge",
+        "1 when this replica holds the controller lease (runs rollouts, the train, alerts), else 0.",
+    );
+    e.sample(
+        "canary_controller_leader",
+        &[("replica", &replica.id)],
+        f64::from(u8::from(replica.leading())),
+    );
     process_part(m, &mut e);
     // The active rollouts, read once for both parts.
     let active = reg.rollouts(true, 100).await?;

@@ -14,6 +14,7 @@ pub struct ServeOptions {
     pub public_url: Option<String>,
     pub header_timeout: std::time::Duration,
     pub tick: std::time::Duration,
+    pub lease: std::time::Duration,
     pub policy: Option<PathBuf>,
     pub tuf: Option<PathBuf>,
     pub online_key: Option<PathBuf>,
@@ -30,12 +31,7 @@ pub struct ServeOptions {
 /// controller and, when asked, sweep workers.
 pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
     let policy = crate::gate::policy::Policy::load(a.policy.as_deref().or(config.gate_policy.as_deref()))?;
-    if a.tick.is_zero() {
-        return Err(LabError::usage(
-            "--tick 0 would judge rollouts in a busy loop",
-            "e.g. --tick 5s",
-        ));
-    }
+    check_timing(a)?;
     let hosts = crate::authority::HostAllow::new(a.public_url.as_deref())
         .map_err(|m| LabError::usage(m, "e.g. --public-url https://canary.example.com"))?;
     let webhook = a.updates_webhook.clone().or(config.updates.webhook.clone());
@@ -58,7 +54,9 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
             "issue one per runner with `canary tokens create --runner ID`, or use --listen 127.0.0.1:PORT",
         ));
     }
+    let (replica, _one_serve) = replica(&reg, a.lease)?;
     let cp = crate::control::ControlPlane::new(reg.clone())
+        .with_replica(replica)
         .with_hosts(hosts)
         .with_updates(crate::control::Updates {
             publisher,
@@ -66,6 +64,10 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
             webhook,
             orgs,
         });
+    // Before anything is served: whether this replica leads, and where the alert outbox's scan
+    // starts (events from now on are alerted; a rollout started through this process is one).
+    cp.replica.renew(&cp.reg).await;
+    cp.reg.events_to_scan(0).await?;
     let app = app(config, &policy, &cp)?;
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
         LabError::usage(
@@ -83,8 +85,14 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
         None
     };
     // Alerts have their own task: a slow webhook never delays a rollout's judgement.
-    let alerts = tokio::spawn(crate::rollout::delivery::run(cp.reg.clone(), policy.clone(), a.tick));
+    let alerts = tokio::spawn(crate::rollout::delivery::run(
+        cp.reg.clone(),
+        policy.clone(),
+        a.tick,
+        cp.replica.clone(),
+    ));
     let repos = config.repo_ids()?;
+    let (reg, replica) = (cp.reg.clone(), cp.replica.clone());
     let controller = tokio::spawn(crate::control::run_controller(cp, policy, repos, a.tick));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -98,10 +106,54 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
         .map_err(|e| LabError::usage(format!("serve failed: {e}"), "internal"))?;
     controller.abort();
     alerts.abort();
+    replica.release(&reg).await;
     if let Some(s) = sweeper {
         s.abort();
     }
     Ok(())
+}
+
+/// The controller's tick and lease: a pass at all, and a lease that outlives two of them.
+fn check_timing(a: &ServeOptions) -> Result<()> {
+    if a.tick.is_zero() {
+        return Err(LabError::usage(
+            "--tick 0 would judge rollouts in a busy loop",
+            "e.g. --tick 5s",
+        ));
+    }
+    if a.lease < a.tick * 2 {
+        return Err(LabError::usage(
+            format!(
+                "--lease {} is shorter than two --tick ({}): the controller's lease would lapse between its renewals",
+                humantime::format_duration(a.lease),
+                humantime::format_duration(a.tick)
+            ),
+            "e.g. --tick 5s --lease 15s",
+        ));
+    }
+    Ok(())
+}
+
+/// This process as a replica. A SQLite registry takes one `canary serve` at a time: the file's
+/// lock (held as long as the returned file is) refuses a second with a clear message, and the
+/// one that has it takes the controller lease over at once (a killed predecessor's lease is
+/// stale). On PostgreSQL, replicas share the lease.
+fn replica(reg: &Registry, lease: std::time::Duration) -> Result<(crate::replica::Replica, Option<std::fs::File>)> {
+    let Some(path) = reg.sqlite_path() else {
+        return Ok((crate::replica::Replica::new(lease, false), None));
+    };
+    let lock = path.with_extension("serve.lock");
+    match crate::fsutil::try_lock(&lock)? {
+        Some(file) => Ok((crate::replica::Replica::new(lease, true), Some(file))),
+        None => Err(LabError::usage(
+            format!(
+                "another canary serve is running on the SQLite registry {} (it holds {}): a SQLite file takes one control plane at a time",
+                reg.display,
+                lock.display()
+            ),
+            "run replicas of canary serve on a PostgreSQL registry (--registry postgres://...), or stop the other one",
+        )),
+    }
 }
 
 /// The update repository's publisher, when `--tuf` and `--online-key` are given.

@@ -17,6 +17,7 @@ mod authority;
 mod evidence;
 mod fleet;
 mod inventories;
+mod lease;
 mod notices;
 mod otel;
 mod queries;
@@ -30,6 +31,7 @@ pub use alerts::*;
 pub use authority::*;
 pub use evidence::{CellEvidence, required_cells};
 pub use fleet::*;
+pub use lease::Lease;
 pub use notices::*;
 pub use otel::OtelSession;
 pub use queries::*;
@@ -63,6 +65,8 @@ pub struct Registry {
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The URL with any password masked, for messages.
     pub display: String,
+    /// A SQLite registry's file.
+    path: Option<PathBuf>,
 }
 
 /// Whether a command may create or change the registry. Read-only commands (`status`,
@@ -307,6 +311,7 @@ impl Registry {
             dialect,
             display,
             writer: Default::default(),
+            path: path.clone(),
         };
         if read_only || access == Access::ReadOnly {
             // Read-only commands never change the file: an older schema is migrated by the next
@@ -489,6 +494,11 @@ impl Registry {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A SQLite registry's file; `None` for PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -49,6 +49,8 @@ pub struct ControlPlane {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Sessions assigned per (build, cohort, rollup second) since the last flush to the registry.
     assigned: Arc<Mutex<BTreeMap<crate::registry::AssignedKey, u64>>>,
+    /// This process as one replica of the control plane, and whether it leads the controller.
+    pub replica: Arc<crate::replica::Replica>,
 }
 
 /// The update endpoints' own state.
@@ -77,7 +79,14 @@ impl ControlPlane {
             hosts: Arc::new(crate::authority::HostAllow::new(None).expect("loopback names")),
             metrics: Default::default(),
             assigned: Default::default(),
+            replica: Default::default(),
         }
+    }
+
+    /// The same control plane as `replica` of several.
+    pub fn with_replica(mut self, replica: crate::replica::Replica) -> ControlPlane {
+        self.replica = Arc::new(replica);
+        self
     }
 
     /// The same control plane, answering pages for `hosts`.
@@ -728,7 +737,7 @@ pub async fn observe(
 
 /// `GET /metrics` (an operator's token): the Prometheus text format.
 pub async fn metrics(State(cp): State<ControlPlane>) -> Response {
-    match crate::metrics::render(&cp.metrics, &cp.reg, jiff::Timestamp::now()).await {
+    match crate::metrics::render(&cp.metrics, &cp.replica, &cp.reg, jiff::Timestamp::now()).await {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
@@ -863,7 +872,8 @@ pub async fn publish(cp: &ControlPlane, p: &crate::update::tuf::Publisher) {
     }
 }
 
-/// The rollout controller: a pass every `every` until the process ends. A pass that fails (the
+/// The rollout controller: a pass every `every` until the process ends, by the replica that holds
+/// the controller lease (every replica renews or asks for it each pass). A pass that fails (the
 /// registry away) changes nothing and is retried on the next; it never counts as a pass.
 pub async fn run_controller(
     cp: ControlPlane,
@@ -877,6 +887,13 @@ pub async fn run_controller(
     let mut last_prune = Instant::now();
     loop {
         tick.tick().await;
+        // Every replica adds the assignments it counted; only the lease's holder does the rest.
+        if let Err(e) = cp.flush_assigned().await {
+            eprintln!("canary serve: could not record assignment counts: {e} (kept for the next pass)");
+        }
+        if !cp.replica.renew(&cp.reg).await {
+            continue;
+        }
         // Assignments live as long as their telemetry may still arrive (a week), then go.
         if last_prune.elapsed() > Duration::from_secs(3600) {
             last_prune = Instant::now();
@@ -888,9 +905,6 @@ pub async fn run_controller(
         }
         if let Some(p) = &cp.updates.publisher {
             publish(&cp, p).await;
-        }
-        if let Err(e) = cp.flush_assigned().await {
-            eprintln!("canary serve: could not record assignment counts: {e} (kept for the next pass)");
         }
         match crate::rollout::controller::tick(&cp.reg, &policy, jiff::Timestamp::now()).await {
             Ok(steps) => {

@@ -134,11 +134,20 @@ pub async fn pump(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
 }
 
 /// Runs the alert passes every `every` until the task is aborted.
-pub async fn run(reg: std::sync::Arc<Registry>, policy: Policy, every: Duration) {
+pub async fn run(
+    reg: std::sync::Arc<Registry>,
+    policy: Policy,
+    every: Duration,
+    replica: std::sync::Arc<crate::replica::Replica>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // One replica delivers: the controller lease's holder, so no alert goes out twice.
+        if !replica.leading() {
+            continue;
+        }
         match pump(&reg, &policy, jiff::Timestamp::now()).await {
             Ok(p) if p.failed > 0 => eprintln!(
                 "canary serve: rollout alerts: {} delivered, {} failed (tried again later)",
