@@ -74,6 +74,17 @@ fn leading(s: &Serve) -> bool {
     sample(s, "canary_controller_leader{", "") == Some(1.0)
 }
 
+/// Sessions stored for `builds`, as `canary kpis` counts them.
+fn sessions_stored(reg: &crate::registry::Fresh, builds: &[&str]) -> u64 {
+    builds
+        .iter()
+        .map(|b| {
+            let k = canary(reg).args(["kpis", "--build", b, "--json"]).run().code(0).json();
+            k["builds"][0]["kpis"]["sessions"].as_u64().unwrap_or(0)
+        })
+        .sum()
+}
+
 /// The replicas that lead, once exactly one does (or the deadline passes).
 fn one_leader(replicas: &[&Serve], within: Duration) -> usize {
     let deadline = Instant::now() + within;
@@ -89,7 +100,7 @@ fn one_leader(replicas: &[&Serve], within: Duration) -> usize {
 
 #[test]
 fn replicas_behind_haproxy_share_one_controller_and_survive_the_leaders_death() {
-    let (reg, dir, policy, _base, cand) = setup_with(Backend::Postgres, GATE);
+    let (reg, dir, policy, base, cand) = setup_with(Backend::Postgres, GATE);
     let mut replicas: Vec<Option<Serve>> = (0..3)
         .map(|_| Some(serve_with(&reg, &policy, free_port(), &["--lease", "2s"])))
         .collect();
@@ -105,7 +116,7 @@ fn replicas_behind_haproxy_share_one_controller_and_survive_the_leaders_death() 
         .run()
         .code(0);
     // The fleet talks to the load balancer; every replica answers part of it.
-    simulate_at(&reg, &lb, 3000, &["*=fail:0.01,latency:900"], &["acme", "globex"]);
+    simulate_at(&reg.url, &lb, 3000, &["*=fail:0.01,latency:900"], &["acme", "globex"]);
     for r in &all {
         let answered = sample(
             r,
@@ -121,11 +132,17 @@ fn replicas_behind_haproxy_share_one_controller_and_survive_the_leaders_death() 
     let deadline = Instant::now() + Duration::from_secs(60);
     while status(&reg, &policy)["rollout"]["step"].as_u64() < Some(1) {
         assert!(Instant::now() < deadline, "the leader never advanced the rollout");
-        simulate_at(&reg, &lb, 3000, &["*=fail:0.01,latency:900"], &["acme", "globex"]);
+        simulate_at(&reg.url, &lb, 3000, &["*=fail:0.01,latency:900"], &["acme", "globex"]);
     }
 
-    // kill -9 the leader: haproxy stops sending it requests; another replica takes the lease
-    // over once it expires (2 s) and the rollout goes on.
+    // kill -9 the leader while the fleet is sending: haproxy stops sending it requests, the
+    // simulated runners retry what failed through it, and no session's telemetry is lost.
+    let before = sessions_stored(&reg, &[&base, &cand]);
+    let fleet = {
+        let (registry, lb) = (reg.url.clone(), lb.clone());
+        std::thread::spawn(move || simulate_at(&registry, &lb, 6000, &["*=fail:0.01,latency:900"], &["acme", "globex"]))
+    };
+    std::thread::sleep(Duration::from_millis(1500));
     let killed = Instant::now();
     {
         let dead = replicas[leader].as_mut().unwrap();
@@ -133,11 +150,17 @@ fn replicas_behind_haproxy_share_one_controller_and_survive_the_leaders_death() 
         dead.child.wait().unwrap();
     }
     replicas[leader] = None;
+    // Another replica takes the lease over once it expired (2 s), while the fleet goes on.
     let rest: Vec<&Serve> = replicas.iter().flatten().collect();
     one_leader(&rest, Duration::from_secs(10));
     let took_over = killed.elapsed();
     eprintln!("a replica took the controller over {took_over:?} after the leader was killed (lease 2 s)");
     assert!(took_over < Duration::from_secs(6), "{took_over:?}");
+    let sent = fleet.join().expect("the simulated fleet finished without an error");
+    let reported =
+        sent["sessions"].as_u64().unwrap() - sent["dropped"].as_u64().unwrap() - sent["unassigned"].as_u64().unwrap();
+    assert_eq!(sessions_stored(&reg, &[&base, &cand]) - before, reported, "{sent}");
+    eprintln!("through the kill: {sent}");
     let deadline = Instant::now() + Duration::from_secs(120);
     let done = loop {
         let st = status(&reg, &policy);
@@ -145,7 +168,7 @@ fn replicas_behind_haproxy_share_one_controller_and_survive_the_leaders_death() 
             break st;
         }
         assert!(Instant::now() < deadline, "the rollout never finished: {st}");
-        simulate_at(&reg, &lb, 4000, &["*=fail:0.01,latency:900"], &["acme", "globex"]);
+        simulate_at(&reg.url, &lb, 4000, &["*=fail:0.01,latency:900"], &["acme", "globex"]);
     };
     assert_eq!(done["rollout"]["state"], "completed", "{done}");
     // Every transition once: no step advanced twice by two replicas.

@@ -152,18 +152,19 @@ pub(crate) fn status(reg: &Fresh, policy: &std::path::Path) -> serde_json::Value
 }
 
 pub(crate) fn simulate(reg: &Fresh, s: &Serve, sessions: u64, profiles: &[&str], orgs: &[&str]) -> serde_json::Value {
-    simulate_at(reg, &s.url, sessions, profiles, orgs)
+    simulate_at(&reg.url, &s.url, sessions, profiles, orgs)
 }
 
-/// A simulated fleet against the control plane at `url` (a replica, or a load balancer).
+/// A simulated fleet (its tokens issued in the registry at `registry`) against the control
+/// plane at `url` (a replica, or a load balancer).
 pub(crate) fn simulate_at(
-    reg: &Fresh,
+    registry: &str,
     url: &str,
     sessions: u64,
     profiles: &[&str],
     orgs: &[&str],
 ) -> serde_json::Value {
-    let mut c = canary(reg).args([
+    let mut c = Canary::new().args(["--registry", registry]).args([
         "fleet",
         "simulate",
         "--server",

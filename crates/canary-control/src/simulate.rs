@@ -235,28 +235,41 @@ pub async fn post_batch(
     ))
 }
 
-/// Asks for a session's assignment, waiting out 429s (counted in `retries`); `None` when the
-/// session is not assigned (404).
+/// Asks for a session's assignment, waiting out 429s and retrying a failed connection or a 5xx
+/// (a replica that died behind a load balancer) up to six times with backoff, all counted in
+/// `retries`; `None` when the session is not assigned (404). Asking again is safe: the latest
+/// answer is the session's assignment.
 async fn assignment(
     client: &reqwest::Client,
     url: &str,
     token: &str,
     retries: &mut u64,
 ) -> Result<Option<serde_json::Value>> {
-    let mut r;
-    loop {
-        r = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| LabError::usage(format!("{url}: {e}"), "is `canary serve` running?"))?;
-        if r.status().as_u16() != 429 {
-            break;
+    let mut wait = Duration::from_millis(100);
+    let mut failures = 0;
+    let r = loop {
+        let sent = client.get(url).bearer_auth(token).send().await;
+        let why = match sent {
+            Ok(r) if r.status().as_u16() == 429 => {
+                *retries += 1;
+                tokio::time::sleep(retry_after(&r)).await;
+                continue;
+            }
+            Ok(r) if !r.status().is_server_error() => break r,
+            Ok(r) => format!("answered {}", r.status()),
+            Err(e) => e.to_string(),
+        };
+        failures += 1;
+        if failures >= 6 {
+            return Err(LabError::usage(
+                format!("{url}: {why} (6 tries)"),
+                "is `canary serve` running?",
+            ));
         }
         *retries += 1;
-        tokio::time::sleep(retry_after(&r)).await;
-    }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    };
     if r.status().as_u16() == 404 {
         return Ok(None);
     }
