@@ -114,6 +114,15 @@ pub struct GcArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum EngineCommand {
+    /// Run the conformance suite against the local Docker engine (the base image must exist).
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ImagesCommand {
     /// Build a runner build: the base image, the runner, and one layer per CLI
     /// (`--provider codex@0.163.0 --provider claude-code@latest`), each CLI's --version checked
@@ -289,6 +298,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Fleet(c) => super::fleet::fleet(&config, c).await,
         Command::Repro(a) => repro(&cli, &config, a).await,
         Command::Gc(a) => gc(a).await,
+        Command::Engine(EngineCommand::Check { json }) => engine_check(&config, *json).await,
         Command::Images(c) => images(&config, c).await,
         Command::Repos(c) => repos(&config, c),
         Command::Suites(c) => suites(&config, c),
@@ -551,6 +561,13 @@ async fn gc(a: &GcArgs) -> Result<i32> {
     let lines = view::gc(&r, a.images.then_some(&images[..]));
     let value = serde_json::json!({"containers": r.containers, "networks": r.networks, "skipped_live": r.skipped_live, "images": images});
     show(a.json, &value, lines)
+}
+
+async fn engine_check(config: &LabConfig, json: bool) -> Result<i32> {
+    let image = crate::images::base_reference(&config.lab());
+    let r = crate::engine::conformance::check_docker(&image).await?;
+    print_view(json, &r, view::conformance(&r));
+    Ok(if r.passed() { exit::PASS } else { exit::FAILED })
 }
 
 fn repos_list(config: &LabConfig, json: bool) -> Result<i32> {

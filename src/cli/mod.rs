@@ -64,6 +64,11 @@ pub enum Command {
     Repro(commands::ReproArgs),
     /// Remove containers and networks that crashed runs left behind.
     Gc(commands::GcArgs),
+    /// The lab's container engine against the backend conformance suite: large stdin and
+    /// output, output limits, deadlines that kill, resource limits, uploads, no egress from a lab
+    /// network, gc (exit 1 when a check fails).
+    #[command(subcommand)]
+    Engine(commands::EngineCommand),
     /// Build or show the lab's images.
     #[command(subcommand)]
     Images(commands::ImagesCommand),

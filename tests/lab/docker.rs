@@ -770,3 +770,51 @@ fn repro_of_a_case_whose_image_is_gone_says_so_and_runs_nothing() {
     assert!(stderr.contains("by its digest"), "says what to do: {stderr}");
     assert_eq!(first.report_dirs(), 1, "nothing was run");
 }
+
+/// The local engine against the backend conformance suite, as `canary engine check` runs it:
+/// every check passes, each named, and the run leaves no container, network or firewall rule.
+#[test]
+fn the_local_engine_passes_the_backend_conformance_suite() {
+    require_lab();
+    let out = Canary::new().args(["engine", "check", "--json"]).run();
+    let v = out.json();
+    let checks = v["checks"].as_array().unwrap();
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "executor",
+            "start",
+            "limits",
+            "upload",
+            "large stdin",
+            "large output",
+            "output limit",
+            "deadline",
+            "no egress",
+            "gc"
+        ]
+    );
+    for c in checks {
+        assert_eq!(c["passed"], true, "{c}");
+    }
+    out.code(0);
+    let (containers, networks) = lab_object_names("canary-lab.run");
+    assert!(
+        !containers.iter().chain(&networks).any(|n| n.contains("conformance")),
+        "left behind: {containers:?} {networks:?}"
+    );
+    // The lab network's firewall rule went with it.
+    let detail = checks[8]["detail"].as_str().unwrap();
+    let network = detail.split("refused from ").nth(1).unwrap().split(',').next().unwrap();
+    let iface = canary::engine::docker::bridge_name(network);
+    let rules = std::process::Command::new("iptables")
+        .args(["-S", "INPUT"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(
+        !rules.contains(&format!("-i {iface} ")),
+        "the rule for {iface} outlived {network}: {rules}"
+    );
+}

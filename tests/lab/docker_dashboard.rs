@@ -190,7 +190,7 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
     let runner = token_of(&["tokens", "create", "--runner", "r-1", "--org", "acme", "--json"]);
     let port = free_port();
     let url = format!("http://release-desk:{ops}@127.0.0.1:{port}");
-    let _serve = Serve(
+    let serve = Serve(
         canary(&reports, &db)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .stderr(std::process::Stdio::null())
@@ -280,6 +280,8 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
     let api = client("/api/history");
     assert!(api.starts_with("HTTP/1.0 200") && api.contains("\"rows\""), "{api}");
 
+    // A SQLite registry takes one control plane at a time: the loopback one stops first.
+    drop(serve);
     let wide = free_port();
     let _wide = Serve(
         canary(&reports, &db)

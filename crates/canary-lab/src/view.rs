@@ -48,6 +48,27 @@ pub fn builds(all: &[(ListedImage, BuildManifest)]) -> Vec<String> {
     out
 }
 
+/// `canary engine check`: one line per check, then the verdict.
+pub fn conformance(r: &crate::engine::conformance::Conformance) -> Vec<String> {
+    let mut out = vec![format!("{} with {}", clean(&r.engine), clean(&r.image))];
+    for c in &r.checks {
+        out.push(format!(
+            "  {} {:<13} {} ({} ms)",
+            if c.passed { "ok  " } else { "FAIL" },
+            c.name,
+            clean(&c.detail),
+            c.millis
+        ));
+    }
+    let failed = r.checks.iter().filter(|c| !c.passed).count();
+    out.push(if failed == 0 {
+        format!("conforms: {} checks passed", r.checks.len())
+    } else {
+        format!("does not conform: {failed} of {} checks failed", r.checks.len())
+    });
+    out
+}
+
 /// What `canary gc` removed (images only when it was asked to prune them).
 pub fn gc(r: &GcReport, images: Option<&[String]>) -> Vec<String> {
     let mut out = Vec::new();

@@ -1,6 +1,8 @@
 //! The Docker backend, over the engine's HTTP API (bollard). The only module that imports bollard.
 
 mod executor;
+mod firewall;
+pub use firewall::bridge_name;
 mod layers;
 pub use layers::ListedImage;
 
@@ -89,6 +91,29 @@ impl DockerBackend {
 
     /// Imports a root filesystem tar as an image (`docker import`), with Dockerfile-style
     /// `changes` such as `ENV` and `WORKDIR`. Returns the image id.
+    /// The gateway address of a Docker network (the host, on `bridge`): the one its IPAM
+    /// names, else the first address of its IPv4 subnet (where Docker puts the bridge's own
+    /// address; the default bridge's inspect often names no gateway).
+    pub async fn gateway(&self, network: &str) -> Result<Option<std::net::IpAddr>> {
+        let n = self
+            .docker
+            .inspect_network(network, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await
+            .map_err(docker_err("inspecting a network"))?;
+        let configs = n.ipam.and_then(|i| i.config).unwrap_or_default();
+        let named = configs
+            .iter()
+            .find_map(|c| c.gateway.as_deref().and_then(|g| g.parse().ok()));
+        let first = || {
+            configs.iter().find_map(|c| {
+                let (net, _) = c.subnet.as_deref()?.split_once('/')?;
+                let net: std::net::Ipv4Addr = net.parse().ok()?;
+                Some(std::net::IpAddr::V4((u32::from(net) + 1).into()))
+            })
+        };
+        Ok(named.or_else(first))
+    }
+
     pub async fn import_rootfs<S>(&self, reference: &str, changes: Vec<String>, tar: S) -> Result<String>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
@@ -238,23 +263,30 @@ impl Backend for DockerBackend {
 
     async fn create_network(&self, run_id: &str) -> Result<String> {
         let name = format!("canary-lab-{run_id}");
+        let iface = firewall::bridge_name(&name);
         self.docker
             .create_network(NetworkCreateRequest {
                 name: name.clone(),
                 driver: Some("bridge".into()),
-                // Internal: members reach each other, never the outside world.
+                // Internal: members reach each other, never the outside world; the host's
+                // firewall refuses them the host itself.
                 internal: Some(true),
                 labels: Some(owner_labels(run_id)),
+                options: Some([("com.docker.network.bridge.name".to_string(), iface.clone())].into()),
                 ..Default::default()
             })
             .await
             .map_err(docker_err("creating the lab network"))?;
+        firewall::close(&iface);
         Ok(name)
     }
 
     async fn remove_network(&self, name: &str) -> Result<()> {
         match self.docker.remove_network(name).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                firewall::open(&firewall::bridge_name(name));
+                Ok(())
+            }
             Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(docker_err("removing the lab network")(e)),
         }
@@ -455,7 +487,10 @@ impl Backend for DockerBackend {
             }
             if let Some(name) = n.name {
                 match self.docker.remove_network(&name).await {
-                    Ok(()) => report.networks.push(name),
+                    Ok(()) => {
+                        firewall::open(&firewall::bridge_name(&name));
+                        report.networks.push(name)
+                    }
                     Err(e) if not_found(&e) => {}
                     // A container gc leaves alone (kept by `repro --keep`, or another run's) is
                     // still attached: the network goes with it later, not now.

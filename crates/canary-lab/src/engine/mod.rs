@@ -10,6 +10,7 @@
 //! - an exec never outlives its deadline: when the deadline passes, every process the case user
 //!   owns in the container is killed, and the outcome says `timed_out`.
 
+pub mod conformance;
 pub mod docker;
 pub mod protocol;
 

@@ -24,9 +24,14 @@ impl DockerBackend {
             while let Some(item) = output.next().await {
                 match item {
                     Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        // Only the new bytes are searched for the line's end: an answer of
+                        // megabytes arrives in many chunks, and searching all that had come
+                        // each time made its reading quadratic (12 MiB of output took 18 s).
+                        let mut from = pending.len();
                         pending.extend_from_slice(&message);
-                        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-                            let line: Vec<u8> = pending.drain(..=pos).collect();
+                        while let Some(at) = pending[from..].iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = pending.drain(..=from + at).collect();
+                            from = 0;
                             if tx.send(String::from_utf8_lossy(&line).trim_end().to_string()).is_err() {
                                 return;
                             }
