@@ -5,9 +5,9 @@
 //! change, the Team-plan org only its quota; a second promotion enqueues nothing; a worker killed
 //! mid-job leaves the job to the next worker, which finishes it once.
 
-use crate::helpers::{Canary, docker, free_port, require_lab};
+use crate::helpers::{Canary, Killed, docker, free_port, require_lab};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const GATE: &str = "stable:\n  required_suites: [golden-path]\n  allow_missing: true\n";
@@ -17,15 +17,6 @@ struct Network(String);
 impl Drop for Network {
     fn drop(&mut self) {
         let _ = Command::new("docker").args(["network", "rm", &self.0]).output();
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

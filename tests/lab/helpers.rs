@@ -341,3 +341,25 @@ pub fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Val
     });
     (url, got)
 }
+
+/// A child process killed (SIGKILL) and reaped when the guard drops.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The path a `scripts/<name>.sh` installer prints (it installs the tool when missing), or a
+/// panic that says why it could not.
+pub fn installed(script: &str) -> String {
+    let out = Command::new(root().join("scripts").join(script)).output().unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/{script} could not provide its tool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

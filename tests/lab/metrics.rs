@@ -2,20 +2,11 @@
 //! `scripts/prometheus.sh` installs) scrapes `canary serve` with an operator's token while a
 //! simulated fleet takes part in a rollout, and `promtool` checks the exposition.
 
-use crate::helpers::free_port;
+use crate::helpers::{Killed, free_port};
 use crate::registry::Backend;
 use crate::rollout::{GATE, canary, rt, runner_token, serve, setup_with, simulate};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn tool(name: &str) -> String {
     which(name).unwrap_or_else(|| {

@@ -4,10 +4,10 @@
 //! installs) forwarding to it; the records are counted, mapped onto the runner's sessions, and
 //! fill a session report that leaves its usage out.
 
-use crate::helpers::{free_port, root};
+use crate::helpers::{Killed, free_port, root};
 use crate::registry::{Backend, Fresh};
 use crate::rollout::{GATE, Serve, canary, rt, runner_token, serve, setup_with};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -229,32 +229,12 @@ fn recorded_cli_exports_fill_the_sessions_they_name_postgres() {
     recorded_exports_fill_the_sessions_they_name(Backend::Postgres);
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The collector: `scripts/rotel.sh` prints where its agent is, installing the wheel if needed.
-fn rotel_agent() -> String {
-    let out = Command::new(root().join("scripts/rotel.sh")).output().unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/rotel.sh could not provide the rotel collector: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// A real OTLP collector between the CLI and the control plane: the recorded Claude Code export
 /// posted to rotel's OTLP/HTTP receiver arrives at `canary serve` with the runner's token the
 /// collector adds, and fills the session's report.
 #[test]
 fn a_collector_forwards_the_cli_export_to_the_control_plane() {
-    let agent = rotel_agent();
+    let agent = crate::helpers::installed("rotel.sh");
     let (reg, _d, policy, base, _cand) = setup_with(Backend::Sqlite, GATE);
     let s = serve(&reg, &policy, free_port());
     let token = runner_token(&reg, "r1");

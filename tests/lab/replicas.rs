@@ -4,30 +4,11 @@
 //! takes over within the lease, and the rollout goes on with no step taken twice. On SQLite a
 //! second `canary serve` is refused.
 
-use crate::helpers::{free_port, root};
+use crate::helpers::{Killed, free_port};
 use crate::registry::Backend;
 use crate::rollout::{GATE, Serve, canary, kinds, serve_with, setup_with, simulate_at, status};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn haproxy_bin() -> String {
-    let out = Command::new(root().join("scripts/haproxy.sh")).output().unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/haproxy.sh could not provide HAProxy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// haproxy on `port`, round-robin over `replicas`, each checked on /healthz every 200 ms.
 fn haproxy(dir: &std::path::Path, port: u16, replicas: &[&Serve]) -> Killed {
@@ -46,7 +27,7 @@ fn haproxy(dir: &std::path::Path, port: u16, replicas: &[&Serve]) -> Killed {
         ),
     )
     .unwrap();
-    let child = Command::new(haproxy_bin())
+    let child = Command::new(crate::helpers::installed("haproxy.sh"))
         .arg("-db")
         .arg("-f")
         .arg(&cfg)
