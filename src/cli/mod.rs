@@ -150,7 +150,7 @@ pub enum Command {
 const GROUPS: &[(&str, &[&str])] = &[
     (
         "Lab: run canaries",
-        &["run", "repro", "gc", "images", "repos", "suites", "providers"],
+        &["run", "repro", "gc", "engine", "images", "repos", "suites", "providers"],
     ),
     (
         "Release: judge and move builds",
