@@ -4,7 +4,7 @@
 
 use crate::helpers::{Killed, free_port};
 use crate::registry::Backend;
-use crate::rollout::{GATE, canary, rt, runner_token, serve, setup_with, simulate};
+use crate::rollout::{GATE, canary, runner_token, serve, setup_with, simulate};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,21 +25,8 @@ fn which(name: &str) -> Option<String> {
 }
 
 fn get(url: &str, token: Option<&str>) -> (u16, String, String) {
-    rt().block_on(async {
-        canary::init_tls();
-        let mut req = reqwest::Client::new().get(url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let r = req.send().await.unwrap();
-        let kind = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        (r.status().as_u16(), kind, r.text().await.unwrap())
-    })
+    let (code, kind, body) = crate::rollout::request(reqwest::Method::GET, url, token, &[], Vec::new());
+    (code, kind, String::from_utf8(body).unwrap())
 }
 
 /// Asks Prometheus for an instant query until it has a sample, and returns the samples.

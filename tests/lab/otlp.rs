@@ -16,24 +16,7 @@ fn fixture(name: &str) -> Vec<u8> {
 
 /// POSTs `body` to `url` with the headers given; the status, content type and body.
 fn post(url: &str, token: Option<&str>, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String, Vec<u8>) {
-    rt().block_on(async {
-        canary::init_tls();
-        let mut req = reqwest::Client::new().post(url).body(body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let r = req.send().await.unwrap();
-        let kind = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        (r.status().as_u16(), kind, r.bytes().await.unwrap().to_vec())
-    })
+    crate::rollout::request(reqwest::Method::POST, url, token, headers, body)
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");

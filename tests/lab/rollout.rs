@@ -29,6 +29,35 @@ pub(crate) fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// One HTTP request: `method` to `url` with an optional bearer token, headers and body; the
+/// status, content type and body.
+pub(crate) fn request(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, String, Vec<u8>) {
+    rt().block_on(async {
+        canary::init_tls();
+        let mut req = reqwest::Client::new().request(method, url).body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        let kind = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (r.status().as_u16(), kind, r.bytes().await.unwrap().to_vec())
+    })
+}
+
 /// Records a build with golden-path results on every canary repo (`status` for each).
 fn seed_build(url: &str, digit: char, status: &str) -> String {
     let id = format!("sha256:{}", std::iter::repeat_n(digit, 64).collect::<String>());

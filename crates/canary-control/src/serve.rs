@@ -67,7 +67,7 @@ pub async fn serve(config: &LabConfig, a: &ServeOptions) -> Result<()> {
     // Before anything is served: whether this replica leads, and where the alert outbox's scan
     // starts (events from now on are alerted; a rollout started through this process is one).
     cp.replica.renew(&cp.reg).await;
-    cp.reg.events_to_scan(0).await?;
+    cp.reg.start_alert_scan().await?;
     let app = app(config, &policy, &cp)?;
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
         LabError::usage(

@@ -72,18 +72,25 @@ const ALERT_COLS: &str = "id, event_id, alert, url, body, state, attempts, next_
 impl Registry {
     /// Rollout events after the scan's cursor, oldest first, at most `limit`. On the first scan
     /// the cursor starts at the newest event: history raises no alert.
+    /// Starts the alert scan's cursor at the newest rollout event, if it has none: events from
+    /// then on are alerted, history is not. `canary serve` calls it before it listens.
+    pub async fn start_alert_scan(&self) -> Result<()> {
+        let _queued = self.queue_writer().await;
+        self.exec(sqlx::query(
+            // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
+            "INSERT INTO alert_cursor (id, last_event) SELECT 1, COALESCE(MAX(id), 0) FROM rollout_events \
+             WHERE true ON CONFLICT (id) DO NOTHING",
+        ))
+        .await?;
+        Ok(())
+    }
+
     pub async fn events_to_scan(&self, limit: i64) -> Result<Vec<EventOfRollout>> {
         let cursor = self
             .maybe_row(sqlx::query("SELECT last_event FROM alert_cursor WHERE id = 1"))
             .await?;
         let Some(cursor) = cursor else {
-            let _queued = self.queue_writer().await;
-            self.exec(sqlx::query(
-                // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
-                "INSERT INTO alert_cursor (id, last_event) SELECT 1, COALESCE(MAX(id), 0) FROM rollout_events \
-                 WHERE true ON CONFLICT (id) DO NOTHING",
-            ))
-            .await?;
+            self.start_alert_scan().await?;
             return Ok(Vec::new());
         };
         let last = self.cell(cursor.int("last_event"))?;
