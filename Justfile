@@ -44,7 +44,8 @@ canary *ARGS: build
 
 # The whole test suite (unit, CLI, real-Docker and registry tests on SQLite and PostgreSQL, the
 # dashboard in headless Chromium, /metrics scraped by a real Prometheus, OTLP through the rotel
-# collector, replicas behind haproxy; scripts/chromium.sh, prometheus.sh, rotel.sh and haproxy.sh
+# collector, replicas behind haproxy, builds through a TLS docker-registry to a second engine;
+# scripts/chromium.sh, prometheus.sh, rotel.sh, haproxy.sh and oci-registry.sh
 # install them when missing).
 [group('test')]
 test: setup
@@ -52,6 +53,7 @@ test: setup
     scripts/prometheus.sh >/dev/null
     scripts/rotel.sh >/dev/null
     scripts/haproxy.sh >/dev/null
+    scripts/oci-registry.sh >/dev/null
     cargo build --locked --workspace --bins
     CANARY_RUNNER_BUILT=1 CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo nextest run --locked --workspace --no-fail-fast {{ if env("CI", "") != "" { "--profile ci" } else { "" } }}
 

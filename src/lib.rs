@@ -13,7 +13,9 @@ pub use canary_lab::{builds, engine, images, lab, progress, providers, report, r
 pub use canary_fleet::{otlp, telemetry, tokens};
 pub use canary_registry as registry;
 // The release side: canary.yaml, gate, org policies, upstream, pipeline, matrix, sweeps.
-pub use canary_release::{config, drift, gate, matrix, orgs, pipeline, run, status, sweeps, upstream, webhook};
+pub use canary_release::{
+    config, drift, gate, matrix, orgs, pipeline, publish, run, status, sweeps, upstream, webhook,
+};
 // The control plane: canary serve, authority, dashboard, rollouts, updates, the simulated fleet.
 pub use canary_control::{
     access, authority, control, dashboard, heartbeat, http_serve, kpis, rollout, serve, simulate, update,

@@ -151,6 +151,27 @@ pub enum ImagesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Publish a runner build to an OCI registry (TLS; credentials from the Docker config or
+    /// CANARY_REGISTRY_USERNAME/PASSWORD) and record the pushed reference `host/repo@sha256:…`
+    /// with the build: channels, pins, rollouts, assignments and update offers carry it. Layers
+    /// the registry already has are not sent again.
+    Push {
+        /// The build: an image this engine has, or a build id, prefix or reference the registry knows.
+        build: String,
+        /// The registry and repository, `HOST[:PORT]/REPOSITORY` (default: `oci_registry:` in canary.yaml).
+        #[arg(long, value_name = "HOST[:PORT]/REPOSITORY")]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a build from the registry it was pushed to, by digest; an image that is not the
+    /// recorded build is refused and removed. `canary run --image BUILD` does this by itself.
+    Pull {
+        /// A build id, prefix or reference the registry knows.
+        build: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Build the offline base image (Debian via debootstrap) unless it already exists.
     Base {
         /// Rebuild even when the image exists.
@@ -211,6 +232,8 @@ impl Command {
             Command::Gc(a) => a.json,
             Command::Images(ImagesCommand::Base { json, .. }) => *json,
             Command::Images(ImagesCommand::Build { json, .. }) => *json,
+            Command::Images(ImagesCommand::Push { json, .. }) => *json,
+            Command::Images(ImagesCommand::Pull { json, .. }) => *json,
             Command::Repos(ReposCommand::List { json }) => *json,
             Command::Suites(SuitesCommand::Check { json, .. }) => *json,
             Command::Promote(a) => a.json,
@@ -349,6 +372,14 @@ async fn images(config: &LabConfig, c: &ImagesCommand) -> Result<i32> {
             let engine = DockerBackend::connect().await?;
             let build = crate::builds::make(&engine, &config.lab(), &recipe, &Progress::new(false)).await?;
             show(*json, &build, view::build(&build))
+        }
+        ImagesCommand::Push { build, to, json } => {
+            let p = crate::publish::push(config, build, to.as_deref()).await?;
+            show(*json, &p, view::published(&p))
+        }
+        ImagesCommand::Pull { build, json } => {
+            let p = crate::publish::pull(config, build).await?;
+            show(*json, &p, vec![crate::run::pulled_line(&p)])
         }
         ImagesCommand::List { json } => {
             let engine = DockerBackend::connect().await?;

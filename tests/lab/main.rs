@@ -10,6 +10,7 @@ mod adapters;
 mod cli;
 mod docker;
 mod docker_dashboard;
+mod docker_distribution;
 mod docker_drift;
 mod docker_fleet;
 mod docker_images;

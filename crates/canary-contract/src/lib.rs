@@ -8,6 +8,7 @@ pub mod build_id;
 pub mod channel;
 pub mod events;
 pub mod exec;
+pub mod oci;
 pub mod provider;
 pub mod text;
 pub mod time;

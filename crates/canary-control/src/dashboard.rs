@@ -144,6 +144,9 @@ pub fn overview(status: &Value, history: &Value, rollouts: &Value) -> Markup {
                     "build " code { (short(s(c, "build"))) } " · " code { (safe(s(c, "image"))) }
                     " · since " (safe(s(c, "since")))
                 }
+                @if let Some(pushed) = c["pushed"].as_str() {
+                    p.pushed { "published as " code { (safe(pushed)) } }
+                }
                 (components(&c["components"]))
                 @if let Some(list) = history[s(c, "channel")].as_array() {
                     details {
@@ -203,7 +206,7 @@ pub async fn history_data(reg: &Registry, max_builds: usize) -> Result<Value> {
                 .collect()
         });
         columns.push(json!({
-            "build": b.id, "image": b.image_ref, "created_at": b.created_at,
+            "build": b.id, "image": b.image_ref, "pushed": b.pushed_ref, "created_at": b.created_at,
             "components": b.manifest.as_ref().map(|m| m.summary()),
             "changed": changed,
             "outage": outage,

@@ -10,6 +10,7 @@ pub use canary_contract::text;
 pub use canary_runner::{error, forge, fsutil, runner, stub, yaml};
 
 pub mod builds;
+pub mod distribution;
 pub mod engine;
 pub mod images;
 pub mod lab;

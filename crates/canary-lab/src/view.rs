@@ -30,6 +30,24 @@ pub fn build(b: &Build) -> Vec<String> {
     ]
 }
 
+/// A build pushed to its registry.
+pub fn published(p: &crate::distribution::Published) -> Vec<String> {
+    vec![
+        format!("pushed {} {}", p.reference, p.build.short()),
+        format!("  as {}", p.pushed),
+        format!(
+            "  layers: {} sent, {} already in the registry",
+            p.transfer.layers_moved, p.transfer.layers_present
+        ),
+        format!(
+            "  credentials: {}",
+            p.credentials
+                .as_deref()
+                .unwrap_or("none (the registry was asked without any)")
+        ),
+    ]
+}
+
 /// The runner builds in the engine, one line each.
 pub fn builds(all: &[(ListedImage, BuildManifest)]) -> Vec<String> {
     let mut out = vec![format!("{:<34} {:<14} {:<8} COMPONENTS", "BUILD", "ID", "SIZE")];

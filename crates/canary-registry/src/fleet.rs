@@ -7,6 +7,7 @@ use crate::error::{LabError, Result};
 use crate::rollout::{ActiveRollout, Figures, FleetState, State};
 use crate::row::{Cell, Col, FromRow};
 use crate::telemetry::{Session, Sums};
+use canary_contract::oci::PushedRef;
 use canary_contract::{BuildId, Channel};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -782,7 +783,20 @@ impl Registry {
                 },
             );
         }
+        s.pushed = self.pushed_refs().await?;
         Ok(s)
+    }
+
+    /// Every published build's pushed reference.
+    pub async fn pushed_refs(&self) -> Result<BTreeMap<BuildId, PushedRef>> {
+        let rows = self
+            .rows(sqlx::query(
+                "SELECT id, pushed_ref FROM runner_builds WHERE pushed_ref IS NOT NULL",
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((self.cell(r.parsed("id"))?, self.cell(r.parsed("pushed_ref"))?)))
+            .collect()
     }
 
     /// The build a conversation was given during rollout `rollout`, if it was given one.

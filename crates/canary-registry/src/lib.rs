@@ -587,6 +587,41 @@ mod tests {
         assert!(reg.tables().await.unwrap().iter().any(|t| t == "runner_builds"));
     }
 
+    /// A push is recorded with its build, read back typed, and carried by the fleet state and the
+    /// channel history; a build the registry does not know cannot be given a reference.
+    #[tokio::test]
+    async fn a_pushed_reference_is_kept_with_its_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path().join("r.db").to_str().unwrap()).await.unwrap();
+        let id: canary_contract::BuildId = format!("sha256:{}", "1".repeat(64)).parse().unwrap();
+        let pushed: canary_contract::oci::PushedRef = format!("reg:5443/canary/builds@sha256:{}", "2".repeat(64))
+            .parse()
+            .unwrap();
+        let missing = reg.record_push(&id, &pushed).await.unwrap_err();
+        assert!(missing.to_string().contains("not in the registry"), "{missing}");
+        reg.record_build(&crate::BuildInfo::from_image(
+            id.as_str(),
+            "canary-lab/build:k",
+            &Default::default(),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(reg.pushed_ref(&id).await.unwrap(), None);
+        reg.record_push(&id, &pushed).await.unwrap();
+        assert_eq!(reg.pushed_ref(&id).await.unwrap(), Some(pushed.clone()));
+        assert_eq!(
+            reg.build_row(id.as_str()).await.unwrap().unwrap().pushed_ref,
+            Some(pushed.clone())
+        );
+        assert_eq!(reg.fleet_state().await.unwrap().pushed.get(&id), Some(&pushed));
+        // A row someone wrote by hand that is not a reference fails loudly, never reads as "none".
+        sqlx::query("UPDATE runner_builds SET pushed_ref = 'http://x/y@sha256:00'")
+            .execute(reg.pool())
+            .await
+            .unwrap();
+        assert!(reg.pushed_ref(&id).await.is_err());
+    }
+
     #[test]
     fn urls_and_paths_resolve_to_their_dialect() {
         assert_eq!(resolve("postgres://u:p@h/db").unwrap().dialect, Dialect::Postgres);

@@ -6,6 +6,7 @@ use super::{Registry, db_err, now};
 use crate::CellEvidence;
 use crate::error::{LabError, Result};
 use crate::row::{Cell, Col, FromRow};
+use canary_contract::oci::PushedRef;
 use canary_contract::{BuildId, Channel};
 use serde::Serialize;
 
@@ -18,6 +19,8 @@ pub struct BuildRow {
     pub runtime_versions: serde_json::Value,
     /// What the build holds, component by component (`None` for images without a manifest).
     pub manifest: Option<crate::builds::BuildManifest>,
+    /// Where the build was published (`canary images push`), if it was.
+    pub pushed_ref: Option<PushedRef>,
     pub created_at: String,
     pub results: i64,
     pub passing: i64,
@@ -44,6 +47,8 @@ pub struct Release {
     pub channel: Channel,
     pub build_id: BuildId,
     pub image_ref: String,
+    /// Where the build was published, if it was (`canary images push`).
+    pub pushed_ref: Option<PushedRef>,
     pub released_at: String,
     pub actor: String,
     pub kind: String,
@@ -195,6 +200,7 @@ from_row!(BuildRow {
     adapters: json,
     runtime_versions: json,
     manifest: opt_json,
+    pushed_ref: opt_parsed,
     created_at: text,
     results: int,
     passing: int,
@@ -220,7 +226,7 @@ impl FromRow for ResultRow {
 
 /// A build with its result counts, counted per build through the (build_id, ...) index: no join
 /// to group and sort. Callers add the WHERE and ORDER BY.
-const BUILD_SELECT: &str = "SELECT b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.manifest, b.created_at, \
+const BUILD_SELECT: &str = "SELECT b.id, b.image_ref, b.runner_version, b.adapters, b.runtime_versions, b.manifest, b.pushed_ref, b.created_at, \
      (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id) AS results, \
      (SELECT COUNT(*) FROM compat_results r WHERE r.build_id = b.id AND r.status = 'pass') AS passing \
      FROM runner_builds b";
@@ -286,6 +292,36 @@ impl Registry {
     }
 
     /// One build by its full id.
+    /// Records where `build` was published; a later push of the same build replaces it.
+    pub async fn record_push(&self, build: &BuildId, pushed: &PushedRef) -> Result<()> {
+        let n = self
+            .exec(
+                sqlx::query("UPDATE runner_builds SET pushed_ref = $1 WHERE id = $2")
+                    .bind(pushed.to_string())
+                    .bind(build.as_str()),
+            )
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(LabError::usage(
+                format!("build {} is not in the registry", build.short()),
+                "record it first: a build is recorded by `canary run` or `canary images push`",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where `build` was published, if it was.
+    pub async fn pushed_ref(&self, build: &BuildId) -> Result<Option<PushedRef>> {
+        let row = self
+            .maybe_row(sqlx::query("SELECT pushed_ref FROM runner_builds WHERE id = $1").bind(build.as_str()))
+            .await?;
+        match row {
+            Some(r) => self.cell(r.opt_parsed("pushed_ref")),
+            None => Ok(None),
+        }
+    }
+
     pub async fn build_row(&self, id: &str) -> Result<Option<BuildRow>> {
         let sql = format!("{BUILD_SELECT} WHERE b.id = $1");
         let row = self.maybe_row(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id)).await?;
@@ -425,7 +461,7 @@ impl Registry {
     /// A channel's known-good history, newest first.
     pub async fn releases(&self, channel: Option<&str>, limit: i64) -> Result<Vec<Release>> {
         self.all(sqlx::query(
-            "SELECT c.channel, c.build_id, b.image_ref, c.released_at, c.actor, c.kind FROM channel_releases c JOIN runner_builds b ON b.id = c.build_id \
+            "SELECT c.channel, c.build_id, b.image_ref, b.pushed_ref, c.released_at, c.actor, c.kind FROM channel_releases c JOIN runner_builds b ON b.id = c.build_id \
              WHERE ($1 = '' OR c.channel = $1) ORDER BY c.id DESC LIMIT $2",
         )
         .bind(channel.unwrap_or(""))
@@ -752,6 +788,7 @@ from_row!(Release {
     channel: parsed,
     build_id: parsed,
     image_ref: text,
+    pushed_ref: opt_parsed,
     released_at: text,
     actor: text,
     kind: text,

@@ -38,6 +38,10 @@ pub struct LabConfig {
     /// The lab's default runner build: one CLI at an exact version each
     /// (`canary run --default-providers`, `./lab demo`).
     pub providers: Vec<String>,
+    /// Where `canary images push` publishes runner builds: `host[:port]/repository` of an OCI
+    /// registry that speaks TLS (credentials come from the Docker config or
+    /// CANARY_REGISTRY_USERNAME and CANARY_REGISTRY_PASSWORD, never from this file).
+    pub oci_registry: Option<String>,
 }
 
 /// The CLIs of the default build when the lab config names none: the newest Codex and Claude
@@ -98,6 +102,7 @@ impl Default for LabConfig {
             updates: Default::default(),
             orgs_dir: crate::orgs::DEFAULT_DIR.into(),
             providers: DEFAULT_PROVIDERS.iter().map(|s| s.to_string()).collect(),
+            oci_registry: None,
         }
     }
 }

@@ -8,7 +8,7 @@
 // The layers below, at the paths this crate's modules have always used.
 use canary_contract::text;
 use canary_fleet::rollout;
-use canary_lab::{builds, engine, images, lab, progress, providers, report, repos};
+use canary_lab::{builds, distribution, engine, images, lab, progress, providers, report, repos};
 use canary_registry as registry;
 use canary_runner::{bounds, compat, error, fsutil, init_tls, yaml};
 
@@ -18,6 +18,7 @@ pub mod gate;
 pub mod matrix;
 pub mod orgs;
 pub mod pipeline;
+pub mod publish;
 pub mod run;
 pub mod status;
 pub mod sweeps;

@@ -30,6 +30,7 @@ pub async fn status(reg: &Registry, org: Option<&str>) -> Result<serde_json::Val
             "channel": channel,
             "build": history.first().map(|r| r.build_id.clone()),
             "image": current.map(|b| b.image_ref.clone()),
+            "pushed": current.and_then(|b| b.pushed_ref.clone()),
             "components": manifest.as_ref().map(|m| &m.components),
             "since": releases.first().map(|r| r.released_at.clone()),
             "previous_known_good": history.get(1).map(|r| r.build_id.clone()),
@@ -86,6 +87,30 @@ pub async fn status(reg: &Registry, org: Option<&str>) -> Result<serde_json::Val
     }))
 }
 
+/// One channel of `canary status`: its build, where it was published, and its components.
+fn channel_lines(c: &serde_json::Value, out: &mut Vec<String>) {
+    use canary_contract::build::short_id as short;
+    use canary_contract::text::clean;
+    out.push(format!(
+        "  {:<8} {:<14} {:<34} since {}  (previous known-good: {})",
+        c["channel"].as_str().unwrap_or(""),
+        short(c["build"].as_str().unwrap_or("-")),
+        clean(c["image"].as_str().unwrap_or("")),
+        c["since"].as_str().unwrap_or("-"),
+        c["previous_known_good"].as_str().map(short).unwrap_or("none")
+    ));
+    if let Some(pushed) = c["pushed"].as_str() {
+        out.push(format!("           published as {}", clean(pushed)));
+    }
+    for comp in c["components"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "           {:<12} {}",
+            clean(comp["name"].as_str().unwrap_or("")),
+            clean(comp["version"].as_str().unwrap_or(""))
+        ));
+    }
+}
+
 /// `canary status` as terminal lines, from the JSON document [`status`] answers (the same one
 /// `--json` prints and `GET /v1/status` serves). Stored strings are cleaned before they show.
 pub fn lines(v: &serde_json::Value) -> Vec<String> {
@@ -96,21 +121,7 @@ pub fn lines(v: &serde_json::Value) -> Vec<String> {
     let (channel_rows, org_rows, available) = (rows("channels"), rows("orgs"), rows("available"));
     out.push("CHANNELS".into());
     for c in &channel_rows {
-        out.push(format!(
-            "  {:<8} {:<14} {:<34} since {}  (previous known-good: {})",
-            c["channel"].as_str().unwrap_or(""),
-            short(c["build"].as_str().unwrap_or("-")),
-            clean(c["image"].as_str().unwrap_or("")),
-            c["since"].as_str().unwrap_or("-"),
-            c["previous_known_good"].as_str().map(short).unwrap_or("none")
-        ));
-        for comp in c["components"].as_array().into_iter().flatten() {
-            out.push(format!(
-                "           {:<12} {}",
-                clean(comp["name"].as_str().unwrap_or("")),
-                clean(comp["version"].as_str().unwrap_or(""))
-            ));
-        }
+        channel_lines(c, &mut out);
     }
     out.push("ORGS".into());
     for o in &org_rows {

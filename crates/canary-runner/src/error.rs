@@ -91,6 +91,14 @@ pub enum LabError {
     ))]
     Registry { url: String, message: String },
 
+    #[error("image registry {registry}: {message}")]
+    #[diagnostic(help("{hint}"))]
+    ImageRegistry {
+        registry: String,
+        message: String,
+        hint: String,
+    },
+
     #[error("image build failed: {0}")]
     ImageBuild(String),
 

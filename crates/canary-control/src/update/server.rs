@@ -166,7 +166,7 @@ pub async fn offer_for(
     }
     let manifest = BuildManifest {
         build: target.clone(),
-        image: row.as_ref().map(|r| r.image_ref.clone()).unwrap_or_default(),
+        image: row.as_ref().map(pull_by).unwrap_or_default(),
         components,
         evidence,
         offered_for: match (source, org) {
@@ -182,6 +182,14 @@ pub async fn offer_for(
         }),
     };
     Ok((offer, Some(manifest)))
+}
+
+/// What a host pulls a build by: its pushed digest reference when it was published, else the
+/// lab's own name for it.
+fn pull_by(row: &crate::registry::BuildRow) -> String {
+    row.pushed_ref
+        .as_ref()
+        .map_or_else(|| row.image_ref.clone(), |p| p.to_string())
 }
 
 /// The offer documents a control plane publishes: one per channel, and one per channel for each

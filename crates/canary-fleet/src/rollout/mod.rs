@@ -8,6 +8,7 @@ pub mod guardrails;
 mod simulation;
 pub mod stats;
 
+use canary_contract::oci::PushedRef;
 use canary_contract::{BuildId, Channel};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -672,6 +673,8 @@ pub struct FleetState {
     pub frozen: BTreeSet<String>,
     /// channel → its active rollout.
     pub rollouts: BTreeMap<Channel, ActiveRollout>,
+    /// Where builds were published (`canary images push`): what a runner pulls a build by.
+    pub pushed: BTreeMap<BuildId, PushedRef>,
 }
 
 /// Why a session runs the build it runs.
@@ -706,6 +709,10 @@ pub struct Assignment {
     /// sessions and for orgs of other rings, whose sessions would compare other orgs.
     #[serde(skip)]
     pub cohort: Option<String>,
+    /// Where the build was published (`host/repository@sha256:…`): the runner pulls it by this
+    /// digest. Absent for a build that was never pushed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<PushedRef>,
 }
 
 /// The label a rollout's judged sessions carry in the rollups: its id and ring. Candidate and
@@ -756,6 +763,13 @@ pub fn rollout_of<'a>(state: &'a FleetState, org: &str) -> Option<&'a ActiveRoll
 /// the build it was given while that build is still the rollout's candidate or baseline, and is
 /// otherwise placed by the rollout's cohort key.
 pub fn assign_to(state: &FleetState, a: &Asking<'_>) -> Option<Assignment> {
+    place(state, a).map(|mut placed| {
+        placed.image = state.pushed.get(&placed.build).cloned();
+        placed
+    })
+}
+
+fn place(state: &FleetState, a: &Asking<'_>) -> Option<Assignment> {
     let (channel, pinned) = channel_of(state, a.org);
     let fixed = |build, source| Assignment {
         build,
@@ -766,6 +780,7 @@ pub fn assign_to(state: &FleetState, a: &Asking<'_>) -> Option<Assignment> {
         percent: None,
         sticky: false,
         cohort: None,
+        image: None,
     };
     if let Some(build) = pinned {
         return Some(fixed(build, Source::Pin));
@@ -812,6 +827,7 @@ pub fn assign_to(state: &FleetState, a: &Asking<'_>) -> Option<Assignment> {
         percent: Some(r.percent),
         sticky: remembered.is_some() && source != Source::Frozen,
         cohort: judged.then(|| cohort_label(r.id, r.ring)),
+        image: None,
     })
 }
 
@@ -1035,5 +1051,25 @@ mod tests {
         s.channels.clear();
         s.rollouts.clear();
         assert!(assign(&s, "anyone", "s1").is_none());
+    }
+
+    #[test]
+    fn an_assignment_names_where_its_build_was_published() {
+        let id = |hex: &str| -> BuildId { format!("sha256:{hex}").parse().unwrap() };
+        let (base, pinned) = (id("ba5e"), id("01d"));
+        let mut s = FleetState::default();
+        s.channels.insert(Channel::stable(), base.clone());
+        s.orgs.insert("acme".into(), (Channel::stable(), Some(pinned)));
+        let pushed: PushedRef = format!("reg.internal:5443/canary/builds@sha256:{}", "ab".repeat(32))
+            .parse()
+            .unwrap();
+        s.pushed.insert(base, pushed.clone());
+        let a = assign(&s, "anyone", "s1").unwrap();
+        assert_eq!(a.image.as_ref(), Some(&pushed));
+        assert_eq!(serde_json::to_value(&a).unwrap()["image"], pushed.to_string());
+        // A build never pushed: no reference, and the field is left out rather than empty.
+        let p = assign(&s, "acme", "s1").unwrap();
+        assert_eq!(p.image, None);
+        assert!(serde_json::to_value(&p).unwrap().get("image").is_none());
     }
 }

@@ -1,5 +1,7 @@
 //! The Docker backend, over the engine's HTTP API (bollard). The only module that imports bollard.
 
+mod distribution;
+pub use distribution::{Transfer, registry_error};
 mod executor;
 mod firewall;
 pub use firewall::bridge_name;

@@ -11,6 +11,7 @@
 //!   owns in the container is killed, and the outcome says `timed_out`.
 
 pub mod conformance;
+pub mod credentials;
 pub mod docker;
 pub mod protocol;
 

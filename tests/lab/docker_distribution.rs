@@ -1,0 +1,416 @@
+//! Runner builds published to an OCI registry and taken by engines that never built them: a
+//! real docker-registry with TLS from a test CA and htpasswd logins (`scripts/oci-registry.sh`),
+//! and a second Docker engine in its own network namespace (`scripts/engines.sh`), reached over
+//! its own socket as another machine's engine would be.
+
+use crate::helpers::*;
+use base64::Engine as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const USER: &str = "lab";
+const PASSWORD: &str = "s3cret-test";
+
+/// Extra engines for one test, removed when it ends (pass or fail).
+pub struct Engines {
+    /// (name, socket) of each.
+    pub all: Vec<(String, String)>,
+}
+
+impl Engines {
+    pub fn up(n: usize) -> Engines {
+        let out = Command::new(root().join("scripts/engines.sh"))
+            .args(["up", &n.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/engines.sh up {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let all = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_string(), format!("unix://{}", f[1]))
+            })
+            .collect();
+        Engines { all }
+    }
+
+    /// `DOCKER_HOST` of engine `i` (0-based).
+    pub fn host(&self, i: usize) -> &str {
+        &self.all[i].1
+    }
+
+    /// The lab host's address as the engines reach it.
+    pub fn lab_address() -> String {
+        let out = Command::new(root().join("scripts/engines.sh"))
+            .arg("address")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Engines {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/engines.sh")).arg("down").output();
+    }
+}
+
+/// A registry for one test, stopped when it ends.
+pub struct OciRegistry {
+    pub host: String,
+    dir: tempfile::TempDir,
+}
+
+impl OciRegistry {
+    pub fn start(address: &str) -> OciRegistry {
+        installed("oci-registry.sh");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port().to_string();
+        let out = Command::new(root().join("scripts/oci-registry.sh"))
+            .args([
+                "start",
+                &dir.path().display().to_string(),
+                address,
+                &port,
+                USER,
+                PASSWORD,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/oci-registry.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        OciRegistry {
+            host: format!("{address}:{port}"),
+            dir,
+        }
+    }
+
+    /// Bytes the registry stores: what pushes have sent it.
+    pub fn stored(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            std::fs::read_dir(p).map_or(0, |rd| {
+                rd.flatten()
+                    .map(|e| match e.file_type() {
+                        Ok(t) if t.is_dir() => walk(&e.path()),
+                        _ => e.metadata().map_or(0, |m| m.len()),
+                    })
+                    .sum()
+            })
+        }
+        walk(&self.dir.path().join("data"))
+    }
+
+    /// The file the registry keeps a blob in.
+    pub fn blob(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// A Docker client config holding a login for this registry, as `docker login` writes it.
+    pub fn docker_config(&self, password: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
+        std::fs::write(
+            d.path().join("config.json"),
+            format!(r#"{{"auths": {{"https://{}": {{"auth": "{auth}"}}}}}}"#, self.host),
+        )
+        .unwrap();
+        d
+    }
+}
+
+impl Drop for OciRegistry {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/oci-registry.sh"))
+            .args(["stop", &self.dir.path().display().to_string()])
+            .output();
+    }
+}
+
+/// The docker CLI against `engine` (`""`: the lab's own).
+fn on(engine: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("docker");
+    if !engine.is_empty() {
+        cmd.env("DOCKER_HOST", engine);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+fn image_id(engine: &str, reference: &str) -> Option<String> {
+    let out = on(engine, &["image", "inspect", "--format", "{{.Id}}", reference]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn a_build_pushed_once_runs_on_an_engine_that_never_built_it_and_a_candidate_moves_one_layer() {
+    require_lab();
+    let engines = Engines::up(1);
+    let registry = OciRegistry::start(&Engines::lab_address());
+    let remote = engines.host(0).to_string();
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("registry.db").display().to_string();
+    let repo = format!("{}/canary/builds", registry.host);
+    let login = registry.docker_config(PASSWORD);
+    let login_dir = login.path().display().to_string();
+
+    let a = Canary::new()
+        .args([
+            "images",
+            "build",
+            "--provider",
+            "codex@0.163.0",
+            "--provider",
+            "claude-code@sdk-0.2.186",
+            "--json",
+        ])
+        .run()
+        .code(0)
+        .json();
+    let (a_ref, a_id) = (
+        a["reference"].as_str().unwrap().to_string(),
+        a["id"].as_str().unwrap().to_string(),
+    );
+
+    // Credentials come from the Docker config or the environment: without them, or with a wrong
+    // password, the registry's refusal is an error that says how to log in.
+    let nobody = tempfile::tempdir().unwrap();
+    Canary::new()
+        .args(["--registry", &db, "images", "push", &a_ref, "--to", &repo])
+        .env("DOCKER_CONFIG", &nobody.path().display().to_string())
+        .run()
+        .code(2)
+        .stderr_has("docker login")
+        .stderr_has("no basic auth credentials");
+    Canary::new()
+        .args(["--registry", &db, "images", "push", &a_ref, "--to", &repo])
+        .env("CANARY_REGISTRY_USERNAME", USER)
+        .env("CANARY_REGISTRY_PASSWORD", "wrong")
+        .run()
+        .code(2)
+        .stderr_has("the registry refused the credentials");
+    Canary::new()
+        .args([
+            "--registry",
+            &db,
+            "images",
+            "push",
+            &a_ref,
+            "--to",
+            &format!("http://{repo}"),
+        ])
+        .run()
+        .code(2)
+        .stderr_has("TLS only");
+    assert_eq!(registry.stored(), 0, "nothing reached the registry");
+
+    let before = registry.stored();
+    let pushed_a = Canary::new()
+        .args(["--registry", &db, "images", "push", &a_ref, "--to", &repo, "--json"])
+        .env("DOCKER_CONFIG", &login_dir)
+        .run()
+        .code(0)
+        .json();
+    let a_bytes = registry.stored() - before;
+    let a_pushed = pushed_a["pushed"].as_str().unwrap().to_string();
+    assert!(a_pushed.starts_with(&format!("{repo}@sha256:")), "{pushed_a}");
+    assert_eq!(pushed_a["build"], a_id.as_str());
+    assert_eq!(pushed_a["transfer"]["layers_present"], 0, "{pushed_a}");
+    let a_layers = pushed_a["transfer"]["layers_moved"].as_u64().unwrap();
+    assert!(a_layers >= 4, "base, runner and two CLIs: {pushed_a}");
+    // The registry's name is taken off again: the build keeps only the lab's own.
+    assert!(image_id("", &format!("{repo}:{}", &a_ref["canary-lab/build:".len()..])).is_none());
+
+    // A one-CLI candidate: only its new layer is sent.
+    let b = Canary::new()
+        .args([
+            "images",
+            "build",
+            "--from",
+            &a_ref,
+            "--set",
+            "claude-code@sdk-0.2.187",
+            "--json",
+        ])
+        .run()
+        .code(0)
+        .json();
+    let (b_ref, b_id) = (
+        b["reference"].as_str().unwrap().to_string(),
+        b["id"].as_str().unwrap().to_string(),
+    );
+    let before = registry.stored();
+    let pushed_b = Canary::new()
+        .args(["--registry", &db, "images", "push", &b_ref, "--to", &repo, "--json"])
+        .env("DOCKER_CONFIG", &login_dir)
+        .run()
+        .code(0)
+        .json();
+    let b_bytes = registry.stored() - before;
+    assert_eq!(pushed_b["transfer"]["layers_moved"], 1, "{pushed_b}");
+    assert_eq!(
+        pushed_b["transfer"]["layers_present"].as_u64().unwrap(),
+        a_layers,
+        "{pushed_b}"
+    );
+    assert!(
+        b_bytes < a_bytes / 2,
+        "the candidate sent {b_bytes} bytes, the whole build {a_bytes}"
+    );
+    eprintln!("pushed: whole build {a_bytes} bytes in {a_layers} layers; one-CLI candidate {b_bytes} bytes in 1 layer");
+
+    // The registry carries the pushed references with the builds.
+    let builds = Canary::new()
+        .args(["--registry", &db, "registry", "builds", "--json"])
+        .run()
+        .code(0)
+        .json();
+    let pushed_of = |id: &str| {
+        builds
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["pushed_ref"].clone())
+    };
+    assert_eq!(pushed_of(&a_id), Some(serde_json::json!(a_pushed)), "{builds}");
+    assert_eq!(pushed_of(&b_id), Some(pushed_b["pushed"].clone()), "{builds}");
+
+    // The second engine never built either build. `images pull` takes the whole build;
+    // a run of the candidate then fetches only its new layer, and the golden path passes there.
+    assert!(image_id(&remote, &a_id).is_none());
+    let pulled = Canary::new()
+        .args(["--registry", &db, "images", "pull", &a_ref, "--json"])
+        .env("DOCKER_HOST", &remote)
+        .env("DOCKER_CONFIG", &login_dir)
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(
+        pulled["transfer"]["layers_moved"].as_u64().unwrap(),
+        a_layers,
+        "{pulled}"
+    );
+    assert!(
+        pulled["transfer"]["bytes_moved"].as_u64().unwrap() > 100_000_000,
+        "{pulled}"
+    );
+    assert_eq!(image_id(&remote, &a_ref).as_deref(), Some(a_id.as_str()));
+    let started = std::time::Instant::now();
+    let ran = Canary::new()
+        .args([
+            "--registry",
+            &db,
+            "run",
+            "--image",
+            &b_ref,
+            "-s",
+            "suites/golden-path.yaml",
+            "--jobs",
+            "2",
+            "--json",
+        ])
+        .env("DOCKER_HOST", &remote)
+        .env("DOCKER_CONFIG", &login_dir)
+        .run();
+    let stderr = ran.stderr();
+    let report = ran.code(0).json();
+    let short_b = &b_id["sha256:".len().."sha256:".len() + 12];
+    assert!(
+        stderr.contains(&format!(
+            "pulled build {short_b} from {}",
+            pushed_b["pushed"].as_str().unwrap()
+        )) && stderr.contains(&format!("(1 layers fetched, {a_layers} already here)")),
+        "{stderr}"
+    );
+    assert_eq!(report["summary"]["passed"], 6, "{}", report["summary"]);
+    assert_eq!(image_id(&remote, &b_id).as_deref(), Some(b_id.as_str()));
+    eprintln!(
+        "candidate pulled and judged on the second engine in {:?}",
+        started.elapsed()
+    );
+    // Judged green there, the candidate goes to beta; the channel names where it was published.
+    Canary::new()
+        .args(["--registry", &db, "promote", &b_id, "--channel", "beta"])
+        .run()
+        .code(0);
+    let status = Canary::new()
+        .args(["--registry", &db, "status", "--json"])
+        .run()
+        .code(0)
+        .json();
+    let beta = status["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "beta")
+        .unwrap();
+    assert_eq!(beta["pushed"], pushed_b["pushed"], "{status}");
+
+    // A registry row that names another build's manifest: the pulled image is not the build,
+    // and it is refused and removed.
+    on(&remote, &["rmi", "-f", &a_id]);
+    let tampered = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('UPDATE runner_builds SET pushed_ref=? WHERE id=?', (sys.argv[2], sys.argv[3])); c.commit()",
+            &db,
+            pushed_b["pushed"].as_str().unwrap(),
+            &a_id,
+        ])
+        .status()
+        .unwrap();
+    assert!(tampered.success());
+    Canary::new()
+        .args(["--registry", &db, "images", "pull", &a_ref])
+        .env("DOCKER_HOST", &remote)
+        .env("DOCKER_CONFIG", &login_dir)
+        .run()
+        .code(2)
+        .stderr_has(&format!("not build {}: refused and removed", &a_id[7..19]));
+    assert!(image_id(&remote, &a_id).is_none());
+    assert_eq!(
+        image_id(&remote, &b_id).as_deref(),
+        Some(b_id.as_str()),
+        "the other build is untouched"
+    );
+
+    // A registry whose stored manifest no longer matches its digest: the engine refuses it.
+    let restored = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('UPDATE runner_builds SET pushed_ref=? WHERE id=?', (sys.argv[2], sys.argv[3])); c.commit()",
+            &db,
+            &a_pushed,
+            &a_id,
+        ])
+        .status()
+        .unwrap();
+    assert!(restored.success());
+    let manifest = registry.blob(a_pushed.rsplit_once('@').unwrap().1);
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(&manifest, bytes).unwrap();
+    let refused = Canary::new()
+        .args(["--registry", &db, "images", "pull", &a_ref])
+        .env("DOCKER_HOST", &remote)
+        .env("DOCKER_CONFIG", &login_dir)
+        .run();
+    let stderr = refused.stderr();
+    refused.code(2);
+    assert!(stderr.contains("does not match the recorded digest"), "{stderr}");
+    assert!(image_id(&remote, &a_id).is_none());
+}
