@@ -264,6 +264,9 @@ fn config(cli: &Cli) -> Result<LabConfig> {
     if let Some(r) = &cli.registry {
         c.registry = r.clone();
     }
+    if let Some(name) = &cli.engine {
+        crate::engine::endpoint::select(&c.engines, name)?;
+    }
     Ok(c)
 }
 

@@ -52,6 +52,10 @@ pub struct Cli {
     /// Known-good registry: a SQLite file path or a postgres:// URL (default .canary/registry.db).
     #[arg(long, global = true, env = "CANARY_REGISTRY")]
     pub registry: Option<String>,
+    /// The Docker engine to use, by its name in canary.yaml's `engines:` (default: DOCKER_HOST
+    /// or the local socket).
+    #[arg(long, global = true, env = "CANARY_ENGINE", value_name = "NAME")]
+    pub engine: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -11,14 +11,19 @@ use std::process::Command;
 const USER: &str = "lab";
 const PASSWORD: &str = "s3cret-test";
 
-/// Extra engines for one test, removed when it ends (pass or fail).
+/// Extra engines for one test, removed when it ends (pass or fail). Tests that use them take
+/// turns (an exclusive lock held while they live): one test's `down` would end another's engines.
 pub struct Engines {
     /// (name, socket) of each.
     pub all: Vec<(String, String)>,
+    _turn: std::fs::File,
 }
 
 impl Engines {
     pub fn up(n: usize) -> Engines {
+        use std::os::fd::AsRawFd;
+        let turn = std::fs::File::create(std::env::temp_dir().join("canary-engines.lock")).unwrap();
+        assert_eq!(unsafe { libc::flock(turn.as_raw_fd(), libc::LOCK_EX) }, 0);
         let out = Command::new(root().join("scripts/engines.sh"))
             .args(["up", &n.to_string()])
             .output()
@@ -35,7 +40,16 @@ impl Engines {
                 (f[0].to_string(), format!("unix://{}", f[1]))
             })
             .collect();
-        Engines { all }
+        Engines { all, _turn: turn }
+    }
+
+    /// The folder of the lab's client certificate for the engines' TLS ports.
+    pub fn client_tls() -> String {
+        let out = Command::new(root().join("scripts/engines.sh"))
+            .arg("client")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// `DOCKER_HOST` of engine `i` (0-based).

@@ -12,6 +12,7 @@ mod docker;
 mod docker_dashboard;
 mod docker_distribution;
 mod docker_drift;
+mod docker_engines;
 mod docker_fleet;
 mod docker_images;
 mod docker_matrix;

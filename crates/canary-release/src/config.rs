@@ -42,6 +42,9 @@ pub struct LabConfig {
     /// registry that speaks TLS (credentials come from the Docker config or
     /// CANARY_REGISTRY_USERNAME and CANARY_REGISTRY_PASSWORD, never from this file).
     pub oci_registry: Option<String>,
+    /// The Docker engines the lab may use; `--engine NAME` picks one for a command (default:
+    /// `DOCKER_HOST` or the local socket).
+    pub engines: Vec<canary_lab::engine::endpoint::Endpoint>,
 }
 
 /// The CLIs of the default build when the lab config names none: the newest Codex and Claude
@@ -103,6 +106,7 @@ impl Default for LabConfig {
             orgs_dir: crate::orgs::DEFAULT_DIR.into(),
             providers: DEFAULT_PROVIDERS.iter().map(|s| s.to_string()).collect(),
             oci_registry: None,
+            engines: Vec::new(),
         }
     }
 }
@@ -137,7 +141,7 @@ impl LabConfig {
         let text = crate::fsutil::read_input(&path, "lab config", crate::fsutil::MAX_INPUT)?;
         let file = path.display().to_string();
         let config: LabConfig = serde_saphyr::from_str(&text).map_err(|e| {
-            let fields = "keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir, registry, gate_policy, upstream, pipeline, providers";
+            let fields = "keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir, registry, gate_policy, upstream, pipeline, providers, oci_registry, engines";
             crate::error::LabError::from(crate::yaml::parse_error(&file, &text, "lab config", &e, fields))
         })?;
         config.check(&file, &text)?;
@@ -183,6 +187,15 @@ impl LabConfig {
                 ));
             }
         }
+        if let Some(r) = &self.oci_registry {
+            canary_contract::oci::Repository::parse(r).map_err(|m| {
+                at(
+                    "oci_registry",
+                    crate::error::LabError::usage(format!("oci_registry: {m}"), "give HOST[:PORT]/REPOSITORY"),
+                )
+            })?;
+        }
+        canary_lab::engine::endpoint::check_all(&self.engines).map_err(|e| at("engines", e))?;
         self.upstream.policy(None).map_err(|e| at("upstream", e))?;
         crate::gate::ops::check_name("channel", &self.pipeline.promote_to).map_err(|e| at("pipeline", e))?;
         if self.pipeline.jobs == 0 {

@@ -365,7 +365,16 @@ async fn egress<B: Backend>(
     let mut spec = ContainerSpec::new(run, "egress-open", image);
     (spec.network, spec.executor) = (Some(open.to_string()), executor);
     let control = b.start_container(&spec).await.map_err(|e| e.to_string())?;
-    match (reaches(b, &control, &outside).await?, reaches(b, &lab, &outside).await?) {
+    // The listener may still be starting: the open side is asked until it answers (bounded).
+    let mut open_reached = false;
+    for _ in 0..10 {
+        open_reached = reaches(b, &control, &outside).await?;
+        if open_reached {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    match (open_reached, reaches(b, &lab, &outside).await?) {
         (true, false) => Ok(format!("{outside} refused from {network}, reached from {open}")),
         (false, _) => Err(format!(
             "{outside} is not reachable even from {open}: the check proves nothing (is the host listening there?)"
@@ -408,8 +417,10 @@ async fn gc<B: Backend>(b: &B, run: &str, image: &str) -> Outcome {
     ))
 }
 
-/// The suite against the local Docker engine, with the lab's base image: the host listens on the
-/// default bridge's gateway for the egress check, only for the length of the run.
+/// The suite against the Docker engine the lab uses (local, or `--engine` over TLS), with the
+/// lab's base image. The egress check's listener runs on the engine's host itself (a container
+/// in the host's network namespace, for the length of the run), so a remote engine is checked
+/// as the local one is.
 pub async fn check_docker(image: &str) -> crate::error::Result<Conformance> {
     let b = super::docker::DockerBackend::connect().await?;
     if b.image(image).await?.is_none() {
@@ -424,18 +435,25 @@ pub async fn check_docker(image: &str) -> crate::error::Result<Conformance> {
             "the egress check needs the default `bridge` network",
         )
     })?;
-    let listener = tokio::net::TcpListener::bind((gateway, 0))
-        .await
-        .map_err(|e| crate::error::LabError::usage(format!("cannot listen on {gateway}: {e}"), "internal"))?;
-    let outside = listener
-        .local_addr()
-        .map_err(|e| crate::error::LabError::usage(e.to_string(), "internal"))?;
-    let accept = tokio::spawn(async move {
-        while let Ok((conn, _)) = listener.accept().await {
-            drop(conn);
-        }
-    });
+    // A port unlikely to be taken on the engine's host (a taken one fails the check, loudly).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let port = 20_000 + (nanos % 40_000) as u16;
+    let host_run = run_id();
+    let mut spec = ContainerSpec::new(&host_run, "host-listener", image);
+    spec.network = Some("host".into());
+    spec.cmd = Some(vec![
+        "python3".into(),
+        "-c".into(),
+        format!(
+            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',{port}))\ns.listen(64)\nwhile True:\n  s.accept()[0].close()"
+        ),
+    ]);
+    b.start_container(&spec).await?;
+    let outside = std::net::SocketAddr::new(gateway, port);
     let result = run(&b, image, outside, "bridge").await;
-    accept.abort();
+    b.gc(GcScope::Run(host_run)).await?;
     Ok(result)
 }

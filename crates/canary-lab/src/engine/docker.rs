@@ -81,18 +81,65 @@ impl DockerBackend {
     /// Connects with the usual defaults (`DOCKER_HOST` or the local socket) and agrees on an API
     /// version with the engine, so older engines work too.
     pub async fn connect() -> Result<DockerBackend> {
-        let unreachable = |e: bollard::errors::Error| LabError::DockerUnreachable { reason: e.to_string() };
-        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
-        let docker = docker.negotiate_version().await.map_err(unreachable)?;
-        docker.ping().await.map_err(unreachable)?;
+        let docker = match super::endpoint::selected() {
+            Some(e) => Self::connect_endpoint(e).await?,
+            None => {
+                let unreachable = |e: bollard::errors::Error| LabError::DockerUnreachable { reason: e.to_string() };
+                let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+                let docker = docker.negotiate_version().await.map_err(unreachable)?;
+                docker.ping().await.map_err(unreachable)?;
+                docker
+            }
+        };
         Ok(DockerBackend {
             docker,
             sessions: Arc::default(),
         })
     }
 
-    /// Imports a root filesystem tar as an image (`docker import`), with Dockerfile-style
-    /// `changes` such as `ENV` and `WORKDIR`. Returns the image id.
+    /// The engine of `engines:` that `--engine` picked: its socket, or its TCP port with mutual
+    /// TLS (the engine's CA checks it, its CA checks the lab's client certificate).
+    async fn connect_endpoint(e: &super::endpoint::Endpoint) -> Result<Docker> {
+        use super::endpoint::Address;
+        let unreachable = |err: bollard::errors::Error| {
+            let help = match e.address() {
+                Ok(Address::Tcp(..)) => {
+                    "check the engine is up, that tls.ca signed its certificate, and that tls.cert and tls.key are a client certificate its CA signed"
+                }
+                _ => "check the engine is up and the socket path is right",
+            };
+            LabError::usage(
+                format!(
+                    "cannot reach engine {} at {}: {}",
+                    e.name,
+                    e.host,
+                    crate::text::clean(&err.to_string())
+                ),
+                help,
+            )
+        };
+        let docker = match e.address()? {
+            Address::Unix(host) => Docker::connect_with_unix(host, 120, bollard::API_DEFAULT_VERSION),
+            Address::Tcp(hostport, tls) => {
+                for f in [&tls.ca, &tls.cert, &tls.key] {
+                    std::fs::metadata(f).map_err(|err| LabError::read(f, err))?;
+                }
+                Docker::connect_with_ssl(
+                    hostport,
+                    &tls.key,
+                    &tls.cert,
+                    &tls.ca,
+                    120,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
+        }
+        .map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
+        Ok(docker)
+    }
+
     /// The gateway address of a Docker network (the host, on `bridge`): the one its IPAM
     /// names, else the first address of its IPv4 subnet (where Docker puts the bridge's own
     /// address; the default bridge's inspect often names no gateway).
@@ -116,6 +163,8 @@ impl DockerBackend {
         Ok(named.or_else(first))
     }
 
+    /// Imports a root filesystem tar as an image (`docker import`), with Dockerfile-style
+    /// `changes` such as `ENV` and `WORKDIR`. Returns the image id.
     pub async fn import_rootfs<S>(&self, reference: &str, changes: Vec<String>, tar: S) -> Result<String>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
@@ -270,11 +319,19 @@ impl Backend for DockerBackend {
             .create_network(NetworkCreateRequest {
                 name: name.clone(),
                 driver: Some("bridge".into()),
-                // Internal: members reach each other, never the outside world; the host's
-                // firewall refuses them the host itself.
+                // Internal: members reach each other, never the outside world. The bridge gets
+                // no address of its own, so the engine's host is not on the network either (a
+                // remote engine included, whose firewall the lab cannot touch); where the lab
+                // runs as root the local firewall refuses the host as well.
                 internal: Some(true),
                 labels: Some(owner_labels(run_id)),
-                options: Some([("com.docker.network.bridge.name".to_string(), iface.clone())].into()),
+                options: Some(
+                    [
+                        ("com.docker.network.bridge.name".to_string(), iface.clone()),
+                        ("com.docker.network.bridge.inhibit_ipv4".to_string(), "true".to_string()),
+                    ]
+                    .into(),
+                ),
                 ..Default::default()
             })
             .await

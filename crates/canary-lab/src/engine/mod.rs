@@ -13,6 +13,7 @@
 pub mod conformance;
 pub mod credentials;
 pub mod docker;
+pub mod endpoint;
 pub mod protocol;
 
 use crate::error::Result;
