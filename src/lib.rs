@@ -14,7 +14,7 @@ pub use canary_fleet::{otlp, telemetry, tokens};
 pub use canary_registry as registry;
 // The release side: canary.yaml, gate, org policies, upstream, pipeline, matrix, sweeps.
 pub use canary_release::{
-    config, drift, gate, matrix, orgs, pipeline, publish, run, status, sweeps, upstream, webhook,
+    config, drift, engines, gate, matrix, orgs, pipeline, publish, run, status, sweeps, upstream, webhook,
 };
 // The control plane: canary serve, authority, dashboard, rollouts, updates, the simulated fleet.
 pub use canary_control::{

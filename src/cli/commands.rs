@@ -323,7 +323,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Kpis(a) => super::fleet::kpis(&config, a).await,
         Command::Fleet(c) => super::fleet::fleet(&config, c).await,
         Command::Repro(a) => repro(&cli, &config, a).await,
-        Command::Gc(a) => gc(a).await,
+        Command::Gc(a) => gc(&config, a).await,
         Command::Engine(EngineCommand::Check { json }) => engine_check(&config, *json).await,
         Command::Images(c) => images(&config, c).await,
         Command::Repos(c) => repos(&config, c),
@@ -584,8 +584,34 @@ async fn stub(a: &StubArgs) -> Result<i32> {
     Ok(exit::PASS)
 }
 
-async fn gc(a: &GcArgs) -> Result<i32> {
-    let engine = DockerBackend::connect().await?;
+async fn gc(config: &LabConfig, a: &GcArgs) -> Result<i32> {
+    let Some(endpoints) = crate::engines::spread(config) else {
+        let (value, lines) = gc_one(&DockerBackend::connect().await?, a).await?;
+        return show(a.json, &value, lines);
+    };
+    // Every engine of canary.yaml; one that cannot be reached is reported, the others cleaned.
+    let (mut values, mut lines, mut unreachable) = (Vec::new(), Vec::new(), false);
+    for (name, engine) in crate::engines::connect_each(endpoints).await {
+        match engine {
+            Ok(engine) => {
+                let (mut value, more) = gc_one(&engine, a).await?;
+                value["engine"] = name.clone().into();
+                values.push(value);
+                lines.extend(more.into_iter().map(|l| format!("{name}: {l}")));
+            }
+            Err(e) => {
+                unreachable = true;
+                lines.push(format!("{name}: not cleaned: {e}"));
+                values.push(serde_json::json!({"engine": name, "error": e.to_string()}));
+            }
+        }
+    }
+    print_view(a.json, &values, lines);
+    Ok(if unreachable { exit::ERROR } else { exit::PASS })
+}
+
+/// What gc removes from one engine, as JSON and as lines.
+async fn gc_one(engine: &DockerBackend, a: &GcArgs) -> Result<(serde_json::Value, Vec<String>)> {
     let r = engine.gc(if a.all { GcScope::All } else { GcScope::Orphaned }).await?;
     let images = if a.images {
         engine.prune_lab_images(a.older_than).await?
@@ -594,7 +620,7 @@ async fn gc(a: &GcArgs) -> Result<i32> {
     };
     let lines = view::gc(&r, a.images.then_some(&images[..]));
     let value = serde_json::json!({"containers": r.containers, "networks": r.networks, "skipped_live": r.skipped_live, "images": images});
-    show(a.json, &value, lines)
+    Ok((value, lines))
 }
 
 async fn engine_check(config: &LabConfig, json: bool) -> Result<i32> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const USER: &str = "lab";
-const PASSWORD: &str = "s3cret-test";
+pub const PASSWORD: &str = "s3cret-test";
 
 /// Extra engines for one test, removed when it ends (pass or fail). Tests that use them take
 /// turns (an exclusive lock held while they live): one test's `down` would end another's engines.
@@ -50,6 +50,15 @@ impl Engines {
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Starts again any engine whose daemon died (the others are kept as they are).
+    pub fn restart(&self) {
+        let out = Command::new(root().join("scripts/engines.sh"))
+            .args(["up", &self.all.len().to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// `DOCKER_HOST` of engine `i` (0-based).

@@ -113,3 +113,166 @@ fn a_remote_engine_over_mutual_tls_passes_the_conformance_suite_and_wrong_ways_i
         .code(2)
         .stderr_has("a remote engine needs tls");
 }
+
+/// The golden path over three engines that never built the build: the run pushes it once, each
+/// engine pulls it by digest, cases go where slots are free, and a `kill -9` of one engine's
+/// daemon mid-run moves its cases to the others. Every case passes once, the report names the
+/// engines, and gc leaves nothing on any of them.
+#[test]
+fn a_run_spreads_over_three_engines_and_survives_one_killed_mid_run() {
+    use crate::docker_distribution::OciRegistry;
+    require_lab();
+    let engines = Engines::up(3);
+    let registry = OciRegistry::start(&Engines::lab_address());
+    let login = registry.docker_config(crate::docker_distribution::PASSWORD);
+    let login_dir = login.path().display().to_string();
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("registry.db").display().to_string();
+    let build = Canary::new()
+        .args([
+            "images",
+            "build",
+            "--provider",
+            "codex@0.163.0",
+            "--provider",
+            "claude-code@sdk-0.2.186",
+            "--json",
+        ])
+        .run()
+        .code(0)
+        .json();
+    let reference = build["reference"].as_str().unwrap().to_string();
+    let mut config = format!("oci_registry: {}/canary/spread\nengines:\n", registry.host);
+    for (name, socket) in &engines.all {
+        config.push_str(&format!("  - name: {name}\n    host: {socket}\n    slots: 1\n"));
+    }
+    let (_dir, cfg) = write_temp("canary.yaml", &config);
+    let cfg = cfg.display().to_string();
+
+    let (mut cmd, _reports) = Canary::new()
+        .args(["--config", &cfg, "--registry", &db, "run", "--image", &reference])
+        .args(["-s", "suites/golden-path.yaml", "--json"])
+        .env("DOCKER_CONFIG", &login_dir)
+        .command();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // As soon as e2 runs a case, its daemon dies.
+    let e2 = engines.host(1).to_string();
+    let started = std::time::Instant::now();
+    loop {
+        let ps = Command::new("docker")
+            .env("DOCKER_HOST", &e2)
+            .args(["ps", "--format", "{{.Names}}", "--filter", "label=canary-lab.run"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&ps.stdout).contains("golden-path--") {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 240, "no case reached e2 in 4 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = std::fs::read_to_string("/run/canary-engines/e2/dockerd.pid").unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(stderr.contains("engine e2 went away: case golden-path--"), "{stderr}");
+    for e in ["e1", "e2", "e3"] {
+        assert!(stderr.contains(&format!("engine {e}: pulled build")), "{stderr}");
+    }
+    assert_eq!(report["summary"]["passed"], 6, "{}", report["summary"]);
+    let cases = report["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 6);
+    let on: Vec<&str> = cases.iter().map(|c| c["engine"].as_str().unwrap()).collect();
+    assert!(on.iter().all(|e| ["e1", "e2", "e3"].contains(e)), "{on:?}");
+    assert!(on.contains(&"e1") && on.contains(&"e3"), "{on:?}");
+    assert!(
+        report["engine"].as_str().unwrap().contains("e3: "),
+        "{}",
+        report["engine"]
+    );
+    eprintln!(
+        "cases by engine {on:?}; run {} ms; moved: {}",
+        report["duration_ms"],
+        stderr
+            .lines()
+            .filter(|l| l.contains("went away"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+
+    // e2 comes back with what its killed daemon left; gc of every engine takes it all.
+    engines.restart();
+    Canary::new().args(["--config", &cfg, "gc"]).run().code(0);
+
+    // Three CI jobs, one engine each, one PostgreSQL registry: `--partition i/3` records every
+    // case exactly once.
+    let pg = crate::registry::fresh(crate::registry::Backend::Postgres);
+    let jobs: Vec<_> = (1..=3)
+        .map(|i| {
+            let (mut cmd, reports) = Canary::new()
+                .args(["--config", &cfg, "--registry", &pg.url, "--engine", &format!("e{i}")])
+                .args(["run", "--image", &reference, "-s", "suites/golden-path.yaml"])
+                .args(["--partition", &format!("{i}/3"), "--json"])
+                .command();
+            let child = cmd
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, reports)
+        })
+        .collect();
+    let mut ran = Vec::new();
+    for (child, _reports) in jobs {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for c in report["cases"].as_array().unwrap() {
+            ran.push(c["id"].as_str().unwrap().to_string());
+        }
+    }
+    ran.sort();
+    let before = ran.len();
+    ran.dedup();
+    assert_eq!(
+        (before, ran.len()),
+        (6, 6),
+        "every case in exactly one partition: {ran:?}"
+    );
+    let results = Canary::new()
+        .args(["--registry", &pg.url, "registry", "results", "--json"])
+        .run()
+        .code(0)
+        .json();
+    let mut recorded: Vec<String> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["case_id"].as_str().unwrap().to_string())
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded, ran, "the registry holds each case once");
+    for (name, socket) in &engines.all {
+        let left = Command::new("docker")
+            .env("DOCKER_HOST", socket)
+            .args(["ps", "-aq", "--filter", "label=canary-lab"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&left.stdout).trim(),
+            "",
+            "containers left on {name}"
+        );
+    }
+}

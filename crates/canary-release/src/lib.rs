@@ -14,6 +14,7 @@ use canary_runner::{bounds, compat, error, fsutil, init_tls, yaml};
 
 pub mod config;
 pub mod drift;
+pub mod engines;
 pub mod gate;
 pub mod matrix;
 pub mod orgs;

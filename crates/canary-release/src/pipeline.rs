@@ -375,7 +375,7 @@ impl Candidate<'_> {
             rerun_failed: 0,
             reporters: vec![Box::new(recorder)],
         };
-        let (report, run_dir) = crate::lab::run(engine, &config.lab(), prepared, opts, progress).await?;
+        let (report, run_dir) = crate::engines::run(config, engine, prepared, opts, progress).await?;
         let added = added.load(std::sync::atomic::Ordering::SeqCst);
         progress.line(format!(
             "[record] {added} results for build {} ({})",

@@ -39,11 +39,21 @@ pub async fn push(config: &LabConfig, build: &str, to: Option<&str>) -> Result<P
     let repository = repository(config, to)?;
     let engine = DockerBackend::connect().await?;
     let reg = Registry::open(&config.registry).await?;
+    push_from(&engine, &reg, build, &repository).await
+}
+
+/// Pushes `build` from `engine` and records where, in `reg`.
+pub async fn push_from(
+    engine: &DockerBackend,
+    reg: &Registry,
+    build: &str,
+    repository: &Repository,
+) -> Result<Published> {
     let image = match engine.image(build).await? {
         Some(i) => i.id,
         None => reg.resolve_build(build).await?.as_str().to_string(),
     };
-    let published = distribution::push(&engine, &image, &repository).await?;
+    let published = distribution::push(engine, &image, repository).await?;
     let labels = engine
         .image(published.build.as_str())
         .await?

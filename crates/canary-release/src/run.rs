@@ -109,7 +109,7 @@ pub async fn run(config: &LabConfig, r: Request, progress: &Progress) -> Result<
         rerun_failed: r.rerun_failed,
         reporters,
     };
-    let (report, run_dir) = lab::run(engine, &config.lab(), prepared, opts, progress).await?;
+    let (report, run_dir) = crate::engines::run(config, engine, prepared, opts, progress).await?;
     let recorded = match (registry, added) {
         (Some(reg), Some(added)) => Some((reg, added.load(std::sync::atomic::Ordering::SeqCst))),
         _ => None,

@@ -97,8 +97,16 @@ impl DockerBackend {
         })
     }
 
-    /// The engine of `engines:` that `--engine` picked: its socket, or its TCP port with mutual
-    /// TLS (the engine's CA checks it, its CA checks the lab's client certificate).
+    /// One engine of `engines:` by its entry, whatever `--engine` picked.
+    pub async fn connect_to(e: &super::endpoint::Endpoint) -> Result<DockerBackend> {
+        Ok(DockerBackend {
+            docker: Self::connect_endpoint(e).await?,
+            sessions: Arc::default(),
+        })
+    }
+
+    /// An engine of `engines:`: its socket, or its TCP port with mutual TLS (the engine's CA
+    /// checks it, its CA checks the lab's client certificate).
     async fn connect_endpoint(e: &super::endpoint::Endpoint) -> Result<Docker> {
         use super::endpoint::Address;
         let unreachable = |err: bollard::errors::Error| {

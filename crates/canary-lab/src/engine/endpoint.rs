@@ -20,6 +20,9 @@ pub struct Endpoint {
     /// who it is and lets in only clients its CA signed.
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// Cases it runs at once when a run spreads over the engines (default: the run's --jobs).
+    #[serde(default)]
+    pub slots: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -42,6 +45,15 @@ impl Endpoint {
     /// Checks the name and the address; a TCP engine without TLS is refused (fail closed: the
     /// engine's API is root on its host).
     pub fn address(&self) -> Result<Address<'_>> {
+        if self.slots == Some(0) {
+            return Err(LabError::usage(
+                format!(
+                    "engines: `{}`: slots is 0, so it would run nothing",
+                    crate::text::clean(&self.name)
+                ),
+                "give 1 or more, or leave slots out to take the run's --jobs",
+            ));
+        }
         let bad = |m: String, help: &str| {
             LabError::usage(format!("engines: `{}`: {m}", crate::text::clean(&self.name)), help)
         };
@@ -145,6 +157,7 @@ mod tests {
                 cert: "cert.pem".into(),
                 key: "key.pem".into(),
             }),
+            slots: None,
         }
     }
 
@@ -171,6 +184,11 @@ mod tests {
             let err = e.address().unwrap_err().to_string();
             assert!(err.contains(says), "{e:?}: {err}");
         }
+        let none = Endpoint {
+            slots: Some(0),
+            ..ep("e1", "unix:///s", false)
+        };
+        assert!(none.address().unwrap_err().to_string().contains("slots is 0"));
         let twice = [ep("a", "unix:///s", false), ep("a", "unix:///t", false)];
         assert!(check_all(&twice).unwrap_err().to_string().contains("named twice"));
         let err = select(&twice, "nope").unwrap_err();

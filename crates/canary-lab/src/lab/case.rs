@@ -118,6 +118,22 @@ pub async fn start<B: Backend>(backend: &B, cx: &CaseContext, case: &Case, attem
 
 /// Runs a case in its started container. Its duration counts from here: the container start
 /// (in `timings.container_ms`) overlapped with the case before it.
+/// The pre-flight of the case's CLI in its image, recorded as the start of its inventory.
+fn preflight_of<'a>(
+    cx: &'a CaseContext,
+    case: &Case,
+    report: &mut CaseReport,
+) -> Option<&'a crate::runner::inventory::Preflight> {
+    let pf = case
+        .provider
+        .as_ref()
+        .and_then(|p| cx.preflight.get(&(case.image, p.clone())))?;
+    let mut inv = crate::runner::inventory::Inventory::new(&pf.provider, &pf.version);
+    inv.flags = Some(pf.flags.clone());
+    report.inventory = Some(inv);
+    Some(pf)
+}
+
 pub async fn run_case<B: Backend + Clone>(
     backend: &B,
     cx: &CaseContext,
@@ -150,6 +166,7 @@ pub async fn run_case<B: Backend + Clone>(
         error: None,
         drift: None,
         inventory: None,
+        engine: None,
     };
     let mut files = CaseFiles::new(case_dir);
     files.create_dir("steps");
@@ -168,15 +185,7 @@ pub async fn run_case<B: Backend + Clone>(
         Err(e) => return files.settle(finish_error(report, started, e)),
     };
 
-    let preflight = case
-        .provider
-        .as_ref()
-        .and_then(|p| cx.preflight.get(&(case.image, p.clone())));
-    if let Some(pf) = preflight {
-        let mut inv = crate::runner::inventory::Inventory::new(&pf.provider, &pf.version);
-        inv.flags = Some(pf.flags.clone());
-        report.inventory = Some(inv);
-    }
+    let preflight = preflight_of(cx, case, &mut report);
     let outcome = if preflight.is_some_and(|pf| super::drift::condemn(&mut report, pf)) {
         // Every session would fail on the vanished flag: the steps are not run.
         for step in &case.suite.steps {

@@ -10,6 +10,7 @@ pub mod checks;
 pub mod dns;
 pub mod drift;
 pub mod forge;
+pub mod placement;
 pub mod plan;
 pub mod repro;
 pub mod session;
@@ -193,6 +194,24 @@ pub async fn run<B: Backend + Clone>(
     backend: B,
     config: &Settings,
     prepared: Prepared,
+    opts: RunOptions,
+    progress: &Progress,
+) -> Result<(RunReport, PathBuf)> {
+    let one = placement::Engine {
+        name: None,
+        backend,
+        slots: opts.jobs.max(1),
+    };
+    run_on(vec![one], config, prepared, opts, progress).await
+}
+
+/// A run over several engines: each gets the run's services and case images of its own, cases
+/// go to the one with the most free slots, and the report names each case's engine. The first
+/// engine describes the run and answers the pre-flight; every engine must hold the run's images.
+pub async fn run_on<B: Backend + Clone>(
+    engines: Vec<placement::Engine<B>>,
+    config: &Settings,
+    prepared: Prepared,
     mut opts: RunOptions,
     progress: &Progress,
 ) -> Result<(RunReport, PathBuf)> {
@@ -205,34 +224,18 @@ pub async fn run<B: Backend + Clone>(
     ];
     reporters.append(&mut opts.reporters);
     let events = report::events::Reporters::new(reporters);
-    let engine = backend.describe().await?;
-    let images = resolve_images(&backend, &opts.images).await?;
+    let first = &engines.first().expect("a run has an engine").backend;
+    let engine = describe(&engines).await?;
+    let images = resolve_images(first, &opts.images).await?;
     let run_dir = config.reports_dir.join(&opts.run_id);
     write_inputs(&run_dir, &prepared)?;
-    // Leftovers of crashed runs go first, so a lab never accumulates them.
-    gc_orphans(&backend, &events).await;
-    let case_images = case_images(&backend, &images, &events).await?;
-    let services = services(&backend, &opts.run_id, &prepared, &case_images, &events).await?;
-    let preflight = preflight(&backend, &opts, &prepared, &case_images, &events).await;
-    let cx = Arc::new(CaseContext {
-        run_id: opts.run_id.clone(),
-        run_dir: run_dir.clone(),
-        images: case_images,
-        network: services.network,
-        dns: services.dns,
-        forge: services.forge,
-        repo_tars: prepared
-            .repos
-            .iter()
-            .map(|(k, r)| (k.clone(), r.upload_tar.clone()))
-            .collect(),
-        repo_commands: prepared.repo_commands.clone(),
-        keep: opts.keep,
-        repro_prefix: opts.repro_prefix.clone(),
-        removals: Default::default(),
-        events: events.clone(),
-        preflight,
-    });
+    let mut lanes = Vec::new();
+    let mut preflight_done = None;
+    for e in &engines {
+        lanes.push(lane(e, &images, &prepared, &opts, &run_dir, &events, &mut preflight_done).await?);
+    }
+    let slots: Vec<usize> = engines.iter().map(|e| e.slots).collect();
+    let lanes = Arc::new(placement::Lanes::new(lanes, &slots));
     events
         .emit_or_warn(report::events::RunEvent::RunStarted {
             run_id: &opts.run_id,
@@ -243,18 +246,11 @@ pub async fn run<B: Backend + Clone>(
             partition: opts.partition.map(|p| p.to_string()),
         })
         .await;
-    let outcome = run_all(
-        &backend,
-        &cx,
-        &prepared.cases,
-        opts.jobs.max(1),
-        opts.rerun_failed,
-        progress,
-        &events,
-    )
-    .await;
+    let outcome = run_all(&lanes, &prepared.cases, opts.rerun_failed, progress, &events).await;
     // Cleanup runs on every path out of the pool, before anything can return early.
-    clean_up(&backend, &cx, matches!(outcome, Err(LabError::Interrupted))).await;
+    for lane in &lanes.lanes {
+        clean_up(&lane.backend, &lane.cx, matches!(outcome, Err(LabError::Interrupted))).await;
+    }
     let cases = outcome?;
     let report = RunReport {
         schema_version: report::SCHEMA_VERSION,
@@ -532,15 +528,13 @@ async fn clean_up<B: Backend>(backend: &B, cx: &CaseContext, interrupted: bool) 
 
 /// Runs every case, then reruns the ones that did not pass, up to `reruns` more times.
 async fn run_all<B: Backend + Clone>(
-    backend: &B,
-    cx: &Arc<CaseContext>,
+    lanes: &Arc<placement::Lanes<B>>,
     cases: &[Case],
-    jobs: usize,
     reruns: u32,
     progress: &Progress,
     events: &report::events::Reporters,
 ) -> Result<Vec<CaseReport>> {
-    let mut reports = run_pool(backend, cx, cases, jobs, 1, progress, events).await?;
+    let mut reports = run_pool(lanes, cases, 1, progress, events).await?;
     for attempt in 2..=reruns + 1 {
         let again: Vec<usize> = (0..reports.len())
             .filter(|&i| reports[i].status != CaseStatus::Passed)
@@ -555,7 +549,7 @@ async fn run_all<B: Backend + Clone>(
             })
             .await;
         let subset: Vec<Case> = again.iter().map(|&i| cases[i].clone()).collect();
-        let rerun = run_pool(backend, cx, &subset, jobs, attempt, progress, events).await?;
+        let rerun = run_pool(lanes, &subset, attempt, progress, events).await?;
         for (i, mut r) in again.into_iter().zip(rerun) {
             if r.status == CaseStatus::Passed {
                 r.status = CaseStatus::Flaky;
@@ -567,40 +561,20 @@ async fn run_all<B: Backend + Clone>(
 }
 
 async fn run_pool<B: Backend + Clone>(
-    backend: &B,
-    cx: &Arc<CaseContext>,
+    lanes: &Arc<placement::Lanes<B>>,
     cases: &[Case],
-    jobs: usize,
     attempt: u32,
     progress: &Progress,
     events: &report::events::Reporters,
 ) -> Result<Vec<CaseReport>> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(jobs));
-    // One container beyond --jobs may be starting while the running cases work.
-    let warm = Arc::new(tokio::sync::Semaphore::new(jobs + 1));
     let bar = progress.bar(cases.len() as u64, "cases");
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let total = cases.len();
     let mut tasks = tokio::task::JoinSet::new();
     for (index, case) in cases.iter().cloned().enumerate() {
-        let (backend, cx, limit, warm, bar, done, events) = (
-            backend.clone(),
-            cx.clone(),
-            limit.clone(),
-            warm.clone(),
-            bar.clone(),
-            done.clone(),
-            events.clone(),
-        );
+        let (lanes, bar, done, events) = (lanes.clone(), bar.clone(), done.clone(), events.clone());
         tasks.spawn(async move {
-            let _warm = warm.acquire_owned().await.expect("semaphore never closes");
-            let container = case::start(&backend, &cx, &case, attempt).await;
-            let _permit = limit.acquire_owned().await.expect("semaphore never closes");
-            bar.set_message(case.id.clone());
-            events
-                .emit_or_warn(report::events::RunEvent::CaseStarted { id: &case.id, attempt })
-                .await;
-            let r = case::run_case(&backend, &cx, &case, container, attempt).await;
+            let r = lanes.run_one(&case, attempt, &bar).await?;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             bar.inc(1);
             events
@@ -610,7 +584,7 @@ async fn run_pool<B: Backend + Clone>(
                     total,
                 })
                 .await;
-            (index, r)
+            Some((index, r))
         });
     }
     let mut results: Vec<Option<CaseReport>> = vec![None; cases.len()];
@@ -620,7 +594,9 @@ async fn run_pool<B: Backend + Clone>(
         tokio::select! {
             next = tasks.join_next() => match next {
                 None => break,
-                Some(Ok((i, r))) => results[i] = Some(r),
+                Some(Ok(Some((i, r)))) => results[i] = Some(r),
+                // No engine was left to run the case: it stands as the lab's error below.
+                Some(Ok(None)) => {}
                 // A panic inside one case costs that case, not the run.
                 Some(Err(e)) => tracing::error!("a case task failed: {e}"),
             },
@@ -635,11 +611,88 @@ async fn run_pool<B: Backend + Clone>(
         }
     }
     bar.finish_and_clear();
+    let cx = &lanes.lanes[0].cx;
     Ok(results
         .into_iter()
         .zip(cases)
         .map(|(r, c)| r.unwrap_or_else(|| crashed(cx, c, attempt)))
         .collect())
+}
+
+/// One engine made ready for the run's cases: the run's images checked there by id, leftovers
+/// of crashed runs removed, its case images, services and the pre-flight (asked of the first
+/// engine, shared with the others).
+async fn lane<B: Backend + Clone>(
+    e: &placement::Engine<B>,
+    images: &[(String, crate::engine::ImageInfo)],
+    prepared: &Prepared,
+    opts: &RunOptions,
+    run_dir: &std::path::Path,
+    events: &report::events::Reporters,
+    preflight_done: &mut Option<BTreeMap<(usize, String), crate::runner::inventory::Preflight>>,
+) -> Result<placement::Lane<B>> {
+    // The same images on every engine, by id: a case judges the build, wherever it runs.
+    let references: Vec<String> = images.iter().map(|(r, _)| r.clone()).collect();
+    for ((reference, info), (_, theirs)) in images.iter().zip(resolve_images(&e.backend, &references).await?) {
+        if theirs.id != info.id {
+            return Err(LabError::usage(
+                format!(
+                    "engine {} has {reference} as {}, not {}",
+                    e.name.as_deref().unwrap_or("?"),
+                    short_id(&theirs.id),
+                    short_id(&info.id)
+                ),
+                "every engine of a run must hold the same build: pull it by digest (`canary images pull`)",
+            ));
+        }
+    }
+    // Leftovers of crashed runs go first, so a lab never accumulates them.
+    gc_orphans(&e.backend, events).await;
+    let case_images = case_images(&e.backend, images, events).await?;
+    let services = services(&e.backend, &opts.run_id, prepared, &case_images, events).await?;
+    let preflight = match preflight_done {
+        Some(p) => p.clone(),
+        None => preflight_done
+            .insert(preflight(&e.backend, opts, prepared, &case_images, events).await)
+            .clone(),
+    };
+    let cx = Arc::new(CaseContext {
+        run_id: opts.run_id.clone(),
+        run_dir: run_dir.to_path_buf(),
+        images: case_images,
+        network: services.network,
+        dns: services.dns,
+        forge: services.forge,
+        repo_tars: prepared
+            .repos
+            .iter()
+            .map(|(k, r)| (k.clone(), r.upload_tar.clone()))
+            .collect(),
+        repo_commands: prepared.repo_commands.clone(),
+        keep: opts.keep,
+        repro_prefix: opts.repro_prefix.clone(),
+        removals: Default::default(),
+        events: events.clone(),
+        preflight,
+    });
+    Ok(placement::Lane::new(e.name.clone(), e.backend.clone(), cx, e.slots))
+}
+
+/// What the report says ran the cases: the engine, or each engine by name.
+async fn describe<B: Backend>(engines: &[placement::Engine<B>]) -> Result<String> {
+    if let [one] = engines {
+        return one.backend.describe().await;
+    }
+    let mut parts = Vec::new();
+    for e in engines {
+        parts.push(format!(
+            "{}: {} ({} slots)",
+            e.name.as_deref().unwrap_or("?"),
+            e.backend.describe().await?,
+            e.slots
+        ));
+    }
+    Ok(parts.join("; "))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -670,9 +723,10 @@ fn crashed(cx: &CaseContext, c: &Case, attempt: u32) -> CaseReport {
         steps: Vec::new(),
         artifacts: format!("cases/{}", c.id),
         repro: format!("{} repro {}/{}", cx.repro_prefix, cx.run_id, c.id),
-        error: Some("the lab crashed while running this case".into()),
+        error: Some("the lab crashed while running this case, or no engine was left to run it".into()),
         drift: None,
         inventory: None,
+        engine: None,
     }
 }
 

@@ -118,10 +118,11 @@ impl Reporter for Terminal {
             RunEvent::Note(text) => self.0.line(text),
             RunEvent::CaseStarted { .. } | RunEvent::StepFinished { .. } | RunEvent::RunFinished { .. } => {}
             RunEvent::CaseFinished { case, done, total } => self.0.line(format!(
-                "[{done:>w$}/{total}] {:<9} {} ({:.1}s)",
+                "[{done:>w$}/{total}] {:<9} {} ({:.1}s){}",
                 case.status.as_str().to_uppercase(),
                 case.id,
                 case.duration_ms as f64 / 1000.0,
+                case.engine.as_deref().map(|e| format!(" on {e}")).unwrap_or_default(),
                 w = total.to_string().len()
             )),
             RunEvent::Rerunning { cases, attempt } => self.0.line(format!(

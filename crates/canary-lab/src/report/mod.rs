@@ -198,6 +198,9 @@ pub struct CaseReport {
     /// and the flags its `--help` lists (`canary drift` compares builds by these).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<crate::runner::inventory::Inventory>,
+    /// The engine the case ran on (`engines:` in canary.yaml), when the run had several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// Where a case's time went, for the lab's own overhead budget.
@@ -330,6 +333,7 @@ pub fn sample() -> RunReport {
         image: "canary-lab/build:x".into(),
         runtime: None,
         provider: None,
+        engine: None,
         duration_ms: 12,
         timings: CaseTimings::default(),
         steps: vec![StepReport {

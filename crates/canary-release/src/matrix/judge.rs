@@ -128,7 +128,7 @@ async fn run_images(
         rerun_failed: 0,
         reporters,
     };
-    lab::run(engine.clone(), &config.lab(), prepared, opts, progress).await
+    crate::engines::run(config, engine.clone(), prepared, opts, progress).await
 }
 
 /// A README a matrix table goes into: refused before anything runs when it lacks the markers.

@@ -1,0 +1,98 @@
+//! The engines a command works on: every engine of `engines:` in canary.yaml, unless
+//! `--engine` picked one or none are named (then the one engine `DOCKER_HOST` or the local socket
+//! gives). A run places its cases on them; `canary gc` cleans each.
+
+use crate::config::LabConfig;
+use crate::engine::Backend;
+use crate::engine::docker::DockerBackend;
+use crate::engine::endpoint::{self, Endpoint};
+use crate::error::{LabError, Result};
+use crate::lab::{self, Prepared, RunOptions};
+use crate::progress::Progress;
+use crate::registry::Registry;
+use crate::report::RunReport;
+use std::path::PathBuf;
+
+/// The named engines a command spreads over, or `None` for the one default engine.
+pub fn spread(config: &LabConfig) -> Option<&[Endpoint]> {
+    (!config.engines.is_empty() && endpoint::selected().is_none()).then_some(&config.engines[..])
+}
+
+/// Connects to each engine; one that cannot be reached is its error, beside the others.
+pub async fn connect_each(endpoints: &[Endpoint]) -> Vec<(String, Result<DockerBackend>)> {
+    let mut out = Vec::new();
+    for e in endpoints {
+        out.push((e.name.clone(), DockerBackend::connect_to(e).await));
+    }
+    out
+}
+
+/// Runs prepared cases: on `home` alone, or spread over every engine of `engines:` (the
+/// build made on `home` reaches the others through the image registry). `canary run`, `matrix`
+/// and `pipeline` all run through here.
+pub async fn run(
+    config: &LabConfig,
+    home: DockerBackend,
+    prepared: Prepared,
+    opts: RunOptions,
+    progress: &Progress,
+) -> Result<(RunReport, PathBuf)> {
+    match spread(config) {
+        None => lab::run(home, &config.lab(), prepared, opts, progress).await,
+        Some(endpoints) => {
+            let placed = place(config, &home, endpoints, &opts.images, opts.jobs, progress).await?;
+            lab::run_on(placed, &config.lab(), prepared, opts, progress).await
+        }
+    }
+}
+
+/// Every engine of `engines:` ready for a run: connected, and holding the run's images, pulled
+/// by digest from where they were pushed. A build never pushed is pushed first from this lab's
+/// engine when `oci_registry:` says where; otherwise the run stops before any case.
+async fn place(
+    config: &LabConfig,
+    home: &DockerBackend,
+    endpoints: &[crate::engine::endpoint::Endpoint],
+    images: &[String],
+    jobs: usize,
+    progress: &Progress,
+) -> Result<Vec<lab::placement::Engine<DockerBackend>>> {
+    let mut placed = Vec::new();
+    for e in endpoints {
+        let backend = DockerBackend::connect_to(e).await?;
+        for reference in images {
+            if backend.image(reference).await?.is_some() {
+                continue;
+            }
+            let pulled = match crate::publish::fetch_missing(config, &backend, reference).await? {
+                Some(p) => p,
+                None => {
+                    let repository = crate::publish::repository(config, None).map_err(|_| {
+                        LabError::usage(
+                            format!("engine {} does not have {reference}, and it was never pushed", e.name),
+                            "set oci_registry: in canary.yaml (the run pushes the build there for the other engines), or `canary images push` it",
+                        )
+                    })?;
+                    let reg = Registry::open(&config.registry).await?;
+                    let p = crate::publish::push_from(home, &reg, reference, &repository).await?;
+                    progress.line(format!("pushed build {} as {}", p.build.short(), p.pushed));
+                    crate::publish::fetch_missing(config, &backend, reference)
+                        .await?
+                        .ok_or_else(|| {
+                            LabError::usage(
+                                format!("engine {} could not take {reference} from its registry", e.name),
+                                "check `canary images pull` on that engine",
+                            )
+                        })?
+                }
+            };
+            progress.line(format!("engine {}: {}", e.name, crate::run::pulled_line(&pulled)));
+        }
+        placed.push(lab::placement::Engine {
+            name: Some(e.name.clone()),
+            backend,
+            slots: e.slots.unwrap_or(jobs).max(1),
+        });
+    }
+    Ok(placed)
+}
