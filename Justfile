@@ -84,9 +84,12 @@ fuzz SECONDS="60" *TARGETS:
 # Benchmarks: lab overhead vs the docker CLI, --jobs scaling, peak memory, registry queries.
 [group('test')]
 bench: setup
+    # The benches run the optimised `canary`, which looks for the runner's binaries beside it.
+    cargo build --locked --release --workspace --bins
     cargo bench --locked --bench lab
     CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo bench --locked --bench registry
     CANARY_TEST_POSTGRES=$(scripts/postgres.sh) cargo bench --locked --bench rollout
+    cargo bench --locked --bench engines
 
 # What CI runs: lints, the demo, the tests.
 [group('test')]

@@ -190,19 +190,7 @@ fn a_build_pushed_once_runs_on_an_engine_that_never_built_it_and_a_candidate_mov
     let login = registry.docker_config(PASSWORD);
     let login_dir = login.path().display().to_string();
 
-    let a = Canary::new()
-        .args([
-            "images",
-            "build",
-            "--provider",
-            "codex@0.163.0",
-            "--provider",
-            "claude-code@sdk-0.2.186",
-            "--json",
-        ])
-        .run()
-        .code(0)
-        .json();
+    let a = two_cli_build();
     let (a_ref, a_id) = (
         a["reference"].as_str().unwrap().to_string(),
         a["id"].as_str().unwrap().to_string(),

@@ -128,19 +128,7 @@ fn a_run_spreads_over_three_engines_and_survives_one_killed_mid_run() {
     let login_dir = login.path().display().to_string();
     let db_dir = tempfile::tempdir().unwrap();
     let db = db_dir.path().join("registry.db").display().to_string();
-    let build = Canary::new()
-        .args([
-            "images",
-            "build",
-            "--provider",
-            "codex@0.163.0",
-            "--provider",
-            "claude-code@sdk-0.2.186",
-            "--json",
-        ])
-        .run()
-        .code(0)
-        .json();
+    let build = two_cli_build();
     let reference = build["reference"].as_str().unwrap().to_string();
     let mut config = format!("oci_registry: {}/canary/spread\nengines:\n", registry.host);
     for (name, socket) in &engines.all {
@@ -149,16 +137,12 @@ fn a_run_spreads_over_three_engines_and_survives_one_killed_mid_run() {
     let (_dir, cfg) = write_temp("canary.yaml", &config);
     let cfg = cfg.display().to_string();
 
-    let (mut cmd, _reports) = Canary::new()
+    let (cmd, _reports) = Canary::new()
         .args(["--config", &cfg, "--registry", &db, "run", "--image", &reference])
         .args(["-s", "suites/golden-path.yaml", "--json"])
         .env("DOCKER_CONFIG", &login_dir)
         .command();
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_captured(cmd);
     // As soon as e2 runs a case, its daemon dies.
     let e2 = engines.host(1).to_string();
     let started = std::time::Instant::now();
@@ -220,16 +204,12 @@ fn a_run_spreads_over_three_engines_and_survives_one_killed_mid_run() {
     let pg = crate::registry::fresh(crate::registry::Backend::Postgres);
     let jobs: Vec<_> = (1..=3)
         .map(|i| {
-            let (mut cmd, reports) = Canary::new()
+            let (cmd, reports) = Canary::new()
                 .args(["--config", &cfg, "--registry", &pg.url, "--engine", &format!("e{i}")])
                 .args(["run", "--image", &reference, "-s", "suites/golden-path.yaml"])
                 .args(["--partition", &format!("{i}/3"), "--json"])
                 .command();
-            let child = cmd
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
+            let child = spawn_captured(cmd);
             (child, reports)
         })
         .collect();

@@ -1,7 +1,7 @@
 //! Runner builds with the real CLIs: built from PyPI wheels on the offline base, their
 //! `--version` checked inside, layered so a changed CLI adds only its own layer.
 
-use crate::helpers::{Canary, require_lab};
+use crate::helpers::{Canary, require_lab, two_cli_build};
 use std::process::Command;
 
 /// A build of the runner and one CLI.
@@ -24,19 +24,7 @@ fn layers(reference: &str) -> Vec<String> {
 #[test]
 fn a_build_bundles_the_runner_and_every_cli_and_a_change_adds_one_layer() {
     require_lab();
-    let both = Canary::new()
-        .args([
-            "images",
-            "build",
-            "--provider",
-            "codex@0.163.0",
-            "--provider",
-            "claude-code@sdk-0.2.186",
-            "--json",
-        ])
-        .run()
-        .code(0)
-        .json();
+    let both = two_cli_build();
     let names: Vec<&str> = both["manifest"]["components"]
         .as_array()
         .unwrap()

@@ -363,3 +363,29 @@ pub fn installed(script: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// The lab's usual two-CLI build (Codex 0.163.0, Claude Code of SDK 0.2.186): `images build
+/// --json`'s answer, built once per engine and found after that.
+pub fn two_cli_build() -> serde_json::Value {
+    Canary::new()
+        .args([
+            "images",
+            "build",
+            "--provider",
+            "codex@0.163.0",
+            "--provider",
+            "claude-code@sdk-0.2.186",
+            "--json",
+        ])
+        .run()
+        .code(0)
+        .json()
+}
+
+/// Starts a prepared command with both streams captured (for a run a test acts on meanwhile).
+pub fn spawn_captured(mut cmd: Command) -> std::process::Child {
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("canary starts")
+}

@@ -64,7 +64,7 @@ pub async fn push(engine: &DockerBackend, image: &str, repository: &Repository) 
     let result = engine
         .push_image(build.as_str(), repository, &manifest.key(), creds.as_ref())
         .await;
-    engine.untag(&pushed_tag).await?;
+    engine.remove_image(&pushed_tag).await?;
     let (pushed, transfer) = result?;
     Ok(Published {
         build,
@@ -87,7 +87,7 @@ pub async fn pull(engine: &DockerBackend, build: &BuildId, pushed: &PushedRef) -
             let creds = credentials::for_host(pushed.repository().host())?;
             let (id, transfer) = engine.pull_image(pushed, creds.as_ref()).await?;
             if id != build.as_str() {
-                engine.untag(&pushed.to_string()).await?;
+                engine.remove_image(&pushed.to_string()).await?;
                 return Err(refused(build, pushed, &id));
             }
             Some(transfer)

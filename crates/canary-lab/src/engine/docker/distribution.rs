@@ -233,23 +233,6 @@ impl DockerBackend {
         transfer.bytes_moved = Some(sizes.values().sum());
         Ok(transfer)
     }
-
-    /// Removes one reference (a tag or a `name@digest`); the image goes when nothing names it.
-    pub async fn untag(&self, reference: &str) -> Result<()> {
-        match self
-            .docker
-            .remove_image(
-                reference,
-                Some(RemoveImageOptionsBuilder::default().force(true).build()),
-                None,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
-            Err(e) => Err(docker_err("removing an image reference")(e)),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -124,6 +124,7 @@ impl DockerBackend {
         Ok(img.root_fs.and_then(|r| r.layers).unwrap_or_default())
     }
 
+    /// Removes one reference (a tag or a `name@digest`); the image goes when nothing else names it.
     pub async fn remove_image(&self, reference: &str) -> Result<()> {
         match self
             .docker
