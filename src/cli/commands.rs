@@ -382,7 +382,7 @@ async fn images(config: &LabConfig, c: &ImagesCommand) -> Result<i32> {
         }
         ImagesCommand::Pull { build, json } => {
             let p = crate::publish::pull(config, build).await?;
-            show(*json, &p, vec![crate::run::pulled_line(&p)])
+            show(*json, &p, vec![crate::publish::pulled_line(&p)])
         }
         ImagesCommand::List { json } => {
             let engine = DockerBackend::connect().await?;

@@ -86,7 +86,7 @@ async fn place(
                         })?
                 }
             };
-            progress.line(format!("engine {}: {}", e.name, crate::run::pulled_line(&pulled)));
+            progress.line(format!("engine {}: {}", e.name, crate::publish::pulled_line(&pulled)));
         }
         placed.push(lab::placement::Engine {
             name: Some(e.name.clone()),

@@ -103,3 +103,17 @@ pub async fn fetch_missing(config: &LabConfig, engine: &DockerBackend, reference
         None => Ok(None),
     }
 }
+
+/// How a run says it took a build from its registry.
+pub fn pulled_line(p: &crate::distribution::Pulled) -> String {
+    match &p.transfer {
+        Some(t) => format!(
+            "pulled build {} from {} ({} layers fetched, {} already here)",
+            p.build.short(),
+            p.pushed,
+            t.layers_moved,
+            t.layers_present
+        ),
+        None => format!("build {} is already in this engine", p.build.short()),
+    }
+}

@@ -79,7 +79,7 @@ pub async fn run(config: &LabConfig, r: Request, progress: &Progress) -> Result<
     for reference in &images {
         // A build this engine lacks is taken from where it was pushed, by digest.
         if let Some(p) = crate::publish::fetch_missing(config, &engine, reference).await? {
-            progress.line(pulled_line(&p));
+            progress.line(crate::publish::pulled_line(&p));
         }
         // A missing image is reported by the run itself, with how to build it.
         let labels = engine.image(reference).await?.map(|i| i.labels).unwrap_or_default();
@@ -165,18 +165,4 @@ pub async fn promoted_lines(
         ));
     }
     Ok(out)
-}
-
-/// How a run says it took a build from its registry.
-pub fn pulled_line(p: &crate::distribution::Pulled) -> String {
-    match &p.transfer {
-        Some(t) => format!(
-            "pulled build {} from {} ({} layers fetched, {} already here)",
-            p.build.short(),
-            p.pushed,
-            t.layers_moved,
-            t.layers_present
-        ),
-        None => format!("build {} is already in this engine", p.build.short()),
-    }
 }
