@@ -63,6 +63,12 @@ impl Engines {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// The lab's containers on engine `i`, as the docker CLI lists them (ids, one per line).
+    pub fn lab_containers(&self, i: usize) -> String {
+        let out = on(self.host(i), &["ps", "-aq", "--filter", "label=canary-lab"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// `DOCKER_HOST` of engine `i` (0-based).
     pub fn host(&self, i: usize) -> &str {
         &self.all[i].1

@@ -77,16 +77,7 @@ fn a_remote_engine_over_mutual_tls_passes_the_conformance_suite_and_wrong_ways_i
         .args(["--config", &cfg, "--engine", "e1-socket", "gc"])
         .run()
         .code(0);
-    let left = Command::new("docker")
-        .env("DOCKER_HOST", engines.host(0))
-        .args(["ps", "-aq", "--filter", "label=canary-lab"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&left.stdout).trim(),
-        "",
-        "containers left on e1"
-    );
+    assert_eq!(engines.lab_containers(0), "", "containers left on e1");
 
     // A client certificate the engine's CA did not sign: refused, with what to check.
     Canary::new()
@@ -243,16 +234,7 @@ fn a_run_spreads_over_three_engines_and_survives_one_killed_mid_run() {
         .collect();
     recorded.sort();
     assert_eq!(recorded, ran, "the registry holds each case once");
-    for (name, socket) in &engines.all {
-        let left = Command::new("docker")
-            .env("DOCKER_HOST", socket)
-            .args(["ps", "-aq", "--filter", "label=canary-lab"])
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&left.stdout).trim(),
-            "",
-            "containers left on {name}"
-        );
+    for (i, (name, _)) in engines.all.iter().enumerate() {
+        assert_eq!(engines.lab_containers(i), "", "containers left on {name}");
     }
 }

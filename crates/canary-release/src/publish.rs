@@ -85,13 +85,10 @@ fn never_pushed(id: &BuildId) -> LabError {
     )
 }
 
-/// For a run given an image this engine lacks: when the registry knows the build and where it
-/// was pushed, pull it by digest. `Ok(None)`: nothing to take (the run reports the missing image
-/// with how to build it); a pull that fails or is refused is an error.
+/// For an image `engine` lacks (the caller has looked): when the registry knows the build and
+/// where it was pushed, pull it by digest. `Ok(None)`: nothing to take (the run reports the
+/// missing image with how to build it); a pull that fails or is refused is an error.
 pub async fn fetch_missing(config: &LabConfig, engine: &DockerBackend, reference: &str) -> Result<Option<Pulled>> {
-    if engine.image(reference).await?.is_some() {
-        return Ok(None);
-    }
     let Ok(reg) = Registry::open_existing(&config.registry).await else {
         return Ok(None);
     };

@@ -77,12 +77,16 @@ pub async fn run(config: &LabConfig, r: Request, progress: &Progress) -> Result<
     };
     let mut plans = Vec::new();
     for reference in &images {
+        let mut image = engine.image(reference).await?;
         // A build this engine lacks is taken from where it was pushed, by digest.
-        if let Some(p) = crate::publish::fetch_missing(config, &engine, reference).await? {
+        if image.is_none()
+            && let Some(p) = crate::publish::fetch_missing(config, &engine, reference).await?
+        {
             progress.line(crate::publish::pulled_line(&p));
+            image = engine.image(reference).await?;
         }
         // A missing image is reported by the run itself, with how to build it.
-        let labels = engine.image(reference).await?.map(|i| i.labels).unwrap_or_default();
+        let labels = image.map(|i| i.labels).unwrap_or_default();
         plans.push(lab::plan::ImagePlan::from_labels(reference, &labels));
     }
     let prepared = lab::prepare(&config.lab(), &r.suites, &r.repos, r.partition, &plans)?;
