@@ -23,6 +23,12 @@ fn bad_suites_point_at_the_line_and_exit_2() {
             "opens a pull request, but the suite has no network",
         ),
         ("bad-branch", ":6:39", "invalid branch name `canary/..oops`"),
+        ("resume-unknown", ":10:15", "`resume: frist` names no earlier step"),
+        (
+            "interrupt-too-late",
+            ":8:31",
+            "`interrupt.after_turn: 2` but the scenario has 2 turns",
+        ),
     ];
     for (name, location, message) in cases {
         let file = format!("tests/fixtures/bad/{name}.yaml");

@@ -55,6 +55,7 @@ fn docker_fixture_clis_end_as_drift_or_failed_with_one_line_and_the_real_ones_pa
     let inflated = fixture(&codex, "codex", "inflate-usage");
     let blank = fixture(&claude, "claude", "blank-result");
     let no_flag = fixture(&claude, "claude", "drop-flag");
+    let custom = fixture(&codex, "codex", "custom-tool");
 
     let reg = fresh(Backend::Sqlite);
     let mut run = Canary::new().args([
@@ -69,7 +70,9 @@ fn docker_fixture_clis_end_as_drift_or_failed_with_one_line_and_the_real_ones_pa
         "2",
         "--json",
     ]);
-    for image in [&codex, &claude, &renamed, &dropped, &inflated, &blank, &no_flag] {
+    for image in [
+        &codex, &claude, &renamed, &dropped, &inflated, &blank, &no_flag, &custom,
+    ] {
         run = run.args(["--image", image]);
     }
     let out = run.run().code(1);
@@ -121,6 +124,15 @@ fn docker_fixture_clis_end_as_drift_or_failed_with_one_line_and_the_real_ones_pa
         c["drift"],
         "drift: codex 0.163.0 turn.completed lost field usage.output_tokens"
     );
+    // What the CLI sends changed: its shell tool is now a free-form `custom` tool, which the
+    // golden path's proxy pins do not allow.
+    let c = case(&custom);
+    assert_eq!(c["status"], "drift", "{c:#}");
+    assert_eq!(
+        c["drift"],
+        "drift: codex 0.163.0 sends tool exec_command as custom (allowed: function, namespace, web_search)"
+    );
+    assert_eq!(c["inventory"]["requests"]["tools"]["exec_command"]["kind"], "custom");
     // A vanished flag is caught by the pre-flight: no session runs.
     let c = case(&no_flag);
     assert_eq!(c["status"], "drift", "{c:#}");
@@ -149,7 +161,7 @@ fn docker_fixture_clis_end_as_drift_or_failed_with_one_line_and_the_real_ones_pa
     assert!(!why.contains("\\\""), "no nested JSON escaping: {why}");
 
     // The run's summary and JUnit say drift too.
-    assert_eq!(report["summary"]["drift"], 3);
+    assert_eq!(report["summary"]["drift"], 4);
     assert_eq!(report["status"], "drift");
     let junit = std::fs::read_to_string(out.run_dir().join("junit.xml")).unwrap();
     assert!(junit.contains("type=\"drift\""), "{junit}");
@@ -182,7 +194,17 @@ fn docker_fixture_clis_end_as_drift_or_failed_with_one_line_and_the_real_ones_pa
         .code(1)
         .stdout_has("drift: codex 0.163.0 emits unknown event turn.done; turn.completed no longer seen")
         .stdout();
-    assert!(d.contains("- turn.completed no longer seen"), "{d}");
+    assert!(
+        d.contains("- [drift] output missing: turn.completed no longer seen"),
+        "{d}"
+    );
+    // Request-side drift between the builds, with its class.
+    canary()
+        .args(["drift", custom.as_str(), "--against", codex.as_str()])
+        .run()
+        .code(1)
+        .stdout_has("drift: codex 0.163.0 sends tool exec_command as custom, was function")
+        .stdout_has("- [drift] request tool_type_changed: sends tool exec_command as custom, was function");
     let d = canary()
         .args(["drift", no_flag.as_str(), "--against", claude.as_str(), "--json"])
         .run()

@@ -18,6 +18,7 @@ mod docker_images;
 mod docker_matrix;
 mod docker_pipeline;
 mod docker_registry;
+mod docker_sessions;
 mod docker_sweeps;
 mod docker_updates;
 mod docs;

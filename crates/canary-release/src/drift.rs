@@ -16,8 +16,21 @@ pub struct CliDrift {
     pub against_version: Option<String>,
     /// `drift: ...` when something the adapter reads changed; `None` otherwise.
     pub drift: Option<String>,
-    /// Every finding, breaking or not, in words.
-    pub findings: Vec<String>,
+    /// Every finding, breaking or not, with its class.
+    pub findings: Vec<DriftFinding>,
+}
+
+/// One finding as `canary drift` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct DriftFinding {
+    /// `lost_field`, `unknown_event`, `tool_type_changed`, `header_added`, …
+    pub class: String,
+    /// Whether it is drift (breaks the adapter, or a proxy in front of the model) rather than
+    /// informational.
+    pub drift: bool,
+    /// `request` for what the CLI sends to the model, `output` for what it prints.
+    pub side: &'static str,
+    pub text: String,
 }
 
 /// Compares each CLI of `build` (or only `only`) against its contract and against `against`
@@ -78,7 +91,19 @@ pub async fn compare(
             against: base.as_ref().and(base_id.clone()),
             against_version: base.as_ref().map(|b| b.version.clone()),
             drift: inventory::drift_line(&inv.provider, &inv.version, &findings),
-            findings: findings.iter().map(|f| f.to_string()).collect(),
+            findings: findings
+                .iter()
+                .map(|f| DriftFinding {
+                    class: f.class(),
+                    drift: f.breaks(),
+                    side: if matches!(f, inventory::Finding::Request { .. }) {
+                        "request"
+                    } else {
+                        "output"
+                    },
+                    text: f.to_string(),
+                })
+                .collect(),
         });
     }
     Ok(out)
@@ -107,7 +132,8 @@ pub fn lines(reports: &[CliDrift]) -> Vec<String> {
             None => out.push("  no drift: everything the adapter reads is there".into()),
         }
         for f in &r.findings {
-            out.push(format!("  - {}", clean(f)));
+            let mark = if f.drift { "drift" } else { "info" };
+            out.push(format!("  - [{mark}] {} {}: {}", f.side, f.class, clean(&f.text)));
         }
     }
     out

@@ -288,6 +288,10 @@ struct InCase<'a, B> {
     case: &'a Case,
     container: &'a str,
     forge_repo: String,
+    /// Each session step's conversation (by step name), for a later step that resumes it.
+    conversations: std::sync::Mutex<std::collections::HashMap<String, super::session::Conversation>>,
+    /// The container's processes before an interrupted session started.
+    before_interrupt: std::sync::Mutex<String>,
 }
 
 async fn drive<B: Backend>(
@@ -313,6 +317,8 @@ async fn drive<B: Backend>(
         case,
         container,
         forge_repo: super::forge::repo_name(&case.id, container),
+        conversations: Default::default(),
+        before_interrupt: Default::default(),
     };
     let mut stop = false;
     for (i, step) in case.suite.steps.iter().enumerate() {
@@ -412,6 +418,7 @@ fn step_report(
         stdout_file: Some(stdout_file),
         stderr_file: Some(stderr_file),
         output_truncated: out.truncated,
+        note: None,
     }
 }
 
@@ -447,15 +454,35 @@ impl<B: Backend> InCase<'_, B> {
         let (backend, container) = (self.backend, self.container);
         Ok(match &step.action {
             StepAction::Session(spec) => {
-                super::session::prepare(
+                if let Some(why) = self.unsupported(spec) {
+                    return Ok(Err(CheckFailure {
+                        check: UNSUPPORTED.into(),
+                        expected: "a feature the CLI has".into(),
+                        actual: why,
+                    }));
+                }
+                let resumed = self.conversation(spec.resume.as_deref());
+                let argv = super::session::prepare(
                     backend,
                     container,
                     i + 1,
                     spec,
                     self.case.provider.as_deref(),
                     step.timeout,
+                    resumed.as_ref(),
                 )
-                .await?
+                .await?;
+                if spec.interrupt.is_some() {
+                    let ps = helper(
+                        backend,
+                        container,
+                        super::session::PROCESSES,
+                        Instant::now() + HELPER_TIMEOUT,
+                    )
+                    .await?;
+                    *self.before_interrupt.lock().expect("lock") = String::from_utf8_lossy(&ps.stdout).into();
+                }
+                argv
             }
             StepAction::DraftPr(spec) => match &self.cx.forge {
                 Some(_) => super::forge::prepare(backend, container, &self.forge_repo, spec).await?,
@@ -499,11 +526,19 @@ impl<B: Backend> InCase<'_, B> {
             files.write(&format!("{stem}.stub.jsonl"), raw);
             let (raw, inventory) = super::drift::collect(backend, container, super::session::DIR, i + 1).await;
             files.write(&format!("{stem}.inventory.json"), raw);
-            if let Some(inv) = inventory {
+            let requests = super::drift::requests(&stub);
+            if let Some(pins) = &step.expect.requests {
+                failures.extend(super::drift::check_requests(pins, &requests));
+            }
+            if let Some(mut inv) = inventory {
+                inv.requests = Some(requests);
                 super::drift::add(report, inv);
             }
             if step.expect.usage_reconciled {
                 failures.extend(checks::session::usage(&events, &stub));
+            }
+            if let StepAction::Session(spec) = &step.action {
+                failures.extend(self.session_checks(i, step, spec, &events, &stub, files).await?);
             }
             if let Some(unmatched) = stub.iter().find(|e| !e["unmatched"].is_null()) {
                 failures.push(CheckFailure {
@@ -530,6 +565,83 @@ impl<B: Backend> InCase<'_, B> {
                 &records,
                 lab_diff.as_ref().map_err(String::as_str),
             ));
+        }
+        Ok(failures)
+    }
+}
+
+/// The check name of a step its CLI does not support: the step is skipped, not failed.
+const UNSUPPORTED: &str = "unsupported";
+
+impl<B: Backend> InCase<'_, B> {
+    /// Why the session's CLI version lacks a feature the step asks for, by its adapter's
+    /// contract and the version the pre-flight found; `None` when it has them all.
+    fn unsupported(&self, spec: &crate::suite::SessionSpec) -> Option<String> {
+        use crate::runner::inventory::Feature;
+        let provider = super::session::provider(spec, self.case.provider.as_deref())?;
+        let pf = self.cx.preflight.get(&(self.case.image, provider.clone()))?;
+        let contract = crate::runner::inventory::contract(crate::providers::Provider::from_name(&provider)?);
+        let wanted = [
+            (spec.resume.is_some(), Feature::Resume),
+            (spec.uses_mcp(), Feature::Mcp),
+        ];
+        wanted
+            .iter()
+            .filter(|(asked, _)| *asked)
+            .find_map(|(_, f)| contract.supports(&provider, &pf.version, *f).err())
+    }
+
+    /// The conversation an earlier session step left, by its name.
+    fn conversation(&self, step: Option<&str>) -> Option<super::session::Conversation> {
+        step.and_then(|s| self.conversations.lock().expect("lock").get(s).cloned())
+    }
+
+    /// A session's own checks beyond its events: that a resumed conversation continued, that
+    /// MCP calls reached the fixture and back, that an interrupt left nothing behind. Records
+    /// the conversation for later steps.
+    async fn session_checks(
+        &self,
+        i: usize,
+        step: &Step,
+        spec: &crate::suite::SessionSpec,
+        events: &[serde_json::Value],
+        stub: &[serde_json::Value],
+        files: &mut CaseFiles,
+    ) -> Result<Vec<CheckFailure>> {
+        use super::session as s;
+        let resumed = self.conversation(spec.resume.as_deref());
+        let mut failures = Vec::new();
+        if let Some(before) = &resumed {
+            failures.extend(s::resume_checks(before, events, stub));
+        }
+        let now = s::Conversation::after(i + 1, spec, events, resumed.as_ref());
+        self.conversations.lock().expect("lock").insert(step.name.clone(), now);
+        if spec.uses_mcp() {
+            let log = helper(
+                self.backend,
+                self.container,
+                &format!("head -c 1048576 {}/mcp-{}.jsonl", s::DIR, i + 1),
+                Instant::now() + HELPER_TIMEOUT,
+            )
+            .await?;
+            files.write(&format!("{}.mcp.jsonl", stem(i, step)), &log.stdout);
+            failures.extend(s::mcp_checks(&spec.scenario, &log.stdout, stub));
+        }
+        if spec.interrupt.is_some() {
+            let deadline = Instant::now() + HELPER_TIMEOUT;
+            let ps = helper(self.backend, self.container, s::PROCESSES, deadline).await?;
+            let before = self.before_interrupt.lock().expect("lock").clone();
+            let leftover = s::new_processes(&before, &String::from_utf8_lossy(&ps.stdout));
+            let git = helper(self.backend, self.container, s::TREE_CHECK, deadline).await?;
+            let tree = match git.exit_code {
+                Some(0) => Ok(()),
+                _ => Err(format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&git.stdout).trim(),
+                    String::from_utf8_lossy(&git.stderr).trim()
+                )),
+            };
+            failures.extend(s::interrupt_checks(events, &leftover, tree));
         }
         Ok(failures)
     }
@@ -571,9 +683,15 @@ fn resolve(cx: &CaseContext, case: &Case, step: &Step) -> String {
     }
 }
 
-/// A step whose action could not start (no CLI in the image, no forge): failed, with why.
+/// A step whose action could not start (no CLI in the image, no forge): failed, with why. One
+/// its CLI does not support by the adapter's contract is skipped, with why, and fails nothing.
 fn not_started(report: &mut CaseReport, step: &Step, command: &str, failure: CheckFailure) {
     let mut sr = skipped(step, command);
+    if failure.check == UNSUPPORTED {
+        sr.note = Some(failure.actual);
+        report.steps.push(sr);
+        return;
+    }
     sr.status = StepStatus::Failed;
     sr.failures.push(failure);
     report.steps.push(sr);
@@ -594,6 +712,7 @@ fn skipped(step: &Step, command: &str) -> StepReport {
         stdout_file: None,
         stderr_file: None,
         output_truncated: false,
+        note: None,
     }
 }
 

@@ -6,10 +6,14 @@
 use super::case::CaseImage;
 use crate::engine::{Backend, ContainerSpec, ExecSpec};
 use crate::providers::Provider;
-use crate::report::{CaseReport, CaseStatus};
+use crate::report::{CaseReport, CaseStatus, CheckFailure};
 use crate::runner::inventory::{self, Inventory, Preflight};
+use crate::stub::requests::{self, RequestShape, Requests};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// The check name of a breach of `expect.requests`.
+pub const REQUESTS_CHECK: &str = "requests";
 
 /// The most of an inventory file the lab reads back.
 const MAX_INVENTORY: usize = 4 << 20;
@@ -112,6 +116,31 @@ pub fn add(report: &mut CaseReport, inv: Inventory) {
     }
 }
 
+/// The request contract of one session, from the model stub's log entries.
+pub fn requests(stub_log: &[serde_json::Value]) -> Requests {
+    let mut out = Requests::default();
+    for shape in stub_log
+        .iter()
+        .filter_map(|e| serde_json::from_value::<RequestShape>(e["request"].clone()).ok())
+    {
+        out.observe(&shape);
+    }
+    out
+}
+
+/// A session's breaches of the suite's `expect.requests` pins, one check failure each (the check
+/// is named `requests`, which [`judge`] reads as drift).
+pub fn check_requests(pins: &requests::Expect, seen: &Requests) -> Vec<CheckFailure> {
+    pins.check(seen)
+        .into_iter()
+        .map(|actual| CheckFailure {
+            check: REQUESTS_CHECK.into(),
+            expected: "what the CLI sends to the model to match the suite's `expect.requests`".into(),
+            actual,
+        })
+        .collect()
+}
+
 /// A case the pre-flight already condemned: its CLI no longer lists a flag the runner passes.
 /// Its steps are not run (each session would fail on the flag); the case is `drift`.
 pub fn condemn(report: &mut CaseReport, pf: &Preflight) -> bool {
@@ -132,6 +161,23 @@ pub fn judge(report: &mut CaseReport) {
     let Some(inv) = &report.inventory else {
         return;
     };
+    // What the CLI sends broke the suite's pins: a proxy in front of the model would refuse it.
+    let sent: Vec<String> = report
+        .steps
+        .iter()
+        .flat_map(|s| &s.failures)
+        .filter(|f| f.check == REQUESTS_CHECK)
+        .map(|f| f.actual.clone())
+        .collect();
+    if !sent.is_empty() {
+        let mut shown: Vec<String> = sent.iter().take(3).cloned().collect();
+        if sent.len() > 3 {
+            shown.push(format!("and {} more", sent.len() - 3));
+        }
+        report.status = CaseStatus::Drift;
+        report.drift = Some(format!("drift: {} {} {}", inv.provider, inv.version, shown.join("; ")));
+        return;
+    }
     let Some(provider) = Provider::from_name(&inv.provider) else {
         return;
     };
@@ -189,6 +235,33 @@ mod tests {
         let mut r = report(CaseStatus::Failed);
         judge(&mut r);
         assert_eq!(r.status, CaseStatus::Failed);
+    }
+
+    #[test]
+    fn a_breach_of_the_request_pins_is_drift_with_one_line() {
+        let stub = vec![
+            json!({"request": {"endpoint": "POST /v1/responses (openai_responses)", "params": {}, "tools": [
+            {"name": "exec_command", "kind": "custom", "schema_hash": "h", "schema": null}
+        ], "instructions": null, "headers": {}}}),
+            json!({"auxiliary": true}),
+        ];
+        let seen = requests(&stub);
+        assert_eq!(seen.requests, 1);
+        let pins = requests::Expect {
+            tool_types: vec!["function".into()],
+            ..Default::default()
+        };
+        let mut r = report(CaseStatus::Failed);
+        r.steps = serde_json::from_value(json!([{"name": "edit", "command": "c", "status": "failed", "exit_code": 0,
+            "duration_ms": 1, "kill_latency_ms": null, "failures": [], "stdout_file": null, "stderr_file": null, "output_truncated": false}])).unwrap();
+        r.steps[0].failures = check_requests(&pins, &seen);
+        add(&mut r, codex("turn.completed", false));
+        judge(&mut r);
+        assert_eq!(r.status, CaseStatus::Drift);
+        assert_eq!(
+            r.drift.as_deref(),
+            Some("drift: codex 0.164.0 sends tool exec_command as custom (allowed: function)")
+        );
     }
 
     #[test]

@@ -235,6 +235,10 @@ pub struct StepReport {
     pub stderr_file: Option<String>,
     /// Output beyond the capture limit was dropped.
     pub output_truncated: bool,
+    /// Why a step was skipped when no earlier failure skipped it (`skipped: resume unsupported
+    /// in codex 0.120.0 …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One unmet expectation: what was checked, what was expected, what was found.
@@ -351,6 +355,7 @@ pub fn sample() -> RunReport {
             stdout_file: Some("cases/demo--python/1.stdout".into()),
             stderr_file: None,
             output_truncated: false,
+            note: None,
         }],
         artifacts: "cases/demo--python".into(),
         repro: "canary repro r/demo--python".into(),

@@ -16,7 +16,7 @@ pub fn render(report: &RunReport, run_dir: &std::path::Path) -> String {
         let passed = c.steps.iter().filter(|s| s.status == StepStatus::Passed).count();
         // The case's root cause (lab error, drift, then the most telling failure).
         let note = match c.status {
-            CaseStatus::Passed => String::new(),
+            CaseStatus::Passed => c.steps.iter().find_map(|s| s.note.clone()).unwrap_or_default(),
             _ => super::MatrixRow::of(c).cause.unwrap_or_default(),
         };
         let _ = writeln!(

@@ -99,6 +99,26 @@ pub struct SessionSpec {
     /// `approve`, `deny` or `none`.
     pub approval: crate::runner::proxy::Approval,
     pub model: Option<String>,
+    /// The earlier session step whose conversation this one continues.
+    pub resume: Option<String>,
+    pub interrupt: Option<Interrupt>,
+}
+
+/// When and how a session is stopped while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupt {
+    pub after_turn: usize,
+    pub grace: Duration,
+}
+
+impl SessionSpec {
+    /// Whether the scenario calls the lab's MCP fixture.
+    pub fn uses_mcp(&self) -> bool {
+        self.scenario
+            .turns
+            .iter()
+            .any(|t| matches!(t, crate::stub::Turn::Mcp { .. }))
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -139,6 +159,8 @@ pub struct Expect {
     pub pull_request: Option<PullRequestExpect>,
     /// Session steps: checks on what the agent said.
     pub messages: Option<TextExpect>,
+    /// Session steps: pins on what the CLI sends to the model.
+    pub requests: Option<crate::stub::requests::Expect>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -396,7 +418,13 @@ impl Cx<'_> {
         };
         let timeout = self.duration(raw.timeout.as_ref(), DEFAULT_STEP_TIMEOUT)?;
         let session = matches!(action, StepAction::Session(_) | StepAction::DraftPr(_));
-        let expect = self.expect(raw.expect.unwrap_or_default(), session)?;
+        let raw_expect = raw.expect.unwrap_or_default();
+        let exit_code_given = raw_expect.exit_code.is_some();
+        let mut expect = self.expect(raw_expect, session)?;
+        // An interrupted session ends as the interrupt makes it; its own checks judge it.
+        if matches!(&action, StepAction::Session(s) if s.interrupt.is_some()) && !exit_code_given {
+            expect.exit_code = None;
+        }
         let action_span = match actions.first() {
             Some((_, loc)) => crate::yaml::span(self.text, loc),
             None => crate::yaml::span(self.text, &raw.name.referenced),
@@ -471,6 +499,7 @@ impl Cx<'_> {
             },
             pull_request: raw.pull_request.map(|p| self.pull_request(p)).transpose()?,
             usage_reconciled: self.usage(raw.usage, session)?,
+            requests: self.requests(raw.requests, session)?,
         })
     }
 
@@ -536,6 +565,7 @@ impl Cx<'_> {
                 return Err(err.into());
             }
             seen.insert(step.name.value.clone(), step.name.referenced);
+            self.check_resume(&step, &steps)?;
             if let (Some(pr), Network::None) = (&step.draft_pr, network) {
                 return Err(self.error(
                     &pr.referenced,
@@ -550,6 +580,35 @@ impl Cx<'_> {
             steps.push(self.step(step)?);
         }
         Ok(steps)
+    }
+
+    /// `session.resume:` names an earlier session step of the same CLI.
+    fn check_resume(&self, raw: &RawStep, earlier: &[Step]) -> Result<()> {
+        let Some(session) = &raw.session else { return Ok(()) };
+        let Some(name) = &session.value.resume else {
+            return Ok(());
+        };
+        let target = earlier.iter().find(|s| s.name == name.value);
+        let problem = match target.map(|s| &s.action) {
+            None => format!("`resume: {}` names no earlier step", crate::text::clean(&name.value)),
+            Some(StepAction::Session(spec)) if spec.provider != session.value.provider => {
+                format!(
+                    "`resume: {}` continues a session of another CLI",
+                    crate::text::clean(&name.value)
+                )
+            }
+            Some(StepAction::Session(_)) => return Ok(()),
+            Some(_) => format!(
+                "`resume: {}` names a step that is not a session",
+                crate::text::clean(&name.value)
+            ),
+        };
+        Err(self.error(
+            &name.referenced,
+            problem,
+            "resume",
+            Some("name an earlier `session` step of this suite, with the same provider".into()),
+        ))
     }
 
     /// `providers:`, when given: known CLIs, each once, at least one.
@@ -611,13 +670,44 @@ impl Cx<'_> {
                 ));
             }
         }
+        let interrupt = session
+            .value
+            .interrupt
+            .as_ref()
+            .map(|i| self.interrupt(i, &scenario, session.referenced))
+            .transpose()?;
         Ok(StepAction::Session(SessionSpec {
             provider: session.value.provider.clone(),
             prompt: session.value.prompt.clone(),
             scenario,
             approval: session.value.approval.unwrap_or_default(),
             model: session.value.model.clone(),
+            resume: session.value.resume.as_ref().map(|r| r.value.clone()),
+            interrupt,
         }))
+    }
+
+    /// `interrupt:`: a turn the scenario has, and a grace period.
+    fn interrupt(
+        &self,
+        raw: &super::raw::RawInterrupt,
+        scenario: &crate::stub::Scenario,
+        at: Location,
+    ) -> Result<Interrupt> {
+        let after_turn = raw.after_turn.as_ref().map_or(1, |a| a.value);
+        let grace = self.duration(raw.grace.as_ref(), Duration::from_secs(5))?;
+        if after_turn == 0 || after_turn >= scenario.turns.len() {
+            return Err(self.error(
+                &raw.after_turn.as_ref().map(|a| a.referenced).unwrap_or(at),
+                format!(
+                    "`interrupt.after_turn: {after_turn}` but the scenario has {} turns, the last of which ends the session",
+                    scenario.turns.len()
+                ),
+                "interrupt",
+                Some("interrupt after a turn that runs something long, e.g. `- run: sleep 600` before the final `say`".into()),
+            ));
+        }
+        Ok(Interrupt { after_turn, grace })
     }
 
     /// A `draft_pr:` step: valid branch names and a title.
@@ -680,6 +770,23 @@ impl Cx<'_> {
                 }
             },
         })
+    }
+
+    /// `expect.requests`: only a session sends model requests.
+    fn requests(
+        &self,
+        raw: Option<Spanned<crate::stub::requests::Expect>>,
+        session: bool,
+    ) -> Result<Option<crate::stub::requests::Expect>> {
+        match raw {
+            Some(r) if !session => Err(self.error(
+                &r.referenced,
+                "`expect.requests` on a step that is not a session: only sessions send model requests".into(),
+                "never checked here",
+                Some("move the check to a `session` step, or remove it".into()),
+            )),
+            other => Ok(other.map(|r| r.value)),
+        }
     }
 
     /// `expect.pull_request`: the one diff check is `matches`.

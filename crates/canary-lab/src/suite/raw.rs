@@ -107,6 +107,31 @@ pub struct RawSession {
     /// Model id the CLI is told to use.
     #[serde(default)]
     pub model: Option<String>,
+    /// Continue the conversation of an earlier session step of this suite (its name) with the
+    /// CLI's own resume mechanism; the lab checks that the CLI sends the earlier turns and that
+    /// the events continue under the same session id.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub resume: Option<Spanned<String>>,
+    /// Stop the session while it runs, as a platform's stop button does: SIGINT to the runner
+    /// once the model has answered `after_turn` turns, SIGTERM `grace` later. The lab checks
+    /// for a terminal event, that no process of the session is left, and a consistent tree.
+    #[serde(default)]
+    pub interrupt: Option<RawInterrupt>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawInterrupt {
+    /// Interrupt once the model stub has answered this many turns (default 1): put a
+    /// long-running command at that turn, e.g. `run: sleep 600`.
+    #[serde(default)]
+    #[schemars(with = "Option<usize>")]
+    pub after_turn: Option<Spanned<usize>>,
+    /// Between SIGINT and SIGTERM (default 5s).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub grace: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -221,6 +246,11 @@ pub struct RawExpect {
     #[serde(default)]
     #[schemars(with = "Option<RawTextExpect>")]
     pub messages: Option<Spanned<RawTextExpect>>,
+    /// Session steps: pins on what the CLI sends to the model (the tools it offers, their
+    /// kinds, the size of its instructions), as the model stub received it.
+    #[serde(default)]
+    #[schemars(with = "Option<crate::stub::requests::Expect>")]
+    pub requests: Option<Spanned<crate::stub::requests::Expect>>,
 }
 
 /// Schema-only view of `exit_code`: a number or the word `any`.

@@ -33,6 +33,10 @@ enum Command {
         /// File that receives the stub's URL once it listens.
         #[arg(long)]
         addr_file: PathBuf,
+        /// For a resumed conversation: JSON `{calls_before, markers}` (the earlier session's
+        /// tool calls, and texts every request must carry).
+        #[arg(long)]
+        continues: Option<PathBuf>,
     },
     /// Lab tool carried in runner images: answer every DNS query "no such name" at once, so
     /// outside names fail fast on the lab's internal network (its own names still resolve).
@@ -100,7 +104,15 @@ enum Command {
         #[arg(long)]
         cli: Option<PathBuf>,
     },
+    /// Lab tool carried in runner images: the MCP server fixture over stdio (one tool,
+    /// `ticket_status`), which `session --mcp-log` configures into the CLI.
+    McpFixture {
+        /// Append each tool call here (JSON lines).
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
     /// Run one non-interactive session; events go to stdout, one JSON object per line.
+    /// SIGINT and SIGTERM are passed on to the CLI and end the session with ERROR `interrupted`.
     Session {
         #[command(flatten)]
         session: SessionOpts,
@@ -251,6 +263,17 @@ struct SessionOpts {
     /// Write the session's inventory of the CLI's output (event kinds, fields, JSON types) here.
     #[arg(long)]
     inventory: Option<PathBuf>,
+    /// The CLI's home (config and conversations), kept so a later session can `--resume`;
+    /// default: a fresh directory removed after the session.
+    #[arg(long)]
+    home: Option<PathBuf>,
+    /// Continue an earlier conversation by its session id (SESSION_STARTED's), with the CLI's
+    /// own resume mechanism; give the same `--home`.
+    #[arg(long)]
+    resume: Option<String>,
+    /// Configure the lab's MCP server fixture into the CLI and log its calls to this file.
+    #[arg(long)]
+    mcp_log: Option<PathBuf>,
 }
 
 impl SessionOpts {
@@ -266,6 +289,9 @@ impl SessionOpts {
             cli: self.cli,
             codex_sandbox: self.codex_sandbox,
             inventory: self.inventory,
+            home: self.home,
+            resume: self.resume,
+            mcp_log: self.mcp_log,
         }
     }
 }
@@ -278,7 +304,8 @@ fn main() {
             scenario,
             log,
             addr_file,
-        } => std::process::exit(lab_stub(&scenario, log, &addr_file)),
+            continues,
+        } => std::process::exit(lab_stub(&scenario, log, &addr_file, continues.as_deref())),
         Command::Heartbeat {
             runner_id,
             org,
@@ -307,6 +334,13 @@ fn main() {
         Command::Agent(o) => std::process::exit(agent(o)),
         Command::Pr(o) => std::process::exit(open_pr(o)),
         Command::Preflight { provider, cli } => std::process::exit(preflight(provider, cli)),
+        Command::McpFixture { log } => match canary_runner::runner::mcp::serve(log.as_deref()) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("canary-runner mcp-fixture: {e}");
+                std::process::exit(2)
+            }
+        },
         Command::Session { session } => session.into_args(),
     };
     std::process::exit(emit(|tx| session::run(args, tx)));
@@ -861,7 +895,24 @@ fn summary(m: &canary_runner::update::BuildManifest) -> String {
     )
 }
 
-fn lab_stub(scenario: &std::path::Path, log: PathBuf, addr_file: &std::path::Path) -> i32 {
+fn lab_stub(
+    scenario: &std::path::Path,
+    log: PathBuf,
+    addr_file: &std::path::Path,
+    continues: Option<&std::path::Path>,
+) -> i32 {
+    let continues = match continues.map(|p| std::fs::read(p).map(|b| serde_json::from_slice(&b))) {
+        None => Default::default(),
+        Some(Ok(Ok(c))) => c,
+        Some(Ok(Err(e))) => {
+            eprintln!("canary-runner lab-stub: --continues: {e}");
+            return 2;
+        }
+        Some(Err(e)) => {
+            eprintln!("canary-runner lab-stub: --continues: {e}");
+            return 2;
+        }
+    };
     let text = match std::fs::read_to_string(scenario) {
         Ok(t) => t,
         Err(e) => {
@@ -881,7 +932,7 @@ fn lab_stub(scenario: &std::path::Path, log: PathBuf, addr_file: &std::path::Pat
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let stub = canary_runner::stub::Stub::new(None, Some(log));
+        let stub = canary_runner::stub::Stub::new(None, Some(log)).continuing(continues);
         stub.insert("default", parsed);
         serve_announced(
             "lab-stub",

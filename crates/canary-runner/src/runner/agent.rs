@@ -226,7 +226,16 @@ pub async fn run(o: &AgentOptions) -> crate::error::Result<AgentReport> {
         }
     };
     check_updates(&mut report).await;
+    stop_on_signals();
     for k in 0..o.sessions {
+        // SIGINT or SIGTERM (`docker stop`): the session under way was interrupted; no new one.
+        if super::session::STOP.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!(
+                "canary-runner agent: stopping on a signal after {} sessions",
+                report.ran
+            );
+            break;
+        }
         if k > 0 {
             check_updates(&mut report).await;
         }
@@ -265,6 +274,24 @@ pub async fn run(o: &AgentOptions) -> crate::error::Result<AgentReport> {
     report.waiting = spool.pending()?.len() as u64;
     report.dropped = spool.dropped;
     Ok(report)
+}
+
+/// Between sessions a signal only marks the agent to stop (a session under way passes it on
+/// to its CLI and ends interrupted); the telemetry already gathered is still sent.
+fn stop_on_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            super::session::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
 }
 
 /// Whether this session's telemetry counts for this runner's build: `Some(true)` assigned to

@@ -35,6 +35,9 @@ pub struct Inventory {
     /// Kinds or paths dropped by the bounds above.
     #[serde(default)]
     pub truncated: bool,
+    /// What the CLI sent to the model (its request contract), when the lab's stub saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<crate::stub::requests::Requests>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -63,18 +66,7 @@ pub fn kind(v: &Value) -> String {
     k
 }
 
-/// The JSON type of a value, as inventories name it.
-pub fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
+pub use crate::stub::requests::json_type;
 
 fn clip(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(MAX_NAME).collect()
@@ -130,6 +122,14 @@ impl Inventory {
                     .is_some_and(|o| o.fields == s.fields && o.unknown == s.unknown)
             })
             && self.flags == other.flags
+            && self.requests_shape() == other.requests_shape()
+    }
+
+    /// The request contract without its request count (which grows with every session).
+    fn requests_shape(&self) -> Option<crate::stub::requests::Requests> {
+        self.requests
+            .clone()
+            .map(|r| crate::stub::requests::Requests { requests: 0, ..r })
     }
 
     /// Adds another session's inventory of the same CLI.
@@ -159,6 +159,9 @@ impl Inventory {
         }
         if self.version.is_empty() {
             self.version = other.version.clone();
+        }
+        if let Some(r) = &other.requests {
+            self.requests.get_or_insert_with(Default::default).merge(r);
         }
     }
 
@@ -262,6 +265,48 @@ pub struct Contract {
     pub flags: &'static [&'static str],
     /// The `--help` invocation that lists those flags (after the CLI's command).
     pub help: &'static [&'static str],
+    /// Session features and the oldest CLI version the adapter has them for (`None`: not at all).
+    pub features: &'static [(Feature, Option<&'static str>)],
+}
+
+/// What a session may ask of a CLI beyond one prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Continue an earlier conversation with the CLI's own resume mechanism.
+    Resume,
+    /// Call tools served over MCP.
+    Mcp,
+}
+
+impl Feature {
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::Resume => "resume",
+            Feature::Mcp => "mcp",
+        }
+    }
+}
+
+impl Contract {
+    /// `Err` with the suite's words when this CLI version lacks `feature` by the adapter's
+    /// contract: `skipped: resume unsupported in codex 0.120.0 (…)`. A version that does not
+    /// parse is taken to have it (the session then tells).
+    pub fn supports(&self, provider: &str, version: &str, feature: Feature) -> Result<(), String> {
+        let floor = self.features.iter().find(|(f, _)| *f == feature).and_then(|(_, v)| *v);
+        let Some(floor) = floor else {
+            return Err(format!(
+                "skipped: {} unsupported in {provider} {version} (the adapter's contract does not have it)",
+                feature.name()
+            ));
+        };
+        match (semver::Version::parse(version), semver::Version::parse(floor)) {
+            (Ok(v), Ok(f)) if v < f => Err(format!(
+                "skipped: {} unsupported in {provider} {version} (the adapter's contract has it from {floor})",
+                feature.name()
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One event kind the adapter reads: whether every session must print it, and the fields (with
@@ -299,13 +344,37 @@ pub enum Finding {
     LostFlag(String),
     NewEvent(String),
     NewField(String, String),
+    /// A change in what the CLI sends to the model; `breaks` when a proxy would not forward it.
+    Request {
+        change: crate::stub::requests::Change,
+        breaks: bool,
+    },
 }
 
 impl Finding {
     /// Whether the finding breaks what the adapter reads (new kinds and fields an adapter does not
     /// read are reported but are not drift by themselves).
     pub fn breaks(&self) -> bool {
-        !matches!(self, Finding::NewEvent(_) | Finding::NewField(..))
+        match self {
+            Finding::NewEvent(_) | Finding::NewField(..) => false,
+            Finding::Request { breaks, .. } => *breaks,
+            _ => true,
+        }
+    }
+
+    /// The finding's class, as `canary drift --json` names it (`lost_field`, `tool_type_changed`).
+    pub fn class(&self) -> String {
+        match self {
+            Finding::Request { change, .. } => change.class(),
+            other => serde_json::to_value(other)
+                .ok()
+                .and_then(|v| match v {
+                    serde_json::Value::String(s) => Some(s),
+                    serde_json::Value::Object(o) => o.keys().next().cloned(),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+        }
     }
 }
 
@@ -320,6 +389,7 @@ impl std::fmt::Display for Finding {
             Finding::LostFlag(x) => write!(f, "no longer lists flag {x}"),
             Finding::NewEvent(k) => write!(f, "emits new event {k}"),
             Finding::NewField(k, p) => write!(f, "{k} has new field {p}"),
+            Finding::Request { change, .. } => write!(f, "{change}"),
         }
     }
 }
@@ -371,6 +441,16 @@ pub fn diff(old: &Inventory, new: &Inventory) -> Vec<Finding> {
     }
     if let (Some(o), Some(n)) = (&old.flags, &new.flags) {
         out.extend(o.difference(n).map(|f| Finding::LostFlag(f.clone())));
+    }
+    if let (Some(o), Some(n)) = (&old.requests, &new.requests) {
+        out.extend(
+            crate::stub::requests::diff(o, n)
+                .into_iter()
+                .map(|change| Finding::Request {
+                    breaks: change.breaks(o),
+                    change,
+                }),
+        );
     }
     out
 }

@@ -5,6 +5,7 @@ pub mod adapters;
 pub mod agent;
 pub mod events;
 pub mod inventory;
+pub mod mcp;
 pub mod policy;
 pub mod pr;
 pub mod proxy;

@@ -12,13 +12,14 @@
 //! Messages), `POST /s/{key}/v1beta/models/{model}:streamGenerateContent` (Gemini).
 
 pub mod protocols;
+pub mod requests;
 pub mod scenario;
 
 use crate::error::{LabError, Result};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use protocols::{Protocol, Reply, Usage};
@@ -46,6 +47,36 @@ pub struct LogEntry {
     pub auxiliary: bool,
     /// Why the request could not be answered from the scenario.
     pub unmatched: Option<String>,
+    /// The request's contract: endpoint, parameters, tools, instructions, client headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<crate::stub::requests::RequestShape>,
+    /// For a resumed conversation: whether the request carried every marker of the earlier
+    /// turns (their prompt and answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<bool>,
+}
+
+/// What the stub knows of the conversation a resumed session continues: the tool calls made
+/// before (the scenario's turns count from there) and texts its requests must carry.
+#[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
+pub struct Continues {
+    pub calls_before: usize,
+    pub markers: Vec<String>,
+}
+
+/// Whether every marker appears in some string of the request body.
+fn holds_all(body: &serde_json::Value, markers: &[String]) -> bool {
+    fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    strings(body, &mut all);
+    markers.iter().all(|m| all.iter().any(|s| s.contains(m.as_str())))
 }
 
 #[derive(Default)]
@@ -61,6 +92,7 @@ pub struct Stub {
     /// Scenarios not registered are read from `<dir>/<key>.yaml` when first asked for.
     dir: Option<PathBuf>,
     log_file: Option<PathBuf>,
+    continues: Arc<Continues>,
 }
 
 impl Stub {
@@ -69,7 +101,15 @@ impl Stub {
             inner: Arc::default(),
             dir,
             log_file,
+            continues: Arc::default(),
         }
+    }
+
+    /// A stub for a resumed conversation: turns count after the earlier calls, and each
+    /// request is checked for the earlier turns' markers.
+    pub fn continuing(mut self, continues: Continues) -> Stub {
+        self.continues = Arc::new(continues);
+        self
     }
 
     pub fn insert(&self, key: &str, scenario: Scenario) {
@@ -114,57 +154,52 @@ impl Stub {
             .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/v1/responses",
-                post(|s: State<Stub>, b: Bytes| async move {
-                    answer(
-                        s.0,
-                        Protocol::OpenaiResponses,
-                        "default".into(),
-                        None,
-                        "/v1/responses".into(),
-                        b,
-                    )
+                post(|s: State<Stub>, h: HeaderMap, b: Bytes| async move {
+                    let req = Incoming::new("default".into(), None, "/v1/responses".into(), &h, b);
+                    answer(s.0, Protocol::OpenaiResponses, req)
                 }),
             )
             .route(
                 "/v1/messages",
-                post(|s: State<Stub>, b: Bytes| async move {
-                    answer(
-                        s.0,
-                        Protocol::AnthropicMessages,
-                        "default".into(),
-                        None,
-                        "/v1/messages".into(),
-                        b,
-                    )
+                post(|s: State<Stub>, h: HeaderMap, b: Bytes| async move {
+                    let req = Incoming::new("default".into(), None, "/v1/messages".into(), &h, b);
+                    answer(s.0, Protocol::AnthropicMessages, req)
                 }),
             )
             .route(
                 "/v1beta/models/{model}",
-                post(|s: State<Stub>, Path(model): Path<String>, b: Bytes| async move {
-                    let path = format!("/v1beta/models/{model}");
-                    answer(s.0, Protocol::Gemini, "default".into(), Some(model), path, b)
-                }),
+                post(
+                    |s: State<Stub>, Path(model): Path<String>, h: HeaderMap, b: Bytes| async move {
+                        let path = format!("/v1beta/models/{model}");
+                        let req = Incoming::new("default".into(), Some(model), path, &h, b);
+                        answer(s.0, Protocol::Gemini, req)
+                    },
+                ),
             )
             .route(
                 "/s/{key}/v1/responses",
-                post(|s: State<Stub>, Path(key): Path<String>, b: Bytes| async move {
-                    let path = format!("/s/{key}/v1/responses");
-                    answer(s.0, Protocol::OpenaiResponses, key, None, path, b)
-                }),
+                post(
+                    |s: State<Stub>, Path(key): Path<String>, h: HeaderMap, b: Bytes| async move {
+                        let path = format!("/s/{key}/v1/responses");
+                        answer(s.0, Protocol::OpenaiResponses, Incoming::new(key, None, path, &h, b))
+                    },
+                ),
             )
             .route(
                 "/s/{key}/v1/messages",
-                post(|s: State<Stub>, Path(key): Path<String>, b: Bytes| async move {
-                    let path = format!("/s/{key}/v1/messages");
-                    answer(s.0, Protocol::AnthropicMessages, key, None, path, b)
-                }),
+                post(
+                    |s: State<Stub>, Path(key): Path<String>, h: HeaderMap, b: Bytes| async move {
+                        let path = format!("/s/{key}/v1/messages");
+                        answer(s.0, Protocol::AnthropicMessages, Incoming::new(key, None, path, &h, b))
+                    },
+                ),
             )
             .route(
                 "/s/{key}/v1beta/models/{model}",
                 post(
-                    |s: State<Stub>, Path((key, model)): Path<(String, String)>, b: Bytes| async move {
+                    |s: State<Stub>, Path((key, model)): Path<(String, String)>, h: HeaderMap, b: Bytes| async move {
                         let path = format!("/s/{key}/v1beta/models/{model}");
-                        answer(s.0, Protocol::Gemini, key, Some(model), path, b)
+                        answer(s.0, Protocol::Gemini, Incoming::new(key, Some(model), path, &h, b))
                     },
                 ),
             )
@@ -205,12 +240,18 @@ fn error_body(protocol: Protocol, message: &str) -> String {
 fn scripted(
     protocol: Protocol,
     parsed: &protocols::Parsed,
+    continues: &Continues,
     scenario: &Scenario,
     key: &str,
     usage: Usage,
     entry: &mut LogEntry,
 ) -> std::result::Result<(&'static str, String), String> {
-    let turn = parsed.calls_so_far;
+    let Some(turn) = parsed.calls_so_far.checked_sub(continues.calls_before) else {
+        return Err(format!(
+            "the resumed conversation holds {} tool calls, but the session it continues made {}: the CLI did not send the earlier turns",
+            parsed.calls_so_far, continues.calls_before
+        ));
+    };
     let Some(step) = scenario.turns.get(turn) else {
         return Err(format!(
             "the conversation already has {turn} tool calls, but scenario `{key}` has {} turns",
@@ -243,6 +284,10 @@ fn scripted(
                 usage,
             ))
         }
+        Action::Tool {
+            tool: wanted,
+            arguments,
+        } => tool_call(protocol, parsed, turn, usage, entry, &wanted, arguments),
         Action::Text(text) => {
             entry.reply = format!("text: {text}");
             Ok(protocols::render(protocol, &Reply::Text(&text), parsed, turn, usage))
@@ -250,13 +295,106 @@ fn scripted(
     }
 }
 
-fn answer(stub: Stub, protocol: Protocol, key: String, model: Option<String>, path: String, body: Bytes) -> Response {
-    let model_name = model.as_deref().map(|m| m.split(':').next().unwrap_or(m).to_string());
+/// One request as a route received it.
+struct Incoming {
+    key: String,
+    /// Gemini's model, from the path (`gemini-2.5-pro:streamGenerateContent`).
+    model: Option<String>,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+impl Incoming {
+    fn new(key: String, model: Option<String>, path: String, headers: &HeaderMap, body: Bytes) -> Incoming {
+        Incoming {
+            key,
+            model,
+            path,
+            headers: headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body,
+        }
+    }
+
+    /// The path as a contract names it: without the scenario prefix, Gemini's model folded.
+    fn route(&self) -> String {
+        let route = match self.path.strip_prefix("/s/") {
+            Some(rest) => rest.find('/').map_or(rest, |i| &rest[i..]).to_string(),
+            None => self.path.clone(),
+        };
+        match (&self.model, route.rfind('/')) {
+            (Some(m), Some(i)) => {
+                let method = m.split_once(':').map(|(_, x)| x).unwrap_or_default();
+                format!("{}/{{model}}:{method}", &route[..i])
+            }
+            _ => route,
+        }
+    }
+}
+
+/// A call of the offered tool named `wanted`; a deferred one is first looked up with the CLI's
+/// tool search, as a model would.
+fn tool_call(
+    protocol: Protocol,
+    parsed: &protocols::Parsed,
+    turn: usize,
+    usage: Usage,
+    entry: &mut LogEntry,
+    wanted: &str,
+    arguments: serde_json::Value,
+) -> std::result::Result<(&'static str, String), String> {
+    let Some(tool) = protocols::named_tool(&parsed.tools, wanted) else {
+        if let (Some(search), true) = (protocols::search_tool(&parsed.tools), parsed.searches < 3) {
+            entry.reply = format!("{}: {wanted}", search.name);
+            let arguments = serde_json::json!({"query": wanted, "max_results": 5});
+            // Ids stay unique: a search is not a turn of the scenario.
+            let id = turn + parsed.searches + 100;
+            return Ok(protocols::render(
+                protocol,
+                &Reply::ToolCall {
+                    tool: search,
+                    arguments,
+                },
+                parsed,
+                id,
+                usage,
+            ));
+        }
+        return Err(format!(
+            "turn {} calls tool {wanted}, but the CLI offered none of that name: {}",
+            turn + 1,
+            parsed
+                .tools
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    entry.reply = format!("{}: {arguments}", tool.name);
+    Ok(protocols::render(
+        protocol,
+        &Reply::ToolCall { tool, arguments },
+        parsed,
+        turn,
+        usage,
+    ))
+}
+
+fn answer(stub: Stub, protocol: Protocol, req: Incoming) -> Response {
+    let model_name = req
+        .model
+        .as_deref()
+        .map(|m| m.split(':').next().unwrap_or(m).to_string());
+    let key = req.key.clone();
     let mut entry = LogEntry {
         ts: canary_contract::time::now(),
         key: key.clone(),
         protocol,
-        path,
+        path: req.path.clone(),
         model: model_name.clone().unwrap_or_default(),
         tools_offered: Vec::new(),
         tool_results: Vec::new(),
@@ -265,6 +403,8 @@ fn answer(stub: Stub, protocol: Protocol, key: String, model: Option<String>, pa
         usage: None,
         auxiliary: false,
         unmatched: None,
+        request: None,
+        history: None,
     };
     let unmatched = |stub: &Stub, mut entry: LogEntry, why: String| -> Response {
         entry.unmatched = Some(why.clone());
@@ -276,11 +416,17 @@ fn answer(stub: Stub, protocol: Protocol, key: String, model: Option<String>, pa
         )
             .into_response()
     };
-    let json: serde_json::Value = match serde_json::from_slice(&body) {
+    let json: serde_json::Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
         Err(e) => return unmatched(&stub, entry, format!("request body is not JSON: {e}")),
     };
     let parsed = protocols::parse(protocol, &json, model_name.as_deref());
+    entry.request = Some(crate::stub::requests::RequestShape::of(
+        protocol,
+        &req.route(),
+        &json,
+        &req.headers,
+    ));
     entry.model = parsed.model.clone();
     entry.tools_offered = parsed.tools.iter().map(|t| t.name.clone()).collect();
     entry.tool_results = parsed.tool_results.clone();
@@ -294,7 +440,10 @@ fn answer(stub: Stub, protocol: Protocol, key: String, model: Option<String>, pa
         entry.reply = "text: auxiliary answer".into();
         protocols::render(protocol, &Reply::Text("ok"), &parsed, parsed.calls_so_far, usage)
     } else {
-        match scripted(protocol, &parsed, &scenario, &key, usage, &mut entry) {
+        if !stub.continues.markers.is_empty() {
+            entry.history = Some(holds_all(&json, &stub.continues.markers));
+        }
+        match scripted(protocol, &parsed, &stub.continues, &scenario, &key, usage, &mut entry) {
             Ok(reply) => reply,
             Err(why) => return unmatched(&stub, entry, why),
         }
@@ -308,4 +457,56 @@ fn answer(stub: Stub, protocol: Protocol, key: String, model: Option<String>, pa
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn each_request_is_logged_with_its_contract_and_no_secret() {
+        let stub = Stub::new(None, None);
+        stub.insert(
+            "k",
+            Scenario {
+                turns: vec![Turn::Say("ok".into())],
+            },
+        );
+        let (addr, server) = stub.clone().serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        crate::init_tls();
+        let client = reqwest::Client::new();
+        let body = json!({"model": "gpt-5", "stream": false, "tools": [{"type": "function", "name": "exec_command", "parameters": {}}], "input": []});
+        let r = client
+            .post(format!("http://{addr}/s/k/v1/responses"))
+            .header("authorization", "Bearer sk-secret")
+            .header("user-agent", "codex_exec/0.163.0")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let gemini = json!({"contents": [], "tools": [{"functionDeclarations": [{"name": "run_shell_command", "parameters": {}}]}]});
+        client
+            .post(format!(
+                "http://{addr}/s/k/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+            ))
+            .body(gemini.to_string())
+            .send()
+            .await
+            .unwrap();
+        server.abort();
+        let log = stub.log();
+        let codex = log[0].request.as_ref().unwrap();
+        assert_eq!(codex.endpoint, "POST /v1/responses (openai_responses)");
+        assert_eq!(
+            codex.headers.get("user-agent").map(String::as_str),
+            Some("codex_exec/0.163.0")
+        );
+        assert!(!serde_json::to_string(&log[0]).unwrap().contains("sk-secret"));
+        let g = log[1].request.as_ref().unwrap();
+        assert_eq!(g.endpoint, "POST /v1beta/models/{model}:streamGenerateContent (gemini)");
+        assert_eq!(g.tools[0].name, "run_shell_command");
+    }
 }

@@ -20,6 +20,10 @@ pub enum Protocol {
 pub struct Tool {
     pub name: String,
     pub schema: Value,
+    /// The namespace a tool is offered in (Codex offers each MCP server's tools inside a
+    /// `namespace` tool named `mcp__<server>`); a call names it beside the tool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// Token counts the stub reports for one turn (deterministic, so canaries can reconcile them).
@@ -56,6 +60,37 @@ pub fn shell_tool(tools: &[Tool]) -> Option<&Tool> {
         })
 }
 
+/// Tools a CLI offers to look up tools it defers (Claude Code's `ToolSearch`: MCP tools are
+/// not offered until the model searches for them).
+pub const SEARCH_TOOLS: &[&str] = &["ToolSearch"];
+
+fn is_search(name: &Value) -> bool {
+    name.as_str().is_some_and(|n| SEARCH_TOOLS.contains(&n))
+}
+
+/// The offered tool-search tool, if any.
+pub fn search_tool(tools: &[Tool]) -> Option<&Tool> {
+    tools.iter().find(|t| SEARCH_TOOLS.contains(&t.name.as_str()))
+}
+
+/// The offered tool called `name`, or the one a CLI named after it with a server prefix
+/// (`mcp__canary__ticket_status`, `canary__ticket_status`).
+pub fn named_tool<'a>(tools: &'a [Tool], name: &str) -> Option<&'a Tool> {
+    // A tool of the server's own namespace first: a built-in of the same name is not the server's.
+    let in_namespace = tools
+        .iter()
+        .find(|t| t.name == name && t.namespace.as_deref().is_some_and(|n| n.starts_with("mcp")));
+    in_namespace
+        .or_else(|| tools.iter().find(|t| t.name == name))
+        .or_else(|| {
+            tools.iter().find(|t| {
+                t.name
+                    .strip_suffix(name)
+                    .is_some_and(|prefix| prefix.ends_with("__") || prefix.ends_with('.') || prefix.ends_with('/'))
+            })
+        })
+}
+
 /// Arguments for running `command` with `tool`, shaped by the tool's own schema: `cmd` or
 /// `command`, a string or an argv array.
 pub fn shell_arguments(tool: &Tool, command: &str) -> Value {
@@ -83,17 +118,30 @@ pub fn shell_arguments(tool: &Tool, command: &str) -> Value {
 /// `tools: [{name, <schema_key>: {...}}]`, as OpenAI (`parameters`) and Anthropic
 /// (`input_schema`) send them.
 fn named_tools(body: &Value, schema_key: &str) -> Vec<Tool> {
-    body["tools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| {
-            Some(Tool {
-                name: t.get("name")?.as_str()?.to_string(),
-                schema: t.get(schema_key).cloned().unwrap_or(Value::Null),
-            })
-        })
-        .collect()
+    let mut out = Vec::new();
+    for t in body["tools"].as_array().into_iter().flatten() {
+        let Some(name) = t.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        if t["type"] == "namespace" {
+            for inner in t["tools"].as_array().into_iter().flatten() {
+                if let Some(n) = inner.get("name").and_then(Value::as_str) {
+                    out.push(Tool {
+                        name: n.to_string(),
+                        schema: inner.get(schema_key).cloned().unwrap_or(Value::Null),
+                        namespace: Some(name.to_string()),
+                    });
+                }
+            }
+            continue;
+        }
+        out.push(Tool {
+            name: name.to_string(),
+            schema: t.get(schema_key).cloned().unwrap_or(Value::Null),
+            namespace: None,
+        });
+    }
+    out
 }
 
 /// What the stub needs from a request.
@@ -103,7 +151,10 @@ pub struct Parsed {
     pub stream: bool,
     pub tools: Vec<Tool>,
     /// Tool calls the model already made in this conversation: the index of the next turn.
+    /// Calls of a tool-search tool are not turns (the model looks a deferred tool up first).
     pub calls_so_far: usize,
+    /// Calls of a tool-search tool in this conversation.
+    pub searches: usize,
     /// Tool results the CLI sends back (for the log).
     pub tool_results: Vec<Value>,
 }
@@ -132,6 +183,7 @@ fn parse_responses(body: &Value) -> Parsed {
                 )
             })
             .count(),
+        searches: 0,
         tool_results: input
             .iter()
             .filter(|i| {
@@ -165,7 +217,14 @@ fn parse_messages(body: &Value) -> Parsed {
         model: body["model"].as_str().unwrap_or_default().to_string(),
         stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
         tools: named_tools(body, "input_schema"),
-        calls_so_far: blocks("assistant", "tool_use").len(),
+        calls_so_far: blocks("assistant", "tool_use")
+            .iter()
+            .filter(|b| !is_search(&b["name"]))
+            .count(),
+        searches: blocks("assistant", "tool_use")
+            .iter()
+            .filter(|b| is_search(&b["name"]))
+            .count(),
         tool_results: blocks("user", "tool_result"),
     }
 }
@@ -200,12 +259,14 @@ fn parse_gemini(body: &Value, model_from_path: Option<&str>) -> Parsed {
                         Some(Tool {
                             name: f.get("name")?.as_str()?.to_string(),
                             schema,
+                            namespace: None,
                         })
                     })
                     .collect()
             })
             .unwrap_or_default(),
         calls_so_far: parts.iter().filter(|p| p.get("functionCall").is_some()).count(),
+        searches: 0,
         tool_results: parts
             .iter()
             .filter(|p| p.get("functionResponse").is_some())
@@ -246,7 +307,11 @@ fn openai(reply: &Reply, p: &Parsed, turn: usize, u: Usage) -> (&'static str, St
     let id = format!("resp_canary_{turn}");
     let item = match reply {
         Reply::ToolCall { tool, arguments } => {
-            json!({"type": "function_call", "id": format!("fc_{turn}"), "call_id": format!("call_canary_{turn}"), "name": tool.name, "arguments": arguments.to_string(), "status": "completed"})
+            let mut call = json!({"type": "function_call", "id": format!("fc_{turn}"), "call_id": format!("call_canary_{turn}"), "name": tool.name, "arguments": arguments.to_string(), "status": "completed"});
+            if let Some(ns) = &tool.namespace {
+                call["namespace"] = json!(ns);
+            }
+            call
         }
         Reply::Text(text) => {
             json!({"type": "message", "id": format!("msg_{turn}"), "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": text, "annotations": []}]})
@@ -362,6 +427,7 @@ mod tests {
         Tool {
             name: name.into(),
             schema,
+            namespace: None,
         }
     }
 

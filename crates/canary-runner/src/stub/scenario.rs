@@ -19,6 +19,13 @@ pub enum Turn {
     },
     /// Ask the CLI to run a risky command that the runner's policy should block.
     Attempt(String),
+    /// Call a tool of the lab's MCP server fixture (`ticket_status`) with these arguments; the
+    /// lab checks the call reached the server and its answer reached the model.
+    Mcp {
+        tool: String,
+        #[serde(default)]
+        arguments: serde_json::Value,
+    },
     /// Answer with text and end the session (always the last turn).
     Say(String),
 }
@@ -33,6 +40,11 @@ pub struct Scenario {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Shell(String),
+    /// Call the offered tool named `tool` (or `<server>__tool`, as CLIs name MCP tools).
+    Tool {
+        tool: String,
+        arguments: serde_json::Value,
+    },
     Text(String),
 }
 
@@ -41,6 +53,10 @@ impl Turn {
         match self {
             Turn::Run(cmd) | Turn::Attempt(cmd) => Action::Shell(cmd.clone()),
             Turn::Edit { file, replace, with } => Action::Shell(edit_command(file, replace, with)),
+            Turn::Mcp { tool, arguments } => Action::Tool {
+                tool: tool.clone(),
+                arguments: arguments.clone(),
+            },
             Turn::Say(text) => Action::Text(text.clone()),
         }
     }
@@ -93,7 +109,7 @@ impl Scenario {
                 text,
                 "scenario",
                 &e,
-                "a scenario is `turns:` with run / edit / attempt / say items",
+                "a scenario is `turns:` with run / edit / attempt / mcp / say items",
             ))
         })?;
         s.validate()?;

@@ -4,7 +4,7 @@
 //! block and is the message-start snapshot, so counting it would be wrong twice over.
 
 use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
-use crate::runner::inventory::{Contract, Rule};
+use crate::runner::inventory::{Contract, Feature, Rule};
 use canary_contract::events::{Event, Usage};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -49,6 +49,8 @@ pub const CONTRACT: Contract = Contract {
         "--allowedTools",
     ],
     help: &["--help"],
+    // Checked in the lab (suites/session-features.yaml) from 2.1.329 on.
+    features: &[(Feature::Resume, Some("2.1.329")), (Feature::Mcp, Some("2.1.329"))],
 };
 
 pub struct Claude {

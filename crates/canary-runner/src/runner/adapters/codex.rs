@@ -3,7 +3,7 @@
 //! own policy rejects appears only in what it tells the model: the runner's policy must act.
 
 use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
-use crate::runner::inventory::{Contract, Rule};
+use crate::runner::inventory::{Contract, Feature, Rule};
 use canary_contract::events::{Event, Usage};
 
 const NAME: &str = "codex-exec-json";
@@ -38,6 +38,8 @@ pub const CONTRACT: Contract = Contract {
     ],
     flags: &["--json", "--skip-git-repo-check", "--sandbox"],
     help: &["exec", "--help"],
+    // Checked in the lab (suites/session-features.yaml) from 0.133.0, the oldest wheel, on.
+    features: &[(Feature::Resume, Some("0.133.0")), (Feature::Mcp, Some("0.133.0"))],
 };
 
 pub struct Codex {

@@ -2,7 +2,7 @@
 //! only in the final `result.stats`, so a session has exactly one tick.
 
 use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
-use crate::runner::inventory::{Contract, Rule};
+use crate::runner::inventory::{Contract, Feature, Rule};
 use canary_contract::events::{Event, Usage};
 use std::collections::HashMap;
 
@@ -24,6 +24,8 @@ pub const CONTRACT: Contract = Contract {
     ],
     flags: &["-p", "-o", "-m", "--approval-mode"],
     help: &["--help"],
+    // The lab cannot run Gemini CLI (npm only): nothing beyond single sessions is claimed.
+    features: &[(Feature::Resume, None), (Feature::Mcp, None)],
 };
 
 pub struct Gemini {
