@@ -226,6 +226,7 @@ fn main() {
     golden_path(reports.path());
     candidate_build(reports.path());
     version_matrix(reports.path());
+    release_to_verdict(reports.path());
 }
 
 /// (f) `canary matrix` over the ten newest Codex versions: one build each (built or found),
@@ -264,6 +265,76 @@ fn version_matrix(reports: &Path) {
         first.min(second).as_secs_f64(),
         rows.len(),
         first.as_secs_f64()
+    );
+}
+
+/// (g) An upstream Claude Code release to its verdict, with the base and the runner layer
+/// cached: fetch the SDK wheel (its cached copy and unpacked CLI removed first), build the one
+/// new layer, run golden-path on every canary repo, record the verdicts. Target under 30 s.
+fn release_to_verdict(reports: &Path) {
+    const NEW: &str = "0.2.190";
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let json = |cmd: &mut Command| -> serde_json::Value {
+        let out = cmd.output().expect("canary");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let parent = json(canary(reports).args(["images", "build", "--provider", "claude-code@sdk-0.2.186", "--json"]));
+    let parent_ref = parent["reference"].as_str().expect("reference").to_string();
+    let spec = format!("claude-code@sdk-{NEW}");
+    let set = [
+        "images",
+        "build",
+        "--from",
+        parent_ref.as_str(),
+        "--set",
+        spec.as_str(),
+        "--json",
+    ];
+    // Nothing of the new release is on the machine: not its build, its unpacked CLI or its wheel.
+    let before = json(canary(reports).args(set));
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", before["reference"].as_str().unwrap_or("")])
+        .output();
+    let cache = root.join(".canary/cache");
+    let _ = std::fs::remove_dir_all(cache.join("providers/claude-code").join(NEW));
+    for wheel in std::fs::read_dir(cache.join("wheels/claude-agent-sdk"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if wheel.file_name().to_string_lossy().contains(&format!("-{NEW}-")) {
+            let _ = std::fs::remove_file(wheel.path());
+        }
+    }
+    let registry = tempfile::tempdir().expect("tempdir");
+    let db = registry.path().join("registry.db");
+    let started = Instant::now();
+    let built = json(canary(reports).args(set));
+    let build_took = started.elapsed();
+    let image = built["reference"].as_str().expect("reference").to_string();
+    let judged = Instant::now();
+    let report = json(canary(reports).arg("--registry").arg(&db).args([
+        "run",
+        "-s",
+        "suites/golden-path.yaml",
+        "--image",
+        &image,
+        "--jobs",
+        "2",
+        "--json",
+    ]));
+    let total = started.elapsed().as_secs_f64();
+    println!();
+    println!(
+        "{:<46} {:>8.1}s   fetch + layer {:.1}s, golden-path ({} cases, {}) + record {:.1}s  (target < 30 s) {}",
+        "(g) Claude Code release -> verdict",
+        total,
+        build_took.as_secs_f64(),
+        report["summary"]["total"],
+        report["status"].as_str().unwrap_or("?"),
+        judged.elapsed().as_secs_f64(),
+        verdict(total < 30.0)
     );
 }
 

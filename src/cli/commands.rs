@@ -18,8 +18,13 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Suite file(s) to run.
-    #[arg(long = "suite", short = 's', required = true)]
+    #[arg(long = "suite", short = 's', required_unless_present = "resume")]
     pub suites: Vec<PathBuf>,
+    /// Run again only the cases of run RUN that have no verdict (it was killed or interrupted,
+    /// or a case ended in a lab error), into the same folder and report, with the same suites,
+    /// repos and images.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["suites", "repos", "images", "providers", "default_providers", "runner_image", "partition"])]
+    pub resume: Option<String>,
     /// Only these canary repos (default: every repo each suite names).
     #[arg(long = "repo", short = 'r')]
     pub repos: Vec<String>,
@@ -454,6 +459,29 @@ async fn providers(config: &LabConfig, c: &ProvidersCommand) -> Result<i32> {
 }
 
 async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
+    let progress = Progress::new(false);
+    let ran = match &a.resume {
+        Some(run_id) => crate::run::resume(config, run_id, repro_prefix(cli), &progress).await?,
+        None => crate::run::run(config, request(cli, config, a)?, &progress).await?,
+    };
+    let mut code = finish(&ran.report, &ran.run_dir, a.json)?;
+    if let Some((reg, added)) = &ran.recorded {
+        let builds: Vec<&str> = ran.report.images.iter().map(|i| lab::short_id(&i.id)).collect();
+        progress.line(format!(
+            "recorded {added} results for build {} in {}",
+            builds.join(", "),
+            reg.display
+        ));
+        if let (Some(channel), exit::PASS) = (&a.promote, code) {
+            let (decisions, source) = crate::run::promote(config, reg, &ran.report, channel).await?;
+            code = promoted(reg, (channel, &source), &decisions, a.json).await?;
+        }
+    }
+    Ok(code)
+}
+
+/// The run a `canary run` command line asks for, checked before anything runs.
+fn request(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<crate::run::Request> {
     let specs = if a.default_providers {
         parse_providers(&config.providers).map_err(|e| {
             LabError::usage(
@@ -477,22 +505,7 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
         repro_prefix: repro_prefix(cli),
     };
     crate::run::check(&request, a.promote.is_some())?;
-    let progress = Progress::new(false);
-    let ran = crate::run::run(config, request, &progress).await?;
-    let mut code = finish(&ran.report, &ran.run_dir, a.json)?;
-    if let Some((reg, added)) = &ran.recorded {
-        let builds: Vec<&str> = ran.report.images.iter().map(|i| lab::short_id(&i.id)).collect();
-        progress.line(format!(
-            "recorded {added} results for build {} in {}",
-            builds.join(", "),
-            reg.display
-        ));
-        if let (Some(channel), exit::PASS) = (&a.promote, code) {
-            let (decisions, source) = crate::run::promote(config, reg, &ran.report, channel).await?;
-            code = promoted(reg, (channel, &source), &decisions, a.json).await?;
-        }
-    }
-    Ok(code)
+    Ok(request)
 }
 
 /// Says what `run --promote` decided, then which build the channel runs (on stderr under
@@ -551,6 +564,7 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
         repro_prefix: repro_prefix(cli),
         rerun_failed: 0,
         reporters: Vec::new(),
+        judged: Vec::new(),
     };
     let (report, new_dir) = lab::run(engine, &config.lab(), r.prepared, opts, &progress).await?;
     let code = finish(&report, &new_dir, a.json)?;

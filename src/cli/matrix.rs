@@ -43,6 +43,13 @@ pub struct MatrixArgs {
     /// PROVIDER -->` and `<!-- /canary matrix: PROVIDER -->` lines (the README's table).
     #[arg(long)]
     pub readme: Option<PathBuf>,
+    /// Judge this many versions per run (default: all in one run; 10 with --release-judged).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Remove each version's build once judged, unless a channel or an org pin holds it (its
+    /// verdict stays in the registry; `canary repro` of its cases then needs the build again).
+    #[arg(long)]
+    pub release_judged: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -76,6 +83,8 @@ impl JudgeOpts {
             jobs: self.jobs,
             repro_prefix: repro_prefix.to_string(),
             record,
+            batch: 0,
+            release_judged: false,
         }
     }
 }
@@ -87,7 +96,9 @@ pub async fn matrix(repro_prefix: &str, config: &LabConfig, a: &MatrixArgs) -> R
         None => None,
     };
     let progress = Progress::new(false);
-    let judging = a.judge.judging(repro_prefix, !a.no_record);
+    let mut judging = a.judge.judging(repro_prefix, !a.no_record);
+    judging.release_judged = a.release_judged;
+    judging.batch = a.batch.unwrap_or(if a.release_judged { 10 } else { 0 });
     let judge::Judged { matrix: m, run_dir } = judge::matrix(config, p, &a.versions, &judging, &progress).await?;
     let dir = a
         .out

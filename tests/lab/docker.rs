@@ -818,3 +818,106 @@ fn the_local_engine_passes_the_backend_conformance_suite() {
         "the rule for {iface} outlived {network}: {rules}"
     );
 }
+
+/// A run killed midway (kill -9 after its first verdict) is resumed: only the cases without a
+/// verdict run again, into the same folder and report; the killed pass's container is reaped.
+#[test]
+fn docker_a_killed_run_resumes_with_only_the_cases_without_a_verdict() {
+    require_lab();
+    let registry = tempfile::tempdir().unwrap();
+    let db = registry.path().join("registry.db");
+    let (cmd, reports) = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["run", "-s", "suites/demo.yaml", "--jobs", "1"])
+        .command();
+    let mut child = crate::helpers::spawn_captured(cmd);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let run_dir = loop {
+        let found = std::fs::read_dir(reports.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| std::fs::read_to_string(p.join("cases.jsonl")).is_ok_and(|t| t.lines().count() >= 1));
+        if let Some(dir) = found {
+            break dir;
+        }
+        assert!(Instant::now() < deadline, "no case finished within 3 minutes");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    let _ = child.wait();
+    let journal: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("cases.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        !journal.is_empty() && journal.len() < 3,
+        "killed after its first verdict: {journal:?}"
+    );
+    assert!(!run_dir.join("run.json").exists(), "the killed run wrote no report");
+    let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
+        .current_dir(crate::helpers::root())
+        .env("CI", "true")
+        .arg("--reports-dir")
+        .arg(reports.path())
+        .arg("--registry")
+        .arg(&db)
+        .args(["run", "--resume", &run_id, "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "resuming run {run_id}: {} cases already judged",
+            journal.len()
+        )),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["run_id"], run_id.as_str());
+    let cases = report["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 3, "{report:#}");
+    for judged in &journal {
+        let again = cases.iter().find(|c| c["id"] == judged["id"]).unwrap();
+        assert_eq!(
+            again["duration_ms"], judged["duration_ms"],
+            "{} was not run again",
+            judged["id"]
+        );
+    }
+    // Each case ran once in all: the journal now holds every case, none twice.
+    let lines = std::fs::read_to_string(run_dir.join("cases.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+    assert!(run_dir.join("run.json").is_file() && run_dir.join("junit.xml").is_file());
+    assert_eq!(
+        lab_objects(&format!("canary-lab.run={run_id}")),
+        (0, 0),
+        "nothing of either pass is left"
+    );
+    // Each verdict is in the registry once.
+    let results = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["registry", "results", "--json"])
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(results.as_array().unwrap().len(), 3, "{results:#}");
+
+    // A run that is not there is an error that says what to name.
+    std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
+        .current_dir(crate::helpers::root())
+        .arg("--reports-dir")
+        .arg(reports.path())
+        .args(["run", "--resume", "../etc"])
+        .output()
+        .map(|o| {
+            assert_eq!(o.status.code(), Some(2));
+            assert!(String::from_utf8_lossy(&o.stderr).contains("no run `../etc` to resume"));
+        })
+        .unwrap();
+}

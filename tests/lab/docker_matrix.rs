@@ -12,7 +12,7 @@ fn file() -> serde_json::Value {
 
 async fn sdk() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"info": {"name": "claude-agent-sdk"}, "releases": {
-        "0.2.180": file(), "0.2.186": file(), "0.2.187": file(), "0.2.188rc1": file()
+        "0.2.179": file(), "0.2.180": file(), "0.2.186": file(), "0.2.187": file(), "0.2.188rc1": file()
     }}))
 }
 
@@ -134,6 +134,56 @@ fn docker_matrix_and_bisect_judge_upstream_versions() {
     );
     let status = canary().args(["status", "--json"]).run().code(0).stdout();
     assert!(status.contains("2.1.321"), "beta runs the last good version: {status}");
+
+    // A disk-bounded matrix: one version per run, each build removed once judged unless a
+    // channel holds it (beta holds 0.2.180 now). 0.2.179 is judged here only.
+    let bounded = canary()
+        .args([
+            "matrix",
+            "--provider",
+            "claude-code",
+            "--versions",
+            "0.2.179,0.2.180",
+            "--batch",
+            "1",
+            "--release-judged",
+            "--suite",
+            "tests/fixtures/suites/cli-version.yaml",
+            "--repo",
+            "python",
+            "--no-record",
+            "--json",
+        ])
+        .run()
+        .code(0);
+    let m = bounded.json();
+    let rows = m["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{m:#}");
+    assert!(rows.iter().all(|r| r["status"] == "passed"), "{m:#}");
+    let exists = |image: &serde_json::Value| {
+        std::process::Command::new("docker")
+            .args(["image", "inspect", image.as_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(!exists(&rows[0]["image"]), "0.2.179's build is gone once judged: {m:#}");
+    assert!(exists(&rows[1]["image"]), "beta's build stays");
+    let lines = bounded.stderr();
+    assert!(
+        lines.contains("claude-code sdk-0.2.179: judged; build removed"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("claude-code sdk-0.2.180: build kept (it is one of the last two known-good builds of `beta`"),
+        "{lines}"
+    );
+    assert!(
+        !crate::helpers::root()
+            .join(".canary/cache/providers/claude-code/0.2.179")
+            .exists()
+    );
 
     // Bad input is refused before anything is built.
     canary()

@@ -374,6 +374,7 @@ impl Candidate<'_> {
             repro_prefix: self.cli_prefix.to_string(),
             rerun_failed: 0,
             reporters: vec![Box::new(recorder)],
+            judged: Vec::new(),
         };
         let (report, run_dir) = crate::engines::run(config, engine, prepared, opts, progress).await?;
         let added = added.load(std::sync::atomic::Ordering::SeqCst);

@@ -57,9 +57,80 @@ pub fn check(r: &Request, promote: bool) -> Result<()> {
     Ok(())
 }
 
+/// What a run folder keeps of its request (`request.json`), so `canary run --resume RUN` runs
+/// the same plan: the suites by name (their copies are in the folder), the images as resolved.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    suites: Vec<String>,
+    repos: Vec<String>,
+    partition: Option<String>,
+    jobs: usize,
+    images: Vec<String>,
+    record: bool,
+    rerun_failed: u32,
+}
+
+const REQUEST_FILE: &str = "request.json";
+
 /// Runs the request. Every error in the user's files comes before any engine or registry is
 /// touched; an unreachable registry is an error before anything runs, not a lost verdict.
 pub async fn run(config: &LabConfig, r: Request, progress: &Progress) -> Result<Ran> {
+    run_as(config, r, (lab::new_run_id(), Vec::new()), progress).await
+}
+
+/// Runs again the cases of an earlier run `run_id` that have no verdict (killed or interrupted
+/// before they finished, or ended by a lab error), into the same folder and report: the same
+/// suites (the folder's copies), repos, partition and images.
+pub async fn resume(config: &LabConfig, run_id: &str, repro_prefix: String, progress: &Progress) -> Result<Ran> {
+    let valid =
+        !run_id.is_empty() && run_id.len() <= 64 && run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let dir = config.reports_dir.join(run_id);
+    if !valid || !dir.join(REQUEST_FILE).is_file() {
+        return Err(LabError::usage(
+            format!(
+                "no run `{}` to resume in {}",
+                crate::text::clean(run_id),
+                config.reports_dir.display()
+            ),
+            "name a run id as `canary run` printed it (a run started by this version of the lab)",
+        ));
+    }
+    let text = crate::fsutil::read_input(&dir.join(REQUEST_FILE), "the run's request", 1 << 20)?;
+    let saved: Saved = serde_json::from_str(&text).map_err(|e| {
+        LabError::usage(
+            format!("{}: {e}", dir.join(REQUEST_FILE).display()),
+            "the run folder is damaged: start a new run",
+        )
+    })?;
+    let judged: Vec<_> = crate::report::events::Journal::read(&dir)?
+        .into_iter()
+        .filter(|c| c.status != crate::report::CaseStatus::Error)
+        .collect();
+    progress.line(format!("resuming run {run_id}: {} cases already judged", judged.len()));
+    let r = Request {
+        suites: saved
+            .suites
+            .iter()
+            .map(|s| dir.join("suites").join(format!("{s}.yaml")))
+            .collect(),
+        repos: saved.repos,
+        partition: saved.partition.as_deref().map(str::parse).transpose()?,
+        jobs: saved.jobs,
+        images: saved.images,
+        record: saved.record,
+        rerun_failed: saved.rerun_failed,
+        repro_prefix,
+        ..Default::default()
+    };
+    run_as(config, r, (run_id.to_string(), judged), progress).await
+}
+
+async fn run_as(
+    config: &LabConfig,
+    r: Request,
+    (run_id, judged): (String, Vec<crate::report::CaseReport>),
+    progress: &Progress,
+) -> Result<Ran> {
     lab::load_suites(&config.lab(), &r.suites, &r.repos)?;
     let engine = DockerBackend::connect().await?;
     let images = if !r.specs.is_empty() {
@@ -95,6 +166,22 @@ pub async fn run(config: &LabConfig, r: Request, progress: &Progress) -> Result<
     } else {
         None
     };
+    // The run folder starts once nothing can refuse the run any more.
+    let saved = Saved {
+        suites: prepared.suites.iter().map(|s| s.name.clone()).collect(),
+        repos: r.repos.clone(),
+        partition: r.partition.map(|p| p.to_string()),
+        jobs: r.jobs,
+        images: images.clone(),
+        record: r.record,
+        rerun_failed: r.rerun_failed,
+    };
+    crate::fsutil::write_atomic(
+        &config.reports_dir.join(&run_id).join(REQUEST_FILE),
+        serde_json::to_string_pretty(&saved)
+            .expect("request serializes")
+            .as_bytes(),
+    )?;
     // The registry records the run as one more consumer of its events.
     let (reporters, added): (Vec<Box<dyn crate::report::events::Reporter>>, _) = match &registry {
         Some(reg) => {
@@ -104,7 +191,7 @@ pub async fn run(config: &LabConfig, r: Request, progress: &Progress) -> Result<
         None => (Vec::new(), None),
     };
     let opts = RunOptions {
-        run_id: lab::new_run_id(),
+        run_id,
         images,
         jobs: r.jobs,
         partition: r.partition,
@@ -112,6 +199,7 @@ pub async fn run(config: &LabConfig, r: Request, progress: &Progress) -> Result<
         repro_prefix: r.repro_prefix,
         rerun_failed: r.rerun_failed,
         reporters,
+        judged,
     };
     let (report, run_dir) = crate::engines::run(config, engine, prepared, opts, progress).await?;
     let recorded = match (registry, added) {

@@ -157,6 +157,9 @@ pub struct RunOptions {
     /// Consumers of the run's events beyond the terminal and the report files (the registry's
     /// recorder); they see every event after those two.
     pub reporters: Vec<Box<dyn report::events::Reporter>>,
+    /// Cases judged by an earlier, interrupted pass of this run (`--resume`): not run again,
+    /// and part of the report.
+    pub judged: Vec<CaseReport>,
 }
 
 /// A run id: UTC time plus a few hex digits, sortable and unique enough for one lab.
@@ -217,17 +220,18 @@ pub async fn run_on<B: Backend + Clone>(
 ) -> Result<(RunReport, PathBuf)> {
     let started_at = jiff::Timestamp::now();
     let started = Instant::now();
+    let run_dir = config.reports_dir.join(&opts.run_id);
     // Everything the run shows or keeps consumes one event stream.
     let mut reporters: Vec<Box<dyn report::events::Reporter>> = vec![
         Box::new(report::events::Terminal(progress.clone())),
         Box::new(report::events::Files::default()),
+        Box::new(report::events::Journal::new(&run_dir)),
     ];
     reporters.append(&mut opts.reporters);
     let events = report::events::Reporters::new(reporters);
     let first = &engines.first().expect("a run has an engine").backend;
     let engine = describe(&engines).await?;
     let images = resolve_images(first, &opts.images).await?;
-    let run_dir = config.reports_dir.join(&opts.run_id);
     write_inputs(&run_dir, &prepared)?;
     let mut lanes = Vec::new();
     let mut preflight_done = None;
@@ -246,12 +250,20 @@ pub async fn run_on<B: Backend + Clone>(
             partition: opts.partition.map(|p| p.to_string()),
         })
         .await;
-    let outcome = run_all(&lanes, &prepared.cases, opts.rerun_failed, progress, &events).await;
+    let todo: Vec<Case> = prepared
+        .cases
+        .iter()
+        .filter(|c| !opts.judged.iter().any(|j| j.id == c.id))
+        .cloned()
+        .collect();
+    let outcome = run_all(&lanes, &todo, opts.rerun_failed, progress, &events).await;
     // Cleanup runs on every path out of the pool, before anything can return early.
     for lane in &lanes.lanes {
         clean_up(&lane.backend, &lane.cx, matches!(outcome, Err(LabError::Interrupted))).await;
     }
-    let cases = outcome?;
+    let mut cases = outcome?;
+    cases.append(&mut opts.judged);
+    cases.sort_by_key(|c| prepared.cases.iter().position(|p| p.id == c.id));
     let report = RunReport {
         schema_version: report::SCHEMA_VERSION,
         run_id: opts.run_id.clone(),

@@ -150,6 +150,73 @@ impl Tails {
     }
 }
 
+/// The run's journal: each finished case appended to `cases.jsonl` in the run folder as it
+/// finishes (a rerun's line comes later and wins), so a run killed midway keeps its verdicts
+/// and `canary run --resume RUN` runs only the rest. A failed write fails the event: a verdict
+/// the journal lost would be run again, never invented.
+pub struct Journal {
+    path: std::path::PathBuf,
+    file: Mutex<Option<std::fs::File>>,
+}
+
+/// The journal's file name in a run folder.
+pub const JOURNAL_FILE: &str = "cases.jsonl";
+
+impl Journal {
+    pub fn new(run_dir: &Path) -> Journal {
+        Journal {
+            path: run_dir.join(JOURNAL_FILE),
+            file: Mutex::new(None),
+        }
+    }
+
+    fn append(&self, case: &CaseReport) -> Result<()> {
+        use std::io::Write as _;
+        let mut file = self.file.lock().expect("journal lock");
+        if file.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| crate::error::LabError::write(&self.path, e))?;
+            *file = Some(f);
+        }
+        let f = file.as_mut().expect("opened above");
+        let line = serde_json::to_string(case).expect("case serializes") + "\n";
+        f.write_all(line.as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| crate::error::LabError::write(&self.path, e))
+    }
+
+    /// The cases a journal holds, the last line of each case id winning; lines that do not
+    /// parse (a write cut by the kill) are skipped. At most 256 MiB is read.
+    pub fn read(run_dir: &Path) -> Result<Vec<CaseReport>> {
+        let path = run_dir.join(JOURNAL_FILE);
+        let text = match crate::fsutil::read_input(&path, "the run's journal", 256 << 20) {
+            Ok(t) => t,
+            Err(_) if !path.exists() => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out: Vec<CaseReport> = Vec::new();
+        for case in text.lines().filter_map(|l| serde_json::from_str::<CaseReport>(l).ok()) {
+            match out.iter_mut().find(|c| c.id == case.id) {
+                Some(old) => *old = case,
+                None => out.push(case),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Reporter for Journal {
+    fn on_event<'a>(&'a self, event: &'a RunEvent<'_>) -> BoxFuture<'a, Result<()>> {
+        match event {
+            RunEvent::CaseFinished { case, .. } => done(self.append(case)),
+            _ => done(Ok(())),
+        }
+    }
+}
+
 /// The report files in the run folder: `run.json`, `junit.xml`, `report.html`.
 #[derive(Default)]
 pub struct Files {
@@ -197,6 +264,34 @@ impl Reporter for Files {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn the_journal_keeps_each_case_as_it_finishes_and_the_last_attempt_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = crate::report::sample();
+        let journal = Journal::new(dir.path());
+        let mut first = report.cases[0].clone();
+        first.status = crate::report::CaseStatus::Failed;
+        for case in [&first, &report.cases[0]] {
+            let event = RunEvent::CaseFinished {
+                case,
+                done: 1,
+                total: 1,
+            };
+            journal.on_event(&event).await.unwrap();
+        }
+        // A line the kill cut short is skipped, not an error.
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL_FILE))
+            .unwrap();
+        write!(f, "{{\"id\": \"half").unwrap();
+        let read = Journal::read(dir.path()).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].status, report.cases[0].status, "the rerun's line wins");
+        assert!(Journal::read(&dir.path().join("none")).unwrap().is_empty());
+    }
 
     struct Log(Mutex<Vec<String>>);
 

@@ -390,22 +390,34 @@ pub struct Forgotten {
 
 /// Deletes a build and its results, unless a channel keeps it for rollback (its last two
 /// known-good builds) or an org is pinned to it. Refusals are audited with every reason.
-pub async fn forget(reg: &Registry, build: &str, who: Actor<'_>) -> Result<Outcome<Forgotten>> {
-    let id = reg.resolve_build(build).await?;
-    let mut why = Vec::new();
+/// The builds the fleet may need at once, each with why: the last two known-good builds of every
+/// channel (kept for rollback) and every org's pinned build.
+pub async fn held(reg: &Registry) -> Result<Vec<(BuildId, String)>> {
+    let mut out = Vec::new();
     for channel in reg.channels().await? {
-        let kept = reg.known_good(&channel).await?;
-        if kept.iter().take(2).any(|r| r.build_id == id) {
-            why.push(format!(
-                "it is one of the last two known-good builds of `{channel}` (kept for rollback)"
+        for r in reg.known_good(&channel).await?.into_iter().take(2) {
+            out.push((
+                r.build_id,
+                format!("it is one of the last two known-good builds of `{channel}` (kept for rollback)"),
             ));
         }
     }
     for p in reg.pins().await? {
-        if p.pinned_build_id.as_deref() == Some(id.as_str()) {
-            why.push(format!("org `{}` is pinned to it", p.org));
+        if let Some(b) = p.pinned_build_id {
+            out.push((b, format!("org `{}` is pinned to it", p.org)));
         }
     }
+    Ok(out)
+}
+
+pub async fn forget(reg: &Registry, build: &str, who: Actor<'_>) -> Result<Outcome<Forgotten>> {
+    let id = reg.resolve_build(build).await?;
+    let why: Vec<String> = held(reg)
+        .await?
+        .into_iter()
+        .filter(|(b, _)| *b == id)
+        .map(|(_, why)| why)
+        .collect();
     if !why.is_empty() {
         reg.audit(Audit {
             actor: who.name,

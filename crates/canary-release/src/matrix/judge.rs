@@ -25,6 +25,11 @@ pub struct Judging {
     pub repro_prefix: String,
     /// Record the verdicts in the known-good registry.
     pub record: bool,
+    /// Judge this many versions at a time (0: all in one run).
+    pub batch: usize,
+    /// Remove each version's build (its layer, executor image and unpacked CLI) once judged,
+    /// unless a channel or an org pin holds it: disk stays bounded over many versions.
+    pub release_judged: bool,
 }
 
 /// The CLI a matrix or bisection judges, checked to be one whose versions the lab can fetch.
@@ -127,6 +132,7 @@ async fn run_images(
         repro_prefix: j.repro_prefix.clone(),
         rerun_failed: 0,
         reporters,
+        judged: Vec::new(),
     };
     crate::engines::run(config, engine.clone(), prepared, opts, progress).await
 }
@@ -205,24 +211,78 @@ pub async fn matrix(
         chosen.join(", ")
     ));
     let engine = DockerBackend::connect().await?;
-    let (built, not_built) = builds(&engine, config, p, &chosen, progress).await;
     let suite_name = j
         .suite
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("suite")
         .to_string();
-    let report = if built.is_empty() {
-        None
-    } else {
-        let images = built.values().map(|(r, _)| r.clone()).collect();
-        Some(run_images(&engine, config, j, images, progress).await?)
-    };
+    let (mut built, mut not_built) = (BTreeMap::new(), BTreeMap::new());
+    let mut report: Option<(RunReport, PathBuf)> = None;
+    let size = if j.batch == 0 { chosen.len() } else { j.batch };
+    for batch in chosen.chunks(size.max(1)) {
+        let (b, n) = builds(&engine, config, p, batch, progress).await;
+        if !b.is_empty() {
+            let images = b.values().map(|(r, _)| r.clone()).collect();
+            let (r, dir) = run_images(&engine, config, j, images, progress).await?;
+            report = Some(match report {
+                None => (r, dir),
+                Some((mut all, _)) => {
+                    all.duration_ms += r.duration_ms;
+                    all.cases.extend(r.cases);
+                    (all, dir)
+                }
+            });
+        }
+        if j.release_judged {
+            release(&engine, config, p, &b, progress).await?;
+        }
+        built.extend(b);
+        not_built.extend(n);
+    }
     let matrix = VersionMatrix::from_run(p.name(), &suite_name, report.as_ref().map(|r| &r.0), &built, &not_built);
     Ok(Judged {
         matrix,
         run_dir: report.map(|r| r.1),
     })
+}
+
+/// Removes the judged builds of a batch from the engine, and their unpacked CLIs from the cache
+/// (the wheels stay, so a later build needs no download), except builds a channel or an org pin
+/// holds. Verdicts stay in the registry.
+async fn release(
+    engine: &DockerBackend,
+    config: &LabConfig,
+    p: Provider,
+    built: &BTreeMap<String, (String, Option<String>)>,
+    progress: &Progress,
+) -> Result<()> {
+    let reg = crate::registry::Registry::open(&config.registry).await?;
+    let held = crate::gate::ops::held(&reg).await?;
+    for (version, (reference, _)) in built {
+        let Some(info) = crate::engine::Backend::image(engine, reference).await? else {
+            continue;
+        };
+        if let Some((_, why)) = held.iter().find(|(b, _)| b.as_str() == info.id) {
+            progress.line(format!("{} {version}: build kept ({why})", p.name()));
+            continue;
+        }
+        let size = engine.remove_build(&info.id).await?;
+        let unpacked = config
+            .cache_dir
+            .join("providers")
+            .join(p.name())
+            .join(version.trim_start_matches("sdk-"));
+        if unpacked.is_dir() {
+            std::fs::remove_dir_all(&unpacked).map_err(|e| LabError::write(&unpacked, e))?;
+        }
+        progress.line(format!(
+            "{} {version}: judged; build removed ({} MB image)",
+            p.name(),
+            size / 1_000_000
+        ));
+    }
+    Ok(())
 }
 
 /// What a bisection found, and what its hold did (none asked, held, or refused by the gate).

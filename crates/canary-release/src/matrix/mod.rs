@@ -86,15 +86,20 @@ pub fn select(available: &[String], sel: &Selection) -> Result<Vec<String>> {
                 .collect()
         }
         Selection::List(list) => {
+            let mut chosen = Vec::new();
             for v in list {
-                if !available.iter().any(|a| version(a) == version(v)) {
-                    return Err(LabError::usage(
-                        format!("version {} is not published upstream", crate::text::clean(v)),
-                        "`canary watch --json` lists what upstream publishes",
-                    ));
+                // Spelled as upstream publishes it (`sdk-0.2.187` for `0.2.187` of Claude Code's SDK).
+                match available.iter().find(|a| version(a) == version(v)) {
+                    Some(a) => chosen.push(a.clone()),
+                    None => {
+                        return Err(LabError::usage(
+                            format!("version {} is not published upstream", crate::text::clean(v)),
+                            "`canary watch --json` lists what upstream publishes",
+                        ));
+                    }
                 }
             }
-            sorted(list.iter().cloned())
+            sorted(chosen)
         }
     })
 }
@@ -414,6 +419,9 @@ mod tests {
             sorted(vs(&["sdk-0.2.187", "sdk-0.2.99"])),
             vs(&["sdk-0.2.99", "sdk-0.2.187"])
         );
+        // A listed version comes back spelled as upstream publishes it.
+        let sdk = vs(&["sdk-0.2.179", "sdk-0.2.180"]);
+        assert_eq!(select(&sdk, &"0.2.180,0.2.179".parse().unwrap()).unwrap(), sdk);
     }
 
     #[test]

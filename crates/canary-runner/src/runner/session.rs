@@ -192,31 +192,27 @@ fn configure_codex(
     proxy_url: &str,
     home: &Path,
 ) -> std::io::Result<()> {
-    {
-        {
-            let config = format!(
-                "model = \"{model}\"\nmodel_provider = \"lab\"\ncheck_for_update_on_startup = false\n\n[model_providers.lab]\nname = \"lab model\"\nbase_url = \"{proxy_url}/v1\"\nenv_key = \"CANARY_RUNNER_MODEL_KEY\"\nwire_api = \"responses\"\nsupports_websockets = false\nrequest_max_retries = 0\nstream_max_retries = 0\n"
-            );
-            let config = match &args.mcp_log {
-                Some(log) => config + &codex_mcp(log)?,
-                None => config,
-            };
-            std::fs::write(home.join("config.toml"), config)?;
-            cmd.args([
-                "exec",
-                "--json",
-                "--skip-git-repo-check",
-                "--sandbox",
-                &args.codex_sandbox,
-            ]);
-            if let Some(id) = &args.resume {
-                cmd.args(["resume", id.as_str()]);
-            }
-            cmd.arg(&args.prompt)
-                .env("CODEX_HOME", home)
-                .env("CANARY_RUNNER_MODEL_KEY", "lab");
-        }
+    let config = format!(
+        "model = \"{model}\"\nmodel_provider = \"lab\"\ncheck_for_update_on_startup = false\n\n[model_providers.lab]\nname = \"lab model\"\nbase_url = \"{proxy_url}/v1\"\nenv_key = \"CANARY_RUNNER_MODEL_KEY\"\nwire_api = \"responses\"\nsupports_websockets = false\nrequest_max_retries = 0\nstream_max_retries = 0\n"
+    );
+    let config = match &args.mcp_log {
+        Some(log) => config + &codex_mcp(log)?,
+        None => config,
+    };
+    std::fs::write(home.join("config.toml"), config)?;
+    cmd.args([
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "--sandbox",
+        &args.codex_sandbox,
+    ]);
+    if let Some(id) = &args.resume {
+        cmd.args(["resume", id.as_str()]);
     }
+    cmd.arg(&args.prompt)
+        .env("CODEX_HOME", home)
+        .env("CANARY_RUNNER_MODEL_KEY", "lab");
     Ok(())
 }
 
@@ -229,42 +225,38 @@ fn configure_claude(
     proxy_url: &str,
     home: &Path,
 ) -> std::io::Result<()> {
-    {
-        {
-            // The runner's proxy is the approval point, so the CLI may run its shell tool.
-            cmd.args([
-                "-p",
-                &args.prompt,
-                "--output-format",
-                "stream-json",
-                "--verbose",
-                "--include-partial-messages",
-                "--model",
-                model,
-            ]);
-            if let Some(id) = &args.resume {
-                cmd.args(["--resume", id.as_str()]);
-            }
-            match &args.mcp_log {
-                Some(log) => {
-                    let config = home.join("canary-mcp.json");
-                    std::fs::write(&config, claude_mcp(log)?)?;
-                    let tool = format!("mcp__{}__{}", super::mcp::SERVER, super::mcp::TOOL);
-                    cmd.arg("--mcp-config").arg(&config).arg("--strict-mcp-config");
-                    cmd.args(["--allowedTools", &format!("Bash,{tool}")]);
-                }
-                None => {
-                    cmd.args(["--allowedTools", "Bash"]);
-                }
-            }
-            cmd.env("HOME", home)
-                .env("CLAUDE_CONFIG_DIR", home)
-                .env("ANTHROPIC_BASE_URL", proxy_url)
-                .env("ANTHROPIC_API_KEY", "lab")
-                .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-                .env("DISABLE_AUTOUPDATER", "1");
+    // The runner's proxy is the approval point, so the CLI may run its shell tool.
+    cmd.args([
+        "-p",
+        &args.prompt,
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--include-partial-messages",
+        "--model",
+        model,
+    ]);
+    if let Some(id) = &args.resume {
+        cmd.args(["--resume", id.as_str()]);
+    }
+    match &args.mcp_log {
+        Some(log) => {
+            let config = home.join("canary-mcp.json");
+            std::fs::write(&config, claude_mcp(log)?)?;
+            let tool = format!("mcp__{}__{}", super::mcp::SERVER, super::mcp::TOOL);
+            cmd.arg("--mcp-config").arg(&config).arg("--strict-mcp-config");
+            cmd.args(["--allowedTools", &format!("Bash,{tool}")]);
+        }
+        None => {
+            cmd.args(["--allowedTools", "Bash"]);
         }
     }
+    cmd.env("HOME", home)
+        .env("CLAUDE_CONFIG_DIR", home)
+        .env("ANTHROPIC_BASE_URL", proxy_url)
+        .env("ANTHROPIC_API_KEY", "lab")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1");
     Ok(())
 }
 

@@ -266,12 +266,7 @@ fn scripted(
                 return Err(format!(
                     "turn {} needs a shell tool, but the CLI offered none of: {}",
                     turn + 1,
-                    parsed
-                        .tools
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    offered(parsed)
                 ));
             };
             entry.reply = format!("{}: {command}", tool.name);
@@ -335,6 +330,16 @@ impl Incoming {
     }
 }
 
+/// The names of the tools a request offers, for an error.
+fn offered(parsed: &protocols::Parsed) -> String {
+    parsed
+        .tools
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A call of the offered tool named `wanted`; a deferred one is first looked up with the CLI's
 /// tool search, as a model would.
 fn tool_call(
@@ -366,12 +371,7 @@ fn tool_call(
         return Err(format!(
             "turn {} calls tool {wanted}, but the CLI offered none of that name: {}",
             turn + 1,
-            parsed
-                .tools
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            offered(parsed)
         ));
     };
     entry.reply = format!("{}: {arguments}", tool.name);

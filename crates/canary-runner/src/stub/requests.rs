@@ -23,6 +23,9 @@ pub const MAX_PARAMS: usize = 128;
 pub const MAX_VALUES: usize = 16;
 pub const MAX_HEADERS: usize = 64;
 const MAX_NAME: usize = 80;
+/// What names a header of comma-separated flags (`anthropic-beta`, `openai-beta`): an API's
+/// beta features, not a channel.
+const FLAG_HEADER: &str = "beta"; // API beta flags: not a channel
 const MAX_VALUE: usize = 60;
 
 /// The body keys that carry the conversation or the tools: recorded in their own way, or not at
@@ -160,7 +163,7 @@ pub fn identifying_header(name: &str) -> bool {
     }
     matches!(n.as_str(), "user-agent" | "originator" | "version" | "x-app")
         || n.starts_with("x-stainless-")
-        || n.contains("beta")
+        || n.contains(FLAG_HEADER)
         || n.contains("version")
         || n.contains("client")
 }
@@ -435,20 +438,65 @@ impl Requests {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "class", rename_all = "snake_case")]
 pub enum Change {
-    EndpointAdded { endpoint: String },
-    EndpointRemoved { endpoint: String },
-    ToolAdded { name: String, kind: String },
-    ToolRemoved { name: String },
-    ToolRenamed { from: String, to: String },
-    ToolTypeChanged { name: String, was: String, now: String },
-    ToolSchemaChanged { name: String },
-    InstructionsChanged { was_bytes: u64, now_bytes: u64 },
-    ParamAdded { param: String, values: String },
-    ParamRemoved { param: String },
-    ParamChanged { param: String, was: String, now: String },
-    HeaderAdded { header: String, values: String },
-    HeaderRemoved { header: String },
-    HeaderChanged { header: String, was: String, now: String },
+    EndpointAdded {
+        endpoint: String,
+    },
+    EndpointRemoved {
+        endpoint: String,
+    },
+    ToolAdded {
+        name: String,
+        kind: String,
+    },
+    ToolRemoved {
+        name: String,
+    },
+    ToolRenamed {
+        from: String,
+        to: String,
+    },
+    ToolTypeChanged {
+        name: String,
+        was: String,
+        now: String,
+    },
+    ToolSchemaChanged {
+        name: String,
+    },
+    InstructionsChanged {
+        was_bytes: u64,
+        now_bytes: u64,
+    },
+    ParamAdded {
+        param: String,
+        values: String,
+    },
+    ParamRemoved {
+        param: String,
+    },
+    ParamChanged {
+        param: String,
+        was: String,
+        now: String,
+    },
+    HeaderAdded {
+        header: String,
+        values: String,
+    },
+    HeaderRemoved {
+        header: String,
+    },
+    HeaderChanged {
+        header: String,
+        was: String,
+        now: String,
+    },
+    /// A comma-separated flag header (`anthropic-beta`) gained or lost flags.
+    BetaFlagsChanged {
+        header: String,
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
 }
 
 impl Change {
@@ -497,6 +545,16 @@ impl std::fmt::Display for Change {
             Change::HeaderAdded { header, values } => write!(f, "sends a new header {header}: {values}"),
             Change::HeaderRemoved { header } => write!(f, "no longer sends header {header}"),
             Change::HeaderChanged { header, was, now } => write!(f, "sends header {header}: {now}, was {was}"),
+            Change::BetaFlagsChanged { header, added, removed } => {
+                let mut parts = Vec::new();
+                if !added.is_empty() {
+                    parts.push(format!("adds {}", added.join(", ")));
+                }
+                if !removed.is_empty() {
+                    parts.push(format!("drops {}", removed.join(", ")));
+                }
+                write!(f, "{header} {}", parts.join("; "))
+            }
         }
     }
 }
@@ -525,8 +583,59 @@ pub fn diff(old: &Requests, new: &Requests) -> Vec<Change> {
         });
     }
     keyed_changes(&old.params, &new.params, &mut out, true);
-    keyed_changes(&old.headers, &new.headers, &mut out, false);
+    let (old_flags, new_flags) = (flag_headers(&old.headers), flag_headers(&new.headers));
+    let plain = |h: &BTreeMap<String, BTreeSet<String>>| -> BTreeMap<String, BTreeSet<String>> {
+        h.iter()
+            .filter(|(k, _)| !k.contains(FLAG_HEADER))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    keyed_changes(&plain(&old.headers), &plain(&new.headers), &mut out, false);
+    for (header, now) in &new_flags {
+        let was = old_flags.get(header);
+        let added: Vec<String> = now
+            .iter()
+            .filter(|f| was.is_none_or(|w| !w.contains(*f)))
+            .cloned()
+            .collect();
+        match was {
+            None => out.push(Change::HeaderAdded {
+                header: header.clone(),
+                values: now.iter().cloned().collect::<Vec<_>>().join(","),
+            }),
+            Some(was) => {
+                let removed: Vec<String> = was.difference(now).cloned().collect();
+                if !added.is_empty() || !removed.is_empty() {
+                    out.push(Change::BetaFlagsChanged {
+                        header: header.clone(),
+                        added,
+                        removed,
+                    });
+                }
+            }
+        }
+    }
+    for header in old_flags.keys().filter(|h| !new_flags.contains_key(*h)) {
+        out.push(Change::HeaderRemoved { header: header.clone() });
+    }
     out
+}
+
+/// Headers that carry comma-separated flags (`anthropic-beta`, `openai-beta`), as flag sets.
+fn flag_headers(headers: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, BTreeSet<String>> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.contains(FLAG_HEADER))
+        .map(|(k, vs)| {
+            let flags = vs
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(|f| f.trim().to_string())
+                .filter(|f| !f.is_empty())
+                .collect();
+            (k.clone(), flags)
+        })
+        .collect()
 }
 
 /// Tools added, removed, renamed (one gone and one new with the same kind and schema), retyped,

@@ -186,6 +186,24 @@ impl DockerBackend {
         Ok(removed)
     }
 
+    /// Removes a runner build from this engine: the executor images derived from it, then the
+    /// image with every name it has (`canary-lab/build:…`, `canary-lab/layer:…`). Its lower layers
+    /// stay while another build uses them. Returns the bytes the engine reported for the build
+    /// image (its whole size, shared layers included).
+    pub async fn remove_build(&self, image_id: &str) -> Result<i64> {
+        let derived = self.images_with_label(&format!("{EXEC_BASE_LABEL}={image_id}")).await?;
+        for image in &derived {
+            self.remove_image(&image.id).await?;
+        }
+        let size = match self.docker.inspect_image(image_id).await {
+            Ok(i) => i.size.unwrap_or(0),
+            Err(e) if not_found(&e) => return Ok(0),
+            Err(e) => return Err(docker_err("inspecting an image")(e)),
+        };
+        self.remove_image(image_id).await?;
+        Ok(size)
+    }
+
     /// Removes exec images of the same base made by earlier executor builds, but the newest. Best effort: an
     /// image a container still uses stays until a later prune.
     pub(super) async fn prune_exec_images(&self, base_id: &str, keep_id: &str) {

@@ -180,10 +180,15 @@ fn renames_schema_changes_params_and_headers_are_classified() {
         "param_added",
         "param_removed",
         "header_added",
-        "header_changed",
+        "beta_flags_changed",
     ] {
         assert!(classes.contains(&c.to_string()), "{c} in {classes:?}");
     }
+    assert!(changes.contains(&Change::BetaFlagsChanged {
+        header: "anthropic-beta".into(),
+        added: vec!["b".into()],
+        removed: vec![],
+    }));
     assert!(changes.contains(&Change::ToolRenamed {
         from: "exec_command".into(),
         to: "shell".into()
