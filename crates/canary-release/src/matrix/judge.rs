@@ -189,6 +189,7 @@ pub async fn matrix(
     j: &Judging,
     progress: &Progress,
 ) -> Result<Judged> {
+    let started = std::time::Instant::now();
     let sel: Selection = versions.parse()?;
     // The user's files are checked before anything is fetched or built.
     lab::load_suites(&config.lab(), std::slice::from_ref(&j.suite), &j.repos)?;
@@ -240,7 +241,9 @@ pub async fn matrix(
         built.extend(b);
         not_built.extend(n);
     }
-    let matrix = VersionMatrix::from_run(p.name(), &suite_name, report.as_ref().map(|r| &r.0), &built, &not_built);
+    let mut matrix = VersionMatrix::from_run(p.name(), &suite_name, report.as_ref().map(|r| &r.0), &built, &not_built);
+    // The whole of it: fetching, building, judging and releasing every batch.
+    matrix.duration_ms = started.elapsed().as_millis() as u64;
     Ok(Judged {
         matrix,
         run_dir: report.map(|r| r.1),

@@ -218,7 +218,7 @@ impl VersionMatrix {
     /// again.
     pub fn readme_table(&self, again: &str) -> String {
         format!(
-            "{}\n_{} × {} on the lab's canary repos, {} ({} versions, {} s). Regenerate: `{again}`._\n",
+            "{}\n_{} × {} on the lab's canary repos, {} ({} versions, {} s in all, builds included). Regenerate: `{again}`._\n",
             self.markdown(),
             self.provider,
             self.suite,

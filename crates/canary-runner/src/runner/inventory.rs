@@ -666,6 +666,24 @@ mod tests {
     }
 
     #[test]
+    fn features_a_version_lacks_by_its_adapters_contract_are_named() {
+        let codex = contract(Provider::Codex);
+        assert_eq!(codex.supports("codex", "0.163.0", Feature::Resume), Ok(()));
+        assert_eq!(
+            codex.supports("codex", "0.120.0", Feature::Mcp).unwrap_err(),
+            "skipped: mcp unsupported in codex 0.120.0 (the adapter's contract has it from 0.133.0)"
+        );
+        assert_eq!(
+            contract(Provider::Gemini)
+                .supports("gemini", "0.40.0", Feature::Resume)
+                .unwrap_err(),
+            "skipped: resume unsupported in gemini 0.40.0 (the adapter's contract does not have it)"
+        );
+        // A version that does not parse is not skipped: the session itself tells.
+        assert_eq!(codex.supports("codex", "unknown", Feature::Resume), Ok(()));
+    }
+
+    #[test]
     fn help_text_lists_long_and_short_flags() {
         let help = "Usage: claude [options]\n  -p, --print  Print\n  --output-format <format>\n  --allowedTools, --allowed-tools <tools...>";
         let f = help_flags(help);
