@@ -154,8 +154,24 @@ fn configure(
     home: &Path,
 ) -> std::io::Result<()> {
     match args.provider {
-        Provider::Codex => configure_codex(cmd, args, model, proxy_url, home),
-        Provider::ClaudeCode => configure_claude(cmd, args, model, proxy_url, home),
+        Provider::Codex => configure_codex(
+            cmd,
+            &Launch {
+                args,
+                model,
+                proxy_url,
+                home,
+            },
+        ),
+        Provider::ClaudeCode => configure_claude(
+            cmd,
+            &Launch {
+                args,
+                model,
+                proxy_url,
+                home,
+            },
+        ),
         Provider::Gemini => {
             if let Some(log) = &args.mcp_log {
                 std::fs::create_dir_all(home.join(".gemini"))?;
@@ -183,15 +199,24 @@ fn configure(
     }
 }
 
+/// What a CLI is started with: the session, the model id, the proxy's URL and the CLI's home.
+#[derive(Clone, Copy)]
+struct Launch<'a> {
+    args: &'a SessionArgs,
+    model: &'a str,
+    proxy_url: &'a str,
+    home: &'a Path,
+}
+
 /// Codex: a private CODEX_HOME whose config.toml selects the runner's proxy as a custom provider
 /// (and the MCP fixture when asked); `exec resume ID` continues a conversation.
-fn configure_codex(
-    cmd: &mut tokio::process::Command,
-    args: &SessionArgs,
-    model: &str,
-    proxy_url: &str,
-    home: &Path,
-) -> std::io::Result<()> {
+fn configure_codex(cmd: &mut tokio::process::Command, l: &Launch) -> std::io::Result<()> {
+    let Launch {
+        args,
+        model,
+        proxy_url,
+        home,
+    } = *l;
     let config = format!(
         "model = \"{model}\"\nmodel_provider = \"lab\"\ncheck_for_update_on_startup = false\n\n[model_providers.lab]\nname = \"lab model\"\nbase_url = \"{proxy_url}/v1\"\nenv_key = \"CANARY_RUNNER_MODEL_KEY\"\nwire_api = \"responses\"\nsupports_websockets = false\nrequest_max_retries = 0\nstream_max_retries = 0\n"
     );
@@ -218,13 +243,13 @@ fn configure_codex(
 
 /// Claude Code: the proxy as its base URL, stream-json output, `--resume ID` to continue, and
 /// the MCP fixture through `--mcp-config` with its tool allowed.
-fn configure_claude(
-    cmd: &mut tokio::process::Command,
-    args: &SessionArgs,
-    model: &str,
-    proxy_url: &str,
-    home: &Path,
-) -> std::io::Result<()> {
+fn configure_claude(cmd: &mut tokio::process::Command, l: &Launch) -> std::io::Result<()> {
+    let Launch {
+        args,
+        model,
+        proxy_url,
+        home,
+    } = *l;
     // The runner's proxy is the approval point, so the CLI may run its shell tool.
     cmd.args([
         "-p",

@@ -271,13 +271,7 @@ fn scripted(
             };
             entry.reply = format!("{}: {command}", tool.name);
             let arguments = protocols::shell_arguments(tool, &command);
-            Ok(protocols::render(
-                protocol,
-                &Reply::ToolCall { tool, arguments },
-                parsed,
-                turn,
-                usage,
-            ))
+            Ok(call(protocol, parsed, tool, arguments, turn, usage))
         }
         Action::Tool {
             tool: wanted,
@@ -375,13 +369,19 @@ fn tool_call(
         ));
     };
     entry.reply = format!("{}: {arguments}", tool.name);
-    Ok(protocols::render(
-        protocol,
-        &Reply::ToolCall { tool, arguments },
-        parsed,
-        turn,
-        usage,
-    ))
+    Ok(call(protocol, parsed, tool, arguments, turn, usage))
+}
+
+/// The model's call of `tool` with `arguments`, in the request's protocol.
+fn call(
+    protocol: Protocol,
+    parsed: &protocols::Parsed,
+    tool: &protocols::Tool,
+    arguments: serde_json::Value,
+    turn: usize,
+    usage: Usage,
+) -> (&'static str, String) {
+    protocols::render(protocol, &Reply::ToolCall { tool, arguments }, parsed, turn, usage)
 }
 
 fn answer(stub: Stub, protocol: Protocol, req: Incoming) -> Response {
