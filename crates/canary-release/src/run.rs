@@ -72,6 +72,31 @@ struct Saved {
 
 const REQUEST_FILE: &str = "request.json";
 
+/// Writes `request.json` once the run has started (its images found, its engines ready): a run
+/// refused before that leaves no folder.
+struct SaveRequest {
+    path: PathBuf,
+    saved: Saved,
+}
+
+impl crate::report::events::Reporter for SaveRequest {
+    fn on_event<'a>(
+        &'a self,
+        event: &'a crate::report::events::RunEvent<'_>,
+    ) -> futures_util::future::BoxFuture<'a, Result<()>> {
+        let result = match event {
+            crate::report::events::RunEvent::RunStarted { .. } => crate::fsutil::write_atomic(
+                &self.path,
+                serde_json::to_string_pretty(&self.saved)
+                    .expect("request serializes")
+                    .as_bytes(),
+            ),
+            _ => Ok(()),
+        };
+        crate::report::events::done(result)
+    }
+}
+
 /// Runs the request. Every error in the user's files comes before any engine or registry is
 /// touched; an unreachable registry is an error before anything runs, not a lost verdict.
 pub async fn run(config: &LabConfig, r: Request, progress: &Progress) -> Result<Ran> {
@@ -166,30 +191,26 @@ async fn run_as(
     } else {
         None
     };
-    // The run folder starts once nothing can refuse the run any more.
-    let saved = Saved {
-        suites: prepared.suites.iter().map(|s| s.name.clone()).collect(),
-        repos: r.repos.clone(),
-        partition: r.partition.map(|p| p.to_string()),
-        jobs: r.jobs,
-        images: images.clone(),
-        record: r.record,
-        rerun_failed: r.rerun_failed,
-    };
-    crate::fsutil::write_atomic(
-        &config.reports_dir.join(&run_id).join(REQUEST_FILE),
-        serde_json::to_string_pretty(&saved)
-            .expect("request serializes")
-            .as_bytes(),
-    )?;
     // The registry records the run as one more consumer of its events.
-    let (reporters, added): (Vec<Box<dyn crate::report::events::Reporter>>, _) = match &registry {
+    let (mut reporters, added): (Vec<Box<dyn crate::report::events::Reporter>>, _) = match &registry {
         Some(reg) => {
             let (recorder, added) = crate::registry::Recorder::new(reg.clone());
             (vec![Box::new(recorder)], Some(added))
         }
         None => (Vec::new(), None),
     };
+    reporters.push(Box::new(SaveRequest {
+        path: config.reports_dir.join(&run_id).join(REQUEST_FILE),
+        saved: Saved {
+            suites: prepared.suites.iter().map(|s| s.name.clone()).collect(),
+            repos: r.repos.clone(),
+            partition: r.partition.map(|p| p.to_string()),
+            jobs: r.jobs,
+            images: images.clone(),
+            record: r.record,
+            rerun_failed: r.rerun_failed,
+        },
+    }));
     let opts = RunOptions {
         run_id,
         images,
