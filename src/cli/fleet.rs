@@ -289,10 +289,17 @@ async fn rollout_status(config: &LabConfig, w: Which<'_>, policy: &Option<PathBu
     let r = controller::find(&reg, w).await?;
     let judgement = controller::judge_rollout(&reg, &policy, &r, jiff::Timestamp::now()).await?;
     let events = reg.rollout_events(r.id).await?;
-    let lines = view::status(&r, &judgement, &events);
+    let pushed = reg.pushed_ref(&r.build_id).await?.map(|p| p.to_string());
+    let mut lines = view::status(&r, &judgement, &events);
+    if let Some(p) = &pushed {
+        lines.insert(
+            1.min(lines.len()),
+            format!("  candidate published as {}", crate::text::clean(p)),
+        );
+    }
     show(
         json,
-        &serde_json::json!({"rollout": r, "percent": r.percent(), "now": judgement, "events": events}),
+        &serde_json::json!({"rollout": r, "percent": r.percent(), "pushed": pushed, "now": judgement, "events": events}),
         lines,
     )?;
     Ok(if r.state == crate::rollout::State::Aborted {

@@ -223,7 +223,8 @@ async fn run(config: &LabConfig, a: &RunArgs) -> Result<i32> {
         ));
     }
     let reg = open(config).await?;
-    let engine = crate::engine::docker::DockerBackend::connect().await?;
+    let lanes = crate::sweeps::job::lanes(config, a.workers).await?;
+    let images = crate::sweeps::job::Images::new(config).await?;
     let o = crate::sweeps::job::WorkerOptions {
         worker: a
             .worker
@@ -239,7 +240,7 @@ async fn run(config: &LabConfig, a: &RunArgs) -> Result<i32> {
         drain: !a.watch,
     };
     let quiet = a.json;
-    let ended = crate::sweeps::job::run(&engine, &reg, &orgs, &o, a.workers, &|e| {
+    let ended = crate::sweeps::job::run(&lanes, &images, &reg, &orgs, &o, &|e| {
         if !quiet {
             eprintln!("{e}");
         }

@@ -238,3 +238,161 @@ fn a_run_spreads_over_three_engines_and_survives_one_killed_mid_run() {
         assert_eq!(engines.lab_containers(i), "", "containers left on {name}");
     }
 }
+
+/// `canary sweeps run` over two engines that never built the build: each pulls it by digest,
+/// both take jobs, and a `kill -9` of one engine's daemon mid-sweep gives its job back (its try
+/// not counted) to the other. Every repo gets exactly one draft PR; gc leaves nothing.
+#[test]
+fn sweeps_spread_over_two_engines_and_a_killed_engine_s_job_moves_once() {
+    use crate::docker_distribution::OciRegistry;
+    use crate::docker_sweeps::{get, push_repo, wait_for};
+    use std::time::Duration;
+    require_lab();
+    let engines = Engines::up(2);
+    let lab = Engines::lab_address();
+    let registry = OciRegistry::start(&lab);
+    let login = registry.docker_config(crate::docker_distribution::PASSWORD);
+    let login_dir = login.path().display().to_string();
+    let build = Canary::new()
+        .args(["images", "build", "--provider", "claude-code@sdk-0.2.186", "--json"])
+        .run()
+        .code(0)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db").display().to_string();
+    let orgs = dir.path().join("orgs");
+    std::fs::create_dir_all(&orgs).unwrap();
+    std::fs::write(orgs.join("acme.yaml"), "plan: enterprise\n").unwrap();
+    let mut config = format!(
+        "orgs_dir: {}\noci_registry: {}/canary/sweeps\nengines:\n",
+        orgs.display(),
+        registry.host
+    );
+    for (name, socket) in &engines.all {
+        config.push_str(&format!("  - name: {name}\n    host: {socket}\n    slots: 1\n"));
+    }
+    let cfg = dir.path().join("canary.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let canary = || {
+        Canary::new()
+            .args(["--registry", &db])
+            .arg_path_flag("--config", &cfg)
+            .env("DOCKER_CONFIG", &login_dir)
+    };
+
+    // The forge on the lab host, at the address every engine reaches.
+    let port = free_port();
+    let _forge = Killed(
+        Command::new(runner_exe())
+            .args(["lab-forge", "--listen", &format!("0.0.0.0:{port}")])
+            .args(["--public-url", &format!("http://{lab}:{port}"), "--root"])
+            .arg(dir.path().join("forge"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the forge", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let local = format!("http://127.0.0.1:{port}");
+    let repos = ["acme/one", "acme/two", "acme/three"];
+    for id in repos {
+        push_repo(&dir.path().join("seeds"), &local, id, "Howdy");
+        let url = format!("http://{lab}:{port}/git/{id}.git");
+        canary()
+            .args(["sweeps", "repos", "add", &url, "--org", "acme"])
+            .run()
+            .code(0);
+    }
+    // Pushed once by hand (which records the build); the engines take it from the registry.
+    canary().args(["images", "push", &build]).run().code(0);
+    let queued = canary()
+        .args(["sweeps", "enqueue", &build, "--json"])
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(queued["enqueued"], 3, "{queued}");
+
+    let scenario = dir.path().join("fix.yaml");
+    std::fs::write(
+        &scenario,
+        "turns:\n  - edit: {file: greeting/__init__.py, replace: '\"Hello\"', with: '\"Howdy\"'}\n  - say: fixed the greeting\n",
+    )
+    .unwrap();
+    let (cmd, _r) = canary()
+        .args([
+            "sweeps",
+            "run",
+            "--lease",
+            "5m",
+            "--backoff",
+            "1s",
+            "--step-timeout",
+            "2m",
+            "--json",
+        ])
+        .arg_path_flag("--scenario", &scenario)
+        .command();
+    let child = spawn_captured(cmd);
+    // As soon as e2 runs a sweep, its daemon dies.
+    let e2 = engines.host(1).to_string();
+    wait_for("a sweep on e2", Duration::from_secs(240), || {
+        let ps = Command::new("docker")
+            .env("DOCKER_HOST", &e2)
+            .args(["ps", "-q", "--filter", "label=canary-lab"])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&ps.stdout).trim().is_empty()
+    });
+    let pid = std::fs::read_to_string("/run/canary-engines/e2/dockerd.pid").unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let ended: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("{stderr}\n{ended:#}");
+    let ended = ended.as_array().unwrap();
+    let moved: Vec<_> = ended.iter().filter(|e| e["outcome"] == "moved").collect();
+    assert_eq!(moved.len(), 1, "{ended:?}");
+    assert_eq!(moved[0]["engine"], "e2");
+    assert!(moved[0]["reason"].as_str().unwrap().contains("engine e2 went away"));
+    for e in ["e1", "e2"] {
+        assert!(stderr.contains(&format!("engine {e}: pulled build")), "{stderr}");
+    }
+    let jobs = canary().args(["sweeps", "status", "--json"]).run().code(0).json();
+    for j in jobs.as_array().unwrap() {
+        assert_eq!(
+            (j["state"].as_str(), j["outcome"].as_str()),
+            (Some("done"), Some("pr_opened")),
+            "{j}"
+        );
+        assert_eq!(j["attempts"], 1, "the lost try is not counted: {j}");
+    }
+    let moved_repo = moved[0]["repo"].as_str().unwrap();
+    let redone = ended
+        .iter()
+        .find(|e| e["repo"] == moved_repo && e["outcome"] == "pr_opened")
+        .unwrap();
+    assert_eq!(redone["engine"], "e1", "{redone}");
+    for id in repos {
+        let pulls = get(&format!("{local}/repos/{id}/pulls?state=all"));
+        assert_eq!(pulls.as_array().unwrap().len(), 1, "{id}: exactly one PR: {pulls}");
+    }
+
+    engines.restart();
+    canary().args(["gc"]).run().code(0);
+    for (i, (name, _)) in engines.all.iter().enumerate() {
+        assert_eq!(engines.lab_containers(i), "", "containers left on {name}");
+    }
+}

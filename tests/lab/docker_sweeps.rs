@@ -38,7 +38,7 @@ fn git(dir: &Path, args: &[&str]) {
 }
 
 /// A small Python repo whose test wants `want` while the code says `Hello`.
-fn push_repo(root: &Path, forge: &str, id: &str, want: &str) {
+pub(crate) fn push_repo(root: &Path, forge: &str, id: &str, want: &str) {
     let ws = root.join(id.replace('/', "-"));
     std::fs::create_dir_all(ws.join("greeting")).unwrap();
     std::fs::create_dir_all(ws.join("tests")).unwrap();
@@ -62,7 +62,7 @@ fn push_repo(root: &Path, forge: &str, id: &str, want: &str) {
     );
 }
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -70,7 +70,7 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn get(url: &str) -> serde_json::Value {
+pub(crate) fn get(url: &str) -> serde_json::Value {
     let out = Command::new("curl").args(["-sf", url]).output().unwrap();
     assert!(out.status.success(), "GET {url}");
     serde_json::from_slice(&out.stdout).unwrap()

@@ -334,6 +334,14 @@ on_both!(the_sweep_queue_is_idempotent_leased_retried_and_dead_lettered, |b| {
                 .await
                 .unwrap()
         );
+        // w2's engine goes away: the job is given back, its try not counted, due at once; only
+        // its holder may give it back.
+        assert!(!r.release_sweep(b2.id, "w3", "engine e2 went away").await.unwrap());
+        assert!(r.release_sweep(b2.id, "w2", "engine e2 went away").await.unwrap());
+        let j = r.sweep_job(b2.id).await.unwrap().unwrap();
+        assert_eq!((j.state.as_str(), j.attempts), ("queued", 0), "{j:?}");
+        let b2 = r.claim_sweep("w2", lease, 2, later).await.unwrap().unwrap();
+        assert_eq!(b2.attempts, 1, "a released job is claimed as its first try");
         // w2's try fails: retried after its backoff, then dead after the last attempt.
         assert!(
             r.retry_sweep(b2.id, "w2", "forge answered 503", later, 2)

@@ -1548,3 +1548,69 @@ fn a_malicious_runner_cannot_move_or_abort_a_rollout_or_squat_session_ids() {
     });
     assert_eq!(count, 1, "only the victim's real session is stored");
 }
+
+/// Where each build was published travels with it: the org pinned to the stable build shows
+/// the stable build's pushed reference, a rollout shows its candidate's, in `canary status`,
+/// `canary rollout status` and the dashboard's overview.
+#[test]
+fn pins_rollouts_and_the_overview_name_where_their_builds_were_published() {
+    let (reg, _d, policy, base, cand) = setup(Backend::Sqlite);
+    let pushed_of = |id: &str, repo: &str| format!("registry.lab.test:5000/canary/{repo}@{id}");
+    let (base_pushed, cand_pushed) = (pushed_of(&base, "stable"), pushed_of(&cand, "next"));
+    rt().block_on(async {
+        let r = canary::registry::Registry::open(&reg.url).await.unwrap();
+        for (id, p) in [(&base, &base_pushed), (&cand, &cand_pushed)] {
+            r.record_push(&id.parse().unwrap(), &p.parse().unwrap()).await.unwrap();
+        }
+    });
+    canary(&reg)
+        .args(["pin", "--org", "acme", "--build", &base])
+        .run()
+        .code(0);
+    canary(&reg)
+        .args(["rollout", "start", &cand, "--channel", "stable", "--bake", "1h"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+
+    let status = canary(&reg).args(["status", "--json"]).run().code(0).json();
+    let acme = status["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["org"] == "acme")
+        .unwrap();
+    assert_eq!(acme["pushed"], base_pushed.as_str(), "{status}");
+    let text = canary(&reg).args(["status"]).run().code(0).stdout();
+    assert_eq!(
+        text.matches(&format!("published as {base_pushed}")).count(),
+        2,
+        "channel and org: {text}"
+    );
+
+    let rollout = canary(&reg)
+        .args(["rollout", "status", "--channel", "stable", "--json"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(rollout["pushed"], cand_pushed.as_str(), "{rollout}");
+    canary(&reg)
+        .args(["rollout", "status", "--channel", "stable"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0)
+        .stdout_has(&format!("candidate published as {cand_pushed}"));
+
+    let s = serve(&reg, &policy, free_port());
+    let page = s.page("/");
+    assert!(
+        page.contains(&format!("candidate published as <code>{cand_pushed}</code>")),
+        "{page}"
+    );
+    let orgs = &page[page.find("id=\"orgs\"").unwrap()..];
+    assert!(
+        orgs.contains(&format!("published as <code>{base_pushed}</code>")),
+        "{orgs}"
+    );
+}

@@ -96,6 +96,9 @@ fn rollout_sections(rollouts: &Value) -> Markup {
                         " · step " (r["step"].as_u64().unwrap_or(0) + 1) " of " (r["steps"].as_array().map_or(0, |a| a.len()))
                         " · " (x["percent"]) " % of sessions"
                     }
+                    @if let Some(pushed) = x["pushed"].as_str() {
+                        p.pushed { "candidate published as " code { (safe(pushed)) } }
+                    }
                     p { (safe(s(r, "note"))) }
                     @if let Some(checks) = x["now"]["checks"].as_array() {
                         table.checks {
@@ -174,7 +177,10 @@ pub fn overview(status: &Value, history: &Value, rollouts: &Value) -> Markup {
                     td { (safe(s(o, "org"))) }
                     td { (safe(s(o, "channel"))) }
                     td { @if let Some(b) = o["pinned_build"].as_str() { code { (short(b)) } } @else { "follows channel" } }
-                    td { code { (short(s(o, "runs"))) } }
+                    td {
+                        code { (short(s(o, "runs"))) }
+                        @if let Some(pushed) = o["pushed"].as_str() { br; span.pushed { "published as " code { (safe(pushed)) } } }
+                    }
                     td { (safe(s(o, "since"))) }
                 }
             }

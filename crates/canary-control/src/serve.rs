@@ -259,7 +259,7 @@ async fn sweep_workers(
     reg: std::sync::Arc<Registry>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let orgs = crate::orgs::OrgPolicies::load(&config.orgs_dir)?;
-    let engine = crate::engine::docker::DockerBackend::connect().await?;
+    let lanes = crate::sweeps::job::lanes(config, a.sweep_workers).await?;
     let o = crate::sweeps::job::WorkerOptions {
         worker: format!("{}:{}:serve", crate::engine::hostname(), std::process::id()),
         lease: std::time::Duration::from_secs(20 * 60),
@@ -271,11 +271,15 @@ async fn sweep_workers(
         step_timeout: std::time::Duration::from_secs(10 * 60),
         drain: false,
     };
-    let workers = a.sweep_workers;
+    let config = config.clone();
     Ok(tokio::spawn(async move {
+        let images = match crate::sweeps::job::Images::new(&config).await {
+            Ok(i) => i,
+            Err(e) => return eprintln!("canary serve: sweeps: {e}"),
+        };
         loop {
             let log = |e: &crate::sweeps::job::Ended| eprintln!("canary serve: {e}");
-            if let Err(e) = crate::sweeps::job::run(&engine, &reg, &orgs, &o, workers, &log).await {
+            if let Err(e) = crate::sweeps::job::run(&lanes, &images, &reg, &orgs, &o, &log).await {
                 eprintln!("canary serve: sweeps: {e} (retrying in 30 s)");
                 tokio::time::sleep(std::time::Duration::from_secs(30)).await;
             }
@@ -343,7 +347,10 @@ async fn overview_data(reg: &Registry, policy: &crate::gate::policy::Policy) -> 
         let mut events = reg.rollout_events(r.id).await?;
         let keep = events.len().saturating_sub(20);
         events.drain(..keep);
-        rollouts.push(serde_json::json!({"rollout": r, "percent": r.percent(), "now": now, "events": events}));
+        let pushed = reg.pushed_ref(&r.build_id).await?.map(|p| p.to_string());
+        rollouts.push(
+            serde_json::json!({"rollout": r, "percent": r.percent(), "pushed": pushed, "now": now, "events": events}),
+        );
     }
     let mut history = serde_json::Map::new();
     for c in reg.channels().await? {

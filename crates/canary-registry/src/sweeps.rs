@@ -375,6 +375,27 @@ impl Registry {
             == 1)
     }
 
+    /// Gives back a job `worker` holds without counting its try: the engine it ran on went
+    /// away, which says nothing of the repo or the build. It is due again at once, for a worker
+    /// on another engine. `false`: the worker no longer held it.
+    pub async fn release_sweep(&self, id: i64, worker: &str, reason: &str) -> Result<bool> {
+        let _w = self.queue_writer().await;
+        Ok(self
+            .exec(
+                sqlx::query(
+                    "UPDATE sweep_jobs SET state = 'queued', attempts = attempts - 1, reason = $1, next_at = $2, \
+                     worker = NULL, lease_until = NULL WHERE id = $3 AND worker = $4 AND state = 'running'",
+                )
+                .bind(reason)
+                .bind(now())
+                .bind(id)
+                .bind(worker),
+            )
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
     /// Records a sweep PR's state as its forge reports it (`open`, `closed`, `merged`).
     pub async fn set_sweep_pr_state(&self, id: i64, state: &str) -> Result<()> {
         let _w = self.queue_writer().await;

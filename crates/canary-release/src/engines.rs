@@ -46,13 +46,11 @@ pub async fn run(
     }
 }
 
-/// Every engine of `engines:` ready for a run: connected, and holding the run's images, pulled
-/// by digest from where they were pushed. A build never pushed is pushed first from this lab's
-/// engine when `oci_registry:` says where; otherwise the run stops before any case.
+/// Every engine of `engines:` ready for a run: connected, and holding the run's images.
 async fn place(
     config: &LabConfig,
     home: &DockerBackend,
-    endpoints: &[crate::engine::endpoint::Endpoint],
+    endpoints: &[Endpoint],
     images: &[String],
     jobs: usize,
     progress: &Progress,
@@ -61,32 +59,9 @@ async fn place(
     for e in endpoints {
         let backend = DockerBackend::connect_to(e).await?;
         for reference in images {
-            if backend.image(reference).await?.is_some() {
-                continue;
+            for line in ensure(config, home, &backend, &e.name, reference).await? {
+                progress.line(line);
             }
-            let pulled = match crate::publish::fetch_missing(config, &backend, reference).await? {
-                Some(p) => p,
-                None => {
-                    let repository = crate::publish::repository(config, None).map_err(|_| {
-                        LabError::usage(
-                            format!("engine {} does not have {reference}, and it was never pushed", e.name),
-                            "set oci_registry: in canary.yaml (the run pushes the build there for the other engines), or `canary images push` it",
-                        )
-                    })?;
-                    let reg = Registry::open(&config.registry).await?;
-                    let p = crate::publish::push_from(home, &reg, reference, &repository).await?;
-                    progress.line(format!("pushed build {} as {}", p.build.short(), p.pushed));
-                    crate::publish::fetch_missing(config, &backend, reference)
-                        .await?
-                        .ok_or_else(|| {
-                            LabError::usage(
-                                format!("engine {} could not take {reference} from its registry", e.name),
-                                "check `canary images pull` on that engine",
-                            )
-                        })?
-                }
-            };
-            progress.line(format!("engine {}: {}", e.name, crate::publish::pulled_line(&pulled)));
         }
         placed.push(lab::placement::Engine {
             name: Some(e.name.clone()),
@@ -95,4 +70,45 @@ async fn place(
         });
     }
     Ok(placed)
+}
+
+/// Makes engine `name` hold `reference`: there already, or pulled by digest from where it was
+/// pushed. A build never pushed is pushed first from `home` (the engine builds are made on)
+/// when `oci_registry:` says where; otherwise this is an error that says so. Returns what was
+/// done, a line each.
+pub async fn ensure(
+    config: &LabConfig,
+    home: &DockerBackend,
+    engine: &DockerBackend,
+    name: &str,
+    reference: &str,
+) -> Result<Vec<String>> {
+    if engine.image(reference).await?.is_some() {
+        return Ok(Vec::new());
+    }
+    let mut lines = Vec::new();
+    let pulled = match crate::publish::fetch_missing(config, engine, reference).await? {
+        Some(p) => p,
+        None => {
+            let repository = crate::publish::repository(config, None).map_err(|_| {
+                LabError::usage(
+                    format!("engine {name} does not have {reference}, and it was never pushed"),
+                    "set oci_registry: in canary.yaml (the run pushes the build there for the other engines), or `canary images push` it",
+                )
+            })?;
+            let reg = Registry::open(&config.registry).await?;
+            let p = crate::publish::push_from(home, &reg, reference, &repository).await?;
+            lines.push(format!("pushed build {} as {}", p.build.short(), p.pushed));
+            crate::publish::fetch_missing(config, engine, reference)
+                .await?
+                .ok_or_else(|| {
+                    LabError::usage(
+                        format!("engine {name} could not take {reference} from its registry"),
+                        "check `canary images pull` on that engine",
+                    )
+                })?
+        }
+    };
+    lines.push(format!("engine {name}: {}", crate::publish::pulled_line(&pulled)));
+    Ok(lines)
 }

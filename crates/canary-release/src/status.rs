@@ -39,7 +39,12 @@ pub async fn status(reg: &Registry, org: Option<&str>) -> Result<serde_json::Val
     let mut org_rows = Vec::new();
     for p in reg.pins().await?.into_iter().filter(|p| org.is_none_or(|o| o == p.org)) {
         let runs = crate::gate::ops::effective(reg, Some(&p)).await?;
-        org_rows.push(serde_json::json!({"org": p.org, "channel": p.channel, "pinned_build": p.pinned_build_id, "runs": runs, "since": p.since}));
+        // Where the org's runners pull what it runs from, when that build was pushed.
+        let pushed = match &runs {
+            Some(b) => reg.pushed_ref(b).await?.map(|r| r.to_string()),
+            None => None,
+        };
+        org_rows.push(serde_json::json!({"org": p.org, "channel": p.channel, "pinned_build": p.pinned_build_id, "runs": runs, "pushed": pushed, "since": p.since}));
     }
     if let Some(org) = org {
         if org_rows.is_empty() {
@@ -136,6 +141,9 @@ pub fn lines(v: &serde_json::Value) -> Vec<String> {
             o["runs"].as_str().map(short).unwrap_or("-"),
             o["since"].as_str().unwrap_or("")
         ));
+        if let Some(pushed) = o["pushed"].as_str() {
+            out.push(format!("           published as {}", clean(pushed)));
+        }
     }
     out.push("AVAILABLE (every recorded case passed, not current anywhere)".into());
     for b in &available {

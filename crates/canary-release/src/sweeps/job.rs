@@ -5,6 +5,7 @@
 //! each as done, retried with backoff, or dead with the reason.
 
 use super::{Check, Commands};
+use crate::engine::docker::DockerBackend;
 use crate::engine::{Backend, ContainerSpec, ExecSpec};
 use crate::error::{LabError, Result};
 use crate::orgs::{OrgPolicies, OrgPolicy};
@@ -47,12 +48,16 @@ pub struct Ended {
     pub repo: String,
     pub org: String,
     pub build: String,
-    /// `pr_opened`, `nothing_to_propose`, `dropped`, `skipped`, `retry`, `dead`, or `lost`
-    /// (the lease ran out and another worker has the job).
+    /// `pr_opened`, `nothing_to_propose`, `dropped`, `skipped`, `retry`, `dead`, `lost` (the
+    /// lease ran out and another worker has the job) or `moved` (its engine went away; the job
+    /// was given back for a worker on another engine).
     pub outcome: String,
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pr_url: Option<String>,
+    /// The engine it ran on, when a run has several (`engines:` in canary.yaml).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 impl std::fmt::Display for Ended {
@@ -68,8 +73,11 @@ impl std::fmt::Display for Ended {
             self.outcome,
             clean(&self.reason)
         )?;
-        match &self.pr_url {
-            Some(u) => write!(f, " {}", clean(u)),
+        if let Some(u) = &self.pr_url {
+            write!(f, " {}", clean(u))?;
+        }
+        match &self.engine {
+            Some(e) => write!(f, " [engine {}]", clean(e)),
             None => Ok(()),
         }
     }
@@ -631,48 +639,158 @@ pub async fn pr_state(repo: &SweepRepo, number: i64) -> Result<String> {
     })
 }
 
-/// Claims and runs jobs until none is due (with `drain`) or forever; `workers` loops run at
-/// once, each under its own name. `on_end` hears of every job as it ends.
-pub async fn run<B: Backend>(
-    backend: &B,
+/// An engine sweep workers run on: its name in `engines:` (`None` for the one default
+/// engine), its backend and how many workers it takes.
+pub struct Lane {
+    pub name: Option<String>,
+    pub backend: DockerBackend,
+    pub workers: usize,
+}
+
+/// The lanes of a sweep run: one per engine of `engines:` in canary.yaml (each taking its
+/// `slots`, else `workers`), or the one default engine with `workers`.
+pub async fn lanes(config: &crate::config::LabConfig, workers: usize) -> Result<Vec<Lane>> {
+    let Some(endpoints) = crate::engines::spread(config) else {
+        return Ok(vec![Lane {
+            name: None,
+            backend: DockerBackend::connect().await?,
+            workers: workers.max(1),
+        }]);
+    };
+    let mut lanes = Vec::new();
+    for e in endpoints {
+        lanes.push(Lane {
+            name: Some(e.name.clone()),
+            backend: DockerBackend::connect_to(e).await?,
+            workers: e.slots.unwrap_or(workers).max(1),
+        });
+    }
+    Ok(lanes)
+}
+
+/// Where a job's build comes from on an engine that lacks it: the lab's configuration (its
+/// image registry) and the engine builds are made on. One engine fetches at a time, so a build
+/// is pushed once.
+pub struct Images<'a> {
+    config: &'a crate::config::LabConfig,
+    home: DockerBackend,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl<'a> Images<'a> {
+    pub async fn new(config: &'a crate::config::LabConfig) -> Result<Images<'a>> {
+        Ok(Images {
+            config,
+            home: DockerBackend::connect().await?,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
+/// Claims and runs jobs until none is due (with `drain`) or forever, on every lane at once:
+/// each worker under its own name, holding its own leases. A worker whose engine goes away
+/// gives its job back (the try not counted) and stops; the others take the job. `on_end` hears
+/// of every job as it ends.
+pub async fn run(
+    lanes: &[Lane],
+    images: &Images<'_>,
     reg: &Registry,
     orgs: &OrgPolicies,
     o: &WorkerOptions,
-    workers: usize,
     on_end: &(dyn Fn(&Ended) + Sync),
 ) -> Result<Vec<Ended>> {
-    let loops = (0..workers.max(1)).map(|k| {
-        let mut o = o.clone();
-        if workers > 1 {
-            o.worker = format!("{}#{k}", o.worker);
-        }
-        async move {
-            let mut ended = Vec::new();
-            loop {
-                match one(backend, reg, orgs, &o).await? {
-                    Some(e) => {
-                        on_end(&e);
-                        ended.push(e);
-                    }
-                    // Draining ends when no job is left to end: one waiting for its retry or
-                    // held by a worker that may have died is waited for.
-                    None if o.drain && reg.sweeps_pending().await? == 0 => return Ok::<_, LabError>(ended),
-                    None => tokio::time::sleep(Duration::from_secs(1)).await,
-                }
+    let named = lanes.len() > 1 || lanes.iter().any(|l| l.workers > 1);
+    let loops = lanes.iter().flat_map(|lane| {
+        (0..lane.workers.max(1)).map(move |k| {
+            let mut o = o.clone();
+            if named {
+                o.worker = match &lane.name {
+                    Some(n) => format!("{}@{n}#{k}", o.worker),
+                    None => format!("{}#{k}", o.worker),
+                };
             }
-        }
+            worker(lane, images, reg, orgs, o, on_end)
+        })
     });
     let mut all = Vec::new();
     for r in futures_util::future::join_all(loops).await {
         all.extend(r?);
     }
     all.sort_by_key(|e| e.job);
+    let lost: Vec<String> = all
+        .iter()
+        .filter(|e| e.outcome == "moved")
+        .filter_map(|e| e.engine.clone())
+        .collect();
+    if o.drain && !lost.is_empty() && reg.sweeps_pending().await? > 0 {
+        return Err(LabError::usage(
+            format!(
+                "engine(s) {} went away and no worker is left for {} queued sweep job(s)",
+                lost.join(", "),
+                reg.sweeps_pending().await?
+            ),
+            "bring the engine back (or name others in canary.yaml's engines:) and run `canary sweeps run` again",
+        ));
+    }
     Ok(all)
 }
 
+/// One worker's loop on its lane.
+async fn worker(
+    lane: &Lane,
+    images: &Images<'_>,
+    reg: &Registry,
+    orgs: &OrgPolicies,
+    o: WorkerOptions,
+    on_end: &(dyn Fn(&Ended) + Sync),
+) -> Result<Vec<Ended>> {
+    let mut ended = Vec::new();
+    loop {
+        match one(lane, images, reg, orgs, &o).await? {
+            Some(e) => {
+                on_end(&e);
+                let gone = e.outcome == "moved";
+                ended.push(e);
+                if gone {
+                    return Ok(ended);
+                }
+            }
+            // Draining ends when no job is left to end: one waiting for its retry or held by a
+            // worker that may have died is waited for.
+            None if o.drain && reg.sweeps_pending().await? == 0 => return Ok(ended),
+            None => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// How long an engine may take to answer before it counts as gone.
+const ALIVE_WITHIN: Duration = Duration::from_secs(5);
+
+/// Whether the lane's engine is gone: it does not answer within [`ALIVE_WITHIN`].
+async fn gone(lane: &Lane) -> bool {
+    !matches!(
+        tokio::time::timeout(ALIVE_WITHIN, lane.backend.describe()).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Makes the lane's engine hold `image` (a build made elsewhere is pulled by its digest).
+async fn ready(lane: &Lane, images: &Images<'_>, image: &str) -> Result<()> {
+    if lane.name.is_none() {
+        return Ok(());
+    }
+    let name = lane.name.as_deref().unwrap_or("?");
+    let _one = images.one_at_a_time.lock().await;
+    for line in crate::engines::ensure(images.config, &images.home, &lane.backend, name, image).await? {
+        eprintln!("{line}");
+    }
+    Ok(())
+}
+
 /// Claims one due job and runs it to its end. `None`: nothing is due.
-pub async fn one<B: Backend>(
-    backend: &B,
+pub async fn one(
+    lane: &Lane,
+    images: &Images<'_>,
     reg: &Registry,
     orgs: &OrgPolicies,
     o: &WorkerOptions,
@@ -689,6 +807,7 @@ pub async fn one<B: Backend>(
         outcome: String::new(),
         reason: String::new(),
         pr_url: None,
+        engine: lane.name.clone(),
     };
     let policy = orgs.get(&job.org);
     let repo = reg.sweep_repos().await?.into_iter().find(|r| r.id == job.repo_id);
@@ -716,7 +835,11 @@ pub async fn one<B: Backend>(
         .lease
         .saturating_sub(Duration::from_secs(5))
         .max(Duration::from_secs(5));
-    let result = match tokio::time::timeout(limit, sweep(backend, reg, &policy, &job, &repo, o)).await {
+    let work = async {
+        ready(lane, images, job.build_id.as_str()).await?;
+        sweep(&lane.backend, reg, &policy, &job, &repo, o).await
+    };
+    let result = match tokio::time::timeout(limit, work).await {
         Ok(r) => r,
         Err(_) => Err(LabError::usage(
             format!("the sweep took longer than its lease ({:?})", o.lease),
@@ -724,7 +847,20 @@ pub async fn one<B: Backend>(
         )),
     };
     match result {
-        Ok(done) => {
+        Err(e) if gone(lane).await => {
+            // Not the repo's fault nor the build's: the job goes back, its try not counted.
+            let reason = format!(
+                "engine {} went away ({e}); the job goes to another worker",
+                lane.name.as_deref().unwrap_or("(default)")
+            );
+            reg.release_sweep(job.id, &o.worker, &reason).await?;
+            ended.outcome = "moved".into();
+            ended.reason = reason;
+        }
+        Ok(mut done) => {
+            if let (Some(name), Some(detail)) = (&lane.name, done.detail.as_object_mut()) {
+                detail.insert("engine".into(), name.clone().into());
+            }
             let pr = done.pr.as_ref().map(|(n, u)| (*n, u.as_str()));
             let kept = reg
                 .finish_sweep(job.id, &o.worker, done.outcome, &done.reason, &done.detail, pr)
