@@ -19,6 +19,18 @@ pub struct Fresh {
     drop_db: Option<(String, String)>,
 }
 
+impl Fresh {
+    /// The same database reached at another URL (through a proxy the test controls); dropping
+    /// it drops nothing.
+    pub fn via(&self, url: String) -> Fresh {
+        Fresh {
+            url,
+            _dir: None,
+            drop_db: None,
+        }
+    }
+}
+
 impl Drop for Fresh {
     fn drop(&mut self) {
         if let Some((admin, name)) = &self.drop_db {

@@ -185,3 +185,154 @@ fn a_second_control_plane_on_a_sqlite_registry_is_refused() {
         .code(2)
         .stderr_has("shorter than two --tick");
 }
+
+/// A TCP path to PostgreSQL that the test can cut (every open connection shut, new ones closed
+/// at once) and restore: a replica losing its database without the database going down.
+struct Cuttable {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Cuttable {
+    fn to(upstream: &str) -> Cuttable {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, o, up) = (cut.clone(), open.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for down in listener.incoming().flatten() {
+                if c.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(up) = std::net::TcpStream::connect(&up) else {
+                    continue;
+                };
+                {
+                    let mut held = o.lock().unwrap();
+                    held.push(down.try_clone().unwrap());
+                    held.push(up.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cuttable { port, cut, open }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The status line of `GET path` on a replica, without authentication.
+fn health(s: &Serve) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(s.url.trim_start_matches("http://")) else {
+        return "unreachable".into();
+    };
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = c.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out.lines().next().unwrap_or("").to_string()
+}
+
+fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !ok() {
+        assert!(started.elapsed() < within, "{what} did not happen within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+/// The leading replica loses its database (the connection cut, PostgreSQL itself up) while a
+/// rollout runs and the fleet reports through haproxy: its /healthz turns 503 so the balancer
+/// leaves it, it stops leading, the other replica takes the lease over within the lease time,
+/// no telemetry is lost, and when its database comes back it follows: every transition once.
+#[test]
+fn a_leader_that_loses_its_database_leaves_the_balancer_and_the_lease_and_no_step_is_taken_twice() {
+    let (reg, dir, policy, base, cand) = setup_with(Backend::Postgres, GATE);
+    let upstream = "127.0.0.1:55432";
+    assert!(
+        reg.url.contains(upstream),
+        "the test database is at {upstream}: {}",
+        reg.url
+    );
+    let path = Cuttable::to(upstream);
+    let cut_reg = reg.via(reg.url.replace(upstream, &format!("127.0.0.1:{}", path.port)));
+    let r0 = serve_with(&cut_reg, &policy, free_port(), &["--lease", "2s"]);
+    one_leader(&[&r0], Duration::from_secs(10));
+    let r1 = serve_with(&reg, &policy, free_port(), &["--lease", "2s"]);
+    let lb_port = free_port();
+    let _lb = haproxy(dir.path(), lb_port, &[&r0, &r1]);
+    let lb = format!("http://127.0.0.1:{lb_port}");
+    assert_eq!(
+        one_leader(&[&r0, &r1], Duration::from_secs(5)),
+        0,
+        "the first replica leads"
+    );
+    let fleet = ["*=fail:0.01,latency:900"];
+    canary(&reg)
+        .args(["rollout", "start", &cand, "--channel", "stable"])
+        .arg_path_flag("--policy", &policy)
+        .run()
+        .code(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(&reg, &policy)["rollout"]["step"].as_u64() < Some(1) {
+        assert!(Instant::now() < deadline, "the leader never advanced the rollout");
+        simulate_at(&reg.url, &lb, 3000, &fleet, &["acme", "globex"]);
+    }
+
+    path.cut();
+    let unready = wait_until("r0's /healthz turning 503", Duration::from_secs(5), || {
+        health(&r0).contains(" 503 ")
+    });
+    let took_over = wait_until("r1 taking the lease over", Duration::from_secs(8), || leading(&r1));
+    eprintln!("database cut: r0 unready after {unready:?}, r1 leads after {took_over:?} (lease 2 s)");
+    // The fleet goes on through the balancer: nothing it reported is lost.
+    let before = sessions_stored(&reg, &[&base, &cand]);
+    let sent = simulate_at(&reg.url, &lb, 3000, &fleet, &["acme", "globex"]);
+    let reported =
+        sent["sessions"].as_u64().unwrap() - sent["dropped"].as_u64().unwrap() - sent["unassigned"].as_u64().unwrap();
+    assert_eq!(sessions_stored(&reg, &[&base, &cand]) - before, reported, "{sent}");
+
+    // Its database back, r0 is ready again and follows: one leader, r1.
+    path.restore();
+    wait_until("r0's /healthz turning 200", Duration::from_secs(10), || {
+        health(&r0).contains(" 200 ")
+    });
+    for _ in 0..5 {
+        assert_eq!(one_leader(&[&r0, &r1], Duration::from_secs(5)), 1);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let st = status(&reg, &policy);
+        if st["rollout"]["state"] != "running" {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the rollout never finished: {st}");
+        simulate_at(&reg.url, &lb, 4000, &fleet, &["acme", "globex"]);
+    };
+    assert_eq!(done["rollout"]["state"], "completed", "{done}");
+    let k = kinds(&done);
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &k {
+        assert!(seen.insert(e.clone()) || e.starts_with("hold"), "{e} twice: {k:?}");
+    }
+}

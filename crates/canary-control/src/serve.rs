@@ -172,6 +172,24 @@ fn publisher(a: &ServeOptions) -> Result<Option<crate::update::tuf::Publisher>> 
     )?))
 }
 
+/// Readiness, for a load balancer's checks: `ok` while the registry answers within a second;
+/// else 503, so the balancer sends the fleet to replicas that can store what it reports.
+async fn healthz(
+    axum::extract::State(reg): axum::extract::State<std::sync::Arc<Registry>>,
+) -> (axum::http::StatusCode, String) {
+    match tokio::time::timeout(std::time::Duration::from_secs(1), reg.ping()).await {
+        Ok(Ok(())) => (axum::http::StatusCode::OK, "ok".into()),
+        Ok(Err(e)) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("registry unreachable: {e}"),
+        ),
+        Err(_) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "registry unreachable: no answer within 1 s".into(),
+        ),
+    }
+}
+
 /// What `canary serve` answers: `/healthz`, the runner endpoints, and what people read (status,
 /// the dashboard, refused telemetry) for operators' tokens only, by role, for allowed Host names.
 fn app(
@@ -241,7 +259,7 @@ fn app(
             crate::control::require_operator,
         ));
     Ok(axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz).with_state(cp.reg.clone()))
         .merge(crate::control::router(cp.clone()))
         .merge(readable)
         .layer(axum::middleware::from_fn_with_state(

@@ -116,6 +116,11 @@ impl Registry {
         self.read(&rows)
     }
 
+    /// Whether the registry answers a trivial query now: a replica's readiness.
+    pub async fn ping(&self) -> Result<()> {
+        self.row(sqlx::query("SELECT 1 AS one")).await.map(|_| ())
+    }
+
     pub(crate) async fn row(&self, q: Query<'_>) -> Result<AnyRow> {
         q.fetch_one(self.pool()).await.map_err(db_err(&self.display))
     }
