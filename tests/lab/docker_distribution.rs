@@ -123,6 +123,11 @@ impl OciRegistry {
         }
     }
 
+    /// The folder holding its CA (`ca.crt`) and its server's certificate and key.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Bytes the registry stores: what pushes have sent it.
     pub fn stored(&self) -> u64 {
         fn walk(p: &Path) -> u64 {
@@ -432,4 +437,286 @@ fn a_build_pushed_once_runs_on_an_engine_that_never_built_it_and_a_candidate_mov
     refused.code(2);
     assert!(stderr.contains("does not match the recorded digest"), "{stderr}");
     assert!(image_id(&remote, &a_id).is_none());
+}
+
+/// The lab's engine trusts the test CA for `host` (HOST:PORT) while this lives.
+struct Trusted(PathBuf);
+
+impl Trusted {
+    fn ca(registry: &OciRegistry, host: &str) -> Trusted {
+        let d = PathBuf::from("/etc/docker/certs.d").join(host);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(registry.dir().join("ca.crt"), d.join("ca.crt")).unwrap();
+        Trusted(d)
+    }
+}
+
+impl Drop for Trusted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A registry front that answers 503 to everything, over TLS with the test registry's
+/// certificate; each request it saw is a line of its log.
+fn always_503(registry: &OciRegistry, address: &str, log: &Path) -> (Killed, String) {
+    const SERVER: &str = r#"
+import http.server, ssl, sys
+addr, port, certs, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+class H(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        with open(log, "a") as f:
+            f.write(self.command + " " + self.path + "\n")
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = answer
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer((addr, port), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(certs + "/server.crt", certs + "/server.key")
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#;
+    let port = free_port();
+    let child = Command::new("python3")
+        .args(["-c", SERVER, address, &port.to_string()])
+        .arg(registry.dir())
+        .arg(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect((address, port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the 503 registry did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (Killed(child), format!("{address}:{port}"))
+}
+
+/// A TCP path to the registry, as a load balancer that misbehaves: it closes the first
+/// connection at once, and cuts the first one that carries more than 1 MiB of a push. It counts
+/// what it did.
+struct Dropping {
+    host: String,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Dropping {
+    fn to(address: &str, upstream: &str) -> Dropping {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind((address, 0)).unwrap();
+        let host = format!("{address}:{}", listener.local_addr().unwrap().port());
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (d, c, up) = (dropped.clone(), cut.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for down in listener.incoming().flatten() {
+                if d.fetch_add(1, Ordering::SeqCst) == 0 {
+                    drop(down);
+                    continue;
+                }
+                let Ok(up) = std::net::TcpStream::connect(&up) else {
+                    continue;
+                };
+                let (mut from_down, mut to_up) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let (mut sent, mut buf) = (0usize, vec![0u8; 64 * 1024]);
+                    loop {
+                        let n = match from_down.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        sent += n;
+                        if sent > 1 << 20 && c.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                            break;
+                        }
+                        if to_up.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_up.shutdown(std::net::Shutdown::Both);
+                    let _ = from_down.shutdown(std::net::Shutdown::Both);
+                });
+                let (mut from_up, mut to_down) = (up, down);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_up, &mut to_down);
+                    let _ = to_down.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Dropping { host, dropped, cut }
+    }
+}
+
+/// A small image of the test's own with a 4 MiB layer (enough for a push to be cut mid-way).
+fn small_image(tag: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    // Bytes that do not compress, from a seed of this run.
+    let mut x = u64::from(std::process::id()) | 1;
+    let data: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.path().join("blob"), data).unwrap();
+    let tar = dir.path().join("layer.tar");
+    let made = Command::new("tar")
+        .arg("-C")
+        .arg(dir.path())
+        .arg("-cf")
+        .arg(&tar)
+        .arg("blob")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // It carries a build manifest (a runner alone), as every image `images push` takes must.
+    let manifest = format!(
+        r#"{{"base":"sha256:{zeros}","components":[{{"name":"runner","version":"0.1.0+fault","digest":"sha256:{zeros}"}}],"deltas":0}}"#,
+        zeros = "0".repeat(64)
+    );
+    // Dockerfile syntax: the JSON quoted, its own quotes escaped.
+    let label = format!("LABEL canary-lab.build=\"{}\"", manifest.replace('"', "\\\""));
+    let out = on("", &["import", "--change", &label, &tar.display().to_string(), tag]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A registry that answers 5xx, and a load balancer in front of a good one that drops
+/// connections: the push through the balancer ends pushed and pulls back as the same image; the
+/// push to and the pull from the failing one end in exit 2 after a bounded number of tries, say
+/// why, and record or take nothing.
+#[test]
+fn a_registry_answering_503_is_tried_a_bounded_number_of_times_and_a_dropping_balancer_is_retried_through() {
+    require_lab();
+    let address = Engines::lab_address();
+    let registry = OciRegistry::start(&address);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db").display().to_string();
+    let tag = format!("canary-lab-fault-test:{}", std::process::id());
+    let image = small_image(&tag);
+    struct Removed(String);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = on("", &["rmi", "-f", &self.0]);
+        }
+    }
+    let _image = Removed(image.clone());
+
+    // 503 to everything: three tries, then exit 2 with the registry's words and what to check.
+    let log = dir.path().join("503.log");
+    let (_fake, fake) = always_503(&registry, &address, &log);
+    let _trust_fake = Trusted::ca(&registry, &fake);
+    // The engine retries each layer upload itself (five tries, ~50 s): the lab does not
+    // multiply that, and says so.
+    let started = std::time::Instant::now();
+    Canary::new()
+        .args([
+            "--registry",
+            &db,
+            "images",
+            "push",
+            &image,
+            "--to",
+            &format!("{fake}/canary/fault"),
+        ])
+        .run()
+        .code(2)
+        .stderr_has("503")
+        .stderr_has("the engine retried each layer itself");
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    let pings = seen.lines().filter(|l| l.starts_with("GET /v2/")).count();
+    let uploads = seen.lines().filter(|l| l.starts_with("POST ")).count();
+    eprintln!(
+        "503 registry: push gave up after {:?}: {pings} ping(s), {uploads} upload tries",
+        started.elapsed()
+    );
+    assert_eq!(pings, 1, "one push, the engine's own retries inside it: {seen}");
+    assert!(uploads >= 2, "the engine retried the upload: {seen}");
+    // Nothing was recorded: the registry does not know the image as a build.
+    Canary::new()
+        .args(["--registry", &db, "images", "pull", &image])
+        .run()
+        .code(2)
+        .stderr_has("unknown build");
+
+    // Through a balancer that drops the first connection and cuts a push mid-way: pushed.
+    let lb = Dropping::to(&address, &registry.host);
+    let _trust_lb = Trusted::ca(&registry, &lb.host);
+    let login = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(
+        login.path().join("config.json"),
+        format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, lb.host),
+    )
+    .unwrap();
+    let login_dir = login.path().display().to_string();
+    let pushed = Canary::new()
+        .args([
+            "--registry",
+            &db,
+            "images",
+            "push",
+            &image,
+            "--to",
+            &format!("{}/canary/fault", lb.host),
+            "--json",
+        ])
+        .env("DOCKER_CONFIG", &login_dir)
+        .run()
+        .code(0)
+        .json();
+    use std::sync::atomic::Ordering;
+    eprintln!(
+        "through the dropping balancer: {} connections, 1 dropped, {} cut mid-push; pushed {}",
+        lb.dropped.load(Ordering::SeqCst),
+        lb.cut.load(Ordering::SeqCst),
+        pushed["pushed"]
+    );
+    assert_eq!(lb.cut.load(Ordering::SeqCst), 1, "a push was cut mid-way");
+    let pushed_ref = pushed["pushed"].as_str().unwrap().to_string();
+    assert!(
+        pushed_ref.starts_with(&format!("{}/canary/fault@sha256:", lb.host)),
+        "{pushed}"
+    );
+    // What the registry holds is the image: gone here, it comes back by digest as the same id.
+    on("", &["rmi", "-f", &image, &tag]);
+    Canary::new()
+        .args(["--registry", &db, "images", "pull", &image])
+        .env("DOCKER_CONFIG", &login_dir)
+        .run()
+        .code(0);
+    assert_eq!(image_id("", &image).as_deref(), Some(image.as_str()));
+
+    // The same build recorded at the failing registry: its pull is tried three times, then
+    // exit 2, and nothing is taken.
+    let moved = pushed_ref.replace(&lb.host, &fake);
+    let tampered = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('UPDATE runner_builds SET pushed_ref=? WHERE id=?', (sys.argv[2], sys.argv[3])); c.commit()",
+            &db,
+            &moved,
+            &image,
+        ])
+        .status()
+        .unwrap();
+    assert!(tampered.success());
+    on("", &["rmi", "-f", &image]);
+    let before = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
+    Canary::new()
+        .args(["--registry", &db, "images", "pull", &image])
+        .run()
+        .code(2)
+        .stderr_has("503")
+        .stderr_has("tried 3 times");
+    let after = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
+    assert!(after - before >= 3, "three pull tries reached the registry");
+    assert!(image_id("", &image).is_none(), "nothing was taken");
 }

@@ -22,8 +22,48 @@ pub struct Transfer {
 }
 
 /// Attempts at a registry operation that failed for a reason that may pass (a 5xx, a dropped
-/// connection); refusals (401, unknown manifest, a digest that does not match) are not retried.
+/// connection); refusals (401, unknown manifest, a digest that does not match) are not retried,
+/// nor is a failure the engine already retried itself.
 const ATTEMPTS: u32 = 3;
+
+/// A registry operation's failure as the engine reported it, and whether the engine had already
+/// retried it: it tries each layer upload and download five times with growing waits (about
+/// 50 s in all) before it gives up, so trying the whole push again would multiply that.
+struct Failed {
+    message: String,
+    engine_retried: bool,
+}
+
+impl Failed {
+    fn may_try_again(&self, attempt: u32) -> bool {
+        attempt < ATTEMPTS && !self.engine_retried && transient(&self.message)
+    }
+
+    /// The error the lab reports after `attempts` tries.
+    fn gave_up(self, host: &str, attempts: u32) -> LabError {
+        let mut e = registry_error(host, &self.message);
+        if let LabError::ImageRegistry { hint, .. } = &mut e {
+            let tries = if self.engine_retried {
+                "the engine retried each layer itself before it gave up".to_string()
+            } else if attempts > 1 {
+                format!("tried {attempts} times")
+            } else {
+                "tried once: not a failure that passes on its own".to_string()
+            };
+            *hint = format!("{hint} ({tries})");
+        }
+        e
+    }
+}
+
+impl From<String> for Failed {
+    fn from(message: String) -> Failed {
+        Failed {
+            message,
+            engine_retried: false,
+        }
+    }
+}
 
 fn docker_credentials(c: Option<&Credentials>, host: &str) -> Option<DockerCredentials> {
     c.map(|c| DockerCredentials {
@@ -66,7 +106,7 @@ pub fn registry_error(host: &str, message: &str) -> LabError {
     } else if m.contains("manifest unknown") || m.contains("not found") {
         "the registry has no such manifest: push the build with `canary images push BUILD`".to_string()
     } else {
-        format!("tried {ATTEMPTS} times; the message is the engine's own: check the registry at {host} is up")
+        format!("the message is the engine's own: check the registry at {host} is up")
     };
     LabError::ImageRegistry {
         registry: host.to_string(),
@@ -106,10 +146,10 @@ impl DockerBackend {
             attempt += 1;
             match self.push_once(&name, tag, repository.host(), credentials).await {
                 Ok(done) => break done,
-                Err(m) if attempt < ATTEMPTS && transient(&m) => {
+                Err(f) if f.may_try_again(attempt) => {
                     tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
                 }
-                Err(m) => return Err(registry_error(repository.host(), &m)),
+                Err(f) => return Err(f.gave_up(repository.host(), attempt)),
             }
         };
         let digest = match digest {
@@ -133,19 +173,27 @@ impl DockerBackend {
         tag: &str,
         host: &str,
         credentials: Option<&Credentials>,
-    ) -> std::result::Result<(Option<String>, Transfer), String> {
+    ) -> std::result::Result<(Option<String>, Transfer), Failed> {
         let options = PushImageOptionsBuilder::default().tag(tag).build();
         let mut stream = self
             .docker
             .push_image(name, Some(options), docker_credentials(credentials, host));
         let mut transfer = Transfer::default();
         let mut digest = None;
+        let mut engine_retried = false;
         while let Some(item) = stream.next().await {
-            let info = item.map_err(stream_message)?;
-            if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                return Err(e);
+            let info = item.map_err(|e| Failed {
+                message: stream_message(e),
+                engine_retried,
+            })?;
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                return Err(Failed {
+                    message,
+                    engine_retried,
+                });
             }
             let status = info.status.unwrap_or_default();
+            engine_retried |= status.starts_with("Retrying in");
             if status == "Pushed" {
                 transfer.layers_moved += 1;
             } else if status == "Layer already exists" || status.starts_with("Mounted from") {
@@ -184,10 +232,10 @@ impl DockerBackend {
             attempt += 1;
             match self.pull_once(pushed, credentials).await {
                 Ok(t) => break t,
-                Err(m) if attempt < ATTEMPTS && transient(&m) => {
+                Err(f) if f.may_try_again(attempt) => {
                     tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
                 }
-                Err(m) => return Err(registry_error(host, &m)),
+                Err(f) => return Err(f.gave_up(host, attempt)),
             }
         };
         let id = self
@@ -202,7 +250,7 @@ impl DockerBackend {
         &self,
         pushed: &PushedRef,
         credentials: Option<&Credentials>,
-    ) -> std::result::Result<Transfer, String> {
+    ) -> std::result::Result<Transfer, Failed> {
         let reference = pushed.to_string();
         let options = CreateImageOptionsBuilder::default().from_image(&reference).build();
         let mut stream = self.docker.create_image(
@@ -212,12 +260,20 @@ impl DockerBackend {
         );
         let mut transfer = Transfer::default();
         let mut sizes: HashMap<String, u64> = HashMap::new();
+        let mut engine_retried = false;
         while let Some(item) = stream.next().await {
-            let info = item.map_err(stream_message)?;
-            if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                return Err(e);
+            let info = item.map_err(|e| Failed {
+                message: stream_message(e),
+                engine_retried,
+            })?;
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                return Err(Failed {
+                    message,
+                    engine_retried,
+                });
             }
             let status = info.status.unwrap_or_default();
+            engine_retried |= status.starts_with("Retrying in");
             let id = info.id.unwrap_or_default();
             match status.as_str() {
                 "Pull complete" => transfer.layers_moved += 1,
@@ -258,7 +314,7 @@ mod tests {
             ("manifest unknown: manifest unknown", "canary images push"),
             (
                 "received unexpected HTTP status: 503 Service Unavailable",
-                "tried 3 times",
+                "check the registry at r:1 is up",
             ),
         ] {
             let e = registry_error("r:1", message);
@@ -278,5 +334,20 @@ mod tests {
         ));
         assert!(!transient("unauthorized: authentication required"));
         assert!(!transient("manifest verification failed for digest sha256:ab"));
+        let f = |m: &str, engine_retried| Failed {
+            message: m.into(),
+            engine_retried,
+        };
+        let busy = "received unexpected HTTP status: 503 Service Unavailable";
+        assert!(f(busy, false).may_try_again(1) && f(busy, false).may_try_again(2));
+        assert!(!f(busy, false).may_try_again(ATTEMPTS), "bounded");
+        assert!(
+            !f(busy, true).may_try_again(1),
+            "the engine's own retries are not multiplied"
+        );
+        let said = |e: LabError| miette::Diagnostic::help(&e).unwrap().to_string();
+        assert!(said(f(busy, false).gave_up("r:1", 3)).contains("(tried 3 times)"));
+        assert!(said(f(busy, true).gave_up("r:1", 1)).contains("the engine retried each layer itself"));
+        assert!(said(f("unauthorized: x", false).gave_up("r:1", 1)).contains("tried once"));
     }
 }
