@@ -138,6 +138,26 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
         .args(["pin", "--org", "acme", "--channel", "beta"])
         .output()
         .unwrap();
+    // Where the build was published, as `canary images push` records it (the push itself is
+    // tested against a real registry in docker_distribution).
+    let image_id = Command::new("docker")
+        .args(["image", "inspect", "-f", "{{.Id}}", &image])
+        .output()
+        .unwrap();
+    let image_id = String::from_utf8_lossy(&image_id.stdout).trim().to_string();
+    let pushed = format!("registry.lab.test:5000/canary/runner@{image_id}");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let r = canary::registry::Registry::open(&db.display().to_string())
+                .await
+                .unwrap();
+            r.record_push(&image_id.parse().unwrap(), &pushed.parse().unwrap())
+                .await
+                .unwrap();
+        });
     let hb = dir.path().join("hb.json");
     std::fs::write(
         &hb,
@@ -211,8 +231,18 @@ fn every_dashboard_page_and_a_report_render_in_a_real_browser() {
         "{overview}"
     );
     assert!(overview.contains(">acme<"), "the org pin shows");
+    let published = format!("published as <code>{pushed}</code>");
+    assert_eq!(
+        overview.matches(&published).count(),
+        2,
+        "the channel and the org following it name where the build was published: {overview}"
+    );
 
     let history = browse(&browser, &format!("{url}/history"), &shots.join("history.png"));
+    assert!(
+        history.contains(&format!("<span class=\"pushed\" title=\"{pushed}\">published</span>")),
+        "the build's column says it was published: {history}"
+    );
     let cells = |status: &str| history.matches(&format!("data-status=\"{status}\"")).count();
     assert!(
         cells("pass") >= 1 && cells("fail") >= 1,

@@ -268,6 +268,7 @@ pub fn history(v: &Value) -> Markup {
                                 (safe(s(ch, "component"))) " " (safe(ch["to"].as_str().unwrap_or("(removed)")))
                             }
                         }
+                        @if let Some(pushed) = c["pushed"].as_str() { br; span.pushed title=(safe(pushed)) { "published" } }
                         @if c["outage"] == true { br; span.st.error title="most cells failed at once" { "outage?" } }
                     }
                 }
