@@ -69,6 +69,14 @@ impl Engines {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `kill -9` of engine `i`'s daemon (0-based): its containers stay, nothing answers for them.
+    pub fn kill(&self, i: usize) {
+        let name = &self.all[i].0;
+        let pid = std::fs::read_to_string(format!("/run/canary-engines/{name}/dockerd.pid")).unwrap();
+        let killed = Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+        assert!(killed.success(), "kill -9 of {name}'s dockerd");
+    }
+
     /// `DOCKER_HOST` of engine `i` (0-based).
     pub fn host(&self, i: usize) -> &str {
         &self.all[i].1

@@ -149,14 +149,7 @@ fn a_run_spreads_over_three_engines_and_survives_one_killed_mid_run() {
         assert!(started.elapsed().as_secs() < 240, "no case reached e2 in 4 minutes");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let pid = std::fs::read_to_string("/run/canary-engines/e2/dockerd.pid").unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-9", pid.trim()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    engines.kill(1);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -349,14 +342,7 @@ fn sweeps_spread_over_two_engines_and_a_killed_engine_s_job_moves_once() {
             .unwrap();
         !String::from_utf8_lossy(&ps.stdout).trim().is_empty()
     });
-    let pid = std::fs::read_to_string("/run/canary-engines/e2/dockerd.pid").unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-9", pid.trim()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    engines.kill(1);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(0), "{stderr}");

@@ -79,6 +79,27 @@ fn one_leader(replicas: &[&Serve], within: Duration) -> usize {
     }
 }
 
+/// The fleet keeps reporting through the balancer until the rollout ends: it must complete, and
+/// every transition appear once (no step advanced twice by two replicas).
+fn completes_with_each_transition_once(reg: &crate::registry::Fresh, policy: &std::path::Path, lb: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let st = status(reg, policy);
+        if st["rollout"]["state"] != "running" {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the rollout never finished: {st}");
+        simulate_at(&reg.url, lb, 4000, &["*=fail:0.01,latency:900"], &["acme", "globex"]);
+    };
+    assert_eq!(done["rollout"]["state"], "completed", "{done}");
+    let k = kinds(&done);
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &k {
+        assert!(seen.insert(e.clone()) || e.starts_with("hold"), "{e} twice: {k:?}");
+    }
+    assert!(k.iter().any(|e| e.starts_with("complete")), "{k:?}");
+}
+
 #[test]
 fn replicas_behind_haproxy_share_one_controller_and_survive_the_leaders_death() {
     let (reg, dir, policy, base, cand) = setup_with(Backend::Postgres, GATE);
@@ -142,23 +163,7 @@ fn replicas_behind_haproxy_share_one_controller_and_survive_the_leaders_death() 
         sent["sessions"].as_u64().unwrap() - sent["dropped"].as_u64().unwrap() - sent["unassigned"].as_u64().unwrap();
     assert_eq!(sessions_stored(&reg, &[&base, &cand]) - before, reported, "{sent}");
     eprintln!("through the kill: {sent}");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let done = loop {
-        let st = status(&reg, &policy);
-        if st["rollout"]["state"] != "running" {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the rollout never finished: {st}");
-        simulate_at(&reg.url, &lb, 4000, &["*=fail:0.01,latency:900"], &["acme", "globex"]);
-    };
-    assert_eq!(done["rollout"]["state"], "completed", "{done}");
-    // Every transition once: no step advanced twice by two replicas.
-    let k = kinds(&done);
-    let mut seen = std::collections::BTreeSet::new();
-    for e in &k {
-        assert!(seen.insert(e.clone()) || e.starts_with("hold"), "{e} twice: {k:?}");
-    }
-    assert!(k.iter().any(|e| e.starts_with("complete")), "{k:?}");
+    completes_with_each_transition_once(&reg, &policy, &lb);
 }
 
 #[test]
@@ -320,19 +325,5 @@ fn a_leader_that_loses_its_database_leaves_the_balancer_and_the_lease_and_no_ste
         assert_eq!(one_leader(&[&r0, &r1], Duration::from_secs(5)), 1);
         std::thread::sleep(Duration::from_millis(300));
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let done = loop {
-        let st = status(&reg, &policy);
-        if st["rollout"]["state"] != "running" {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the rollout never finished: {st}");
-        simulate_at(&reg.url, &lb, 4000, &fleet, &["acme", "globex"]);
-    };
-    assert_eq!(done["rollout"]["state"], "completed", "{done}");
-    let k = kinds(&done);
-    let mut seen = std::collections::BTreeSet::new();
-    for e in &k {
-        assert!(seen.insert(e.clone()) || e.starts_with("hold"), "{e} twice: {k:?}");
-    }
+    completes_with_each_transition_once(&reg, &policy, &lb);
 }
