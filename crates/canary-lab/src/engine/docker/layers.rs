@@ -1,5 +1,7 @@
-//! Image layers built without a Dockerfile or a registry: a container from the parent, files
-//! unpacked into it, committed.
+//! Image layers built without a Dockerfile or a registry: the layer's tar loaded as the top of an
+//! image whose other layers the engine has (`docker load` of an archive that names them without
+//! carrying them), or, where the engine will not take that, a container from the parent with the
+//! files unpacked into it, committed.
 
 use super::*;
 
@@ -19,6 +21,98 @@ impl DockerBackend {
     /// extra labels and optionally a new CMD: one image layer, built without a Dockerfile or a
     /// registry. Returns the image id.
     pub async fn build_layer(
+        &self,
+        parent: &str,
+        tar: Vec<u8>,
+        reference: &str,
+        cmd: Option<Vec<String>>,
+        labels: HashMap<String, String>,
+    ) -> Result<String> {
+        let labels = without_owner(labels);
+        match self.load_layer(parent, &tar, reference, cmd.clone(), labels.clone()).await {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                tracing::info!("loading layer {reference} failed ({e}); committing it from a container instead");
+                self.commit_layer(parent, tar, reference, cmd, labels).await
+            }
+        }
+    }
+
+    /// The layer as the top of an image the engine loads: the parent's config with `cmd` and
+    /// `labels` over it, its layers named but not sent (the engine skips a layer it has, so only
+    /// the new tar is unpacked, once, and not through a container's filesystem: on
+    /// fuse-overlayfs 2.9 s for a 360 MB CLI against 9.2 s for create + copy + commit).
+    async fn load_layer(
+        &self,
+        parent: &str,
+        tar: &[u8],
+        reference: &str,
+        cmd: Option<Vec<String>>,
+        labels: HashMap<String, String>,
+    ) -> Result<String> {
+        let p = self
+            .docker
+            .inspect_image(parent)
+            .await
+            .map_err(docker_err("inspecting a layer's parent"))?;
+        let mut layers = p.root_fs.and_then(|r| r.layers).unwrap_or_default();
+        let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(tar)));
+        layers.push(diff_id);
+        let mut config = serde_json::to_value(p.config.unwrap_or_default()).map_err(|e| LabError::Docker {
+            context: "reading a layer's parent config".into(),
+            message: e.to_string(),
+        })?;
+        let mut all_labels: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(config["Labels"].take()).unwrap_or_default();
+        all_labels.extend(labels);
+        config["Labels"] = serde_json::json!(all_labels);
+        if let Some(cmd) = cmd {
+            config["Cmd"] = serde_json::json!(cmd);
+        }
+        let image = serde_json::json!({
+            "architecture": p.architecture.unwrap_or_else(|| "amd64".into()),
+            "os": p.os.unwrap_or_else(|| "linux".into()),
+            "created": jiff::Timestamp::now().to_string(),
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": layers},
+        });
+        let paths: Vec<String> = (0..layers.len() - 1)
+            .map(|i| format!("parent/{i}/layer.tar"))
+            .chain(std::iter::once("new/layer.tar".to_string()))
+            .collect();
+        let manifest = serde_json::json!([{"Config": "config.json", "RepoTags": [reference], "Layers": paths}]);
+        let archive = load_archive(&manifest.to_string(), &image.to_string(), tar)?;
+        let mut stream = self.docker.import_image(
+            bollard::query_parameters::ImportImageOptionsBuilder::default()
+                .quiet(true)
+                .build(),
+            bollard::body_full(archive.into()),
+            None,
+        );
+        while let Some(item) = stream.next().await {
+            item.map_err(docker_err("loading a layer"))?;
+        }
+        let loaded = self
+            .docker
+            .inspect_image(reference)
+            .await
+            .map_err(docker_err("inspecting a loaded layer"))?;
+        // The engine must hold exactly the chain named: a store that loads differently is not
+        // trusted with the build.
+        if loaded.root_fs.and_then(|r| r.layers).unwrap_or_default() != layers {
+            return Err(LabError::Docker {
+                context: "loading a layer".into(),
+                message: format!("{reference} did not load as the layers it names"),
+            });
+        }
+        loaded.id.ok_or_else(|| LabError::Docker {
+            context: "loading a layer".into(),
+            message: "the engine reported no image id".into(),
+        })
+    }
+
+    /// The layer committed from a container of `parent` with the tar unpacked into it.
+    async fn commit_layer(
         &self,
         parent: &str,
         tar: Vec<u8>,
@@ -50,18 +144,6 @@ impl DockerBackend {
                 .tag(tag)
                 .pause(false)
                 .build();
-            // The build container's ownership labels would pass into the image and from it into
-            // every container anyone starts from it; the image is nobody's run (a commit's
-            // labels win over the container's).
-            let mut labels = labels;
-            for key in [
-                crate::engine::labels::OWNED,
-                crate::engine::labels::RUN,
-                crate::engine::labels::PID,
-                crate::engine::labels::HOST,
-            ] {
-                labels.entry(key.to_string()).or_default();
-            }
             let config = ContainerConfig {
                 cmd,
                 labels: Some(labels),
@@ -223,5 +305,70 @@ impl DockerBackend {
                 .remove_image(&image.id, None::<bollard::query_parameters::RemoveImageOptions>, None)
                 .await;
         }
+    }
+}
+
+/// The labels an image layer gets: the given ones, with the lab's ownership labels blanked. A
+/// build container's ownership labels would pass into the image and from it into every
+/// container anyone starts from it; the image is nobody's run (a commit's labels win over the
+/// container's).
+fn without_owner(mut labels: HashMap<String, String>) -> HashMap<String, String> {
+    for key in [
+        crate::engine::labels::OWNED,
+        crate::engine::labels::RUN,
+        crate::engine::labels::PID,
+        crate::engine::labels::HOST,
+    ] {
+        labels.entry(key.to_string()).or_default();
+    }
+    labels
+}
+
+/// A `docker load` archive: its manifest, the image config, and the one new layer's tar.
+fn load_archive(manifest: &str, config: &str, layer: &[u8]) -> Result<Vec<u8>> {
+    let mut out = tar::Builder::new(Vec::with_capacity(layer.len() + (64 << 10)));
+    for (path, data) in [
+        ("manifest.json", manifest.as_bytes()),
+        ("config.json", config.as_bytes()),
+        ("new/layer.tar", layer),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, path, data).map_err(|e| LabError::Docker {
+            context: "packing a layer to load".into(),
+            message: e.to_string(),
+        })?;
+    }
+    out.into_inner().map_err(|e| LabError::Docker {
+        context: "packing a layer to load".into(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_archive_holds_the_manifest_the_config_and_only_the_new_layer() {
+        let layer = b"a layer's bytes".repeat(100);
+        let a = load_archive("[{\"Layers\":[]}]", "{}", &layer).unwrap();
+        let mut names = Vec::new();
+        for e in tar::Archive::new(a.as_slice()).entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().display().to_string();
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut body).unwrap();
+            if name == "new/layer.tar" {
+                assert_eq!(body, layer);
+            }
+            names.push(name);
+        }
+        assert_eq!(names, ["manifest.json", "config.json", "new/layer.tar"]);
+        let l = without_owner(HashMap::from([("x".to_string(), "1".to_string())]));
+        assert_eq!(l[crate::engine::labels::OWNED], "");
+        assert_eq!(l["x"], "1");
     }
 }
