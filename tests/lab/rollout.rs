@@ -1614,3 +1614,65 @@ fn pins_rollouts_and_the_overview_name_where_their_builds_were_published() {
         "{orgs}"
     );
 }
+
+/// `docker stop` of a runner agent mid-session (SIGTERM): the session under way is interrupted
+/// (its CLI and the command it ran are gone), no new session starts, the telemetry of what ran
+/// is still sent, and the agent exits 0 saying why it stopped.
+#[test]
+fn a_runner_agent_stopped_mid_session_ends_it_starts_no_other_and_sends_its_telemetry() {
+    use crate::real_cli::{CLAUDE, StubProcess, fetch, workspace};
+    let (reg, _d, policy, base, _cand) = setup(Backend::Sqlite);
+    let s = serve(&reg, &policy, free_port());
+    let claude = fetch(CLAUDE);
+    let stub = StubProcess::start("long");
+    let ws = workspace();
+    let spool = tempfile::tempdir().unwrap();
+    let token = runner_token(&reg, "stopped");
+    let child = std::process::Command::new(crate::helpers::runner_exe())
+        .args(["agent", "--server", &s.url, "--runner-id", "stopped", "--org", "acme"])
+        .args(["--build", &base, "--sessions", "50", "--provider", "claude-code"])
+        .args(["--prompt", "do the canary task", "--model-url", &stub.url, "--timeout", "5m"])
+        .args(["--batch", "10", "--cli"])
+        .arg(&claude)
+        .arg("--workspace")
+        .arg(ws.path())
+        .arg("--spool")
+        .arg(spool.path().join("stopped.jsonl"))
+        .env("CANARY_RUNNER_TOKEN", &token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The ten-minute command is running inside the first session.
+    let sleeping = || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", "time.sleep\\(600\\)"])
+            .output()
+            .unwrap();
+        !out.stdout.is_empty()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !sleeping() {
+        assert!(Instant::now() < deadline, "the session never ran its command");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stopped = Instant::now();
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    eprintln!("the agent ended {:?} after SIGTERM", stopped.elapsed());
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stopped.elapsed() < Duration::from_secs(20), "{:?}", stopped.elapsed());
+    assert!(stderr.contains("stopping on a signal after 1 sessions"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["ran"].as_u64(), report["ok"].as_u64()), (Some(1), Some(0)), "{report}");
+    assert_eq!(report["waiting"], 0, "what ran was sent: {report}");
+    assert!(!sleeping(), "the session's command was left running");
+    let k = canary(&reg)
+        .args(["kpis", "--build", &base, "--json"])
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(k["builds"][0]["kpis"]["sessions"].as_u64(), Some(1), "{k}");
+}
