@@ -1631,7 +1631,14 @@ fn a_runner_agent_stopped_mid_session_ends_it_starts_no_other_and_sends_its_tele
     let child = std::process::Command::new(crate::helpers::runner_exe())
         .args(["agent", "--server", &s.url, "--runner-id", "stopped", "--org", "acme"])
         .args(["--build", &base, "--sessions", "50", "--provider", "claude-code"])
-        .args(["--prompt", "do the canary task", "--model-url", &stub.url, "--timeout", "5m"])
+        .args([
+            "--prompt",
+            "do the canary task",
+            "--model-url",
+            &stub.url,
+            "--timeout",
+            "5m",
+        ])
         .args(["--batch", "10", "--cli"])
         .arg(&claude)
         .arg("--workspace")
@@ -1658,7 +1665,13 @@ fn a_runner_agent_stopped_mid_session_ends_it_starts_no_other_and_sends_its_tele
     }
     let stopped = Instant::now();
     let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     eprintln!("the agent ended {:?} after SIGTERM", stopped.elapsed());
@@ -1666,7 +1679,11 @@ fn a_runner_agent_stopped_mid_session_ends_it_starts_no_other_and_sends_its_tele
     assert!(stopped.elapsed() < Duration::from_secs(20), "{:?}", stopped.elapsed());
     assert!(stderr.contains("stopping on a signal after 1 sessions"), "{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((report["ran"].as_u64(), report["ok"].as_u64()), (Some(1), Some(0)), "{report}");
+    assert_eq!(
+        (report["ran"].as_u64(), report["ok"].as_u64()),
+        (Some(1), Some(0)),
+        "{report}"
+    );
     assert_eq!(report["waiting"], 0, "what ran was sent: {report}");
     assert!(!sleeping(), "the session's command was left running");
     let k = canary(&reg)

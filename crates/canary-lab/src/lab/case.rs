@@ -531,6 +531,8 @@ impl<B: Backend> InCase<'_, B> {
                 failures.extend(super::drift::check_requests(pins, &requests));
             }
             if let Some(mut inv) = inventory {
+                inv.requests_by_suite
+                    .insert(self.case.suite.name.clone(), requests.clone());
                 inv.requests = Some(requests);
                 super::drift::add(report, inv);
             }

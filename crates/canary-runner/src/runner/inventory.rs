@@ -38,6 +38,10 @@ pub struct Inventory {
     /// What the CLI sent to the model (its request contract), when the lab's stub saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<crate::stub::requests::Requests>,
+    /// The same, per suite: what a CLI sends depends on what the suite configures (an MCP
+    /// server adds tools), so two builds are compared suite by suite where both have them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests_by_suite: BTreeMap<String, crate::stub::requests::Requests>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -125,11 +129,24 @@ impl Inventory {
             && self.requests_shape() == other.requests_shape()
     }
 
-    /// The request contract without its request count (which grows with every session).
-    fn requests_shape(&self) -> Option<crate::stub::requests::Requests> {
-        self.requests
-            .clone()
-            .map(|r| crate::stub::requests::Requests { requests: 0, ..r })
+    /// The request contracts without their request counts (which grow with every session).
+    fn requests_shape(
+        &self,
+    ) -> (
+        Option<crate::stub::requests::Requests>,
+        BTreeMap<&str, crate::stub::requests::Requests>,
+    ) {
+        let shape = |r: &crate::stub::requests::Requests| crate::stub::requests::Requests {
+            requests: 0,
+            ..r.clone()
+        };
+        (
+            self.requests.as_ref().map(shape),
+            self.requests_by_suite
+                .iter()
+                .map(|(k, r)| (k.as_str(), shape(r)))
+                .collect(),
+        )
     }
 
     /// Adds another session's inventory of the same CLI.
@@ -162,6 +179,9 @@ impl Inventory {
         }
         if let Some(r) = &other.requests {
             self.requests.get_or_insert_with(Default::default).merge(r);
+        }
+        for (suite, r) in &other.requests_by_suite {
+            self.requests_by_suite.entry(suite.clone()).or_default().merge(r);
         }
     }
 
@@ -442,15 +462,35 @@ pub fn diff(old: &Inventory, new: &Inventory) -> Vec<Finding> {
     if let (Some(o), Some(n)) = (&old.flags, &new.flags) {
         out.extend(o.difference(n).map(|f| Finding::LostFlag(f.clone())));
     }
-    if let (Some(o), Some(n)) = (&old.requests, &new.requests) {
-        out.extend(
-            crate::stub::requests::diff(o, n)
-                .into_iter()
-                .map(|change| Finding::Request {
-                    breaks: change.breaks(o),
-                    change,
-                }),
-        );
+    out.extend(request_findings(old, new));
+    out
+}
+
+/// The request-side changes from `old` to `new`: suite by suite for the suites both ran (a
+/// suite that configures an MCP server is compared with itself, not with one that does not),
+/// each change once; from the whole contracts when either build has none per suite (inventories
+/// recorded before they were kept so).
+fn request_findings(old: &Inventory, new: &Inventory) -> Vec<Finding> {
+    let pairs: Vec<(&crate::stub::requests::Requests, &crate::stub::requests::Requests)> =
+        if old.requests_by_suite.is_empty() || new.requests_by_suite.is_empty() {
+            old.requests.iter().zip(new.requests.iter()).collect()
+        } else {
+            old.requests_by_suite
+                .iter()
+                .filter_map(|(suite, o)| new.requests_by_suite.get(suite).map(|n| (o, n)))
+                .collect()
+        };
+    let mut out: Vec<Finding> = Vec::new();
+    for (o, n) in pairs {
+        for change in crate::stub::requests::diff(o, n) {
+            let f = Finding::Request {
+                breaks: change.breaks(o),
+                change,
+            };
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
     }
     out
 }
@@ -521,6 +561,64 @@ pub async fn preflight(p: Provider, cli: &std::path::Path) -> Result<Preflight, 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A request contract offering these function tools (each with an empty schema).
+    fn offering(names: &[&str]) -> crate::stub::requests::Requests {
+        let mut r = crate::stub::requests::Requests {
+            requests: 1,
+            ..Default::default()
+        };
+        for n in names {
+            r.tools.insert(
+                n.to_string(),
+                crate::stub::requests::ToolShape {
+                    name: n.to_string(),
+                    kind: "function".into(),
+                    schema_hash: "h".into(),
+                    schema: json!({}),
+                },
+            );
+        }
+        r
+    }
+
+    #[test]
+    fn request_contracts_are_compared_suite_by_suite() {
+        let of = |suites: &[(&str, &[&str])]| {
+            let mut inv = Inventory::default();
+            for (suite, tools) in suites {
+                let one = Inventory {
+                    requests: Some(offering(tools)),
+                    requests_by_suite: BTreeMap::from([(suite.to_string(), offering(tools))]),
+                    ..Default::default()
+                };
+                inv.merge(&one);
+            }
+            inv
+        };
+        // The old build also ran a suite with an MCP server; the new one only the golden path.
+        let old = of(&[
+            ("golden-path", &["shell"]),
+            ("session-features", &["shell", "mcp__canary"]),
+        ]);
+        let new = of(&[("golden-path", &["shell"])]);
+        assert_eq!(
+            old.requests.as_ref().unwrap().tools.len(),
+            2,
+            "the whole contract mixes both"
+        );
+        assert!(diff(&old, &new).is_empty(), "{:?}", diff(&old, &new));
+        // A tool gone from the golden path in both suites is one finding.
+        let newer = of(&[("golden-path", &[]), ("session-features", &["mcp__canary"])]);
+        let found = diff(&old, &newer);
+        assert_eq!(found.len(), 1, "{found:?}");
+        // Inventories without per-suite contracts are compared whole, as before.
+        let whole = |tools: &[&str]| Inventory {
+            requests: Some(offering(tools)),
+            ..Default::default()
+        };
+        assert_eq!(diff(&whole(&["shell", "x"]), &whole(&["shell"])).len(), 1);
+    }
 
     fn codex_turn(output: Value) -> Value {
         json!({"type": "turn.completed", "usage": {"input_tokens": 10, "cached_input_tokens": 0, "output_tokens": output}})

@@ -29,7 +29,10 @@ impl DockerBackend {
         labels: HashMap<String, String>,
     ) -> Result<String> {
         let labels = without_owner(labels);
-        match self.load_layer(parent, &tar, reference, cmd.clone(), labels.clone()).await {
+        match self
+            .load_layer(parent, &tar, reference, cmd.clone(), labels.clone())
+            .await
+        {
             Ok(id) => Ok(id),
             Err(e) => {
                 tracing::info!("loading layer {reference} failed ({e}); committing it from a container instead");
