@@ -120,3 +120,45 @@ fn docker_resume_mcp_and_interrupt_pass_for_both_clis() {
         .json();
     assert_eq!(drift["drift"], false, "{drift:#}");
 }
+
+/// A real Claude Code older than the adapter's contract for resume and MCP (2.1.321, from SDK
+/// 0.2.180): those steps are skipped with why, in the report and on the terminal, never
+/// passed silently; the steps it can take (a session, an interrupt) still run and pass.
+#[test]
+fn docker_a_cli_older_than_a_feature_skips_its_steps_saying_why() {
+    require_lab();
+    let build = Canary::new()
+        .args(["images", "build", "--provider", "claude-code@sdk-0.2.180", "--json"])
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(
+        build["version_output"]["claude-code"], "2.1.321 (Claude Code)",
+        "{build}"
+    );
+    let reg = fresh(Backend::Sqlite);
+    let ran = Canary::new()
+        .args(["--registry", &reg.url, "run", "-s", "suites/session-features.yaml"])
+        .args(["--image", build["reference"].as_str().unwrap(), "--json"])
+        .env("CI", "true")
+        .run();
+    let terminal = ran.stderr();
+    let report = ran.code(0).json();
+    let c = case(&report, "claude-code");
+    assert_eq!(c["status"], "passed", "{c:#}");
+    for (name, feature) in [("resumed conversation", "resume"), ("tool over MCP", "mcp")] {
+        let s = step(c, name);
+        let why = format!(
+            "skipped: {feature} unsupported in claude-code 2.1.321 (the adapter's contract has it from 2.1.329)"
+        );
+        assert_eq!(
+            (s["status"].as_str(), s["note"].as_str()),
+            (Some("skipped"), Some(why.as_str())),
+            "{s:#}"
+        );
+        assert!(terminal.contains(&format!("step `{name}` {why}")), "{terminal}");
+    }
+    for name in ["first turn", "stopped while it runs", "the tree is intact"] {
+        assert_eq!(step(c, name)["status"], "passed", "{c:#}");
+    }
+}

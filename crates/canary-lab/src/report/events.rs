@@ -117,14 +117,24 @@ impl Reporter for Terminal {
             )),
             RunEvent::Note(text) => self.0.line(text),
             RunEvent::CaseStarted { .. } | RunEvent::StepFinished { .. } | RunEvent::RunFinished { .. } => {}
-            RunEvent::CaseFinished { case, done, total } => self.0.line(format!(
-                "[{done:>w$}/{total}] {:<9} {} ({:.1}s){}",
-                case.status.as_str().to_uppercase(),
-                case.id,
-                case.duration_ms as f64 / 1000.0,
-                case.engine.as_deref().map(|e| format!(" on {e}")).unwrap_or_default(),
-                w = total.to_string().len()
-            )),
+            RunEvent::CaseFinished { case, done, total } => {
+                self.0.line(format!(
+                    "[{done:>w$}/{total}] {:<9} {} ({:.1}s){}",
+                    case.status.as_str().to_uppercase(),
+                    case.id,
+                    case.duration_ms as f64 / 1000.0,
+                    case.engine.as_deref().map(|e| format!(" on {e}")).unwrap_or_default(),
+                    w = total.to_string().len()
+                ));
+                // A pass with steps the CLI could not take is said so, never silently.
+                for (step, note) in case.steps.iter().filter_map(|s| s.note.as_ref().map(|n| (&s.name, n))) {
+                    self.0.line(format!(
+                        "          step `{}` {}",
+                        canary_contract::text::clean(step),
+                        canary_contract::text::clean(note)
+                    ));
+                }
+            }
             RunEvent::Rerunning { cases, attempt } => self.0.line(format!(
                 "rerunning {cases} case(s) that did not pass (attempt {attempt})"
             )),
