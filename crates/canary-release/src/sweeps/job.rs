@@ -846,6 +846,21 @@ pub async fn one(
             "raise --lease or --step-timeout",
         )),
     };
+    record(lane, reg, o, &job, now, result, &mut ended).await?;
+    Ok(Some(ended))
+}
+
+/// Records how a claimed job's try ended: done, given back (its engine went away), or retried
+/// (dead after its last try).
+async fn record(
+    lane: &Lane,
+    reg: &Registry,
+    o: &WorkerOptions,
+    job: &SweepJob,
+    now: jiff::Timestamp,
+    result: Result<Done>,
+    ended: &mut Ended,
+) -> Result<()> {
     match result {
         Err(e) if gone(lane).await => {
             // Not the repo's fault nor the build's: the job goes back, its try not counted.
@@ -880,5 +895,5 @@ pub async fn one(
             ended.reason = reason;
         }
     }
-    Ok(Some(ended))
+    Ok(())
 }
