@@ -35,6 +35,13 @@ struct Failed {
 }
 
 impl Failed {
+    fn at(message: String, engine_retried: bool) -> Failed {
+        Failed {
+            message,
+            engine_retried,
+        }
+    }
+
     fn may_try_again(&self, attempt: u32) -> bool {
         attempt < ATTEMPTS && !self.engine_retried && transient(&self.message)
     }
@@ -53,15 +60,6 @@ impl Failed {
             *hint = format!("{hint} ({tries})");
         }
         e
-    }
-}
-
-impl From<String> for Failed {
-    fn from(message: String) -> Failed {
-        Failed {
-            message,
-            engine_retried: false,
-        }
     }
 }
 
@@ -182,15 +180,9 @@ impl DockerBackend {
         let mut digest = None;
         let mut engine_retried = false;
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| Failed {
-                message: stream_message(e),
-                engine_retried,
-            })?;
+            let info = item.map_err(|e| Failed::at(stream_message(e), engine_retried))?;
             if let Some(message) = info.error_detail.and_then(|d| d.message) {
-                return Err(Failed {
-                    message,
-                    engine_retried,
-                });
+                return Err(Failed::at(message, engine_retried));
             }
             let status = info.status.unwrap_or_default();
             engine_retried |= status.starts_with("Retrying in");
@@ -262,15 +254,9 @@ impl DockerBackend {
         let mut sizes: HashMap<String, u64> = HashMap::new();
         let mut engine_retried = false;
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| Failed {
-                message: stream_message(e),
-                engine_retried,
-            })?;
+            let info = item.map_err(|e| Failed::at(stream_message(e), engine_retried))?;
             if let Some(message) = info.error_detail.and_then(|d| d.message) {
-                return Err(Failed {
-                    message,
-                    engine_retried,
-                });
+                return Err(Failed::at(message, engine_retried));
             }
             let status = info.status.unwrap_or_default();
             engine_retried |= status.starts_with("Retrying in");
