@@ -243,7 +243,7 @@ impl Cuttable {
     }
 }
 
-/// The status line of `GET path` on a replica, without authentication.
+/// `GET /healthz` on a replica, without authentication: its status line, then its body.
 fn health(s: &Serve) -> String {
     use std::io::{Read, Write};
     let Ok(mut c) = std::net::TcpStream::connect(s.url.trim_start_matches("http://")) else {
@@ -253,7 +253,9 @@ fn health(s: &Serve) -> String {
     let _ = c.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
     let mut out = String::new();
     let _ = c.read_to_string(&mut out);
-    out.lines().next().unwrap_or("").to_string()
+    let status = out.lines().next().unwrap_or("");
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    format!("{status}\n{body}")
 }
 
 fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
@@ -307,6 +309,10 @@ fn a_leader_that_loses_its_database_leaves_the_balancer_and_the_lease_and_no_ste
     let unready = wait_until("r0's /healthz turning 503", Duration::from_secs(5), || {
         health(&r0).contains(" 503 ")
     });
+    // Open to anyone, it says no more than that: nothing of the database's address or error.
+    let said = health(&r0);
+    assert!(said.ends_with("\nregistry unreachable"), "{said}");
+    assert!(!said.contains("127.0.0.1") && !said.contains("postgres"), "{said}");
     let took_over = wait_until("r1 taking the lease over", Duration::from_secs(8), || leading(&r1));
     eprintln!("database cut: r0 unready after {unready:?}, r1 leads after {took_over:?} (lease 2 s)");
     // The fleet goes on through the balancer: nothing it reported is lost.
