@@ -211,12 +211,7 @@ struct Launch<'a> {
 /// Codex: a private CODEX_HOME whose config.toml selects the runner's proxy as a custom provider
 /// (and the MCP fixture when asked); `exec resume ID` continues a conversation.
 fn configure_codex(cmd: &mut tokio::process::Command, l: &Launch) -> std::io::Result<()> {
-    let Launch {
-        args,
-        model,
-        proxy_url,
-        home,
-    } = *l;
+    let (args, model, proxy_url, home) = (l.args, l.model, l.proxy_url, l.home);
     let config = format!(
         "model = \"{model}\"\nmodel_provider = \"lab\"\ncheck_for_update_on_startup = false\n\n[model_providers.lab]\nname = \"lab model\"\nbase_url = \"{proxy_url}/v1\"\nenv_key = \"CANARY_RUNNER_MODEL_KEY\"\nwire_api = \"responses\"\nsupports_websockets = false\nrequest_max_retries = 0\nstream_max_retries = 0\n"
     );
@@ -244,12 +239,7 @@ fn configure_codex(cmd: &mut tokio::process::Command, l: &Launch) -> std::io::Re
 /// Claude Code: the proxy as its base URL, stream-json output, `--resume ID` to continue, and
 /// the MCP fixture through `--mcp-config` with its tool allowed.
 fn configure_claude(cmd: &mut tokio::process::Command, l: &Launch) -> std::io::Result<()> {
-    let Launch {
-        args,
-        model,
-        proxy_url,
-        home,
-    } = *l;
+    let (args, model, proxy_url, home) = (l.args, l.model, l.proxy_url, l.home);
     // The runner's proxy is the approval point, so the CLI may run its shell tool.
     cmd.args([
         "-p",
