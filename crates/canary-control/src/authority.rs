@@ -86,34 +86,22 @@ pub struct Rate {
     pub burst: f64,
 }
 
+impl Rate {
+    pub const fn new(per_second: f64, burst: f64) -> Rate {
+        Rate { per_second, burst }
+    }
+}
+
 /// The write endpoints' limits, per token. Assignment is a write too (it is recorded).
-pub const ASSIGNMENT: Rate = Rate {
-    per_second: 2000.0,
-    burst: 4000.0,
-};
-pub const TELEMETRY: Rate = Rate {
-    per_second: 20.0,
-    burst: 40.0,
-};
+pub const ASSIGNMENT: Rate = Rate::new(2000.0, 4000.0);
+pub const TELEMETRY: Rate = Rate::new(20.0, 40.0);
 /// The CLIs' own OpenTelemetry: each session's exporter sends every few seconds.
-pub const OTLP: Rate = Rate {
-    per_second: 100.0,
-    burst: 400.0,
-};
-pub const HEARTBEAT: Rate = Rate {
-    per_second: 1.0,
-    burst: 10.0,
-};
+pub const OTLP: Rate = Rate::new(100.0, 400.0);
+pub const HEARTBEAT: Rate = Rate::new(1.0, 10.0);
 /// Update reports land in the audit log: a handful per upgrade.
-pub const UPDATE_REPORT: Rate = Rate {
-    per_second: 0.2,
-    burst: 10.0,
-};
+pub const UPDATE_REPORT: Rate = Rate::new(0.2, 10.0);
 /// Update metadata reads: a check fetches a handful of files (more after root rotations).
-pub const UPDATE_METADATA: Rate = Rate {
-    per_second: 20.0,
-    burst: 200.0,
-};
+pub const UPDATE_METADATA: Rate = Rate::new(20.0, 200.0);
 
 /// Token buckets by (token, endpoint). Kept in memory: a restart forgets them, which only ever
 /// lets a runner write a little sooner.

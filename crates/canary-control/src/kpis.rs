@@ -91,18 +91,13 @@ pub fn lines(k: &Kpis, since: Duration) -> Vec<String> {
             f(&k["avg_time_to_terminal_ms"], " ms"),
             f(&k["p95_time_to_terminal_ms"], " ms")
         ));
-        out.push(format!(
-            "  failure rate             {}",
-            f(&k["failure_rate_pct"], " %")
-        ));
-        out.push(format!(
-            "  disconnect rate          {}",
-            f(&k["disconnect_rate_pct"], " %")
-        ));
-        out.push(format!(
-            "  command failure rate     {}",
-            f(&k["command_failure_rate_pct"], " %")
-        ));
+        for (label, key) in [
+            ("failure rate", "failure_rate_pct"),
+            ("disconnect rate", "disconnect_rate_pct"),
+            ("command failure rate", "command_failure_rate_pct"),
+        ] {
+            out.push(format!("  {label:<25}{}", f(&k[key], " %")));
+        }
         out.push(format!(
             "  approval gates           {} (median resolution {})",
             k["approval_gates"],

@@ -43,22 +43,16 @@ pub struct SessionReport {
     pub build: String,
     pub started_at: String,
     /// Until the session's terminal was ready; absent or null when it never started.
-    #[serde(default)]
     pub start_latency_ms: Option<u64>,
     pub outcome: SessionEnd,
     /// The usage figures (`commands`, `commands_failed`, `approvals`, `tokens`, `cost_usd`):
     /// all given, or all left out, in which case the control plane takes them from the CLI's
     /// own OpenTelemetry events for the session (`/otlp/v1/logs`).
-    #[serde(default)]
     pub commands: Option<u64>,
-    #[serde(default)]
     pub commands_failed: Option<u64>,
-    #[serde(default)]
     pub approvals: Option<u64>,
     pub approval_wait_ms: u64,
-    #[serde(default)]
     pub tokens: Option<u64>,
-    #[serde(default)]
     pub cost_usd: Option<f64>,
     pub duration_ms: u64,
 }

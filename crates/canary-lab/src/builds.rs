@@ -19,7 +19,7 @@
 
 use crate::Settings;
 use crate::engine::Backend;
-use crate::engine::docker::DockerBackend;
+use crate::engine::docker::{DockerBackend, Layer};
 use crate::error::{LabError, Result};
 use crate::progress::Progress;
 use crate::providers::{Fetched, Provider, ProviderSpec};
@@ -489,7 +489,13 @@ async fn canonical(
             .await
             .expect("tar task")?;
         parent = engine
-            .build_layer(&parent, tar, &layer_ref, None, prefix.labels())
+            .build_layer(Layer {
+                parent: &parent,
+                tar,
+                reference: &layer_ref,
+                cmd: None,
+                labels: prefix.labels(),
+            })
             .await?;
         made.push(layer_ref);
         built += 1;
@@ -683,7 +689,13 @@ async fn apply(
             .expect("tar task")?;
         let layer_ref = format!("{LAYER_REPO}:{}-d{}", step.key(), step.deltas);
         parent = engine
-            .build_layer(&parent, tar, &layer_ref, None, step.labels())
+            .build_layer(Layer {
+                parent: &parent,
+                tar,
+                reference: &layer_ref,
+                cmd: None,
+                labels: step.labels(),
+            })
             .await?;
         made.push(layer_ref);
     }

@@ -18,6 +18,7 @@ mod evidence;
 mod fleet;
 mod inventories;
 mod lease;
+mod migrations;
 mod notices;
 mod otel;
 mod queries;
@@ -46,9 +47,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DEFAULT_PATH: &str = ".canary/registry.db";
-
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -329,10 +327,7 @@ impl Registry {
     }
 
     fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        match self.dialect {
-            Dialect::Sqlite => &SQLITE_MIGRATIONS,
-            Dialect::Postgres => &POSTGRES_MIGRATIONS,
-        }
+        migrations::migrator(self.dialect)
     }
 
     /// The newest schema version this binary knows.
@@ -387,11 +382,7 @@ async fn refuse_foreign(conn: &mut sqlx::AnyConnection, dialect: Dialect, displa
             help,
         ));
     }
-    let migrator = match dialect {
-        Dialect::Sqlite => &SQLITE_MIGRATIONS,
-        Dialect::Postgres => &POSTGRES_MIGRATIONS,
-    };
-    let ours = migrator.iter().next().map(|m| m.checksum.to_vec());
+    let ours = migrations::migrator(dialect).iter().next().map(|m| m.checksum.to_vec());
     let first = sqlx::query("SELECT checksum FROM _sqlx_migrations WHERE version = 1")
         .fetch_optional(&mut *conn)
         .await

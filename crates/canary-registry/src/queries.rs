@@ -609,31 +609,26 @@ impl Registry {
     /// channel keeps or an org runs: the caller checks) and audits it.
     pub async fn forget_build(&self, build: &BuildId, a: Audit<'_>) -> Result<u64> {
         let mut tx = self.write_tx().await?;
-        let r = sqlx::query("DELETE FROM compat_results WHERE build_id = $1")
-            .bind(build.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err(&self.display))?;
-        sqlx::query("DELETE FROM build_inventories WHERE build_id = $1")
-            .bind(build.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err(&self.display))?;
         // Its place in older channel history goes with it (the audit log keeps the record):
-        // no rollback can return to a build that is gone.
-        sqlx::query("DELETE FROM channel_releases WHERE build_id = $1")
-            .bind(build.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err(&self.display))?;
-        sqlx::query("DELETE FROM runner_builds WHERE id = $1")
-            .bind(build.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err(&self.display))?;
+        // no rollback can return to a build that is gone. The results come first: their count
+        // is what the caller reports.
+        let mut results = None;
+        for statement in [
+            "DELETE FROM compat_results WHERE build_id = $1",
+            "DELETE FROM build_inventories WHERE build_id = $1",
+            "DELETE FROM channel_releases WHERE build_id = $1",
+            "DELETE FROM runner_builds WHERE id = $1",
+        ] {
+            let r = sqlx::query(statement)
+                .bind(build.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err(&self.display))?;
+            results.get_or_insert(r.rows_affected());
+        }
         insert_audit(&mut tx, &a, &self.display).await?;
         tx.commit().await.map_err(db_err(&self.display))?;
-        Ok(r.rows_affected())
+        Ok(results.unwrap_or(0))
     }
 
     /// Records an upstream runtime version (first sighting wins).

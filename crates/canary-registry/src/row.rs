@@ -132,6 +132,11 @@ impl Registry {
     pub(crate) async fn exec(&self, q: Query<'_>) -> Result<sqlx::any::AnyQueryResult> {
         q.execute(self.pool()).await.map_err(db_err(&self.display))
     }
+
+    /// Runs `q`; whether it changed exactly one row.
+    pub(crate) async fn exec_one(&self, q: Query<'_>) -> Result<bool> {
+        Ok(self.exec(q).await?.rows_affected() == 1)
+    }
 }
 
 impl Registry {

@@ -327,7 +327,7 @@ impl Registry {
         pr: Option<(i64, &str)>,
     ) -> Result<bool> {
         let _w = self.queue_writer().await;
-        Ok(self.exec(sqlx::query(
+        self.exec_one(sqlx::query(
             "UPDATE sweep_jobs SET state = 'done', outcome = $1, reason = $2, detail = $3, pr_number = $4, pr_url = $5, \
              pr_state = CASE WHEN $4 IS NULL THEN NULL ELSE 'open' END, finished_at = $6, lease_until = NULL \
              WHERE id = $7 AND worker = $8 AND state = 'running'",
@@ -339,9 +339,7 @@ impl Registry {
         .bind(pr.map(|p| p.1))
         .bind(now())
         .bind(id)
-        .bind(worker)).await?
-        .rows_affected()
-            == 1)
+        .bind(worker)).await
     }
 
     /// A try of a job `worker` holds failed: queued again at `next_at`, or dead with the reason
@@ -355,24 +353,21 @@ impl Registry {
         max_attempts: i64,
     ) -> Result<bool> {
         let _w = self.queue_writer().await;
-        Ok(self
-            .exec(
-                sqlx::query(
-                    "UPDATE sweep_jobs SET state = CASE WHEN attempts >= $1 THEN 'dead' ELSE 'queued' END, \
+        self.exec_one(
+            sqlx::query(
+                "UPDATE sweep_jobs SET state = CASE WHEN attempts >= $1 THEN 'dead' ELSE 'queued' END, \
              reason = $2, next_at = $3, worker = NULL, lease_until = NULL, \
              finished_at = CASE WHEN attempts >= $1 THEN $4 ELSE NULL END \
              WHERE id = $5 AND worker = $6 AND state = 'running'",
-                )
-                .bind(max_attempts)
-                .bind(reason)
-                .bind(format_ts(next_at))
-                .bind(now())
-                .bind(id)
-                .bind(worker),
             )
-            .await?
-            .rows_affected()
-            == 1)
+            .bind(max_attempts)
+            .bind(reason)
+            .bind(format_ts(next_at))
+            .bind(now())
+            .bind(id)
+            .bind(worker),
+        )
+        .await
     }
 
     /// Gives back a job `worker` holds without counting its try: the engine it ran on went
@@ -380,20 +375,17 @@ impl Registry {
     /// on another engine. `false`: the worker no longer held it.
     pub async fn release_sweep(&self, id: i64, worker: &str, reason: &str) -> Result<bool> {
         let _w = self.queue_writer().await;
-        Ok(self
-            .exec(
-                sqlx::query(
-                    "UPDATE sweep_jobs SET state = 'queued', attempts = attempts - 1, reason = $1, next_at = $2, \
+        self.exec_one(
+            sqlx::query(
+                "UPDATE sweep_jobs SET state = 'queued', attempts = attempts - 1, reason = $1, next_at = $2, \
                      worker = NULL, lease_until = NULL WHERE id = $3 AND worker = $4 AND state = 'running'",
-                )
-                .bind(reason)
-                .bind(now())
-                .bind(id)
-                .bind(worker),
             )
-            .await?
-            .rows_affected()
-            == 1)
+            .bind(reason)
+            .bind(now())
+            .bind(id)
+            .bind(worker),
+        )
+        .await
     }
 
     /// Records a sweep PR's state as its forge reports it (`open`, `closed`, `merged`).

@@ -448,17 +448,21 @@ async fn branch_sha(
     .map_err(|_| unprocessable("head", format!("no branch {branch} in {owner}/{repo}")))
 }
 
+impl Forge {
+    /// A copy of pull request `number` of `owner/repo`, when it exists and `keep` takes it.
+    fn pull(&self, owner: &str, repo: &str, number: u64, keep: impl Fn(&PullRequest) -> bool) -> Option<PullRequest> {
+        let name = format!("{owner}/{repo}");
+        let inner = self.inner.lock().expect("forge lock");
+        inner
+            .pulls
+            .iter()
+            .find(|p| p.repo == name && p.number == number && keep(p))
+            .cloned()
+    }
+}
+
 async fn get_pull(State(forge): State<Forge>, Path((owner, repo, number)): Path<(String, String, u64)>) -> Response {
-    let name = format!("{owner}/{repo}");
-    let found = forge
-        .inner
-        .lock()
-        .expect("forge lock")
-        .pulls
-        .iter()
-        .find(|p| p.repo == name && p.number == number)
-        .cloned();
-    match found {
+    match forge.pull(&owner, &repo, number, |_| true) {
         Some(pr) => axum::Json(pull_json(&forge, &pr)).into_response(),
         None => json_error(StatusCode::NOT_FOUND, "Not Found"),
     }
@@ -538,15 +542,7 @@ async fn update_pull(
 /// (the lab forge merges nothing else) and closes the pull request as merged.
 async fn merge_pull(State(forge): State<Forge>, Path((owner, repo, number)): Path<(String, String, u64)>) -> Response {
     let name = format!("{owner}/{repo}");
-    let found = forge
-        .inner
-        .lock()
-        .expect("forge lock")
-        .pulls
-        .iter()
-        .find(|p| p.repo == name && p.number == number && p.state == "open")
-        .cloned();
-    let Some(pr) = found else {
+    let Some(pr) = forge.pull(&owner, &repo, number, |p| p.state == "open") else {
         return json_error(StatusCode::NOT_FOUND, "Not Found");
     };
     let dir = forge.bare(&owner, &repo);

@@ -6,7 +6,7 @@ mod executor;
 mod firewall;
 pub use firewall::bridge_name;
 mod layers;
-pub use layers::ListedImage;
+pub use layers::{Layer, ListedImage};
 
 use super::protocol::{EXECUTOR_PATH, ExecRequest, ExecResponse};
 use super::{

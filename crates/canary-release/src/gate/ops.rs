@@ -487,6 +487,16 @@ mod tests {
         .unwrap();
     }
 
+    /// Pins the org `acme` as `pin` would for an operator.
+    async fn pin_acme(reg: &Registry, channel: Option<&str>, build: Option<&str>) -> Outcome<Pinned> {
+        let request = PinRequest {
+            org: "acme",
+            channel,
+            build,
+        };
+        pin(reg, &request, WHO).await.unwrap()
+    }
+
     async fn refusals(reg: &Registry, action: &str) -> usize {
         reg.audit_log(100)
             .await
@@ -517,17 +527,7 @@ mod tests {
         );
         assert_eq!(reg.known_good("beta").await.unwrap()[0].build_id, a);
         // An org on beta runs `a` now; it has nothing older on its channel.
-        pin(
-            &reg,
-            &PinRequest {
-                org: "acme",
-                channel: Some("beta"),
-                build: None,
-            },
-            WHO,
-        )
-        .await
-        .unwrap();
+        pin_acme(&reg, Some("beta"), None).await;
         let r = rollback(&reg, RollbackTarget::Org("acme"), WHO).await.unwrap();
         assert!(matches!(r, Outcome::Done(ref x) if x.from == a && x.to == b), "{r:?}");
         assert!(rollback(&reg, RollbackTarget::Org("nobody"), WHO).await.is_err());
@@ -538,34 +538,14 @@ mod tests {
     async fn only_known_good_builds_are_pinned_and_kept_builds_are_not_forgotten() {
         let (_d, reg) = registry().await;
         let (a, b, c) = (build(&reg, 1).await, build(&reg, 2).await, build(&reg, 3).await);
-        let r = pin(
-            &reg,
-            &PinRequest {
-                org: "acme",
-                channel: None,
-                build: Some(&a),
-            },
-            WHO,
-        )
-        .await
-        .unwrap();
+        let r = pin_acme(&reg, None, Some(&a)).await;
         assert!(matches!(r, Outcome::Refused(ref why) if why[0].contains("never promoted")));
         assert_eq!(refusals(&reg, "pin").await, 1);
         assert!(reg.pins().await.unwrap().is_empty(), "a refused pin writes no pin");
         for id in [&a, &b, &c] {
             released(&reg, "stable", id).await;
         }
-        let r = pin(
-            &reg,
-            &PinRequest {
-                org: "acme",
-                channel: None,
-                build: Some(&a),
-            },
-            WHO,
-        )
-        .await
-        .unwrap();
+        let r = pin_acme(&reg, None, Some(&a)).await;
         assert!(matches!(r, Outcome::Done(ref p) if p.runs.as_deref() == Some(a.as_str()) && p.channel == "stable"));
         // a: pinned; c and b: stable's last two. None can go.
         for id in [&a, &b, &c] {
@@ -573,17 +553,7 @@ mod tests {
             assert!(matches!(r, Outcome::Refused(_)), "{id}: {r:?}");
         }
         assert_eq!(refusals(&reg, "forget").await, 3);
-        pin(
-            &reg,
-            &PinRequest {
-                org: "acme",
-                channel: None,
-                build: None,
-            },
-            WHO,
-        )
-        .await
-        .unwrap();
+        pin_acme(&reg, None, None).await;
         let r = forget(&reg, &a, WHO).await.unwrap();
         assert!(matches!(r, Outcome::Done(ref f) if f.build == a), "{r:?}");
         assert!(reg.resolve_build(&a).await.is_err());

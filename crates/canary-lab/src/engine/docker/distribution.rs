@@ -181,11 +181,8 @@ impl DockerBackend {
         let mut engine_retried = false;
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| Failed::at(stream_message(e), engine_retried))?;
-            if let Some(message) = info.error_detail.and_then(|d| d.message) {
-                return Err(Failed::at(message, engine_retried));
-            }
-            let status = info.status.unwrap_or_default();
-            engine_retried |= status.starts_with("Retrying in");
+            let error = info.error_detail.and_then(|d| d.message);
+            let status = progress(error, info.status, &mut engine_retried)?;
             if status == "Pushed" {
                 transfer.layers_moved += 1;
             } else if status == "Layer already exists" || status.starts_with("Mounted from") {
@@ -255,11 +252,8 @@ impl DockerBackend {
         let mut engine_retried = false;
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| Failed::at(stream_message(e), engine_retried))?;
-            if let Some(message) = info.error_detail.and_then(|d| d.message) {
-                return Err(Failed::at(message, engine_retried));
-            }
-            let status = info.status.unwrap_or_default();
-            engine_retried |= status.starts_with("Retrying in");
+            let error = info.error_detail.and_then(|d| d.message);
+            let status = progress(error, info.status, &mut engine_retried)?;
             let id = info.id.unwrap_or_default();
             match status.as_str() {
                 "Pull complete" => transfer.layers_moved += 1,
@@ -275,6 +269,21 @@ impl DockerBackend {
         transfer.bytes_moved = Some(sizes.values().sum());
         Ok(transfer)
     }
+}
+
+/// The status of one progress message of a push or pull, or the failure it reports; notes
+/// when the engine says it retries.
+fn progress(
+    error: Option<String>,
+    status: Option<String>,
+    engine_retried: &mut bool,
+) -> std::result::Result<String, Failed> {
+    if let Some(message) = error {
+        return Err(Failed::at(message, *engine_retried));
+    }
+    let status = status.unwrap_or_default();
+    *engine_retried |= status.starts_with("Retrying in");
+    Ok(status)
 }
 
 #[cfg(test)]

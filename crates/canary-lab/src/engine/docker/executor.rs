@@ -168,7 +168,13 @@ impl DockerBackend {
         let run = format!("exec-image-{tag}");
         let labels = HashMap::from([(EXEC_BASE_LABEL.to_string(), image_id.to_string())]);
         let id = self
-            .build_layer(image_id, tar, &reference, Some(vec![EXECUTOR_PATH.into()]), labels)
+            .build_layer(Layer {
+                parent: image_id,
+                tar,
+                reference: &reference,
+                cmd: Some(vec![EXECUTOR_PATH.into()]),
+                labels,
+            })
             .await?;
         // Prove the executor runs in this image before any case depends on it.
         let mut spec = ContainerSpec::new(&run, "probe", &reference);

@@ -3,7 +3,7 @@
 //! `message_delta` (final output) events: the usage on `assistant` lines repeats per content
 //! block and is the message-start snapshot, so counting it would be wrong twice over.
 
-use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
+use super::{Adapter, Meter, SessionInfo, changed, exit_checks, session_started, u64_at, unknown};
 use crate::runner::inventory::{Contract, Feature, Rule};
 use canary_contract::events::{Event, Usage};
 use serde_json::Value;
@@ -214,11 +214,7 @@ impl Adapter for Claude {
         NAME
     }
 
-    fn on_line(&mut self, line: &str) -> Vec<Event> {
-        let v = match object(NAME, line) {
-            Ok(v) => v,
-            Err(e) => return vec![*e],
-        };
+    fn on_object(&mut self, v: &Value, line: &str) -> Vec<Event> {
         match (v["type"].as_str().unwrap_or_default(), v["subtype"].as_str()) {
             ("system", Some("init")) => {
                 let Some(id) = v["session_id"].as_str() else {
@@ -284,7 +280,7 @@ impl Adapter for Claude {
                     })
                 })
                 .collect(),
-            ("result", _) => self.on_result(&v, line),
+            ("result", _) => self.on_result(v, line),
             _ => vec![unknown(NAME, "event type", line)],
         }
     }

@@ -2,9 +2,10 @@
 //! `turn.completed`; ticks are the differences. Exec mode never asks for approval, and what its
 //! own policy rejects appears only in what it tells the model: the runner's policy must act.
 
-use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
+use super::{Adapter, Meter, SessionInfo, changed, exit_checks, session_started, u64_at, unknown};
 use crate::runner::inventory::{Contract, Feature, Rule};
 use canary_contract::events::{Event, Usage};
+use serde_json::Value;
 
 const NAME: &str = "codex-exec-json";
 
@@ -141,11 +142,7 @@ impl Adapter for Codex {
         NAME
     }
 
-    fn on_line(&mut self, line: &str) -> Vec<Event> {
-        let v = match object(NAME, line) {
-            Ok(v) => v,
-            Err(e) => return vec![*e],
-        };
+    fn on_object(&mut self, v: &Value, line: &str) -> Vec<Event> {
         let kind = v["type"].as_str().unwrap_or_default();
         match kind {
             "thread.started" => match v["thread_id"].as_str() {

@@ -1,9 +1,10 @@
 //! `gemini -p -o stream-json` (from the documented format; npm-only, not run here). Usage comes
 //! only in the final `result.stats`, so a session has exactly one tick.
 
-use super::{Adapter, Meter, SessionInfo, changed, exit_checks, object, session_started, u64_at, unknown};
+use super::{Adapter, Meter, SessionInfo, changed, exit_checks, session_started, u64_at, unknown};
 use crate::runner::inventory::{Contract, Feature, Rule};
 use canary_contract::events::{Event, Usage};
+use serde_json::Value;
 use std::collections::HashMap;
 
 const NAME: &str = "gemini-stream-json";
@@ -115,11 +116,7 @@ impl Adapter for Gemini {
         NAME
     }
 
-    fn on_line(&mut self, line: &str) -> Vec<Event> {
-        let v = match object(NAME, line) {
-            Ok(v) => v,
-            Err(e) => return vec![*e],
-        };
+    fn on_object(&mut self, v: &Value, line: &str) -> Vec<Event> {
         match v["type"].as_str().unwrap_or_default() {
             "init" => {
                 let Some(id) = v["session_id"].as_str() else {
@@ -153,12 +150,12 @@ impl Adapter for Gemini {
                     .insert(v["tool_id"].as_str().unwrap_or_default().to_string(), cmd);
                 out
             }
-            "tool_result" => self.on_tool_result(&v),
+            "tool_result" => self.on_tool_result(v),
             "error" => vec![Event::error(
                 "cli_error",
                 v["message"].as_str().unwrap_or("gemini reported an error").to_string(),
             )],
-            "result" => self.on_result(&v, line),
+            "result" => self.on_result(v, line),
             _ => vec![unknown(NAME, "event type", line)],
         }
     }

@@ -21,8 +21,16 @@ pub struct SessionInfo {
 
 pub trait Adapter: Send {
     fn name(&self) -> &'static str;
-    /// Events for one line of the CLI's stdout.
-    fn on_line(&mut self, line: &str) -> Vec<Event>;
+    /// Events for one line of the CLI's stdout: a JSON object goes to [`Adapter::on_object`],
+    /// anything else is an error event.
+    fn on_line(&mut self, line: &str) -> Vec<Event> {
+        match object(self.name(), line) {
+            Ok(v) => self.on_object(&v, line),
+            Err(e) => vec![*e],
+        }
+    }
+    /// Events for one JSON object the CLI printed (`line` is its text, for messages).
+    fn on_object(&mut self, v: &Value, line: &str) -> Vec<Event>;
     /// Events once the CLI has exited (missing results, failures).
     fn on_exit(&mut self, exit_code: Option<i32>) -> Vec<Event>;
     /// The CLI's own final usage totals, when it reported them.

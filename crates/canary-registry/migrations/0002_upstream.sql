@@ -1,4 +1,5 @@
--- Upstream watching (issue: watch / pipeline). PostgreSQL dialect; migrations/sqlite/ has the same.
+--sqlite:-- Upstream watching (issue: watch / pipeline). SQLite dialect; migrations/postgres/ has the same.
+--postgres:-- Upstream watching (issue: watch / pipeline). PostgreSQL dialect; migrations/sqlite/ has the same.
 
 -- Which package release carries a runtime version (Claude Code ships inside claude-agent-sdk).
 ALTER TABLE runtime_versions ADD COLUMN package TEXT;

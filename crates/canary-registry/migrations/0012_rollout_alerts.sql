@@ -2,7 +2,8 @@
 -- outbox, so a control plane killed with kill -9 neither loses an alert nor sends a delivered
 -- one again (at most the one in flight at the kill).
 CREATE TABLE rollout_alerts (
-    id         BIGSERIAL PRIMARY KEY,
+--sqlite:    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+--postgres:    id         BIGSERIAL PRIMARY KEY,
     event_id   BIGINT NOT NULL,     -- the rollout_events row it is about
     alert      TEXT NOT NULL,       -- started, advanced, held, sample_ratio, aborted, completed
     url        TEXT NOT NULL,

@@ -12,7 +12,8 @@ CREATE TABLE sweep_repos (
 );
 
 CREATE TABLE sweep_jobs (
-    id          BIGSERIAL PRIMARY KEY,
+--sqlite:    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+--postgres:    id          BIGSERIAL PRIMARY KEY,
     repo_id     TEXT NOT NULL,
     org         TEXT NOT NULL,
     build_id    TEXT NOT NULL,

@@ -54,7 +54,8 @@ CREATE TABLE telemetry_histograms (
 );
 
 CREATE TABLE rollouts (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+--sqlite:    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+--postgres:    id              BIGSERIAL PRIMARY KEY,
     channel         TEXT NOT NULL,
     build_id        TEXT NOT NULL REFERENCES runner_builds(id),
     baseline_id     TEXT NOT NULL REFERENCES runner_builds(id),

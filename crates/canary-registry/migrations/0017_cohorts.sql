@@ -1,0 +1,71 @@
+-- Candidate and baseline drawn from the same orgs: each assignment a rollout judges (a session
+-- of the ring it is in, on either side; not pinned, frozen or of another ring) carries the
+-- rollout's cohort label, `<rollout id>:<ring>`, and the rollups are kept per cohort as well as
+-- per build and second. A decision reads both sides under its rollout's label; the KPIs and the
+-- dashboard sum every cohort. Sessions rolled up before this carry `''`: a rollout running
+-- across the upgrade judges its current step on what arrives after it.
+ALTER TABLE session_assignments ADD COLUMN cohort TEXT NOT NULL DEFAULT '';
+
+--sqlite:CREATE TABLE telemetry_rollups_by_cohort (
+--sqlite:    build_id         TEXT NOT NULL,
+--sqlite:    cohort           TEXT NOT NULL,
+--sqlite:    second           TEXT NOT NULL,
+--sqlite:    sessions         BIGINT NOT NULL,
+--sqlite:    started          BIGINT NOT NULL,
+--sqlite:    ok               BIGINT NOT NULL,
+--sqlite:    failed           BIGINT NOT NULL,
+--sqlite:    disconnected     BIGINT NOT NULL,
+--sqlite:    timed_out        BIGINT NOT NULL,
+--sqlite:    commands         BIGINT NOT NULL,
+--sqlite:    commands_failed  BIGINT NOT NULL,
+--sqlite:    approvals        BIGINT NOT NULL,
+--sqlite:    approval_wait_ms BIGINT NOT NULL,
+--sqlite:    tokens           BIGINT NOT NULL,
+--sqlite:    cost_micros      BIGINT NOT NULL,
+--sqlite:    duration_ms      BIGINT NOT NULL,
+--sqlite:    start_latency_ms BIGINT NOT NULL,
+--sqlite:    cost_sq          REAL NOT NULL DEFAULT 0,
+--sqlite:    tokens_sq        REAL NOT NULL DEFAULT 0,
+--sqlite:    approvals_sq     REAL NOT NULL DEFAULT 0,
+--sqlite:    PRIMARY KEY (build_id, cohort, second)
+--sqlite:);
+--sqlite:INSERT INTO telemetry_rollups_by_cohort
+--sqlite:    SELECT build_id, '', second, sessions, started, ok, failed, disconnected, timed_out, commands, commands_failed,
+--sqlite:           approvals, approval_wait_ms, tokens, cost_micros, duration_ms, start_latency_ms, cost_sq, tokens_sq, approvals_sq
+--sqlite:    FROM telemetry_rollups;
+--sqlite:DROP TABLE telemetry_rollups;
+--sqlite:ALTER TABLE telemetry_rollups_by_cohort RENAME TO telemetry_rollups;
+--postgres:ALTER TABLE telemetry_rollups ADD COLUMN cohort TEXT NOT NULL DEFAULT '';
+--postgres:ALTER TABLE telemetry_rollups DROP CONSTRAINT telemetry_rollups_pkey;
+--postgres:ALTER TABLE telemetry_rollups ADD PRIMARY KEY (build_id, cohort, second);
+
+--sqlite:CREATE TABLE telemetry_histograms_by_cohort (
+--sqlite:    build_id TEXT NOT NULL,
+--sqlite:    cohort   TEXT NOT NULL,
+--sqlite:    minute   TEXT NOT NULL,
+--sqlite:    metric   TEXT NOT NULL,
+--sqlite:    bucket   BIGINT NOT NULL,
+--sqlite:    n        BIGINT NOT NULL,
+--sqlite:    PRIMARY KEY (build_id, cohort, minute, metric, bucket)
+--sqlite:);
+--sqlite:INSERT INTO telemetry_histograms_by_cohort SELECT build_id, '', minute, metric, bucket, n FROM telemetry_histograms;
+--sqlite:DROP TABLE telemetry_histograms;
+--sqlite:ALTER TABLE telemetry_histograms_by_cohort RENAME TO telemetry_histograms;
+--postgres:ALTER TABLE telemetry_histograms ADD COLUMN cohort TEXT NOT NULL DEFAULT '';
+--postgres:ALTER TABLE telemetry_histograms DROP CONSTRAINT telemetry_histograms_pkey;
+--postgres:ALTER TABLE telemetry_histograms ADD PRIMARY KEY (build_id, cohort, minute, metric, bucket);
+
+--sqlite:CREATE TABLE assignment_rollups_by_cohort (
+--sqlite:    build_id TEXT NOT NULL,
+--sqlite:    cohort   TEXT NOT NULL,
+--sqlite:    second   TEXT NOT NULL,
+--sqlite:    assigned BIGINT NOT NULL,
+--sqlite:    reported BIGINT NOT NULL,
+--sqlite:    PRIMARY KEY (build_id, cohort, second)
+--sqlite:);
+--sqlite:INSERT INTO assignment_rollups_by_cohort SELECT build_id, '', second, assigned, reported FROM assignment_rollups;
+--sqlite:DROP TABLE assignment_rollups;
+--sqlite:ALTER TABLE assignment_rollups_by_cohort RENAME TO assignment_rollups;
+--postgres:ALTER TABLE assignment_rollups ADD COLUMN cohort TEXT NOT NULL DEFAULT '';
+--postgres:ALTER TABLE assignment_rollups DROP CONSTRAINT assignment_rollups_pkey;
+--postgres:ALTER TABLE assignment_rollups ADD PRIMARY KEY (build_id, cohort, second);
