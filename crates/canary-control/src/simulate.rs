@@ -98,17 +98,11 @@ impl Profile {
     }
 }
 
-pub struct Options {
-    pub server: String,
+/// One simulation run: the fleet asked for, with the runner tokens issued for it.
+pub struct Options<'a> {
+    pub fleet: &'a Fleet,
     /// runner id → bearer token.
     pub runners: Vec<(String, String)>,
-    pub orgs: Vec<String>,
-    pub sessions: u64,
-    /// Sessions per second across the fleet (0: as fast as the server answers).
-    pub rate: f64,
-    pub batch: usize,
-    pub profiles: Vec<Profile>,
-    pub seed: u64,
     /// Prefix of session ids, so that runs do not collide.
     pub run_id: String,
 }
@@ -293,7 +287,7 @@ async fn assignment(
 }
 
 async fn one_runner(
-    o: &Options,
+    o: &Options<'_>,
     index: usize,
     runner: &str,
     token: &str,
@@ -302,17 +296,17 @@ async fn one_runner(
     interval: Option<Duration>,
 ) -> Result<Report> {
     let client = reqwest::Client::new();
-    let mut rng = Rng(o.seed ^ ((index as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)));
+    let mut rng = Rng(o.fleet.seed ^ ((index as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)));
     let mut report = Report::default();
     let mut pending = Vec::new();
-    let base = format!("{}/v1/assignment", o.server.trim_end_matches('/'));
+    let base = format!("{}/v1/assignment", o.fleet.server.trim_end_matches('/'));
     for k in 0..quota {
         if let Some(iv) = interval {
             // Session k of this runner starts at its slot in the fleet's schedule.
             let slot = start + iv * (k as u32 * o.runners.len() as u32 + index as u32);
             tokio::time::sleep_until(slot).await;
         }
-        let org = &o.orgs[(k as usize + index) % o.orgs.len()];
+        let org = &o.fleet.orgs[(k as usize + index) % o.fleet.orgs.len()];
         let session = format!("{}-{runner}-{k}", o.run_id);
         // Runner, org and session ids are of URL-safe characters only (checked before use).
         let url = format!("{base}?runner={runner}&org={org}&session={session}");
@@ -326,6 +320,7 @@ async fn one_runner(
             .entry(a["source"].as_str().unwrap_or("?").to_string())
             .or_default() += 1;
         let p = o
+            .fleet
             .profiles
             .iter()
             .find(|p| p.matches(&build))
@@ -361,23 +356,23 @@ async fn one_runner(
             "tokens": 2_000 + rng.next_u64() % 50_000, "cost_usd": p.cost * ((rng.next_u64() % 5_000) as f64) / 10_000.0,
             "duration_ms": duration,
         }));
-        if pending.len() >= o.batch {
+        if pending.len() >= o.fleet.batch {
             let body = serde_json::json!({"sessions": std::mem::take(&mut pending)});
-            post_batch(&client, &o.server, token, &body, &mut report.retries).await?;
+            post_batch(&client, &o.fleet.server, token, &body, &mut report.retries).await?;
             report.batches += 1;
         }
     }
     if !pending.is_empty() {
         let body = serde_json::json!({"sessions": pending});
-        post_batch(&client, &o.server, token, &body, &mut report.retries).await?;
+        post_batch(&client, &o.fleet.server, token, &body, &mut report.retries).await?;
         report.batches += 1;
     }
     Ok(report)
 }
 
 /// Runs the simulated fleet: every runner concurrently, the sessions shared out among them.
-pub async fn run(o: &Options) -> Result<Report> {
-    if o.runners.is_empty() || o.orgs.is_empty() {
+pub async fn run(o: &Options<'_>) -> Result<Report> {
+    if o.runners.is_empty() || o.fleet.orgs.is_empty() {
         return Err(LabError::usage(
             "a fleet needs at least one runner and one org",
             "--runners N --org ORG",
@@ -385,10 +380,10 @@ pub async fn run(o: &Options) -> Result<Report> {
     }
     let began = std::time::Instant::now();
     let start = tokio::time::Instant::now();
-    let interval = (o.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / o.rate));
+    let interval = (o.fleet.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / o.fleet.rate));
     let n = o.runners.len() as u64;
     let tasks = o.runners.iter().enumerate().map(|(i, (runner, token))| {
-        let quota = o.sessions / n + u64::from((i as u64) < o.sessions % n);
+        let quota = o.fleet.sessions / n + u64::from((i as u64) < o.fleet.sessions % n);
         one_runner(o, i, runner, token, quota, start, interval)
     });
     let mut total = Report::default();
@@ -421,6 +416,7 @@ pub struct Fleet {
     pub prefix: String,
     pub orgs: Vec<String>,
     pub sessions: u64,
+    /// Sessions per second across the fleet (0: as fast as the server answers).
     pub rate: f64,
     pub batch: usize,
     pub profiles: Vec<Profile>,
@@ -500,14 +496,8 @@ pub async fn run_fleet(reg: &crate::registry::Registry, f: &Fleet) -> Result<Rep
         fleet.push((id.clone(), t.token));
     }
     let options = Options {
-        server: f.server.clone(),
+        fleet: f,
         runners: fleet,
-        orgs: f.orgs.clone(),
-        sessions: f.sessions,
-        rate: f.rate,
-        batch: f.batch,
-        profiles: f.profiles.clone(),
-        seed: f.seed,
         run_id: format!("sim{}", jiff::Timestamp::now().as_millisecond()),
     };
     // Server-side caches see new tokens within a second.

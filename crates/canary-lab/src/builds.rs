@@ -455,6 +455,28 @@ pub async fn ensure_with(
 }
 
 /// The canonical chain of `manifest`: each prefix found or built on the one below.
+/// One component's files as a layer over `parent` named `reference`; its image id.
+async fn component_layer(
+    engine: &DockerBackend,
+    parent: &str,
+    source: Source,
+    reference: &str,
+    labels: HashMap<String, String>,
+) -> Result<String> {
+    let tar = tokio::task::spawn_blocking(move || source.tar())
+        .await
+        .expect("tar task")?;
+    engine
+        .build_layer(Layer {
+            parent,
+            tar,
+            reference,
+            cmd: None,
+            labels,
+        })
+        .await
+}
+
 async fn canonical(
     engine: &DockerBackend,
     manifest: &BuildManifest,
@@ -485,18 +507,7 @@ async fn canonical(
             .remove(&c.name)
             .ok_or_else(|| LabError::ImageBuild(format!("no source for component {}", c.name)))?;
         progress.line(format!("building layer {}: {}", n, c.display()));
-        let tar = tokio::task::spawn_blocking(move || source.tar())
-            .await
-            .expect("tar task")?;
-        parent = engine
-            .build_layer(Layer {
-                parent: &parent,
-                tar,
-                reference: &layer_ref,
-                cmd: None,
-                labels: prefix.labels(),
-            })
-            .await?;
+        parent = component_layer(engine, &parent, source, &layer_ref, prefix.labels()).await?;
         made.push(layer_ref);
         built += 1;
     }
@@ -684,19 +695,8 @@ async fn apply(
             component.display(),
             canary_contract::build::short_id(&parent)
         ));
-        let tar = tokio::task::spawn_blocking(move || source.tar())
-            .await
-            .expect("tar task")?;
         let layer_ref = format!("{LAYER_REPO}:{}-d{}", step.key(), step.deltas);
-        parent = engine
-            .build_layer(Layer {
-                parent: &parent,
-                tar,
-                reference: &layer_ref,
-                cmd: None,
-                labels: step.labels(),
-            })
-            .await?;
+        parent = component_layer(engine, &parent, source, &layer_ref, step.labels()).await?;
         made.push(layer_ref);
     }
     let reference = next.reference();

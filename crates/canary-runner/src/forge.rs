@@ -136,12 +136,7 @@ impl Forge {
     /// Listens on `addr` and serves until the task is dropped or aborted.
     pub async fn serve(self, addr: SocketAddr) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
         std::fs::create_dir_all(self.root.join("git")).map_err(|e| LabError::write(&self.root, e))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| LabError::usage(format!("cannot listen on {addr}: {e}"), "pick another --listen address"))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| LabError::usage(e.to_string(), "internal"))?;
+        let (listener, bound) = crate::local::listen(addr).await?;
         if self.public_url.lock().expect("forge lock").is_empty() {
             self.set_public_url(&format!("http://{bound}"));
         }
@@ -193,17 +188,9 @@ async fn records(State(forge): State<Forge>) -> Response {
 
 /// Runs git in a bare repository; `Err` carries git's stderr.
 async fn git_in(dir: &std::path::Path, args: &[&str]) -> std::result::Result<String, String> {
-    let out = tokio::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.args(args).current_dir(dir);
+    crate::local::git_output(cmd).await
 }
 
 /// Git smart HTTP through `git http-backend` (CGI). The repository is created, bare, on first use.

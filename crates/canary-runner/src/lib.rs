@@ -12,6 +12,7 @@ pub mod dns;
 pub mod error;
 pub mod forge;
 pub mod fsutil;
+pub mod local;
 pub mod names;
 pub mod runner;
 pub mod spool;

@@ -120,16 +120,14 @@ pub struct RawSession {
     pub interrupt: Option<RawInterrupt>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawInterrupt {
     /// Interrupt once the model stub has answered this many turns (default 1): put a
     /// long-running command at that turn, e.g. `run: sleep 600`.
-    #[serde(default)]
     #[schemars(with = "Option<usize>")]
     pub after_turn: Option<Spanned<usize>>,
     /// Between SIGINT and SIGTERM (default 5s).
-    #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub grace: Option<Spanned<String>>,
 }
@@ -153,23 +151,18 @@ pub struct RawDraftPr {
 
 /// Checks on the pull request the lab forge received for this case.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawPullRequestExpect {
     /// Whether it must be a draft.
-    #[serde(default)]
     pub draft: Option<bool>,
     /// Its head branch.
-    #[serde(default)]
     pub branch: Option<String>,
     /// Its base branch.
-    #[serde(default)]
     pub base: Option<String>,
     /// Its title.
-    #[serde(default)]
     pub title: Option<String>,
     /// `matches`: the diff the forge computed from what was pushed equals the repo's diff
     /// against its pinned content, as the lab sees it in the case container.
-    #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub diff: Option<Spanned<String>>,
 }
@@ -177,26 +170,21 @@ pub struct RawPullRequestExpect {
 /// Checks on a session's Runner Contract events: types like `SESSION_STARTED`, or `TYPE:kind`
 /// (`ERROR:timeout`). A bare `ERROR` does not match warnings (`ERROR:cli_warning`).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawEventsExpect {
     /// Event types that must appear.
-    #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub present: Vec<Spanned<String>>,
     /// Event types that must not appear.
-    #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub absent: Vec<Spanned<String>>,
     /// Exact counts per event type.
-    #[serde(default)]
     #[schemars(with = "BTreeMap<String, u64>")]
     pub count: BTreeMap<String, Spanned<u64>>,
     /// Event types whose first occurrences must come in this order.
-    #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub order: Vec<Spanned<String>>,
     /// Deadlines from the step's start for an event type's first occurrence, e.g. `30s`.
-    #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub within: BTreeMap<String, Spanned<String>>,
 }
@@ -209,46 +197,35 @@ pub enum RawRepoCommand {
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawExpect {
     /// Expected exit code (an integer), or `any`. Default `0`.
-    #[serde(default)]
     #[schemars(with = "Option<ExitCodeSchema>")]
     pub exit_code: Option<Spanned<String>>,
-    #[serde(default)]
     pub stdout: Option<RawTextExpect>,
-    #[serde(default)]
     pub stderr: Option<RawTextExpect>,
     /// Files in the repo, checked after the step.
-    #[serde(default)]
     pub files: Vec<RawFileExpect>,
     /// Paths (git pathspecs, relative to the repo) that must be exactly as the repo was pinned:
     /// not modified, not deleted, no new files below them.
-    #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub unchanged: Vec<Spanned<String>>,
     /// The repo's diff against its pinned content, after the step.
-    #[serde(default)]
     pub diff: Option<RawDiffExpect>,
     /// Session steps: checks on the runner's events.
-    #[serde(default)]
     #[schemars(with = "Option<RawEventsExpect>")]
     pub events: Option<Spanned<RawEventsExpect>>,
     /// Session steps: `reconciled` requires USAGE_TICK deltas to sum to the usage the model stub
     /// reported, with strictly increasing `seq`.
-    #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub usage: Option<Spanned<String>>,
     /// `draft_pr` steps: the pull request as the lab forge received it.
-    #[serde(default)]
     pub pull_request: Option<RawPullRequestExpect>,
     /// Session steps: what the agent said (its AGENT_MESSAGE texts, the final answer included).
-    #[serde(default)]
     #[schemars(with = "Option<RawTextExpect>")]
     pub messages: Option<Spanned<RawTextExpect>>,
     /// Session steps: pins on what the CLI sends to the model (the tools it offers, their
     /// kinds, the size of its instructions), as the model stub received it.
-    #[serde(default)]
     #[schemars(with = "Option<crate::stub::requests::Expect>")]
     pub requests: Option<Spanned<crate::stub::requests::Expect>>,
 }
@@ -271,17 +248,14 @@ pub enum AnyWord {
 
 /// Checks on a captured output stream.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawTextExpect {
     /// Substrings that must all appear.
-    #[serde(default)]
     pub contains: Vec<String>,
     /// Regular expressions (Rust `regex` syntax) that must all match.
-    #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub matches: Vec<Spanned<String>>,
     /// Substrings that must not appear.
-    #[serde(default)]
     pub excludes: Vec<String>,
 }
 
@@ -304,18 +278,14 @@ pub struct RawFileExpect {
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawDiffExpect {
     /// The diff must be empty (`true`) or non-empty (`false`).
-    #[serde(default)]
     pub empty: Option<bool>,
     /// Paths the diff must touch (exact repo-relative paths).
-    #[serde(default)]
     pub touches: Vec<String>,
     /// Substrings the unified diff must contain (e.g. `+export const GREETING = "Hi"`).
-    #[serde(default)]
     pub contains: Vec<String>,
     /// Substrings the unified diff must not contain.
-    #[serde(default)]
     pub excludes: Vec<String>,
 }

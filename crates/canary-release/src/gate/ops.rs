@@ -188,6 +188,18 @@ pub struct Pinned {
 
 /// Pins an org. Only a build some channel has released (a known-good build) can be pinned;
 /// anything else is refused and audited.
+/// The audit entry of a rollback done for `who`.
+fn rolled_back<'a>(who: Actor<'a>, target: &'a str, evidence: serde_json::Value) -> Audit<'a> {
+    Audit {
+        actor: who.name,
+        action: "rollback",
+        target,
+        decision: "done",
+        reason: who.reason,
+        evidence,
+    }
+}
+
 pub async fn pin(reg: &Registry, p: &PinRequest<'_>, who: Actor<'_>) -> Result<Outcome<Pinned>> {
     check_name("org", p.org)?;
     if let Some(c) = p.channel {
@@ -310,14 +322,11 @@ async fn rollback_channel(reg: &Registry, channel: &str, who: Actor<'_>) -> Resu
         channel,
         &previous.build_id,
         "rollback",
-        Audit {
-            actor: who.name,
-            action: "rollback",
-            target: &text,
-            decision: "done",
-            reason: who.reason,
-            evidence: serde_json::json!({"from": current.build_id, "to": previous.build_id}),
-        },
+        rolled_back(
+            who,
+            &text,
+            serde_json::json!({"from": current.build_id, "to": previous.build_id}),
+        ),
     )
     .await?;
     Ok(Outcome::Done(RolledBack {
@@ -364,14 +373,11 @@ async fn rollback_org(reg: &Registry, org: &str, who: Actor<'_>) -> Result<Outco
         Some(&previous.build_id),
         Some(&current),
         "rollback",
-        Audit {
-            actor: who.name,
-            action: "rollback",
-            target: &text,
-            decision: "done",
-            reason: who.reason,
-            evidence: serde_json::json!({"from": current, "to": previous.build_id}),
-        },
+        rolled_back(
+            who,
+            &text,
+            serde_json::json!({"from": current, "to": previous.build_id}),
+        ),
     )
     .await?;
     Ok(Outcome::Done(RolledBack {

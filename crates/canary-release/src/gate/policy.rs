@@ -37,57 +37,42 @@ pub struct RawChannelPolicy {
 }
 
 /// `rollout:` under a channel: steps, bake and the thresholds a step is judged by.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawRollout {
     /// Cohort percentages, increasing, ending at 100 (default [1, 10, 50, 100]).
-    #[serde(default)]
     pub steps: Option<Vec<f64>>,
     /// How long each step must look healthy, e.g. `10m` (default).
-    #[serde(default)]
     pub bake: Option<String>,
     /// Sessions each side needs before a step is judged (default 200).
-    #[serde(default)]
     pub min_sessions: Option<u64>,
     /// Allowed increase of the failure rate over the baseline, absolute (default 0.02).
-    #[serde(default)]
     pub max_failure_rate_increase: Option<f64>,
     /// Allowed increase of the disconnect rate (default 0.02).
-    #[serde(default)]
     pub max_disconnect_rate_increase: Option<f64>,
     /// Allowed ratio of p95 session start latency to the baseline's (default 1.5).
-    #[serde(default)]
     pub max_start_latency_p95_ratio: Option<f64>,
     /// Confidence of the always-valid intervals, at every look at once (default 0.95).
-    #[serde(default)]
     pub confidence: Option<f64>,
     /// The rate difference the sequential test is tuned to decide fastest on (default: each
     /// rate's allowed increase, at least 0.005).
-    #[serde(default)]
     pub mixture_sd: Option<f64>,
     /// The sample-ratio guard (default `{action: hold, alpha: 0.001, settle: 60s}`).
-    #[serde(default)]
     pub sample_ratio: Option<RawSampleRatio>,
     /// Where the rollout's transitions are told about (default: nowhere).
-    #[serde(default)]
     pub alerts: Option<RawAlerts>,
     /// Step percentages an operator approves before the rollout enters them, e.g. `[50, 100]`.
-    #[serde(default)]
     pub approve_before: Option<Vec<f64>>,
     /// A build green on the channel below starts its own rollout here:
     /// `{channel: beta, soak: 24h, min_sessions: 1000}`.
-    #[serde(default)]
     pub auto_after: Option<RawTrain>,
     /// Org groups that go through the steps one after another, e.g.
     /// `[{name: internal, orgs: [canary-staff]}, {name: free, orgs: [hobby-1, hobby-2]}]`; orgs
     /// in none go last, as `everyone else`.
-    #[serde(default)]
     pub rings: Option<Vec<RawRing>>,
     /// What cohorts are drawn by: `conversation` (default), `session` or `org`.
-    #[serde(default)]
     pub cohort_key: Option<String>,
     /// Metrics a step is judged on, each with the regression it allows.
-    #[serde(default)]
     #[schemars(with = "Option<Vec<RawGuardrail>>")]
     pub guardrails: Option<Vec<Spanned<RawGuardrail>>>,
 }
@@ -149,18 +134,15 @@ pub struct RawAlerts {
 }
 
 /// `sample_ratio:` under a channel's `rollout:`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawSampleRatio {
     /// `hold` (default), `abort` or `warn` when the candidate's share of reported sessions is not
     /// the share it was assigned.
-    #[serde(default)]
     pub action: Option<String>,
     /// Level of the always-valid test (default 0.001).
-    #[serde(default)]
     pub alpha: Option<f64>,
     /// Sessions assigned this recently are not counted yet, e.g. `60s` (default).
-    #[serde(default)]
     pub settle: Option<String>,
 }
 

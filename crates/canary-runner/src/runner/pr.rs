@@ -33,24 +33,19 @@ const AUTHOR: [(&str, &str); 4] = [
 
 /// Runs git in the workspace with a scratch index; `Err` carries git's stderr.
 async fn git(workspace: &Path, index: &Path, args: &[&str]) -> Result<String, String> {
-    let out = tokio::process::Command::new("git")
-        .args(args)
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.args(args)
         .current_dir(workspace)
         .env("GIT_INDEX_FILE", index)
         .envs(AUTHOR)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    } else {
-        Err(format!(
-            "git {} failed: {}",
-            args[0],
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+        .env("GIT_TERMINAL_PROMPT", "0");
+    crate::local::git_output(cmd).await.map_err(|e| {
+        if e.starts_with("cannot run git") {
+            e
+        } else {
+            format!("git {} failed: {e}", args[0])
+        }
+    })
 }
 
 /// Commits the workspace onto `branch`, pushes it and opens the pull request. Returns whether it

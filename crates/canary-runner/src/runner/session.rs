@@ -153,25 +153,15 @@ fn configure(
     proxy_url: &str,
     home: &Path,
 ) -> std::io::Result<()> {
+    let launch = Launch {
+        args,
+        model,
+        proxy_url,
+        home,
+    };
     match args.provider {
-        Provider::Codex => configure_codex(
-            cmd,
-            &Launch {
-                args,
-                model,
-                proxy_url,
-                home,
-            },
-        ),
-        Provider::ClaudeCode => configure_claude(
-            cmd,
-            &Launch {
-                args,
-                model,
-                proxy_url,
-                home,
-            },
-        ),
+        Provider::Codex => configure_codex(cmd, &launch),
+        Provider::ClaudeCode => configure_claude(cmd, &launch),
         Provider::Gemini => {
             if let Some(log) = &args.mcp_log {
                 std::fs::create_dir_all(home.join(".gemini"))?;

@@ -15,7 +15,7 @@ pub mod protocols;
 pub mod requests;
 pub mod scenario;
 
-use crate::error::{LabError, Result};
+use crate::error::Result;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -212,12 +212,7 @@ impl Stub {
     /// Serves on `addr` until the returned handle is dropped or aborted; returns the bound
     /// address (port 0 picks a free one).
     pub async fn serve(self, addr: SocketAddr) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| LabError::usage(format!("cannot listen on {addr}: {e}"), "pick another --listen address"))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| LabError::usage(e.to_string(), "internal"))?;
+        let (listener, bound) = crate::local::listen(addr).await?;
         let app = self.router();
         let handle = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -735,16 +735,13 @@ fn folded(values: &BTreeSet<String>) -> BTreeSet<String> {
 
 /// A suite's pins on what a session sends (`expect.requests`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Expect {
     /// Tools the CLI must offer (by name).
-    #[serde(default)]
     pub tools_include: Vec<String>,
     /// The only tool kinds allowed (`function`, `custom`, …): what the platform's proxy forwards.
-    #[serde(default)]
     pub tool_types: Vec<String>,
     /// The largest instructions (system prompt) allowed, in bytes.
-    #[serde(default)]
     pub max_instructions_bytes: Option<u64>,
 }
 
