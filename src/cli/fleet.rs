@@ -329,18 +329,11 @@ pub enum KeysCommand {
     InitRoot {
         #[arg(long)]
         out: PathBuf,
-        /// A root key file (`canary keys create`), once per key.
-        #[arg(long = "root-key", required = true)]
-        root_keys: Vec<PathBuf>,
-        /// How many root keys must sign a root (default: all).
-        #[arg(long, value_parser = crate::bounds::count(1, 64))]
-        threshold: Option<u64>,
+        #[command(flatten)]
+        root: NewRoot,
         /// The online key's public half (its `.pub` file, or 64 hex digits).
         #[arg(long)]
         online_key: String,
-        /// How long the root holds.
-        #[arg(long, default_value = "365d", value_parser = crate::bounds::duration(std::time::Duration::from_secs(3600), std::time::Duration::from_secs(10 * 365 * 24 * 3600)))]
-        expires: std::time::Duration,
         #[arg(long)]
         json: bool,
     },
@@ -353,19 +346,39 @@ pub enum KeysCommand {
         /// A key of the current root, once per key: at least its threshold.
         #[arg(long = "old-key", required = true)]
         old_keys: Vec<PathBuf>,
-        /// A key of the new root, once per key (may repeat old ones).
-        #[arg(long = "root-key", required = true)]
-        root_keys: Vec<PathBuf>,
-        #[arg(long, value_parser = crate::bounds::count(1, 64))]
-        threshold: Option<u64>,
+        #[command(flatten)]
+        root: NewRoot,
         /// A new online key's public half (default: keep the current one).
         #[arg(long)]
         online_key: Option<String>,
-        #[arg(long, default_value = "365d", value_parser = crate::bounds::duration(std::time::Duration::from_secs(3600), std::time::Duration::from_secs(10 * 365 * 24 * 3600)))]
-        expires: std::time::Duration,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The keys of a new root version, as `keys init-root` and `keys rotate` take them.
+#[derive(Args, Debug)]
+pub struct NewRoot {
+    /// A root key file (`canary keys create`), once per key (a rotation may repeat old ones).
+    #[arg(long = "root-key", required = true)]
+    root_keys: Vec<PathBuf>,
+    /// How many root keys must sign a root (default: all).
+    #[arg(long, value_parser = crate::bounds::count(1, 64))]
+    threshold: Option<u64>,
+    /// How long the root holds.
+    #[arg(long, default_value = "365d", value_parser = crate::bounds::duration(std::time::Duration::from_secs(3600), std::time::Duration::from_secs(10 * 365 * 24 * 3600)))]
+    expires: std::time::Duration,
+}
+
+impl NewRoot {
+    fn keys(&self) -> keys::RootKeys {
+        let expires = jiff::SignedDuration::try_from(self.expires).expect("bounded at parse time");
+        keys::RootKeys {
+            keys: self.root_keys.clone(),
+            threshold: self.threshold,
+            expires: jiff::Timestamp::now() + expires,
+        }
+    }
 }
 
 fn root_said(json: bool, w: &keys::WrittenRoot) {
@@ -386,9 +399,6 @@ fn root_said(json: bool, w: &keys::WrittenRoot) {
 }
 
 pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
-    let later = |d: &std::time::Duration| {
-        jiff::Timestamp::now() + jiff::SignedDuration::try_from(*d).expect("bounded at parse time")
-    };
     let written = match cmd {
         KeysCommand::Create { out, name, json } => {
             let k = keys::create(out, name)?;
@@ -396,35 +406,20 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
         }
         KeysCommand::InitRoot {
             out,
-            root_keys,
-            threshold,
+            root,
             online_key,
-            expires,
             json,
-        } => {
-            let new = keys::RootKeys {
-                keys: root_keys.clone(),
-                threshold: *threshold,
-                expires: later(expires),
-            };
-            (keys::init_root(out, new, online_key).await?, *json)
-        }
+        } => (keys::init_root(out, root.keys(), online_key).await?, *json),
         KeysCommand::Rotate {
             dir,
             old_keys,
-            root_keys,
-            threshold,
+            root,
             online_key,
-            expires,
             json,
-        } => {
-            let new = keys::RootKeys {
-                keys: root_keys.clone(),
-                threshold: *threshold,
-                expires: later(expires),
-            };
-            (keys::rotate(dir, old_keys, new, online_key.as_deref()).await?, *json)
-        }
+        } => (
+            keys::rotate(dir, old_keys, root.keys(), online_key.as_deref()).await?,
+            *json,
+        ),
     };
     root_said(written.1, &written.0);
     Ok(exit::PASS)

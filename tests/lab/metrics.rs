@@ -4,7 +4,7 @@
 
 use crate::helpers::{Killed, free_port};
 use crate::registry::Backend;
-use crate::rollout::{GATE, canary, runner_token, serve, setup_with, simulate};
+use crate::rollout::{GATE, runner_token, serve, setup_with, simulate, start_rollout};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,21 +62,7 @@ fn prometheus_scrapes_the_rollout_and_fleet_metrics_with_an_operators_token() {
     // Issued before the control plane starts, which reads tokens at start and then now and then.
     let runner = runner_token(&reg, "r-metrics");
     let s = serve(&reg, &policy, free_port());
-    canary(&reg)
-        .args([
-            "rollout",
-            "start",
-            &cand,
-            "--channel",
-            "stable",
-            "--steps",
-            "10,100",
-            "--bake",
-            "1h",
-        ])
-        .arg_path_flag("--policy", &policy)
-        .run()
-        .code(0);
+    start_rollout(&reg, &policy, &cand, &["--steps", "10,100", "--bake", "1h"]);
     simulate(&reg, &s, 2000, &["*=fail:0.02,latency:900"], &["acme"]);
 
     // Only an operator's token reads it.

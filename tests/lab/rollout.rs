@@ -168,6 +168,16 @@ pub(crate) fn runner_token(reg: &Fresh, runner: &str) -> String {
         .to_string()
 }
 
+/// `canary rollout start BUILD --channel stable` with the test's policy and `flags`; it starts.
+pub(crate) fn start_rollout(reg: &Fresh, policy: &std::path::Path, build: &str, flags: &[&str]) {
+    canary(reg)
+        .args(["rollout", "start", build, "--channel", "stable"])
+        .args(flags)
+        .arg_path_flag("--policy", policy)
+        .run()
+        .code(0);
+}
+
 pub(crate) fn canary(reg: &Fresh) -> Canary {
     Canary::new().args(["--registry", &reg.url])
 }
@@ -396,11 +406,7 @@ fn a_good_build_rolls_out_step_by_step_and_survives_a_kill_of_the_control_plane(
 fn a_build_failing_a_fifth_of_its_sessions_is_rolled_back_at_the_first_step() {
     let (reg, _d, policy, base, cand) = setup(Backend::Sqlite);
     let s = serve(&reg, &policy, free_port());
-    canary(&reg)
-        .args(["rollout", "start", &cand, "--channel", "stable", "--bake", "1h"])
-        .arg_path_flag("--policy", &policy)
-        .run()
-        .code(0);
+    start_rollout(&reg, &policy, &cand, &["--bake", "1h"]);
     // Operators can hold it and let it go on; a second start on the channel is refused.
     canary(&reg)
         .args(["rollout", "pause", "--channel", "stable", "--reason", "looking"])
@@ -467,11 +473,7 @@ fn sessions_of_pinned_and_frozen_orgs_count_on_neither_side() {
         .code(0);
     canary(&reg).args(["freeze", "--org", "frozen"]).run().code(0);
     let s = serve(&reg, &policy, free_port());
-    canary(&reg)
-        .args(["rollout", "start", &cand, "--channel", "stable", "--bake", "3s"])
-        .arg_path_flag("--policy", &policy)
-        .run()
-        .code(0);
+    start_rollout(&reg, &policy, &cand, &["--bake", "3s"]);
     std::thread::sleep(Duration::from_millis(1200));
     let outside = simulate(&reg, &s, 600, &["*=fail:0.5,latency:900"], &["early", "frozen"]);
     assert_eq!(outside["by_build"][&cand]["sessions"], 300, "{outside}");
@@ -511,11 +513,7 @@ fn a_candidate_whose_runners_drop_sessions_is_held_by_the_sample_ratio_guard(b: 
     );
     let (reg, _d, policy, _base, cand) = setup_with(b, &gate);
     let s = serve(&reg, &policy, free_port());
-    canary(&reg)
-        .args(["rollout", "start", &cand, "--channel", "stable", "--steps", "10,100"])
-        .arg_path_flag("--policy", &policy)
-        .run()
-        .code(0);
+    start_rollout(&reg, &policy, &cand, &["--steps", "10,100"]);
     let lossy = format!("{}=fail:0.01,latency:900,drop:0.3", &cand[7..19]);
     let mut st = status(&reg, &policy);
     let mut dropped = 0;
@@ -597,11 +595,7 @@ fn a_candidate_whose_sessions_cost_twice_as_much_is_rolled_back_by_its_guardrail
     );
     let (reg, _d, policy, base, cand) = setup_with(Backend::Sqlite, &gate);
     let s = serve(&reg, &policy, free_port());
-    canary(&reg)
-        .args(["rollout", "start", &cand, "--channel", "stable", "--steps", "10,100"])
-        .arg_path_flag("--policy", &policy)
-        .run()
-        .code(0);
+    start_rollout(&reg, &policy, &cand, &["--steps", "10,100"]);
     // Failures, disconnects and latency alike: only the cost differs.
     let dear = format!("{}=fail:0.01,latency:900,cost:2", &cand[7..19]);
     let st = drive(&reg, &s, &policy, &[&dear, "*=fail:0.01,latency:900"], 20);
@@ -645,11 +639,7 @@ fn a_conversation_keeps_its_build_when_the_rollout_moves_to_the_next_step() {
     let (reg, _d, policy, base, cand) = setup_with(Backend::Sqlite, &gate);
     let token = runner_token(&reg, "conv");
     let s = serve(&reg, &policy, free_port());
-    canary(&reg)
-        .args(["rollout", "start", &cand, "--channel", "stable"])
-        .arg_path_flag("--policy", &policy)
-        .run()
-        .code(0);
+    start_rollout(&reg, &policy, &cand, &[]);
     std::thread::sleep(Duration::from_millis(1200));
     // 400 conversations start at the 10 % step.
     let first: Vec<String> = assign(&s, &token, (0..400).map(|c| (format!("first-{c}"), format!("c-{c}"))))
@@ -968,11 +958,7 @@ fn an_on_call_webhook_gets_exactly_one_message_per_transition() {
     );
     let (reg, _d, policy, _base, cand) = setup_with(Backend::Sqlite, &gate);
     let s = serve(&reg, &policy, free_port());
-    canary(&reg)
-        .args(["rollout", "start", &cand, "--channel", "stable"])
-        .arg_path_flag("--policy", &policy)
-        .run()
-        .code(0);
+    start_rollout(&reg, &policy, &cand, &[]);
     let st = drive(&reg, &s, &policy, &["*=fail:0.01,latency:900"], 20);
     assert_eq!(st["rollout"]["state"], "completed", "{st}");
     wait_for_alerts(&got, |t| t.len() >= 3);
@@ -1210,21 +1196,7 @@ fn runner_agents_obey_assignments_and_keep_telemetry_while_the_control_plane_is_
     use crate::real_cli::{CLAUDE, StubProcess, fetch, workspace};
     let (reg, _d, policy, base, cand) = setup(Backend::Sqlite);
     let s = serve(&reg, &policy, free_port());
-    canary(&reg)
-        .args([
-            "rollout",
-            "start",
-            &cand,
-            "--channel",
-            "stable",
-            "--steps",
-            "50,100",
-            "--min-sessions",
-            "100000",
-        ])
-        .arg_path_flag("--policy", &policy)
-        .run()
-        .code(0);
+    start_rollout(&reg, &policy, &cand, &["--steps", "50,100", "--min-sessions", "100000"]);
     let claude = fetch(CLAUDE);
     let stub = StubProcess::start("edit");
     let ws = workspace();
@@ -1450,23 +1422,12 @@ fn every_hostile_control_plane_request_is_refused_and_writes_nothing() {
 fn a_malicious_runner_cannot_move_or_abort_a_rollout_or_squat_session_ids() {
     let (reg, _d, policy, base, cand) = setup(Backend::Sqlite);
     let s = serve(&reg, &policy, free_port());
-    canary(&reg)
-        .args([
-            "rollout",
-            "start",
-            &cand,
-            "--channel",
-            "stable",
-            "--steps",
-            "50,100",
-            "--min-sessions",
-            "20",
-            "--bake",
-            "0s",
-        ])
-        .arg_path_flag("--policy", &policy)
-        .run()
-        .code(0);
+    start_rollout(
+        &reg,
+        &policy,
+        &cand,
+        &["--steps", "50,100", "--min-sessions", "20", "--bake", "0s"],
+    );
     let (mallory, victim) = (runner_token(&reg, "mallory"), runner_token(&reg, "victim"));
     std::thread::sleep(Duration::from_millis(1100));
     let session = |runner: &str, id: &str, build: &str, outcome: &str| {
@@ -1567,11 +1528,7 @@ fn pins_rollouts_and_the_overview_name_where_their_builds_were_published() {
         .args(["pin", "--org", "acme", "--build", &base])
         .run()
         .code(0);
-    canary(&reg)
-        .args(["rollout", "start", &cand, "--channel", "stable", "--bake", "1h"])
-        .arg_path_flag("--policy", &policy)
-        .run()
-        .code(0);
+    start_rollout(&reg, &policy, &cand, &["--bake", "1h"]);
 
     let status = canary(&reg).args(["status", "--json"]).run().code(0).json();
     let acme = status["orgs"]
