@@ -4,7 +4,6 @@
 //! prefix, an image reference) is resolved to one by the registry.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// A build id, checked when it is made: `sha256:` then 1 to 64 lowercase hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -42,79 +41,7 @@ impl std::str::FromStr for BuildId {
     }
 }
 
-impl TryFrom<String> for BuildId {
-    type Error = String;
-    fn try_from(s: String) -> Result<BuildId, String> {
-        s.parse()
-    }
-}
-
-impl From<BuildId> for String {
-    fn from(b: BuildId) -> String {
-        b.0
-    }
-}
-
-impl fmt::Display for BuildId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::ops::Deref for BuildId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for BuildId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for BuildId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl PartialEq<str> for BuildId {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl PartialEq<&str> for BuildId {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
-    }
-}
-
-impl PartialEq<String> for BuildId {
-    fn eq(&self, other: &String) -> bool {
-        &self.0 == other
-    }
-}
-
-impl PartialEq<BuildId> for String {
-    fn eq(&self, other: &BuildId) -> bool {
-        *self == other.0
-    }
-}
-
-impl PartialEq<BuildId> for str {
-    fn eq(&self, other: &BuildId) -> bool {
-        *self == other.0
-    }
-}
-
-impl PartialEq<BuildId> for &str {
-    fn eq(&self, other: &BuildId) -> bool {
-        *self == other.0
-    }
-}
+crate::text_value::text_newtype!(BuildId);
 
 #[cfg(test)]
 mod tests {

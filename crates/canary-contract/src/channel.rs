@@ -3,7 +3,6 @@
 //! every deployment has, and this is the one place their names are spelled.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// A channel's name, checked when it is made (see [`is_name`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -64,79 +63,7 @@ impl std::str::FromStr for Channel {
     }
 }
 
-impl TryFrom<String> for Channel {
-    type Error = String;
-    fn try_from(s: String) -> Result<Channel, String> {
-        s.parse()
-    }
-}
-
-impl From<Channel> for String {
-    fn from(c: Channel) -> String {
-        c.0
-    }
-}
-
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for Channel {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl PartialEq<str> for Channel {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl PartialEq<&str> for Channel {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
-    }
-}
-
-impl PartialEq<String> for Channel {
-    fn eq(&self, other: &String) -> bool {
-        &self.0 == other
-    }
-}
-
-impl PartialEq<Channel> for String {
-    fn eq(&self, other: &Channel) -> bool {
-        *self == other.0
-    }
-}
-
-impl PartialEq<Channel> for str {
-    fn eq(&self, other: &Channel) -> bool {
-        *self == other.0
-    }
-}
-
-impl PartialEq<Channel> for &str {
-    fn eq(&self, other: &Channel) -> bool {
-        *self == other.0
-    }
-}
-
-impl std::ops::Deref for Channel {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for Channel {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
+crate::text_value::text_newtype!(Channel);
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod oci;
 pub mod provider;
 pub mod text;
+mod text_value;
 pub mod time;
 pub mod verdict;
 

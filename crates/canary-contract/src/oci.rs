@@ -179,18 +179,7 @@ impl std::str::FromStr for PushedRef {
     }
 }
 
-impl TryFrom<String> for PushedRef {
-    type Error = String;
-    fn try_from(s: String) -> Result<PushedRef, String> {
-        s.parse()
-    }
-}
-
-impl From<PushedRef> for String {
-    fn from(r: PushedRef) -> String {
-        r.to_string()
-    }
-}
+crate::text_value::serde_as_text!(PushedRef);
 
 #[cfg(test)]
 mod tests {
