@@ -2,6 +2,24 @@
 //! container's attach stream (see `src/bin/canary-exec.rs` for the other end).
 
 use super::*;
+/// The exec image's tag: the base image with the executor (and runner) binaries it gets, by
+/// their size and mtime.
+fn exec_tag(image_id: &str, exe: &std::path::Path, runner: Option<&std::path::Path>) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(image_id.as_bytes());
+    for file in std::iter::once(exe).chain(runner) {
+        let meta = std::fs::metadata(file).map_err(|e| LabError::read(file, e))?;
+        h.update(meta.len().to_le_bytes());
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        h.update(mtime.as_nanos().to_le_bytes());
+    }
+    Ok(hex::encode(h.finalize())[..12].to_string())
+}
+
 impl DockerBackend {
     /// Attaches to a created container's executor; returns the session to register.
     pub(super) async fn attach_executor(&self, id: &str) -> Result<Session> {
@@ -141,19 +159,7 @@ impl DockerBackend {
             .is_some_and(|i| i.labels.contains_key(canary_contract::build::labels::RUNNER_VERSION));
         let runner = exe.with_file_name("canary-runner");
         let runner = (runner.is_file() && !has_runner).then_some(runner);
-        let mut h = Sha256::new();
-        h.update(image_id.as_bytes());
-        for file in std::iter::once(exe).chain(runner.as_deref()) {
-            let meta = std::fs::metadata(file).map_err(|e| LabError::read(file, e))?;
-            h.update(meta.len().to_le_bytes());
-            let mtime = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .unwrap_or_default();
-            h.update(mtime.as_nanos().to_le_bytes());
-        }
-        let tag = hex::encode(h.finalize())[..12].to_string();
+        let tag = exec_tag(image_id, exe, runner.as_deref())?;
         let reference = format!("{EXEC_REPO}:{tag}");
         if let Some(info) = self.image(&reference).await? {
             return Ok(info.id);
