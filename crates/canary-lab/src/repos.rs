@@ -460,8 +460,8 @@ impl Content {
             }
         }
         let script = "git init -q --template= -b main . && git add -A && git commit -q --no-verify -m pinned && git tag canary-lab/pinned";
-        let out = Command::new("sh")
-            .args(["-c", script])
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script])
             .current_dir(dir.path())
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -470,18 +470,13 @@ impl Content {
             .env("GIT_COMMITTER_NAME", "canary-lab")
             .env("GIT_COMMITTER_EMAIL", "canary-lab@localhost")
             .env("GIT_AUTHOR_DATE", "2023-11-14T22:13:20Z")
-            .env("GIT_COMMITTER_DATE", "2023-11-14T22:13:20Z")
-            .output()
-            .map_err(|e| LabError::usage(format!("cannot run git on the lab host: {e}"), "install git"))?;
-        if !out.status.success() {
-            return Err(LabError::usage(
-                format!(
-                    "recording the repo baseline failed: {}",
-                    crate::text::clean(String::from_utf8_lossy(&out.stderr).trim())
-                ),
+            .env("GIT_COMMITTER_DATE", "2023-11-14T22:13:20Z");
+        run_git(cmd, |stderr| {
+            LabError::usage(
+                format!("recording the repo baseline failed: {stderr}"),
                 "check the host's git",
-            ));
-        }
+            )
+        })?;
         let mut files = Vec::new();
         collect_filtered(dir.path(), dir.path(), &mut files, &[])?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -547,6 +542,20 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 /// Clones `up.url` at `up.commit` into the cache once; later calls reuse the checkout. The
 /// cache folder's name is a digest of the URL and commit, never the user's strings, and git
 /// gets `--` before them and may use only the allowed transports.
+/// Runs a git command made by the caller; when git fails, `failed` makes the error from what it
+/// said (cleaned for the terminal).
+fn run_git(mut cmd: Command, failed: impl FnOnce(String) -> LabError) -> Result<()> {
+    let out = cmd
+        .output()
+        .map_err(|e| LabError::usage(format!("cannot run git on the lab host: {e}"), "install git"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(failed(
+        crate::text::clean(String::from_utf8_lossy(&out.stderr).trim()).into_owned(),
+    ))
+}
+
 fn checkout(up: &Upstream, cache: &Path) -> Result<PathBuf> {
     let (url, commit) = (up.url.value.as_str(), up.commit.value.as_str());
     let key = hex::encode(Sha256::digest(format!("{url}\0{commit}").as_bytes()));
@@ -558,25 +567,21 @@ fn checkout(up: &Upstream, cache: &Path) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| LabError::write(&tmp, e))?;
     let git = |args: &[&str]| -> Result<()> {
-        let out = Command::new("git")
-            .args(args)
+        let mut cmd = Command::new("git");
+        cmd.args(args)
             .current_dir(&tmp)
             .env("GIT_ALLOW_PROTOCOL", GIT_SCHEMES.join(":"))
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .map_err(|e| LabError::usage(format!("cannot run git: {e}"), "install git"))?;
-        if !out.status.success() {
-            return Err(LabError::usage(
+            .env("GIT_TERMINAL_PROMPT", "0");
+        run_git(cmd, |stderr| {
+            LabError::usage(
                 format!(
-                    "fetching upstream {} failed: git {}: {}",
+                    "fetching upstream {} failed: git {}: {stderr}",
                     crate::text::clean(url),
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    crate::text::clean(&args.join(" "))
                 ),
                 format!("check that the URL is reachable and has commit {commit}"),
-            ));
-        }
-        Ok(())
+            )
+        })
     };
     let fetched = git(&["init", "-q", "."])
         .and_then(|()| {

@@ -140,10 +140,8 @@ impl LabConfig {
         }
         let text = crate::fsutil::read_input(&path, "lab config", crate::fsutil::MAX_INPUT)?;
         let file = path.display().to_string();
-        let config: LabConfig = serde_saphyr::from_str(&text).map_err(|e| {
-            let fields = "keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir, registry, gate_policy, upstream, pipeline, providers, oci_registry, engines";
-            crate::error::LabError::from(crate::yaml::parse_error(&file, &text, "lab config", &e, fields))
-        })?;
+        let fields = "keys: base_image, debian_mirror, debian_release, repos_dir, reports_dir, cache_dir, registry, gate_policy, upstream, pipeline, providers, oci_registry, engines";
+        let config: LabConfig = crate::yaml::parse(&file, &text, "lab config", fields)?;
         config.check(&file, &text)?;
         Ok(config)
     }

@@ -218,15 +218,12 @@ impl OrgPolicy {
 
     /// Parses and checks `org`'s policy text; `file` names it in errors.
     pub fn parse(org: &str, file: &str, text: &str) -> Result<OrgPolicy> {
-        let raw: RawOrgPolicy = serde_saphyr::from_str(text).map_err(|e| {
-            LabError::from(crate::yaml::parse_error(
-                file,
-                text,
-                "org policy",
-                &e,
-                "an org policy takes plan (free, team, enterprise), require_signed and sweeps",
-            ))
-        })?;
+        let raw: RawOrgPolicy = crate::yaml::parse(
+            file,
+            text,
+            "org policy",
+            "an org policy takes plan (free, team, enterprise), require_signed and sweeps",
+        )?;
         let plan = raw.plan.value;
         let quota = plan.quota();
         let mut p = OrgPolicy {

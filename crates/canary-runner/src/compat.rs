@@ -130,8 +130,7 @@ pub fn load(path: &Path) -> Result<Declaration> {
 
 pub fn parse(file: &str, text: &str) -> Result<Declaration> {
     let fields = "runtime_compatibility takes min_version, max_version, contracts_major, tested_versions";
-    let raw: RawManifest = serde_saphyr::from_str(text)
-        .map_err(|e| LabError::from(crate::yaml::parse_error(file, text, "bundle manifest", &e, fields)))?;
+    let raw: RawManifest = crate::yaml::parse(file, text, "bundle manifest", fields)?;
     let located = |loc: &serde_saphyr::Location, message: String, help: &str| -> LabError {
         SourceError {
             message,

@@ -16,6 +16,26 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 /// An exclusive advisory lock on `path`, held until the returned file is dropped; blocks.
+/// Writes `data` to `path`, which must not exist yet, with permissions `mode`: an existing file
+/// is refused ("PATH exists: `exists`", with `help`) and left as it was.
+pub fn write_new(path: &Path, data: &[u8], mode: u32, exists: &str, help: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                LabError::usage(format!("{} exists: {exists}", path.display()), help)
+            } else {
+                LabError::write(path, e)
+            }
+        })?;
+    f.write_all(data).map_err(|e| LabError::write(path, e))
+}
+
 pub fn lock_blocking(path: &Path) -> Result<std::fs::File> {
     flock(path, true).map(|f| f.expect("a blocking lock is always taken"))
 }

@@ -107,6 +107,17 @@ pub fn located_path(file: &str, text: &str, path: &str, message: String, help: i
 }
 
 /// A deserialization error of `file` (a `what`, e.g. "suite") as a located diagnostic.
+/// Reads `text` (the file `file`) as a `T`; a mistake becomes a located error that names what
+/// the file is and which keys it takes (`fields_help`).
+pub fn parse<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+    what: &str,
+    fields_help: &str,
+) -> Result<T, crate::error::LabError> {
+    serde_saphyr::from_str(text).map_err(|e| parse_error(file, text, what, &e, fields_help).into())
+}
+
 pub fn parse_error(file: &str, text: &str, what: &str, e: &serde_saphyr::Error, fields_help: &str) -> SourceError {
     let plain = e.without_snippet().to_string();
     // The parser appends " at line L, column C"; the diagnostic shows the place itself.

@@ -123,22 +123,13 @@ async fn write(
 
 /// Writes a root file that must not exist yet: a root version is never overwritten.
 fn create_new(path: &Path, text: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                LabError::usage(
-                    format!("{} exists: a root version is never overwritten", path.display()),
-                    "rotate to the next version with `canary keys rotate`",
-                )
-            } else {
-                LabError::write(path, e)
-            }
-        })?;
-    f.write_all(text).map_err(|e| LabError::write(path, e))
+    crate::fsutil::write_new(
+        path,
+        text,
+        0o644,
+        "a root version is never overwritten",
+        "rotate to the next version with `canary keys rotate`",
+    )
 }
 
 /// The online key a root names for timestamp.

@@ -54,28 +54,16 @@ impl Key {
 
     /// Writes the private key (0600, refusing to replace one) and the public key beside it.
     pub fn write(&self, private: &Path, public: &Path) -> Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = private.parent() {
             std::fs::create_dir_all(dir).map_err(|e| LabError::write(dir, e))?;
         }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(private)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    LabError::usage(
-                        format!("{} exists: a signing key is never overwritten", private.display()),
-                        "choose another --out folder, or remove the old key yourself",
-                    )
-                } else {
-                    LabError::write(private, e)
-                }
-            })?;
-        f.write_all(format!("{}\n", hex::encode(self.0.to_bytes())).as_bytes())
-            .map_err(|e| LabError::write(private, e))?;
+        crate::fsutil::write_new(
+            private,
+            format!("{}\n", hex::encode(self.0.to_bytes())).as_bytes(),
+            0o600,
+            "a signing key is never overwritten",
+            "choose another --out folder, or remove the old key yourself",
+        )?;
         crate::fsutil::write_atomic(public, format!("{}\n", self.public().hex()).as_bytes())
     }
 

@@ -212,15 +212,12 @@ impl Policy {
     /// Parses and checks a policy's text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Policy> {
         let (file, text) = (file.to_string(), text.to_string());
-        let raw: BTreeMap<String, RawChannelPolicy> = serde_saphyr::from_str(&text).map_err(|e| {
-            LabError::from(crate::yaml::parse_error(
-                &file,
-                &text,
-                "gate policy",
-                &e,
-                "each channel takes required_suites, repos, max_age, allow_flaky, allow_missing",
-            ))
-        })?;
+        let raw: BTreeMap<String, RawChannelPolicy> = crate::yaml::parse(
+            &file,
+            &text,
+            "gate policy",
+            "each channel takes required_suites, repos, max_age, allow_flaky, allow_missing",
+        )?;
         if raw.is_empty() {
             return Err(crate::yaml::located_key(
                 &file,

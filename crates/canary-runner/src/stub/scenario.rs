@@ -103,15 +103,12 @@ impl Scenario {
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Scenario> {
-        let s: Scenario = serde_saphyr::from_str(text).map_err(|e| {
-            LabError::from(crate::yaml::parse_error(
-                file,
-                text,
-                "scenario",
-                &e,
-                "a scenario is `turns:` with run / edit / attempt / mcp / say items",
-            ))
-        })?;
+        let s: Scenario = crate::yaml::parse(
+            file,
+            text,
+            "scenario",
+            "a scenario is `turns:` with run / edit / attempt / mcp / say items",
+        )?;
         s.validate()?;
         Ok(s)
     }
