@@ -3,11 +3,11 @@
 use super::{Cli, Command};
 use crate::config::LabConfig;
 use crate::contract::Channel;
+use crate::engine::GcScope;
 use crate::engine::docker::DockerBackend;
-use crate::engine::{Backend, GcScope};
 use crate::error::{LabError, Result, exit};
+use crate::lab;
 use crate::lab::plan::Partition;
-use crate::lab::{self, RunOptions};
 use crate::progress::Progress;
 use crate::report::RunReport;
 use crate::repos::Catalog;
@@ -281,15 +281,6 @@ fn repro_prefix(cli: &Cli) -> String {
 }
 
 /// `--provider` values as specs: each parsed, no CLI twice.
-pub(super) fn parse_providers(values: &[String]) -> Result<Vec<crate::providers::ProviderSpec>> {
-    let specs = values
-        .iter()
-        .map(|p| p.parse())
-        .collect::<Result<Vec<crate::providers::ProviderSpec>>>()?;
-    crate::builds::refuse_duplicates(&specs)?;
-    Ok(specs)
-}
-
 fn print_json(value: &impl serde::Serialize) {
     outln!("{}", serde_json::to_string_pretty(value).expect("serializable"));
 }
@@ -364,19 +355,7 @@ async fn images(config: &LabConfig, c: &ImagesCommand) -> Result<i32> {
             runner_image,
             json,
         } => {
-            let recipe = match from {
-                Some(from) => crate::builds::Recipe::Derive {
-                    from: from.clone(),
-                    set: set.iter().map(|s| s.parse()).collect::<Result<_>>()?,
-                },
-                None => crate::builds::Recipe::Stack {
-                    specs: parse_providers(providers)?,
-                    runner: match runner_image {
-                        Some(r) => crate::builds::RunnerChoice::Image(r.clone()),
-                        None => crate::builds::RunnerChoice::Local,
-                    },
-                },
-            };
+            let recipe = crate::builds::Recipe::from_flags(providers, from.as_deref(), set, runner_image.as_deref())?;
             let engine = DockerBackend::connect().await?;
             let build = crate::builds::make(&engine, &config.lab(), &recipe, &Progress::new(false)).await?;
             show(*json, &build, view::build(&build))
@@ -392,11 +371,7 @@ async fn images(config: &LabConfig, c: &ImagesCommand) -> Result<i32> {
         ImagesCommand::List { json } => {
             let engine = DockerBackend::connect().await?;
             let builds = crate::builds::list(&engine).await?;
-            let rows: Vec<_> = builds
-                .iter()
-                .map(|(i, m)| serde_json::json!({"id": i.id, "tags": i.tags, "created": i.created, "size": i.size, "manifest": m}))
-                .collect();
-            show(*json, &rows, view::builds(&builds))
+            show(*json, &view::builds_json(&builds), view::builds(&builds))
         }
     }
 }
@@ -407,18 +382,7 @@ fn repos(config: &LabConfig, c: &ReposCommand) -> Result<i32> {
         ReposCommand::List { json } => repos_list(config, *json),
         ReposCommand::Pin { ids } => {
             let catalog = Catalog::load(&config.repos_dir, &config.cache_dir)?;
-            let ids = if ids.is_empty() { catalog.ids() } else { ids.clone() };
-            for id in ids {
-                let (old, new) = catalog.pin(&id)?;
-                outln!(
-                    "{id}: {}",
-                    if old == new {
-                        format!("{new} (unchanged)")
-                    } else {
-                        format!("{old} -> {new}")
-                    }
-                );
-            }
+            catalog.pin_all(ids, |line| outln!("{line}"))?;
             Ok(exit::PASS)
         }
     }
@@ -483,14 +447,9 @@ async fn run(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<i32> {
 /// The run a `canary run` command line asks for, checked before anything runs.
 fn request(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<crate::run::Request> {
     let specs = if a.default_providers {
-        parse_providers(&config.providers).map_err(|e| {
-            LabError::usage(
-                format!("`providers` in the lab config: {e}"),
-                "write e.g. `providers: [codex@0.163.0, claude-code@sdk-0.2.187]` in canary.yaml",
-            )
-        })?
+        config.default_specs()?
     } else {
-        parse_providers(&a.providers)?
+        crate::builds::parse_specs(&a.providers)?
     };
     let request = crate::run::Request {
         suites: a.suites.clone(),
@@ -541,35 +500,10 @@ fn finish(report: &RunReport, run_dir: &std::path::Path, json: bool) -> Result<i
 }
 
 async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
-    let r = lab::repro::load(&config.lab(), &a.target)?;
-    let engine = DockerBackend::connect().await?;
-    if crate::engine::Backend::image(&engine, &r.image_id).await?.is_none() {
-        return Err(lab::repro::image_gone(&r.old, &r.case, &r.image_id));
-    }
     let progress = Progress::new(false);
-    progress.line(format!(
-        "reproducing {} from run {} (image {}, repo {})",
-        r.case.id,
-        r.run_id,
-        lab::short_id(&r.image_id),
-        r.repo_digest
-    ));
-    let new_id = lab::new_run_id();
-    let opts = RunOptions {
-        run_id: new_id.clone(),
-        images: vec![r.image_id.clone()],
-        jobs: 1,
-        partition: None,
-        keep: a.keep,
-        repro_prefix: repro_prefix(cli),
-        rerun_failed: 0,
-        reporters: Vec::new(),
-        judged: Vec::new(),
-    };
-    let (report, new_dir) = lab::run(engine, &config.lab(), r.prepared, opts, &progress).await?;
-    let code = finish(&report, &new_dir, a.json)?;
-    if a.keep {
-        let name = format!("canary-{new_id}-{}", r.case.id);
+    let r = lab::repro::rerun(&config.lab(), &a.target, a.keep, repro_prefix(cli), &progress).await?;
+    let code = finish(&r.report, &r.run_dir, a.json)?;
+    if let Some(name) = r.kept {
         eprintln!(
             "\nThe container is still running. Enter it with:\n  docker exec -it -w /work {name} bash\nRemove it with:\n  docker rm -f {name}   (or `canary gc --all`)"
         );
@@ -580,11 +514,7 @@ async fn repro(cli: &Cli, config: &LabConfig, a: &ReproArgs) -> Result<i32> {
 async fn stub(a: &StubArgs) -> Result<i32> {
     let stub = crate::stub::Stub::new(a.scenarios.clone(), a.log.clone());
     if let Some(path) = &a.scenario {
-        let text = crate::fsutil::read_input(path, "scenario", crate::fsutil::MAX_INPUT)?;
-        stub.insert(
-            "default",
-            crate::stub::Scenario::parse(&path.display().to_string(), &text)?,
-        );
+        stub.insert("default", crate::stub::Scenario::read(path)?);
     }
     let (addr, server) = stub.serve(a.listen).await?;
     // The first line is for scripts: they read the address from it.
@@ -599,42 +529,10 @@ async fn stub(a: &StubArgs) -> Result<i32> {
 }
 
 async fn gc(config: &LabConfig, a: &GcArgs) -> Result<i32> {
-    let Some(endpoints) = crate::engines::spread(config) else {
-        let (value, lines) = gc_one(&DockerBackend::connect().await?, a).await?;
-        return show(a.json, &value, lines);
-    };
-    // Every engine of canary.yaml; one that cannot be reached is reported, the others cleaned.
-    let (mut values, mut lines, mut unreachable) = (Vec::new(), Vec::new(), false);
-    for (name, engine) in crate::engines::connect_each(endpoints).await {
-        match engine {
-            Ok(engine) => {
-                let (mut value, more) = gc_one(&engine, a).await?;
-                value["engine"] = name.clone().into();
-                values.push(value);
-                lines.extend(more.into_iter().map(|l| format!("{name}: {l}")));
-            }
-            Err(e) => {
-                unreachable = true;
-                lines.push(format!("{name}: not cleaned: {e}"));
-                values.push(serde_json::json!({"engine": name, "error": e.to_string()}));
-            }
-        }
-    }
-    print_view(a.json, &values, lines);
-    Ok(if unreachable { exit::ERROR } else { exit::PASS })
-}
-
-/// What gc removes from one engine, as JSON and as lines.
-async fn gc_one(engine: &DockerBackend, a: &GcArgs) -> Result<(serde_json::Value, Vec<String>)> {
-    let r = engine.gc(if a.all { GcScope::All } else { GcScope::Orphaned }).await?;
-    let images = if a.images {
-        engine.prune_lab_images(a.older_than).await?
-    } else {
-        Vec::new()
-    };
-    let lines = view::gc(&r, a.images.then_some(&images[..]));
-    let value = serde_json::json!({"containers": r.containers, "networks": r.networks, "skipped_live": r.skipped_live, "images": images});
-    Ok((value, lines))
+    let scope = if a.all { GcScope::All } else { GcScope::Orphaned };
+    let cleaned = crate::engines::gc(config, scope, a.images.then_some(a.older_than)).await?;
+    print_view(a.json, &cleaned.value, cleaned.lines);
+    Ok(if cleaned.unreachable { exit::ERROR } else { exit::PASS })
 }
 
 async fn engine_check(config: &LabConfig, json: bool) -> Result<i32> {

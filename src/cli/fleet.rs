@@ -1,7 +1,7 @@
 //! The fleet's commands: staged rollouts, runner tokens, org freezes, KPIs and the fleet
 //! simulator. Exit codes: 0 done, 1 refused / aborted, 2 error.
 
-use super::commands::show;
+use super::commands::{print_view, show};
 use super::gate::refused;
 use super::registry::{Who, open, open_read, open_to_change, print_json};
 use crate::config::LabConfig;
@@ -285,28 +285,9 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
 /// `canary rollout status`: exit 1 when the rollout was aborted.
 async fn rollout_status(config: &LabConfig, w: Which<'_>, policy: &Option<PathBuf>, json: bool) -> Result<i32> {
     let policy = policy_of(config, policy)?;
-    let reg = open_read(config).await?;
-    let r = controller::find(&reg, w).await?;
-    let judgement = controller::judge_rollout(&reg, &policy, &r, jiff::Timestamp::now()).await?;
-    let events = reg.rollout_events(r.id).await?;
-    let pushed = reg.pushed_ref(&r.build_id).await?.map(|p| p.to_string());
-    let mut lines = view::status(&r, &judgement, &events);
-    if let Some(p) = &pushed {
-        lines.insert(
-            1.min(lines.len()),
-            format!("  candidate published as {}", crate::text::clean(p)),
-        );
-    }
-    show(
-        json,
-        &serde_json::json!({"rollout": r, "percent": r.percent(), "pushed": pushed, "now": judgement, "events": events}),
-        lines,
-    )?;
-    Ok(if r.state == crate::rollout::State::Aborted {
-        exit::FAILED
-    } else {
-        exit::PASS
-    })
+    let status = controller::status(&open_read(config).await?, &policy, w).await?;
+    print_view(json, &status.value, status.lines);
+    Ok(if status.aborted { exit::FAILED } else { exit::PASS })
 }
 
 #[derive(Subcommand, Debug)]

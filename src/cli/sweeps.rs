@@ -1,7 +1,7 @@
 //! `canary sweeps`: opted-in repos, the sweep queue's workers, its status and the PR acceptance
 //! KPI. Exit codes: 0 done, 1 a job ended dead or a repo was not found, 2 error.
 
-use super::commands::show;
+use super::commands::{print_view, show};
 use super::registry::{Who, open, open_read, print_json};
 use crate::config::LabConfig;
 use crate::error::{LabError, Result, exit};
@@ -261,23 +261,8 @@ async fn run(config: &LabConfig, a: &RunArgs) -> Result<i32> {
 async fn kpis(config: &LabConfig, json: bool) -> Result<i32> {
     let reg = open(config).await?;
     let a = crate::sweeps::opt_in::acceptance(&reg).await?;
-    if json {
-        print_json(&a.to_json());
-    } else {
-        outln!("sweep PR acceptance (merged / (merged + closed unmerged)):");
-        for (k, t) in &a.by_org {
-            outln!(
-                "  org {}: {} opened, {} merged, {} closed unmerged, {} open — {}",
-                crate::text::clean(k),
-                t.opened,
-                t.merged,
-                t.closed_unmerged,
-                t.open,
-                t.acceptance_pct()
-                    .map(|r| format!("{r} %"))
-                    .unwrap_or("no decided PRs yet".into())
-            );
-        }
+    print_view(json, &a.to_json(), a.lines());
+    if !json {
         for u in &a.unreadable {
             eprintln!("could not read {}", crate::text::clean(u));
         }

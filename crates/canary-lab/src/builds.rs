@@ -764,6 +764,41 @@ pub enum Recipe {
     },
 }
 
+impl Recipe {
+    /// The recipe `canary images build` flags describe: `--from` a build with `--set`
+    /// components, else `--provider` CLIs on `--runner-image` (default: the lab's own runner).
+    pub fn from_flags(
+        providers: &[String],
+        from: Option<&str>,
+        set: &[String],
+        runner_image: Option<&str>,
+    ) -> Result<Recipe> {
+        Ok(match from {
+            Some(from) => Recipe::Derive {
+                from: from.to_string(),
+                set: set.iter().map(|s| s.parse()).collect::<Result<_>>()?,
+            },
+            None => Recipe::Stack {
+                specs: parse_specs(providers)?,
+                runner: match runner_image {
+                    Some(r) => RunnerChoice::Image(r.to_string()),
+                    None => RunnerChoice::Local,
+                },
+            },
+        })
+    }
+}
+
+/// CLI specs as a person writes them (`codex@0.163.0`), each CLI at most once.
+pub fn parse_specs(values: &[String]) -> Result<Vec<ProviderSpec>> {
+    let specs = values
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<Vec<ProviderSpec>>>()?;
+    refuse_duplicates(&specs)?;
+    Ok(specs)
+}
+
 /// Makes the build a recipe describes (layers shared with every other build).
 pub async fn make(engine: &DockerBackend, config: &Settings, recipe: &Recipe, progress: &Progress) -> Result<Build> {
     match recipe {

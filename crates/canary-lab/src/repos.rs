@@ -238,6 +238,22 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Pins `ids` (every repo when empty), telling `said` for each, as it is pinned, what its
+    /// digest became.
+    pub fn pin_all(&self, ids: &[String], mut said: impl FnMut(String)) -> Result<()> {
+        let ids = if ids.is_empty() { self.ids() } else { ids.to_vec() };
+        for id in ids {
+            let (old, new) = self.pin(&id)?;
+            let change = if old == new {
+                format!("{new} (unchanged)")
+            } else {
+                format!("{old} -> {new}")
+            };
+            said(format!("{id}: {change}"));
+        }
+        Ok(())
+    }
+
     /// Rewrites the manifest's digest to the current content (`canary repos pin`).
     pub fn pin(&self, id: &str) -> Result<(String, String)> {
         let repo = self.get(id)?;

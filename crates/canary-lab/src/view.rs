@@ -48,6 +48,13 @@ pub fn published(p: &crate::distribution::Published) -> Vec<String> {
     ]
 }
 
+/// The runner builds in the engine as `--json` lists them.
+pub fn builds_json(all: &[(ListedImage, BuildManifest)]) -> Vec<serde_json::Value> {
+    all.iter()
+        .map(|(i, m)| serde_json::json!({"id": i.id, "tags": i.tags, "created": i.created, "size": i.size, "manifest": m}))
+        .collect()
+}
+
 /// The runner builds in the engine, one line each.
 pub fn builds(all: &[(ListedImage, BuildManifest)]) -> Vec<String> {
     let mut out = vec![format!("{:<34} {:<14} {:<8} COMPONENTS", "BUILD", "ID", "SIZE")];

@@ -129,6 +129,16 @@ impl LabConfig {
         }
     }
 
+    /// The default runner build's CLIs (`providers:`), parsed.
+    pub fn default_specs(&self) -> Result<Vec<crate::providers::ProviderSpec>> {
+        crate::builds::parse_specs(&self.providers).map_err(|e| {
+            crate::error::LabError::usage(
+                format!("`providers` in the lab config: {e}"),
+                "write e.g. `providers: [codex@0.163.0, claude-code@sdk-0.2.187]` in canary.yaml",
+            )
+        })
+    }
+
     /// Loads `path` if given (it must exist), else `canary.yaml` if present, else defaults.
     pub fn load(path: Option<&Path>) -> Result<LabConfig> {
         let (path, required) = match path {

@@ -3,15 +3,16 @@
 //! gives). A run places its cases on them; `canary gc` cleans each.
 
 use crate::config::LabConfig;
-use crate::engine::Backend;
 use crate::engine::docker::DockerBackend;
 use crate::engine::endpoint::{self, Endpoint};
+use crate::engine::{Backend, GcScope};
 use crate::error::{LabError, Result};
 use crate::lab::{self, Prepared, RunOptions};
 use crate::progress::Progress;
 use crate::registry::Registry;
 use crate::report::RunReport;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The named engines a command spreads over, or `None` for the one default engine.
 pub fn spread(config: &LabConfig) -> Option<&[Endpoint]> {
@@ -25,6 +26,65 @@ pub async fn connect_each(endpoints: &[Endpoint]) -> Vec<(String, Result<DockerB
         out.push((e.name.clone(), DockerBackend::connect_to(e).await));
     }
     out
+}
+
+/// What `canary gc` removed from the engines it works on.
+pub struct Cleaned {
+    /// One engine's object, or (over `engines:`) a list with each engine's name.
+    pub value: serde_json::Value,
+    pub lines: Vec<String>,
+    /// An engine of `engines:` could not be reached (the others were cleaned).
+    pub unreachable: bool,
+}
+
+/// Removes what the lab left on each engine: containers and networks as `scope` says, and,
+/// given `images`, lab images made longer ago than it.
+pub async fn gc(config: &LabConfig, scope: GcScope, images: Option<Duration>) -> Result<Cleaned> {
+    let Some(endpoints) = spread(config) else {
+        let (value, lines) = gc_one(&DockerBackend::connect().await?, scope, images).await?;
+        return Ok(Cleaned {
+            value,
+            lines,
+            unreachable: false,
+        });
+    };
+    let (mut values, mut lines, mut unreachable) = (Vec::new(), Vec::new(), false);
+    for (name, engine) in connect_each(endpoints).await {
+        match engine {
+            Ok(engine) => {
+                let (mut value, more) = gc_one(&engine, scope.clone(), images).await?;
+                value["engine"] = name.clone().into();
+                values.push(value);
+                lines.extend(more.into_iter().map(|l| format!("{name}: {l}")));
+            }
+            Err(e) => {
+                unreachable = true;
+                lines.push(format!("{name}: not cleaned: {e}"));
+                values.push(serde_json::json!({"engine": name, "error": e.to_string()}));
+            }
+        }
+    }
+    Ok(Cleaned {
+        value: values.into(),
+        lines,
+        unreachable,
+    })
+}
+
+/// What gc removes from one engine, as JSON and as lines.
+async fn gc_one(
+    engine: &DockerBackend,
+    scope: GcScope,
+    images: Option<Duration>,
+) -> Result<(serde_json::Value, Vec<String>)> {
+    let r = engine.gc(scope).await?;
+    let removed = match images {
+        Some(older_than) => engine.prune_lab_images(older_than).await?,
+        None => Vec::new(),
+    };
+    let lines = canary_lab::view::gc(&r, images.map(|_| &removed[..]));
+    let value = serde_json::json!({"containers": r.containers, "networks": r.networks, "skipped_live": r.skipped_live, "images": removed});
+    Ok((value, lines))
 }
 
 /// Runs prepared cases: on `home` alone, or spread over every engine of `engines:` (the

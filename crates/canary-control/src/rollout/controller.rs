@@ -498,6 +498,33 @@ pub enum Which<'a> {
     Latest,
 }
 
+/// A rollout as `canary rollout status` shows it: the value `--json` prints, its lines, and
+/// whether it was aborted.
+pub struct Status {
+    pub value: serde_json::Value,
+    pub lines: Vec<String>,
+    pub aborted: bool,
+}
+
+/// The rollout `which` names, judged now on the registry's telemetry, with its timeline and
+/// where its candidate was published.
+pub async fn status(reg: &Registry, policy: &Policy, which: Which<'_>) -> Result<Status> {
+    let r = find(reg, which).await?;
+    let judgement = judge_rollout(reg, policy, &r, jiff::Timestamp::now()).await?;
+    let events = reg.rollout_events(r.id).await?;
+    let pushed = reg.pushed_ref(&r.build_id).await?.map(|p| p.to_string());
+    let mut lines = super::view::status(&r, &judgement, &events);
+    if let Some(p) = &pushed {
+        let line = format!("  candidate published as {}", canary_contract::text::clean(p));
+        lines.insert(1.min(lines.len()), line);
+    }
+    Ok(Status {
+        aborted: r.state == State::Aborted,
+        value: serde_json::json!({"rollout": r, "percent": r.percent(), "pushed": pushed, "now": judgement, "events": events}),
+        lines,
+    })
+}
+
 pub async fn find(reg: &Registry, which: Which<'_>) -> Result<RolloutRow> {
     let found = match which {
         Which::Id(id) => reg.rollout(id).await?,

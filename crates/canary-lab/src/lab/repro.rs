@@ -136,6 +136,54 @@ fn read_report(run_dir: &std::path::Path) -> Result<RunReport> {
     })
 }
 
+/// A repro that ran: its report and folder, and the container it left running (`keep`).
+pub struct Rerun {
+    pub report: RunReport,
+    pub run_dir: std::path::PathBuf,
+    pub kept: Option<String>,
+}
+
+/// Runs case `target` (`RUN/CASE`) again, alone, on the very image it ran on; `keep` leaves its
+/// container running. The image must still be in the engine (see [`image_gone`]).
+pub async fn rerun(
+    config: &Settings,
+    target: &str,
+    keep: bool,
+    repro_prefix: String,
+    progress: &crate::progress::Progress,
+) -> Result<Rerun> {
+    let r = load(config, target)?;
+    let engine = crate::engine::docker::DockerBackend::connect().await?;
+    if crate::engine::Backend::image(&engine, &r.image_id).await?.is_none() {
+        return Err(image_gone(&r.old, &r.case, &r.image_id));
+    }
+    progress.line(format!(
+        "reproducing {} from run {} (image {}, repo {})",
+        r.case.id,
+        r.run_id,
+        super::short_id(&r.image_id),
+        r.repo_digest
+    ));
+    let run_id = super::new_run_id();
+    let opts = super::RunOptions {
+        run_id: run_id.clone(),
+        images: vec![r.image_id.clone()],
+        jobs: 1,
+        partition: None,
+        keep,
+        repro_prefix,
+        rerun_failed: 0,
+        reporters: Vec::new(),
+        judged: Vec::new(),
+    };
+    let (report, run_dir) = super::run(engine, config, r.prepared, opts, progress).await?;
+    Ok(Rerun {
+        report,
+        run_dir,
+        kept: keep.then(|| format!("canary-{run_id}-{}", r.case.id)),
+    })
+}
+
 /// The error when the image a case ran on has left the engine: repro runs on that image or not
 /// at all, since a rebuild is another image. It names the image and, for a runner build, the
 /// command that makes its components again.

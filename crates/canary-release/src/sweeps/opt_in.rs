@@ -147,6 +147,25 @@ pub struct Acceptance {
 }
 
 impl Acceptance {
+    /// The KPI by org as terminal lines (org names cleaned).
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec!["sweep PR acceptance (merged / (merged + closed unmerged)):".to_string()];
+        out.extend(self.by_org.iter().map(|(k, t)| {
+            format!(
+                "  org {}: {} opened, {} merged, {} closed unmerged, {} open — {}",
+                crate::text::clean(k),
+                t.opened,
+                t.merged,
+                t.closed_unmerged,
+                t.open,
+                t.acceptance_pct()
+                    .map(|r| format!("{r} %"))
+                    .unwrap_or("no decided PRs yet".into())
+            )
+        }));
+        out
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let view = |m: &BTreeMap<String, Tally>, key: &str| -> Vec<serde_json::Value> {
             m.iter()

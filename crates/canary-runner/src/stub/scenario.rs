@@ -102,6 +102,12 @@ impl Scenario {
         Ok(())
     }
 
+    /// Reads a scenario file (bounded like every input file).
+    pub fn read(path: &std::path::Path) -> Result<Scenario> {
+        let text = crate::fsutil::read_input(path, "scenario", crate::fsutil::MAX_INPUT)?;
+        Scenario::parse(&path.display().to_string(), &text)
+    }
+
     pub fn parse(file: &str, text: &str) -> Result<Scenario> {
         let s: Scenario = crate::yaml::parse(
             file,
