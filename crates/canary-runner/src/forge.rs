@@ -190,7 +190,7 @@ async fn records(State(forge): State<Forge>) -> Response {
 async fn git_in(dir: &std::path::Path, args: &[&str]) -> std::result::Result<String, String> {
     let mut cmd = tokio::process::Command::new("git");
     cmd.args(args).current_dir(dir);
-    crate::local::git_output(cmd).await
+    crate::local::git_output(cmd).await.map_err(|e| e.to_string())
 }
 
 /// Git smart HTTP through `git http-backend` (CGI). The repository is created, bare, on first use.

@@ -15,12 +15,31 @@ pub async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, Socket
     Ok((listener, bound))
 }
 
-/// Runs a git command made by the caller; its stdout, or `Err` with its stderr (trimmed).
-pub async fn git_output(mut cmd: tokio::process::Command) -> std::result::Result<String, String> {
-    let out = cmd.output().await.map_err(|e| format!("cannot run git: {e}"))?;
+/// Why a git command gave no output: it could not be started, or it failed and said why.
+#[derive(Debug)]
+pub enum GitError {
+    NotRun(std::io::Error),
+    /// Its stderr, trimmed.
+    Failed(String),
+}
+
+impl std::fmt::Display for GitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GitError::NotRun(e) => write!(f, "cannot run git: {e}"),
+            GitError::Failed(stderr) => f.write_str(stderr),
+        }
+    }
+}
+
+/// Runs a git command made by the caller; its stdout.
+pub async fn git_output(mut cmd: tokio::process::Command) -> std::result::Result<String, GitError> {
+    let out = cmd.output().await.map_err(GitError::NotRun)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        Err(GitError::Failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
     }
 }

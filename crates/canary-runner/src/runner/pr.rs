@@ -39,12 +39,9 @@ async fn git(workspace: &Path, index: &Path, args: &[&str]) -> Result<String, St
         .env("GIT_INDEX_FILE", index)
         .envs(AUTHOR)
         .env("GIT_TERMINAL_PROMPT", "0");
-    crate::local::git_output(cmd).await.map_err(|e| {
-        if e.starts_with("cannot run git") {
-            e
-        } else {
-            format!("git {} failed: {e}", args[0])
-        }
+    crate::local::git_output(cmd).await.map_err(|e| match e {
+        crate::local::GitError::NotRun(_) => e.to_string(),
+        crate::local::GitError::Failed(stderr) => format!("git {} failed: {stderr}", args[0]),
     })
 }
 
