@@ -53,9 +53,14 @@ async fn seed(reg: &Registry) {
             reason: "",
             evidence: serde_json::json!({}),
         };
-        reg.release("stable", &id.parse().expect("a build id"), "promote", audit)
-            .await
-            .expect("release");
+        reg.release(
+            &canary::contract::Channel::stable(),
+            &id.parse().expect("a build id"),
+            canary::registry::ReleaseKind::Promote,
+            audit,
+        )
+        .await
+        .expect("release");
     }
 }
 
@@ -109,7 +114,10 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
     rt.block_on(seed(&reg));
     let seeded = rt.block_on(reg.count(canary::registry::Table::Results)).expect("count");
     let policy = Policy::builtin();
-    let mut stable = policy.channel("stable").expect("stable").clone();
+    let mut stable = policy
+        .channel(&canary::contract::Channel::stable())
+        .expect("stable")
+        .clone();
     stable.required_suites = SUITES.iter().map(|s| s.to_string()).collect();
     let repos: Vec<String> = REPOS.iter().map(|s| s.to_string()).collect();
     let candidate: canary::contract::BuildId = build(BUILDS - 1).id.parse().expect("a build id");
@@ -121,14 +129,23 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, url: &str) {
                 .evidence(candidate, &stable.required_suites, repos, &[])
                 .await
                 .expect("evidence");
-            let d = decide(candidate, "stable", stable, evidence, jiff::Timestamp::now());
+            let d = decide(
+                candidate,
+                &canary::contract::Channel::stable(),
+                stable,
+                evidence,
+                jiff::Timestamp::now(),
+            );
             assert!(d.allowed, "{:?}", d.unmet);
         }
     });
     let known_good = timed(rt, || {
         let reg = &reg;
         async move {
-            let kg = reg.known_good("stable").await.expect("known-good");
+            let kg = reg
+                .known_good(&canary::contract::Channel::stable())
+                .await
+                .expect("known-good");
             assert_eq!(kg.len(), BUILDS / 10);
         }
     });

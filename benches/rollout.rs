@@ -344,9 +344,14 @@ async fn decide(
 async fn assignment(reg: Arc<Registry>, label: &str) {
     let base = build(4);
     reg.record_build(&base).await.unwrap();
-    reg.release("stable", &base.id.parse().unwrap(), "promote", audit())
-        .await
-        .unwrap();
+    reg.release(
+        &canary::contract::Channel::stable(),
+        &base.id.parse().unwrap(),
+        canary::registry::ReleaseKind::Promote,
+        audit(),
+    )
+    .await
+    .unwrap();
     let url = serve(reg.clone()).await;
     let token = token(&reg, "lat").await;
     let client = reqwest::Client::new();

@@ -471,7 +471,7 @@ fn request(cli: &Cli, config: &LabConfig, a: &RunArgs) -> Result<crate::run::Req
 /// --json, whose stdout is the report).
 async fn promoted(
     reg: &crate::registry::Registry,
-    (channel, source): (&str, &str),
+    (channel, source): (&canary_contract::Channel, &str),
     decisions: &[crate::gate::Decision],
     json: bool,
 ) -> Result<i32> {

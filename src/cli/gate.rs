@@ -137,7 +137,7 @@ pub async fn pin(config: &LabConfig, a: &PinArgs) -> Result<i32> {
     };
     let request = gate::ops::PinRequest {
         org: &a.org,
-        channel: a.channel.as_deref(),
+        channel: a.channel.as_ref(),
         build: a.build.as_deref(),
     };
     let who = a.who.acting();

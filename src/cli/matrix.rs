@@ -140,7 +140,7 @@ pub async fn bisect(repro_prefix: &str, config: &LabConfig, a: &BisectArgs) -> R
     let p = judge::fetchable(&a.provider)?;
     let progress = Progress::new(false);
     let judging = a.judge.judging(repro_prefix, true);
-    let outcome = judge::bisect(config, p, (&a.good, &a.bad), a.hold.as_deref(), &judging, &progress).await?;
+    let outcome = judge::bisect(config, p, (&a.good, &a.bad), a.hold.as_ref(), &judging, &progress).await?;
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&outcome).expect("serializes"));
     } else {

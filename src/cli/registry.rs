@@ -147,7 +147,7 @@ pub async fn registry(config: &LabConfig, cmd: &RegistryCommand) -> Result<i32> 
         }
         RegistryCommand::Versions(j) => show_rows(j.json, &reg.versions().await?, view::versions),
         RegistryCommand::KnownGood { channel, json } => {
-            show_rows(*json, &reg.releases(channel.as_deref(), 100).await?, view::known_good)
+            show_rows(*json, &reg.releases(channel.as_ref(), 100).await?, view::known_good)
         }
         RegistryCommand::Matrix(j) => show_rows(j.json, &reg.matrix_cells().await?, view::matrix),
         RegistryCommand::Audit { limit, json } => show_rows(*json, &reg.audit_log(*limit).await?, view::audit),

@@ -298,9 +298,9 @@ on_both!(the_sweep_queue_is_idempotent_leased_retried_and_dead_lettered, |b| {
             let build = build.clone();
             async move {
                 r.release(
-                    "stable",
+                    &"stable".parse().unwrap(),
                     &build.parse().unwrap(),
-                    kind,
+                    kind.parse().unwrap(),
                     Audit {
                         actor: "t",
                         action: kind,

@@ -58,9 +58,9 @@ impl Lab {
             let reg = canary::registry::Registry::open(&self.db).await.unwrap();
             reg.seed_results(&build, &rows).await.unwrap();
             reg.release(
-                "stable",
+                &"stable".parse().unwrap(),
                 &id.parse().unwrap(),
-                "promote",
+                canary::registry::ReleaseKind::Promote,
                 canary::registry::Audit {
                     actor: "test",
                     action: "promote",

@@ -29,6 +29,15 @@ impl Channel {
         self.0 == Channel::STABLE
     }
 
+    pub fn is_beta(&self) -> bool {
+        self.0 == Channel::BETA
+    }
+
+    /// [`Channel::BUILT_IN`] as channels.
+    pub fn built_in() -> [Channel; 2] {
+        [Channel::stable(), Channel::beta()]
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -80,7 +80,8 @@ pub fn parse(text: &str, origin: &str) -> Result<Heartbeat> {
     Ok(Heartbeat {
         runner_id: runner_id.into(),
         org: optional("org")?,
-        channel: optional("channel")?,
+        // `optional` checked it is a name, which is what a channel is.
+        channel: optional("channel")?.map(|c| c.parse()).transpose().map_err(bad)?,
         versions: vs,
         capabilities,
         sent_at,

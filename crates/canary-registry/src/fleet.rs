@@ -675,7 +675,7 @@ impl Registry {
             .await
             .map_err(db_err(&self.display))?;
         let (channel, build, baseline) = (
-            text(&row, "channel")?,
+            row.parsed::<Channel>("channel")?,
             text(&row, "build_id")?,
             text(&row, "baseline_id")?,
         );
@@ -700,14 +700,14 @@ impl Registry {
             sqlx::query(
                 "INSERT INTO channel_releases (channel, build_id, released_at, actor, kind) VALUES ($1, $2, $3, $4, 'promote')",
             )
-            .bind(&channel)
+            .bind(channel.as_str())
             .bind(&build)
             .bind(&ts)
             .bind(t.audit.actor)
             .execute(&mut *tx)
             .await
             .map_err(db_err(&self.display))?;
-            if channel == canary_contract::Channel::STABLE {
+            if channel.is_stable() {
                 super::sweeps::enqueue_sweeps(&mut tx, &build, &ts, &self.display).await?;
             }
         }

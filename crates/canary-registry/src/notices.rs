@@ -13,7 +13,7 @@ pub struct Notice {
     pub runner_id: String,
     pub build_id: BuildId,
     pub org: Option<String>,
-    pub channel: String,
+    pub channel: canary_contract::Channel,
     /// The offered build's traffic light: `green` or `yellow` (a red build is not offered).
     pub status: String,
     /// Component changes from what the runner reports, as `update::Change`s.
@@ -46,7 +46,7 @@ impl Registry {
         .bind(&n.runner_id)
         .bind(n.build_id.as_str())
         .bind(n.org.as_deref())
-        .bind(&n.channel)
+        .bind(n.channel.as_str())
         .bind(&n.status)
         .bind(n.changes.to_string())
         .bind(&ts)
@@ -138,7 +138,7 @@ from_row!(Notice {
     runner_id: text,
     build_id: parsed,
     org: opt_text,
-    channel: text,
+    channel: parsed,
     status: text,
     changes: json,
     noticed_at: text,

@@ -51,7 +51,43 @@ pub struct Release {
     pub pushed_ref: Option<PushedRef>,
     pub released_at: String,
     pub actor: String,
-    pub kind: String,
+    pub kind: ReleaseKind,
+}
+
+/// How a build became its channel's current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseKind {
+    /// Through the gate, or as a completed staged rollout.
+    Promote,
+    /// Back to the channel's previous known-good build.
+    Rollback,
+}
+
+impl ReleaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseKind::Promote => "promote",
+            ReleaseKind::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for ReleaseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ReleaseKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<ReleaseKind, String> {
+        match s {
+            "promote" => Ok(ReleaseKind::Promote),
+            "rollback" => Ok(ReleaseKind::Rollback),
+            other => Err(format!("`{}` is not promote or rollback", crate::text::clean(other))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,7 +154,7 @@ pub struct PipelineVerdict {
     pub version: String,
     pub build_id: Option<String>,
     pub status: Light,
-    pub channel: Option<String>,
+    pub channel: Option<Channel>,
     pub summary: serde_json::Value,
     pub decided_at: String,
 }
@@ -174,7 +210,7 @@ pub struct Heartbeat {
     #[serde(default)]
     pub org: Option<String>,
     #[serde(default)]
-    pub channel: Option<String>,
+    pub channel: Option<Channel>,
     pub versions: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub capabilities: Vec<String>,
@@ -459,17 +495,17 @@ impl Registry {
     }
 
     /// A channel's known-good history, newest first.
-    pub async fn releases(&self, channel: Option<&str>, limit: i64) -> Result<Vec<Release>> {
+    pub async fn releases(&self, channel: Option<&Channel>, limit: i64) -> Result<Vec<Release>> {
         self.all(sqlx::query(
             "SELECT c.channel, c.build_id, b.image_ref, b.pushed_ref, c.released_at, c.actor, c.kind FROM channel_releases c JOIN runner_builds b ON b.id = c.build_id \
              WHERE ($1 = '' OR c.channel = $1) ORDER BY c.id DESC LIMIT $2",
         )
-        .bind(channel.unwrap_or(""))
+        .bind(channel.map_or("", Channel::as_str))
         .bind(limit)).await
     }
 
     /// Distinct builds of a channel's history, newest first: [current, previous, ...].
-    pub async fn known_good(&self, channel: &str) -> Result<Vec<Release>> {
+    pub async fn known_good(&self, channel: &Channel) -> Result<Vec<Release>> {
         let mut seen = std::collections::HashSet::new();
         Ok(self
             .releases(Some(channel), 1000)
@@ -529,18 +565,18 @@ impl Registry {
 
     /// Makes `build` the channel's current build (a promotion or a rollback) and audits it,
     /// in one transaction.
-    pub async fn release(&self, channel: &str, build: &BuildId, kind: &str, a: Audit<'_>) -> Result<()> {
+    pub async fn release(&self, channel: &Channel, build: &BuildId, kind: ReleaseKind, a: Audit<'_>) -> Result<()> {
         let from = self.known_good(channel).await?.first().map(|r| r.build_id.clone());
         let mut tx = self.write_tx().await?;
         let ts = now();
         sqlx::query(
             "INSERT INTO channel_releases (channel, build_id, released_at, actor, kind) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(channel)
+        .bind(channel.as_str())
         .bind(build.as_str())
         .bind(&ts)
         .bind(a.actor)
-        .bind(kind)
+        .bind(kind.as_str())
         .execute(&mut *tx)
         .await
         .map_err(db_err(&self.display))?;
@@ -549,12 +585,12 @@ impl Registry {
             channel,
             from: from.as_deref(),
             to: build,
-            kind,
+            kind: kind.as_str(),
             ts: &ts,
             actor: a.actor,
         };
         insert_rollout(&mut tx, &event, &self.display).await?;
-        if channel == canary_contract::Channel::STABLE && kind == "promote" {
+        if channel.is_stable() && kind == ReleaseKind::Promote {
             super::sweeps::enqueue_sweeps(&mut tx, build, &ts, &self.display).await?;
         }
         insert_audit(&mut tx, &a, &self.display).await?;
@@ -565,7 +601,7 @@ impl Registry {
     pub async fn set_pin(
         &self,
         org: &str,
-        channel: &str,
+        channel: &Channel,
         build: Option<&str>,
         from: Option<&str>,
         kind: &str,
@@ -578,7 +614,7 @@ impl Registry {
              ON CONFLICT (org) DO UPDATE SET channel = excluded.channel, pinned_build_id = excluded.pinned_build_id, since = excluded.since, actor = excluded.actor",
         )
         .bind(org)
-        .bind(channel)
+        .bind(channel.as_str())
         .bind(build)
         .bind(&ts)
         .bind(a.actor)
@@ -764,7 +800,7 @@ from_row!(PipelineVerdict {
     version: text,
     build_id: opt_text,
     status: parsed,
-    channel: opt_text,
+    channel: opt_parsed,
     summary: json,
     decided_at: text,
 });
@@ -772,7 +808,7 @@ from_row!(PipelineVerdict {
 from_row!(Heartbeat {
     runner_id: text,
     org: opt_text,
-    channel: opt_text,
+    channel: opt_parsed,
     versions: json,
     capabilities: json,
     sent_at: text,
@@ -786,7 +822,7 @@ from_row!(Release {
     pushed_ref: opt_parsed,
     released_at: text,
     actor: text,
-    kind: text,
+    kind: parsed,
 });
 
 from_row!(OrgPin {

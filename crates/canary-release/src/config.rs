@@ -69,7 +69,8 @@ pub struct PipelineConfig {
     /// Parallel cases per canary run.
     pub jobs: usize,
     /// Green candidates are promoted here (the gate's policy still applies).
-    pub promote_to: String,
+    #[schemars(with = "String")]
+    pub promote_to: canary_contract::Channel,
     /// Also promote green stable candidates to `stable` (default: a deliberate `canary promote`).
     pub auto_stable: bool,
     /// Webhook that receives each verdict as JSON (POST).
@@ -81,7 +82,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             suites: vec!["suites/golden-path.yaml".into()],
             jobs: 2,
-            promote_to: canary_contract::Channel::BETA.into(),
+            promote_to: canary_contract::Channel::beta(),
             auto_stable: false,
             webhook: None,
         }
@@ -205,7 +206,6 @@ impl LabConfig {
         }
         canary_lab::engine::endpoint::check_all(&self.engines).map_err(|e| at("engines", e))?;
         self.upstream.policy(None).map_err(|e| at("upstream", e))?;
-        crate::gate::ops::check_name("channel", &self.pipeline.promote_to).map_err(|e| at("pipeline", e))?;
         if self.pipeline.jobs == 0 {
             return Err(at(
                 "pipeline",

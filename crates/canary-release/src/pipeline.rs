@@ -10,6 +10,7 @@ use crate::progress::Progress;
 use crate::registry::{Audit, Light, PipelineVerdict, Registry};
 use crate::report::{CaseStatus, RunReport};
 use crate::upstream::{self, Judged, WatchOptions, WatchReport};
+use canary_contract::Channel;
 use std::path::PathBuf;
 
 fn short(id: &str) -> &str {
@@ -36,7 +37,7 @@ pub struct Notification {
     pub component_changes: Vec<crate::builds::Change>,
     pub run_id: Option<String>,
     pub report: Option<String>,
-    pub promoted_to: Vec<String>,
+    pub promoted_to: Vec<Channel>,
     pub changes: String,
     pub summary: serde_json::Value,
     pub failures: Vec<String>,
@@ -193,8 +194,8 @@ fn unjudged(
     let mut newest = Vec::new();
     for p in &watch.providers {
         let mut list = Vec::new();
-        for channel in canary_contract::Channel::BUILT_IN {
-            let newer = p.newer.iter().filter(|j| j.channel.as_deref() == Some(channel));
+        for channel in Channel::built_in() {
+            let newer = p.newer.iter().filter(|j| j.channel.as_ref() == Some(&channel));
             for j in newer.take(per_channel) {
                 let judged = verdicts.iter().find(|v| {
                     v.provider == p.provider
@@ -292,14 +293,14 @@ struct Candidate<'a> {
     suites: &'a [PathBuf],
     jobs: usize,
     /// The channel the policy made it a candidate for.
-    target: &'a str,
+    target: &'a Channel,
     changes: &'a [(String, Judged)],
 }
 
 /// What the gate made of a canary run: the verdict, the channels it went to, and each refusal.
 struct Gated {
     status: Light,
-    promoted_to: Vec<String>,
+    promoted_to: Vec<Channel>,
     notes: Vec<String>,
 }
 
@@ -404,13 +405,15 @@ impl Candidate<'_> {
             progress.line(format!("[gate] not promoted: {}", status_word(report)));
             return Ok(g);
         }
-        let stable = canary_contract::Channel::STABLE;
-        let mut targets = vec![self.target.to_string()];
+        let mut targets = vec![self.target.clone()];
         if config.pipeline.auto_stable
-            && self.changes.iter().all(|(_, j)| j.channel.as_deref() == Some(stable))
-            && !targets.iter().any(|t| t == stable)
+            && self
+                .changes
+                .iter()
+                .all(|(_, j)| j.channel.as_ref().is_some_and(Channel::is_stable))
+            && !self.target.is_stable()
         {
-            targets.push(stable.into());
+            targets.push(Channel::stable());
         }
         let policy = crate::gate::policy::Policy::load(config.gate_policy.as_deref())?;
         let reason = format!("canary green: {}", report.run_id);
@@ -418,9 +421,8 @@ impl Candidate<'_> {
             name: "pipeline",
             reason: &reason,
         };
-        let channels: Vec<&str> = targets.iter().map(String::as_str).collect();
         let decisions =
-            crate::gate::ops::release(self.reg, &policy, &config.repo_ids()?, (&[&build.id], &channels), who).await?;
+            crate::gate::ops::release(self.reg, &policy, &config.repo_ids()?, (&[&build.id], &targets), who).await?;
         for d in decisions {
             let channel = d.channel;
             if d.allowed {
@@ -490,7 +492,7 @@ impl Candidate<'_> {
                 .map_or_else(|| j.release.version.clone(), |c| c.version.clone()),
             package: j.release.package.clone(),
             package_version: j.release.package_version.clone(),
-            candidate_for: j.channel.clone().unwrap_or_default(),
+            candidate_for: j.channel.as_ref().map(Channel::to_string).unwrap_or_default(),
             status,
             build: Some(build.id.clone()),
             image: Some(build.reference.clone()),

@@ -240,7 +240,7 @@ pub async fn promote(
     config: &LabConfig,
     reg: &Registry,
     report: &RunReport,
-    channel: &str,
+    channel: &canary_contract::Channel,
 ) -> Result<(Vec<Decision>, String)> {
     let policy = crate::gate::policy::Policy::load(config.gate_policy.as_deref())?;
     let actor = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
@@ -250,7 +250,14 @@ pub async fn promote(
         reason: &reason,
     };
     let builds: Vec<&str> = report.images.iter().map(|i| i.id.as_str()).collect();
-    let decisions = crate::gate::ops::release(reg, &policy, &config.repo_ids()?, (&builds, &[channel]), who).await?;
+    let decisions = crate::gate::ops::release(
+        reg,
+        &policy,
+        &config.repo_ids()?,
+        (&builds, std::slice::from_ref(channel)),
+        who,
+    )
+    .await?;
     Ok((decisions, policy.source))
 }
 
@@ -258,7 +265,7 @@ pub async fn promote(
 /// build the channel runs now.
 pub async fn promoted_lines(
     reg: &Registry,
-    (channel, source): (&str, &str),
+    (channel, source): (&canary_contract::Channel, &str),
     decisions: &[Decision],
 ) -> Result<Vec<String>> {
     let mut out = Vec::new();

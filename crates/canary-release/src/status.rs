@@ -66,10 +66,7 @@ pub async fn status(reg: &Registry, org: Option<&str>) -> Result<serde_json::Val
     // Deployed runners next to what they should run: the known-good of their channel.
     let mut runners = Vec::new();
     for h in reg.heartbeats().await? {
-        let channel = h
-            .channel
-            .clone()
-            .unwrap_or_else(|| canary_contract::Channel::STABLE.into());
+        let channel = h.channel.clone().unwrap_or_else(canary_contract::Channel::stable);
         let kg = channel_rows
             .iter()
             .find(|c| c["channel"] == channel.as_str())

@@ -8,12 +8,13 @@ use crate::error::{LabError, Result};
 use crate::gate::ops::{Actor, Outcome, Promotion};
 use crate::gate::policy::Policy;
 use crate::registry::{Audit, Registry, RolloutRow, Transition, rollup_second};
+use canary_contract::Channel;
 use std::time::Duration;
 
 /// A request to roll a build out to a channel.
 pub struct StartRequest<'a> {
     pub build: &'a str,
-    pub channel: &'a str,
+    pub channel: &'a Channel,
     /// Overrides of the channel's `rollout:` policy.
     pub steps: Option<Vec<f64>>,
     pub bake: Option<Duration>,
@@ -24,7 +25,6 @@ impl StartRequest<'_> {
     /// Refuses a channel the policy does not name or steps that are not a rollout's, before
     /// the registry is opened.
     pub fn check(&self, policy: &Policy) -> Result<()> {
-        crate::gate::ops::check_name("channel", self.channel)?;
         policy.channel(self.channel)?;
         if let Some(s) = &self.steps {
             crate::rollout::RolloutPolicy::check_steps(s)
@@ -57,7 +57,7 @@ impl StartRequest<'_> {
 /// there can be no rollout (no build yet, one in progress, the build already there).
 async fn baseline(
     reg: &Registry,
-    channel: &str,
+    channel: &Channel,
     build: &canary_contract::BuildId,
 ) -> Result<std::result::Result<canary_contract::BuildId, String>> {
     let Some(baseline) = reg.known_good(channel).await?.first().map(|r| r.build_id.clone()) else {
@@ -70,7 +70,7 @@ async fn baseline(
         .rollouts(true, 100)
         .await?
         .into_iter()
-        .find(|r| r.channel == channel)
+        .find(|r| r.channel == *channel)
     {
         return Ok(Err(format!(
             "channel {} has rollout {} in progress ({}): finish or abort it first",

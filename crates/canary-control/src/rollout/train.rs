@@ -119,10 +119,10 @@ async fn due(
     let Some(t) = &rp.auto_after else {
         return Ok(None);
     };
-    let Some(below) = reg.known_good(t.channel.as_str()).await?.into_iter().next() else {
+    let Some(below) = reg.known_good(&t.channel).await?.into_iter().next() else {
         return Ok(None);
     };
-    let here = reg.known_good(channel.as_str()).await?.into_iter().next();
+    let here = reg.known_good(channel).await?.into_iter().next();
     if here.is_some_and(|h| h.build_id == below.build_id) {
         return Ok(None);
     }
@@ -182,7 +182,7 @@ pub async fn train(
         }
         let req = StartRequest {
             build: build.as_str(),
-            channel: name,
+            channel: &channel,
             steps: None,
             bake: None,
             min_sessions: None,

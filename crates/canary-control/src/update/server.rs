@@ -4,7 +4,8 @@
 
 use super::{BuildManifest, Evidence, Offer, StatusFacts};
 use crate::error::{LabError, Result};
-use crate::registry::{Registry, ResultStatus};
+use crate::registry::{Registry, ReleaseKind, ResultStatus};
+use canary_contract::Channel;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -25,7 +26,7 @@ pub async fn offer(reg: &Registry, runner: &str, signing: bool, orgs: &crate::or
                 "`canary-runner update check` sends one before it asks",
             )
         })?;
-    let (mut offer, manifest) = offer_for(reg, beat.org.as_deref(), beat.channel.as_deref(), signing, orgs).await?;
+    let (mut offer, manifest) = offer_for(reg, beat.org.as_deref(), beat.channel.as_ref(), signing, orgs).await?;
     offer.runner = runner.to_string();
     if let Some(m) = manifest {
         offer.changes = super::changes(&beat.versions, &m.components);
@@ -38,17 +39,17 @@ pub async fn offer(reg: &Registry, runner: &str, signing: bool, orgs: &crate::or
 async fn target(
     reg: &Registry,
     org: Option<&str>,
-    channel: Option<&str>,
-) -> Result<(String, Option<canary_contract::BuildId>, &'static str)> {
+    channel: Option<&Channel>,
+) -> Result<(Channel, Option<canary_contract::BuildId>, &'static str)> {
     let pin = match org {
         Some(org) => reg.pins().await?.into_iter().find(|p| p.org == org),
         None => None,
     };
     let channel = pin
         .as_ref()
-        .map(|p| p.channel.to_string())
-        .or_else(|| channel.map(String::from))
-        .unwrap_or_else(|| canary_contract::Channel::STABLE.into());
+        .map(|p| p.channel.clone())
+        .or_else(|| channel.cloned())
+        .unwrap_or_else(Channel::stable);
     let (target, source) = match pin.as_ref().and_then(|p| p.pinned_build_id.clone()) {
         Some(b) => (Some(b), "pin"),
         None => (
@@ -88,7 +89,7 @@ async fn rolled_back_on(reg: &Registry, target: &canary_contract::BuildId) -> Re
         let history = reg.releases(Some(&c), 1000).await?;
         if history
             .windows(2)
-            .any(|w| w[0].kind == "rollback" && w[1].build_id == *target && w[0].build_id != *target)
+            .any(|w| w[0].kind == ReleaseKind::Rollback && w[1].build_id == *target && w[0].build_id != *target)
         {
             out.push(c.to_string());
         }
@@ -101,13 +102,13 @@ async fn rolled_back_on(reg: &Registry, target: &canary_contract::BuildId) -> Re
 pub async fn offer_for(
     reg: &Registry,
     org: Option<&str>,
-    channel: Option<&str>,
+    channel: Option<&Channel>,
     signing: bool,
     orgs: &crate::orgs::OrgPolicies,
 ) -> Result<(Offer, Option<BuildManifest>)> {
     let (channel, target, source) = target(reg, org, channel).await?;
     let stable_current = reg
-        .known_good(canary_contract::Channel::STABLE)
+        .known_good(&Channel::stable())
         .await?
         .first()
         .map(|r| r.build_id.clone());
@@ -171,7 +172,7 @@ pub async fn offer_for(
         evidence,
         offered_for: match (source, org) {
             ("pin", Some(org)) => format!("pin:{org}"),
-            _ => channel.clone(),
+            _ => channel.to_string(),
         },
         statement: Some(super::Statement {
             org: offer.org.clone(),
@@ -195,9 +196,8 @@ fn pull_by(row: &crate::registry::BuildRow) -> String {
 /// The offer documents a control plane publishes: one per channel, and one per channel for each
 /// org with a pin or a policy (an org without either gets its channel's document).
 pub async fn documents(reg: &Registry, orgs: &crate::orgs::OrgPolicies) -> Result<Vec<super::tuf::Doc>> {
-    let mut channels: std::collections::BTreeSet<String> =
-        reg.channels().await?.iter().map(|c| c.to_string()).collect();
-    channels.extend(canary_contract::Channel::BUILT_IN.map(String::from));
+    let mut channels: std::collections::BTreeSet<Channel> = reg.channels().await?.into_iter().collect();
+    channels.extend(Channel::built_in());
     let mut with_own: std::collections::BTreeSet<String> = reg.pins().await?.into_iter().map(|p| p.org).collect();
     with_own.extend(orgs.names());
     let mut docs = Vec::new();
@@ -392,7 +392,7 @@ mod tests {
         Offer {
             runner: "host-1".into(),
             org: Some("acme".into()),
-            channel: "stable".into(),
+            channel: canary_contract::Channel::stable(),
             source: "channel".into(),
             status,
             reasons: vec![],

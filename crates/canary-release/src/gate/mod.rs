@@ -13,7 +13,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
     pub build: canary_contract::BuildId,
-    pub channel: String,
+    pub channel: canary_contract::Channel,
     pub allowed: bool,
     /// Every unmet condition (empty when allowed).
     pub unmet: Vec<String>,
@@ -24,7 +24,7 @@ pub struct Decision {
 /// Decides from the evidence; `now` and the timestamps are RFC 3339 UTC.
 pub fn decide(
     build: &canary_contract::BuildId,
-    channel: &str,
+    channel: &canary_contract::Channel,
     policy: &ChannelPolicy,
     evidence: Vec<CellEvidence>,
     now: jiff::Timestamp,
@@ -84,7 +84,7 @@ pub fn decide(
     }
     Decision {
         build: build.clone(),
-        channel: channel.into(),
+        channel: channel.clone(),
         allowed: unmet.is_empty(),
         unmet,
         warnings,
@@ -134,7 +134,13 @@ mod tests {
             cell("d", None, ""),
             cell("e", Some("pass"), "2026-11-18T11:00:00Z"),
         ];
-        let d = decide(&id("sha256:x"), "stable", &policy(true), evidence, now);
+        let d = decide(
+            &id("sha256:x"),
+            &canary_contract::Channel::stable(),
+            &policy(true),
+            evidence,
+            now,
+        );
         assert!(!d.allowed);
         assert_eq!(d.unmet.len(), 4, "{:#?}", d.unmet);
         assert!(d.unmet[0].contains("flaky"));
@@ -148,7 +154,7 @@ mod tests {
         let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
         let d = decide(
             &id("b"),
-            "beta",
+            &canary_contract::Channel::beta(),
             &policy(false),
             vec![cell("a", Some("flaky"), "2026-11-21T11:00:00Z"), cell("b", None, "")],
             now,
@@ -157,7 +163,7 @@ mod tests {
         assert_eq!(d.warnings.len(), 2);
         let d = decide(
             &id("b"),
-            "beta",
+            &canary_contract::Channel::beta(),
             &policy(false),
             vec![cell("a", Some("fail"), "2026-11-21T11:00:00Z")],
             now,
@@ -204,7 +210,7 @@ mod tests {
             ]
         );
         let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
-        let d = decide(&id("b"), "stable", &policy(true), cells, now);
+        let d = decide(&id("b"), &canary_contract::Channel::stable(), &policy(true), cells, now);
         assert!(!d.allowed);
         assert_eq!(
             d.unmet,
@@ -220,7 +226,7 @@ mod tests {
         let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
         let d = decide(
             &id("b"),
-            "beta",
+            &canary_contract::Channel::beta(),
             &policy(false),
             vec![cell("a", None, ""), cell("b", None, "")],
             now,
@@ -231,7 +237,7 @@ mod tests {
             "{:?}",
             d.unmet
         );
-        let d = decide(&id("b"), "beta", &policy(false), vec![], now);
+        let d = decide(&id("b"), &canary_contract::Channel::beta(), &policy(false), vec![], now);
         assert!(!d.allowed, "an empty selection proves nothing");
     }
 }

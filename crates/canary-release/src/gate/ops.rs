@@ -5,14 +5,14 @@ use super::policy::Policy;
 use super::{Decision, decide};
 use crate::compat;
 use crate::error::Result;
-use crate::registry::{Audit, Registry};
+use crate::registry::{Audit, Registry, ReleaseKind};
 use canary_contract::{BuildId, Channel};
 
 /// A request to put a build on a channel.
 pub struct Promotion<'a> {
     /// Build id, id prefix or image reference.
     pub build: &'a str,
-    pub channel: &'a str,
+    pub channel: &'a Channel,
     /// Bundle manifests that must accept the build's runner version.
     pub bundles: &'a [compat::Declaration],
     /// Explain without writing anything.
@@ -85,7 +85,7 @@ pub async fn promote(
         reg.release(
             p.channel,
             &build,
-            "promote",
+            ReleaseKind::Promote,
             Audit {
                 actor: p.actor,
                 action: "promote",
@@ -117,7 +117,7 @@ pub async fn release(
     reg: &Registry,
     policy: &Policy,
     all_repos: &[String],
-    (builds, channels): (&[&str], &[&str]),
+    (builds, channels): (&[&str], &[Channel]),
     who: Actor<'_>,
 ) -> Result<Vec<Decision>> {
     let mut out = Vec::new();
@@ -172,7 +172,7 @@ pub async fn effective_of(reg: &Registry, org: &str) -> Result<Option<BuildId>> 
 pub struct PinRequest<'a> {
     pub org: &'a str,
     /// The channel to follow (default: the org's current one, else `stable`).
-    pub channel: Option<&'a str>,
+    pub channel: Option<&'a Channel>,
     /// Build id, prefix or image reference to pin to; none to follow the channel.
     pub build: Option<&'a str>,
 }
@@ -202,14 +202,9 @@ fn rolled_back<'a>(who: Actor<'a>, target: &'a str, evidence: serde_json::Value)
 
 pub async fn pin(reg: &Registry, p: &PinRequest<'_>, who: Actor<'_>) -> Result<Outcome<Pinned>> {
     check_name("org", p.org)?;
-    if let Some(c) = p.channel {
-        check_name("channel", c)?;
-    }
     let current = reg.pins().await?.into_iter().find(|x| x.org == p.org);
     let channel = match p.channel {
-        Some(c) => c
-            .parse()
-            .map_err(|e: String| crate::error::LabError::usage(e, "e.g. --channel stable"))?,
+        Some(c) => c.clone(),
         None => current.as_ref().map_or_else(Channel::stable, |x| x.channel.clone()),
     };
     let from = effective(reg, current.as_ref()).await?;
@@ -269,7 +264,7 @@ pub async fn pin(reg: &Registry, p: &PinRequest<'_>, who: Actor<'_>) -> Result<O
 /// What a rollback returns to its previous build.
 #[derive(Debug, Clone, Copy)]
 pub enum RollbackTarget<'a> {
-    Channel(&'a str),
+    Channel(&'a Channel),
     Org(&'a str),
 }
 
@@ -305,8 +300,7 @@ async fn refuse(reg: &Registry, who: Actor<'_>, what: &str, why: String) -> Resu
 }
 
 /// A channel back to its previous known-good build.
-async fn rollback_channel(reg: &Registry, channel: &str, who: Actor<'_>) -> Result<Outcome<RolledBack>> {
-    check_name("channel", channel)?;
+async fn rollback_channel(reg: &Registry, channel: &Channel, who: Actor<'_>) -> Result<Outcome<RolledBack>> {
     let history = reg.known_good(channel).await?;
     let (Some(current), Some(previous)) = (history.first(), history.get(1)) else {
         return refuse(
@@ -321,7 +315,7 @@ async fn rollback_channel(reg: &Registry, channel: &str, who: Actor<'_>) -> Resu
     reg.release(
         channel,
         &previous.build_id,
-        "rollback",
+        ReleaseKind::Rollback,
         rolled_back(
             who,
             &text,
@@ -477,9 +471,9 @@ mod tests {
 
     async fn released(reg: &Registry, channel: &str, id: &str) {
         reg.release(
-            channel,
+            &channel.parse().unwrap(),
             &id.parse().unwrap(),
-            "promote",
+            ReleaseKind::Promote,
             Audit {
                 actor: "test",
                 action: "promote",
@@ -495,9 +489,10 @@ mod tests {
 
     /// Pins the org `acme` as `pin` would for an operator.
     async fn pin_acme(reg: &Registry, channel: Option<&str>, build: Option<&str>) -> Outcome<Pinned> {
+        let channel: Option<Channel> = channel.map(|c| c.parse().unwrap());
         let request = PinRequest {
             org: "acme",
-            channel,
+            channel: channel.as_ref(),
             build,
         };
         pin(reg, &request, WHO).await.unwrap()
@@ -517,12 +512,16 @@ mod tests {
         let (_d, reg) = registry().await;
         let (a, b) = (build(&reg, 1).await, build(&reg, 2).await);
         // Nothing to return to: refused, and the refusal is in the audit log.
-        let r = rollback(&reg, RollbackTarget::Channel("beta"), WHO).await.unwrap();
+        let r = rollback(&reg, RollbackTarget::Channel(&Channel::beta()), WHO)
+            .await
+            .unwrap();
         assert!(matches!(r, Outcome::Refused(_)));
         assert_eq!(refusals(&reg, "rollback").await, 1);
         released(&reg, "beta", &a).await;
         released(&reg, "beta", &b).await;
-        let r = rollback(&reg, RollbackTarget::Channel("beta"), WHO).await.unwrap();
+        let r = rollback(&reg, RollbackTarget::Channel(&Channel::beta()), WHO)
+            .await
+            .unwrap();
         assert_eq!(
             r,
             Outcome::Done(RolledBack {
@@ -531,7 +530,7 @@ mod tests {
                 to: a.clone()
             })
         );
-        assert_eq!(reg.known_good("beta").await.unwrap()[0].build_id, a);
+        assert_eq!(reg.known_good(&Channel::beta()).await.unwrap()[0].build_id, a);
         // An org on beta runs `a` now; it has nothing older on its channel.
         pin_acme(&reg, Some("beta"), None).await;
         let r = rollback(&reg, RollbackTarget::Org("acme"), WHO).await.unwrap();

@@ -279,8 +279,8 @@ impl Policy {
         Ok(Policy { channels, source: file })
     }
 
-    pub fn channel(&self, name: &str) -> Result<&ChannelPolicy> {
-        self.channels.get(name).ok_or_else(|| {
+    pub fn channel(&self, name: &canary_contract::Channel) -> Result<&ChannelPolicy> {
+        self.channels.get(name.as_str()).ok_or_else(|| {
             LabError::usage(
                 format!("unknown channel `{name}`"),
                 format!(
@@ -627,7 +627,7 @@ mod tests {
         let text =
             format!("{GATE}    mixture_sd: 0.05\n    sample_ratio: {{action: abort, alpha: 0.01, settle: 5s}}\n");
         let p = Policy::parse("gate.yaml", &text).unwrap();
-        let r = &p.channel("stable").unwrap().rollout;
+        let r = &p.channel(&canary_contract::Channel::stable()).unwrap().rollout;
         assert_eq!(r.mixture_sd, Some(0.05));
         assert_eq!(r.sample_ratio.action, MismatchAction::Abort);
         assert_eq!(r.sample_ratio.alpha, 0.01);
@@ -635,7 +635,7 @@ mod tests {
         // Left out, the guard holds at 0.001 after a minute, and the mixture follows each limit.
         let r = Policy::parse("gate.yaml", GATE)
             .unwrap()
-            .channel("stable")
+            .channel(&canary_contract::Channel::stable())
             .unwrap()
             .rollout
             .clone();
@@ -653,7 +653,7 @@ mod tests {
             "{GATE}    guardrails:\n      - {{metric: failure_rate, max_increase: 0.05}}\n      - {{metric: p95_start_latency, max_relative_increase: 1}}\n      - {{metric: cost_per_session, max_increase: 0.01}}\n      - {{metric: tokens_per_session, max_relative_increase: 0.3, direction: decrease}}\n"
         );
         let p = Policy::parse("gate.yaml", &text).unwrap();
-        let r = &p.channel("stable").unwrap().rollout;
+        let r = &p.channel(&canary_contract::Channel::stable()).unwrap().rollout;
         assert_eq!(r.max_failure_rate_increase, 0.05);
         assert_eq!(r.max_start_latency_p95_ratio, 2.0);
         assert_eq!(r.guardrails.len(), 2);

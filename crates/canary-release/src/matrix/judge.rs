@@ -309,7 +309,7 @@ pub async fn bisect(
     config: &LabConfig,
     p: Provider,
     (good, bad): (&str, &str),
-    hold: Option<&str>,
+    hold: Option<&canary_contract::Channel>,
     j: &Judging,
     progress: &Progress,
 ) -> Result<Bisected> {
@@ -412,7 +412,7 @@ async fn last_good_build(
 async fn hold_channel(
     config: &LabConfig,
     policy: &crate::gate::policy::Policy,
-    channel: &str,
+    channel: &canary_contract::Channel,
     id: &str,
     out: &mut Bisected,
 ) -> Result<()> {
@@ -426,7 +426,14 @@ async fn hold_channel(
         name: &actor,
         reason: &reason,
     };
-    let decisions = crate::gate::ops::release(&reg, policy, &config.repo_ids()?, (&[id], &[channel]), who).await?;
+    let decisions = crate::gate::ops::release(
+        &reg,
+        policy,
+        &config.repo_ids()?,
+        (&[id], std::slice::from_ref(channel)),
+        who,
+    )
+    .await?;
     let decision = decisions.first().expect("one build, one channel");
     if decision.allowed {
         out.held = Some(format!(

@@ -10,6 +10,7 @@ pub mod sources;
 pub mod view;
 
 use crate::error::{LabError, Result};
+use canary_contract::Channel;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sources::{Endpoints, Source};
@@ -272,7 +273,7 @@ pub struct Judged {
     #[serde(flatten)]
     pub release: Release,
     /// `stable` or `beta` for candidates; `None` when skipped.
-    pub channel: Option<String>,
+    pub channel: Option<Channel>,
     /// Why it is not a candidate.
     pub skipped: Option<String>,
 }
@@ -335,14 +336,7 @@ pub fn judge(r: Release, p: &CompiledProvider, now: jiff::Timestamp) -> Judged {
         r.prerelease || !v.pre.is_empty() || (!r.dist_tags.is_empty() && !r.dist_tags.iter().any(|t| t == "latest"));
     Judged {
         release: r,
-        channel: Some(
-            if beta {
-                canary_contract::Channel::BETA
-            } else {
-                canary_contract::Channel::STABLE
-            }
-            .into(),
-        ),
+        channel: Some(if beta { Channel::beta() } else { Channel::stable() }),
         skipped: None,
     }
 }
@@ -514,7 +508,7 @@ fn unrecorded(
             version: j.release.version.clone(),
             released_at: j.release.published_at.clone(),
             source: j.release.source.clone(),
-            channel: j.channel.clone().unwrap_or_default(),
+            channel: j.channel.as_ref().map(Channel::to_string).unwrap_or_default(),
             package: Some(j.release.package.clone()),
             package_version: Some(j.release.package_version.clone()),
         })
@@ -546,7 +540,7 @@ fn known_good_package(
 
 /// A beta candidate older than the newest stable release is history: skipped, with the reason.
 fn demote_old_prerelease(j: &mut Judged, newest_stable: Option<&semver::Version>) {
-    if j.channel.as_deref() != Some(canary_contract::Channel::BETA) {
+    if !j.channel.as_ref().is_some_and(Channel::is_beta) {
         return;
     }
     if let (Some(stable), Some(v)) = (newest_stable, semver_of(&j.release.package_version)) {
@@ -766,7 +760,7 @@ mod candidate_tests {
                 deprecated: None,
                 dist_tags: vec![],
             },
-            channel: Some("stable".into()),
+            channel: Some(Channel::stable()),
             skipped: None,
         }
     }

@@ -196,7 +196,7 @@ enum UpdateAction {
         #[arg(long)]
         org: Option<String>,
         #[arg(long, default_value = canary_contract::Channel::STABLE)]
-        channel: String,
+        channel: canary_contract::Channel,
         /// The control plane's TUF root (`1.root.json` or a newer one, from its admin): the only
         /// keys this host trusts. Without it (or --trust-on-first-use), upgrades are refused.
         #[arg(long, conflicts_with = "trust_on_first_use")]
@@ -207,7 +207,7 @@ enum UpdateAction {
         trust_on_first_use: bool,
         /// Channels this host may follow (the org's plan), repeatable.
         #[arg(long = "allow-channel")]
-        allowed_channels: Vec<String>,
+        allowed_channels: Vec<canary_contract::Channel>,
     },
     /// What is installed, what the control plane recommends, green / yellow / red.
     Check,
@@ -231,7 +231,7 @@ enum UpdateAction {
     /// The installed builds, the current and previous one, and the update history.
     Status,
     /// Follow another channel (`stable` or `beta`), when the org's plan and pin allow it.
-    Channel { name: String },
+    Channel { name: canary_contract::Channel },
 }
 
 /// One session's settings, for `session` and for each session of `agent`.
@@ -551,7 +551,7 @@ impl UpdateCli {
             org,
             channel,
             allowed_channels: if allowed_channels.is_empty() {
-                canary_contract::Channel::BUILT_IN.map(String::from).to_vec()
+                canary_contract::Channel::built_in().to_vec()
             } else {
                 allowed_channels
             },
@@ -816,7 +816,7 @@ impl UpdateCli {
         &self,
         client: &canary_runner::update::host::Client,
         cfg: &canary_runner::update::host::HostConfig,
-        name: String,
+        name: canary_contract::Channel,
     ) -> canary_runner::error::Result<i32> {
         use canary_runner::update::host;
         let mut cfg = cfg.clone();
@@ -825,7 +825,11 @@ impl UpdateCli {
                 serde_json::json!({"refused": "channel not allowed"}),
                 format!(
                     "refused: this host's plan allows channels {}",
-                    cfg.allowed_channels.join(", ")
+                    cfg.allowed_channels
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
             return Ok(1);
@@ -901,26 +905,20 @@ fn lab_stub(
     addr_file: &std::path::Path,
     continues: Option<&std::path::Path>,
 ) -> i32 {
-    let continues = match continues.map(|p| std::fs::read(p).map(|b| serde_json::from_slice(&b))) {
+    let read = |p: &std::path::Path| {
+        let text = canary_runner::fsutil::read_input(p, "continues file", canary_runner::fsutil::MAX_INPUT)
+            .map_err(|e| e.to_string())?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let continues = match continues.map(read) {
         None => Default::default(),
-        Some(Ok(Ok(c))) => c,
-        Some(Ok(Err(e))) => {
-            eprintln!("canary-runner lab-stub: --continues: {e}");
-            return 2;
-        }
+        Some(Ok(c)) => c,
         Some(Err(e)) => {
             eprintln!("canary-runner lab-stub: --continues: {e}");
             return 2;
         }
     };
-    let text = match std::fs::read_to_string(scenario) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("canary-runner lab-stub: {}: {e}", scenario.display());
-            return 2;
-        }
-    };
-    let parsed = match canary_runner::stub::Scenario::parse(&scenario.display().to_string(), &text) {
+    let parsed = match canary_runner::stub::Scenario::read(scenario) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("canary-runner lab-stub: {e}");

@@ -30,6 +30,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// Whether a scenario key from a request's path may name a file in the scenario folder: it
+/// comes from whoever reaches the stub, so it is never joined to a path unchecked.
+fn is_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 128
+        && !key.starts_with('.')
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// One request as the stub saw and answered it: the case's evidence of what the CLI asked.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogEntry {
@@ -131,10 +142,17 @@ impl Stub {
         let Some(dir) = &self.dir else {
             return Err(format!("no scenario for key `{key}`"));
         };
+        if !is_key(key) {
+            return Err(format!(
+                "no scenario for key `{}`: a key is 1 to 128 letters, digits, `.`, `_` or `-`, not starting with `.`",
+                canary_contract::text::clean(&key.chars().take(80).collect::<String>())
+            ));
+        }
         let path = dir.join(format!("{key}.yaml"));
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("no scenario for key `{key}` ({}: {e})", path.display()))?;
-        let s = Scenario::parse(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
+        if !path.is_file() {
+            return Err(format!("no scenario for key `{key}` (no file {})", path.display()));
+        }
+        let s = Scenario::read(&path).map_err(|e| e.to_string())?;
         self.insert(key, s.clone());
         Ok(s)
     }
@@ -458,6 +476,23 @@ fn answer(stub: Stub, protocol: Protocol, req: Incoming) -> Response {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_scenario_key_from_a_request_never_reaches_outside_the_scenario_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("scenarios");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("fix-1.yaml"), "turns:\n  - say: done\n").unwrap();
+        std::fs::write(root.path().join("outside.yaml"), "turns:\n  - say: leaked\n").unwrap();
+        let stub = Stub::new(Some(dir), None);
+        assert_eq!(stub.scenario("fix-1").unwrap().turns.len(), 1);
+        for key in ["../outside", "..", ".hidden", "a/b", "", &"k".repeat(129)] {
+            let e = stub.scenario(key).unwrap_err();
+            assert!(e.contains("a key is 1 to 128 letters"), "{key}: {e}");
+        }
+        let e = stub.scenario("missing").unwrap_err();
+        assert!(e.contains("no scenario for key `missing`"), "{e}");
+    }
 
     #[tokio::test]
     async fn each_request_is_logged_with_its_contract_and_no_secret() {

@@ -8,6 +8,7 @@
 use super::{BuildManifest, Offer, Plan};
 use crate::error::{LabError, Result};
 use canary_contract::BuildId;
+use canary_contract::Channel;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,10 +21,10 @@ pub struct HostConfig {
     pub runner_id: String,
     #[serde(default)]
     pub org: Option<String>,
-    pub channel: String,
+    pub channel: Channel,
     /// Channels the org's plan lets this host follow.
     #[serde(default = "default_channels")]
-    pub allowed_channels: Vec<String>,
+    pub allowed_channels: Vec<Channel>,
 }
 
 impl HostConfig {
@@ -58,16 +59,12 @@ impl HostConfig {
         if let Some(o) = &self.org {
             crate::names::check_name("org", o)?;
         }
-        crate::names::check_name("channel", &self.channel)?;
-        for c in &self.allowed_channels {
-            crate::names::check_name("channel", c)?;
-        }
         Ok(())
     }
 }
 
-fn default_channels() -> Vec<String> {
-    canary_contract::Channel::BUILT_IN.map(String::from).to_vec()
+fn default_channels() -> Vec<Channel> {
+    Channel::built_in().to_vec()
 }
 
 /// One line of the host's audit history.

@@ -43,7 +43,7 @@ pub struct BuildManifest {
 #[serde(deny_unknown_fields)]
 pub struct Statement {
     pub org: Option<String>,
-    pub channel: String,
+    pub channel: canary_contract::Channel,
     pub status: Status,
     pub require_signed: bool,
     /// How to go back, signed (never a script to pipe into a shell).
@@ -174,7 +174,7 @@ pub fn changes(installed: &BTreeMap<String, String>, target: &[Component]) -> Ve
 pub struct Offer {
     pub runner: String,
     pub org: Option<String>,
-    pub channel: String,
+    pub channel: canary_contract::Channel,
     /// `channel` or `pin`.
     pub source: String,
     pub status: Status,
@@ -404,36 +404,38 @@ mod tests {
     #[test]
     fn a_signed_offer_is_bound_to_its_org_and_channel() {
         use super::tuf::bind;
+        use canary_contract::Channel;
         let statement = Statement {
             org: Some("acme".into()),
-            channel: "stable".into(),
+            channel: Channel::stable(),
             status: Status::Green,
             require_signed: true,
             rollback: vec!["canary-runner update rollback".into()],
         };
         let mut m = manifest("sha256:b1", "0.1.0", "2.1.330");
         m.statement = Some(statement.clone());
-        let allowed = vec!["stable".to_string(), "beta".to_string()];
+        let allowed = Channel::built_in();
+        let (stable, beta) = (&Channel::stable(), &Channel::beta());
         let says = |r: std::result::Result<(), String>, what: &str| {
             let e = r.unwrap_err();
             assert!(e.contains(what), "{e}");
         };
-        assert_eq!(bind(&m, Some("acme"), "stable", &allowed), Ok(()));
-        says(bind(&m, Some("acme"), "beta", &allowed), "issued for channel stable");
-        says(bind(&m, Some("globex"), "stable", &allowed), "issued for org acme");
-        says(bind(&m, None, "stable", &allowed), "issued for org acme");
+        assert_eq!(bind(&m, Some("acme"), stable, &allowed), Ok(()));
+        says(bind(&m, Some("acme"), beta, &allowed), "issued for channel stable");
+        says(bind(&m, Some("globex"), stable, &allowed), "issued for org acme");
+        says(bind(&m, None, stable, &allowed), "issued for org acme");
         let mut bare = m.clone();
         bare.statement = None;
-        says(bind(&bare, Some("acme"), "stable", &allowed), "no statement");
+        says(bind(&bare, Some("acme"), stable, &allowed), "no statement");
         let mut pinned = m.clone();
         pinned.offered_for = "pin:acme".into();
         pinned.statement = Some(Statement {
-            channel: "beta".into(),
+            channel: Channel::beta(),
             ..statement
         });
-        assert_eq!(bind(&pinned, Some("acme"), "stable", &allowed), Ok(()));
+        assert_eq!(bind(&pinned, Some("acme"), stable, &allowed), Ok(()));
         says(
-            bind(&pinned, Some("acme"), "stable", &["stable".to_string()]),
+            bind(&pinned, Some("acme"), stable, &[Channel::stable()]),
             "issued for channel beta",
         );
     }

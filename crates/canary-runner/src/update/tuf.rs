@@ -4,6 +4,7 @@
 //! The control plane's side (roots, publication) lives in the lab's `update::tuf`.
 
 use super::BuildManifest;
+use canary_contract::Channel;
 use std::path::{Path, PathBuf};
 use tough::schema::{RoleType, Root, Signed};
 
@@ -169,8 +170,8 @@ pub async fn fetch_offer<T: tough::Transport + Send + Sync + 'static>(
     server: &str,
     transport: T,
     org: Option<&str>,
-    channel: &str,
-    allowed: &[String],
+    channel: &Channel,
+    allowed: &[Channel],
 ) -> std::result::Result<Verified, String> {
     let dir = trust_dir(home);
     let root_path = dir.join("root.json");
@@ -228,8 +229,8 @@ pub async fn fetch_offer<T: tough::Transport + Send + Sync + 'static>(
 pub fn bind(
     m: &BuildManifest,
     doc_org: Option<&str>,
-    host_channel: &str,
-    allowed: &[String],
+    host_channel: &Channel,
+    allowed: &[Channel],
 ) -> std::result::Result<(), String> {
     let Some(s) = &m.statement else {
         return Err("the signed offer carries no statement (org, channel, status)".into());
@@ -242,7 +243,7 @@ pub fn bind(
         ));
     }
     let pinned = doc_org.is_some_and(|o| m.offered_for == format!("pin:{o}"));
-    if s.channel != host_channel && !(pinned && allowed.contains(&s.channel)) {
+    if s.channel != *host_channel && !(pinned && allowed.contains(&s.channel)) {
         return Err(format!(
             "the signed offer was issued for channel {}, this host follows {host_channel}",
             crate::text::clean(&s.channel)

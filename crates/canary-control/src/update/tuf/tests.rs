@@ -54,7 +54,7 @@ fn doc(org: Option<&str>, channel: &str, build: &str) -> Doc {
         offered_for: channel.into(),
         statement: Some(Statement {
             org: org.map(String::from),
-            channel: channel.into(),
+            channel: channel.parse().unwrap(),
             status: Status::Green,
             require_signed: false,
             rollback: vec!["canary-runner update rollback".into()],
@@ -141,8 +141,8 @@ async fn fetch(
     org: Option<&str>,
     channel: &str,
 ) -> std::result::Result<Verified, String> {
-    let allowed = vec!["stable".to_string(), "beta".to_string()];
-    fetch_offer(home, SERVER, served.clone(), org, channel, &allowed).await
+    let allowed = canary_contract::Channel::built_in();
+    fetch_offer(home, SERVER, served.clone(), org, &channel.parse().unwrap(), &allowed).await
 }
 
 fn says(r: std::result::Result<Verified, String>, what: &str) {
