@@ -242,8 +242,8 @@ pub struct DriftArgs {
     #[arg(long)]
     pub against: Option<String>,
     /// Only this CLI (`codex`, `claude-code`, `gemini`).
-    #[arg(long)]
-    pub provider: Option<String>,
+    #[arg(long, value_parser = <crate::contract::Provider as std::str::FromStr>::from_str)]
+    pub provider: Option<crate::contract::Provider>,
     #[arg(long)]
     pub json: bool,
 }
@@ -251,17 +251,8 @@ pub struct DriftArgs {
 /// `canary drift BUILD [--against BUILD]`: exit 0 nothing the adapters read changed, 1 drift,
 /// 2 error (unknown build, no recorded inventory).
 pub async fn drift(config: &LabConfig, a: &DriftArgs) -> Result<i32> {
-    let only = match &a.provider {
-        Some(p) => Some(crate::providers::Provider::from_name(p).ok_or_else(|| {
-            crate::error::LabError::usage(
-                format!("unknown provider `{}`", crate::text::clean(p)),
-                "write codex, claude-code or gemini",
-            )
-        })?),
-        None => None,
-    };
     let reg = open_read(config).await?;
-    let reports = crate::drift::compare(&reg, &a.build, a.against.as_deref(), only).await?;
+    let reports = crate::drift::compare(&reg, &a.build, a.against.as_deref(), a.provider).await?;
     let id = reports.first().map(|r| r.build.clone());
     let drifted = reports.iter().any(|r| r.drift.is_some());
     let value = serde_json::json!({ "build": id, "drift": drifted, "clis": reports });

@@ -4,7 +4,7 @@
 //! 2 error.
 
 use crate::config::LabConfig;
-use crate::contract::Channel;
+use crate::contract::{Channel, Provider};
 use crate::error::{Result, exit};
 use crate::matrix::judge::{self, Judging};
 use crate::progress::Progress;
@@ -26,8 +26,8 @@ pub struct JudgeOpts {
 #[derive(Args, Debug)]
 pub struct MatrixArgs {
     /// The CLI: codex or claude-code (its versions come from its PyPI package).
-    #[arg(long)]
-    pub provider: String,
+    #[arg(long, value_parser = <Provider as std::str::FromStr>::from_str)]
+    pub provider: Provider,
     /// all, FROM..TO (either end open, e.g. 0.133..), newest:N, or a comma-separated list.
     #[arg(long, default_value = "newest:5")]
     pub versions: String,
@@ -57,8 +57,8 @@ pub struct MatrixArgs {
 #[derive(Args, Debug)]
 pub struct BisectArgs {
     /// The CLI: codex or claude-code.
-    #[arg(long)]
-    pub provider: String,
+    #[arg(long, value_parser = <Provider as std::str::FromStr>::from_str)]
+    pub provider: Provider,
     /// A version known to pass.
     #[arg(long)]
     pub good: String,
@@ -90,7 +90,7 @@ impl JudgeOpts {
 }
 
 pub async fn matrix(repro_prefix: &str, config: &LabConfig, a: &MatrixArgs) -> Result<i32> {
-    let p = judge::fetchable(&a.provider)?;
+    let p = judge::fetchable(a.provider)?;
     let readme = match &a.readme {
         Some(path) => Some((path, judge::readme_for(path, p)?)),
         None => None,
@@ -137,7 +137,7 @@ pub async fn matrix(repro_prefix: &str, config: &LabConfig, a: &MatrixArgs) -> R
 }
 
 pub async fn bisect(repro_prefix: &str, config: &LabConfig, a: &BisectArgs) -> Result<i32> {
-    let p = judge::fetchable(&a.provider)?;
+    let p = judge::fetchable(a.provider)?;
     let progress = Progress::new(false);
     let judging = a.judge.judging(repro_prefix, true);
     let outcome = judge::bisect(config, p, (&a.good, &a.bad), a.hold.as_ref(), &judging, &progress).await?;

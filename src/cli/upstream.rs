@@ -7,6 +7,7 @@
 
 use super::registry::{open, print_json};
 use crate::config::LabConfig;
+use crate::contract::Provider;
 use crate::error::{Result, exit};
 use crate::progress::Progress;
 use crate::upstream::{self, WatchOptions};
@@ -16,8 +17,8 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct WatchArgs {
     /// Only this provider (codex, claude-code, gemini).
-    #[arg(long)]
-    pub provider: Option<String>,
+    #[arg(long, value_parser = <Provider as std::str::FromStr>::from_str)]
+    pub provider: Option<Provider>,
     /// Show what is new without recording it in the registry.
     #[arg(long)]
     pub no_record: bool,
@@ -31,8 +32,8 @@ pub struct WatchArgs {
 #[derive(Args, Debug)]
 pub struct PipelineArgs {
     /// Only this provider.
-    #[arg(long)]
-    pub provider: Option<String>,
+    #[arg(long, value_parser = <Provider as std::str::FromStr>::from_str)]
+    pub provider: Option<Provider>,
     /// Suites candidates must pass (default: pipeline.suites in canary.yaml, else golden-path).
     #[arg(long = "suite", short = 's')]
     pub suites: Vec<PathBuf>,
@@ -118,7 +119,7 @@ pub async fn watch(config: &LabConfig, a: &WatchArgs) -> Result<i32> {
         &WatchOptions {
             config: &config.upstream,
             cache_dir: config.cache_dir.clone(),
-            provider: a.provider.clone(),
+            provider: a.provider,
             record: !a.no_record,
             resolve: !a.no_resolve,
         },
@@ -143,7 +144,7 @@ pub async fn pipeline(cli_prefix: &str, config: &LabConfig, a: &PipelineArgs) ->
     let progress = Progress::new(false);
     let reg = open(config).await?;
     let opts = crate::pipeline::PipelineOptions {
-        provider: a.provider.clone(),
+        provider: a.provider,
         suites: a.suites.clone(),
         rejudge: a.rejudge,
         webhook: a.webhook.clone(),

@@ -68,3 +68,40 @@ impl Provider {
         }
     }
 }
+
+/// Parses what a person or a file names a CLI by (see [`Provider::from_name`]); the error says
+/// which names there are.
+impl std::str::FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Provider, String> {
+        Provider::from_name(s).ok_or_else(|| {
+            format!(
+                "unknown provider `{}`: write codex, claude-code or gemini",
+                crate::text::clean(&s.chars().take(80).collect::<String>())
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_to_providers_and_back_and_others_are_refused_by_name() {
+        for p in Provider::ALL {
+            assert_eq!(p.name().parse::<Provider>(), Ok(p));
+            assert_eq!(p.to_string(), p.name());
+        }
+        assert_eq!("claude".parse::<Provider>(), Ok(Provider::ClaudeCode));
+        let e = "cursor\u{1b}[2J".parse::<Provider>().unwrap_err();
+        assert!(e.starts_with("unknown provider `cursor"), "{e}");
+        assert!(!e.contains('\u{1b}'), "the name is cleaned before it is shown: {e}");
+    }
+}

@@ -313,7 +313,7 @@ pub async fn upstream_data(
                 d.provider == v.provider && Some(&d.package_version) == v.package_version.as_ref().or(Some(&v.version))
             });
             // The release-age gate: a release becomes a candidate once it is old enough.
-            let eligible_at = match (v.released_at.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()), min_age.get(&v.provider)) {
+            let eligible_at = match (v.released_at.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()), min_age.get(v.provider.name())) {
                 (Some(t), Some(age)) => jiff::SignedDuration::try_from(*age).ok().and_then(|a| t.checked_add(a).ok()),
                 _ => None,
             };
@@ -591,7 +591,7 @@ mod tests {
         let reg = Registry::open(dir.path().join("r.db").to_str().unwrap()).await.unwrap();
         for (version, released) in [("0.163.0", "2026-11-21T12:00:00Z"), ("0.164.0", "2026-11-22T11:00:00Z")] {
             reg.record_version(&crate::registry::VersionRow {
-                provider: "codex".into(),
+                provider: canary_contract::Provider::Codex,
                 version: version.into(),
                 released_at: Some(released.into()),
                 source: "pypi:openai-codex-cli-bin".into(),

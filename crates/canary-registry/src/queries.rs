@@ -124,7 +124,7 @@ pub struct AuditRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionRow {
-    pub provider: String,
+    pub provider: canary_contract::Provider,
     pub version: String,
     pub released_at: Option<String>,
     pub source: String,
@@ -137,7 +137,7 @@ pub struct VersionRow {
 /// An upstream version the candidate policy skipped, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct SkippedVersion {
-    pub provider: String,
+    pub provider: canary_contract::Provider,
     pub package_version: String,
     pub version: String,
     pub source: String,
@@ -149,7 +149,7 @@ pub struct SkippedVersion {
 /// The pipeline's verdict on one candidate.
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineVerdict {
-    pub provider: String,
+    pub provider: canary_contract::Provider,
     pub package_version: String,
     pub version: String,
     pub build_id: Option<String>,
@@ -414,7 +414,7 @@ impl Registry {
                 "INSERT INTO runtime_versions (provider, version, released_at, source, channel, recorded_at, package, package_version) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (provider, version) DO NOTHING",
             )
-            .bind(&v.provider)
+            .bind(v.provider.name())
             .bind(&v.version)
             .bind(v.released_at.as_deref())
             .bind(&v.source)
@@ -448,7 +448,7 @@ impl Registry {
              version = excluded.version, build_id = excluded.build_id, status = excluded.status, \
              channel = excluded.channel, summary = excluded.summary, decided_at = excluded.decided_at",
         )
-        .bind(&v.provider)
+        .bind(v.provider.name())
         .bind(&v.package_version)
         .bind(&v.version)
         .bind(v.build_id.as_deref())
@@ -673,7 +673,7 @@ impl Registry {
             "INSERT INTO runtime_versions (provider, version, released_at, source, channel, recorded_at) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (provider, version) DO NOTHING",
         )
-        .bind(&v.provider)
+        .bind(v.provider.name())
         .bind(&v.version)
         .bind(v.released_at.as_deref())
         .bind(&v.source)
@@ -694,7 +694,7 @@ impl Registry {
                  ON CONFLICT (provider, package_version) DO UPDATE SET version = excluded.version, source = excluded.source, \
                  released_at = excluded.released_at, reason = excluded.reason, seen_at = excluded.seen_at",
             )
-            .bind(&v.provider)
+            .bind(v.provider.name())
             .bind(&v.package_version)
             .bind(&v.version)
             .bind(&v.source)
@@ -785,7 +785,7 @@ pub(crate) async fn insert_audit(
 }
 
 from_row!(VersionRow {
-    provider: text,
+    provider: parsed,
     version: text,
     released_at: opt_text,
     source: text,
@@ -795,7 +795,7 @@ from_row!(VersionRow {
 });
 
 from_row!(PipelineVerdict {
-    provider: text,
+    provider: parsed,
     package_version: text,
     version: text,
     build_id: opt_text,
@@ -845,7 +845,7 @@ from_row!(AuditRow {
 });
 
 from_row!(SkippedVersion {
-    provider: text,
+    provider: parsed,
     package_version: text,
     version: text,
     source: text,

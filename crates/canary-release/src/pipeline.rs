@@ -10,7 +10,7 @@ use crate::progress::Progress;
 use crate::registry::{Audit, Light, PipelineVerdict, Registry};
 use crate::report::{CaseStatus, RunReport};
 use crate::upstream::{self, Judged, WatchOptions, WatchReport};
-use canary_contract::Channel;
+use canary_contract::{Channel, Provider};
 use std::path::PathBuf;
 
 fn short(id: &str) -> &str {
@@ -22,7 +22,7 @@ fn short(id: &str) -> &str {
 pub struct Notification {
     pub event: &'static str,
     /// The changed component (the first, for a channel's first build).
-    pub provider: String,
+    pub provider: Provider,
     pub version: String,
     pub package: String,
     pub package_version: String,
@@ -48,7 +48,7 @@ pub struct Notification {
 #[derive(Debug, Clone, Default)]
 pub struct PipelineOptions {
     /// Only this provider.
-    pub provider: Option<String>,
+    pub provider: Option<Provider>,
     /// Suites candidates must pass (empty: the lab config's `pipeline.suites`).
     pub suites: Vec<PathBuf>,
     /// Judge candidates again even when the registry has a verdict for them.
@@ -111,7 +111,7 @@ pub async fn run(
         &WatchOptions {
             config: &config.upstream,
             cache_dir: config.cache_dir.clone(),
-            provider: a.provider.clone(),
+            provider: a.provider,
             record: true,
             resolve: true,
         },
@@ -172,8 +172,8 @@ pub async fn run(
 }
 
 /// The spec that fetches a judged release.
-fn spec_of(provider: &str, j: &Judged) -> Result<crate::providers::ProviderSpec> {
-    let text = if provider == canary_contract::Provider::ClaudeCode.name() && j.release.package == "claude-agent-sdk" {
+fn spec_of(provider: Provider, j: &Judged) -> Result<crate::providers::ProviderSpec> {
+    let text = if provider == Provider::ClaudeCode && j.release.package == "claude-agent-sdk" {
         format!("claude-code@sdk-{}", j.release.package_version)
     } else {
         format!("{provider}@{}", j.release.package_version)
@@ -189,7 +189,7 @@ fn unjudged(
     config: &LabConfig,
     rejudge: bool,
     progress: &Progress,
-) -> Vec<(String, Vec<Judged>)> {
+) -> Vec<(Provider, Vec<Judged>)> {
     let per_channel = config.upstream.candidates_per_channel.max(1);
     let mut newest = Vec::new();
     for p in &watch.providers {
@@ -212,7 +212,7 @@ fn unjudged(
             }
         }
         if !list.is_empty() {
-            newest.push((p.provider.clone(), list));
+            newest.push((p.provider, list));
         }
     }
     newest
@@ -225,7 +225,7 @@ async fn deliver(
     config: &LabConfig,
     reg: &Registry,
     webhook: Option<&str>,
-    candidate: &[(String, Judged)],
+    candidate: &[(Provider, Judged)],
     n: &Notification,
     progress: &Progress,
 ) -> Result<(serde_json::Value, i32)> {
@@ -258,10 +258,10 @@ async fn deliver(
         let version = n
             .components
             .iter()
-            .find(|c| &c.name == provider)
+            .find(|c| c.name == provider.name())
             .map_or_else(|| j.release.version.clone(), |c| c.version.clone());
         let verdict = PipelineVerdict {
-            provider: provider.clone(),
+            provider: *provider,
             package_version: j.release.package_version.clone(),
             version,
             build_id: n.build.clone(),
@@ -294,7 +294,7 @@ struct Candidate<'a> {
     jobs: usize,
     /// The channel the policy made it a candidate for.
     target: &'a Channel,
-    changes: &'a [(String, Judged)],
+    changes: &'a [(Provider, Judged)],
 }
 
 /// What the gate made of a canary run: the verdict, the channels it went to, and each refusal.
@@ -319,7 +319,7 @@ impl Candidate<'_> {
         let specs = self
             .changes
             .iter()
-            .map(|(p, j)| spec_of(p, j))
+            .map(|(p, j)| spec_of(*p, j))
             .collect::<Result<Vec<_>>>()?;
         let parent_image = match &parent {
             Some(b) => engine.image(&b.image_ref).await?.map(|_| b.image_ref.clone()),
@@ -485,10 +485,10 @@ impl Candidate<'_> {
         let (provider, j) = &self.changes[0];
         Ok(Notification {
             event: "canary.verdict",
-            provider: provider.clone(),
+            provider: *provider,
             version: build
                 .manifest
-                .component(provider)
+                .component(provider.name())
                 .map_or_else(|| j.release.version.clone(), |c| c.version.clone()),
             package: j.release.package.clone(),
             package_version: j.release.package_version.clone(),

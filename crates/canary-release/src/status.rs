@@ -196,7 +196,7 @@ async fn newest_upstream(reg: &Registry) -> Result<std::collections::BTreeMap<St
         .into_iter()
         .filter(|v| !v.version.starts_with("sdk-"))
     {
-        let newer = match upstream.get(&v.provider) {
+        let newer = match upstream.get(v.provider.name()) {
             None => true,
             Some(cur) => {
                 let parse = |s: &str| crate::upstream::semver_of(s);
@@ -207,7 +207,7 @@ async fn newest_upstream(reg: &Registry) -> Result<std::collections::BTreeMap<St
             }
         };
         if newer {
-            upstream.insert(v.provider.clone(), serde_json::to_value(&v).expect("json"));
+            upstream.insert(v.provider.to_string(), serde_json::to_value(&v).expect("json"));
         }
     }
     Ok(upstream)

@@ -33,11 +33,11 @@ pub struct Judging {
 }
 
 /// The CLI a matrix or bisection judges, checked to be one whose versions the lab can fetch.
-pub fn fetchable(name: &str) -> Result<Provider> {
-    match Provider::from_name(name) {
-        Some(p) if p.package().is_some() => Ok(p),
-        _ => Err(LabError::usage(
-            format!("`{}` has no versions the lab can fetch", crate::text::clean(name)),
+pub fn fetchable(p: Provider) -> Result<Provider> {
+    match p.package() {
+        Some(_) => Ok(p),
+        None => Err(LabError::usage(
+            format!("`{p}` has no versions the lab can fetch"),
             "write --provider codex or --provider claude-code (Gemini CLI is npm-only)",
         )),
     }
@@ -56,7 +56,7 @@ async fn upstream_versions(config: &LabConfig, p: Provider) -> Result<Vec<String
     let package = p.package().expect("checked by fetchable");
     let source = crate::upstream::sources::Source::Pypi(package.into());
     let fetcher = config.upstream.fetcher(&config.cache_dir)?;
-    let fetched = crate::upstream::sources::fetch(&fetcher, &config.upstream.endpoints(), p.name(), &source).await?;
+    let fetched = crate::upstream::sources::fetch(&fetcher, &config.upstream.endpoints(), p, &source).await?;
     Ok(fetched
         .releases
         .into_iter()
@@ -241,7 +241,7 @@ pub async fn matrix(
         built.extend(b);
         not_built.extend(n);
     }
-    let mut matrix = VersionMatrix::from_run(p.name(), &suite_name, report.as_ref().map(|r| &r.0), &built, &not_built);
+    let mut matrix = VersionMatrix::from_run(p, &suite_name, report.as_ref().map(|r| &r.0), &built, &not_built);
     // The whole of it: fetching, building, judging and releasing every batch.
     matrix.duration_ms = started.elapsed().as_millis() as u64;
     Ok(Judged {
@@ -291,7 +291,7 @@ async fn release(
 /// What a bisection found, and what its hold did (none asked, held, or refused by the gate).
 #[derive(Debug, serde::Serialize)]
 pub struct Bisected {
-    pub provider: String,
+    pub provider: Provider,
     pub first_bad: String,
     pub last_good: String,
     pub judged: Vec<(String, bool)>,
@@ -355,7 +355,7 @@ pub async fn bisect(
         b.record(&v, good);
     }
     let mut out = Bisected {
-        provider: p.name().into(),
+        provider: p,
         first_bad: b.first_bad().into(),
         last_good: b.last_good().into(),
         between,

@@ -123,7 +123,7 @@ pub struct Row {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionMatrix {
-    pub provider: String,
+    pub provider: canary_contract::Provider,
     pub suite: String,
     pub generated_at: String,
     pub run_id: Option<String>,
@@ -149,7 +149,7 @@ impl VersionMatrix {
     /// Rows from one run over one build per version (`images`: version → image reference), and
     /// the versions that could not be built (version → why).
     pub fn from_run(
-        provider: &str,
+        provider: canary_contract::Provider,
         suite: &str,
         report: Option<&RunReport>,
         images: &BTreeMap<String, (String, Option<String>)>,
@@ -201,7 +201,7 @@ impl VersionMatrix {
         let order = sorted(rows.iter().map(|r| r.version.clone()));
         rows.sort_by_key(|r| order.iter().position(|v| *v == r.version).unwrap_or(usize::MAX));
         VersionMatrix {
-            provider: provider.into(),
+            provider,
             suite: suite.into(),
             generated_at: jiff::Timestamp::now()
                 .round(jiff::Unit::Second)
@@ -236,7 +236,7 @@ impl VersionMatrix {
         };
         let mut out = format!(
             "| {} version | CLI | {} | cases | what failed where |\n|---|---|---|---|---|\n",
-            cell(&self.provider),
+            cell(self.provider.name()),
             cell(&self.suite)
         );
         for r in self.rows.iter().rev() {
@@ -466,7 +466,7 @@ mod tests {
     #[test]
     fn markdown_cells_cannot_break_the_table() {
         let m = VersionMatrix {
-            provider: "codex".into(),
+            provider: canary_contract::Provider::Codex,
             suite: "golden-path".into(),
             generated_at: "t".into(),
             run_id: None,

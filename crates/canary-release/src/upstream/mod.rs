@@ -10,7 +10,7 @@ pub mod sources;
 pub mod view;
 
 use crate::error::{LabError, Result};
-use canary_contract::Channel;
+use canary_contract::{Channel, Provider};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sources::{Endpoints, Source};
@@ -21,7 +21,7 @@ use std::time::Duration;
 /// One version as an upstream registry describes it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Release {
-    pub provider: String,
+    pub provider: Provider,
     /// `pypi:<package>`, `npm:<package>` or `github:<owner>/<repo>`.
     pub source: String,
     pub package: String,
@@ -140,6 +140,7 @@ pub struct Policy {
 
 #[derive(Debug, Clone)]
 pub struct CompiledProvider {
+    pub provider: Provider,
     pub sources: Vec<Source>,
     pub include: Option<semver::VersionReq>,
     pub exclude: Vec<semver::VersionReq>,
@@ -147,13 +148,13 @@ pub struct CompiledProvider {
 }
 
 impl UpstreamConfig {
-    pub fn policy(&self, only: Option<&str>) -> Result<Policy> {
+    pub fn policy(&self, only: Option<Provider>) -> Result<Policy> {
         let default_age = duration("min_release_age", &self.min_release_age)?;
         let mut providers = BTreeMap::new();
         if let Some(p) = only {
-            if !self.providers.contains_key(p) {
+            if !self.providers.contains_key(p.name()) {
                 return Err(LabError::usage(
-                    format!("unknown provider `{p}`"),
+                    format!("provider `{p}` is not watched"),
                     format!(
                         "watched providers: {} (upstream.providers in canary.yaml)",
                         self.providers.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -162,13 +163,14 @@ impl UpstreamConfig {
             }
         }
         for (name, p) in &self.providers {
-            if !PROVIDERS.contains(&name.as_str()) {
+            // The canonical name only (not the `claude` shorthand): the key is what reports show.
+            let Some(provider) = Provider::from_name(name).filter(|x| x.name() == name) else {
                 return Err(LabError::usage(
-                    format!("upstream.providers: unknown provider `{name}`"),
+                    format!("upstream.providers: unknown provider `{}`", crate::text::clean(name)),
                     format!("providers: {}", PROVIDERS.join(", ")),
                 ));
-            }
-            if only.is_some_and(|o| o != name) {
+            };
+            if only.is_some_and(|o| o != provider) {
                 continue;
             }
             let req = |r: &str| {
@@ -188,6 +190,7 @@ impl UpstreamConfig {
             providers.insert(
                 name.clone(),
                 CompiledProvider {
+                    provider,
                     sources: p
                         .sources
                         .iter()
@@ -384,7 +387,7 @@ pub fn bundled_by(cache_dir: &Path, cli_version: &str) -> Option<String> {
 /// One provider's view for `canary watch`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderWatch {
-    pub provider: String,
+    pub provider: Provider,
     pub sources: Vec<String>,
     /// How each source answered (`fetched`, `not_modified`).
     pub freshness: BTreeMap<String, http::Freshness>,
@@ -418,7 +421,7 @@ impl WatchReport {
 pub struct WatchOptions<'a> {
     pub config: &'a UpstreamConfig,
     pub cache_dir: PathBuf,
-    pub provider: Option<String>,
+    pub provider: Option<Provider>,
     /// Record new versions in the registry.
     pub record: bool,
     /// Download claude-agent-sdk wheels to learn the CLI version they bundle (newest candidates).
@@ -470,13 +473,13 @@ async fn known_good_runtimes(reg: &crate::registry::Registry) -> Result<BTreeMap
 async fn fetch_all(
     fetcher: &http::Fetcher,
     endpoints: &sources::Endpoints,
-    name: &str,
+    provider: Provider,
     from: &[Source],
 ) -> Result<(Vec<Release>, BTreeMap<String, http::Freshness>, usize)> {
     let mut releases = Vec::new();
     let mut freshness = BTreeMap::new();
     for source in from {
-        let fetched = sources::fetch(fetcher, endpoints, name, source).await?;
+        let fetched = sources::fetch(fetcher, endpoints, provider, source).await?;
         freshness.insert(source.label(), fetched.freshness);
         releases.extend(fetched.releases);
     }
@@ -490,7 +493,7 @@ async fn fetch_all(
 /// The candidates the registry has not recorded yet (by CLI version or package version), as
 /// the rows that record them.
 fn unrecorded(
-    name: &str,
+    provider: Provider,
     newer: &[Judged],
     recorded: &[crate::registry::VersionRow],
 ) -> Vec<crate::registry::VersionRow> {
@@ -498,13 +501,13 @@ fn unrecorded(
         .iter()
         .filter(|j| {
             !recorded.iter().any(|r| {
-                r.provider == name
+                r.provider == provider
                     && (r.version == j.release.version
                         || r.package_version.as_deref() == Some(&j.release.package_version))
             })
         })
         .map(|j| crate::registry::VersionRow {
-            provider: name.to_string(),
+            provider,
             version: j.release.version.clone(),
             released_at: j.release.published_at.clone(),
             source: j.release.source.clone(),
@@ -519,7 +522,7 @@ fn unrecorded(
 /// versions; its upstream lists SDK versions: compare by the SDK release that bundles the
 /// known-good CLI.
 fn known_good_package(
-    name: &str,
+    provider: Provider,
     kg: &BTreeMap<String, String>,
     claude_sdk: bool,
     recorded_versions: &[crate::registry::VersionRow],
@@ -529,7 +532,7 @@ fn known_good_package(
     match (&newest_kg, claude_sdk) {
         (Some(v), true) => recorded_versions
             .iter()
-            .find(|r| r.provider == *name && r.version == v.to_string())
+            .find(|r| r.provider == provider && r.version == v.to_string())
             .and_then(|r| r.package_version.clone())
             .or_else(|| bundled_by(cache_dir, &v.to_string()))
             .and_then(|pv| semver_of(&pv)),
@@ -555,8 +558,8 @@ fn demote_old_prerelease(j: &mut Judged, newest_stable: Option<&semver::Version>
 
 impl CompiledProvider {
     /// Whether this is Claude Code read through the SDK wheels that bundle it.
-    fn claude_sdk(&self, name: &str) -> bool {
-        name == canary_contract::Provider::ClaudeCode.name()
+    fn claude_sdk(&self) -> bool {
+        self.provider == Provider::ClaudeCode
             && self
                 .sources
                 .iter()
@@ -566,9 +569,9 @@ impl CompiledProvider {
 
 impl Judged {
     /// The registry's row for a version the watch skipped.
-    fn skipped_row(&self, provider: &str, seen_at: &str) -> crate::registry::SkippedVersion {
+    fn skipped_row(&self, seen_at: &str) -> crate::registry::SkippedVersion {
         crate::registry::SkippedVersion {
-            provider: provider.to_string(),
+            provider: self.release.provider,
             package_version: self.release.package_version.clone(),
             version: self.release.version.clone(),
             source: self.release.source.clone(),
@@ -583,7 +586,7 @@ impl Judged {
 /// asked) records the new candidates in one transaction. A source that fails fails the watch
 /// before anything is recorded.
 pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Result<WatchReport> {
-    let policy = o.config.policy(o.provider.as_deref())?;
+    let policy = o.config.policy(o.provider)?;
     let endpoints = o.config.endpoints();
     let fetcher = o.config.fetcher(&o.cache_dir)?;
     let now = jiff::Timestamp::now();
@@ -593,12 +596,13 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
     let mut providers = Vec::new();
     let mut to_record = Vec::new();
     let mut to_skip = Vec::new();
-    for (name, p) in &policy.providers {
-        let (releases, freshness, upstream_versions) = fetch_all(&fetcher, &endpoints, name, &p.sources).await?;
+    for p in policy.providers.values() {
+        let provider = p.provider;
+        let (releases, freshness, upstream_versions) = fetch_all(&fetcher, &endpoints, provider, &p.sources).await?;
 
-        let kg = known_good.get(name).cloned().unwrap_or_default();
-        let claude_sdk = p.claude_sdk(name);
-        let kg_package = known_good_package(name, &kg, claude_sdk, &recorded_versions, &o.cache_dir);
+        let kg = known_good.get(provider.name()).cloned().unwrap_or_default();
+        let claude_sdk = p.claude_sdk();
+        let kg_package = known_good_package(provider, &kg, claude_sdk, &recorded_versions, &o.cache_dir);
         // A pre-release older than the newest stable release is history, not a candidate.
         let newest_stable = releases
             .iter()
@@ -639,13 +643,13 @@ pub async fn watch(reg: &crate::registry::Registry, o: &WatchOptions<'_>) -> Res
                 skipped.push(j);
             }
         }
-        let rows = unrecorded(name, &newer, &recorded_versions);
+        let rows = unrecorded(provider, &newer, &recorded_versions);
         let new: Vec<String> = rows.iter().map(|r| r.version.clone()).collect();
         to_record.extend(rows);
         let seen_at = crate::registry::format_ts(now);
-        to_skip.extend(skipped.iter().map(|j| j.skipped_row(name, &seen_at)));
+        to_skip.extend(skipped.iter().map(|j| j.skipped_row(&seen_at)));
         providers.push(ProviderWatch {
-            provider: name.clone(),
+            provider,
             sources: p.sources.iter().map(Source::label).collect(),
             freshness,
             known_good: kg,
@@ -674,7 +678,7 @@ mod tests {
 
     fn release(v: &str, published: Option<&str>) -> Release {
         Release {
-            provider: "codex".into(),
+            provider: Provider::Codex,
             source: "pypi:x".into(),
             package: "x".into(),
             package_version: v.into(),
@@ -690,6 +694,7 @@ mod tests {
     #[test]
     fn the_policy_decides_channels_and_skips_with_reasons() {
         let p = CompiledProvider {
+            provider: Provider::Codex,
             sources: vec![],
             include: Some(semver::VersionReq::parse(">=0.100.0").unwrap()),
             exclude: vec![semver::VersionReq::parse("=0.150.1").unwrap()],
@@ -728,14 +733,14 @@ mod tests {
 /// component changed; a channel with no build yet gets one first build with the newest eligible
 /// version of each configured provider. `newest` holds, per provider, its candidates (newest
 /// first).
-pub fn form_candidates(has_build: bool, newest: Vec<(String, Vec<Judged>)>) -> Vec<Vec<(String, Judged)>> {
+pub fn form_candidates(has_build: bool, newest: Vec<(Provider, Vec<Judged>)>) -> Vec<Vec<(Provider, Judged)>> {
     if has_build {
         return newest
             .into_iter()
-            .flat_map(|(p, js)| js.into_iter().map(move |j| vec![(p.clone(), j)]))
+            .flat_map(|(p, js)| js.into_iter().map(move |j| vec![(p, j)]))
             .collect();
     }
-    let first: Vec<(String, Judged)> = newest
+    let first: Vec<(Provider, Judged)> = newest
         .into_iter()
         .filter_map(|(p, js)| js.into_iter().next().map(|j| (p, j)))
         .collect();
@@ -749,7 +754,7 @@ mod candidate_tests {
     fn judged(v: &str) -> Judged {
         Judged {
             release: Release {
-                provider: "p".into(),
+                provider: Provider::Codex,
                 version: v.into(),
                 package: "pkg".into(),
                 package_version: v.into(),
@@ -769,8 +774,8 @@ mod candidate_tests {
     fn candidates_change_one_component_unless_the_channel_is_empty() {
         let newest = || {
             vec![
-                ("codex".to_string(), vec![judged("0.164.0"), judged("0.163.5")]),
-                ("claude-code".to_string(), vec![judged("2.1.330")]),
+                (Provider::Codex, vec![judged("0.164.0"), judged("0.163.5")]),
+                (Provider::ClaudeCode, vec![judged("2.1.330")]),
             ]
         };
         let each = form_candidates(true, newest());

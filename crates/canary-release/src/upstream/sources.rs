@@ -5,6 +5,7 @@
 use super::Release;
 use super::http::{Attempt, Fetcher, Freshness};
 use crate::error::{LabError, Result};
+use canary_contract::Provider;
 use std::collections::BTreeMap;
 
 /// A configured source: `pypi:<package>`, `npm:<package>` or `github:<owner>/<repo>`.
@@ -98,7 +99,7 @@ fn malformed(source: &Source, what: &str) -> LabError {
     )
 }
 
-pub async fn fetch(fetcher: &Fetcher, endpoints: &Endpoints, provider: &str, source: &Source) -> Result<Fetched> {
+pub async fn fetch(fetcher: &Fetcher, endpoints: &Endpoints, provider: Provider, source: &Source) -> Result<Fetched> {
     match source {
         Source::Pypi(package) => {
             let base = endpoints.pypi.as_deref().ok_or_else(|| {
@@ -140,9 +141,9 @@ pub async fn fetch(fetcher: &Fetcher, endpoints: &Endpoints, provider: &str, sou
 }
 
 /// A release as a source lists it, before the registry-specific flags.
-fn release(provider: &str, source: &Source, version: &str, published_at: Option<String>) -> Release {
+fn release(provider: Provider, source: &Source, version: &str, published_at: Option<String>) -> Release {
     Release {
-        provider: provider.into(),
+        provider,
         source: source.label(),
         package: source.package(),
         package_version: version.into(),
@@ -179,7 +180,7 @@ pub fn is_prerelease(v: &str) -> bool {
 /// PyPI JSON API: `releases` maps each version to its files; the upload time is the earliest
 /// file's, a version is yanked when every file is (PEP 592), and a version without files has no
 /// timestamp.
-pub fn pypi(provider: &str, source: &Source, body: &serde_json::Value) -> Result<Vec<Release>> {
+pub fn pypi(provider: Provider, source: &Source, body: &serde_json::Value) -> Result<Vec<Release>> {
     let releases = body
         .get("releases")
         .and_then(|r| r.as_object())
@@ -211,7 +212,7 @@ pub fn pypi(provider: &str, source: &Source, body: &serde_json::Value) -> Result
 }
 
 /// npm packument: `versions` (with `deprecated`), `time` (publish times), `dist-tags`.
-pub fn npm(provider: &str, source: &Source, body: &serde_json::Value) -> Result<Vec<Release>> {
+pub fn npm(provider: Provider, source: &Source, body: &serde_json::Value) -> Result<Vec<Release>> {
     let versions = body
         .get("versions")
         .and_then(|r| r.as_object())
@@ -275,7 +276,7 @@ fn github_client(endpoints: &Endpoints) -> Result<octocrab::Octocrab> {
 async fn github(
     fetcher: &Fetcher,
     endpoints: &Endpoints,
-    provider: &str,
+    provider: Provider,
     source: &Source,
     owner: &str,
     repo: &str,
@@ -362,7 +363,7 @@ async fn github(
 }
 
 /// GitHub's release list, read through octocrab's model (so a changed shape is an error).
-pub fn github_releases(provider: &str, source: &Source, body: &serde_json::Value) -> Result<Vec<Release>> {
+pub fn github_releases(provider: Provider, source: &Source, body: &serde_json::Value) -> Result<Vec<Release>> {
     let list: Vec<octocrab::models::repos::Release> =
         serde_json::from_value(body.clone()).map_err(|e| malformed(source, &e.to_string()))?;
     Ok(list
