@@ -137,7 +137,7 @@ pub async fn sweeps(config: &LabConfig, cmd: &SweepsCommand) -> Result<i32> {
                         crate::text::clean(&j.org),
                         super::registry::short(&j.build_id),
                         j.state,
-                        j.outcome.as_deref().map(|o| format!(" {o}")).unwrap_or_default(),
+                        j.outcome.map(|o| format!(" {o}")).unwrap_or_default(),
                         crate::text::clean(j.reason.as_deref().unwrap_or("")),
                         j.pr_url
                             .as_deref()
@@ -251,7 +251,7 @@ async fn run(config: &LabConfig, a: &RunArgs) -> Result<i32> {
     } else {
         outln!("{} sweep job(s) ended", ended.len());
     }
-    Ok(if ended.iter().any(|e| e.outcome == "dead") {
+    Ok(if ended.iter().any(|e| e.outcome == crate::sweeps::job::TryEnd::Dead) {
         exit::FAILED
     } else {
         exit::PASS

@@ -3,6 +3,7 @@
 //! on both.
 
 use crate::helpers::{Canary, write_temp};
+use canary::registry::{JobState, SweepOutcome};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 #[derive(Clone, Copy, Debug)]
@@ -337,21 +338,35 @@ on_both!(the_sweep_queue_is_idempotent_leased_retried_and_dead_lettered, |b| {
         let again = r.claim_sweep("w3", lease, 2, later).await.unwrap().unwrap();
         assert_eq!((again.id, again.attempts), (a.id, 2));
         assert!(
-            !r.finish_sweep(a.id, "w1", "pr_opened", "late", &serde_json::json!({}), Some((1, "u")))
-                .await
-                .unwrap()
+            !r.finish_sweep(
+                a.id,
+                "w1",
+                SweepOutcome::PrOpened,
+                "late",
+                &serde_json::json!({}),
+                Some((1, "u"))
+            )
+            .await
+            .unwrap()
         );
         assert!(
-            r.finish_sweep(a.id, "w3", "nothing_to_propose", "ok", &serde_json::json!({}), None)
-                .await
-                .unwrap()
+            r.finish_sweep(
+                a.id,
+                "w3",
+                SweepOutcome::NothingToPropose,
+                "ok",
+                &serde_json::json!({}),
+                None
+            )
+            .await
+            .unwrap()
         );
         // w2's engine goes away: the job is given back, its try not counted, due at once; only
         // its holder may give it back.
         assert!(!r.release_sweep(b2.id, "w3", "engine e2 went away").await.unwrap());
         assert!(r.release_sweep(b2.id, "w2", "engine e2 went away").await.unwrap());
         let j = r.sweep_job(b2.id).await.unwrap().unwrap();
-        assert_eq!((j.state.as_str(), j.attempts), ("queued", 0), "{j:?}");
+        assert_eq!((j.state, j.attempts), (JobState::Queued, 0), "{j:?}");
         let b2 = r.claim_sweep("w2", lease, 2, later).await.unwrap().unwrap();
         assert_eq!(b2.attempts, 1, "a released job is claimed as its first try");
         // w2's try fails: retried after its backoff, then dead after the last attempt.
@@ -361,11 +376,11 @@ on_both!(the_sweep_queue_is_idempotent_leased_retried_and_dead_lettered, |b| {
                 .unwrap()
         );
         let j = r.sweep_job(b2.id).await.unwrap().unwrap();
-        assert_eq!((j.state.as_str(), j.attempts), ("queued", 1));
+        assert_eq!((j.state, j.attempts), (JobState::Queued, 1));
         let c = r.claim_sweep("w2", lease, 2, later).await.unwrap().unwrap();
         assert!(r.retry_sweep(c.id, "w2", "forge answered 503", later, 2).await.unwrap());
         let j = r.sweep_job(b2.id).await.unwrap().unwrap();
-        assert_eq!(j.state, "dead", "{j:?}");
+        assert_eq!(j.state, JobState::Dead, "{j:?}");
         assert_eq!(j.reason.as_deref(), Some("forge answered 503"));
         assert_eq!(r.sweeps_pending().await.unwrap(), 0);
     });

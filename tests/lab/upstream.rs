@@ -441,6 +441,18 @@ fn runner_heartbeats_reach_status_from_a_file_and_over_http() {
         assert_eq!(bad.status().as_u16(), 422);
         let body = bad.text().await.unwrap();
         assert!(body.contains("versions"), "{body}");
+        // A host's update report goes into the audit log under the runner (reports a host
+        // cannot have made are refused: tests/fixtures/hostile/control-plane.yaml).
+        let report = serde_json::json!({"at": "2026-12-07T10:00:00Z", "action": "upgrade", "from": null,
+            "to": null, "outcome": "rolled_back", "reason": "smoke failed"});
+        let reported = client
+            .post(format!("{url}/v1/updates/report?runner=us-2"))
+            .bearer_auth(&token)
+            .body(report.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reported.status().as_u16(), 202);
         // Status is for operators: the runner's token is refused, an operator's answered.
         let by_runner = client
             .get(format!("{url}/v1/status"))
@@ -467,6 +479,25 @@ fn runner_heartbeats_reach_status_from_a_file_and_over_http() {
     assert_eq!(ids, ["eu-1", "us-2"]);
     assert_eq!(runners[0]["org"], "acme");
     assert_eq!(runners[1]["versions"]["runner"], env!("CARGO_PKG_VERSION"));
+
+    // The host's report is in the audit log, as the host's typed outcome.
+    let audit = Canary::new()
+        .arg_path_flag("--registry", &db)
+        .args(["registry", "audit", "--json"])
+        .run()
+        .code(0)
+        .json();
+    let reported: Vec<_> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "runner.upgrade")
+        .collect();
+    assert_eq!(reported.len(), 1, "{audit}");
+    assert_eq!(
+        (reported[0]["actor"].as_str(), reported[0]["decision"].as_str()),
+        (Some("runner:us-2"), Some("rolled_back"))
+    );
 
     // `canary status` shows them beside what their channel's known-good is.
     Canary::new()

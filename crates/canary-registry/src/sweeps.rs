@@ -37,10 +37,9 @@ pub struct SweepJob {
     pub repo_id: String,
     pub org: String,
     pub build_id: BuildId,
-    /// `queued`, `running`, `done` or `dead`.
-    pub state: String,
-    /// For `done`: `pr_opened`, `nothing_to_propose`, `dropped` or `skipped`.
-    pub outcome: Option<String>,
+    pub state: JobState,
+    /// What a `done` job came to.
+    pub outcome: Option<SweepOutcome>,
     pub reason: Option<String>,
     pub attempts: i64,
     pub worker: Option<String>,
@@ -54,6 +53,63 @@ pub struct SweepJob {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
 }
+
+/// Where a sweep job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    /// Out of tries.
+    Dead,
+}
+
+/// What a finished sweep job came to, as the registry keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepOutcome {
+    /// A draft pull request is open for the change.
+    PrOpened,
+    NothingToPropose,
+    /// The change touched what the org's policy protects; nothing was pushed.
+    Dropped,
+    /// Not started: the repo left sweeps or the org's quota refused it.
+    Skipped,
+}
+
+/// The spelling of each value, in the registry and in JSON.
+macro_rules! words {
+    ($t:ident { $($v:ident => $w:literal),+ $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $($t::$v => $w),+ }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<$t, String> {
+                match s {
+                    $($w => Ok($t::$v),)+
+                    other => Err(format!("`{}` is not a {}", crate::text::clean(other), stringify!($t))),
+                }
+            }
+        }
+    };
+}
+
+words!(JobState { Queued => "queued", Running => "running", Done => "done", Dead => "dead" });
+words!(SweepOutcome {
+    PrOpened => "pr_opened",
+    NothingToPropose => "nothing_to_propose",
+    Dropped => "dropped",
+    Skipped => "skipped",
+});
 
 /// What an org's quota is judged on, for one claimed job.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -73,8 +129,8 @@ impl FromRow for SweepJob {
             repo_id: r.text("repo_id")?,
             org: r.text("org")?,
             build_id: r.parsed("build_id")?,
-            state: r.text("state")?,
-            outcome: r.opt_text("outcome")?,
+            state: r.parsed("state")?,
+            outcome: r.opt_parsed("outcome")?,
             reason: r.opt_text("reason")?,
             attempts: r.int("attempts")?,
             worker: r.opt_text("worker")?,
@@ -321,7 +377,7 @@ impl Registry {
         &self,
         id: i64,
         worker: &str,
-        outcome: &str,
+        outcome: SweepOutcome,
         reason: &str,
         detail: &serde_json::Value,
         pr: Option<(i64, &str)>,
@@ -332,7 +388,7 @@ impl Registry {
              pr_state = CASE WHEN $4 IS NULL THEN NULL ELSE 'open' END, finished_at = $6, lease_until = NULL \
              WHERE id = $7 AND worker = $8 AND state = 'running'",
         )
-        .bind(outcome)
+        .bind(outcome.as_str())
         .bind(reason)
         .bind(detail.to_string())
         .bind(pr.map(|p| p.0))
@@ -411,3 +467,25 @@ from_row!(SweepRepo {
     commands: json,
     added_at: text,
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_states_and_outcomes_read_back_what_they_write_and_nothing_else() {
+        use JobState as J;
+        use SweepOutcome as O;
+        for s in [J::Queued, J::Running, J::Done, J::Dead] {
+            assert_eq!(s.as_str().parse::<JobState>(), Ok(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for o in [O::PrOpened, O::NothingToPropose, O::Dropped, O::Skipped] {
+            assert_eq!(o.as_str().parse::<SweepOutcome>(), Ok(o));
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        let e = "opened\u{1b}[2J".parse::<SweepOutcome>().unwrap_err();
+        assert!(e.contains("is not a SweepOutcome") && !e.contains('\u{1b}'), "{e}");
+        assert!("Dead".parse::<JobState>().is_err(), "spellings are exact");
+    }
+}

@@ -358,10 +358,10 @@ impl Candidate<'_> {
     /// The canary: the suites on the build, every case's events recorded in the registry.
     async fn canary(&self, engine: DockerBackend, build: &crate::builds::Build) -> Result<(RunReport, PathBuf)> {
         let (config, progress) = (self.config, self.progress);
-        let images = vec![crate::lab::plan::ImagePlan {
-            reference: build.reference.clone(),
-            providers: build.manifest.providers(),
-        }];
+        let images = vec![crate::lab::plan::ImagePlan::new(
+            &build.reference,
+            &build.manifest.providers(),
+        )];
         let prepared = crate::lab::prepare(&config.lab(), self.suites, &[], None, &images)?;
         progress.line(format!("[canary] {} cases", prepared.cases.len()));
         // The registry records the verdict's evidence as a consumer of the run's events.

@@ -6,6 +6,7 @@ use super::checks::{self, RepoDiff};
 use super::plan::Case;
 use crate::engine::{Backend, ContainerSpec, ExecOutcome, ExecSpec};
 use crate::error::{LabError, Result};
+use crate::providers::Provider;
 use crate::report::{CaseReport, CaseStatus, CaseTimings, CheckFailure, StepReport, StepStatus};
 use crate::repos::WORKDIR;
 use crate::suite::{Step, StepAction};
@@ -36,7 +37,7 @@ pub struct CaseContext {
     /// The run's event stream; each checked step goes out on it with its output.
     pub events: crate::report::events::Reporters,
     /// Each image's (by index) and CLI's pre-flight: the flags its `--help` lists.
-    pub preflight: std::collections::BTreeMap<(usize, String), crate::runner::inventory::Preflight>,
+    pub preflight: std::collections::BTreeMap<(usize, Provider), crate::runner::inventory::Preflight>,
 }
 
 /// One image of a run, ready for cases.
@@ -54,14 +55,14 @@ pub struct CaseImage {
 impl CaseImage {
     /// What a case tests in this image, e.g. `codex@0.163.0`: the case's provider at the
     /// version the image bundles, or everything the image carries (from its labels).
-    pub fn runtime(&self, provider: Option<&str>) -> Option<String> {
+    pub fn runtime(&self, provider: Option<Provider>) -> Option<String> {
         let r = self.labels.get(crate::builds::labels::RUNTIMES)?;
         let pairs = r.split(',').map(|p| p.replacen('=', "@", 1));
         match provider {
             Some(p) => pairs
                 .clone()
-                .find(|x| x.starts_with(&format!("{p}@")))
-                .or_else(|| Some(p.to_string())),
+                .find(|x| x.starts_with(&format!("{}@", p.name())))
+                .or_else(|| Some(p.name().to_string())),
             None => Some(pairs.collect::<Vec<_>>().join(",")),
         }
     }
@@ -127,7 +128,7 @@ fn preflight_of<'a>(
     let pf = case
         .provider
         .as_ref()
-        .and_then(|p| cx.preflight.get(&(case.image, p.clone())))?;
+        .and_then(|p| cx.preflight.get(&(case.image, *p)))?;
     let mut inv = crate::runner::inventory::Inventory::new(&pf.provider, &pf.version);
     inv.flags = Some(pf.flags.clone());
     report.inventory = Some(inv);
@@ -156,8 +157,8 @@ pub async fn run_case<B: Backend + Clone>(
         status: CaseStatus::Passed,
         attempts: attempt,
         image: cx.images[case.image].reference.clone(),
-        runtime: cx.images[case.image].runtime(case.provider.as_deref()),
-        provider: case.provider.clone(),
+        runtime: cx.images[case.image].runtime(case.provider),
+        provider: case.provider.map(|p| p.name().to_string()),
         duration_ms: 0,
         timings: CaseTimings::default(),
         steps: Vec::new(),
@@ -467,7 +468,7 @@ impl<B: Backend> InCase<'_, B> {
                     container,
                     i + 1,
                     spec,
-                    self.case.provider.as_deref(),
+                    self.case.provider,
                     step.timeout,
                     resumed.as_ref(),
                 )
@@ -580,9 +581,9 @@ impl<B: Backend> InCase<'_, B> {
     /// contract and the version the pre-flight found; `None` when it has them all.
     fn unsupported(&self, spec: &crate::suite::SessionSpec) -> Option<String> {
         use crate::runner::inventory::Feature;
-        let provider = super::session::provider(spec, self.case.provider.as_deref())?;
-        let pf = self.cx.preflight.get(&(self.case.image, provider.clone()))?;
-        let contract = crate::runner::inventory::contract(crate::providers::Provider::from_name(&provider)?);
+        let provider = super::session::provider(spec, self.case.provider)?;
+        let pf = self.cx.preflight.get(&(self.case.image, provider))?;
+        let contract = crate::runner::inventory::contract(provider);
         let wanted = [
             (spec.resume.is_some(), Feature::Resume),
             (spec.uses_mcp(), Feature::Mcp),
@@ -590,7 +591,7 @@ impl<B: Backend> InCase<'_, B> {
         wanted
             .iter()
             .filter(|(asked, _)| *asked)
-            .find_map(|(_, f)| contract.supports(&provider, &pf.version, *f).err())
+            .find_map(|(_, f)| contract.supports(provider.name(), &pf.version, *f).err())
     }
 
     /// The conversation an earlier session step left, by its name.
@@ -675,7 +676,7 @@ fn resolve(cx: &CaseContext, case: &Case, step: &Step) -> String {
                 crate::suite::RepoCommand::Ci => ci.unwrap_or_default(),
             }
         }
-        StepAction::Session(spec) => super::session::display(spec, case.provider.as_deref()),
+        StepAction::Session(spec) => super::session::display(spec, case.provider),
         StepAction::DraftPr(spec) => format!(
             "canary-runner pr --branch {} --base {} --title {}",
             spec.branch,

@@ -25,8 +25,8 @@ pub async fn preflight<B: Backend>(
     run_id: &str,
     index: usize,
     image: &CaseImage,
-    providers: &[String],
-) -> (BTreeMap<String, Preflight>, Vec<String>) {
+    providers: &[Provider],
+) -> (BTreeMap<Provider, Preflight>, Vec<String>) {
     let mut found = BTreeMap::new();
     let mut notes = Vec::new();
     let mut spec = ContainerSpec::new(run_id, &format!("preflight-{index}"), &image.id);
@@ -38,16 +38,13 @@ pub async fn preflight<B: Backend>(
             return (found, notes);
         }
     };
-    for p in providers {
-        if Provider::from_name(p).is_none() {
-            continue;
-        }
+    for &p in providers {
         let exec = ExecSpec {
             cmd: vec![
                 "canary-runner".into(),
                 "preflight".into(),
                 "--provider".into(),
-                p.clone(),
+                p.name().into(),
             ],
             env: vec![],
             workdir: "/".into(),
@@ -57,7 +54,7 @@ pub async fn preflight<B: Backend>(
         match backend.exec(&container, &exec).await {
             Ok(out) if matches!(out.exit_code, Some(0 | 1)) => match serde_json::from_slice::<Preflight>(&out.stdout) {
                 Ok(pf) => {
-                    found.insert(p.clone(), pf);
+                    found.insert(p, pf);
                 }
                 Err(e) => notes.push(format!(
                     "pre-flight of {p} in {}: unreadable answer: {e}",

@@ -19,6 +19,7 @@ use crate::Settings;
 use crate::engine::{Backend, GcScope};
 use crate::error::{LabError, Result};
 use crate::progress::Progress;
+use crate::providers::Provider;
 use crate::report::{self, CaseReport, CaseStatus, CaseTimings, ImageRef, RepoRef, RunReport, SuiteRef, Summary};
 use crate::repos::Catalog;
 use crate::suite::{Network, StepAction, Suite};
@@ -464,17 +465,17 @@ async fn preflight<B: Backend>(
     prepared: &Prepared,
     case_images: &[case::CaseImage],
     events: &report::events::Reporters,
-) -> BTreeMap<(usize, String), crate::runner::inventory::Preflight> {
+) -> BTreeMap<(usize, Provider), crate::runner::inventory::Preflight> {
     let mut wanted = Vec::new();
     for (index, image) in case_images.iter().enumerate() {
-        let providers: std::collections::BTreeSet<String> = prepared
+        let providers: std::collections::BTreeSet<Provider> = prepared
             .cases
             .iter()
             .filter(|c| c.image == index)
-            .filter_map(|c| c.provider.clone())
+            .filter_map(|c| c.provider)
             .collect();
         if carries_runner(image) && !providers.is_empty() {
-            wanted.push((index, image, providers.into_iter().collect::<Vec<String>>()));
+            wanted.push((index, image, providers.into_iter().collect::<Vec<Provider>>()));
         }
     }
     let mut checked: Vec<_> = {
@@ -641,7 +642,7 @@ async fn lane<B: Backend + Clone>(
     opts: &RunOptions,
     run_dir: &std::path::Path,
     events: &report::events::Reporters,
-    preflight_done: &mut Option<BTreeMap<(usize, String), crate::runner::inventory::Preflight>>,
+    preflight_done: &mut Option<BTreeMap<(usize, Provider), crate::runner::inventory::Preflight>>,
 ) -> Result<placement::Lane<B>> {
     // The same images on every engine, by id: a case judges the build, wherever it runs.
     let references: Vec<String> = images.iter().map(|(r, _)| r.clone()).collect();
@@ -724,8 +725,8 @@ fn crashed(cx: &CaseContext, c: &Case, attempt: u32) -> CaseReport {
     CaseReport {
         attempts: attempt,
         image: cx.images[c.image].reference.clone(),
-        runtime: cx.images[c.image].runtime(c.provider.as_deref()),
-        provider: c.provider.clone(),
+        runtime: cx.images[c.image].runtime(c.provider),
+        provider: c.provider.map(|p| p.name().to_string()),
         id: c.id.clone(),
         suite: c.suite.name.clone(),
         repo: c.repo.clone(),

@@ -2,6 +2,7 @@
 //! deterministic slice (`--partition i/n`) so a CI matrix can share the work.
 
 use crate::error::{LabError, Result};
+use crate::providers::Provider;
 use crate::suite::Suite;
 use std::sync::Arc;
 
@@ -15,20 +16,21 @@ pub struct Case {
     /// Index of the run's image this case runs in.
     pub image: usize,
     /// The CLI of the build the case's sessions use (suites that run per provider).
-    pub provider: Option<String>,
+    pub provider: Option<Provider>,
 }
 
-/// An image a run uses, with the CLIs it bundles (from its build manifest or labels).
+/// An image a run uses, with the CLIs it bundles (from its build manifest or labels) that the
+/// lab can drive.
 #[derive(Debug, Clone)]
 pub struct ImagePlan {
     pub reference: String,
-    pub providers: Vec<String>,
+    pub providers: Vec<Provider>,
 }
 
 impl ImagePlan {
     /// The providers an image's labels say it bundles.
     pub fn from_labels(reference: &str, labels: &std::collections::BTreeMap<String, String>) -> ImagePlan {
-        let providers = match crate::builds::BuildManifest::from_labels(labels) {
+        let names = match crate::builds::BuildManifest::from_labels(labels) {
             Some(m) => m.providers(),
             None => labels
                 .get(crate::builds::labels::RUNTIMES)
@@ -41,16 +43,23 @@ impl ImagePlan {
                 })
                 .unwrap_or_default(),
         };
+        ImagePlan::new(reference, &names)
+    }
+
+    /// An image bundling the CLIs named `names`. A CLI the lab does not know gets no case; the
+    /// gate still requires evidence for every component of a build, so it stays unproven rather
+    /// than passed.
+    pub fn new(reference: &str, names: &[String]) -> ImagePlan {
         ImagePlan {
             reference: reference.into(),
-            providers,
+            providers: names.iter().filter_map(|n| Provider::from_name(n)).collect(),
         }
     }
 }
 
 /// The providers a suite's case runs for in an image: the ones it names (each must be in the
 /// build), every one the build bundles (a session step without `provider`), or none.
-pub fn providers_for(suite: &Suite, image: &ImagePlan) -> Result<Vec<Option<String>>> {
+pub fn providers_for(suite: &Suite, image: &ImagePlan) -> Result<Vec<Option<Provider>>> {
     if let Some(named) = &suite.providers {
         if let Some(missing) = named.iter().find(|p| !image.providers.contains(p)) {
             return Err(LabError::usage(
@@ -63,15 +72,15 @@ pub fn providers_for(suite: &Suite, image: &ImagePlan) -> Result<Vec<Option<Stri
                     if image.providers.is_empty() {
                         "no CLI".to_string()
                     } else {
-                        image.providers.join(", ")
+                        image.providers.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
                     }
                 ),
             ));
         }
-        return Ok(named.iter().cloned().map(Some).collect());
+        return Ok(named.iter().copied().map(Some).collect());
     }
     if suite.per_provider() && !image.providers.is_empty() {
-        return Ok(image.providers.iter().cloned().map(Some).collect());
+        return Ok(image.providers.iter().copied().map(Some).collect());
     }
     Ok(vec![None])
 }
@@ -271,7 +280,7 @@ mod tests {
     fn image(reference: &str, providers: &[&str]) -> ImagePlan {
         ImagePlan {
             reference: reference.into(),
-            providers: providers.iter().map(|p| p.to_string()).collect(),
+            providers: providers.iter().map(|p| p.parse().unwrap()).collect(),
         }
     }
 
@@ -303,7 +312,21 @@ mod tests {
         assert!(err.contains("does not bundle"), "{err}");
         // An image without CLIs: one case, whose session step then says why it cannot run.
         let bare = expand(plan(&[session_suite("")], &[]), &[image("base", &[])]).unwrap();
-        assert_eq!((bare.len(), bare[0].provider.clone()), (1, None));
+        assert_eq!((bare.len(), bare[0].provider), (1, None));
+    }
+
+    #[test]
+    fn the_claude_shorthand_is_claude_code_in_ids_and_in_duplicates() {
+        let build = image("canary-lab/build:1", &["codex", "claude-code"]);
+        let cases = expand(plan(&[session_suite("providers: [claude]\n")], &[]), &[build]).unwrap();
+        let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["s--a--claude-code"]);
+        assert_eq!(cases[0].provider, Some(Provider::ClaudeCode));
+        let twice = "name: s\nrepos: [a]\nproviders: [claude, claude-code]\nsteps:\n  - name: s\n    session:\n      prompt: hi\n      scenario:\n        - say: done\n";
+        let e = crate::suite::compile("t.yaml", twice.to_string(), &["a".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("provider `claude-code` is listed twice"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! The stub runs per case, so cases share nothing and need no network at all.
 
 use crate::engine::{Backend, ExecSpec};
+use crate::providers::Provider;
 use crate::report::CheckFailure;
 use crate::suite::SessionSpec;
 use base64::Engine as _;
@@ -25,15 +26,15 @@ fn sh(script: String, deadline: Instant) -> ExecSpec {
 }
 
 /// The provider a session uses: the step's, else the case's (one of the build's CLIs).
-pub fn provider(spec: &SessionSpec, case_provider: Option<&str>) -> Option<String> {
-    spec.provider.clone().or_else(|| case_provider.map(String::from))
+pub fn provider(spec: &SessionSpec, case_provider: Option<Provider>) -> Option<Provider> {
+    spec.provider.or(case_provider)
 }
 
 /// What the report shows as the step's command.
-pub fn display(spec: &SessionSpec, case_provider: Option<&str>) -> String {
+pub fn display(spec: &SessionSpec, case_provider: Option<Provider>) -> String {
     format!(
         "canary-runner session --provider {} --approval {} (scenario: {} turns)",
-        provider(spec, case_provider).unwrap_or_else(|| "?".into()),
+        provider(spec, case_provider).map_or("?", Provider::name),
         spec.approval,
         spec.scenario.turns.len()
     )
@@ -46,7 +47,7 @@ pub async fn prepare<B: Backend>(
     container: &str,
     n: usize,
     spec: &SessionSpec,
-    case_provider: Option<&str>,
+    case_provider: Option<Provider>,
     step_timeout: Duration,
     resumed: Option<&Conversation>,
 ) -> crate::error::Result<Result<Vec<String>, CheckFailure>> {
@@ -77,7 +78,7 @@ pub async fn prepare<B: Backend>(
         "canary-runner",
         "session",
         "--provider",
-        &provider,
+        provider.name(),
         "--prompt",
         &spec.prompt,
         "--model-url",

@@ -2,6 +2,7 @@
 
 use super::raw::{RawEventsExpect, RawExpect, RawNetwork, RawRepoCommand, RawStep, RawSuite, RawTextExpect};
 use crate::error::{LabError, Result, SourceError};
+use crate::providers::Provider;
 use miette::NamedSource;
 use regex::Regex;
 use serde_saphyr::{Location, Spanned};
@@ -26,7 +27,7 @@ pub struct Suite {
     pub timeout: Duration,
     pub network: Network,
     /// The providers the suite names (`providers:`), if it names any.
-    pub providers: Option<Vec<String>>,
+    pub providers: Option<Vec<Provider>>,
     pub steps: Vec<Step>,
 }
 
@@ -93,7 +94,7 @@ pub struct PullRequestExpect {
 
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
-    pub provider: Option<String>,
+    pub provider: Option<Provider>,
     pub prompt: String,
     pub scenario: crate::stub::Scenario,
     /// `approve`, `deny` or `none`.
@@ -591,7 +592,9 @@ impl Cx<'_> {
         let target = earlier.iter().find(|s| s.name == name.value);
         let problem = match target.map(|s| &s.action) {
             None => format!("`resume: {}` names no earlier step", crate::text::clean(&name.value)),
-            Some(StepAction::Session(spec)) if spec.provider != session.value.provider => {
+            Some(StepAction::Session(spec))
+                if spec.provider != session.value.provider.as_deref().and_then(Provider::from_name) =>
+            {
                 format!(
                     "`resume: {}` continues a session of another CLI",
                     crate::text::clean(&name.value)
@@ -612,7 +615,7 @@ impl Cx<'_> {
     }
 
     /// `providers:`, when given: known CLIs, each once, at least one.
-    fn providers(&self, list: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<String>> {
+    fn providers(&self, list: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<Provider>> {
         if list.value.is_empty() {
             return Err(self.error(
                 &list.referenced,
@@ -624,27 +627,27 @@ impl Cx<'_> {
                 ),
             ));
         }
-        let mut names: Vec<String> = Vec::new();
+        let mut named: Vec<Provider> = Vec::new();
         for p in &list.value {
-            if crate::providers::Provider::from_name(&p.value).is_none() {
+            let Some(provider) = Provider::from_name(&p.value) else {
                 return Err(self.error(
                     &p.referenced,
                     format!("unknown provider `{}`", crate::text::clean(&p.value)),
                     "here",
                     Some("providers: codex, claude-code, gemini".into()),
                 ));
-            }
-            if names.contains(&p.value) {
+            };
+            if named.contains(&provider) {
                 return Err(self.error(
                     &p.referenced,
-                    format!("provider `{}` is listed twice", p.value),
+                    format!("provider `{provider}` is listed twice"),
                     "here",
                     Some("list each provider once".into()),
                 ));
             }
-            names.push(p.value.clone());
+            named.push(provider);
         }
-        Ok(names)
+        Ok(named)
     }
 
     /// A `session:` step: a valid scenario and a known provider.
@@ -660,16 +663,17 @@ impl Cx<'_> {
                 Some("turns are run / edit / attempt / say, with say last".into()),
             ));
         }
-        if let Some(p) = &session.value.provider {
-            if crate::providers::Provider::from_name(p).is_none() {
-                return Err(self.error(
+        let provider = match &session.value.provider {
+            None => None,
+            Some(p) => Some(Provider::from_name(p).ok_or_else(|| {
+                self.error(
                     &session.referenced,
-                    format!("unknown provider `{p}`"),
+                    format!("unknown provider `{}`", crate::text::clean(p)),
                     "this session",
                     Some("providers: codex, claude-code, gemini".into()),
-                ));
-            }
-        }
+                )
+            })?),
+        };
         let interrupt = session
             .value
             .interrupt
@@ -677,7 +681,7 @@ impl Cx<'_> {
             .map(|i| self.interrupt(i, &scenario, session.referenced))
             .transpose()?;
         Ok(StepAction::Session(SessionSpec {
-            provider: session.value.provider.clone(),
+            provider,
             prompt: session.value.prompt.clone(),
             scenario,
             approval: session.value.approval.unwrap_or_default(),

@@ -9,7 +9,7 @@ use crate::engine::docker::DockerBackend;
 use crate::engine::{Backend, ContainerSpec, ExecSpec};
 use crate::error::{LabError, Result};
 use crate::orgs::{OrgPolicies, OrgPolicy};
-use crate::registry::{Registry, SweepJob, SweepRepo};
+use crate::registry::{JobState, Registry, SweepJob, SweepOutcome, SweepRepo};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -48,10 +48,7 @@ pub struct Ended {
     pub repo: String,
     pub org: String,
     pub build: String,
-    /// `pr_opened`, `nothing_to_propose`, `dropped`, `skipped`, `retry`, `dead`, `lost` (the
-    /// lease ran out and another worker has the job) or `moved` (its engine went away; the job
-    /// was given back for a worker on another engine).
-    pub outcome: String,
+    pub outcome: TryEnd,
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pr_url: Option<String>,
@@ -83,9 +80,48 @@ impl std::fmt::Display for Ended {
     }
 }
 
+/// How one worker's try of a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryEnd {
+    /// Finished, as the registry recorded it.
+    Done(SweepOutcome),
+    /// Failed; it is tried again later.
+    Retry,
+    /// Failed its last try.
+    Dead,
+    /// The lease ran out and another worker has the job.
+    Lost,
+    /// Its engine went away; the job was given back for a worker on another engine.
+    Moved,
+}
+
+impl TryEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TryEnd::Done(o) => o.as_str(),
+            TryEnd::Retry => "retry",
+            TryEnd::Dead => "dead",
+            TryEnd::Lost => "lost",
+            TryEnd::Moved => "moved",
+        }
+    }
+}
+
+impl std::fmt::Display for TryEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for TryEnd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// A sweep's result before the registry records it.
 struct Done {
-    outcome: &'static str,
+    outcome: SweepOutcome,
     reason: String,
     detail: serde_json::Value,
     pr: Option<(i64, String)>,
@@ -219,7 +255,7 @@ fn fail(what: &str, out: &crate::engine::ExecOutcome) -> LabError {
 
 fn nothing(reason: String, detail: serde_json::Value) -> Done {
     Done {
-        outcome: "nothing_to_propose",
+        outcome: SweepOutcome::NothingToPropose,
         reason,
         detail,
         pr: None,
@@ -433,7 +469,7 @@ impl<B: Backend> InContainer<'_, B> {
         let branch = super::branch_for(&job.build_id);
         if let Some((number, url)) = existing_pr(repo, &branch).await? {
             return Ok(Done {
-                outcome: "pr_opened",
+                outcome: SweepOutcome::PrOpened,
                 reason: format!("draft PR #{number} was opened by an earlier try"),
                 detail,
                 pr: Some((number, url)),
@@ -479,7 +515,7 @@ impl<B: Backend> InContainer<'_, B> {
             Some(url) => {
                 let number = url.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
                 Ok(Done {
-                    outcome: "pr_opened",
+                    outcome: SweepOutcome::PrOpened,
                     reason: format!("draft PR #{number} on {branch}"),
                     detail,
                     pr: Some((number, url)),
@@ -518,7 +554,7 @@ impl<B: Backend> InContainer<'_, B> {
         if !refused.is_empty() {
             let paths: Vec<_> = refused.iter().map(|p| crate::text::clean(p)).collect();
             return Ok(Done {
-                outcome: "dropped",
+                outcome: SweepOutcome::Dropped,
                 reason: format!(
                     "the change touches path(s) org {}'s policy protects: {}; dropped, nothing pushed",
                     self.policy.org,
@@ -719,7 +755,7 @@ pub async fn run(
     all.sort_by_key(|e| e.job);
     let lost: Vec<String> = all
         .iter()
-        .filter(|e| e.outcome == "moved")
+        .filter(|e| e.outcome == TryEnd::Moved)
         .filter_map(|e| e.engine.clone())
         .collect();
     if o.drain && !lost.is_empty() && reg.sweeps_pending().await? > 0 {
@@ -749,7 +785,7 @@ async fn worker(
         match one(lane, images, reg, orgs, &o).await? {
             Some(e) => {
                 on_end(&e);
-                let gone = e.outcome == "moved";
+                let gone = e.outcome == TryEnd::Moved;
                 ended.push(e);
                 if gone {
                     return Ok(ended);
@@ -799,14 +835,14 @@ pub async fn one(
     let Some(job) = reg.claim_sweep(&o.worker, o.lease, o.max_attempts, now).await? else {
         return Ok(None);
     };
-    let mut ended = Ended {
+    let ended = |outcome, reason, pr_url| Ended {
         job: job.id,
         repo: job.repo_id.clone(),
         org: job.org.clone(),
         build: job.build_id.to_string(),
-        outcome: String::new(),
-        reason: String::new(),
-        pr_url: None,
+        outcome,
+        reason,
+        pr_url,
         engine: lane.name.clone(),
     };
     let policy = orgs.get(&job.org);
@@ -817,18 +853,11 @@ pub async fn one(
         Some(_) => super::admit(&policy, &reg.sweep_quota_counts(&job, &since).await?).err(),
     };
     let (Some(repo), None) = (repo, &refusal) else {
-        ended.outcome = "skipped".into();
-        ended.reason = refusal.unwrap_or_default();
-        reg.finish_sweep(
-            job.id,
-            &o.worker,
-            "skipped",
-            &ended.reason,
-            &serde_json::json!({}),
-            None,
-        )
-        .await?;
-        return Ok(Some(ended));
+        let reason = refusal.unwrap_or_default();
+        let skipped = SweepOutcome::Skipped;
+        reg.finish_sweep(job.id, &o.worker, skipped, &reason, &serde_json::json!({}), None)
+            .await?;
+        return Ok(Some(ended(TryEnd::Done(skipped), reason, None)));
     };
     // The lease bounds the whole job: past it another worker may start it again.
     let limit = o
@@ -846,8 +875,8 @@ pub async fn one(
             "raise --lease or --step-timeout",
         )),
     };
-    record(lane, reg, o, &job, now, result, &mut ended).await?;
-    Ok(Some(ended))
+    let (outcome, reason, pr_url) = record(lane, reg, o, &job, now, result).await?;
+    Ok(Some(ended(outcome, reason, pr_url)))
 }
 
 /// Records how a claimed job's try ended: done, given back (its engine went away), or retried
@@ -859,9 +888,8 @@ async fn record(
     job: &SweepJob,
     now: jiff::Timestamp,
     result: Result<Done>,
-    ended: &mut Ended,
-) -> Result<()> {
-    match result {
+) -> Result<(TryEnd, String, Option<String>)> {
+    Ok(match result {
         Err(e) if gone(lane).await => {
             // Not the repo's fault nor the build's: the job goes back, its try not counted.
             let reason = format!(
@@ -869,8 +897,7 @@ async fn record(
                 lane.name.as_deref().unwrap_or("(default)")
             );
             reg.release_sweep(job.id, &o.worker, &reason).await?;
-            ended.outcome = "moved".into();
-            ended.reason = reason;
+            (TryEnd::Moved, reason, None)
         }
         Ok(mut done) => {
             if let (Some(name), Some(detail)) = (&lane.name, done.detail.as_object_mut()) {
@@ -880,9 +907,8 @@ async fn record(
             let kept = reg
                 .finish_sweep(job.id, &o.worker, done.outcome, &done.reason, &done.detail, pr)
                 .await?;
-            ended.outcome = if kept { done.outcome.into() } else { "lost".into() };
-            ended.reason = done.reason;
-            ended.pr_url = done.pr.map(|p| p.1);
+            let end = if kept { TryEnd::Done(done.outcome) } else { TryEnd::Lost };
+            (end, done.reason, done.pr.map(|p| p.1))
         }
         Err(e) => {
             let reason = e.to_string();
@@ -890,10 +916,13 @@ async fn record(
                 now + jiff::SignedDuration::try_from(super::backoff(o.backoff, job.attempts)).unwrap_or_default();
             reg.retry_sweep(job.id, &o.worker, &reason, next, o.max_attempts)
                 .await?;
-            let state = reg.sweep_job(job.id).await?.map(|j| j.state).unwrap_or_default();
-            ended.outcome = if state == "dead" { "dead".into() } else { "retry".into() };
-            ended.reason = reason;
+            let state = reg.sweep_job(job.id).await?.map(|j| j.state);
+            let end = if state == Some(JobState::Dead) {
+                TryEnd::Dead
+            } else {
+                TryEnd::Retry
+            };
+            (end, reason, None)
         }
-    }
-    Ok(())
+    })
 }

@@ -71,12 +71,71 @@ fn default_channels() -> Vec<Channel> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub at: String,
-    pub action: String,
+    pub action: HostAction,
     pub from: Option<BuildId>,
     pub to: Option<BuildId>,
-    /// `done`, `up_to_date`, `blocked`, `refused`, `failed`, `rolled_back`.
-    pub outcome: String,
+    pub outcome: UpgradeOutcome,
     pub reason: String,
+}
+
+/// What a host did, in its history and in its report to the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostAction {
+    Upgrade,
+    Rollback,
+    Channel,
+}
+
+impl HostAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostAction::Upgrade => "upgrade",
+            HostAction::Rollback => "rollback",
+            HostAction::Channel => "channel",
+        }
+    }
+}
+
+impl std::fmt::Display for HostAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an upgrade or a rollback ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradeOutcome {
+    Done,
+    UpToDate,
+    /// The offered build is red, or an installed bundle excludes it.
+    Blocked,
+    /// Not confirmed, not signed by a trusted root, or another upgrade holds the lock.
+    Refused,
+    /// The install stopped; the current build stays.
+    Failed,
+    /// A smoke session failed; the host is back on what it ran.
+    RolledBack,
+}
+
+impl UpgradeOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradeOutcome::Done => "done",
+            UpgradeOutcome::UpToDate => "up_to_date",
+            UpgradeOutcome::Blocked => "blocked",
+            UpgradeOutcome::Refused => "refused",
+            UpgradeOutcome::Failed => "failed",
+            UpgradeOutcome::RolledBack => "rolled_back",
+        }
+    }
+}
+
+impl std::fmt::Display for UpgradeOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 pub struct Host {
@@ -692,6 +751,35 @@ pub fn plan_for(host: &Host, target: &BuildManifest) -> Result<Plan> {
 mod tests {
     use super::*;
 
+    /// Each way an upgrade ends has its exit code (0 done or nothing to do, 1 held back, 2 an
+    /// install that stopped), and a history line or report with another outcome does not read.
+    #[test]
+    fn upgrade_outcomes_map_to_exit_codes_and_unknown_ones_do_not_deserialize() {
+        use UpgradeOutcome as U;
+        let code = |outcome| {
+            Upgrade {
+                outcome,
+                from: None,
+                to: None,
+                reason: String::new(),
+                plan: None,
+                smoke: vec![],
+            }
+            .exit_code()
+        };
+        assert_eq!([code(U::Done), code(U::UpToDate)], [0, 0]);
+        assert_eq!([code(U::Blocked), code(U::Refused), code(U::RolledBack)], [1, 1, 1]);
+        assert_eq!(code(U::Failed), 2);
+        let line = |action: &str, outcome: &str| {
+            serde_json::from_value::<AuditEntry>(serde_json::json!({"at": "t", "action": action,
+                "from": null, "to": null, "outcome": outcome, "reason": ""}))
+        };
+        let e = line("upgrade", "rolled_back").unwrap();
+        assert_eq!((e.action, e.outcome), (HostAction::Upgrade, U::RolledBack));
+        assert!(line("upgrade", "fine").is_err());
+        assert!(line("reinstall", "done").is_err());
+    }
+
     /// A build where only the runner changed gets a smoke check of that runner, which fails
     /// when the runner does not work (it used to report "smoke sessions passed" with none run).
     #[tokio::test]
@@ -837,7 +925,7 @@ pub async fn check(host: &Host, client: &Client, cfg: &HostConfig) -> Result<Che
 /// rolled back, 2 failed).
 #[derive(Debug, Clone, Serialize)]
 pub struct Upgrade {
-    pub outcome: String,
+    pub outcome: UpgradeOutcome,
     pub from: Option<BuildId>,
     pub to: Option<BuildId>,
     pub reason: String,
@@ -848,10 +936,12 @@ pub struct Upgrade {
 
 impl Upgrade {
     pub fn exit_code(&self) -> i32 {
-        match self.outcome.as_str() {
-            "done" | "up_to_date" => crate::error::exit::PASS,
-            "failed" => crate::error::exit::ERROR,
-            _ => crate::error::exit::FAILED,
+        match self.outcome {
+            UpgradeOutcome::Done | UpgradeOutcome::UpToDate => crate::error::exit::PASS,
+            UpgradeOutcome::Failed => crate::error::exit::ERROR,
+            UpgradeOutcome::Blocked | UpgradeOutcome::Refused | UpgradeOutcome::RolledBack => {
+                crate::error::exit::FAILED
+            }
         }
     }
 }
@@ -859,20 +949,20 @@ impl Upgrade {
 impl Host {
     /// Appends `o` to the host's history and tells the control plane (a control plane that is
     /// away does not undo what happened on the host; the history keeps it either way).
-    pub async fn record(&self, client: &Client, cfg: &HostConfig, action: &str, o: &Upgrade) -> Result<()> {
+    pub async fn record(&self, client: &Client, cfg: &HostConfig, action: HostAction, o: &Upgrade) -> Result<()> {
         let entry = AuditEntry {
             at: jiff::Timestamp::now().to_string(),
-            action: action.into(),
+            action,
             from: o.from.clone(),
             to: o.to.clone(),
-            outcome: o.outcome.clone(),
+            outcome: o.outcome,
             reason: o.reason.clone(),
         };
         self.audit(&entry)?;
         if let Err(e) = client.report(&cfg.runner_id, &entry).await {
             tracing::warn!("could not report the {action} to the control plane: {e}");
         }
-        if o.outcome == "done" {
+        if o.outcome == UpgradeOutcome::Done {
             // What runs now, at once: the control plane's notice of this host being behind clears.
             if let Err(e) = client.heartbeat(&heartbeat(cfg, self.current().as_ref())).await {
                 tracing::warn!("could not send the heartbeat after the {action}: {e}");
@@ -898,7 +988,7 @@ pub async fn upgrade(
     let checked = check(host, client, cfg).await?;
     let from = checked.current.as_ref().map(|m| m.build.clone());
     let mut o = Upgrade {
-        outcome: "up_to_date".into(),
+        outcome: UpgradeOutcome::UpToDate,
         from: from.clone(),
         to: checked.offer.build.clone(),
         reason: String::new(),
@@ -909,10 +999,10 @@ pub async fn upgrade(
         o.reason = "this host runs the offered build".into();
         return Ok(o);
     }
-    let end = async |mut o: Upgrade, outcome: &str, reason: String| -> Result<Upgrade> {
-        o.outcome = outcome.into();
+    let end = async |mut o: Upgrade, outcome: UpgradeOutcome, reason: String| -> Result<Upgrade> {
+        o.outcome = outcome;
         o.reason = reason;
-        host.record(client, cfg, "upgrade", &o).await?;
+        host.record(client, cfg, HostAction::Upgrade, &o).await?;
         Ok(o)
     };
     if let Ok(m) = &checked.manifest {
@@ -921,7 +1011,7 @@ pub async fn upgrade(
     if checked.status() == super::Status::Red {
         return end(
             o,
-            "blocked",
+            UpgradeOutcome::Blocked,
             format!("the offered build is red: {}", checked.offer.reasons.join("; ")),
         )
         .await;
@@ -929,7 +1019,7 @@ pub async fn upgrade(
     let manifest = match checked.manifest {
         Ok(m) => m,
         Err(why) => {
-            return end(o, "refused", why).await;
+            return end(o, UpgradeOutcome::Refused, why).await;
         }
     };
     let plan = plan_for(host, &manifest)?;
@@ -937,7 +1027,7 @@ pub async fn upgrade(
     if !plan.blocked.is_empty() {
         return end(
             o,
-            "blocked",
+            UpgradeOutcome::Blocked,
             format!("installed bundles exclude the target: {}", plan.blocked.join("; ")),
         )
         .await;
@@ -945,7 +1035,7 @@ pub async fn upgrade(
     if !confirm(&plan, &checked.offer) {
         return end(
             o,
-            "refused",
+            UpgradeOutcome::Refused,
             "not confirmed (pass --yes to upgrade without asking)".into(),
         )
         .await;
@@ -955,7 +1045,7 @@ pub async fn upgrade(
             o.smoke = passed;
             let o = end(
                 o,
-                "done",
+                UpgradeOutcome::Done,
                 format!("switched to {} and its smoke sessions passed", manifest.build),
             )
             .await?;
@@ -976,12 +1066,12 @@ async fn install_and_smoke(
     manifest: &BuildManifest,
     smoke_limit: Duration,
     from: Option<&str>,
-) -> Result<std::result::Result<Vec<String>, (&'static str, String)>> {
+) -> Result<std::result::Result<Vec<String>, (UpgradeOutcome, String)>> {
     let folder = match host.install(client, manifest).await {
         Ok(f) => f,
         Err(e) => {
             return Ok(Err((
-                "failed",
+                UpgradeOutcome::Failed,
                 format!("install stopped, the current build stays: {e}"),
             )));
         }
@@ -995,7 +1085,7 @@ async fn install_and_smoke(
             // Back to exactly what was there before.
             restore_links(host, before, before_prev)?;
             Ok(Err((
-                "rolled_back",
+                UpgradeOutcome::RolledBack,
                 format!("{why}; switched back to {}", from.unwrap_or("nothing")),
             )))
         }
@@ -1006,7 +1096,7 @@ async fn install_and_smoke(
 /// report to the control plane).
 fn refused_busy(host: &Host, e: &LabError) -> Result<Upgrade> {
     let o = Upgrade {
-        outcome: "refused".into(),
+        outcome: UpgradeOutcome::Refused,
         from: host.current().map(|m| m.build),
         to: None,
         reason: e.to_string(),
@@ -1015,10 +1105,10 @@ fn refused_busy(host: &Host, e: &LabError) -> Result<Upgrade> {
     };
     host.audit(&AuditEntry {
         at: jiff::Timestamp::now().to_string(),
-        action: "upgrade".into(),
+        action: HostAction::Upgrade,
         from: o.from.clone(),
         to: None,
-        outcome: o.outcome.clone(),
+        outcome: o.outcome,
         reason: o.reason.clone(),
     })?;
     Ok(o)
@@ -1057,7 +1147,7 @@ pub async fn rollback(host: &Host, client: &Client, cfg: &HostConfig, to: Option
             .and_then(|m| host.installed().into_iter().find(|(_, i)| i.build == m.build)),
     };
     let mut o = Upgrade {
-        outcome: "blocked".into(),
+        outcome: UpgradeOutcome::Blocked,
         from: from.clone(),
         to: None,
         reason: String::new(),
@@ -1073,11 +1163,11 @@ pub async fn rollback(host: &Host, client: &Client, cfg: &HostConfig, to: Option
         }
         Some((folder, m)) => {
             host.switch(&folder)?;
-            o.outcome = "done".into();
+            o.outcome = UpgradeOutcome::Done;
             o.to = Some(m.build.clone());
             o.reason = format!("switched back to {}", m.build);
         }
     }
-    host.record(client, cfg, "rollback", &o).await?;
+    host.record(client, cfg, HostAction::Rollback, &o).await?;
     Ok(o)
 }
