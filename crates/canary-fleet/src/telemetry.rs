@@ -22,16 +22,12 @@ pub enum SessionEnd {
     TimedOut,
 }
 
-impl SessionEnd {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionEnd::Ok => "ok",
-            SessionEnd::Failed => "failed",
-            SessionEnd::Disconnected => "disconnected",
-            SessionEnd::TimedOut => "timed_out",
-        }
-    }
-}
+canary_contract::words!(SessionEnd, "a session end", {
+    Ok => "ok",
+    Failed => "failed",
+    Disconnected => "disconnected",
+    TimedOut => "timed_out",
+});
 
 /// One finished session as a runner reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

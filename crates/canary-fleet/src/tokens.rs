@@ -18,21 +18,7 @@ pub enum Role {
     Admin,
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        [Role::Viewer, Role::Operator, Role::Admin]
-            .into_iter()
-            .find(|r| r.as_str() == s)
-    }
-}
+canary_contract::words!(Role, "a role", { Viewer => "viewer", Operator => "operator", Admin => "admin" });
 
 /// Whom a token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -64,7 +64,7 @@ fn principal_of(r: &sqlx::any::AnyRow, display: &str) -> Result<Principal> {
             let role: Option<String> = get(r, "role", display)?;
             let role = role
                 .as_deref()
-                .and_then(Role::parse)
+                .and_then(|r| r.parse::<Role>().ok())
                 .ok_or_else(|| bad(format!("operator token of {name} has no valid role")))?;
             Ok(Principal::Operator { operator: name, role })
         }

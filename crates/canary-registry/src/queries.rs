@@ -64,31 +64,7 @@ pub enum ReleaseKind {
     Rollback,
 }
 
-impl ReleaseKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReleaseKind::Promote => "promote",
-            ReleaseKind::Rollback => "rollback",
-        }
-    }
-}
-
-impl std::fmt::Display for ReleaseKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for ReleaseKind {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<ReleaseKind, String> {
-        match s {
-            "promote" => Ok(ReleaseKind::Promote),
-            "rollback" => Ok(ReleaseKind::Rollback),
-            other => Err(format!("`{}` is not promote or rollback", crate::text::clean(other))),
-        }
-    }
-}
+canary_contract::words!(ReleaseKind, "a release kind", { Promote => "promote", Rollback => "rollback" });
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OrgPin {
@@ -171,37 +147,7 @@ pub enum Light {
     Error,
 }
 
-impl Light {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Light::Green => "green",
-            Light::Yellow => "yellow",
-            Light::Red => "red",
-            Light::Error => "error",
-        }
-    }
-}
-
-impl std::fmt::Display for Light {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Light {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Light, String> {
-        [Light::Green, Light::Yellow, Light::Red, Light::Error]
-            .into_iter()
-            .find(|l| l.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "`{}` is not a verdict (green, yellow, red, error)",
-                    crate::text::clean(s)
-                )
-            })
-    }
-}
+canary_contract::words!(Light, "a verdict", { Green => "green", Yellow => "yellow", Red => "red", Error => "error" });
 
 /// What a deployed runner last reported.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

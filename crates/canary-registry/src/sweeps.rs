@@ -78,33 +78,8 @@ pub enum SweepOutcome {
     Skipped,
 }
 
-/// The spelling of each value, in the registry and in JSON.
-macro_rules! words {
-    ($t:ident { $($v:ident => $w:literal),+ $(,)? }) => {
-        impl $t {
-            pub fn as_str(self) -> &'static str {
-                match self { $($t::$v => $w),+ }
-            }
-        }
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl std::str::FromStr for $t {
-            type Err = String;
-            fn from_str(s: &str) -> std::result::Result<$t, String> {
-                match s {
-                    $($w => Ok($t::$v),)+
-                    other => Err(format!("`{}` is not a {}", crate::text::clean(other), stringify!($t))),
-                }
-            }
-        }
-    };
-}
-
-words!(JobState { Queued => "queued", Running => "running", Done => "done", Dead => "dead" });
-words!(SweepOutcome {
+canary_contract::words!(JobState, "a sweep job state", { Queued => "queued", Running => "running", Done => "done", Dead => "dead" });
+canary_contract::words!(SweepOutcome, "a sweep outcome", {
     PrOpened => "pr_opened",
     NothingToPropose => "nothing_to_propose",
     Dropped => "dropped",
@@ -485,7 +460,10 @@ mod tests {
             assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
         }
         let e = "opened\u{1b}[2J".parse::<SweepOutcome>().unwrap_err();
-        assert!(e.contains("is not a SweepOutcome") && !e.contains('\u{1b}'), "{e}");
+        assert!(
+            e.contains("is not a sweep outcome (pr_opened, ") && !e.contains('\u{1b}'),
+            "{e}"
+        );
         assert!("Dead".parse::<JobState>().is_err(), "spellings are exact");
     }
 }

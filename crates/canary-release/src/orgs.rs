@@ -32,15 +32,9 @@ pub struct Quota {
     pub auto_merge: bool,
 }
 
-impl Plan {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Plan::Free => "free",
-            Plan::Team => "team",
-            Plan::Enterprise => "enterprise",
-        }
-    }
+canary_contract::words!(Plan, "a plan", { Free => "free", Team => "team", Enterprise => "enterprise" });
 
+impl Plan {
     /// The plan's ceiling: free has no sweeps; team about one repo a day; enterprise advanced
     /// sweeps, dependency suggestions, and auto-merge as a policy may ask (which only marks a
     /// PR ready: the lab never merges).

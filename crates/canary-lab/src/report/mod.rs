@@ -137,18 +137,14 @@ pub enum CaseStatus {
     Error,
 }
 
-impl CaseStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CaseStatus::Passed => "passed",
-            CaseStatus::Flaky => "flaky",
-            CaseStatus::Failed => "failed",
-            CaseStatus::Drift => "drift",
-            CaseStatus::TimedOut => "timed_out",
-            CaseStatus::Error => "error",
-        }
-    }
-}
+canary_contract::words!(CaseStatus, "a case status", {
+    Passed => "passed",
+    Flaky => "flaky",
+    Failed => "failed",
+    Drift => "drift",
+    TimedOut => "timed_out",
+    Error => "error",
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -87,21 +87,7 @@ pub enum HostAction {
     Channel,
 }
 
-impl HostAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HostAction::Upgrade => "upgrade",
-            HostAction::Rollback => "rollback",
-            HostAction::Channel => "channel",
-        }
-    }
-}
-
-impl std::fmt::Display for HostAction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+canary_contract::words!(HostAction, "a host action", { Upgrade => "upgrade", Rollback => "rollback", Channel => "channel" });
 
 /// How an upgrade or a rollback ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,24 +105,14 @@ pub enum UpgradeOutcome {
     RolledBack,
 }
 
-impl UpgradeOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpgradeOutcome::Done => "done",
-            UpgradeOutcome::UpToDate => "up_to_date",
-            UpgradeOutcome::Blocked => "blocked",
-            UpgradeOutcome::Refused => "refused",
-            UpgradeOutcome::Failed => "failed",
-            UpgradeOutcome::RolledBack => "rolled_back",
-        }
-    }
-}
-
-impl std::fmt::Display for UpgradeOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+canary_contract::words!(UpgradeOutcome, "an upgrade outcome", {
+    Done => "done",
+    UpToDate => "up_to_date",
+    Blocked => "blocked",
+    Refused => "refused",
+    Failed => "failed",
+    RolledBack => "rolled_back",
+});
 
 pub struct Host {
     pub home: PathBuf,

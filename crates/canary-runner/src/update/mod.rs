@@ -81,15 +81,7 @@ pub enum Status {
     Red,
 }
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Green => "green",
-            Status::Yellow => "yellow",
-            Status::Red => "red",
-        }
-    }
-}
+canary_contract::words!(Status, "a traffic light", { Green => "green", Yellow => "yellow", Red => "red" });
 
 /// What the control plane knows about the build it would offer.
 #[derive(Debug, Default)]
