@@ -80,7 +80,8 @@ pub struct StubArgs {
     /// Scenario served under the key `default` (routes without `/s/<key>`).
     #[arg(long)]
     pub scenario: Option<PathBuf>,
-    /// Folder of `<key>.yaml` scenarios, served under `/s/<key>/...`.
+    /// Folder of `<key>.yaml` scenarios, served under `/s/<key>/...` (a key is 1 to 128
+    /// letters, digits, `.`, `_` or `-`, not starting with `.`).
     #[arg(long)]
     pub scenarios: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1:0")]

@@ -234,7 +234,7 @@ mod tests {
             "s1".to_string(),
             Assigned {
                 org: "acme".into(),
-                build: "sha256:b1".into(),
+                build: "sha256:b1".parse().unwrap(),
                 cohort: String::new(),
             },
         )]

@@ -28,7 +28,7 @@ pub type AssignedKey = (BuildId, String, String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assigned {
     pub org: String,
-    pub build: String,
+    pub build: BuildId,
     /// The rollout comparison the session counts in (`rollout::cohort_label`), or `""`.
     pub cohort: String,
 }
@@ -231,7 +231,7 @@ impl Registry {
                     get(r, "session", &self.display)?,
                     Assigned {
                         org: get(r, "org", &self.display)?,
-                        build: get(r, "build_id", &self.display)?,
+                        build: crate::row::Col::parsed(r, "build_id")?,
                         cohort: get(r, "cohort", &self.display)?,
                     },
                 ))
@@ -272,7 +272,7 @@ mod tests {
             got.get("s1"),
             Some(&Assigned {
                 org: "acme".into(),
-                build: "sha256:b2".into(),
+                build: "sha256:b2".parse().unwrap(),
                 cohort: String::new(),
             }),
             "asked again, the latest answer holds"

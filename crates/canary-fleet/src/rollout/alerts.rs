@@ -21,31 +21,14 @@ pub enum Alert {
     Completed,
 }
 
-impl Alert {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Alert::Started => "started",
-            Alert::Advanced => "advanced",
-            Alert::Held => "held",
-            Alert::SampleRatio => "sample_ratio",
-            Alert::Aborted => "aborted",
-            Alert::Completed => "completed",
-        }
-    }
-
-    pub fn from_word(w: &str) -> Option<Alert> {
-        [
-            Alert::Started,
-            Alert::Advanced,
-            Alert::Held,
-            Alert::SampleRatio,
-            Alert::Aborted,
-            Alert::Completed,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == w)
-    }
-}
+canary_contract::words!(Alert, "an alert", {
+    Started => "started",
+    Advanced => "advanced",
+    Held => "held",
+    SampleRatio => "sample_ratio",
+    Aborted => "aborted",
+    Completed => "completed",
+});
 
 /// The body a webhook receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -213,8 +196,8 @@ mod tests {
         assert_eq!(alert_for("hold", &few), None);
         let srm = serde_json::json!({"checks": [{"metric": "sample ratio", "verdict": "inconclusive"}]});
         assert_eq!(alert_for("hold", &srm), Some(Alert::SampleRatio));
-        for a in [Alert::Started, Alert::Held, Alert::SampleRatio, Alert::Completed] {
-            assert_eq!(Alert::from_word(a.as_str()), Some(a));
+        for &a in Alert::ALL {
+            assert_eq!(a.as_str().parse::<Alert>(), Ok(a));
         }
     }
 

@@ -137,14 +137,7 @@ pub enum RepoCommand {
     Ci,
 }
 
-impl RepoCommand {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RepoCommand::Test => "test",
-            RepoCommand::Ci => "ci",
-        }
-    }
-}
+canary_contract::words!(RepoCommand, "a repo command", { Test => "test", Ci => "ci" });
 
 #[derive(Debug, Clone, Default)]
 pub struct Expect {
