@@ -210,7 +210,7 @@ pub async fn start(
 fn policy_of(policy: &Policy, r: &RolloutRow) -> RolloutPolicy {
     let mut rp = policy
         .channels
-        .get(r.channel.as_str())
+        .get(&r.channel)
         .map(|c| c.rollout.clone())
         .unwrap_or_default();
     rp.steps = r.steps.clone();

@@ -18,7 +18,7 @@ pub struct Pumped {
 }
 
 fn channel_alerts<'a>(policy: &'a Policy, channel: &canary_contract::Channel) -> Option<&'a Alerts> {
-    policy.channels.get(channel.as_str())?.rollout.alerts.as_ref()
+    policy.channels.get(channel)?.rollout.alerts.as_ref()
 }
 
 fn reasons(figures: &serde_json::Value) -> Vec<String> {

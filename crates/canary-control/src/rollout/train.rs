@@ -43,7 +43,7 @@ pub async fn approve(reg: &Registry, policy: &Policy, which: Which<'_>, who: Act
     let r = find(reg, which).await?;
     let rp = policy
         .channels
-        .get(r.channel.as_str())
+        .get(&r.channel)
         .map(|c| c.rollout.clone())
         .unwrap_or_default();
     let next = r.step + 1;
@@ -170,11 +170,8 @@ pub async fn train(
     refused: &mut BTreeSet<(Channel, BuildId)>,
 ) -> Result<Vec<String>> {
     let mut said = Vec::new();
-    for (name, c) in &policy.channels {
-        let Ok(channel) = name.parse::<Channel>() else {
-            continue;
-        };
-        let Some((build, why)) = due(reg, &channel, &c.rollout, now).await? else {
+    for (channel, c) in &policy.channels {
+        let Some((build, why)) = due(reg, channel, &c.rollout, now).await? else {
             continue;
         };
         if refused.contains(&(channel.clone(), build.clone())) {
@@ -182,7 +179,7 @@ pub async fn train(
         }
         let req = StartRequest {
             build: build.as_str(),
-            channel: &channel,
+            channel,
             steps: None,
             bake: None,
             min_sessions: None,
@@ -201,7 +198,7 @@ pub async fn train(
                     "{build} is not rolled out to {channel}: {}",
                     reasons.join("; ")
                 ));
-                refused.insert((channel, build));
+                refused.insert((channel.clone(), build));
             }
         }
     }

@@ -158,7 +158,7 @@ pub struct ChannelPolicy {
 
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub channels: BTreeMap<String, ChannelPolicy>,
+    pub channels: BTreeMap<canary_contract::Channel, ChannelPolicy>,
     pub source: String,
 }
 
@@ -169,7 +169,7 @@ impl Policy {
     pub fn builtin() -> Policy {
         let mut channels = BTreeMap::new();
         channels.insert(
-            canary_contract::Channel::STABLE.into(),
+            canary_contract::Channel::stable(),
             ChannelPolicy {
                 required_suites: vec!["golden-path".into()],
                 repos: None,
@@ -180,7 +180,7 @@ impl Policy {
             },
         );
         channels.insert(
-            canary_contract::Channel::BETA.into(),
+            canary_contract::Channel::beta(),
             ChannelPolicy {
                 required_suites: vec!["golden-path".into()],
                 repos: None,
@@ -265,7 +265,7 @@ impl Policy {
                 None => crate::rollout::RolloutPolicy::default(),
             };
             channels.insert(
-                name,
+                name.parse().expect("a valid name above is a channel name"),
                 ChannelPolicy {
                     required_suites: c.required_suites.value,
                     repos: c.repos.map(|r| r.value),
@@ -280,13 +280,13 @@ impl Policy {
     }
 
     pub fn channel(&self, name: &canary_contract::Channel) -> Result<&ChannelPolicy> {
-        self.channels.get(name.as_str()).ok_or_else(|| {
+        self.channels.get(name).ok_or_else(|| {
             LabError::usage(
                 format!("unknown channel `{name}`"),
                 format!(
                     "channels in {}: {}",
                     self.source,
-                    self.channels.keys().cloned().collect::<Vec<_>>().join(", ")
+                    self.channels.keys().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             )
         })

@@ -47,7 +47,7 @@ pub struct Ended {
     pub job: i64,
     pub repo: String,
     pub org: String,
-    pub build: String,
+    pub build: canary_contract::BuildId,
     pub outcome: TryEnd,
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -839,7 +839,7 @@ pub async fn one(
         job: job.id,
         repo: job.repo_id.clone(),
         org: job.org.clone(),
-        build: job.build_id.to_string(),
+        build: job.build_id.clone(),
         outcome,
         reason,
         pr_url,
