@@ -116,12 +116,6 @@ pub fn default_providers() -> BTreeMap<String, ProviderPolicy> {
     ])
 }
 
-pub const PROVIDERS: &[&str] = &[
-    canary_contract::Provider::Codex.name(),
-    canary_contract::Provider::ClaudeCode.name(),
-    canary_contract::Provider::Gemini.name(),
-];
-
 fn duration(field: &str, s: &str) -> Result<Duration> {
     humantime::parse_duration(s).map_err(|e| {
         LabError::usage(
@@ -167,7 +161,7 @@ impl UpstreamConfig {
             let Some(provider) = Provider::from_name(name).filter(|x| x.name() == name) else {
                 return Err(LabError::usage(
                     format!("upstream.providers: unknown provider `{}`", crate::text::clean(name)),
-                    format!("providers: {}", PROVIDERS.join(", ")),
+                    format!("providers: {}", Provider::ALL.map(Provider::name).join(", ")),
                 ));
             };
             if only.is_some_and(|o| o != provider) {
