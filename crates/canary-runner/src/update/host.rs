@@ -114,6 +114,9 @@ canary_contract::words!(UpgradeOutcome, "an upgrade outcome", {
     RolledBack => "rolled_back",
 });
 
+/// The longest `Retry-After` a heartbeat waits for before asking once more.
+pub const HEARTBEAT_RETRY_LIMIT: Duration = Duration::from_secs(5);
+
 pub struct Host {
     pub home: PathBuf,
 }
@@ -581,16 +584,29 @@ impl Client {
             .map_err(|e| self.err(path, format!("not a URL: {e}")))
     }
 
+    /// Sends a heartbeat. A control plane that says the token sent too many (429) is asked
+    /// once more after the wait its `Retry-After` names (at most [`HEARTBEAT_RETRY_LIMIT`]).
     pub async fn heartbeat(&self, body: &serde_json::Value) -> Result<()> {
-        let r = self
-            .http
-            .post(format!("{}/v1/heartbeats", self.server))
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| self.err("heartbeat", e))?;
+        let send = || {
+            self.http
+                .post(format!("{}/v1/heartbeats", self.server))
+                .bearer_auth(&self.token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string())
+                .send()
+        };
+        let mut r = send().await.map_err(|e| self.err("heartbeat", e))?;
+        if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let wait = r
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            if let Some(wait) = wait.filter(|w| *w <= HEARTBEAT_RETRY_LIMIT) {
+                tokio::time::sleep(wait).await;
+                r = send().await.map_err(|e| self.err("heartbeat", e))?;
+            }
+        }
         self.answer(r, "heartbeat").await.map(|_| ())
     }
 
