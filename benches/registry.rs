@@ -14,7 +14,7 @@ const ROUNDS: usize = 20;
 
 fn build(i: usize) -> BuildInfo {
     BuildInfo {
-        id: format!("sha256:{i:064x}"),
+        id: format!("sha256:{i:064x}").parse().unwrap(),
         image_ref: format!("canary-lab/runner:bench-{i}"),
         runner_version: format!("1.{i}.0"),
         adapters: vec!["codex".into(), "claude-code".into()],

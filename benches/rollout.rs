@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 fn build(i: u8) -> BuildInfo {
     BuildInfo {
-        id: format!("sha256:{}", format!("{i:02x}").repeat(32)),
+        id: format!("sha256:{}", format!("{i:02x}").repeat(32)).parse().unwrap(),
         image_ref: format!("canary-lab/build:bench-{i}"),
         runner_version: "0.1.0".into(),
         adapters: vec![],

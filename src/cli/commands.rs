@@ -554,17 +554,16 @@ fn repos_list(config: &LabConfig, json: bool) -> Result<i32> {
 }
 
 fn schema(a: &SchemaArgs) -> Result<i32> {
-    let text = match a.which {
-        SchemaKind::Suite => crate::suite::json_schema(),
-        SchemaKind::Report => crate::report::json_schema(),
+    let (text, which) = match a.which {
+        SchemaKind::Suite => (crate::suite::json_schema(), "suite"),
+        SchemaKind::Report => (crate::report::json_schema(), "report"),
     };
     if let Some(path) = &a.check {
         let current = std::fs::read_to_string(path).map_err(|e| LabError::read(path, e))?;
         if current != text {
             eprintln!(
-                "{} is out of date: regenerate it with `canary schema {:?} --write {}`",
+                "{} is out of date: regenerate it with `canary schema {which} --write {}`",
                 path.display(),
-                a.which,
                 path.display()
             );
             return Ok(exit::FAILED);

@@ -70,7 +70,7 @@ fn a_stale_schema_is_reported() {
         .arg_path(&path)
         .run()
         .code(1)
-        .stderr_has("out of date");
+        .stderr_has("out of date: regenerate it with `canary schema suite --write");
 }
 
 #[test]

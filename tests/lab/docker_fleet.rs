@@ -58,7 +58,11 @@ fn agents_in_containers_run_their_builds_sessions_and_report_telemetry() {
             let r = canary::registry::Registry::open(&reg.url).await.unwrap();
             for (id, reference) in [(&base_id, &base["reference"]), (&cand_id, &cand["reference"])] {
                 // The fleet is what is under test here: the builds' golden-path verdicts are seeded.
-                let b = canary::registry::BuildInfo::from_image(id, reference.as_str().unwrap(), &Default::default());
+                let b = canary::registry::BuildInfo::from_image(
+                    &id.parse().unwrap(),
+                    reference.as_str().unwrap(),
+                    &Default::default(),
+                );
                 let rows: Vec<(String, String, String, &str)> = ["ci-enabled", "js-ts", "python"]
                     .iter()
                     .map(|repo| (format!("run-{id}"), "golden-path".to_string(), repo.to_string(), "pass"))

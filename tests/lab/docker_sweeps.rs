@@ -199,7 +199,11 @@ fn docker_sweeps_after_a_promotion_open_one_draft_pr_under_org_policies_and_surv
                 .unwrap();
             let labels: std::collections::BTreeMap<String, String> =
                 serde_json::from_slice(&labels.stdout).unwrap_or_default();
-            let b = canary::registry::BuildInfo::from_image(&build, image["reference"].as_str().unwrap(), &labels);
+            let b = canary::registry::BuildInfo::from_image(
+                &build.parse().unwrap(),
+                image["reference"].as_str().unwrap(),
+                &labels,
+            );
             let rows: Vec<(String, String, String, &str)> = ["ci-enabled", "js-ts", "python"]
                 .iter()
                 .map(|repo| {

@@ -290,7 +290,7 @@ on_both!(the_sweep_queue_is_idempotent_leased_retried_and_dead_lettered, |b| {
             .unwrap();
         }
         let build = format!("sha256:{}", "ab".repeat(32));
-        let info = BuildInfo::from_image(&build, "canary-lab/build:x", &Default::default());
+        let info = BuildInfo::from_image(&build.parse().unwrap(), "canary-lab/build:x", &Default::default());
         r.seed_results(&info, &[("run".into(), "golden-path".into(), "python".into(), "pass")])
             .await
             .unwrap();
@@ -542,7 +542,7 @@ on_both!(update_metadata_is_published_once_per_change_and_replaced_whole, |b| {
         };
         let doc = |build: &str| Doc {
             org: None,
-            channel: "stable".into(),
+            channel: "stable".parse().unwrap(),
             body: format!("{{\"build\":\"{build}\"}}"),
         };
         let now = jiff::Timestamp::now();

@@ -68,7 +68,11 @@ fn seed_build(url: &str, digit: char, status: &str) -> String {
 /// Records the build `id` with golden-path results on every canary repo (`status` for each).
 pub(crate) fn seed_build_id(url: &str, id: &str, status: &str) {
     let digit = &id[7..8];
-    let build = canary::registry::BuildInfo::from_image(id, &format!("canary-lab/build:{digit}"), &Default::default());
+    let build = canary::registry::BuildInfo::from_image(
+        &id.parse().unwrap(),
+        &format!("canary-lab/build:{digit}"),
+        &Default::default(),
+    );
     let rows: Vec<(String, String, String, &str)> = ["ci-enabled", "js-ts", "python"]
         .iter()
         .map(|repo| {

@@ -157,7 +157,8 @@ fn the_readme_shows_the_refusal_canary_prints() {
     let db = dir.path().join("r.db");
     let url = format!("sqlite://{}", db.display());
     let id = format!("sha256:1b2c3d4e5f60{}", "0".repeat(52));
-    let build = canary::registry::BuildInfo::from_image(&id, "canary-lab/build:shown", &Default::default());
+    let build =
+        canary::registry::BuildInfo::from_image(&id.parse().unwrap(), "canary-lab/build:shown", &Default::default());
     let rows = [
         ("run-1".to_string(), "gate".to_string(), "js-ts".to_string(), "fail"),
         (

@@ -49,7 +49,11 @@ impl Lab {
             serde_json::to_string(&manifest).unwrap(),
         )]
         .into();
-        let build = canary::registry::BuildInfo::from_image(&id, &format!("canary-lab/build:{digit}"), &labels);
+        let build = canary::registry::BuildInfo::from_image(
+            &id.parse().unwrap(),
+            &format!("canary-lab/build:{digit}"),
+            &labels,
+        );
         let rows: Vec<(String, String, String, &str)> = ["ci-enabled", "js-ts", "python"]
             .iter()
             .map(|r| (format!("run-{digit}"), "golden-path".to_string(), r.to_string(), "pass"))
@@ -659,7 +663,7 @@ pub(crate) fn retargeted(
     m["offered_for"] = statement_channel.into();
     canary::update::tuf::Doc {
         org: org.map(String::from),
-        channel: channel.into(),
+        channel: channel.parse().unwrap(),
         body: m.to_string(),
     }
 }

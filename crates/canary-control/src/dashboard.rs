@@ -192,7 +192,8 @@ pub fn overview(status: &Value, history: &Value, rollouts: &Value) -> Markup {
 /// each cell the build's latest result there.
 pub async fn history_data(reg: &Registry, max_builds: usize) -> Result<Value> {
     let builds = reg.recent_builds(max_builds as i64).await?;
-    let mut rows: std::collections::BTreeMap<(String, String, String), Vec<Value>> = Default::default();
+    let mut rows: std::collections::BTreeMap<(String, String, Option<canary_contract::Provider>), Vec<Value>> =
+        Default::default();
     let mut columns = Vec::new();
     for (i, b) in builds.iter().enumerate() {
         let cells = reg.latest_cells(&b.id).await?;
@@ -218,7 +219,7 @@ pub async fn history_data(reg: &Registry, max_builds: usize) -> Result<Value> {
             "outage": outage,
         }));
         for c in cells {
-            let key = (c.suite.clone(), c.repo.clone(), c.provider.clone());
+            let key = (c.suite.clone(), c.repo.clone(), c.provider);
             let row = rows.entry(key).or_insert_with(|| vec![Value::Null; builds.len()]);
             let run_id = c.run_id.clone();
             row[i] = json!({
@@ -246,7 +247,7 @@ pub async fn history_data(reg: &Registry, max_builds: usize) -> Result<Value> {
             } else {
                 json!(flaky as f64 / judged.len() as f64)
             };
-            json!({"suite": suite, "repo": repo, "provider": provider, "cells": cells, "flake_rate": rate})
+            json!({"suite": suite, "repo": repo, "provider": provider.map_or("", canary_contract::Provider::name), "cells": cells, "flake_rate": rate})
         })
         .collect();
     Ok(json!({"columns": columns, "rows": rows}))

@@ -23,6 +23,7 @@ use crate::engine::docker::{DockerBackend, Layer};
 use crate::error::{LabError, Result};
 use crate::progress::Progress;
 use crate::providers::{Fetched, Provider, ProviderSpec};
+use canary_contract::BuildId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -293,7 +294,7 @@ impl std::str::FromStr for Set {
 #[derive(Debug, Clone, Serialize)]
 pub struct Build {
     pub reference: String,
-    pub id: String,
+    pub id: BuildId,
     pub manifest: BuildManifest,
     /// Layers this call committed, and layers it found and reused (base excluded).
     pub layers_built: usize,
@@ -514,7 +515,7 @@ async fn canonical(
     engine.tag(&parent, &reference).await?;
     let build = Build {
         reference: reference.clone(),
-        id: parent,
+        id: engine_build_id(parent)?,
         manifest: manifest.clone(),
         layers_built: built,
         layers_reused: reused,
@@ -664,7 +665,7 @@ async fn apply(
         let found = BuildManifest::from_labels(&info.labels).unwrap_or(next);
         return Ok(Build {
             reference: found.reference(),
-            id: info.id,
+            id: engine_build_id(info.id)?,
             manifest: found,
             layers_built: 0,
             layers_reused: total,
@@ -674,7 +675,7 @@ async fn apply(
     if changes.is_empty() {
         return Ok(Build {
             reference: manifest.reference(),
-            id: parent_id.into(),
+            id: engine_build_id(parent_id.to_string())?,
             manifest: manifest.clone(),
             layers_built: 0,
             layers_reused: total,
@@ -704,13 +705,18 @@ async fn apply(
     let built = changed.len();
     let build = Build {
         reference,
-        id: parent,
+        id: engine_build_id(parent)?,
         manifest: next,
         layers_built: built,
         layers_reused: total.saturating_sub(built),
         version_output: BTreeMap::new(),
     };
     verify(engine, build, changed.iter().collect(), &made).await
+}
+
+/// The id the engine gave a build's image, checked: a build is named by it everywhere after.
+fn engine_build_id(id: String) -> Result<BuildId> {
+    id.parse().map_err(LabError::ImageBuild)
 }
 
 /// Checks inside the build that each changed CLI reports its version and the runner runs; on

@@ -2,6 +2,7 @@
 //! here, next to the rows it is read from; the decision itself is the gate's.
 
 use crate::{ResultRow, ResultStatus};
+use canary_contract::Provider;
 use serde::Serialize;
 
 /// The latest result of one (suite, repo, provider) cell for the build.
@@ -10,7 +11,7 @@ pub struct CellEvidence {
     pub suite: String,
     pub repo: String,
     /// The build's CLI the cell is about; `None` for a suite that judges the build as a whole.
-    pub provider: Option<String>,
+    pub provider: Option<Provider>,
     /// `None` when the build has no result for the cell.
     pub status: Option<ResultStatus>,
     pub recorded_at: Option<String>,
@@ -36,27 +37,26 @@ pub fn required_cells(
     results: &[ResultRow],
     suites: &[String],
     repos: &[String],
-    providers: &[String],
+    providers: &[Provider],
 ) -> Vec<CellEvidence> {
     let mut out = Vec::new();
     for suite in suites {
         let ran = results.iter().filter(|r| &r.suite == suite);
-        let build_wide = ran.clone().next().is_some() && ran.clone().all(|r| r.provider.is_empty());
-        let per: Vec<Option<&String>> = if build_wide || providers.is_empty() {
+        let build_wide = ran.clone().next().is_some() && ran.clone().all(|r| r.provider.is_none());
+        let per: Vec<Option<Provider>> = if build_wide || providers.is_empty() {
             vec![None]
         } else {
-            providers.iter().map(Some).collect()
+            providers.iter().copied().map(Some).collect()
         };
         for repo in repos {
             for p in &per {
-                let want = p.map_or("", |p| p.as_str());
                 let hit = results
                     .iter()
-                    .find(|r| &r.suite == suite && &r.repo == repo && r.provider == want);
+                    .find(|r| &r.suite == suite && &r.repo == repo && r.provider == *p);
                 out.push(CellEvidence {
                     suite: suite.clone(),
                     repo: repo.clone(),
-                    provider: p.cloned(),
+                    provider: *p,
                     status: hit.map(|c| c.status),
                     recorded_at: hit.map(|c| c.recorded_at.clone()),
                     run_id: hit.map(|c| c.run_id.clone()),

@@ -591,7 +591,7 @@ mod tests {
         let missing = reg.record_push(&id, &pushed).await.unwrap_err();
         assert!(missing.to_string().contains("not in the registry"), "{missing}");
         reg.record_build(&crate::BuildInfo::from_image(
-            id.as_str(),
+            &id,
             "canary-lab/build:k",
             &Default::default(),
         ))

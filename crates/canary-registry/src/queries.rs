@@ -32,8 +32,8 @@ pub struct ResultRow {
     pub run_id: String,
     pub suite: String,
     pub repo: String,
-    /// The CLI of the build the case judged; empty for suites that judge the build as a whole.
-    pub provider: String,
+    /// The CLI of the build the case judged; `None` for suites that judge the build as a whole.
+    pub provider: Option<canary_contract::Provider>,
     pub case_id: String,
     pub status: ResultStatus,
     pub attempts: i64,
@@ -128,7 +128,7 @@ pub struct PipelineVerdict {
     pub provider: canary_contract::Provider,
     pub package_version: String,
     pub version: String,
-    pub build_id: Option<String>,
+    pub build_id: Option<BuildId>,
     pub status: Light,
     pub channel: Option<Channel>,
     pub summary: serde_json::Value,
@@ -195,7 +195,7 @@ impl FromRow for ResultRow {
             run_id: r.text("run_id")?,
             suite: r.text("suite")?,
             repo: r.text("repo")?,
-            provider: r.text("provider")?,
+            provider: r.blank_or_parsed("provider")?,
             case_id: r.text("case_id")?,
             status: ResultStatus::from_word(&r.text("status")?),
             attempts: r.int("attempts")?,
@@ -336,7 +336,7 @@ impl Registry {
         build: &BuildId,
         suites: &[String],
         repos: &[String],
-        providers: &[String],
+        providers: &[canary_contract::Provider],
     ) -> Result<Vec<CellEvidence>> {
         let cells = self.latest_cells(build).await?;
         Ok(crate::required_cells(&cells, suites, repos, providers))
@@ -744,7 +744,7 @@ from_row!(PipelineVerdict {
     provider: parsed,
     package_version: text,
     version: text,
-    build_id: opt_text,
+    build_id: opt_parsed,
     status: parsed,
     channel: opt_parsed,
     summary: json,

@@ -2,8 +2,9 @@
 //! crash mid-record leaves whole cases or none.
 
 use super::{Registry, db_err, now};
-use crate::error::Result;
+use crate::error::{LabError, Result};
 use crate::report::{CaseStatus, RunReport};
+use canary_contract::BuildId;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -13,7 +14,7 @@ pub use crate::builds::labels;
 /// A runner build as the registry knows it: identified by its image digest.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildInfo {
-    pub id: String,
+    pub id: BuildId,
     pub image_ref: String,
     pub runner_version: String,
     pub adapters: Vec<String>,
@@ -24,7 +25,7 @@ pub struct BuildInfo {
 
 impl BuildInfo {
     /// From an image's id, the name it was run by, and its labels.
-    pub fn from_image(id: &str, reference: &str, image_labels: &BTreeMap<String, String>) -> BuildInfo {
+    pub fn from_image(id: &BuildId, reference: &str, image_labels: &BTreeMap<String, String>) -> BuildInfo {
         let list = |key: &str| -> Vec<String> {
             image_labels
                 .get(key)
@@ -37,7 +38,7 @@ impl BuildInfo {
                 .unwrap_or_default()
         };
         BuildInfo {
-            id: id.to_string(),
+            id: id.clone(),
             image_ref: reference.to_string(),
             runner_version: image_labels
                 .get(labels::RUNNER_VERSION)
@@ -125,7 +126,7 @@ impl Registry {
                 "INSERT INTO compat_results (build_id, run_id, suite, repo, case_id, status, attempts, duration_ms, session_start_ms, metrics, report_path, recorded_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, 1, 1000, NULL, '{}', '', $7)",
             )
-            .bind(&build.id)
+            .bind(build.id.as_str())
             .bind(run_id)
             .bind(suite)
             .bind(repo)
@@ -144,7 +145,7 @@ impl Registry {
             "INSERT INTO runner_builds (id, image_ref, runner_version, adapters, runtime_versions, created_at, manifest) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
         )
-        .bind(&b.id)
+        .bind(b.id.as_str())
         .bind(&b.image_ref)
         .bind(&b.runner_version)
         .bind(serde_json::to_string(&b.adapters).expect("json"))
@@ -162,15 +163,18 @@ impl Registry {
         } else {
             &report.images[..]
         };
-        let builds: Vec<(String, BuildInfo)> = images
+        let builds = images
             .iter()
             .map(|i| {
-                (
-                    i.reference.clone(),
-                    BuildInfo::from_image(&i.id, &i.reference, &i.labels),
-                )
+                let id = i.id.parse::<BuildId>().map_err(|e| {
+                    LabError::usage(
+                        format!("the report's image {}: {e}", crate::text::clean(&i.reference)),
+                        "a run report names each image by its content id (`sha256:` and hex); record a report the lab wrote",
+                    )
+                })?;
+                Ok((i.reference.clone(), BuildInfo::from_image(&id, &i.reference, &i.labels)))
             })
-            .collect();
+            .collect::<Result<Vec<(String, BuildInfo)>>>()?;
         for (_, b) in &builds {
             self.record_build(b).await?;
         }
@@ -183,7 +187,7 @@ impl Registry {
                 "INSERT INTO compat_results (build_id, run_id, suite, repo, case_id, status, attempts, duration_ms, session_start_ms, metrics, report_path, recorded_at, provider) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (run_id, case_id) DO NOTHING",
             )
-            .bind(&build.id)
+            .bind(build.id.as_str())
             .bind(&report.run_id)
             .bind(&case.suite)
             .bind(&case.repo)
@@ -195,7 +199,7 @@ impl Registry {
             .bind(metrics.to_string())
             .bind(report_path)
             .bind(now())
-            .bind(case.provider.as_deref().unwrap_or(""))
+            .bind(case.provider.map_or("", canary_contract::Provider::name))
             .execute(&mut *tx)
             .await
             .map_err(db_err(&self.display))?;

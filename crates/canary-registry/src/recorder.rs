@@ -68,4 +68,21 @@ mod tests {
         assert_eq!(rows[0].case_id, "demo--python");
         assert!(rows[0].report_path.ends_with("run.json"));
     }
+
+    #[tokio::test]
+    async fn a_report_whose_image_is_not_named_by_a_build_id_is_refused_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut report = crate::report::sample();
+        report.image.id = "../not-a-digest".into();
+        let registry = crate::Registry::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
+            .await
+            .unwrap();
+        let e = registry.record_run(&report, "run.json").await.unwrap_err();
+        assert!(e.to_string().contains("is not a build id"), "{e}");
+        assert!(registry.builds().await.unwrap().is_empty(), "no build was recorded");
+        assert!(
+            registry.results(None, 10).await.unwrap().is_empty(),
+            "no result was recorded"
+        );
+    }
 }

@@ -51,6 +51,9 @@ pub(crate) trait Col {
     /// A text column holding a value of a checked type (a `BuildId`, a `Channel`).
     fn parsed<T: std::str::FromStr<Err = String>>(&self, col: &str) -> Cell<T>;
     fn opt_parsed<T: std::str::FromStr<Err = String>>(&self, col: &str) -> Cell<Option<T>>;
+    /// A text column where the empty string stands for no value (columns declared `NOT NULL
+    /// DEFAULT ''`), parsed when not empty.
+    fn blank_or_parsed<T: std::str::FromStr<Err = String>>(&self, col: &str) -> Cell<Option<T>>;
     /// A JSON text column, parsed.
     fn json<T: DeserializeOwned>(&self, col: &str) -> Cell<T>;
     /// A nullable JSON text column, parsed when present.
@@ -85,6 +88,13 @@ impl Col for AnyRow {
 
     fn opt_parsed<T: std::str::FromStr<Err = String>>(&self, col: &str) -> Cell<Option<T>> {
         self.opt_text(col)?
+            .map(|t| t.parse().map_err(|e: String| BadColumn::new(col, e)))
+            .transpose()
+    }
+
+    fn blank_or_parsed<T: std::str::FromStr<Err = String>>(&self, col: &str) -> Cell<Option<T>> {
+        Some(self.text(col)?)
+            .filter(|t| !t.is_empty())
             .map(|t| t.parse().map_err(|e: String| BadColumn::new(col, e)))
             .transpose()
     }

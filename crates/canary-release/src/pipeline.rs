@@ -10,7 +10,7 @@ use crate::progress::Progress;
 use crate::registry::{Audit, Light, PipelineVerdict, Registry};
 use crate::report::{CaseStatus, RunReport};
 use crate::upstream::{self, Judged, WatchOptions, WatchReport};
-use canary_contract::{Channel, Provider};
+use canary_contract::{BuildId, Channel, Provider};
 use std::path::PathBuf;
 
 fn short(id: &str) -> &str {
@@ -29,7 +29,7 @@ pub struct Notification {
     /// The channel the policy made it a candidate for.
     pub candidate_for: String,
     pub status: Light,
-    pub build: Option<String>,
+    pub build: Option<BuildId>,
     pub image: Option<String>,
     /// The candidate build's components.
     pub components: Vec<crate::builds::Component>,
@@ -527,7 +527,7 @@ fn first_failures(report: &RunReport) -> Vec<String> {
                 "{} on {}{}: {}",
                 m.suite,
                 m.repo,
-                m.provider.as_deref().map(|p| format!(" for {p}")).unwrap_or_default(),
+                m.provider.map(|p| format!(" for {p}")).unwrap_or_default(),
                 m.cause.as_deref().unwrap_or("failed")
             )
         })

@@ -59,12 +59,8 @@ pub async fn push_from(
         .await?
         .map(|i| i.labels)
         .unwrap_or_default();
-    reg.record_build(&BuildInfo::from_image(
-        published.build.as_str(),
-        &published.reference,
-        &labels,
-    ))
-    .await?;
+    reg.record_build(&BuildInfo::from_image(&published.build, &published.reference, &labels))
+        .await?;
     reg.record_push(&published.build, &published.pushed).await?;
     Ok(published)
 }

@@ -201,10 +201,10 @@ pub async fn documents(reg: &Registry, orgs: &crate::orgs::OrgPolicies) -> Resul
     let mut with_own: std::collections::BTreeSet<String> = reg.pins().await?.into_iter().map(|p| p.org).collect();
     with_own.extend(orgs.names());
     let mut docs = Vec::new();
-    let mut add = |org: Option<&str>, channel: &str, m: BuildManifest| {
+    let mut add = |org: Option<&str>, channel: &Channel, m: BuildManifest| {
         docs.push(super::tuf::Doc {
             org: org.map(String::from),
-            channel: channel.to_string(),
+            channel: channel.clone(),
             body: serde_json::to_string(&m).expect("json"),
         })
     };

@@ -308,7 +308,7 @@ pub fn latest_root(dir: &Path) -> Result<(u64, PathBuf, Signed<Root>)> {
 #[derive(Debug, Clone)]
 pub struct Doc {
     pub org: Option<String>,
-    pub channel: String,
+    pub channel: canary_contract::Channel,
     pub body: String,
 }
 

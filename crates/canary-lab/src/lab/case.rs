@@ -158,7 +158,7 @@ pub async fn run_case<B: Backend + Clone>(
         attempts: attempt,
         image: cx.images[case.image].reference.clone(),
         runtime: cx.images[case.image].runtime(case.provider),
-        provider: case.provider.map(|p| p.name().to_string()),
+        provider: case.provider,
         duration_ms: 0,
         timings: CaseTimings::default(),
         steps: Vec::new(),

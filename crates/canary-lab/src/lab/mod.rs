@@ -726,7 +726,7 @@ fn crashed(cx: &CaseContext, c: &Case, attempt: u32) -> CaseReport {
         attempts: attempt,
         image: cx.images[c.image].reference.clone(),
         runtime: cx.images[c.image].runtime(c.provider),
-        provider: c.provider.map(|p| p.name().to_string()),
+        provider: c.provider,
         id: c.id.clone(),
         suite: c.suite.name.clone(),
         repo: c.repo.clone(),

@@ -26,20 +26,6 @@ pub struct Repro {
 }
 
 /// Reads the run's report and its copies of the suite and repo, and prepares the one case.
-/// The CLI a reported case ran: the report is read from disk, so its provider is checked like
-/// any other input.
-fn provider_of(case: &crate::report::CaseReport) -> Result<Option<crate::providers::Provider>> {
-    let Some(p) = case.provider.as_deref() else {
-        return Ok(None);
-    };
-    p.parse().map(Some).map_err(|e: String| {
-        LabError::usage(
-            format!("case {}: {e}", crate::text::clean(&case.id)),
-            "the report names a CLI this lab does not drive; run the suite again",
-        )
-    })
-}
-
 pub fn load(config: &Settings, target: &str) -> Result<Repro> {
     let (run_id, case_id) = parse_target(target)?;
     let run_dir = config.reports_dir.join(run_id);
@@ -96,7 +82,7 @@ pub fn load(config: &Settings, target: &str) -> Result<Repro> {
         });
     }
     let suite = Arc::new(suite.for_repo(&repo_ref.id, &repo_ref.vars, &suite.repos)?);
-    let provider = provider_of(&case)?;
+    let provider = case.provider;
     let prepared = Prepared {
         cases: vec![Case {
             id: case.id.clone(),

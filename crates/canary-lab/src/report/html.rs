@@ -174,7 +174,7 @@ pub fn render(report: &RunReport, run_dir: &Path, tails: &Tails) -> String {
                                 td { code { (safe(&m.runtime)) } }
                                 td { (safe(&m.suite)) }
                                 td { (safe(&m.repo)) }
-                                td { @if let Some(p) = &m.provider { (safe(p)) } }
+                                td { @if let Some(p) = m.provider { (p.name()) } }
                                 td { (status_badge(m.status.as_str())) }
                                 td { @if let Some(c) = &m.cause { (safe(c)) } }
                             }

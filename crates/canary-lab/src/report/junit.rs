@@ -4,6 +4,7 @@
 
 use super::events::Tails;
 use super::{CaseStatus, RunReport, StepStatus};
+use canary_contract::Provider;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ pub fn render(report: &RunReport, tails: &Tails) -> String {
             status.set_message(case.error.clone().unwrap_or_else(|| "lab error".into()));
             status.set_type("infra_error");
             let mut tc = TestCase::new("setup", status);
-            tc.set_classname(classname(&case.suite, &case.repo, case.provider.as_deref()));
+            tc.set_classname(classname(&case.suite, &case.repo, case.provider.map(Provider::name)));
             suite.add_test_case(tc);
         }
         if let Some(line) = &case.drift {
@@ -38,13 +39,13 @@ pub fn render(report: &RunReport, tails: &Tails) -> String {
             status.set_message(line.clone());
             status.set_type("drift");
             let mut tc = TestCase::new("cli output and flags", status);
-            tc.set_classname(classname(&case.suite, &case.repo, case.provider.as_deref()));
+            tc.set_classname(classname(&case.suite, &case.repo, case.provider.map(Provider::name)));
             suite.add_test_case(tc);
         }
         for step in &case.steps {
             let status = step_status(case, step);
             let mut tc = TestCase::new(step.name.clone(), status);
-            tc.set_classname(classname(&case.suite, &case.repo, case.provider.as_deref()));
+            tc.set_classname(classname(&case.suite, &case.repo, case.provider.map(Provider::name)));
             tc.set_time(Duration::from_millis(step.duration_ms));
             if step.status != StepStatus::Passed {
                 if let Some(out) = tails.get(step.stdout_file.as_ref()) {

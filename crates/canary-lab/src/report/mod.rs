@@ -7,6 +7,7 @@ pub mod html;
 pub mod junit;
 pub mod terminal;
 
+use canary_contract::Provider;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -65,7 +66,7 @@ pub struct MatrixRow {
     pub image: String,
     /// The case's CLI, for suites that run per provider.
     #[serde(default)]
-    pub provider: Option<String>,
+    pub provider: Option<Provider>,
     pub suite: String,
     pub repo: String,
     pub status: CaseStatus,
@@ -91,7 +92,7 @@ impl MatrixRow {
         MatrixRow {
             runtime: c.runtime.clone().unwrap_or_else(|| c.image.clone()),
             image: c.image.clone(),
-            provider: c.provider.clone(),
+            provider: c.provider,
             suite: c.suite.clone(),
             repo: c.repo.clone(),
             status: c.status,
@@ -176,7 +177,7 @@ pub struct CaseReport {
     /// The CLI of the build the case ran (suites that run per provider); `None` for suites that
     /// test the build as a whole.
     #[serde(default)]
-    pub provider: Option<String>,
+    pub provider: Option<Provider>,
     pub duration_ms: u64,
     pub timings: CaseTimings,
     pub steps: Vec<StepReport>,

@@ -94,6 +94,7 @@ pub fn decide(
 
 #[cfg(test)]
 mod tests {
+    use canary_contract::Provider;
     fn id(name: &str) -> canary_contract::BuildId {
         let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
         format!("sha256:{hex}").parse().unwrap()
@@ -177,7 +178,7 @@ mod tests {
             run_id: "r".into(),
             suite: suite.into(),
             repo: repo.into(),
-            provider: provider.into(),
+            provider: Provider::from_name(provider),
             case_id: format!("{suite}--{repo}"),
             status: ResultStatus::from_word(status),
             attempts: 1,
@@ -189,7 +190,7 @@ mod tests {
 
     #[test]
     fn a_build_is_judged_on_every_cli_it_bundles() {
-        let providers = vec!["codex".to_string(), "claude-code".to_string()];
+        let providers = [Provider::Codex, Provider::ClaudeCode];
         let results = vec![row("golden-path", "a", "codex", "pass"), row("demo", "a", "", "pass")];
         let cells = required_cells(
             &results,

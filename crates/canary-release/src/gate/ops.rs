@@ -6,7 +6,7 @@ use super::{Decision, decide};
 use crate::compat;
 use crate::error::Result;
 use crate::registry::{Audit, Registry, ReleaseKind};
-use canary_contract::{BuildId, Channel};
+use canary_contract::{BuildId, Channel, Provider};
 
 /// A request to put a build on a channel.
 pub struct Promotion<'a> {
@@ -22,6 +22,30 @@ pub struct Promotion<'a> {
     pub reason: &'a str,
 }
 
+/// The CLIs a build bundles, as its manifest (or, for an image without one, its runtimes label)
+/// names them: the ones this lab runs, and apart from them the names it does not know.
+fn bundled_clis(row: Option<&crate::registry::BuildRow>) -> (Vec<Provider>, Vec<String>) {
+    let names: Vec<String> = match row {
+        Some(b) => match &b.manifest {
+            Some(m) => m.providers(),
+            None => b
+                .runtime_versions
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+        },
+        None => Vec::new(),
+    };
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for name in names {
+        match Provider::from_name(&name) {
+            Some(p) => known.push(p),
+            None => unknown.push(name),
+        }
+    }
+    (known, unknown)
+}
+
 /// Decides a promotion under `policy` from the registry's evidence for the build (every CLI it
 /// bundles, every required suite and repo; `all_repos` when the policy names none) and, unless
 /// it is a dry run, records it: the release, or the refusal, each in the audit log with the
@@ -35,22 +59,21 @@ pub async fn promote(
     let channel_policy = policy.channel(p.channel)?.clone();
     let build = reg.resolve_build(p.build).await?;
     let row = reg.builds().await?.into_iter().find(|b| b.id == build);
-    let providers: Vec<String> = match row.as_ref() {
-        Some(b) => match &b.manifest {
-            Some(m) => m.providers(),
-            None => b
-                .runtime_versions
-                .as_object()
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default(),
-        },
-        None => Vec::new(),
-    };
+    let (providers, unknown) = bundled_clis(row.as_ref());
     let repos = channel_policy.repos.clone().unwrap_or_else(|| all_repos.to_vec());
     let evidence = reg
         .evidence(&build, &channel_policy.required_suites, &repos, &providers)
         .await?;
     let mut decision = decide(&build, p.channel, &channel_policy, evidence, jiff::Timestamp::now());
+    // A CLI the lab cannot run has no evidence and never will: named, so the build is blocked
+    // for a reason a person can act on rather than passed on the CLIs that could be judged.
+    decision.unmet.extend(unknown.iter().map(|n| {
+        format!(
+            "the build bundles `{}`, a CLI this lab does not run, so no canary result can judge it",
+            crate::text::clean(n)
+        )
+    }));
+    decision.allowed = decision.unmet.is_empty();
     if !p.bundles.is_empty() {
         let runner = row.map(|b| b.runner_version).unwrap_or_default();
         match compat::runtime_version(&runner) {
@@ -463,10 +486,10 @@ mod tests {
     }
 
     async fn build(reg: &Registry, n: u8) -> BuildId {
-        let id = format!("sha256:{}", format!("{n:02x}").repeat(32));
+        let id: BuildId = format!("sha256:{}", format!("{n:02x}").repeat(32)).parse().unwrap();
         let info = BuildInfo::from_image(&id, &format!("canary-lab/build:{n}"), &Default::default());
         reg.record_build(&info).await.unwrap();
-        id.parse().unwrap()
+        id
     }
 
     async fn released(reg: &Registry, channel: &str, id: &str) {
@@ -505,6 +528,46 @@ mod tests {
             .iter()
             .filter(|a| a.action == action && a.decision == "refused")
             .count()
+    }
+
+    /// A build whose labels name the CLIs `runtimes`, with a passing golden path on repo `a`.
+    async fn judged_build(reg: &Registry, n: u8, runtimes: &str) -> BuildId {
+        let id: BuildId = format!("sha256:{}", format!("{n:02x}").repeat(32)).parse().unwrap();
+        let labels = [(crate::builds::labels::RUNTIMES.to_string(), runtimes.to_string())].into();
+        let info = BuildInfo::from_image(&id, &format!("canary-lab/build:{n}"), &labels);
+        let rows = [(format!("run-{n}"), "golden-path".to_string(), "a".to_string(), "pass")];
+        reg.seed_results(&info, &rows).await.unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn a_build_bundling_a_cli_the_lab_does_not_run_is_blocked_and_the_cli_named() {
+        let (_d, reg) = registry().await;
+        let promote_to_stable = |build: &BuildId| {
+            let build = build.to_string();
+            let reg = reg.clone();
+            async move {
+                let p = Promotion {
+                    build: &build,
+                    channel: &Channel::stable(),
+                    bundles: &[],
+                    dry_run: true,
+                    actor: "test",
+                    reason: "",
+                };
+                promote(&reg, &Policy::builtin(), &["a".into()], &p).await.unwrap().1
+            }
+        };
+        let known = judged_build(&reg, 1, "codex=0.163.0").await;
+        let d = promote_to_stable(&known).await;
+        assert!(d.allowed, "{:?}", d.unmet);
+        let unknown = judged_build(&reg, 2, "codex=0.163.0,cursor=1.0").await;
+        let d = promote_to_stable(&unknown).await;
+        assert!(!d.allowed);
+        assert_eq!(
+            d.unmet,
+            ["the build bundles `cursor`, a CLI this lab does not run, so no canary result can judge it"]
+        );
     }
 
     #[tokio::test]

@@ -50,7 +50,7 @@ pub fn self_signed(root: &Signed<Root>) -> std::result::Result<(), String> {
 }
 
 /// The target a host of `org` following `channel` reads.
-pub fn target_name(org: Option<&str>, channel: &str) -> String {
+pub fn target_name(org: Option<&str>, channel: &Channel) -> String {
     match org {
         Some(o) => format!("offers/org/{o}/{channel}.json"),
         None => format!("offers/channel/{channel}.json"),

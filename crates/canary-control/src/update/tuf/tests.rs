@@ -62,7 +62,7 @@ fn doc(org: Option<&str>, channel: &str, build: &str) -> Doc {
     };
     Doc {
         org: org.map(String::from),
-        channel: channel.into(),
+        channel: channel.parse().unwrap(),
         body: serde_json::to_string(&m).unwrap(),
     }
 }
