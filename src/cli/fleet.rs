@@ -273,7 +273,7 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
             let reg = open_to_change(config).await?;
             let steps = controller::tick(&reg, &policy, jiff::Timestamp::now()).await?;
             show(*json, &steps, view::tick(&steps))?;
-            Ok(if steps.iter().any(|s| s.action == "abort") {
+            Ok(if steps.iter().any(|s| s.action == crate::rollout::PassAction::Abort) {
                 exit::FAILED
             } else {
                 exit::PASS
@@ -362,23 +362,6 @@ impl NewRoot {
     }
 }
 
-fn root_said(json: bool, w: &keys::WrittenRoot) {
-    if json {
-        print_json(w);
-    } else {
-        outln!(
-            "root {} (version {}, {} of {} root keys)",
-            w.root.display(),
-            w.version,
-            w.threshold,
-            w.root_key_ids.len()
-        );
-        for id in &w.root_key_ids {
-            outln!("  root key {id}");
-        }
-    }
-}
-
 pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
     let written = match cmd {
         KeysCommand::Create { out, name, json } => {
@@ -402,8 +385,7 @@ pub async fn keys(cmd: &KeysCommand) -> Result<i32> {
             *json,
         ),
     };
-    root_said(written.1, &written.0);
-    Ok(exit::PASS)
+    show(written.1, &written.0, written.0.lines())
 }
 
 pub async fn tokens(config: &LabConfig, cmd: &TokensCommand) -> Result<i32> {
@@ -435,11 +417,7 @@ pub async fn tokens(config: &LabConfig, cmd: &TokensCommand) -> Result<i32> {
                 print_json(&t);
             } else {
                 outln!("{}", t.token);
-                eprintln!(
-                    "token {} for {}: shown once, stored hashed; send it as `Authorization: Bearer …` (a runner: canary-runner --token / CANARY_RUNNER_TOKEN; a browser: as the password)",
-                    t.id,
-                    access::describe(&t.principal)
-                );
+                eprintln!("{}", access::issued_note(&t));
             }
             Ok(exit::PASS)
         }
@@ -476,17 +454,8 @@ pub async fn freeze(config: &LabConfig, a: &FreezeArgs, frozen: bool) -> Result<
     crate::gate::ops::check_name("org", &a.org)?;
     let reg = open(config).await?;
     let who = a.who.acting();
-    let changed = controller::freeze(&reg, &a.org, frozen, who).await?;
-    let value = serde_json::json!({"org": a.org, "frozen": frozen, "changed": changed});
-    let line = if frozen {
-        format!(
-            "org {} is kept out of every rollout: its sessions run their channel's current build",
-            a.org
-        )
-    } else {
-        format!("org {} takes part in rollouts again", a.org)
-    };
-    show(a.json, &value, vec![line])
+    let f = controller::freeze(&reg, &a.org, frozen, who).await?;
+    show(a.json, &f, f.lines())
 }
 
 pub async fn kpis(config: &LabConfig, a: &KpisArgs) -> Result<i32> {

@@ -421,7 +421,7 @@ fn a_build_failing_a_fifth_of_its_sessions_is_rolled_back_at_the_first_step() {
         .args(["rollout", "pause", "--channel", "stable"])
         .run()
         .code(1)
-        .stderr_has("is paused");
+        .stderr_has("is paused, so it cannot be paused");
     canary(&reg)
         .args(["rollout", "resume", "--channel", "stable"])
         .run()
@@ -666,7 +666,7 @@ fn a_conversation_keeps_its_build_when_the_rollout_moves_to_the_next_step() {
                 ring: 0,
                 restart_step: true,
                 note: "step 2 of 3: 50 % of sessions",
-                kind: "advance",
+                kind: canary::rollout::EventKind::Advance,
                 figures: serde_json::json!({}),
                 release: false,
                 audit: canary::registry::Audit {
@@ -869,11 +869,11 @@ fn the_last_step_is_judged_against_the_baseline_it_replaced_and_completes() {
     };
     healthy(&r, &cand, "c1", 150);
     healthy(&r, &base, "b1", 150);
-    assert_eq!(tick()[0].action, "advance", "50 % passes");
+    assert_eq!(tick()[0].action, canary::rollout::PassAction::Advance, "50 % passes");
     std::thread::sleep(Duration::from_millis(1100));
     healthy(&r, &cand, "c2", 300);
     let done = tick();
-    assert_eq!(done[0].action, "complete", "{:?}", done[0]);
+    assert_eq!(done[0].action, canary::rollout::PassAction::Complete, "{:?}", done[0]);
     assert_eq!(channel_build(&reg), cand);
 }
 

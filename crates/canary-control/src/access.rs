@@ -19,6 +19,15 @@ pub fn describe(p: &Principal) -> String {
     }
 }
 
+/// What a person is told, beside the token itself, when one is issued.
+pub fn issued_note(t: &Issued) -> String {
+    format!(
+        "token {} for {}: shown once, stored hashed; send it as `Authorization: Bearer …` (a runner: canary-runner --token / CANARY_RUNNER_TOKEN; a browser: as the password)",
+        t.id,
+        describe(&t.principal)
+    )
+}
+
 /// Refuses a principal whose name is not an id or whose org is not a name (call it before the
 /// registry is opened: a bad input writes nothing).
 pub fn check(principal: &Principal) -> Result<()> {

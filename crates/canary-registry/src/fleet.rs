@@ -4,7 +4,7 @@
 use super::queries::{Audit, insert_audit};
 use super::{Registry, db_err, format_ts, int, now, text};
 use crate::error::{LabError, Result};
-use crate::rollout::{ActiveRollout, Figures, FleetState, State};
+use crate::rollout::{ActiveRollout, EventKind, Figures, FleetState, State};
 use crate::row::{Cell, Col, FromRow};
 use crate::telemetry::{Session, Sums};
 use canary_contract::oci::PushedRef;
@@ -52,7 +52,7 @@ impl RolloutRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct RolloutEvent {
     pub id: i64,
-    pub kind: String,
+    pub kind: EventKind,
     pub step: Option<i64>,
     pub from_build: Option<BuildId>,
     pub to_build: BuildId,
@@ -80,8 +80,7 @@ pub struct Transition<'a> {
     /// A new step starts its bake now.
     pub restart_step: bool,
     pub note: &'a str,
-    /// `rollout_events.kind`: start, advance, hold, pause, resume, abort, complete.
-    pub kind: &'a str,
+    pub kind: EventKind,
     pub figures: serde_json::Value,
     /// Make the candidate the channel's build (completion).
     pub release: bool,
@@ -607,7 +606,7 @@ impl Registry {
             channel: &r.channel,
             from: Some(&r.baseline_id),
             to: &r.build_id,
-            kind: "start",
+            kind: EventKind::Start,
             step: 0,
             figures: &figures,
             actor: a.actor,
@@ -679,7 +678,7 @@ impl Registry {
             text(&row, "build_id")?,
             text(&row, "baseline_id")?,
         );
-        let (from, to) = if t.kind == "abort" {
+        let (from, to) = if t.kind == EventKind::Abort {
             (build.as_str(), baseline.as_str())
         } else {
             (baseline.as_str(), build.as_str())
@@ -840,7 +839,7 @@ struct NewEvent<'a> {
     channel: &'a str,
     from: Option<&'a str>,
     to: &'a str,
-    kind: &'a str,
+    kind: EventKind,
     step: i64,
     figures: &'a serde_json::Value,
     actor: &'a str,
@@ -855,7 +854,7 @@ impl NewEvent<'_> {
         .bind(self.channel)
         .bind(self.from)
         .bind(self.to)
-        .bind(self.kind)
+        .bind(self.kind.as_str())
         .bind(self.ts)
         .bind(self.actor)
         .bind(self.rollout)
@@ -872,7 +871,7 @@ impl FromRow for RolloutEvent {
     fn from_row(r: &sqlx::any::AnyRow) -> Cell<Self> {
         Ok(RolloutEvent {
             id: r.int("id")?,
-            kind: r.text("kind")?,
+            kind: r.parsed("kind")?,
             step: r.opt_int("step")?,
             from_build: r.opt_parsed("from_build")?,
             to_build: r.parsed("to_build")?,

@@ -66,6 +66,16 @@ pub enum ReleaseKind {
 
 canary_contract::words!(ReleaseKind, "a release kind", { Promote => "promote", Rollback => "rollback" });
 
+/// How an org came to run what it runs: an operator's pin, or a rollback to the build before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinChange {
+    Pin,
+    Rollback,
+}
+
+canary_contract::words!(PinChange, "a pin change", { Pin => "pin", Rollback => "rollback" });
+
 #[derive(Debug, Clone, Serialize)]
 pub struct OrgPin {
     pub org: String,
@@ -548,9 +558,9 @@ impl Registry {
         &self,
         org: &str,
         channel: &Channel,
-        build: Option<&str>,
-        from: Option<&str>,
-        kind: &str,
+        build: Option<&BuildId>,
+        from: Option<&BuildId>,
+        kind: PinChange,
         a: Audit<'_>,
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
@@ -561,23 +571,23 @@ impl Registry {
         )
         .bind(org)
         .bind(channel.as_str())
-        .bind(build)
+        .bind(build.map(BuildId::as_str))
         .bind(&ts)
         .bind(a.actor)
         .execute(&mut *tx)
         .await
         .map_err(db_err(&self.display))?;
-        if let Some(to) =
-            build
-                .map(String::from)
-                .or(self.known_good(channel).await?.first().map(|r| r.build_id.to_string()))
-        {
+        let to = match build {
+            Some(b) => Some(b.clone()),
+            None => self.known_good(channel).await?.first().map(|r| r.build_id.clone()),
+        };
+        if let Some(to) = to {
             let event = Rollout {
                 org: Some(org),
                 channel,
-                from,
+                from: from.map(BuildId::as_str),
                 to: &to,
-                kind,
+                kind: kind.as_str(),
                 ts: &ts,
                 actor: a.actor,
             };

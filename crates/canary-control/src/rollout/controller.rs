@@ -3,7 +3,7 @@
 //! transition is conditional on the revision it was decided from, so a controller restarted
 //! after `kill -9`, or two of them, never makes one twice.
 
-use super::{Action, Judgement, RolloutPolicy, State, judge, next_action};
+use super::{Action, EventKind, Judgement, PassAction, RolloutPolicy, State, judge, next_action};
 use crate::error::{LabError, Result};
 use crate::gate::ops::{Actor, Outcome, Promotion};
 use crate::gate::policy::Policy;
@@ -265,8 +265,7 @@ pub async fn judge_rollout(reg: &Registry, policy: &Policy, r: &RolloutRow, now:
 pub struct Step {
     pub rollout: i64,
     pub channel: canary_contract::Channel,
-    /// advance, complete, abort, hold, wait.
-    pub action: String,
+    pub action: PassAction,
     pub step: usize,
     pub ring: usize,
     pub percent: f64,
@@ -277,8 +276,8 @@ pub struct Step {
 
 /// What an action writes.
 struct Plan {
-    /// The event's kind: wait, hold, advance, complete, abort.
-    kind: &'static str,
+    /// What the pass does (a wait writes nothing).
+    kind: PassAction,
     state: State,
     step: usize,
     ring: usize,
@@ -316,28 +315,32 @@ fn planned(action: &Action, r: &RolloutRow) -> Plan {
         restart: false,
     };
     match action {
-        Action::Wait(why) => stay("wait", State::Running, why.clone()),
-        Action::Hold(why) => stay("hold", State::Running, format!("holding: {}", why.join("; "))),
+        Action::Wait(why) => stay(PassAction::Wait, State::Running, why.clone()),
+        Action::Hold(why) => stay(PassAction::Hold, State::Running, format!("holding: {}", why.join("; "))),
         Action::Advance { to_step } => Plan {
             step: *to_step,
             restart: true,
-            ..stay("advance", State::Running, place(r, r.ring, *to_step))
+            ..stay(PassAction::Advance, State::Running, place(r, r.ring, *to_step))
         },
         Action::NextRing { ring } => Plan {
             step: 0,
             ring: *ring,
             restart: true,
-            ..stay("advance", State::Running, place(r, *ring, 0))
+            ..stay(PassAction::Advance, State::Running, place(r, *ring, 0))
         },
         Action::Complete => Plan {
             release: true,
             ..stay(
-                "complete",
+                PassAction::Complete,
                 State::Completed,
                 format!("completed: the build is channel {}'s build", r.channel),
             )
         },
-        Action::Abort(why) => stay("abort", State::Aborted, format!("aborted: {}", why.join("; "))),
+        Action::Abort(why) => stay(
+            PassAction::Abort,
+            State::Aborted,
+            format!("aborted: {}", why.join("; ")),
+        ),
     }
 }
 
@@ -376,22 +379,21 @@ pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
         // A wait changes nothing. A hold is an event once per reason; while it lasts, only the
         // note's figures are kept current (no event, no audit entry on every pass).
         let shape = |n: &str| n.chars().filter(|c| !c.is_ascii_digit()).collect::<String>();
-        let write = match kind {
-            "wait" => false,
-            "hold" if shape(&r.note) == shape(&note) => {
+        let event = match kind.event() {
+            Some(EventKind::Hold) if shape(&r.note) == shape(&note) => {
                 if r.note != note {
                     reg.rollout_note(r.id, r.revision, &note).await?;
                 }
-                false
+                None
             }
-            _ => true,
+            other => other,
         };
         let mut changed = false;
-        if write {
-            let decision = match kind {
-                "abort" => "rolled back",
-                "hold" => "held",
-                other => other,
+        if let Some(event) = event {
+            let decision = match event {
+                EventKind::Abort => "rolled back",
+                EventKind::Hold => "held",
+                other => other.as_str(),
             };
             changed = reg
                 .transition(Transition {
@@ -402,7 +404,7 @@ pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
                     ring,
                     restart_step: restart,
                     note: &note,
-                    kind,
+                    kind: event,
                     figures: figures.clone(),
                     release,
                     audit: Audit {
@@ -419,7 +421,7 @@ pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
         out.push(Step {
             rollout: r.id,
             channel: r.channel.clone(),
-            action: kind.into(),
+            action: kind,
             step,
             ring,
             percent: r.steps.get(step).copied().unwrap_or(100.0),
@@ -434,16 +436,20 @@ pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
 pub async fn operate(reg: &Registry, which: Which<'_>, op: Op, who: Actor<'_>) -> Result<Outcome<RolloutRow>> {
     let r = find(reg, which).await?;
     let (ok_from, state, kind) = match op {
-        Op::Pause => (State::Running, State::Paused, "pause"),
-        Op::Resume => (State::Paused, State::Running, "resume"),
-        Op::Abort => (r.state, State::Aborted, "abort"),
+        Op::Pause => (State::Running, State::Paused, EventKind::Pause),
+        Op::Resume => (State::Paused, State::Running, EventKind::Resume),
+        Op::Abort => (r.state, State::Aborted, EventKind::Abort),
     };
     if !r.state.active() || r.state != ok_from {
+        let done = match op {
+            Op::Pause => "paused",
+            Op::Resume => "resumed",
+            Op::Abort => "aborted",
+        };
         return Ok(Outcome::Refused(vec![format!(
-            "rollout {} is {}, so it cannot be {}d",
+            "rollout {} is {}, so it cannot be {done}",
             r.id,
             r.state.as_str(),
-            kind.trim_end_matches('e')
         )]));
     }
     let note = match op {
@@ -549,7 +555,7 @@ pub async fn find(reg: &Registry, which: Which<'_>) -> Result<RolloutRow> {
 
 /// Keeps an org out of every rollout (its sessions run their channel's current build), or lets
 /// it take part again; audited. Whether anything changed.
-pub async fn freeze(reg: &Registry, org: &str, frozen: bool, who: Actor<'_>) -> Result<bool> {
+pub async fn freeze(reg: &Registry, org: &str, frozen: bool, who: Actor<'_>) -> Result<Frozen> {
     crate::gate::ops::check_name("org", org)?;
     let audit = crate::registry::Audit {
         actor: who.name,
@@ -559,5 +565,31 @@ pub async fn freeze(reg: &Registry, org: &str, frozen: bool, who: Actor<'_>) -> 
         reason: who.reason,
         evidence: serde_json::json!({}),
     };
-    reg.set_freeze(org, frozen, who.reason, audit).await
+    let changed = reg.set_freeze(org, frozen, who.reason, audit).await?;
+    Ok(Frozen {
+        org: org.to_string(),
+        frozen,
+        changed,
+    })
+}
+
+/// An org kept out of rollouts, or let back in; `changed` is false when it already was so.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Frozen {
+    pub org: String,
+    pub frozen: bool,
+    pub changed: bool,
+}
+
+impl Frozen {
+    pub fn lines(&self) -> Vec<String> {
+        vec![if self.frozen {
+            format!(
+                "org {} is kept out of every rollout: its sessions run their channel's current build",
+                self.org
+            )
+        } else {
+            format!("org {} takes part in rollouts again", self.org)
+        }]
+    }
 }

@@ -59,7 +59,7 @@ async fn scan(reg: &Registry, policy: &Policy) -> Result<usize> {
         .iter()
         .filter_map(|e| {
             let to = channel_alerts(policy, &e.channel)?;
-            let alert = alerts::alert_for(&e.event.kind, &e.event.figures)?;
+            let alert = alerts::alert_for(e.event.kind, &e.event.figures)?;
             Some(queued(e, alert, to))
         })
         .collect();
@@ -78,7 +78,12 @@ async fn long_holds(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Re
         if r.state != super::State::Running || !r.note.starts_with("holding") {
             continue;
         }
-        let Some(hold) = reg.rollout_events(r.id).await?.pop().filter(|e| e.kind == "hold") else {
+        let Some(hold) = reg
+            .rollout_events(r.id)
+            .await?
+            .pop()
+            .filter(|e| e.kind == super::EventKind::Hold)
+        else {
             continue;
         };
         let since: jiff::Timestamp = hold.ts.parse().unwrap_or(now);

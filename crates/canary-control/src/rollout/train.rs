@@ -4,7 +4,7 @@
 //! `auto_after` nothing starts by itself; the gate decides every start.
 
 use super::controller::{StartRequest, Which, find, start};
-use super::{Action, RolloutPolicy};
+use super::{Action, EventKind, RolloutPolicy};
 use crate::error::Result;
 use crate::gate::ops::{Actor, Outcome};
 use crate::gate::policy::Policy;
@@ -16,7 +16,7 @@ use std::time::Duration;
 fn approved(events: &[crate::registry::RolloutEvent], step: usize) -> bool {
     events
         .iter()
-        .any(|e| e.kind == "approve" && e.figures["step"].as_u64() == Some(step as u64))
+        .any(|e| e.kind == EventKind::Approve && e.figures["step"].as_u64() == Some(step as u64))
 }
 
 /// An advance into a step the policy gates on an approval nobody gave yet becomes a hold that
@@ -87,7 +87,7 @@ pub async fn approve(reg: &Registry, policy: &Policy, which: Which<'_>, who: Act
             ring: r.ring,
             restart_step: false,
             note: &note,
-            kind: "approve",
+            kind: EventKind::Approve,
             figures: serde_json::json!({"step": next, "percent": percent}),
             release: false,
             audit: Audit {

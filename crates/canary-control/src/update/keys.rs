@@ -17,6 +17,21 @@ pub struct WrittenRoot {
     pub threshold: u64,
 }
 
+impl WrittenRoot {
+    pub fn lines(&self) -> Vec<String> {
+        let head = format!(
+            "root {} (version {}, {} of {} root keys)",
+            self.root.display(),
+            self.version,
+            self.threshold,
+            self.root_key_ids.len()
+        );
+        std::iter::once(head)
+            .chain(self.root_key_ids.iter().map(|id| format!("  root key {id}")))
+            .collect()
+    }
+}
+
 /// What a root names: its root keys (all sign it; the threshold defaults to all of them), the
 /// online key and when it expires.
 pub struct RootKeys {

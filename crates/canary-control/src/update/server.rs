@@ -2,7 +2,7 @@
 //! its last heartbeat, its org's pin, the channels' known-good history and the canary evidence;
 //! and the artifacts (wheels, runner binaries) the lab judged, served by digest.
 
-use super::{BuildManifest, Evidence, Offer, StatusFacts};
+use super::{BuildManifest, Evidence, Offer, OfferSource, StatusFacts};
 use crate::error::{LabError, Result};
 use crate::registry::{Registry, ReleaseKind, ResultStatus};
 use canary_contract::Channel;
@@ -40,7 +40,7 @@ async fn target(
     reg: &Registry,
     org: Option<&str>,
     channel: Option<&Channel>,
-) -> Result<(Channel, Option<canary_contract::BuildId>, &'static str)> {
+) -> Result<(Channel, Option<canary_contract::BuildId>, OfferSource)> {
     let pin = match org {
         Some(org) => reg.pins().await?.into_iter().find(|p| p.org == org),
         None => None,
@@ -51,10 +51,10 @@ async fn target(
         .or_else(|| channel.cloned())
         .unwrap_or_else(Channel::stable);
     let (target, source) = match pin.as_ref().and_then(|p| p.pinned_build_id.clone()) {
-        Some(b) => (Some(b), "pin"),
+        Some(b) => (Some(b), OfferSource::Pin),
         None => (
             reg.known_good(&channel).await?.first().map(|r| r.build_id.clone()),
-            "channel",
+            OfferSource::Channel,
         ),
     };
     Ok((channel, target, source))
@@ -115,7 +115,7 @@ pub async fn offer_for(
     let mut facts = StatusFacts {
         channel: &channel,
         target: target.as_deref(),
-        pinned: source == "pin",
+        pinned: source == OfferSource::Pin,
         stable_current: stable_current.as_deref(),
         ..Default::default()
     };
@@ -123,7 +123,7 @@ pub async fn offer_for(
         runner: String::new(),
         org: org.map(String::from),
         channel: channel.clone(),
-        source: source.into(),
+        source,
         status: super::Status::Red,
         reasons: vec![],
         build: target.clone(),
@@ -171,7 +171,7 @@ pub async fn offer_for(
         components,
         evidence,
         offered_for: match (source, org) {
-            ("pin", Some(org)) => format!("pin:{org}"),
+            (OfferSource::Pin, Some(org)) => format!("pin:{org}"),
             _ => channel.to_string(),
         },
         statement: Some(super::Statement {
@@ -393,7 +393,7 @@ mod tests {
             runner: "host-1".into(),
             org: Some("acme".into()),
             channel: canary_contract::Channel::stable(),
-            source: "channel".into(),
+            source: OfferSource::Channel,
             status,
             reasons: vec![],
             build: Some("sha256:b".parse().unwrap()),

@@ -3,6 +3,7 @@
 //! `canary serve` keeps them in an outbox in the registry and delivers it
 //! (`canary-control`'s `rollout::alerts`).
 
+use super::EventKind;
 use canary_contract::{BuildId, Channel};
 use serde::Serialize;
 use std::time::Duration;
@@ -67,18 +68,18 @@ pub struct Alerts {
 
 /// The alert a stored rollout event raises at once, if any. A hold raises one only when the
 /// sample-ratio guard caused it; a long hold is raised by time (`Alert::Held`).
-pub fn alert_for(kind: &str, figures: &serde_json::Value) -> Option<Alert> {
+pub fn alert_for(kind: EventKind, figures: &serde_json::Value) -> Option<Alert> {
     match kind {
-        "start" => Some(Alert::Started),
-        "advance" => Some(Alert::Advanced),
-        "complete" => Some(Alert::Completed),
-        "abort" => Some(Alert::Aborted),
-        "hold" => figures["checks"]
+        EventKind::Start => Some(Alert::Started),
+        EventKind::Advance => Some(Alert::Advanced),
+        EventKind::Complete => Some(Alert::Completed),
+        EventKind::Abort => Some(Alert::Aborted),
+        EventKind::Hold => figures["checks"]
             .as_array()?
             .iter()
             .any(|c| c["metric"] == "sample ratio" && c["verdict"] != "pass")
             .then_some(Alert::SampleRatio),
-        _ => None,
+        EventKind::Pause | EventKind::Resume | EventKind::Approve => None,
     }
 }
 
@@ -187,15 +188,27 @@ mod tests {
 
     #[test]
     fn transitions_raise_their_alert_and_a_hold_only_for_a_sample_ratio_mismatch() {
-        assert_eq!(alert_for("start", &serde_json::json!({})), Some(Alert::Started));
-        assert_eq!(alert_for("advance", &serde_json::json!({})), Some(Alert::Advanced));
-        assert_eq!(alert_for("abort", &serde_json::json!({})), Some(Alert::Aborted));
-        assert_eq!(alert_for("complete", &serde_json::json!({})), Some(Alert::Completed));
-        assert_eq!(alert_for("pause", &serde_json::json!({})), None);
+        assert_eq!(
+            alert_for(EventKind::Start, &serde_json::json!({})),
+            Some(Alert::Started)
+        );
+        assert_eq!(
+            alert_for(EventKind::Advance, &serde_json::json!({})),
+            Some(Alert::Advanced)
+        );
+        assert_eq!(
+            alert_for(EventKind::Abort, &serde_json::json!({})),
+            Some(Alert::Aborted)
+        );
+        assert_eq!(
+            alert_for(EventKind::Complete, &serde_json::json!({})),
+            Some(Alert::Completed)
+        );
+        assert_eq!(alert_for(EventKind::Pause, &serde_json::json!({})), None);
         let few = serde_json::json!({"checks": [], "reasons": ["the candidate has 3 of the 200 sessions"]});
-        assert_eq!(alert_for("hold", &few), None);
+        assert_eq!(alert_for(EventKind::Hold, &few), None);
         let srm = serde_json::json!({"checks": [{"metric": "sample ratio", "verdict": "inconclusive"}]});
-        assert_eq!(alert_for("hold", &srm), Some(Alert::SampleRatio));
+        assert_eq!(alert_for(EventKind::Hold, &srm), Some(Alert::SampleRatio));
         for &a in Alert::ALL {
             assert_eq!(a.as_str().parse::<Alert>(), Ok(a));
         }

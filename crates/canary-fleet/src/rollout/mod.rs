@@ -613,6 +613,55 @@ impl State {
     }
 }
 
+/// What a rollout's event records (`rollout_events.kind` of a rollout's rows): each transition
+/// the controller or an operator makes, and an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Start,
+    Advance,
+    Hold,
+    Pause,
+    Resume,
+    Abort,
+    Complete,
+    Approve,
+}
+
+canary_contract::words!(EventKind, "a rollout event", {
+    Start => "start", Advance => "advance", Hold => "hold", Pause => "pause", Resume => "resume",
+    Abort => "abort", Complete => "complete", Approve => "approve",
+});
+
+/// What one pass of the controller did to a rollout: an event it wrote, or `wait` (nothing to
+/// write: the step has not baked long enough).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassAction {
+    Wait,
+    Hold,
+    Advance,
+    Complete,
+    Abort,
+}
+
+canary_contract::words!(PassAction, "a controller action", {
+    Wait => "wait", Hold => "hold", Advance => "advance", Complete => "complete", Abort => "abort",
+});
+
+impl PassAction {
+    /// The event the action writes; `None` for a wait.
+    pub fn event(self) -> Option<EventKind> {
+        match self {
+            PassAction::Wait => None,
+            PassAction::Hold => Some(EventKind::Hold),
+            PassAction::Advance => Some(EventKind::Advance),
+            PassAction::Complete => Some(EventKind::Complete),
+            PassAction::Abort => Some(EventKind::Abort),
+        }
+    }
+}
+
 /// What the controller does with a running rollout after judging its step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {

@@ -5,7 +5,7 @@ use super::policy::Policy;
 use super::{Decision, decide};
 use crate::compat;
 use crate::error::Result;
-use crate::registry::{Audit, Registry, ReleaseKind};
+use crate::registry::{Audit, PinChange, Registry, ReleaseKind};
 use canary_contract::{BuildId, Channel, Provider};
 
 /// A request to put a build on a channel.
@@ -262,9 +262,9 @@ pub async fn pin(reg: &Registry, p: &PinRequest<'_>, who: Actor<'_>) -> Result<O
     reg.set_pin(
         p.org,
         &channel,
-        build.as_deref(),
-        from.as_deref(),
-        "pin",
+        build.as_ref(),
+        from.as_ref(),
+        PinChange::Pin,
         Audit {
             actor: who.name,
             action: "pin",
@@ -389,7 +389,7 @@ async fn rollback_org(reg: &Registry, org: &str, who: Actor<'_>) -> Result<Outco
         &pin.channel,
         Some(&previous.build_id),
         Some(&current),
-        "rollback",
+        PinChange::Rollback,
         rolled_back(
             who,
             &text,

@@ -835,7 +835,7 @@ impl UpdateCli {
             return Ok(1);
         }
         let c = host::check(&self.host, client, &cfg).await?;
-        if c.offer.source == "pin" {
+        if c.offer.source == canary_runner::update::OfferSource::Pin {
             self.say(
                 serde_json::json!({"refused": "the org is pinned"}),
                 "refused: the org is pinned to a build; its admin unpins it with `canary pin`".into(),

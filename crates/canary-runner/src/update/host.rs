@@ -538,6 +538,8 @@ pub struct Client {
 
 impl Client {
     pub fn new(server: &str, token: &str) -> Result<Client> {
+        // reqwest panics when no TLS provider is installed; a library caller need not know.
+        crate::init_tls();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
@@ -770,6 +772,59 @@ mod tests {
         assert_eq!((e.action, e.outcome), (HostAction::Upgrade, U::RolledBack));
         assert!(line("upgrade", "fine").is_err());
         assert!(line("reinstall", "done").is_err());
+    }
+
+    /// A control plane on loopback that answers each heartbeat with the next of `answers`
+    /// (status, `Retry-After`), and counts what it was sent.
+    async fn heartbeat_server(
+        answers: Vec<(u16, Option<&'static str>)>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = axum::Router::new().route(
+            "/v1/heartbeats",
+            axum::routing::post(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let (status, retry_after) = answers[n.min(answers.len() - 1)];
+                async move {
+                    let mut r = axum::response::Response::new(axum::body::Body::from("{\"error\": \"slow down\"}"));
+                    *r.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+                    if let Some(v) = retry_after {
+                        r.headers_mut().insert("retry-after", v.parse().unwrap());
+                    }
+                    r
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_told_to_wait_asks_once_more_and_only_within_the_limit() {
+        use std::sync::atomic::Ordering;
+        let body = serde_json::json!({"runner_id": "r1"});
+        // Told to wait a second: it waits, asks again, and the second answer counts.
+        let (server, seen) = heartbeat_server(vec![(429, Some("1")), (204, None)]).await;
+        let started = std::time::Instant::now();
+        Client::new(&server, "t").unwrap().heartbeat(&body).await.unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        assert!(started.elapsed() >= Duration::from_secs(1), "it waited as told");
+        // Still refused after the wait: one retry only, and the refusal is the error.
+        let (server, seen) = heartbeat_server(vec![(429, Some("0"))]).await;
+        let e = Client::new(&server, "t").unwrap().heartbeat(&body).await.unwrap_err();
+        assert!(e.to_string().contains("429"), "{e}");
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        // A wait beyond the limit, or none given, or not a number of seconds: no retry.
+        for retry_after in [Some("60"), None, Some("soon")] {
+            let (server, seen) = heartbeat_server(vec![(429, retry_after), (204, None)]).await;
+            let e = Client::new(&server, "t").unwrap().heartbeat(&body).await.unwrap_err();
+            assert!(e.to_string().contains("slow down"), "{e}");
+            assert_eq!(seen.load(Ordering::SeqCst), 1, "{retry_after:?}");
+        }
     }
 
     /// A build where only the runner changed gets a smoke check of that runner, which fails

@@ -161,14 +161,24 @@ pub fn changes(installed: &BTreeMap<String, String>, target: &[Component]) -> Ve
     out
 }
 
+/// Where an offered build comes from: the channel's current build, or the build the org is
+/// pinned to (which a host does not upgrade away from by itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferSource {
+    Channel,
+    Pin,
+}
+
+canary_contract::words!(OfferSource, "an offer's source", { Channel => "channel", Pin => "pin" });
+
 /// What the control plane answers `GET /v1/updates`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Offer {
     pub runner: String,
     pub org: Option<String>,
     pub channel: canary_contract::Channel,
-    /// `channel` or `pin`.
-    pub source: String,
+    pub source: OfferSource,
     pub status: Status,
     pub reasons: Vec<String>,
     /// The build to run; `None` when the channel has none.
