@@ -273,11 +273,13 @@ pub async fn rollout(config: &LabConfig, cmd: &RolloutCommand) -> Result<i32> {
             let reg = open_to_change(config).await?;
             let steps = controller::tick(&reg, &policy, jiff::Timestamp::now()).await?;
             show(*json, &steps, view::tick(&steps))?;
-            Ok(if steps.iter().any(|s| s.action == crate::rollout::PassAction::Abort) {
-                exit::FAILED
-            } else {
-                exit::PASS
-            })
+            Ok(
+                if steps.iter().any(|s| s.action == Some(crate::rollout::EventKind::Abort)) {
+                    exit::FAILED
+                } else {
+                    exit::PASS
+                },
+            )
         }
     }
 }

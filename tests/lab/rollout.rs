@@ -869,11 +869,20 @@ fn the_last_step_is_judged_against_the_baseline_it_replaced_and_completes() {
     };
     healthy(&r, &cand, "c1", 150);
     healthy(&r, &base, "b1", 150);
-    assert_eq!(tick()[0].action, canary::rollout::PassAction::Advance, "50 % passes");
+    assert_eq!(
+        tick()[0].action,
+        Some(canary::rollout::EventKind::Advance),
+        "50 % passes"
+    );
     std::thread::sleep(Duration::from_millis(1100));
     healthy(&r, &cand, "c2", 300);
     let done = tick();
-    assert_eq!(done[0].action, canary::rollout::PassAction::Complete, "{:?}", done[0]);
+    assert_eq!(
+        done[0].action,
+        Some(canary::rollout::EventKind::Complete),
+        "{:?}",
+        done[0]
+    );
     assert_eq!(channel_build(&reg), cand);
 }
 

@@ -914,7 +914,7 @@ pub async fn run_controller(
                         "canary serve: rollout {} on {}: {} — {}",
                         s.rollout,
                         s.channel,
-                        s.action,
+                        crate::rollout::pass_word(s.action),
                         crate::text::clean(&s.note)
                     );
                 }

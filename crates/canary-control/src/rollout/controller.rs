@@ -3,7 +3,7 @@
 //! transition is conditional on the revision it was decided from, so a controller restarted
 //! after `kill -9`, or two of them, never makes one twice.
 
-use super::{Action, EventKind, Judgement, PassAction, RolloutPolicy, State, judge, next_action};
+use super::{Action, EventKind, Judgement, RolloutPolicy, State, judge, next_action, pass_word};
 use crate::error::{LabError, Result};
 use crate::gate::ops::{Actor, Outcome, Promotion};
 use crate::gate::policy::Policy;
@@ -265,7 +265,9 @@ pub async fn judge_rollout(reg: &Registry, policy: &Policy, r: &RolloutRow, now:
 pub struct Step {
     pub rollout: i64,
     pub channel: canary_contract::Channel,
-    pub action: PassAction,
+    /// The kind of event the pass's action makes; `None`: it waits (written as `wait`).
+    #[serde(serialize_with = "action_word")]
+    pub action: Option<EventKind>,
     pub step: usize,
     pub ring: usize,
     pub percent: f64,
@@ -274,10 +276,14 @@ pub struct Step {
     pub changed: bool,
 }
 
+fn action_word<S: serde::Serializer>(action: &Option<EventKind>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(pass_word(*action))
+}
+
 /// What an action writes.
 struct Plan {
-    /// What the pass does (a wait writes nothing).
-    kind: PassAction,
+    /// The event the pass makes; `None` for a wait, which writes nothing.
+    kind: Option<EventKind>,
     state: State,
     step: usize,
     ring: usize,
@@ -315,29 +321,33 @@ fn planned(action: &Action, r: &RolloutRow) -> Plan {
         restart: false,
     };
     match action {
-        Action::Wait(why) => stay(PassAction::Wait, State::Running, why.clone()),
-        Action::Hold(why) => stay(PassAction::Hold, State::Running, format!("holding: {}", why.join("; "))),
+        Action::Wait(why) => stay(None, State::Running, why.clone()),
+        Action::Hold(why) => stay(
+            Some(EventKind::Hold),
+            State::Running,
+            format!("holding: {}", why.join("; ")),
+        ),
         Action::Advance { to_step } => Plan {
             step: *to_step,
             restart: true,
-            ..stay(PassAction::Advance, State::Running, place(r, r.ring, *to_step))
+            ..stay(Some(EventKind::Advance), State::Running, place(r, r.ring, *to_step))
         },
         Action::NextRing { ring } => Plan {
             step: 0,
             ring: *ring,
             restart: true,
-            ..stay(PassAction::Advance, State::Running, place(r, *ring, 0))
+            ..stay(Some(EventKind::Advance), State::Running, place(r, *ring, 0))
         },
         Action::Complete => Plan {
             release: true,
             ..stay(
-                PassAction::Complete,
+                Some(EventKind::Complete),
                 State::Completed,
                 format!("completed: the build is channel {}'s build", r.channel),
             )
         },
         Action::Abort(why) => stay(
-            PassAction::Abort,
+            Some(EventKind::Abort),
             State::Aborted,
             format!("aborted: {}", why.join("; ")),
         ),
@@ -379,7 +389,7 @@ pub async fn tick(reg: &Registry, policy: &Policy, now: jiff::Timestamp) -> Resu
         // A wait changes nothing. A hold is an event once per reason; while it lasts, only the
         // note's figures are kept current (no event, no audit entry on every pass).
         let shape = |n: &str| n.chars().filter(|c| !c.is_ascii_digit()).collect::<String>();
-        let event = match kind.event() {
+        let event = match kind {
             Some(EventKind::Hold) if shape(&r.note) == shape(&note) => {
                 if r.note != note {
                     reg.rollout_note(r.id, r.revision, &note).await?;

@@ -137,7 +137,7 @@ pub fn tick(steps: &[Step]) -> Vec<String> {
                 "rollout {} on {}: {} at step {} ({} %): {}",
                 s.rollout,
                 s.channel,
-                s.action,
+                super::pass_word(s.action),
                 s.step + 1,
                 s.percent,
                 clean(&s.note)

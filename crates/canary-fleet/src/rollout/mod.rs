@@ -633,33 +633,10 @@ canary_contract::words!(EventKind, "a rollout event", {
     Abort => "abort", Complete => "complete", Approve => "approve",
 });
 
-/// What one pass of the controller did to a rollout: an event it wrote, or `wait` (nothing to
-/// write: the step has not baked long enough).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PassAction {
-    Wait,
-    Hold,
-    Advance,
-    Complete,
-    Abort,
-}
-
-canary_contract::words!(PassAction, "a controller action", {
-    Wait => "wait", Hold => "hold", Advance => "advance", Complete => "complete", Abort => "abort",
-});
-
-impl PassAction {
-    /// The event the action writes; `None` for a wait.
-    pub fn event(self) -> Option<EventKind> {
-        match self {
-            PassAction::Wait => None,
-            PassAction::Hold => Some(EventKind::Hold),
-            PassAction::Advance => Some(EventKind::Advance),
-            PassAction::Complete => Some(EventKind::Complete),
-            PassAction::Abort => Some(EventKind::Abort),
-        }
-    }
+/// What one pass of the controller did to a rollout, in words: the kind of event its action
+/// makes (written or, for a hold that goes on, not), or `wait` for none.
+pub fn pass_word(action: Option<EventKind>) -> &'static str {
+    action.map_or("wait", EventKind::as_str)
 }
 
 /// What the controller does with a running rollout after judging its step.
