@@ -175,12 +175,29 @@ impl Registry {
                 Ok((i.reference.clone(), BuildInfo::from_image(&id, &i.reference, &i.labels)))
             })
             .collect::<Result<Vec<(String, BuildInfo)>>>()?;
+        // Each case's result counts for the build it ran in, and only that one: a case naming an
+        // image the run did not list is refused before anything is written.
+        let cases = report
+            .cases
+            .iter()
+            .map(|case| match builds.iter().find(|(r, _)| *r == case.image) {
+                Some((_, b)) => Ok((case, b)),
+                None if case.image.is_empty() && builds.len() == 1 => Ok((case, &builds[0].1)),
+                None => Err(LabError::usage(
+                    format!(
+                        "case {} ran in image {}, which the report does not list",
+                        crate::text::clean(&case.id),
+                        crate::text::clean(&case.image)
+                    ),
+                    "record a report the lab wrote",
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?;
         for (_, b) in &builds {
             self.record_build(b).await?;
         }
         let mut added = 0;
-        for case in &report.cases {
-            let build = &builds.iter().find(|(r, _)| *r == case.image).unwrap_or(&builds[0]).1;
+        for (case, build) in cases {
             let metrics = serde_json::json!({ "timings": case.timings, "steps": case.steps.len() });
             let mut tx = self.write_tx().await?;
             let r = sqlx::query(

@@ -70,19 +70,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_report_whose_image_is_not_named_by_a_build_id_is_refused_and_nothing_is_stored() {
+    async fn a_report_that_does_not_say_which_build_each_case_ran_in_is_refused_and_nothing_is_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let mut report = crate::report::sample();
-        report.image.id = "../not-a-digest".into();
         let registry = crate::Registry::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
             .await
             .unwrap();
-        let e = registry.record_run(&report, "run.json").await.unwrap_err();
-        assert!(e.to_string().contains("is not a build id"), "{e}");
-        assert!(registry.builds().await.unwrap().is_empty(), "no build was recorded");
-        assert!(
-            registry.results(None, 10).await.unwrap().is_empty(),
-            "no result was recorded"
-        );
+        let mut not_a_digest = crate::report::sample();
+        not_a_digest.image.id = "../not-a-digest".into();
+        let mut unlisted = crate::report::sample();
+        unlisted.cases[0].image = "canary-lab/build:other".into();
+        for (report, says) in [
+            (not_a_digest, "is not a build id"),
+            (
+                unlisted,
+                "ran in image canary-lab/build:other, which the report does not list",
+            ),
+        ] {
+            let e = registry.record_run(&report, "run.json").await.unwrap_err();
+            assert!(e.to_string().contains(says), "{e}");
+            assert!(registry.builds().await.unwrap().is_empty(), "no build was recorded");
+            assert!(
+                registry.results(None, 10).await.unwrap().is_empty(),
+                "no result was recorded"
+            );
+        }
     }
 }

@@ -370,7 +370,7 @@ pub fn sample() -> RunReport {
         duration_ms: 1000,
         engine: "docker".into(),
         image: ImageRef {
-            reference: "x".into(),
+            reference: "canary-lab/build:x".into(),
             id: "sha256:1".into(),
             labels: Default::default(),
         },
