@@ -253,13 +253,15 @@ async fn decision(reg: Arc<Registry>, url: &str, label: &str, total: u64) {
                     } else {
                         SessionEnd::Ok
                     },
-                    commands: 4,
-                    commands_failed: 0,
-                    approvals: 1,
-                    approval_wait_ms: 2000,
-                    tokens: 3000,
-                    cost_micros: 40_000,
-                    duration_ms: 60_000,
+                    usage: canary::telemetry::SessionUsage {
+                        commands: 4,
+                        commands_failed: 0,
+                        approvals: 1,
+                        approval_wait_ms: 2000,
+                        tokens: 3000,
+                        cost_micros: 40_000,
+                        duration_ms: 60_000,
+                    },
                     usage_from_otel: false,
                     // One session in ten is of an org outside the rollout (pinned, frozen,
                     // another ring): the decision reads past it.

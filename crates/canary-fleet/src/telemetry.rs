@@ -71,6 +71,19 @@ pub struct Session {
     pub started_at: String,
     pub start_latency_ms: Option<i64>,
     pub outcome: SessionEnd,
+    #[serde(flatten)]
+    pub usage: SessionUsage,
+    /// The report left its usage out: `commands`, `commands_failed`, `approvals`, `tokens` and
+    /// `cost_micros` are zero until filled from the session's OpenTelemetry ([`fill_usage`]).
+    pub usage_from_otel: bool,
+    /// The comparison its assignment put it in (`rollout::cohort_label`), or `""`: set by the
+    /// control plane from the recorded assignment, never by the runner.
+    pub cohort: String,
+}
+
+/// What sessions used: one session's figures, or the sum of many ([`Sums`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionUsage {
     pub commands: i64,
     pub commands_failed: i64,
     pub approvals: i64,
@@ -78,12 +91,18 @@ pub struct Session {
     pub tokens: i64,
     pub cost_micros: i64,
     pub duration_ms: i64,
-    /// The report left its usage out: `commands`, `commands_failed`, `approvals`, `tokens` and
-    /// `cost_micros` are zero until filled from the session's OpenTelemetry ([`fill_usage`]).
-    pub usage_from_otel: bool,
-    /// The comparison its assignment put it in (`rollout::cohort_label`), or `""`: set by the
-    /// control plane from the recorded assignment, never by the runner.
-    pub cohort: String,
+}
+
+impl SessionUsage {
+    pub fn add(&mut self, o: &SessionUsage) {
+        self.commands += o.commands;
+        self.commands_failed += o.commands_failed;
+        self.approvals += o.approvals;
+        self.approval_wait_ms += o.approval_wait_ms;
+        self.tokens += o.tokens;
+        self.cost_micros += o.cost_micros;
+        self.duration_ms += o.duration_ms;
+    }
 }
 
 /// Why a batch was refused: the first bad session and field, so the runner's log says which.
@@ -174,13 +193,15 @@ pub fn parse_batch(body: &[u8], now: jiff::Timestamp) -> Result<Vec<Session>, Ba
             started_at: canary_contract::time::format_ts(started),
             start_latency_ms: s.start_latency_ms.map(|v| v as i64),
             outcome: s.outcome,
-            commands: commands as i64,
-            commands_failed: commands_failed as i64,
-            approvals: s.approvals.unwrap_or(0) as i64,
-            approval_wait_ms: s.approval_wait_ms as i64,
-            tokens: s.tokens.unwrap_or(0) as i64,
-            cost_micros: (cost_usd * 1e6).round() as i64,
-            duration_ms: s.duration_ms as i64,
+            usage: SessionUsage {
+                commands: commands as i64,
+                commands_failed: commands_failed as i64,
+                approvals: s.approvals.unwrap_or(0) as i64,
+                approval_wait_ms: s.approval_wait_ms as i64,
+                tokens: s.tokens.unwrap_or(0) as i64,
+                cost_micros: (cost_usd * 1e6).round() as i64,
+                duration_ms: s.duration_ms as i64,
+            },
             usage_from_otel,
             cohort: String::new(),
         });
@@ -235,11 +256,11 @@ fn usage_left_out(s: &SessionReport) -> Result<bool, &'static str> {
 /// Fills a session whose report left its usage out with what the CLI's OpenTelemetry said.
 pub fn fill_usage(s: &mut Session, u: &crate::otlp::Usage) {
     let n = |v: u64| v.min(i64::MAX as u64) as i64;
-    s.commands = n(u.commands);
-    s.commands_failed = n(u.commands_failed.min(u.commands));
-    s.approvals = n(u.approvals);
-    s.tokens = n(u.tokens);
-    s.cost_micros = n(u.cost_micros);
+    s.usage.commands = n(u.commands);
+    s.usage.commands_failed = n(u.commands_failed.min(u.commands));
+    s.usage.approvals = n(u.approvals);
+    s.usage.tokens = n(u.tokens);
+    s.usage.cost_micros = n(u.cost_micros);
 }
 
 /// One session's ids (its build a build id), org, start time (within `window`) and numbers (within [`LIMITS`]);
@@ -314,13 +335,8 @@ pub struct Sums {
     pub failed: i64,
     pub disconnected: i64,
     pub timed_out: i64,
-    pub commands: i64,
-    pub commands_failed: i64,
-    pub approvals: i64,
-    pub approval_wait_ms: i64,
-    pub tokens: i64,
-    pub cost_micros: i64,
-    pub duration_ms: i64,
+    #[serde(flatten)]
+    pub usage: SessionUsage,
     pub start_latency_ms: i64,
     /// Sums of squares of each session's cost (micros), tokens and approvals: with the sums,
     /// the variances the guardrails on per-session means are judged with.
@@ -345,16 +361,10 @@ impl Sums {
             SessionEnd::Disconnected => self.disconnected += 1,
             SessionEnd::TimedOut => self.timed_out += 1,
         }
-        self.commands += s.commands;
-        self.commands_failed += s.commands_failed;
-        self.approvals += s.approvals;
-        self.approval_wait_ms += s.approval_wait_ms;
-        self.tokens += s.tokens;
-        self.cost_micros += s.cost_micros;
-        self.duration_ms += s.duration_ms;
-        self.cost_sq += (s.cost_micros as f64).powi(2);
-        self.tokens_sq += (s.tokens as f64).powi(2);
-        self.approvals_sq += (s.approvals as f64).powi(2);
+        self.usage.add(&s.usage);
+        self.cost_sq += (s.usage.cost_micros as f64).powi(2);
+        self.tokens_sq += (s.usage.tokens as f64).powi(2);
+        self.approvals_sq += (s.usage.approvals as f64).powi(2);
     }
 }
 
@@ -406,9 +416,9 @@ pub fn rollup<'a>(sessions: impl IntoIterator<Item = &'a Session>) -> Rollup {
         if let Some(l) = s.start_latency_ms {
             *hist.entry(("start", hist_bucket(l))).or_default() += 1;
         }
-        if s.approvals > 0 {
+        if s.usage.approvals > 0 {
             *hist
-                .entry(("approval", hist_bucket(s.approval_wait_ms / s.approvals)))
+                .entry(("approval", hist_bucket(s.usage.approval_wait_ms / s.usage.approvals)))
                 .or_default() += 1;
         }
     }
@@ -439,7 +449,8 @@ fn share(a: i64, b: i64) -> Option<f64> {
 }
 
 pub fn kpis(s: &Sums, start_hist: &BTreeMap<i64, i64>, approval_hist: &BTreeMap<i64, i64>) -> Kpis {
-    let hours = s.duration_ms as f64 / 3_600_000.0;
+    let u = &s.usage;
+    let hours = u.duration_ms as f64 / 3_600_000.0;
     Kpis {
         sessions: s.sessions,
         session_start_success_pct: share(s.started, s.sessions),
@@ -447,12 +458,12 @@ pub fn kpis(s: &Sums, start_hist: &BTreeMap<i64, i64>, approval_hist: &BTreeMap<
         p95_time_to_terminal_ms: quantile(start_hist, 0.95),
         failure_rate_pct: share(s.failed + s.timed_out, s.sessions),
         disconnect_rate_pct: share(s.disconnected, s.sessions),
-        command_failure_rate_pct: share(s.commands_failed, s.commands),
-        approval_gates: s.approvals,
+        command_failure_rate_pct: share(u.commands_failed, u.commands),
+        approval_gates: u.approvals,
         median_approval_resolution_ms: quantile(approval_hist, 0.5),
-        tokens: s.tokens,
-        cost_usd: s.cost_micros as f64 / 1e6,
-        cost_per_agent_hour_usd: (hours > 0.0).then(|| ((s.cost_micros as f64 / 1e6) / hours * 100.0).round() / 100.0),
+        tokens: u.tokens,
+        cost_usd: u.cost_micros as f64 / 1e6,
+        cost_per_agent_hour_usd: (hours > 0.0).then(|| ((u.cost_micros as f64 / 1e6) / hours * 100.0).round() / 100.0),
     }
 }
 
@@ -474,7 +485,7 @@ mod tests {
     fn a_good_batch_parses() {
         let s = parse_batch(one("").as_bytes(), now()).unwrap();
         assert_eq!(s.len(), 1);
-        assert_eq!((s[0].cost_micros, s[0].start_latency_ms), (250_000, Some(900)));
+        assert_eq!((s[0].usage.cost_micros, s[0].start_latency_ms), (250_000, Some(900)));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::{Registry, db_err, format_ts, int, now, text};
 use crate::error::{LabError, Result};
 use crate::rollout::{ActiveRollout, EventKind, Figures, FleetState, State};
 use crate::row::{Cell, Col, FromRow};
-use crate::telemetry::{Session, Sums};
+use crate::telemetry::{Session, SessionUsage, Sums};
 use canary_contract::oci::PushedRef;
 use canary_contract::{BuildId, Channel};
 use serde::Serialize;
@@ -211,13 +211,13 @@ impl Registry {
                     s.started_at,
                     s.start_latency_ms,
                     s.outcome.as_str(),
-                    s.commands,
-                    s.commands_failed,
-                    s.approvals,
-                    s.approval_wait_ms,
-                    s.tokens,
-                    s.cost_micros,
-                    s.duration_ms
+                    s.usage.commands,
+                    s.usage.commands_failed,
+                    s.usage.approvals,
+                    s.usage.approval_wait_ms,
+                    s.usage.tokens,
+                    s.usage.cost_micros,
+                    s.usage.duration_ms
                 ])
             })
             .collect();
@@ -261,7 +261,7 @@ impl Registry {
             // Built from constants and placeholders only.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for s in chunk {
-                q = q
+                let head = q
                     .bind(&s.session)
                     .bind(&s.runner)
                     .bind(&s.org)
@@ -269,14 +269,8 @@ impl Registry {
                     .bind(&s.started_at)
                     .bind(received_at)
                     .bind(s.start_latency_ms)
-                    .bind(s.outcome.as_str())
-                    .bind(s.commands)
-                    .bind(s.commands_failed)
-                    .bind(s.approvals)
-                    .bind(s.approval_wait_ms)
-                    .bind(s.tokens)
-                    .bind(s.cost_micros)
-                    .bind(s.duration_ms);
+                    .bind(s.outcome.as_str());
+                q = bind_usage(head, &s.usage);
             }
             let rows = q.fetch_all(&mut **tx).await.map_err(db_err(&self.display))?;
             fresh.extend(new_pairs(&rows)?);
@@ -292,7 +286,7 @@ impl Registry {
         second: &str,
     ) -> Result<()> {
         for ((build, cohort), (sums, hist)) in crate::telemetry::rollup(new.iter().copied()) {
-            sqlx::query(
+            let head = sqlx::query(
                 "INSERT INTO telemetry_rollups (build_id, cohort, second, sessions, started, ok, failed, disconnected, timed_out, commands, commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms, start_latency_ms, cost_sq, tokens_sq, approvals_sq) \
                  VALUES ($1, $20, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
                  ON CONFLICT (build_id, cohort, second) DO UPDATE SET sessions = telemetry_rollups.sessions + excluded.sessions, started = telemetry_rollups.started + excluded.started, \
@@ -311,22 +305,16 @@ impl Registry {
             .bind(sums.ok)
             .bind(sums.failed)
             .bind(sums.disconnected)
-            .bind(sums.timed_out)
-            .bind(sums.commands)
-            .bind(sums.commands_failed)
-            .bind(sums.approvals)
-            .bind(sums.approval_wait_ms)
-            .bind(sums.tokens)
-            .bind(sums.cost_micros)
-            .bind(sums.duration_ms)
-            .bind(sums.start_latency_ms)
-            .bind(sums.cost_sq)
-            .bind(sums.tokens_sq)
-            .bind(sums.approvals_sq)
-            .bind(&cohort)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err(&self.display))?;
+            .bind(sums.timed_out);
+            bind_usage(head, &sums.usage)
+                .bind(sums.start_latency_ms)
+                .bind(sums.cost_sq)
+                .bind(sums.tokens_sq)
+                .bind(sums.approvals_sq)
+                .bind(&cohort)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_err(&self.display))?;
             for ((metric, bucket), n) in hist {
                 sqlx::query(
                     "INSERT INTO telemetry_histograms (build_id, cohort, minute, metric, bucket, n) VALUES ($1, $6, $2, $3, $4, $5) \
@@ -388,13 +376,15 @@ impl Registry {
             failed: n("failed")?,
             disconnected: n("disconnected")?,
             timed_out: n("timed_out")?,
-            commands: n("commands")?,
-            commands_failed: n("commands_failed")?,
-            approvals: n("approvals")?,
-            approval_wait_ms: n("approval_wait_ms")?,
-            tokens: n("tokens")?,
-            cost_micros: n("cost_micros")?,
-            duration_ms: n("duration_ms")?,
+            usage: SessionUsage {
+                commands: n("commands")?,
+                commands_failed: n("commands_failed")?,
+                approvals: n("approvals")?,
+                approval_wait_ms: n("approval_wait_ms")?,
+                tokens: n("tokens")?,
+                cost_micros: n("cost_micros")?,
+                duration_ms: n("duration_ms")?,
+            },
             start_latency_ms: n("start_latency_ms")?,
             // The KPIs need no spread.
             ..Sums::default()
@@ -865,6 +855,18 @@ impl NewEvent<'_> {
         .map_err(db_err(display))?;
         Ok(())
     }
+}
+
+/// Binds a usage's figures in the order the telemetry tables list their columns: commands,
+/// commands_failed, approvals, approval_wait_ms, tokens, cost_micros, duration_ms.
+fn bind_usage<'q>(q: crate::row::Query<'q>, u: &SessionUsage) -> crate::row::Query<'q> {
+    q.bind(u.commands)
+        .bind(u.commands_failed)
+        .bind(u.approvals)
+        .bind(u.approval_wait_ms)
+        .bind(u.tokens)
+        .bind(u.cost_micros)
+        .bind(u.duration_ms)
 }
 
 impl FromRow for RolloutEvent {
