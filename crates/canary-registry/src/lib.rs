@@ -601,7 +601,7 @@ mod tests {
         reg.record_push(&id, &pushed).await.unwrap();
         assert_eq!(reg.pushed_ref(&id).await.unwrap(), Some(pushed.clone()));
         assert_eq!(
-            reg.build_row(id.as_str()).await.unwrap().unwrap().pushed_ref,
+            reg.build_row(&id).await.unwrap().unwrap().pushed_ref,
             Some(pushed.clone())
         );
         assert_eq!(reg.fleet_state().await.unwrap().pushed.get(&id), Some(&pushed));

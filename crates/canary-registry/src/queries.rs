@@ -314,9 +314,12 @@ impl Registry {
         }
     }
 
-    pub async fn build_row(&self, id: &str) -> Result<Option<BuildRow>> {
+    /// One build's row, read by its id (not the whole table).
+    pub async fn build_row(&self, id: &BuildId) -> Result<Option<BuildRow>> {
         let sql = format!("{BUILD_SELECT} WHERE b.id = $1");
-        let row = self.maybe_row(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id)).await?;
+        let row = self
+            .maybe_row(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()))
+            .await?;
         row.map(|r| self.read_one(&r)).transpose()
     }
 

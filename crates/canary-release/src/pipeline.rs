@@ -312,7 +312,7 @@ impl Candidate<'_> {
         let (config, progress) = (self.config, self.progress);
         let current = self.reg.known_good(self.target).await?.into_iter().next();
         let parent = match &current {
-            Some(r) => self.reg.builds().await?.into_iter().find(|b| b.id == r.build_id),
+            Some(r) => self.reg.build_row(&r.build_id).await?,
             None => None,
         };
         let parent_manifest = parent.as_ref().and_then(|b| b.manifest.clone());

@@ -275,7 +275,7 @@ pub async fn promoted_lines(
         out.extend(d.unmet.iter().map(|u| format!("  ✗ {u}")));
     }
     if let Some(current) = reg.known_good(channel).await?.first() {
-        let row = reg.builds().await?.into_iter().find(|b| b.id == current.build_id);
+        let row = reg.build_row(&current.build_id).await?;
         out.push(format!(
             "{channel} is build {} since {}: {}",
             lab::short_id(&current.build_id),

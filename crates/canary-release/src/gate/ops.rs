@@ -58,7 +58,7 @@ pub async fn promote(
 ) -> Result<(BuildId, Decision)> {
     let channel_policy = policy.channel(p.channel)?.clone();
     let build = reg.resolve_build(p.build).await?;
-    let row = reg.builds().await?.into_iter().find(|b| b.id == build);
+    let row = reg.build_row(&build).await?;
     let (providers, unknown) = bundled_clis(row.as_ref());
     let repos = channel_policy.repos.clone().unwrap_or_else(|| all_repos.to_vec());
     let evidence = reg
@@ -485,8 +485,12 @@ mod tests {
         (dir, reg)
     }
 
+    fn build_id(n: u8) -> BuildId {
+        format!("sha256:{}", format!("{n:02x}").repeat(32)).parse().unwrap()
+    }
+
     async fn build(reg: &Registry, n: u8) -> BuildId {
-        let id: BuildId = format!("sha256:{}", format!("{n:02x}").repeat(32)).parse().unwrap();
+        let id = build_id(n);
         let info = BuildInfo::from_image(&id, &format!("canary-lab/build:{n}"), &Default::default());
         reg.record_build(&info).await.unwrap();
         id
@@ -532,7 +536,7 @@ mod tests {
 
     /// A build whose labels name the CLIs `runtimes`, with a passing golden path on repo `a`.
     async fn judged_build(reg: &Registry, n: u8, runtimes: &str) -> BuildId {
-        let id: BuildId = format!("sha256:{}", format!("{n:02x}").repeat(32)).parse().unwrap();
+        let id = build_id(n);
         let labels = [(crate::builds::labels::RUNTIMES.to_string(), runtimes.to_string())].into();
         let info = BuildInfo::from_image(&id, &format!("canary-lab/build:{n}"), &labels);
         let rows = [(format!("run-{n}"), "golden-path".to_string(), "a".to_string(), "pass")];
